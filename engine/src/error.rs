@@ -1,0 +1,103 @@
+//! The one error type requests fail with. Its [`ErrorKind`] decides the HTTP status (in one
+//! place: `http::status_of`) and, later, whether a Kafka message goes to the dead-letter topic.
+
+use std::fmt;
+
+/// What kind of failure, independent of transport.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// The request is malformed (bad JSON, inconsistent shape and data). HTTP 400.
+    BadRequest,
+    /// No such model, version or route. HTTP 404.
+    NotFound,
+    /// The body is larger than allowed. HTTP 413.
+    PayloadTooLarge,
+    /// Well-formed, but tensors don't fit what the model needs (name, dtype, shape). HTTP 422.
+    Unprocessable,
+    /// Too many requests in flight. HTTP 429.
+    Overloaded,
+    /// Not ready (models loading) or a queue is full. HTTP 503.
+    Unavailable,
+    /// A step or the request ran past its deadline. HTTP 504.
+    Timeout,
+    /// A bug or a runtime failure the caller can do nothing about. HTTP 500.
+    Internal,
+}
+
+/// A request failure: its kind, a message fit to show the caller, and the step it came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Error {
+    pub kind: ErrorKind,
+    pub message: String,
+    /// The innermost step the error came from, when it came from one.
+    pub step: Option<String>,
+}
+
+impl Error {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Error {
+        Error {
+            kind,
+            message: message.into(),
+            step: None,
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Error {
+        Error::new(ErrorKind::BadRequest, message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Error {
+        Error::new(ErrorKind::NotFound, message)
+    }
+
+    pub fn unprocessable(message: impl Into<String>) -> Error {
+        Error::new(ErrorKind::Unprocessable, message)
+    }
+
+    pub fn unavailable(message: impl Into<String>) -> Error {
+        Error::new(ErrorKind::Unavailable, message)
+    }
+
+    pub fn timeout(message: impl Into<String>) -> Error {
+        Error::new(ErrorKind::Timeout, message)
+    }
+
+    pub fn internal(message: impl Into<String>) -> Error {
+        Error::new(ErrorKind::Internal, message)
+    }
+
+    /// Records the step the error happened in, unless a deeper step already did.
+    pub fn in_step(mut self, step: &str) -> Error {
+        if self.step.is_none() {
+            self.step = Some(step.to_owned());
+        }
+        self
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.step {
+            Some(step) => write!(f, "step `{step}`: {}", self.message),
+            None => f.write_str(&self.message),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn innermost_step_wins() {
+        let e = Error::unprocessable("bad")
+            .in_step("model")
+            .in_step("router");
+        assert_eq!(e.to_string(), "step `model`: bad");
+        assert_eq!(e.kind, ErrorKind::Unprocessable);
+    }
+}

@@ -1,0 +1,91 @@
+//! The event: what flows between steps.
+
+use serde_json::{Map, Value};
+
+use crate::error::{Error, Result};
+use crate::tensor::Tensor;
+
+/// The model (and version) a request addresses, when it names one other than the graph.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Target {
+    pub model: String,
+    pub version: Option<String>,
+}
+
+/// One request's data on its way through a graph.
+#[derive(Clone, Debug, Default)]
+pub struct Event {
+    /// The request id, echoed in the response.
+    pub id: String,
+    pub tensors: Vec<Tensor>,
+    /// Request parameters on the way in; response parameters on the way out.
+    pub parameters: Map<String, Value>,
+    /// The route the request asked for (URL, body `model`/`version`, or headers).
+    pub target: Option<Target>,
+    /// Routing decisions taken so far, `(router, route)`, outermost first.
+    pub routes: Vec<(String, String)>,
+}
+
+impl Event {
+    pub fn new(id: impl Into<String>, tensors: Vec<Tensor>) -> Event {
+        Event {
+            id: id.into(),
+            tensors,
+            ..Event::default()
+        }
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Tensor> {
+        self.tensors.iter().find(|t| t.name == name)
+    }
+
+    /// The tensor, or a 422 naming what the event does have.
+    pub fn require(&self, name: &str) -> Result<&Tensor> {
+        self.get(name).ok_or_else(|| self.missing(name))
+    }
+
+    pub fn require_mut(&mut self, name: &str) -> Result<&mut Tensor> {
+        let missing = self.missing(name);
+        self.tensors
+            .iter_mut()
+            .find(|t| t.name == name)
+            .ok_or(missing)
+    }
+
+    /// Removes and returns the tensor, or a 422 naming what the event does have.
+    pub fn take(&mut self, name: &str) -> Result<Tensor> {
+        match self.tensors.iter().position(|t| t.name == name) {
+            Some(i) => Ok(self.tensors.remove(i)),
+            None => Err(self.missing(name)),
+        }
+    }
+
+    /// Adds a tensor, replacing one with the same name.
+    pub fn put(&mut self, tensor: Tensor) {
+        match self.tensors.iter_mut().find(|t| t.name == tensor.name) {
+            Some(t) => *t = tensor,
+            None => self.tensors.push(tensor),
+        }
+    }
+
+    /// The last routing decision, if any router ran.
+    pub fn route(&self) -> Option<&str> {
+        self.routes.last().map(|(_, route)| route.as_str())
+    }
+
+    fn missing(&self, name: &str) -> Error {
+        let have: Vec<String> = self
+            .tensors
+            .iter()
+            .map(|t| format!("{} {} {:?}", t.name, t.datatype(), t.shape))
+            .collect();
+        Error::unprocessable(format!(
+            "no tensor `{name}`; the request has: {}",
+            if have.is_empty() {
+                "none".to_string()
+            } else {
+                have.join(", ")
+            }
+        ))
+    }
+}

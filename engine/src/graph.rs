@@ -1,0 +1,689 @@
+//! A graph file compiled into a runnable plan.
+//!
+//! Loading runs in phases and collects every problem before giving up: YAML syntax, the
+//! top-level fields, each step (kind, fields, args, model files), the edges (dangling
+//! `after`, cycles, the responder), and, when models are loaded, the tensors along every edge.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::Path;
+use std::pin::Pin;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use marked_yaml::types::MarkedScalarNode;
+use marked_yaml::{LoaderOptions, Node, Span};
+use petgraph::algo::tarjan_scc;
+use petgraph::graph::DiGraph;
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+use crate::diag::{Diagnostic, GraphErrors, Location, one_of};
+use crate::error::{Error, Result};
+use crate::event::Event;
+use crate::step::{BuildContext, BuildMode, ModelInfo, Registry, Step, StepNode, from_yaml};
+use crate::tensor::{Signature, TensorMeta};
+
+/// The top level of a graph file.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GraphFileSpec {
+    /// The graph's name: the model name clients address (`/v2/models/{name}/infer`).
+    pub name: String,
+    /// Free text for people reading the file.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// The graph: `kind: flow` (steps joined by `after`) or `kind: router` (one router).
+    #[schemars(with = "serde_json::Value")]
+    pub graph: serde::de::IgnoredAny,
+    /// Deadline for one request through the whole graph, in milliseconds (HTTP 504 past it).
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Requests the graph serves at once; more are refused with HTTP 429.
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
+}
+
+fn default_timeout_ms() -> u64 {
+    30_000
+}
+
+fn default_max_in_flight() -> usize {
+    1024
+}
+
+/// The step fields the engine reads on a flow's steps (besides `after`).
+#[derive(Debug, Default, Deserialize)]
+struct FlowFields {
+    #[serde(default)]
+    responder: bool,
+    #[serde(default)]
+    timeout_ms: Option<u64>,
+}
+
+/// One node of the compiled plan.
+struct GraphNode {
+    name: String,
+    step: Box<dyn Step>,
+    preds: Vec<usize>,
+    succs: Vec<usize>,
+    timeout: Option<Duration>,
+}
+
+impl GraphNode {
+    async fn run(&self, event: Event) -> Result<Event> {
+        let fut = self.step.process(event);
+        let result = match self.timeout {
+            None => fut.await,
+            Some(limit) => match tokio::time::timeout(limit, fut).await {
+                Ok(result) => result,
+                Err(_) => Err(Error::timeout(format!(
+                    "took longer than its timeout_ms of {}",
+                    limit.as_millis()
+                ))),
+            },
+        };
+        result.map_err(|e| e.in_step(&self.name))
+    }
+}
+
+/// A validated, compiled graph, ready to run requests.
+pub struct Graph {
+    pub name: String,
+    nodes: Vec<GraphNode>,
+    entries: Vec<usize>,
+    responder: usize,
+    /// Every node has one predecessor and one successor: run as a plain loop.
+    chain: bool,
+    deadline: Duration,
+    pub max_in_flight: usize,
+    models: Vec<ModelInfo>,
+}
+
+/// A step as declared in a flow, before compiling.
+struct Declared {
+    name: String,
+    span: Span,
+    after: Vec<(String, Span)>,
+    responder: bool,
+    timeout: Option<Duration>,
+    step: Option<Box<dyn Step>>,
+}
+
+impl Graph {
+    /// Reads, validates and builds a graph file. With [`BuildMode::Load`] models are opened
+    /// and tensors are checked along every edge. Every problem is reported, not just the first.
+    pub fn load(path: &Path, registry: &Registry, mode: BuildMode) -> Result<Graph, GraphErrors> {
+        let source = std::fs::read_to_string(path).map_err(|e| {
+            GraphErrors::new(
+                path,
+                "",
+                vec![Diagnostic::new(format!("cannot read the graph file: {e}"))],
+            )
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Graph::from_yaml(&source, base, registry, mode)
+            .map_err(|d| GraphErrors::new(path, &source, d))
+    }
+
+    /// Like [`Graph::load`], from YAML text; relative model paths resolve under `base_dir`.
+    pub fn from_yaml(
+        source: &str,
+        base_dir: &Path,
+        registry: &Registry,
+        mode: BuildMode,
+    ) -> Result<Graph, Vec<Diagnostic>> {
+        // Phase 1: YAML syntax.
+        let options = LoaderOptions::default().error_on_duplicate_keys(true);
+        let root = marked_yaml::parse_yaml_with_options(0, source, options)
+            .map_err(|e| vec![load_error(e)])?;
+        let mut ctx = BuildContext::new(registry, base_dir, mode);
+
+        // Phase 2: the top-level fields.
+        let top_span = *root.span();
+        let spec = match from_yaml::<GraphFileSpec>(&root, &top_span, "a graph file", &[]) {
+            Ok(spec) => Some(spec),
+            Err(d) => {
+                ctx.report(d);
+                None
+            }
+        };
+        let Some(root) = root.as_mapping() else {
+            return Err(ctx.into_diagnostics());
+        };
+        let Some(graph) = root.get_node("graph") else {
+            return Err(ctx.into_diagnostics());
+        };
+        let name = root
+            .get_scalar("name")
+            .map(|n| (n.as_str().to_owned(), *n.span()));
+        if let Some((name, span)) = &name {
+            check_name(&mut ctx, name, span);
+        }
+        let graph_name = name.as_ref().map(|(n, _)| n.clone()).unwrap_or_default();
+
+        // Phase 3: the steps, each built by its kind's factory.
+        let declared = declare_steps(&mut ctx, &graph_name, graph);
+        let Some(spec) = spec else {
+            return Err(ctx.into_diagnostics());
+        };
+        if spec.max_in_flight == 0 {
+            let span = root
+                .get_node("max_in_flight")
+                .map(|n| *n.span())
+                .unwrap_or(top_span);
+            ctx.report(Diagnostic::new("`max_in_flight` must be at least 1").at(&span));
+        }
+
+        // Phase 4: edges, cycles and the responder; then tensors along the edges.
+        let graph = compile(&mut ctx, spec, declared);
+        if ctx.has_errors() {
+            return Err(ctx.into_diagnostics());
+        }
+        graph.ok_or_else(|| ctx.into_diagnostics())
+    }
+
+    /// Addressable models: the graph itself first, then every route by name.
+    pub fn models(&self) -> &[ModelInfo] {
+        &self.models
+    }
+
+    /// Finds a model by name and optional version, as the HTTP paths address them.
+    pub fn model(&self, name: &str, version: Option<&str>) -> Option<&ModelInfo> {
+        let mut named = self.models.iter().filter(|m| m.name == name);
+        match version {
+            Some(v) => named.find(|m| m.version.as_deref() == Some(v)),
+            None => {
+                let all: Vec<&ModelInfo> = named.collect();
+                all.iter()
+                    .find(|m| m.version.is_none())
+                    .or(all.last())
+                    .copied()
+            }
+        }
+    }
+
+    pub fn deadline(&self) -> Duration {
+        self.deadline
+    }
+
+    /// Runs one event through the graph within the graph's deadline.
+    pub async fn run(&self, event: Event) -> Result<Event> {
+        match tokio::time::timeout(self.deadline, self.run_steps(event)).await {
+            Ok(result) => result,
+            Err(_) => Err(Error::timeout(format!(
+                "the request took longer than the graph's timeout_ms of {}",
+                self.deadline.as_millis()
+            ))),
+        }
+    }
+
+    async fn run_steps(&self, event: Event) -> Result<Event> {
+        if self.chain {
+            let mut event = event;
+            for node in &self.nodes {
+                event = node.run(event).await?;
+            }
+            return Ok(event);
+        }
+        self.run_dag(event).await
+    }
+
+    /// Runs a DAG: each step starts when all its inputs are done; independent branches run
+    /// concurrently; the first failure fails the request and cancels what is still running.
+    async fn run_dag(&self, event: Event) -> Result<Event> {
+        type Running<'a> = Pin<Box<dyn Future<Output = (usize, Result<Event>)> + Send + 'a>>;
+        let n = self.nodes.len();
+        let mut waiting: Vec<usize> = self.nodes.iter().map(|n| n.preds.len()).collect();
+        let mut uses: Vec<usize> = self.nodes.iter().map(|n| n.succs.len()).collect();
+        uses[self.responder] += 1;
+        let mut outputs: Vec<Option<Event>> = (0..n).map(|_| None).collect();
+        let mut running: FuturesUnordered<Running<'_>> = FuturesUnordered::new();
+        let start = |i: usize, ev: Event| -> Running<'_> {
+            let node = &self.nodes[i];
+            Box::pin(async move { (i, node.run(ev).await) })
+        };
+        let (last, rest) = self.entries.split_last().expect("a graph has an entry");
+        for &i in rest {
+            running.push(start(i, event.clone()));
+        }
+        running.push(start(*last, event));
+
+        while let Some((i, result)) = running.next().await {
+            outputs[i] = Some(result?);
+            for &s in &self.nodes[i].succs {
+                waiting[s] -= 1;
+                if waiting[s] == 0 {
+                    let input = self.join_inputs(s, &mut outputs, &mut uses);
+                    running.push(start(s, input));
+                }
+            }
+        }
+        outputs[self.responder]
+            .take()
+            .ok_or_else(|| Error::internal("the responder step did not run"))
+    }
+
+    /// The event a step with several inputs receives: the first input's event, with the
+    /// tensors of the others added in `after` order (a later one replaces a same-named one).
+    fn join_inputs(&self, s: usize, outputs: &mut [Option<Event>], uses: &mut [usize]) -> Event {
+        let mut take = |p: usize| -> Event {
+            uses[p] -= 1;
+            if uses[p] == 0 {
+                outputs[p].take().expect("a finished step has an output")
+            } else {
+                outputs[p].clone().expect("a finished step has an output")
+            }
+        };
+        let preds = &self.nodes[s].preds;
+        let mut event = take(preds[0]);
+        for &p in &preds[1..] {
+            let other = take(p);
+            for t in other.tensors {
+                event.put(t);
+            }
+            for r in other.routes {
+                if !event.routes.contains(&r) {
+                    event.routes.push(r);
+                }
+            }
+            event.parameters.extend(other.parameters);
+        }
+        event
+    }
+}
+
+fn load_error(e: marked_yaml::LoadError) -> Diagnostic {
+    use marked_yaml::LoadError as L;
+    let at = |m: &marked_yaml::Marker| Location {
+        line: m.line(),
+        column: m.column(),
+    };
+    let (message, location) = match &e {
+        L::TopLevelMustBeMapping(m) => ("the graph file must be a YAML mapping".to_owned(), at(m)),
+        L::TopLevelMustBeSequence(m) => ("unexpected top-level sequence".to_owned(), at(m)),
+        L::UnexpectedAnchor(m) => ("YAML anchors are not supported here".to_owned(), at(m)),
+        L::MappingKeyMustBeScalar(m) => ("mapping keys must be plain names".to_owned(), at(m)),
+        L::UnexpectedTag(m) => ("YAML tags are not supported here".to_owned(), at(m)),
+        L::ScanError(m, err) => (format!("invalid YAML: {}", err.info()), at(m)),
+        L::DuplicateKey(inner) => {
+            let first = inner.prev_key.span().start().map(at);
+            let here = inner
+                .key
+                .span()
+                .start()
+                .map(at)
+                .unwrap_or(Location { line: 0, column: 0 });
+            let mut d = Diagnostic::new(format!("duplicate key `{}`", inner.key.as_str()));
+            d.location = Some(here);
+            if let Some(f) = first {
+                d.help = Some(format!(
+                    "first defined at line {}, column {}",
+                    f.line, f.column
+                ));
+            }
+            return d;
+        }
+    };
+    let mut d = Diagnostic::new(message);
+    d.location = Some(location);
+    d
+}
+
+/// Names address models in URLs: letters, digits, `-`, `_`, `.`; a route may add `:version`.
+fn check_name(ctx: &mut BuildContext, name: &str, span: &Span) {
+    let (base, version) = match name.split_once(':') {
+        Some((b, v)) => (b, Some(v)),
+        None => (name, None),
+    };
+    let ok = |s: &str| {
+        !s.is_empty()
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    };
+    if !ok(base) || version.is_some_and(|v| !ok(v)) {
+        ctx.report(
+            Diagnostic::new(format!("invalid name `{name}`"))
+                .at(span)
+                .help("use letters, digits, `-`, `_` and `.`, optionally `name:version`"),
+        );
+    }
+}
+
+/// Reads the `graph:` node into declared steps, building each one.
+fn declare_steps(ctx: &mut BuildContext, graph_name: &str, graph: &Node) -> Vec<Declared> {
+    let Some(map) = graph.as_mapping() else {
+        ctx.report(Diagnostic::new("`graph` must be a mapping with a `kind`").at(graph.span()));
+        return Vec::new();
+    };
+    const KINDS: [&str; 2] = ["flow", "router"];
+    match map.get_scalar("kind").map(|k| k.as_str()) {
+        Some("flow") => {
+            for key in map.keys() {
+                if !matches!(key.as_str(), "kind" | "steps") {
+                    ctx.report(
+                        Diagnostic::new(format!(
+                            "unknown field `{}` for a flow graph",
+                            key.as_str()
+                        ))
+                        .at(key.span())
+                        .help("expected `kind` or `steps`"),
+                    );
+                }
+            }
+            let Some(steps) = map.get_node("steps") else {
+                ctx.report(Diagnostic::new("a flow graph needs `steps`").at(map.span()));
+                return Vec::new();
+            };
+            let Some(steps) = steps.as_mapping() else {
+                ctx.report(
+                    Diagnostic::new("`steps` must be a mapping of step name to step")
+                        .at(steps.span()),
+                );
+                return Vec::new();
+            };
+            if steps.is_empty() {
+                ctx.report(
+                    Diagnostic::new("a flow graph needs at least one step").at(steps.span()),
+                );
+            }
+            steps
+                .iter()
+                .map(|(key, value)| declare_flow_step(ctx, key, value))
+                .collect()
+        }
+        Some("router") => {
+            // The short form: the graph is one router step named after the graph.
+            ctx.claim_name(graph_name, map.span());
+            let mut body = map.clone();
+            body.remove(&MarkedScalarNode::new(Span::new_blank(), "kind"));
+            let node = StepNode {
+                name: graph_name.to_owned(),
+                kind: "router".to_owned(),
+                span: *map.span(),
+                body,
+            };
+            let step = ctx.build_node(&node);
+            vec![Declared {
+                name: graph_name.to_owned(),
+                span: *map.span(),
+                after: Vec::new(),
+                responder: true,
+                timeout: None,
+                step,
+            }]
+        }
+        other => {
+            let span = map
+                .get_node("kind")
+                .map(|k| *k.span())
+                .unwrap_or(*map.span());
+            let message = match other {
+                Some(k) => format!("unknown graph kind `{k}`"),
+                None => "missing field `kind` in `graph`".to_owned(),
+            };
+            ctx.report(
+                Diagnostic::new(message)
+                    .at(&span)
+                    .help(format!("expected one of {}", one_of(&KINDS))),
+            );
+            Vec::new()
+        }
+    }
+}
+
+fn declare_flow_step(ctx: &mut BuildContext, key: &MarkedScalarNode, value: &Node) -> Declared {
+    let name = key.as_str().to_owned();
+    check_name(ctx, &name, key.span());
+    let mut fields = FlowFields::default();
+    let mut after = Vec::new();
+    if let Some(map) = value.as_mapping() {
+        // Only the engine's fields; the kind's factory checks the rest.
+        let mut own = marked_yaml::types::MarkedMappingNode::new_empty(*map.span());
+        for (k, v) in map.iter() {
+            if matches!(k.as_str(), "responder" | "timeout_ms") {
+                own.insert(k.clone(), v.clone());
+            }
+        }
+        match from_yaml::<FlowFields>(&Node::Mapping(own), key.span(), "a step", &[]) {
+            Ok(f) => fields = f,
+            Err(d) => ctx.report(d.step(&name)),
+        }
+        // `after: a` or `after: [a, b]`.
+        match map.get_node("after") {
+            None => {}
+            Some(Node::Scalar(a)) => after.push((a.as_str().to_owned(), *a.span())),
+            Some(Node::Sequence(list)) if list.iter().all(|a| a.as_scalar().is_some()) => {
+                after.extend(
+                    list.iter()
+                        .filter_map(Node::as_scalar)
+                        .map(|a| (a.as_str().to_owned(), *a.span())),
+                );
+            }
+            Some(other) => ctx.error(
+                &name,
+                other.span(),
+                "`after` must be a step name or a list of step names",
+            ),
+        }
+    }
+    if fields.timeout_ms == Some(0) {
+        ctx.error(&name, key.span(), "`timeout_ms` must be at least 1");
+    }
+    let step = ctx
+        .step_node(key, value, true)
+        .and_then(|node| ctx.build_node(&node));
+    Declared {
+        name,
+        span: *key.span(),
+        after,
+        responder: fields.responder,
+        timeout: fields
+            .timeout_ms
+            .filter(|&t| t > 0)
+            .map(Duration::from_millis),
+        step,
+    }
+}
+
+/// Joins declared steps into a DAG, checks it, and (when models are loaded) checks the tensors
+/// along every edge.
+fn compile(ctx: &mut BuildContext, spec: GraphFileSpec, declared: Vec<Declared>) -> Option<Graph> {
+    if declared.is_empty() {
+        return None;
+    }
+    let index: HashMap<String, usize> = declared
+        .iter()
+        .enumerate()
+        .map(|(i, d)| (d.name.clone(), i))
+        .collect();
+    let mut dag: DiGraph<usize, ()> = DiGraph::new();
+    let ids: Vec<_> = (0..declared.len()).map(|i| dag.add_node(i)).collect();
+    for (i, d) in declared.iter().enumerate() {
+        for (pred, span) in &d.after {
+            match index.get(pred.as_str()) {
+                Some(&p) if p == i => ctx.error(&d.name, span, "a step cannot come after itself"),
+                Some(&p) => {
+                    dag.add_edge(ids[p], ids[i], ());
+                }
+                None => {
+                    let names: Vec<&str> = declared.iter().map(|d| d.name.as_str()).collect();
+                    ctx.report(
+                        Diagnostic::new(format!("`after: {pred}` names no step of this flow"))
+                            .step(&d.name)
+                            .at(span)
+                            .help(format!("steps are {}", one_of(&names))),
+                    );
+                }
+            }
+        }
+    }
+    for scc in tarjan_scc(&dag) {
+        if scc.len() > 1 {
+            let mut members: Vec<usize> = scc.iter().map(|&n| dag[n]).collect();
+            members.sort();
+            let names: Vec<&str> = members.iter().map(|&i| declared[i].name.as_str()).collect();
+            let first = &declared[members[0]];
+            ctx.report(
+                Diagnostic::new(format!("cycle between steps {}", one_of(&names)))
+                    .step(&first.name)
+                    .at(&first.span)
+                    .help("`after` must form a DAG: remove one of these edges"),
+            );
+        }
+    }
+    if ctx.has_errors() {
+        return None;
+    }
+    let order = petgraph::algo::toposort(&dag, None).ok()?;
+    let position: HashMap<usize, usize> = order
+        .iter()
+        .enumerate()
+        .map(|(pos, &n)| (dag[n], pos))
+        .collect();
+
+    // The responder: the one marked, or the only step nothing comes after.
+    let marked: Vec<usize> = (0..declared.len())
+        .filter(|&i| declared[i].responder)
+        .collect();
+    let leaves: Vec<usize> = (0..declared.len())
+        .filter(|&i| dag.neighbors(ids[i]).next().is_none())
+        .collect();
+    let responder = match (marked.as_slice(), leaves.as_slice()) {
+        ([one], _) => *one,
+        ([], [one]) => *one,
+        ([], many) => {
+            let names: Vec<&str> = many.iter().map(|&i| declared[i].name.as_str()).collect();
+            ctx.report(
+                Diagnostic::new("no responder: the flow has several last steps and none is marked")
+                    .at(&declared[many[0]].span)
+                    .help(format!(
+                        "mark one of {} with `responder: true`",
+                        one_of(&names)
+                    )),
+            );
+            return None;
+        }
+        (several, _) => {
+            let names: Vec<&str> = several.iter().map(|&i| declared[i].name.as_str()).collect();
+            ctx.report(
+                Diagnostic::new(format!("more than one responder: {}", one_of(&names)))
+                    .at(&declared[several[1]].span)
+                    .help("exactly one step answers the request"),
+            );
+            return None;
+        }
+    };
+
+    // Tensors along every edge, in topological order.
+    let spans: Vec<Span> = order.iter().map(|&n| declared[dag[n]].span).collect();
+    let mut nodes: Vec<GraphNode> = Vec::with_capacity(order.len());
+    let mut slots: Vec<Option<Declared>> = declared.into_iter().map(Some).collect();
+    for &n in &order {
+        let i = dag[n];
+        let d = slots[i].take().expect("each step once");
+        let preds: Vec<usize> = d
+            .after
+            .iter()
+            .filter_map(|(p, _)| index.get(p.as_str()).map(|&p| position[&p]))
+            .collect();
+        let succs: Vec<usize> = dag.neighbors(ids[i]).map(|s| position[&dag[s]]).collect();
+        let mut succs = succs;
+        succs.sort();
+        nodes.push(GraphNode {
+            name: d.name,
+            step: d.step?,
+            preds,
+            succs,
+            timeout: d.timeout,
+        });
+    }
+    let responder = position[&responder];
+    let signatures = infer_signatures(ctx, &nodes, &spans);
+
+    let entries: Vec<usize> = (0..nodes.len())
+        .filter(|&i| nodes[i].preds.is_empty())
+        .collect();
+    let chain = entries == [0]
+        && responder == nodes.len() - 1
+        && nodes
+            .iter()
+            .enumerate()
+            .all(|(i, n)| n.succs.len() <= 1 && (i == 0 || n.preds == [i - 1]));
+
+    let mut models = vec![ModelInfo {
+        name: spec.name.clone(),
+        version: None,
+        platform: if nodes.len() == 1 {
+            nodes[0].step.platform().to_owned()
+        } else {
+            "servegraph_flow".to_owned()
+        },
+        inputs: entry_inputs(&nodes),
+        outputs: signatures[responder].tensors.clone(),
+    }];
+    for node in &nodes {
+        models.extend(node.step.models());
+    }
+    Some(Graph {
+        name: spec.name,
+        nodes,
+        entries,
+        responder,
+        chain,
+        deadline: Duration::from_millis(spec.timeout_ms.max(1)),
+        max_in_flight: spec.max_in_flight.max(1),
+        models,
+    })
+}
+
+/// Propagates what is known about tensors from the entry steps to the responder, reporting
+/// every step that would be fed tensors it cannot take.
+fn infer_signatures(ctx: &mut BuildContext, nodes: &[GraphNode], spans: &[Span]) -> Vec<Signature> {
+    let mut out: Vec<Signature> = Vec::with_capacity(nodes.len());
+    for (i, node) in nodes.iter().enumerate() {
+        let input = if node.preds.is_empty() {
+            Signature::open()
+        } else {
+            let mut sig = Signature::exact(Vec::new());
+            for &p in &node.preds {
+                let s: &Signature = &out[p];
+                sig.open |= s.open;
+                for t in &s.tensors {
+                    sig.put(t.clone());
+                }
+            }
+            sig
+        };
+        let sig = match node.step.infer(&input) {
+            Ok(sig) => sig,
+            Err(message) => {
+                let from: Vec<&str> = node.preds.iter().map(|&p| nodes[p].name.as_str()).collect();
+                let mut d = Diagnostic::new(message).step(&node.name).at(&spans[i]);
+                if !from.is_empty() {
+                    d = d.help(format!("{} feeds it: {}", one_of(&from), input.describe()));
+                }
+                ctx.report(d);
+                Signature::open()
+            }
+        };
+        out.push(sig);
+    }
+    out
+}
+
+/// The inputs a client should send: those of the first step, along the first path, that
+/// declares them (normally the first model).
+fn entry_inputs(nodes: &[GraphNode]) -> Vec<TensorMeta> {
+    let mut i = 0;
+    loop {
+        if let Some(inputs) = nodes[i].step.inputs() {
+            return inputs;
+        }
+        match nodes[i].succs.first() {
+            Some(&s) => i = s,
+            None => return Vec::new(),
+        }
+    }
+}

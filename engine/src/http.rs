@@ -1,0 +1,410 @@
+//! The HTTP source: the Open Inference Protocol (V2) over axum, plus MLRun-style body routing
+//! (`POST /` with `model` in the body).
+//!
+//! [`router`] builds the app from its state, apart from any listener, so tests drive it with
+//! `tower::ServiceExt::oneshot` and the binary serves it on a socket.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwapOption;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::json;
+use tokio::sync::Semaphore;
+
+use crate::error::{Error, ErrorKind};
+use crate::event::Target;
+use crate::graph::Graph;
+use crate::protocol::{self, decode_request, encode_response};
+
+/// The binary tensor extension's header: the JSON part's length.
+pub const HEADER_CONTENT_LENGTH: &str = "inference-header-content-length";
+/// Headers that name the model and version when neither the URL nor the body does.
+pub const MODEL_HEADER: &str = "x-model-name";
+pub const VERSION_HEADER: &str = "x-model-version";
+
+/// Settings of the HTTP source.
+#[derive(Clone, Debug)]
+pub struct HttpConfig {
+    /// Largest request body accepted; larger ones get 413.
+    pub max_body_bytes: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            max_body_bytes: 16 * 1024 * 1024,
+        }
+    }
+}
+
+/// A graph being served, with its admission limit.
+pub struct Served {
+    pub graph: Graph,
+    in_flight: Semaphore,
+}
+
+impl Served {
+    pub fn new(graph: Graph) -> Served {
+        let permits = graph.max_in_flight;
+        Served {
+            graph,
+            in_flight: Semaphore::new(permits),
+        }
+    }
+}
+
+/// What the handlers share: the graph once it is loaded (`None` while models load).
+pub struct AppState {
+    served: ArcSwapOption<Served>,
+    config: HttpConfig,
+}
+
+impl AppState {
+    /// A state with nothing loaded yet: every model route answers 503 until [`AppState::serve`].
+    pub fn new(config: HttpConfig) -> Arc<AppState> {
+        Arc::new(AppState {
+            served: ArcSwapOption::empty(),
+            config,
+        })
+    }
+
+    /// Starts serving `graph`; requests already running finish on the graph they started on.
+    pub fn serve(&self, graph: Graph) {
+        self.served.store(Some(Arc::new(Served::new(graph))));
+    }
+
+    fn current(&self) -> Result<Arc<Served>, Error> {
+        self.served
+            .load_full()
+            .ok_or_else(|| Error::unavailable("not ready: models are loading"))
+    }
+}
+
+/// The one mapping from error kind to HTTP status.
+pub fn status_of(kind: ErrorKind) -> StatusCode {
+    match kind {
+        ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
+        ErrorKind::NotFound => StatusCode::NOT_FOUND,
+        ErrorKind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorKind::Unprocessable => StatusCode::UNPROCESSABLE_ENTITY,
+        ErrorKind::Overloaded => StatusCode::TOO_MANY_REQUESTS,
+        ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
+        ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let status = status_of(self.kind);
+        if status.is_server_error() {
+            tracing::warn!(status = status.as_u16(), error = %self, "request failed");
+        } else {
+            tracing::debug!(status = status.as_u16(), error = %self, "request refused");
+        }
+        let mut response = (status, Json(json!({ "error": self.to_string() }))).into_response();
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+}
+
+/// The app: every OIP route, body routing at `/`, and a JSON 404 for anything else.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/", post(infer_body_routed))
+        .route("/v2", get(server_metadata))
+        .route("/v2/health/live", get(live))
+        .route("/v2/health/ready", get(ready))
+        .route("/v2/models/{model}", get(model_metadata))
+        .route(
+            "/v2/models/{model}/versions/{version}",
+            get(model_metadata_version),
+        )
+        .route("/v2/models/{model}/ready", get(model_ready))
+        .route(
+            "/v2/models/{model}/versions/{version}/ready",
+            get(model_ready_version),
+        )
+        .route("/v2/models/{model}/infer", post(infer))
+        .route(
+            "/v2/models/{model}/versions/{version}/infer",
+            post(infer_version),
+        )
+        .fallback(not_found)
+        .with_state(state)
+}
+
+async fn not_found(method: Method, uri: Uri) -> Error {
+    Error::not_found(format!("no route for {method} {}", uri.path()))
+}
+
+async fn server_metadata() -> Json<serde_json::Value> {
+    Json(json!({
+        "name": "servegraph",
+        "version": env!("CARGO_PKG_VERSION"),
+        "extensions": ["binary_tensor_data"],
+    }))
+}
+
+async fn live() -> Json<serde_json::Value> {
+    Json(json!({ "live": true }))
+}
+
+async fn ready(State(state): State<Arc<AppState>>) -> Result<Json<serde_json::Value>, Error> {
+    state.current()?;
+    Ok(Json(json!({ "ready": true })))
+}
+
+async fn model_metadata(
+    State(state): State<Arc<AppState>>,
+    Path(model): Path<String>,
+) -> Result<Json<serde_json::Value>, Error> {
+    metadata(&state, &model, None)
+}
+
+async fn model_metadata_version(
+    State(state): State<Arc<AppState>>,
+    Path((model, version)): Path<(String, String)>,
+) -> Result<Json<serde_json::Value>, Error> {
+    metadata(&state, &model, Some(&version))
+}
+
+fn metadata(
+    state: &AppState,
+    model: &str,
+    version: Option<&str>,
+) -> Result<Json<serde_json::Value>, Error> {
+    let served = state.current()?;
+    find_model(&served.graph, model, version)?;
+    let versions: Vec<String> = served
+        .graph
+        .models()
+        .iter()
+        .filter(|m| m.name == model)
+        .map(|m| m.version.clone().unwrap_or_else(|| "1".to_owned()))
+        .collect();
+    let info = served.graph.model(model, version).expect("found above");
+    Ok(Json(json!({
+        "name": info.name,
+        "versions": versions,
+        "platform": info.platform,
+        "inputs": info.inputs,
+        "outputs": info.outputs,
+    })))
+}
+
+fn find_model(graph: &Graph, model: &str, version: Option<&str>) -> Result<(), Error> {
+    if graph.model(model, version).is_some() {
+        return Ok(());
+    }
+    if let Some(v) = version
+        && graph.model(model, None).is_some()
+    {
+        return Err(Error::not_found(format!(
+            "model `{model}` has no version `{v}`"
+        )));
+    }
+    let mut names: Vec<&str> = graph.models().iter().map(|m| m.name.as_str()).collect();
+    names.dedup();
+    Err(Error::not_found(format!(
+        "unknown model `{model}`; this server's models are: {}",
+        names.join(", ")
+    )))
+}
+
+async fn model_ready(
+    State(state): State<Arc<AppState>>,
+    Path(model): Path<String>,
+) -> Result<Json<serde_json::Value>, Error> {
+    let served = state.current()?;
+    find_model(&served.graph, &model, None)?;
+    Ok(Json(json!({ "name": model, "ready": true })))
+}
+
+async fn model_ready_version(
+    State(state): State<Arc<AppState>>,
+    Path((model, version)): Path<(String, String)>,
+) -> Result<Json<serde_json::Value>, Error> {
+    let served = state.current()?;
+    find_model(&served.graph, &model, Some(&version))?;
+    Ok(Json(json!({ "name": model, "ready": true })))
+}
+
+async fn infer(
+    State(state): State<Arc<AppState>>,
+    Path(model): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    run_infer(&state, Some(&model), None, &headers, body).await
+}
+
+async fn infer_version(
+    State(state): State<Arc<AppState>>,
+    Path((model, version)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    run_infer(&state, Some(&model), Some(&version), &headers, body).await
+}
+
+/// MLRun-style: `POST /` with the model (route) in the body's `model` field or the
+/// `x-model-name` header; the graph's own policy otherwise.
+async fn infer_body_routed(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    run_infer(&state, None, None, &headers, body).await
+}
+
+async fn run_infer(
+    state: &AppState,
+    model: Option<&str>,
+    version: Option<&str>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Response {
+    match try_infer(state, model, version, headers, body).await {
+        Ok(response) => response,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn try_infer(
+    state: &AppState,
+    url_model: Option<&str>,
+    url_version: Option<&str>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, Error> {
+    let served = state.current()?;
+    let graph = &served.graph;
+    if let Some(model) = url_model {
+        find_model(graph, model, url_version)?;
+    }
+    let _permit = served.in_flight.try_acquire().map_err(|_| {
+        Error::new(
+            ErrorKind::Overloaded,
+            format!(
+                "too many requests in flight (max_in_flight is {})",
+                graph.max_in_flight
+            ),
+        )
+    })?;
+    let body = read_body(body, headers, state.config.max_body_bytes).await?;
+    let json_len = match headers.get(HEADER_CONTENT_LENGTH) {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|s| s.trim().parse::<usize>().ok())
+                .ok_or_else(|| {
+                    Error::bad_request("Inference-Header-Content-Length must be a byte count")
+                })?,
+        ),
+    };
+    let request = decode_request(&body, json_len)?;
+    let mut event = request.event;
+    if event.id.is_empty() {
+        event.id = protocol::new_id();
+    }
+    // The route: the URL's model, else the body's `model`, else the headers.
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let target = match url_model {
+        Some(m) => Some(Target {
+            model: m.to_owned(),
+            version: url_version.map(str::to_owned),
+        }),
+        None => event.target.take().or_else(|| {
+            header(MODEL_HEADER).map(|model| Target {
+                model,
+                version: header(VERSION_HEADER),
+            })
+        }),
+    };
+    if let Some(t) = &target
+        && url_model.is_none()
+    {
+        find_model(graph, &t.model, t.version.as_deref())?;
+    }
+    let (model_name, model_version) = match &target {
+        Some(t) => (
+            t.model.clone(),
+            graph
+                .model(&t.model, t.version.as_deref())
+                .and_then(|m| m.version.clone()),
+        ),
+        None => (graph.name.clone(), None),
+    };
+    event.target = target.filter(|t| t.model != graph.name);
+
+    let done = graph.run(event).await?;
+    let encoded = encode_response(
+        &done,
+        &model_name,
+        model_version.as_deref(),
+        &request.outputs,
+        request.binary_output,
+    )?;
+    let mut response = Response::new(Body::from(encoded.body));
+    let h = response.headers_mut();
+    match encoded.json_len {
+        Some(n) => {
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            );
+            h.insert(HEADER_CONTENT_LENGTH, HeaderValue::from(n));
+        }
+        None => {
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+        }
+    }
+    Ok(response)
+}
+
+/// Reads the body up to `limit` bytes; a declared or actual larger body is a 413.
+async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Bytes, Error> {
+    let too_large = || {
+        Error::new(
+            ErrorKind::PayloadTooLarge,
+            format!("the request body is larger than the limit of {limit} bytes"),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|s| s.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let inner = e.into_inner();
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(inner.as_ref());
+        while let Some(err) = source {
+            if err.is::<http_body_util::LengthLimitError>() {
+                return too_large();
+            }
+            source = err.source();
+        }
+        Error::bad_request(format!("cannot read the request body: {inner}"))
+    })
+}

@@ -1,0 +1,23 @@
+//! servegraph's engine: the graph spec and its validation, the compiled graph and its
+//! executor, the public [`Step`] trait, the Open Inference Protocol codec and (with the `http`
+//! feature) the HTTP source.
+//!
+//! Step kinds live in `servegraph-steps`; this crate holds no model runtime.
+
+pub mod diag;
+pub mod error;
+pub mod event;
+pub mod graph;
+#[cfg(feature = "http")]
+pub mod http;
+pub mod protocol;
+pub mod step;
+pub mod tensor;
+
+pub use async_trait::async_trait;
+pub use diag::{Diagnostic, GraphErrors};
+pub use error::{Error, ErrorKind, Result};
+pub use event::{Event, Target};
+pub use graph::Graph;
+pub use step::{BuildContext, BuildMode, ModelInfo, Registry, Step, StepKind, StepNode};
+pub use tensor::{DataType, Signature, Tensor, TensorData, TensorMeta};

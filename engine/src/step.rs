@@ -1,0 +1,314 @@
+//! The public [`Step`] trait every step implements, and how steps are built from YAML: each
+//! step kind is a [`StepKind`] in a [`Registry`] (name → factory), and a factory turns a YAML
+//! node into a runtime step through a [`BuildContext`] that collects every diagnostic.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use marked_yaml::types::{MarkedMappingNode, MarkedScalarNode};
+use marked_yaml::{Node, Span};
+use serde::de::DeserializeOwned;
+
+use crate::diag::{Diagnostic, one_of};
+use crate::error::Result;
+use crate::event::Event;
+use crate::tensor::{Signature, TensorMeta};
+
+/// A unit of work in a graph. Implement it for a custom step and register a [`StepKind`] that
+/// builds it.
+#[async_trait]
+pub trait Step: Send + Sync + 'static {
+    /// Processes one event. CPU-heavy work (model inference) must not run on the async
+    /// workers: hand it to a dedicated thread and await the answer.
+    async fn process(&self, event: Event) -> Result<Event>;
+
+    /// What this step gives, given what it is fed; an error names what does not fit. Used by
+    /// validation and for metadata. The default knows nothing about the output.
+    fn infer(&self, input: &Signature) -> Result<Signature, String> {
+        let _ = input;
+        Ok(Signature::open())
+    }
+
+    /// The tensors this step needs, when it knows (models do).
+    fn inputs(&self) -> Option<Vec<TensorMeta>> {
+        None
+    }
+
+    /// The models this step makes addressable by name (a router's routes, recursively).
+    fn models(&self) -> Vec<ModelInfo> {
+        Vec::new()
+    }
+
+    /// The platform string for metadata when this step is addressed as a model.
+    fn platform(&self) -> &str {
+        "servegraph"
+    }
+}
+
+/// An addressable model: what `GET /v2/models/{name}[/versions/{v}]` describes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ModelInfo {
+    pub name: String,
+    pub version: Option<String>,
+    pub platform: String,
+    pub inputs: Vec<TensorMeta>,
+    pub outputs: Vec<TensorMeta>,
+}
+
+/// A step's YAML, handed to its kind's factory: the name, and its fields minus the ones the
+/// engine owns (`kind`, `after`, `responder`, `timeout_ms`).
+pub struct StepNode {
+    pub name: String,
+    pub kind: String,
+    /// Where the step is defined (its name's position).
+    pub span: Span,
+    pub body: MarkedMappingNode,
+}
+
+/// Builds one kind of step from YAML.
+pub trait StepKind: Send + Sync {
+    /// Builds the step, or reports every problem through `ctx` and returns `None`.
+    fn build(&self, node: &StepNode, ctx: &mut BuildContext) -> Option<Box<dyn Step>>;
+}
+
+impl<F> StepKind for F
+where
+    F: Fn(&StepNode, &mut BuildContext) -> Option<Box<dyn Step>> + Send + Sync,
+{
+    fn build(&self, node: &StepNode, ctx: &mut BuildContext) -> Option<Box<dyn Step>> {
+        self(node, ctx)
+    }
+}
+
+/// The step kinds a graph may use, by name.
+#[derive(Clone, Default)]
+pub struct Registry {
+    kinds: BTreeMap<String, Arc<dyn StepKind>>,
+}
+
+impl Registry {
+    pub fn new() -> Registry {
+        Registry::default()
+    }
+
+    /// Registers (or replaces) a step kind.
+    pub fn register(&mut self, kind: &str, factory: impl StepKind + 'static) -> &mut Registry {
+        self.kinds.insert(kind.to_owned(), Arc::new(factory));
+        self
+    }
+
+    pub fn kinds(&self) -> Vec<&str> {
+        self.kinds.keys().map(String::as_str).collect()
+    }
+
+    pub fn get(&self, kind: &str) -> Option<&Arc<dyn StepKind>> {
+        self.kinds.get(kind)
+    }
+}
+
+/// Fields every step may have; the engine reads them, the step kinds never see them.
+pub const COMMON_FIELDS: [&str; 4] = ["kind", "after", "responder", "timeout_ms"];
+
+/// Whether the build opens models (contextual validation) or only checks structure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BuildMode {
+    /// Parse and check everything that needs no I/O beyond file existence.
+    Structural,
+    /// Also load models and check tensor names and dtypes along every edge.
+    Load,
+}
+
+/// What a factory builds with: the registry (for child steps), where relative paths resolve,
+/// and the diagnostics collected so far.
+pub struct BuildContext<'r> {
+    registry: &'r Registry,
+    base_dir: PathBuf,
+    pub mode: BuildMode,
+    diagnostics: Vec<Diagnostic>,
+    names: HashMap<String, Option<crate::diag::Location>>,
+}
+
+impl<'r> BuildContext<'r> {
+    pub fn new(registry: &'r Registry, base_dir: &Path, mode: BuildMode) -> BuildContext<'r> {
+        BuildContext {
+            registry,
+            base_dir: base_dir.to_owned(),
+            mode,
+            diagnostics: Vec::new(),
+            names: HashMap::new(),
+        }
+    }
+
+    /// Resolves a path from the graph file relative to the graph file's folder.
+    pub fn resolve(&self, path: &str) -> PathBuf {
+        self.base_dir.join(path)
+    }
+
+    pub fn report(&mut self, diagnostic: Diagnostic) {
+        self.diagnostics.push(diagnostic);
+    }
+
+    /// Reports an error about `step` at `span`.
+    pub fn error(&mut self, step: &str, span: &Span, message: impl Into<String>) {
+        self.report(Diagnostic::new(message).step(step).at(span));
+    }
+
+    pub fn has_errors(&self) -> bool {
+        !self.diagnostics.is_empty()
+    }
+
+    pub fn into_diagnostics(self) -> Vec<Diagnostic> {
+        self.diagnostics
+    }
+
+    /// Deserializes a step's own fields into its spec type, reporting any error with its
+    /// position and, for an unknown field, every field the step accepts.
+    pub fn parse<T: DeserializeOwned>(&mut self, node: &StepNode) -> Option<T> {
+        let body = Node::Mapping(node.body.clone());
+        let extra: Vec<&str> = COMMON_FIELDS
+            .iter()
+            .copied()
+            .filter(|f| *f != "kind")
+            .collect();
+        let what = format!("a `{}` step", node.kind);
+        match from_yaml::<T>(&body, &node.span, &what, &extra) {
+            Ok(spec) => Some(spec),
+            Err(d) => {
+                self.report(d.step(&node.name));
+                None
+            }
+        }
+    }
+
+    /// Builds a nested step (a route of a router, a member of an ensemble) from its YAML.
+    pub fn build_child(&mut self, key: &MarkedScalarNode, value: &Node) -> Option<Box<dyn Step>> {
+        let node = self.step_node(key, value, false)?;
+        self.build_node(&node)
+    }
+
+    /// Builds a step from its prepared node, dispatching on its kind.
+    pub fn build_node(&mut self, node: &StepNode) -> Option<Box<dyn Step>> {
+        let registry = self.registry;
+        let factory = registry.get(&node.kind)?;
+        factory.build(node, self)
+    }
+
+    /// Checks a step's name and kind and strips the engine's fields. `top_level` steps may have
+    /// `after`/`responder`/`timeout_ms` (the caller reads them); nested ones may not.
+    pub(crate) fn step_node(
+        &mut self,
+        key: &MarkedScalarNode,
+        value: &Node,
+        top_level: bool,
+    ) -> Option<StepNode> {
+        let name = key.as_str().to_owned();
+        let span = *key.span();
+        self.claim_name(&name, &span);
+        let Some(map) = value.as_mapping() else {
+            self.error(
+                &name,
+                value.span(),
+                "a step must be a mapping with at least `kind`",
+            );
+            return None;
+        };
+        let kinds = self.registry.kinds();
+        let kind = match map.get_node("kind") {
+            None => {
+                self.report(
+                    Diagnostic::new("missing field `kind`")
+                        .step(&name)
+                        .at(&span)
+                        .help(format!("expected one of {}", one_of(&kinds))),
+                );
+                return None;
+            }
+            Some(Node::Scalar(k)) if self.registry.get(k.as_str()).is_some() => {
+                k.as_str().to_owned()
+            }
+            Some(other) => {
+                let shown = other
+                    .as_scalar()
+                    .map(|s| s.as_str())
+                    .unwrap_or("<not a name>");
+                self.report(
+                    Diagnostic::new(format!("unknown kind `{shown}`"))
+                        .step(&name)
+                        .at(other.span())
+                        .help(format!("expected one of {}", one_of(&kinds))),
+                );
+                return None;
+            }
+        };
+        let mut body = map.clone();
+        for field in COMMON_FIELDS {
+            let k = MarkedScalarNode::new(Span::new_blank(), field);
+            if let Some(v) = body.remove(&k)
+                && !top_level
+                && field != "kind"
+            {
+                self.error(
+                    &name,
+                    v.span(),
+                    format!("`{field}` is only allowed on steps of a flow, not inside routes"),
+                );
+            }
+        }
+        Some(StepNode {
+            name,
+            kind,
+            span,
+            body,
+        })
+    }
+
+    /// Every step name in a graph must be unique: names address models and steps.
+    pub(crate) fn claim_name(&mut self, name: &str, span: &Span) {
+        let here = crate::diag::Location::of(span);
+        if let Some(first) = self.names.get(name) {
+            let help = match first {
+                Some(l) => format!("first defined at line {}, column {}", l.line, l.column),
+                None => "names must be unique across the whole graph".to_owned(),
+            };
+            let d = Diagnostic::new(format!("duplicate step name `{name}`"))
+                .at(span)
+                .help(help);
+            self.report(d);
+        } else {
+            self.names.insert(name.to_owned(), here);
+        }
+    }
+}
+
+/// Deserializes a YAML node into `T`, turning a failure into a diagnostic with the position of
+/// the offending node (or `fallback`), and for an unknown field the list of accepted ones
+/// (`T`'s own plus `extra_fields`).
+pub fn from_yaml<T: DeserializeOwned>(
+    node: &Node,
+    fallback: &Span,
+    what: &str,
+    extra_fields: &[&str],
+) -> Result<T, Diagnostic> {
+    marked_yaml::from_node::<T>(node).map_err(|err| {
+        let location = err
+            .start_mark()
+            .map(|m| crate::diag::Location {
+                line: m.line(),
+                column: m.column(),
+            })
+            .or_else(|| crate::diag::Location::of(fallback));
+        let mut d = match &*err {
+            marked_yaml::Error::UnknownFieldError(field, expected, _) => {
+                let mut fields: Vec<&str> = expected.to_vec();
+                fields.extend(extra_fields);
+                Diagnostic::new(format!("unknown field `{field}` for {what}"))
+                    .help(format!("expected one of {}", one_of(&fields)))
+            }
+            _ => Diagnostic::new(err.to_string()),
+        };
+        d.location = location;
+        d
+    })
+}

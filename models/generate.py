@@ -1,0 +1,94 @@
+#!/usr/bin/env python3
+"""Generate the small ONNX models servegraph's tests and examples use.
+
+Run through `scripts/gen-models.sh`, which creates the pinned virtualenv. The output is
+deterministic (fixed seeds) and committed, so nothing is generated at test time.
+
+Writes into this folder:
+  iris_lr.onnx, iris_rf.onnx            StandardScaler + estimator; raw iris features in.
+  iris_lr_core.onnx, iris_rf_core.onnx  the same fitted estimators without the scaler; they
+                                        expect standardized features (graphs/iris-ensemble.yaml
+                                        standardizes in a `transform` step instead).
+  iris_expected.json                    known rows with scikit-learn's own predictions, the
+                                        scaler's mean/std, and the ensemble's expected vote.
+All models: input `input` FP32 [-1, 4]; outputs `label` INT64 [-1] and `probabilities`
+FP32 [-1, 3] (skl2onnx with zipmap off).
+"""
+import json
+import os
+
+import numpy as np
+import onnxruntime as ort
+from skl2onnx import convert_sklearn
+from skl2onnx.common.data_types import FloatTensorType
+from sklearn.datasets import load_iris
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+OPSET = {"": 17, "ai.onnx.ml": 3}
+ROWS = [0, 10, 25, 50, 60, 75, 100, 110, 125, 149]
+
+
+def export(model, path):
+    onx = convert_sklearn(
+        model,
+        initial_types=[("input", FloatTensorType([None, 4]))],
+        options={id(model.steps[-1][1] if isinstance(model, Pipeline) else model): {"zipmap": False}},
+        target_opset=OPSET,
+    )
+    # Deterministic bytes: no producer version noise in the committed files.
+    onx.producer_version = ""
+    onx.doc_string = ""
+    with open(path, "wb") as f:
+        f.write(onx.SerializeToString())
+
+
+def main():
+    x, y = load_iris(return_X_y=True)
+    x = x.astype(np.float32)
+    scaler = StandardScaler().fit(x)
+    xs = scaler.transform(x).astype(np.float32)
+    lr = LogisticRegression(max_iter=1000, random_state=0).fit(xs, y)
+    rf = RandomForestClassifier(n_estimators=10, max_depth=4, random_state=0).fit(xs, y)
+
+    export(Pipeline([("scale", scaler), ("lr", lr)]), os.path.join(HERE, "iris_lr.onnx"))
+    export(Pipeline([("scale", scaler), ("rf", rf)]), os.path.join(HERE, "iris_rf.onnx"))
+    export(lr, os.path.join(HERE, "iris_lr_core.onnx"))
+    export(rf, os.path.join(HERE, "iris_rf_core.onnx"))
+
+    rows = x[ROWS]
+    rows_s = scaler.transform(rows).astype(np.float32)
+    expected = {
+        "rows": rows.tolist(),
+        "mean": scaler.mean_.tolist(),
+        "std": scaler.scale_.tolist(),
+        "classes": ["setosa", "versicolor", "virginica"],
+        "iris-lr": {"label": lr.predict(rows_s).tolist(), "probabilities": lr.predict_proba(rows_s).tolist()},
+        "iris-rf": {"label": rf.predict(rows_s).tolist(), "probabilities": rf.predict_proba(rows_s).tolist()},
+    }
+    # Vote of two: a tie goes to the first route (iris-lr) — servegraph's documented rule.
+    expected["iris-ensemble"] = {"label": expected["iris-lr"]["label"]}
+
+    # Check ONNX Runtime agrees with scikit-learn on every row before anyone relies on it.
+    for name, path, feed in [
+        ("iris-lr", "iris_lr.onnx", rows),
+        ("iris-rf", "iris_rf.onnx", rows),
+        ("iris-lr", "iris_lr_core.onnx", rows_s),
+        ("iris-rf", "iris_rf_core.onnx", rows_s),
+    ]:
+        sess = ort.InferenceSession(os.path.join(HERE, path), providers=["CPUExecutionProvider"])
+        label, proba = sess.run(["label", "probabilities"], {"input": feed})
+        assert label.tolist() == expected[name]["label"], (path, label, expected[name]["label"])
+        assert np.allclose(proba, expected[name]["probabilities"], atol=1e-4), path
+
+    with open(os.path.join(HERE, "iris_expected.json"), "w") as f:
+        json.dump(expected, f, indent=1)
+        f.write("\n")
+    print("wrote models to", HERE)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Installs what servegraph needs on a fresh machine. Idempotent: a second run only checks.
+#
+#   scripts/setup.sh          Rust toolchain check + the ONNX Runtime shared library
+#   scripts/setup.sh --test   also the Python client used by the tests (tritonclient[http])
+#
+# Everything goes under ${XDG_CACHE_HOME:-~/.cache}/servegraph, outside the repository.
+set -euo pipefail
+
+ORT_VERSION=1.31.1
+CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/servegraph"
+ORT_DIR="$CACHE/onnxruntime-$ORT_VERSION"
+ORT_LIB="$ORT_DIR/libonnxruntime.so.$ORT_VERSION"
+TEST_VENV="$CACHE/venv-test"
+
+say() { printf 'setup: %s\n' "$*" >&2; }
+
+command -v cargo >/dev/null || { say "cargo not found: install Rust (https://rustup.rs)"; exit 1; }
+command -v python3 >/dev/null || { say "python3 not found: apt-get install -y python3 python3-venv"; exit 1; }
+
+# ONNX Runtime: the shared library from the official PyPI wheel (never downloaded at run time).
+if [ ! -f "$ORT_LIB" ]; then
+  say "fetching ONNX Runtime $ORT_VERSION from PyPI"
+  tmp=$(mktemp -d)
+  trap 'rm -rf "$tmp"' EXIT
+  python3 -m pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
+    --dest "$tmp" "onnxruntime==$ORT_VERSION"
+  mkdir -p "$ORT_DIR"
+  python3 - "$tmp" "$ORT_DIR" <<'PY'
+import glob, os, sys, zipfile
+src, out = sys.argv[1], sys.argv[2]
+(wheel,) = glob.glob(os.path.join(src, "onnxruntime-*.whl"))
+with zipfile.ZipFile(wheel) as z:
+    for name in z.namelist():
+        base = os.path.basename(name)
+        if name.startswith("onnxruntime/capi/libonnxruntime"):
+            with z.open(name) as f, open(os.path.join(out, base + ".part"), "wb") as g:
+                g.write(f.read())
+            os.replace(os.path.join(out, base + ".part"), os.path.join(out, base))
+PY
+  ln -sf "libonnxruntime.so.$ORT_VERSION" "$ORT_DIR/libonnxruntime.so"
+fi
+say "ONNX Runtime: $ORT_LIB"
+
+if [ "${1:-}" = "--test" ]; then
+  if [ ! -x "$TEST_VENV/bin/python" ] || ! "$TEST_VENV/bin/python" -c "import tritonclient.http, numpy" 2>/dev/null; then
+    say "creating the test client virtualenv"
+    python3 -m venv "$TEST_VENV"
+    "$TEST_VENV/bin/pip" install --quiet --disable-pip-version-check -r tests/python/requirements.txt
+  fi
+  say "test client: $TEST_VENV/bin/python"
+fi

@@ -1,0 +1,240 @@
+//! `servegraph bench`: an HTTP load generator (keep-alive connections, fixed concurrency,
+//! fixed duration) and the engine's per-step overhead measured in-process.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use clap::Subcommand;
+use http_body_util::{BodyExt, Full};
+use hyper::Request;
+use hyper_util::rt::TokioIo;
+use servegraph_engine::{BuildMode, Event, Graph, Tensor, TensorData};
+
+#[derive(Subcommand)]
+pub enum BenchCommand {
+    /// Load an HTTP endpoint: CONCURRENCY keep-alive connections each POST the same request
+    /// back to back for DURATION seconds (after WARMUP seconds not counted).
+    Http {
+        /// The endpoint, e.g. http://127.0.0.1:8080/v2/models/iris-lr/infer
+        #[arg(long)]
+        url: String,
+        /// The request body (JSON), or @FILE.
+        #[arg(long)]
+        data: String,
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+        /// Seconds to measure.
+        #[arg(long, default_value_t = 10)]
+        duration: u64,
+        /// Seconds of load before measuring.
+        #[arg(long, default_value_t = 2)]
+        warmup: u64,
+        /// Threads for the load generator itself.
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+        /// Label printed with the result line.
+        #[arg(long, default_value = "http")]
+        label: String,
+    },
+    /// The engine's own cost per step: chains of `noop` transforms run in-process, one request
+    /// at a time; the slope of time over chain length is the per-step overhead.
+    Engine {
+        /// Chain lengths to measure, comma-separated.
+        #[arg(long, default_value = "1,2,4,8,16,32")]
+        steps: String,
+        /// Requests per chain length.
+        #[arg(long, default_value_t = 200_000)]
+        requests: usize,
+    },
+}
+
+pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
+    match cmd {
+        BenchCommand::Http {
+            url,
+            data,
+            concurrency,
+            duration,
+            warmup,
+            threads,
+            label,
+        } => {
+            let body = match data.strip_prefix('@') {
+                Some(f) => std::fs::read(f).with_context(|| format!("reading {f}"))?,
+                None => data.into_bytes(),
+            };
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(threads.max(1))
+                .enable_all()
+                .build()?;
+            let r = rt.block_on(http_load(
+                &url,
+                Bytes::from(body),
+                concurrency.max(1),
+                Duration::from_secs(warmup),
+                Duration::from_secs(duration.max(1)),
+            ))?;
+            println!(
+                "{label}: concurrency {concurrency}: {:.0} req/s, p50 {} µs, p99 {} µs, {} requests, {} errors",
+                r.per_sec, r.p50_us, r.p99_us, r.count, r.errors
+            );
+            Ok(())
+        }
+        BenchCommand::Engine { steps, requests } => {
+            let lengths: Vec<usize> = steps
+                .split(',')
+                .map(|s| s.trim().parse::<usize>())
+                .collect::<Result<_, _>>()
+                .context("--steps takes comma-separated numbers")?;
+            engine_overhead(&lengths, requests.max(1))
+        }
+    }
+}
+
+struct LoadResult {
+    per_sec: f64,
+    p50_us: u64,
+    p99_us: u64,
+    count: usize,
+    errors: usize,
+}
+
+async fn http_load(
+    url: &str,
+    body: Bytes,
+    concurrency: usize,
+    warmup: Duration,
+    duration: Duration,
+) -> anyhow::Result<LoadResult> {
+    let uri: hyper::Uri = url.parse().context("--url")?;
+    let authority = uri
+        .authority()
+        .context("--url needs host:port")?
+        .to_string();
+    let path = uri
+        .path_and_query()
+        .map(|p| p.to_string())
+        .unwrap_or("/".into());
+    let start = Instant::now();
+    let measure_from = start + warmup;
+    let stop = measure_from + duration;
+    let mut workers = Vec::new();
+    for _ in 0..concurrency {
+        let (authority, path, body) = (authority.clone(), path.clone(), body.clone());
+        workers.push(tokio::spawn(async move {
+            let stream = tokio::net::TcpStream::connect(&authority).await?;
+            stream.set_nodelay(true)?;
+            let (mut sender, conn) =
+                hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+            tokio::spawn(conn);
+            let mut latencies: Vec<u32> = Vec::new();
+            let mut errors = 0usize;
+            loop {
+                let t0 = Instant::now();
+                if t0 >= stop {
+                    break;
+                }
+                let req = Request::post(&path)
+                    .header("host", &authority)
+                    .header("content-type", "application/json")
+                    .body(Full::new(body.clone()))?;
+                let resp = sender.send_request(req).await?;
+                let ok = resp.status().is_success();
+                resp.into_body().collect().await?;
+                if t0 >= measure_from {
+                    if ok {
+                        latencies.push(t0.elapsed().as_micros() as u32);
+                    } else {
+                        errors += 1;
+                    }
+                }
+            }
+            anyhow::Ok((latencies, errors))
+        }));
+    }
+    let mut all = Vec::new();
+    let mut errors = 0;
+    for w in workers {
+        let (l, e) = w.await??;
+        all.extend(l);
+        errors += e;
+    }
+    if all.is_empty() {
+        bail!("no successful requests ({errors} errors)");
+    }
+    all.sort_unstable();
+    let pct = |p: f64| all[((all.len() as f64 * p) as usize).min(all.len() - 1)] as u64;
+    Ok(LoadResult {
+        per_sec: all.len() as f64 / duration.as_secs_f64(),
+        p50_us: pct(0.50),
+        p99_us: pct(0.99),
+        count: all.len(),
+        errors,
+    })
+}
+
+fn chain_yaml(n: usize) -> String {
+    let mut y = String::from("name: chain\ngraph:\n  kind: flow\n  steps:\n");
+    for i in 0..n {
+        y.push_str(&format!("    s{i}: {{kind: transform, op: noop"));
+        if i > 0 {
+            y.push_str(&format!(", after: s{}", i - 1));
+        }
+        y.push_str("}\n");
+    }
+    y
+}
+
+fn engine_overhead(lengths: &[usize], requests: usize) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let registry = servegraph_steps::registry();
+    let input = Tensor::new(
+        "input",
+        vec![1, 4],
+        TensorData::Fp32(vec![5.1, 3.5, 1.4, 0.2]),
+    )?;
+    let mut points = Vec::new();
+    for &n in lengths {
+        if n == 0 {
+            bail!("chains need at least one step");
+        }
+        let graph = Graph::from_yaml(&chain_yaml(n), Path::new("."), &registry, BuildMode::Load)
+            .map_err(|d| anyhow::anyhow!("{d:?}"))?;
+        let ns = rt.block_on(async {
+            for _ in 0..requests / 10 {
+                graph
+                    .run(Event::new("w", vec![input.clone()]))
+                    .await
+                    .expect("noop chain");
+            }
+            let t0 = Instant::now();
+            for _ in 0..requests {
+                graph
+                    .run(Event::new("b", vec![input.clone()]))
+                    .await
+                    .expect("noop chain");
+            }
+            t0.elapsed().as_nanos() as f64 / requests as f64
+        });
+        println!("engine: chain of {n:>3} noop steps: {ns:>8.0} ns/request");
+        points.push((n as f64, ns));
+    }
+    if points.len() >= 2 {
+        let k = points.len() as f64;
+        let mx = points.iter().map(|p| p.0).sum::<f64>() / k;
+        let my = points.iter().map(|p| p.1).sum::<f64>() / k;
+        let slope = points.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum::<f64>()
+            / points.iter().map(|p| (p.0 - mx).powi(2)).sum::<f64>();
+        println!(
+            "engine: overhead per step {:.0} ns ({:.3} µs); fixed per request {:.0} ns",
+            slope,
+            slope / 1000.0,
+            my - slope * mx
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,261 @@
+//! `servegraph`: serve, validate and invoke serving graphs, and benchmark them.
+
+mod bench;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use servegraph_engine::http::{AppState, HttpConfig};
+use servegraph_engine::protocol::{decode_request, encode_response};
+use servegraph_engine::{BuildMode, Graph, Target};
+
+/// A dataflow serving-graph engine for ML inference: YAML graphs of routers, models,
+/// ensembles and transforms, served over the Open Inference Protocol (V2).
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve a graph over HTTP (Open Inference Protocol V2).
+    Serve {
+        /// The graph YAML file.
+        graph: PathBuf,
+        /// Address to listen on (port 0 picks a free one).
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// Largest request body accepted, in bytes (larger: HTTP 413).
+        #[arg(long, default_value_t = 16 * 1024 * 1024)]
+        max_body_bytes: usize,
+        /// Seconds to let in-flight requests finish after SIGTERM/SIGINT.
+        #[arg(long, default_value_t = 30)]
+        shutdown_timeout: u64,
+    },
+    /// Check a graph file, loading its models; print every error with its line and column.
+    Validate {
+        /// The graph YAML file.
+        graph: PathBuf,
+    },
+    /// Run one inference request in-process, without a server, and print the response.
+    Invoke {
+        /// The graph YAML file.
+        graph: PathBuf,
+        /// The model (graph name or route) to address; default: the graph.
+        #[arg(long)]
+        model: Option<String>,
+        /// The model version to address.
+        #[arg(long)]
+        version: Option<String>,
+        /// The OIP V2 request as JSON, or @FILE to read it from a file.
+        #[arg(long)]
+        data: String,
+    },
+    /// Benchmarks: HTTP load against a server, or the engine's own per-step overhead.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+}
+
+fn main() -> ExitCode {
+    init_logging();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve {
+            graph,
+            listen,
+            max_body_bytes,
+            shutdown_timeout,
+        } => serve(
+            &graph,
+            listen,
+            max_body_bytes,
+            Duration::from_secs(shutdown_timeout),
+        ),
+        Command::Validate { graph } => return validate(&graph),
+        Command::Invoke {
+            graph,
+            model,
+            version,
+            data,
+        } => invoke(&graph, model, version, &data),
+        Command::Bench(cmd) => bench::run(cmd),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,ort=warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+fn load(graph: &Path, mode: BuildMode) -> anyhow::Result<Graph> {
+    Graph::load(graph, &servegraph_steps::registry(), mode).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+fn validate(graph: &Path) -> ExitCode {
+    match Graph::load(graph, &servegraph_steps::registry(), BuildMode::Load) {
+        Ok(g) => {
+            let models: Vec<String> = g
+                .models()
+                .iter()
+                .map(|m| match &m.version {
+                    Some(v) => format!("{}:{v}", m.name),
+                    None => m.name.clone(),
+                })
+                .collect();
+            println!("{}: ok — serves {}", graph.display(), models.join(", "));
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            eprintln!("{errors}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(
+    graph_path: &Path,
+    listen: SocketAddr,
+    max_body_bytes: usize,
+    drain: Duration,
+) -> anyhow::Result<()> {
+    // Structure first, with no I/O beyond file checks: a broken file never starts a server.
+    load(graph_path, BuildMode::Structural)?;
+    let rt = runtime()?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("cannot listen on {listen}"))?;
+        let addr = listener.local_addr()?;
+        let state = AppState::new(HttpConfig { max_body_bytes });
+        // Listen at once (live, not ready); load models off the async workers.
+        println!("servegraph listening on http://{addr}");
+        tracing::info!(%addr, graph = %graph_path.display(), "listening; loading models");
+        let loading = {
+            let state = Arc::clone(&state);
+            let path = graph_path.to_owned();
+            tokio::task::spawn_blocking(move || {
+                let graph = load(&path, BuildMode::Load)?;
+                let names: Vec<String> = graph.models().iter().map(|m| m.name.clone()).collect();
+                tracing::info!(models = ?names, "ready");
+                state.serve(graph);
+                anyhow::Ok(())
+            })
+        };
+        let app = servegraph_engine::http::router(Arc::clone(&state));
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            tracing::info!("shutting down: draining in-flight requests");
+            let _ = stop_tx.send(true);
+        });
+        let server = tokio::spawn(async move { server.await });
+        // A failed load is fatal: report every error and exit non-zero.
+        match loading.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => bail!("{e:#}"),
+            Err(e) => bail!("model loading panicked: {e}"),
+        }
+        let mut stop_rx = stop_rx;
+        let _ = stop_rx.wait_for(|stop| *stop).await;
+        match tokio::time::timeout(drain, server).await {
+            Ok(result) => result?.context("serving HTTP")?,
+            Err(_) => tracing::warn!(
+                secs = drain.as_secs(),
+                "requests still running after the drain deadline; exiting"
+            ),
+        }
+        anyhow::Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing the SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+fn invoke(
+    graph_path: &Path,
+    model: Option<String>,
+    version: Option<String>,
+    data: &str,
+) -> anyhow::Result<()> {
+    let body = match data.strip_prefix('@') {
+        Some(file) => std::fs::read(file).with_context(|| format!("reading {file}"))?,
+        None => data.as_bytes().to_vec(),
+    };
+    let graph = load(graph_path, BuildMode::Load)?;
+    let name = model.unwrap_or_else(|| graph.name.clone());
+    let Some(info) = graph.model(&name, version.as_deref()) else {
+        let names: Vec<&str> = graph.models().iter().map(|m| m.name.as_str()).collect();
+        bail!(
+            "unknown model `{name}`; the graph serves {}",
+            names.join(", ")
+        );
+    };
+    let model_version = info.version.clone();
+    let request = decode_request(&body, None).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut event = request.event;
+    if event.id.is_empty() {
+        event.id = servegraph_engine::protocol::new_id();
+    }
+    if name != graph.name {
+        event.target = Some(Target {
+            model: name.clone(),
+            version,
+        });
+    }
+    let rt = runtime()?;
+    let done = rt
+        .block_on(graph.run(event))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    // Printed as JSON: every requested output as JSON data, whatever the request asked.
+    let outputs: Vec<_> = request
+        .outputs
+        .into_iter()
+        .map(|mut o| {
+            o.binary = Some(false);
+            o
+        })
+        .collect();
+    let encoded = encode_response(&done, &name, model_version.as_deref(), &outputs, false)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let value: serde_json::Value = serde_json::from_slice(&encoded.body)?;
+    println!("{}", serde_json::to_string_pretty(&value)?);
+    Ok(())
+}

@@ -1,0 +1,22 @@
+//! servegraph's built-in steps. [`registry`] gives every built-in kind by name; add custom
+//! kinds to it with [`servegraph_engine::Registry::register`].
+
+pub mod ensemble;
+pub mod model;
+#[cfg(feature = "onnx")]
+pub mod onnx;
+pub mod router;
+pub mod routes;
+pub mod transform;
+
+use servegraph_engine::Registry;
+
+/// The built-in step kinds: `model`, `router`, `ensemble`, `transform`.
+pub fn registry() -> Registry {
+    let mut r = Registry::new();
+    r.register("model", model::build)
+        .register("router", router::build)
+        .register("ensemble", ensemble::build)
+        .register("transform", transform::build);
+    r
+}

@@ -1,0 +1,398 @@
+//! `kind: router`: sends each event to one of its routes.
+//!
+//! A request that names a route (in the URL, the body's `model`/`version`, or the
+//! `x-model-name`/`x-model-version` headers) goes to that route. Otherwise the policy decides:
+//! `path` refuses (a route must be named), `weighted` picks at random by weight.
+//!
+//! ```yaml
+//! graph:
+//!   kind: router
+//!   policy: {type: weighted, weights: {iris-lr: 50, iris-rf: 50}}
+//!   routes:
+//!     iris-lr: {kind: model, class: onnx, model_path: ../models/iris_lr.onnx}
+//!     iris-rf: {kind: model, class: onnx, model_path: ../models/iris_rf.onnx}
+//! ```
+
+use indexmap::IndexMap;
+use rand::Rng;
+use schemars::JsonSchema;
+use serde::Deserialize;
+use servegraph_engine::diag::{Diagnostic, one_of};
+use servegraph_engine::{
+    BuildContext, Error, Event, ModelInfo, Result, Signature, Step, StepNode, Target, TensorMeta,
+    async_trait,
+};
+
+use crate::routes::{Route, build_routes, common_inputs, infer_each, intersect};
+
+/// A router's fields.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RouterSpec {
+    /// How to choose a route when the request names none. Default: `{type: path}`.
+    #[serde(default)]
+    pub policy: PolicySpec,
+    /// The routes: name (or `name:version`) → step.
+    #[schemars(with = "IndexMap<String, serde_json::Value>")]
+    pub routes: serde::de::IgnoredAny,
+}
+
+/// `policy: {type: ..., ...}`.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PolicySpec {
+    #[serde(rename = "type", default)]
+    pub kind: PolicyKind,
+    /// `weighted`: route → relative weight (≥ 0). Routes not listed get 0; none listed: equal.
+    #[serde(default)]
+    pub weights: Option<IndexMap<String, f64>>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PolicyKind {
+    /// The request must name a route (URL, body or header).
+    #[default]
+    Path,
+    /// A random route, by weight (A/B tests, canaries).
+    Weighted,
+}
+
+enum Policy {
+    Path,
+    /// Cumulative weights, one per route, and their total.
+    Weighted {
+        cumulative: Vec<f64>,
+        total: f64,
+    },
+}
+
+/// The runtime router.
+pub struct Router {
+    name: String,
+    routes: Vec<Route>,
+    /// For each route, every model name it makes addressable (itself and nested routes).
+    reachable: Vec<Vec<String>>,
+    policy: Policy,
+}
+
+/// Builds a `router` step.
+pub fn build(node: &StepNode, ctx: &mut BuildContext) -> Option<Box<dyn Step>> {
+    let spec: Option<RouterSpec> = ctx.parse(node);
+    let routes = build_routes(node, ctx)?;
+    let spec = spec?;
+    let policy = match spec.policy.kind {
+        PolicyKind::Path => {
+            if spec.policy.weights.is_some() {
+                let span = policy_span(node);
+                ctx.error(
+                    &node.name,
+                    &span,
+                    "`weights` only applies to `type: weighted`",
+                );
+                return None;
+            }
+            Policy::Path
+        }
+        PolicyKind::Weighted => weighted(node, ctx, &routes, spec.policy.weights.as_ref())?,
+    };
+    let reachable = routes
+        .iter()
+        .map(|r| r.models().into_iter().map(|m| m.name).collect())
+        .collect();
+    Some(Box::new(Router {
+        name: node.name.clone(),
+        routes,
+        reachable,
+        policy,
+    }))
+}
+
+fn policy_span(node: &StepNode) -> marked_yaml::Span {
+    node.body
+        .get_node("policy")
+        .map(|p| *p.span())
+        .unwrap_or(node.span)
+}
+
+fn weighted(
+    node: &StepNode,
+    ctx: &mut BuildContext,
+    routes: &[Route],
+    weights: Option<&IndexMap<String, f64>>,
+) -> Option<Policy> {
+    let span = policy_span(node);
+    let keys: Vec<&str> = routes.iter().map(|r| r.key.as_str()).collect();
+    let mut w = vec![0.0; routes.len()];
+    match weights {
+        None => w.iter_mut().for_each(|x| *x = 1.0),
+        Some(map) => {
+            for (route, weight) in map {
+                let Some(i) = keys.iter().position(|k| k == route) else {
+                    ctx.report(
+                        Diagnostic::new(format!("`weights` names `{route}`, which is not a route"))
+                            .step(&node.name)
+                            .at(&span)
+                            .help(format!("routes are {}", one_of(&keys))),
+                    );
+                    return None;
+                };
+                if !weight.is_finite() || *weight < 0.0 {
+                    ctx.error(
+                        &node.name,
+                        &span,
+                        format!("weight of `{route}` must be ≥ 0"),
+                    );
+                    return None;
+                }
+                w[i] = *weight;
+            }
+        }
+    }
+    let total: f64 = w.iter().sum();
+    if total <= 0.0 {
+        ctx.error(
+            &node.name,
+            &span,
+            "the weights add up to 0: no route could be chosen",
+        );
+        return None;
+    }
+    let cumulative = w
+        .iter()
+        .scan(0.0, |acc, x| {
+            *acc += x;
+            Some(*acc)
+        })
+        .collect();
+    Some(Policy::Weighted { cumulative, total })
+}
+
+impl Router {
+    /// Which route an event goes to.
+    fn select(&self, event: &Event) -> Result<usize> {
+        if let Some(target) = &event.target
+            && target.model != self.name
+        {
+            return self.find(target);
+        }
+        match &self.policy {
+            Policy::Path => Err(Error::bad_request(format!(
+                "router `{}` routes by name: name one of its routes {} in the URL \
+                 (/v2/models/<route>/infer), the body's `model` field or the `x-model-name` header",
+                self.name,
+                one_of(&self.route_keys())
+            ))),
+            Policy::Weighted { cumulative, total } => {
+                let x = rand::rng().random::<f64>() * total;
+                Ok(cumulative
+                    .iter()
+                    .position(|&c| x < c)
+                    .unwrap_or(cumulative.len() - 1))
+            }
+        }
+    }
+
+    /// The route a request names: by name and version, or the route that contains it.
+    fn find(&self, target: &Target) -> Result<usize> {
+        let named: Vec<usize> = (0..self.routes.len())
+            .filter(|&i| self.routes[i].name == target.model)
+            .collect();
+        if !named.is_empty() {
+            return match &target.version {
+                Some(v) => named
+                    .iter()
+                    .copied()
+                    .find(|&i| self.routes[i].version.as_deref() == Some(v.as_str()))
+                    .ok_or_else(|| {
+                        let versions: Vec<&str> = named
+                            .iter()
+                            .filter_map(|&i| self.routes[i].version.as_deref())
+                            .collect();
+                        Error::not_found(format!(
+                            "model `{}` has no version `{v}`; versions: {}",
+                            target.model,
+                            if versions.is_empty() {
+                                "none".to_owned()
+                            } else {
+                                one_of(&versions)
+                            }
+                        ))
+                    }),
+                None => Ok(named
+                    .iter()
+                    .copied()
+                    .find(|&i| self.routes[i].version.is_none())
+                    .unwrap_or(*named.last().expect("not empty"))),
+            };
+        }
+        self.reachable
+            .iter()
+            .position(|names| names.contains(&target.model))
+            .ok_or_else(|| {
+                Error::not_found(format!(
+                    "router `{}` has no route `{}`; routes: {}",
+                    self.name,
+                    target.model,
+                    one_of(&self.route_keys())
+                ))
+            })
+    }
+
+    fn route_keys(&self) -> Vec<&str> {
+        self.routes.iter().map(|r| r.key.as_str()).collect()
+    }
+}
+
+#[async_trait]
+impl Step for Router {
+    async fn process(&self, mut event: Event) -> Result<Event> {
+        let route = &self.routes[self.select(&event)?];
+        event.routes.push((self.name.clone(), route.key.clone()));
+        route
+            .step
+            .process(event)
+            .await
+            .map_err(|e| e.in_step(&route.key))
+    }
+
+    fn infer(&self, input: &Signature) -> Result<Signature, String> {
+        Ok(intersect(infer_each(&self.routes, input)?))
+    }
+
+    fn inputs(&self) -> Option<Vec<TensorMeta>> {
+        common_inputs(&self.routes)
+    }
+
+    fn models(&self) -> Vec<ModelInfo> {
+        self.routes.iter().flat_map(Route::models).collect()
+    }
+
+    fn platform(&self) -> &str {
+        "servegraph_router"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use servegraph_engine::{BuildMode, ErrorKind, Graph, Tensor, TensorData};
+
+    use super::*;
+
+    fn registry() -> servegraph_engine::Registry {
+        let mut r = servegraph_engine::Registry::new();
+        r.register("router", build);
+        r.register("transform", crate::transform::build);
+        r
+    }
+
+    const YAML: &str = r#"
+name: r
+graph:
+  kind: router
+  policy: {type: weighted, weights: {a: 1, "b:2": 3}}
+  routes:
+    a: {kind: transform, op: rename, args: {x: from_a}}
+    "b:2": {kind: transform, op: rename, args: {x: from_b}}
+"#;
+
+    fn event(target: Option<(&str, Option<&str>)>) -> Event {
+        let mut ev = Event::new(
+            "e",
+            vec![Tensor::new("x", vec![1], TensorData::Fp32(vec![1.0])).unwrap()],
+        );
+        ev.target = target.map(|(m, v)| Target {
+            model: m.into(),
+            version: v.map(Into::into),
+        });
+        ev
+    }
+
+    #[tokio::test]
+    async fn weighted_split_follows_weights() {
+        let g = Graph::from_yaml(YAML, Path::new("."), &registry(), BuildMode::Load).unwrap();
+        let mut b = 0;
+        for _ in 0..4000 {
+            let out = g.run(event(None)).await.unwrap();
+            if out.route() == Some("b:2") {
+                b += 1;
+                assert!(out.get("from_b").is_some());
+            }
+        }
+        // Expect 3000 of 4000; five standard deviations is ±137.
+        assert!((2863..=3137).contains(&b), "{b}");
+    }
+
+    #[tokio::test]
+    async fn named_routes_and_versions() {
+        let g = Graph::from_yaml(YAML, Path::new("."), &registry(), BuildMode::Load).unwrap();
+        let out = g.run(event(Some(("a", None)))).await.unwrap();
+        assert_eq!(out.route(), Some("a"));
+        let out = g.run(event(Some(("b", Some("2"))))).await.unwrap();
+        assert_eq!(out.route(), Some("b:2"));
+        let out = g.run(event(Some(("b", None)))).await.unwrap();
+        assert_eq!(out.route(), Some("b:2"));
+        let err = g.run(event(Some(("b", Some("9"))))).await.unwrap_err();
+        assert_eq!(err.kind, ErrorKind::NotFound);
+        assert!(
+            err.message.contains("has no version `9`; versions: `2`"),
+            "{err}"
+        );
+        let err = g.run(event(Some(("zz", None)))).await.unwrap_err();
+        assert_eq!(err.kind, ErrorKind::NotFound);
+        let models: Vec<(String, Option<String>)> = g
+            .models()
+            .iter()
+            .map(|m| (m.name.clone(), m.version.clone()))
+            .collect();
+        assert_eq!(
+            models,
+            [
+                ("r".into(), None),
+                ("a".into(), None),
+                ("b".into(), Some("2".into()))
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn path_policy_needs_a_name() {
+        let yaml = "name: r\ngraph: {kind: router, routes: {a: {kind: transform, op: noop}}}\n";
+        let g = Graph::from_yaml(yaml, Path::new("."), &registry(), BuildMode::Load).unwrap();
+        let err = g.run(event(None)).await.unwrap_err();
+        assert_eq!(err.kind, ErrorKind::BadRequest);
+        assert!(err.message.contains("routes by name"), "{err}");
+    }
+
+    #[test]
+    fn bad_policies_are_reported() {
+        let yaml = r#"name: r
+graph:
+  kind: router
+  policy: {type: random}
+  routes: {a: {kind: transform, op: noop}}
+"#;
+        let d = Graph::from_yaml(yaml, Path::new("."), &registry(), BuildMode::Load)
+            .err()
+            .unwrap();
+        let m = d[0].one_line("g");
+        assert!(
+            m.contains("unknown variant `random`, expected `path` or `weighted`"),
+            "{m}"
+        );
+        assert!(m.starts_with("g:4:"), "{m}");
+
+        let yaml = "name: r\ngraph:\n  kind: router\n  policy: {type: weighted, weights: {c: 1}}\n  routes: {a: {kind: transform, op: noop}}\n";
+        let d = Graph::from_yaml(yaml, Path::new("."), &registry(), BuildMode::Load)
+            .err()
+            .unwrap();
+        assert!(
+            d[0].message
+                .contains("`weights` names `c`, which is not a route"),
+            "{d:?}"
+        );
+        assert_eq!(d[0].help.as_deref(), Some("routes are `a`"));
+    }
+}

@@ -1,0 +1,122 @@
+//! Child steps under `routes:`, shared by routers and ensembles.
+
+use servegraph_engine::diag::Diagnostic;
+use servegraph_engine::{BuildContext, ModelInfo, Signature, Step, StepNode, TensorMeta};
+
+/// A named child step. A route key `name:version` names a version of model `name`.
+pub struct Route {
+    /// The key as written (`iris-lr` or `iris-lr:v2`).
+    pub key: String,
+    pub name: String,
+    pub version: Option<String>,
+    pub step: Box<dyn Step>,
+}
+
+impl Route {
+    /// This route as an addressable model, then whatever its step makes addressable.
+    pub fn models(&self) -> Vec<ModelInfo> {
+        let inputs = self.step.inputs().unwrap_or_default();
+        let outputs = self
+            .step
+            .infer(&Signature::exact(inputs.clone()))
+            .map(|s| s.tensors)
+            .unwrap_or_default();
+        let mut out = vec![ModelInfo {
+            name: self.name.clone(),
+            version: self.version.clone(),
+            platform: self.step.platform().to_owned(),
+            inputs,
+            outputs,
+        }];
+        out.extend(self.step.models());
+        out
+    }
+}
+
+/// Builds every child under `routes:`; reports each problem and returns `None` if any.
+pub fn build_routes(node: &StepNode, ctx: &mut BuildContext) -> Option<Vec<Route>> {
+    let Some(routes) = node.body.get_node("routes") else {
+        ctx.report(
+            Diagnostic::new(format!("a `{}` step needs `routes`", node.kind))
+                .step(&node.name)
+                .at(&node.span)
+                .help("routes: {name: {kind: model, ...}, ...}"),
+        );
+        return None;
+    };
+    let Some(map) = routes.as_mapping() else {
+        ctx.error(
+            &node.name,
+            routes.span(),
+            "`routes` must be a mapping of name to step",
+        );
+        return None;
+    };
+    if map.is_empty() {
+        ctx.error(
+            &node.name,
+            routes.span(),
+            "`routes` must have at least one route",
+        );
+        return None;
+    }
+    let mut out = Vec::with_capacity(map.len());
+    let mut failed = false;
+    for (key, value) in map.iter() {
+        match ctx.build_child(key, value) {
+            Some(step) => {
+                let (name, version) = match key.as_str().split_once(':') {
+                    Some((n, v)) => (n.to_owned(), Some(v.to_owned())),
+                    None => (key.as_str().to_owned(), None),
+                };
+                out.push(Route {
+                    key: key.as_str().to_owned(),
+                    name,
+                    version,
+                    step,
+                });
+            }
+            None => failed = true,
+        }
+    }
+    (!failed).then_some(out)
+}
+
+/// The inputs every route agrees on, if they agree.
+pub fn common_inputs(routes: &[Route]) -> Option<Vec<TensorMeta>> {
+    let first = routes.first()?.step.inputs()?;
+    routes[1..]
+        .iter()
+        .all(|r| r.step.inputs().as_ref() == Some(&first))
+        .then_some(first)
+}
+
+/// Infers each route's output; reports the first route that cannot take the input.
+pub fn infer_each(routes: &[Route], input: &Signature) -> Result<Vec<Signature>, String> {
+    routes
+        .iter()
+        .map(|r| {
+            r.step
+                .infer(input)
+                .map_err(|e| format!("route `{}`: {e}", r.key))
+        })
+        .collect()
+}
+
+/// What is certainly present whichever route ran: the tensors all routes give alike.
+pub fn intersect(sigs: Vec<Signature>) -> Signature {
+    let mut iter = sigs.into_iter();
+    let Some(first) = iter.next() else {
+        return Signature::open();
+    };
+    iter.fold(first, |acc, sig| {
+        let differ = acc.tensors.len() != sig.tensors.len();
+        let tensors: Vec<TensorMeta> = acc
+            .tensors
+            .into_iter()
+            .filter(|t| sig.get(&t.name) == Some(t))
+            .collect();
+        let open = acc.open || sig.open || differ || tensors.len() != sig.tensors.len();
+        Signature { tensors, open }
+    })
+}
