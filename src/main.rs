@@ -43,6 +43,9 @@ enum Command {
     Validate {
         /// The graph YAML file.
         graph: PathBuf,
+        /// One `file:line:col: message` line per error, without source snippets.
+        #[arg(long)]
+        short: bool,
     },
     /// Run one inference request in-process, without a server, and print the response.
     Invoke {
@@ -64,8 +67,12 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    init_logging();
     let cli = Cli::parse();
+    // Serving logs what it loads and where it listens; one-shot commands stay quiet.
+    init_logging(match cli.command {
+        Command::Serve { .. } => "info,ort=warn",
+        _ => "warn",
+    });
     let result = match cli.command {
         Command::Serve {
             graph,
@@ -78,7 +85,7 @@ fn main() -> ExitCode {
             max_body_bytes,
             Duration::from_secs(shutdown_timeout),
         ),
-        Command::Validate { graph } => return validate(&graph),
+        Command::Validate { graph, short } => return validate(&graph, short),
         Command::Invoke {
             graph,
             model,
@@ -96,10 +103,9 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging() {
+fn init_logging(default: &str) {
     use tracing_subscriber::EnvFilter;
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,ort=warn"));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -117,7 +123,7 @@ fn load(graph: &Path, mode: BuildMode) -> anyhow::Result<Graph> {
     Graph::load(graph, &servegraph_steps::registry(), mode).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
-fn validate(graph: &Path) -> ExitCode {
+fn validate(graph: &Path, short: bool) -> ExitCode {
     match Graph::load(graph, &servegraph_steps::registry(), BuildMode::Load) {
         Ok(g) => {
             let models: Vec<String> = g
@@ -130,6 +136,10 @@ fn validate(graph: &Path) -> ExitCode {
                 .collect();
             println!("{}: ok — serves {}", graph.display(), models.join(", "));
             ExitCode::SUCCESS
+        }
+        Err(errors) if short => {
+            eprintln!("{}", errors.short());
+            ExitCode::FAILURE
         }
         Err(errors) => {
             eprintln!("{errors}");

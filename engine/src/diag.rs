@@ -124,7 +124,27 @@ impl fmt::Display for GraphErrors {
     }
 }
 
+impl GraphErrors {
+    /// One `file:line:col: message` line per problem (for editors and CI logs).
+    pub fn short(&self) -> String {
+        let file = self.path.display().to_string();
+        let lines: Vec<String> = self.diagnostics.iter().map(|d| d.one_line(&file)).collect();
+        lines.join("\n")
+    }
+}
+
 impl std::error::Error for GraphErrors {}
+
+/// "`a`, `b` and `c`", for lists of what there is.
+pub fn all_of<S: AsRef<str>>(items: &[S]) -> String {
+    one_of(items)
+        .rsplitn(2, " or ")
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect::<Vec<_>>()
+        .join(" and ")
+}
 
 /// "`a`, `b` or `c`", for "expected one of" messages.
 pub fn one_of<S: AsRef<str>>(items: &[S]) -> String {
@@ -161,5 +181,7 @@ mod tests {
     fn one_of_lists() {
         assert_eq!(one_of(&["a"]), "`a`");
         assert_eq!(one_of(&["a", "b", "c"]), "`a`, `b` or `c`");
+        assert_eq!(all_of(&["a", "b", "c"]), "`a`, `b` and `c`");
+        assert_eq!(all_of(&["a"]), "`a`");
     }
 }

@@ -19,7 +19,7 @@ use petgraph::graph::DiGraph;
 use schemars::JsonSchema;
 use serde::Deserialize;
 
-use crate::diag::{Diagnostic, GraphErrors, Location, one_of};
+use crate::diag::{Diagnostic, GraphErrors, Location, all_of, one_of};
 use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::step::{BuildContext, BuildMode, ModelInfo, Registry, Step, StepNode, from_yaml};
@@ -513,7 +513,7 @@ fn compile(ctx: &mut BuildContext, spec: GraphFileSpec, declared: Vec<Declared>)
                         Diagnostic::new(format!("`after: {pred}` names no step of this flow"))
                             .step(&d.name)
                             .at(span)
-                            .help(format!("steps are {}", one_of(&names))),
+                            .help(format!("steps are {}", all_of(&names))),
                     );
                 }
             }
@@ -526,7 +526,7 @@ fn compile(ctx: &mut BuildContext, spec: GraphFileSpec, declared: Vec<Declared>)
             let names: Vec<&str> = members.iter().map(|&i| declared[i].name.as_str()).collect();
             let first = &declared[members[0]];
             ctx.report(
-                Diagnostic::new(format!("cycle between steps {}", one_of(&names)))
+                Diagnostic::new(format!("cycle between steps {}", all_of(&names)))
                     .step(&first.name)
                     .at(&first.span)
                     .help("`after` must form a DAG: remove one of these edges"),

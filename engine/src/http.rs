@@ -102,7 +102,7 @@ pub fn status_of(kind: ErrorKind) -> StatusCode {
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let status = status_of(self.kind);
-        if status.is_server_error() {
+        if self.kind == ErrorKind::Internal {
             tracing::warn!(status = status.as_u16(), error = %self, "request failed");
         } else {
             tracing::debug!(status = status.as_u16(), error = %self, "request refused");

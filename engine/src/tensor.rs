@@ -366,11 +366,8 @@ impl Signature {
                 Some(_) => {}
                 None if self.open => {}
                 None => problems.push(format!(
-                    "input `{}` ({} {:?}) is not fed; available: {}",
-                    need.name,
-                    need.datatype,
-                    need.shape,
-                    self.describe()
+                    "input `{}` ({} {:?}) is not fed",
+                    need.name, need.datatype, need.shape
                 )),
             }
         }

@@ -17,7 +17,7 @@ use indexmap::IndexMap;
 use rand::Rng;
 use schemars::JsonSchema;
 use serde::Deserialize;
-use servegraph_engine::diag::{Diagnostic, one_of};
+use servegraph_engine::diag::{Diagnostic, all_of, one_of};
 use servegraph_engine::{
     BuildContext, Error, Event, ModelInfo, Result, Signature, Step, StepNode, Target, TensorMeta,
     async_trait,
@@ -133,7 +133,7 @@ fn weighted(
                         Diagnostic::new(format!("`weights` names `{route}`, which is not a route"))
                             .step(&node.name)
                             .at(&span)
-                            .help(format!("routes are {}", one_of(&keys))),
+                            .help(format!("routes are {}", all_of(&keys))),
                     );
                     return None;
                 };
@@ -234,7 +234,7 @@ impl Router {
                     "router `{}` has no route `{}`; routes: {}",
                     self.name,
                     target.model,
-                    one_of(&self.route_keys())
+                    all_of(&self.route_keys())
                 ))
             })
     }

@@ -1,0 +1,177 @@
+//! Shared test harness: the real `servegraph` binary on an ephemeral port, and a small HTTP
+//! client over hyper for exact control of headers and bytes.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::Request;
+use hyper_util::rt::TokioIo;
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn bin() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_servegraph"));
+    cmd.current_dir(root()).env("RUST_LOG", "warn");
+    cmd
+}
+
+/// A running `servegraph serve`; killed when dropped.
+pub struct Server {
+    child: Child,
+    pub addr: String,
+}
+
+impl Server {
+    /// Starts serving `graph` on 127.0.0.1:0 and waits until it is ready.
+    pub fn start(graph: &str, extra: &[&str]) -> Server {
+        let mut child = bin()
+            .args(["serve", graph, "--listen", "127.0.0.1:0"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start servegraph");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read the listening line");
+        let addr = line
+            .trim()
+            .strip_prefix("servegraph listening on http://")
+            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+            .to_owned();
+        let server = Server { child, addr };
+        server.wait_ready();
+        server
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if let Ok(r) = block_on(get(&self.addr, "/v2/health/ready"))
+                && r.status == 200
+            {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("servegraph at {} did not become ready", self.addr);
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub struct Reply {
+    pub status: u16,
+    pub headers: hyper::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body)))
+    }
+
+    pub fn error(&self) -> String {
+        self.json()["error"]
+            .as_str()
+            .expect("an {\"error\"} body")
+            .to_owned()
+    }
+}
+
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(f)
+}
+
+pub async fn request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, String)],
+    body: Vec<u8>,
+) -> anyhow::Result<Reply> {
+    let stream = tokio::net::TcpStream::connect(addr).await?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    let mut req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", addr);
+    for (k, v) in headers {
+        req = req.header(*k, v);
+    }
+    let resp = sender
+        .send_request(req.body(Full::new(Bytes::from(body)))?)
+        .await?;
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp.into_body().collect().await?.to_bytes();
+    Ok(Reply {
+        status,
+        headers,
+        body,
+    })
+}
+
+pub async fn get(addr: &str, path: &str) -> anyhow::Result<Reply> {
+    request(addr, "GET", path, &[], Vec::new()).await
+}
+
+pub fn post(addr: &str, path: &str, body: &str) -> Reply {
+    block_on(request(
+        addr,
+        "POST",
+        path,
+        &[("content-type", "application/json".into())],
+        body.as_bytes().to_vec(),
+    ))
+    .expect("POST")
+}
+
+pub fn get_blocking(addr: &str, path: &str) -> Reply {
+    block_on(get(addr, path)).expect("GET")
+}
+
+/// Known iris rows and scikit-learn's predictions for them (written by models/generate.py).
+pub fn expected() -> serde_json::Value {
+    let text = std::fs::read_to_string(root().join("models/iris_expected.json")).expect("expected");
+    serde_json::from_str(&text).expect("JSON")
+}
+
+/// An OIP request for the expected rows.
+pub fn iris_request(id: &str) -> String {
+    let rows = &expected()["rows"];
+    let n = rows.as_array().unwrap().len();
+    serde_json::json!({
+        "id": id,
+        "inputs": [{"name": "input", "shape": [n, 4], "datatype": "FP32", "data": rows}]
+    })
+    .to_string()
+}
+
+pub fn path_exists(p: &str) -> bool {
+    Path::new(p).exists()
+}

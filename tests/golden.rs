@@ -1,0 +1,85 @@
+//! Golden tests: every graph in `graphs/` has `tests/golden/<file stem>.json`, a list of
+//! requests with the outputs they must produce, run through `servegraph invoke`. A new example
+//! graph without a golden file fails this test.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+
+#[test]
+fn every_example_graph_answers_its_golden_requests() {
+    let mut graphs = 0;
+    for entry in std::fs::read_dir(root().join("graphs")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "yaml") {
+            continue;
+        }
+        graphs += 1;
+        let stem = path.file_stem().unwrap().to_str().unwrap();
+        let golden = root().join(format!("tests/golden/{stem}.json"));
+        let cases: Vec<Value> =
+            serde_json::from_str(&std::fs::read_to_string(&golden).unwrap_or_else(|_| {
+                panic!("{} has no golden file {}", path.display(), golden.display())
+            }))
+            .unwrap();
+        assert!(!cases.is_empty());
+        for case in cases {
+            let model = case["model"].as_str().unwrap();
+            let out = bin()
+                .arg("invoke")
+                .arg(&path)
+                .args(["--model", model, "--data"])
+                .arg(case["request"].to_string())
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{stem}/{model}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+            let output = |name: &str| -> Value {
+                v["outputs"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|o| o["name"] == name)
+                    .unwrap_or_else(|| panic!("{stem}/{model}: no output `{name}` in {v}"))["data"]
+                    .clone()
+            };
+            for (name, want) in case["outputs"].as_object().unwrap() {
+                assert_eq!(&output(name), want, "{stem}/{model}: output `{name}`");
+            }
+            for (name, want) in case
+                .get("close")
+                .and_then(Value::as_object)
+                .into_iter()
+                .flatten()
+            {
+                let got = output(name);
+                let want: Vec<f64> = want
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .flat_map(|r| r.as_array().cloned().unwrap_or(vec![r.clone()]))
+                    .map(|x| x.as_f64().unwrap())
+                    .collect();
+                let got: Vec<f64> = got
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|x| x.as_f64().unwrap())
+                    .collect();
+                assert_eq!(got.len(), want.len(), "{stem}/{model}: `{name}` length");
+                for (g, w) in got.iter().zip(&want) {
+                    assert!(
+                        (g - w).abs() < 1e-4,
+                        "{stem}/{model}: `{name}` {got:?} vs {want:?}"
+                    );
+                }
+            }
+        }
+    }
+    assert!(graphs >= 2, "found only {graphs} example graphs");
+}

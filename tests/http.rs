@@ -1,0 +1,394 @@
+//! The real binary over HTTP: OIP routes, predictions equal to scikit-learn's, the binary
+//! tensor extension, routing, and every kind of bad input answered with the right status.
+
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+
+fn labels(reply: &Reply) -> Vec<Value> {
+    let v = reply.json();
+    let out = v["outputs"].as_array().expect("outputs");
+    let label = out
+        .iter()
+        .find(|o| o["name"] == "label")
+        .expect("label output");
+    label["data"].as_array().unwrap().clone()
+}
+
+fn probabilities(reply: &Reply) -> Vec<f64> {
+    let v = reply.json();
+    let out = v["outputs"].as_array().unwrap();
+    let p = out
+        .iter()
+        .find(|o| o["name"] == "probabilities")
+        .expect("probabilities");
+    p["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect()
+}
+
+fn assert_close(got: &[f64], want: &Value) {
+    let want: Vec<f64> = want
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|row| row.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()))
+        .collect();
+    assert_eq!(got.len(), want.len());
+    for (g, w) in got.iter().zip(&want) {
+        assert!((g - w).abs() < 1e-4, "{got:?} vs {want:?}");
+    }
+}
+
+#[test]
+fn iris_models_answer_like_scikit_learn() {
+    let s = Server::start("graphs/iris.yaml", &[]);
+    let exp = expected();
+    for model in ["iris-lr", "iris-rf"] {
+        let r = post(
+            &s.addr,
+            &format!("/v2/models/{model}/infer"),
+            &iris_request("req-7"),
+        );
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        assert_eq!(r.headers["content-type"], "application/json");
+        let v = r.json();
+        assert_eq!(v["id"], "req-7");
+        assert_eq!(v["model_name"], model);
+        assert_eq!(v["parameters"]["route"], model);
+        assert_eq!(Value::Array(labels(&r)), exp[model]["label"]);
+        assert_close(&probabilities(&r), &exp[model]["probabilities"]);
+    }
+    // The graph's own name runs the weighted policy: both routes are reached.
+    let mut routes = std::collections::BTreeSet::new();
+    for _ in 0..40 {
+        let r = post(&s.addr, "/v2/models/iris/infer", &iris_request("x"));
+        assert_eq!(r.status, 200);
+        let route = r.json()["parameters"]["route"].as_str().unwrap().to_owned();
+        assert_eq!(Value::Array(labels(&r)), exp[route.as_str()]["label"]);
+        routes.insert(route);
+    }
+    assert_eq!(
+        routes.into_iter().collect::<Vec<_>>(),
+        ["iris-lr", "iris-rf"]
+    );
+}
+
+#[test]
+fn metadata_health_and_readiness() {
+    let s = Server::start("graphs/iris.yaml", &[]);
+    assert_eq!(get_blocking(&s.addr, "/v2/health/live").status, 200);
+    assert_eq!(get_blocking(&s.addr, "/v2/health/ready").status, 200);
+    let v = get_blocking(&s.addr, "/v2").json();
+    assert_eq!(v["name"], "servegraph");
+    assert_eq!(v["extensions"], json!(["binary_tensor_data"]));
+
+    let md = get_blocking(&s.addr, "/v2/models/iris-rf").json();
+    assert_eq!(
+        md,
+        json!({
+            "name": "iris-rf", "versions": ["1"], "platform": "onnxruntime_onnx",
+            "inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, 4]}],
+            "outputs": [{"name": "label", "datatype": "INT64", "shape": [-1]},
+                        {"name": "probabilities", "datatype": "FP32", "shape": [-1, 3]}]
+        })
+    );
+    let md = get_blocking(&s.addr, "/v2/models/iris").json();
+    assert_eq!(md["platform"], "servegraph_router");
+    assert_eq!(md["inputs"][0]["name"], "input");
+    assert_eq!(
+        get_blocking(&s.addr, "/v2/models/iris-lr/ready").json()["ready"],
+        true
+    );
+    assert_eq!(
+        get_blocking(&s.addr, "/v2/models/iris-lr/versions/1/ready").status,
+        404
+    );
+    let r = get_blocking(&s.addr, "/v2/models/nope");
+    assert_eq!(r.status, 404);
+    assert_eq!(
+        r.error(),
+        "unknown model `nope`; this server's models are: iris, iris-lr, iris-rf"
+    );
+    let r = get_blocking(&s.addr, "/v3/what");
+    assert_eq!(
+        (r.status, r.error()),
+        (404, "no route for GET /v3/what".to_owned())
+    );
+}
+
+#[test]
+fn ensemble_flow_votes_and_names_classes() {
+    let s = Server::start("graphs/iris-ensemble.yaml", &[]);
+    let r = post(
+        &s.addr,
+        "/v2/models/iris-ensemble/infer",
+        &iris_request("e1"),
+    );
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let exp = expected();
+    let classes = exp["classes"].as_array().unwrap();
+    let want: Vec<Value> = exp["iris-ensemble"]["label"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| classes[i.as_u64().unwrap() as usize].clone())
+        .collect();
+    assert_eq!(labels(&r), want);
+    let out = &r.json()["outputs"];
+    let label = out
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["name"] == "label")
+        .unwrap();
+    assert_eq!(label["datatype"], "BYTES");
+    let md = get_blocking(&s.addr, "/v2/models/iris-ensemble").json();
+    assert_eq!(md["platform"], "servegraph_flow");
+    assert_eq!(
+        md["inputs"],
+        json!([{"name": "input", "datatype": "FP32", "shape": [-1, 4]}])
+    );
+    assert!(
+        md["outputs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|o| o["name"] == "label" && o["datatype"] == "BYTES")
+    );
+}
+
+#[test]
+fn binary_tensor_extension_in_and_out() {
+    let s = Server::start("graphs/iris.yaml", &[]);
+    let exp = expected();
+    let rows: Vec<f32> = exp["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| {
+            r.as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap() as f32)
+        })
+        .collect();
+    let n = rows.len() / 4;
+    let header = json!({
+        "inputs": [{"name": "input", "shape": [n, 4], "datatype": "FP32",
+                    "parameters": {"binary_data_size": rows.len() * 4}}],
+        "outputs": [{"name": "label", "parameters": {"binary_data": true}},
+                    {"name": "probabilities", "parameters": {"binary_data": false}}]
+    })
+    .to_string();
+    let mut body = header.clone().into_bytes();
+    for x in &rows {
+        body.extend_from_slice(&x.to_le_bytes());
+    }
+    let r = block_on(request(
+        &s.addr,
+        "POST",
+        "/v2/models/iris-lr/infer",
+        &[("inference-header-content-length", header.len().to_string())],
+        body,
+    ))
+    .unwrap();
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let json_len: usize = r.headers["inference-header-content-length"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let head: Value = serde_json::from_slice(&r.body[..json_len]).unwrap();
+    assert_eq!(head["outputs"][0]["name"], "label");
+    assert_eq!(head["outputs"][0]["parameters"]["binary_data_size"], n * 8);
+    let labels: Vec<i64> = r.body[json_len..]
+        .chunks_exact(8)
+        .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    let want: Vec<i64> = exp["iris-lr"]["label"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_i64().unwrap())
+        .collect();
+    assert_eq!(labels, want);
+    assert_eq!(head["outputs"][1]["data"].as_array().unwrap().len(), n * 3);
+}
+
+#[test]
+fn routing_by_body_and_header() {
+    let s = Server::start("graphs/iris.yaml", &[]);
+    let mut req: Value = serde_json::from_str(&iris_request("b")).unwrap();
+    req["model"] = json!("iris-rf");
+    let r = post(&s.addr, "/", &req.to_string());
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.json()["parameters"]["route"], "iris-rf");
+    assert_eq!(r.json()["model_name"], "iris-rf");
+
+    let r = block_on(request(
+        &s.addr,
+        "POST",
+        "/",
+        &[("x-model-name", "iris-lr".into())],
+        iris_request("h").into_bytes(),
+    ))
+    .unwrap();
+    assert_eq!(r.json()["parameters"]["route"], "iris-lr");
+    req["model"] = json!("nope");
+    let r = post(&s.addr, "/", &req.to_string());
+    assert_eq!(r.status, 404);
+}
+
+#[test]
+fn bad_requests_get_clear_errors_and_the_server_keeps_serving() {
+    let s = Server::start("graphs/iris.yaml", &["--max-body-bytes", "4096"]);
+    let infer = "/v2/models/iris-lr/infer";
+    let cases: Vec<(&str, String, u16, &str)> = vec![
+        ("malformed JSON", "{\"inputs\": [".into(), 400, "malformed inference request"),
+        ("no inputs", "{\"inputs\": []}".into(), 400, "the request has no `inputs`"),
+        (
+            "data does not fill the shape",
+            r#"{"inputs":[{"name":"input","shape":[2,4],"datatype":"FP32","data":[1,2,3,4]}]}"#.into(),
+            400,
+            "input `input`: tensor `input`: shape [2, 4] needs 8 elements, data has 4",
+        ),
+        (
+            "unknown datatype",
+            r#"{"inputs":[{"name":"input","shape":[1,4],"datatype":"FLOAT","data":[1,2,3,4]}]}"#.into(),
+            400,
+            "unknown datatype `FLOAT`",
+        ),
+        (
+            "wrong shape",
+            r#"{"inputs":[{"name":"input","shape":[1,3],"datatype":"FP32","data":[1,2,3]}]}"#.into(),
+            422,
+            "step `iris-lr`: input `input` must have shape [-1, 4] but has shape [1, 3]",
+        ),
+        (
+            "wrong dtype",
+            r#"{"inputs":[{"name":"input","shape":[1,4],"datatype":"INT32","data":[1,2,3,4]}]}"#.into(),
+            422,
+            "step `iris-lr`: input `input` must be FP32 but is INT32",
+        ),
+        (
+            "wrong tensor name",
+            r#"{"inputs":[{"name":"x","shape":[1,4],"datatype":"FP32","data":[1,2,3,4]}]}"#.into(),
+            422,
+            "model `iris-lr` needs input `input FP32 [-1, 4]`; the request has: x FP32 [1, 4]",
+        ),
+        (
+            "unknown requested output",
+            r#"{"inputs":[{"name":"input","shape":[1,4],"datatype":"FP32","data":[1,2,3,4]}],"outputs":[{"name":"score"}]}"#.into(),
+            400,
+            "unknown output `score`; the outputs are: label, probabilities",
+        ),
+        (
+            "oversized body",
+            format!(r#"{{"inputs":[{{"name":"input","shape":[1,4],"datatype":"FP32","data":[1,2,3,4]}}],"pad":"{}"}}"#, "x".repeat(5000)),
+            413,
+            "larger than the limit of 4096 bytes",
+        ),
+    ];
+    for (what, body, status, message) in cases {
+        let r = post(&s.addr, infer, &body);
+        assert_eq!(
+            r.status,
+            status,
+            "{what}: {:?}",
+            String::from_utf8_lossy(&r.body)
+        );
+        let error = r.error();
+        assert!(
+            error.contains(message),
+            "{what}: {error:?} lacks {message:?}"
+        );
+    }
+    let r = post(&s.addr, "/v2/models/nope/infer", "{}");
+    assert_eq!(
+        (r.status, r.error().contains("unknown model `nope`")),
+        (404, true)
+    );
+    let r = post(
+        &s.addr,
+        "/v2/models/iris-lr/versions/7/infer",
+        &iris_request("v"),
+    );
+    assert_eq!(
+        (r.status, r.error()),
+        (404, "model `iris-lr` has no version `7`".to_owned())
+    );
+    let r = block_on(request(
+        &s.addr,
+        "POST",
+        infer,
+        &[("inference-header-content-length", "99999".into())],
+        b"{}".to_vec(),
+    ))
+    .unwrap();
+    assert_eq!(r.status, 400);
+    assert!(
+        r.error()
+            .contains("Inference-Header-Content-Length is 99999"),
+        "{}",
+        r.error()
+    );
+
+    // Still serving, and still right.
+    let r = post(&s.addr, infer, &iris_request("after"));
+    assert_eq!(r.status, 200);
+    assert_eq!(Value::Array(labels(&r)), expected()["iris-lr"]["label"]);
+}
+
+#[test]
+fn all_datatypes_pass_through_a_graph() {
+    // A flow of one noop transform echoes every OIP datatype, nested data flattened.
+    let dir = tempfile::tempdir().unwrap();
+    let graph = dir.path().join("echo.yaml");
+    std::fs::write(
+        &graph,
+        "name: echo\ngraph: {kind: flow, steps: {pass: {kind: transform, op: noop}}}\n",
+    )
+    .unwrap();
+    let s = Server::start(graph.to_str().unwrap(), &[]);
+    let inputs = json!([
+        {"name": "b", "shape": [2], "datatype": "BOOL", "data": [true, false]},
+        {"name": "u8", "shape": [2], "datatype": "UINT8", "data": [0, 255]},
+        {"name": "u16", "shape": [1], "datatype": "UINT16", "data": [65535]},
+        {"name": "u32", "shape": [1], "datatype": "UINT32", "data": [4294967295u64]},
+        {"name": "u64", "shape": [1], "datatype": "UINT64", "data": [18446744073709551615u64]},
+        {"name": "i8", "shape": [2], "datatype": "INT8", "data": [-128, 127]},
+        {"name": "i16", "shape": [1], "datatype": "INT16", "data": [-32768]},
+        {"name": "i32", "shape": [1], "datatype": "INT32", "data": [-2147483648i64]},
+        {"name": "i64", "shape": [1], "datatype": "INT64", "data": [-9223372036854775807i64]},
+        {"name": "f16", "shape": [1], "datatype": "FP16", "data": [1.5]},
+        {"name": "f32", "shape": [2, 2], "datatype": "FP32", "data": [[1.5, 2.5], [3.5, 4.5]]},
+        {"name": "f64", "shape": [1], "datatype": "FP64", "data": [0.1]},
+        {"name": "s", "shape": [2], "datatype": "BYTES", "data": ["héllo", ""]},
+    ]);
+    let r = post(
+        &s.addr,
+        "/v2/models/echo/infer",
+        &json!({"inputs": inputs}).to_string(),
+    );
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let out = r.json()["outputs"].clone();
+    for (i, input) in inputs.as_array().unwrap().iter().enumerate() {
+        let o = &out[i];
+        assert_eq!(o["name"], input["name"]);
+        assert_eq!(o["datatype"], input["datatype"]);
+        assert_eq!(o["shape"], input["shape"]);
+        let flat: Vec<Value> = match &input["data"] {
+            Value::Array(a) => a
+                .iter()
+                .flat_map(|x| x.as_array().cloned().unwrap_or(vec![x.clone()]))
+                .collect(),
+            _ => unreachable!(),
+        };
+        assert_eq!(o["data"], Value::Array(flat), "{}", input["name"]);
+    }
+}

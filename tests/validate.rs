@@ -1,0 +1,128 @@
+//! `servegraph validate` on every example graph (valid) and on every file in
+//! `tests/graphs/invalid/` (each with the exact errors, positions and hints it must print, in
+//! the `.expected` file beside it).
+
+mod common;
+
+use common::*;
+
+#[test]
+fn example_graphs_are_valid() {
+    for entry in std::fs::read_dir(root().join("graphs")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            let out = bin().arg("validate").arg(&path).output().unwrap();
+            assert!(
+                out.status.success(),
+                "{}: {}",
+                path.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(String::from_utf8_lossy(&out.stdout).contains(": ok — serves "));
+        }
+    }
+}
+
+#[test]
+fn invalid_graphs_report_every_error_with_its_position() {
+    let dir = root().join("tests/graphs/invalid");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "yaml") {
+            continue;
+        }
+        let rel = path.strip_prefix(root()).unwrap();
+        let out = bin()
+            .args(["validate", "--short"])
+            .arg(rel)
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{} must fail validation",
+            rel.display()
+        );
+        let expected = std::fs::read_to_string(path.with_extension("expected"))
+            .unwrap_or_else(|_| panic!("{} has no .expected file", rel.display()));
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr),
+            expected,
+            "{}: errors differ from the .expected file",
+            rel.display()
+        );
+        checked += 1;
+    }
+    assert!(checked >= 10, "only {checked} invalid graphs checked");
+}
+
+#[test]
+fn rich_errors_show_the_source_line_and_a_caret() {
+    let out = bin()
+        .args(["validate", "tests/graphs/invalid/dangling-after.yaml"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    let want = "error: step `b`: `after: scale` names no step of this flow
+  --> tests/graphs/invalid/dangling-after.yaml:6:33
+  |
+6 |     b: {kind: transform, after: scale, op: noop}
+  |                                 ^
+  = help: steps are `a` and `b`
+1 error in tests/graphs/invalid/dangling-after.yaml
+";
+    assert_eq!(text, want);
+}
+
+#[test]
+fn serve_refuses_an_invalid_graph() {
+    let out = bin()
+        .args([
+            "serve",
+            "tests/graphs/invalid/cycle.yaml",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cycle between steps `a`, `b` and `c`"));
+}
+
+#[test]
+fn invoke_runs_one_request_in_process() {
+    let out = bin()
+        .args(["invoke", "graphs/iris.yaml", "--model", "iris-rf", "--data"])
+        .arg(iris_request("inv"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["model_name"], "iris-rf");
+    let label = v["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["name"] == "label")
+        .unwrap();
+    assert_eq!(label["data"], expected()["iris-rf"]["label"]);
+
+    let out = bin()
+        .args([
+            "invoke",
+            "graphs/iris.yaml",
+            "--model",
+            "iris-lr",
+            "--data",
+            "{\"inputs\": 3}",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("malformed inference request"));
+}
