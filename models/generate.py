@@ -9,6 +9,9 @@ Writes into this folder:
   iris_lr_core.onnx, iris_rf_core.onnx  the same fitted estimators without the scaler; they
                                         expect standardized features (graphs/iris-ensemble.yaml
                                         standardizes in a `transform` step instead).
+  fixed_batch.onnx                      Identity on `x` FP32 [1, 4]: a model whose batch
+                                        dimension is fixed, for the tests that must refuse
+                                        to batch it.
   iris_expected.json                    known rows with scikit-learn's own predictions, the
                                         scaler's mean/std, and the ensemble's expected vote.
 All models: input `input` FP32 [-1, 4]; outputs `label` INT64 [-1] and `probabilities`
@@ -39,11 +42,24 @@ def export(model, path):
         options={id(model.steps[-1][1] if isinstance(model, Pipeline) else model): {"zipmap": False}},
         target_opset=OPSET,
     )
-    # Deterministic bytes: no producer version noise in the committed files.
+    # Deterministic bytes: skl2onnx names graphs with a random UUID.
+    onx.graph.name = os.path.splitext(os.path.basename(path))[0]
     onx.producer_version = ""
     onx.doc_string = ""
     with open(path, "wb") as f:
         f.write(onx.SerializeToString())
+
+
+def fixed_batch(path):
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "fixed_batch", [x], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="servegraph")
+    model.ir_version = 8
+    with open(path, "wb") as f:
+        f.write(model.SerializeToString())
 
 
 def main():
@@ -58,6 +74,7 @@ def main():
     export(Pipeline([("scale", scaler), ("rf", rf)]), os.path.join(HERE, "iris_rf.onnx"))
     export(lr, os.path.join(HERE, "iris_lr_core.onnx"))
     export(rf, os.path.join(HERE, "iris_rf_core.onnx"))
+    fixed_batch(os.path.join(HERE, "fixed_batch.onnx"))
 
     rows = x[ROWS]
     rows_s = scaler.transform(rows).astype(np.float32)

@@ -498,6 +498,7 @@ fn compile(ctx: &mut BuildContext, spec: GraphFileSpec, declared: Vec<Declared>)
         .enumerate()
         .map(|(i, d)| (d.name.clone(), i))
         .collect();
+    let errors_before_edges = ctx.error_count();
     let mut dag: DiGraph<usize, ()> = DiGraph::new();
     let ids: Vec<_> = (0..declared.len()).map(|i| dag.add_node(i)).collect();
     for (i, d) in declared.iter().enumerate() {
@@ -533,7 +534,9 @@ fn compile(ctx: &mut BuildContext, spec: GraphFileSpec, declared: Vec<Declared>)
             );
         }
     }
-    // The responder: the one marked, or the only step nothing comes after.
+    // The responder: the one marked, or the only step nothing comes after. Which steps are
+    // last depends on the edges, so "no responder" waits for edges without errors.
+    let edges_ok = ctx.error_count() == errors_before_edges;
     let marked: Vec<usize> = (0..declared.len())
         .filter(|&i| declared[i].responder)
         .collect();
@@ -543,7 +546,8 @@ fn compile(ctx: &mut BuildContext, spec: GraphFileSpec, declared: Vec<Declared>)
     let responder = match (marked.as_slice(), leaves.as_slice()) {
         ([one], _) => Some(*one),
         ([], [one]) => Some(*one),
-        // No leaf: every step is on a cycle, already reported.
+        // No leaf (every step is on a cycle) or broken edges: already reported.
+        ([], _) if !edges_ok => None,
         ([], []) => None,
         ([], many) => {
             let names: Vec<&str> = many.iter().map(|&i| declared[i].name.as_str()).collect();

@@ -159,6 +159,10 @@ impl<'r> BuildContext<'r> {
         !self.diagnostics.is_empty()
     }
 
+    pub fn error_count(&self) -> usize {
+        self.diagnostics.len()
+    }
+
     pub fn into_diagnostics(self) -> Vec<Diagnostic> {
         self.diagnostics
     }

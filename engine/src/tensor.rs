@@ -218,6 +218,58 @@ impl TensorData {
         self.len() == 0
     }
 
+    /// Joins same-typed data end to end (for a batch along the first axis).
+    pub fn concat(parts: Vec<TensorData>) -> Result<TensorData, Error> {
+        let mut iter = parts.into_iter();
+        let Some(mut out) = iter.next() else {
+            return Err(Error::internal("nothing to concatenate"));
+        };
+        for part in iter {
+            macro_rules! extend {
+                ($($v:ident),*) => {
+                    match (&mut out, part) {
+                        $((TensorData::$v(a), TensorData::$v(b)) => a.extend(b),)*
+                        (a, b) => {
+                            return Err(Error::internal(format!(
+                                "cannot concatenate {} and {}",
+                                a.datatype(),
+                                b.datatype()
+                            )))
+                        }
+                    }
+                };
+            }
+            extend!(
+                Bool, Uint8, Uint16, Uint32, Uint64, Int8, Int16, Int32, Int64, Fp16, Fp32, Fp64,
+                Bytes
+            );
+        }
+        Ok(out)
+    }
+
+    /// Splits into consecutive pieces of `counts` elements (which must add up to the length).
+    pub fn split(self, counts: &[usize]) -> Vec<TensorData> {
+        debug_assert_eq!(counts.iter().sum::<usize>(), self.len());
+        macro_rules! split {
+            ($($v:ident),*) => {
+                match self {
+                    $(TensorData::$v(mut all) => {
+                        let mut out = Vec::with_capacity(counts.len());
+                        for &n in counts.iter().rev() {
+                            let tail = all.split_off(all.len() - n);
+                            out.push(TensorData::$v(tail));
+                        }
+                        out.reverse();
+                        out
+                    })*
+                }
+            };
+        }
+        split!(
+            Bool, Uint8, Uint16, Uint32, Uint64, Int8, Int16, Int32, Int64, Fp16, Fp32, Fp64, Bytes
+        )
+    }
+
     /// The elements as `f64`, for numeric tensors.
     pub fn to_f64_vec(&self) -> Option<Vec<f64>> {
         with_numeric_data!(self, v => Some(v.iter().map(|x| x.to_f64()).collect()), _ => None)
@@ -427,6 +479,32 @@ mod tests {
         );
         assert!(err.contains("input `y` (FP32 [-1]) is not fed"), "{err}");
         assert!(Signature::open().check_provides(&needs[1..]).is_ok());
+    }
+
+    #[test]
+    fn concat_and_split_round_trip() {
+        let joined = TensorData::concat(vec![
+            TensorData::Int64(vec![1, 2]),
+            TensorData::Int64(vec![3]),
+            TensorData::Int64(vec![4, 5, 6]),
+        ])
+        .unwrap();
+        assert_eq!(joined, TensorData::Int64(vec![1, 2, 3, 4, 5, 6]));
+        assert_eq!(
+            joined.split(&[2, 1, 3]),
+            vec![
+                TensorData::Int64(vec![1, 2]),
+                TensorData::Int64(vec![3]),
+                TensorData::Int64(vec![4, 5, 6])
+            ]
+        );
+        assert!(
+            TensorData::concat(vec![
+                TensorData::Fp32(vec![1.0]),
+                TensorData::Int64(vec![1])
+            ])
+            .is_err()
+        );
     }
 
     #[test]

@@ -31,6 +31,22 @@ pub struct ModelSpec {
     /// Requests that may wait for a session; past it requests get HTTP 503 at once (default 256).
     #[serde(default = "default_queue")]
     pub queue_size: usize,
+    /// Adaptive batching: requests waiting for this model are merged along the first axis
+    /// into one run and split back. Only for models whose rows are independent.
+    #[serde(default)]
+    pub batch: Option<BatchSpec>,
+}
+
+/// `batch: {max_size, max_wait_us}`.
+#[derive(Clone, Copy, Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BatchSpec {
+    /// Most rows in one run. A request with more rows runs alone.
+    pub max_size: usize,
+    /// How long the first request of a batch may wait for others, in microseconds. 0 (the
+    /// default): take whatever is already queued, never wait.
+    #[serde(default)]
+    pub max_wait_us: u64,
 }
 
 fn one() -> usize {
@@ -57,6 +73,7 @@ pub fn build(node: &StepNode, ctx: &mut BuildContext) -> Option<Box<dyn Step>> {
         ("intra_op_threads", spec.intra_op_threads),
         ("sessions", spec.sessions),
         ("queue_size", spec.queue_size),
+        ("batch.max_size", spec.batch.map_or(1, |b| b.max_size)),
     ] {
         if value == 0 {
             let span = node

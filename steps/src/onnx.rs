@@ -6,10 +6,12 @@
 //! for its answer and the caller's tracing span; a job whose caller has gone is skipped.
 
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::thread;
+use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender, TrySendError};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError, TrySendError};
 use ort::session::Session;
 use ort::session::builder::GraphOptimizationLevel;
 use ort::value::{DynValue, Tensor as OrtTensor, TensorElementType, ValueType};
@@ -68,6 +70,54 @@ struct Job {
     reply: oneshot::Sender<Result<Vec<Tensor>>>,
 }
 
+impl Job {
+    /// Rows along the batch axis (the first input's first dimension).
+    fn rows(&self) -> usize {
+        self.inputs[0].shape.first().copied().unwrap_or(1)
+    }
+
+    /// Whether two jobs can share a run: same inputs but for the batch dimension.
+    fn fits_with(&self, other: &Job) -> bool {
+        self.inputs.iter().zip(&other.inputs).all(|(a, b)| {
+            a.datatype() == b.datatype() && !a.shape.is_empty() && a.shape[1..] == b.shape[1..]
+        }) && other
+            .inputs
+            .iter()
+            .all(|t| t.shape.first() == Some(&other.rows()))
+    }
+}
+
+/// Adaptive batching settings, as the worker uses them.
+#[derive(Clone, Copy)]
+struct Batching {
+    max_size: usize,
+    max_wait: Duration,
+}
+
+/// Opens one ONNX Runtime session of a model file.
+pub fn open_session(path: &Path, intra_op_threads: usize) -> std::result::Result<Session, String> {
+    let env = environment()?;
+    let fail =
+        |e: &dyn std::fmt::Display| format!("ONNX Runtime cannot load {}: {e}", path.display());
+    Session::builder(env)
+        .map_err(|e| fail(&e))?
+        .with_optimization_level(GraphOptimizationLevel::Level3)
+        .map_err(|e| fail(&e))?
+        .with_intra_threads(intra_op_threads)
+        .map_err(|e| fail(&e))?
+        .with_inter_threads(1)
+        .map_err(|e| fail(&e))?
+        .commit_from_file(path)
+        .map_err(|e| fail(&e))
+}
+
+/// Counters the workers keep: ONNX Runtime runs and the requests they served.
+#[derive(Default)]
+pub struct RunStats {
+    pub runs: AtomicU64,
+    pub requests: AtomicU64,
+}
+
 /// A loaded ONNX model and its session pool.
 pub struct OnnxModel {
     name: String,
@@ -75,6 +125,7 @@ pub struct OnnxModel {
     outputs: Vec<TensorMeta>,
     queue: Sender<Job>,
     queue_size: usize,
+    stats: Arc<RunStats>,
 }
 
 impl OnnxModel {
@@ -84,22 +135,7 @@ impl OnnxModel {
         path: &Path,
         spec: &ModelSpec,
     ) -> std::result::Result<OnnxModel, String> {
-        let env = environment()?;
-        let open = || -> std::result::Result<Session, String> {
-            let fail = |e: &dyn std::fmt::Display| {
-                format!("ONNX Runtime cannot load {}: {e}", path.display())
-            };
-            Session::builder(env)
-                .map_err(|e| fail(&e))?
-                .with_optimization_level(GraphOptimizationLevel::Level3)
-                .map_err(|e| fail(&e))?
-                .with_intra_threads(spec.intra_op_threads)
-                .map_err(|e| fail(&e))?
-                .with_inter_threads(1)
-                .map_err(|e| fail(&e))?
-                .commit_from_file(path)
-                .map_err(|e| fail(&e))
-        };
+        let open = || open_session(path, spec.intra_op_threads);
         let first = open()?;
         let inputs = metas(
             first.inputs().iter().map(|o| (o.name(), o.dtype())),
@@ -109,7 +145,26 @@ impl OnnxModel {
             first.outputs().iter().map(|o| (o.name(), o.dtype())),
             "output",
         )?;
+        let batching = match spec.batch {
+            None => None,
+            Some(b) => {
+                // Merging along the first axis needs it dynamic everywhere.
+                for (what, metas) in [("input", &inputs), ("output", &outputs)] {
+                    if let Some(m) = metas.iter().find(|m| m.shape.first() != Some(&-1)) {
+                        return Err(format!(
+                            "`batch` needs a dynamic first dimension, but {what} `{}` has shape {:?}",
+                            m.name, m.shape
+                        ));
+                    }
+                }
+                Some(Batching {
+                    max_size: b.max_size,
+                    max_wait: Duration::from_micros(b.max_wait_us),
+                })
+            }
+        };
         let (tx, rx) = crossbeam_channel::bounded(spec.queue_size);
+        let stats = Arc::new(RunStats::default());
         let mut sessions = vec![first];
         for _ in 1..spec.sessions {
             sessions.push(open()?);
@@ -117,9 +172,10 @@ impl OnnxModel {
         for (i, session) in sessions.into_iter().enumerate() {
             let rx: Receiver<Job> = rx.clone();
             let outputs = outputs.clone();
+            let stats = Arc::clone(&stats);
             thread::Builder::new()
                 .name(format!("onnx-{name}-{i}"))
-                .spawn(move || worker(session, rx, outputs))
+                .spawn(move || worker(session, rx, outputs, batching, &stats))
                 .map_err(|e| format!("cannot start a worker thread: {e}"))?;
         }
         tracing::info!(model = name, path = %path.display(), sessions = spec.sessions, "loaded ONNX model");
@@ -129,7 +185,13 @@ impl OnnxModel {
             outputs,
             queue: tx,
             queue_size: spec.queue_size,
+            stats,
         })
+    }
+
+    /// Runs and requests served so far.
+    pub fn stats(&self) -> &RunStats {
+        &self.stats
     }
 
     /// Takes the model's inputs from the event, checking names, datatypes and shapes.
@@ -214,14 +276,132 @@ impl Step for OnnxModel {
     }
 }
 
-fn worker(mut session: Session, jobs: Receiver<Job>, outputs: Vec<TensorMeta>) {
-    while let Ok(job) = jobs.recv() {
-        if job.reply.is_closed() {
+fn worker(
+    mut session: Session,
+    jobs: Receiver<Job>,
+    outputs: Vec<TensorMeta>,
+    batching: Option<Batching>,
+    stats: &RunStats,
+) {
+    // A job that did not fit the last batch starts the next one.
+    let mut carried: Option<Job> = None;
+    loop {
+        let first = match carried.take() {
+            Some(job) => job,
+            None => match jobs.recv() {
+                Ok(job) => job,
+                Err(_) => return,
+            },
+        };
+        if first.reply.is_closed() {
             continue;
         }
+        let Some(b) = batching else {
+            stats.runs.fetch_add(1, Ordering::Relaxed);
+            stats.requests.fetch_add(1, Ordering::Relaxed);
+            let _entered = first.span.enter();
+            let result = run(&mut session, first.inputs, &outputs);
+            let _ = first.reply.send(result);
+            continue;
+        };
+        let mut batch = vec![first];
+        let mut rows = batch[0].rows();
+        let deadline = Instant::now() + b.max_wait;
+        while rows < b.max_size {
+            let next = match jobs.try_recv() {
+                Ok(job) => job,
+                Err(TryRecvError::Empty) if b.max_wait.is_zero() => break,
+                Err(TryRecvError::Empty) => match jobs.recv_deadline(deadline) {
+                    Ok(job) => job,
+                    Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
+                },
+                Err(TryRecvError::Disconnected) => break,
+            };
+            if next.reply.is_closed() {
+                continue;
+            }
+            if batch[0].fits_with(&next) && rows + next.rows() <= b.max_size {
+                rows += next.rows();
+                batch.push(next);
+            } else {
+                carried = Some(next);
+                break;
+            }
+        }
+        stats.runs.fetch_add(1, Ordering::Relaxed);
+        stats
+            .requests
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        run_batch(&mut session, batch, &outputs);
+    }
+}
+
+/// Runs several jobs as one: inputs joined along the first axis, outputs split back by rows.
+fn run_batch(session: &mut Session, batch: Vec<Job>, outputs: &[TensorMeta]) {
+    if batch.len() == 1 {
+        let job = batch.into_iter().next().expect("one job");
         let _entered = job.span.enter();
-        let result = run(&mut session, job.inputs, &outputs);
+        let result = run(session, job.inputs, outputs);
         let _ = job.reply.send(result);
+        return;
+    }
+    let counts: Vec<usize> = batch.iter().map(Job::rows).collect();
+    let total: usize = counts.iter().sum();
+    let mut replies = Vec::with_capacity(batch.len());
+    let mut columns: Vec<Vec<Tensor>> = Vec::new();
+    for job in batch {
+        for (i, t) in job.inputs.into_iter().enumerate() {
+            if columns.len() <= i {
+                columns.push(Vec::new());
+            }
+            columns[i].push(t);
+        }
+        replies.push(job.reply);
+    }
+    let result = (|| {
+        let inputs = columns
+            .into_iter()
+            .map(|parts| {
+                let name = parts[0].name.clone();
+                let mut shape = parts[0].shape.clone();
+                shape[0] = total;
+                let data = TensorData::concat(parts.into_iter().map(|t| t.data).collect())?;
+                Tensor::new(name, shape, data)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let merged = run(session, inputs, outputs)?;
+        // Each output back into one piece per job, by rows.
+        let mut per_job: Vec<Vec<Tensor>> = counts.iter().map(|_| Vec::new()).collect();
+        for t in merged {
+            if t.shape.first() != Some(&total) {
+                return Err(Error::internal(format!(
+                    "output `{}` has shape {:?}, not {total} rows: this model cannot be batched",
+                    t.name, t.shape
+                )));
+            }
+            let row: usize = t.shape[1..].iter().product();
+            let pieces = t
+                .data
+                .split(&counts.iter().map(|c| c * row).collect::<Vec<_>>());
+            for ((piece, &n), out) in pieces.into_iter().zip(&counts).zip(per_job.iter_mut()) {
+                let mut shape = t.shape.clone();
+                shape[0] = n;
+                out.push(Tensor::new(t.name.clone(), shape, piece)?);
+            }
+        }
+        Ok(per_job)
+    })();
+    match result {
+        Ok(per_job) => {
+            for (reply, tensors) in replies.into_iter().zip(per_job) {
+                let _ = reply.send(Ok(tensors));
+            }
+        }
+        Err(e) => {
+            for reply in replies {
+                let _ = reply.send(Err(e.clone()));
+            }
+        }
     }
 }
 
@@ -371,4 +551,134 @@ fn datatype(ty: TensorElementType) -> Option<DataType> {
         TensorElementType::String => DataType::Bytes,
         _ => return None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use futures_util::future::join_all;
+
+    use super::*;
+    use crate::model::BatchSpec;
+
+    fn spec(batch: Option<BatchSpec>) -> ModelSpec {
+        let yaml = "class: onnx\nmodel_path: x\n";
+        let node = marked_yaml::parse_yaml(0, yaml).unwrap();
+        let mut spec: ModelSpec = marked_yaml::from_node(&node).unwrap();
+        spec.batch = batch;
+        spec
+    }
+
+    fn iris() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/iris_lr.onnx")
+    }
+
+    fn expected() -> (Vec<Vec<f32>>, Vec<i64>) {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/iris_expected.json");
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let rows = v["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                r.as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|x| x.as_f64().unwrap() as f32)
+                    .collect()
+            })
+            .collect();
+        let labels = v["iris-lr"]["label"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_i64().unwrap())
+            .collect();
+        (rows, labels)
+    }
+
+    fn request(rows: &[Vec<f32>]) -> Event {
+        let data: Vec<f32> = rows.iter().flatten().copied().collect();
+        Event::new(
+            "t",
+            vec![Tensor::new("input", vec![rows.len(), 4], TensorData::Fp32(data)).unwrap()],
+        )
+    }
+
+    #[tokio::test]
+    async fn batched_requests_get_their_own_rows_back() {
+        let batch = BatchSpec {
+            max_size: 8,
+            max_wait_us: 200_000,
+        };
+        let model = OnnxModel::load("lr", &iris(), &spec(Some(batch))).unwrap();
+        let (rows, labels) = expected();
+        // Requests of 1, 2 and 3 rows, sent at once: they share runs and each gets its rows.
+        let slices = [(0, 1), (1, 3), (3, 6), (6, 7), (7, 10)];
+        let answers = join_all(
+            slices
+                .iter()
+                .map(|&(a, b)| model.process(request(&rows[a..b]))),
+        )
+        .await;
+        for (&(a, b), answer) in slices.iter().zip(answers) {
+            let out = answer.unwrap();
+            assert_eq!(
+                out.get("label").unwrap().data,
+                TensorData::Int64(labels[a..b].to_vec())
+            );
+            assert_eq!(out.get("probabilities").unwrap().shape, vec![b - a, 3]);
+        }
+        let runs = model.stats().runs.load(Ordering::Relaxed);
+        assert_eq!(model.stats().requests.load(Ordering::Relaxed), 5);
+        // 10 rows, at most 8 per run: two runs when all five arrive within the wait.
+        assert!(runs <= 3, "{runs} runs for 5 requests");
+    }
+
+    #[tokio::test]
+    async fn a_request_larger_than_max_size_runs_alone() {
+        let batch = BatchSpec {
+            max_size: 2,
+            max_wait_us: 0,
+        };
+        let model = OnnxModel::load("lr", &iris(), &spec(Some(batch))).unwrap();
+        let (rows, labels) = expected();
+        let out = model.process(request(&rows)).await.unwrap();
+        assert_eq!(out.get("label").unwrap().data, TensorData::Int64(labels));
+    }
+
+    #[test]
+    fn jobs_fit_only_with_equal_row_shapes() {
+        let job = |shape: Vec<usize>| {
+            let n = shape.iter().product();
+            Job {
+                inputs: vec![Tensor::new("x", shape, TensorData::Fp32(vec![0.0; n])).unwrap()],
+                span: tracing::Span::none(),
+                reply: oneshot::channel().0,
+            }
+        };
+        assert!(job(vec![1, 4]).fits_with(&job(vec![3, 4])));
+        assert!(!job(vec![1, 4]).fits_with(&job(vec![1, 5])));
+        assert!(!job(vec![4]).fits_with(&job(vec![2, 2])));
+    }
+
+    #[test]
+    fn batching_needs_a_dynamic_first_dimension() {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models");
+        let batch = BatchSpec {
+            max_size: 4,
+            max_wait_us: 0,
+        };
+        let err = OnnxModel::load("f", &dir.join("fixed_batch.onnx"), &spec(Some(batch)))
+            .err()
+            .expect("a fixed batch dimension cannot be batched");
+        assert_eq!(
+            err,
+            "`batch` needs a dynamic first dimension, but input `x` has shape [1, 4]"
+        );
+        // Without `batch` it serves.
+        assert!(OnnxModel::load("f", &dir.join("fixed_batch.onnx"), &spec(None)).is_ok());
+    }
 }
