@@ -239,6 +239,18 @@ fn routing_by_body_and_header() {
     ))
     .unwrap();
     assert_eq!(r.json()["parameters"]["route"], "iris-lr");
+    // The graph's own URL with a header: what tritonclient users can set.
+    for _ in 0..10 {
+        let r = block_on(request(
+            &s.addr,
+            "POST",
+            "/v2/models/iris/infer",
+            &[("x-model-name", "iris-rf".into())],
+            iris_request("h").into_bytes(),
+        ))
+        .unwrap();
+        assert_eq!(r.json()["parameters"]["route"], "iris-rf");
+    }
     req["model"] = json!("nope");
     let r = post(&s.addr, "/", &req.to_string());
     assert_eq!(r.status, 404);

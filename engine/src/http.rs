@@ -318,7 +318,8 @@ async fn try_infer(
     if event.id.is_empty() {
         event.id = protocol::new_id();
     }
-    // The route: the URL's model, else the body's `model`, else the headers.
+    // The route: a route named in the URL; else (the URL names the graph, or `POST /`) the
+    // body's `model`, else the `x-model-name` header; else the graph's own policy decides.
     let header = |name: &str| {
         headers
             .get(name)
@@ -326,22 +327,23 @@ async fn try_infer(
             .map(str::to_owned)
     };
     let target = match url_model {
-        Some(m) => Some(Target {
+        Some(m) if m != graph.name => Some(Target {
             model: m.to_owned(),
             version: url_version.map(str::to_owned),
         }),
-        None => event.target.take().or_else(|| {
-            header(MODEL_HEADER).map(|model| Target {
-                model,
-                version: header(VERSION_HEADER),
-            })
-        }),
+        _ => {
+            let named = event.target.take().or_else(|| {
+                header(MODEL_HEADER).map(|model| Target {
+                    model,
+                    version: header(VERSION_HEADER),
+                })
+            });
+            if let Some(t) = &named {
+                find_model(graph, &t.model, t.version.as_deref())?;
+            }
+            named
+        }
     };
-    if let Some(t) = &target
-        && url_model.is_none()
-    {
-        find_model(graph, &t.model, t.version.as_deref())?;
-    }
     let (model_name, model_version) = match &target {
         Some(t) => (
             t.model.clone(),
