@@ -73,19 +73,19 @@ impl Event {
         self.routes.last().map(|(_, route)| route.as_str())
     }
 
+    /// The tensors, as `name DTYPE [shape]`, for error messages ("none" when empty).
+    pub fn describe_tensors(&self) -> String {
+        if self.tensors.is_empty() {
+            return "none".to_owned();
+        }
+        let have: Vec<String> = self.tensors.iter().map(|t| t.meta().to_string()).collect();
+        have.join(", ")
+    }
+
     fn missing(&self, name: &str) -> Error {
-        let have: Vec<String> = self
-            .tensors
-            .iter()
-            .map(|t| format!("{} {} {:?}", t.name, t.datatype(), t.shape))
-            .collect();
         Error::unprocessable(format!(
             "no tensor `{name}`; the request has: {}",
-            if have.is_empty() {
-                "none".to_string()
-            } else {
-                have.join(", ")
-            }
+            self.describe_tensors()
         ))
     }
 }

@@ -16,7 +16,7 @@ use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
 use crate::event::{Event, Target};
-use crate::tensor::{DataType, Tensor, TensorData, element_count};
+use crate::tensor::{DataType, Tensor, TensorData, checked_element_count};
 
 /// An output the client asked for, and whether it wants it as raw bytes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -171,7 +171,8 @@ fn decode_input(input: &InputJson<'_>, binary: &mut &[u8]) -> Result<Tensor> {
         }
         shape.push(d as usize);
     }
-    let count = element_count(&shape);
+    let count = checked_element_count(&shape)
+        .ok_or_else(|| Error::bad_request(format!("shape {:?} is too large", input.shape)))?;
     let binary_size = match input
         .parameters
         .as_ref()
@@ -323,7 +324,8 @@ impl<T: Element> Flatten<'_, T> {
 }
 
 fn flatten<T: Element>(raw: &RawValue, count: usize) -> Result<Vec<T>> {
-    let mut out = Vec::with_capacity(count);
+    // The shape comes from the request: reserve no more than the JSON could hold.
+    let mut out = Vec::with_capacity(count.min(raw.get().len() / 2 + 1));
     let mut de = serde_json::Deserializer::from_str(raw.get());
     Flatten(&mut out)
         .deserialize(&mut de)
@@ -353,11 +355,11 @@ fn decode_binary(datatype: DataType, bytes: &[u8], count: usize) -> Result<Tenso
     let Some(size) = datatype.element_size() else {
         return decode_binary_bytes(bytes, count).map(TensorData::Bytes);
     };
-    if bytes.len() != count * size {
+    if count.checked_mul(size) != Some(bytes.len()) {
         return Err(Error::bad_request(format!(
             "`binary_data_size` is {} bytes but {count} {datatype} elements take {}",
             bytes.len(),
-            count * size
+            count.saturating_mul(size)
         )));
     }
     macro_rules! le {
@@ -387,7 +389,7 @@ fn decode_binary(datatype: DataType, bytes: &[u8], count: usize) -> Result<Tenso
 
 /// BYTES in the binary extension: each element is a 4-byte little-endian length and the bytes.
 fn decode_binary_bytes(mut bytes: &[u8], count: usize) -> Result<Vec<Vec<u8>>> {
-    let mut out = Vec::with_capacity(count);
+    let mut out = Vec::with_capacity(count.min(bytes.len() / 4));
     while !bytes.is_empty() {
         if bytes.len() < 4 {
             return Err(Error::bad_request(
@@ -626,7 +628,7 @@ mod tests {
 
     #[test]
     fn rejects_malformed_requests_with_clear_messages() {
-        let cases: [(&[u8], &str); 7] = [
+        let cases: [(&[u8], &str); 9] = [
             (b"{not json", "malformed inference request"),
             (br#"{"inputs":[]}"#, "no `inputs`"),
             (
@@ -648,6 +650,14 @@ mod tests {
             (
                 br#"{"inputs":[{"name":"a","shape":[-1],"datatype":"FP32","data":[1]}]}"#,
                 "negative dimension",
+            ),
+            (
+                br#"{"inputs":[{"name":"a","shape":[4294967296,4294967296,16],"datatype":"FP32","data":[1]}]}"#,
+                "is too large",
+            ),
+            (
+                br#"{"inputs":[{"name":"a","shape":[100000000000],"datatype":"FP32","data":[1]}]}"#,
+                "shape [100000000000] needs 100000000000 elements, data has 1",
             ),
         ];
         for (body, want) in cases {

@@ -292,7 +292,9 @@ impl Tensor {
         data: TensorData,
     ) -> Result<Tensor, Error> {
         let name = name.into();
-        let want = element_count(&shape);
+        let want = checked_element_count(&shape).ok_or_else(|| {
+            Error::bad_request(format!("tensor `{name}`: shape {shape:?} is too large"))
+        })?;
         if want != data.len() {
             return Err(Error::bad_request(format!(
                 "tensor `{name}`: shape {shape:?} needs {want} elements, data has {}",
@@ -318,6 +320,11 @@ impl Tensor {
 /// Number of elements a shape holds (1 for a scalar).
 pub fn element_count(shape: &[usize]) -> usize {
     shape.iter().product()
+}
+
+/// Like [`element_count`], `None` when the product overflows (a shape from a request).
+pub fn checked_element_count(shape: &[usize]) -> Option<usize> {
+    shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d))
 }
 
 /// What a step needs or gives: a tensor's name, datatype and shape (`-1` = any size).

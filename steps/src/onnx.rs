@@ -199,16 +199,10 @@ impl OnnxModel {
         let mut out = Vec::with_capacity(self.inputs.len());
         for meta in &self.inputs {
             let Some(pos) = event.tensors.iter().position(|t| t.name == meta.name) else {
-                let have: Vec<String> =
-                    event.tensors.iter().map(|t| t.meta().to_string()).collect();
                 return Err(Error::unprocessable(format!(
                     "model `{}` needs input `{meta}`; the request has: {}",
                     self.name,
-                    if have.is_empty() {
-                        "none".into()
-                    } else {
-                        have.join(", ")
-                    }
+                    event.describe_tensors()
                 )));
             };
             let t = event.tensors.swap_remove(pos);

@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -84,10 +84,6 @@ impl Server {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
     }
 }
 
@@ -190,8 +186,4 @@ pub fn iris_request(id: &str) -> String {
         "inputs": [{"name": "input", "shape": [n, 4], "datatype": "FP32", "data": rows}]
     })
     .to_string()
-}
-
-pub fn path_exists(p: &str) -> bool {
-    Path::new(p).exists()
 }
