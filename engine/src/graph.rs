@@ -194,13 +194,11 @@ impl Graph {
         let mut named = self.models.iter().filter(|m| m.name == name);
         match version {
             Some(v) => named.find(|m| m.version.as_deref() == Some(v)),
-            None => {
-                let all: Vec<&ModelInfo> = named.collect();
-                all.iter()
-                    .find(|m| m.version.is_none())
-                    .or(all.last())
-                    .copied()
-            }
+            // The unversioned one, else the last declared version.
+            None => named
+                .clone()
+                .find(|m| m.version.is_none())
+                .or_else(|| named.next_back()),
         }
     }
 
