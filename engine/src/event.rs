@@ -18,8 +18,10 @@ pub struct Event {
     /// The request id, echoed in the response.
     pub id: String,
     pub tensors: Vec<Tensor>,
-    /// Request parameters on the way in; response parameters on the way out.
+    /// The request's parameters, for steps to read.
     pub parameters: Map<String, Value>,
+    /// Parameters steps add to the response (an ensemble's `left_out`, ...).
+    pub notes: Map<String, Value>,
     /// The route the request asked for (URL, body `model`/`version`, or headers).
     pub target: Option<Target>,
     /// Routing decisions taken so far, `(router, route)`, outermost first.

@@ -287,6 +287,7 @@ impl Graph {
                 }
             }
             event.parameters.extend(other.parameters);
+            event.notes.extend(other.notes);
         }
         event
     }

@@ -135,7 +135,7 @@ pub fn decode_request(body: &[u8], json_len: Option<usize>) -> Result<InferReque
             tensors,
             parameters,
             target,
-            routes: Vec::new(),
+            ..Event::default()
         },
         outputs,
         binary_output,
@@ -556,7 +556,7 @@ pub fn encode_response(
             data,
         });
     }
-    let mut parameters = Map::new();
+    let mut parameters = event.notes.clone();
     if let Some(route) = event.route() {
         parameters.insert("route".into(), Value::String(route.to_owned()));
     }

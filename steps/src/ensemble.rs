@@ -1,16 +1,33 @@
-//! `kind: ensemble`: runs every route concurrently on the same event and combines the answers.
+//! `kind: ensemble`: runs its members concurrently on the same event and combines the answers.
 //!
-//! - `combine: mean` averages every floating-point tensor the routes share (same name and
-//!   shape); other tensors are dropped (add an `argmax` transform after it for a label).
-//! - `combine: vote` takes a majority vote per row on `tensor` (default `label`): an integer
-//!   class per row, or a float `[N, classes]` score whose argmax is the vote. A tie goes to the
-//!   earliest route (in declaration order) that voted for one of the tied classes. The result
-//!   is INT64 `[N]` under the same name, next to the mean of the shared float tensors.
+//! - `mean` / `weighted_mean`: the element-wise (weighted) mean of every floating-point tensor
+//!   the members share (same name, dtype and shape); other tensors are dropped (add an
+//!   `argmax` transform after it for a label).
+//! - `max`: the element-wise maximum of the shared float tensors.
+//! - `vote`: a (weighted) majority per row on `tensor` (default `label`): an integer class per
+//!   row, or a float `[N, classes]` score whose argmax is the vote. A tie goes to the earliest
+//!   member (in declaration order) that voted for one of the tied classes. The result is
+//!   INT64 `[N]` under the same name, next to the mean of the shared float tensors.
+//! - `concat`: every tensor the members share, joined along its last axis in member order
+//!   (stacking: `[N, 3]` from two members gives `[N, 6]`).
+//! - `first`: the answer of the first member to succeed; the others are cancelled.
+//!
+//! Members may have `timeout_ms` and `dependency: hard | soft`. A soft member that fails or
+//! times out is left out of the combination (the response's `parameters.left_out` names it
+//! and why); a hard one fails the request. If every member is left out, the request fails.
 
+use std::time::Duration;
+
+use futures_util::StreamExt;
 use futures_util::future::join_all;
+use futures_util::stream::FuturesUnordered;
 use indexmap::IndexMap;
+use marked_yaml::Node;
 use schemars::JsonSchema;
 use serde::Deserialize;
+use serde_json::{Map, Value};
+use servegraph_engine::diag::{Diagnostic, all_of};
+use servegraph_engine::step::from_yaml;
 use servegraph_engine::{
     BuildContext, DataType, Error, Event, Result, Signature, Step, StepNode, Tensor, TensorData,
     TensorMeta, async_trait,
@@ -23,14 +40,37 @@ use crate::transform::argmax;
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EnsembleSpec {
-    /// How to combine the routes' answers.
+    /// How to combine the members' answers.
     pub combine: Combine,
-    /// `vote`: the tensor holding each route's class (default `label`).
+    /// `vote`: the tensor holding each member's class (default `label`).
     #[serde(default)]
     pub tensor: Option<String>,
-    /// The members: name → step. All run on every request.
+    /// `weighted_mean` and `vote`: member → weight (> 0). Members not listed weigh 1.
+    #[serde(default)]
+    pub weights: Option<IndexMap<String, f64>>,
+    /// The members: name → step, each optionally with `timeout_ms` and `dependency`.
     #[schemars(with = "IndexMap<String, serde_json::Value>")]
     pub routes: serde::de::IgnoredAny,
+}
+
+/// What an ensemble member may say about itself besides its step.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MemberSpec {
+    /// Deadline for this member, in milliseconds.
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+    /// `hard` (default): the member's failure fails the request. `soft`: it is left out.
+    #[serde(default)]
+    pub dependency: Dependency,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Dependency {
+    #[default]
+    Hard,
+    Soft,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, JsonSchema)]
@@ -38,12 +78,29 @@ pub struct EnsembleSpec {
 pub enum Combine {
     /// Element-wise mean of the shared float tensors.
     Mean,
-    /// Majority vote on a class tensor.
+    /// Element-wise weighted mean of the shared float tensors.
+    WeightedMean,
+    /// (Weighted) majority vote on a class tensor.
     Vote,
+    /// Element-wise maximum of the shared float tensors.
+    Max,
+    /// Shared tensors joined along the last axis.
+    Concat,
+    /// The first member to succeed.
+    First,
+}
+
+const MEMBER_FIELDS: [&str; 2] = ["timeout_ms", "dependency"];
+
+struct Member {
+    route: Route,
+    weight: f64,
+    timeout: Option<Duration>,
+    soft: bool,
 }
 
 pub struct Ensemble {
-    routes: Vec<Route>,
+    members: Vec<Member>,
     combine: Combine,
     vote_tensor: String,
 }
@@ -51,99 +108,209 @@ pub struct Ensemble {
 /// Builds an `ensemble` step.
 pub fn build(node: &StepNode, ctx: &mut BuildContext) -> Option<Box<dyn Step>> {
     let spec: Option<EnsembleSpec> = ctx.parse(node);
-    let routes = build_routes(node, ctx)?;
+    let routes = build_routes(node, ctx, &MEMBER_FIELDS)?;
     let spec = spec?;
-    if spec.tensor.is_some() && spec.combine != Combine::Vote {
-        let span = node
-            .body
-            .get_node("tensor")
+    let field_span = |f: &str| {
+        node.body
+            .get_node(f)
             .map(|n| *n.span())
-            .unwrap_or(node.span);
+            .unwrap_or(node.span)
+    };
+    if spec.tensor.is_some() && spec.combine != Combine::Vote {
         ctx.error(
             &node.name,
-            &span,
+            &field_span("tensor"),
             "`tensor` only applies to `combine: vote`",
         );
         return None;
     }
+    if spec.weights.is_some() && !matches!(spec.combine, Combine::Vote | Combine::WeightedMean) {
+        ctx.error(
+            &node.name,
+            &field_span("weights"),
+            "`weights` only applies to `combine: weighted_mean` or `vote`",
+        );
+        return None;
+    }
+    let weights = spec.weights.unwrap_or_default();
+    let keys: Vec<&str> = routes.iter().map(|r| r.key.as_str()).collect();
+    for (name, w) in &weights {
+        if !keys.contains(&name.as_str()) {
+            ctx.report(
+                Diagnostic::new(format!("`weights` names `{name}`, which is not a member"))
+                    .step(&node.name)
+                    .at(&field_span("weights"))
+                    .help(format!("members are {}", all_of(&keys))),
+            );
+            return None;
+        }
+        if !w.is_finite() || *w <= 0.0 {
+            ctx.error(
+                &node.name,
+                &field_span("weights"),
+                format!("weight of `{name}` must be > 0"),
+            );
+            return None;
+        }
+    }
+    let mut members = Vec::with_capacity(routes.len());
+    let mut failed = false;
+    for route in routes {
+        let extra = Node::Mapping(route.extra.clone());
+        let what = format!("ensemble member `{}`", route.key);
+        let member: MemberSpec = match from_yaml(&extra, route.extra.span(), &what, &[]) {
+            Ok(m) => m,
+            Err(d) => {
+                ctx.report(d.step(&node.name));
+                failed = true;
+                continue;
+            }
+        };
+        if member.timeout_ms == Some(0) {
+            ctx.error(
+                &node.name,
+                route.extra.span(),
+                format!("`timeout_ms` of `{}` must be at least 1", route.key),
+            );
+            failed = true;
+        }
+        members.push(Member {
+            weight: weights.get(&route.key).copied().unwrap_or(1.0),
+            timeout: member.timeout_ms.map(Duration::from_millis),
+            soft: member.dependency == Dependency::Soft,
+            route,
+        });
+    }
+    if failed {
+        return None;
+    }
     Some(Box::new(Ensemble {
-        routes,
+        members,
         combine: spec.combine,
         vote_tensor: spec.tensor.unwrap_or_else(|| "label".to_owned()),
     }))
 }
 
+impl Member {
+    /// Runs the member within its timeout, naming it in any error.
+    async fn run(&self, event: Event) -> Result<Event> {
+        let fut = self.route.step.process(event);
+        let result = match self.timeout {
+            None => fut.await,
+            Some(limit) => tokio::time::timeout(limit, fut).await.unwrap_or_else(|_| {
+                Err(Error::timeout(format!(
+                    "took longer than its timeout_ms of {}",
+                    limit.as_millis()
+                )))
+            }),
+        };
+        result.map_err(|e| e.in_step(&self.route.key))
+    }
+}
+
 #[async_trait]
 impl Step for Ensemble {
     async fn process(&self, event: Event) -> Result<Event> {
-        let runs = self.routes.iter().map(|r| {
-            let ev = event.clone();
-            async move { r.step.process(ev).await.map_err(|e| e.in_step(&r.key)) }
-        });
-        let answers: Vec<Event> = join_all(runs).await.into_iter().collect::<Result<_>>()?;
+        let (answers, left_out) = if self.combine == Combine::First {
+            self.first_success(&event).await?
+        } else {
+            self.run_all(&event).await?
+        };
         let mut out = Event {
             tensors: Vec::new(),
             ..event
         };
-        out.tensors = mean_of_shared_floats(&answers)?;
-        if self.combine == Combine::Vote {
-            out.put(self.vote(&answers)?);
-        }
-        for a in &answers {
+        out.tensors = match self.combine {
+            Combine::First => answers[0].1.tensors.clone(),
+            Combine::Mean => reduce_shared_floats(&answers, Reduce::Mean)?,
+            Combine::WeightedMean => reduce_shared_floats(&answers, Reduce::WeightedMean)?,
+            Combine::Max => reduce_shared_floats(&answers, Reduce::Max)?,
+            Combine::Concat => concat_shared(&answers)?,
+            Combine::Vote => {
+                let mut t = reduce_shared_floats(&answers, Reduce::Mean)?;
+                let voted = self.vote(&answers)?;
+                t.retain(|x| x.name != voted.name);
+                t.push(voted);
+                t
+            }
+        };
+        for (_, a) in &answers {
             for r in &a.routes {
                 if !out.routes.contains(r) {
                     out.routes.push(r.clone());
                 }
             }
+            out.notes.extend(a.notes.clone());
+        }
+        if !left_out.is_empty() {
+            out.notes.insert("left_out".into(), Value::Object(left_out));
         }
         Ok(out)
     }
 
     fn infer(&self, input: &Signature) -> Result<Signature, String> {
-        let sigs = infer_each(&self.routes, input)?;
+        let sigs = infer_each(self.members.iter().map(|m| &m.route), input)?;
         let open = sigs.iter().any(|s| s.open);
-        let first = &sigs[0];
-        let mut tensors: Vec<TensorMeta> = first
-            .tensors
-            .iter()
-            .filter(|t| {
-                t.datatype.is_float() && sigs[1..].iter().all(|s| s.get(&t.name) == Some(*t))
-            })
-            .cloned()
-            .collect();
-        if self.combine == Combine::Vote {
-            for (sig, route) in sigs.iter().zip(&self.routes) {
-                match sig.get(&self.vote_tensor) {
-                    Some(t) if !(t.datatype.is_integer() || t.datatype.is_float()) => {
-                        return Err(format!(
-                            "route `{}` gives `{}` as {}; a vote needs classes or scores",
-                            route.key, t.name, t.datatype
-                        ));
+        let shared = |keep: &dyn Fn(&TensorMeta) -> bool| -> Vec<TensorMeta> {
+            sigs[0]
+                .tensors
+                .iter()
+                .filter(|t| keep(t) && sigs[1..].iter().all(|s| s.get(&t.name) == Some(*t)))
+                .cloned()
+                .collect()
+        };
+        let floats = shared(&|t| t.datatype.is_float());
+        let tensors = match self.combine {
+            Combine::Mean | Combine::WeightedMean | Combine::Max => floats,
+            // Any member may answer: only what they all give is certain.
+            Combine::First => return Ok(crate::routes::intersect(sigs)),
+            Combine::Concat => shared(&|_| true)
+                .into_iter()
+                .map(|mut t| {
+                    if let Some(last) = t.shape.last_mut()
+                        && *last >= 0
+                    {
+                        *last *= sigs.len() as i64;
                     }
-                    Some(_) => {}
-                    None if sig.open => {}
-                    None => {
-                        return Err(format!(
-                            "route `{}` gives no `{}` to vote on; it gives: {}",
-                            route.key,
-                            self.vote_tensor,
-                            sig.describe()
-                        ));
+                    t
+                })
+                .collect(),
+            Combine::Vote => {
+                for (sig, m) in sigs.iter().zip(&self.members) {
+                    match sig.get(&self.vote_tensor) {
+                        Some(t) if !(t.datatype.is_integer() || t.datatype.is_float()) => {
+                            return Err(format!(
+                                "member `{}` gives `{}` as {}; a vote needs classes or scores",
+                                m.route.key, t.name, t.datatype
+                            ));
+                        }
+                        Some(_) => {}
+                        None if sig.open => {}
+                        None => {
+                            return Err(format!(
+                                "member `{}` gives no `{}` to vote on; it gives: {}",
+                                m.route.key,
+                                self.vote_tensor,
+                                sig.describe()
+                            ));
+                        }
                     }
                 }
+                let mut t = floats;
+                t.retain(|x| x.name != self.vote_tensor);
+                t.push(TensorMeta::new(
+                    &self.vote_tensor,
+                    DataType::Int64,
+                    vec![-1],
+                ));
+                t
             }
-            tensors.retain(|t| t.name != self.vote_tensor);
-            tensors.push(TensorMeta::new(
-                &self.vote_tensor,
-                DataType::Int64,
-                vec![-1],
-            ));
-        }
+        };
         Ok(Signature { tensors, open })
     }
 
     fn inputs(&self) -> Option<Vec<TensorMeta>> {
-        common_inputs(&self.routes)
+        common_inputs(self.members.iter().map(|m| &m.route))
     }
 
     fn platform(&self) -> &str {
@@ -151,35 +318,93 @@ impl Step for Ensemble {
     }
 }
 
+type Answers<'a> = Vec<(&'a Member, Event)>;
+
 impl Ensemble {
-    fn vote(&self, answers: &[Event]) -> Result<Tensor> {
-        let name = &self.vote_tensor;
-        let mut votes: Vec<Vec<i64>> = Vec::with_capacity(answers.len());
-        for (a, route) in answers.iter().zip(&self.routes) {
-            let t = a.get(name).ok_or_else(|| {
-                Error::internal(format!("route `{}` gave no `{name}` to vote on", route.key))
-            })?;
-            votes.push(classes(t)?);
+    /// Every member concurrently; soft failures are left out, hard ones fail the request.
+    async fn run_all(&self, event: &Event) -> Result<(Answers<'_>, Map<String, Value>)> {
+        let runs = self.members.iter().map(|m| {
+            let ev = event.clone();
+            async move { (m, m.run(ev).await) }
+        });
+        let mut answers = Vec::with_capacity(self.members.len());
+        let mut left_out = Map::new();
+        for (m, result) in join_all(runs).await {
+            match result {
+                Ok(ev) => answers.push((m, ev)),
+                Err(e) if m.soft => {
+                    tracing::debug!(member = %m.route.key, error = %e, "soft ensemble member left out");
+                    left_out.insert(m.route.key.clone(), Value::String(e.message));
+                }
+                Err(e) => return Err(e),
+            }
         }
-        let rows = votes[0].len();
-        if votes.iter().any(|v| v.len() != rows) {
+        if answers.is_empty() {
+            return Err(Error::unavailable(format!(
+                "every member was left out: {}",
+                Value::Object(left_out)
+            )));
+        }
+        Ok((answers, left_out))
+    }
+
+    /// Members race; the first success wins and the rest are cancelled. Failures only matter
+    /// when every member fails (then the first hard failure, or the last failure, is returned).
+    async fn first_success(&self, event: &Event) -> Result<(Answers<'_>, Map<String, Value>)> {
+        let mut racing: FuturesUnordered<_> = self
+            .members
+            .iter()
+            .map(|m| {
+                let ev = event.clone();
+                async move { (m, m.run(ev).await) }
+            })
+            .collect();
+        let mut left_out = Map::new();
+        let mut last_error = None;
+        while let Some((m, result)) = racing.next().await {
+            match result {
+                Ok(ev) => return Ok((vec![(m, ev)], left_out)),
+                Err(e) => {
+                    left_out.insert(m.route.key.clone(), Value::String(e.message.clone()));
+                    if last_error.is_none() || !m.soft {
+                        last_error = Some(e);
+                    }
+                }
+            }
+        }
+        Err(last_error.unwrap_or_else(|| Error::internal("an ensemble without members")))
+    }
+
+    fn vote(&self, answers: &Answers<'_>) -> Result<Tensor> {
+        let name = &self.vote_tensor;
+        let mut votes: Vec<(f64, Vec<i64>)> = Vec::with_capacity(answers.len());
+        for (m, a) in answers {
+            let t = a.get(name).ok_or_else(|| {
+                Error::internal(format!(
+                    "member `{}` gave no `{name}` to vote on",
+                    m.route.key
+                ))
+            })?;
+            votes.push((m.weight, classes(t)?));
+        }
+        let rows = votes[0].1.len();
+        if votes.iter().any(|(_, v)| v.len() != rows) {
             return Err(Error::internal(format!(
-                "routes disagree on the number of rows in `{name}`"
+                "members disagree on the number of rows in `{name}`"
             )));
         }
         let winners = (0..rows)
             .map(|row| {
-                let mut counts: Vec<(i64, usize)> = Vec::new();
-                for v in &votes {
-                    match counts.iter_mut().find(|(c, _)| *c == v[row]) {
-                        Some((_, n)) => *n += 1,
-                        None => counts.push((v[row], 1)),
+                // In first-vote order, so the first maximum is the earliest member's class.
+                let mut tally: Vec<(i64, f64)> = Vec::new();
+                for (w, v) in &votes {
+                    match tally.iter_mut().find(|(c, _)| *c == v[row]) {
+                        Some((_, n)) => *n += w,
+                        None => tally.push((v[row], *w)),
                     }
                 }
-                // `counts` is in first-vote order, so `max_by_key` picking the last maximum
-                // would favour later routes; take the first maximum instead.
-                let best = counts.iter().map(|(_, n)| *n).max().unwrap_or(0);
-                counts
+                let best = tally.iter().map(|(_, n)| *n).fold(f64::MIN, f64::max);
+                tally
                     .iter()
                     .find(|(_, n)| *n == best)
                     .map(|(c, _)| *c)
@@ -207,38 +432,109 @@ fn classes(t: &Tensor) -> Result<Vec<i64>> {
     }
 }
 
-/// The element-wise mean of each float tensor every answer has with the same shape.
-fn mean_of_shared_floats(answers: &[Event]) -> Result<Vec<Tensor>> {
+#[derive(Clone, Copy, PartialEq)]
+enum Reduce {
+    Mean,
+    WeightedMean,
+    Max,
+}
+
+/// Reduces each float tensor every answer has with the same dtype and shape.
+fn reduce_shared_floats(answers: &Answers<'_>, how: Reduce) -> Result<Vec<Tensor>> {
     let mut out = Vec::new();
-    for t in &answers[0].tensors {
+    for t in &answers[0].1.tensors {
         if !t.datatype().is_float() {
             continue;
         }
-        let all: Option<Vec<&Tensor>> = answers.iter().map(|a| a.get(&t.name)).collect();
+        let all: Option<Vec<(f64, &Tensor)>> = answers
+            .iter()
+            .map(|(m, a)| a.get(&t.name).map(|x| (m.weight, x)))
+            .collect();
         let Some(all) = all else { continue };
         if all
             .iter()
-            .any(|o| o.shape != t.shape || o.datatype() != t.datatype())
+            .any(|(_, o)| o.shape != t.shape || o.datatype() != t.datatype())
         {
             continue;
         }
-        let mut sum = vec![0.0f64; t.data.len()];
-        for o in &all {
-            for (s, v) in sum.iter_mut().zip(o.data.to_f64_vec().expect("float")) {
-                *s += v;
+        let start = if how == Reduce::Max {
+            f64::NEG_INFINITY
+        } else {
+            0.0
+        };
+        let mut acc = vec![start; t.data.len()];
+        let mut total = 0.0;
+        for (w, o) in &all {
+            let w = if how == Reduce::WeightedMean { *w } else { 1.0 };
+            total += w;
+            for (a, v) in acc.iter_mut().zip(o.data.to_f64_vec().expect("float")) {
+                *a = if how == Reduce::Max {
+                    a.max(v)
+                } else {
+                    *a + w * v
+                };
             }
         }
-        let n = all.len() as f64;
-        let data = match t.datatype() {
-            DataType::Fp64 => TensorData::Fp64(sum.into_iter().map(|s| s / n).collect()),
-            DataType::Fp16 => TensorData::Fp16(
-                sum.into_iter()
-                    .map(|s| half::f16::from_f64(s / n))
-                    .collect(),
-            ),
-            _ => TensorData::Fp32(sum.into_iter().map(|s| (s / n) as f32).collect()),
-        };
-        out.push(Tensor::new(t.name.clone(), t.shape.clone(), data)?);
+        if how != Reduce::Max {
+            acc.iter_mut().for_each(|a| *a /= total);
+        }
+        out.push(Tensor::new(
+            t.name.clone(),
+            t.shape.clone(),
+            float_like(t.datatype(), acc),
+        )?);
+    }
+    Ok(out)
+}
+
+fn float_like(datatype: DataType, values: Vec<f64>) -> TensorData {
+    match datatype {
+        DataType::Fp64 => TensorData::Fp64(values),
+        DataType::Fp16 => TensorData::Fp16(values.into_iter().map(half::f16::from_f64).collect()),
+        _ => TensorData::Fp32(values.into_iter().map(|v| v as f32).collect()),
+    }
+}
+
+/// Joins each tensor every answer has (same dtype, same leading dimensions) along its last
+/// axis, in member order.
+fn concat_shared(answers: &Answers<'_>) -> Result<Vec<Tensor>> {
+    let mut out = Vec::new();
+    for t in &answers[0].1.tensors {
+        let all: Option<Vec<&Tensor>> = answers.iter().map(|(_, a)| a.get(&t.name)).collect();
+        let Some(all) = all else { continue };
+        let lead = &t.shape[..t.shape.len().saturating_sub(1)];
+        if t.shape.is_empty()
+            || all.iter().any(|o| {
+                o.datatype() != t.datatype()
+                    || o.shape.len() != t.shape.len()
+                    || &o.shape[..lead.len()] != lead
+            })
+        {
+            continue;
+        }
+        let rows: usize = lead.iter().product();
+        let widths: Vec<usize> = all
+            .iter()
+            .map(|o| *o.shape.last().expect("rank ≥ 1"))
+            .collect();
+        // Interleave row by row: member 0's row, member 1's row, ...
+        let mut pieces: Vec<Vec<TensorData>> = Vec::with_capacity(all.len());
+        for (o, w) in all.iter().zip(&widths) {
+            pieces.push(o.data.clone().split(&vec![*w; rows]));
+        }
+        let mut ordered = Vec::with_capacity(rows * all.len());
+        for r in 0..rows {
+            for p in pieces.iter_mut() {
+                ordered.push(std::mem::replace(&mut p[r], TensorData::Bool(Vec::new())));
+            }
+        }
+        let mut shape = t.shape.clone();
+        *shape.last_mut().expect("rank ≥ 1") = widths.iter().sum();
+        out.push(Tensor::new(
+            t.name.clone(),
+            shape,
+            TensorData::concat(ordered)?,
+        )?);
     }
     Ok(out)
 }
@@ -247,12 +543,14 @@ fn mean_of_shared_floats(answers: &[Event]) -> Result<Vec<Tensor>> {
 mod tests {
     use std::path::Path;
 
-    use servegraph_engine::{BuildMode, Graph, Registry};
+    use servegraph_engine::{BuildMode, ErrorKind, Graph, Registry};
 
     use super::*;
 
-    /// Routes that "predict" fixed tensors, to test the combination alone.
+    /// Members that "predict" fixed tensors (by name), sleep (`slow`) or fail (`broken`).
     struct Fixed(Vec<Tensor>);
+    struct Slow;
+    struct Broken;
 
     #[async_trait]
     impl Step for Fixed {
@@ -261,10 +559,29 @@ mod tests {
             Ok(event)
         }
     }
+    #[async_trait]
+    impl Step for Slow {
+        async fn process(&self, _event: Event) -> Result<Event> {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            Err(Error::internal("unreachable"))
+        }
+    }
+    #[async_trait]
+    impl Step for Broken {
+        async fn process(&self, _event: Event) -> Result<Event> {
+            Err(Error::internal("broken on purpose"))
+        }
+    }
 
     fn registry() -> Registry {
         let mut r = Registry::new();
         r.register("ensemble", build);
+        r.register("slow", |_: &StepNode, _: &mut BuildContext| {
+            Some(Box::new(Slow) as Box<dyn Step>)
+        });
+        r.register("broken", |_: &StepNode, _: &mut BuildContext| {
+            Some(Box::new(Broken) as Box<dyn Step>)
+        });
         r.register("fixed", |node: &StepNode, _: &mut BuildContext| {
             let (labels, p): (Vec<i64>, Vec<f32>) = match node.name.as_str() {
                 "a" => (vec![0, 1, 2], vec![0.2, 0.8]),
@@ -279,31 +596,48 @@ mod tests {
         r
     }
 
-    async fn run(combine: &str, members: &str) -> Event {
+    fn graph(fields: &str, members: &str) -> std::result::Result<Graph, Vec<Diagnostic>> {
         let yaml = format!(
-            "name: e\ngraph: {{kind: flow, steps: {{ens: {{kind: ensemble, combine: {combine}, routes: {members}}}}}}}\n"
+            "name: e\ngraph: {{kind: flow, steps: {{ens: {{kind: ensemble, {fields}, routes: {members}}}}}}}\n"
         );
-        let g = Graph::from_yaml(&yaml, Path::new("."), &registry(), BuildMode::Load).unwrap();
-        g.run(Event::new("x", vec![])).await.unwrap()
+        Graph::from_yaml(&yaml, Path::new("."), &registry(), BuildMode::Load)
     }
 
+    async fn run(fields: &str, members: &str) -> Result<Event> {
+        graph(fields, members)
+            .unwrap()
+            .run(Event::new("x", vec![]))
+            .await
+    }
+
+    fn floats(e: &Event, name: &str) -> Vec<f32> {
+        match &e.get(name).unwrap().data {
+            TensorData::Fp32(v) => v.clone(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn close(a: &[f32], b: &[f32]) {
+        assert!(
+            a.len() == b.len() && a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-6),
+            "{a:?} vs {b:?}"
+        );
+    }
+
+    const ABC: &str = "{a: {kind: fixed}, b: {kind: fixed}, c: {kind: fixed}}";
+
     #[tokio::test]
-    async fn vote_majority_with_first_route_tiebreak() {
-        let out = run(
-            "vote",
-            "{a: {kind: fixed}, b: {kind: fixed}, c: {kind: fixed}}",
-        )
-        .await;
+    async fn vote_majority_with_first_member_tiebreak() {
+        let out = run("combine: vote", ABC).await.unwrap();
         // Row 0: a=0 b=1 c=2 → three-way tie → a's 0. Row 1: all 1. Row 2: b,c=0 beat a=2.
         assert_eq!(
             out.get("label").unwrap().data,
             TensorData::Int64(vec![0, 1, 0])
         );
-        let TensorData::Fp32(p) = &out.get("p").unwrap().data else {
-            panic!()
-        };
-        assert!((p[0] - 0.2).abs() < 1e-6 && (p[1] - 0.8).abs() < 1e-6);
-        let out = run("vote", "{b: {kind: fixed}, a: {kind: fixed}}").await;
+        close(&floats(&out, "p"), &[0.2, 0.8]);
+        let out = run("combine: vote", "{b: {kind: fixed}, a: {kind: fixed}}")
+            .await
+            .unwrap();
         assert_eq!(
             out.get("label").unwrap().data,
             TensorData::Int64(vec![1, 1, 0])
@@ -311,15 +645,141 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn mean_averages_shared_floats_and_drops_the_rest() {
-        let out = run("mean", "{a: {kind: fixed}, b: {kind: fixed}}").await;
-        assert!(out.get("label").is_none());
-        let TensorData::Fp32(p) = &out.get("p").unwrap().data else {
-            panic!()
-        };
-        assert!(
-            (p[0] - 0.3).abs() < 1e-6 && (p[1] - 0.7).abs() < 1e-6,
-            "{p:?}"
+    async fn weighted_vote_lets_a_heavy_member_win() {
+        let out = run("combine: vote, weights: {a: 3}", ABC).await.unwrap();
+        assert_eq!(
+            out.get("label").unwrap().data,
+            TensorData::Int64(vec![0, 1, 2])
         );
+    }
+
+    #[tokio::test]
+    async fn means_and_max() {
+        let out = run("combine: mean", "{a: {kind: fixed}, b: {kind: fixed}}")
+            .await
+            .unwrap();
+        assert!(out.get("label").is_none());
+        close(&floats(&out, "p"), &[0.3, 0.7]);
+        let out = run(
+            "combine: weighted_mean, weights: {a: 3, b: 1}",
+            "{a: {kind: fixed}, b: {kind: fixed}}",
+        )
+        .await
+        .unwrap();
+        close(&floats(&out, "p"), &[0.25, 0.75]);
+        let out = run("combine: max", ABC).await.unwrap();
+        close(&floats(&out, "p"), &[0.4, 1.0]);
+    }
+
+    #[tokio::test]
+    async fn concat_joins_along_the_last_axis() {
+        let out = run("combine: concat", "{a: {kind: fixed}, b: {kind: fixed}}")
+            .await
+            .unwrap();
+        let p = out.get("p").unwrap();
+        assert_eq!(p.shape, vec![1, 4]);
+        close(&floats(&out, "p"), &[0.2, 0.8, 0.4, 0.6]);
+        let label = out.get("label").unwrap();
+        assert_eq!(label.shape, vec![6]);
+        assert_eq!(label.data, TensorData::Int64(vec![0, 1, 2, 1, 1, 0]));
+    }
+
+    #[tokio::test]
+    async fn first_success_wins_over_slow_and_broken_members() {
+        let out = run(
+            "combine: first",
+            "{s: {kind: slow}, x: {kind: broken}, b: {kind: fixed}}",
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            out.get("label").unwrap().data,
+            TensorData::Int64(vec![1, 1, 0])
+        );
+        assert_eq!(out.notes["left_out"]["x"], "broken on purpose");
+        let err = run("combine: first", "{x: {kind: broken}}")
+            .await
+            .unwrap_err();
+        assert_eq!(err.to_string(), "step `x`: broken on purpose");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn soft_members_that_fail_or_time_out_are_left_out() {
+        let out = run(
+            "combine: mean",
+            "{a: {kind: fixed}, s: {kind: slow, dependency: soft, timeout_ms: 50}, x: {kind: broken, dependency: soft}}",
+        )
+        .await
+        .unwrap();
+        close(&floats(&out, "p"), &[0.2, 0.8]);
+        assert_eq!(
+            out.notes["left_out"]["s"],
+            "took longer than its timeout_ms of 50"
+        );
+        assert_eq!(out.notes["left_out"]["x"], "broken on purpose");
+
+        let err = run(
+            "combine: mean",
+            "{a: {kind: fixed}, s: {kind: slow, timeout_ms: 50}}",
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Timeout);
+        assert_eq!(
+            err.to_string(),
+            "step `s`: took longer than its timeout_ms of 50"
+        );
+
+        let err = run("combine: mean", "{x: {kind: broken, dependency: soft}}")
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Unavailable);
+        assert!(err.message.contains("every member was left out"), "{err}");
+    }
+
+    #[test]
+    fn bad_ensembles_are_reported() {
+        let cases = [
+            (
+                "combine: avg",
+                "{a: {kind: fixed}}",
+                "unknown variant `avg`",
+            ),
+            (
+                "combine: mean, weights: {a: 2}",
+                "{a: {kind: fixed}}",
+                "`weights` only applies to",
+            ),
+            (
+                "combine: vote, weights: {z: 2}",
+                "{a: {kind: fixed}}",
+                "`weights` names `z`, which is not a member",
+            ),
+            (
+                "combine: vote, weights: {a: 0}",
+                "{a: {kind: fixed}}",
+                "weight of `a` must be > 0",
+            ),
+            (
+                "combine: mean",
+                "{a: {kind: fixed, dependency: maybe}}",
+                "unknown variant `maybe`, expected `hard` or `soft`",
+            ),
+            (
+                "combine: mean",
+                "{a: {kind: fixed, after: b}}",
+                "`after` is only allowed on steps of a flow",
+            ),
+        ];
+        for (fields, members, want) in cases {
+            let d = graph(fields, members)
+                .err()
+                .unwrap_or_else(|| panic!("{fields} {members} is valid"));
+            let text: Vec<String> = d.iter().map(|d| d.one_line("g")).collect();
+            assert!(
+                text.iter().any(|t| t.contains(want)),
+                "{want:?} not in {text:?}"
+            );
+        }
     }
 }

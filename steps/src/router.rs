@@ -79,7 +79,7 @@ pub struct Router {
 /// Builds a `router` step.
 pub fn build(node: &StepNode, ctx: &mut BuildContext) -> Option<Box<dyn Step>> {
     let spec: Option<RouterSpec> = ctx.parse(node);
-    let routes = build_routes(node, ctx)?;
+    let routes = build_routes(node, ctx, &[])?;
     let spec = spec?;
     let policy = match spec.policy.kind {
         PolicyKind::Path => {

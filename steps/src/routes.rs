@@ -1,5 +1,7 @@
 //! Child steps under `routes:`, shared by routers and ensembles.
 
+use marked_yaml::types::{MarkedMappingNode, MarkedScalarNode};
+use marked_yaml::{Node, Span};
 use servegraph_engine::diag::Diagnostic;
 use servegraph_engine::{BuildContext, ModelInfo, Signature, Step, StepNode, TensorMeta};
 
@@ -10,6 +12,8 @@ pub struct Route {
     pub name: String,
     pub version: Option<String>,
     pub step: Box<dyn Step>,
+    /// The member-level fields the parent asked for (see [`build_routes`]), as written.
+    pub extra: MarkedMappingNode,
 }
 
 impl Route {
@@ -34,7 +38,14 @@ impl Route {
 }
 
 /// Builds every child under `routes:`; reports each problem and returns `None` if any.
-pub fn build_routes(node: &StepNode, ctx: &mut BuildContext) -> Option<Vec<Route>> {
+/// `member_fields` are fields the parent reads on each child itself (an ensemble's
+/// `timeout_ms`, `dependency`): they are taken off before the child is built and kept in
+/// [`Route::extra`].
+pub fn build_routes(
+    node: &StepNode,
+    ctx: &mut BuildContext,
+    member_fields: &[&str],
+) -> Option<Vec<Route>> {
     let Some(routes) = node.body.get_node("routes") else {
         ctx.report(
             Diagnostic::new(format!("a `{}` step needs `routes`", node.kind))
@@ -63,7 +74,17 @@ pub fn build_routes(node: &StepNode, ctx: &mut BuildContext) -> Option<Vec<Route
     let mut out = Vec::with_capacity(map.len());
     let mut failed = false;
     for (key, value) in map.iter() {
-        match ctx.build_child(key, value) {
+        let mut extra = MarkedMappingNode::new_empty(*value.span());
+        let mut value = value.clone();
+        if let Node::Mapping(m) = &mut value {
+            for field in member_fields {
+                let k = MarkedScalarNode::new(Span::new_blank(), *field);
+                if let Some(v) = m.remove(&k) {
+                    extra.insert(MarkedScalarNode::new(*v.span(), *field), v);
+                }
+            }
+        }
+        match ctx.build_child(key, &value) {
             Some(step) => {
                 let (name, version) = match key.as_str().split_once(':') {
                     Some((n, v)) => (n.to_owned(), Some(v.to_owned())),
@@ -74,6 +95,7 @@ pub fn build_routes(node: &StepNode, ctx: &mut BuildContext) -> Option<Vec<Route
                     name,
                     version,
                     step,
+                    extra,
                 });
             }
             None => failed = true,
@@ -83,18 +105,21 @@ pub fn build_routes(node: &StepNode, ctx: &mut BuildContext) -> Option<Vec<Route
 }
 
 /// The inputs every route agrees on, if they agree.
-pub fn common_inputs(routes: &[Route]) -> Option<Vec<TensorMeta>> {
-    let first = routes.first()?.step.inputs()?;
-    routes[1..]
-        .iter()
+pub fn common_inputs<'a>(routes: impl IntoIterator<Item = &'a Route>) -> Option<Vec<TensorMeta>> {
+    let mut routes = routes.into_iter();
+    let first = routes.next()?.step.inputs()?;
+    routes
         .all(|r| r.step.inputs().as_ref() == Some(&first))
         .then_some(first)
 }
 
 /// Infers each route's output; reports the first route that cannot take the input.
-pub fn infer_each(routes: &[Route], input: &Signature) -> Result<Vec<Signature>, String> {
+pub fn infer_each<'a>(
+    routes: impl IntoIterator<Item = &'a Route>,
+    input: &Signature,
+) -> Result<Vec<Signature>, String> {
     routes
-        .iter()
+        .into_iter()
         .map(|r| {
             r.step
                 .infer(input)
