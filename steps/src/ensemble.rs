@@ -487,7 +487,7 @@ fn reduce_shared_floats(answers: &Answers<'_>, how: Reduce) -> Result<Vec<Tensor
     Ok(out)
 }
 
-fn float_like(datatype: DataType, values: Vec<f64>) -> TensorData {
+pub(crate) fn float_like(datatype: DataType, values: Vec<f64>) -> TensorData {
     match datatype {
         DataType::Fp64 => TensorData::Fp64(values),
         DataType::Fp16 => TensorData::Fp16(values.into_iter().map(half::f16::from_f64).collect()),

@@ -2,6 +2,7 @@
 //! kinds to it with [`servegraph_engine::Registry::register`].
 
 pub mod ensemble;
+pub mod image;
 pub mod model;
 #[cfg(feature = "onnx")]
 pub mod onnx;

@@ -19,7 +19,7 @@ use servegraph_engine::{
 };
 
 /// One transform op: applied in place to an event, and inferred on a signature.
-trait Op: Send + Sync + 'static {
+pub(crate) trait Op: Send + Sync + 'static {
     /// Checks the args once, at build time.
     fn check(&self) -> Result<(), String> {
         Ok(())
@@ -28,14 +28,23 @@ trait Op: Send + Sync + 'static {
     fn infer(&self, sig: &mut Signature) -> Result<(), String>;
 }
 
-/// The ops, by name, with how each parses its `args`.
-const OPS: [&str; 7] = [
+/// The ops, by name.
+const OPS: [&str; 16] = [
     "standardize",
+    "min_max",
+    "clip",
     "softmax",
+    "sigmoid",
     "argmax",
+    "top_k",
+    "threshold",
     "label_map",
+    "one_hot",
+    "cast",
+    "reshape",
     "select",
     "rename",
+    "image",
     "noop",
 ];
 
@@ -110,6 +119,15 @@ pub fn build(node: &StepNode, ctx: &mut BuildContext) -> Option<Box<dyn Step>> {
         "select" => args_of::<Select>(args, node, &what).map(boxed),
         "rename" => args_of::<Rename>(args, node, &what).map(boxed),
         "noop" => args_of::<Noop>(args, node, &what).map(boxed),
+        "min_max" => args_of::<MinMax>(args, node, &what).map(boxed),
+        "clip" => args_of::<Clip>(args, node, &what).map(boxed),
+        "sigmoid" => args_of::<Sigmoid>(args, node, &what).map(boxed),
+        "top_k" => args_of::<TopK>(args, node, &what).map(boxed),
+        "threshold" => args_of::<Threshold>(args, node, &what).map(boxed),
+        "one_hot" => args_of::<OneHot>(args, node, &what).map(boxed),
+        "cast" => args_of::<Cast>(args, node, &what).map(boxed),
+        "reshape" => args_of::<Reshape>(args, node, &what).map(boxed),
+        "image" => args_of::<crate::image::ImageArgs>(args, node, &what).map(boxed),
         _ => unreachable!("checked against OPS"),
     };
     let op = match parsed {
@@ -148,7 +166,7 @@ fn args_of<T: DeserializeOwned + Default>(
 }
 
 /// The tensors an op applies to: those named, or every floating-point tensor.
-fn targets<'a>(named: &'a Option<Vec<String>>, event: &'a Event) -> Result<Vec<usize>> {
+pub(crate) fn targets<'a>(named: &'a Option<Vec<String>>, event: &'a Event) -> Result<Vec<usize>> {
     match named {
         Some(names) => names
             .iter()
@@ -188,6 +206,40 @@ fn sig_targets(named: &Option<Vec<String>>, sig: &Signature) -> Result<Vec<usize
             .filter(|&i| sig.tensors[i].datatype.is_float())
             .collect()),
     }
+}
+
+/// Signature of an element-wise float op on `tensors` (default: every float tensor): each must
+/// be numeric (integers become FP32) and, with `features`, have that many values on its last
+/// axis.
+fn infer_float_map(
+    tensors: &Option<Vec<String>>,
+    sig: &mut Signature,
+    op: &str,
+    features: Option<usize>,
+) -> Result<(), String> {
+    for i in sig_targets(tensors, sig)? {
+        let t = &mut sig.tensors[i];
+        if !(t.datatype.is_float() || t.datatype.is_integer()) {
+            return Err(format!(
+                "{op} needs numbers but `{}` is {}",
+                t.name, t.datatype
+            ));
+        }
+        if let (Some(n), Some(&d)) = (features, t.shape.last())
+            && n > 1
+            && d >= 0
+            && d as usize != n
+        {
+            return Err(format!(
+                "{op} has {n} values per feature but `{}` has shape {:?}",
+                t.name, t.shape
+            ));
+        }
+        if !t.datatype.is_float() {
+            t.datatype = DataType::Fp32;
+        }
+    }
+    Ok(())
 }
 
 /// Applies `f` to every element as f64, keeping float tensors' type and turning integer
@@ -281,30 +333,7 @@ impl Op for Standardize {
     }
 
     fn infer(&self, sig: &mut Signature) -> Result<(), String> {
-        let n = self.mean.len();
-        for i in sig_targets(&self.tensors, sig)? {
-            let t = &mut sig.tensors[i];
-            if t.datatype == DataType::Bool || t.datatype == DataType::Bytes {
-                return Err(format!(
-                    "standardize needs numbers but `{}` is {}",
-                    t.name, t.datatype
-                ));
-            }
-            if let Some(&d) = t.shape.last()
-                && n > 1
-                && d >= 0
-                && d as usize != n
-            {
-                return Err(format!(
-                    "standardize has {n} means but `{}` has shape {:?}",
-                    t.name, t.shape
-                ));
-            }
-            if !t.datatype.is_float() {
-                t.datatype = DataType::Fp32;
-            }
-        }
-        Ok(())
+        infer_float_map(&self.tensors, sig, "standardize", Some(self.mean.len()))
     }
 }
 
@@ -342,19 +371,7 @@ impl Op for Softmax {
     }
 
     fn infer(&self, sig: &mut Signature) -> Result<(), String> {
-        for i in sig_targets(&self.tensors, sig)? {
-            let t = &mut sig.tensors[i];
-            if !(t.datatype.is_float() || t.datatype.is_integer()) {
-                return Err(format!(
-                    "softmax needs numbers but `{}` is {}",
-                    t.name, t.datatype
-                ));
-            }
-            if !t.datatype.is_float() {
-                t.datatype = DataType::Fp32;
-            }
-        }
-        Ok(())
+        infer_float_map(&self.tensors, sig, "softmax", None)
     }
 }
 
@@ -605,6 +622,653 @@ impl Op for Rename {
     }
 }
 
+/// Checks a named tensor's presence and numeric type in a signature; `Ok(None)` when unknown.
+fn sig_numeric<'a>(
+    sig: &'a Signature,
+    name: &str,
+    op: &str,
+) -> Result<Option<&'a TensorMeta>, String> {
+    match sig.get(name) {
+        Some(t) if !(t.datatype.is_float() || t.datatype.is_integer()) => Err(format!(
+            "{op} needs numbers but `{}` is {}",
+            t.name, t.datatype
+        )),
+        Some(t) => Ok(Some(t)),
+        None if sig.open => Ok(None),
+        None => Err(format!(
+            "no tensor `{name}` reaches this step; it gets: {}",
+            sig.describe()
+        )),
+    }
+}
+
+/// The numbers of a tensor, or a 422 naming it.
+fn numbers(t: &Tensor, op: &str) -> Result<Vec<f64>> {
+    t.data.to_f64_vec().ok_or_else(|| {
+        Error::unprocessable(format!(
+            "{op} needs numbers but `{}` is {}",
+            t.name,
+            t.datatype()
+        ))
+    })
+}
+
+/// Per-feature values along the last axis: one value for all, or one per feature.
+fn per_feature(values: &[f64], t: &Tensor, op: &str) -> Result<()> {
+    let n = values.len();
+    if n > 1 && last_dim(&t.shape) != n {
+        return Err(Error::unprocessable(format!(
+            "tensor `{}` has shape {:?}; {op} has {n} values, so its last dimension must be {n}",
+            t.name, t.shape
+        )));
+    }
+    Ok(())
+}
+
+/// `min_max`: `(x - min) / (max - min)` per feature along the last axis.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MinMax {
+    /// Per-feature minimums (or one for all).
+    pub min: Vec<f64>,
+    /// Per-feature maximums, same length; each > its minimum.
+    pub max: Vec<f64>,
+    /// Tensors to scale; default: every floating-point tensor.
+    #[serde(default)]
+    pub tensors: Option<Vec<String>>,
+}
+
+impl Op for MinMax {
+    fn check(&self) -> Result<(), String> {
+        if self.min.is_empty() || self.min.len() != self.max.len() {
+            return Err(format!(
+                "`min` and `max` must have the same, non-zero length (got {} and {})",
+                self.min.len(),
+                self.max.len()
+            ));
+        }
+        if self
+            .min
+            .iter()
+            .zip(&self.max)
+            .any(|(lo, hi)| hi.partial_cmp(lo) != Some(std::cmp::Ordering::Greater))
+        {
+            return Err("every `max` must be greater than its `min`".into());
+        }
+        Ok(())
+    }
+
+    fn apply(&self, event: &mut Event) -> Result<()> {
+        let n = self.min.len();
+        for i in targets(&self.tensors, event)? {
+            let t = &mut event.tensors[i];
+            per_feature(&self.min, t, "min_max")?;
+            map_float(t, |i, x| {
+                (x - self.min[i % n]) / (self.max[i % n] - self.min[i % n])
+            })?;
+        }
+        Ok(())
+    }
+
+    fn infer(&self, sig: &mut Signature) -> Result<(), String> {
+        infer_float_map(&self.tensors, sig, "min_max", Some(self.min.len()))
+    }
+}
+
+/// `clip`: bounds every element to `[min, max]` (either may be left out).
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Clip {
+    #[serde(default)]
+    pub min: Option<f64>,
+    #[serde(default)]
+    pub max: Option<f64>,
+    /// Tensors to clip; default: every floating-point tensor.
+    #[serde(default)]
+    pub tensors: Option<Vec<String>>,
+}
+
+impl Op for Clip {
+    fn check(&self) -> Result<(), String> {
+        match (self.min, self.max) {
+            (None, None) => Err("give `min`, `max` or both".into()),
+            (Some(lo), Some(hi)) if lo > hi => {
+                Err(format!("`min` ({lo}) is greater than `max` ({hi})"))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn apply(&self, event: &mut Event) -> Result<()> {
+        let (lo, hi) = (
+            self.min.unwrap_or(f64::NEG_INFINITY),
+            self.max.unwrap_or(f64::INFINITY),
+        );
+        for i in targets(&self.tensors, event)? {
+            map_float(&mut event.tensors[i], |_, x| x.clamp(lo, hi))?;
+        }
+        Ok(())
+    }
+
+    fn infer(&self, sig: &mut Signature) -> Result<(), String> {
+        infer_float_map(&self.tensors, sig, "clip", None)
+    }
+}
+
+/// `sigmoid`: `1 / (1 + e^-x)` element-wise (multi-label scores).
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Sigmoid {
+    /// Tensors to transform; default: every floating-point tensor.
+    #[serde(default)]
+    pub tensors: Option<Vec<String>>,
+}
+
+impl Op for Sigmoid {
+    fn apply(&self, event: &mut Event) -> Result<()> {
+        for i in targets(&self.tensors, event)? {
+            map_float(&mut event.tensors[i], |_, x| 1.0 / (1.0 + (-x).exp()))?;
+        }
+        Ok(())
+    }
+
+    fn infer(&self, sig: &mut Signature) -> Result<(), String> {
+        infer_float_map(&self.tensors, sig, "sigmoid", None)
+    }
+}
+
+/// `top_k`: the `k` largest values along the last axis, their indices, and their labels.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TopK {
+    /// How many.
+    pub k: usize,
+    /// The tensor to read (default `probabilities`).
+    #[serde(default)]
+    pub tensor: Option<String>,
+    /// Names by index: when given, a BYTES `labels` output is added.
+    #[serde(default)]
+    pub labels: Option<Vec<String>>,
+    /// Output names: `{values, indices, labels}` (defaults `top_values`, `top_indices`,
+    /// `top_labels`).
+    #[serde(default)]
+    pub outputs: Option<TopKOutputs>,
+}
+
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TopKOutputs {
+    #[serde(default)]
+    pub values: Option<String>,
+    #[serde(default)]
+    pub indices: Option<String>,
+    #[serde(default)]
+    pub labels: Option<String>,
+}
+
+impl TopK {
+    fn input(&self) -> &str {
+        self.tensor.as_deref().unwrap_or("probabilities")
+    }
+    fn names(&self) -> (&str, &str, &str) {
+        let o = self.outputs.as_ref();
+        (
+            o.and_then(|o| o.values.as_deref()).unwrap_or("top_values"),
+            o.and_then(|o| o.indices.as_deref())
+                .unwrap_or("top_indices"),
+            o.and_then(|o| o.labels.as_deref()).unwrap_or("top_labels"),
+        )
+    }
+}
+
+impl Op for TopK {
+    fn check(&self) -> Result<(), String> {
+        if self.k == 0 {
+            return Err("`k` must be at least 1".into());
+        }
+        if self.labels.as_ref().is_some_and(|l| l.len() < self.k) {
+            return Err("`labels` must name at least `k` classes".into());
+        }
+        Ok(())
+    }
+
+    fn apply(&self, event: &mut Event) -> Result<()> {
+        let t = event.require(self.input())?;
+        let width = last_dim(&t.shape).max(1);
+        if width < self.k {
+            return Err(Error::unprocessable(format!(
+                "top_k: `{}` has {width} values per row, fewer than k = {}",
+                t.name, self.k
+            )));
+        }
+        let values = numbers(t, "top_k")?;
+        let mut shape = t.shape.clone();
+        if shape.is_empty() {
+            shape.push(1);
+        }
+        *shape.last_mut().expect("rank ≥ 1") = self.k;
+        let (mut top_v, mut top_i) = (Vec::new(), Vec::new());
+        for row in values.chunks(width) {
+            let mut order: Vec<usize> = (0..row.len()).collect();
+            // Largest first; equal values keep index order.
+            order.sort_by(|&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
+            for &i in &order[..self.k] {
+                top_v.push(row[i]);
+                top_i.push(i as i64);
+            }
+        }
+        let dtype = t.datatype();
+        let (vn, inn, ln) = self.names();
+        let mut out = vec![
+            Tensor::new(
+                vn,
+                shape.clone(),
+                crate::ensemble::float_like(
+                    if dtype.is_float() {
+                        dtype
+                    } else {
+                        DataType::Fp32
+                    },
+                    top_v,
+                ),
+            )?,
+            Tensor::new(inn, shape.clone(), TensorData::Int64(top_i.clone()))?,
+        ];
+        if let Some(labels) = &self.labels {
+            let names = top_i
+                .iter()
+                .map(|&i| {
+                    labels
+                        .get(i as usize)
+                        .map(|l| l.as_bytes().to_vec())
+                        .ok_or_else(|| {
+                            Error::unprocessable(format!(
+                                "class {i} has no name; `labels` has {} entries",
+                                labels.len()
+                            ))
+                        })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            out.push(Tensor::new(ln, shape, TensorData::Bytes(names))?);
+        }
+        for t in out {
+            event.put(t);
+        }
+        Ok(())
+    }
+
+    fn infer(&self, sig: &mut Signature) -> Result<(), String> {
+        let (dtype, mut shape) = match sig_numeric(sig, self.input(), "top_k")? {
+            Some(t) => (
+                if t.datatype.is_float() {
+                    t.datatype
+                } else {
+                    DataType::Fp32
+                },
+                t.shape.clone(),
+            ),
+            None => (DataType::Fp32, vec![-1, -1]),
+        };
+        if let Some(&last) = shape.last()
+            && last >= 0
+            && (last as usize) < self.k
+        {
+            return Err(format!(
+                "top_k: `{}` has {last} values per row, fewer than k = {}",
+                self.input(),
+                self.k
+            ));
+        }
+        if shape.is_empty() {
+            shape.push(1);
+        }
+        *shape.last_mut().expect("rank ≥ 1") = self.k as i64;
+        let (vn, inn, ln) = self.names();
+        sig.put(TensorMeta::new(vn, dtype, shape.clone()));
+        sig.put(TensorMeta::new(inn, DataType::Int64, shape.clone()));
+        if self.labels.is_some() {
+            sig.put(TensorMeta::new(ln, DataType::Bytes, shape));
+        }
+        Ok(())
+    }
+}
+
+/// `threshold`: 1 where the value is ≥ `threshold`, else 0, as INT64 (binary decisions).
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Threshold {
+    /// The cut-off (default 0.5).
+    #[serde(default)]
+    pub threshold: Option<f64>,
+    /// The tensor to read (default `probabilities`).
+    #[serde(default)]
+    pub tensor: Option<String>,
+    /// The INT64 tensor to write (default `label`).
+    #[serde(default)]
+    pub output: Option<String>,
+}
+
+impl Threshold {
+    fn input(&self) -> &str {
+        self.tensor.as_deref().unwrap_or("probabilities")
+    }
+    fn output(&self) -> &str {
+        self.output.as_deref().unwrap_or("label")
+    }
+}
+
+impl Op for Threshold {
+    fn apply(&self, event: &mut Event) -> Result<()> {
+        let cut = self.threshold.unwrap_or(0.5);
+        let t = event.require(self.input())?;
+        let flags = numbers(t, "threshold")?
+            .into_iter()
+            .map(|v| (v >= cut) as i64)
+            .collect();
+        let shape = t.shape.clone();
+        event.put(Tensor::new(self.output(), shape, TensorData::Int64(flags))?);
+        Ok(())
+    }
+
+    fn infer(&self, sig: &mut Signature) -> Result<(), String> {
+        let shape =
+            sig_numeric(sig, self.input(), "threshold")?.map_or(vec![-1], |t| t.shape.clone());
+        sig.put(TensorMeta::new(self.output(), DataType::Int64, shape));
+        Ok(())
+    }
+}
+
+/// `one_hot`: integer classes to one-hot vectors along a new last axis.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OneHot {
+    /// How many classes.
+    pub depth: usize,
+    /// The integer tensor to read (default `label`).
+    #[serde(default)]
+    pub tensor: Option<String>,
+    /// The tensor to write (default: replace the input).
+    #[serde(default)]
+    pub output: Option<String>,
+    /// The output's datatype (default FP32).
+    #[serde(default)]
+    pub datatype: Option<DataType>,
+}
+
+impl OneHot {
+    fn input(&self) -> &str {
+        self.tensor.as_deref().unwrap_or("label")
+    }
+    fn output(&self) -> &str {
+        self.output.as_deref().unwrap_or(self.input())
+    }
+    fn dtype(&self) -> DataType {
+        self.datatype.unwrap_or(DataType::Fp32)
+    }
+}
+
+impl Op for OneHot {
+    fn check(&self) -> Result<(), String> {
+        if self.depth == 0 {
+            return Err("`depth` must be at least 1".into());
+        }
+        if matches!(self.dtype(), DataType::Bytes) {
+            return Err("`datatype` must be numeric or BOOL".into());
+        }
+        Ok(())
+    }
+
+    fn apply(&self, event: &mut Event) -> Result<()> {
+        let t = event.require(self.input())?;
+        if !t.datatype().is_integer() {
+            return Err(Error::unprocessable(format!(
+                "one_hot needs integer classes but `{}` is {}",
+                t.name,
+                t.datatype()
+            )));
+        }
+        let mut hot = vec![0.0; t.data.len() * self.depth];
+        for (row, v) in numbers(t, "one_hot")?.into_iter().enumerate() {
+            if v < 0.0 || v as usize >= self.depth {
+                return Err(Error::unprocessable(format!(
+                    "class {v} in `{}` is outside one_hot's depth of {}",
+                    t.name, self.depth
+                )));
+            }
+            hot[row * self.depth + v as usize] = 1.0;
+        }
+        let mut shape = t.shape.clone();
+        shape.push(self.depth);
+        let data = cast_values(hot, self.dtype())?;
+        event.put(Tensor::new(self.output(), shape, data)?);
+        Ok(())
+    }
+
+    fn infer(&self, sig: &mut Signature) -> Result<(), String> {
+        let mut shape = match sig.get(self.input()) {
+            Some(t) if !t.datatype.is_integer() => {
+                return Err(format!(
+                    "one_hot needs integer classes but `{}` is {}",
+                    t.name, t.datatype
+                ));
+            }
+            Some(t) => t.shape.clone(),
+            None if sig.open => vec![-1],
+            None => {
+                return Err(format!(
+                    "no tensor `{}` reaches this step; it gets: {}",
+                    self.input(),
+                    sig.describe()
+                ));
+            }
+        };
+        shape.push(self.depth as i64);
+        sig.put(TensorMeta::new(self.output(), self.dtype(), shape));
+        Ok(())
+    }
+}
+
+/// Numbers as a tensor of `datatype` (floats truncate toward zero for integer types; a value
+/// out of the type's range is an error).
+fn cast_values(values: Vec<f64>, datatype: DataType) -> Result<TensorData> {
+    macro_rules! ints {
+        ($t:ty, $v:ident) => {
+            TensorData::$v(
+                values
+                    .iter()
+                    .map(|&x| {
+                        let y = x.trunc();
+                        if y.is_finite() && y >= <$t>::MIN as f64 && y <= <$t>::MAX as f64 {
+                            Ok(y as $t)
+                        } else {
+                            Err(Error::unprocessable(format!("{x} does not fit {datatype}")))
+                        }
+                    })
+                    .collect::<Result<_>>()?,
+            )
+        };
+    }
+    Ok(match datatype {
+        DataType::Bool => TensorData::Bool(values.iter().map(|&x| x != 0.0).collect()),
+        DataType::Uint8 => ints!(u8, Uint8),
+        DataType::Uint16 => ints!(u16, Uint16),
+        DataType::Uint32 => ints!(u32, Uint32),
+        DataType::Uint64 => ints!(u64, Uint64),
+        DataType::Int8 => ints!(i8, Int8),
+        DataType::Int16 => ints!(i16, Int16),
+        DataType::Int32 => ints!(i32, Int32),
+        DataType::Int64 => ints!(i64, Int64),
+        DataType::Fp16 => TensorData::Fp16(values.into_iter().map(f16::from_f64).collect()),
+        DataType::Fp32 => TensorData::Fp32(values.into_iter().map(|x| x as f32).collect()),
+        DataType::Fp64 => TensorData::Fp64(values),
+        DataType::Bytes => return Err(Error::unprocessable("cannot cast numbers to BYTES")),
+    })
+}
+
+/// `cast`: converts tensors to another numeric or BOOL datatype.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Cast {
+    /// The datatype to convert to (`FP32`, `INT64`, `BOOL`, ...; not BYTES).
+    pub to: DataType,
+    /// Tensors to convert; default: every numeric or BOOL tensor.
+    #[serde(default)]
+    pub tensors: Option<Vec<String>>,
+}
+
+impl Default for Cast {
+    fn default() -> Self {
+        Cast {
+            to: DataType::Fp32,
+            tensors: None,
+        }
+    }
+}
+
+impl Op for Cast {
+    fn check(&self) -> Result<(), String> {
+        if self.to == DataType::Bytes {
+            return Err("`to` cannot be BYTES".into());
+        }
+        Ok(())
+    }
+
+    fn apply(&self, event: &mut Event) -> Result<()> {
+        let picked: Vec<usize> = match &self.tensors {
+            Some(_) => targets(&self.tensors, event)?,
+            None => (0..event.tensors.len())
+                .filter(|&i| event.tensors[i].datatype() != DataType::Bytes)
+                .collect(),
+        };
+        for i in picked {
+            let t = &mut event.tensors[i];
+            if t.datatype() == self.to {
+                continue;
+            }
+            let values = match &t.data {
+                TensorData::Bool(v) => v.iter().map(|&b| b as u8 as f64).collect(),
+                TensorData::Bytes(_) => {
+                    return Err(Error::unprocessable(format!(
+                        "cannot cast BYTES tensor `{}`",
+                        t.name
+                    )));
+                }
+                other => other.to_f64_vec().expect("numeric"),
+            };
+            t.data = cast_values(values, self.to)
+                .map_err(|e| Error::unprocessable(format!("tensor `{}`: {}", t.name, e.message)))?;
+        }
+        Ok(())
+    }
+
+    fn infer(&self, sig: &mut Signature) -> Result<(), String> {
+        let names: Vec<String> = match &self.tensors {
+            Some(n) => n.clone(),
+            None => sig
+                .tensors
+                .iter()
+                .filter(|t| t.datatype != DataType::Bytes)
+                .map(|t| t.name.clone())
+                .collect(),
+        };
+        for n in names {
+            match sig.tensors.iter_mut().find(|t| t.name == n) {
+                Some(t) if t.datatype == DataType::Bytes => {
+                    return Err(format!("cannot cast BYTES tensor `{n}`"));
+                }
+                Some(t) => t.datatype = self.to,
+                None if sig.open => {}
+                None => {
+                    return Err(format!(
+                        "no tensor `{n}` reaches this step; it gets: {}",
+                        sig.describe()
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `reshape`: gives a tensor a new shape with the same number of elements; one dimension may
+/// be -1 (inferred).
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Reshape {
+    /// The tensor to reshape.
+    pub tensor: String,
+    /// The new shape; at most one -1.
+    pub shape: Vec<i64>,
+}
+
+impl Op for Reshape {
+    fn check(&self) -> Result<(), String> {
+        if self.shape.iter().filter(|&&d| d == -1).count() > 1 {
+            return Err("`shape` may have at most one -1".into());
+        }
+        if self.shape.iter().any(|&d| d < -1) {
+            return Err("`shape` dimensions must be ≥ 0, or -1 once".into());
+        }
+        Ok(())
+    }
+
+    fn apply(&self, event: &mut Event) -> Result<()> {
+        let t = event.require_mut(&self.tensor)?;
+        let total = t.data.len();
+        let known: usize = self
+            .shape
+            .iter()
+            .filter(|&&d| d >= 0)
+            .map(|&d| d as usize)
+            .product();
+        let shape: Option<Vec<usize>> = if self.shape.contains(&-1) {
+            (known > 0 && total % known == 0).then(|| {
+                self.shape
+                    .iter()
+                    .map(|&d| if d == -1 { total / known } else { d as usize })
+                    .collect()
+            })
+        } else {
+            (known == total).then(|| self.shape.iter().map(|&d| d as usize).collect())
+        };
+        match shape {
+            Some(shape) => {
+                t.shape = shape;
+                Ok(())
+            }
+            None => Err(Error::unprocessable(format!(
+                "cannot reshape `{}` of shape {:?} ({total} elements) to {:?}",
+                t.name, t.shape, self.shape
+            ))),
+        }
+    }
+
+    fn infer(&self, sig: &mut Signature) -> Result<(), String> {
+        match sig.tensors.iter_mut().find(|t| t.name == self.tensor) {
+            Some(t) => {
+                if t.shape.iter().all(|&d| d >= 0) && !self.shape.contains(&-1) {
+                    let have: i64 = t.shape.iter().product();
+                    let want: i64 = self.shape.iter().product();
+                    if have != want {
+                        return Err(format!(
+                            "cannot reshape `{}` of shape {:?} to {:?}",
+                            t.name, t.shape, self.shape
+                        ));
+                    }
+                }
+                t.shape = self.shape.clone();
+                Ok(())
+            }
+            None if sig.open => Ok(()),
+            None => Err(format!(
+                "no tensor `{}` reaches this step; it gets: {}",
+                self.tensor,
+                sig.describe()
+            )),
+        }
+    }
+}
+
 /// `noop`: passes the event through unchanged (a join point, and the engine-overhead benchmark).
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -735,5 +1399,144 @@ graph:
             msgs[2].contains("`labels`, `tensor` or `output`"),
             "{msgs:?}"
         );
+    }
+
+    fn one(op: &str, args: &str, tensors: Vec<Tensor>) -> Result<Event> {
+        let yaml = format!(
+            "name: t\ngraph: {{kind: flow, steps: {{s: {{kind: transform, op: {op}, args: {args}}}}}}}\n"
+        );
+        run(&yaml, tensors)
+    }
+
+    fn f32s(e: &Event, name: &str) -> Vec<f32> {
+        match &e.get(name).unwrap_or_else(|| panic!("no {name}")).data {
+            TensorData::Fp32(v) => v.clone(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn min_max_clip_sigmoid() {
+        let x = || vec![fp32("x", vec![1, 2], vec![5.0, -10.0])];
+        let out = one("min_max", "{min: [0, -20], max: [10, 0]}", x()).unwrap();
+        assert_eq!(f32s(&out, "x"), vec![0.5, 0.5]);
+        let out = one("clip", "{min: -1, max: 1}", x()).unwrap();
+        assert_eq!(f32s(&out, "x"), vec![1.0, -1.0]);
+        let out = one("sigmoid", "{}", vec![fp32("x", vec![1], vec![0.0])]).unwrap();
+        assert_eq!(f32s(&out, "x"), vec![0.5]);
+    }
+
+    #[test]
+    fn top_k_with_labels() {
+        let p = vec![fp32(
+            "probabilities",
+            vec![2, 3],
+            vec![0.1, 0.7, 0.2, 0.5, 0.2, 0.3],
+        )];
+        let out = one("top_k", "{k: 2, labels: [a, b, c]}", p).unwrap();
+        assert_eq!(
+            out.get("top_indices").unwrap().data,
+            TensorData::Int64(vec![1, 2, 0, 2])
+        );
+        assert_eq!(out.get("top_indices").unwrap().shape, vec![2, 2]);
+        assert_eq!(f32s(&out, "top_values"), vec![0.7, 0.2, 0.5, 0.3]);
+        assert_eq!(
+            out.get("top_labels").unwrap().data,
+            TensorData::Bytes(vec![
+                b"b".to_vec(),
+                b"c".to_vec(),
+                b"a".to_vec(),
+                b"c".to_vec()
+            ])
+        );
+        let err = one(
+            "top_k",
+            "{k: 4}",
+            vec![fp32("probabilities", vec![1, 3], vec![0.0; 3])],
+        )
+        .unwrap_err();
+        assert!(err.message.contains("fewer than k = 4"), "{err}");
+    }
+
+    #[test]
+    fn threshold_one_hot_cast_reshape() {
+        let out = one(
+            "threshold",
+            "{threshold: 0.6}",
+            vec![fp32("probabilities", vec![3], vec![0.2, 0.6, 0.9])],
+        )
+        .unwrap();
+        assert_eq!(
+            out.get("label").unwrap().data,
+            TensorData::Int64(vec![0, 1, 1])
+        );
+
+        let label = || vec![Tensor::new("label", vec![2], TensorData::Int64(vec![2, 0])).unwrap()];
+        let out = one("one_hot", "{depth: 3}", label()).unwrap();
+        assert_eq!(out.get("label").unwrap().shape, vec![2, 3]);
+        assert_eq!(f32s(&out, "label"), vec![0.0, 0.0, 1.0, 1.0, 0.0, 0.0]);
+        let err = one("one_hot", "{depth: 2}", label()).unwrap_err();
+        assert!(
+            err.message.contains("outside one_hot's depth of 2"),
+            "{err}"
+        );
+
+        let out = one(
+            "cast",
+            "{to: INT32}",
+            vec![fp32("x", vec![2], vec![1.9, -2.5])],
+        )
+        .unwrap();
+        assert_eq!(out.get("x").unwrap().data, TensorData::Int32(vec![1, -2]));
+        let err = one("cast", "{to: UINT8}", vec![fp32("x", vec![1], vec![300.0])]).unwrap_err();
+        assert!(err.message.contains("300 does not fit UINT8"), "{err}");
+
+        let out = one(
+            "reshape",
+            "{tensor: x, shape: [-1, 2]}",
+            vec![fp32("x", vec![4], vec![0.0; 4])],
+        )
+        .unwrap();
+        assert_eq!(out.get("x").unwrap().shape, vec![2, 2]);
+        let err = one(
+            "reshape",
+            "{tensor: x, shape: [3, -1]}",
+            vec![fp32("x", vec![4], vec![0.0; 4])],
+        )
+        .unwrap_err();
+        assert!(
+            err.message
+                .contains("cannot reshape `x` of shape [4] (4 elements) to [3, -1]"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn new_ops_check_their_args() {
+        for (op, args, want) in [
+            (
+                "min_max",
+                "{min: [1], max: [1]}",
+                "every `max` must be greater than its `min`",
+            ),
+            ("clip", "{}", "give `min`, `max` or both"),
+            ("top_k", "{k: 0}", "`k` must be at least 1"),
+            ("one_hot", "{depth: 0}", "`depth` must be at least 1"),
+            ("cast", "{to: BYTES}", "`to` cannot be BYTES"),
+            ("cast", "{to: FP99}", "unknown variant `FP99`"),
+            ("reshape", "{tensor: x, shape: [-1, -1]}", "at most one -1"),
+        ] {
+            let yaml = format!(
+                "name: t\ngraph: {{kind: flow, steps: {{s: {{kind: transform, op: {op}, args: {args}}}}}}}\n"
+            );
+            let d = Graph::from_yaml(&yaml, Path::new("."), &registry(), BuildMode::Load)
+                .err()
+                .expect("invalid");
+            assert!(
+                d[0].message.contains(want),
+                "{op} {args}: {:?}",
+                d[0].message
+            );
+        }
     }
 }
