@@ -404,3 +404,45 @@ fn all_datatypes_pass_through_a_graph() {
         assert_eq!(o["data"], Value::Array(flat), "{}", input["name"]);
     }
 }
+
+#[test]
+fn a_failing_model_is_answered_by_its_error_handler() {
+    let dir = tempfile::tempdir().unwrap();
+    let graph = dir.path().join("fallback.yaml");
+    let model = root().join("models/fixed_batch.onnx");
+    std::fs::write(
+        &graph,
+        format!(
+            "name: guarded
+graph:
+  kind: flow
+  steps:
+    m: {{kind: model, class: onnx, model_path: {}, on_error: fallback}}
+    fallback:
+      kind: error_handler
+      outputs: [{{name: y, datatype: FP32, shape: [1, 4], data: [0, 0, 0, 0]}}]
+",
+            model.display()
+        ),
+    )
+    .unwrap();
+    let s = Server::start(graph.to_str().unwrap(), &[]);
+    let one = r#"{"inputs":[{"name":"x","shape":[1,4],"datatype":"FP32","data":[1,2,3,4]}]}"#;
+    let r = post(&s.addr, "/v2/models/guarded/infer", one);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["outputs"][0]["data"], json!([1.0, 2.0, 3.0, 4.0]));
+    assert!(r.json().get("parameters").is_none());
+
+    // Two rows do not fit the model's fixed [1, 4]: the handler answers, and says why.
+    let two =
+        r#"{"inputs":[{"name":"x","shape":[2,4],"datatype":"FP32","data":[1,2,3,4,5,6,7,8]}]}"#;
+    let r = post(&s.addr, "/v2/models/guarded/infer", two);
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let v = r.json();
+    assert_eq!(v["outputs"][0]["data"], json!([0.0, 0.0, 0.0, 0.0]));
+    assert_eq!(v["parameters"]["error"]["step"], "m");
+    assert_eq!(
+        v["parameters"]["error"]["message"],
+        "input `x` must have shape [1, 4] but has shape [2, 4]"
+    );
+}

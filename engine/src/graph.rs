@@ -43,6 +43,9 @@ pub struct GraphFileSpec {
     /// Requests the graph serves at once; more are refused with HTTP 429.
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: usize,
+    /// The error handler for every flow step that names none (a step of the flow).
+    #[serde(default)]
+    pub on_error: Option<String>,
 }
 
 fn default_timeout_ms() -> u64 {
@@ -60,6 +63,8 @@ struct FlowFields {
     responder: bool,
     #[serde(default)]
     timeout_ms: Option<u64>,
+    #[serde(default)]
+    on_error: Option<marked_yaml::Spanned<String>>,
 }
 
 /// One node of the compiled plan.
@@ -69,6 +74,8 @@ struct GraphNode {
     preds: Vec<usize>,
     succs: Vec<usize>,
     timeout: Option<Duration>,
+    /// The error handler (an index into `Graph::handlers`) that answers when this step fails.
+    on_error: Option<usize>,
 }
 
 impl GraphNode {
@@ -92,6 +99,8 @@ impl GraphNode {
 pub struct Graph {
     pub name: String,
     nodes: Vec<GraphNode>,
+    /// Steps that run only when a step naming them in `on_error` fails.
+    handlers: Vec<GraphNode>,
     entries: Vec<usize>,
     responder: usize,
     /// Every node has one predecessor and one successor: run as a plain loop.
@@ -108,6 +117,7 @@ struct Declared {
     after: Vec<(String, Span)>,
     responder: bool,
     timeout: Option<Duration>,
+    on_error: Option<(String, Span)>,
     step: Option<Box<dyn Step>>,
 }
 
@@ -177,7 +187,26 @@ impl Graph {
         }
 
         // Phase 4: edges, cycles and the responder; then tensors along the edges.
-        let graph = compile(&mut ctx, spec, declared);
+        let default_on_error = spec.on_error.clone().map(|h| {
+            let span = root
+                .get_node("on_error")
+                .map(|n| *n.span())
+                .unwrap_or(top_span);
+            (h, span)
+        });
+        if let Some((_, span)) = &default_on_error
+            && graph
+                .as_mapping()
+                .and_then(|g| g.get_scalar("kind"))
+                .map(|k| k.as_str())
+                != Some("flow")
+        {
+            ctx.report(
+                Diagnostic::new("`on_error` names a step of a flow; this graph is not a flow")
+                    .at(span),
+            );
+        }
+        let graph = compile(&mut ctx, spec, declared, default_on_error);
         if ctx.has_errors() {
             return Err(ctx.into_diagnostics());
         }
@@ -221,11 +250,33 @@ impl Graph {
         if self.chain {
             let mut event = event;
             for node in &self.nodes {
-                event = node.run(event).await?;
+                event = self.run_node(node, event).await?;
             }
             return Ok(event);
         }
         self.run_dag(event).await
+    }
+
+    /// Runs one step; if it fails and has an error handler, the handler gets the step's input
+    /// with the error in `notes.error`, and its answer stands in for the step's.
+    async fn run_node(&self, node: &GraphNode, event: Event) -> Result<Event> {
+        let Some(h) = node.on_error else {
+            return node.run(event).await;
+        };
+        let input = event.clone();
+        match node.run(event).await {
+            Ok(out) => Ok(out),
+            Err(err) => {
+                let handler = &self.handlers[h];
+                tracing::debug!(step = %node.name, handler = %handler.name, error = %err, "step failed; running its error handler");
+                let mut event = input;
+                event.notes.insert(
+                    "error".into(),
+                    serde_json::json!({"step": node.name, "message": err.message}),
+                );
+                handler.run(event).await
+            }
+        }
     }
 
     /// Runs a DAG: each step starts when all its inputs are done; independent branches run
@@ -240,7 +291,7 @@ impl Graph {
         let mut running: FuturesUnordered<Running<'_>> = FuturesUnordered::new();
         let start = |i: usize, ev: Event| -> Running<'_> {
             let node = &self.nodes[i];
-            Box::pin(async move { (i, node.run(ev).await) })
+            Box::pin(async move { (i, self.run_node(node, ev).await) })
         };
         let (last, rest) = self.entries.split_last().expect("a graph has an entry");
         for &i in rest {
@@ -410,6 +461,7 @@ fn declare_steps(ctx: &mut BuildContext, graph_name: &str, graph: &Node) -> Vec<
                 after: Vec::new(),
                 responder: true,
                 timeout: None,
+                on_error: None,
                 step,
             }]
         }
@@ -441,7 +493,7 @@ fn declare_flow_step(ctx: &mut BuildContext, key: &MarkedScalarNode, value: &Nod
         // Only the engine's fields; the kind's factory checks the rest.
         let mut own = marked_yaml::types::MarkedMappingNode::new_empty(*map.span());
         for (k, v) in map.iter() {
-            if matches!(k.as_str(), "responder" | "timeout_ms") {
+            if matches!(k.as_str(), "responder" | "timeout_ms" | "on_error") {
                 own.insert(k.clone(), v.clone());
             }
         }
@@ -482,16 +534,125 @@ fn declare_flow_step(ctx: &mut BuildContext, key: &MarkedScalarNode, value: &Nod
             .timeout_ms
             .filter(|&t| t > 0)
             .map(Duration::from_millis),
+        on_error: fields.on_error.map(|h| (String::clone(&h), *h.span())),
         step,
     }
 }
 
+/// Separates the error handlers (the steps some `on_error`, a step's or the graph's, names)
+/// from the flow, checking that every `on_error` names a step and that handlers stand apart:
+/// no `after`, no `responder`, no `on_error` of their own, and no step comes after one. Each
+/// flow step's `on_error` is resolved, the graph's default filling in.
+fn split_handlers(
+    ctx: &mut BuildContext,
+    default: Option<(String, Span)>,
+    declared: Vec<Declared>,
+) -> (Vec<Declared>, Vec<Declared>) {
+    let names: Vec<String> = declared.iter().map(|d| d.name.clone()).collect();
+    let mut wanted: Vec<&str> = declared
+        .iter()
+        .filter_map(|d| d.on_error.as_ref().map(|(h, _)| h.as_str()))
+        .collect();
+    if let Some((h, _)) = &default {
+        wanted.push(h);
+    }
+    let is_handler: Vec<bool> = names.iter().map(|n| wanted.contains(&n.as_str())).collect();
+    let check = |ctx: &mut BuildContext, step: Option<&str>, (h, span): &(String, Span)| {
+        if !names.contains(h) {
+            let mut d = Diagnostic::new(format!("`on_error: {h}` names no step of this flow"))
+                .at(span)
+                .help(format!("steps are {}", all_of(&names)));
+            if let Some(s) = step {
+                d = d.step(s);
+            }
+            ctx.report(d);
+        } else if step == Some(h.as_str()) {
+            ctx.error(h, span, "a step cannot be its own error handler");
+        }
+    };
+    if let Some(d) = &default {
+        check(ctx, None, d);
+    }
+    for (i, d) in declared.iter().enumerate() {
+        if let Some(h) = &d.on_error {
+            check(ctx, Some(&d.name), h);
+        }
+        if is_handler[i] {
+            let why = "error handlers run only when a step fails";
+            if let Some((_, span)) = d.after.first() {
+                ctx.error(
+                    &d.name,
+                    span,
+                    format!("an error handler cannot have `after`: {why}"),
+                );
+            }
+            if d.responder {
+                ctx.error(
+                    &d.name,
+                    &d.span,
+                    format!("an error handler cannot be the responder: {why}"),
+                );
+            }
+            if let Some((_, span)) = &d.on_error {
+                ctx.error(
+                    &d.name,
+                    span,
+                    "an error handler cannot have an `on_error` of its own",
+                );
+            }
+        }
+        for (pred, span) in &d.after {
+            if let Some(p) = names.iter().position(|n| n == pred)
+                && is_handler[p]
+            {
+                ctx.error(
+                    &d.name,
+                    span,
+                    format!("`after: {pred}` names an error handler; error handlers run only when a step fails"),
+                );
+            }
+        }
+    }
+    let mut flow = Vec::new();
+    let mut handlers = Vec::new();
+    for (mut d, handler) in declared.into_iter().zip(is_handler) {
+        if handler {
+            handlers.push(d);
+        } else {
+            if d.on_error.is_none() {
+                d.on_error = default.clone();
+            }
+            flow.push(d);
+        }
+    }
+    if flow.is_empty() {
+        ctx.report(Diagnostic::new(
+            "every step of this flow is an error handler: nothing would run",
+        ));
+    }
+    (flow, handlers)
+}
+
 /// Joins declared steps into a DAG, checks it, and (when models are loaded) checks the tensors
 /// along every edge.
-fn compile(ctx: &mut BuildContext, spec: GraphFileSpec, declared: Vec<Declared>) -> Option<Graph> {
+fn compile(
+    ctx: &mut BuildContext,
+    spec: GraphFileSpec,
+    declared: Vec<Declared>,
+    default_on_error: Option<(String, Span)>,
+) -> Option<Graph> {
     if declared.is_empty() {
         return None;
     }
+    let (declared, handlers) = split_handlers(ctx, default_on_error, declared);
+    if declared.is_empty() {
+        return None;
+    }
+    let handler_index: HashMap<String, usize> = handlers
+        .iter()
+        .enumerate()
+        .map(|(i, d)| (d.name.clone(), i))
+        .collect();
     let index: HashMap<String, usize> = declared
         .iter()
         .enumerate()
@@ -598,6 +759,10 @@ fn compile(ctx: &mut BuildContext, spec: GraphFileSpec, declared: Vec<Declared>)
         let mut succs: Vec<usize> = dag.neighbors(ids[i]).map(|s| position[&dag[s]]).collect();
         succs.sort();
         nodes.push(GraphNode {
+            on_error: d
+                .on_error
+                .as_ref()
+                .and_then(|(h, _)| handler_index.get(h).copied()),
             name: d.name,
             step: d.step?,
             preds,
@@ -605,8 +770,21 @@ fn compile(ctx: &mut BuildContext, spec: GraphFileSpec, declared: Vec<Declared>)
             timeout: d.timeout,
         });
     }
+    let handlers: Vec<GraphNode> = handlers
+        .into_iter()
+        .map(|h| {
+            Some(GraphNode {
+                name: h.name,
+                step: h.step?,
+                preds: Vec::new(),
+                succs: Vec::new(),
+                timeout: h.timeout,
+                on_error: None,
+            })
+        })
+        .collect::<Option<_>>()?;
     let responder = position[&responder];
-    let signatures = infer_signatures(ctx, &nodes, &spans);
+    let signatures = infer_signatures(ctx, &nodes, &handlers, &spans);
 
     let entries: Vec<usize> = (0..nodes.len())
         .filter(|&i| nodes[i].preds.is_empty())
@@ -635,6 +813,7 @@ fn compile(ctx: &mut BuildContext, spec: GraphFileSpec, declared: Vec<Declared>)
     Some(Graph {
         name: spec.name,
         nodes,
+        handlers,
         entries,
         responder,
         chain,
@@ -646,7 +825,12 @@ fn compile(ctx: &mut BuildContext, spec: GraphFileSpec, declared: Vec<Declared>)
 
 /// Propagates what is known about tensors from the entry steps to the responder, reporting
 /// every step that would be fed tensors it cannot take.
-fn infer_signatures(ctx: &mut BuildContext, nodes: &[GraphNode], spans: &[Span]) -> Vec<Signature> {
+fn infer_signatures(
+    ctx: &mut BuildContext,
+    nodes: &[GraphNode],
+    handlers: &[GraphNode],
+    spans: &[Span],
+) -> Vec<Signature> {
     let mut out: Vec<Signature> = Vec::with_capacity(nodes.len());
     for (i, node) in nodes.iter().enumerate() {
         let input = if node.preds.is_empty() {
@@ -662,7 +846,21 @@ fn infer_signatures(ctx: &mut BuildContext, nodes: &[GraphNode], spans: &[Span])
             }
             sig
         };
-        let sig = match node.step.infer(&input) {
+        // With an error handler, what follows gets either answer: what both certainly give.
+        let fallback = node.on_error.map(|h| {
+            handlers[h].step.infer(&input).map_err(|e| {
+                format!(
+                    "its error handler `{}` cannot take what it is fed: {e}",
+                    handlers[h].name
+                )
+            })
+        });
+        let own = match fallback {
+            Some(Err(e)) => Err(e),
+            Some(Ok(alt)) => node.step.infer(&input).map(|sig| sig.intersect(alt)),
+            None => node.step.infer(&input),
+        };
+        let sig = match own {
             Ok(sig) => sig,
             Err(message) => {
                 let from: Vec<&str> = node.preds.iter().map(|&p| nodes[p].name.as_str()).collect();

@@ -109,7 +109,7 @@ impl Registry {
 }
 
 /// Fields every step may have; the engine reads them, the step kinds never see them.
-pub const COMMON_FIELDS: [&str; 4] = ["kind", "after", "responder", "timeout_ms"];
+pub const COMMON_FIELDS: [&str; 5] = ["kind", "after", "responder", "timeout_ms", "on_error"];
 
 /// Whether the build opens models (contextual validation) or only checks structure.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -408,6 +408,19 @@ impl Signature {
         }
     }
 
+    /// What is certain when either `self` or `other` may be the case: the tensors both have
+    /// alike; open if anything differs.
+    pub fn intersect(self, other: Signature) -> Signature {
+        let differ = self.tensors.len() != other.tensors.len();
+        let tensors: Vec<TensorMeta> = self
+            .tensors
+            .into_iter()
+            .filter(|t| other.get(&t.name) == Some(t))
+            .collect();
+        let open = self.open || other.open || differ || tensors.len() != other.tensors.len();
+        Signature { tensors, open }
+    }
+
     /// Checks that the tensors `needs` lists can be present with the right datatype and rank;
     /// names what is wrong otherwise.
     pub fn check_provides(&self, needs: &[TensorMeta]) -> Result<(), String> {

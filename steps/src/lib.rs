@@ -2,6 +2,7 @@
 //! kinds to it with [`servegraph_engine::Registry::register`].
 
 pub mod ensemble;
+pub mod error_handler;
 pub mod image;
 pub mod model;
 #[cfg(feature = "onnx")]
@@ -12,12 +13,13 @@ pub mod transform;
 
 use servegraph_engine::Registry;
 
-/// The built-in step kinds: `model`, `router`, `ensemble`, `transform`.
+/// The built-in step kinds: `model`, `router`, `ensemble`, `transform`, `error_handler`.
 pub fn registry() -> Registry {
     let mut r = Registry::new();
     r.register("model", model::build)
         .register("router", router::build)
         .register("ensemble", ensemble::build)
-        .register("transform", transform::build);
+        .register("transform", transform::build)
+        .register("error_handler", error_handler::build);
     r
 }

@@ -130,18 +130,7 @@ pub fn infer_each<'a>(
 
 /// What is certainly present whichever route ran: the tensors all routes give alike.
 pub fn intersect(sigs: Vec<Signature>) -> Signature {
-    let mut iter = sigs.into_iter();
-    let Some(first) = iter.next() else {
-        return Signature::open();
-    };
-    iter.fold(first, |acc, sig| {
-        let differ = acc.tensors.len() != sig.tensors.len();
-        let tensors: Vec<TensorMeta> = acc
-            .tensors
-            .into_iter()
-            .filter(|t| sig.get(&t.name) == Some(t))
-            .collect();
-        let open = acc.open || sig.open || differ || tensors.len() != sig.tensors.len();
-        Signature { tensors, open }
-    })
+    sigs.into_iter()
+        .reduce(Signature::intersect)
+        .unwrap_or_else(Signature::open)
 }
