@@ -3,13 +3,20 @@
 //! ```yaml
 //! iris-lr: {kind: model, class: onnx, model_path: ../models/iris_lr.onnx}
 //! ```
+//!
+//! A model may carry its own pre- and post-processing (`preprocess`, `postprocess`: lists of
+//! transform ops), run in MLRun's order: preprocess → validate (the model's checks of input
+//! names, dtypes and shapes) → predict → postprocess.
 
 use marked_yaml::Spanned;
 use schemars::JsonSchema;
 use serde::Deserialize;
 use servegraph_engine::{
-    BuildContext, BuildMode, Error, Event, Result, Signature, Step, StepNode, async_trait,
+    BuildContext, BuildMode, Error, Event, Result, Signature, Step, StepNode, TensorMeta,
+    async_trait,
 };
+
+use crate::transform::{Op, build_op};
 
 /// A model step's fields.
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -35,6 +42,15 @@ pub struct ModelSpec {
     /// into one run and split back. Only for models whose rows are independent.
     #[serde(default)]
     pub batch: Option<BatchSpec>,
+    /// Transform ops run on the request before the model, in order (MLRun's preprocess):
+    /// `[{op: standardize, args: {...}}, ...]`.
+    #[serde(default)]
+    #[schemars(with = "Option<Vec<serde_json::Value>>")]
+    pub preprocess: Option<serde::de::IgnoredAny>,
+    /// Transform ops run on the model's outputs, in order (MLRun's postprocess).
+    #[serde(default)]
+    #[schemars(with = "Option<Vec<serde_json::Value>>")]
+    pub postprocess: Option<serde::de::IgnoredAny>,
 }
 
 /// `batch: {max_size, max_wait_us}`.
@@ -98,20 +114,112 @@ pub fn build(node: &StepNode, ctx: &mut BuildContext) -> Option<Box<dyn Step>> {
         );
         ok = false;
     }
+    let pre = hooks(node, ctx, "preprocess");
+    let post = hooks(node, ctx, "postprocess");
+    let (Some(pre), Some(post)) = (pre, post) else {
+        return None;
+    };
     if !ok {
         return None;
     }
-    if ctx.mode == BuildMode::Structural {
-        return Some(Box::new(Unloaded));
+    let model: Box<dyn Step> = if ctx.mode == BuildMode::Structural {
+        Box::new(Unloaded)
+    } else {
+        match spec.class {
+            ModelClass::Onnx => match crate::onnx::OnnxModel::load(&node.name, &path, &spec) {
+                Ok(model) => Box::new(model),
+                Err(message) => {
+                    ctx.error(&node.name, spec.model_path.span(), message);
+                    return None;
+                }
+            },
+        }
+    };
+    if pre.is_empty() && post.is_empty() {
+        return Some(model);
     }
-    match spec.class {
-        ModelClass::Onnx => match crate::onnx::OnnxModel::load(&node.name, &path, &spec) {
-            Ok(model) => Some(Box::new(model)),
-            Err(message) => {
-                ctx.error(&node.name, spec.model_path.span(), message);
-                None
-            }
-        },
+    Some(Box::new(Hooked { pre, model, post }))
+}
+
+/// Reads `preprocess` or `postprocess`: a list of `{op, args}`.
+fn hooks(node: &StepNode, ctx: &mut BuildContext, field: &str) -> Option<Vec<Box<dyn Op>>> {
+    let Some(list) = node.body.get_node(field) else {
+        return Some(Vec::new());
+    };
+    let Some(items) = list.as_sequence() else {
+        ctx.error(
+            &node.name,
+            list.span(),
+            format!("`{field}` must be a list of `{{op, args}}`"),
+        );
+        return None;
+    };
+    let what = format!("a `{field}` op");
+    let mut ops = Vec::with_capacity(items.len());
+    let mut ok = true;
+    for item in items.iter() {
+        let Some(map) = item.as_mapping() else {
+            ctx.error(
+                &node.name,
+                item.span(),
+                format!("each `{field}` item must be `{{op, args}}`"),
+            );
+            ok = false;
+            continue;
+        };
+        match build_op(ctx, &node.name, map, &what, "expected `op` and `args`") {
+            Some(op) => ops.push(op),
+            None => ok = false,
+        }
+    }
+    ok.then_some(ops)
+}
+
+/// A model with its own pre- and post-processing, in MLRun's order: preprocess → validate
+/// (the model's input checks) → predict → postprocess.
+struct Hooked {
+    pre: Vec<Box<dyn Op>>,
+    model: Box<dyn Step>,
+    post: Vec<Box<dyn Op>>,
+}
+
+#[async_trait]
+impl Step for Hooked {
+    async fn process(&self, mut event: Event) -> Result<Event> {
+        for op in &self.pre {
+            op.apply(&mut event)?;
+        }
+        let mut event = self.model.process(event).await?;
+        for op in &self.post {
+            op.apply(&mut event)?;
+        }
+        Ok(event)
+    }
+
+    fn infer(&self, input: &Signature) -> std::result::Result<Signature, String> {
+        let mut sig = input.clone();
+        for op in &self.pre {
+            op.infer(&mut sig).map_err(|e| format!("preprocess: {e}"))?;
+        }
+        let mut sig = self.model.infer(&sig)?;
+        for op in &self.post {
+            op.infer(&mut sig)
+                .map_err(|e| format!("postprocess: {e}"))?;
+        }
+        Ok(sig)
+    }
+
+    /// With preprocessing, what the client sends is not what the model takes: unknown.
+    fn inputs(&self) -> Option<Vec<TensorMeta>> {
+        if self.pre.is_empty() {
+            self.model.inputs()
+        } else {
+            None
+        }
+    }
+
+    fn platform(&self) -> &str {
+        self.model.platform()
     }
 }
 
@@ -126,5 +234,114 @@ impl Step for Unloaded {
 
     fn infer(&self, _input: &Signature) -> Result<Signature, String> {
         Ok(Signature::open())
+    }
+}
+
+#[cfg(all(test, feature = "onnx"))]
+mod tests {
+    use std::path::Path;
+
+    use servegraph_engine::{Graph, Tensor, TensorData};
+
+    use super::*;
+
+    fn expected() -> serde_json::Value {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/iris_expected.json");
+        serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+    }
+
+    fn hooked_yaml(post: &str) -> String {
+        let e = expected();
+        format!(
+            "name: m
+graph:
+  kind: flow
+  steps:
+    lr:
+      kind: model
+      class: onnx
+      model_path: {}
+      preprocess: [{{op: standardize, args: {{mean: {}, std: {}}}}}]
+      postprocess: [{post}]
+",
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../models/iris_lr_core.onnx")
+                .display(),
+            e["mean"],
+            e["std"]
+        )
+    }
+
+    #[tokio::test]
+    async fn preprocess_predict_postprocess() {
+        let yaml = hooked_yaml("{op: label_map, args: {labels: [setosa, versicolor, virginica]}}");
+        let g =
+            Graph::from_yaml(&yaml, Path::new("."), &crate::registry(), BuildMode::Load).unwrap();
+        let e = expected();
+        let rows: Vec<f32> = e["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|r| {
+                r.as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|x| x.as_f64().unwrap() as f32)
+            })
+            .collect();
+        let n = rows.len() / 4;
+        let out = g
+            .run(Event::new(
+                "h",
+                vec![Tensor::new("input", vec![n, 4], TensorData::Fp32(rows)).unwrap()],
+            ))
+            .await
+            .unwrap();
+        let classes = e["classes"].as_array().unwrap();
+        let want: Vec<Vec<u8>> = e["iris-lr"]["label"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| {
+                classes[i.as_u64().unwrap() as usize]
+                    .as_str()
+                    .unwrap()
+                    .as_bytes()
+                    .to_vec()
+            })
+            .collect();
+        assert_eq!(out.get("label").unwrap().data, TensorData::Bytes(want));
+        // Metadata: with preprocessing, the model's own inputs are not what clients send.
+        assert!(g.models()[0].inputs.is_empty());
+    }
+
+    #[test]
+    fn hooks_are_validated_along_the_model() {
+        // label_map on the FP32 probabilities, after the model: caught at validation.
+        let yaml = hooked_yaml("{op: label_map, args: {labels: [a], tensor: probabilities}}");
+        let d = Graph::from_yaml(&yaml, Path::new("."), &crate::registry(), BuildMode::Load)
+            .err()
+            .unwrap();
+        assert!(
+            d[0].message.contains(
+                "postprocess: label_map needs an integer tensor but `probabilities` is FP32"
+            ),
+            "{d:?}"
+        );
+        let yaml = hooked_yaml("{op: label_map}").replace("op: standardize", "op: standardise");
+        let d = Graph::from_yaml(&yaml, Path::new("."), &crate::registry(), BuildMode::Load)
+            .err()
+            .unwrap();
+        let text: Vec<String> = d.iter().map(|d| d.one_line("g")).collect();
+        assert!(
+            text.iter()
+                .any(|t| t.contains("step `lr`: unknown op `standardise`")),
+            "{text:?}"
+        );
+        assert!(
+            text.iter()
+                .any(|t| t.contains("step `lr`: missing field `labels`")),
+            "{text:?}"
+        );
     }
 }

@@ -7,6 +7,7 @@
 use half::f16;
 use indexmap::IndexMap;
 use marked_yaml::Node;
+use marked_yaml::types::MarkedMappingNode;
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -73,27 +74,38 @@ impl Step for Transform {
 
 /// Builds a `transform` step: `op` names the op, `args` holds its arguments.
 pub fn build(node: &StepNode, ctx: &mut BuildContext) -> Option<Box<dyn Step>> {
+    let help = "expected one of `op`, `args`, `after`, `responder`, `timeout_ms` or `on_error`";
+    let op = build_op(ctx, &node.name, &node.body, "a `transform` step", help)?;
+    Some(Box::new(Transform { op }))
+}
+
+/// Builds one op from a mapping with `op` and `args` (a transform step's fields, or one item
+/// of a model's `preprocess`/`postprocess`), reporting problems against `step`.
+pub(crate) fn build_op(
+    ctx: &mut BuildContext,
+    step: &str,
+    map: &MarkedMappingNode,
+    what: &str,
+    help: &str,
+) -> Option<Box<dyn Op>> {
     let mut ok = true;
-    for key in node.body.keys() {
+    for key in map.keys() {
         if !matches!(key.as_str(), "op" | "args") {
             ctx.report(
-                Diagnostic::new(format!(
-                    "unknown field `{}` for a `transform` step",
-                    key.as_str()
-                ))
-                .step(&node.name)
-                .at(key.span())
-                .help("expected one of `op`, `args`, `after`, `responder` or `timeout_ms`"),
+                Diagnostic::new(format!("unknown field `{}` for {what}", key.as_str()))
+                    .step(step)
+                    .at(key.span())
+                    .help(help),
             );
             ok = false;
         }
     }
-    let op = match node.body.get_scalar("op") {
+    let op = match map.get_scalar("op") {
         Some(op) if OPS.contains(&op.as_str()) => op.as_str(),
         Some(op) => {
             ctx.report(
                 Diagnostic::new(format!("unknown op `{}`", op.as_str()))
-                    .step(&node.name)
+                    .step(step)
                     .at(op.span())
                     .help(format!("expected one of {}", one_of(&OPS))),
             );
@@ -102,47 +114,48 @@ pub fn build(node: &StepNode, ctx: &mut BuildContext) -> Option<Box<dyn Step>> {
         None => {
             ctx.report(
                 Diagnostic::new("missing field `op`")
-                    .step(&node.name)
-                    .at(&node.span)
+                    .step(step)
+                    .at(map.span())
                     .help(format!("expected one of {}", one_of(&OPS))),
             );
             return None;
         }
     };
-    let args = node.body.get_node("args");
+    let args = map.get_node("args");
+    let span = *map.span();
     let what = format!("the `{op}` op's args");
     let parsed = match op {
-        "standardize" => args_of::<Standardize>(args, node, &what).map(boxed),
-        "softmax" => args_of::<Softmax>(args, node, &what).map(boxed),
-        "argmax" => args_of::<Argmax>(args, node, &what).map(boxed),
-        "label_map" => args_of::<LabelMap>(args, node, &what).map(boxed),
-        "select" => args_of::<Select>(args, node, &what).map(boxed),
-        "rename" => args_of::<Rename>(args, node, &what).map(boxed),
-        "noop" => args_of::<Noop>(args, node, &what).map(boxed),
-        "min_max" => args_of::<MinMax>(args, node, &what).map(boxed),
-        "clip" => args_of::<Clip>(args, node, &what).map(boxed),
-        "sigmoid" => args_of::<Sigmoid>(args, node, &what).map(boxed),
-        "top_k" => args_of::<TopK>(args, node, &what).map(boxed),
-        "threshold" => args_of::<Threshold>(args, node, &what).map(boxed),
-        "one_hot" => args_of::<OneHot>(args, node, &what).map(boxed),
-        "cast" => args_of::<Cast>(args, node, &what).map(boxed),
-        "reshape" => args_of::<Reshape>(args, node, &what).map(boxed),
-        "image" => args_of::<crate::image::ImageArgs>(args, node, &what).map(boxed),
+        "standardize" => args_of::<Standardize>(args, &span, &what).map(boxed),
+        "softmax" => args_of::<Softmax>(args, &span, &what).map(boxed),
+        "argmax" => args_of::<Argmax>(args, &span, &what).map(boxed),
+        "label_map" => args_of::<LabelMap>(args, &span, &what).map(boxed),
+        "select" => args_of::<Select>(args, &span, &what).map(boxed),
+        "rename" => args_of::<Rename>(args, &span, &what).map(boxed),
+        "noop" => args_of::<Noop>(args, &span, &what).map(boxed),
+        "min_max" => args_of::<MinMax>(args, &span, &what).map(boxed),
+        "clip" => args_of::<Clip>(args, &span, &what).map(boxed),
+        "sigmoid" => args_of::<Sigmoid>(args, &span, &what).map(boxed),
+        "top_k" => args_of::<TopK>(args, &span, &what).map(boxed),
+        "threshold" => args_of::<Threshold>(args, &span, &what).map(boxed),
+        "one_hot" => args_of::<OneHot>(args, &span, &what).map(boxed),
+        "cast" => args_of::<Cast>(args, &span, &what).map(boxed),
+        "reshape" => args_of::<Reshape>(args, &span, &what).map(boxed),
+        "image" => args_of::<crate::image::ImageArgs>(args, &span, &what).map(boxed),
         _ => unreachable!("checked against OPS"),
     };
     let op = match parsed {
         Ok(op) => op,
         Err(d) => {
-            ctx.report(d.step(&node.name));
+            ctx.report(d.step(step));
             return None;
         }
     };
     if let Err(message) = op.check() {
-        let span = args.map(|a| *a.span()).unwrap_or(node.span);
-        ctx.error(&node.name, &span, message);
+        let span = args.map(|a| *a.span()).unwrap_or(span);
+        ctx.error(step, &span, message);
         return None;
     }
-    ok.then(|| Box::new(Transform { op }) as Box<dyn Step>)
+    ok.then_some(op)
 }
 
 fn boxed<T: Op>(op: T) -> Box<dyn Op> {
@@ -151,17 +164,17 @@ fn boxed<T: Op>(op: T) -> Box<dyn Op> {
 
 fn args_of<T: DeserializeOwned + Default>(
     args: Option<&Node>,
-    node: &StepNode,
+    span: &marked_yaml::Span,
     what: &str,
 ) -> Result<T, Diagnostic> {
     match args {
         None => from_yaml::<T>(
-            &Node::Mapping(marked_yaml::types::MarkedMappingNode::new_empty(node.span)),
-            &node.span,
+            &Node::Mapping(MarkedMappingNode::new_empty(*span)),
+            span,
             what,
             &[],
         ),
-        Some(a) => from_yaml::<T>(a, &node.span, what, &[]),
+        Some(a) => from_yaml::<T>(a, span, what, &[]),
     }
 }
 
