@@ -9,6 +9,11 @@ Writes into this folder:
   iris_lr_core.onnx, iris_rf_core.onnx  the same fitted estimators without the scaler; they
                                         expect standardized features (graphs/iris-ensemble.yaml
                                         standardizes in a `transform` step instead).
+  cnn.onnx                              a small CNN with random weights (seeded): input `input`
+                                        FP32 [N, 3, 64, 64] → `logits` FP32 [N, 5]; three
+                                        stride-2 3×3 convolutions (8, 16, 32 channels) with
+                                        ReLU, global average pooling and a dense layer. For the
+                                        image pipeline and the batching benchmark.
   fixed_batch.onnx                      Identity on `x` FP32 [1, 4]: a model whose batch
                                         dimension is fixed, for the tests that must refuse
                                         to batch it.
@@ -21,6 +26,7 @@ import json
 import os
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 from skl2onnx import convert_sklearn
 from skl2onnx.common.data_types import FloatTensorType
@@ -62,6 +68,39 @@ def fixed_batch(path):
         f.write(model.SerializeToString())
 
 
+def cnn(path):
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.RandomState(0)
+    nodes, inits = [], []
+    prev, channels = "input", 3
+    for i, out in enumerate([8, 16, 32]):
+        w = (rng.randn(out, channels, 3, 3) * np.sqrt(2.0 / (channels * 9))).astype(np.float32)
+        b = (rng.randn(out) * 0.1).astype(np.float32)
+        inits += [numpy_helper.from_array(w, f"conv{i}.w"), numpy_helper.from_array(b, f"conv{i}.b")]
+        nodes.append(helper.make_node("Conv", [prev, f"conv{i}.w", f"conv{i}.b"], [f"c{i}"],
+                                      kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]))
+        nodes.append(helper.make_node("Relu", [f"c{i}"], [f"r{i}"]))
+        prev, channels = f"r{i}", out
+    nodes.append(helper.make_node("GlobalAveragePool", [prev], ["pooled"]))
+    nodes.append(helper.make_node("Flatten", ["pooled"], ["flat"], axis=1))
+    w = (rng.randn(channels, 5) * 0.5).astype(np.float32)
+    b = (rng.randn(5) * 0.1).astype(np.float32)
+    inits += [numpy_helper.from_array(w, "dense.w"), numpy_helper.from_array(b, "dense.b")]
+    nodes.append(helper.make_node("Gemm", ["flat", "dense.w", "dense.b"], ["logits"]))
+    x = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, 64, 64])
+    y = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 5])
+    graph = helper.make_graph(nodes, "cnn", [x], [y], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="servegraph")
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    with open(path, "wb") as f:
+        f.write(model.SerializeToString())
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    out = sess.run(["logits"], {"input": rng.randn(2, 3, 64, 64).astype(np.float32)})[0]
+    assert out.shape == (2, 5), out.shape
+
+
 def main():
     x, y = load_iris(return_X_y=True)
     x = x.astype(np.float32)
@@ -75,6 +114,7 @@ def main():
     export(lr, os.path.join(HERE, "iris_lr_core.onnx"))
     export(rf, os.path.join(HERE, "iris_rf_core.onnx"))
     fixed_batch(os.path.join(HERE, "fixed_batch.onnx"))
+    cnn(os.path.join(HERE, "cnn.onnx"))
 
     rows = x[ROWS]
     rows_s = scaler.transform(rows).astype(np.float32)

@@ -446,3 +446,78 @@ graph:
         "input `x` must have shape [1, 4] but has shape [2, 4]"
     );
 }
+
+/// The same 72×72 gradient the golden test and its NumPy reference use.
+fn gradient_image(format: image::ImageFormat) -> Vec<u8> {
+    let img = image::RgbImage::from_fn(72, 72, |x, y| {
+        image::Rgb([
+            ((x * 3) % 256) as u8,
+            ((y * 3) % 256) as u8,
+            (((x + y) * 2) % 256) as u8,
+        ])
+    });
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, format).unwrap();
+    out.into_inner()
+}
+
+#[test]
+fn image_pipeline_classifies_png_and_jpeg() {
+    let s = Server::start("graphs/image-classifier.yaml", &[]);
+    let images = [
+        gradient_image(image::ImageFormat::Png),
+        gradient_image(image::ImageFormat::Jpeg),
+    ];
+    let mut binary = Vec::new();
+    for img in &images {
+        binary.extend_from_slice(&(img.len() as u32).to_le_bytes());
+        binary.extend_from_slice(img);
+    }
+    let header = json!({
+        "inputs": [{"name": "image", "shape": [2], "datatype": "BYTES",
+                    "parameters": {"binary_data_size": binary.len()}}],
+        "outputs": [{"name": "top_labels"}, {"name": "probabilities"}]
+    })
+    .to_string();
+    let mut body = header.clone().into_bytes();
+    body.extend_from_slice(&binary);
+    let r = block_on(request(
+        &s.addr,
+        "POST",
+        "/v2/models/image-classifier/infer",
+        &[("inference-header-content-length", header.len().to_string())],
+        body,
+    ))
+    .unwrap();
+    assert_eq!(r.status, 200, "{:?}", String::from_utf8_lossy(&r.body));
+    let v = r.json();
+    let labels = &v["outputs"][0];
+    assert_eq!(labels["shape"], json!([2, 3]));
+    // PNG is lossless: exactly the NumPy reference. JPEG is lossy: same ranking.
+    assert_eq!(
+        labels["data"],
+        json!(["cat", "horse", "bird", "cat", "horse", "bird"])
+    );
+    let p: Vec<f64> = v["outputs"][1]["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect();
+    let reference = [0.47180575, 0.08221682, 0.16437396, 0.04285335, 0.23875014];
+    for (got, want) in p[..5].iter().zip(reference) {
+        assert!((got - want).abs() < 1e-4, "{p:?}");
+    }
+
+    let bad = json!({"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES", "data": ["not an image"]}]});
+    let r = post(
+        &s.addr,
+        "/v2/models/image-classifier/infer",
+        &bad.to_string(),
+    );
+    assert_eq!(r.status, 422);
+    assert_eq!(
+        r.error(),
+        "step `decode`: image 0 of `image`: not a PNG or JPEG image"
+    );
+}

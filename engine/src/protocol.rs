@@ -200,7 +200,17 @@ fn decode_input(input: &InputJson<'_>, binary: &mut &[u8]) -> Result<Tensor> {
             *binary = rest;
             decode_binary(datatype, bytes, count)?
         }
-        (None, Some(raw)) => decode_json_data(datatype, raw, count)?,
+        (None, Some(raw)) => {
+            let data = decode_json_data(datatype, raw, count)?;
+            match input
+                .parameters
+                .as_ref()
+                .and_then(|p| p.get("content_type"))
+            {
+                Some(Value::String(ct)) if ct == "base64" => from_base64(data)?,
+                _ => data,
+            }
+        }
         (None, None) => {
             return Err(Error::bad_request("has no `data` (nor `binary_data_size`)"));
         }
@@ -385,6 +395,28 @@ fn decode_binary(datatype: DataType, bytes: &[u8], count: usize) -> Result<Tenso
         DataType::Fp64 => TensorData::Fp64(le!(f64, 8)),
         DataType::Bytes => unreachable!("BYTES has no element size"),
     })
+}
+
+/// BYTES elements sent as base64 strings (`"parameters": {"content_type": "base64"}`, as
+/// MLServer's codec does), for binary data such as images in JSON.
+fn from_base64(data: TensorData) -> Result<TensorData> {
+    use base64::Engine;
+    let TensorData::Bytes(items) = data else {
+        return Err(Error::bad_request(
+            "`content_type: base64` applies to BYTES inputs only",
+        ));
+    };
+    let engine = base64::engine::general_purpose::STANDARD;
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(i, s)| {
+            engine
+                .decode(&s)
+                .map_err(|e| Error::bad_request(format!("element {i} is not valid base64: {e}")))
+        })
+        .collect::<Result<Vec<_>>>()
+        .map(TensorData::Bytes)
 }
 
 /// BYTES in the binary extension: each element is a 4-byte little-endian length and the bytes.
@@ -695,6 +727,23 @@ mod tests {
         assert!(header["outputs"][0].get("data").is_none());
         assert_eq!(header["outputs"][1]["data"], serde_json::json!(["hi", "x"]));
         assert_eq!(&resp.body[n..n + 4], &1.5f32.to_le_bytes());
+    }
+
+    #[test]
+    fn base64_bytes_in_json() {
+        let body = br#"{"inputs":[{"name":"img","shape":[2],"datatype":"BYTES","parameters":{"content_type":"base64"},"data":["AAH/","aGk="]}]}"#;
+        let req = decode_request(body, None).unwrap();
+        assert_eq!(
+            req.event.tensors[0].data,
+            TensorData::Bytes(vec![vec![0, 1, 255], b"hi".to_vec()])
+        );
+        let bad = br#"{"inputs":[{"name":"img","shape":[1],"datatype":"BYTES","parameters":{"content_type":"base64"},"data":["%%%"]}]}"#;
+        let err = decode_request(bad, None).unwrap_err();
+        assert!(
+            err.message.contains("element 0 is not valid base64"),
+            "{}",
+            err.message
+        );
     }
 
     #[test]

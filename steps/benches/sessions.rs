@@ -12,9 +12,13 @@
 //!
 //! Needs the ONNX Runtime library (scripts/setup.sh).
 
+mod common;
+
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use common::{Infer, benching, load};
 
 use ort::session::Session;
 use servegraph_engine::{Event, Tensor, TensorData};
@@ -36,9 +40,6 @@ fn request() -> Vec<Tensor> {
         .unwrap(),
     ]
 }
-
-type Infer =
-    Arc<dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> + Send + Sync>;
 
 fn pool(sessions: usize) -> Infer {
     let spec_yaml = format!(
@@ -83,33 +84,9 @@ fn lock() -> Infer {
     })
 }
 
-async fn load(infer: Infer, duration: Duration) -> (f64, u64, u64) {
-    let stop = Instant::now() + duration;
-    let mut tasks = Vec::new();
-    for _ in 0..TASKS {
-        let infer = Arc::clone(&infer);
-        tasks.push(tokio::spawn(async move {
-            let mut lat = Vec::new();
-            while Instant::now() < stop {
-                let t0 = Instant::now();
-                infer().await;
-                lat.push(t0.elapsed().as_micros() as u64);
-            }
-            lat
-        }));
-    }
-    let mut all = Vec::new();
-    for t in tasks {
-        all.extend(t.await.unwrap());
-    }
-    all.sort_unstable();
-    let p = |q: f64| all[((all.len() as f64 * q) as usize).min(all.len() - 1)];
-    (all.len() as f64 / duration.as_secs_f64(), p(0.5), p(0.99))
-}
-
 fn main() {
     // `cargo bench` passes `--bench`; a `cargo test` run of benches only checks they build.
-    if !std::env::args().any(|a| a == "--bench") {
+    if !benching() {
         return;
     }
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -122,8 +99,9 @@ fn main() {
     println!("{TASKS} concurrent tasks, {secs}s per round, iris LR batch 1");
     for round in 1..=2 {
         for (name, infer) in &strategies {
-            rt.block_on(load(Arc::clone(infer), Duration::from_secs(1)));
-            let (rps, p50, p99) = rt.block_on(load(Arc::clone(infer), Duration::from_secs(secs)));
+            rt.block_on(load(Arc::clone(infer), TASKS, Duration::from_secs(1)));
+            let (rps, p50, p99) =
+                rt.block_on(load(Arc::clone(infer), TASKS, Duration::from_secs(secs)));
             println!(
                 "round {round} {name:>7}: {rps:>9.0} inferences/s, p50 {p50:>5} µs, p99 {p99:>6} µs"
             );
