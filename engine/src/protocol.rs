@@ -530,10 +530,10 @@ struct BinarySize {
     binary_data_size: usize,
 }
 
-/// An encoded response body; `json_len` is set when binary data follows the JSON (send it as
+/// An encoded body; `json_len` is set when binary data follows the JSON (send it as
 /// `Inference-Header-Content-Length`).
 #[derive(Debug)]
-pub struct EncodedResponse {
+pub struct Encoded {
     pub body: Vec<u8>,
     pub json_len: Option<usize>,
 }
@@ -546,7 +546,7 @@ pub fn encode_response(
     version: Option<&str>,
     requested: &[RequestedOutput],
     binary_output: bool,
-) -> Result<EncodedResponse> {
+) -> Result<Encoded> {
     let picked: Vec<(&Tensor, bool)> = if requested.is_empty() {
         event.tensors.iter().map(|t| (t, binary_output)).collect()
     } else {
@@ -565,29 +565,7 @@ pub fn encode_response(
             })
             .collect::<Result<_>>()?
     };
-    let mut binary = Vec::new();
-    let mut outputs = Vec::with_capacity(picked.len());
-    for (t, as_binary) in picked {
-        let (parameters, data) = if as_binary {
-            let before = binary.len();
-            encode_binary(&t.data, &mut binary);
-            (
-                Some(BinarySize {
-                    binary_data_size: binary.len() - before,
-                }),
-                None,
-            )
-        } else {
-            (None, Some(JsonData(&t.data)))
-        };
-        outputs.push(OutputOut {
-            name: &t.name,
-            datatype: t.datatype().as_str(),
-            shape: &t.shape,
-            parameters,
-            data,
-        });
-    }
+    let (outputs, binary) = tensors_out(picked);
     let mut parameters = event.notes.clone();
     if let Some(route) = event.route() {
         parameters.insert("route".into(), Value::String(route.to_owned()));
@@ -599,21 +577,114 @@ pub fn encode_response(
         parameters,
         outputs,
     };
-    let any_binary = response.outputs.iter().any(|o| o.parameters.is_some());
-    let mut body = serde_json::to_vec(&response)
-        .map_err(|e| Error::internal(format!("encoding the response: {e}")))?;
-    if !any_binary {
-        return Ok(EncodedResponse {
+    finish(&response, binary)
+}
+
+/// Tensors as OIP JSON entries (inputs and outputs share the shape), with the bytes of those
+/// sent as binary, in order.
+fn tensors_out<'a>(tensors: Vec<(&'a Tensor, bool)>) -> (Vec<OutputOut<'a>>, Vec<u8>) {
+    let mut binary = Vec::new();
+    let mut out = Vec::with_capacity(tensors.len());
+    for (t, as_binary) in tensors {
+        let (parameters, data) = if as_binary {
+            let before = binary.len();
+            encode_binary(&t.data, &mut binary);
+            let size = binary.len() - before;
+            (
+                Some(BinarySize {
+                    binary_data_size: size,
+                }),
+                None,
+            )
+        } else {
+            (None, Some(JsonData(&t.data)))
+        };
+        out.push(OutputOut {
+            name: &t.name,
+            datatype: t.datatype().as_str(),
+            shape: &t.shape,
+            parameters,
+            data,
+        });
+    }
+    (out, binary)
+}
+
+/// The JSON, then the binary part if any.
+fn finish<T: Serialize>(json: &T, binary: Vec<u8>) -> Result<Encoded> {
+    let mut body =
+        serde_json::to_vec(json).map_err(|e| Error::internal(format!("encoding JSON: {e}")))?;
+    if binary.is_empty() {
+        return Ok(Encoded {
             body,
             json_len: None,
         });
     }
     let json_len = body.len();
     body.extend_from_slice(&binary);
-    Ok(EncodedResponse {
+    Ok(Encoded {
         body,
         json_len: Some(json_len),
     })
+}
+
+#[derive(Serialize)]
+struct RequestOut<'a> {
+    id: &'a str,
+    inputs: Vec<OutputOut<'a>>,
+    parameters: RequestParams,
+}
+
+#[derive(Serialize)]
+struct RequestParams {
+    binary_data_output: bool,
+}
+
+/// The client side, for calling another OIP server: `tensors` as an inference request, their
+/// data as JSON or (with `binary`) in the binary extension, asking for binary outputs too.
+pub fn encode_request(id: &str, tensors: &[Tensor], binary: bool) -> Result<Encoded> {
+    let (inputs, bytes) = tensors_out(tensors.iter().map(|t| (t, binary)).collect());
+    finish(
+        &RequestOut {
+            id,
+            inputs,
+            parameters: RequestParams {
+                binary_data_output: binary,
+            },
+        },
+        bytes,
+    )
+}
+
+#[derive(Deserialize)]
+struct ResponseIn<'a> {
+    #[serde(borrow, default)]
+    outputs: Vec<InputJson<'a>>,
+}
+
+/// The client side: the tensors of an inference response (JSON, or JSON and binary data when
+/// `json_len` is the `Inference-Header-Content-Length`).
+pub fn decode_response(body: &[u8], json_len: Option<usize>) -> Result<Vec<Tensor>> {
+    let (json, mut binary) = match json_len {
+        Some(n) if n <= body.len() => body.split_at(n),
+        Some(n) => {
+            return Err(Error::internal(format!(
+                "response header length {n} exceeds its {} bytes",
+                body.len()
+            )));
+        }
+        None => (body, &[][..]),
+    };
+    let resp: ResponseIn<'_> = serde_json::from_slice(json)
+        .map_err(|e| Error::internal(format!("malformed inference response: {e}")))?;
+    resp.outputs
+        .iter()
+        .map(|o| {
+            decode_input(o, &mut binary).map_err(|e| {
+                Error::internal(format!("response output `{}`: {}", o.name, e.message))
+            })
+        })
+        .collect()
 }
 
 /// A fresh request id for requests that come without one: unique within the process, and
@@ -744,6 +815,26 @@ mod tests {
             "{}",
             err.message
         );
+    }
+
+    #[test]
+    fn client_request_and_response_round_trip() {
+        let tensors = vec![
+            Tensor::new("a", vec![2], TensorData::Fp32(vec![1.5, 2.5])).unwrap(),
+            Tensor::new("s", vec![1], TensorData::Bytes(vec![b"x".to_vec()])).unwrap(),
+        ];
+        for binary in [false, true] {
+            let enc = encode_request("r9", &tensors, binary).unwrap();
+            assert_eq!(enc.json_len.is_some(), binary);
+            // A server decodes what the client sent...
+            let req = decode_request(&enc.body, enc.json_len).unwrap();
+            assert_eq!(req.event.id, "r9");
+            assert_eq!(req.event.tensors, tensors);
+            assert_eq!(req.binary_output, binary);
+            // ...answers, and the client decodes the answer.
+            let resp = encode_response(&req.event, "m", None, &[], req.binary_output).unwrap();
+            assert_eq!(decode_response(&resp.body, resp.json_len).unwrap(), tensors);
+        }
     }
 
     #[test]

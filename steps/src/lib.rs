@@ -7,6 +7,7 @@ pub mod image;
 pub mod model;
 #[cfg(feature = "onnx")]
 pub mod onnx;
+pub mod remote;
 pub mod router;
 pub mod routes;
 pub mod transform;

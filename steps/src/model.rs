@@ -1,7 +1,9 @@
-//! `kind: model`: a model, by `class`. `onnx` runs an ONNX file with ONNX Runtime.
+//! `kind: model`: a model, by `class`. `onnx` runs an ONNX file with ONNX Runtime; `remote`
+//! calls a model on any other Open Inference Protocol (V2) server.
 //!
 //! ```yaml
 //! iris-lr: {kind: model, class: onnx, model_path: ../models/iris_lr.onnx}
+//! far-lr: {kind: model, class: remote, url: "http://10.0.0.7:8080", model: iris-lr}
 //! ```
 //!
 //! A model may carry its own pre- and post-processing (`preprocess`, `postprocess`: lists of
@@ -24,9 +26,10 @@ use crate::transform::{Op, build_op};
 pub struct ModelSpec {
     /// The model runtime.
     pub class: ModelClass,
-    /// The model file, relative to the graph file's folder.
-    #[schemars(with = "String")]
-    pub model_path: Spanned<String>,
+    /// `onnx`: the model file, relative to the graph file's folder.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub model_path: Option<Spanned<String>>,
     /// Threads ONNX Runtime may use inside one inference (default 1: small models gain
     /// nothing from more, and each session would otherwise spin a core-sized pool).
     #[serde(default = "one")]
@@ -42,6 +45,31 @@ pub struct ModelSpec {
     /// into one run and split back. Only for models whose rows are independent.
     #[serde(default)]
     pub batch: Option<BatchSpec>,
+    /// `remote`: the server's base URL (`http://host:port`).
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub url: Option<Spanned<String>>,
+    /// `remote`: the model's name on that server (default: this step's name).
+    #[serde(default)]
+    pub model: Option<String>,
+    /// `remote`: the model version to call (default: the server's choice).
+    #[serde(default)]
+    pub version: Option<String>,
+    /// `remote`: deadline for one attempt, in milliseconds (default 5000).
+    #[serde(default)]
+    pub attempt_timeout_ms: Option<u64>,
+    /// `remote`: attempts after the first when the server answers 5xx/429 or cannot be
+    /// reached (default 2), with exponential backoff from `backoff_ms` (default 50).
+    #[serde(default)]
+    pub retries: Option<u32>,
+    #[serde(default)]
+    pub backoff_ms: Option<u64>,
+    /// `remote`: requests to the server at once; past it requests get 503 at once (default 64).
+    #[serde(default)]
+    pub max_in_flight: Option<usize>,
+    /// `remote`: tensors as JSON (`false`) or the binary extension (`true`, the default).
+    #[serde(default)]
+    pub binary: Option<bool>,
     /// Transform ops run on the request before the model, in order (MLRun's preprocess):
     /// `[{op: standardize, args: {...}}, ...]`.
     #[serde(default)]
@@ -78,67 +106,171 @@ fn default_queue() -> usize {
 pub enum ModelClass {
     /// An ONNX model run by ONNX Runtime.
     Onnx,
+    /// A model on another Open Inference Protocol (V2) server, over HTTP.
+    Remote,
 }
+
+/// Fields that belong to one class only.
+const ONNX_ONLY: [&str; 5] = [
+    "model_path",
+    "intra_op_threads",
+    "sessions",
+    "queue_size",
+    "batch",
+];
+const REMOTE_ONLY: [&str; 8] = [
+    "url",
+    "model",
+    "version",
+    "attempt_timeout_ms",
+    "retries",
+    "backoff_ms",
+    "max_in_flight",
+    "binary",
+];
 
 /// Builds a `model` step.
 pub fn build(node: &StepNode, ctx: &mut BuildContext) -> Option<Box<dyn Step>> {
     let spec: ModelSpec = ctx.parse(node)?;
-    let path = ctx.resolve(spec.model_path.as_str());
+    let (class, other, foreign) = match spec.class {
+        ModelClass::Onnx => ("onnx", "remote", REMOTE_ONLY.as_slice()),
+        ModelClass::Remote => ("remote", "onnx", ONNX_ONLY.as_slice()),
+    };
     let mut ok = true;
+    for key in node.body.keys() {
+        if foreign.contains(&key.as_str()) {
+            ctx.error(
+                &node.name,
+                key.span(),
+                format!(
+                    "`{}` applies to `class: {other}`, not `class: {class}`",
+                    key.as_str()
+                ),
+            );
+            ok = false;
+        }
+    }
     for (field, value) in [
         ("intra_op_threads", spec.intra_op_threads),
         ("sessions", spec.sessions),
         ("queue_size", spec.queue_size),
         ("batch.max_size", spec.batch.map_or(1, |b| b.max_size)),
+        ("max_in_flight", spec.max_in_flight.unwrap_or(1)),
+        (
+            "attempt_timeout_ms",
+            spec.attempt_timeout_ms.unwrap_or(1) as usize,
+        ),
     ] {
         if value == 0 {
             let span = node
                 .body
-                .get_node(field)
+                .get_node(field.split('.').next().unwrap_or(field))
                 .map(|n| *n.span())
                 .unwrap_or(node.span);
             ctx.error(&node.name, &span, format!("`{field}` must be at least 1"));
             ok = false;
         }
     }
-    if !path.is_file() {
-        ctx.report(
-            servegraph_engine::Diagnostic::new(format!(
-                "model file `{}` does not exist (looked at {})",
-                spec.model_path.as_str(),
-                path.display()
-            ))
-            .step(&node.name)
-            .at(spec.model_path.span())
-            .help("`model_path` is relative to the graph file's folder"),
-        );
-        ok = false;
-    }
     let pre = hooks(node, ctx, "preprocess");
     let post = hooks(node, ctx, "postprocess");
-    let (Some(pre), Some(post)) = (pre, post) else {
-        return None;
+    let model = match spec.class {
+        ModelClass::Onnx => onnx_model(node, ctx, &spec, ok),
+        ModelClass::Remote => remote_model(node, ctx, &spec, ok),
     };
-    if !ok {
+    let (Some(pre), Some(post), Some(model)) = (pre, post, model) else {
         return None;
-    }
-    let model: Box<dyn Step> = if ctx.mode == BuildMode::Structural {
-        Box::new(Unloaded)
-    } else {
-        match spec.class {
-            ModelClass::Onnx => match crate::onnx::OnnxModel::load(&node.name, &path, &spec) {
-                Ok(model) => Box::new(model),
-                Err(message) => {
-                    ctx.error(&node.name, spec.model_path.span(), message);
-                    return None;
-                }
-            },
-        }
     };
     if pre.is_empty() && post.is_empty() {
         return Some(model);
     }
     Some(Box::new(Hooked { pre, model, post }))
+}
+
+fn onnx_model(
+    node: &StepNode,
+    ctx: &mut BuildContext,
+    spec: &ModelSpec,
+    ok: bool,
+) -> Option<Box<dyn Step>> {
+    let Some(model_path) = &spec.model_path else {
+        ctx.error(&node.name, &node.span, "`class: onnx` needs `model_path`");
+        return None;
+    };
+    let path = ctx.resolve(model_path.as_str());
+    if !path.is_file() {
+        ctx.report(
+            servegraph_engine::Diagnostic::new(format!(
+                "model file `{}` does not exist (looked at {})",
+                model_path.as_str(),
+                path.display()
+            ))
+            .step(&node.name)
+            .at(model_path.span())
+            .help("`model_path` is relative to the graph file's folder"),
+        );
+        return None;
+    }
+    if !ok {
+        return None;
+    }
+    if ctx.mode == BuildMode::Structural {
+        return Some(Box::new(Unloaded));
+    }
+    #[cfg(feature = "onnx")]
+    match crate::onnx::OnnxModel::load(&node.name, &path, spec) {
+        Ok(model) => Some(Box::new(model)),
+        Err(message) => {
+            ctx.error(&node.name, model_path.span(), message);
+            None
+        }
+    }
+    #[cfg(not(feature = "onnx"))]
+    {
+        ctx.error(
+            &node.name,
+            model_path.span(),
+            "this build of servegraph has no ONNX Runtime (feature `onnx`)",
+        );
+        None
+    }
+}
+
+fn remote_model(
+    node: &StepNode,
+    ctx: &mut BuildContext,
+    spec: &ModelSpec,
+    ok: bool,
+) -> Option<Box<dyn Step>> {
+    let Some(url) = &spec.url else {
+        ctx.error(
+            &node.name,
+            &node.span,
+            "`class: remote` needs `url` (http://host:port)",
+        );
+        return None;
+    };
+    let settings = crate::remote::RemoteSettings {
+        model: spec.model.clone().unwrap_or_else(|| node.name.clone()),
+        version: spec.version.clone(),
+        attempt_timeout: std::time::Duration::from_millis(spec.attempt_timeout_ms.unwrap_or(5000)),
+        retries: spec.retries.unwrap_or(2),
+        backoff: std::time::Duration::from_millis(spec.backoff_ms.unwrap_or(50)),
+        max_in_flight: spec.max_in_flight.unwrap_or(64),
+        binary: spec.binary.unwrap_or(true),
+    };
+    match crate::remote::RemoteModel::new(
+        &node.name,
+        url.as_str(),
+        settings,
+        ctx.mode == BuildMode::Load,
+    ) {
+        Ok(model) if ok => Some(Box::new(model)),
+        Ok(_) => None,
+        Err(message) => {
+            ctx.error(&node.name, url.span(), message);
+            None
+        }
+    }
 }
 
 /// Reads `preprocess` or `postprocess`: a list of `{op, args}`.

@@ -31,8 +31,13 @@ pub struct Server {
 impl Server {
     /// Starts serving `graph` on 127.0.0.1:0 and waits until it is ready.
     pub fn start(graph: &str, extra: &[&str]) -> Server {
+        Server::start_at(graph, "127.0.0.1:0", extra)
+    }
+
+    /// Starts serving `graph` on `listen` and waits until it is ready.
+    pub fn start_at(graph: &str, listen: &str, extra: &[&str]) -> Server {
         let mut child = bin()
-            .args(["serve", graph, "--listen", "127.0.0.1:0"])
+            .args(["serve", graph, "--listen", listen])
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

@@ -1,0 +1,260 @@
+//! `class: remote`: a model served by another Open Inference Protocol (V2) server (another
+//! servegraph, Triton, KServe, Seldon, MLServer), called over HTTP/1.1.
+//!
+//! Connections are pooled and kept alive. At most `max_in_flight` requests are out at once
+//! (more get 503 at once). Each attempt has a deadline; a 5xx or 429 answer, a refused or
+//! broken connection, or a missed deadline is retried `retries` times with exponential
+//! backoff (`backoff_ms`, doubling); a 4xx answer is the request's fault and is passed on with
+//! the remote's message and status. When the server is down, requests fail fast with 503 and
+//! the step recovers by itself once the server is back.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::{Request, StatusCode, Uri};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use servegraph_engine::protocol::{decode_response, encode_request};
+use servegraph_engine::{
+    Error, ErrorKind, Event, Result, Signature, Step, TensorMeta, async_trait,
+};
+use tokio::sync::Semaphore;
+
+/// Largest response body accepted from a remote server.
+const MAX_RESPONSE_BYTES: usize = 256 * 1024 * 1024;
+
+/// How to call the remote model.
+#[derive(Clone, Debug)]
+pub struct RemoteSettings {
+    pub model: String,
+    pub version: Option<String>,
+    pub attempt_timeout: Duration,
+    pub retries: u32,
+    pub backoff: Duration,
+    pub max_in_flight: usize,
+    pub binary: bool,
+}
+
+pub struct RemoteModel {
+    name: String,
+    base: String,
+    infer: Uri,
+    settings: RemoteSettings,
+    client: Client<HttpConnector, Full<Bytes>>,
+    in_flight: Semaphore,
+    /// The remote model's metadata, when it could be read at load.
+    meta: Option<(Vec<TensorMeta>, Vec<TensorMeta>)>,
+}
+
+impl RemoteModel {
+    /// Checks the URL and, when `fetch_metadata`, asks the server for the model's inputs and
+    /// outputs (a server that is down only costs the validation of those tensors: a warning).
+    pub fn new(
+        name: &str,
+        url: &str,
+        settings: RemoteSettings,
+        fetch_metadata: bool,
+    ) -> std::result::Result<RemoteModel, String> {
+        let base = url.trim_end_matches('/').to_owned();
+        let path = match &settings.version {
+            Some(v) => format!("/v2/models/{}/versions/{v}", settings.model),
+            None => format!("/v2/models/{}", settings.model),
+        };
+        let infer: Uri = format!("{base}{path}/infer")
+            .parse()
+            .map_err(|e| format!("`url` is not a valid URL: {e}"))?;
+        if infer.scheme_str() != Some("http") || infer.authority().is_none() {
+            return Err(format!("`url` must be http://host:port, not `{url}`"));
+        }
+        let meta = if fetch_metadata {
+            match fetch(&format!("{base}{path}")) {
+                Ok(meta) => Some(meta),
+                Err(e) => {
+                    tracing::warn!(step = name, url = %base, error = %e, "remote model metadata unavailable; its tensors are not validated");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build_http();
+        Ok(RemoteModel {
+            name: name.to_owned(),
+            base,
+            infer,
+            in_flight: Semaphore::new(settings.max_in_flight),
+            settings,
+            client,
+            meta,
+        })
+    }
+
+    /// One attempt: `Ok` with the tensors, or an error and whether to try again.
+    async fn attempt(
+        &self,
+        body: &Bytes,
+        json_len: Option<usize>,
+    ) -> std::result::Result<Vec<servegraph_engine::Tensor>, (Error, bool)> {
+        let mut req = Request::post(self.infer.clone());
+        req = match json_len {
+            Some(n) => req
+                .header("content-type", "application/octet-stream")
+                .header("inference-header-content-length", n),
+            None => req.header("content-type", "application/json"),
+        };
+        let req = req
+            .body(Full::new(body.clone()))
+            .map_err(|e| (Error::internal(format!("building the request: {e}")), false))?;
+        let call = async {
+            let resp = self.client.request(req).await.map_err(|e| {
+                (
+                    Error::unavailable(format!("cannot reach {}: {e}", self.base)),
+                    true,
+                )
+            })?;
+            let status = resp.status();
+            let header_len = resp
+                .headers()
+                .get("inference-header-content-length")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|s| s.parse::<usize>().ok());
+            let bytes = Limited::new(resp.into_body(), MAX_RESPONSE_BYTES)
+                .collect()
+                .await
+                .map_err(|e| {
+                    (
+                        Error::unavailable(format!("reading the answer of {}: {e}", self.base)),
+                        true,
+                    )
+                })?
+                .to_bytes();
+            Ok::<_, (Error, bool)>((status, header_len, bytes))
+        };
+        let (status, header_len, bytes) = tokio::time::timeout(self.settings.attempt_timeout, call)
+            .await
+            .map_err(|_| {
+                let ms = self.settings.attempt_timeout.as_millis();
+                (
+                    Error::timeout(format!("{} did not answer within {ms} ms", self.base)),
+                    true,
+                )
+            })??;
+        if status.is_success() {
+            return decode_response(&bytes, header_len).map_err(|e| (e, false));
+        }
+        let message = serde_json::from_slice::<serde_json::Value>(&bytes)
+            .ok()
+            .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
+            .unwrap_or_else(|| String::from_utf8_lossy(&bytes).chars().take(200).collect());
+        let message = format!("{} answered {}: {message}", self.base, status.as_u16());
+        let (kind, retry) = match status {
+            StatusCode::BAD_REQUEST => (ErrorKind::BadRequest, false),
+            StatusCode::NOT_FOUND => (ErrorKind::NotFound, false),
+            StatusCode::PAYLOAD_TOO_LARGE => (ErrorKind::PayloadTooLarge, false),
+            StatusCode::UNPROCESSABLE_ENTITY => (ErrorKind::Unprocessable, false),
+            StatusCode::TOO_MANY_REQUESTS => (ErrorKind::Overloaded, true),
+            s if s.is_server_error() => (ErrorKind::Unavailable, true),
+            _ => (ErrorKind::Internal, false),
+        };
+        Err((Error::new(kind, message), retry))
+    }
+}
+
+#[async_trait]
+impl Step for RemoteModel {
+    async fn process(&self, mut event: Event) -> Result<Event> {
+        let _permit = self.in_flight.try_acquire().map_err(|_| {
+            Error::unavailable(format!(
+                "remote model `{}` already has {} requests in flight",
+                self.name, self.settings.max_in_flight
+            ))
+        })?;
+        let encoded = encode_request(&event.id, &event.tensors, self.settings.binary)?;
+        let body = Bytes::from(encoded.body);
+        let mut delay = self.settings.backoff;
+        let mut attempt = 0;
+        loop {
+            match self.attempt(&body, encoded.json_len).await {
+                Ok(tensors) => {
+                    event.tensors = tensors;
+                    return Ok(event);
+                }
+                Err((e, retry)) if retry && attempt < self.settings.retries => {
+                    tracing::debug!(step = %self.name, attempt, error = %e, "remote call failed; retrying");
+                    attempt += 1;
+                    tokio::time::sleep(delay).await;
+                    delay = delay.saturating_mul(2);
+                }
+                Err((mut e, retry)) => {
+                    if retry {
+                        e.message = format!("{} (after {} attempts)", e.message, attempt + 1);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    fn infer(&self, input: &Signature) -> std::result::Result<Signature, String> {
+        match &self.meta {
+            Some((inputs, outputs)) => {
+                input.check_provides(inputs)?;
+                Ok(Signature::exact(outputs.clone()))
+            }
+            None => Ok(Signature::open()),
+        }
+    }
+
+    fn inputs(&self) -> Option<Vec<TensorMeta>> {
+        self.meta.as_ref().map(|(inputs, _)| inputs.clone())
+    }
+
+    fn platform(&self) -> &str {
+        "remote"
+    }
+}
+
+/// Reads `GET {url}` (OIP model metadata) with a short deadline, on a thread of its own so it
+/// works whether or not the caller is inside an async runtime.
+fn fetch(url: &str) -> std::result::Result<(Vec<TensorMeta>, Vec<TensorMeta>), String> {
+    let url = url.to_owned();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        rt.block_on(async {
+            let uri: Uri = url.parse().map_err(|e| format!("{e}"))?;
+            let client: Client<HttpConnector, Full<Bytes>> =
+                Client::builder(TokioExecutor::new()).build_http();
+            let resp = tokio::time::timeout(Duration::from_secs(2), client.get(uri))
+                .await
+                .map_err(|_| "no answer within 2 s".to_owned())?
+                .map_err(|e| e.to_string())?;
+            let status = resp.status();
+            let body = resp
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| e.to_string())?
+                .to_bytes();
+            if !status.is_success() {
+                return Err(format!("{status}: {}", String::from_utf8_lossy(&body)));
+            }
+            #[derive(serde::Deserialize)]
+            struct Meta {
+                inputs: Vec<TensorMeta>,
+                outputs: Vec<TensorMeta>,
+            }
+            let m: Meta =
+                serde_json::from_slice(&body).map_err(|e| format!("unexpected metadata: {e}"))?;
+            Ok((m.inputs, m.outputs))
+        })
+    })
+    .join()
+    .map_err(|_| "the metadata request panicked".to_owned())?
+}
