@@ -43,7 +43,7 @@ fi
 say "ONNX Runtime: $ORT_LIB"
 
 if [ "${1:-}" = "--test" ]; then
-  if [ ! -x "$TEST_VENV/bin/python" ] || ! "$TEST_VENV/bin/python" -c "import tritonclient.http, numpy" 2>/dev/null; then
+  if [ ! -x "$TEST_VENV/bin/python" ] || ! "$TEST_VENV/bin/python" -c "import tritonclient.http, numpy, jsonschema, yaml" 2>/dev/null; then
     say "creating the test client virtualenv"
     python3 -m venv "$TEST_VENV"
     "$TEST_VENV/bin/pip" install --quiet --disable-pip-version-check -r tests/python/requirements.txt

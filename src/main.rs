@@ -61,9 +61,25 @@ enum Command {
         #[arg(long)]
         data: String,
     },
+    /// Draw a graph: Graphviz DOT, Mermaid, or SVG (through Graphviz's `dot`).
+    Plot {
+        /// The graph YAML file.
+        graph: PathBuf,
+        #[arg(long, value_enum, default_value = "dot")]
+        format: PlotFormat,
+    },
+    /// Print the JSON Schema of graph files (for editors: `servegraph schema > graph.schema.json`).
+    Schema,
     /// Benchmarks: HTTP load against a server, or the engine's own per-step overhead.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum PlotFormat {
+    Dot,
+    Mermaid,
+    Svg,
 }
 
 fn main() -> ExitCode {
@@ -92,6 +108,12 @@ fn main() -> ExitCode {
             version,
             data,
         } => invoke(&graph, model, version, &data),
+        Command::Plot { graph, format } => plot(&graph, format),
+        Command::Schema => {
+            let schema = servegraph_engine::schema::graph_schema(&servegraph_steps::registry());
+            println!("{}", serde_json::to_string_pretty(&schema).expect("JSON"));
+            Ok(())
+        }
         Command::Bench(cmd) => bench::run(cmd),
     };
     match result {
@@ -202,6 +224,41 @@ fn serve(
         }
         anyhow::Ok(())
     })
+}
+
+fn plot(graph_path: &Path, format: PlotFormat) -> anyhow::Result<()> {
+    // The structure is enough to draw: no model is loaded.
+    let graph = load(graph_path, BuildMode::Structural)?;
+    let text = match format {
+        PlotFormat::Mermaid => servegraph_engine::plot::mermaid(&graph),
+        PlotFormat::Dot => servegraph_engine::plot::dot(&graph),
+        PlotFormat::Svg => {
+            use std::io::Write;
+            let mut child = std::process::Command::new("dot")
+                .arg("-Tsvg")
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "SVG needs Graphviz's `dot` ({e}): install it (`apt-get install graphviz`), \
+                         or use --format dot or --format mermaid"
+                    )
+                })?;
+            child
+                .stdin
+                .take()
+                .expect("piped stdin")
+                .write_all(servegraph_engine::plot::dot(&graph).as_bytes())?;
+            let out = child.wait_with_output()?;
+            if !out.status.success() {
+                bail!("dot failed: {}", String::from_utf8_lossy(&out.stderr));
+            }
+            String::from_utf8(out.stdout)?
+        }
+    };
+    print!("{text}");
+    Ok(())
 }
 
 async fn shutdown_signal() {

@@ -95,6 +95,25 @@ impl GraphNode {
     }
 }
 
+/// A graph's shape: its steps in topological order, its error handlers, and which step
+/// responds.
+pub struct Layout<'a> {
+    pub steps: Vec<LaidStep<'a>>,
+    pub handlers: Vec<(&'a str, &'a dyn Step)>,
+    /// Index into `steps`.
+    pub responder: usize,
+}
+
+/// One step of a [`Layout`].
+pub struct LaidStep<'a> {
+    pub name: &'a str,
+    pub step: &'a dyn Step,
+    /// Indices into `Layout::steps` of the steps it comes after.
+    pub preds: Vec<usize>,
+    /// The error handler's name, if it has one.
+    pub on_error: Option<&'a str>,
+}
+
 /// A validated, compiled graph, ready to run requests.
 pub struct Graph {
     pub name: String,
@@ -228,6 +247,30 @@ impl Graph {
                 .clone()
                 .find(|m| m.version.is_none())
                 .or_else(|| named.next_back()),
+        }
+    }
+
+    /// The graph's shape, for pictures.
+    pub fn layout(&self) -> Layout<'_> {
+        let steps = self
+            .nodes
+            .iter()
+            .map(|n| LaidStep {
+                name: &n.name,
+                step: n.step.as_ref(),
+                preds: n.preds.clone(),
+                on_error: n.on_error.map(|h| self.handlers[h].name.as_str()),
+            })
+            .collect();
+        let handlers = self
+            .handlers
+            .iter()
+            .map(|h| (h.name.as_str(), h.step.as_ref()))
+            .collect();
+        Layout {
+            steps,
+            handlers,
+            responder: self.responder,
         }
     }
 

@@ -10,7 +10,9 @@ pub mod event;
 pub mod graph;
 #[cfg(feature = "http")]
 pub mod http;
+pub mod plot;
 pub mod protocol;
+pub mod schema;
 pub mod step;
 pub mod tensor;
 

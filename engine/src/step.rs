@@ -45,6 +45,11 @@ pub trait Step: Send + Sync + 'static {
     fn platform(&self) -> &str {
         "servegraph"
     }
+
+    /// Nested steps (a router's routes, an ensemble's members), by name, for pictures.
+    fn children(&self) -> Vec<(&str, &dyn Step)> {
+        Vec::new()
+    }
 }
 
 /// An addressable model: what `GET /v2/models/{name}[/versions/{v}]` describes.
@@ -82,10 +87,11 @@ where
     }
 }
 
-/// The step kinds a graph may use, by name.
+/// The step kinds a graph may use, by name, with the JSON Schema of each kind's own fields.
 #[derive(Clone, Default)]
 pub struct Registry {
     kinds: BTreeMap<String, Arc<dyn StepKind>>,
+    schemas: BTreeMap<String, serde_json::Value>,
 }
 
 impl Registry {
@@ -97,6 +103,17 @@ impl Registry {
     pub fn register(&mut self, kind: &str, factory: impl StepKind + 'static) -> &mut Registry {
         self.kinds.insert(kind.to_owned(), Arc::new(factory));
         self
+    }
+
+    /// Sets the JSON Schema of a kind's own fields (an object schema, or a `oneOf` of them),
+    /// for `servegraph schema`; a kind without one accepts any fields there.
+    pub fn set_schema(&mut self, kind: &str, schema: serde_json::Value) -> &mut Registry {
+        self.schemas.insert(kind.to_owned(), schema);
+        self
+    }
+
+    pub fn schema(&self, kind: &str) -> Option<&serde_json::Value> {
+        self.schemas.get(kind)
     }
 
     pub fn kinds(&self) -> Vec<&str> {

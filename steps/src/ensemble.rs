@@ -316,6 +316,13 @@ impl Step for Ensemble {
     fn platform(&self) -> &str {
         "servegraph_ensemble"
     }
+
+    fn children(&self) -> Vec<(&str, &dyn Step)> {
+        self.members
+            .iter()
+            .map(|m| (m.route.key.as_str(), m.route.step.as_ref()))
+            .collect()
+    }
 }
 
 type Answers<'a> = Vec<(&'a Member, Event)>;

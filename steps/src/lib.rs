@@ -22,5 +22,17 @@ pub fn registry() -> Registry {
         .register("ensemble", ensemble::build)
         .register("transform", transform::build)
         .register("error_handler", error_handler::build);
+    r.set_schema("model", schema_of::<model::ModelSpec>())
+        .set_schema("router", schema_of::<router::RouterSpec>())
+        .set_schema("ensemble", schema_of::<ensemble::EnsembleSpec>())
+        .set_schema("transform", transform::schema())
+        .set_schema(
+            "error_handler",
+            schema_of::<error_handler::ErrorHandlerSpec>(),
+        );
     r
+}
+
+fn schema_of<T: schemars::JsonSchema>() -> serde_json::Value {
+    schemars::schema_for!(T).to_value()
 }

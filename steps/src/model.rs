@@ -353,6 +353,10 @@ impl Step for Hooked {
     fn platform(&self) -> &str {
         self.model.platform()
     }
+
+    fn children(&self) -> Vec<(&str, &dyn Step)> {
+        self.model.children()
+    }
 }
 
 /// A model in a graph checked for structure only (`BuildMode::Structural`): never served.
@@ -366,6 +370,10 @@ impl Step for Unloaded {
 
     fn infer(&self, _input: &Signature) -> Result<Signature, String> {
         Ok(Signature::open())
+    }
+
+    fn platform(&self) -> &str {
+        "onnxruntime_onnx"
     }
 }
 

@@ -271,6 +271,13 @@ impl Step for Router {
     fn platform(&self) -> &str {
         "servegraph_router"
     }
+
+    fn children(&self) -> Vec<(&str, &dyn Step)> {
+        self.routes
+            .iter()
+            .map(|r| (r.key.as_str(), r.step.as_ref()))
+            .collect()
+    }
 }
 
 #[cfg(test)]

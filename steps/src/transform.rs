@@ -158,6 +158,62 @@ pub(crate) fn build_op(
     ok.then_some(op)
 }
 
+/// The JSON Schema of a transform step's fields: one variant per op, with its args.
+pub fn schema() -> serde_json::Value {
+    use serde_json::{Map, Value, json};
+    fn of<T: JsonSchema>() -> Value {
+        schemars::schema_for!(T).to_value()
+    }
+    let ops: [(&str, Value); 16] = [
+        ("standardize", of::<Standardize>()),
+        ("min_max", of::<MinMax>()),
+        ("clip", of::<Clip>()),
+        ("softmax", of::<Softmax>()),
+        ("sigmoid", of::<Sigmoid>()),
+        ("argmax", of::<Argmax>()),
+        ("top_k", of::<TopK>()),
+        ("threshold", of::<Threshold>()),
+        ("label_map", of::<LabelMap>()),
+        ("one_hot", of::<OneHot>()),
+        ("cast", of::<Cast>()),
+        ("reshape", of::<Reshape>()),
+        ("select", of::<Select>()),
+        ("rename", of::<Rename>()),
+        ("image", of::<crate::image::ImageArgs>()),
+        ("noop", of::<Noop>()),
+    ];
+    let mut defs = Map::new();
+    let variants: Vec<Value> = ops
+        .into_iter()
+        .map(|(op, mut args)| {
+            if let Value::Object(m) = &mut args {
+                m.remove("$schema");
+                m.remove("title");
+                if let Some(Value::Object(d)) = m.remove("$defs") {
+                    defs.extend(d);
+                }
+            }
+            let needs_args = args
+                .get("required")
+                .and_then(Value::as_array)
+                .is_some_and(|r| !r.is_empty())
+                || op == "rename";
+            let required = if needs_args {
+                json!(["op", "args"])
+            } else {
+                json!(["op"])
+            };
+            json!({
+                "type": "object",
+                "properties": {"op": {"const": op}, "args": args},
+                "required": required,
+                "additionalProperties": false
+            })
+        })
+        .collect();
+    json!({"oneOf": variants, "$defs": defs})
+}
+
 fn boxed<T: Op>(op: T) -> Box<dyn Op> {
     Box::new(op)
 }

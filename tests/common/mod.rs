@@ -192,3 +192,22 @@ pub fn iris_request(id: &str) -> String {
     })
     .to_string()
 }
+
+/// The Python of the test virtualenv (`scripts/setup.sh --test`), or `SERVEGRAPH_PYTHON`.
+pub fn test_python() -> PathBuf {
+    let py = match std::env::var_os("SERVEGRAPH_PYTHON") {
+        Some(p) => PathBuf::from(p),
+        None => std::env::var_os("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache")
+            })
+            .join("servegraph/venv-test/bin/python"),
+    };
+    assert!(
+        py.exists(),
+        "{} is missing: run `scripts/setup.sh --test` (or set SERVEGRAPH_PYTHON)",
+        py.display()
+    );
+    py
+}
