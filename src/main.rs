@@ -60,6 +60,9 @@ enum Command {
         /// The OIP V2 request as JSON, or @FILE to read it from a file.
         #[arg(long)]
         data: String,
+        /// Explain instead of infer: add per-feature `attributions`.
+        #[arg(long)]
+        explain: bool,
     },
     /// Draw a graph: Graphviz DOT, Mermaid, or SVG (through Graphviz's `dot`).
     Plot {
@@ -107,7 +110,8 @@ fn main() -> ExitCode {
             model,
             version,
             data,
-        } => invoke(&graph, model, version, &data),
+            explain,
+        } => invoke(&graph, model, version, &data, explain),
         Command::Plot { graph, format } => plot(&graph, format),
         Command::Schema => {
             let schema = servegraph_engine::schema::graph_schema(&servegraph_steps::registry());
@@ -281,6 +285,7 @@ fn invoke(
     model: Option<String>,
     version: Option<String>,
     data: &str,
+    explain: bool,
 ) -> anyhow::Result<()> {
     let body = match data.strip_prefix('@') {
         Some(file) => std::fs::read(file).with_context(|| format!("reading {file}"))?,
@@ -307,10 +312,14 @@ fn invoke(
             version,
         });
     }
+    event.explain = explain;
     let rt = runtime()?;
     let done = rt
         .block_on(graph.run(event))
         .map_err(|e| anyhow::anyhow!("{e}"))?;
+    if explain && done.get(servegraph_engine::event::ATTRIBUTIONS).is_none() {
+        bail!("`{name}` cannot explain: no model on the route it took gives `attributions`");
+    }
     // Printed as JSON: every requested output as JSON data, whatever the request asked.
     let outputs: Vec<_> = request
         .outputs

@@ -521,3 +521,72 @@ fn image_pipeline_classifies_png_and_jpeg() {
         "step `decode`: image 0 of `image`: not a PNG or JPEG image"
     );
 }
+
+fn output(v: &Value, name: &str) -> Value {
+    v["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["name"] == name)
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+#[test]
+fn explain_adds_per_feature_attributions() {
+    let s = Server::start("graphs/iris.yaml", &[]);
+    let r = post(&s.addr, "/v2/models/iris-lr/explain", &iris_request("x1"));
+    assert_eq!(r.status, 200, "{:?}", String::from_utf8_lossy(&r.body));
+    let v = r.json();
+    assert_eq!(output(&v, "label")["data"], expected()["iris-lr"]["label"]);
+    let a = output(&v, "attributions");
+    assert_eq!(a["datatype"], "FP32");
+    assert_eq!(a["shape"], json!([10, 4]));
+    // Petal measurements (features 2 and 3) decide iris classes: together they carry more
+    // weight than the sepal ones for the first setosa row.
+    let row0: Vec<f64> = a["data"].as_array().unwrap()[..4]
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect();
+    assert!(row0[2] + row0[3] > row0[0] + row0[1], "{row0:?}");
+    // /infer is unchanged: no attributions.
+    let r = post(&s.addr, "/v2/models/iris-lr/infer", &iris_request("x2"));
+    assert!(output(&r.json(), "attributions").is_null());
+
+    let s = Server::start("graphs/iris-ensemble.yaml", &[]);
+    let r = post(
+        &s.addr,
+        "/v2/models/iris-ensemble/explain",
+        &iris_request("x3"),
+    );
+    assert_eq!(r.status, 200, "{:?}", String::from_utf8_lossy(&r.body));
+    assert_eq!(
+        output(&r.json(), "attributions")["shape"],
+        json!([10, 4]),
+        "the members' attributions, averaged"
+    );
+
+    let s = Server::start("graphs/image-classifier.yaml", &[]);
+    let img =
+        json!({"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES", "data": ["x"]}]});
+    let r = post(
+        &s.addr,
+        "/v2/models/image-classifier/explain",
+        &img.to_string(),
+    );
+    assert_eq!(
+        r.status, 422,
+        "the image is decoded before the model refuses"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let g = dir.path().join("t.yaml");
+    std::fs::write(
+        &g,
+        "name: t\ngraph: {kind: flow, steps: {s: {kind: transform, op: noop}}}\n",
+    )
+    .unwrap();
+    let s = Server::start(g.to_str().unwrap(), &[]);
+    let r = post(&s.addr, "/v2/models/t/explain", &iris_request("x4"));
+    assert_eq!(r.status, 400);
+    assert!(r.error().contains("`t` cannot explain"), "{}", r.error());
+}

@@ -5,6 +5,9 @@ use serde_json::{Map, Value};
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 
+/// The tensor models add on `/explain`: per-feature attributions, FP32 `[rows, features]`.
+pub const ATTRIBUTIONS: &str = "attributions";
+
 /// The model (and version) a request addresses, when it names one other than the graph.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct Target {
@@ -26,6 +29,9 @@ pub struct Event {
     pub target: Option<Target>,
     /// Routing decisions taken so far, `(router, route)`, outermost first.
     pub routes: Vec<(String, String)>,
+    /// The operation: `false` predict (`/infer`), `true` explain (`/explain`): models that can
+    /// add per-feature `attributions` to their outputs.
+    pub explain: bool,
 }
 
 impl Event {

@@ -17,7 +17,7 @@ use serde_json::json;
 use tokio::sync::Semaphore;
 
 use crate::error::{Error, ErrorKind};
-use crate::event::Target;
+use crate::event::{ATTRIBUTIONS, Target};
 use crate::graph::Graph;
 use crate::protocol::{self, decode_request, encode_response};
 
@@ -139,6 +139,11 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/v2/models/{model}/versions/{version}/infer",
             post(infer_version),
         )
+        .route("/v2/models/{model}/explain", post(explain))
+        .route(
+            "/v2/models/{model}/versions/{version}/explain",
+            post(explain_version),
+        )
         .fallback(not_found)
         .with_state(state)
 }
@@ -245,7 +250,7 @@ async fn infer(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    run_infer(&state, Some(&model), None, &headers, body).await
+    run_infer(&state, Some(&model), None, &headers, body, false).await
 }
 
 async fn infer_version(
@@ -254,7 +259,26 @@ async fn infer_version(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    run_infer(&state, Some(&model), Some(&version), &headers, body).await
+    run_infer(&state, Some(&model), Some(&version), &headers, body, false).await
+}
+
+/// Like `infer`, with per-feature attributions from the models that can explain.
+async fn explain(
+    State(state): State<Arc<AppState>>,
+    Path(model): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    run_infer(&state, Some(&model), None, &headers, body, true).await
+}
+
+async fn explain_version(
+    State(state): State<Arc<AppState>>,
+    Path((model, version)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    run_infer(&state, Some(&model), Some(&version), &headers, body, true).await
 }
 
 /// MLRun-style: `POST /` with the model (route) in the body's `model` field or the
@@ -264,7 +288,7 @@ async fn infer_body_routed(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    run_infer(&state, None, None, &headers, body).await
+    run_infer(&state, None, None, &headers, body, false).await
 }
 
 async fn run_infer(
@@ -273,8 +297,9 @@ async fn run_infer(
     version: Option<&str>,
     headers: &HeaderMap,
     body: Body,
+    explain: bool,
 ) -> Response {
-    match try_infer(state, model, version, headers, body).await {
+    match try_infer(state, model, version, headers, body, explain).await {
         Ok(response) => response,
         Err(e) => e.into_response(),
     }
@@ -286,6 +311,7 @@ async fn try_infer(
     url_version: Option<&str>,
     headers: &HeaderMap,
     body: Body,
+    explain: bool,
 ) -> Result<Response, Error> {
     let served = state.current()?;
     let graph = &served.graph;
@@ -354,8 +380,15 @@ async fn try_infer(
         None => (graph.name.clone(), None),
     };
     event.target = target.filter(|t| t.model != graph.name);
+    event.explain = explain;
 
     let done = graph.run(event).await?;
+    if explain && done.get(ATTRIBUTIONS).is_none() {
+        return Err(Error::bad_request(format!(
+            "`{model_name}` cannot explain: no model on the route it took gives `{ATTRIBUTIONS}` \
+             (explain works on tabular ONNX models)"
+        )));
+    }
     let encoded = encode_response(
         &done,
         &model_name,

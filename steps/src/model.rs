@@ -70,6 +70,10 @@ pub struct ModelSpec {
     /// `remote`: tensors as JSON (`false`) or the binary extension (`true`, the default).
     #[serde(default)]
     pub binary: Option<bool>,
+    /// `onnx`: how `/explain` attributes a prediction to the features (occlusion against a
+    /// baseline; default: a baseline of zeros).
+    #[serde(default)]
+    pub explain: Option<ExplainSpec>,
     /// Transform ops run on the request before the model, in order (MLRun's preprocess):
     /// `[{op: standardize, args: {...}}, ...]`.
     #[serde(default)]
@@ -99,6 +103,15 @@ fn one() -> usize {
 
 fn default_queue() -> usize {
     256
+}
+
+/// `explain: {baseline: [...]}`.
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExplainSpec {
+    /// The value each feature is replaced with to measure its effect (one per feature, or one
+    /// for all), e.g. the training data's mean.
+    pub baseline: Vec<f64>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, JsonSchema)]

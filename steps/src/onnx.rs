@@ -121,6 +121,8 @@ pub struct RunStats {
 /// A loaded ONNX model and its session pool.
 pub struct OnnxModel {
     name: String,
+    /// Per-feature values `/explain` replaces features with (empty: zeros).
+    baseline: Vec<f64>,
     inputs: Vec<TensorMeta>,
     outputs: Vec<TensorMeta>,
     queue: Sender<Job>,
@@ -180,6 +182,11 @@ impl OnnxModel {
         }
         tracing::info!(model = name, path = %path.display(), sessions = spec.sessions, "loaded ONNX model");
         Ok(OnnxModel {
+            baseline: spec
+                .explain
+                .as_ref()
+                .map(|e| e.baseline.clone())
+                .unwrap_or_default(),
             name: name.to_owned(),
             inputs,
             outputs,
@@ -187,6 +194,129 @@ impl OnnxModel {
             queue_size: spec.queue_size,
             stats,
         })
+    }
+
+    /// Hands the inputs to the session pool and waits for the outputs.
+    async fn run_job(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>> {
+        let (reply, answer) = oneshot::channel();
+        let job = Job {
+            inputs,
+            span: tracing::Span::current(),
+            reply,
+        };
+        self.queue.try_send(job).map_err(|e| match e {
+            TrySendError::Full(_) => Error::unavailable(format!(
+                "model `{}` is busy: {} requests are already waiting",
+                self.name, self.queue_size
+            )),
+            TrySendError::Disconnected(_) => {
+                Error::internal(format!("model `{}` has stopped", self.name))
+            }
+        })?;
+        answer
+            .await
+            .map_err(|_| Error::internal(format!("model `{}` dropped the request", self.name)))?
+    }
+
+    /// Occlusion: for each row and feature, how much the predicted class's score drops when
+    /// that feature takes its baseline value. All N×(F+1) variants go through one run. Adds
+    /// `attributions` FP32 [N, F] to the outputs of the original rows.
+    async fn explain(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>> {
+        let cannot = |why: String| {
+            Error::bad_request(format!("model `{}` cannot explain: {why}", self.name))
+        };
+        let [x] = <[Tensor; 1]>::try_from(inputs).map_err(|_| {
+            cannot("explain needs a model with one tabular input [rows, features]".into())
+        })?;
+        if x.shape.len() != 2 || !x.datatype().is_float() {
+            return Err(cannot(format!(
+                "input `{}` is {} {:?}; explain needs a float [rows, features] input",
+                x.name,
+                x.datatype(),
+                x.shape
+            )));
+        }
+        let (rows, features) = (x.shape[0], x.shape[1]);
+        let baseline: Vec<f64> = match self.baseline.len() {
+            0 => vec![0.0; features],
+            1 => vec![self.baseline[0]; features],
+            n if n == features => self.baseline.clone(),
+            n => {
+                return Err(cannot(format!(
+                    "`explain.baseline` has {n} values but the input has {features} features"
+                )));
+            }
+        };
+        let values = x.data.to_f64_vec().expect("float");
+        let variants = features + 1;
+        let mut stacked = Vec::with_capacity(rows * variants * features);
+        for row in values.chunks(features) {
+            stacked.extend_from_slice(row);
+            for (j, b) in baseline.iter().enumerate() {
+                stacked.extend(
+                    row.iter()
+                        .enumerate()
+                        .map(|(k, v)| if k == j { *b } else { *v }),
+                );
+            }
+        }
+        let data = match x.datatype() {
+            DataType::Fp64 => TensorData::Fp64(stacked),
+            DataType::Fp16 => {
+                TensorData::Fp16(stacked.into_iter().map(half::f16::from_f64).collect())
+            }
+            _ => TensorData::Fp32(stacked.into_iter().map(|v| v as f32).collect()),
+        };
+        let outputs = self
+            .run_job(vec![Tensor::new(
+                x.name.clone(),
+                vec![rows * variants, features],
+                data,
+            )?])
+            .await?;
+        // The score: a float [rows, classes] output (`probabilities` if there is one).
+        let score = outputs
+            .iter()
+            .filter(|t| {
+                t.datatype().is_float() && t.shape.len() == 2 && t.shape[0] == rows * variants
+            })
+            .max_by_key(|t| t.name == "probabilities")
+            .ok_or_else(|| cannot("it has no float [rows, classes] output to attribute".into()))?;
+        let classes = score.shape[1];
+        let s = score.data.to_f64_vec().expect("float");
+        let label = outputs.iter().find(|t| {
+            t.datatype().is_integer()
+                && t.shape.first() == Some(&(rows * variants))
+                && t.data.len() == rows * variants
+        });
+        let mut attributions = Vec::with_capacity(rows * features);
+        for r in 0..rows {
+            let orig = r * variants;
+            let class = match label.and_then(|l| l.data.to_f64_vec()) {
+                Some(l) => (l[orig] as usize).min(classes - 1),
+                None => crate::transform::argmax(&s[orig * classes..(orig + 1) * classes]),
+            };
+            let base = s[orig * classes + class];
+            for j in 0..features {
+                attributions.push((base - s[(orig + 1 + j) * classes + class]) as f32);
+            }
+        }
+        // Every output, for the original rows only.
+        let mut out = Vec::with_capacity(outputs.len() + 1);
+        for t in outputs {
+            let row: usize = t.shape[1..].iter().product();
+            let pieces = t.data.split(&vec![row; rows * variants]);
+            let kept: Vec<TensorData> = pieces.into_iter().step_by(variants).collect();
+            let mut shape = t.shape.clone();
+            shape[0] = rows;
+            out.push(Tensor::new(t.name, shape, TensorData::concat(kept)?)?);
+        }
+        out.push(Tensor::new(
+            servegraph_engine::event::ATTRIBUTIONS,
+            vec![rows, features],
+            TensorData::Fp32(attributions),
+        )?);
+        Ok(out)
     }
 
     /// Runs and requests served so far.
@@ -230,25 +360,11 @@ impl OnnxModel {
 impl Step for OnnxModel {
     async fn process(&self, mut event: Event) -> Result<Event> {
         let inputs = self.take_inputs(&mut event)?;
-        let (reply, answer) = oneshot::channel();
-        let job = Job {
-            inputs,
-            span: tracing::Span::current(),
-            reply,
+        event.tensors = if event.explain {
+            self.explain(inputs).await?
+        } else {
+            self.run_job(inputs).await?
         };
-        self.queue.try_send(job).map_err(|e| match e {
-            TrySendError::Full(_) => Error::unavailable(format!(
-                "model `{}` is busy: {} requests are already waiting",
-                self.name, self.queue_size
-            )),
-            TrySendError::Disconnected(_) => {
-                Error::internal(format!("model `{}` has stopped", self.name))
-            }
-        })?;
-        let outputs = answer
-            .await
-            .map_err(|_| Error::internal(format!("model `{}` dropped the request", self.name)))??;
-        event.tensors = outputs;
         Ok(event)
     }
 
@@ -641,6 +757,51 @@ mod tests {
         let (rows, labels) = expected();
         let out = model.process(request(&rows)).await.unwrap();
         assert_eq!(out.get("label").unwrap().data, TensorData::Int64(labels));
+    }
+
+    #[tokio::test]
+    async fn explain_matches_occlusion_by_hand() {
+        let mut s = spec(None);
+        s.explain = Some(crate::model::ExplainSpec {
+            baseline: vec![5.8, 3.0, 3.7, 1.2],
+        });
+        let model = OnnxModel::load("lr", &iris(), &s).unwrap();
+        let (rows, labels) = expected();
+        let mut ev = request(&rows[..3]);
+        ev.explain = true;
+        let out = model.process(ev).await.unwrap();
+        assert_eq!(
+            out.get("label").unwrap().data,
+            TensorData::Int64(labels[..3].to_vec())
+        );
+        let a = out.get("attributions").unwrap();
+        assert_eq!(a.shape, vec![3, 4]);
+        let TensorData::Fp32(a) = &a.data else {
+            panic!()
+        };
+        // Row 1, feature 2 by hand: the predicted class's probability, then with feature 2 at
+        // its baseline.
+        let proba = |row: Vec<f32>| {
+            let m = &model;
+            async move {
+                let out = m.process(request(&[row])).await.unwrap();
+                let TensorData::Fp32(p) = out.get("probabilities").unwrap().data.clone() else {
+                    panic!()
+                };
+                p
+            }
+        };
+        let class = labels[1] as usize;
+        let before = proba(rows[1].clone()).await[class];
+        let mut occluded = rows[1].clone();
+        occluded[2] = 3.7;
+        let after = proba(occluded).await[class];
+        assert!(
+            (a[4 + 2] - (before - after)).abs() < 1e-6,
+            "{} vs {}",
+            a[6],
+            before - after
+        );
     }
 
     #[test]
