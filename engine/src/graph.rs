@@ -80,18 +80,23 @@ struct GraphNode {
 
 impl GraphNode {
     async fn run(&self, event: Event) -> Result<Event> {
-        let fut = self.step.process(event);
         let result = match self.timeout {
-            None => fut.await,
-            Some(limit) => match tokio::time::timeout(limit, fut).await {
-                Ok(result) => result,
-                Err(_) => Err(Error::timeout(format!(
-                    "took longer than its timeout_ms of {}",
-                    limit.as_millis()
-                ))),
-            },
+            None => self.step.process(event).await,
+            // Boxed: a timer is large, and most steps have none; the common path's future
+            // stays small (futures are moved, and per-step cost is mostly those moves).
+            Some(limit) => Box::pin(self.run_with_timeout(limit, event)).await,
         };
         result.map_err(|e| e.in_step(&self.name))
+    }
+
+    async fn run_with_timeout(&self, limit: Duration, event: Event) -> Result<Event> {
+        match tokio::time::timeout(limit, self.step.process(event)).await {
+            Ok(result) => result,
+            Err(_) => Err(Error::timeout(format!(
+                "took longer than its timeout_ms of {}",
+                limit.as_millis()
+            ))),
+        }
     }
 }
 
@@ -303,9 +308,16 @@ impl Graph {
     /// Runs one step; if it fails and has an error handler, the handler gets the step's input
     /// with the error in `notes.error`, and its answer stands in for the step's.
     async fn run_node(&self, node: &GraphNode, event: Event) -> Result<Event> {
-        let Some(h) = node.on_error else {
-            return node.run(event).await;
-        };
+        match node.on_error {
+            None => node.run(event).await,
+            // Boxed: the common path's future stays as small as before handlers existed.
+            Some(h) => Box::pin(self.run_guarded(node, h, event)).await,
+        }
+    }
+
+    /// [`Graph::run_node`] for a step with an error handler: kept apart so that steps without
+    /// one do not carry the bigger future (a clone of the input and the handler's run).
+    async fn run_guarded(&self, node: &GraphNode, h: usize, event: Event) -> Result<Event> {
         let input = event.clone();
         match node.run(event).await {
             Ok(out) => Ok(out),
@@ -371,7 +383,7 @@ impl Graph {
         let preds = &self.nodes[s].preds;
         let mut event = take(preds[0]);
         for &p in &preds[1..] {
-            let other = take(p);
+            let other = take(p).into_data();
             for t in other.tensors {
                 event.put(t);
             }
@@ -957,11 +969,8 @@ mod tests {
     #[async_trait]
     impl Step for Tag {
         async fn process(&self, mut e: Event) -> Result<Event> {
-            e.put(Tensor::new(
-                &self.0,
-                vec![1],
-                TensorData::Int64(vec![e.tensors.len() as i64]),
-            )?);
+            let n = e.tensors.len() as i64;
+            e.put(Tensor::new(&self.0, vec![1], TensorData::Int64(vec![n]))?);
             Ok(e)
         }
     }

@@ -19,7 +19,7 @@ pub mod tensor;
 pub use async_trait::async_trait;
 pub use diag::{Diagnostic, GraphErrors};
 pub use error::{Error, ErrorKind, Result};
-pub use event::{Event, Target};
+pub use event::{Event, EventData, Target};
 pub use graph::Graph;
 pub use step::{BuildContext, BuildMode, ModelInfo, Registry, Step, StepKind, StepNode};
 pub use tensor::{DataType, Signature, Tensor, TensorData, TensorMeta};

@@ -130,13 +130,13 @@ pub fn decode_request(body: &[u8], json_len: Option<usize>) -> Result<InferReque
         version: req.version,
     });
     Ok(InferRequest {
-        event: Event {
+        event: Event::from(crate::event::EventData {
             id: req.id.unwrap_or_default(),
             tensors,
             parameters,
             target,
-            ..Event::default()
-        },
+            ..Default::default()
+        }),
         outputs,
         binary_output,
     })

@@ -216,10 +216,8 @@ impl Step for Ensemble {
         } else {
             self.run_all(&event).await?
         };
-        let mut out = Event {
-            tensors: Vec::new(),
-            ..event
-        };
+        let mut out = event;
+        out.tensors.clear();
         out.tensors = match self.combine {
             Combine::First => answers[0].1.tensors.clone(),
             Combine::Mean => reduce_shared_floats(&answers, Reduce::Mean)?,
