@@ -590,3 +590,55 @@ fn explain_adds_per_feature_attributions() {
     assert_eq!(r.status, 400);
     assert!(r.error().contains("`t` cannot explain"), "{}", r.error());
 }
+
+#[test]
+fn transform_ops_through_http() {
+    // x = [0, 5, 10] → min_max [0, 10] → [0, .5, 1] → clip [.2, .8] → [.2, .5, .8]
+    // → threshold .5 on x → label [0, 1, 1] → one_hot depth 2 → [[1,0],[0,1],[0,1]]
+    // → cast INT32 → reshape [2, 3]; and top_k 2 over the clipped x → values [.8, .5],
+    // indices [2, 1], labels [c, b].
+    let dir = tempfile::tempdir().unwrap();
+    let g = dir.path().join("ops.yaml");
+    std::fs::write(
+        &g,
+        "name: ops
+graph:
+  kind: flow
+  steps:
+    mm: {kind: transform, op: min_max, args: {min: [0], max: [10], tensors: [x]}}
+    cl: {kind: transform, op: clip, after: mm, args: {min: 0.2, max: 0.8}}
+    th: {kind: transform, op: threshold, after: cl, args: {tensor: x, threshold: 0.5}}
+    oh: {kind: transform, op: one_hot, after: th, args: {depth: 2, output: hot}}
+    ca: {kind: transform, op: cast, after: oh, args: {to: INT32, tensors: [hot]}}
+    rs: {kind: transform, op: reshape, after: ca, args: {tensor: hot, shape: [2, -1]}}
+    tk: {kind: transform, op: top_k, after: rs, args: {k: 2, tensor: x, labels: [a, b, c]}}
+",
+    )
+    .unwrap();
+    let s = Server::start(g.to_str().unwrap(), &[]);
+    let req = r#"{"inputs":[{"name":"x","shape":[3],"datatype":"FP32","data":[0,5,10]}]}"#;
+    let r = post(&s.addr, "/v2/models/ops/infer", req);
+    assert_eq!(r.status, 200, "{:?}", String::from_utf8_lossy(&r.body));
+    let v = r.json();
+    let data = |name: &str| output(&v, name)["data"].clone();
+    let close = |got: Value, want: &[f64]| {
+        let got: Vec<f64> = got
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect();
+        assert!(
+            got.len() == want.len() && got.iter().zip(want).all(|(g, w)| (g - w).abs() < 1e-6),
+            "{got:?} vs {want:?}"
+        );
+    };
+    close(data("x"), &[0.2, 0.5, 0.8]);
+    assert_eq!(data("label"), json!([0, 1, 1]));
+    assert_eq!(output(&v, "hot")["datatype"], "INT32");
+    assert_eq!(output(&v, "hot")["shape"], json!([2, 3]));
+    assert_eq!(data("hot"), json!([1, 0, 0, 1, 0, 1]));
+    close(data("top_values"), &[0.8, 0.5]);
+    assert_eq!(data("top_indices"), json!([2, 1]));
+    assert_eq!(data("top_labels"), json!(["c", "b"]));
+}
