@@ -197,10 +197,21 @@ fn serve(
             let path = graph_path.to_owned();
             tokio::task::spawn_blocking(move || {
                 let graph = load(&path, BuildMode::Load)?;
+                let (tracker, writer) = match &graph.tracking {
+                    None => (None, None),
+                    Some((spec, sink)) => {
+                        let sink = servegraph_engine::tracking::open_sink(sink)
+                            .map_err(|e| anyhow::anyhow!("tracking sink `{}`: {e}", spec.sink))?;
+                        let (tracker, writer) =
+                            servegraph_engine::tracking::Tracker::new(spec, sink);
+                        tracing::info!(sink = %spec.sink, sample = spec.sample, "tracking");
+                        (Some(tracker), Some(writer))
+                    }
+                };
                 let names: Vec<String> = graph.models().iter().map(|m| m.name.clone()).collect();
                 tracing::info!(models = ?names, "ready");
-                state.serve(graph);
-                anyhow::Ok(())
+                state.serve(graph, tracker);
+                anyhow::Ok(writer)
             })
         };
         let app = servegraph_engine::http::router(Arc::clone(&state));
@@ -212,11 +223,11 @@ fn serve(
         });
         let server = tokio::spawn(async move { server.await });
         // A failed load is fatal: report every error and exit non-zero.
-        match loading.await {
-            Ok(Ok(())) => {}
+        let writer = match loading.await {
+            Ok(Ok(writer)) => writer.map(|w| tokio::spawn(w.run())),
             Ok(Err(e)) => bail!("{e:#}"),
             Err(e) => bail!("model loading panicked: {e}"),
-        }
+        };
         let mut stop_rx = stop_rx;
         let _ = stop_rx.wait_for(|stop| *stop).await;
         match tokio::time::timeout(drain, server).await {
@@ -225,6 +236,15 @@ fn serve(
                 secs = drain.as_secs(),
                 "requests still running after the drain deadline; exiting"
             ),
+        }
+        // Let the tracking stream write what it holds.
+        state.unload();
+        if let Some(writer) = writer
+            && tokio::time::timeout(Duration::from_secs(10), writer)
+                .await
+                .is_err()
+        {
+            tracing::warn!("the tracking sink did not take the last events within 10 s");
         }
         anyhow::Ok(())
     })

@@ -64,6 +64,8 @@ pub struct EventData {
     /// The operation: `false` predict (`/infer`), `true` explain (`/explain`): models that can
     /// add per-feature `attributions` to their outputs.
     pub explain: bool,
+    /// Time in each step, in microseconds; recorded only when `Some` (tracked requests).
+    pub step_microsec: Option<Map<String, Value>>,
 }
 
 impl Event {

@@ -46,6 +46,9 @@ pub struct GraphFileSpec {
     /// The error handler for every flow step that names none (a step of the flow).
     #[serde(default)]
     pub on_error: Option<String>,
+    /// Monitoring events, one per (sampled) request, to a tracking stream.
+    #[serde(default)]
+    pub tracking: Option<crate::tracking::TrackingSpec>,
 }
 
 fn default_timeout_ms() -> u64 {
@@ -80,6 +83,29 @@ struct GraphNode {
 
 impl GraphNode {
     async fn run(&self, event: Event) -> Result<Event> {
+        if event.step_microsec.is_some() {
+            return Box::pin(self.run_timed(event)).await;
+        }
+        // The common path, inline: every async layer is a future to build and move.
+        let result = match self.timeout {
+            None => self.step.process(event).await,
+            Some(limit) => Box::pin(self.run_with_timeout(limit, event)).await,
+        };
+        result.map_err(|e| e.in_step(&self.name))
+    }
+
+    /// Records the step's time in the event (tracked requests only).
+    async fn run_timed(&self, event: Event) -> Result<Event> {
+        let start = std::time::Instant::now();
+        let mut event = self.run_untimed(event).await?;
+        let micros = start.elapsed().as_micros() as u64;
+        if let Some(times) = &mut event.step_microsec {
+            times.insert(self.name.clone(), micros.into());
+        }
+        Ok(event)
+    }
+
+    async fn run_untimed(&self, event: Event) -> Result<Event> {
         let result = match self.timeout {
             None => self.step.process(event).await,
             // Boxed: a timer is large, and most steps have none; the common path's future
@@ -132,6 +158,8 @@ pub struct Graph {
     deadline: Duration,
     pub max_in_flight: usize,
     models: Vec<ModelInfo>,
+    /// The tracking stream's settings and sink, when the graph has one.
+    pub tracking: Option<(crate::tracking::TrackingSpec, crate::tracking::Sink)>,
 }
 
 /// A step as declared in a flow, before compiling.
@@ -210,6 +238,26 @@ impl Graph {
             ctx.report(Diagnostic::new("`max_in_flight` must be at least 1").at(&span));
         }
 
+        let tracking = match &spec.tracking {
+            None => None,
+            Some(t) => {
+                let span = root
+                    .get_node("tracking")
+                    .map(|n| *n.span())
+                    .unwrap_or(top_span);
+                match t
+                    .check()
+                    .and_then(|_| crate::tracking::Sink::parse(&t.sink, base_dir))
+                {
+                    Ok(sink) => Some((t.clone(), sink)),
+                    Err(e) => {
+                        ctx.report(Diagnostic::new(format!("tracking: {e}")).at(&span));
+                        None
+                    }
+                }
+            }
+        };
+
         // Phase 4: edges, cycles and the responder; then tensors along the edges.
         let default_on_error = spec.on_error.clone().map(|h| {
             let span = root
@@ -230,7 +278,10 @@ impl Graph {
                     .at(span),
             );
         }
-        let graph = compile(&mut ctx, spec, declared, default_on_error);
+        let graph = compile(&mut ctx, spec, declared, default_on_error).map(|mut g| {
+            g.tracking = tracking;
+            g
+        });
         if ctx.has_errors() {
             return Err(ctx.into_diagnostics());
         }
@@ -875,6 +926,7 @@ fn compile(
         deadline: Duration::from_millis(spec.timeout_ms.max(1)),
         max_in_flight: spec.max_in_flight.max(1),
         models,
+        tracking: None,
     })
 }
 

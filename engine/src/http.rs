@@ -20,6 +20,7 @@ use crate::error::{Error, ErrorKind};
 use crate::event::{ATTRIBUTIONS, Target};
 use crate::graph::Graph;
 use crate::protocol::{self, decode_request, encode_response};
+use crate::tracking::{Tracker, TrackingEvent, timestamp};
 
 /// The binary tensor extension's header: the JSON part's length.
 pub const HEADER_CONTENT_LENGTH: &str = "inference-header-content-length";
@@ -42,18 +43,20 @@ impl Default for HttpConfig {
     }
 }
 
-/// A graph being served, with its admission limit.
+/// A graph being served, with its admission limit and its tracking stream.
 pub struct Served {
     pub graph: Graph,
     in_flight: Semaphore,
+    tracker: Option<Tracker>,
 }
 
 impl Served {
-    pub fn new(graph: Graph) -> Served {
+    pub fn new(graph: Graph, tracker: Option<Tracker>) -> Served {
         let permits = graph.max_in_flight;
         Served {
             graph,
             in_flight: Semaphore::new(permits),
+            tracker,
         }
     }
 }
@@ -73,9 +76,16 @@ impl AppState {
         })
     }
 
-    /// Starts serving `graph`; requests already running finish on the graph they started on.
-    pub fn serve(&self, graph: Graph) {
-        self.served.store(Some(Arc::new(Served::new(graph))));
+    /// Starts serving `graph` (with its tracking stream, if any); requests already running
+    /// finish on the graph they started on.
+    pub fn serve(&self, graph: Graph, tracker: Option<Tracker>) {
+        self.served
+            .store(Some(Arc::new(Served::new(graph, tracker))));
+    }
+
+    /// Stops serving: drops the graph (and so its tracker, letting the tracking writer drain).
+    pub fn unload(&self) {
+        self.served.store(None);
     }
 
     fn current(&self) -> Result<Arc<Served>, Error> {
@@ -382,7 +392,18 @@ async fn try_infer(
     event.target = target.filter(|t| t.model != graph.name);
     event.explain = explain;
 
-    let done = graph.run(event).await?;
+    let done = match served.tracker.as_ref().filter(|t| t.sampled()) {
+        None => graph.run(event).await?,
+        Some(tracker) => {
+            let ctx = TrackContext {
+                graph,
+                model: &model_name,
+                version: model_version.as_deref(),
+                explain,
+            };
+            run_tracked(tracker, ctx, event).await?
+        }
+    };
     if explain && done.get(ATTRIBUTIONS).is_none() {
         return Err(Error::bad_request(format!(
             "`{model_name}` cannot explain: no model on the route it took gives `{ATTRIBUTIONS}` \
@@ -414,6 +435,59 @@ async fn try_infer(
         }
     }
     Ok(response)
+}
+
+/// What a tracking event says about where a request went.
+struct TrackContext<'a> {
+    graph: &'a Graph,
+    model: &'a str,
+    version: Option<&'a str>,
+    explain: bool,
+}
+
+/// Runs a sampled request, recording step times, and emits its tracking event (failures too).
+async fn run_tracked(
+    tracker: &Tracker,
+    ctx: TrackContext<'_>,
+    mut event: crate::Event,
+) -> Result<crate::Event, Error> {
+    let when = std::time::SystemTime::now();
+    let start = std::time::Instant::now();
+    let id = event.id.clone();
+    let request = protocol::tensors_json(&event.tensors, tracker.max_tensor_elements);
+    event.step_microsec = Some(serde_json::Map::new());
+    let result = ctx.graph.run(event).await;
+    let microsec = start.elapsed().as_micros() as u64;
+    let (route, resp, error, steps) = match &result {
+        Ok(done) => (
+            done.route().map(str::to_owned),
+            protocol::tensors_json(&done.tensors, tracker.max_tensor_elements),
+            None,
+            done.step_microsec.clone().unwrap_or_default(),
+        ),
+        Err(e) => (
+            None,
+            serde_json::Value::Null,
+            Some(e.to_string()),
+            serde_json::Map::new(),
+        ),
+    };
+    tracker.emit(TrackingEvent {
+        id,
+        when: timestamp(when),
+        graph: ctx.graph.name.clone(),
+        model: ctx.model.to_owned(),
+        version: ctx.version.map(str::to_owned),
+        route,
+        op: if ctx.explain { "explain" } else { "infer" }.to_owned(),
+        request,
+        resp,
+        error,
+        microsec,
+        step_microsec: steps,
+        labels: tracker.labels.clone(),
+    });
+    result
 }
 
 /// Reads the body up to `limit` bytes; a declared or actual larger body is a 413.
@@ -475,7 +549,7 @@ mod tests {
         });
         let graph = Graph::from_yaml(yaml, Path::new("."), &r, BuildMode::Load).unwrap();
         let state = AppState::new(HttpConfig::default());
-        state.serve(graph);
+        state.serve(graph, None);
         state
     }
 

@@ -15,6 +15,7 @@ pub mod protocol;
 pub mod schema;
 pub mod step;
 pub mod tensor;
+pub mod tracking;
 
 pub use async_trait::async_trait;
 pub use diag::{Diagnostic, GraphErrors};

@@ -687,6 +687,22 @@ pub fn decode_response(body: &[u8], json_len: Option<usize>) -> Result<Vec<Tenso
         .collect()
 }
 
+/// Tensors as OIP JSON (`[{name, datatype, shape, data}]`), for records such as tracking
+/// events; tensors with more than `max_elements` elements are listed without `data`.
+pub fn tensors_json(tensors: &[Tensor], max_elements: usize) -> Value {
+    let entries: Vec<OutputOut<'_>> = tensors
+        .iter()
+        .map(|t| OutputOut {
+            name: &t.name,
+            datatype: t.datatype().as_str(),
+            shape: &t.shape,
+            parameters: None,
+            data: (t.data.len() <= max_elements).then_some(JsonData(&t.data)),
+        })
+        .collect();
+    serde_json::to_value(entries).unwrap_or(Value::Null)
+}
+
 /// A fresh request id for requests that come without one: unique within the process, and
 /// unlikely to repeat across processes (seeded from the clock and the process id).
 pub fn new_id() -> String {

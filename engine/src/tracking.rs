@@ -1,0 +1,456 @@
+//! The tracking stream: one monitoring event per (sampled) request, written off the hot path.
+//!
+//! A request hands its event to [`Tracker::emit`], which never blocks: the event goes into a
+//! bounded queue, or, when the queue is full (the sink is slow or down), it is dropped,
+//! counted, and a warning is logged (at most every 10 s). A background task takes events from
+//! the queue, groups up to `batch` of them (or whatever arrived within `flush_ms`) and writes
+//! them to the sink as JSON lines. Field names follow MLRun's model-monitoring events.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use async_trait::async_trait;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use tokio::sync::mpsc;
+
+/// `tracking:` in a graph file.
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TrackingSpec {
+    /// Where events go: `file://PATH.jsonl` (relative to the graph file's folder), `stdout`,
+    /// or `kafka://HOST:PORT/TOPIC`.
+    pub sink: String,
+    /// Keep one request in `sample` (1: every request).
+    #[serde(default = "one")]
+    pub sample: u64,
+    /// Events written at a time.
+    #[serde(default = "default_batch")]
+    pub batch: usize,
+    /// Longest an event waits for its batch to fill, in milliseconds.
+    #[serde(default = "default_flush_ms")]
+    pub flush_ms: u64,
+    /// Events that may wait for the sink; past it events are dropped and counted.
+    #[serde(default = "default_queue")]
+    pub queue: usize,
+    /// Tensors with more elements than this are recorded without their data.
+    #[serde(default = "default_max_elements")]
+    pub max_tensor_elements: usize,
+    /// Constant labels added to every event (e.g. `{env: prod}`).
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
+}
+
+fn one() -> u64 {
+    1
+}
+fn default_batch() -> usize {
+    100
+}
+fn default_flush_ms() -> u64 {
+    1000
+}
+fn default_queue() -> usize {
+    10_000
+}
+fn default_max_elements() -> usize {
+    1024
+}
+
+impl TrackingSpec {
+    /// Checks the settings; the message names the field.
+    pub fn check(&self) -> Result<(), String> {
+        if self.sample == 0 || self.batch == 0 || self.queue == 0 || self.flush_ms == 0 {
+            return Err("`sample`, `batch`, `queue` and `flush_ms` must be at least 1".into());
+        }
+        Sink::parse(&self.sink, Path::new(".")).map(|_| ())
+    }
+}
+
+/// Where events are written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Sink {
+    File(PathBuf),
+    Stdout,
+    /// Brokers and topic.
+    Kafka {
+        brokers: String,
+        topic: String,
+    },
+}
+
+impl Sink {
+    /// Parses a sink URL; relative file paths resolve under `base`.
+    pub fn parse(url: &str, base: &Path) -> Result<Sink, String> {
+        if url == "stdout" {
+            return Ok(Sink::Stdout);
+        }
+        if let Some(path) = url.strip_prefix("file://") {
+            if path.is_empty() {
+                return Err("`file://` needs a path".into());
+            }
+            return Ok(Sink::File(base.join(path)));
+        }
+        if let Some(rest) = url.strip_prefix("kafka://") {
+            let (brokers, topic) = rest
+                .split_once('/')
+                .filter(|(b, t)| !b.is_empty() && !t.is_empty())
+                .ok_or_else(|| format!("`{url}`: a Kafka sink is kafka://HOST:PORT/TOPIC"))?;
+            return Ok(Sink::Kafka {
+                brokers: brokers.to_owned(),
+                topic: topic.to_owned(),
+            });
+        }
+        Err(format!(
+            "unknown tracking sink `{url}`: expected file://PATH.jsonl, stdout or kafka://HOST:PORT/TOPIC"
+        ))
+    }
+}
+
+/// One monitoring event (MLRun's field names where they exist).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct TrackingEvent {
+    pub id: String,
+    /// When the request arrived, RFC 3339 UTC.
+    pub when: String,
+    pub graph: String,
+    /// The model (graph or route) the request addressed.
+    pub model: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// The route a router took, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub route: Option<String>,
+    /// `infer` or `explain`.
+    pub op: String,
+    /// The request's tensors (OIP JSON; data left out past `max_tensor_elements`).
+    pub request: Value,
+    /// The response's tensors, or null on error.
+    pub resp: Value,
+    /// The error, if the request failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Time through the graph, in microseconds.
+    pub microsec: u64,
+    /// Time in each step, in microseconds, in the order they finished.
+    pub step_microsec: Map<String, Value>,
+    pub labels: Map<String, Value>,
+}
+
+/// Where the background task writes batches of JSON lines.
+#[async_trait]
+pub trait EventSink: Send + 'static {
+    async fn write(&mut self, lines: &[u8], events: usize) -> Result<(), String>;
+    async fn flush(&mut self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+struct FileSink {
+    file: std::fs::File,
+}
+
+#[async_trait]
+impl EventSink for FileSink {
+    async fn write(&mut self, lines: &[u8], _events: usize) -> Result<(), String> {
+        // Small appends to a local file: a blocking write is cheaper than a thread hop, and
+        // this task is off every request's path.
+        self.file.write_all(lines).map_err(|e| e.to_string())
+    }
+    async fn flush(&mut self) -> Result<(), String> {
+        self.file.flush().map_err(|e| e.to_string())
+    }
+}
+
+struct StdoutSink;
+
+#[async_trait]
+impl EventSink for StdoutSink {
+    async fn write(&mut self, lines: &[u8], _events: usize) -> Result<(), String> {
+        let mut out = std::io::stdout().lock();
+        out.write_all(lines)
+            .and_then(|_| out.flush())
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// Opens a file or stdout sink (Kafka sinks are opened by the Kafka module).
+pub fn open_sink(sink: &Sink) -> Result<Box<dyn EventSink>, String> {
+    match sink {
+        Sink::Stdout => Ok(Box::new(StdoutSink)),
+        Sink::File(path) => {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            }
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            Ok(Box::new(FileSink { file }))
+        }
+        Sink::Kafka { .. } => Err("a Kafka sink needs servegraph built with Kafka".into()),
+    }
+}
+
+/// Counters the tracker keeps (exported as metrics later).
+#[derive(Default, Debug)]
+pub struct TrackingStats {
+    pub emitted: AtomicU64,
+    pub written: AtomicU64,
+    pub dropped: AtomicU64,
+    pub failed_writes: AtomicU64,
+}
+
+/// The sending side: cheap to clone, never blocks.
+#[derive(Clone)]
+pub struct Tracker {
+    tx: mpsc::Sender<TrackingEvent>,
+    sample: u64,
+    counter: Arc<AtomicU64>,
+    pub max_tensor_elements: usize,
+    pub labels: Map<String, Value>,
+    pub stats: Arc<TrackingStats>,
+    last_warning: Arc<std::sync::Mutex<Option<Instant>>>,
+}
+
+/// The writing side: a task to spawn, finishing once every sender is gone and the queue is
+/// flushed.
+pub struct TrackingWriter {
+    rx: mpsc::Receiver<TrackingEvent>,
+    sink: Box<dyn EventSink>,
+    batch: usize,
+    flush: Duration,
+    stats: Arc<TrackingStats>,
+}
+
+impl Tracker {
+    pub fn new(spec: &TrackingSpec, sink: Box<dyn EventSink>) -> (Tracker, TrackingWriter) {
+        let (tx, rx) = mpsc::channel(spec.queue);
+        let stats = Arc::new(TrackingStats::default());
+        let labels = spec
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .collect();
+        (
+            Tracker {
+                tx,
+                sample: spec.sample,
+                counter: Arc::new(AtomicU64::new(0)),
+                max_tensor_elements: spec.max_tensor_elements,
+                labels,
+                stats: Arc::clone(&stats),
+                last_warning: Arc::new(std::sync::Mutex::new(None)),
+            },
+            TrackingWriter {
+                rx,
+                sink,
+                batch: spec.batch,
+                flush: Duration::from_millis(spec.flush_ms),
+                stats,
+            },
+        )
+    }
+
+    /// Whether this request is one of the sampled ones (1 in `sample`, evenly).
+    pub fn sampled(&self) -> bool {
+        self.sample == 1
+            || self
+                .counter
+                .fetch_add(1, Ordering::Relaxed)
+                .is_multiple_of(self.sample)
+    }
+
+    /// Queues an event; never waits. A full queue drops it, counts it, and warns (at most
+    /// every 10 s).
+    pub fn emit(&self, event: TrackingEvent) {
+        self.stats.emitted.fetch_add(1, Ordering::Relaxed);
+        if self.tx.try_send(event).is_err() {
+            let dropped = self.stats.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            let mut last = self.last_warning.lock().expect("not poisoned");
+            if last.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+                *last = Some(Instant::now());
+                tracing::warn!(
+                    dropped,
+                    "tracking sink is slow or down: dropping monitoring events"
+                );
+            }
+        }
+    }
+}
+
+impl TrackingWriter {
+    /// Runs until every [`Tracker`] is dropped, then writes what is left.
+    pub async fn run(mut self) {
+        let mut buf = Vec::with_capacity(self.batch * 512);
+        let mut count = 0;
+        loop {
+            let deadline = tokio::time::sleep(self.flush);
+            tokio::pin!(deadline);
+            // Fill a batch, or stop at the flush deadline.
+            let closed = loop {
+                tokio::select! {
+                    next = self.rx.recv() => match next {
+                        Some(event) => {
+                            if serde_json::to_writer(&mut buf, &event).is_ok() {
+                                buf.push(b'\n');
+                                count += 1;
+                            }
+                            if count >= self.batch {
+                                break false;
+                            }
+                        }
+                        None => break true,
+                    },
+                    _ = &mut deadline => break false,
+                }
+            };
+            if count > 0 {
+                match self.sink.write(&buf, count).await {
+                    Ok(()) => {
+                        self.stats
+                            .written
+                            .fetch_add(count as u64, Ordering::Relaxed);
+                    }
+                    Err(e) => {
+                        self.stats.failed_writes.fetch_add(1, Ordering::Relaxed);
+                        self.stats
+                            .dropped
+                            .fetch_add(count as u64, Ordering::Relaxed);
+                        tracing::warn!(events = count, error = %e, "could not write monitoring events");
+                    }
+                }
+                let _ = self.sink.flush().await;
+                buf.clear();
+                count = 0;
+            }
+            if closed {
+                return;
+            }
+        }
+    }
+}
+
+/// RFC 3339 UTC with microseconds.
+pub fn timestamp(t: SystemTime) -> String {
+    humantime::format_rfc3339_micros(t).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(extra: &str) -> TrackingSpec {
+        let yaml = format!("sink: stdout\n{extra}");
+        marked_yaml::from_node(&marked_yaml::parse_yaml(0, &yaml).unwrap()).unwrap()
+    }
+
+    fn event(i: usize) -> TrackingEvent {
+        TrackingEvent {
+            id: i.to_string(),
+            when: timestamp(SystemTime::UNIX_EPOCH),
+            graph: "g".into(),
+            model: "m".into(),
+            version: None,
+            route: None,
+            op: "infer".into(),
+            request: Value::Null,
+            resp: Value::Null,
+            error: None,
+            microsec: 1,
+            step_microsec: Map::new(),
+            labels: Map::new(),
+        }
+    }
+
+    /// Collects what is written, batch by batch.
+    struct Memory(
+        Arc<std::sync::Mutex<Vec<usize>>>,
+        Arc<std::sync::Mutex<Vec<u8>>>,
+    );
+
+    #[async_trait]
+    impl EventSink for Memory {
+        async fn write(&mut self, lines: &[u8], events: usize) -> Result<(), String> {
+            self.0.lock().unwrap().push(events);
+            self.1.lock().unwrap().extend_from_slice(lines);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn sinks_parse() {
+        let base = Path::new("/g");
+        assert_eq!(Sink::parse("stdout", base), Ok(Sink::Stdout));
+        assert_eq!(
+            Sink::parse("file://t/e.jsonl", base),
+            Ok(Sink::File("/g/t/e.jsonl".into()))
+        );
+        assert_eq!(
+            Sink::parse("kafka://127.0.0.1:9092/events", base),
+            Ok(Sink::Kafka {
+                brokers: "127.0.0.1:9092".into(),
+                topic: "events".into()
+            })
+        );
+        assert!(
+            Sink::parse("kafka://host", base)
+                .unwrap_err()
+                .contains("kafka://HOST:PORT/TOPIC")
+        );
+        assert!(
+            Sink::parse("s3://x", base)
+                .unwrap_err()
+                .contains("unknown tracking sink")
+        );
+    }
+
+    #[test]
+    fn sampling_keeps_one_in_n() {
+        let (t, _w) = Tracker::new(&spec("sample: 4"), Box::new(StdoutSink));
+        let kept = (0..100).filter(|_| t.sampled()).count();
+        assert_eq!(kept, 25);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn batches_and_flushes_then_drains_on_close() {
+        let sizes = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let bytes = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = Memory(Arc::clone(&sizes), Arc::clone(&bytes));
+        let (t, w) = Tracker::new(&spec("batch: 3\nflush_ms: 50"), Box::new(sink));
+        let task = tokio::spawn(w.run());
+        for i in 0..7 {
+            t.emit(event(i));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // Two full batches, then the last event by the flush deadline.
+        assert_eq!(*sizes.lock().unwrap(), vec![3, 3, 1]);
+        t.emit(event(7));
+        drop(t);
+        task.await.unwrap();
+        assert_eq!(*sizes.lock().unwrap(), vec![3, 3, 1, 1]);
+        let text = String::from_utf8(bytes.lock().unwrap().clone()).unwrap();
+        let ids: Vec<String> = text
+            .lines()
+            .map(|l| serde_json::from_str::<TrackingEvent>(l).unwrap().id)
+            .collect();
+        assert_eq!(ids, ["0", "1", "2", "3", "4", "5", "6", "7"]);
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_drops_and_counts_without_blocking() {
+        let (t, w) = Tracker::new(&spec("queue: 2"), Box::new(StdoutSink));
+        // The writer is not running: the queue fills.
+        for i in 0..5 {
+            t.emit(event(i));
+        }
+        assert_eq!(t.stats.emitted.load(Ordering::Relaxed), 5);
+        assert_eq!(t.stats.dropped.load(Ordering::Relaxed), 3);
+        drop(w);
+    }
+}
