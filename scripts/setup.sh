@@ -2,7 +2,8 @@
 # Installs what servegraph needs on a fresh machine. Idempotent: a second run only checks.
 #
 #   scripts/setup.sh          Rust toolchain check + the ONNX Runtime shared library
-#   scripts/setup.sh --test   also the Python client used by the tests (tritonclient[http])
+#   scripts/setup.sh --test   also what the tests use: a Python venv (tritonclient[http], jsonschema)
+#                             and the Tansu Kafka broker
 #
 # Everything goes under ${XDG_CACHE_HOME:-~/.cache}/servegraph, outside the repository.
 set -euo pipefail
@@ -49,4 +50,7 @@ if [ "${1:-}" = "--test" ]; then
     "$TEST_VENV/bin/pip" install --quiet --disable-pip-version-check -r tests/python/requirements.txt
   fi
   say "test client: $TEST_VENV/bin/python"
+  # The Kafka-compatible broker the Kafka tests start (one per test binary, on a free port).
+  scripts/kafka.sh install
+  say "Kafka broker: $(scripts/kafka.sh path)"
 fi

@@ -193,41 +193,48 @@ fn serve(
         println!("servegraph listening on http://{addr}");
         tracing::info!(%addr, graph = %graph_path.display(), "listening; loading models");
         let loading = {
-            let state = Arc::clone(&state);
             let path = graph_path.to_owned();
-            tokio::task::spawn_blocking(move || {
-                let graph = load(&path, BuildMode::Load)?;
-                let (tracker, writer) = match &graph.tracking {
-                    None => (None, None),
-                    Some((spec, sink)) => {
-                        let sink = servegraph_engine::tracking::open_sink(sink)
-                            .map_err(|e| anyhow::anyhow!("tracking sink `{}`: {e}", spec.sink))?;
-                        let (tracker, writer) =
-                            servegraph_engine::tracking::Tracker::new(spec, sink);
-                        tracing::info!(sink = %spec.sink, sample = spec.sample, "tracking");
-                        (Some(tracker), Some(writer))
-                    }
-                };
-                let names: Vec<String> = graph.models().iter().map(|m| m.name.clone()).collect();
-                tracing::info!(models = ?names, "ready");
-                state.serve(graph, tracker);
-                anyhow::Ok(writer)
-            })
+            tokio::task::spawn_blocking(move || load(&path, BuildMode::Load))
         };
         let app = servegraph_engine::http::router(Arc::clone(&state));
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        let server = axum::serve(listener, app).with_graceful_shutdown({
+            let mut stop_rx = stop_rx.clone();
+            async move {
+                let _ = stop_rx.wait_for(|stop| *stop).await;
+            }
+        });
+        let server = tokio::spawn(async move { server.await });
+        tokio::spawn(async move {
             shutdown_signal().await;
             tracing::info!("shutting down: draining in-flight requests");
             let _ = stop_tx.send(true);
         });
-        let server = tokio::spawn(async move { server.await });
         // A failed load is fatal: report every error and exit non-zero.
-        let writer = match loading.await {
-            Ok(Ok(writer)) => writer.map(|w| tokio::spawn(w.run())),
+        let graph = match loading.await {
+            Ok(Ok(graph)) => Arc::new(graph),
             Ok(Err(e)) => bail!("{e:#}"),
             Err(e) => bail!("model loading panicked: {e}"),
         };
+        let (tracker, writer) = start_tracking(&graph)?;
+        let kafka = match graph.kafka.clone() {
+            None => None,
+            Some(spec) => Some(
+                servegraph_engine::kafka::start(
+                    spec,
+                    Arc::clone(&graph),
+                    tracker.clone(),
+                    stop_rx.clone(),
+                    drain,
+                )
+                .map_err(|e| anyhow::anyhow!("{e}"))?,
+            ),
+        };
+        let names: Vec<String> = graph.models().iter().map(|m| m.name.clone()).collect();
+        tracing::info!(models = ?names, "ready");
+        state.serve(Arc::clone(&graph), tracker);
+        drop(graph);
+
         let mut stop_rx = stop_rx;
         let _ = stop_rx.wait_for(|stop| *stop).await;
         match tokio::time::timeout(drain, server).await {
@@ -237,7 +244,15 @@ fn serve(
                 "requests still running after the drain deadline; exiting"
             ),
         }
-        // Let the tracking stream write what it holds.
+        // The Kafka source finishes its in-flight messages and commits (within the drain).
+        if let Some(kafka) = kafka
+            && tokio::time::timeout(drain + Duration::from_secs(5), kafka)
+                .await
+                .is_err()
+        {
+            tracing::warn!("the Kafka source did not stop in time");
+        }
+        // Then the tracking stream writes what it holds.
         state.unload();
         if let Some(writer) = writer
             && tokio::time::timeout(Duration::from_secs(10), writer)
@@ -248,6 +263,27 @@ fn serve(
         }
         anyhow::Ok(())
     })
+}
+
+/// Opens the graph's tracking sink and starts its writer.
+fn start_tracking(
+    graph: &Graph,
+) -> anyhow::Result<(
+    Option<servegraph_engine::tracking::Tracker>,
+    Option<tokio::task::JoinHandle<()>>,
+)> {
+    use servegraph_engine::tracking::{Sink, Tracker, open_sink};
+    let Some((spec, sink)) = &graph.tracking else {
+        return Ok((None, None));
+    };
+    let opened = match sink {
+        Sink::Kafka { brokers, topic } => servegraph_engine::kafka::tracking_sink(brokers, topic),
+        other => open_sink(other),
+    }
+    .map_err(|e| anyhow::anyhow!("tracking sink `{}`: {e}", spec.sink))?;
+    let (tracker, writer) = Tracker::new(spec, opened);
+    tracing::info!(sink = %spec.sink, sample = spec.sample, "tracking");
+    Ok((Some(tracker), Some(tokio::spawn(writer.run()))))
 }
 
 fn plot(graph_path: &Path, format: PlotFormat) -> anyhow::Result<()> {

@@ -24,6 +24,28 @@ pub enum ErrorKind {
     Internal,
 }
 
+impl ErrorKind {
+    /// The HTTP status for this kind (the HTTP source answers with it; the Kafka source puts it
+    /// in a dead-letter record's `error-status` header).
+    pub fn status(self) -> u16 {
+        match self {
+            ErrorKind::BadRequest => 400,
+            ErrorKind::NotFound => 404,
+            ErrorKind::PayloadTooLarge => 413,
+            ErrorKind::Unprocessable => 422,
+            ErrorKind::Overloaded => 429,
+            ErrorKind::Unavailable => 503,
+            ErrorKind::Timeout => 504,
+            ErrorKind::Internal => 500,
+        }
+    }
+
+    /// Whether the request itself is at fault (a client error), not the server.
+    pub fn is_client_error(self) -> bool {
+        self.status() < 500 && self != ErrorKind::Overloaded
+    }
+}
+
 /// A request failure: its kind, a message fit to show the caller, and the step it came from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Error {

@@ -49,6 +49,9 @@ pub struct GraphFileSpec {
     /// Monitoring events, one per (sampled) request, to a tracking stream.
     #[serde(default)]
     pub tracking: Option<crate::tracking::TrackingSpec>,
+    /// Sources besides HTTP (Kafka).
+    #[serde(default)]
+    pub sources: Option<crate::sources::SourcesSpec>,
 }
 
 fn default_timeout_ms() -> u64 {
@@ -160,6 +163,8 @@ pub struct Graph {
     models: Vec<ModelInfo>,
     /// The tracking stream's settings and sink, when the graph has one.
     pub tracking: Option<(crate::tracking::TrackingSpec, crate::tracking::Sink)>,
+    /// The Kafka source's settings, when the graph has one.
+    pub kafka: Option<crate::sources::KafkaSourceSpec>,
 }
 
 /// A step as declared in a flow, before compiling.
@@ -257,6 +262,16 @@ impl Graph {
                 }
             }
         };
+
+        if let Some(k) = spec.sources.as_ref().and_then(|s| s.kafka.as_ref())
+            && let Err(e) = k.check()
+        {
+            let span = root
+                .get_node("sources")
+                .map(|n| *n.span())
+                .unwrap_or(top_span);
+            ctx.report(Diagnostic::new(format!("sources.kafka: {e}")).at(&span));
+        }
 
         // Phase 4: edges, cycles and the responder; then tensors along the edges.
         let default_on_error = spec.on_error.clone().map(|h| {
@@ -927,6 +942,7 @@ fn compile(
         max_in_flight: spec.max_in_flight.max(1),
         models,
         tracking: None,
+        kafka: spec.sources.and_then(|s| s.kafka),
     })
 }
 

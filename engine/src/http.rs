@@ -20,7 +20,7 @@ use crate::error::{Error, ErrorKind};
 use crate::event::{ATTRIBUTIONS, Target};
 use crate::graph::Graph;
 use crate::protocol::{self, decode_request, encode_response};
-use crate::tracking::{Tracker, TrackingEvent, timestamp};
+use crate::tracking::{TrackContext, Tracker, run_tracked};
 
 /// The binary tensor extension's header: the JSON part's length.
 pub const HEADER_CONTENT_LENGTH: &str = "inference-header-content-length";
@@ -45,13 +45,13 @@ impl Default for HttpConfig {
 
 /// A graph being served, with its admission limit and its tracking stream.
 pub struct Served {
-    pub graph: Graph,
+    pub graph: Arc<Graph>,
     in_flight: Semaphore,
     tracker: Option<Tracker>,
 }
 
 impl Served {
-    pub fn new(graph: Graph, tracker: Option<Tracker>) -> Served {
+    pub fn new(graph: Arc<Graph>, tracker: Option<Tracker>) -> Served {
         let permits = graph.max_in_flight;
         Served {
             graph,
@@ -78,7 +78,7 @@ impl AppState {
 
     /// Starts serving `graph` (with its tracking stream, if any); requests already running
     /// finish on the graph they started on.
-    pub fn serve(&self, graph: Graph, tracker: Option<Tracker>) {
+    pub fn serve(&self, graph: Arc<Graph>, tracker: Option<Tracker>) {
         self.served
             .store(Some(Arc::new(Served::new(graph, tracker))));
     }
@@ -95,18 +95,9 @@ impl AppState {
     }
 }
 
-/// The one mapping from error kind to HTTP status.
+/// The HTTP status of an error kind (the one mapping is [`ErrorKind::status`]).
 pub fn status_of(kind: ErrorKind) -> StatusCode {
-    match kind {
-        ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
-        ErrorKind::NotFound => StatusCode::NOT_FOUND,
-        ErrorKind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-        ErrorKind::Unprocessable => StatusCode::UNPROCESSABLE_ENTITY,
-        ErrorKind::Overloaded => StatusCode::TOO_MANY_REQUESTS,
-        ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-        ErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
-        ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-    }
+    StatusCode::from_u16(kind.status()).expect("a valid status")
 }
 
 impl IntoResponse for Error {
@@ -437,59 +428,6 @@ async fn try_infer(
     Ok(response)
 }
 
-/// What a tracking event says about where a request went.
-struct TrackContext<'a> {
-    graph: &'a Graph,
-    model: &'a str,
-    version: Option<&'a str>,
-    explain: bool,
-}
-
-/// Runs a sampled request, recording step times, and emits its tracking event (failures too).
-async fn run_tracked(
-    tracker: &Tracker,
-    ctx: TrackContext<'_>,
-    mut event: crate::Event,
-) -> Result<crate::Event, Error> {
-    let when = std::time::SystemTime::now();
-    let start = std::time::Instant::now();
-    let id = event.id.clone();
-    let request = protocol::tensors_json(&event.tensors, tracker.max_tensor_elements);
-    event.step_microsec = Some(serde_json::Map::new());
-    let result = ctx.graph.run(event).await;
-    let microsec = start.elapsed().as_micros() as u64;
-    let (route, resp, error, steps) = match &result {
-        Ok(done) => (
-            done.route().map(str::to_owned),
-            protocol::tensors_json(&done.tensors, tracker.max_tensor_elements),
-            None,
-            done.step_microsec.clone().unwrap_or_default(),
-        ),
-        Err(e) => (
-            None,
-            serde_json::Value::Null,
-            Some(e.to_string()),
-            serde_json::Map::new(),
-        ),
-    };
-    tracker.emit(TrackingEvent {
-        id,
-        when: timestamp(when),
-        graph: ctx.graph.name.clone(),
-        model: ctx.model.to_owned(),
-        version: ctx.version.map(str::to_owned),
-        route,
-        op: if ctx.explain { "explain" } else { "infer" }.to_owned(),
-        request,
-        resp,
-        error,
-        microsec,
-        step_microsec: steps,
-        labels: tracker.labels.clone(),
-    });
-    result
-}
-
 /// Reads the body up to `limit` bytes; a declared or actual larger body is a 413.
 async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Bytes, Error> {
     let too_large = || {
@@ -549,7 +487,7 @@ mod tests {
         });
         let graph = Graph::from_yaml(yaml, Path::new("."), &r, BuildMode::Load).unwrap();
         let state = AppState::new(HttpConfig::default());
-        state.serve(graph, None);
+        state.serve(Arc::new(graph), None);
         state
     }
 

@@ -10,9 +10,12 @@ pub mod event;
 pub mod graph;
 #[cfg(feature = "http")]
 pub mod http;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 pub mod plot;
 pub mod protocol;
 pub mod schema;
+pub mod sources;
 pub mod step;
 pub mod tensor;
 pub mod tracking;

@@ -336,6 +336,59 @@ impl TrackingWriter {
     }
 }
 
+/// What a tracking event says about where a request went.
+pub struct TrackContext<'a> {
+    pub graph: &'a crate::graph::Graph,
+    pub model: &'a str,
+    pub version: Option<&'a str>,
+    pub explain: bool,
+}
+
+/// Runs a sampled request, recording step times, and emits its tracking event (failures too).
+pub async fn run_tracked(
+    tracker: &Tracker,
+    ctx: TrackContext<'_>,
+    mut event: crate::Event,
+) -> crate::Result<crate::Event> {
+    let when = std::time::SystemTime::now();
+    let start = std::time::Instant::now();
+    let id = event.id.clone();
+    let request = crate::protocol::tensors_json(&event.tensors, tracker.max_tensor_elements);
+    event.step_microsec = Some(serde_json::Map::new());
+    let result = ctx.graph.run(event).await;
+    let microsec = start.elapsed().as_micros() as u64;
+    let (route, resp, error, steps) = match &result {
+        Ok(done) => (
+            done.route().map(str::to_owned),
+            crate::protocol::tensors_json(&done.tensors, tracker.max_tensor_elements),
+            None,
+            done.step_microsec.clone().unwrap_or_default(),
+        ),
+        Err(e) => (
+            None,
+            serde_json::Value::Null,
+            Some(e.to_string()),
+            serde_json::Map::new(),
+        ),
+    };
+    tracker.emit(TrackingEvent {
+        id,
+        when: timestamp(when),
+        graph: ctx.graph.name.clone(),
+        model: ctx.model.to_owned(),
+        version: ctx.version.map(str::to_owned),
+        route,
+        op: if ctx.explain { "explain" } else { "infer" }.to_owned(),
+        request,
+        resp,
+        error,
+        microsec,
+        step_microsec: steps,
+        labels: tracker.labels.clone(),
+    });
+    result
+}
+
 /// RFC 3339 UTC with microseconds.
 pub fn timestamp(t: SystemTime) -> String {
     humantime::format_rfc3339_micros(t).to_string()

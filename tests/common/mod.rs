@@ -2,6 +2,8 @@
 //! client over hyper for exact control of headers and bytes.
 #![allow(dead_code)]
 
+pub mod kafka;
+
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -16,9 +18,13 @@ pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The servegraph binary; its log filter is `warn`, or `SERVEGRAPH_TEST_LOG` when set.
 pub fn bin() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_servegraph"));
-    cmd.current_dir(root()).env("RUST_LOG", "warn");
+    cmd.current_dir(root()).env(
+        "RUST_LOG",
+        std::env::var("SERVEGRAPH_TEST_LOG").unwrap_or("warn".into()),
+    );
     cmd
 }
 
@@ -69,6 +75,12 @@ impl Server {
             std::thread::sleep(Duration::from_millis(50));
         }
         panic!("servegraph at {} did not become ready", self.addr);
+    }
+
+    /// Kills the process at once (SIGKILL): no draining, no commits.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Sends SIGTERM and waits (up to 20 s) for the process to exit.

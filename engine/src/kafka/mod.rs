@@ -1,0 +1,508 @@
+//! The Kafka source: consume OIP V2 requests from topics, run the graph, produce each result
+//! to the output topic (same key, the input's headers, `correlation-id` = request id), and
+//! send what cannot be served to the dead-letter topic with the error in headers.
+//!
+//! Delivery is at-least-once. Auto-commit is off; an offset is committed only after the
+//! broker acknowledged its result (or dead-letter record), and only as part of a contiguous
+//! finished prefix of its partition (see [`progress`]). Messages are processed concurrently
+//! (`max_in_flight`, across partitions) but produced in offset order per partition. On a
+//! rebalance, finished work of the revoked partitions is committed synchronously before they
+//! go; unfinished work is not committed, so the new owner redoes it. On shutdown the source
+//! stops consuming, finishes what is in flight, and commits.
+
+pub mod progress;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use tokio::sync::watch;
+
+use crate::error::{Error, ErrorKind};
+use crate::event::Target;
+use crate::graph::Graph;
+use crate::protocol::{decode_request, encode_response, new_id};
+use crate::sources::KafkaSourceSpec;
+use crate::tracking::{EventSink, TrackContext, Tracker, run_tracked};
+
+/// Headers that address a model and operation, as on HTTP.
+pub const MODEL_HEADER: &str = "x-model-name";
+pub const VERSION_HEADER: &str = "x-model-version";
+/// `infer` (default) or `explain`.
+pub const OPERATION_HEADER: &str = "x-operation";
+/// On results: the request's id.
+pub const CORRELATION_HEADER: &str = "correlation-id";
+
+type Tp = (String, i32);
+
+/// What the rebalance callbacks share with the processing loop.
+#[derive(Default)]
+struct Shared {
+    /// Committable positions, kept current by the loop.
+    positions: HashMap<Tp, i64>,
+    /// Partitions taken away: the loop stops committing them.
+    revoked: HashSet<Tp>,
+}
+
+struct SourceContext {
+    shared: Arc<Mutex<Shared>>,
+}
+
+impl ClientContext for SourceContext {}
+
+impl ConsumerContext for SourceContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(list) = rebalance {
+            let mut shared = self.shared.lock().expect("not poisoned");
+            let mut commit = TopicPartitionList::new();
+            for e in list.elements() {
+                let tp = (e.topic().to_owned(), e.partition());
+                if let Some(&pos) = shared.positions.get(&tp) {
+                    let _ =
+                        commit.add_partition_offset(e.topic(), e.partition(), Offset::Offset(pos));
+                }
+                shared.revoked.insert(tp);
+            }
+            if commit.count() > 0
+                && let Err(e) = consumer.commit(&commit, CommitMode::Sync)
+            {
+                tracing::warn!(error = %e, "committing revoked partitions' finished work failed");
+            }
+            tracing::info!(partitions = list.count(), "partitions revoked");
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(list) = rebalance {
+            let mut shared = self.shared.lock().expect("not poisoned");
+            for e in list.elements() {
+                shared
+                    .revoked
+                    .remove(&(e.topic().to_owned(), e.partition()));
+            }
+            tracing::info!(partitions = list.count(), "partitions assigned");
+        }
+    }
+}
+
+/// A message to produce: a result or a dead-letter record.
+#[derive(Clone)]
+struct Outgoing {
+    topic: String,
+    key: Option<Vec<u8>>,
+    payload: Vec<u8>,
+    headers: Vec<(String, Vec<u8>)>,
+}
+
+struct Incoming {
+    tp: Tp,
+    offset: i64,
+    key: Option<Vec<u8>>,
+    payload: Option<Vec<u8>>,
+    headers: Vec<(String, Vec<u8>)>,
+}
+
+/// `defaults`, then the graph's `options` (which may override them).
+fn client_config(spec: &KafkaSourceSpec, defaults: &[(&str, &str)]) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &spec.brokers);
+    for (k, v) in defaults {
+        c.set(*k, *v);
+    }
+    for (k, v) in &spec.options {
+        c.set(k, v);
+    }
+    c
+}
+
+/// A producer for results and dead letters: idempotent, so retries keep each partition's order.
+fn producer(spec: &KafkaSourceSpec) -> Result<FutureProducer, String> {
+    let defaults = [
+        ("enable.idempotence", "true"),
+        ("acks", "all"),
+        ("linger.ms", "1"),
+        ("message.timeout.ms", "30000"),
+    ];
+    client_config(spec, &defaults)
+        .create()
+        .map_err(|e| format!("cannot create the Kafka producer: {e}"))
+}
+
+/// Starts the source: consumes until `shutdown` turns true, then finishes what is in flight
+/// (for at most `drain`), commits, and returns.
+pub fn start(
+    spec: KafkaSourceSpec,
+    graph: Arc<Graph>,
+    tracker: Option<Tracker>,
+    mut shutdown: watch::Receiver<bool>,
+    drain: Duration,
+) -> Result<tokio::task::JoinHandle<()>, String> {
+    let shared = Arc::new(Mutex::new(Shared::default()));
+    let defaults = [
+        ("auto.offset.reset", "earliest"),
+        ("partition.assignment.strategy", "cooperative-sticky"),
+        // A dead process's partitions move after 10 s (librdkafka's 45 s default also makes
+        // some brokers hold every group join for half of it).
+        ("session.timeout.ms", "10000"),
+        ("heartbeat.interval.ms", "3000"),
+    ];
+    let consumer: StreamConsumer<SourceContext> = client_config(&spec, &defaults)
+        .set("group.id", &spec.group)
+        // At-least-once rests on these: not overridable.
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .create_with_context(SourceContext {
+            shared: Arc::clone(&shared),
+        })
+        .map_err(|e| format!("cannot create the Kafka consumer: {e}"))?;
+    let topics: Vec<&str> = spec.topics.iter().map(String::as_str).collect();
+    consumer
+        .subscribe(&topics)
+        .map_err(|e| format!("cannot subscribe to {topics:?}: {e}"))?;
+    let producer = producer(&spec)?;
+    tracing::info!(brokers = %spec.brokers, group = %spec.group, topics = ?spec.topics, "consuming from Kafka");
+    let spec = Arc::new(spec);
+    Ok(tokio::spawn(async move {
+        let mut partitions: HashMap<Tp, progress::Partition<Option<Outgoing>>> = HashMap::new();
+        let mut processing = FuturesUnordered::new();
+        let mut deliveries = FuturesUnordered::new();
+        let mut in_flight = 0usize;
+        let mut commit_tick = tokio::time::interval(Duration::from_millis(spec.commit_interval_ms));
+        let mut stopping = false;
+        let stop_deadline = tokio::time::sleep(Duration::MAX);
+        tokio::pin!(stop_deadline);
+        loop {
+            if stopping && in_flight == 0 {
+                break;
+            }
+            tokio::select! {
+                biased;
+                _ = shutdown.changed(), if !stopping => {
+                    stopping = true;
+                    stop_deadline.as_mut().reset(tokio::time::Instant::now() + drain);
+                    tracing::info!(in_flight, "stopping the Kafka source: finishing in-flight messages");
+                }
+                _ = &mut stop_deadline, if stopping => {
+                    tracing::warn!(in_flight, "Kafka messages still in flight after the drain deadline; they will be redelivered");
+                    break;
+                }
+                Some((tp, offset, out)) = processing.next(), if !processing.is_empty() => {
+                    let tp: Tp = tp;
+                    let Some(p) = partitions.get_mut(&tp) else { continue };
+                    for (o, record) in p.finished(offset, out) {
+                        match record {
+                            Some(r) => deliveries.push(produce(producer.clone(), tp.clone(), o, r, Duration::ZERO)),
+                            None => {
+                                p.delivered(o);
+                                in_flight -= 1;
+                            }
+                        }
+                    }
+                }
+                Some((tp, offset, record, result)) = deliveries.next(), if !deliveries.is_empty() => {
+                    let result: Result<(), String> = result;
+                    match result {
+                        Ok(()) => {
+                            if let Some(p) = partitions.get_mut(&tp) {
+                                p.delivered(offset);
+                            }
+                            in_flight -= 1;
+                        }
+                        Err(e) => {
+                            // The broker would not take it: try again (bounded by max_in_flight,
+                            // which stops consumption meanwhile); never commit past it.
+                            tracing::warn!(topic = %tp.0, partition = tp.1, offset, error = %e, "producing a result failed; retrying");
+                            deliveries.push(produce(producer.clone(), tp, offset, record, Duration::from_millis(500)));
+                        }
+                    }
+                }
+                message = consumer.recv(), if !stopping && in_flight < spec.max_in_flight => {
+                    match message {
+                        Ok(m) => {
+                            let tp: Tp = (m.topic().to_owned(), m.partition());
+                            let offset = m.offset();
+                            partitions
+                                .entry(tp.clone())
+                                .or_insert_with(|| progress::Partition::new(offset))
+                                .consumed(offset);
+                            in_flight += 1;
+                            let headers = m
+                                .headers()
+                                .map(|h| {
+                                    h.iter()
+                                        .map(|h| (h.key.to_owned(), h.value.unwrap_or_default().to_vec()))
+                                        .collect()
+                                })
+                                .unwrap_or_default();
+                            let incoming = Incoming {
+                                tp,
+                                offset,
+                                key: m.key().map(<[u8]>::to_vec),
+                                payload: m.payload().map(<[u8]>::to_vec),
+                                headers,
+                            };
+                            let (graph, tracker, spec) = (Arc::clone(&graph), tracker.clone(), Arc::clone(&spec));
+                            processing.push(async move {
+                                let (tp, offset) = (incoming.tp.clone(), incoming.offset);
+                                (tp, offset, process(&graph, tracker.as_ref(), &spec, incoming).await)
+                            });
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "Kafka consumer error");
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                    }
+                }
+                _ = commit_tick.tick() => commit(&consumer, &shared, &mut partitions, CommitMode::Async),
+            }
+        }
+        commit(&consumer, &shared, &mut partitions, CommitMode::Sync);
+        let _ = producer.flush(Duration::from_secs(5));
+        tracing::info!("Kafka source stopped");
+    }))
+}
+
+/// Commits every partition whose finished prefix moved, unless it was revoked.
+fn commit(
+    consumer: &StreamConsumer<SourceContext>,
+    shared: &Mutex<Shared>,
+    partitions: &mut HashMap<Tp, progress::Partition<Option<Outgoing>>>,
+    mode: CommitMode,
+) {
+    let mut shared = shared.lock().expect("not poisoned");
+    let mut list = TopicPartitionList::new();
+    for (tp, p) in partitions.iter_mut() {
+        if shared.revoked.contains(tp) {
+            continue;
+        }
+        if let Some(pos) = p.to_commit() {
+            shared.positions.insert(tp.clone(), pos);
+            let _ = list.add_partition_offset(&tp.0, tp.1, Offset::Offset(pos));
+        }
+    }
+    // Forget revoked partitions once nothing of theirs is in flight.
+    partitions.retain(|tp, p| !(shared.revoked.contains(tp) && p.in_flight() == 0));
+    drop(shared);
+    if list.count() > 0
+        && let Err(e) = consumer.commit(&list, mode)
+    {
+        tracing::warn!(error = %e, "committing offsets failed; they will be committed later");
+    }
+}
+
+/// Produces one record (after `delay`) and waits for the broker's acknowledgement.
+async fn produce(
+    producer: FutureProducer,
+    tp: Tp,
+    offset: i64,
+    record: Outgoing,
+    delay: Duration,
+) -> (Tp, i64, Outgoing, Result<(), String>) {
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
+    for (k, v) in &record.headers {
+        headers = headers.insert(Header {
+            key: k,
+            value: Some(v.as_slice()),
+        });
+    }
+    let mut fr = FutureRecord::to(&record.topic)
+        .payload(&record.payload)
+        .headers(headers);
+    if let Some(k) = &record.key {
+        fr = fr.key(k);
+    }
+    let result = match producer.send(fr, Duration::from_secs(5)).await {
+        Ok(_) => Ok(()),
+        Err((e, _)) => Err(e.to_string()),
+    };
+    (tp, offset, record, result)
+}
+
+/// Runs one message through the graph; the record to produce (result or dead letter), or
+/// `None` when it fails and there is no dead-letter topic.
+async fn process(
+    graph: &Graph,
+    tracker: Option<&Tracker>,
+    spec: &KafkaSourceSpec,
+    msg: Incoming,
+) -> Option<Outgoing> {
+    let header = |name: &str| {
+        msg.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+    };
+    let mut attempt = 0;
+    let outcome = loop {
+        match run_message(graph, tracker, &msg, &header).await {
+            // Overload is not the message's fault: wait and try again, a few times.
+            Err(e)
+                if matches!(e.kind, ErrorKind::Overloaded | ErrorKind::Unavailable)
+                    && attempt < 3 =>
+            {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
+            }
+            other => break other,
+        }
+    };
+    match outcome {
+        Ok((id, payload)) => {
+            let mut headers = msg.headers.clone();
+            headers.retain(|(k, _)| !k.eq_ignore_ascii_case(CORRELATION_HEADER));
+            headers.push((CORRELATION_HEADER.to_owned(), id.into_bytes()));
+            Some(Outgoing {
+                topic: spec.output_topic.clone(),
+                key: msg.key,
+                payload,
+                headers,
+            })
+        }
+        Err(e) => {
+            tracing::debug!(topic = %msg.tp.0, partition = msg.tp.1, offset = msg.offset, error = %e, "message failed");
+            let dlq = spec.dlq_topic.as_ref()?;
+            let mut headers = msg.headers.clone();
+            headers.push(("error".into(), e.to_string().into_bytes()));
+            headers.push((
+                "error-status".into(),
+                e.kind.status().to_string().into_bytes(),
+            ));
+            headers.push(("source-topic".into(), msg.tp.0.clone().into_bytes()));
+            headers.push(("source-partition".into(), msg.tp.1.to_string().into_bytes()));
+            headers.push(("source-offset".into(), msg.offset.to_string().into_bytes()));
+            Some(Outgoing {
+                topic: dlq.clone(),
+                key: msg.key,
+                payload: msg.payload.unwrap_or_default(),
+                headers,
+            })
+        }
+    }
+}
+
+/// Decodes, routes and runs one message; its id and the encoded response.
+async fn run_message(
+    graph: &Graph,
+    tracker: Option<&Tracker>,
+    msg: &Incoming,
+    header: &(dyn Fn(&str) -> Option<String> + Sync),
+) -> crate::Result<(String, Vec<u8>)> {
+    let payload = msg
+        .payload
+        .as_deref()
+        .ok_or_else(|| Error::bad_request("the message has no payload"))?;
+    let json_len = header("inference-header-content-length").and_then(|v| v.trim().parse().ok());
+    let request = decode_request(payload, json_len)?;
+    let mut event = request.event;
+    if event.id.is_empty() {
+        event.id = new_id();
+    }
+    // The model: the body's `model`, else the headers, else the graph (MLRun's rule).
+    let target = event.target.take().or_else(|| {
+        header(MODEL_HEADER).map(|model| Target {
+            model,
+            version: header(VERSION_HEADER),
+        })
+    });
+    let (model, version) = match &target {
+        Some(t) => {
+            let info = graph.model(&t.model, t.version.as_deref()).ok_or_else(|| {
+                Error::not_found(format!(
+                    "unknown model `{}`{}",
+                    t.model,
+                    t.version
+                        .as_ref()
+                        .map(|v| format!(" version `{v}`"))
+                        .unwrap_or_default()
+                ))
+            })?;
+            (info.name.clone(), info.version.clone())
+        }
+        None => (graph.name.clone(), None),
+    };
+    event.target = target.filter(|t| t.model != graph.name);
+    event.explain = match header(OPERATION_HEADER).as_deref() {
+        None | Some("infer") => false,
+        Some("explain") => true,
+        Some(other) => {
+            return Err(Error::bad_request(format!(
+                "unknown operation `{other}`: expected `infer` or `explain`"
+            )));
+        }
+    };
+    let id = event.id.clone();
+    let done = match tracker.filter(|t| t.sampled()) {
+        None => graph.run(event).await?,
+        Some(t) => {
+            let ctx = TrackContext {
+                graph,
+                model: &model,
+                version: version.as_deref(),
+                explain: event.explain,
+            };
+            run_tracked(t, ctx, event).await?
+        }
+    };
+    let outputs: Vec<_> = request
+        .outputs
+        .into_iter()
+        .map(|mut o| {
+            o.binary = Some(false);
+            o
+        })
+        .collect();
+    let encoded = encode_response(&done, &model, version.as_deref(), &outputs, false)?;
+    Ok((id, encoded.body))
+}
+
+/// A tracking sink that produces each event as one Kafka message.
+pub struct KafkaTrackingSink {
+    producer: FutureProducer,
+    topic: String,
+}
+
+/// Opens a `kafka://HOST:PORT/TOPIC` tracking sink.
+pub fn tracking_sink(brokers: &str, topic: &str) -> Result<Box<dyn EventSink>, String> {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "5")
+        .set("message.timeout.ms", "10000")
+        .create()
+        .map_err(|e| format!("cannot create the tracking producer: {e}"))?;
+    Ok(Box::new(KafkaTrackingSink {
+        producer,
+        topic: topic.to_owned(),
+    }))
+}
+
+#[async_trait::async_trait]
+impl EventSink for KafkaTrackingSink {
+    async fn write(&mut self, lines: &[u8], _events: usize) -> Result<(), String> {
+        let sends = lines
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|line| {
+                let record: FutureRecord<'_, (), [u8]> =
+                    FutureRecord::to(&self.topic).payload(line);
+                self.producer.send(record, Duration::from_secs(5))
+            })
+            .collect::<FuturesUnordered<_>>();
+        let results: Vec<_> = sends.collect().await;
+        match results.into_iter().find_map(|r| r.err()) {
+            Some((e, _)) => Err(e.to_string()),
+            None => Ok(()),
+        }
+    }
+}
