@@ -183,3 +183,78 @@ fn sigkill_mid_stream_loses_nothing() {
     // At-least-once: some were answered twice (those in flight at the kill), none lost.
     assert!(all.len() >= n);
 }
+
+#[test]
+fn two_processes_in_one_group_share_the_work_and_track_to_kafka() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = unique("events");
+    create_topics(&[(&events, 1)]);
+    let (graph, t) = kafka_graph(dir.path(), 4, "");
+    let text = std::fs::read_to_string(&graph).unwrap();
+    let for_process = |name: &str| {
+        let path = dir.path().join(format!("{name}.yaml"));
+        let tracking = format!(
+            "tracking: {{sink: \"kafka://{}/{events}\", batch: 10, flush_ms: 100, labels: {{process: {name}}}}}\n",
+            broker()
+        );
+        std::fs::write(&path, format!("{text}{tracking}")).unwrap();
+        path
+    };
+    let (a, b) = (for_process("a"), for_process("b"));
+    let _a = Server::start(a.to_str().unwrap(), &[]);
+    let _b = Server::start(b.to_str().unwrap(), &[]);
+    // Requests over 12 s, so both processes own partitions for most of the stream whatever
+    // the timing of the group joins.
+    let n = 600;
+    for chunk in 0..12 {
+        let records: Vec<Outgoing> = (chunk * 50..(chunk + 1) * 50)
+            .map(|i| {
+                (
+                    format!("k{i}"),
+                    request(i),
+                    vec![("x-model-name", "iris-lr")],
+                )
+            })
+            .collect();
+        produce(&t.input, &records);
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let results = consume_until(&t.output, Duration::from_secs(60), |r| {
+        r.iter()
+            .map(|r| &r.headers["correlation-id"])
+            .collect::<HashSet<_>>()
+            .len()
+            >= n
+    });
+    let ids: HashSet<&String> = results
+        .iter()
+        .map(|r| &r.headers["correlation-id"])
+        .collect();
+    assert_eq!(ids.len(), n, "together they answer every request");
+
+    // Every request has a tracking event, and both processes served some.
+    let tracked = consume_until(&events, Duration::from_secs(30), |r| r.len() >= n);
+    let mut by_process: HashMap<String, usize> = HashMap::new();
+    for e in &tracked {
+        let v: Value = serde_json::from_str(&e.payload).unwrap();
+        assert_eq!(v["graph"], "iris");
+        assert_eq!(v["model"], "iris-lr");
+        assert!(v["id"].as_str().unwrap().starts_with("req-"));
+        *by_process
+            .entry(v["labels"]["process"].as_str().unwrap().to_owned())
+            .or_default() += 1;
+    }
+    assert!(
+        tracked.len() >= n,
+        "{} events for {n} requests",
+        tracked.len()
+    );
+    assert!(
+        by_process.get("a").is_some_and(|&c| c > 0),
+        "{by_process:?}"
+    );
+    assert!(
+        by_process.get("b").is_some_and(|&c| c > 0),
+        "{by_process:?}"
+    );
+}
