@@ -38,6 +38,37 @@ pub enum BenchCommand {
         #[arg(long, default_value = "http")]
         label: String,
     },
+    /// Creates `topic` (and `--create` more) and produces COUNT copies of a message to it.
+    KafkaProduce {
+        #[arg(long)]
+        brokers: String,
+        #[arg(long)]
+        topic: String,
+        /// Other topics to create first (e.g. the output topic).
+        #[arg(long)]
+        create: Vec<String>,
+        #[arg(long, default_value_t = 4)]
+        partitions: i32,
+        #[arg(long, default_value_t = 100_000)]
+        count: usize,
+        /// The message payload (JSON), or @FILE.
+        #[arg(long)]
+        data: String,
+    },
+    /// Reads `topic` until COUNT messages arrived; the rate between the first and the last.
+    KafkaMeasure {
+        #[arg(long)]
+        brokers: String,
+        #[arg(long)]
+        topic: String,
+        #[arg(long, default_value_t = 100_000)]
+        count: usize,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 120)]
+        timeout: u64,
+        #[arg(long, default_value = "kafka")]
+        label: String,
+    },
     /// The engine's own cost per step: chains of `noop` transforms run in-process, one request
     /// at a time; the slope of time over chain length is the per-step overhead.
     Engine {
@@ -82,6 +113,33 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        BenchCommand::KafkaProduce {
+            brokers,
+            topic,
+            create,
+            partitions,
+            count,
+            data,
+        } => {
+            let payload = match data.strip_prefix('@') {
+                Some(f) => std::fs::read(f).with_context(|| format!("reading {f}"))?,
+                None => data.into_bytes(),
+            };
+            kafka_produce(&brokers, &topic, &create, partitions, count, &payload)
+        }
+        BenchCommand::KafkaMeasure {
+            brokers,
+            topic,
+            count,
+            timeout,
+            label,
+        } => kafka_measure(
+            &brokers,
+            &topic,
+            count,
+            Duration::from_secs(timeout),
+            &label,
+        ),
         BenchCommand::Engine { steps, requests } => {
             let lengths: Vec<usize> = steps
                 .split(',')
@@ -236,5 +294,107 @@ fn engine_overhead(lengths: &[usize], requests: usize) -> anyhow::Result<()> {
             my - slope * mx
         );
     }
+    Ok(())
+}
+
+fn kafka_produce(
+    brokers: &str,
+    topic: &str,
+    create: &[String],
+    partitions: i32,
+    count: usize,
+    payload: &[u8],
+) -> anyhow::Result<()> {
+    use rdkafka::ClientConfig;
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()?;
+    let mut topics = vec![NewTopic::new(topic, partitions, TopicReplication::Fixed(1))];
+    topics.extend(
+        create
+            .iter()
+            .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1))),
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    for r in rt.block_on(admin.create_topics(&topics, &AdminOptions::new()))? {
+        r.map_err(|(t, e)| anyhow::anyhow!("creating {t}: {e}"))?;
+    }
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "5")
+        .set("queue.buffering.max.messages", "1000000")
+        .create()?;
+    for i in 0..count {
+        let key = format!("k{i}");
+        let mut record = BaseRecord::to(topic).key(key.as_str()).payload(payload);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((_, r)) => {
+                    record = r;
+                    producer.poll(Duration::from_millis(5));
+                }
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(60))?;
+    println!("produced {count} messages to {topic}");
+    Ok(())
+}
+
+fn kafka_measure(
+    brokers: &str,
+    topic: &str,
+    count: usize,
+    timeout: Duration,
+    label: &str,
+) -> anyhow::Result<()> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("measure-{}", std::process::id()))
+        .set("enable.auto.commit", "false")
+        .create()?;
+    // Assigned, not subscribed: no group join in the measurement.
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let mut list = TopicPartitionList::new();
+    for p in 0..metadata.topics()[0].partitions().len() as i32 {
+        list.add_partition_offset(topic, p, Offset::Beginning)?;
+    }
+    consumer.assign(&list)?;
+    // The rate comes from the messages' own timestamps (when the processor produced each),
+    // so how fast this reader reads does not matter.
+    use rdkafka::message::Message;
+    let deadline = Instant::now() + timeout;
+    let (mut seen, mut first, mut last) = (0usize, i64::MAX, i64::MIN);
+    while seen < count {
+        if Instant::now() > deadline {
+            bail!(
+                "{label}: only {seen} of {count} messages within {} s",
+                timeout.as_secs()
+            );
+        }
+        if let Some(m) = consumer.poll(Duration::from_millis(100)) {
+            let m = m?;
+            let ts = m
+                .timestamp()
+                .to_millis()
+                .context("a message without a timestamp")?;
+            first = first.min(ts);
+            last = last.max(ts);
+            seen += 1;
+        }
+    }
+    let secs = ((last - first) as f64 / 1000.0).max(1e-3);
+    println!(
+        "{label}: {count} messages, {:.0} msgs/s (first to last result, {secs:.3} s by message timestamps)",
+        (count - 1) as f64 / secs
+    );
     Ok(())
 }

@@ -65,7 +65,7 @@ pub struct EventData {
     /// add per-feature `attributions` to their outputs.
     pub explain: bool,
     /// Time in each step, in microseconds; recorded only when `Some` (tracked requests).
-    pub step_microsec: Option<Map<String, Value>>,
+    pub step_microsec: Option<Vec<(String, u64)>>,
 }
 
 impl Event {

@@ -103,7 +103,7 @@ impl GraphNode {
         let mut event = self.run_untimed(event).await?;
         let micros = start.elapsed().as_micros() as u64;
         if let Some(times) = &mut event.step_microsec {
-            times.insert(self.name.clone(), micros.into());
+            times.push((self.name.clone(), micros));
         }
         Ok(event)
     }
@@ -460,6 +460,13 @@ impl Graph {
             }
             event.parameters.extend(other.parameters);
             event.notes.extend(other.notes);
+            if let (Some(mine), Some(theirs)) = (&mut event.step_microsec, other.step_microsec) {
+                for t in theirs {
+                    if !mine.contains(&t) {
+                        mine.push(t);
+                    }
+                }
+            }
         }
         event
     }

@@ -687,20 +687,27 @@ pub fn decode_response(body: &[u8], json_len: Option<usize>) -> Result<Vec<Tenso
         .collect()
 }
 
-/// Tensors as OIP JSON (`[{name, datatype, shape, data}]`), for records such as tracking
-/// events; tensors with more than `max_elements` elements are listed without `data`.
-pub fn tensors_json(tensors: &[Tensor], max_elements: usize) -> Value {
-    let entries: Vec<OutputOut<'_>> = tensors
-        .iter()
-        .map(|t| OutputOut {
-            name: &t.name,
-            datatype: t.datatype().as_str(),
-            shape: &t.shape,
-            parameters: None,
-            data: (t.data.len() <= max_elements).then_some(JsonData(&t.data)),
-        })
-        .collect();
-    serde_json::to_value(entries).unwrap_or(Value::Null)
+/// Serializes tensors as OIP JSON (`[{name, datatype, shape, data}]`) for records such as
+/// tracking events; tensors with more than `max_elements` elements are listed without `data`.
+pub struct TensorsJson<'a> {
+    pub tensors: &'a [Tensor],
+    pub max_elements: usize,
+}
+
+impl Serialize for TensorsJson<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(self.tensors.len()))?;
+        for t in self.tensors {
+            seq.serialize_element(&OutputOut {
+                name: &t.name,
+                datatype: t.datatype().as_str(),
+                shape: &t.shape,
+                parameters: None,
+                data: (t.data.len() <= self.max_elements).then_some(JsonData(&t.data)),
+            })?;
+        }
+        seq.end()
+    }
 }
 
 /// A fresh request id for requests that come without one: unique within the process, and

@@ -111,42 +111,90 @@ impl Sink {
     }
 }
 
-/// One monitoring event (MLRun's field names where they exist).
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+/// One monitoring event, as a request leaves it: owned data, cheap to make; the writer task
+/// turns it into JSON (MLRun's field names where they exist; see docs/tracking.md).
+#[derive(Clone, Debug)]
 pub struct TrackingEvent {
     pub id: String,
-    /// When the request arrived, RFC 3339 UTC.
-    pub when: String,
+    /// When the request arrived.
+    pub when: SystemTime,
     pub graph: String,
     /// The model (graph or route) the request addressed.
     pub model: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
     /// The route a router took, if any.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub route: Option<String>,
-    /// `infer` or `explain`.
-    pub op: String,
-    /// The request's tensors (OIP JSON; data left out past `max_tensor_elements`).
-    pub request: Value,
-    /// The response's tensors, or null on error.
-    pub resp: Value,
+    /// `/explain` rather than `/infer`.
+    pub explain: bool,
+    /// The request's tensors.
+    pub request: Vec<crate::Tensor>,
+    /// The response's tensors; `None` when the request failed.
+    pub resp: Option<Vec<crate::Tensor>>,
     /// The error, if the request failed.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// Time through the graph, in microseconds.
     pub microsec: u64,
-    /// Time in each step, in microseconds, in the order they finished.
-    pub step_microsec: Map<String, Value>,
-    pub labels: Map<String, Value>,
+    /// Time in each step, in microseconds.
+    pub step_microsec: Vec<(String, u64)>,
+}
+
+/// An event's JSON line, written by the writer task.
+struct EventJson<'a> {
+    event: &'a TrackingEvent,
+    labels: &'a Map<String, Value>,
+    max_elements: usize,
+}
+
+impl Serialize for EventJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let e = self.event;
+        let tensors = |t| crate::protocol::TensorsJson {
+            tensors: t,
+            max_elements: self.max_elements,
+        };
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("id", &e.id)?;
+        m.serialize_entry("when", &timestamp(e.when))?;
+        m.serialize_entry("graph", &e.graph)?;
+        m.serialize_entry("model", &e.model)?;
+        if let Some(v) = &e.version {
+            m.serialize_entry("version", v)?;
+        }
+        if let Some(r) = &e.route {
+            m.serialize_entry("route", r)?;
+        }
+        m.serialize_entry("op", if e.explain { "explain" } else { "infer" })?;
+        m.serialize_entry("request", &tensors(&e.request))?;
+        match &e.resp {
+            Some(r) => m.serialize_entry("resp", &tensors(r))?,
+            None => m.serialize_entry("resp", &Value::Null)?,
+        }
+        if let Some(err) = &e.error {
+            m.serialize_entry("error", err)?;
+        }
+        m.serialize_entry("microsec", &e.microsec)?;
+        let steps: Map<String, Value> = e
+            .step_microsec
+            .iter()
+            .map(|(k, v)| (k.clone(), (*v).into()))
+            .collect();
+        m.serialize_entry("step_microsec", &steps)?;
+        m.serialize_entry("labels", self.labels)?;
+        m.end()
+    }
 }
 
 /// Where the background task writes batches of JSON lines.
 #[async_trait]
 pub trait EventSink: Send + 'static {
-    async fn write(&mut self, lines: &[u8], events: usize) -> Result<(), String>;
-    async fn flush(&mut self) -> Result<(), String> {
-        Ok(())
+    /// Takes a batch. May return before it is durable (a Kafka sink hands it to the
+    /// producer); returns how many *earlier* events turned out not to be delivered.
+    async fn write(&mut self, lines: &[u8], events: usize) -> Result<usize, String>;
+
+    /// Waits until everything taken is written (at shutdown); returns how many were not.
+    async fn close(&mut self) -> Result<usize, String> {
+        Ok(0)
     }
 }
 
@@ -156,13 +204,14 @@ struct FileSink {
 
 #[async_trait]
 impl EventSink for FileSink {
-    async fn write(&mut self, lines: &[u8], _events: usize) -> Result<(), String> {
+    async fn write(&mut self, lines: &[u8], _events: usize) -> Result<usize, String> {
         // Small appends to a local file: a blocking write is cheaper than a thread hop, and
         // this task is off every request's path.
-        self.file.write_all(lines).map_err(|e| e.to_string())
-    }
-    async fn flush(&mut self) -> Result<(), String> {
-        self.file.flush().map_err(|e| e.to_string())
+        self.file
+            .write_all(lines)
+            .and_then(|_| self.file.flush())
+            .map(|_| 0)
+            .map_err(|e| e.to_string())
     }
 }
 
@@ -170,10 +219,11 @@ struct StdoutSink;
 
 #[async_trait]
 impl EventSink for StdoutSink {
-    async fn write(&mut self, lines: &[u8], _events: usize) -> Result<(), String> {
+    async fn write(&mut self, lines: &[u8], _events: usize) -> Result<usize, String> {
         let mut out = std::io::stdout().lock();
         out.write_all(lines)
             .and_then(|_| out.flush())
+            .map(|_| 0)
             .map_err(|e| e.to_string())
     }
 }
@@ -212,8 +262,6 @@ pub struct Tracker {
     tx: mpsc::Sender<TrackingEvent>,
     sample: u64,
     counter: Arc<AtomicU64>,
-    pub max_tensor_elements: usize,
-    pub labels: Map<String, Value>,
     pub stats: Arc<TrackingStats>,
     last_warning: Arc<std::sync::Mutex<Option<Instant>>>,
 }
@@ -226,24 +274,20 @@ pub struct TrackingWriter {
     batch: usize,
     flush: Duration,
     stats: Arc<TrackingStats>,
+    labels: Map<String, Value>,
+    max_elements: usize,
 }
 
 impl Tracker {
     pub fn new(spec: &TrackingSpec, sink: Box<dyn EventSink>) -> (Tracker, TrackingWriter) {
         let (tx, rx) = mpsc::channel(spec.queue);
         let stats = Arc::new(TrackingStats::default());
-        let labels = spec
-            .labels
-            .iter()
-            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
-            .collect();
+
         (
             Tracker {
                 tx,
                 sample: spec.sample,
                 counter: Arc::new(AtomicU64::new(0)),
-                max_tensor_elements: spec.max_tensor_elements,
-                labels,
                 stats: Arc::clone(&stats),
                 last_warning: Arc::new(std::sync::Mutex::new(None)),
             },
@@ -253,6 +297,12 @@ impl Tracker {
                 batch: spec.batch,
                 flush: Duration::from_millis(spec.flush_ms),
                 stats,
+                labels: spec
+                    .labels
+                    .iter()
+                    .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                    .collect(),
+                max_elements: spec.max_tensor_elements,
             },
         )
     }
@@ -285,6 +335,15 @@ impl Tracker {
 }
 
 impl TrackingWriter {
+    /// Counts events the sink reported lost after taking them.
+    fn lost(&self, n: usize) {
+        if n > 0 {
+            self.stats.written.fetch_sub(n as u64, Ordering::Relaxed);
+            self.stats.dropped.fetch_add(n as u64, Ordering::Relaxed);
+            tracing::warn!(events = n, "monitoring events were not delivered");
+        }
+    }
+
     /// Runs until every [`Tracker`] is dropped, then writes what is left.
     pub async fn run(mut self) {
         let mut buf = Vec::with_capacity(self.batch * 512);
@@ -297,7 +356,8 @@ impl TrackingWriter {
                 tokio::select! {
                     next = self.rx.recv() => match next {
                         Some(event) => {
-                            if serde_json::to_writer(&mut buf, &event).is_ok() {
+                            let line = EventJson { event: &event, labels: &self.labels, max_elements: self.max_elements };
+                            if serde_json::to_writer(&mut buf, &line).is_ok() {
                                 buf.push(b'\n');
                                 count += 1;
                             }
@@ -312,10 +372,11 @@ impl TrackingWriter {
             };
             if count > 0 {
                 match self.sink.write(&buf, count).await {
-                    Ok(()) => {
+                    Ok(lost) => {
                         self.stats
                             .written
                             .fetch_add(count as u64, Ordering::Relaxed);
+                        self.lost(lost);
                     }
                     Err(e) => {
                         self.stats.failed_writes.fetch_add(1, Ordering::Relaxed);
@@ -325,11 +386,14 @@ impl TrackingWriter {
                         tracing::warn!(events = count, error = %e, "could not write monitoring events");
                     }
                 }
-                let _ = self.sink.flush().await;
                 buf.clear();
                 count = 0;
             }
             if closed {
+                match self.sink.close().await {
+                    Ok(lost) => self.lost(lost),
+                    Err(e) => tracing::warn!(error = %e, "closing the tracking sink failed"),
+                }
                 return;
             }
         }
@@ -344,47 +408,43 @@ pub struct TrackContext<'a> {
     pub explain: bool,
 }
 
-/// Runs a sampled request, recording step times, and emits its tracking event (failures too).
+/// Runs a sampled request, recording step times, and emits its tracking event (failures
+/// too). What it adds to the request's path is copying the request's and the response's
+/// tensors; the writer task makes the JSON.
 pub async fn run_tracked(
     tracker: &Tracker,
     ctx: TrackContext<'_>,
     mut event: crate::Event,
 ) -> crate::Result<crate::Event> {
-    let when = std::time::SystemTime::now();
-    let start = std::time::Instant::now();
+    let when = SystemTime::now();
+    let start = Instant::now();
     let id = event.id.clone();
-    let request = crate::protocol::tensors_json(&event.tensors, tracker.max_tensor_elements);
-    event.step_microsec = Some(serde_json::Map::new());
+    let request = event.tensors.clone();
+    event.step_microsec = Some(Vec::new());
     let result = ctx.graph.run(event).await;
     let microsec = start.elapsed().as_micros() as u64;
     let (route, resp, error, steps) = match &result {
         Ok(done) => (
             done.route().map(str::to_owned),
-            crate::protocol::tensors_json(&done.tensors, tracker.max_tensor_elements),
+            Some(done.tensors.clone()),
             None,
             done.step_microsec.clone().unwrap_or_default(),
         ),
-        Err(e) => (
-            None,
-            serde_json::Value::Null,
-            Some(e.to_string()),
-            serde_json::Map::new(),
-        ),
+        Err(e) => (None, None, Some(e.to_string()), Vec::new()),
     };
     tracker.emit(TrackingEvent {
         id,
-        when: timestamp(when),
+        when,
         graph: ctx.graph.name.clone(),
         model: ctx.model.to_owned(),
         version: ctx.version.map(str::to_owned),
         route,
-        op: if ctx.explain { "explain" } else { "infer" }.to_owned(),
+        explain: ctx.explain,
         request,
         resp,
         error,
         microsec,
         step_microsec: steps,
-        labels: tracker.labels.clone(),
     });
     result
 }
@@ -406,18 +466,17 @@ mod tests {
     fn event(i: usize) -> TrackingEvent {
         TrackingEvent {
             id: i.to_string(),
-            when: timestamp(SystemTime::UNIX_EPOCH),
+            when: SystemTime::UNIX_EPOCH,
             graph: "g".into(),
             model: "m".into(),
             version: None,
             route: None,
-            op: "infer".into(),
-            request: Value::Null,
-            resp: Value::Null,
+            explain: false,
+            request: Vec::new(),
+            resp: None,
             error: None,
             microsec: 1,
-            step_microsec: Map::new(),
-            labels: Map::new(),
+            step_microsec: Vec::new(),
         }
     }
 
@@ -429,10 +488,10 @@ mod tests {
 
     #[async_trait]
     impl EventSink for Memory {
-        async fn write(&mut self, lines: &[u8], events: usize) -> Result<(), String> {
+        async fn write(&mut self, lines: &[u8], events: usize) -> Result<usize, String> {
             self.0.lock().unwrap().push(events);
             self.1.lock().unwrap().extend_from_slice(lines);
-            Ok(())
+            Ok(0)
         }
     }
 
@@ -490,7 +549,12 @@ mod tests {
         let text = String::from_utf8(bytes.lock().unwrap().clone()).unwrap();
         let ids: Vec<String> = text
             .lines()
-            .map(|l| serde_json::from_str::<TrackingEvent>(l).unwrap().id)
+            .map(|l| {
+                serde_json::from_str::<Value>(l).unwrap()["id"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
             .collect();
         assert_eq!(ids, ["0", "1", "2", "3", "4", "5", "6", "7"]);
     }
