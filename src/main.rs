@@ -114,7 +114,7 @@ fn main() -> ExitCode {
         } => invoke(&graph, model, version, &data, explain),
         Command::Plot { graph, format } => plot(&graph, format),
         Command::Schema => {
-            let schema = servegraph_engine::schema::graph_schema(&servegraph_steps::registry());
+            let schema = servegraph_engine::schema::graph_schema(&registry());
             println!("{}", serde_json::to_string_pretty(&schema).expect("JSON"));
             Ok(())
         }
@@ -138,6 +138,13 @@ fn init_logging(default: &str) {
         .init();
 }
 
+/// The step kinds: the built-in ones and Kafka's `queue`.
+fn registry() -> servegraph_engine::Registry {
+    let mut r = servegraph_steps::registry();
+    servegraph_engine::kafka::queue::register(&mut r);
+    r
+}
+
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -146,11 +153,11 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 fn load(graph: &Path, mode: BuildMode) -> anyhow::Result<Graph> {
-    Graph::load(graph, &servegraph_steps::registry(), mode).map_err(|e| anyhow::anyhow!("{e}"))
+    Graph::load(graph, &registry(), mode).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 fn validate(graph: &Path, short: bool) -> ExitCode {
-    match Graph::load(graph, &servegraph_steps::registry(), BuildMode::Load) {
+    match Graph::load(graph, &registry(), BuildMode::Load) {
         Ok(g) => {
             let models: Vec<String> = g
                 .models()

@@ -26,9 +26,30 @@ fn every_example_graph_answers_its_golden_requests() {
         assert!(!cases.is_empty());
         for case in cases {
             let model = case["model"].as_str().unwrap();
+            // A case that needs Kafka: the test broker, its topics, the graph pointed at it.
+            let dir = tempfile::tempdir().unwrap();
+            let graph = match case.get("kafka") {
+                None => path.clone(),
+                Some(k) => {
+                    let topics: Vec<(&str, i32)> = k["create_topics"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|t| (t.as_str().unwrap(), 1))
+                        .collect();
+                    common::kafka::create_topics(&topics);
+                    let text = std::fs::read_to_string(&path)
+                        .unwrap()
+                        .replace("127.0.0.1:9092", common::kafka::broker())
+                        .replace("../models/", &format!("{}/models/", root().display()));
+                    let copy = dir.path().join(path.file_name().unwrap());
+                    std::fs::write(&copy, text).unwrap();
+                    copy
+                }
+            };
             let out = bin()
                 .arg("invoke")
-                .arg(&path)
+                .arg(&graph)
                 .args(["--model", model, "--data"])
                 .arg(case["request"].to_string())
                 .output()
@@ -48,6 +69,17 @@ fn every_example_graph_answers_its_golden_requests() {
                     .unwrap_or_else(|| panic!("{stem}/{model}: no output `{name}` in {v}"))["data"]
                     .clone()
             };
+            for (name, want) in case
+                .get("parameters")
+                .and_then(Value::as_object)
+                .into_iter()
+                .flatten()
+            {
+                assert_eq!(
+                    &v["parameters"][name], want,
+                    "{stem}/{model}: parameter `{name}`"
+                );
+            }
             for (name, want) in case["outputs"].as_object().unwrap() {
                 assert_eq!(&output(name), want, "{stem}/{model}: output `{name}`");
             }

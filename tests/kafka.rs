@@ -258,3 +258,79 @@ fn two_processes_in_one_group_share_the_work_and_track_to_kafka() {
         "{by_process:?}"
     );
 }
+
+#[test]
+fn a_queue_step_splits_a_flow_over_kafka() {
+    let dir = tempfile::tempdir().unwrap();
+    let (stage2, results, group) = (unique("stage2"), unique("results"), unique("group"));
+    create_topics(&[(&stage2, 2), (&results, 1)]);
+    let text = std::fs::read_to_string(root().join("graphs/iris-queue.yaml"))
+        .unwrap()
+        .replace("127.0.0.1:9092", broker())
+        .replace("iris-stage2", &stage2)
+        .replace("iris-results", &results)
+        .replace("servegraph-iris-queue", &group)
+        .replace("../models/", &format!("{}/models/", root().display()));
+    let graph = dir.path().join("q.yaml");
+    std::fs::write(&graph, text).unwrap();
+    let s = Server::start(graph.to_str().unwrap(), &[]);
+
+    // The receiving side: standardize, publish, acknowledge.
+    let r = post(&s.addr, "/v2/models/iris-queue/infer", &iris_request("q-1"));
+    assert_eq!(r.status, 202, "{:?}", String::from_utf8_lossy(&r.body));
+    let ack = r.json();
+    assert_eq!(ack["id"], "q-1");
+    assert_eq!(ack["parameters"]["queued"], stage2.as_str());
+    assert_eq!(ack["outputs"], serde_json::json!([]));
+
+    // The far side (here the same process, as a member of the group): the rest of the flow.
+    let out = consume_until(&results, Duration::from_secs(60), |r| !r.is_empty());
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].headers["correlation-id"], "q-1");
+    let v: Value = serde_json::from_str(&out[0].payload).unwrap();
+    let exp = expected();
+    let classes = exp["classes"].as_array().unwrap();
+    let want: Vec<Value> = exp["iris-ensemble"]["label"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| classes[i.as_u64().unwrap() as usize].clone())
+        .collect();
+    let label = v["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["name"] == "label")
+        .unwrap();
+    assert_eq!(label["data"], Value::Array(want));
+}
+
+#[test]
+fn a_queue_step_needs_a_straight_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = dir.path().join("branchy.yaml");
+    std::fs::write(
+        &g,
+        "name: b
+graph:
+  kind: flow
+  steps:
+    a: {kind: transform, op: noop}
+    q: {kind: queue, after: a, topic: t, brokers: \"127.0.0.1:1\"}
+    side: {kind: transform, op: noop, after: a}
+    end: {kind: transform, op: noop, after: [q, side]}
+",
+    )
+    .unwrap();
+    let out = bin()
+        .args(["validate", "--short"])
+        .arg(&g)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        text.contains("step `q`: a queue step must be in a flow that is a straight chain of steps"),
+        "{text}"
+    );
+}

@@ -66,6 +66,11 @@ pub struct EventData {
     pub explain: bool,
     /// Time in each step, in microseconds; recorded only when `Some` (tracked requests).
     pub step_microsec: Option<Vec<(String, u64)>>,
+    /// Set by a step that hands the event on elsewhere (a queue step): the flow stops here
+    /// and the event, as it is, is the answer.
+    pub stopped: bool,
+    /// Run only the steps after this one (a flow resumed from a queue step's topic).
+    pub resume_after: Option<String>,
 }
 
 impl Event {

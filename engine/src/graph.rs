@@ -362,13 +362,47 @@ impl Graph {
 
     async fn run_steps(&self, event: Event) -> Result<Event> {
         if self.chain {
+            // A flow resumed from a queue starts after the queue step.
+            let first = match &event.resume_after {
+                None => 0,
+                Some(step) => {
+                    1 + self
+                        .nodes
+                        .iter()
+                        .position(|n| &n.name == step)
+                        .ok_or_else(|| {
+                            Error::bad_request(format!(
+                                "cannot resume after `{step}`: the graph has no such step"
+                            ))
+                        })?
+                }
+            };
             let mut event = event;
-            for node in &self.nodes {
+            event.resume_after = None;
+            for node in &self.nodes[first..] {
                 event = self.run_node(node, event).await?;
+                if event.stopped {
+                    break;
+                }
             }
             return Ok(event);
         }
+        if let Some(step) = &event.resume_after {
+            return Err(Error::bad_request(format!(
+                "cannot resume after `{step}`: only flows that are a straight chain can be resumed"
+            )));
+        }
         self.run_dag(event).await
+    }
+
+    /// Whether the graph is a straight chain of steps (what queue steps need).
+    pub fn is_chain(&self) -> bool {
+        self.chain
+    }
+
+    /// The names of the graph's steps, in order.
+    pub fn step_names(&self) -> Vec<&str> {
+        self.nodes.iter().map(|n| n.name.as_str()).collect()
     }
 
     /// Runs one step; if it fails and has an error handler, the handler gets the step's input
@@ -924,6 +958,16 @@ fn compile(
             .enumerate()
             .all(|(i, n)| n.succs.len() <= 1 && (i == 0 || n.preds == [i - 1]));
 
+    // A queue step splits the flow: the part after it is resumed by position, so the flow
+    // must be a straight chain.
+    if !chain && let Some((i, n)) = nodes.iter().enumerate().find(|(_, n)| n.step.hands_off()) {
+        ctx.report(
+            Diagnostic::new("a queue step must be in a flow that is a straight chain of steps")
+                .step(&n.name)
+                .at(&spans[i])
+                .help("join branches before the queue, or after it in another graph"),
+        );
+    }
     let mut models = vec![ModelInfo {
         name: spec.name.clone(),
         version: None,

@@ -409,6 +409,10 @@ async fn try_infer(
         request.binary_output,
     )?;
     let mut response = Response::new(Body::from(encoded.body));
+    if done.stopped {
+        // Handed on (a queue step): accepted, the result goes elsewhere.
+        *response.status_mut() = StatusCode::ACCEPTED;
+    }
     let h = response.headers_mut();
     match encoded.json_len {
         Some(n) => {

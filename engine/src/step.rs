@@ -46,6 +46,11 @@ pub trait Step: Send + Sync + 'static {
         "servegraph"
     }
 
+    /// Whether this step hands the event on elsewhere and stops the flow (a queue step).
+    fn hands_off(&self) -> bool {
+        false
+    }
+
     /// Nested steps (a router's routes, an ensemble's members), by name, for pictures.
     fn children(&self) -> Vec<(&str, &dyn Step)> {
         Vec::new()

@@ -11,6 +11,7 @@
 //! stops consuming, finishes what is in flight, and commits.
 
 pub mod progress;
+pub mod queue;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -433,6 +434,8 @@ async fn run_message(
         None => (graph.name.clone(), None),
     };
     event.target = target.filter(|t| t.model != graph.name);
+    // A message a queue step published: the flow goes on after that step.
+    event.resume_after = header(queue::RESUME_HEADER);
     event.explain = match header(OPERATION_HEADER).as_deref() {
         None | Some("infer") => false,
         Some("explain") => true,
