@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use servegraph_engine::http::{AppState, HttpConfig};
-use servegraph_engine::protocol::{decode_request, encode_response};
+use servegraph_engine::protocol::decode_request;
 use servegraph_engine::{BuildMode, Graph, Target};
 
 /// A dataflow serving-graph engine for ML inference: YAML graphs of routers, models,
@@ -384,17 +384,14 @@ fn invoke(
         bail!("`{name}` cannot explain: no model on the route it took gives `attributions`");
     }
     // Printed as JSON: every requested output as JSON data, whatever the request asked.
-    let outputs: Vec<_> = request
-        .outputs
-        .into_iter()
-        .map(|mut o| {
-            o.binary = Some(false);
-            o
-        })
-        .collect();
-    let encoded = encode_response(&done, &name, model_version.as_deref(), &outputs, false)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let value: serde_json::Value = serde_json::from_slice(&encoded.body)?;
+    let body = servegraph_engine::protocol::encode_json_response(
+        &done,
+        &name,
+        model_version.as_deref(),
+        request.outputs,
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let value: serde_json::Value = serde_json::from_slice(&body)?;
     println!("{}", serde_json::to_string_pretty(&value)?);
     Ok(())
 }

@@ -580,6 +580,24 @@ pub fn encode_response(
     finish(&response, binary)
 }
 
+/// [`encode_response`] with every output as JSON data, whatever the request asked (for
+/// transports without the binary extension: Kafka, the CLI).
+pub fn encode_json_response(
+    event: &Event,
+    model: &str,
+    version: Option<&str>,
+    requested: Vec<RequestedOutput>,
+) -> Result<Vec<u8>> {
+    let requested: Vec<RequestedOutput> = requested
+        .into_iter()
+        .map(|o| RequestedOutput {
+            binary: Some(false),
+            ..o
+        })
+        .collect();
+    encode_response(event, model, version, &requested, false).map(|e| e.body)
+}
+
 /// Tensors as OIP JSON entries (inputs and outputs share the shape), with the bytes of those
 /// sent as binary, in order.
 fn tensors_out<'a>(tensors: Vec<(&'a Tensor, bool)>) -> (Vec<OutputOut<'a>>, Vec<u8>) {

@@ -31,7 +31,7 @@ use tokio::sync::watch;
 use crate::error::{Error, ErrorKind};
 use crate::event::Target;
 use crate::graph::Graph;
-use crate::protocol::{decode_request, encode_response, new_id};
+use crate::protocol::{decode_request, encode_json_response, new_id};
 use crate::sources::KafkaSourceSpec;
 use crate::tracking::{EventSink, TrackContext, Tracker, run_tracked};
 
@@ -458,16 +458,8 @@ async fn run_message(
             run_tracked(t, ctx, event).await?
         }
     };
-    let outputs: Vec<_> = request
-        .outputs
-        .into_iter()
-        .map(|mut o| {
-            o.binary = Some(false);
-            o
-        })
-        .collect();
-    let encoded = encode_response(&done, &model, version.as_deref(), &outputs, false)?;
-    Ok((id, encoded.body))
+    let body = encode_json_response(&done, &model, version.as_deref(), request.outputs)?;
+    Ok((id, body))
 }
 
 /// A tracking sink that produces each event as one Kafka message. It hands events to the
