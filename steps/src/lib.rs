@@ -1,6 +1,7 @@
 //! servegraph's built-in steps. [`registry`] gives every built-in kind by name; add custom
 //! kinds to it with [`servegraph_engine::Registry::register`].
 
+pub mod bandit;
 pub mod ensemble;
 pub mod error_handler;
 pub mod image;
