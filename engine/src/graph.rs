@@ -395,6 +395,30 @@ impl Graph {
         self.run_dag(event).await
     }
 
+    /// A step by name, nested ones (routes, members) included.
+    pub fn find_step(&self, name: &str) -> Option<&dyn Step> {
+        fn search<'a>(
+            name: &str,
+            candidates: Vec<(&'a str, &'a dyn Step)>,
+        ) -> Option<&'a dyn Step> {
+            for (n, s) in candidates {
+                if n == name {
+                    return Some(s);
+                }
+                if let Some(found) = search(name, s.children()) {
+                    return Some(found);
+                }
+            }
+            None
+        }
+        let top = self
+            .nodes
+            .iter()
+            .map(|n| (n.name.as_str(), n.step.as_ref()))
+            .collect();
+        search(name, top)
+    }
+
     /// Whether the graph is a straight chain of steps (what queue steps need).
     pub fn is_chain(&self) -> bool {
         self.chain

@@ -140,6 +140,8 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/v2/models/{model}/versions/{version}/infer",
             post(infer_version),
         )
+        .route("/v2/models/{model}/feedback", post(feedback))
+        .route("/v2/models/{model}/stats", get(stats))
         .route("/v2/models/{model}/explain", post(explain))
         .route(
             "/v2/models/{model}/versions/{version}/explain",
@@ -280,6 +282,91 @@ async fn explain_version(
     body: Body,
 ) -> Response {
     run_infer(&state, Some(&model), Some(&version), &headers, body, true).await
+}
+
+/// The step named `name` that learns from feedback (a router), or a 404.
+fn learner<'a>(served: &'a Served, name: &str) -> Result<&'a dyn crate::Step, Error> {
+    served
+        .graph
+        .find_step(name)
+        .filter(|s| s.stats().is_some())
+        .ok_or_else(|| Error::not_found(format!("no router `{name}` that takes feedback")))
+}
+
+/// `POST /v2/models/{router}/feedback`: `{"id", "reward"}`, a batch `[...]` of those, or
+/// Seldon's `{"request", "response", "reward", "truth"}` (the route from the response's
+/// `parameters.route` when its id is not remembered).
+async fn feedback(
+    State(state): State<Arc<AppState>>,
+    Path(model): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<serde_json::Value>, Error> {
+    let served = state.current()?;
+    let router = learner(&served, &model)?;
+    let body = read_body(body, &headers, state.config.max_body_bytes).await?;
+    let value: serde_json::Value = serde_json::from_slice(&body)
+        .map_err(|e| Error::bad_request(format!("malformed feedback: {e}")))?;
+    let single = !value.is_array();
+    let items = match value {
+        serde_json::Value::Array(items) => items,
+        other => vec![other],
+    };
+    let (mut accepted, mut duplicates, mut unknown) = (0, 0, Vec::new());
+    for (i, item) in items.iter().enumerate() {
+        let reward = item
+            .get("reward")
+            .and_then(serde_json::Value::as_f64)
+            .ok_or_else(|| {
+                Error::unprocessable(format!("feedback {i}: `reward` must be a number"))
+            })?;
+        let response = item.get("response");
+        let id = item
+            .get("id")
+            .or_else(|| response.and_then(|r| r.get("id")))
+            .and_then(serde_json::Value::as_str);
+        let route = response
+            .and_then(|r| r.pointer("/parameters/route"))
+            .and_then(serde_json::Value::as_str);
+        match (id, route) {
+            (None, None) => {
+                return Err(Error::unprocessable(format!(
+                    "feedback {i} needs `id` and `reward`, or Seldon's `response` (with its id or \
+                     parameters.route) and `reward`"
+                )));
+            }
+            (Some(id), route) => match router.feedback(id, reward) {
+                Ok(true) => accepted += 1,
+                Ok(false) => duplicates += 1,
+                Err(e) if e.kind == ErrorKind::NotFound => match route {
+                    Some(route) => {
+                        router.feedback_route(route, reward)?;
+                        accepted += 1;
+                    }
+                    None if single => return Err(e),
+                    None => unknown.push(id.to_owned()),
+                },
+                Err(e) => return Err(e),
+            },
+            (None, Some(route)) => {
+                router.feedback_route(route, reward)?;
+                accepted += 1;
+            }
+        }
+    }
+    Ok(Json(
+        json!({ "accepted": accepted, "duplicates": duplicates, "unknown": unknown }),
+    ))
+}
+
+/// `GET /v2/models/{router}/stats`: per route, requests, rewards and the policy's estimate.
+async fn stats(
+    State(state): State<Arc<AppState>>,
+    Path(model): Path<String>,
+) -> Result<Json<serde_json::Value>, Error> {
+    let served = state.current()?;
+    let router = learner(&served, &model)?;
+    Ok(Json(router.stats().expect("a learner has stats")))
 }
 
 /// MLRun-style: `POST /` with the model (route) in the body's `model` field or the

@@ -46,6 +46,24 @@ pub trait Step: Send + Sync + 'static {
         "servegraph"
     }
 
+    /// A reward for the response `id` this step routed (a router whose policy learns):
+    /// `Ok(true)` when counted, `Ok(false)` when that id's reward was already counted.
+    fn feedback(&self, id: &str, reward: f64) -> Result<bool> {
+        let _ = (id, reward);
+        Err(crate::Error::not_found("this step takes no feedback"))
+    }
+
+    /// A reward for a route by name (feedback that names the route, not a remembered id).
+    fn feedback_route(&self, route: &str, reward: f64) -> Result<()> {
+        let _ = (route, reward);
+        Err(crate::Error::not_found("this step takes no feedback"))
+    }
+
+    /// What the step has learnt, for `GET /v2/models/{name}/stats`.
+    fn stats(&self) -> Option<serde_json::Value> {
+        None
+    }
+
     /// Whether this step hands the event on elsewhere and stops the flow (a queue step).
     fn hands_off(&self) -> bool {
         false

@@ -68,7 +68,12 @@ pub struct ArmStats {
 
 impl Bandit {
     /// `seed` makes the choices reproducible.
-    pub fn new(arms: usize, algorithm: Algorithm, discount: Option<f64>, seed: Option<u64>) -> Bandit {
+    pub fn new(
+        arms: usize,
+        algorithm: Algorithm,
+        discount: Option<f64>,
+        seed: Option<u64>,
+    ) -> Bandit {
         Bandit {
             algorithm,
             discount: discount.unwrap_or(1.0),
@@ -119,11 +124,15 @@ impl Bandit {
                 1.0
             };
             let sd = (var / (a.n + 1.0)).sqrt();
-            Normal::new(a.mean(), sd).map(|d| d.sample(&mut self.rng)).unwrap_or(a.mean())
+            Normal::new(a.mean(), sd)
+                .map(|d| d.sample(&mut self.rng))
+                .unwrap_or(a.mean())
         } else {
             let alpha = 1.0 + a.sum.max(0.0);
             let beta = 1.0 + (a.n - a.sum).max(0.0);
-            Beta::new(alpha, beta).map(|d| d.sample(&mut self.rng)).unwrap_or(0.5)
+            Beta::new(alpha, beta)
+                .map(|d| d.sample(&mut self.rng))
+                .unwrap_or(0.5)
         }
     }
 
@@ -137,7 +146,9 @@ impl Bandit {
         if !reward.is_finite() {
             return Err(format!("reward {reward} is not a number"));
         }
-        if self.algorithm == (Algorithm::Thompson { gaussian: false }) && !(0.0..=1.0).contains(&reward) {
+        if self.algorithm == (Algorithm::Thompson { gaussian: false })
+            && !(0.0..=1.0).contains(&reward)
+        {
             return Err(format!(
                 "reward {reward} is outside [0, 1]: Bernoulli Thompson sampling takes rewards in [0, 1] (set `reward: gaussian` for real-valued rewards)"
             ));
@@ -166,9 +177,15 @@ impl Bandit {
                 pulls: a.pulls,
                 rewards: a.rewards,
                 reward_sum: a.reward_sum,
-                mean: if a.rewards > 0 { a.reward_sum / a.rewards as f64 } else { 0.0 },
+                mean: if a.rewards > 0 {
+                    a.reward_sum / a.rewards as f64
+                } else {
+                    0.0
+                },
                 estimate: match self.algorithm {
-                    Algorithm::Ucb1 if a.n > 0.0 && total > 1.0 => a.mean() + (2.0 * total.ln() / a.n).sqrt(),
+                    Algorithm::Ucb1 if a.n > 0.0 && total > 1.0 => {
+                        a.mean() + (2.0 * total.ln() / a.n).sqrt()
+                    }
                     Algorithm::Thompson { gaussian: false } => (1.0 + a.sum) / (2.0 + a.n),
                     _ => a.mean(),
                 },
@@ -201,7 +218,11 @@ mod tests {
             if i >= n - tail && arm == 1 {
                 best += 1;
             }
-            let r = if rng.random::<f64>() < p[arm] { 1.0 } else { 0.0 };
+            let r = if rng.random::<f64>() < p[arm] {
+                1.0
+            } else {
+                0.0
+            };
             b.reward(arm, r).unwrap();
         }
         best as f64 / tail as f64
@@ -213,7 +234,13 @@ mod tests {
             (Algorithm::Thompson { gaussian: false }, 0.9),
             (Algorithm::Thompson { gaussian: true }, 0.9),
             (Algorithm::Ucb1, 0.9),
-            (Algorithm::EpsilonGreedy { epsilon: 0.1, decay: 0.0 }, 0.85),
+            (
+                Algorithm::EpsilonGreedy {
+                    epsilon: 0.1,
+                    decay: 0.0,
+                },
+                0.85,
+            ),
         ] {
             let mut b = Bandit::new(2, algo, None, Some(7));
             let mut rng = SmallRng::seed_from_u64(11);
@@ -224,7 +251,12 @@ mod tests {
 
     #[test]
     fn discounting_follows_a_swap() {
-        let mut b = Bandit::new(2, Algorithm::Thompson { gaussian: false }, Some(0.98), Some(3));
+        let mut b = Bandit::new(
+            2,
+            Algorithm::Thompson { gaussian: false },
+            Some(0.98),
+            Some(3),
+        );
         let mut rng = SmallRng::seed_from_u64(5);
         simulate(&mut b, &[0.3, 0.7], 2000, 1000, &mut rng);
         // The arms swap: arm 0 is now the better one.
@@ -234,7 +266,11 @@ mod tests {
             if i >= 500 && arm == 0 {
                 zero += 1;
             }
-            let r = if rng.random::<f64>() < [0.7, 0.3][arm] { 1.0 } else { 0.0 };
+            let r = if rng.random::<f64>() < [0.7, 0.3][arm] {
+                1.0
+            } else {
+                0.0
+            };
             b.reward(arm, r).unwrap();
         }
         assert!(zero as f64 / 500.0 >= 0.8, "{zero} of 500");
@@ -243,7 +279,15 @@ mod tests {
     #[test]
     fn same_seed_same_choices_and_stats() {
         let run = || {
-            let mut b = Bandit::new(3, Algorithm::EpsilonGreedy { epsilon: 0.3, decay: 0.01 }, None, Some(42));
+            let mut b = Bandit::new(
+                3,
+                Algorithm::EpsilonGreedy {
+                    epsilon: 0.3,
+                    decay: 0.01,
+                },
+                None,
+                Some(42),
+            );
             let picks: Vec<usize> = (0..50)
                 .map(|i| {
                     let a = b.choose();

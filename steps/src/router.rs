@@ -13,6 +13,9 @@
 //!     iris-rf: {kind: model, class: onnx, model_path: ../models/iris_rf.onnx}
 //! ```
 
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+
 use indexmap::IndexMap;
 use rand::Rng;
 use schemars::JsonSchema;
@@ -23,6 +26,7 @@ use servegraph_engine::{
     async_trait,
 };
 
+use crate::bandit::{Algorithm, Bandit};
 use crate::routes::{Route, build_routes, common_inputs, infer_each, intersect};
 
 /// A router's fields.
@@ -46,9 +50,36 @@ pub struct PolicySpec {
     /// `weighted`: route → relative weight (≥ 0). Routes not listed get 0; none listed: equal.
     #[serde(default)]
     pub weights: Option<IndexMap<String, f64>>,
+    /// `epsilon_greedy`: the share of requests that explore a random route (default 0.1).
+    #[serde(default)]
+    pub epsilon: Option<f64>,
+    /// `epsilon_greedy`: ε falls as ε / (1 + decay · requests) (default 0: constant).
+    #[serde(default)]
+    pub decay: Option<f64>,
+    /// Bandits: each reward multiplies past counts by this (0 < discount ≤ 1), to follow
+    /// rewards that drift (memory ≈ 1 / (1 - discount) rewards). Default: 1, no forgetting.
+    #[serde(default)]
+    pub discount: Option<f64>,
+    /// `thompson`: `bernoulli` (rewards in [0, 1], the default) or `gaussian` (any number).
+    #[serde(default)]
+    pub reward: Option<RewardKind>,
+    /// Bandits: seed the random choices (reproducible experiments and tests).
+    #[serde(default)]
+    pub seed: Option<u64>,
+    /// Policies that take feedback: how many recent response ids are remembered for it
+    /// (default 100000); older ids get 404 on feedback.
+    #[serde(default)]
+    pub remember: Option<usize>,
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RewardKind {
+    Bernoulli,
+    Gaussian,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum PolicyKind {
     /// The request must name a route (URL, body or header).
@@ -56,6 +87,12 @@ pub enum PolicyKind {
     Path,
     /// A random route, by weight (A/B tests, canaries).
     Weighted,
+    /// The best route so far, exploring a random one a share ε of the time.
+    EpsilonGreedy,
+    /// Upper confidence bound: the route whose reward could plausibly be highest.
+    Ucb1,
+    /// Thompson sampling: routes chosen in proportion to the chance each is the best.
+    Thompson,
 }
 
 enum Policy {
@@ -65,6 +102,27 @@ enum Policy {
         cumulative: Vec<f64>,
         total: f64,
     },
+    Bandit(Mutex<Bandit>),
+}
+
+/// Response ids the policy routed, kept for feedback: id → (route, reward counted).
+struct Decisions {
+    routes: HashMap<String, (usize, bool)>,
+    order: VecDeque<String>,
+    capacity: usize,
+}
+
+impl Decisions {
+    fn remember(&mut self, id: &str, route: usize) {
+        if self.routes.insert(id.to_owned(), (route, false)).is_none() {
+            self.order.push_back(id.to_owned());
+            while self.order.len() > self.capacity {
+                if let Some(old) = self.order.pop_front() {
+                    self.routes.remove(&old);
+                }
+            }
+        }
+    }
 }
 
 /// The runtime router.
@@ -74,6 +132,11 @@ pub struct Router {
     /// For each route, every model name it makes addressable (itself and nested routes).
     reachable: Vec<Vec<String>>,
     policy: Policy,
+    kind: PolicyKind,
+    /// Decisions the policy made, for feedback (not with `path`).
+    decisions: Option<Mutex<Decisions>>,
+    /// Per route: requests routed, rewards received, their sum.
+    stats: Mutex<Vec<(u64, u64, f64)>>,
 }
 
 /// Builds a `router` step.
@@ -81,21 +144,104 @@ pub fn build(node: &StepNode, ctx: &mut BuildContext) -> Option<Box<dyn Step>> {
     let spec: Option<RouterSpec> = ctx.parse(node);
     let routes = build_routes(node, ctx, &[])?;
     let spec = spec?;
-    let policy = match spec.policy.kind {
-        PolicyKind::Path => {
-            if spec.policy.weights.is_some() {
-                let span = policy_span(node);
-                ctx.error(
-                    &node.name,
-                    &span,
-                    "`weights` only applies to `type: weighted`",
-                );
-                return None;
-            }
-            Policy::Path
+    let p = &spec.policy;
+    let span = policy_span(node);
+    let bandit = matches!(
+        p.kind,
+        PolicyKind::EpsilonGreedy | PolicyKind::Ucb1 | PolicyKind::Thompson
+    );
+    // Each field applies to some policies only: say so rather than ignore it.
+    let applies: [(&str, bool, bool, &str); 6] = [
+        (
+            "weights",
+            p.weights.is_some(),
+            p.kind == PolicyKind::Weighted,
+            "`type: weighted`",
+        ),
+        (
+            "epsilon",
+            p.epsilon.is_some(),
+            p.kind == PolicyKind::EpsilonGreedy,
+            "`type: epsilon_greedy`",
+        ),
+        (
+            "decay",
+            p.decay.is_some(),
+            p.kind == PolicyKind::EpsilonGreedy,
+            "`type: epsilon_greedy`",
+        ),
+        (
+            "reward",
+            p.reward.is_some(),
+            p.kind == PolicyKind::Thompson,
+            "`type: thompson`",
+        ),
+        (
+            "discount",
+            p.discount.is_some(),
+            bandit,
+            "bandits (epsilon_greedy, ucb1, thompson)",
+        ),
+        (
+            "seed",
+            p.seed.is_some(),
+            bandit,
+            "bandits (epsilon_greedy, ucb1, thompson)",
+        ),
+    ];
+    for (field, given, fits, to) in applies {
+        if given && !fits {
+            ctx.error(&node.name, &span, format!("`{field}` only applies to {to}"));
+            return None;
         }
-        PolicyKind::Weighted => weighted(node, ctx, &routes, spec.policy.weights.as_ref())?,
+    }
+    let in_range = |v: Option<f64>, lo: f64, hi: f64| v.is_none_or(|x| x >= lo && x <= hi);
+    if !in_range(p.epsilon, 0.0, 1.0)
+        || p.discount.is_some_and(|d| !(d > 0.0 && d <= 1.0))
+        || p.decay.is_some_and(|d| d < 0.0)
+    {
+        ctx.error(
+            &node.name,
+            &span,
+            "`epsilon` must be in [0, 1], `discount` in (0, 1], `decay` ≥ 0",
+        );
+        return None;
+    }
+    if p.remember == Some(0) {
+        ctx.error(&node.name, &span, "`remember` must be at least 1");
+        return None;
+    }
+    let policy = match p.kind {
+        PolicyKind::Path => Policy::Path,
+        PolicyKind::Weighted => weighted(node, ctx, &routes, p.weights.as_ref())?,
+        PolicyKind::EpsilonGreedy | PolicyKind::Ucb1 | PolicyKind::Thompson => {
+            let algorithm = match p.kind {
+                PolicyKind::EpsilonGreedy => Algorithm::EpsilonGreedy {
+                    epsilon: p.epsilon.unwrap_or(0.1),
+                    decay: p.decay.unwrap_or(0.0),
+                },
+                PolicyKind::Ucb1 => Algorithm::Ucb1,
+                _ => Algorithm::Thompson {
+                    gaussian: p.reward == Some(RewardKind::Gaussian),
+                },
+            };
+            Policy::Bandit(Mutex::new(Bandit::new(
+                routes.len(),
+                algorithm,
+                p.discount,
+                p.seed,
+            )))
+        }
     };
+    let decisions = (p.kind != PolicyKind::Path).then(|| {
+        Mutex::new(Decisions {
+            routes: HashMap::new(),
+            order: VecDeque::new(),
+            capacity: p.remember.unwrap_or(100_000),
+        })
+    });
+    let kind = p.kind;
+    let n_routes = routes.len();
     let reachable = routes
         .iter()
         .map(|r| r.models().into_iter().map(|m| m.name).collect())
@@ -105,6 +251,9 @@ pub fn build(node: &StepNode, ctx: &mut BuildContext) -> Option<Box<dyn Step>> {
         routes,
         reachable,
         policy,
+        kind,
+        decisions,
+        stats: Mutex::new(vec![(0, 0, 0.0); n_routes]),
     }))
 }
 
@@ -169,14 +318,14 @@ fn weighted(
 }
 
 impl Router {
-    /// Which route an event goes to.
-    fn select(&self, event: &Event) -> Result<usize> {
+    /// Which route an event goes to, and whether the policy chose it (rather than the request).
+    fn select(&self, event: &Event) -> Result<(usize, bool)> {
         if let Some(target) = &event.target
             && target.model != self.name
         {
-            return self.find(target);
+            return self.find(target).map(|i| (i, false));
         }
-        match &self.policy {
+        let chosen = match &self.policy {
             Policy::Path => Err(Error::bad_request(format!(
                 "router `{}` routes by name: name one of its routes {} in the URL \
                  (/v2/models/<route>/infer), the body's `model` field or the `x-model-name` header",
@@ -190,6 +339,26 @@ impl Router {
                     .position(|&c| x < c)
                     .unwrap_or(cumulative.len() - 1))
             }
+            Policy::Bandit(b) => Ok(b.lock().expect("not poisoned").choose()),
+        };
+        chosen.map(|i| (i, true))
+    }
+
+    fn record(&self, route: usize, reward: f64) {
+        let mut s = self.stats.lock().expect("not poisoned");
+        s[route].1 += 1;
+        s[route].2 += reward;
+    }
+
+    fn reward(&self, route: usize, reward: f64) -> Result<()> {
+        match &self.policy {
+            Policy::Bandit(b) => b
+                .lock()
+                .expect("not poisoned")
+                .reward(route, reward)
+                .map_err(Error::unprocessable),
+            // A/B splits keep no model of the rewards; the stats do.
+            _ => Ok(()),
         }
     }
 
@@ -247,7 +416,12 @@ impl Router {
 #[async_trait]
 impl Step for Router {
     async fn process(&self, mut event: Event) -> Result<Event> {
-        let route = &self.routes[self.select(&event)?];
+        let (index, by_policy) = self.select(&event)?;
+        if by_policy && let Some(d) = &self.decisions {
+            d.lock().expect("not poisoned").remember(&event.id, index);
+        }
+        self.stats.lock().expect("not poisoned")[index].0 += 1;
+        let route = &self.routes[index];
         event.routes.push((self.name.clone(), route.key.clone()));
         route
             .step
@@ -270,6 +444,74 @@ impl Step for Router {
 
     fn platform(&self) -> &str {
         "servegraph_router"
+    }
+
+    fn feedback(&self, id: &str, reward: f64) -> Result<bool> {
+        let Some(decisions) = &self.decisions else {
+            return Err(Error::not_found(format!(
+                "router `{}` routes by name: its policy takes no feedback",
+                self.name
+            )));
+        };
+        let mut d = decisions.lock().expect("not poisoned");
+        let Some(entry) = d.routes.get_mut(id) else {
+            return Err(Error::not_found(format!(
+                "router `{}` has no response `{id}` to credit (unknown, or older than the {} it remembers)",
+                self.name, d.capacity
+            )));
+        };
+        if entry.1 {
+            return Ok(false);
+        }
+        let route = entry.0;
+        drop(d);
+        self.reward(route, reward)?;
+        self.record(route, reward);
+        if let Some(e) = decisions.lock().expect("not poisoned").routes.get_mut(id) {
+            e.1 = true;
+        }
+        Ok(true)
+    }
+
+    fn feedback_route(&self, route: &str, reward: f64) -> Result<()> {
+        let index = self
+            .routes
+            .iter()
+            .position(|r| r.key == route)
+            .ok_or_else(|| {
+                Error::not_found(format!("router `{}` has no route `{route}`", self.name))
+            })?;
+        self.reward(index, reward)?;
+        self.record(index, reward);
+        Ok(())
+    }
+
+    fn stats(&self) -> Option<serde_json::Value> {
+        let stats = self.stats.lock().expect("not poisoned").clone();
+        let estimates = match &self.policy {
+            Policy::Bandit(b) => Some(b.lock().expect("not poisoned").stats()),
+            _ => None,
+        };
+        let routes: Vec<serde_json::Value> = self
+            .routes
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let (pulls, rewards, sum) = stats[i];
+                let mut v = serde_json::json!({
+                    "route": r.key,
+                    "pulls": pulls,
+                    "rewards": rewards,
+                    "reward_sum": sum,
+                    "reward_mean": if rewards > 0 { sum / rewards as f64 } else { 0.0 },
+                });
+                if let Some(e) = &estimates {
+                    v["estimate"] = e[i].estimate.into();
+                }
+                v
+            })
+            .collect();
+        Some(serde_json::json!({"router": self.name, "policy": self.kind, "routes": routes}))
     }
 
     fn children(&self) -> Vec<(&str, &dyn Step)> {
@@ -386,7 +628,7 @@ graph:
             .unwrap();
         let m = d[0].one_line("g");
         assert!(
-            m.contains("unknown variant `random`, expected `path` or `weighted`"),
+            m.contains("unknown variant `random`, expected one of `path`, `weighted`, `epsilon_greedy`, `ucb1`, `thompson`"),
             "{m}"
         );
         assert!(m.starts_with("g:4:"), "{m}");

@@ -1,0 +1,187 @@
+//! Bandit routers learning from feedback, through the real HTTP API (issue 5): seeded
+//! simulations of two routes with reward probabilities 0.3 and 0.7.
+
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+
+/// A deterministic reward source (xorshift), so the simulations are repeatable.
+struct Coin(u64);
+
+impl Coin {
+    fn flip(&mut self, p: f64) -> f64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        if (self.0 >> 11) as f64 / (1u64 << 53) as f64 <= p {
+            1.0
+        } else {
+            0.0
+        }
+    }
+}
+
+fn server(policy: &str) -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let g = dir.path().join("ab.yaml");
+    std::fs::write(
+        &g,
+        format!("name: ab\ngraph:\n  kind: router\n  policy: {policy}\n  routes:\n    a: {{kind: transform, op: noop}}\n    b: {{kind: transform, op: noop}}\n"),
+    )
+    .unwrap();
+    let s = Server::start(g.to_str().unwrap(), &[]);
+    std::mem::forget(dir);
+    s
+}
+
+const REQ: &str = r#"{"inputs":[{"name":"x","shape":[1],"datatype":"FP32","data":[1]}]}"#;
+
+/// `n` requests, each answered by feedback with reward probability `p[route]`; the routes taken.
+fn run(s: &Server, coin: &mut Coin, p: (f64, f64), n: usize) -> Vec<String> {
+    (0..n)
+        .map(|_| {
+            let r = post(&s.addr, "/v2/models/ab/infer", REQ);
+            assert_eq!(r.status, 200);
+            let v = r.json();
+            let route = v["parameters"]["route"].as_str().unwrap().to_owned();
+            let reward = coin.flip(if route == "a" { p.0 } else { p.1 });
+            let f = post(
+                &s.addr,
+                "/v2/models/ab/feedback",
+                &json!({"id": v["id"], "reward": reward}).to_string(),
+            );
+            assert_eq!(f.status, 200, "{:?}", String::from_utf8_lossy(&f.body));
+            route
+        })
+        .collect()
+}
+
+fn share(routes: &[String], route: &str) -> f64 {
+    routes.iter().filter(|r| *r == route).count() as f64 / routes.len() as f64
+}
+
+#[test]
+fn bandits_send_most_traffic_to_the_better_route() {
+    for (policy, want) in [
+        ("{type: thompson, seed: 7}", 0.9),
+        ("{type: ucb1, seed: 7}", 0.9),
+        ("{type: epsilon_greedy, epsilon: 0.1, seed: 7}", 0.85),
+    ] {
+        let s = server(policy);
+        let routes = run(&s, &mut Coin(0x9E3779B97F4A7C15), (0.3, 0.7), 2000);
+        let last = share(&routes[1000..], "b");
+        assert!(
+            last >= want,
+            "{policy}: {last} of the last 1,000 to the better route"
+        );
+
+        let stats = get_blocking(&s.addr, "/v2/models/ab/stats").json();
+        let b = &stats["routes"][1];
+        assert_eq!(b["route"], "b");
+        assert_eq!(
+            stats["routes"][0]["pulls"].as_u64().unwrap() + b["pulls"].as_u64().unwrap(),
+            2000
+        );
+        assert!(
+            (b["reward_mean"].as_f64().unwrap() - 0.7).abs() < 0.05,
+            "{stats}"
+        );
+    }
+}
+
+#[test]
+fn discounted_thompson_follows_a_swap() {
+    let s = server("{type: thompson, discount: 0.98, seed: 3}");
+    let mut coin = Coin(12345);
+    run(&s, &mut coin, (0.3, 0.7), 2000);
+    let after = run(&s, &mut coin, (0.7, 0.3), 1000);
+    let last = share(&after[500..], "a");
+    assert!(last >= 0.8, "{last} of the last 500 to the new best route");
+}
+
+#[test]
+fn feedback_is_counted_once_and_checked() {
+    let s = server("{type: thompson, seed: 1}");
+    let v = post(&s.addr, "/v2/models/ab/infer", REQ).json();
+    let id = v["id"].as_str().unwrap().to_owned();
+    let fb = |body: Value| post(&s.addr, "/v2/models/ab/feedback", &body.to_string());
+
+    assert_eq!(fb(json!({"id": id, "reward": 1})).json()["accepted"], 1);
+    let again = fb(json!({"id": id, "reward": 1})).json();
+    assert_eq!(
+        (again["accepted"].clone(), again["duplicates"].clone()),
+        (json!(0), json!(1))
+    );
+
+    let r = fb(json!({"id": "nope", "reward": 1}));
+    assert_eq!(r.status, 404);
+    assert!(
+        r.error().contains("no response `nope` to credit"),
+        "{}",
+        r.error()
+    );
+    let r = fb(json!({"id": id, "reward": "high"}));
+    assert_eq!(
+        (r.status, r.error()),
+        (422, "feedback 0: `reward` must be a number".to_owned())
+    );
+
+    let v2 = post(&s.addr, "/v2/models/ab/infer", REQ).json();
+    let r = fb(json!({"id": v2["id"], "reward": 2.5}));
+    assert_eq!(r.status, 422);
+    assert!(r.error().contains("outside [0, 1]"), "{}", r.error());
+
+    // A batch, with an unknown id reported, not fatal.
+    let v3 = post(&s.addr, "/v2/models/ab/infer", REQ).json();
+    let r = fb(json!([{"id": v3["id"], "reward": 0}, {"id": "gone", "reward": 1}])).json();
+    assert_eq!(
+        (r["accepted"].clone(), r["unknown"].clone()),
+        (json!(1), json!(["gone"]))
+    );
+
+    // Seldon's shape: the route from the response when the id is not remembered.
+    let seldon = json!({"request": {}, "response": {"id": "elsewhere", "parameters": {"route": "b"}}, "reward": 1, "truth": null});
+    assert_eq!(fb(seldon).json()["accepted"], 1);
+
+    // A router that routes by name takes no feedback.
+    let p = server("{type: path}");
+    let r = post(
+        &p.addr,
+        "/v2/models/ab/feedback",
+        &json!({"id": "x", "reward": 1}).to_string(),
+    );
+    assert_eq!(r.status, 404);
+    assert!(
+        r.error().contains("its policy takes no feedback"),
+        "{}",
+        r.error()
+    );
+}
+
+#[test]
+fn policy_fields_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    for (policy, want) in [
+        (
+            "{type: ucb1, epsilon: 0.2}",
+            "`epsilon` only applies to `type: epsilon_greedy`",
+        ),
+        (
+            "{type: weighted, seed: 1}",
+            "`seed` only applies to bandits",
+        ),
+        ("{type: thompson, discount: 1.5}", "`discount` in (0, 1]"),
+        ("{type: softmax}", "unknown variant `softmax`"),
+    ] {
+        let g = dir.path().join("p.yaml");
+        std::fs::write(&g, format!("name: ab\ngraph: {{kind: router, policy: {policy}, routes: {{a: {{kind: transform, op: noop}}}}}}\n")).unwrap();
+        let out = bin()
+            .args(["validate", "--short"])
+            .arg(&g)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stderr);
+        assert!(text.contains(want), "{policy}: {text}");
+    }
+}
