@@ -185,3 +185,53 @@ fn policy_fields_are_checked() {
         assert!(text.contains(want), "{policy}: {text}");
     }
 }
+
+#[test]
+fn sticky_keys_always_reach_the_same_route() {
+    let s = server("{type: weighted, weights: {a: 1, b: 3}, sticky: \"header:x-user\"}");
+    let route_for = |user: &str| -> String {
+        let r = block_on(request(
+            &s.addr,
+            "POST",
+            "/v2/models/ab/infer",
+            &[("x-user", user.to_owned())],
+            REQ.as_bytes().to_vec(),
+        ))
+        .unwrap();
+        r.json()["parameters"]["route"].as_str().unwrap().to_owned()
+    };
+    let mut b = 0;
+    for i in 0..1000 {
+        let user = format!("user-{i}");
+        let first = route_for(&user);
+        assert_eq!(route_for(&user), first, "{user} moved");
+        b += (first == "b") as usize;
+    }
+    // The keys split by the weights: 750 expected; five standard deviations is ±69.
+    assert!((681..=819).contains(&b), "{b} of 1,000 keys on b");
+
+    // The key may come from the body's parameters; no key: random.
+    let body = server("{type: weighted, sticky: \"body:user\"}");
+    let with = |user: &str| {
+        let req = json!({"parameters": {"user": user}, "inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1]}]});
+        post(&body.addr, "/v2/models/ab/infer", &req.to_string()).json()["parameters"]["route"]
+            .clone()
+    };
+    for i in 0..100 {
+        let u = format!("u{i}");
+        assert_eq!(with(&u), with(&u));
+    }
+    let unkeyed: std::collections::HashSet<String> = (0..50)
+        .map(|_| {
+            post(&body.addr, "/v2/models/ab/infer", REQ).json()["parameters"]["route"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(
+        unkeyed.len(),
+        2,
+        "requests without a key are split at random"
+    );
+}

@@ -66,6 +66,8 @@ pub struct EventData {
     pub explain: bool,
     /// Time in each step, in microseconds; recorded only when `Some` (tracked requests).
     pub step_microsec: Option<Vec<(String, u64)>>,
+    /// The request headers some step reads (HTTP or Kafka), lower-case names.
+    pub headers: Vec<(String, String)>,
     /// Set by a step that hands the event on elsewhere (a queue step): the flow stops here
     /// and the event, as it is, is the answer.
     pub stopped: bool,
@@ -115,6 +117,14 @@ impl EventData {
             Some(t) => *t = tensor,
             None => self.tensors.push(tensor),
         }
+    }
+
+    /// A request header's value (names compare case-insensitively).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 
     /// The last routing decision, if any router ran.

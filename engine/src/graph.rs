@@ -165,6 +165,8 @@ pub struct Graph {
     pub tracking: Option<(crate::tracking::TrackingSpec, crate::tracking::Sink)>,
     /// The Kafka source's settings, when the graph has one.
     pub kafka: Option<crate::sources::KafkaSourceSpec>,
+    /// Request headers some step reads: sources copy these into events.
+    pub headers: Vec<String>,
 }
 
 /// A step as declared in a flow, before compiling.
@@ -992,6 +994,21 @@ fn compile(
                 .help("join branches before the queue, or after it in another graph"),
         );
     }
+    fn collect_headers(step: &dyn Step, out: &mut Vec<String>) {
+        for h in step.headers() {
+            let h = h.to_ascii_lowercase();
+            if !out.contains(&h) {
+                out.push(h);
+            }
+        }
+        for (_, child) in step.children() {
+            collect_headers(child, out);
+        }
+    }
+    let mut headers = Vec::new();
+    for n in &nodes {
+        collect_headers(n.step.as_ref(), &mut headers);
+    }
     let mut models = vec![ModelInfo {
         name: spec.name.clone(),
         version: None,
@@ -1018,6 +1035,7 @@ fn compile(
         models,
         tracking: None,
         kafka: spec.sources.and_then(|s| s.kafka),
+        headers,
     })
 }
 

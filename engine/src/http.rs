@@ -429,6 +429,11 @@ async fn try_infer(
     };
     let request = decode_request(&body, json_len)?;
     let mut event = request.event;
+    for name in &graph.headers {
+        if let Some(v) = headers.get(name.as_str()).and_then(|v| v.to_str().ok()) {
+            event.headers.push((name.clone(), v.to_owned()));
+        }
+    }
     if event.id.is_empty() {
         event.id = protocol::new_id();
     }

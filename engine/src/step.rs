@@ -64,6 +64,12 @@ pub trait Step: Send + Sync + 'static {
         None
     }
 
+    /// Request headers this step reads (a sticky router's key), so sources copy them into
+    /// the event; nested steps' are collected by the graph.
+    fn headers(&self) -> Vec<String> {
+        Vec::new()
+    }
+
     /// Whether this step hands the event on elsewhere and stops the flow (a queue step).
     fn hands_off(&self) -> bool {
         false

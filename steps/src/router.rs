@@ -66,6 +66,11 @@ pub struct PolicySpec {
     /// Bandits: seed the random choices (reproducible experiments and tests).
     #[serde(default)]
     pub seed: Option<u64>,
+    /// `weighted`: `header:NAME` or `body:FIELD` (a field of the request's `parameters`): the
+    /// same key always reaches the same route while the weights are unchanged; requests
+    /// without the key are split at random.
+    #[serde(default)]
+    pub sticky: Option<String>,
     /// Policies that take feedback: how many recent response ids are remembered for it
     /// (default 100000); older ids get 404 on feedback.
     #[serde(default)]
@@ -101,8 +106,55 @@ enum Policy {
     Weighted {
         cumulative: Vec<f64>,
         total: f64,
+        sticky: Option<Sticky>,
     },
     Bandit(Mutex<Bandit>),
+}
+
+/// Where a sticky router finds a request's key.
+#[derive(Clone, Debug, PartialEq)]
+enum Sticky {
+    Header(String),
+    Body(String),
+}
+
+impl Sticky {
+    fn parse(s: &str) -> Option<Sticky> {
+        match s.split_once(':') {
+            Some(("header", name)) if !name.is_empty() => {
+                Some(Sticky::Header(name.to_ascii_lowercase()))
+            }
+            Some(("body", field)) if !field.is_empty() => Some(Sticky::Body(field.to_owned())),
+            _ => None,
+        }
+    }
+
+    fn key(&self, event: &Event) -> Option<String> {
+        match self {
+            Sticky::Header(name) => event.header(name).map(str::to_owned),
+            Sticky::Body(field) => event.parameters.get(field).map(|v| match v {
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            }),
+        }
+    }
+}
+
+/// A stable hash (the same in every process and release) as a point in [0, 1): FNV-1a, then
+/// MurmurHash3's 64-bit finalizer, without which FNV's high bits cluster for short similar
+/// keys (`user-1`, `user-2`, ...) and the split would not follow the weights.
+fn unit_hash(key: &str) -> f64 {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in key.bytes() {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51afd7ed558ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ceb9fe1a85ec53);
+    h ^= h >> 33;
+    (h >> 11) as f64 / (1u64 << 53) as f64
 }
 
 /// Response ids the policy routed, kept for feedback: id → (route, reward counted).
@@ -213,7 +265,23 @@ pub fn build(node: &StepNode, ctx: &mut BuildContext) -> Option<Box<dyn Step>> {
     }
     let policy = match p.kind {
         PolicyKind::Path => Policy::Path,
-        PolicyKind::Weighted => weighted(node, ctx, &routes, p.weights.as_ref())?,
+        PolicyKind::Weighted => {
+            let sticky = match &p.sticky {
+                None => None,
+                Some(s) => match Sticky::parse(s) {
+                    Some(s) => Some(s),
+                    None => {
+                        ctx.error(
+                            &node.name,
+                            &span,
+                            format!("`sticky: {s}`: expected `header:NAME` or `body:FIELD`"),
+                        );
+                        return None;
+                    }
+                },
+            };
+            weighted(node, ctx, &routes, p.weights.as_ref(), sticky)?
+        }
         PolicyKind::EpsilonGreedy | PolicyKind::Ucb1 | PolicyKind::Thompson => {
             let algorithm = match p.kind {
                 PolicyKind::EpsilonGreedy => Algorithm::EpsilonGreedy {
@@ -269,6 +337,7 @@ fn weighted(
     ctx: &mut BuildContext,
     routes: &[Route],
     weights: Option<&IndexMap<String, f64>>,
+    sticky: Option<Sticky>,
 ) -> Option<Policy> {
     let span = policy_span(node);
     let keys: Vec<&str> = routes.iter().map(|r| r.key.as_str()).collect();
@@ -314,7 +383,11 @@ fn weighted(
             Some(*acc)
         })
         .collect();
-    Some(Policy::Weighted { cumulative, total })
+    Some(Policy::Weighted {
+        cumulative,
+        total,
+        sticky,
+    })
 }
 
 impl Router {
@@ -332,8 +405,16 @@ impl Router {
                 self.name,
                 one_of(&self.route_keys())
             ))),
-            Policy::Weighted { cumulative, total } => {
-                let x = rand::rng().random::<f64>() * total;
+            Policy::Weighted {
+                cumulative,
+                total,
+                sticky,
+            } => {
+                let point = match sticky.as_ref().and_then(|s| s.key(event)) {
+                    Some(key) => unit_hash(&key),
+                    None => rand::rng().random::<f64>(),
+                };
+                let x = point * total;
                 Ok(cumulative
                     .iter()
                     .position(|&c| x < c)
@@ -444,6 +525,16 @@ impl Step for Router {
 
     fn platform(&self) -> &str {
         "servegraph_router"
+    }
+
+    fn headers(&self) -> Vec<String> {
+        match &self.policy {
+            Policy::Weighted {
+                sticky: Some(Sticky::Header(name)),
+                ..
+            } => vec![name.clone()],
+            _ => Vec::new(),
+        }
     }
 
     fn feedback(&self, id: &str, reward: f64) -> Result<bool> {

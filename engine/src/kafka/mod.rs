@@ -407,6 +407,11 @@ async fn run_message(
     let json_len = header("inference-header-content-length").and_then(|v| v.trim().parse().ok());
     let request = decode_request(payload, json_len)?;
     let mut event = request.event;
+    for name in &graph.headers {
+        if let Some(v) = header(name) {
+            event.headers.push((name.clone(), v));
+        }
+    }
     if event.id.is_empty() {
         event.id = new_id();
     }
