@@ -160,6 +160,65 @@ fn feedback_is_counted_once_and_checked() {
 }
 
 #[test]
+fn bandit_learning_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = dir.path().join("ab.yaml");
+    std::fs::write(
+        &g,
+        "name: ab\ngraph:\n  kind: router\n  policy: {type: thompson, seed: 5, state_file: ab-state.json, state_every_ms: 100}\n  routes:\n    a: {kind: transform, op: noop}\n    b: {kind: transform, op: noop}\n",
+    )
+    .unwrap();
+    let state = dir.path().join("ab-state.json");
+    let mut s = Server::start(g.to_str().unwrap(), &[]);
+    let mut coin = Coin(777);
+    run(&s, &mut coin, (0.3, 0.7), 300);
+    // The periodic snapshot lands while the server runs...
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !state.exists() {
+        assert!(std::time::Instant::now() < deadline, "no snapshot written");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let before = get_blocking(&s.addr, "/v2/models/ab/stats").json();
+    // ...and the last one when it stops.
+    assert!(s.terminate().success());
+    let saved: Value = serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
+    assert_eq!(saved["policy"], "thompson");
+    assert_eq!(
+        saved["routes"]["a"]["pulls"].as_u64().unwrap()
+            + saved["routes"]["b"]["pulls"].as_u64().unwrap(),
+        300
+    );
+
+    let s = Server::start(g.to_str().unwrap(), &[]);
+    let after = get_blocking(&s.addr, "/v2/models/ab/stats").json();
+    for i in 0..2 {
+        for field in ["route", "pulls", "rewards", "reward_mean"] {
+            assert_eq!(
+                after["routes"][i][field], before["routes"][i][field],
+                "{after}"
+            );
+        }
+    }
+    // It carries on from what it learnt: the better route from the first request.
+    let routes = run(&s, &mut coin, (0.3, 0.7), 100);
+    assert!(share(&routes, "b") >= 0.8, "{}", share(&routes, "b"));
+
+    // A snapshot it cannot read is an error that names the file, and stays as it was.
+    drop(s);
+    std::fs::write(&state, "{not json").unwrap();
+    for args in [&["validate"][..], &["serve", "--listen", "127.0.0.1:0"]] {
+        let out = bin().args(args).arg(&g).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(
+            text.contains("cannot restore the bandit state") && text.contains("ab-state.json"),
+            "{args:?}: {text}"
+        );
+    }
+    assert_eq!(std::fs::read_to_string(&state).unwrap(), "{not json");
+}
+
+#[test]
 fn policy_fields_are_checked() {
     let dir = tempfile::tempdir().unwrap();
     for (policy, want) in [
@@ -172,6 +231,14 @@ fn policy_fields_are_checked() {
             "`seed` only applies to bandits",
         ),
         ("{type: thompson, discount: 1.5}", "`discount` in (0, 1]"),
+        (
+            "{type: weighted, state_file: s.json}",
+            "`state_file` only applies to bandits",
+        ),
+        (
+            "{type: ucb1, state_every_ms: 100}",
+            "`state_every_ms` only applies to routers with a `state_file`",
+        ),
         ("{type: softmax}", "unknown variant `softmax`"),
     ] {
         let g = dir.path().join("p.yaml");

@@ -26,17 +26,18 @@ pub enum Algorithm {
     Thompson { gaussian: bool },
 }
 
-#[derive(Clone, Debug, Default, Serialize)]
-struct Arm {
+/// One arm's learnt numbers, as snapshots store them.
+#[derive(Clone, Debug, Default, Serialize, serde::Deserialize, PartialEq)]
+pub struct Arm {
     /// Choices of this arm.
-    pulls: u64,
+    pub pulls: u64,
     /// Rewards received, and their (undiscounted) sum.
-    rewards: u64,
-    reward_sum: f64,
+    pub rewards: u64,
+    pub reward_sum: f64,
     /// Discounted count and sums the algorithm uses.
-    n: f64,
-    sum: f64,
-    sum_sq: f64,
+    pub n: f64,
+    pub sum: f64,
+    pub sum_sq: f64,
 }
 
 impl Arm {
@@ -167,6 +168,17 @@ impl Bandit {
         a.rewards += 1;
         a.reward_sum += reward;
         Ok(())
+    }
+
+    /// The learnt numbers of each arm (for a snapshot).
+    pub fn arms(&self) -> &[Arm] {
+        &self.arms
+    }
+
+    /// Restores an arm's numbers from a snapshot.
+    pub fn restore(&mut self, arm: usize, state: Arm) {
+        self.pulls += state.pulls;
+        self.arms[arm] = state;
     }
 
     pub fn stats(&self) -> Vec<ArmStats> {

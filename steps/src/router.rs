@@ -71,6 +71,13 @@ pub struct PolicySpec {
     /// without the key are split at random.
     #[serde(default)]
     pub sticky: Option<String>,
+    /// Bandits: a file (relative to the graph file) the router's learning is saved to every
+    /// `state_every_ms` and when it stops, and restored from when it starts.
+    #[serde(default)]
+    pub state_file: Option<String>,
+    /// How often the state is saved, in milliseconds (default 10000).
+    #[serde(default)]
+    pub state_every_ms: Option<u64>,
     /// Policies that take feedback: how many recent response ids are remembered for it
     /// (default 100000); older ids get 404 on feedback.
     #[serde(default)]
@@ -189,6 +196,89 @@ pub struct Router {
     decisions: Option<Mutex<Decisions>>,
     /// Per route: requests routed, rewards received, their sum.
     stats: Mutex<Vec<(u64, u64, f64)>>,
+    /// Where the bandit's learning is saved.
+    state_file: Option<std::path::PathBuf>,
+    /// The arms as last saved or restored.
+    saved: Mutex<Vec<crate::bandit::Arm>>,
+}
+
+/// A router's saved learning: each route's bandit numbers, by route name.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Snapshot {
+    router: String,
+    policy: PolicyKind,
+    routes: IndexMap<String, crate::bandit::Arm>,
+}
+
+impl Router {
+    /// Writes the snapshot atomically (a temp file renamed over the old one).
+    fn save(&self) -> std::result::Result<(), String> {
+        let (Some(path), Policy::Bandit(b)) = (&self.state_file, &self.policy) else {
+            return Ok(());
+        };
+        let arms = b.lock().expect("not poisoned").arms().to_vec();
+        let mut saved = self.saved.lock().expect("not poisoned");
+        if *saved == arms {
+            // Nothing learnt since the last snapshot (or the restore): nothing to write.
+            return Ok(());
+        }
+        let snapshot = Snapshot {
+            router: self.name.clone(),
+            policy: self.kind,
+            routes: self
+                .routes
+                .iter()
+                .map(|r| r.key.clone())
+                .zip(arms.iter().cloned())
+                .collect(),
+        };
+        let tmp = path.with_extension("tmp");
+        let text = serde_json::to_vec_pretty(&snapshot).map_err(|e| e.to_string())?;
+        std::fs::write(&tmp, text)
+            .and_then(|_| std::fs::rename(&tmp, path))
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        *saved = arms;
+        Ok(())
+    }
+
+    /// Restores a snapshot, if there is one; routes it does not know start afresh.
+    fn load(&self) -> std::result::Result<(), String> {
+        let (Some(path), Policy::Bandit(b)) = (&self.state_file, &self.policy) else {
+            return Ok(());
+        };
+        *self.saved.lock().expect("not poisoned") = b.lock().expect("not poisoned").arms().to_vec();
+        let text = match std::fs::read(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(format!("{}: {e}", path.display())),
+        };
+        let snapshot: Snapshot =
+            serde_json::from_slice(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        if snapshot.policy != self.kind {
+            tracing::warn!(router = %self.name, file = %path.display(), "the saved state is of another policy; starting afresh");
+            return Ok(());
+        }
+        let mut bandit = b.lock().expect("not poisoned");
+        let mut stats = self.stats.lock().expect("not poisoned");
+        for (i, r) in self.routes.iter().enumerate() {
+            if let Some(arm) = snapshot.routes.get(&r.key) {
+                stats[i] = (arm.pulls, arm.rewards, arm.reward_sum);
+                bandit.restore(i, arm.clone());
+            }
+        }
+        *self.saved.lock().expect("not poisoned") = bandit.arms().to_vec();
+        tracing::info!(router = %self.name, file = %path.display(), "bandit state restored");
+        Ok(())
+    }
+}
+
+impl Drop for Router {
+    /// The last snapshot, when the graph is let go (at shutdown or reload).
+    fn drop(&mut self) {
+        if let Err(e) = self.save() {
+            tracing::warn!(router = %self.name, error = %e, "could not save the bandit state");
+        }
+    }
 }
 
 /// Builds a `router` step.
@@ -203,7 +293,7 @@ pub fn build(node: &StepNode, ctx: &mut BuildContext) -> Option<Box<dyn Step>> {
         PolicyKind::EpsilonGreedy | PolicyKind::Ucb1 | PolicyKind::Thompson
     );
     // Each field applies to some policies only: say so rather than ignore it.
-    let applies: [(&str, bool, bool, &str); 6] = [
+    let applies: [(&str, bool, bool, &str); 8] = [
         (
             "weights",
             p.weights.is_some(),
@@ -239,6 +329,18 @@ pub fn build(node: &StepNode, ctx: &mut BuildContext) -> Option<Box<dyn Step>> {
             p.seed.is_some(),
             bandit,
             "bandits (epsilon_greedy, ucb1, thompson)",
+        ),
+        (
+            "state_file",
+            p.state_file.is_some(),
+            bandit,
+            "bandits (epsilon_greedy, ucb1, thompson)",
+        ),
+        (
+            "state_every_ms",
+            p.state_every_ms.is_some(),
+            p.state_file.is_some(),
+            "routers with a `state_file`",
         ),
     ];
     for (field, given, fits, to) in applies {
@@ -309,12 +411,16 @@ pub fn build(node: &StepNode, ctx: &mut BuildContext) -> Option<Box<dyn Step>> {
         })
     });
     let kind = p.kind;
+    let state_file = p.state_file.as_ref().map(|f| ctx.resolve(f));
+    let state_every = std::time::Duration::from_millis(p.state_every_ms.unwrap_or(10_000).max(100));
     let n_routes = routes.len();
     let reachable = routes
         .iter()
         .map(|r| r.models().into_iter().map(|m| m.name).collect())
         .collect();
-    Some(Box::new(Router {
+    // Only a loaded graph reads and writes the state (validating one must not overwrite it).
+    let loading = ctx.mode == servegraph_engine::BuildMode::Load;
+    let mut router = Router {
         name: node.name.clone(),
         routes,
         reachable,
@@ -322,7 +428,38 @@ pub fn build(node: &StepNode, ctx: &mut BuildContext) -> Option<Box<dyn Step>> {
         kind,
         decisions,
         stats: Mutex::new(vec![(0, 0, 0.0); n_routes]),
-    }))
+        state_file: state_file.filter(|_| loading),
+        saved: Mutex::new(Vec::new()),
+    };
+    if let Err(e) = router.load() {
+        // Keep the unreadable file as it is: no snapshot may replace it.
+        router.state_file = None;
+        ctx.error(
+            &node.name,
+            &span,
+            format!("cannot restore the bandit state: {e}"),
+        );
+        return None;
+    }
+    let router = std::sync::Arc::new(router);
+    if router.state_file.is_some() {
+        // Periodic snapshots while the router lives (it holds no strong reference to itself).
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let weak = std::sync::Arc::downgrade(&router);
+            rt.spawn(async move {
+                let mut tick = tokio::time::interval(state_every);
+                tick.tick().await;
+                loop {
+                    tick.tick().await;
+                    let Some(r) = weak.upgrade() else { return };
+                    if let Err(e) = r.save() {
+                        tracing::warn!(router = %r.name, error = %e, "could not save the bandit state");
+                    }
+                }
+            });
+        }
+    }
+    Some(Box::new(SharedRouter(router)))
 }
 
 fn policy_span(node: &StepNode) -> marked_yaml::Span {
@@ -491,6 +628,46 @@ impl Router {
 
     fn route_keys(&self) -> Vec<&str> {
         self.routes.iter().map(|r| r.key.as_str()).collect()
+    }
+}
+
+/// The router as a step; shared with its snapshot task.
+struct SharedRouter(std::sync::Arc<Router>);
+
+#[async_trait]
+impl Step for SharedRouter {
+    async fn process(&self, event: Event) -> Result<Event> {
+        self.0.process(event).await
+    }
+    fn infer(&self, input: &Signature) -> Result<Signature, String> {
+        self.0.infer(input)
+    }
+    fn inputs(&self) -> Option<Vec<TensorMeta>> {
+        self.0.inputs()
+    }
+    fn models(&self) -> Vec<ModelInfo> {
+        self.0.models()
+    }
+    fn platform(&self) -> &str {
+        self.0.platform()
+    }
+    fn children(&self) -> Vec<(&str, &dyn Step)> {
+        self.0.children()
+    }
+    fn headers(&self) -> Vec<String> {
+        self.0.headers()
+    }
+    fn feedback(&self, id: &str, reward: f64) -> Result<bool> {
+        self.0.feedback(id, reward)
+    }
+    fn feedback_route(&self, route: &str, reward: f64) -> Result<()> {
+        self.0.feedback_route(route, reward)
+    }
+    fn stats(&self) -> Option<serde_json::Value> {
+        self.0.stats()
+    }
+    fn hands_off(&self) -> bool {
+        self.0.hands_off()
     }
 }
 
