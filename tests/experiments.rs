@@ -232,6 +232,18 @@ fn policy_fields_are_checked() {
         ),
         ("{type: thompson, discount: 1.5}", "`discount` in (0, 1]"),
         (
+            "{type: ucb1, shadow: {route: a}}",
+            "`shadow` only applies to `type: weighted` and `type: path`",
+        ),
+        (
+            "{type: weighted, shadow: {route: z}}",
+            "`shadow.route` names `z`, which is not a route",
+        ),
+        (
+            "{type: weighted, shadow: {route: a, percent: 10}}",
+            "a shadow route needs another route to shadow",
+        ),
+        (
             "{type: weighted, state_file: s.json}",
             "`state_file` only applies to bandits",
         ),
@@ -301,4 +313,81 @@ fn sticky_keys_always_reach_the_same_route() {
         2,
         "requests without a key are split at random"
     );
+}
+
+/// A shadow route that hangs (a server that accepts connections and never answers) or fails
+/// (nothing listening) leaves the caller's answer and latency as they were; its copies are
+/// counted in the stats and recorded in tracking, marked `shadow`.
+#[test]
+fn a_slow_or_failing_shadow_never_reaches_the_caller() {
+    let hang = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    for (url, want) in [
+        (hang.local_addr().unwrap().to_string(), "timed out"),
+        (closed.to_string(), "cannot reach"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let g = dir.path().join("ab.yaml");
+        std::fs::write(
+            &g,
+            format!(
+                "name: ab\n\
+                 graph:\n  kind: router\n\
+                 \x20 policy: {{type: weighted, shadow: {{route: candidate, percent: 100, timeout_ms: 1500}}}}\n\
+                 \x20 routes:\n\
+                 \x20   main: {{kind: transform, op: rename, args: {{x: y}}}}\n\
+                 \x20   candidate: {{kind: model, class: remote, url: \"http://{url}\", model: m, retries: 0, attempt_timeout_ms: 60000}}\n\
+                 tracking: {{sink: \"file://events.jsonl\", batch: 1, flush_ms: 50}}\n"
+            ),
+        )
+        .unwrap();
+        let mut s = Server::start(g.to_str().unwrap(), &[]);
+        for _ in 0..20 {
+            let t0 = std::time::Instant::now();
+            let r = post(&s.addr, "/v2/models/ab/infer", REQ);
+            let took = t0.elapsed();
+            assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+            let v = r.json();
+            assert_eq!(v["parameters"]["route"], "main");
+            assert_eq!(v["outputs"][0]["name"], "y");
+            assert_eq!(v["outputs"][0]["data"], json!([1.0]));
+            // The shadow's 1.5 s deadline is nowhere near the caller's answer.
+            assert!(took < std::time::Duration::from_millis(1000), "{took:?}");
+        }
+        let stats = get_blocking(&s.addr, "/v2/models/ab/stats").json();
+        assert_eq!(stats["shadow"]["route"], "candidate");
+        assert_eq!(stats["shadow"]["sent"], 20, "{stats}");
+        assert_eq!(
+            stats["routes"][1]["pulls"], 0,
+            "no traffic of its own: {stats}"
+        );
+        // Every copy ends (failed or timed out) and is tracked.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let stats = get_blocking(&s.addr, "/v2/models/ab/stats").json();
+            if stats["shadow"]["failed"] == 20 {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "{stats}");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        assert!(s.terminate().success());
+        let events: Vec<Value> = std::fs::read_to_string(dir.path().join("events.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let (shadows, own): (Vec<&Value>, Vec<&Value>) =
+            events.iter().partition(|e| e["shadow"] == true);
+        assert_eq!(own.len(), 20);
+        assert_eq!(shadows.len(), 20, "{events:?}");
+        for e in shadows {
+            assert_eq!(e["route"], "candidate");
+            assert!(e["resp"].is_null());
+            assert!(e["error"].as_str().unwrap().contains(want), "{e}");
+        }
+    }
 }

@@ -136,6 +136,19 @@ pub struct TrackingEvent {
     pub microsec: u64,
     /// Time in each step, in microseconds.
     pub step_microsec: Vec<(String, u64)>,
+    /// A shadow copy's answer (discarded from the caller's response), not the request's own.
+    pub shadow: bool,
+}
+
+tokio::task_local! {
+    /// The tracker of the tracked request this task runs, for steps that answer off the
+    /// request's path (shadow routes).
+    static CURRENT: (Tracker, String);
+}
+
+/// The tracker (and graph name) of the tracked request being run on this task, if any.
+pub fn current() -> Option<(Tracker, String)> {
+    CURRENT.try_with(Clone::clone).ok()
 }
 
 /// An event's JSON line, written by the writer task.
@@ -172,6 +185,9 @@ impl Serialize for EventJson<'_> {
         }
         if let Some(err) = &e.error {
             m.serialize_entry("error", err)?;
+        }
+        if e.shadow {
+            m.serialize_entry("shadow", &true)?;
         }
         m.serialize_entry("microsec", &e.microsec)?;
         let steps: Map<String, Value> = e
@@ -421,7 +437,12 @@ pub async fn run_tracked(
     let id = event.id.clone();
     let request = event.tensors.clone();
     event.step_microsec = Some(Vec::new());
-    let result = ctx.graph.run(event).await;
+    let result = CURRENT
+        .scope(
+            (tracker.clone(), ctx.graph.name.clone()),
+            ctx.graph.run(event),
+        )
+        .await;
     let microsec = start.elapsed().as_micros() as u64;
     let (route, resp, error, steps) = match &result {
         Ok(done) => (
@@ -445,6 +466,7 @@ pub async fn run_tracked(
         error,
         microsec,
         step_microsec: steps,
+        shadow: false,
     });
     result
 }
@@ -477,6 +499,7 @@ mod tests {
             error: None,
             microsec: 1,
             step_microsec: Vec::new(),
+            shadow: false,
         }
     }
 

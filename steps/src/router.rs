@@ -14,7 +14,7 @@
 //! ```
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use indexmap::IndexMap;
 use rand::Rng;
@@ -71,6 +71,9 @@ pub struct PolicySpec {
     /// without the key are split at random.
     #[serde(default)]
     pub sticky: Option<String>,
+    /// `weighted` and `path`: copy a share of requests to a shadow route (see [`ShadowSpec`]).
+    #[serde(default)]
+    pub shadow: Option<ShadowSpec>,
     /// Bandits: a file (relative to the graph file) the router's learning is saved to every
     /// `state_every_ms` and when it stops, and restored from when it starts.
     #[serde(default)]
@@ -82,6 +85,35 @@ pub struct PolicySpec {
     /// (default 100000); older ids get 404 on feedback.
     #[serde(default)]
     pub remember: Option<usize>,
+}
+
+/// `shadow: {route: NAME, percent: P}`: mirror a share of requests to a route whose answer is
+/// recorded in tracking and never returned.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ShadowSpec {
+    /// The route (one of `routes`) that receives the copies; it gets no traffic of its own.
+    pub route: String,
+    /// The share of requests copied, in percent (default 100).
+    #[serde(default)]
+    pub percent: Option<f64>,
+    /// A copy still running after this many milliseconds is abandoned (default 10000).
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+    /// At most this many copies in flight; beyond it copies are skipped and counted
+    /// (default 64).
+    #[serde(default)]
+    pub max_in_flight: Option<usize>,
+}
+
+/// A shadow route at run time.
+struct Shadow {
+    index: usize,
+    share: f64,
+    timeout: std::time::Duration,
+    slots: Arc<tokio::sync::Semaphore>,
+    /// Copies sent, skipped (too many in flight), failed or timed out.
+    counts: Arc<[std::sync::atomic::AtomicU64; 3]>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, JsonSchema)]
@@ -200,6 +232,7 @@ pub struct Router {
     state_file: Option<std::path::PathBuf>,
     /// The arms as last saved or restored.
     saved: Mutex<Vec<crate::bandit::Arm>>,
+    shadow: Option<Shadow>,
 }
 
 /// A router's saved learning: each route's bandit numbers, by route name.
@@ -293,7 +326,7 @@ pub fn build(node: &StepNode, ctx: &mut BuildContext) -> Option<Box<dyn Step>> {
         PolicyKind::EpsilonGreedy | PolicyKind::Ucb1 | PolicyKind::Thompson
     );
     // Each field applies to some policies only: say so rather than ignore it.
-    let applies: [(&str, bool, bool, &str); 8] = [
+    let applies: [(&str, bool, bool, &str); 9] = [
         (
             "weights",
             p.weights.is_some(),
@@ -331,6 +364,12 @@ pub fn build(node: &StepNode, ctx: &mut BuildContext) -> Option<Box<dyn Step>> {
             "bandits (epsilon_greedy, ucb1, thompson)",
         ),
         (
+            "shadow",
+            p.shadow.is_some(),
+            matches!(p.kind, PolicyKind::Path | PolicyKind::Weighted),
+            "`type: weighted` and `type: path`",
+        ),
+        (
             "state_file",
             p.state_file.is_some(),
             bandit,
@@ -365,6 +404,51 @@ pub fn build(node: &StepNode, ctx: &mut BuildContext) -> Option<Box<dyn Step>> {
         ctx.error(&node.name, &span, "`remember` must be at least 1");
         return None;
     }
+    let shadow = match &p.shadow {
+        None => None,
+        Some(sh) => {
+            let keys: Vec<&str> = routes.iter().map(|r| r.key.as_str()).collect();
+            let Some(index) = keys.iter().position(|k| *k == sh.route) else {
+                ctx.report(
+                    Diagnostic::new(format!(
+                        "`shadow.route` names `{}`, which is not a route",
+                        sh.route
+                    ))
+                    .step(&node.name)
+                    .at(&span)
+                    .help(format!("routes are {}", all_of(&keys))),
+                );
+                return None;
+            };
+            let percent = sh.percent.unwrap_or(100.0);
+            if !(percent > 0.0 && percent <= 100.0)
+                || sh.max_in_flight == Some(0)
+                || sh.timeout_ms == Some(0)
+            {
+                ctx.error(
+                    &node.name,
+                    &span,
+                    "`shadow.percent` must be in (0, 100], `max_in_flight` and `timeout_ms` at least 1",
+                );
+                return None;
+            }
+            if routes.len() < 2 {
+                ctx.error(
+                    &node.name,
+                    &span,
+                    "a shadow route needs another route to shadow",
+                );
+                return None;
+            }
+            Some(Shadow {
+                index,
+                share: percent / 100.0,
+                timeout: std::time::Duration::from_millis(sh.timeout_ms.unwrap_or(10_000)),
+                slots: Arc::new(tokio::sync::Semaphore::new(sh.max_in_flight.unwrap_or(64))),
+                counts: Arc::new(Default::default()),
+            })
+        }
+    };
     let policy = match p.kind {
         PolicyKind::Path => Policy::Path,
         PolicyKind::Weighted => {
@@ -382,7 +466,14 @@ pub fn build(node: &StepNode, ctx: &mut BuildContext) -> Option<Box<dyn Step>> {
                     }
                 },
             };
-            weighted(node, ctx, &routes, p.weights.as_ref(), sticky)?
+            weighted(
+                node,
+                ctx,
+                &routes,
+                p.weights.as_ref(),
+                sticky,
+                shadow.as_ref().map(|s| s.index),
+            )?
         }
         PolicyKind::EpsilonGreedy | PolicyKind::Ucb1 | PolicyKind::Thompson => {
             let algorithm = match p.kind {
@@ -430,6 +521,7 @@ pub fn build(node: &StepNode, ctx: &mut BuildContext) -> Option<Box<dyn Step>> {
         stats: Mutex::new(vec![(0, 0, 0.0); n_routes]),
         state_file: state_file.filter(|_| loading),
         saved: Mutex::new(Vec::new()),
+        shadow,
     };
     if let Err(e) = router.load() {
         // Keep the unreadable file as it is: no snapshot may replace it.
@@ -475,12 +567,17 @@ fn weighted(
     routes: &[Route],
     weights: Option<&IndexMap<String, f64>>,
     sticky: Option<Sticky>,
+    shadow: Option<usize>,
 ) -> Option<Policy> {
     let span = policy_span(node);
     let keys: Vec<&str> = routes.iter().map(|r| r.key.as_str()).collect();
     let mut w = vec![0.0; routes.len()];
     match weights {
-        None => w.iter_mut().for_each(|x| *x = 1.0),
+        // Equal shares; a shadow route gets none of its own.
+        None => w
+            .iter_mut()
+            .enumerate()
+            .for_each(|(i, x)| *x = if Some(i) == shadow { 0.0 } else { 1.0 }),
         Some(map) => {
             for (route, weight) in map {
                 let Some(i) = keys.iter().position(|k| k == route) else {
@@ -497,6 +594,14 @@ fn weighted(
                         &node.name,
                         &span,
                         format!("weight of `{route}` must be ≥ 0"),
+                    );
+                    return None;
+                }
+                if Some(i) == shadow && *weight > 0.0 {
+                    ctx.error(
+                        &node.name,
+                        &span,
+                        format!("`{route}` is the shadow route: it gets copies only, so no weight"),
                     );
                     return None;
                 }
@@ -631,6 +736,66 @@ impl Router {
     }
 }
 
+impl Router {
+    /// Sends a copy of the request to the shadow route on its own task: bounded, timed out,
+    /// its answer (or error) recorded in tracking when the request is tracked, never returned.
+    fn mirror(&self, shadow: &Shadow, event: &Event) {
+        use std::sync::atomic::Ordering::Relaxed;
+        if shadow.share < 1.0 && rand::rng().random::<f64>() >= shadow.share {
+            return;
+        }
+        let Ok(slot) = Arc::clone(&shadow.slots).try_acquire_owned() else {
+            shadow.counts[1].fetch_add(1, Relaxed);
+            return;
+        };
+        shadow.counts[0].fetch_add(1, Relaxed);
+        let route = &self.routes[shadow.index];
+        let step = Arc::clone(&route.step);
+        let (key, name, version) = (route.key.clone(), route.name.clone(), route.version.clone());
+        let router = self.name.clone();
+        let mut copy = event.clone();
+        copy.routes.push((router, key.clone()));
+        copy.step_microsec = None;
+        let (id, request) = (event.id.clone(), event.tensors.clone());
+        let tracker = servegraph_engine::tracking::current();
+        let (timeout, counts) = (shadow.timeout, Arc::clone(&shadow.counts));
+        tokio::spawn(async move {
+            let _slot = slot;
+            let when = std::time::SystemTime::now();
+            let start = std::time::Instant::now();
+            let (resp, error) = match tokio::time::timeout(timeout, step.process(copy)).await {
+                Ok(Ok(done)) => (Some(done.into_data().tensors), None),
+                Ok(Err(e)) => (None, Some(e.in_step(&key).to_string())),
+                Err(_) => (
+                    None,
+                    Some(format!("shadow route `{key}` timed out after {timeout:?}")),
+                ),
+            };
+            if error.is_some() {
+                counts[2].fetch_add(1, Relaxed);
+                tracing::debug!(route = %key, error = ?error, "shadow copy failed");
+            }
+            if let Some((tracker, graph)) = tracker {
+                tracker.emit(servegraph_engine::tracking::TrackingEvent {
+                    id,
+                    when,
+                    graph,
+                    model: name,
+                    version,
+                    route: Some(key),
+                    explain: false,
+                    request,
+                    resp,
+                    error,
+                    microsec: start.elapsed().as_micros() as u64,
+                    step_microsec: Vec::new(),
+                    shadow: true,
+                });
+            }
+        });
+    }
+}
+
 /// The router as a step; shared with its snapshot task.
 struct SharedRouter(std::sync::Arc<Router>);
 
@@ -675,6 +840,11 @@ impl Step for SharedRouter {
 impl Step for Router {
     async fn process(&self, mut event: Event) -> Result<Event> {
         let (index, by_policy) = self.select(&event)?;
+        if let Some(shadow) = &self.shadow
+            && index != shadow.index
+        {
+            self.mirror(shadow, &event);
+        }
         if by_policy && let Some(d) = &self.decisions {
             d.lock().expect("not poisoned").remember(&event.id, index);
         }
@@ -779,7 +949,18 @@ impl Step for Router {
                 v
             })
             .collect();
-        Some(serde_json::json!({"router": self.name, "policy": self.kind, "routes": routes}))
+        let mut out =
+            serde_json::json!({"router": self.name, "policy": self.kind, "routes": routes});
+        if let Some(sh) = &self.shadow {
+            let n = |i: usize| sh.counts[i].load(std::sync::atomic::Ordering::Relaxed);
+            out["shadow"] = serde_json::json!({
+                "route": self.routes[sh.index].key,
+                "sent": n(0),
+                "skipped": n(1),
+                "failed": n(2),
+            });
+        }
+        Some(out)
     }
 
     fn children(&self) -> Vec<(&str, &dyn Step)> {

@@ -11,7 +11,7 @@ pub struct Route {
     pub key: String,
     pub name: String,
     pub version: Option<String>,
-    pub step: Box<dyn Step>,
+    pub step: std::sync::Arc<dyn Step>,
     /// The member-level fields the parent asked for (see [`build_routes`]), as written.
     pub extra: MarkedMappingNode,
 }
@@ -94,7 +94,7 @@ pub fn build_routes(
                     key: key.as_str().to_owned(),
                     name,
                     version,
-                    step,
+                    step: step.into(),
                     extra,
                 });
             }
