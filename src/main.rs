@@ -288,7 +288,7 @@ fn start_tracking(
         other => open_sink(other),
     }
     .map_err(|e| anyhow::anyhow!("tracking sink `{}`: {e}", spec.sink))?;
-    let (tracker, writer) = Tracker::new(spec, opened);
+    let (tracker, writer) = Tracker::new(spec, &graph.name, opened);
     tracing::info!(sink = %spec.sink, sample = spec.sample, "tracking");
     Ok((Some(tracker), Some(tokio::spawn(writer.run()))))
 }

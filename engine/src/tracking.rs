@@ -143,11 +143,11 @@ pub struct TrackingEvent {
 tokio::task_local! {
     /// The tracker of the tracked request this task runs, for steps that answer off the
     /// request's path (shadow routes).
-    static CURRENT: (Tracker, String);
+    static CURRENT: Tracker;
 }
 
-/// The tracker (and graph name) of the tracked request being run on this task, if any.
-pub fn current() -> Option<(Tracker, String)> {
+/// The tracker of the tracked request being run on this task, if any.
+pub fn current() -> Option<Tracker> {
     CURRENT.try_with(Clone::clone).ok()
 }
 
@@ -280,6 +280,8 @@ pub struct Tracker {
     counter: Arc<AtomicU64>,
     pub stats: Arc<TrackingStats>,
     last_warning: Arc<std::sync::Mutex<Option<Instant>>>,
+    /// The graph whose requests it tracks.
+    graph: Arc<str>,
 }
 
 /// The writing side: a task to spawn, finishing once every sender is gone and the queue is
@@ -295,7 +297,11 @@ pub struct TrackingWriter {
 }
 
 impl Tracker {
-    pub fn new(spec: &TrackingSpec, sink: Box<dyn EventSink>) -> (Tracker, TrackingWriter) {
+    pub fn new(
+        spec: &TrackingSpec,
+        graph: &str,
+        sink: Box<dyn EventSink>,
+    ) -> (Tracker, TrackingWriter) {
         let (tx, rx) = mpsc::channel(spec.queue);
         let stats = Arc::new(TrackingStats::default());
 
@@ -306,6 +312,7 @@ impl Tracker {
                 counter: Arc::new(AtomicU64::new(0)),
                 stats: Arc::clone(&stats),
                 last_warning: Arc::new(std::sync::Mutex::new(None)),
+                graph: graph.into(),
             },
             TrackingWriter {
                 rx,
@@ -321,6 +328,11 @@ impl Tracker {
                 max_elements: spec.max_tensor_elements,
             },
         )
+    }
+
+    /// The graph whose requests it tracks.
+    pub fn graph(&self) -> &str {
+        &self.graph
     }
 
     /// Whether this request is one of the sampled ones (1 in `sample`, evenly).
@@ -437,12 +449,7 @@ pub async fn run_tracked(
     let id = event.id.clone();
     let request = event.tensors.clone();
     event.step_microsec = Some(Vec::new());
-    let result = CURRENT
-        .scope(
-            (tracker.clone(), ctx.graph.name.clone()),
-            ctx.graph.run(event),
-        )
-        .await;
+    let result = CURRENT.scope(tracker.clone(), ctx.graph.run(event)).await;
     let microsec = start.elapsed().as_micros() as u64;
     let (route, resp, error, steps) = match &result {
         Ok(done) => (
@@ -547,7 +554,7 @@ mod tests {
 
     #[test]
     fn sampling_keeps_one_in_n() {
-        let (t, _w) = Tracker::new(&spec("sample: 4"), Box::new(StdoutSink));
+        let (t, _w) = Tracker::new(&spec("sample: 4"), "g", Box::new(StdoutSink));
         let kept = (0..100).filter(|_| t.sampled()).count();
         assert_eq!(kept, 25);
     }
@@ -557,7 +564,7 @@ mod tests {
         let sizes = Arc::new(std::sync::Mutex::new(Vec::new()));
         let bytes = Arc::new(std::sync::Mutex::new(Vec::new()));
         let sink = Memory(Arc::clone(&sizes), Arc::clone(&bytes));
-        let (t, w) = Tracker::new(&spec("batch: 3\nflush_ms: 50"), Box::new(sink));
+        let (t, w) = Tracker::new(&spec("batch: 3\nflush_ms: 50"), "g", Box::new(sink));
         let task = tokio::spawn(w.run());
         for i in 0..7 {
             t.emit(event(i));
@@ -584,7 +591,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_queue_drops_and_counts_without_blocking() {
-        let (t, w) = Tracker::new(&spec("queue: 2"), Box::new(StdoutSink));
+        let (t, w) = Tracker::new(&spec("queue: 2"), "g", Box::new(StdoutSink));
         // The writer is not running: the queue fills.
         for i in 0..5 {
             t.emit(event(i));

@@ -325,6 +325,7 @@ pub fn build(node: &StepNode, ctx: &mut BuildContext) -> Option<Box<dyn Step>> {
         p.kind,
         PolicyKind::EpsilonGreedy | PolicyKind::Ucb1 | PolicyKind::Thompson
     );
+    const BANDITS: &str = "bandits (epsilon_greedy, ucb1, thompson)";
     // Each field applies to some policies only: say so rather than ignore it.
     let applies: [(&str, bool, bool, &str); 9] = [
         (
@@ -351,30 +352,15 @@ pub fn build(node: &StepNode, ctx: &mut BuildContext) -> Option<Box<dyn Step>> {
             p.kind == PolicyKind::Thompson,
             "`type: thompson`",
         ),
-        (
-            "discount",
-            p.discount.is_some(),
-            bandit,
-            "bandits (epsilon_greedy, ucb1, thompson)",
-        ),
-        (
-            "seed",
-            p.seed.is_some(),
-            bandit,
-            "bandits (epsilon_greedy, ucb1, thompson)",
-        ),
+        ("discount", p.discount.is_some(), bandit, BANDITS),
+        ("seed", p.seed.is_some(), bandit, BANDITS),
         (
             "shadow",
             p.shadow.is_some(),
             matches!(p.kind, PolicyKind::Path | PolicyKind::Weighted),
             "`type: weighted` and `type: path`",
         ),
-        (
-            "state_file",
-            p.state_file.is_some(),
-            bandit,
-            "bandits (epsilon_greedy, ucb1, thompson)",
-        ),
+        ("state_file", p.state_file.is_some(), bandit, BANDITS),
         (
             "state_every_ms",
             p.state_every_ms.is_some(),
@@ -756,8 +742,9 @@ impl Router {
         let mut copy = event.clone();
         copy.routes.push((router, key.clone()));
         copy.step_microsec = None;
-        let (id, request) = (event.id.clone(), event.tensors.clone());
         let tracker = servegraph_engine::tracking::current();
+        // The request's tensors again only when the copy's answer is tracked.
+        let tracked = tracker.map(|t| (t, event.id.clone(), event.tensors.clone()));
         let (timeout, counts) = (shadow.timeout, Arc::clone(&shadow.counts));
         tokio::spawn(async move {
             let _slot = slot;
@@ -775,11 +762,11 @@ impl Router {
                 counts[2].fetch_add(1, Relaxed);
                 tracing::debug!(route = %key, error = ?error, "shadow copy failed");
             }
-            if let Some((tracker, graph)) = tracker {
+            if let Some((tracker, id, request)) = tracked {
                 tracker.emit(servegraph_engine::tracking::TrackingEvent {
                     id,
                     when,
-                    graph,
+                    graph: tracker.graph().to_owned(),
                     model: name,
                     version,
                     route: Some(key),
