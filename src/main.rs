@@ -237,6 +237,20 @@ fn serve(
                 .map_err(|e| anyhow::anyhow!("{e}"))?,
             ),
         };
+        // Learning that crosses processes: positioned before the server says it is ready.
+        let sharing = servegraph_engine::kafka::learning::share(&graph)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let feedback = match &graph.kafka {
+            None => None,
+            Some(spec) => servegraph_engine::kafka::learning::feedback(
+                spec,
+                Arc::clone(&graph),
+                stop_rx.clone(),
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?,
+        };
         let names: Vec<String> = graph.models().iter().map(|m| m.name.clone()).collect();
         tracing::info!(models = ?names, "ready");
         state.serve(Arc::clone(&graph), tracker);
@@ -259,8 +273,20 @@ fn serve(
         {
             tracing::warn!("the Kafka source did not stop in time");
         }
-        // Then the tracking stream writes what it holds.
+        if let Some(feedback) = feedback {
+            let _ = feedback.await;
+        }
+        // Then the tracking stream writes what it holds, and routers that share their learning
+        // publish what they learnt last (their tasks end when the graph is let go).
         state.unload();
+        for task in sharing {
+            if tokio::time::timeout(Duration::from_secs(10), task)
+                .await
+                .is_err()
+            {
+                tracing::warn!("sharing learning did not finish within 10 s");
+            }
+        }
         if let Some(writer) = writer
             && tokio::time::timeout(Duration::from_secs(10), writer)
                 .await

@@ -240,10 +240,6 @@ fn policy_fields_are_checked() {
             "`shadow.route` names `z`, which is not a route",
         ),
         (
-            "{type: weighted, shadow: {route: a, percent: 10}}",
-            "a shadow route needs another route to shadow",
-        ),
-        (
             "{type: weighted, state_file: s.json}",
             "`state_file` only applies to bandits",
         ),
@@ -252,9 +248,21 @@ fn policy_fields_are_checked() {
             "`state_every_ms` only applies to routers with a `state_file`",
         ),
         ("{type: softmax}", "unknown variant `softmax`"),
+        (
+            "{type: weighted, share: \"kafka://h:9092/t\"}",
+            "`share` only applies to bandits",
+        ),
+        (
+            "{type: ucb1, share: \"h:9092/t\"}",
+            "`share: h:9092/t`: expected kafka://HOST:PORT/TOPIC",
+        ),
+        (
+            "{type: weighted, weights: {a: 1, b: 1}, shadow: {route: b}}",
+            "`b` is the shadow route: it gets copies only, so no weight",
+        ),
     ] {
         let g = dir.path().join("p.yaml");
-        std::fs::write(&g, format!("name: ab\ngraph: {{kind: router, policy: {policy}, routes: {{a: {{kind: transform, op: noop}}}}}}\n")).unwrap();
+        std::fs::write(&g, format!("name: ab\ngraph: {{kind: router, policy: {policy}, routes: {{a: {{kind: transform, op: noop}}, b: {{kind: transform, op: noop}}}}}}\n")).unwrap();
         let out = bin()
             .args(["validate", "--short"])
             .arg(&g)
@@ -390,4 +398,45 @@ fn a_slow_or_failing_shadow_never_reaches_the_caller() {
             assert!(e["error"].as_str().unwrap().contains(want), "{e}");
         }
     }
+}
+
+#[test]
+fn router_stats_are_prometheus_metrics() {
+    let s = server("{type: ucb1}");
+    run(&s, &mut Coin(3), (0.3, 0.7), 50);
+    let m = get_blocking(&s.addr, "/metrics");
+    assert_eq!(m.status, 200);
+    assert!(
+        m.headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/openmetrics-text"),
+        "{:?}",
+        m.headers
+    );
+    let text = String::from_utf8_lossy(&m.body).into_owned();
+    let stats = get_blocking(&s.addr, "/v2/models/ab/stats").json();
+    for r in stats["routes"].as_array().unwrap() {
+        let labels = format!(
+            "{{graph=\"ab\",router=\"ab\",policy=\"ucb1\",route=\"{}\"}}",
+            r["route"].as_str().unwrap()
+        );
+        for (metric, field) in [
+            ("servegraph_router_requests_total", "pulls"),
+            ("servegraph_router_rewards_total", "rewards"),
+        ] {
+            let line = format!("{metric}{labels} {}", r[field]);
+            assert!(text.lines().any(|l| l == line), "{line}\n{text}");
+        }
+        let estimate = text
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("servegraph_router_estimate{labels} ")))
+            .unwrap_or_else(|| panic!("no estimate for {labels}\n{text}"));
+        let estimate: f64 = estimate.parse().unwrap();
+        assert!(
+            (estimate - r["estimate"].as_f64().unwrap()).abs() < 1e-9,
+            "{text}"
+        );
+    }
+    assert_eq!(text.lines().last(), Some("# EOF"));
 }

@@ -334,3 +334,168 @@ graph:
         "{text}"
     );
 }
+
+/// A bandit router `ab` over two no-op routes, with `policy_extra` and `tail` (e.g. a source).
+fn bandit_graph(dir: &std::path::Path, name: &str, policy_extra: &str, tail: &str) -> String {
+    let path = dir.join(format!("{name}.yaml"));
+    std::fs::write(
+        &path,
+        format!(
+            "name: ab\ngraph:\n  kind: router\n  policy: {{type: thompson{policy_extra}}}\n  routes:\n    a: {{kind: transform, op: noop}}\n    b: {{kind: transform, op: noop}}\n{tail}"
+        ),
+    )
+    .unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
+const AB_REQ: &str = r#"{"inputs":[{"name":"x","shape":[1],"datatype":"FP32","data":[1]}]}"#;
+
+/// The router's stats: total rewards and, per route, (pulls, rewards).
+fn ab_stats(s: &Server) -> (u64, Vec<(u64, u64)>) {
+    let v = get_blocking(&s.addr, "/v2/models/ab/stats").json();
+    let routes: Vec<(u64, u64)> = v["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["pulls"].as_u64().unwrap(), r["rewards"].as_u64().unwrap()))
+        .collect();
+    (routes.iter().map(|r| r.1).sum(), routes)
+}
+
+/// Polls `cond` for up to 15 s.
+fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while !cond() {
+        assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn replicas_learn_together_through_a_shared_topic() {
+    let dir = tempfile::tempdir().unwrap();
+    let topic = unique("learning");
+    create_topics(&[(&topic, 2)]);
+    let share = format!(", share: \"kafka://{}/{topic}\"", broker());
+    let a = Server::start(
+        &bandit_graph(dir.path(), "a", &format!(", seed: 1{share}"), ""),
+        &[],
+    );
+    let b = Server::start(
+        &bandit_graph(dir.path(), "b", &format!(", seed: 2{share}"), ""),
+        &[],
+    );
+    // Only `a` gets feedback: route `b` pays 1, route `a` pays 0.
+    for _ in 0..200 {
+        let v = post(&a.addr, "/v2/models/ab/infer", AB_REQ).json();
+        let reward = if v["parameters"]["route"] == "b" {
+            1
+        } else {
+            0
+        };
+        let f = post(
+            &a.addr,
+            "/v2/models/ab/feedback",
+            &serde_json::json!({"id": v["id"], "reward": reward}).to_string(),
+        );
+        assert_eq!(f.status, 200);
+    }
+    // `b` applies every reward `a` took, and routes by them.
+    eventually("replica b learns a's 200 rewards", || ab_stats(&b).0 == 200);
+    let (_, from_a) = ab_stats(&a);
+    let (_, in_b) = ab_stats(&b);
+    assert_eq!(
+        from_a.iter().map(|r| r.1).collect::<Vec<_>>(),
+        in_b.iter().map(|r| r.1).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        in_b.iter().map(|r| r.0).sum::<u64>(),
+        0,
+        "pulls are per replica"
+    );
+    let mut ids = Vec::new();
+    let mut to_b = 0;
+    for _ in 0..100 {
+        let v = post(&b.addr, "/v2/models/ab/infer", AB_REQ).json();
+        to_b += (v["parameters"]["route"] == "b") as usize;
+        ids.push(v["id"].as_str().unwrap().to_owned());
+    }
+    assert!(
+        to_b >= 90,
+        "replica b sent {to_b} of 100 to the better route"
+    );
+    // And the other way: feedback `b` takes reaches `a`, once each.
+    for id in &ids {
+        let body = serde_json::json!({"id": id, "reward": 1}).to_string();
+        assert_eq!(post(&b.addr, "/v2/models/ab/feedback", &body).status, 200);
+        assert_eq!(post(&b.addr, "/v2/models/ab/feedback", &body).status, 200);
+    }
+    eventually("replica a learns b's 100 rewards", || ab_stats(&a).0 == 300);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(ab_stats(&a).0, 300, "each reward applied once");
+    assert_eq!(ab_stats(&b).0, 300);
+}
+
+#[test]
+fn feedback_from_a_topic_is_credited_by_the_replica_that_routed_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, output, feedback, group) = (
+        unique("requests"),
+        unique("results"),
+        unique("feedback"),
+        unique("group"),
+    );
+    create_topics(&[(&input, 1), (&output, 1), (&feedback, 2)]);
+    let source = format!(
+        "sources:\n  kafka: {{brokers: \"{}\", group: {group}, topics: [{input}], output_topic: {output}, feedback_topic: {feedback}}}\n",
+        broker()
+    );
+    let a = Server::start(&bandit_graph(dir.path(), "a", "", &source), &[]);
+    let b = Server::start(&bandit_graph(dir.path(), "b", "", &source), &[]);
+    let mut records: Vec<Outgoing> = Vec::new();
+    for (s, reward) in [(&a, "1"), (&b, "0")] {
+        for _ in 0..10 {
+            let v = post(&s.addr, "/v2/models/ab/infer", AB_REQ).json();
+            let id = v["id"].as_str().unwrap().to_owned();
+            let single = format!(r#"{{"id": "{id}", "reward": {reward}}}"#);
+            // Each twice: counted once.
+            records.push((id.clone(), single.clone(), vec![]));
+            records.push((id.clone(), single, vec![("x-model-name", "ab")]));
+        }
+    }
+    // Seldon's shape, a batch, an unknown id and junk are taken or skipped, never fatal.
+    let c = post(&a.addr, "/v2/models/ab/infer", AB_REQ).json();
+    let d = post(&b.addr, "/v2/models/ab/infer", AB_REQ).json();
+    records.push((
+        "s".into(),
+        serde_json::json!({"request": {}, "response": c, "reward": 1, "truth": {}}).to_string(),
+        vec![],
+    ));
+    records.push((
+        "batch".into(),
+        serde_json::json!([{"id": d["id"], "reward": 0}, {"id": "nobody", "reward": 1}])
+            .to_string(),
+        vec![],
+    ));
+    records.push(("junk".into(), "{not json".into(), vec![]));
+    records.push((
+        "other".into(),
+        r#"{"id": "x", "reward": 1}"#.into(),
+        vec![("x-model-name", "no-such-router")],
+    ));
+    produce(&feedback, &records);
+    eventually("both replicas credit their own responses", || {
+        ab_stats(&a).0 == 11 && ab_stats(&b).0 == 11
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let reward_sum = |s: &Server| {
+        get_blocking(&s.addr, "/v2/models/ab/stats").json()["routes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["reward_sum"].as_f64().unwrap())
+            .sum::<f64>()
+    };
+    assert_eq!((ab_stats(&a).0, reward_sum(&a)), (11, 11.0));
+    assert_eq!((ab_stats(&b).0, reward_sum(&b)), (11, 0.0));
+}

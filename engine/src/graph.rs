@@ -421,6 +421,28 @@ impl Graph {
         search(name, top)
     }
 
+    /// Every step that learns from feedback (routers with a learning policy), nested ones
+    /// included, by name.
+    pub fn learners(&self) -> Vec<(&str, &dyn Step)> {
+        fn walk<'a>(found: &mut Vec<(&'a str, &'a dyn Step)>, steps: Vec<(&'a str, &'a dyn Step)>) {
+            for (n, s) in steps {
+                if s.stats().is_some() {
+                    found.push((n, s));
+                }
+                walk(found, s.children());
+            }
+        }
+        let mut found = Vec::new();
+        walk(
+            &mut found,
+            self.nodes
+                .iter()
+                .map(|n| (n.name.as_str(), n.step.as_ref()))
+                .collect(),
+        );
+        found
+    }
+
     /// Whether the graph is a straight chain of steps (what queue steps need).
     pub fn is_chain(&self) -> bool {
         self.chain

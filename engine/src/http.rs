@@ -140,6 +140,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/v2/models/{model}/versions/{version}/infer",
             post(infer_version),
         )
+        .route("/metrics", get(metrics))
         .route("/v2/models/{model}/feedback", post(feedback))
         .route("/v2/models/{model}/stats", get(stats))
         .route("/v2/models/{model}/explain", post(explain))
@@ -307,40 +308,16 @@ async fn feedback(
     let body = read_body(body, &headers, state.config.max_body_bytes).await?;
     let value: serde_json::Value = serde_json::from_slice(&body)
         .map_err(|e| Error::bad_request(format!("malformed feedback: {e}")))?;
-    let single = !value.is_array();
-    let items = match value {
-        serde_json::Value::Array(items) => items,
-        other => vec![other],
-    };
+    let (items, single) = crate::feedback::parse(&value)?;
     let (mut accepted, mut duplicates, mut unknown) = (0, 0, Vec::new());
-    for (i, item) in items.iter().enumerate() {
-        let reward = item
-            .get("reward")
-            .and_then(serde_json::Value::as_f64)
-            .ok_or_else(|| {
-                Error::unprocessable(format!("feedback {i}: `reward` must be a number"))
-            })?;
-        let response = item.get("response");
-        let id = item
-            .get("id")
-            .or_else(|| response.and_then(|r| r.get("id")))
-            .and_then(serde_json::Value::as_str);
-        let route = response
-            .and_then(|r| r.pointer("/parameters/route"))
-            .and_then(serde_json::Value::as_str);
-        match (id, route) {
-            (None, None) => {
-                return Err(Error::unprocessable(format!(
-                    "feedback {i} needs `id` and `reward`, or Seldon's `response` (with its id or \
-                     parameters.route) and `reward`"
-                )));
-            }
-            (Some(id), route) => match router.feedback(id, reward) {
+    for item in items {
+        match (item.id, item.route) {
+            (Some(id), route) => match router.feedback(id, item.reward) {
                 Ok(true) => accepted += 1,
                 Ok(false) => duplicates += 1,
                 Err(e) if e.kind == ErrorKind::NotFound => match route {
                     Some(route) => {
-                        router.feedback_route(route, reward)?;
+                        router.feedback_route(route, item.reward)?;
                         accepted += 1;
                     }
                     None if single => return Err(e),
@@ -349,14 +326,23 @@ async fn feedback(
                 Err(e) => return Err(e),
             },
             (None, Some(route)) => {
-                router.feedback_route(route, reward)?;
+                router.feedback_route(route, item.reward)?;
                 accepted += 1;
             }
+            (None, None) => unreachable!("parse requires an id or a route"),
         }
     }
     Ok(Json(
         json!({ "accepted": accepted, "duplicates": duplicates, "unknown": unknown }),
     ))
+}
+
+/// `GET /metrics`: Prometheus metrics (see [`crate::metrics`]).
+async fn metrics(State(state): State<Arc<AppState>>) -> Result<Response, Error> {
+    let graph = state.served.load_full().map(|s| Arc::clone(&s.graph));
+    let text = crate::metrics::render(graph)
+        .map_err(|_| Error::internal("the metrics could not be encoded"))?;
+    Ok(([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response())
 }
 
 /// `GET /v2/models/{router}/stats`: per route, requests, rewards and the policy's estimate.

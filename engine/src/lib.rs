@@ -7,11 +7,14 @@
 pub mod diag;
 pub mod error;
 pub mod event;
+pub mod feedback;
 pub mod graph;
 #[cfg(feature = "http")]
 pub mod http;
 #[cfg(feature = "kafka")]
 pub mod kafka;
+#[cfg(feature = "http")]
+pub mod metrics;
 pub mod plot;
 pub mod protocol;
 pub mod schema;
@@ -25,5 +28,7 @@ pub use diag::{Diagnostic, GraphErrors};
 pub use error::{Error, ErrorKind, Result};
 pub use event::{Event, EventData, Target};
 pub use graph::Graph;
-pub use step::{BuildContext, BuildMode, ModelInfo, Registry, Step, StepKind, StepNode};
+pub use step::{
+    BuildContext, BuildMode, Learner, ModelInfo, Registry, ShareLink, Step, StepKind, StepNode,
+};
 pub use tensor::{DataType, Signature, Tensor, TensorData, TensorMeta};

@@ -32,6 +32,10 @@ pub struct KafkaSourceSpec {
     /// with the error in headers. Without one they are logged, counted and skipped.
     #[serde(default)]
     pub dlq_topic: Option<String>,
+    /// Rewards for routers that learn, in the feedback API's shapes (`{"id", "reward"}`, a
+    /// batch, or Seldon's); every process reads all of it and credits the ids it routed.
+    #[serde(default)]
+    pub feedback_topic: Option<String>,
     /// Messages processed at once, across partitions (default 256); consumption pauses past it.
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: usize,
@@ -67,6 +71,15 @@ impl KafkaSourceSpec {
         {
             return Err(
                 "`output_topic` and `dlq_topic` must not be input topics (that would loop)".into(),
+            );
+        }
+        if let Some(f) = &self.feedback_topic
+            && (self.topics.contains(f)
+                || *f == self.output_topic
+                || self.dlq_topic.as_ref() == Some(f))
+        {
+            return Err(
+                "`feedback_topic` must not be an input, output or dead-letter topic".into(),
             );
         }
         if self.max_in_flight == 0 || self.commit_interval_ms == 0 {

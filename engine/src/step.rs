@@ -16,6 +16,25 @@ use crate::error::Result;
 use crate::event::Event;
 use crate::tensor::{Signature, TensorMeta};
 
+/// Where a step shares its learning with the other replicas of its graph (a Kafka topic),
+/// and the step itself as a [`Learner`].
+#[derive(Clone)]
+pub struct ShareLink {
+    pub brokers: String,
+    pub topic: String,
+    pub learner: Arc<dyn Learner>,
+}
+
+/// A step whose learning crosses processes: it sends each update it makes to an outbox, and
+/// applies the updates other replicas sent.
+pub trait Learner: Send + Sync {
+    /// Where this replica's updates go from now on, one message each (the step never waits:
+    /// a full outbox drops the update and counts it).
+    fn connect(&self, outbox: tokio::sync::mpsc::Sender<Vec<u8>>);
+    /// Applies an update another replica's outbox sent; an error says why it does not fit.
+    fn learn(&self, message: &[u8]) -> std::result::Result<(), String>;
+}
+
 /// A unit of work in a graph. Implement it for a custom step and register a [`StepKind`] that
 /// builds it.
 #[async_trait]
@@ -57,6 +76,11 @@ pub trait Step: Send + Sync + 'static {
     fn feedback_route(&self, route: &str, reward: f64) -> Result<()> {
         let _ = (route, reward);
         Err(crate::Error::not_found("this step takes no feedback"))
+    }
+
+    /// A learner whose learning the graph's replicas share (`policy.share`): where, and how.
+    fn shared_learning(&self) -> Option<ShareLink> {
+        None
     }
 
     /// What the step has learnt, for `GET /v2/models/{name}/stats`.

@@ -81,6 +81,11 @@ pub struct PolicySpec {
     /// How often the state is saved, in milliseconds (default 10000).
     #[serde(default)]
     pub state_every_ms: Option<u64>,
+    /// Bandits: share what the router learns with the other processes serving this graph,
+    /// through a Kafka topic, `kafka://HOST:PORT/TOPIC` (which must exist). Each process
+    /// publishes the rewards it takes and applies the others'.
+    #[serde(default)]
+    pub share: Option<String>,
     /// Policies that take feedback: how many recent response ids are remembered for it
     /// (default 100000); older ids get 404 on feedback.
     #[serde(default)]
@@ -233,6 +238,18 @@ pub struct Router {
     /// The arms as last saved or restored.
     saved: Mutex<Vec<crate::bandit::Arm>>,
     shadow: Option<Shadow>,
+    /// Brokers and topic the learning is shared through.
+    share: Option<(String, String)>,
+    /// Where rewards taken here go, for the other replicas (once sharing started).
+    outbox: std::sync::OnceLock<tokio::sync::mpsc::Sender<Vec<u8>>>,
+}
+
+/// A reward one replica took, as the others apply it.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SharedReward {
+    router: String,
+    route: String,
+    reward: f64,
 }
 
 /// A router's saved learning: each route's bandit numbers, by route name.
@@ -327,7 +344,7 @@ pub fn build(node: &StepNode, ctx: &mut BuildContext) -> Option<Box<dyn Step>> {
     );
     const BANDITS: &str = "bandits (epsilon_greedy, ucb1, thompson)";
     // Each field applies to some policies only: say so rather than ignore it.
-    let applies: [(&str, bool, bool, &str); 9] = [
+    let applies: [(&str, bool, bool, &str); 10] = [
         (
             "weights",
             p.weights.is_some(),
@@ -361,6 +378,7 @@ pub fn build(node: &StepNode, ctx: &mut BuildContext) -> Option<Box<dyn Step>> {
             "`type: weighted` and `type: path`",
         ),
         ("state_file", p.state_file.is_some(), bandit, BANDITS),
+        ("share", p.share.is_some(), bandit, BANDITS),
         (
             "state_every_ms",
             p.state_every_ms.is_some(),
@@ -433,6 +451,14 @@ pub fn build(node: &StepNode, ctx: &mut BuildContext) -> Option<Box<dyn Step>> {
                 slots: Arc::new(tokio::sync::Semaphore::new(sh.max_in_flight.unwrap_or(64))),
                 counts: Arc::new(Default::default()),
             })
+        }
+    };
+    let share = match p.share.as_deref().map(parse_share) {
+        None => None,
+        Some(Ok(link)) => Some(link),
+        Some(Err(e)) => {
+            ctx.error(&node.name, &span, e);
+            return None;
         }
     };
     let policy = match p.kind {
@@ -508,6 +534,8 @@ pub fn build(node: &StepNode, ctx: &mut BuildContext) -> Option<Box<dyn Step>> {
         state_file: state_file.filter(|_| loading),
         saved: Mutex::new(Vec::new()),
         shadow,
+        share,
+        outbox: std::sync::OnceLock::new(),
     };
     if let Err(e) = router.load() {
         // Keep the unreadable file as it is: no snapshot may replace it.
@@ -538,6 +566,15 @@ pub fn build(node: &StepNode, ctx: &mut BuildContext) -> Option<Box<dyn Step>> {
         }
     }
     Some(Box::new(SharedRouter(router)))
+}
+
+/// `kafka://HOST:PORT/TOPIC` → brokers and topic.
+fn parse_share(url: &str) -> std::result::Result<(String, String), String> {
+    url.strip_prefix("kafka://")
+        .and_then(|rest| rest.split_once('/'))
+        .filter(|(b, t)| !b.is_empty() && !t.is_empty() && !t.contains('/'))
+        .map(|(b, t)| (b.to_owned(), t.to_owned()))
+        .ok_or_else(|| format!("`share: {url}`: expected kafka://HOST:PORT/TOPIC"))
 }
 
 fn policy_span(node: &StepNode) -> marked_yaml::Span {
@@ -717,6 +754,22 @@ impl Router {
             })
     }
 
+    /// Hands a reward taken here to the other replicas, when sharing; never waits.
+    fn publish(&self, route: usize, reward: f64) {
+        let Some(outbox) = self.outbox.get() else {
+            return;
+        };
+        let update = SharedReward {
+            router: self.name.clone(),
+            route: self.routes[route].key.clone(),
+            reward,
+        };
+        let bytes = serde_json::to_vec(&update).expect("plain data serializes");
+        if outbox.try_send(bytes).is_err() {
+            tracing::warn!(router = %self.name, "the learning outbox is full: an update was not shared");
+        }
+    }
+
     fn route_keys(&self) -> Vec<&str> {
         self.routes.iter().map(|r| r.key.as_str()).collect()
     }
@@ -821,6 +874,40 @@ impl Step for SharedRouter {
     fn hands_off(&self) -> bool {
         self.0.hands_off()
     }
+    fn shared_learning(&self) -> Option<servegraph_engine::ShareLink> {
+        let (brokers, topic) = self.0.share.clone()?;
+        Some(servegraph_engine::ShareLink {
+            brokers,
+            topic,
+            learner: self.0.clone(),
+        })
+    }
+}
+
+impl servegraph_engine::Learner for Router {
+    fn connect(&self, outbox: tokio::sync::mpsc::Sender<Vec<u8>>) {
+        let _ = self.outbox.set(outbox);
+    }
+
+    fn learn(&self, message: &[u8]) -> std::result::Result<(), String> {
+        let update: SharedReward =
+            serde_json::from_slice(message).map_err(|e| format!("malformed update: {e}"))?;
+        if update.router != self.name {
+            return Err(format!(
+                "an update for router `{}` reached router `{}`",
+                update.router, self.name
+            ));
+        }
+        let index = self
+            .routes
+            .iter()
+            .position(|r| r.key == update.route)
+            .ok_or_else(|| format!("router `{}` has no route `{}`", self.name, update.route))?;
+        self.reward(index, update.reward)
+            .map_err(|e| e.to_string())?;
+        self.record(index, update.reward);
+        Ok(())
+    }
 }
 
 #[async_trait]
@@ -892,6 +979,7 @@ impl Step for Router {
         drop(d);
         self.reward(route, reward)?;
         self.record(route, reward);
+        self.publish(route, reward);
         if let Some(e) = decisions.lock().expect("not poisoned").routes.get_mut(id) {
             e.1 = true;
         }
@@ -908,6 +996,7 @@ impl Step for Router {
             })?;
         self.reward(index, reward)?;
         self.record(index, reward);
+        self.publish(index, reward);
         Ok(())
     }
 
@@ -1079,5 +1168,14 @@ graph:
             "{d:?}"
         );
         assert_eq!(d[0].help.as_deref(), Some("routes are `a`"));
+        let yaml = "name: r\ngraph:\n  kind: router\n  policy: {type: weighted, shadow: {route: a, percent: 10}}\n  routes: {a: {kind: transform, op: noop}}\n";
+        let d = Graph::from_yaml(yaml, Path::new("."), &registry(), BuildMode::Load)
+            .err()
+            .unwrap();
+        assert!(
+            d[0].message
+                .contains("a shadow route needs another route to shadow"),
+            "{d:?}"
+        );
     }
 }

@@ -10,6 +10,7 @@
 //! go; unfinished work is not committed, so the new owner redoes it. On shutdown the source
 //! stops consuming, finishes what is in flight, and commits.
 
+pub mod learning;
 pub mod progress;
 pub mod queue;
 

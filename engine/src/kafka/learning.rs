@@ -1,0 +1,288 @@
+//! Learning that crosses processes, over Kafka topics every replica reads in full:
+//!
+//! - **Shared learning** (`policy.share: kafka://HOST:PORT/TOPIC` on a bandit router): each
+//!   replica publishes every reward its router takes and applies the rewards the others
+//!   publish, so replicas behind one load balancer learn together.
+//! - **Feedback from Kafka** (`sources.kafka.feedback_topic`): rewards as messages, in the
+//!   feedback API's shapes. Each is credited by the replica that routed the response: the one
+//!   that remembers its id.
+//!
+//! Both read every partition from its end at start, without a consumer group and without
+//! committing: a process only needs what is published while it runs (the ids it can credit
+//! are its own; what it learnt before is in its state file).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+use tokio::sync::{mpsc, watch};
+
+use crate::error::ErrorKind;
+use crate::graph::Graph;
+use crate::sources::KafkaSourceSpec;
+use crate::step::{Learner, ShareLink};
+
+/// On shared updates: the process that published it (it skips its own).
+pub const REPLICA_HEADER: &str = "x-servegraph-replica";
+
+/// Updates a router may have waiting for the broker; past it they are dropped and logged.
+const OUTBOX: usize = 10_000;
+
+/// This process, among the replicas.
+fn replica() -> &'static str {
+    static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ID.get_or_init(crate::protocol::new_id)
+}
+
+/// A consumer of every partition of `topic`, positioned at their current ends: it sees every
+/// message published from now on. The topic must exist.
+async fn reader(
+    brokers: &str,
+    options: &[(String, String)],
+    topic: &str,
+) -> Result<StreamConsumer, String> {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", brokers)
+        // Partitions are assigned, never subscribed: the group only names the client.
+        .set("group.id", format!("servegraph-{}", replica()))
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "50");
+    for (k, v) in options {
+        config.set(k, v);
+    }
+    let consumer: StreamConsumer = config
+        .create()
+        .map_err(|e| format!("cannot create a Kafka consumer for `{topic}`: {e}"))?;
+    let topic_owned = topic.to_owned();
+    let brokers_owned = brokers.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let timeout = Duration::from_secs(10);
+        let metadata = consumer
+            .fetch_metadata(Some(&topic_owned), timeout)
+            .map_err(|e| format!("cannot reach the brokers {brokers_owned}: {e}"))?;
+        let partitions: Vec<i32> = metadata
+            .topics()
+            .iter()
+            .filter(|t| t.name() == topic_owned && t.error().is_none())
+            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+            .collect();
+        if partitions.is_empty() {
+            return Err(format!(
+                "Kafka topic `{topic_owned}` does not exist on {brokers_owned}: create it first"
+            ));
+        }
+        let mut list = TopicPartitionList::new();
+        for p in partitions {
+            let (_, high) = consumer
+                .fetch_watermarks(&topic_owned, p, timeout)
+                .map_err(|e| format!("cannot read the end of `{topic_owned}` [{p}]: {e}"))?;
+            list.add_partition_offset(&topic_owned, p, Offset::Offset(high))
+                .map_err(|e| e.to_string())?;
+        }
+        consumer
+            .assign(&list)
+            .map_err(|e| format!("cannot read `{topic_owned}`: {e}"))?;
+        Ok(consumer)
+    })
+    .await
+    .map_err(|e| format!("positioning the reader of `{topic}` panicked: {e}"))?
+}
+
+/// Starts sharing the learning of every step of `graph` that asks for it. Each task ends
+/// when its step is let go (at shutdown, once the last request is answered), after
+/// publishing what the step learnt last.
+pub async fn share(graph: &Graph) -> Result<Vec<tokio::task::JoinHandle<()>>, String> {
+    let mut tasks = Vec::new();
+    for (name, step) in graph.learners() {
+        if let Some(link) = step.shared_learning() {
+            tasks.push(share_one(name, link).await?);
+        }
+    }
+    Ok(tasks)
+}
+
+async fn share_one(name: &str, link: ShareLink) -> Result<tokio::task::JoinHandle<()>, String> {
+    let consumer = reader(&link.brokers, &[], &link.topic).await?;
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &link.brokers)
+        .set("linger.ms", "5")
+        .set("message.timeout.ms", "10000")
+        .create()
+        .map_err(|e| format!("cannot create the Kafka producer for `{}`: {e}", link.topic))?;
+    let (tx, mut outbox) = mpsc::channel::<Vec<u8>>(OUTBOX);
+    link.learner.connect(tx);
+    // The task must not keep the step alive: a step let go (at shutdown) saves its state.
+    let learner: std::sync::Weak<dyn Learner> = Arc::downgrade(&link.learner);
+    drop(link.learner);
+    let (name, topic) = (name.to_owned(), link.topic);
+    tracing::info!(router = %name, %topic, replica = replica(), "sharing learning through Kafka");
+    Ok(tokio::spawn(async move {
+        let mut deliveries = FuturesUnordered::new();
+        let (mut sent, mut applied, mut failed) = (0u64, 0u64, 0u64);
+        loop {
+            tokio::select! {
+                update = outbox.recv() => {
+                    let Some(update) = update else { break };
+                    let headers = OwnedHeaders::new().insert(Header {
+                        key: REPLICA_HEADER,
+                        value: Some(replica()),
+                    });
+                    let record = FutureRecord::to(&topic).key(&name).payload(&update).headers(headers);
+                    match producer.send_result(record) {
+                        Ok(d) => {
+                            sent += 1;
+                            deliveries.push(d);
+                        }
+                        Err((e, _)) => {
+                            failed += 1;
+                            tracing::warn!(router = %name, %topic, error = %e, "could not publish a learning update");
+                        }
+                    }
+                }
+                Some(d) = deliveries.next(), if !deliveries.is_empty() => {
+                    if !matches!(d, Ok(Ok(_))) {
+                        failed += 1;
+                        tracing::warn!(router = %name, %topic, "a learning update was not delivered");
+                    }
+                }
+                m = consumer.recv() => match m {
+                    Ok(m) => {
+                        let own = m.headers().is_some_and(|h| {
+                            h.iter().any(|h| h.key == REPLICA_HEADER && h.value == Some(replica().as_bytes()))
+                        });
+                        if own || m.key() != Some(name.as_bytes()) {
+                            continue;
+                        }
+                        let Some(learner) = learner.upgrade() else { break };
+                        match learner.learn(m.payload().unwrap_or_default()) {
+                            Ok(()) => applied += 1,
+                            Err(e) => tracing::warn!(router = %name, %topic, offset = m.offset(), error = %e, "ignored a learning update"),
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(%topic, error = %e, "reading shared learning failed");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                },
+            }
+        }
+        while let Some(d) = deliveries.next().await {
+            if !matches!(d, Ok(Ok(_))) {
+                failed += 1;
+            }
+        }
+        tracing::info!(router = %name, %topic, sent, applied, failed, "stopped sharing learning");
+    }))
+}
+
+/// Starts crediting the rewards on `spec.feedback_topic` (if set) to the graph's routers.
+/// A message is `{"id", "reward"}`, a batch of those, or Seldon's shape; the `x-model-name`
+/// header or a `model` field names the router (default: every router that remembers the id).
+pub async fn feedback(
+    spec: &KafkaSourceSpec,
+    graph: Arc<Graph>,
+    mut stop: watch::Receiver<bool>,
+) -> Result<Option<tokio::task::JoinHandle<()>>, String> {
+    let Some(topic) = spec.feedback_topic.clone() else {
+        return Ok(None);
+    };
+    let options: Vec<(String, String)> = spec
+        .options
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let consumer = reader(&spec.brokers, &options, &topic).await?;
+    tracing::info!(%topic, "taking feedback from Kafka");
+    Ok(Some(tokio::spawn(async move {
+        let mut counts = Counts::default();
+        loop {
+            tokio::select! {
+                m = consumer.recv() => match m {
+                    Ok(m) => {
+                        let model = m.headers().and_then(|h| {
+                            h.iter()
+                                .find(|h| h.key.eq_ignore_ascii_case(super::MODEL_HEADER))
+                                .and_then(|h| h.value)
+                                .map(|v| String::from_utf8_lossy(v).into_owned())
+                        });
+                        if let Err(e) = credit(&graph, model.as_deref(), m.payload().unwrap_or_default(), &mut counts) {
+                            counts.invalid += 1;
+                            tracing::warn!(%topic, partition = m.partition(), offset = m.offset(), error = %e, "ignored a feedback message");
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(%topic, error = %e, "reading feedback failed");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                },
+                _ = stop.changed() => break,
+            }
+        }
+        tracing::info!(%topic, accepted = counts.accepted, duplicates = counts.duplicates, others = counts.others, invalid = counts.invalid, "stopped taking feedback");
+    })))
+}
+
+/// What became of the feedback read from Kafka.
+#[derive(Debug, Default, PartialEq)]
+struct Counts {
+    accepted: u64,
+    duplicates: u64,
+    /// Ids this process does not remember: another replica's (or expired).
+    others: u64,
+    invalid: u64,
+}
+
+/// Credits one feedback message to the router(s) that remember its ids.
+fn credit(
+    graph: &Graph,
+    model: Option<&str>,
+    payload: &[u8],
+    counts: &mut Counts,
+) -> Result<(), String> {
+    let value: serde_json::Value =
+        serde_json::from_slice(payload).map_err(|e| format!("malformed feedback: {e}"))?;
+    let (items, _) = crate::feedback::parse(&value).map_err(|e| e.to_string())?;
+    let field = value.get("model").and_then(serde_json::Value::as_str);
+    let model = model.or(field);
+    let learners = graph.learners();
+    if let Some(m) = model
+        && !learners.iter().any(|(n, _)| *n == m)
+    {
+        return Err(format!("no router `{m}` that takes feedback"));
+    }
+    for item in items {
+        let Some(id) = item.id else {
+            // Only an id says which replica routed it; a bare route would count once per replica.
+            return Err("feedback from Kafka needs the response's id".into());
+        };
+        let mut credited = false;
+        for (_, router) in learners
+            .iter()
+            .filter(|(n, _)| model.is_none_or(|m| m == *n))
+        {
+            match router.feedback(id, item.reward) {
+                Ok(true) => {
+                    counts.accepted += 1;
+                    credited = true;
+                }
+                Ok(false) => {
+                    counts.duplicates += 1;
+                    credited = true;
+                }
+                Err(e) if e.kind == ErrorKind::NotFound => {}
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        if !credited {
+            counts.others += 1;
+        }
+    }
+    Ok(())
+}
