@@ -499,3 +499,40 @@ fn feedback_from_a_topic_is_credited_by_the_replica_that_routed_it() {
     assert_eq!((ab_stats(&a).0, reward_sum(&a)), (11, 11.0));
     assert_eq!((ab_stats(&b).0, reward_sum(&b)), (11, 0.0));
 }
+
+#[test]
+fn a_restarted_replica_catches_up_on_what_it_missed() {
+    let dir = tempfile::tempdir().unwrap();
+    let topic = unique("learning");
+    create_topics(&[(&topic, 2)]);
+    let share = format!(", share: \"kafka://{}/{topic}\"", broker());
+    let a_graph = bandit_graph(
+        dir.path(),
+        "a",
+        &format!(", state_file: a-state.json{share}"),
+        "",
+    );
+    let mut a = Server::start(&a_graph, &[]);
+    let b = Server::start(&bandit_graph(dir.path(), "b", &share, ""), &[]);
+    let reward_all = |s: &Server, n: usize| {
+        for _ in 0..n {
+            let v = post(&s.addr, "/v2/models/ab/infer", AB_REQ).json();
+            let body = serde_json::json!({"id": v["id"], "reward": 1}).to_string();
+            assert_eq!(post(&s.addr, "/v2/models/ab/feedback", &body).status, 200);
+        }
+    };
+    reward_all(&a, 100);
+    eventually("b learns a's rewards", || ab_stats(&b).0 == 100);
+    // `a` stops (its snapshot holds 100 rewards) and misses 50 of `b`'s.
+    assert!(a.terminate().success());
+    reward_all(&b, 50);
+    let a = Server::start(&a_graph, &[]);
+    eventually("a replays what it missed", || ab_stats(&a).0 == 150);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        ab_stats(&a).0,
+        150,
+        "its own rewards are not replayed twice"
+    );
+    assert_eq!(ab_stats(&b).0, 150);
+}

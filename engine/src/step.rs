@@ -22,6 +22,9 @@ use crate::tensor::{Signature, TensorMeta};
 pub struct ShareLink {
     pub brokers: String,
     pub topic: String,
+    /// Replay what was published since then (the time of the state the step restored);
+    /// `None`: only what is published from now on.
+    pub since: Option<std::time::SystemTime>,
     pub learner: Arc<dyn Learner>,
 }
 

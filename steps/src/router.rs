@@ -240,6 +240,8 @@ pub struct Router {
     shadow: Option<Shadow>,
     /// Brokers and topic the learning is shared through.
     share: Option<(String, String)>,
+    /// When the restored snapshot was saved: sharing replays what was published since.
+    restored_at: Mutex<Option<std::time::SystemTime>>,
     /// Where rewards taken here go, for the other replicas (once sharing started).
     outbox: std::sync::OnceLock<tokio::sync::mpsc::Sender<Vec<u8>>>,
 }
@@ -257,6 +259,10 @@ struct SharedReward {
 struct Snapshot {
     router: String,
     policy: PolicyKind,
+    /// When it was written (ms since the Unix epoch): a router that shares its learning
+    /// replays the other replicas' rewards from then on.
+    #[serde(default)]
+    saved_at_ms: Option<u64>,
     routes: IndexMap<String, crate::bandit::Arm>,
 }
 
@@ -275,6 +281,10 @@ impl Router {
         let snapshot = Snapshot {
             router: self.name.clone(),
             policy: self.kind,
+            saved_at_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .ok()
+                .map(|d| d.as_millis() as u64),
             routes: self
                 .routes
                 .iter()
@@ -317,6 +327,9 @@ impl Router {
             }
         }
         *self.saved.lock().expect("not poisoned") = bandit.arms().to_vec();
+        *self.restored_at.lock().expect("not poisoned") = snapshot
+            .saved_at_ms
+            .map(|ms| std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms));
         tracing::info!(router = %self.name, file = %path.display(), "bandit state restored");
         Ok(())
     }
@@ -535,6 +548,7 @@ pub fn build(node: &StepNode, ctx: &mut BuildContext) -> Option<Box<dyn Step>> {
         saved: Mutex::new(Vec::new()),
         shadow,
         share,
+        restored_at: Mutex::new(None),
         outbox: std::sync::OnceLock::new(),
     };
     if let Err(e) = router.load() {
@@ -879,6 +893,7 @@ impl Step for SharedRouter {
         Some(servegraph_engine::ShareLink {
             brokers,
             topic,
+            since: *self.0.restored_at.lock().expect("not poisoned"),
             learner: self.0.clone(),
         })
     }

@@ -7,9 +7,9 @@
 //!   feedback API's shapes. Each is credited by the replica that routed the response: the one
 //!   that remembers its id.
 //!
-//! Both read every partition from its end at start, without a consumer group and without
-//! committing: a process only needs what is published while it runs (the ids it can credit
-//! are its own; what it learnt before is in its state file).
+//! Both read every partition without a consumer group and without committing: feedback from
+//! its end at start (the ids a process can credit are its own), shared learning from when the
+//! router's restored state was saved (what it missed while down), else from its end.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,12 +40,14 @@ fn replica() -> &'static str {
     ID.get_or_init(crate::protocol::new_id)
 }
 
-/// A consumer of every partition of `topic`, positioned at their current ends: it sees every
-/// message published from now on. The topic must exist.
+/// A consumer of every partition of `topic`, positioned at the first message published at or
+/// after `since`, or else at their current ends: it sees every message published from then on.
+/// The topic must exist.
 async fn reader(
     brokers: &str,
     options: &[(String, String)],
     topic: &str,
+    since: Option<std::time::SystemTime>,
 ) -> Result<StreamConsumer, String> {
     let mut config = ClientConfig::new();
     config
@@ -79,12 +81,35 @@ async fn reader(
             ));
         }
         let mut list = TopicPartitionList::new();
-        for p in partitions {
+        for &p in &partitions {
             let (_, high) = consumer
                 .fetch_watermarks(&topic_owned, p, timeout)
                 .map_err(|e| format!("cannot read the end of `{topic_owned}` [{p}]: {e}"))?;
             list.add_partition_offset(&topic_owned, p, Offset::Offset(high))
                 .map_err(|e| e.to_string())?;
+        }
+        if let Some(ms) = since
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_millis() as i64)
+        {
+            let mut times = TopicPartitionList::new();
+            for &p in &partitions {
+                times
+                    .add_partition_offset(&topic_owned, p, Offset::Offset(ms))
+                    .map_err(|e| e.to_string())?;
+            }
+            let found = consumer.offsets_for_times(times, timeout).map_err(|e| {
+                format!("cannot find where `{topic_owned}` was at the saved state's time: {e}")
+            })?;
+            // Partitions with nothing since then stay at their ends.
+            for e in found.elements() {
+                if let Offset::Offset(o) = e.offset()
+                    && o >= 0
+                {
+                    list.set_partition_offset(&topic_owned, e.partition(), Offset::Offset(o))
+                        .map_err(|e| e.to_string())?;
+                }
+            }
         }
         consumer
             .assign(&list)
@@ -109,7 +134,7 @@ pub async fn share(graph: &Graph) -> Result<Vec<tokio::task::JoinHandle<()>>, St
 }
 
 async fn share_one(name: &str, link: ShareLink) -> Result<tokio::task::JoinHandle<()>, String> {
-    let consumer = reader(&link.brokers, &[], &link.topic).await?;
+    let consumer = reader(&link.brokers, &[], &link.topic, link.since).await?;
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", &link.brokers)
         .set("linger.ms", "5")
@@ -198,7 +223,7 @@ pub async fn feedback(
         .iter()
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    let consumer = reader(&spec.brokers, &options, &topic).await?;
+    let consumer = reader(&spec.brokers, &options, &topic, None).await?;
     tracing::info!(%topic, "taking feedback from Kafka");
     Ok(Some(tokio::spawn(async move {
         let mut counts = Counts::default();
