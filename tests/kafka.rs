@@ -362,6 +362,13 @@ fn ab_stats(s: &Server) -> (u64, Vec<(u64, u64)>) {
     (routes.iter().map(|r| r.1).sum(), routes)
 }
 
+/// A fresh topic to share learning through, as the policy's `share` field (with a comma).
+fn shared_learning_topic() -> String {
+    let topic = unique("learning");
+    create_topics(&[(&topic, 2)]);
+    format!(", share: \"kafka://{}/{topic}\"", broker())
+}
+
 /// Polls `cond` for up to 15 s.
 fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
@@ -374,9 +381,7 @@ fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
 #[test]
 fn replicas_learn_together_through_a_shared_topic() {
     let dir = tempfile::tempdir().unwrap();
-    let topic = unique("learning");
-    create_topics(&[(&topic, 2)]);
-    let share = format!(", share: \"kafka://{}/{topic}\"", broker());
+    let share = shared_learning_topic();
     let a = Server::start(
         &bandit_graph(dir.path(), "a", &format!(", seed: 1{share}"), ""),
         &[],
@@ -503,9 +508,7 @@ fn feedback_from_a_topic_is_credited_by_the_replica_that_routed_it() {
 #[test]
 fn a_restarted_replica_catches_up_on_what_it_missed() {
     let dir = tempfile::tempdir().unwrap();
-    let topic = unique("learning");
-    create_topics(&[(&topic, 2)]);
-    let share = format!(", share: \"kafka://{}/{topic}\"", broker());
+    let share = shared_learning_topic();
     let a_graph = bandit_graph(
         dir.path(),
         "a",
