@@ -225,6 +225,12 @@ pub async fn feedback(
         .collect();
     let consumer = reader(&spec.brokers, &options, &topic, None).await?;
     tracing::info!(%topic, "taking feedback from Kafka");
+    // The routers that learn, found once (finding them asks every step for its stats).
+    let routers: Vec<String> = graph
+        .learners()
+        .into_iter()
+        .map(|(n, _)| n.to_owned())
+        .collect();
     Ok(Some(tokio::spawn(async move {
         let mut counts = Counts::default();
         loop {
@@ -237,7 +243,7 @@ pub async fn feedback(
                                 .and_then(|h| h.value)
                                 .map(|v| String::from_utf8_lossy(v).into_owned())
                         });
-                        if let Err(e) = credit(&graph, model.as_deref(), m.payload().unwrap_or_default(), &mut counts) {
+                        if let Err(e) = credit(&graph, &routers, model.as_deref(), m.payload().unwrap_or_default(), &mut counts) {
                             counts.invalid += 1;
                             tracing::warn!(%topic, partition = m.partition(), offset = m.offset(), error = %e, "ignored a feedback message");
                         }
@@ -267,6 +273,7 @@ struct Counts {
 /// Credits one feedback message to the router(s) that remember its ids.
 fn credit(
     graph: &Graph,
+    routers: &[String],
     model: Option<&str>,
     payload: &[u8],
     counts: &mut Counts,
@@ -276,9 +283,8 @@ fn credit(
     let (items, _) = crate::feedback::parse(&value).map_err(|e| e.to_string())?;
     let field = value.get("model").and_then(serde_json::Value::as_str);
     let model = model.or(field);
-    let learners = graph.learners();
     if let Some(m) = model
-        && !learners.iter().any(|(n, _)| *n == m)
+        && !routers.iter().any(|n| n == m)
     {
         return Err(format!("no router `{m}` that takes feedback"));
     }
@@ -288,10 +294,8 @@ fn credit(
             return Err("feedback from Kafka needs the response's id".into());
         };
         let mut credited = false;
-        for (_, router) in learners
-            .iter()
-            .filter(|(n, _)| model.is_none_or(|m| m == *n))
-        {
+        let named = routers.iter().filter(|n| model.is_none_or(|m| m == *n));
+        for router in named.filter_map(|n| graph.find_step(n)) {
             match router.feedback(id, item.reward) {
                 Ok(true) => {
                     counts.accepted += 1;
