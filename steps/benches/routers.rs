@@ -18,13 +18,24 @@ use servegraph_engine::{BuildMode, Event, Graph, Target, Tensor, TensorData};
 const ROUNDS: usize = 7;
 const REQUESTS: usize = 100_000;
 
-const POLICIES: [&str; 5] = [
+const POLICIES: [&str; 6] = [
     "{type: path}",
     "{type: weighted, weights: {a: 1, b: 3}}",
     "{type: epsilon_greedy, epsilon: 0.1, seed: 1}",
     "{type: ucb1, seed: 1}",
     "{type: thompson, seed: 1}",
+    // Shared: every reward also goes to the outbox the Kafka task drains.
+    "{type: thompson, seed: 1, share: \"kafka://127.0.0.1:9/ab\"}",
 ];
+
+/// Connects a sharing router's outbox to a task that drains it, as the Kafka publisher does.
+fn drain_shared(rt: &tokio::runtime::Runtime, g: &Graph) {
+    if let Some(link) = g.find_step("ab").and_then(|r| r.shared_learning()) {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(10_000);
+        link.learner.connect(tx);
+        rt.spawn(async move { while rx.recv().await.is_some() {} });
+    }
+}
 
 fn graph(policy: &str) -> Arc<Graph> {
     let yaml = format!(
@@ -91,11 +102,13 @@ fn main() {
         for (p, policy) in POLICIES.iter().enumerate() {
             let path = p == 0;
             let g = graph(policy);
+            drain_shared(&rt, &g);
             single[p].push(
                 rt.block_on(rt.spawn(drive(Arc::clone(&g), path, 0, REQUESTS)))
                     .unwrap(),
             );
             let g = graph(policy);
+            drain_shared(&rt, &g);
             let per_task = REQUESTS / cores;
             let t0 = Instant::now();
             rt.block_on(async {
@@ -115,13 +128,13 @@ fn main() {
         "{REQUESTS} requests per round, {ROUNDS} rounds, medians; {cores} tasks in the concurrent column"
     );
     println!(
-        "{:<48} {:>12} {:>14} {:>16} {:>18}",
+        "{:<64} {:>12} {:>14} {:>16} {:>18}",
         "policy", "ns/request", "over path", "ns/req (conc.)", "over path (conc.)"
     );
     for (p, policy) in POLICIES.iter().enumerate() {
         let (s, m) = (median(single[p].clone()), median(many[p].clone()));
         println!(
-            "{policy:<48} {s:>12.0} {:>14.0} {m:>16.0} {:>18.0}",
+            "{policy:<64} {s:>12.0} {:>14.0} {m:>16.0} {:>18.0}",
             s - base.0,
             m - base.1
         );
