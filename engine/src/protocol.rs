@@ -744,6 +744,40 @@ pub fn new_id() -> String {
     format!("{:016x}-{n:08x}", seed)
 }
 
+/// The `oip_decode` fuzz target (and its regression tests): decodes any body as a request
+/// and, when it decodes, checks that the response encoding of its tensors decodes back to the
+/// same tensors. The first byte chooses: bit 0, the next two bytes are a binary header length
+/// (little-endian); bit 1, binary outputs.
+#[doc(hidden)]
+pub fn fuzz_decode(data: &[u8]) {
+    let Some((&flags, rest)) = data.split_first() else {
+        return;
+    };
+    let (json_len, body) = if flags & 1 == 1 && rest.len() >= 2 {
+        (
+            Some(u16::from_le_bytes([rest[0], rest[1]]) as usize),
+            &rest[2..],
+        )
+    } else {
+        (None, rest)
+    };
+    let Ok(request) = decode_request(body, json_len) else {
+        return;
+    };
+    let binary = flags & 2 == 2;
+    let encode = |tensors: Vec<Tensor>| {
+        let event = Event::new("fuzz", tensors);
+        encode_response(&event, "m", None, &[], binary).expect("decoded tensors encode")
+    };
+    let first = encode(request.event.tensors.clone());
+    let back = decode_response(&first.body, first.json_len).expect("an encoded response decodes");
+    let again = encode(back);
+    assert_eq!(
+        first.body, again.body,
+        "the response round trip changed the tensors"
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

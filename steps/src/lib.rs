@@ -4,6 +4,7 @@
 pub mod bandit;
 pub mod ensemble;
 pub mod error_handler;
+pub mod fuzz;
 pub mod image;
 pub mod model;
 #[cfg(feature = "onnx")]
