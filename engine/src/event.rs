@@ -73,6 +73,9 @@ pub struct EventData {
     pub stopped: bool,
     /// Run only the steps after this one (a flow resumed from a queue step's topic).
     pub resume_after: Option<String>,
+    /// Time model steps spent waiting for and running on their models (ONNX Runtime, or a
+    /// remote server), along the slowest branch: what the engine-overhead metric subtracts.
+    pub model_time: std::time::Duration,
 }
 
 impl Event {

@@ -82,40 +82,39 @@ struct GraphNode {
     timeout: Option<Duration>,
     /// The error handler (an index into `Graph::handlers`) that answers when this step fails.
     on_error: Option<usize>,
+    /// `servegraph_step_duration_seconds` for this step.
+    seconds: prometheus_client::metrics::histogram::Histogram,
 }
 
 impl GraphNode {
+    fn new(graph: &str, name: String, step: Box<dyn Step>, timeout: Option<Duration>) -> Self {
+        GraphNode {
+            seconds: crate::metrics::step_histogram(graph, &name),
+            name,
+            step,
+            preds: Vec::new(),
+            succs: Vec::new(),
+            timeout,
+            on_error: None,
+        }
+    }
+
+    /// Runs the step, recording its time (and, for tracked requests, in the event).
     async fn run(&self, event: Event) -> Result<Event> {
-        if event.step_microsec.is_some() {
-            return Box::pin(self.run_timed(event)).await;
-        }
-        // The common path, inline: every async layer is a future to build and move.
-        let result = match self.timeout {
-            None => self.step.process(event).await,
-            Some(limit) => Box::pin(self.run_with_timeout(limit, event)).await,
-        };
-        result.map_err(|e| e.in_step(&self.name))
-    }
-
-    /// Records the step's time in the event (tracked requests only).
-    async fn run_timed(&self, event: Event) -> Result<Event> {
         let start = std::time::Instant::now();
-        let mut event = self.run_untimed(event).await?;
-        let micros = start.elapsed().as_micros() as u64;
-        if let Some(times) = &mut event.step_microsec {
-            times.push((self.name.clone(), micros));
-        }
-        Ok(event)
-    }
-
-    async fn run_untimed(&self, event: Event) -> Result<Event> {
         let result = match self.timeout {
             None => self.step.process(event).await,
             // Boxed: a timer is large, and most steps have none; the common path's future
             // stays small (futures are moved, and per-step cost is mostly those moves).
             Some(limit) => Box::pin(self.run_with_timeout(limit, event)).await,
         };
-        result.map_err(|e| e.in_step(&self.name))
+        let took = start.elapsed();
+        self.seconds.observe(took.as_secs_f64());
+        let mut event = result.map_err(|e| e.in_step(&self.name))?;
+        if let Some(times) = &mut event.step_microsec {
+            times.push((self.name.clone(), took.as_micros() as u64));
+        }
+        Ok(event)
     }
 
     async fn run_with_timeout(&self, limit: Duration, event: Event) -> Result<Event> {
@@ -542,6 +541,7 @@ impl Graph {
             }
             event.parameters.extend(other.parameters);
             event.notes.extend(other.notes);
+            event.model_time = event.model_time.max(other.model_time);
             if let (Some(mine), Some(theirs)) = (&mut event.step_microsec, other.step_microsec) {
                 for t in theirs {
                     if !mine.contains(&t) {
@@ -973,25 +973,14 @@ fn compile(
                 .on_error
                 .as_ref()
                 .and_then(|(h, _)| handler_index.get(h).copied()),
-            name: d.name,
-            step: d.step?,
             preds,
             succs,
-            timeout: d.timeout,
+            ..GraphNode::new(&spec.name, d.name, d.step?, d.timeout)
         });
     }
     let handlers: Vec<GraphNode> = handlers
         .into_iter()
-        .map(|h| {
-            Some(GraphNode {
-                name: h.name,
-                step: h.step?,
-                preds: Vec::new(),
-                succs: Vec::new(),
-                timeout: h.timeout,
-                on_error: None,
-            })
-        })
+        .map(|h| Some(GraphNode::new(&spec.name, h.name, h.step?, h.timeout)))
         .collect::<Option<_>>()?;
     let responder = position[&responder];
     let signatures = infer_signatures(ctx, &nodes, &handlers, &spans);

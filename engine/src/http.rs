@@ -48,12 +48,14 @@ pub struct Served {
     pub graph: Arc<Graph>,
     in_flight: Semaphore,
     tracker: Option<Tracker>,
+    metrics: crate::metrics::RequestMetrics,
 }
 
 impl Served {
     pub fn new(graph: Arc<Graph>, tracker: Option<Tracker>) -> Served {
         let permits = graph.max_in_flight;
         Served {
+            metrics: crate::metrics::RequestMetrics::new(&graph.name, "http"),
             graph,
             in_flight: Semaphore::new(permits),
             tracker,
@@ -373,21 +375,33 @@ async fn run_infer(
     body: Body,
     explain: bool,
 ) -> Response {
-    match try_infer(state, model, version, headers, body, explain).await {
-        Ok(response) => response,
-        Err(e) => e.into_response(),
-    }
+    let start = std::time::Instant::now();
+    let served = match state.current() {
+        Ok(served) => served,
+        Err(e) => return e.into_response(),
+    };
+    let _in_flight = served.metrics.start();
+    let (response, model_time) =
+        match try_infer(state, &served, model, version, headers, body, explain).await {
+            Ok((response, model_time)) => (response, Some(model_time)),
+            Err(e) => (e.into_response(), None),
+        };
+    served
+        .metrics
+        .finish(response.status().as_u16(), start.elapsed(), model_time);
+    response
 }
 
+/// Serves one request; the response and the time its models took.
 async fn try_infer(
     state: &AppState,
+    served: &Served,
     url_model: Option<&str>,
     url_version: Option<&str>,
     headers: &HeaderMap,
     body: Body,
     explain: bool,
-) -> Result<Response, Error> {
-    let served = state.current()?;
+) -> Result<(Response, std::time::Duration), Error> {
     let graph = &served.graph;
     if let Some(model) = url_model {
         find_model(graph, model, url_version)?;
@@ -507,7 +521,7 @@ async fn try_infer(
             );
         }
     }
-    Ok(response)
+    Ok((response, done.model_time))
 }
 
 /// Reads the body up to `limit` bytes; a declared or actual larger body is a 413.

@@ -13,7 +13,6 @@ pub mod graph;
 pub mod http;
 #[cfg(feature = "kafka")]
 pub mod kafka;
-#[cfg(feature = "http")]
 pub mod metrics;
 pub mod plot;
 pub mod protocol;

@@ -1,10 +1,26 @@
-//! `GET /metrics`: the Prometheus (OpenMetrics text) exposition, encoded by
-//! `prometheus-client`. What routers learn is read from them at scrape time, so requests pay
-//! nothing for it. Labels are the graph's own names (graph, router, route, policy), never a
-//! request's.
+//! Prometheus metrics (OpenMetrics text on `GET /metrics`), with `prometheus-client`.
+//!
+//! One process-wide registry holds the request, step, route, model, tracking and Kafka
+//! metrics; hot paths hold pre-resolved handles (a step's histogram is looked up once, when the
+//! graph is built), so recording costs an atomic or a short uncontended lock, never a label
+//! lookup. What routers learn is read from them at scrape time. Labels are names from the
+//! graph file, status codes, sources, topics and partitions: never anything from a request.
 //!
 //! | metric | type | labels |
 //! |---|---|---|
+//! | `servegraph_requests_total` | counter | graph, source (`http`, `kafka`), code |
+//! | `servegraph_request_duration_seconds` | histogram | graph, source |
+//! | `servegraph_requests_in_flight` | gauge | graph, source |
+//! | `servegraph_engine_overhead_seconds` | histogram | graph, source |
+//! | `servegraph_step_duration_seconds` | histogram | graph, step |
+//! | `servegraph_route_duration_seconds` | histogram | router, route |
+//! | `servegraph_model_run_seconds` | histogram | model |
+//! | `servegraph_model_queue_wait_seconds` | histogram | model |
+//! | `servegraph_model_batch_size` | histogram | model |
+//! | `servegraph_model_load_seconds` | gauge | model |
+//! | `servegraph_tracking_events_dropped_total` | counter | graph |
+//! | `servegraph_kafka_consumer_lag` | gauge | topic, partition |
+//! | `servegraph_kafka_committed_offset` | gauge | topic, partition |
 //! | `servegraph_router_requests_total` | counter | graph, router, policy, route |
 //! | `servegraph_router_rewards_total` | counter | graph, router, policy, route |
 //! | `servegraph_router_reward_sum` | gauge | graph, router, policy, route |
@@ -12,13 +28,18 @@
 //! | `servegraph_router_shadow_copies_total` | counter | graph, router, route, result |
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::MetricType;
-use prometheus_client::metrics::counter::ConstCounter;
-use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+pub use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::histogram::exponential_buckets;
 use prometheus_client::registry::Registry;
 use serde_json::Value;
 
@@ -27,14 +48,270 @@ use crate::graph::Graph;
 /// The content type of [`render`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-/// Every metric, for the graph being served (if any).
+type L1 = [(&'static str, String); 1];
+type L2 = [(&'static str, String); 2];
+type L3 = [(&'static str, String); 3];
+type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// Latencies: 25 µs to ~13 s, doubling.
+fn seconds() -> Histogram {
+    Histogram::new(exponential_buckets(25e-6, 2.0, 20))
+}
+
+/// Requests per model run: 1 to 1024, doubling.
+fn sizes() -> Histogram {
+    Histogram::new(exponential_buckets(1.0, 2.0, 11))
+}
+
+struct Metrics {
+    registry: Registry,
+    requests: Family<L3, Counter>,
+    request_seconds: Histograms<L2>,
+    in_flight: Family<L2, Gauge>,
+    overhead_seconds: Histograms<L2>,
+    step_seconds: Histograms<L2>,
+    route_seconds: Histograms<L2>,
+    model_seconds: Histograms<L1>,
+    queue_wait_seconds: Histograms<L1>,
+    batch_size: Histograms<L1>,
+    model_load_seconds: Family<L1, Gauge<f64, AtomicU64>>,
+    tracking_dropped: Family<L1, Counter>,
+    kafka_lag: Family<L2, Gauge>,
+    kafka_committed: Family<L2, Gauge>,
+}
+
+fn global() -> &'static Metrics {
+    static METRICS: OnceLock<Metrics> = OnceLock::new();
+    METRICS.get_or_init(|| {
+        let mut m = Metrics {
+            registry: Registry::default(),
+            requests: Family::default(),
+            request_seconds: Family::new_with_constructor(seconds),
+            in_flight: Family::default(),
+            overhead_seconds: Family::new_with_constructor(seconds),
+            step_seconds: Family::new_with_constructor(seconds),
+            route_seconds: Family::new_with_constructor(seconds),
+            model_seconds: Family::new_with_constructor(seconds),
+            queue_wait_seconds: Family::new_with_constructor(seconds),
+            batch_size: Family::new_with_constructor(sizes),
+            model_load_seconds: Family::default(),
+            tracking_dropped: Family::default(),
+            kafka_lag: Family::default(),
+            kafka_committed: Family::default(),
+        };
+        let r = &mut m.registry;
+        r.register(
+            "servegraph_requests",
+            "Requests answered, by status code (Kafka: 200 served, else the error's code).",
+            m.requests.clone(),
+        );
+        r.register(
+            "servegraph_request_duration_seconds",
+            "Time from a request's arrival to its answer.",
+            m.request_seconds.clone(),
+        );
+        r.register(
+            "servegraph_requests_in_flight",
+            "Requests being served now.",
+            m.in_flight.clone(),
+        );
+        r.register(
+            "servegraph_engine_overhead_seconds",
+            "A request's time minus the time its model steps waited for and ran on their models: what the engine itself adds.",
+            m.overhead_seconds.clone(),
+        );
+        r.register(
+            "servegraph_step_duration_seconds",
+            "Time in each top-level step of the graph.",
+            m.step_seconds.clone(),
+        );
+        r.register(
+            "servegraph_route_duration_seconds",
+            "Time in each route of a router.",
+            m.route_seconds.clone(),
+        );
+        r.register(
+            "servegraph_model_run_seconds",
+            "Time inside each model run (ONNX Runtime, or the remote call).",
+            m.model_seconds.clone(),
+        );
+        r.register(
+            "servegraph_model_queue_wait_seconds",
+            "Time a request waited for a model session.",
+            m.queue_wait_seconds.clone(),
+        );
+        r.register(
+            "servegraph_model_batch_size",
+            "Requests per model run (adaptive batching).",
+            m.batch_size.clone(),
+        );
+        r.register(
+            "servegraph_model_load_seconds",
+            "How long loading each model took.",
+            m.model_load_seconds.clone(),
+        );
+        r.register(
+            "servegraph_tracking_events_dropped",
+            "Tracking events dropped because the tracking queue was full.",
+            m.tracking_dropped.clone(),
+        );
+        r.register(
+            "servegraph_kafka_consumer_lag",
+            "Messages in a partition not yet consumed (librdkafka statistics).",
+            m.kafka_lag.clone(),
+        );
+        r.register(
+            "servegraph_kafka_committed_offset",
+            "The last committed offset of a partition.",
+            m.kafka_committed.clone(),
+        );
+        m
+    })
+}
+
+/// A source's request metrics for one graph: resolved once, recorded per request.
+#[derive(Clone)]
+pub struct RequestMetrics {
+    graph: String,
+    source: &'static str,
+    seconds: Histogram,
+    overhead: Histogram,
+    in_flight: Gauge,
+    /// Counters by status code, resolved on first use.
+    codes: Arc<Mutex<Vec<(u16, Counter)>>>,
+}
+
+/// Counts a request in flight until dropped.
+pub struct InFlight(Gauge);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+impl RequestMetrics {
+    pub fn new(graph: &str, source: &'static str) -> RequestMetrics {
+        let m = global();
+        let labels = [("graph", graph.to_owned()), ("source", source.to_owned())];
+        RequestMetrics {
+            graph: graph.to_owned(),
+            source,
+            seconds: m.request_seconds.get_or_create(&labels).clone(),
+            overhead: m.overhead_seconds.get_or_create(&labels).clone(),
+            in_flight: m.in_flight.get_or_create(&labels).clone(),
+            codes: Arc::default(),
+        }
+    }
+
+    /// A request starts; it is in flight until the guard drops.
+    pub fn start(&self) -> InFlight {
+        self.in_flight.inc();
+        InFlight(self.in_flight.clone())
+    }
+
+    /// A request ended with `code` after `elapsed`; `model_time` of it was spent waiting for
+    /// and running models (`None` when it did not run: rejected, malformed).
+    pub fn finish(&self, code: u16, elapsed: Duration, model_time: Option<Duration>) {
+        self.seconds.observe(elapsed.as_secs_f64());
+        if let Some(model) = model_time {
+            self.overhead
+                .observe(elapsed.saturating_sub(model).as_secs_f64());
+        }
+        let mut codes = self.codes.lock().expect("not poisoned");
+        match codes.iter().find(|(c, _)| *c == code) {
+            Some((_, counter)) => {
+                counter.inc();
+            }
+            None => {
+                let counter = global()
+                    .requests
+                    .get_or_create(&[
+                        ("graph", self.graph.clone()),
+                        ("source", self.source.to_owned()),
+                        ("code", code.to_string()),
+                    ])
+                    .clone();
+                counter.inc();
+                codes.push((code, counter));
+            }
+        }
+    }
+}
+
+/// The histogram of a graph step's time.
+pub fn step_histogram(graph: &str, step: &str) -> Histogram {
+    global()
+        .step_seconds
+        .get_or_create(&[("graph", graph.to_owned()), ("step", step.to_owned())])
+        .clone()
+}
+
+/// The histogram of a router's route's time.
+pub fn route_histogram(router: &str, route: &str) -> Histogram {
+    global()
+        .route_seconds
+        .get_or_create(&[("router", router.to_owned()), ("route", route.to_owned())])
+        .clone()
+}
+
+/// A model's run-time, queue-wait and batch-size histograms.
+#[derive(Clone)]
+pub struct ModelMetrics {
+    pub run_seconds: Histogram,
+    pub queue_wait_seconds: Histogram,
+    pub batch_size: Histogram,
+}
+
+impl ModelMetrics {
+    pub fn new(model: &str) -> ModelMetrics {
+        let m = global();
+        let labels = [("model", model.to_owned())];
+        ModelMetrics {
+            run_seconds: m.model_seconds.get_or_create(&labels).clone(),
+            queue_wait_seconds: m.queue_wait_seconds.get_or_create(&labels).clone(),
+            batch_size: m.batch_size.get_or_create(&labels).clone(),
+        }
+    }
+}
+
+/// Records how long loading `model` took.
+pub fn model_loaded(model: &str, took: Duration) {
+    global()
+        .model_load_seconds
+        .get_or_create(&[("model", model.to_owned())])
+        .set(took.as_secs_f64());
+}
+
+/// The counter of a graph's dropped tracking events.
+pub fn tracking_dropped(graph: &str) -> Counter {
+    global()
+        .tracking_dropped
+        .get_or_create(&[("graph", graph.to_owned())])
+        .clone()
+}
+
+/// A consumed partition's lag and committed offset, as the Kafka client last reported them.
+pub fn kafka_partition(topic: &str, partition: i32, lag: i64, committed: i64) {
+    let labels = [
+        ("topic", topic.to_owned()),
+        ("partition", partition.to_string()),
+    ];
+    let m = global();
+    m.kafka_lag.get_or_create(&labels).set(lag);
+    m.kafka_committed.get_or_create(&labels).set(committed);
+}
+
+/// Every metric, with the routers of the graph being served (if any).
 pub fn render(graph: Option<Arc<Graph>>) -> Result<String, fmt::Error> {
-    let mut registry = Registry::default();
+    let mut routers = Registry::default();
     if let Some(graph) = graph {
-        registry.register_collector(Box::new(Routers(graph)));
+        routers.register_collector(Box::new(Routers(graph)));
     }
     let mut out = String::new();
-    prometheus_client::encoding::text::encode(&mut out, &registry)?;
+    prometheus_client::encoding::text::encode_registry(&mut out, &global().registry)?;
+    prometheus_client::encoding::text::encode_registry(&mut out, &routers)?;
+    prometheus_client::encoding::text::encode_eof(&mut out)?;
     Ok(out)
 }
 
@@ -200,6 +477,8 @@ mod tests {
         ] {
             assert!(text.lines().any(|l| l == line), "{line}\n{text}");
         }
-        assert_eq!(render(None).unwrap(), "# EOF\n");
+        let empty = render(None).unwrap();
+        assert!(empty.ends_with("# EOF\n"), "{empty}");
+        assert!(!empty.contains("servegraph_router_"), "{empty}");
     }
 }

@@ -263,13 +263,22 @@ pub fn open_sink(sink: &Sink) -> Result<Box<dyn EventSink>, String> {
     }
 }
 
-/// Counters the tracker keeps (exported as metrics later).
+/// Counters the tracker keeps.
 #[derive(Default, Debug)]
 pub struct TrackingStats {
     pub emitted: AtomicU64,
     pub written: AtomicU64,
     pub dropped: AtomicU64,
     pub failed_writes: AtomicU64,
+    /// `servegraph_tracking_events_dropped_total` of the graph.
+    dropped_metric: prometheus_client::metrics::counter::Counter,
+}
+
+impl TrackingStats {
+    fn drop_events(&self, n: u64) -> u64 {
+        self.dropped_metric.inc_by(n);
+        self.dropped.fetch_add(n, Ordering::Relaxed) + n
+    }
 }
 
 /// The sending side: cheap to clone, never blocks.
@@ -303,7 +312,10 @@ impl Tracker {
         sink: Box<dyn EventSink>,
     ) -> (Tracker, TrackingWriter) {
         let (tx, rx) = mpsc::channel(spec.queue);
-        let stats = Arc::new(TrackingStats::default());
+        let stats = Arc::new(TrackingStats {
+            dropped_metric: crate::metrics::tracking_dropped(graph),
+            ..TrackingStats::default()
+        });
 
         (
             Tracker {
@@ -349,7 +361,7 @@ impl Tracker {
     pub fn emit(&self, event: TrackingEvent) {
         self.stats.emitted.fetch_add(1, Ordering::Relaxed);
         if self.tx.try_send(event).is_err() {
-            let dropped = self.stats.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            let dropped = self.stats.drop_events(1);
             let mut last = self.last_warning.lock().expect("not poisoned");
             if last.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
                 *last = Some(Instant::now());
@@ -367,7 +379,7 @@ impl TrackingWriter {
     fn lost(&self, n: usize) {
         if n > 0 {
             self.stats.written.fetch_sub(n as u64, Ordering::Relaxed);
-            self.stats.dropped.fetch_add(n as u64, Ordering::Relaxed);
+            self.stats.drop_events(n as u64);
             tracing::warn!(events = n, "monitoring events were not delivered");
         }
     }
@@ -408,9 +420,7 @@ impl TrackingWriter {
                     }
                     Err(e) => {
                         self.stats.failed_writes.fetch_add(1, Ordering::Relaxed);
-                        self.stats
-                            .dropped
-                            .fetch_add(count as u64, Ordering::Relaxed);
+                        self.stats.drop_events(count as u64);
                         tracing::warn!(events = count, error = %e, "could not write monitoring events");
                     }
                 }

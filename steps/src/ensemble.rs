@@ -239,6 +239,7 @@ impl Step for Ensemble {
                 }
             }
             out.notes.extend(a.notes.clone());
+            out.model_time = out.model_time.max(a.model_time);
         }
         if !left_out.is_empty() {
             out.notes.insert("left_out".into(), Value::Object(left_out));

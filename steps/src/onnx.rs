@@ -67,10 +67,16 @@ fn environment() -> std::result::Result<&'static ort::environment::Environment, 
 struct Job {
     inputs: Vec<Tensor>,
     span: tracing::Span,
-    reply: oneshot::Sender<Result<Vec<Tensor>>>,
+    /// When it was queued: its answer carries the time since (queue wait + run).
+    queued: Instant,
+    reply: oneshot::Sender<(Result<Vec<Tensor>>, Duration)>,
 }
 
 impl Job {
+    fn answer(self, result: Result<Vec<Tensor>>) {
+        let _ = self.reply.send((result, self.queued.elapsed()));
+    }
+
     /// Rows along the batch axis (the first input's first dimension).
     fn rows(&self) -> usize {
         self.inputs[0].shape.first().copied().unwrap_or(1)
@@ -112,10 +118,35 @@ pub fn open_session(path: &Path, intra_op_threads: usize) -> std::result::Result
 }
 
 /// Counters the workers keep: ONNX Runtime runs and the requests they served.
-#[derive(Default)]
 pub struct RunStats {
     pub runs: AtomicU64,
     pub requests: AtomicU64,
+    metrics: servegraph_engine::metrics::ModelMetrics,
+}
+
+impl RunStats {
+    fn new(model: &str) -> RunStats {
+        RunStats {
+            runs: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
+            metrics: servegraph_engine::metrics::ModelMetrics::new(model),
+        }
+    }
+
+    /// A run of `jobs` starts: their queue waits and the batch size.
+    fn starting(&self, jobs: &[Job]) -> Instant {
+        let now = Instant::now();
+        self.runs.fetch_add(1, Ordering::Relaxed);
+        self.requests
+            .fetch_add(jobs.len() as u64, Ordering::Relaxed);
+        self.metrics.batch_size.observe(jobs.len() as f64);
+        for j in jobs {
+            self.metrics
+                .queue_wait_seconds
+                .observe(now.saturating_duration_since(j.queued).as_secs_f64());
+        }
+        now
+    }
 }
 
 /// A loaded ONNX model and its session pool.
@@ -137,6 +168,7 @@ impl OnnxModel {
         path: &Path,
         spec: &ModelSpec,
     ) -> std::result::Result<OnnxModel, String> {
+        let started = Instant::now();
         let open = || open_session(path, spec.intra_op_threads);
         let first = open()?;
         let inputs = metas(
@@ -166,7 +198,7 @@ impl OnnxModel {
             }
         };
         let (tx, rx) = crossbeam_channel::bounded(spec.queue_size);
-        let stats = Arc::new(RunStats::default());
+        let stats = Arc::new(RunStats::new(name));
         let mut sessions = vec![first];
         for _ in 1..spec.sessions {
             sessions.push(open()?);
@@ -180,6 +212,7 @@ impl OnnxModel {
                 .spawn(move || worker(session, rx, outputs, batching, &stats))
                 .map_err(|e| format!("cannot start a worker thread: {e}"))?;
         }
+        servegraph_engine::metrics::model_loaded(name, started.elapsed());
         tracing::info!(model = name, path = %path.display(), sessions = spec.sessions, "loaded ONNX model");
         Ok(OnnxModel {
             baseline: spec
@@ -196,12 +229,14 @@ impl OnnxModel {
         })
     }
 
-    /// Hands the inputs to the session pool and waits for the outputs.
-    async fn run_job(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>> {
+    /// Hands the inputs to the session pool and waits for the outputs, and the time they
+    /// waited for and ran on a session.
+    async fn run_job(&self, inputs: Vec<Tensor>) -> Result<(Vec<Tensor>, Duration)> {
         let (reply, answer) = oneshot::channel();
         let job = Job {
             inputs,
             span: tracing::Span::current(),
+            queued: Instant::now(),
             reply,
         };
         self.queue.try_send(job).map_err(|e| match e {
@@ -213,15 +248,16 @@ impl OnnxModel {
                 Error::internal(format!("model `{}` has stopped", self.name))
             }
         })?;
-        answer
+        let (result, took) = answer
             .await
-            .map_err(|_| Error::internal(format!("model `{}` dropped the request", self.name)))?
+            .map_err(|_| Error::internal(format!("model `{}` dropped the request", self.name)))?;
+        result.map(|t| (t, took))
     }
 
     /// Occlusion: for each row and feature, how much the predicted class's score drops when
     /// that feature takes its baseline value. All N×(F+1) variants go through one run. Adds
     /// `attributions` FP32 [N, F] to the outputs of the original rows.
-    async fn explain(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>> {
+    async fn explain(&self, inputs: Vec<Tensor>) -> Result<(Vec<Tensor>, Duration)> {
         let cannot = |why: String| {
             Error::bad_request(format!("model `{}` cannot explain: {why}", self.name))
         };
@@ -267,7 +303,7 @@ impl OnnxModel {
             }
             _ => TensorData::Fp32(stacked.into_iter().map(|v| v as f32).collect()),
         };
-        let outputs = self
+        let (outputs, took) = self
             .run_job(vec![Tensor::new(
                 x.name.clone(),
                 vec![rows * variants, features],
@@ -316,7 +352,7 @@ impl OnnxModel {
             vec![rows, features],
             TensorData::Fp32(attributions),
         )?);
-        Ok(out)
+        Ok((out, took))
     }
 
     /// Runs and requests served so far.
@@ -360,11 +396,13 @@ impl OnnxModel {
 impl Step for OnnxModel {
     async fn process(&self, mut event: Event) -> Result<Event> {
         let inputs = self.take_inputs(&mut event)?;
-        event.tensors = if event.explain {
+        let (tensors, took) = if event.explain {
             self.explain(inputs).await?
         } else {
             self.run_job(inputs).await?
         };
+        event.tensors = tensors;
+        event.model_time += took;
         Ok(event)
     }
 
@@ -407,11 +445,7 @@ fn worker(
             continue;
         }
         let Some(b) = batching else {
-            stats.runs.fetch_add(1, Ordering::Relaxed);
-            stats.requests.fetch_add(1, Ordering::Relaxed);
-            let _entered = first.span.enter();
-            let result = run(&mut session, first.inputs, &outputs);
-            let _ = first.reply.send(result);
+            run_batch(&mut session, vec![first], &outputs, stats);
             continue;
         };
         let mut batch = vec![first];
@@ -438,35 +472,42 @@ fn worker(
                 break;
             }
         }
-        stats.runs.fetch_add(1, Ordering::Relaxed);
-        stats
-            .requests
-            .fetch_add(batch.len() as u64, Ordering::Relaxed);
-        run_batch(&mut session, batch, &outputs);
+        run_batch(&mut session, batch, &outputs, stats);
     }
 }
 
 /// Runs several jobs as one: inputs joined along the first axis, outputs split back by rows.
-fn run_batch(session: &mut Session, batch: Vec<Job>, outputs: &[TensorMeta]) {
+fn run_batch(session: &mut Session, mut batch: Vec<Job>, outputs: &[TensorMeta], stats: &RunStats) {
+    let start = stats.starting(&batch);
+    let ran = || {
+        stats
+            .metrics
+            .run_seconds
+            .observe(start.elapsed().as_secs_f64())
+    };
     if batch.len() == 1 {
-        let job = batch.into_iter().next().expect("one job");
-        let _entered = job.span.enter();
-        let result = run(session, job.inputs, outputs);
-        let _ = job.reply.send(result);
+        let mut job = batch.pop().expect("one job");
+        let inputs = std::mem::take(&mut job.inputs);
+        let result = {
+            let _entered = job.span.enter();
+            run(session, inputs, outputs)
+        };
+        ran();
+        job.answer(result);
         return;
     }
     let counts: Vec<usize> = batch.iter().map(Job::rows).collect();
     let total: usize = counts.iter().sum();
     let mut replies = Vec::with_capacity(batch.len());
     let mut columns: Vec<Vec<Tensor>> = Vec::new();
-    for job in batch {
-        for (i, t) in job.inputs.into_iter().enumerate() {
+    for mut job in batch {
+        for (i, t) in std::mem::take(&mut job.inputs).into_iter().enumerate() {
             if columns.len() <= i {
                 columns.push(Vec::new());
             }
             columns[i].push(t);
         }
-        replies.push(job.reply);
+        replies.push(job);
     }
     let result = (|| {
         let inputs = columns
@@ -479,7 +520,9 @@ fn run_batch(session: &mut Session, batch: Vec<Job>, outputs: &[TensorMeta]) {
                 Tensor::new(name, shape, data)
             })
             .collect::<Result<Vec<_>>>()?;
-        let merged = run(session, inputs, outputs)?;
+        let merged = run(session, inputs, outputs);
+        ran();
+        let merged = merged?;
         // Each output back into one piece per job, by rows.
         let mut per_job: Vec<Vec<Tensor>> = counts.iter().map(|_| Vec::new()).collect();
         for t in merged {
@@ -503,13 +546,13 @@ fn run_batch(session: &mut Session, batch: Vec<Job>, outputs: &[TensorMeta]) {
     })();
     match result {
         Ok(per_job) => {
-            for (reply, tensors) in replies.into_iter().zip(per_job) {
-                let _ = reply.send(Ok(tensors));
+            for (job, tensors) in replies.into_iter().zip(per_job) {
+                job.answer(Ok(tensors));
             }
         }
         Err(e) => {
-            for reply in replies {
-                let _ = reply.send(Err(e.clone()));
+            for job in replies {
+                job.answer(Err(e.clone()));
             }
         }
     }
@@ -811,6 +854,7 @@ mod tests {
             Job {
                 inputs: vec![Tensor::new("x", shape, TensorData::Fp32(vec![0.0; n])).unwrap()],
                 span: tracing::Span::none(),
+                queued: Instant::now(),
                 reply: oneshot::channel().0,
             }
         };

@@ -46,6 +46,7 @@ pub struct RemoteModel {
     in_flight: Semaphore,
     /// The remote model's metadata, when it could be read at load.
     meta: Option<(Vec<TensorMeta>, Vec<TensorMeta>)>,
+    metrics: servegraph_engine::metrics::ModelMetrics,
 }
 
 impl RemoteModel {
@@ -83,6 +84,7 @@ impl RemoteModel {
             .pool_idle_timeout(Duration::from_secs(30))
             .build_http();
         Ok(RemoteModel {
+            metrics: servegraph_engine::metrics::ModelMetrics::new(name),
             name: name.to_owned(),
             base,
             infer,
@@ -177,10 +179,17 @@ impl Step for RemoteModel {
         let body = Bytes::from(encoded.body);
         let mut delay = self.settings.backoff;
         let mut attempt = 0;
+        let start = std::time::Instant::now();
         loop {
-            match self.attempt(&body, encoded.json_len).await {
+            let call = std::time::Instant::now();
+            let outcome = self.attempt(&body, encoded.json_len).await;
+            self.metrics
+                .run_seconds
+                .observe(call.elapsed().as_secs_f64());
+            match outcome {
                 Ok(tensors) => {
                     event.tensors = tensors;
+                    event.model_time += start.elapsed();
                     return Ok(event);
                 }
                 Err((e, retry)) if retry && attempt < self.settings.retries => {

@@ -238,6 +238,8 @@ pub struct Router {
     /// The arms as last saved or restored.
     saved: Mutex<Vec<crate::bandit::Arm>>,
     shadow: Option<Shadow>,
+    /// `servegraph_route_duration_seconds`, per route.
+    route_seconds: Vec<servegraph_engine::metrics::Histogram>,
     /// Brokers and topic the learning is shared through.
     share: Option<(String, String)>,
     /// When the restored snapshot was saved: sharing replays what was published since.
@@ -536,7 +538,12 @@ pub fn build(node: &StepNode, ctx: &mut BuildContext) -> Option<Box<dyn Step>> {
         .collect();
     // Only a loaded graph reads and writes the state (validating one must not overwrite it).
     let loading = ctx.mode == servegraph_engine::BuildMode::Load;
+    let route_seconds = routes
+        .iter()
+        .map(|r| servegraph_engine::metrics::route_histogram(&node.name, &r.key))
+        .collect();
     let mut router = Router {
+        route_seconds,
         name: node.name.clone(),
         routes,
         reachable,
@@ -940,11 +947,10 @@ impl Step for Router {
         self.stats.lock().expect("not poisoned")[index].0 += 1;
         let route = &self.routes[index];
         event.routes.push((self.name.clone(), route.key.clone()));
-        route
-            .step
-            .process(event)
-            .await
-            .map_err(|e| e.in_step(&route.key))
+        let start = std::time::Instant::now();
+        let result = route.step.process(event).await;
+        self.route_seconds[index].observe(start.elapsed().as_secs_f64());
+        result.map_err(|e| e.in_step(&route.key))
     }
 
     fn infer(&self, input: &Signature) -> Result<Signature, String> {

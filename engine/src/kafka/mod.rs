@@ -59,7 +59,24 @@ struct SourceContext {
     shared: Arc<Mutex<Shared>>,
 }
 
-impl ClientContext for SourceContext {}
+impl ClientContext for SourceContext {
+    /// librdkafka's statistics (every `statistics.interval.ms`): each consumed partition's lag
+    /// and committed offset, as metrics.
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        for (name, topic) in &statistics.topics {
+            for (&p, part) in &topic.partitions {
+                if p >= 0 && part.fetch_state != "none" {
+                    crate::metrics::kafka_partition(
+                        name,
+                        p,
+                        part.consumer_lag.max(0),
+                        part.committed_offset,
+                    );
+                }
+            }
+        }
+    }
+}
 
 impl ConsumerContext for SourceContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -156,6 +173,8 @@ pub fn start(
         // some brokers hold every group join for half of it).
         ("session.timeout.ms", "10000"),
         ("heartbeat.interval.ms", "3000"),
+        // Consumer lag for the metrics.
+        ("statistics.interval.ms", "5000"),
     ];
     let consumer: StreamConsumer<SourceContext> = client_config(&spec, &defaults)
         .set("group.id", &spec.group)
@@ -173,6 +192,7 @@ pub fn start(
     let producer = producer(&spec)?;
     tracing::info!(brokers = %spec.brokers, group = %spec.group, topics = ?spec.topics, "consuming from Kafka");
     let spec = Arc::new(spec);
+    let metrics = crate::metrics::RequestMetrics::new(&graph.name, "kafka");
     Ok(tokio::spawn(async move {
         let mut partitions: HashMap<Tp, progress::Partition<Option<Outgoing>>> = HashMap::new();
         let mut processing = FuturesUnordered::new();
@@ -252,10 +272,10 @@ pub fn start(
                                 payload: m.payload().map(<[u8]>::to_vec),
                                 headers,
                             };
-                            let (graph, tracker, spec) = (Arc::clone(&graph), tracker.clone(), Arc::clone(&spec));
+                            let (graph, tracker, spec, metrics) = (Arc::clone(&graph), tracker.clone(), Arc::clone(&spec), metrics.clone());
                             processing.push(async move {
                                 let (tp, offset) = (incoming.tp.clone(), incoming.offset);
-                                (tp, offset, process(&graph, tracker.as_ref(), &spec, incoming).await)
+                                (tp, offset, process(&graph, tracker.as_ref(), &spec, &metrics, incoming).await)
                             });
                         }
                         Err(e) => {
@@ -338,8 +358,11 @@ async fn process(
     graph: &Graph,
     tracker: Option<&Tracker>,
     spec: &KafkaSourceSpec,
+    metrics: &crate::metrics::RequestMetrics,
     msg: Incoming,
 ) -> Option<Outgoing> {
+    let start = std::time::Instant::now();
+    let _in_flight = metrics.start();
     let header = |name: &str| {
         msg.headers
             .iter()
@@ -360,8 +383,12 @@ async fn process(
             other => break other,
         }
     };
+    match &outcome {
+        Ok((_, _, model_time)) => metrics.finish(200, start.elapsed(), Some(*model_time)),
+        Err(e) => metrics.finish(e.kind.status(), start.elapsed(), None),
+    }
     match outcome {
-        Ok((id, payload)) => {
+        Ok((id, payload, _)) => {
             let mut headers = msg.headers.clone();
             headers.retain(|(k, _)| !k.eq_ignore_ascii_case(CORRELATION_HEADER));
             headers.push((CORRELATION_HEADER.to_owned(), id.into_bytes()));
@@ -394,13 +421,14 @@ async fn process(
     }
 }
 
-/// Decodes, routes and runs one message; its id and the encoded response.
+/// Decodes, routes and runs one message; its id, the encoded response and the time its
+/// models took.
 async fn run_message(
     graph: &Graph,
     tracker: Option<&Tracker>,
     msg: &Incoming,
     header: &(dyn Fn(&str) -> Option<String> + Sync),
-) -> crate::Result<(String, Vec<u8>)> {
+) -> crate::Result<(String, Vec<u8>, std::time::Duration)> {
     let payload = msg
         .payload
         .as_deref()
@@ -465,7 +493,7 @@ async fn run_message(
         }
     };
     let body = encode_json_response(&done, &model, version.as_deref(), request.outputs)?;
-    Ok((id, body))
+    Ok((id, body, done.model_time))
 }
 
 /// A tracking sink that produces each event as one Kafka message. It hands events to the
