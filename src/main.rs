@@ -38,6 +38,13 @@ enum Command {
         /// Seconds to let in-flight requests finish after SIGTERM/SIGINT.
         #[arg(long, default_value_t = 30)]
         shutdown_timeout: u64,
+        /// The bearer token the admin endpoints (`/admin/*`) require; without one (or
+        /// `--admin-token-file`) they are off.
+        #[arg(long, env = "SERVEGRAPH_ADMIN_TOKEN", hide_env_values = true)]
+        admin_token: Option<String>,
+        /// A file holding the admin token (its first line).
+        #[arg(long, conflicts_with = "admin_token")]
+        admin_token_file: Option<PathBuf>,
     },
     /// Check a graph file, loading its models; print every error with its line and column.
     Validate {
@@ -98,12 +105,19 @@ fn main() -> ExitCode {
             listen,
             max_body_bytes,
             shutdown_timeout,
-        } => serve(
-            &graph,
-            listen,
-            max_body_bytes,
-            Duration::from_secs(shutdown_timeout),
-        ),
+            admin_token,
+            admin_token_file,
+        } => admin_token_from(admin_token, admin_token_file).and_then(|admin_token| {
+            serve(
+                &graph,
+                ServeOptions {
+                    listen,
+                    max_body_bytes,
+                    drain: Duration::from_secs(shutdown_timeout),
+                    admin_token,
+                },
+            )
+        }),
         Command::Validate { graph, short } => return validate(&graph, short),
         Command::Invoke {
             graph,
@@ -181,12 +195,108 @@ fn validate(graph: &Path, short: bool) -> ExitCode {
     }
 }
 
-fn serve(
-    graph_path: &Path,
+/// The admin token: given, or read from a file (its first line); never empty.
+fn admin_token_from(
+    token: Option<String>,
+    file: Option<PathBuf>,
+) -> anyhow::Result<Option<String>> {
+    let token = match (token, file) {
+        (Some(t), _) => Some(t),
+        (None, Some(f)) => Some(
+            std::fs::read_to_string(&f)
+                .with_context(|| format!("reading the admin token file {}", f.display()))?
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_owned(),
+        ),
+        (None, None) => None,
+    };
+    match token {
+        Some(t) if t.is_empty() => bail!("the admin token is empty"),
+        other => Ok(other),
+    }
+}
+
+struct ServeOptions {
     listen: SocketAddr,
     max_body_bytes: usize,
     drain: Duration,
-) -> anyhow::Result<()> {
+    admin_token: Option<String>,
+}
+
+/// A serving process's graph and what runs beside it, replaced whole by a reload.
+struct Running {
+    path: PathBuf,
+    state: Arc<AppState>,
+    live: tokio::sync::watch::Sender<servegraph_engine::Live>,
+    /// Tracking writers and learning-sharing tasks of every graph served so far: each ends
+    /// once its graph is let go, and shutdown waits for them.
+    tasks: std::sync::Mutex<Vec<(&'static str, tokio::task::JoinHandle<()>)>>,
+}
+
+impl Running {
+    /// Starts what a graph needs beside it (tracking, shared learning) and serves it.
+    async fn start(&self, graph: Arc<Graph>) -> anyhow::Result<()> {
+        let (tracker, writer) = start_tracking(&graph)?;
+        let sharing = servegraph_engine::kafka::learning::share(&graph)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let mut tasks = self.tasks.lock().expect("not poisoned");
+        tasks.extend(writer.map(|w| ("the tracking sink", w)));
+        tasks.extend(sharing.into_iter().map(|t| ("sharing learning", t)));
+        drop(tasks);
+        self.state.serve(Arc::clone(&graph), tracker.clone());
+        self.live
+            .send_replace(servegraph_engine::Live { graph, tracker });
+        Ok(())
+    }
+
+    /// Re-reads the graph file. If it is valid the new graph serves new requests (requests
+    /// running finish on the old one; models the two share are reused); if not, the old graph
+    /// keeps serving and the errors are returned.
+    async fn reload(&self) -> servegraph_engine::http::ReloadResult {
+        let old = Arc::clone(&self.live.borrow().graph);
+        // Routers save their learning, so the new ones start from it.
+        old.checkpoint();
+        let path = self.path.clone();
+        let started = std::time::Instant::now();
+        let graph = match tokio::task::spawn_blocking(move || load(&path, BuildMode::Load)).await {
+            Ok(Ok(graph)) => Arc::new(graph),
+            Ok(Err(e)) => return Err(format!("{e:#}")),
+            Err(e) => return Err(format!("loading the graph panicked: {e}")),
+        };
+        let mut warnings = Vec::new();
+        if format!("{:?}", graph.kafka) != format!("{:?}", old.kafka) {
+            warnings.push(
+                "`sources.kafka` changed: the Kafka source keeps its settings until a restart"
+                    .to_owned(),
+            );
+        }
+        let models: Vec<String> = graph.models().iter().map(|m| m.name.clone()).collect();
+        self.start(graph).await.map_err(|e| format!("{e:#}"))?;
+        tracing::info!(
+            ?models,
+            ms = started.elapsed().as_millis() as u64,
+            "graph reloaded"
+        );
+        Ok(serde_json::json!({
+            "reloaded": true,
+            "models": models,
+            "warnings": warnings,
+            "ms": started.elapsed().as_millis() as u64,
+        }))
+    }
+}
+
+fn serve(graph_path: &Path, options: ServeOptions) -> anyhow::Result<()> {
+    let ServeOptions {
+        listen,
+        max_body_bytes,
+        drain,
+        admin_token,
+    } = options;
     // Structure first, with no I/O beyond file checks: a broken file never starts a server.
     load(graph_path, BuildMode::Structural)?;
     let rt = runtime()?;
@@ -195,10 +305,19 @@ fn serve(
             .await
             .with_context(|| format!("cannot listen on {listen}"))?;
         let addr = listener.local_addr()?;
-        let state = AppState::new(HttpConfig { max_body_bytes });
+        let (reload_tx, mut reload_rx) = tokio::sync::mpsc::channel(4);
+        let admin = admin_token.map(|token| servegraph_engine::http::Admin {
+            token,
+            reload: reload_tx.clone(),
+        });
+        let admin_on = admin.is_some();
+        let state = AppState::new(HttpConfig {
+            max_body_bytes,
+            admin,
+        });
         // Listen at once (live, not ready); load models off the async workers.
         println!("servegraph listening on http://{addr}");
-        tracing::info!(%addr, graph = %graph_path.display(), "listening; loading models");
+        tracing::info!(%addr, graph = %graph_path.display(), admin = admin_on, "listening; loading models");
         let loading = {
             let path = graph_path.to_owned();
             tokio::task::spawn_blocking(move || load(&path, BuildMode::Load))
@@ -223,41 +342,57 @@ fn serve(
             Ok(Err(e)) => bail!("{e:#}"),
             Err(e) => bail!("model loading panicked: {e}"),
         };
-        let (tracker, writer) = start_tracking(&graph)?;
+        let (live, live_rx) = tokio::sync::watch::channel(servegraph_engine::Live {
+            graph: Arc::clone(&graph),
+            tracker: None,
+        });
+        let running = Arc::new(Running {
+            path: graph_path.to_owned(),
+            state: Arc::clone(&state),
+            live,
+            tasks: Default::default(),
+        });
+        // Tracking and learning that crosses processes start before the server says it is
+        // ready; the Kafka source and feedback follow whatever graph is live.
+        running.start(Arc::clone(&graph)).await?;
         let kafka = match graph.kafka.clone() {
             None => None,
             Some(spec) => Some(
-                servegraph_engine::kafka::start(
-                    spec,
-                    Arc::clone(&graph),
-                    tracker.clone(),
-                    stop_rx.clone(),
-                    drain,
-                )
-                .map_err(|e| anyhow::anyhow!("{e}"))?,
+                servegraph_engine::kafka::start(spec, live_rx.clone(), stop_rx.clone(), drain)
+                    .map_err(|e| anyhow::anyhow!("{e}"))?,
             ),
         };
-        // Learning that crosses processes: positioned before the server says it is ready.
-        let sharing = servegraph_engine::kafka::learning::share(&graph)
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
         let feedback = match &graph.kafka {
             None => None,
-            Some(spec) => servegraph_engine::kafka::learning::feedback(
-                spec,
-                Arc::clone(&graph),
-                stop_rx.clone(),
-            )
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?,
+            Some(spec) => {
+                servegraph_engine::kafka::learning::feedback(spec, live_rx.clone(), stop_rx.clone())
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e}"))?
+            }
         };
+        drop(live_rx);
         let names: Vec<String> = graph.models().iter().map(|m| m.name.clone()).collect();
         tracing::info!(models = ?names, "ready");
-        state.serve(Arc::clone(&graph), tracker);
         drop(graph);
+
+        // Reloads, one at a time: SIGHUP and `POST /admin/reload`.
+        spawn_sighup(reload_tx);
+        let reloader = {
+            let running = Arc::clone(&running);
+            tokio::spawn(async move {
+                while let Some(reply) = reload_rx.recv().await {
+                    let result = running.reload().await;
+                    if let Err(e) = &result {
+                        tracing::error!("reload refused, the old graph keeps serving:\n{e}");
+                    }
+                    let _ = reply.send(result);
+                }
+            })
+        };
 
         let mut stop_rx = stop_rx;
         let _ = stop_rx.wait_for(|stop| *stop).await;
+        reloader.abort();
         match tokio::time::timeout(drain, server).await {
             Ok(result) => result?.context("serving HTTP")?,
             Err(_) => tracing::warn!(
@@ -276,26 +411,44 @@ fn serve(
         if let Some(feedback) = feedback {
             let _ = feedback.await;
         }
-        // Then the tracking stream writes what it holds, and routers that share their learning
-        // publish what they learnt last (their tasks end when the graph is let go).
+        // Then the graph is let go: tracking streams write what they hold, and routers that
+        // share their learning publish what they learnt last (their tasks end with it).
+        let _ = reloader.await;
         state.unload();
-        for task in sharing {
-            if tokio::time::timeout(Duration::from_secs(10), task)
-                .await
-                .is_err()
-            {
-                tracing::warn!("sharing learning did not finish within 10 s");
+        let tasks = std::mem::take(&mut *running.tasks.lock().expect("not poisoned"));
+        drop(running);
+        for (what, task) in tasks {
+            if tokio::time::timeout(Duration::from_secs(10), task).await.is_err() {
+                tracing::warn!("{what} did not finish within 10 s");
             }
-        }
-        if let Some(writer) = writer
-            && tokio::time::timeout(Duration::from_secs(10), writer)
-                .await
-                .is_err()
-        {
-            tracing::warn!("the tracking sink did not take the last events within 10 s");
         }
         anyhow::Ok(())
     })
+}
+
+/// SIGHUP asks for a reload; its outcome is logged.
+fn spawn_sighup(
+    reload: tokio::sync::mpsc::Sender<
+        tokio::sync::oneshot::Sender<servegraph_engine::http::ReloadResult>,
+    >,
+) {
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            tracing::warn!("cannot install the SIGHUP handler: reload over HTTP only");
+            return;
+        };
+        while hup.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading the graph");
+            let (reply, _answer) = tokio::sync::oneshot::channel();
+            if reload.send(reply).await.is_err() {
+                return;
+            }
+        }
+    });
+    #[cfg(not(unix))]
+    drop(reload);
 }
 
 /// Opens the graph's tracking sink and starts its writer.

@@ -26,7 +26,11 @@ fn metrics_cover_requests_steps_routes_and_models() {
     let s = Server::start("graphs/iris.yaml", &[]);
     let n = 20;
     for i in 0..n {
-        let r = post(&s.addr, "/v2/models/iris/infer", &iris_request(&format!("m{i}")));
+        let r = post(
+            &s.addr,
+            "/v2/models/iris/infer",
+            &iris_request(&format!("m{i}")),
+        );
         assert_eq!(r.status, 200);
     }
     assert_eq!(post(&s.addr, "/v2/models/iris/infer", "{").status, 400);
@@ -76,4 +80,149 @@ fn metrics_cover_requests_steps_routes_and_models() {
     assert_eq!(routed, n as f64);
     assert!(runs >= 1.0 && runs <= n as f64, "{runs}");
     assert_eq!(text.lines().last(), Some("# EOF"));
+}
+
+/// POSTs with headers.
+fn post_with(addr: &str, path: &str, headers: &[(&str, String)], body: &str) -> Reply {
+    block_on(request(
+        addr,
+        "POST",
+        path,
+        headers,
+        body.as_bytes().to_vec(),
+    ))
+    .expect("POST")
+}
+
+/// graphs/iris.yaml in `dir` (model paths made absolute), with the router's `weights`.
+fn iris_with_weights(dir: &std::path::Path, weights: &str) -> std::path::PathBuf {
+    let text = std::fs::read_to_string(root().join("graphs/iris.yaml"))
+        .unwrap()
+        .replace("../models/", &format!("{}/models/", root().display()))
+        .replace(
+            "weights: {iris-lr: 50, iris-rf: 50}",
+            &format!("weights: {weights}"),
+        );
+    let path = dir.join("iris.yaml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn reload_under_load_fails_no_request() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+    let dir = tempfile::tempdir().unwrap();
+    let graph = iris_with_weights(dir.path(), "{iris-lr: 1}");
+    let s = Server::start(graph.to_str().unwrap(), &["--admin-token", "s3cret"]);
+    let auth = |t: &str| vec![("authorization", format!("Bearer {t}"))];
+    let load_time = |s: &Server| {
+        let m = get_blocking(&s.addr, "/metrics");
+        sample(
+            &String::from_utf8_lossy(&m.body),
+            "servegraph_model_load_seconds",
+            &[("model", "iris-lr")],
+        )
+        .unwrap()
+    };
+    let loaded = load_time(&s);
+
+    // Load: closed-loop clients for the whole test; every answer must be a 200.
+    let stop = Arc::new(AtomicBool::new(false));
+    let served = Arc::new(AtomicUsize::new(0));
+    let routes = Arc::new(Mutex::new(Vec::<String>::new()));
+    let clients: Vec<_> = (0..4)
+        .map(|c| {
+            let (addr, stop, served, routes) = (
+                s.addr.clone(),
+                Arc::clone(&stop),
+                Arc::clone(&served),
+                Arc::clone(&routes),
+            );
+            std::thread::spawn(move || {
+                let mut i = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let r = post(
+                        &addr,
+                        "/v2/models/iris/infer",
+                        &iris_request(&format!("{c}-{i}")),
+                    );
+                    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+                    let route = r.json()["parameters"]["route"].as_str().unwrap().to_owned();
+                    routes.lock().unwrap().push(route);
+                    served.fetch_add(1, Ordering::Relaxed);
+                    i += 1;
+                }
+            })
+        })
+        .collect();
+    let last_route = || routes.lock().unwrap().last().cloned();
+    let wait_for_route = |want: &str| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            routes.lock().unwrap().clear();
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            if last_route().as_deref() == Some(want) {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "never routed to {want}"
+            );
+        }
+    };
+    wait_for_route("iris-lr");
+
+    // Without the token, or with a wrong one: refused.
+    assert_eq!(post_with(&s.addr, "/admin/reload", &[], "").status, 401);
+    assert_eq!(
+        post_with(&s.addr, "/admin/reload", &auth("nope"), "").status,
+        401
+    );
+
+    // A valid change: the new graph serves; the unchanged model is not loaded again.
+    iris_with_weights(dir.path(), "{iris-rf: 1}");
+    let r = post_with(&s.addr, "/admin/reload", &auth("s3cret"), "");
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["reloaded"], true);
+    wait_for_route("iris-rf");
+    assert_eq!(load_time(&s), loaded, "iris-lr was reused, not reloaded");
+
+    // An invalid file: 422 with the errors, and the old graph keeps serving.
+    std::fs::write(
+        &graph,
+        "name: iris\ngraph:\n  kind: router\n  routes: {a: {kind: nope}}\n",
+    )
+    .unwrap();
+    let r = post_with(&s.addr, "/admin/reload", &auth("s3cret"), "");
+    assert_eq!(r.status, 422);
+    let error = r.json()["error"].as_str().unwrap().to_owned();
+    assert!(
+        error.contains("iris.yaml:4:") && error.contains("nope"),
+        "{error}"
+    );
+    wait_for_route("iris-rf");
+
+    // SIGHUP reloads too.
+    iris_with_weights(dir.path(), "{iris-lr: 1}");
+    s.signal("HUP");
+    wait_for_route("iris-lr");
+
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.join().expect("every request answered 200");
+    }
+    assert!(served.load(Ordering::Relaxed) > 100);
+}
+
+#[test]
+fn admin_endpoints_are_off_without_a_token() {
+    let s = Server::start("graphs/iris.yaml", &[]);
+    let r = post_with(
+        &s.addr,
+        "/admin/reload",
+        &[("authorization", "Bearer x".to_owned())],
+        "",
+    );
+    assert_eq!(r.status, 404);
 }

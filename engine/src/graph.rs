@@ -168,6 +168,14 @@ pub struct Graph {
     pub headers: Vec<String>,
 }
 
+/// The graph a process serves now, with its tracking stream: replaced whole by a reload.
+/// Sources read it per request, so a request runs start to end on the graph it started on.
+#[derive(Clone)]
+pub struct Live {
+    pub graph: std::sync::Arc<Graph>,
+    pub tracker: Option<crate::tracking::Tracker>,
+}
+
 /// A step as declared in a flow, before compiling.
 struct Declared {
     name: String,
@@ -440,6 +448,13 @@ impl Graph {
                 .collect(),
         );
         found
+    }
+
+    /// Lets every step that learns save its state (before a reload builds the graph again).
+    pub fn checkpoint(&self) {
+        for (_, step) in self.learners() {
+            step.checkpoint();
+        }
     }
 
     /// Whether the graph is a straight chain of steps (what queue steps need).

@@ -33,13 +33,33 @@ pub const VERSION_HEADER: &str = "x-model-version";
 pub struct HttpConfig {
     /// Largest request body accepted; larger ones get 413.
     pub max_body_bytes: usize,
+    /// The admin endpoints (`/admin/*`); off (404) without.
+    pub admin: Option<Admin>,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
             max_body_bytes: 16 * 1024 * 1024,
+            admin: None,
         }
+    }
+}
+
+/// What a reload answers: a summary, or every error that kept the old graph serving.
+pub type ReloadResult = Result<serde_json::Value, String>;
+
+/// The admin endpoints' settings: the bearer token they require, and where reloads go.
+#[derive(Clone)]
+pub struct Admin {
+    pub token: String,
+    pub reload: tokio::sync::mpsc::Sender<tokio::sync::oneshot::Sender<ReloadResult>>,
+}
+
+impl std::fmt::Debug for Admin {
+    /// Never shows the token.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Admin { token: <redacted> }")
     }
 }
 
@@ -143,6 +163,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             post(infer_version),
         )
         .route("/metrics", get(metrics))
+        .route("/admin/reload", post(admin_reload))
         .route("/v2/models/{model}/feedback", post(feedback))
         .route("/v2/models/{model}/stats", get(stats))
         .route("/v2/models/{model}/explain", post(explain))
@@ -337,6 +358,52 @@ async fn feedback(
     Ok(Json(
         json!({ "accepted": accepted, "duplicates": duplicates, "unknown": unknown }),
     ))
+}
+
+/// `POST /admin/reload`: re-reads the graph file; 200 with a summary when the new graph
+/// serves, 422 with every error when the old one keeps serving. 401 without the bearer token;
+/// 404 when no token is configured (admin endpoints off).
+async fn admin_reload(
+    State(state): State<Arc<AppState>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let Some(admin) = &state.config.admin else {
+        return not_found(method, uri).await.into_response();
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    if !bool::from(subtle::ConstantTimeEq::ct_eq(
+        given.as_bytes(),
+        admin.token.as_bytes(),
+    )) {
+        let mut response = (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({"error": "admin endpoints need `Authorization: Bearer <token>`"})),
+        )
+            .into_response();
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        return response;
+    }
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    if admin.reload.send(reply).await.is_err() {
+        return Error::unavailable("the server is stopping").into_response();
+    }
+    match answer.await {
+        Ok(Ok(summary)) => Json(summary).into_response(),
+        Ok(Err(errors)) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(json!({"error": errors, "reloaded": false})),
+        )
+            .into_response(),
+        Err(_) => Error::unavailable("the server is stopping").into_response(),
+    }
 }
 
 /// `GET /metrics`: Prometheus metrics (see [`crate::metrics`]).

@@ -26,7 +26,7 @@ pub use async_trait::async_trait;
 pub use diag::{Diagnostic, GraphErrors};
 pub use error::{Error, ErrorKind, Result};
 pub use event::{Event, EventData, Target};
-pub use graph::Graph;
+pub use graph::{Graph, Live};
 pub use step::{
     BuildContext, BuildMode, Learner, ModelInfo, Registry, ShareLink, Step, StepKind, StepNode,
 };

@@ -81,6 +81,10 @@ pub trait Step: Send + Sync + 'static {
         Err(crate::Error::not_found("this step takes no feedback"))
     }
 
+    /// Saves what the step learnt, where it keeps it (a router's `state_file`): called before
+    /// a reload builds the graph again, so the new step restores the latest state.
+    fn checkpoint(&self) {}
+
     /// A learner whose learning the graph's replicas share (`policy.share`): where, and how.
     fn shared_learning(&self) -> Option<ShareLink> {
         None

@@ -895,6 +895,11 @@ impl Step for SharedRouter {
     fn hands_off(&self) -> bool {
         self.0.hands_off()
     }
+    fn checkpoint(&self) {
+        if let Err(e) = self.0.save() {
+            tracing::warn!(router = %self.0.name, error = %e, "could not save the bandit state");
+        }
+    }
     fn shared_learning(&self) -> Option<servegraph_engine::ShareLink> {
         let (brokers, topic) = self.0.share.clone()?;
         Some(servegraph_engine::ShareLink {

@@ -83,6 +83,16 @@ impl Server {
         let _ = self.child.wait();
     }
 
+    /// Sends a signal (`HUP`, `TERM`, ...) and returns at once.
+    #[allow(dead_code)]
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
     /// Sends SIGTERM and waits (up to 20 s) for the process to exit.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let status = Command::new("kill")

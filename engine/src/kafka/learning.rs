@@ -212,7 +212,7 @@ async fn share_one(name: &str, link: ShareLink) -> Result<tokio::task::JoinHandl
 /// header or a `model` field names the router (default: every router that remembers the id).
 pub async fn feedback(
     spec: &KafkaSourceSpec,
-    graph: Arc<Graph>,
+    live: watch::Receiver<crate::graph::Live>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<Option<tokio::task::JoinHandle<()>>, String> {
     let Some(topic) = spec.feedback_topic.clone() else {
@@ -225,18 +225,28 @@ pub async fn feedback(
         .collect();
     let consumer = reader(&spec.brokers, &options, &topic, None).await?;
     tracing::info!(%topic, "taking feedback from Kafka");
-    // The routers that learn, found once (finding them asks every step for its stats).
-    let routers: Vec<String> = graph
-        .learners()
-        .into_iter()
-        .map(|(n, _)| n.to_owned())
-        .collect();
+    // The routers that learn, found once per graph (finding them asks every step for its
+    // stats); a reload brings another graph.
+    let routers_of = |graph: &Graph| -> Vec<String> {
+        graph
+            .learners()
+            .into_iter()
+            .map(|(n, _)| n.to_owned())
+            .collect()
+    };
+    let mut graph = Arc::clone(&live.borrow().graph);
+    let mut routers = routers_of(&graph);
     Ok(Some(tokio::spawn(async move {
         let mut counts = Counts::default();
         loop {
             tokio::select! {
                 m = consumer.recv() => match m {
                     Ok(m) => {
+                        let now = Arc::clone(&live.borrow().graph);
+                        if !Arc::ptr_eq(&now, &graph) {
+                            graph = now;
+                            routers = routers_of(&graph);
+                        }
                         let model = m.headers().and_then(|h| {
                             h.iter()
                                 .find(|h| h.key.eq_ignore_ascii_case(super::MODEL_HEADER))

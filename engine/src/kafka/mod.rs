@@ -160,8 +160,7 @@ fn producer(spec: &KafkaSourceSpec) -> Result<FutureProducer, String> {
 /// (for at most `drain`), commits, and returns.
 pub fn start(
     spec: KafkaSourceSpec,
-    graph: Arc<Graph>,
-    tracker: Option<Tracker>,
+    live: watch::Receiver<crate::graph::Live>,
     mut shutdown: watch::Receiver<bool>,
     drain: Duration,
 ) -> Result<tokio::task::JoinHandle<()>, String> {
@@ -192,7 +191,7 @@ pub fn start(
     let producer = producer(&spec)?;
     tracing::info!(brokers = %spec.brokers, group = %spec.group, topics = ?spec.topics, "consuming from Kafka");
     let spec = Arc::new(spec);
-    let metrics = crate::metrics::RequestMetrics::new(&graph.name, "kafka");
+    let metrics = crate::metrics::RequestMetrics::new(&live.borrow().graph.name, "kafka");
     Ok(tokio::spawn(async move {
         let mut partitions: HashMap<Tp, progress::Partition<Option<Outgoing>>> = HashMap::new();
         let mut processing = FuturesUnordered::new();
@@ -272,7 +271,9 @@ pub fn start(
                                 payload: m.payload().map(<[u8]>::to_vec),
                                 headers,
                             };
-                            let (graph, tracker, spec, metrics) = (Arc::clone(&graph), tracker.clone(), Arc::clone(&spec), metrics.clone());
+                            // The graph being served now (a reload swaps it for new messages).
+                            let crate::graph::Live { graph, tracker } = live.borrow().clone();
+                            let (spec, metrics) = (Arc::clone(&spec), metrics.clone());
                             processing.push(async move {
                                 let (tp, offset) = (incoming.tp.clone(), incoming.offset);
                                 (tp, offset, process(&graph, tracker.as_ref(), &spec, &metrics, incoming).await)
