@@ -342,6 +342,9 @@ fn serve(graph_path: &Path, options: ServeOptions) -> anyhow::Result<()> {
             Ok(Err(e)) => bail!("{e:#}"),
             Err(e) => bail!("model loading panicked: {e}"),
         };
+        if let Some(t) = &graph.telemetry {
+            servegraph_engine::telemetry::start(t, &graph.name).map_err(|e| anyhow::anyhow!("{e}"))?;
+        }
         let (live, live_rx) = tokio::sync::watch::channel(servegraph_engine::Live {
             graph: Arc::clone(&graph),
             tracker: None,
@@ -422,6 +425,8 @@ fn serve(graph_path: &Path, options: ServeOptions) -> anyhow::Result<()> {
                 tracing::warn!("{what} did not finish within 10 s");
             }
         }
+        // The last spans.
+        let _ = tokio::task::spawn_blocking(servegraph_engine::telemetry::shutdown).await;
         anyhow::Ok(())
     })
 }

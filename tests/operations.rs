@@ -226,3 +226,98 @@ fn admin_endpoints_are_off_without_a_token() {
     );
     assert_eq!(r.status, 404);
 }
+
+/// An OTLP/HTTP (JSON) collector on a free port: the bodies posted to `/v1/traces`.
+fn collector() -> (
+    String,
+    std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+) {
+    use std::sync::{Arc, Mutex};
+    let received: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let sink = Arc::clone(&received);
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let app = axum::Router::new().route(
+                "/v1/traces",
+                axum::routing::post(move |body: axum::body::Bytes| {
+                    let sink = Arc::clone(&sink);
+                    async move {
+                        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                        sink.lock().unwrap().push(v);
+                        "{}"
+                    }
+                }),
+            );
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            axum::serve(listener, app).await.unwrap();
+        });
+    });
+    (addr, received)
+}
+
+#[test]
+fn spans_reach_the_collector_with_the_callers_trace() {
+    let (collector, received) = collector();
+    let dir = tempfile::tempdir().unwrap();
+    let graph = iris_with_weights(dir.path(), "{iris-lr: 1}");
+    let mut text = std::fs::read_to_string(&graph).unwrap();
+    text.push_str(&format!(
+        "telemetry: {{otlp_endpoint: \"http://{collector}\"}}\n"
+    ));
+    std::fs::write(&graph, text).unwrap();
+    let mut s = Server::start(graph.to_str().unwrap(), &[]);
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let parent = "00f067aa0ba902b7";
+    let r = block_on(request(
+        &s.addr,
+        "POST",
+        "/v2/models/iris/infer",
+        &[("traceparent", format!("00-{trace}-{parent}-01"))],
+        iris_request("traced").into_bytes(),
+    ))
+    .unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(post(&s.addr, "/v2/models/iris/infer", "{").status, 400);
+    // Shutdown flushes the spans.
+    assert!(s.terminate().success());
+    let bodies = received.lock().unwrap().clone();
+    let mut spans = Vec::new();
+    for body in &bodies {
+        for rs in body["resourceSpans"].as_array().unwrap() {
+            let service = rs["resource"]["attributes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|a| a["key"] == "service.name")
+                .map(|a| a["value"]["stringValue"].clone());
+            assert_eq!(service, Some("servegraph-iris".into()));
+            for ss in rs["scopeSpans"].as_array().unwrap() {
+                spans.extend(ss["spans"].as_array().unwrap().iter().cloned());
+            }
+        }
+    }
+    let request_span = spans
+        .iter()
+        .find(|s| s["traceId"] == trace && s["parentSpanId"] == parent)
+        .unwrap_or_else(|| panic!("no request span in the caller's trace: {spans:#?}"));
+    assert_eq!(request_span["name"], "infer iris");
+    let step = spans
+        .iter()
+        .find(|s| s["parentSpanId"] == request_span["spanId"])
+        .unwrap_or_else(|| panic!("no step span under the request: {spans:#?}"));
+    assert_eq!(step["name"], "iris");
+    assert_eq!(step["traceId"], trace);
+    // The malformed request has a span of its own, in a new trace, marked as an error.
+    let failed = spans
+        .iter()
+        .find(|s| s["traceId"] != trace)
+        .unwrap_or_else(|| panic!("no span for the second request: {spans:#?}"));
+    assert_eq!(failed["status"]["code"], 2, "{failed:#}");
+}

@@ -76,6 +76,8 @@ pub struct EventData {
     /// Time model steps spent waiting for and running on their models (ONNX Runtime, or a
     /// remote server), along the slowest branch: what the engine-overhead metric subtracts.
     pub model_time: std::time::Duration,
+    /// The request's trace context, when the request is traced (see `telemetry`).
+    pub trace: Option<opentelemetry::Context>,
 }
 
 impl Event {

@@ -52,6 +52,9 @@ pub struct GraphFileSpec {
     /// Sources besides HTTP (Kafka).
     #[serde(default)]
     pub sources: Option<crate::sources::SourcesSpec>,
+    /// OpenTelemetry tracing: spans per request and per step, exported over OTLP/HTTP.
+    #[serde(default)]
+    pub telemetry: Option<crate::telemetry::TelemetrySpec>,
 }
 
 fn default_timeout_ms() -> u64 {
@@ -101,6 +104,32 @@ impl GraphNode {
 
     /// Runs the step, recording its time (and, for tracked requests, in the event).
     async fn run(&self, event: Event) -> Result<Event> {
+        if event.trace.is_some() {
+            return Box::pin(self.run_traced(event)).await;
+        }
+        self.run_measured(event).await
+    }
+
+    /// [`GraphNode::run`] inside a span of its own (traced requests only).
+    async fn run_traced(&self, mut event: Event) -> Result<Event> {
+        let request = event.trace.take().expect("traced");
+        let span = crate::telemetry::StepSpan::start(&request, &self.name);
+        let result = self.run_measured(event).await;
+        match result {
+            Ok(mut event) => {
+                event.trace = Some(request);
+                Ok(event)
+            }
+            Err(e) => {
+                if let Some(s) = &span {
+                    s.fail(&e.to_string());
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn run_measured(&self, event: Event) -> Result<Event> {
         let start = std::time::Instant::now();
         let result = match self.timeout {
             None => self.step.process(event).await,
@@ -164,6 +193,8 @@ pub struct Graph {
     pub tracking: Option<(crate::tracking::TrackingSpec, crate::tracking::Sink)>,
     /// The Kafka source's settings, when the graph has one.
     pub kafka: Option<crate::sources::KafkaSourceSpec>,
+    /// Where spans go, when the graph is traced.
+    pub telemetry: Option<crate::telemetry::TelemetrySpec>,
     /// Request headers some step reads: sources copy these into events.
     pub headers: Vec<String>,
 }
@@ -280,6 +311,15 @@ impl Graph {
                 .map(|n| *n.span())
                 .unwrap_or(top_span);
             ctx.report(Diagnostic::new(format!("sources.kafka: {e}")).at(&span));
+        }
+        if let Some(t) = &spec.telemetry
+            && let Err(e) = t.check()
+        {
+            let span = root
+                .get_node("telemetry")
+                .map(|n| *n.span())
+                .unwrap_or(top_span);
+            ctx.report(Diagnostic::new(format!("telemetry: {e}")).at(&span));
         }
 
         // Phase 4: edges, cycles and the responder; then tensors along the edges.
@@ -1061,6 +1101,7 @@ fn compile(
         models,
         tracking: None,
         kafka: spec.sources.and_then(|s| s.kafka),
+        telemetry: spec.telemetry,
         headers,
     })
 }

@@ -448,18 +448,47 @@ async fn run_infer(
         Err(e) => return e.into_response(),
     };
     let _in_flight = served.metrics.start();
-    let (response, model_time) =
-        match try_infer(state, &served, model, version, headers, body, explain).await {
-            Ok((response, model_time)) => (response, Some(model_time)),
-            Err(e) => (e.into_response(), None),
-        };
-    served
-        .metrics
-        .finish(response.status().as_u16(), start.elapsed(), model_time);
+    let span = crate::telemetry::enabled()
+        .then(|| {
+            let named = model.unwrap_or(&served.graph.name);
+            crate::telemetry::request_span(
+                format!("{} {named}", if explain { "explain" } else { "infer" }),
+                opentelemetry::trace::SpanKind::Server,
+                |h| {
+                    headers
+                        .get(h)
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned)
+                },
+                vec![
+                    opentelemetry::KeyValue::new("servegraph.graph", served.graph.name.clone()),
+                    opentelemetry::KeyValue::new("servegraph.model", named.to_owned()),
+                ],
+            )
+        })
+        .flatten();
+    let trace = span.as_ref().map(|s| s.context());
+    let (response, model_time, error) = match try_infer(
+        state, &served, model, version, headers, body, explain, trace,
+    )
+    .await
+    {
+        Ok((response, model_time)) => (response, Some(model_time), None),
+        Err(e) => {
+            let message = e.to_string();
+            (e.into_response(), None, Some(message))
+        }
+    };
+    let code = response.status().as_u16();
+    served.metrics.finish(code, start.elapsed(), model_time);
+    if let Some(span) = span {
+        span.end(code, error.as_deref());
+    }
     response
 }
 
 /// Serves one request; the response and the time its models took.
+#[allow(clippy::too_many_arguments)]
 async fn try_infer(
     state: &AppState,
     served: &Served,
@@ -468,6 +497,7 @@ async fn try_infer(
     headers: &HeaderMap,
     body: Body,
     explain: bool,
+    trace: Option<opentelemetry::Context>,
 ) -> Result<(Response, std::time::Duration), Error> {
     let graph = &served.graph;
     if let Some(model) = url_model {
@@ -541,6 +571,7 @@ async fn try_infer(
     };
     event.target = target.filter(|t| t.model != graph.name);
     event.explain = explain;
+    event.trace = trace;
 
     let done = match served.tracker.as_ref().filter(|t| t.sampled()) {
         None => graph.run(event).await?,

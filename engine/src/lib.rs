@@ -19,6 +19,7 @@ pub mod protocol;
 pub mod schema;
 pub mod sources;
 pub mod step;
+pub mod telemetry;
 pub mod tensor;
 pub mod tracking;
 

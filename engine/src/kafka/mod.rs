@@ -364,6 +364,26 @@ async fn process(
 ) -> Option<Outgoing> {
     let start = std::time::Instant::now();
     let _in_flight = metrics.start();
+    // Nothing is built for a span unless spans are exported.
+    let span = crate::telemetry::enabled()
+        .then(|| {
+            crate::telemetry::request_span(
+                format!("process {}", msg.tp.0),
+                opentelemetry::trace::SpanKind::Consumer,
+                |name| {
+                    msg.headers
+                        .iter()
+                        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                        .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+                },
+                vec![
+                    opentelemetry::KeyValue::new("messaging.destination.name", msg.tp.0.clone()),
+                    opentelemetry::KeyValue::new("messaging.kafka.offset", msg.offset),
+                ],
+            )
+        })
+        .flatten();
+    let trace = span.as_ref().map(|s| s.context());
     let header = |name: &str| {
         msg.headers
             .iter()
@@ -372,7 +392,7 @@ async fn process(
     };
     let mut attempt = 0;
     let outcome = loop {
-        match run_message(graph, tracker, &msg, &header).await {
+        match run_message(graph, tracker, &msg, &header, trace.clone()).await {
             // Overload is not the message's fault: wait and try again, a few times.
             Err(e)
                 if matches!(e.kind, ErrorKind::Overloaded | ErrorKind::Unavailable)
@@ -384,9 +404,18 @@ async fn process(
             other => break other,
         }
     };
-    match &outcome {
-        Ok((_, _, model_time)) => metrics.finish(200, start.elapsed(), Some(*model_time)),
-        Err(e) => metrics.finish(e.kind.status(), start.elapsed(), None),
+    let (code, error) = match &outcome {
+        Ok((_, _, model_time)) => {
+            metrics.finish(200, start.elapsed(), Some(*model_time));
+            (200, None)
+        }
+        Err(e) => {
+            metrics.finish(e.kind.status(), start.elapsed(), None);
+            (e.kind.status(), Some(e.to_string()))
+        }
+    };
+    if let Some(span) = span {
+        span.end(code, error.as_deref());
     }
     match outcome {
         Ok((id, payload, _)) => {
@@ -429,6 +458,7 @@ async fn run_message(
     tracker: Option<&Tracker>,
     msg: &Incoming,
     header: &(dyn Fn(&str) -> Option<String> + Sync),
+    trace: Option<opentelemetry::Context>,
 ) -> crate::Result<(String, Vec<u8>, std::time::Duration)> {
     let payload = msg
         .payload
@@ -471,6 +501,7 @@ async fn run_message(
     event.target = target.filter(|t| t.model != graph.name);
     // A message a queue step published: the flow goes on after that step.
     event.resume_after = header(queue::RESUME_HEADER);
+    event.trace = trace;
     event.explain = match header(OPERATION_HEADER).as_deref() {
         None | Some("infer") => false,
         Some("explain") => true,

@@ -1,0 +1,176 @@
+//! OpenTelemetry tracing: one span per request (its parent taken from a W3C `traceparent`
+//! header, on HTTP or Kafka) and one per graph step, exported over OTLP/HTTP (JSON) when the
+//! graph file sets `telemetry: {otlp_endpoint: ...}`.
+//!
+//! Off by default, and then free: without a tracer, events carry no trace context and the
+//! executor's only extra work per step is one `is_some` check.
+
+use std::sync::OnceLock;
+
+use opentelemetry::propagation::{Extractor, TextMapPropagator};
+use opentelemetry::trace::{SpanKind, Status, TraceContextExt, Tracer, TracerProvider};
+use opentelemetry::{Context, KeyValue};
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+/// `telemetry:` in a graph file.
+#[derive(Clone, Debug, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetrySpec {
+    /// The OTLP/HTTP collector, e.g. `http://127.0.0.1:4318`; spans go to `/v1/traces` there.
+    pub otlp_endpoint: String,
+    /// The `service.name` of the spans (default: `servegraph-<graph name>`).
+    #[serde(default)]
+    pub service_name: Option<String>,
+}
+
+impl TelemetrySpec {
+    pub fn check(&self) -> Result<(), String> {
+        let e = &self.otlp_endpoint;
+        if !(e.starts_with("http://") || e.starts_with("https://")) || e.len() < 10 {
+            return Err(format!(
+                "`otlp_endpoint: {e}`: expected an http:// or https:// URL of an OTLP/HTTP collector"
+            ));
+        }
+        Ok(())
+    }
+}
+
+static TRACING: OnceLock<(SdkTracerProvider, SdkTracer)> = OnceLock::new();
+
+/// Starts exporting spans (once per process: the first graph served decides).
+pub fn start(spec: &TelemetrySpec, graph: &str) -> Result<(), String> {
+    if TRACING.get().is_some() {
+        return Ok(());
+    }
+    let base = spec.otlp_endpoint.trim_end_matches('/');
+    let endpoint = if base.ends_with("/v1/traces") {
+        base.to_owned()
+    } else {
+        format!("{base}/v1/traces")
+    };
+    use opentelemetry_otlp::WithExportConfig;
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_protocol(opentelemetry_otlp::Protocol::HttpJson)
+        .with_endpoint(endpoint)
+        .build()
+        .map_err(|e| format!("cannot start the OTLP exporter: {e}"))?;
+    let service = spec
+        .service_name
+        .clone()
+        .unwrap_or_else(|| format!("servegraph-{graph}"));
+    let provider = SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(
+            opentelemetry_sdk::Resource::builder()
+                .with_service_name(service)
+                .build(),
+        )
+        .build();
+    let tracer = provider.tracer("servegraph");
+    let _ = TRACING.set((provider, tracer));
+    tracing::info!(endpoint = %spec.otlp_endpoint, "exporting traces over OTLP/HTTP");
+    Ok(())
+}
+
+/// Exports what is left (at shutdown). Blocks: call it off the async workers.
+pub fn shutdown() {
+    if let Some((provider, _)) = TRACING.get()
+        && let Err(e) = provider.shutdown()
+    {
+        tracing::warn!(error = %e, "flushing the last spans failed");
+    }
+}
+
+fn tracer() -> Option<&'static SdkTracer> {
+    TRACING.get().map(|(_, t)| t)
+}
+
+/// A request's span, ended (with its outcome) when [`RequestSpan::end`] is called or dropped.
+pub struct RequestSpan(Context);
+
+impl RequestSpan {
+    /// The span's context, for the event (steps' spans are its children).
+    pub fn context(&self) -> Context {
+        self.0.clone()
+    }
+
+    /// Ends the span with the request's status code.
+    pub fn end(self, code: u16, error: Option<&str>) {
+        let span = self.0.span();
+        span.set_attribute(KeyValue::new("http.response.status_code", code as i64));
+        if let Some(e) = error {
+            span.set_status(Status::error(e.to_owned()));
+        }
+    }
+}
+
+impl Drop for RequestSpan {
+    fn drop(&mut self) {
+        self.0.span().end();
+    }
+}
+
+/// Whether spans are being exported.
+pub fn enabled() -> bool {
+    TRACING.get().is_some()
+}
+
+/// A new request span when tracing is on: `name`, its parent from the request's W3C
+/// `traceparent` and `tracestate` headers (as `header` finds them), and attributes.
+pub fn request_span(
+    name: String,
+    kind: SpanKind,
+    header: impl Fn(&str) -> Option<String>,
+    attributes: Vec<KeyValue>,
+) -> Option<RequestSpan> {
+    let tracer = tracer()?;
+    struct Headers([Option<String>; 2]);
+    impl Extractor for Headers {
+        fn get(&self, key: &str) -> Option<&str> {
+            match key {
+                "traceparent" => self.0[0].as_deref(),
+                "tracestate" => self.0[1].as_deref(),
+                _ => None,
+            }
+        }
+        fn keys(&self) -> Vec<&str> {
+            vec!["traceparent", "tracestate"]
+        }
+    }
+    let headers = Headers([header("traceparent"), header("tracestate")]);
+    let parent = TraceContextPropagator::new().extract(&headers);
+    let span = tracer
+        .span_builder(name)
+        .with_kind(kind)
+        .with_attributes(attributes)
+        .start_with_context(tracer, &parent);
+    Some(RequestSpan(parent.with_span(span)))
+}
+
+/// A step's span, child of the request's, ended when dropped.
+pub struct StepSpan(Context);
+
+impl StepSpan {
+    pub fn start(parent: &Context, step: &str) -> Option<StepSpan> {
+        let tracer = tracer()?;
+        let span = tracer
+            .span_builder(step.to_owned())
+            .with_kind(SpanKind::Internal)
+            .start_with_context(tracer, parent);
+        Some(StepSpan(parent.with_span(span)))
+    }
+
+    pub fn fail(&self, error: &str) {
+        self.0.span().set_status(Status::error(error.to_owned()));
+    }
+}
+
+impl Drop for StepSpan {
+    fn drop(&mut self) {
+        self.0.span().end();
+    }
+}
