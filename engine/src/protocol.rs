@@ -236,6 +236,11 @@ trait Element: Sized {
     fn from_str(_: &str) -> Option<Self> {
         None
     }
+    /// JSON `null`: NaN for floats (JSON has no NaN or infinity: responses write non-finite
+    /// floats as `null`, so requests and responses read it back).
+    fn from_null() -> Option<Self> {
+        None
+    }
 }
 
 macro_rules! int_element {
@@ -252,17 +257,23 @@ int_element!(u8 => "UINT8 integers", u16 => "UINT16 integers", u32 => "UINT32 in
     i32 => "INT32 integers", i64 => "INT64 integers");
 
 macro_rules! float_element {
-    ($($t:ty => $what:literal, $conv:expr),*) => {$(
+    ($($t:ty => $what:literal, $conv:expr, $nan:expr),*) => {$(
         impl Element for $t {
             const WHAT: &'static str = $what;
-            fn from_i64(v: i64) -> Option<Self> { Some($conv(v as f64)) }
-            fn from_u64(v: u64) -> Option<Self> { Some($conv(v as f64)) }
-            fn from_f64(v: f64) -> Option<Self> { Some($conv(v)) }
+            fn from_i64(v: i64) -> Option<Self> { <Self as Element>::from_f64(v as f64) }
+            fn from_u64(v: u64) -> Option<Self> { <Self as Element>::from_f64(v as f64) }
+            /// A number the type cannot hold (it would become infinite) does not fit.
+            fn from_f64(v: f64) -> Option<Self> {
+                let x: $t = $conv(v);
+                x.is_finite().then_some(x)
+            }
+            fn from_null() -> Option<Self> { Some($nan) }
         }
     )*};
 }
-float_element!(f32 => "FP32 numbers", |v: f64| v as f32, f64 => "FP64 numbers", |v: f64| v,
-    f16 => "FP16 numbers", f16::from_f64);
+float_element!(f32 => "FP32 numbers", |v: f64| v as f32, f32::NAN,
+    f64 => "FP64 numbers", |v: f64| v, f64::NAN,
+    f16 => "FP16 numbers", f16::from_f64, f16::NAN);
 
 impl Element for bool {
     const WHAT: &'static str = "BOOL values (true/false)";
@@ -318,6 +329,10 @@ impl<'de, T: Element> Visitor<'de> for Flatten<'_, T> {
 
     fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
         self.push(T::from_str(v), &format!("{v:?}"))
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        self.push(T::from_null(), &"null")
     }
 }
 
@@ -781,6 +796,34 @@ pub fn fuzz_decode(data: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by the `oip_decode` fuzzer: a number beyond FP16's range became infinity, which
+    /// the JSON response wrote as `null`, which no decoder read back.
+    #[test]
+    fn out_of_range_floats_are_refused_and_nan_travels_as_null() {
+        let body = br#"{"inputs":[{"name":"x","shape":[2],"datatype":"FP16","data":[0,1e9]}]}"#;
+        let e = decode_request(body, None).unwrap_err();
+        assert!(
+            e.message.contains("1000000000 is not one of FP16 numbers"),
+            "{}",
+            e.message
+        );
+        let body = br#"{"inputs":[{"name":"x","shape":[1],"datatype":"FP32","data":[1e39]}]}"#;
+        assert!(decode_request(body, None).is_err());
+
+        let nan = Event::new(
+            "n",
+            vec![Tensor::new("y", vec![2], TensorData::Fp32(vec![f32::NAN, 1.0])).unwrap()],
+        );
+        let encoded = encode_response(&nan, "m", None, &[], false).unwrap();
+        let text = String::from_utf8(encoded.body.clone()).unwrap();
+        assert!(text.contains("[null,1.0]"), "{text}");
+        let back = decode_response(&encoded.body, None).unwrap();
+        match &back[0].data {
+            TensorData::Fp32(v) => assert!(v[0].is_nan() && v[1] == 1.0),
+            other => panic!("{other:?}"),
+        }
+    }
 
     #[test]
     fn decodes_flat_and_nested_data() {
