@@ -21,6 +21,29 @@ use servegraph_engine::{BuildMode, Graph, Target};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// A folder model files may come from, besides each graph's own (repeatable; the env
+    /// variable takes a `:`-separated list). Default: the working directory.
+    #[arg(
+        long,
+        global = true,
+        env = "SERVEGRAPH_MODEL_ROOTS",
+        value_delimiter = ':'
+    )]
+    model_root: Vec<PathBuf>,
+    /// Log lines as `text` or `json` (one object per line). The filter is `RUST_LOG`.
+    #[arg(
+        long,
+        global = true,
+        env = "SERVEGRAPH_LOG_FORMAT",
+        default_value = "text"
+    )]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -95,10 +118,14 @@ enum PlotFormat {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // Serving logs what it loads and where it listens; one-shot commands stay quiet.
-    init_logging(match cli.command {
-        Command::Serve { .. } => "info,ort=warn",
-        _ => "warn",
-    });
+    init_logging(
+        match cli.command {
+            Command::Serve { .. } => "info,ort=warn",
+            _ => "warn",
+        },
+        cli.log_format,
+    );
+    servegraph_engine::step::set_model_roots(cli.model_root.clone());
     let result = match cli.command {
         Command::Serve {
             graph,
@@ -143,13 +170,16 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(default: &str) {
+fn init_logging(default: &str, format: LogFormat) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+    }
 }
 
 /// The step kinds: the built-in ones and Kafka's `queue`.

@@ -321,3 +321,70 @@ fn spans_reach_the_collector_with_the_callers_trace() {
         .unwrap_or_else(|| panic!("no span for the second request: {spans:#?}"));
     assert_eq!(failed["status"]["code"], 2, "{failed:#}");
 }
+
+#[test]
+fn tensor_element_limit_is_a_422() {
+    let dir = tempfile::tempdir().unwrap();
+    let graph = iris_with_weights(dir.path(), "{iris-lr: 1}");
+    let text = std::fs::read_to_string(&graph).unwrap();
+    std::fs::write(&graph, format!("max_tensor_elements: 8\n{text}")).unwrap();
+    let s = Server::start(graph.to_str().unwrap(), &[]);
+    let row = "[5.1, 3.5, 1.4, 0.2]";
+    let body = |rows: usize| {
+        format!(
+            r#"{{"inputs":[{{"name":"input","shape":[{rows},4],"datatype":"FP32","data":[{}]}}]}}"#,
+            vec![row; rows].join(",")
+        )
+    };
+    assert_eq!(post(&s.addr, "/v2/models/iris/infer", &body(2)).status, 200);
+    let r = post(&s.addr, "/v2/models/iris/infer", &body(3));
+    assert_eq!(r.status, 422);
+    assert_eq!(
+        r.error(),
+        "input `input` has 12 elements (shape [3, 4]), over the graph's max_tensor_elements of 8"
+    );
+}
+
+#[test]
+fn model_paths_stay_under_the_allowed_folders() {
+    let dir = tempfile::tempdir().unwrap();
+    let graphs = dir.path().join("graphs");
+    std::fs::create_dir(&graphs).unwrap();
+    std::fs::copy(
+        root().join("models/iris_lr.onnx"),
+        dir.path().join("lr.onnx"),
+    )
+    .unwrap();
+    let graph = graphs.join("g.yaml");
+    std::fs::write(
+        &graph,
+        "name: g\ngraph: {kind: router, routes: {m: {kind: model, class: onnx, model_path: ../lr.onnx}}}\n",
+    )
+    .unwrap();
+    // `..` out of the graph's folder, with the project as the working directory: refused.
+    let out = bin()
+        .args(["validate", "--short"])
+        .arg(&graph)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        text.contains(
+            "g.yaml:2:74: step `m`: model file `../lr.onnx` is not allowed: it resolves to"
+        ) && text.contains("outside the folders models may come from"),
+        "{text}"
+    );
+    // Allowed once its folder is a root.
+    let out = bin()
+        .args(["validate", "--model-root"])
+        .arg(dir.path())
+        .arg(&graph)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -43,6 +43,9 @@ pub struct GraphFileSpec {
     /// Requests the graph serves at once; more are refused with HTTP 429.
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: usize,
+    /// The most elements one request tensor may have (HTTP 422 past it).
+    #[serde(default = "default_max_tensor_elements")]
+    pub max_tensor_elements: usize,
     /// The error handler for every flow step that names none (a step of the flow).
     #[serde(default)]
     pub on_error: Option<String>,
@@ -63,6 +66,10 @@ fn default_timeout_ms() -> u64 {
 
 fn default_max_in_flight() -> usize {
     1024
+}
+
+fn default_max_tensor_elements() -> usize {
+    16 * 1024 * 1024
 }
 
 /// The step fields the engine reads on a flow's steps (besides `after`).
@@ -188,6 +195,7 @@ pub struct Graph {
     chain: bool,
     deadline: Duration,
     pub max_in_flight: usize,
+    max_tensor_elements: usize,
     models: Vec<ModelInfo>,
     /// The tracking stream's settings and sink, when the graph has one.
     pub tracking: Option<(crate::tracking::TrackingSpec, crate::tracking::Sink)>,
@@ -488,6 +496,24 @@ impl Graph {
                 .collect(),
         );
         found
+    }
+
+    /// Checks a request's tensors against the graph's `max_tensor_elements` (422 past it).
+    pub fn check_request(&self, event: &Event) -> Result<()> {
+        match event
+            .tensors
+            .iter()
+            .find(|t| t.data.len() > self.max_tensor_elements)
+        {
+            None => Ok(()),
+            Some(t) => Err(Error::unprocessable(format!(
+                "input `{}` has {} elements (shape {:?}), over the graph's max_tensor_elements of {}",
+                t.name,
+                t.data.len(),
+                t.shape,
+                self.max_tensor_elements
+            ))),
+        }
     }
 
     /// Lets every step that learns save its state (before a reload builds the graph again).
@@ -1098,6 +1124,7 @@ fn compile(
         chain,
         deadline: Duration::from_millis(spec.timeout_ms.max(1)),
         max_in_flight: spec.max_in_flight.max(1),
+        max_tensor_elements: spec.max_tensor_elements,
         models,
         tracking: None,
         kafka: spec.sources.and_then(|s| s.kafka),

@@ -525,6 +525,7 @@ async fn try_infer(
         ),
     };
     let request = decode_request(&body, json_len)?;
+    graph.check_request(&request.event)?;
     let mut event = request.event;
     for name in &graph.headers {
         if let Some(v) = headers.get(name.as_str()).and_then(|v| v.to_str().ok()) {

@@ -188,6 +188,25 @@ impl Registry {
 /// Fields every step may have; the engine reads them, the step kinds never see them.
 pub const COMMON_FIELDS: [&str; 5] = ["kind", "after", "responder", "timeout_ms", "on_error"];
 
+static MODEL_ROOTS: std::sync::OnceLock<Vec<PathBuf>> = std::sync::OnceLock::new();
+
+/// The folders (besides each graph's own) model files may come from; set once, at start.
+/// Unset, the working directory.
+pub fn set_model_roots(roots: Vec<PathBuf>) {
+    let _ = MODEL_ROOTS.set(roots);
+}
+
+fn roots_configured() -> bool {
+    MODEL_ROOTS.get().is_some_and(|r| !r.is_empty())
+}
+
+fn model_roots() -> Vec<PathBuf> {
+    match MODEL_ROOTS.get() {
+        Some(r) if !r.is_empty() => r.clone(),
+        _ => std::env::current_dir().into_iter().collect(),
+    }
+}
+
 /// Whether the build opens models (contextual validation) or only checks structure.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BuildMode {
@@ -221,6 +240,32 @@ impl<'r> BuildContext<'r> {
     /// Resolves a path from the graph file relative to the graph file's folder.
     pub fn resolve(&self, path: &str) -> PathBuf {
         self.base_dir.join(path)
+    }
+
+    /// Checks that an existing model file lies under an allowed root once `..` and symlinks
+    /// are followed: the graph file's folder, and the roots given to [`set_model_roots`]
+    /// (the working directory when none were). An error says where it leads.
+    pub fn check_model_path(&self, path: &Path) -> std::result::Result<(), String> {
+        let real = path
+            .canonicalize()
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        let roots = model_roots();
+        let allowed = std::iter::once(&self.base_dir)
+            .chain(roots.iter())
+            .filter_map(|r| r.canonicalize().ok())
+            .any(|root| real.starts_with(root));
+        if allowed {
+            return Ok(());
+        }
+        Err(format!(
+            "it resolves to {}, outside the folders models may come from: the graph's folder and {}",
+            real.display(),
+            if roots_configured() {
+                "the --model-root folders"
+            } else {
+                "the working directory (add others with --model-root)"
+            }
+        ))
     }
 
     pub fn report(&mut self, diagnostic: Diagnostic) {

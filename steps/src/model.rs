@@ -223,6 +223,17 @@ fn onnx_model(
         );
         return None;
     }
+    if let Err(why) = ctx.check_model_path(&path) {
+        ctx.report(
+            servegraph_engine::Diagnostic::new(format!(
+                "model file `{}` is not allowed: {why}",
+                model_path.as_str()
+            ))
+            .step(&node.name)
+            .at(model_path.span()),
+        );
+        return None;
+    }
     if !ok {
         return None;
     }

@@ -466,6 +466,7 @@ async fn run_message(
         .ok_or_else(|| Error::bad_request("the message has no payload"))?;
     let json_len = header("inference-header-content-length").and_then(|v| v.trim().parse().ok());
     let request = decode_request(payload, json_len)?;
+    graph.check_request(&request.event)?;
     let mut event = request.event;
     for name in &graph.headers {
         if let Some(v) = header(name) {
