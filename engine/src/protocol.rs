@@ -797,6 +797,16 @@ pub fn fuzz_decode(data: &[u8]) {
 mod tests {
     use super::*;
 
+    /// Found by the `oip_decode` fuzzer: serde_json's default float parsing can be one ULP off,
+    /// so an FP64 value changed on its way through (`float_roundtrip` parses exactly).
+    #[test]
+    fn fp64_values_are_parsed_exactly() {
+        let body = br#"{"inputs":[{"name":"x","shape":[1],"datatype":"FP64","data":[1.111111111111111e33]}]}"#;
+        let req = decode_request(body, None).unwrap();
+        let exact: f64 = "1.111111111111111e33".parse().unwrap();
+        assert_eq!(req.event.tensors[0].data, TensorData::Fp64(vec![exact]));
+    }
+
     /// Found by the `oip_decode` fuzzer: a number beyond FP16's range became infinity, which
     /// the JSON response wrote as `null`, which no decoder read back.
     #[test]
