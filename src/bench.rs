@@ -37,6 +37,11 @@ pub enum BenchCommand {
         /// Label printed with the result line.
         #[arg(long, default_value = "http")]
         label: String,
+        /// Open loop: send this many requests per second whatever the answers' pace (up to
+        /// CONCURRENCY connections; a request finding none free counts as `unsent`), and
+        /// report served (2xx) and refused (429) requests separately.
+        #[arg(long)]
+        rate: Option<u64>,
     },
     /// Creates `topic` (and `--create` more) and produces COUNT copies of a message to it.
     KafkaProduce {
@@ -91,6 +96,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             warmup,
             threads,
             label,
+            rate,
         } => {
             let body = match data.strip_prefix('@') {
                 Some(f) => std::fs::read(f).with_context(|| format!("reading {f}"))?,
@@ -100,6 +106,27 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
                 .worker_threads(threads.max(1))
                 .enable_all()
                 .build()?;
+            if let Some(rate) = rate {
+                let r = rt.block_on(open_loop(
+                    &url,
+                    Bytes::from(body),
+                    concurrency.max(1),
+                    rate.max(1),
+                    Duration::from_secs(warmup),
+                    Duration::from_secs(duration.max(1)),
+                ))?;
+                println!(
+                    "{label}: offered {rate} req/s: served {:.0} req/s (p50 {} µs, p99 {} µs); refused (429) {:.0} req/s (p99 {} µs); other errors {}; unsent {}",
+                    r.served as f64 / duration.max(1) as f64,
+                    r.served_p50_us,
+                    r.served_p99_us,
+                    r.refused as f64 / duration.max(1) as f64,
+                    r.refused_p99_us,
+                    r.errors,
+                    r.unsent
+                );
+                return Ok(());
+            }
             let r = rt.block_on(http_load(
                 &url,
                 Bytes::from(body),
@@ -230,6 +257,96 @@ async fn http_load(
         p99_us: pct(0.99),
         count: all.len(),
         errors,
+    })
+}
+
+struct OpenLoopResult {
+    served: usize,
+    served_p50_us: u64,
+    served_p99_us: u64,
+    refused: usize,
+    refused_p99_us: u64,
+    errors: usize,
+    unsent: usize,
+}
+
+/// Requests at a fixed rate, each timed from when it was due (so a slow server shows in the
+/// latencies rather than slowing the load), over at most `connections` keep-alive connections.
+async fn open_loop(
+    url: &str,
+    body: Bytes,
+    connections: usize,
+    rate: u64,
+    warmup: Duration,
+    duration: Duration,
+) -> anyhow::Result<OpenLoopResult> {
+    use hyper_util::client::legacy::Client;
+    let client: Client<_, Full<Bytes>> =
+        Client::builder(hyper_util::rt::TokioExecutor::new())
+            .pool_max_idle_per_host(connections)
+            .build_http();
+    let uri: hyper::Uri = url.parse().context("--url")?;
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(connections));
+    let start = tokio::time::Instant::now();
+    let measure_from = start + warmup;
+    let stop = measure_from + duration;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(u16, u32)>();
+    let mut unsent = 0;
+    let period = Duration::from_secs_f64(1.0 / rate as f64);
+    let mut due = start;
+    while due < stop {
+        tokio::time::sleep_until(due).await;
+        let counted = due >= measure_from;
+        let Ok(slot) = std::sync::Arc::clone(&slots).try_acquire_owned() else {
+            unsent += counted as usize;
+            due += period;
+            continue;
+        };
+        let (client, uri, body, tx) = (client.clone(), uri.clone(), body.clone(), tx.clone());
+        let sent_at = due;
+        tokio::spawn(async move {
+            let _slot = slot;
+            let req = Request::post(uri)
+                .header("content-type", "application/json")
+                .body(Full::new(body))
+                .expect("a valid request");
+            let status = match client.request(req).await {
+                Ok(resp) => {
+                    let status = resp.status().as_u16();
+                    let _ = resp.into_body().collect().await;
+                    status
+                }
+                Err(_) => 0,
+            };
+            if counted {
+                let _ = tx.send((status, sent_at.elapsed().as_micros() as u32));
+            }
+        });
+        due += period;
+    }
+    drop(tx);
+    let (mut served, mut refused, mut errors) = (Vec::new(), Vec::new(), 0);
+    while let Some((status, us)) = rx.recv().await {
+        match status {
+            200..=299 => served.push(us),
+            429 => refused.push(us),
+            _ => errors += 1,
+        }
+    }
+    let pct = |v: &mut Vec<u32>, p: f64| {
+        v.sort_unstable();
+        v.get(((v.len() as f64 * p) as usize).min(v.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0) as u64
+    };
+    Ok(OpenLoopResult {
+        served_p50_us: pct(&mut served, 0.5),
+        served_p99_us: pct(&mut served, 0.99),
+        refused_p99_us: pct(&mut refused, 0.99),
+        served: served.len(),
+        refused: refused.len(),
+        errors,
+        unsent,
     })
 }
 
