@@ -281,10 +281,9 @@ async fn open_loop(
     duration: Duration,
 ) -> anyhow::Result<OpenLoopResult> {
     use hyper_util::client::legacy::Client;
-    let client: Client<_, Full<Bytes>> =
-        Client::builder(hyper_util::rt::TokioExecutor::new())
-            .pool_max_idle_per_host(connections)
-            .build_http();
+    let client: Client<_, Full<Bytes>> = Client::builder(hyper_util::rt::TokioExecutor::new())
+        .pool_max_idle_per_host(connections)
+        .build_http();
     let uri: hyper::Uri = url.parse().context("--url")?;
     let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(connections));
     let start = tokio::time::Instant::now();

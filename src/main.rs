@@ -68,6 +68,12 @@ enum Command {
         /// A file holding the admin token (its first line).
         #[arg(long, conflicts_with = "admin_token")]
         admin_token_file: Option<PathBuf>,
+        /// Serve HTTPS with this certificate chain (PEM); needs `--tls-key`.
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The certificate's private key (PEM).
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
     },
     /// Check a graph file, loading its models; print every error with its line and column.
     Validate {
@@ -134,6 +140,8 @@ fn main() -> ExitCode {
             shutdown_timeout,
             admin_token,
             admin_token_file,
+            tls_cert,
+            tls_key,
         } => admin_token_from(admin_token, admin_token_file).and_then(|admin_token| {
             serve(
                 &graph,
@@ -142,6 +150,7 @@ fn main() -> ExitCode {
                     max_body_bytes,
                     drain: Duration::from_secs(shutdown_timeout),
                     admin_token,
+                    tls: tls_cert.zip(tls_key),
                 },
             )
         }),
@@ -254,6 +263,8 @@ struct ServeOptions {
     max_body_bytes: usize,
     drain: Duration,
     admin_token: Option<String>,
+    /// Certificate chain and key files (PEM): HTTPS.
+    tls: Option<(PathBuf, PathBuf)>,
 }
 
 /// A serving process's graph and what runs beside it, replaced whole by a reload.
@@ -326,6 +337,7 @@ fn serve(graph_path: &Path, options: ServeOptions) -> anyhow::Result<()> {
         max_body_bytes,
         drain,
         admin_token,
+        tls,
     } = options;
     // Structure first, with no I/O beyond file checks: a broken file never starts a server.
     load(graph_path, BuildMode::Structural)?;
@@ -335,6 +347,10 @@ fn serve(graph_path: &Path, options: ServeOptions) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot listen on {listen}"))?;
         let addr = listener.local_addr()?;
+        let tls = match tls {
+            None => None,
+            Some((cert, key)) => Some(tls_config(&cert, &key).await?),
+        };
         let (reload_tx, mut reload_rx) = tokio::sync::mpsc::channel(4);
         let admin = admin_token.map(|token| servegraph_engine::http::Admin {
             token,
@@ -346,7 +362,8 @@ fn serve(graph_path: &Path, options: ServeOptions) -> anyhow::Result<()> {
             admin,
         });
         // Listen at once (live, not ready); load models off the async workers.
-        println!("servegraph listening on http://{addr}");
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        println!("servegraph listening on {scheme}://{addr}");
         tracing::info!(%addr, graph = %graph_path.display(), admin = admin_on, "listening; loading models");
         let loading = {
             let path = graph_path.to_owned();
@@ -354,13 +371,31 @@ fn serve(graph_path: &Path, options: ServeOptions) -> anyhow::Result<()> {
         };
         let app = servegraph_engine::http::router(Arc::clone(&state));
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let server = axum::serve(listener, app).with_graceful_shutdown({
+        let stopped = {
             let mut stop_rx = stop_rx.clone();
             async move {
                 let _ = stop_rx.wait_for(|stop| *stop).await;
             }
-        });
-        let server = tokio::spawn(async move { server.await });
+        };
+        let server = match tls {
+            None => {
+                let server = axum::serve(listener, app).with_graceful_shutdown(stopped);
+                tokio::spawn(async move { server.await })
+            }
+            Some(config) => {
+                // Stops accepting on the signal; open connections finish their requests.
+                let handle = axum_server::Handle::new();
+                let stopping = handle.clone();
+                tokio::spawn(async move {
+                    stopped.await;
+                    stopping.graceful_shutdown(None);
+                });
+                let server = axum_server::from_tcp_rustls(listener.into_std()?, config)?
+                    .handle(handle)
+                    .serve(app.into_make_service());
+                tokio::spawn(server)
+            }
+        };
         tokio::spawn(async move {
             shutdown_signal().await;
             tracing::info!("shutting down: draining in-flight requests");
@@ -459,6 +494,23 @@ fn serve(graph_path: &Path, options: ServeOptions) -> anyhow::Result<()> {
         let _ = tokio::task::spawn_blocking(servegraph_engine::telemetry::shutdown).await;
         anyhow::Ok(())
     })
+}
+
+/// The HTTPS settings from a certificate chain and a key, both PEM (rustls, ring).
+async fn tls_config(
+    cert: &Path,
+    key: &Path,
+) -> anyhow::Result<axum_server::tls_rustls::RustlsConfig> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot use the TLS certificate {} with the key {}",
+                cert.display(),
+                key.display()
+            )
+        })
 }
 
 /// SIGHUP asks for a reload; its outcome is logged.

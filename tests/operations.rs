@@ -388,3 +388,71 @@ fn model_paths_stay_under_the_allowed_folders() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn https_with_a_certificate_and_key() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+    let (cert_pem, key_pem) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_pem, cert.cert.pem()).unwrap();
+    std::fs::write(&key_pem, cert.signing_key.serialize_pem()).unwrap();
+    let mut child = bin()
+        .args([
+            "serve",
+            "graphs/iris.yaml",
+            "--listen",
+            "127.0.0.1:0",
+            "--tls-cert",
+        ])
+        .arg(&cert_pem)
+        .arg("--tls-key")
+        .arg(&key_pem)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("servegraph listening on https://")
+        .unwrap_or_else(|| panic!("{line:?}"))
+        .to_owned();
+    // A real TLS client that trusts only this certificate: Python's ssl.
+    let script = r#"
+import json, ssl, sys, time, urllib.request
+ctx = ssl.create_default_context(cafile=sys.argv[1])
+base = "https://" + sys.argv[2]
+for _ in range(600):
+    try:
+        urllib.request.urlopen(base + "/v2/health/ready", context=ctx)
+        break
+    except Exception:
+        time.sleep(0.05)
+body = json.dumps({"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [5.1, 3.5, 1.4, 0.2]}]}).encode()
+req = urllib.request.Request(base + "/v2/models/iris-lr/infer", data=body, headers={"content-type": "application/json"})
+print(json.load(urllib.request.urlopen(req, context=ctx))["outputs"][0]["name"])
+"#;
+    let out = std::process::Command::new(test_python())
+        .args(["-c", script])
+        .arg(&cert_pem)
+        .arg(&addr)
+        .output()
+        .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let names = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        names.trim() == "label" || names.trim() == "probabilities",
+        "{names}"
+    );
+    // Plain HTTP on the TLS port gets no answer.
+    assert!(block_on(get(&addr, "/v2/health/live")).is_err());
+}
