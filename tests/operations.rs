@@ -456,3 +456,78 @@ print(json.load(urllib.request.urlopen(req, context=ctx))["outputs"][0]["name"])
     // Plain HTTP on the TLS port gets no answer.
     assert!(block_on(get(&addr, "/v2/health/live")).is_err());
 }
+
+#[test]
+fn sigterm_under_load_answers_every_request_in_flight() {
+    let dir = tempfile::tempdir().unwrap();
+    let graph = iris_with_weights(dir.path(), "{iris-lr: 1}");
+    // Each request waits ~300 ms for its batch to fill: all are in flight at the signal.
+    let text = std::fs::read_to_string(&graph)
+        .unwrap()
+        .replace("max_wait_us: 0", "max_wait_us: 300000");
+    std::fs::write(&graph, text).unwrap();
+    let mut s = Server::start(graph.to_str().unwrap(), &["--shutdown-timeout", "10"]);
+    let clients: Vec<_> = (0..8)
+        .map(|i| {
+            let addr = s.addr.clone();
+            std::thread::spawn(move || {
+                let r = post(
+                    &addr,
+                    "/v2/models/iris-lr/infer",
+                    &iris_request(&format!("t{i}")),
+                );
+                (r.status, r.json()["id"].clone())
+            })
+        })
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    s.signal("TERM");
+    for (i, c) in clients.into_iter().enumerate() {
+        let (status, id) = c.join().expect("answered");
+        assert_eq!((status, id), (200, serde_json::json!(format!("t{i}"))));
+    }
+    let status = s.terminate_wait();
+    assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn overload_is_answered_at_once_with_429() {
+    let dir = tempfile::tempdir().unwrap();
+    let graph = iris_with_weights(dir.path(), "{iris-lr: 1}");
+    let text = std::fs::read_to_string(&graph)
+        .unwrap()
+        .replace("max_wait_us: 0", "max_wait_us: 500000");
+    std::fs::write(&graph, format!("max_in_flight: 2\n{text}")).unwrap();
+    let s = Server::start(graph.to_str().unwrap(), &[]);
+    let clients: Vec<_> = (0..6)
+        .map(|i| {
+            let addr = s.addr.clone();
+            std::thread::spawn(move || {
+                // The first two are admitted and wait for their batch; the rest arrive after.
+                std::thread::sleep(std::time::Duration::from_millis(if i < 2 {
+                    0
+                } else {
+                    150
+                }));
+                let t0 = std::time::Instant::now();
+                let r = post(&addr, "/v2/models/iris-lr/infer", &iris_request("o"));
+                (
+                    i,
+                    r.status,
+                    r.headers.get("retry-after").cloned(),
+                    t0.elapsed(),
+                )
+            })
+        })
+        .collect();
+    for c in clients {
+        let (i, status, retry, took) = c.join().unwrap();
+        if i < 2 {
+            assert_eq!(status, 200);
+        } else {
+            assert_eq!(status, 429, "request {i}");
+            assert_eq!(retry.unwrap(), "1");
+            assert!(took < std::time::Duration::from_millis(200), "{took:?}");
+        }
+    }
+}

@@ -100,6 +100,11 @@ impl Server {
             .status()
             .expect("kill");
         assert!(status.success());
+        self.terminate_wait()
+    }
+
+    /// Waits (up to 20 s) for the process to exit.
+    pub fn terminate_wait(&mut self) -> std::process::ExitStatus {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(status) = self.child.try_wait().expect("wait") {
