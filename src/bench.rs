@@ -106,6 +106,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
                 .worker_threads(threads.max(1))
                 .enable_all()
                 .build()?;
+            let _progress = progress(warmup + duration.max(1), &label);
             if let Some(rate) = rate {
                 let r = rt.block_on(open_loop(
                     &url,
@@ -347,6 +348,33 @@ async fn open_loop(
         errors,
         unsent,
     })
+}
+
+/// A bar on stderr over a run of `secs` seconds (drawn only when stderr is a terminal);
+/// cleared when dropped.
+struct Progress(indicatif::ProgressBar);
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        self.0.finish_and_clear();
+    }
+}
+
+fn progress(secs: u64, label: &str) -> Progress {
+    let bar = indicatif::ProgressBar::new(secs);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} s")
+            .expect("a valid template"),
+    );
+    bar.set_message(label.to_owned());
+    let ticking = bar.clone();
+    std::thread::spawn(move || {
+        while !ticking.is_finished() && ticking.position() < secs {
+            std::thread::sleep(Duration::from_secs(1));
+            ticking.inc(1);
+        }
+    });
+    Progress(bar)
 }
 
 fn chain_yaml(n: usize) -> String {

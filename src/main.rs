@@ -209,8 +209,21 @@ fn load(graph: &Path, mode: BuildMode) -> anyhow::Result<Graph> {
     Graph::load(graph, &registry(), mode).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
+/// A spinner on stderr while `what` runs (drawn only when stderr is a terminal).
+fn with_spinner<T>(message: String, what: impl FnOnce() -> T) -> T {
+    let spinner = indicatif::ProgressBar::new_spinner().with_message(message);
+    spinner.enable_steady_tick(Duration::from_millis(100));
+    let out = what();
+    spinner.finish_and_clear();
+    out
+}
+
 fn validate(graph: &Path, short: bool) -> ExitCode {
-    match Graph::load(graph, &registry(), BuildMode::Load) {
+    let loaded = with_spinner(
+        format!("checking {} and loading its models", graph.display()),
+        || Graph::load(graph, &registry(), BuildMode::Load),
+    );
+    match loaded {
         Ok(g) => {
             let models: Vec<String> = g
                 .models()
@@ -620,7 +633,9 @@ fn invoke(
         Some(file) => std::fs::read(file).with_context(|| format!("reading {file}"))?,
         None => data.as_bytes().to_vec(),
     };
-    let graph = load(graph_path, BuildMode::Load)?;
+    let graph = with_spinner(format!("loading {}", graph_path.display()), || {
+        load(graph_path, BuildMode::Load)
+    })?;
     let name = model.unwrap_or_else(|| graph.name.clone());
     let Some(info) = graph.model(&name, version.as_deref()) else {
         let names: Vec<&str> = graph.models().iter().map(|m| m.name.as_str()).collect();

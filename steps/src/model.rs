@@ -436,11 +436,17 @@ graph:
         )
     }
 
+    /// The test graphs' folder: where their model files are (models may only come from a
+    /// graph's folder or the model roots).
+    fn models_dir() -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../models")
+    }
+
     #[tokio::test]
     async fn preprocess_predict_postprocess() {
         let yaml = hooked_yaml("{op: label_map, args: {labels: [setosa, versicolor, virginica]}}");
         let g =
-            Graph::from_yaml(&yaml, Path::new("."), &crate::registry(), BuildMode::Load).unwrap();
+            Graph::from_yaml(&yaml, &models_dir(), &crate::registry(), BuildMode::Load).unwrap();
         let e = expected();
         let rows: Vec<f32> = e["rows"]
             .as_array()
@@ -483,7 +489,7 @@ graph:
     fn hooks_are_validated_along_the_model() {
         // label_map on the FP32 probabilities, after the model: caught at validation.
         let yaml = hooked_yaml("{op: label_map, args: {labels: [a], tensor: probabilities}}");
-        let d = Graph::from_yaml(&yaml, Path::new("."), &crate::registry(), BuildMode::Load)
+        let d = Graph::from_yaml(&yaml, &models_dir(), &crate::registry(), BuildMode::Load)
             .err()
             .unwrap();
         assert!(
@@ -493,7 +499,7 @@ graph:
             "{d:?}"
         );
         let yaml = hooked_yaml("{op: label_map}").replace("op: standardize", "op: standardise");
-        let d = Graph::from_yaml(&yaml, Path::new("."), &crate::registry(), BuildMode::Load)
+        let d = Graph::from_yaml(&yaml, &models_dir(), &crate::registry(), BuildMode::Load)
             .err()
             .unwrap();
         let text: Vec<String> = d.iter().map(|d| d.one_line("g")).collect();
