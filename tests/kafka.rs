@@ -91,7 +91,7 @@ fn requests_from_a_topic_results_to_a_topic_and_poison_to_the_dlq() {
         ),
     );
     produce(&t.input, &records);
-    let _s = Server::start(graph.to_str().unwrap(), &[]);
+    let s = Server::start(graph.to_str().unwrap(), &[]);
 
     let results = consume_until(&t.output, Duration::from_secs(60), |r| r.len() >= 20);
     assert_eq!(results.len(), 20);
@@ -130,6 +130,57 @@ fn requests_from_a_topic_results_to_a_topic_and_poison_to_the_dlq() {
     let unknown = by_key["unknown"];
     assert_eq!(unknown.headers["error-status"], "404");
     assert!(unknown.headers["error"].contains("unknown model `no-such-model`"));
+
+    // Metrics: requests by outcome, and (from librdkafka's statistics, every 5 s) each
+    // partition's lag and committed offset.
+    let line = |text: &str, prefix: &str| {
+        text.lines()
+            .find(|l| l.starts_with(prefix))
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = String::from_utf8_lossy(&get_blocking(&s.addr, "/metrics").body).into_owned();
+        let kafka = |code: &str| {
+            line(
+                &text,
+                &format!(
+                    "servegraph_requests_total{{graph=\"iris\",source=\"kafka\",code=\"{code}\"}}"
+                ),
+            )
+        };
+        let committed: f64 = (0..2)
+            .filter_map(|p| {
+                line(
+                    &text,
+                    &format!(
+                        "servegraph_kafka_committed_offset{{topic=\"{}\",partition=\"{p}\"}}",
+                        t.input
+                    ),
+                )
+            })
+            .sum();
+        let lag = line(
+            &text,
+            &format!(
+                "servegraph_kafka_consumer_lag{{topic=\"{}\",partition=\"0\"}}",
+                t.input
+            ),
+        );
+        if kafka("200") == Some(20.0)
+            && kafka("400") == Some(1.0)
+            && kafka("404") == Some(1.0)
+            && committed == 22.0
+            && lag == Some(0.0)
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "Kafka metrics never settled:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
 }
 
 #[test]
