@@ -328,6 +328,10 @@ impl Running {
                     .to_owned(),
             );
         }
+        if graph.telemetry != old.telemetry {
+            warnings
+                .push("`telemetry` changed: tracing keeps its settings until a restart".to_owned());
+        }
         let models: Vec<String> = graph.models().iter().map(|m| m.name.clone()).collect();
         self.start(graph).await.map_err(|e| format!("{e:#}"))?;
         tracing::info!(

@@ -468,17 +468,19 @@ async fn run_infer(
         })
         .flatten();
     let trace = span.as_ref().map(|s| s.context());
-    let (response, model_time, error) = match try_infer(
-        state, &served, model, version, headers, body, explain, trace,
-    )
-    .await
-    {
-        Ok((response, model_time)) => (response, Some(model_time), None),
-        Err(e) => {
-            let message = e.to_string();
-            (e.into_response(), None, Some(message))
-        }
+    let to = Addressed {
+        model,
+        version,
+        explain,
     };
+    let (response, model_time, error) =
+        match try_infer(state, &served, to, headers, body, trace).await {
+            Ok((response, model_time)) => (response, Some(model_time), None),
+            Err(e) => {
+                let message = e.to_string();
+                (e.into_response(), None, Some(message))
+            }
+        };
     let code = response.status().as_u16();
     served.metrics.finish(code, start.elapsed(), model_time);
     if let Some(span) = span {
@@ -487,18 +489,27 @@ async fn run_infer(
     response
 }
 
+/// What a request's URL addresses.
+struct Addressed<'a> {
+    model: Option<&'a str>,
+    version: Option<&'a str>,
+    explain: bool,
+}
+
 /// Serves one request; the response and the time its models took.
-#[allow(clippy::too_many_arguments)]
 async fn try_infer(
     state: &AppState,
     served: &Served,
-    url_model: Option<&str>,
-    url_version: Option<&str>,
+    to: Addressed<'_>,
     headers: &HeaderMap,
     body: Body,
-    explain: bool,
     trace: Option<opentelemetry::Context>,
 ) -> Result<(Response, std::time::Duration), Error> {
+    let Addressed {
+        model: url_model,
+        version: url_version,
+        explain,
+    } = to;
     let graph = &served.graph;
     if let Some(model) = url_model {
         find_model(graph, model, url_version)?;

@@ -244,6 +244,9 @@ pub struct Router {
     share: Option<(String, String)>,
     /// When the restored snapshot was saved: sharing replays what was published since.
     restored_at: Mutex<Option<std::time::SystemTime>>,
+    /// One more than the restored snapshot's: a router built by a reload (or a restart) owns
+    /// the file from then on, and the router it replaced no longer writes it.
+    generation: std::sync::atomic::AtomicU64,
     /// Where rewards taken here go, for the other replicas (once sharing started).
     outbox: std::sync::OnceLock<tokio::sync::mpsc::Sender<Vec<u8>>>,
 }
@@ -265,7 +268,17 @@ struct Snapshot {
     /// replays the other replicas' rewards from then on.
     #[serde(default)]
     saved_at_ms: Option<u64>,
+    /// Which router wrote it: the newest owns the file.
+    #[serde(default)]
+    generation: u64,
     routes: IndexMap<String, crate::bandit::Arm>,
+}
+
+/// Just the owner of a snapshot file.
+#[derive(serde::Deserialize)]
+struct Owner {
+    #[serde(default)]
+    generation: u64,
 }
 
 impl Router {
@@ -280,7 +293,18 @@ impl Router {
             // Nothing learnt since the last snapshot (or the restore): nothing to write.
             return Ok(());
         }
+        let generation = self.generation.load(std::sync::atomic::Ordering::Relaxed);
+        let owner = std::fs::read(path)
+            .ok()
+            .and_then(|t| serde_json::from_slice::<Owner>(&t).ok())
+            .map_or(0, |o| o.generation);
+        if owner > generation {
+            // A newer router (built by a reload) restored this state and owns the file now.
+            tracing::debug!(router = %self.name, "the state file belongs to a newer router");
+            return Ok(());
+        }
         let snapshot = Snapshot {
+            generation,
             router: self.name.clone(),
             policy: self.kind,
             saved_at_ms: std::time::SystemTime::now()
@@ -329,6 +353,10 @@ impl Router {
             }
         }
         *self.saved.lock().expect("not poisoned") = bandit.arms().to_vec();
+        self.generation.store(
+            snapshot.generation + 1,
+            std::sync::atomic::Ordering::Relaxed,
+        );
         *self.restored_at.lock().expect("not poisoned") = snapshot
             .saved_at_ms
             .map(|ms| std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms));
@@ -556,6 +584,7 @@ pub fn build(node: &StepNode, ctx: &mut BuildContext) -> Option<Box<dyn Step>> {
         shadow,
         share,
         restored_at: Mutex::new(None),
+        generation: std::sync::atomic::AtomicU64::new(1),
         outbox: std::sync::OnceLock::new(),
     };
     if let Err(e) = router.load() {
@@ -1097,6 +1126,42 @@ graph:
     a: {kind: transform, op: rename, args: {x: from_a}}
     "b:2": {kind: transform, op: rename, args: {x: from_b}}
 "#;
+
+    /// A reload builds a second router on the same state file: from then on the new one owns
+    /// the file, and the old one (still finishing requests) no longer overwrites it.
+    #[tokio::test]
+    async fn the_newest_router_owns_the_state_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let yaml = "name: r\ngraph:\n  kind: router\n  policy: {type: ucb1, state_file: s.json}\n  routes: {a: {kind: transform, op: noop}, b: {kind: transform, op: noop}}\n";
+        let build = || Graph::from_yaml(yaml, dir.path(), &registry(), BuildMode::Load).unwrap();
+        let rewards = |g: &Graph| -> u64 {
+            g.find_step("r").unwrap().stats().unwrap()["routes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["rewards"].as_u64().unwrap())
+                .sum()
+        };
+        let learn = |g: &Graph, n: usize| {
+            let r = g.find_step("r").unwrap();
+            for _ in 0..n {
+                r.feedback_route("a", 1.0).unwrap();
+            }
+        };
+        let old = build();
+        learn(&old, 3);
+        old.checkpoint();
+        let new = build();
+        assert_eq!(rewards(&new), 3, "restored");
+        learn(&new, 2);
+        new.checkpoint();
+        learn(&old, 10);
+        drop(old);
+        let saved: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.path().join("s.json")).unwrap()).unwrap();
+        assert_eq!(saved["routes"]["a"]["rewards"], 5, "{saved}");
+        assert_eq!(saved["generation"], 2);
+    }
 
     fn event(target: Option<(&str, Option<&str>)>) -> Event {
         let mut ev = Event::new(
