@@ -132,6 +132,50 @@ pub struct StepNode {
     pub body: MarkedMappingNode,
 }
 
+/// A shared step is a step: graphs built side by side (a reload) can hold the same one.
+#[async_trait]
+impl<S: Step> Step for Arc<S> {
+    async fn process(&self, event: Event) -> Result<Event> {
+        S::process(self, event).await
+    }
+    fn infer(&self, input: &Signature) -> Result<Signature, String> {
+        S::infer(self, input)
+    }
+    fn inputs(&self) -> Option<Vec<TensorMeta>> {
+        S::inputs(self)
+    }
+    fn models(&self) -> Vec<ModelInfo> {
+        S::models(self)
+    }
+    fn platform(&self) -> &str {
+        S::platform(self)
+    }
+    fn feedback(&self, id: &str, reward: f64) -> Result<bool> {
+        S::feedback(self, id, reward)
+    }
+    fn feedback_route(&self, route: &str, reward: f64) -> Result<()> {
+        S::feedback_route(self, route, reward)
+    }
+    fn checkpoint(&self) {
+        S::checkpoint(self)
+    }
+    fn shared_learning(&self) -> Option<ShareLink> {
+        S::shared_learning(self)
+    }
+    fn stats(&self) -> Option<serde_json::Value> {
+        S::stats(self)
+    }
+    fn headers(&self) -> Vec<String> {
+        S::headers(self)
+    }
+    fn hands_off(&self) -> bool {
+        S::hands_off(self)
+    }
+    fn children(&self) -> Vec<(&str, &dyn Step)> {
+        S::children(self)
+    }
+}
+
 /// Builds one kind of step from YAML.
 pub trait StepKind: Send + Sync {
     /// Builds the step, or reports every problem through `ctx` and returns `None`.

@@ -241,7 +241,7 @@ fn onnx_model(
         return Some(Box::new(Unloaded));
     }
     #[cfg(feature = "onnx")]
-    match crate::onnx::SharedOnnx::load(&node.name, &path, spec) {
+    match crate::onnx::OnnxModel::shared(&node.name, &path, spec) {
         Ok(model) => Some(Box::new(model)),
         Err(message) => {
             ctx.error(&node.name, model_path.span(), message);

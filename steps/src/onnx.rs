@@ -392,17 +392,16 @@ impl OnnxModel {
     }
 }
 
-/// A loaded model, shared: a graph built while another still runs (a reload) reuses the
-/// models the two have in common (same step name, file and settings, and the file unchanged)
-/// instead of loading them again. A model is let go with the last graph that uses it.
-pub struct SharedOnnx(Arc<OnnxModel>);
-
-impl SharedOnnx {
-    pub fn load(
+impl OnnxModel {
+    /// A loaded model, shared: a graph built while another still runs (a reload) reuses the
+    /// models the two have in common (same step name, file and settings, and the file
+    /// unchanged) instead of loading them again. A model is let go with the last graph that
+    /// uses it.
+    pub fn shared(
         name: &str,
         path: &Path,
         spec: &ModelSpec,
-    ) -> std::result::Result<SharedOnnx, String> {
+    ) -> std::result::Result<Arc<OnnxModel>, String> {
         type Cache =
             std::sync::Mutex<std::collections::HashMap<String, std::sync::Weak<OnnxModel>>>;
         static LOADED: std::sync::OnceLock<Cache> = std::sync::OnceLock::new();
@@ -426,37 +425,13 @@ impl SharedOnnx {
             .and_then(|w| w.upgrade())
         {
             tracing::info!(model = name, "reusing the loaded model");
-            return Ok(SharedOnnx(model));
+            return Ok(model);
         }
         let model = Arc::new(OnnxModel::load(name, path, spec)?);
         let mut cache = cache.lock().expect("not poisoned");
         cache.retain(|_, w| w.strong_count() > 0);
         cache.insert(key, Arc::downgrade(&model));
-        Ok(SharedOnnx(model))
-    }
-
-    /// Whether `self` and `other` are the same loaded model.
-    pub fn same(&self, other: &SharedOnnx) -> bool {
-        Arc::ptr_eq(&self.0, &other.0)
-    }
-}
-
-#[async_trait]
-impl Step for SharedOnnx {
-    async fn process(&self, event: Event) -> Result<Event> {
-        self.0.process(event).await
-    }
-    fn infer(&self, input: &Signature) -> std::result::Result<Signature, String> {
-        self.0.infer(input)
-    }
-    fn inputs(&self) -> Option<Vec<TensorMeta>> {
-        self.0.inputs()
-    }
-    fn models(&self) -> Vec<ModelInfo> {
-        self.0.models()
-    }
-    fn platform(&self) -> &str {
-        self.0.platform()
+        Ok(model)
     }
 }
 
@@ -917,20 +892,20 @@ mod tests {
 
     #[test]
     fn a_model_loaded_twice_is_shared_while_in_use() {
-        let a = SharedOnnx::load("shared-lr", &iris(), &spec(None)).unwrap();
-        let b = SharedOnnx::load("shared-lr", &iris(), &spec(None)).unwrap();
-        assert!(a.same(&b), "the second load reuses the first");
+        let a = OnnxModel::shared("shared-lr", &iris(), &spec(None)).unwrap();
+        let b = OnnxModel::shared("shared-lr", &iris(), &spec(None)).unwrap();
+        assert!(Arc::ptr_eq(&a, &b), "the second load reuses the first");
         let batched = spec(Some(BatchSpec {
             max_size: 8,
             max_wait_us: 0,
         }));
-        let c = SharedOnnx::load("shared-lr", &iris(), &batched).unwrap();
-        assert!(!a.same(&c), "other settings: another model");
-        let weak = Arc::downgrade(&a.0);
+        let c = OnnxModel::shared("shared-lr", &iris(), &batched).unwrap();
+        assert!(!Arc::ptr_eq(&a, &c), "other settings: another model");
+        let weak = Arc::downgrade(&a);
         drop((a, b));
         assert!(weak.upgrade().is_none(), "let go with its last user");
-        let d = SharedOnnx::load("shared-lr", &iris(), &spec(None)).unwrap();
-        assert!(!Arc::ptr_eq(&d.0, &c.0));
+        let d = OnnxModel::shared("shared-lr", &iris(), &spec(None)).unwrap();
+        assert!(!Arc::ptr_eq(&d, &c));
     }
 
     #[test]

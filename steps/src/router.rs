@@ -249,6 +249,8 @@ pub struct Router {
     generation: std::sync::atomic::AtomicU64,
     /// Where rewards taken here go, for the other replicas (once sharing started).
     outbox: std::sync::OnceLock<tokio::sync::mpsc::Sender<Vec<u8>>>,
+    /// The router itself, shared (to hand to the Kafka task that shares its learning).
+    me: std::sync::OnceLock<std::sync::Weak<Router>>,
 }
 
 /// A reward one replica took, as the others apply it.
@@ -584,6 +586,7 @@ pub fn build(node: &StepNode, ctx: &mut BuildContext) -> Option<Box<dyn Step>> {
         shadow,
         share,
         restored_at: Mutex::new(None),
+        me: std::sync::OnceLock::new(),
         generation: std::sync::atomic::AtomicU64::new(1),
         outbox: std::sync::OnceLock::new(),
     };
@@ -598,6 +601,7 @@ pub fn build(node: &StepNode, ctx: &mut BuildContext) -> Option<Box<dyn Step>> {
         return None;
     }
     let router = std::sync::Arc::new(router);
+    let _ = router.me.set(std::sync::Arc::downgrade(&router));
     if router.state_file.is_some() {
         // Periodic snapshots while the router lives (it holds no strong reference to itself).
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
@@ -615,7 +619,7 @@ pub fn build(node: &StepNode, ctx: &mut BuildContext) -> Option<Box<dyn Step>> {
             });
         }
     }
-    Some(Box::new(SharedRouter(router)))
+    Some(Box::new(router))
 }
 
 /// `kafka://HOST:PORT/TOPIC` → brokers and topic.
@@ -886,60 +890,6 @@ impl Router {
     }
 }
 
-/// The router as a step; shared with its snapshot task.
-struct SharedRouter(std::sync::Arc<Router>);
-
-#[async_trait]
-impl Step for SharedRouter {
-    async fn process(&self, event: Event) -> Result<Event> {
-        self.0.process(event).await
-    }
-    fn infer(&self, input: &Signature) -> Result<Signature, String> {
-        self.0.infer(input)
-    }
-    fn inputs(&self) -> Option<Vec<TensorMeta>> {
-        self.0.inputs()
-    }
-    fn models(&self) -> Vec<ModelInfo> {
-        self.0.models()
-    }
-    fn platform(&self) -> &str {
-        self.0.platform()
-    }
-    fn children(&self) -> Vec<(&str, &dyn Step)> {
-        self.0.children()
-    }
-    fn headers(&self) -> Vec<String> {
-        self.0.headers()
-    }
-    fn feedback(&self, id: &str, reward: f64) -> Result<bool> {
-        self.0.feedback(id, reward)
-    }
-    fn feedback_route(&self, route: &str, reward: f64) -> Result<()> {
-        self.0.feedback_route(route, reward)
-    }
-    fn stats(&self) -> Option<serde_json::Value> {
-        self.0.stats()
-    }
-    fn hands_off(&self) -> bool {
-        self.0.hands_off()
-    }
-    fn checkpoint(&self) {
-        if let Err(e) = self.0.save() {
-            tracing::warn!(router = %self.0.name, error = %e, "could not save the bandit state");
-        }
-    }
-    fn shared_learning(&self) -> Option<servegraph_engine::ShareLink> {
-        let (brokers, topic) = self.0.share.clone()?;
-        Some(servegraph_engine::ShareLink {
-            brokers,
-            topic,
-            since: *self.0.restored_at.lock().expect("not poisoned"),
-            learner: self.0.clone(),
-        })
-    }
-}
-
 impl servegraph_engine::Learner for Router {
     fn connect(&self, outbox: tokio::sync::mpsc::Sender<Vec<u8>>) {
         let _ = self.outbox.set(outbox);
@@ -1099,6 +1049,23 @@ impl Step for Router {
             .iter()
             .map(|r| (r.key.as_str(), r.step.as_ref()))
             .collect()
+    }
+
+    fn checkpoint(&self) {
+        if let Err(e) = self.save() {
+            tracing::warn!(router = %self.name, error = %e, "could not save the bandit state");
+        }
+    }
+
+    fn shared_learning(&self) -> Option<servegraph_engine::ShareLink> {
+        let (brokers, topic) = self.share.clone()?;
+        let me = self.me.get()?.upgrade()?;
+        Some(servegraph_engine::ShareLink {
+            brokers,
+            topic,
+            since: *self.restored_at.lock().expect("not poisoned"),
+            learner: me,
+        })
     }
 }
 
