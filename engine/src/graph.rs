@@ -93,7 +93,7 @@ struct GraphNode {
     /// The error handler (an index into `Graph::handlers`) that answers when this step fails.
     on_error: Option<usize>,
     /// `servegraph_step_duration_seconds` for this step.
-    seconds: prometheus_client::metrics::histogram::Histogram,
+    seconds: crate::metrics::Timer,
 }
 
 impl GraphNode {
@@ -137,7 +137,9 @@ impl GraphNode {
     }
 
     async fn run_measured(&self, event: Event) -> Result<Event> {
-        let start = std::time::Instant::now();
+        // Reads the TSC where that is reliable: cheaper than the system clock (see
+        // docs/benchmarks.md, engine overhead with metrics).
+        let start = quanta::Instant::now();
         let result = match self.timeout {
             None => self.step.process(event).await,
             // Boxed: a timer is large, and most steps have none; the common path's future
@@ -145,7 +147,7 @@ impl GraphNode {
             Some(limit) => Box::pin(self.run_with_timeout(limit, event)).await,
         };
         let took = start.elapsed();
-        self.seconds.observe(took.as_secs_f64());
+        self.seconds.observe(took);
         let mut event = result.map_err(|e| e.in_step(&self.name))?;
         if let Some(times) = &mut event.step_microsec {
             times.push((self.name.clone(), took.as_micros() as u64));

@@ -34,14 +34,16 @@ use std::time::Duration;
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::encoding::{MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::TypedMetric;
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
-pub use prometheus_client::metrics::histogram::Histogram;
-use prometheus_client::metrics::histogram::exponential_buckets;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use serde_json::Value;
+use std::sync::atomic::Ordering::Relaxed;
 
 use crate::graph::Graph;
 
@@ -53,9 +55,59 @@ type L2 = [(&'static str, String); 2];
 type L3 = [(&'static str, String); 3];
 type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
 
-/// Latencies: 25 µs to ~13 s, doubling.
-fn seconds() -> Histogram {
-    Histogram::new(exponential_buckets(25e-6, 2.0, 20))
+/// Finite latency buckets of a [`Timer`]: 2^14 ns (16.4 µs) doubling to 2^34 ns (17.2 s).
+const TIMER_FINITE: usize = 21;
+
+/// A latency histogram recorded with two relaxed atomic adds: no lock, no bucket search (the
+/// bucket is the duration's power of two). `prometheus-client`'s own histogram takes a lock
+/// per observation, which doubled the engine's per-step cost.
+#[derive(Clone, Debug, Default)]
+pub struct Timer(Arc<TimerCounts>);
+
+#[derive(Debug, Default)]
+struct TimerCounts {
+    /// Per bucket, not cumulative; the last one is +Inf.
+    buckets: [AtomicU64; TIMER_FINITE + 1],
+    sum_nanos: AtomicU64,
+}
+
+impl Timer {
+    pub fn observe(&self, took: Duration) {
+        let ns = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        let i = (64 - (ns.saturating_sub(1) >> 14).leading_zeros()) as usize;
+        self.0.buckets[i.min(TIMER_FINITE)].fetch_add(1, Relaxed);
+        self.0.sum_nanos.fetch_add(ns, Relaxed);
+    }
+}
+
+impl TypedMetric for Timer {
+    const TYPE: MetricType = MetricType::Histogram;
+}
+
+impl EncodeMetric for Timer {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), fmt::Error> {
+        let buckets: Vec<(f64, u64)> = self
+            .0
+            .buckets
+            .iter()
+            .enumerate()
+            .map(|(i, b)| {
+                let le = if i == TIMER_FINITE {
+                    f64::INFINITY
+                } else {
+                    (1u64 << (14 + i)) as f64 / 1e9
+                };
+                (le, b.load(Relaxed))
+            })
+            .collect();
+        let count = buckets.iter().map(|b| b.1).sum();
+        let sum = self.0.sum_nanos.load(Relaxed) as f64 / 1e9;
+        encoder.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        Self::TYPE
+    }
 }
 
 /// Requests per model run: 1 to 1024, doubling.
@@ -66,13 +118,13 @@ fn sizes() -> Histogram {
 struct Metrics {
     registry: Registry,
     requests: Family<L3, Counter>,
-    request_seconds: Histograms<L2>,
+    request_seconds: Family<L2, Timer>,
     in_flight: Family<L2, Gauge>,
-    overhead_seconds: Histograms<L2>,
-    step_seconds: Histograms<L2>,
-    route_seconds: Histograms<L2>,
-    model_seconds: Histograms<L1>,
-    queue_wait_seconds: Histograms<L1>,
+    overhead_seconds: Family<L2, Timer>,
+    step_seconds: Family<L2, Timer>,
+    route_seconds: Family<L2, Timer>,
+    model_seconds: Family<L1, Timer>,
+    queue_wait_seconds: Family<L1, Timer>,
     batch_size: Histograms<L1>,
     model_load_seconds: Family<L1, Gauge<f64, AtomicU64>>,
     tracking_dropped: Family<L1, Counter>,
@@ -86,13 +138,13 @@ fn global() -> &'static Metrics {
         let mut m = Metrics {
             registry: Registry::default(),
             requests: Family::default(),
-            request_seconds: Family::new_with_constructor(seconds),
+            request_seconds: Family::default(),
             in_flight: Family::default(),
-            overhead_seconds: Family::new_with_constructor(seconds),
-            step_seconds: Family::new_with_constructor(seconds),
-            route_seconds: Family::new_with_constructor(seconds),
-            model_seconds: Family::new_with_constructor(seconds),
-            queue_wait_seconds: Family::new_with_constructor(seconds),
+            overhead_seconds: Family::default(),
+            step_seconds: Family::default(),
+            route_seconds: Family::default(),
+            model_seconds: Family::default(),
+            queue_wait_seconds: Family::default(),
             batch_size: Family::new_with_constructor(sizes),
             model_load_seconds: Family::default(),
             tracking_dropped: Family::default(),
@@ -174,8 +226,8 @@ fn global() -> &'static Metrics {
 pub struct RequestMetrics {
     graph: String,
     source: &'static str,
-    seconds: Histogram,
-    overhead: Histogram,
+    seconds: Timer,
+    overhead: Timer,
     in_flight: Gauge,
     /// Counters by status code, resolved on first use.
     codes: Arc<Mutex<Vec<(u16, Counter)>>>,
@@ -213,10 +265,9 @@ impl RequestMetrics {
     /// A request ended with `code` after `elapsed`; `model_time` of it was spent waiting for
     /// and running models (`None` when it did not run: rejected, malformed).
     pub fn finish(&self, code: u16, elapsed: Duration, model_time: Option<Duration>) {
-        self.seconds.observe(elapsed.as_secs_f64());
+        self.seconds.observe(elapsed);
         if let Some(model) = model_time {
-            self.overhead
-                .observe(elapsed.saturating_sub(model).as_secs_f64());
+            self.overhead.observe(elapsed.saturating_sub(model));
         }
         let mut codes = self.codes.lock().expect("not poisoned");
         match codes.iter().find(|(c, _)| *c == code) {
@@ -240,7 +291,7 @@ impl RequestMetrics {
 }
 
 /// The histogram of a graph step's time.
-pub fn step_histogram(graph: &str, step: &str) -> Histogram {
+pub fn step_histogram(graph: &str, step: &str) -> Timer {
     global()
         .step_seconds
         .get_or_create(&[("graph", graph.to_owned()), ("step", step.to_owned())])
@@ -248,7 +299,7 @@ pub fn step_histogram(graph: &str, step: &str) -> Histogram {
 }
 
 /// The histogram of a router's route's time.
-pub fn route_histogram(router: &str, route: &str) -> Histogram {
+pub fn route_histogram(router: &str, route: &str) -> Timer {
     global()
         .route_seconds
         .get_or_create(&[("router", router.to_owned()), ("route", route.to_owned())])
@@ -258,8 +309,8 @@ pub fn route_histogram(router: &str, route: &str) -> Histogram {
 /// A model's run-time, queue-wait and batch-size histograms.
 #[derive(Clone)]
 pub struct ModelMetrics {
-    pub run_seconds: Histogram,
-    pub queue_wait_seconds: Histogram,
+    pub run_seconds: Timer,
+    pub queue_wait_seconds: Timer,
     pub batch_size: Histogram,
 }
 
@@ -450,6 +501,36 @@ mod tests {
                 "shadow": {"route": "c", "sent": 4, "skipped": 1, "failed": 0}
             }))
         }
+    }
+
+    #[test]
+    fn timers_bucket_by_power_of_two() {
+        let t = step_histogram("timer-test", "s");
+        for us in [10, 16, 17, 40, 2_000_000] {
+            t.observe(std::time::Duration::from_micros(us));
+        }
+        t.observe(std::time::Duration::from_secs(100));
+        let text = render(None).unwrap();
+        let of = |suffix: &str| -> Vec<String> {
+            text.lines()
+                .filter(|l| {
+                    l.starts_with(&format!("servegraph_step_duration_seconds_{suffix}"))
+                        && l.contains("graph=\"timer-test\"")
+                })
+                .map(|l| l.rsplit(' ').next().unwrap().to_owned())
+                .collect()
+        };
+        assert_eq!(of("count"), ["6"]);
+        let buckets = of("bucket");
+        assert_eq!(buckets.len(), TIMER_FINITE + 1);
+        // ≤16.4 µs: 10, 16; ≤32.8 µs: +17; ≤65.5 µs: +40; ≤2.15 s: +2 s; +Inf: +100 s.
+        assert_eq!(&buckets[..3], ["2", "3", "4"]);
+        assert_eq!(buckets[16], "4", "≤1.07 s");
+        assert_eq!(buckets[17], "5", "≤2.15 s");
+        assert_eq!(buckets[TIMER_FINITE - 1], "5");
+        assert_eq!(buckets[TIMER_FINITE], "6");
+        let sum: f64 = of("sum")[0].parse().unwrap();
+        assert!((sum - 102.000083).abs() < 1e-6, "{sum}");
     }
 
     #[test]

@@ -143,7 +143,7 @@ impl RunStats {
         for j in jobs {
             self.metrics
                 .queue_wait_seconds
-                .observe(now.saturating_duration_since(j.queued).as_secs_f64());
+                .observe(now.saturating_duration_since(j.queued));
         }
         now
     }
@@ -522,12 +522,7 @@ fn worker(
 /// Runs several jobs as one: inputs joined along the first axis, outputs split back by rows.
 fn run_batch(session: &mut Session, mut batch: Vec<Job>, outputs: &[TensorMeta], stats: &RunStats) {
     let start = stats.starting(&batch);
-    let ran = || {
-        stats
-            .metrics
-            .run_seconds
-            .observe(start.elapsed().as_secs_f64())
-    };
+    let ran = || stats.metrics.run_seconds.observe(start.elapsed());
     if batch.len() == 1 {
         let mut job = batch.pop().expect("one job");
         let inputs = std::mem::take(&mut job.inputs);

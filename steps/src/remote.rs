@@ -183,9 +183,7 @@ impl Step for RemoteModel {
         loop {
             let call = std::time::Instant::now();
             let outcome = self.attempt(&body, encoded.json_len).await;
-            self.metrics
-                .run_seconds
-                .observe(call.elapsed().as_secs_f64());
+            self.metrics.run_seconds.observe(call.elapsed());
             match outcome {
                 Ok(tensors) => {
                     event.tensors = tensors;

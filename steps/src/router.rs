@@ -239,7 +239,7 @@ pub struct Router {
     saved: Mutex<Vec<crate::bandit::Arm>>,
     shadow: Option<Shadow>,
     /// `servegraph_route_duration_seconds`, per route.
-    route_seconds: Vec<servegraph_engine::metrics::Histogram>,
+    route_seconds: Vec<servegraph_engine::metrics::Timer>,
     /// Brokers and topic the learning is shared through.
     share: Option<(String, String)>,
     /// When the restored snapshot was saved: sharing replays what was published since.
@@ -933,7 +933,7 @@ impl Step for Router {
         event.routes.push((self.name.clone(), route.key.clone()));
         let start = std::time::Instant::now();
         let result = route.step.process(event).await;
-        self.route_seconds[index].observe(start.elapsed().as_secs_f64());
+        self.route_seconds[index].observe(start.elapsed());
         result.map_err(|e| e.in_step(&route.key))
     }
 
