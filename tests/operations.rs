@@ -457,15 +457,22 @@ print(json.load(urllib.request.urlopen(req, context=ctx))["outputs"][0]["name"])
     assert!(block_on(get(&addr, "/v2/health/live")).is_err());
 }
 
+/// graphs/iris.yaml routing to iris-lr, whose requests each wait `wait_us` for their batch
+/// to fill (so they stay in flight that long), with `top` added at the top level.
+fn slow_iris(dir: &std::path::Path, wait_us: u64, top: &str) -> std::path::PathBuf {
+    let graph = iris_with_weights(dir, "{iris-lr: 1}");
+    let text = std::fs::read_to_string(&graph)
+        .unwrap()
+        .replace("max_wait_us: 0", &format!("max_wait_us: {wait_us}"));
+    std::fs::write(&graph, format!("{top}{text}")).unwrap();
+    graph
+}
+
 #[test]
 fn sigterm_under_load_answers_every_request_in_flight() {
     let dir = tempfile::tempdir().unwrap();
-    let graph = iris_with_weights(dir.path(), "{iris-lr: 1}");
     // Each request waits ~300 ms for its batch to fill: all are in flight at the signal.
-    let text = std::fs::read_to_string(&graph)
-        .unwrap()
-        .replace("max_wait_us: 0", "max_wait_us: 300000");
-    std::fs::write(&graph, text).unwrap();
+    let graph = slow_iris(dir.path(), 300_000, "");
     let mut s = Server::start(graph.to_str().unwrap(), &["--shutdown-timeout", "10"]);
     let clients: Vec<_> = (0..8)
         .map(|i| {
@@ -493,11 +500,7 @@ fn sigterm_under_load_answers_every_request_in_flight() {
 #[test]
 fn overload_is_answered_at_once_with_429() {
     let dir = tempfile::tempdir().unwrap();
-    let graph = iris_with_weights(dir.path(), "{iris-lr: 1}");
-    let text = std::fs::read_to_string(&graph)
-        .unwrap()
-        .replace("max_wait_us: 0", "max_wait_us: 500000");
-    std::fs::write(&graph, format!("max_in_flight: 2\n{text}")).unwrap();
+    let graph = slow_iris(dir.path(), 500_000, "max_in_flight: 2\n");
     let s = Server::start(graph.to_str().unwrap(), &[]);
     let clients: Vec<_> = (0..6)
         .map(|i| {

@@ -285,21 +285,17 @@ impl Graph {
         let Some(spec) = spec else {
             return Err(ctx.into_diagnostics());
         };
+        // Where a top-level field is (for its errors).
+        let field_span = |name: &str| root.get_node(name).map(|n| *n.span()).unwrap_or(top_span);
         if spec.max_in_flight == 0 {
-            let span = root
-                .get_node("max_in_flight")
-                .map(|n| *n.span())
-                .unwrap_or(top_span);
+            let span = field_span("max_in_flight");
             ctx.report(Diagnostic::new("`max_in_flight` must be at least 1").at(&span));
         }
 
         let tracking = match &spec.tracking {
             None => None,
             Some(t) => {
-                let span = root
-                    .get_node("tracking")
-                    .map(|n| *n.span())
-                    .unwrap_or(top_span);
+                let span = field_span("tracking");
                 match t
                     .check()
                     .and_then(|_| crate::tracking::Sink::parse(&t.sink, base_dir))
@@ -316,19 +312,13 @@ impl Graph {
         if let Some(k) = spec.sources.as_ref().and_then(|s| s.kafka.as_ref())
             && let Err(e) = k.check()
         {
-            let span = root
-                .get_node("sources")
-                .map(|n| *n.span())
-                .unwrap_or(top_span);
+            let span = field_span("sources");
             ctx.report(Diagnostic::new(format!("sources.kafka: {e}")).at(&span));
         }
         if let Some(t) = &spec.telemetry
             && let Err(e) = t.check()
         {
-            let span = root
-                .get_node("telemetry")
-                .map(|n| *n.span())
-                .unwrap_or(top_span);
+            let span = field_span("telemetry");
             ctx.report(Diagnostic::new(format!("telemetry: {e}")).at(&span));
         }
 
