@@ -322,7 +322,7 @@ impl Running {
             Err(e) => return Err(format!("loading the graph panicked: {e}")),
         };
         let mut warnings = Vec::new();
-        if format!("{:?}", graph.kafka) != format!("{:?}", old.kafka) {
+        if graph.kafka != old.kafka {
             warnings.push(
                 "`sources.kafka` changed: the Kafka source keeps its settings until a restart"
                     .to_owned(),

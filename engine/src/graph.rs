@@ -207,6 +207,8 @@ pub struct Graph {
     pub telemetry: Option<crate::telemetry::TelemetrySpec>,
     /// Request headers some step reads: sources copy these into events.
     pub headers: Vec<String>,
+    /// The steps that learn from feedback (routers), by name.
+    learners: Vec<String>,
 }
 
 /// The graph a process serves now, with its tracking stream: replaced whole by a reload.
@@ -344,6 +346,7 @@ impl Graph {
         }
         let graph = compile(&mut ctx, spec, declared, default_on_error).map(|mut g| {
             g.tracking = tracking;
+            g.learners = g.find_learners();
             g
         });
         if ctx.has_errors() {
@@ -468,13 +471,30 @@ impl Graph {
         search(name, top)
     }
 
-    /// Every step that learns from feedback (routers with a learning policy), nested ones
-    /// included, by name.
+    /// Every step that learns from feedback (routers), nested ones included, by name.
     pub fn learners(&self) -> Vec<(&str, &dyn Step)> {
-        fn walk<'a>(found: &mut Vec<(&'a str, &'a dyn Step)>, steps: Vec<(&'a str, &'a dyn Step)>) {
+        self.learners
+            .iter()
+            .filter_map(|n| Some((n.as_str(), self.find_step(n)?)))
+            .collect()
+    }
+
+    /// The step named `name`, if it learns from feedback (a router).
+    pub fn learner(&self, name: &str) -> Option<&dyn Step> {
+        self.learners
+            .iter()
+            .any(|n| n == name)
+            .then(|| self.find_step(name))
+            .flatten()
+    }
+
+    /// The names of the steps that keep stats (routers), found once when the graph is built:
+    /// asking a step for its stats builds them.
+    fn find_learners(&self) -> Vec<String> {
+        fn walk(found: &mut Vec<String>, steps: Vec<(&str, &dyn Step)>) {
             for (n, s) in steps {
                 if s.stats().is_some() {
-                    found.push((n, s));
+                    found.push(n.to_owned());
                 }
                 walk(found, s.children());
             }
@@ -1122,6 +1142,7 @@ fn compile(
         kafka: spec.sources.and_then(|s| s.kafka),
         telemetry: spec.telemetry,
         headers,
+        learners: Vec::new(),
     })
 }
 

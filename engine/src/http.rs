@@ -312,8 +312,7 @@ async fn explain_version(
 fn learner<'a>(served: &'a Served, name: &str) -> Result<&'a dyn crate::Step, Error> {
     served
         .graph
-        .find_step(name)
-        .filter(|s| s.stats().is_some())
+        .learner(name)
         .ok_or_else(|| Error::not_found(format!("no router `{name}` that takes feedback")))
 }
 

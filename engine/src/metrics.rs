@@ -29,7 +29,7 @@
 
 use std::fmt;
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use prometheus_client::collector::Collector;
@@ -229,9 +229,13 @@ pub struct RequestMetrics {
     seconds: Timer,
     overhead: Timer,
     in_flight: Gauge,
-    /// Counters by status code, resolved on first use.
-    codes: Arc<Mutex<Vec<(u16, Counter)>>>,
+    /// Counters of the codes servegraph answers with, each resolved on first use (no lock
+    /// per request after that).
+    codes: Arc<[(u16, OnceLock<Counter>)]>,
 }
+
+/// Every status code a source answers with (other codes are counted too, looked up each time).
+const CODES: [u16; 10] = [200, 202, 400, 404, 413, 422, 429, 500, 503, 504];
 
 /// Counts a request in flight until dropped.
 pub struct InFlight(Gauge);
@@ -252,8 +256,19 @@ impl RequestMetrics {
             seconds: m.request_seconds.get_or_create(&labels).clone(),
             overhead: m.overhead_seconds.get_or_create(&labels).clone(),
             in_flight: m.in_flight.get_or_create(&labels).clone(),
-            codes: Arc::default(),
+            codes: CODES.iter().map(|&c| (c, OnceLock::new())).collect(),
         }
+    }
+
+    fn counter(&self, code: u16) -> Counter {
+        global()
+            .requests
+            .get_or_create(&[
+                ("graph", self.graph.clone()),
+                ("source", self.source.to_owned()),
+                ("code", code.to_string()),
+            ])
+            .clone()
     }
 
     /// A request starts; it is in flight until the guard drops.
@@ -269,24 +284,10 @@ impl RequestMetrics {
         if let Some(model) = model_time {
             self.overhead.observe(elapsed.saturating_sub(model));
         }
-        let mut codes = self.codes.lock().expect("not poisoned");
-        match codes.iter().find(|(c, _)| *c == code) {
-            Some((_, counter)) => {
-                counter.inc();
-            }
-            None => {
-                let counter = global()
-                    .requests
-                    .get_or_create(&[
-                        ("graph", self.graph.clone()),
-                        ("source", self.source.to_owned()),
-                        ("code", code.to_string()),
-                    ])
-                    .clone();
-                counter.inc();
-                codes.push((code, counter));
-            }
-        }
+        match self.codes.iter().find(|(c, _)| *c == code) {
+            Some((_, counter)) => counter.get_or_init(|| self.counter(code)).inc(),
+            None => self.counter(code).inc(),
+        };
     }
 }
 

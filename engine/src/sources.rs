@@ -17,7 +17,7 @@ pub struct SourcesSpec {
 }
 
 /// `sources: {kafka: {...}}`.
-#[derive(Clone, Debug, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaSourceSpec {
     /// Bootstrap brokers, `host:port[,host:port...]`.

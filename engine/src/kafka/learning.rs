@@ -225,35 +225,21 @@ pub async fn feedback(
         .collect();
     let consumer = reader(&spec.brokers, &options, &topic, None).await?;
     tracing::info!(%topic, "taking feedback from Kafka");
-    // The routers that learn, found once per graph (finding them asks every step for its
-    // stats); a reload brings another graph.
-    let routers_of = |graph: &Graph| -> Vec<String> {
-        graph
-            .learners()
-            .into_iter()
-            .map(|(n, _)| n.to_owned())
-            .collect()
-    };
-    let mut graph = Arc::clone(&live.borrow().graph);
-    let mut routers = routers_of(&graph);
     Ok(Some(tokio::spawn(async move {
         let mut counts = Counts::default();
         loop {
             tokio::select! {
                 m = consumer.recv() => match m {
                     Ok(m) => {
-                        let now = Arc::clone(&live.borrow().graph);
-                        if !Arc::ptr_eq(&now, &graph) {
-                            graph = now;
-                            routers = routers_of(&graph);
-                        }
+                        // The graph being served now (a reload swaps it).
+                        let graph = Arc::clone(&live.borrow().graph);
                         let model = m.headers().and_then(|h| {
                             h.iter()
                                 .find(|h| h.key.eq_ignore_ascii_case(super::MODEL_HEADER))
                                 .and_then(|h| h.value)
                                 .map(|v| String::from_utf8_lossy(v).into_owned())
                         });
-                        if let Err(e) = credit(&graph, &routers, model.as_deref(), m.payload().unwrap_or_default(), &mut counts) {
+                        if let Err(e) = credit(&graph, model.as_deref(), m.payload().unwrap_or_default(), &mut counts) {
                             counts.invalid += 1;
                             tracing::warn!(%topic, partition = m.partition(), offset = m.offset(), error = %e, "ignored a feedback message");
                         }
@@ -283,7 +269,6 @@ struct Counts {
 /// Credits one feedback message to the router(s) that remember its ids.
 fn credit(
     graph: &Graph,
-    routers: &[String],
     model: Option<&str>,
     payload: &[u8],
     counts: &mut Counts,
@@ -293,19 +278,21 @@ fn credit(
     let (items, _) = crate::feedback::parse(&value).map_err(|e| e.to_string())?;
     let field = value.get("model").and_then(serde_json::Value::as_str);
     let model = model.or(field);
-    if let Some(m) = model
-        && !routers.iter().any(|n| n == m)
-    {
-        return Err(format!("no router `{m}` that takes feedback"));
-    }
+    let routers: Vec<&dyn crate::Step> = match model {
+        Some(m) => vec![
+            graph
+                .learner(m)
+                .ok_or_else(|| format!("no router `{m}` that takes feedback"))?,
+        ],
+        None => graph.learners().into_iter().map(|(_, s)| s).collect(),
+    };
     for item in items {
         let Some(id) = item.id else {
             // Only an id says which replica routed it; a bare route would count once per replica.
             return Err("feedback from Kafka needs the response's id".into());
         };
         let mut credited = false;
-        let named = routers.iter().filter(|n| model.is_none_or(|m| m == *n));
-        for router in named.filter_map(|n| graph.find_step(n)) {
+        for router in &routers {
             match router.feedback(id, item.reward) {
                 Ok(true) => {
                     counts.accepted += 1;
