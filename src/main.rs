@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
-use servegraph_engine::http::{AppState, HttpConfig};
-use servegraph_engine::protocol::decode_request;
-use servegraph_engine::{BuildMode, Graph, Target};
+use servegraph_engine::http::{AppState, HttpConfig, HttpSource};
+use servegraph_engine::sources::Source;
+use servegraph_engine::{BuildMode, Graph};
 
 /// A dataflow serving-graph engine for ML inference: YAML graphs of routers, models,
 /// ensembles and transforms, served over the Open Inference Protocol (V2).
@@ -58,9 +58,14 @@ enum Command {
         /// Largest request body accepted, in bytes (larger: HTTP 413).
         #[arg(long, default_value_t = 16 * 1024 * 1024)]
         max_body_bytes: usize,
-        /// Seconds to let in-flight requests finish after SIGTERM/SIGINT.
+        /// Seconds to let in-flight requests finish once the listeners close.
         #[arg(long, default_value_t = 30)]
         shutdown_timeout: u64,
+        /// Seconds between SIGTERM and closing the listeners: readiness turns false at once,
+        /// and requests are still accepted and served meanwhile, so load balancers can stop
+        /// sending first (Kubernetes-style). SIGINT (Ctrl-C), or a second signal, skips it.
+        #[arg(long, default_value_t = 5.0)]
+        drain_grace: f64,
         /// The bearer token the admin endpoints (`/admin/*`) require; without one (or
         /// `--admin-token-file`) they are off.
         #[arg(long, env = "SERVEGRAPH_ADMIN_TOKEN", hide_env_values = true)]
@@ -138,6 +143,7 @@ fn main() -> ExitCode {
             listen,
             max_body_bytes,
             shutdown_timeout,
+            drain_grace,
             admin_token,
             admin_token_file,
             tls_cert,
@@ -149,6 +155,7 @@ fn main() -> ExitCode {
                     listen,
                     max_body_bytes,
                     drain: Duration::from_secs(shutdown_timeout),
+                    grace: Duration::try_from_secs_f64(drain_grace).unwrap_or_default(),
                     admin_token,
                     tls: tls_cert.zip(tls_key),
                 },
@@ -275,6 +282,7 @@ struct ServeOptions {
     listen: SocketAddr,
     max_body_bytes: usize,
     drain: Duration,
+    grace: Duration,
     admin_token: Option<String>,
     /// Certificate chain and key files (PEM): HTTPS.
     tls: Option<(PathBuf, PathBuf)>,
@@ -283,30 +291,31 @@ struct ServeOptions {
 /// A serving process's graph and what runs beside it, replaced whole by a reload.
 struct Running {
     path: PathBuf,
-    state: Arc<AppState>,
     live: tokio::sync::watch::Sender<servegraph_engine::Live>,
+    /// The sources, told about each reload.
+    sources: Vec<Box<dyn Source>>,
     /// Tracking writers and learning-sharing tasks of every graph served so far: each ends
     /// once its graph is let go, and shutdown waits for them.
     tasks: std::sync::Mutex<Vec<(&'static str, tokio::task::JoinHandle<()>)>>,
 }
 
-impl Running {
-    /// Starts what a graph needs beside it (tracking, shared learning) and serves it.
-    async fn start(&self, graph: Arc<Graph>) -> anyhow::Result<()> {
-        let (tracker, writer) = start_tracking(&graph)?;
-        let sharing = servegraph_engine::kafka::learning::share(&graph)
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        let mut tasks = self.tasks.lock().expect("not poisoned");
-        tasks.extend(writer.map(|w| ("the tracking sink", w)));
-        tasks.extend(sharing.into_iter().map(|t| ("sharing learning", t)));
-        drop(tasks);
-        self.state.serve(Arc::clone(&graph), tracker.clone());
-        self.live
-            .send_replace(servegraph_engine::Live { graph, tracker });
-        Ok(())
-    }
+/// What a graph needs beside it (its tracking stream, learning shared across processes),
+/// started; the graph as sources serve it.
+async fn start_beside(
+    graph: Arc<Graph>,
+    tasks: &std::sync::Mutex<Vec<(&'static str, tokio::task::JoinHandle<()>)>>,
+) -> anyhow::Result<servegraph_engine::Live> {
+    let (tracker, writer) = start_tracking(&graph)?;
+    let sharing = servegraph_engine::kafka::learning::share(&graph)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut tasks = tasks.lock().expect("not poisoned");
+    tasks.extend(writer.map(|w| ("the tracking sink", w)));
+    tasks.extend(sharing.into_iter().map(|t| ("sharing learning", t)));
+    Ok(servegraph_engine::Live { graph, tracker })
+}
 
+impl Running {
     /// Re-reads the graph file. If it is valid the new graph serves new requests (requests
     /// running finish on the old one; models the two share are reused); if not, the old graph
     /// keeps serving and the errors are returned.
@@ -333,7 +342,13 @@ impl Running {
                 .push("`telemetry` changed: tracing keeps its settings until a restart".to_owned());
         }
         let models: Vec<String> = graph.models().iter().map(|m| m.name.clone()).collect();
-        self.start(graph).await.map_err(|e| format!("{e:#}"))?;
+        let live = start_beside(graph, &self.tasks)
+            .await
+            .map_err(|e| format!("{e:#}"))?;
+        for source in &self.sources {
+            source.reload(&live);
+        }
+        self.live.send_replace(live);
         tracing::info!(
             ?models,
             ms = started.elapsed().as_millis() as u64,
@@ -349,10 +364,12 @@ impl Running {
 }
 
 fn serve(graph_path: &Path, options: ServeOptions) -> anyhow::Result<()> {
+    use servegraph_engine::sources::{Phase, SourceContext};
     let ServeOptions {
         listen,
         max_body_bytes,
         drain,
+        grace,
         admin_token,
         tls,
     } = options;
@@ -380,44 +397,15 @@ fn serve(graph_path: &Path, options: ServeOptions) -> anyhow::Result<()> {
         });
         // Listen at once (live, not ready); load models off the async workers.
         let scheme = if tls.is_some() { "https" } else { "http" };
+        let http = HttpSource::listen(listener, state, tls)?;
         println!("servegraph listening on {scheme}://{addr}");
         tracing::info!(%addr, graph = %graph_path.display(), admin = admin_on, "listening; loading models");
         let loading = {
             let path = graph_path.to_owned();
             tokio::task::spawn_blocking(move || load(&path, BuildMode::Load))
         };
-        let app = servegraph_engine::http::router(Arc::clone(&state));
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let stopped = {
-            let mut stop_rx = stop_rx.clone();
-            async move {
-                let _ = stop_rx.wait_for(|stop| *stop).await;
-            }
-        };
-        let server = match tls {
-            None => {
-                let server = axum::serve(listener, app).with_graceful_shutdown(stopped);
-                tokio::spawn(async move { server.await })
-            }
-            Some(config) => {
-                // Stops accepting on the signal; open connections finish their requests.
-                let handle = axum_server::Handle::new();
-                let stopping = handle.clone();
-                tokio::spawn(async move {
-                    stopped.await;
-                    stopping.graceful_shutdown(None);
-                });
-                let server = axum_server::from_tcp_rustls(listener.into_std()?, config)?
-                    .handle(handle)
-                    .serve(app.into_make_service());
-                tokio::spawn(server)
-            }
-        };
-        tokio::spawn(async move {
-            shutdown_signal().await;
-            tracing::info!("shutting down: draining in-flight requests");
-            let _ = stop_tx.send(true);
-        });
+        let (phase_tx, phase) = tokio::sync::watch::channel(Phase::Serving);
+        tokio::spawn(shutdown_sequence(phase_tx, grace));
         // A failed load is fatal: report every error and exit non-zero.
         let graph = match loading.await {
             Ok(Ok(graph)) => Arc::new(graph),
@@ -427,38 +415,42 @@ fn serve(graph_path: &Path, options: ServeOptions) -> anyhow::Result<()> {
         if let Some(t) = &graph.telemetry {
             servegraph_engine::telemetry::start(t, &graph.name).map_err(|e| anyhow::anyhow!("{e}"))?;
         }
-        let (live, live_rx) = tokio::sync::watch::channel(servegraph_engine::Live {
-            graph: Arc::clone(&graph),
-            tracker: None,
-        });
-        let running = Arc::new(Running {
-            path: graph_path.to_owned(),
-            state: Arc::clone(&state),
-            live,
-            tasks: Default::default(),
-        });
         // Tracking and learning that crosses processes start before the server says it is
-        // ready; the Kafka source and feedback follow whatever graph is live.
-        running.start(Arc::clone(&graph)).await?;
-        let kafka = match graph.kafka.clone() {
-            None => None,
-            Some(spec) => Some(
-                servegraph_engine::kafka::start(spec, live_rx.clone(), stop_rx.clone(), drain)
-                    .map_err(|e| anyhow::anyhow!("{e}"))?,
-            ),
-        };
-        let feedback = match &graph.kafka {
-            None => None,
-            Some(spec) => {
-                servegraph_engine::kafka::learning::feedback(spec, live_rx.clone(), stop_rx.clone())
-                    .await
-                    .map_err(|e| anyhow::anyhow!("{e}"))?
-            }
-        };
+        // ready; then every source, HTTP last (it turns ready).
+        let tasks = Default::default();
+        let live = start_beside(Arc::clone(&graph), &tasks).await?;
+        let (live, live_rx) = tokio::sync::watch::channel(live);
+        let mut sources: Vec<Box<dyn Source>> = [
+            servegraph_engine::kafka::KafkaSource::from_graph(&graph),
+            servegraph_engine::kafka::learning::FeedbackSource::from_graph(&graph),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        sources.push(Box::new(http));
+        let mut running_sources = Vec::new();
+        for source in &mut sources {
+            let ctx = SourceContext {
+                live: live_rx.clone(),
+                phase: phase.clone(),
+                drain,
+            };
+            let task = source
+                .start(ctx)
+                .await
+                .map_err(|e| anyhow::anyhow!("{} source: {e}", source.name()))?;
+            running_sources.push((source.name(), task));
+        }
         drop(live_rx);
         let names: Vec<String> = graph.models().iter().map(|m| m.name.clone()).collect();
         tracing::info!(models = ?names, "ready");
         drop(graph);
+        let running = Arc::new(Running {
+            path: graph_path.to_owned(),
+            live,
+            sources,
+            tasks,
+        });
 
         // Reloads, one at a time: SIGHUP and `POST /admin/reload`.
         spawn_sighup(reload_tx);
@@ -475,31 +467,22 @@ fn serve(graph_path: &Path, options: ServeOptions) -> anyhow::Result<()> {
             })
         };
 
-        let mut stop_rx = stop_rx;
-        let _ = stop_rx.wait_for(|stop| *stop).await;
+        let mut phase = phase;
+        SourceContext::reached(&mut phase, Phase::Stopping).await;
         reloader.abort();
-        match tokio::time::timeout(drain, server).await {
-            Ok(result) => result?.context("serving HTTP")?,
-            Err(_) => tracing::warn!(
-                secs = drain.as_secs(),
-                "requests still running after the drain deadline; exiting"
-            ),
-        }
-        // The Kafka source finishes its in-flight messages and commits (within the drain).
-        if let Some(kafka) = kafka
-            && tokio::time::timeout(drain + Duration::from_secs(5), kafka)
+        let _ = reloader.await;
+        // Every source stops taking work and finishes what it has (Kafka commits).
+        for (name, task) in running_sources {
+            if tokio::time::timeout(drain + Duration::from_secs(5), task)
                 .await
                 .is_err()
-        {
-            tracing::warn!("the Kafka source did not stop in time");
-        }
-        if let Some(feedback) = feedback {
-            let _ = feedback.await;
+            {
+                tracing::warn!("the {name} source did not stop in time");
+            }
         }
         // Then the graph is let go: tracking streams write what they hold, and routers that
         // share their learning publish what they learnt last (their tasks end with it).
-        let _ = reloader.await;
-        state.unload();
+        let running = Arc::into_inner(running).expect("the reloader has ended");
         let tasks = std::mem::take(&mut *running.tasks.lock().expect("not poisoned"));
         drop(running);
         for (what, task) in tasks {
@@ -611,19 +594,40 @@ fn plot(graph_path: &Path, format: PlotFormat) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// SIGTERM: not ready at once, keep serving for `grace`, then stop. SIGINT (Ctrl-C), or a
+/// second signal during the grace, stops at once.
+async fn shutdown_sequence(
+    phase: tokio::sync::watch::Sender<servegraph_engine::sources::Phase>,
+    grace: Duration,
+) {
+    use servegraph_engine::sources::Phase;
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("installing the SIGTERM handler");
-        tokio::select! {
-            _ = ctrl_c => {},
-            _ = term.recv() => {},
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
+        let mut int = signal(SignalKind::interrupt()).expect("installing the SIGINT handler");
+        let graceful = tokio::select! {
+            _ = term.recv() => true,
+            _ = int.recv() => false,
+        };
+        if graceful && !grace.is_zero() {
+            tracing::info!(
+                grace_ms = grace.as_millis() as u64,
+                "SIGTERM: not ready; still serving during the grace period"
+            );
+            let _ = phase.send(Phase::Draining);
+            tokio::select! {
+                _ = tokio::time::sleep(grace) => {}
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
         }
     }
     #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+    let _ = tokio::signal::ctrl_c().await;
+    tracing::info!("shutting down: draining in-flight requests");
+    let _ = phase.send(Phase::Draining);
+    let _ = phase.send(Phase::Stopping);
 }
 
 fn invoke(
@@ -640,42 +644,25 @@ fn invoke(
     let graph = with_spinner(format!("loading {}", graph_path.display()), || {
         load(graph_path, BuildMode::Load)
     })?;
-    let name = model.unwrap_or_else(|| graph.name.clone());
-    let Some(info) = graph.model(&name, version.as_deref()) else {
-        let names: Vec<&str> = graph.models().iter().map(|m| m.name.as_str()).collect();
-        bail!(
-            "unknown model `{name}`; the graph serves {}",
-            names.join(", ")
-        );
+    // The server's request path, as the HTTP source runs it (without admission waits).
+    let live = servegraph_engine::Live {
+        graph: Arc::new(graph),
+        tracker: None,
     };
-    let model_version = info.version.clone();
-    let request = decode_request(&body, None).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let mut event = request.event;
-    if event.id.is_empty() {
-        event.id = servegraph_engine::protocol::new_id();
-    }
-    if name != graph.name {
-        event.target = Some(Target {
-            model: name.clone(),
-            version,
-        });
-    }
-    event.explain = explain;
+    let pipeline = servegraph_engine::request::Pipeline::new(&live, "invoke");
+    let request = servegraph_engine::request::Request {
+        model: model.as_deref(),
+        version: version.as_deref(),
+        explain,
+        headers: &servegraph_engine::request::NoHeaders,
+        resume_after: None,
+        encoding: servegraph_engine::request::Encoding::Json,
+    };
     let rt = runtime()?;
-    let done = rt
-        .block_on(graph.run(event))
+    let answer = rt
+        .block_on(pipeline.serve(request, None, async { Ok(bytes::Bytes::from(body)) }))
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    if explain && done.get(servegraph_engine::event::ATTRIBUTIONS).is_none() {
-        bail!("`{name}` cannot explain: no model on the route it took gives `attributions`");
-    }
-    // Printed as JSON: every requested output as JSON data, whatever the request asked.
-    let body = servegraph_engine::protocol::encode_json_response(
-        &done,
-        &name,
-        model_version.as_deref(),
-        request.outputs,
-    )
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let body = answer.body;
     let value: serde_json::Value = serde_json::from_slice(&body)?;
     println!("{}", serde_json::to_string_pretty(&value)?);
     Ok(())

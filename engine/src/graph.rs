@@ -197,6 +197,8 @@ pub struct Graph {
     chain: bool,
     deadline: Duration,
     pub max_in_flight: usize,
+    /// Admission: one permit per request in flight, whichever source it came from.
+    admission: tokio::sync::Semaphore,
     max_tensor_elements: usize,
     models: Vec<ModelInfo>,
     /// The tracking stream's settings and sink, when the graph has one.
@@ -371,6 +373,46 @@ impl Graph {
                 .find(|m| m.version.is_none())
                 .or_else(|| named.next_back()),
         }
+    }
+
+    /// [`Graph::model`], or a 404 that says what is there: the versions of a known model, or
+    /// the server's models.
+    pub fn find_model(&self, name: &str, version: Option<&str>) -> Result<&ModelInfo> {
+        if let Some(m) = self.model(name, version) {
+            return Ok(m);
+        }
+        if let Some(v) = version
+            && self.model(name, None).is_some()
+        {
+            return Err(Error::not_found(format!(
+                "model `{name}` has no version `{v}`"
+            )));
+        }
+        let mut names: Vec<&str> = self.models.iter().map(|m| m.name.as_str()).collect();
+        names.dedup();
+        Err(Error::not_found(format!(
+            "unknown model `{name}`; this server's models are: {}",
+            names.join(", ")
+        )))
+    }
+
+    /// Takes an admission permit for one request, or refuses it (429) when `max_in_flight`
+    /// requests are running.
+    pub fn admit(&self) -> Result<tokio::sync::SemaphorePermit<'_>> {
+        self.admission.try_acquire().map_err(|_| {
+            Error::new(
+                crate::error::ErrorKind::Overloaded,
+                format!(
+                    "too many requests in flight (max_in_flight is {})",
+                    self.max_in_flight
+                ),
+            )
+        })
+    }
+
+    /// Requests that could be admitted now.
+    pub fn admission_available(&self) -> usize {
+        self.admission.available_permits()
     }
 
     /// The graph's shape, for pictures.
@@ -1136,6 +1178,7 @@ fn compile(
         chain,
         deadline: Duration::from_millis(spec.timeout_ms.max(1)),
         max_in_flight: spec.max_in_flight.max(1),
+        admission: tokio::sync::Semaphore::new(spec.max_in_flight.max(1)),
         max_tensor_elements: spec.max_tensor_elements,
         models,
         tracking: None,

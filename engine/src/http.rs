@@ -4,6 +4,7 @@
 //! [`router`] builds the app from its state, apart from any listener, so tests drive it with
 //! `tower::ServiceExt::oneshot` and the binary serves it on a socket.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
@@ -14,19 +15,21 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
-use tokio::sync::Semaphore;
 
 use crate::error::{Error, ErrorKind};
-use crate::event::{ATTRIBUTIONS, Target};
 use crate::graph::Graph;
-use crate::protocol::{self, decode_request, encode_response};
-use crate::tracking::{TrackContext, Tracker, run_tracked};
+use crate::request::{Encoding, Headers, Pipeline, Request, SpanInfo};
+use crate::tracking::Tracker;
 
-/// The binary tensor extension's header: the JSON part's length.
-pub const HEADER_CONTENT_LENGTH: &str = "inference-header-content-length";
-/// Headers that name the model and version when neither the URL nor the body does.
-pub const MODEL_HEADER: &str = "x-model-name";
-pub const VERSION_HEADER: &str = "x-model-version";
+pub use crate::request::{HEADER_CONTENT_LENGTH, MODEL_HEADER, VERSION_HEADER};
+
+impl Headers for HeaderMap {
+    fn header(&self, name: &str) -> Option<Cow<'_, str>> {
+        self.get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(Cow::Borrowed)
+    }
+}
 
 /// Settings of the HTTP source.
 #[derive(Clone, Debug)]
@@ -63,30 +66,12 @@ impl std::fmt::Debug for Admin {
     }
 }
 
-/// A graph being served, with its admission limit and its tracking stream.
-pub struct Served {
-    pub graph: Arc<Graph>,
-    in_flight: Semaphore,
-    tracker: Option<Tracker>,
-    metrics: crate::metrics::RequestMetrics,
-}
-
-impl Served {
-    pub fn new(graph: Arc<Graph>, tracker: Option<Tracker>) -> Served {
-        let permits = graph.max_in_flight;
-        Served {
-            metrics: crate::metrics::RequestMetrics::new(&graph.name, "http"),
-            graph,
-            in_flight: Semaphore::new(permits),
-            tracker,
-        }
-    }
-}
-
 /// What the handlers share: the graph once it is loaded (`None` while models load).
 pub struct AppState {
-    served: ArcSwapOption<Served>,
+    served: ArcSwapOption<Pipeline>,
     config: HttpConfig,
+    /// Shutting down: not ready, still serving (the grace period).
+    draining: std::sync::atomic::AtomicBool,
 }
 
 impl AppState {
@@ -95,14 +80,16 @@ impl AppState {
         Arc::new(AppState {
             served: ArcSwapOption::empty(),
             config,
+            draining: Default::default(),
         })
     }
 
     /// Starts serving `graph` (with its tracking stream, if any); requests already running
     /// finish on the graph they started on.
     pub fn serve(&self, graph: Arc<Graph>, tracker: Option<Tracker>) {
+        let live = crate::graph::Live { graph, tracker };
         self.served
-            .store(Some(Arc::new(Served::new(graph, tracker))));
+            .store(Some(Arc::new(Pipeline::new(&live, "http"))));
     }
 
     /// Stops serving: drops the graph (and so its tracker, letting the tracking writer drain).
@@ -110,10 +97,101 @@ impl AppState {
         self.served.store(None);
     }
 
-    fn current(&self) -> Result<Arc<Served>, Error> {
+    fn current(&self) -> Result<Arc<Pipeline>, Error> {
         self.served
             .load_full()
             .ok_or_else(|| Error::unavailable("not ready: models are loading"))
+    }
+}
+
+/// The HTTP source: the app on a listener, plain or TLS. It listens from the moment it is
+/// built (live, not ready: model routes answer 503 until it is started on a graph).
+pub struct HttpSource {
+    state: Arc<AppState>,
+    server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    /// Turns true to stop accepting and finish open requests.
+    stop: tokio::sync::watch::Sender<bool>,
+}
+
+impl HttpSource {
+    /// Serves `state`'s app on `listener`, over TLS when `tls` is given.
+    pub fn listen(
+        listener: tokio::net::TcpListener,
+        state: Arc<AppState>,
+        tls: Option<axum_server::tls_rustls::RustlsConfig>,
+    ) -> std::io::Result<HttpSource> {
+        let app = router(Arc::clone(&state));
+        let (stop, mut stopped) = tokio::sync::watch::channel(false);
+        let server = match tls {
+            None => {
+                let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+                    let _ = stopped.wait_for(|s| *s).await;
+                });
+                tokio::spawn(async move { server.await })
+            }
+            Some(config) => {
+                // Stops accepting on the signal; open connections finish their requests.
+                let handle = axum_server::Handle::new();
+                let stopping = handle.clone();
+                tokio::spawn(async move {
+                    let _ = stopped.wait_for(|s| *s).await;
+                    stopping.graceful_shutdown(None);
+                });
+                let server = axum_server::from_tcp_rustls(listener.into_std()?, config)?
+                    .handle(handle)
+                    .serve(app.into_make_service());
+                tokio::spawn(server)
+            }
+        };
+        Ok(HttpSource {
+            state,
+            server: Some(server),
+            stop,
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::sources::Source for HttpSource {
+    fn name(&self) -> &'static str {
+        "http"
+    }
+
+    async fn start(
+        &mut self,
+        ctx: crate::sources::SourceContext,
+    ) -> Result<tokio::task::JoinHandle<()>, String> {
+        use crate::sources::{Phase, SourceContext};
+        let live = ctx.live.borrow().clone();
+        self.state.serve(live.graph, live.tracker);
+        let (state, stop, mut phase) = (Arc::clone(&self.state), self.stop.clone(), ctx.phase);
+        let server = self
+            .server
+            .take()
+            .ok_or("the HTTP source is started twice")?;
+        Ok(tokio::spawn(async move {
+            SourceContext::reached(&mut phase, Phase::Draining).await;
+            // Not ready, so load balancers stop sending; still accepting and serving.
+            state
+                .draining
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+            SourceContext::reached(&mut phase, Phase::Stopping).await;
+            let _ = stop.send(true);
+            match tokio::time::timeout(ctx.drain, server).await {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(e))) => tracing::error!(error = %e, "serving HTTP failed"),
+                Ok(Err(e)) => tracing::error!(error = %e, "the HTTP server panicked"),
+                Err(_) => tracing::warn!(
+                    secs = ctx.drain.as_secs(),
+                    "HTTP requests still running after the drain deadline"
+                ),
+            }
+        }))
+    }
+
+    fn reload(&self, live: &crate::graph::Live) {
+        self.state
+            .serve(Arc::clone(&live.graph), live.tracker.clone());
     }
 }
 
@@ -193,6 +271,9 @@ async fn live() -> Json<serde_json::Value> {
 
 async fn ready(State(state): State<Arc<AppState>>) -> Result<Json<serde_json::Value>, Error> {
     state.current()?;
+    if state.draining.load(std::sync::atomic::Ordering::Relaxed) {
+        return Err(Error::unavailable("not ready: shutting down"));
+    }
     Ok(Json(json!({ "ready": true })))
 }
 
@@ -216,7 +297,7 @@ fn metadata(
     version: Option<&str>,
 ) -> Result<Json<serde_json::Value>, Error> {
     let served = state.current()?;
-    find_model(&served.graph, model, version)?;
+    let info = served.graph.find_model(model, version)?;
     let versions: Vec<String> = served
         .graph
         .models()
@@ -224,7 +305,6 @@ fn metadata(
         .filter(|m| m.name == model)
         .map(|m| m.version.clone().unwrap_or_else(|| "1".to_owned()))
         .collect();
-    let info = served.graph.model(model, version).expect("found above");
     Ok(Json(json!({
         "name": info.name,
         "versions": versions,
@@ -234,31 +314,12 @@ fn metadata(
     })))
 }
 
-fn find_model(graph: &Graph, model: &str, version: Option<&str>) -> Result<(), Error> {
-    if graph.model(model, version).is_some() {
-        return Ok(());
-    }
-    if let Some(v) = version
-        && graph.model(model, None).is_some()
-    {
-        return Err(Error::not_found(format!(
-            "model `{model}` has no version `{v}`"
-        )));
-    }
-    let mut names: Vec<&str> = graph.models().iter().map(|m| m.name.as_str()).collect();
-    names.dedup();
-    Err(Error::not_found(format!(
-        "unknown model `{model}`; this server's models are: {}",
-        names.join(", ")
-    )))
-}
-
 async fn model_ready(
     State(state): State<Arc<AppState>>,
     Path(model): Path<String>,
 ) -> Result<Json<serde_json::Value>, Error> {
     let served = state.current()?;
-    find_model(&served.graph, &model, None)?;
+    served.graph.find_model(&model, None)?;
     Ok(Json(json!({ "name": model, "ready": true })))
 }
 
@@ -267,7 +328,7 @@ async fn model_ready_version(
     Path((model, version)): Path<(String, String)>,
 ) -> Result<Json<serde_json::Value>, Error> {
     let served = state.current()?;
-    find_model(&served.graph, &model, Some(&version))?;
+    served.graph.find_model(&model, Some(&version))?;
     Ok(Json(json!({ "name": model, "ready": true })))
 }
 
@@ -309,7 +370,7 @@ async fn explain_version(
 }
 
 /// The step named `name` that learns from feedback (a router), or a 404.
-fn learner<'a>(served: &'a Served, name: &str) -> Result<&'a dyn crate::Step, Error> {
+fn learner<'a>(served: &'a Pipeline, name: &str) -> Result<&'a dyn crate::Step, Error> {
     served
         .graph
         .learner(name)
@@ -441,181 +502,43 @@ async fn run_infer(
     body: Body,
     explain: bool,
 ) -> Response {
-    let start = std::time::Instant::now();
     let served = match state.current() {
         Ok(served) => served,
         Err(e) => return e.into_response(),
     };
-    let _in_flight = served.metrics.start();
-    let span = crate::telemetry::enabled()
-        .then(|| {
-            let named = model.unwrap_or(&served.graph.name);
-            crate::telemetry::request_span(
-                format!("{} {named}", if explain { "explain" } else { "infer" }),
-                opentelemetry::trace::SpanKind::Server,
-                |h| {
-                    headers
-                        .get(h)
-                        .and_then(|v| v.to_str().ok())
-                        .map(str::to_owned)
-                },
-                vec![
-                    opentelemetry::KeyValue::new("servegraph.graph", served.graph.name.clone()),
-                    opentelemetry::KeyValue::new("servegraph.model", named.to_owned()),
-                ],
-            )
-        })
-        .flatten();
-    let trace = span.as_ref().map(|s| s.context());
-    let to = Addressed {
+    let request = Request {
         model,
         version,
         explain,
+        headers,
+        resume_after: None,
+        encoding: Encoding::AsRequested,
     };
-    let (response, model_time, error) =
-        match try_infer(state, &served, to, headers, body, trace).await {
-            Ok((response, model_time)) => (response, Some(model_time), None),
-            Err(e) => {
-                let message = e.to_string();
-                (e.into_response(), None, Some(message))
-            }
-        };
-    let code = response.status().as_u16();
-    served.metrics.finish(code, start.elapsed(), model_time);
-    if let Some(span) = span {
-        span.end(code, error.as_deref());
+    let span = || {
+        let named = model.unwrap_or(&served.graph.name);
+        SpanInfo {
+            name: format!("{} {named}", if explain { "explain" } else { "infer" }),
+            kind: opentelemetry::trace::SpanKind::Server,
+            attributes: vec![
+                opentelemetry::KeyValue::new("servegraph.graph", served.graph.name.clone()),
+                opentelemetry::KeyValue::new("servegraph.model", named.to_owned()),
+            ],
+        }
+    };
+    let body = read_body(body, headers, state.config.max_body_bytes);
+    match served.handle(request, span, body).await {
+        Ok(answer) => http_response(answer),
+        Err(e) => e.into_response(),
     }
-    response
 }
 
-/// What a request's URL addresses.
-struct Addressed<'a> {
-    model: Option<&'a str>,
-    version: Option<&'a str>,
-    explain: bool,
-}
-
-/// Serves one request; the response and the time its models took.
-async fn try_infer(
-    state: &AppState,
-    served: &Served,
-    to: Addressed<'_>,
-    headers: &HeaderMap,
-    body: Body,
-    trace: Option<opentelemetry::Context>,
-) -> Result<(Response, std::time::Duration), Error> {
-    let Addressed {
-        model: url_model,
-        version: url_version,
-        explain,
-    } = to;
-    let graph = &served.graph;
-    if let Some(model) = url_model {
-        find_model(graph, model, url_version)?;
-    }
-    let _permit = served.in_flight.try_acquire().map_err(|_| {
-        Error::new(
-            ErrorKind::Overloaded,
-            format!(
-                "too many requests in flight (max_in_flight is {})",
-                graph.max_in_flight
-            ),
-        )
-    })?;
-    let body = read_body(body, headers, state.config.max_body_bytes).await?;
-    let json_len = match headers.get(HEADER_CONTENT_LENGTH) {
-        None => None,
-        Some(v) => Some(
-            v.to_str()
-                .ok()
-                .and_then(|s| s.trim().parse::<usize>().ok())
-                .ok_or_else(|| {
-                    Error::bad_request("Inference-Header-Content-Length must be a byte count")
-                })?,
-        ),
-    };
-    let request = decode_request(&body, json_len)?;
-    graph.check_request(&request.event)?;
-    let mut event = request.event;
-    for name in &graph.headers {
-        if let Some(v) = headers.get(name.as_str()).and_then(|v| v.to_str().ok()) {
-            event.headers.push((name.clone(), v.to_owned()));
-        }
-    }
-    if event.id.is_empty() {
-        event.id = protocol::new_id();
-    }
-    // The route: a route named in the URL; else (the URL names the graph, or `POST /`) the
-    // body's `model`, else the `x-model-name` header; else the graph's own policy decides.
-    let header = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-    };
-    let target = match url_model {
-        Some(m) if m != graph.name => Some(Target {
-            model: m.to_owned(),
-            version: url_version.map(str::to_owned),
-        }),
-        _ => {
-            let named = event.target.take().or_else(|| {
-                header(MODEL_HEADER).map(|model| Target {
-                    model,
-                    version: header(VERSION_HEADER),
-                })
-            });
-            if let Some(t) = &named {
-                find_model(graph, &t.model, t.version.as_deref())?;
-            }
-            named
-        }
-    };
-    let (model_name, model_version) = match &target {
-        Some(t) => (
-            t.model.clone(),
-            graph
-                .model(&t.model, t.version.as_deref())
-                .and_then(|m| m.version.clone()),
-        ),
-        None => (graph.name.clone(), None),
-    };
-    event.target = target.filter(|t| t.model != graph.name);
-    event.explain = explain;
-    event.trace = trace;
-
-    let done = match served.tracker.as_ref().filter(|t| t.sampled()) {
-        None => graph.run(event).await?,
-        Some(tracker) => {
-            let ctx = TrackContext {
-                graph,
-                model: &model_name,
-                version: model_version.as_deref(),
-                explain,
-            };
-            run_tracked(tracker, ctx, event).await?
-        }
-    };
-    if explain && done.get(ATTRIBUTIONS).is_none() {
-        return Err(Error::bad_request(format!(
-            "`{model_name}` cannot explain: no model on the route it took gives `{ATTRIBUTIONS}` \
-             (explain works on tabular ONNX models)"
-        )));
-    }
-    let encoded = encode_response(
-        &done,
-        &model_name,
-        model_version.as_deref(),
-        &request.outputs,
-        request.binary_output,
-    )?;
-    let mut response = Response::new(Body::from(encoded.body));
-    if done.stopped {
-        // Handed on (a queue step): accepted, the result goes elsewhere.
-        *response.status_mut() = StatusCode::ACCEPTED;
-    }
+/// An answer as an HTTP response: JSON, or JSON then binary data (the binary extension).
+fn http_response(answer: crate::request::Response) -> Response {
+    let status = StatusCode::from_u16(answer.code()).expect("a valid status");
+    let mut response = Response::new(Body::from(answer.body));
+    *response.status_mut() = status;
     let h = response.headers_mut();
-    match encoded.json_len {
+    match answer.json_len {
         Some(n) => {
             h.insert(
                 header::CONTENT_TYPE,
@@ -630,7 +553,7 @@ async fn try_infer(
             );
         }
     }
-    Ok((response, done.model_time))
+    response
 }
 
 /// Reads the body up to `limit` bytes; a declared or actual larger body is a 413.
@@ -742,7 +665,7 @@ mod tests {
         let app = router(Arc::clone(&state));
         let first = tokio::spawn(app.clone().oneshot(infer_request("g")));
         // Wait until the first request holds the only permit (it waits on the gate).
-        while state.current().unwrap().in_flight.available_permits() > 0 {
+        while state.current().unwrap().graph.admission_available() > 0 {
             tokio::task::yield_now().await;
         }
         let r = app.oneshot(infer_request("g")).await.unwrap();

@@ -16,6 +16,7 @@ pub mod kafka;
 pub mod metrics;
 pub mod plot;
 pub mod protocol;
+pub mod request;
 pub mod schema;
 pub mod sources;
 pub mod step;

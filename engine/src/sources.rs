@@ -88,3 +88,49 @@ impl KafkaSourceSpec {
         Ok(())
     }
 }
+
+/// Where a serving process is in its life. Sources watch it through [`SourceContext::phase`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Serving (ready once the graph is loaded).
+    Serving,
+    /// Shutting down, in the grace period: readiness is false so load balancers stop sending,
+    /// but listeners keep accepting and every request is still served.
+    Draining,
+    /// Take no new work; finish what is in flight (within [`SourceContext::drain`]), then end.
+    Stopping,
+}
+
+/// What a source is started with.
+pub struct SourceContext {
+    /// The graph being served now; a reload sends the graph that replaces it (requests that
+    /// started on the old one finish there).
+    pub live: tokio::sync::watch::Receiver<crate::graph::Live>,
+    pub phase: tokio::sync::watch::Receiver<Phase>,
+    /// How long in-flight work may take to finish once stopping.
+    pub drain: std::time::Duration,
+}
+
+impl SourceContext {
+    /// Waits until the process reaches `phase` (or a later one).
+    pub async fn reached(phase: &mut tokio::sync::watch::Receiver<Phase>, at: Phase) {
+        let rank = |p: Phase| p as u8;
+        let _ = phase.wait_for(|p| rank(*p) >= rank(at)).await;
+    }
+}
+
+/// A source of requests (HTTP, Kafka, the Kafka feedback reader, ...): built from its spec,
+/// then started on the live graph. It follows reloads through [`SourceContext::live`] and the
+/// process's life through [`SourceContext::phase`]; the task it returns ends once it has
+/// stopped and drained. Every source serves requests through [`crate::request::Pipeline`].
+#[async_trait::async_trait]
+pub trait Source: Send + Sync {
+    /// A short name for logs: `http`, `kafka`, `kafka feedback`.
+    fn name(&self) -> &'static str;
+    /// Starts serving; the task ends when the source has stopped.
+    async fn start(&mut self, ctx: SourceContext) -> Result<tokio::task::JoinHandle<()>, String>;
+    /// A reload replaced the graph with `live`'s, which is also sent on
+    /// [`SourceContext::live`]: sources that read that per request need do nothing; a source
+    /// that keeps its own handle swaps it here, before the reload is answered.
+    fn reload(&self, _live: &crate::graph::Live) {}
+}

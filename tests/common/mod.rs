@@ -40,10 +40,17 @@ impl Server {
         Server::start_at(graph, "127.0.0.1:0", extra)
     }
 
-    /// Starts serving `graph` on `listen` and waits until it is ready.
+    /// Starts serving `graph` on `listen` and waits until it is ready. SIGTERM stops it
+    /// without a grace period unless `extra` sets `--drain-grace`.
     pub fn start_at(graph: &str, listen: &str, extra: &[&str]) -> Server {
+        let grace: &[&str] = if extra.contains(&"--drain-grace") {
+            &[]
+        } else {
+            &["--drain-grace", "0"]
+        };
         let mut child = bin()
             .args(["serve", graph, "--listen", listen])
+            .args(grace)
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

@@ -25,7 +25,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::error::ErrorKind;
 use crate::graph::Graph;
-use crate::sources::KafkaSourceSpec;
+use crate::sources::{KafkaSourceSpec, Phase, Source, SourceContext};
 use crate::step::{Learner, ShareLink};
 
 /// On shared updates: the process that published it (it skips its own).
@@ -210,14 +210,38 @@ async fn share_one(name: &str, link: ShareLink) -> Result<tokio::task::JoinHandl
 /// Starts crediting the rewards on `spec.feedback_topic` (if set) to the graph's routers.
 /// A message is `{"id", "reward"}`, a batch of those, or Seldon's shape; the `x-model-name`
 /// header or a `model` field names the router (default: every router that remembers the id).
-pub async fn feedback(
+/// The Kafka feedback reader of a graph whose Kafka source names a `feedback_topic`.
+pub struct FeedbackSource {
+    spec: KafkaSourceSpec,
+    topic: String,
+}
+
+impl FeedbackSource {
+    pub fn from_graph(graph: &Graph) -> Option<Box<dyn Source>> {
+        let spec = graph.kafka.clone()?;
+        let topic = spec.feedback_topic.clone()?;
+        Some(Box::new(FeedbackSource { spec, topic }))
+    }
+}
+
+#[async_trait::async_trait]
+impl Source for FeedbackSource {
+    fn name(&self) -> &'static str {
+        "kafka feedback"
+    }
+
+    async fn start(&mut self, ctx: SourceContext) -> Result<tokio::task::JoinHandle<()>, String> {
+        feedback(&self.spec, self.topic.clone(), ctx.live, ctx.phase).await
+    }
+}
+
+/// Reads `topic` until the process is stopping, crediting the feedback it carries.
+async fn feedback(
     spec: &KafkaSourceSpec,
+    topic: String,
     live: watch::Receiver<crate::graph::Live>,
-    mut stop: watch::Receiver<bool>,
-) -> Result<Option<tokio::task::JoinHandle<()>>, String> {
-    let Some(topic) = spec.feedback_topic.clone() else {
-        return Ok(None);
-    };
+    mut phase: watch::Receiver<Phase>,
+) -> Result<tokio::task::JoinHandle<()>, String> {
     let options: Vec<(String, String)> = spec
         .options
         .iter()
@@ -225,7 +249,7 @@ pub async fn feedback(
         .collect();
     let consumer = reader(&spec.brokers, &options, &topic, None).await?;
     tracing::info!(%topic, "taking feedback from Kafka");
-    Ok(Some(tokio::spawn(async move {
+    Ok(tokio::spawn(async move {
         let mut counts = Counts::default();
         loop {
             tokio::select! {
@@ -249,11 +273,11 @@ pub async fn feedback(
                         tokio::time::sleep(Duration::from_millis(200)).await;
                     }
                 },
-                _ = stop.changed() => break,
+                _ = SourceContext::reached(&mut phase, Phase::Stopping) => break,
             }
         }
         tracing::info!(%topic, accepted = counts.accepted, duplicates = counts.duplicates, others = counts.others, invalid = counts.invalid, "stopped taking feedback");
-    })))
+    }))
 }
 
 /// What became of the feedback read from Kafka.

@@ -29,16 +29,13 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio::sync::watch;
 
-use crate::error::{Error, ErrorKind};
-use crate::event::Target;
-use crate::graph::Graph;
-use crate::protocol::{decode_request, encode_json_response, new_id};
-use crate::sources::KafkaSourceSpec;
-use crate::tracking::{EventSink, TrackContext, Tracker, run_tracked};
+use crate::error::Error;
+use crate::request::{Encoding, Headers as _, Pipeline, Request, SpanInfo, is_transient};
+use crate::sources::{KafkaSourceSpec, Phase, Source, SourceContext};
+use crate::tracking::EventSink;
 
 /// Headers that address a model and operation, as on HTTP.
-pub const MODEL_HEADER: &str = "x-model-name";
-pub const VERSION_HEADER: &str = "x-model-version";
+pub use crate::request::{MODEL_HEADER, VERSION_HEADER};
 /// `infer` (default) or `explain`.
 pub const OPERATION_HEADER: &str = "x-operation";
 /// On results: the request's id.
@@ -55,11 +52,11 @@ struct Shared {
     revoked: HashSet<Tp>,
 }
 
-struct SourceContext {
+struct ConsumerState {
     shared: Arc<Mutex<Shared>>,
 }
 
-impl ClientContext for SourceContext {
+impl ClientContext for ConsumerState {
     /// librdkafka's statistics (every `statistics.interval.ms`): each consumed partition's lag
     /// and committed offset, as metrics.
     fn stats(&self, statistics: rdkafka::Statistics) {
@@ -78,7 +75,7 @@ impl ClientContext for SourceContext {
     }
 }
 
-impl ConsumerContext for SourceContext {
+impl ConsumerContext for ConsumerState {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(list) = rebalance {
             let mut shared = self.shared.lock().expect("not poisoned");
@@ -126,7 +123,7 @@ struct Incoming {
     tp: Tp,
     offset: i64,
     key: Option<Vec<u8>>,
-    payload: Option<Vec<u8>>,
+    payload: Option<bytes::Bytes>,
     headers: Vec<(String, Vec<u8>)>,
 }
 
@@ -156,12 +153,35 @@ fn producer(spec: &KafkaSourceSpec) -> Result<FutureProducer, String> {
         .map_err(|e| format!("cannot create the Kafka producer: {e}"))
 }
 
-/// Starts the source: consumes until `shutdown` turns true, then finishes what is in flight
+/// The Kafka source of a graph that declares one (`sources.kafka`).
+pub struct KafkaSource(KafkaSourceSpec);
+
+impl KafkaSource {
+    pub fn from_graph(graph: &crate::graph::Graph) -> Option<Box<dyn Source>> {
+        graph
+            .kafka
+            .clone()
+            .map(|spec| Box::new(KafkaSource(spec)) as Box<dyn Source>)
+    }
+}
+
+#[async_trait::async_trait]
+impl Source for KafkaSource {
+    fn name(&self) -> &'static str {
+        "kafka"
+    }
+
+    async fn start(&mut self, ctx: SourceContext) -> Result<tokio::task::JoinHandle<()>, String> {
+        start(self.0.clone(), ctx.live, ctx.phase, ctx.drain)
+    }
+}
+
+/// Starts the source: consumes until the process is stopping, then finishes what is in flight
 /// (for at most `drain`), commits, and returns.
-pub fn start(
+fn start(
     spec: KafkaSourceSpec,
-    live: watch::Receiver<crate::graph::Live>,
-    mut shutdown: watch::Receiver<bool>,
+    mut live: watch::Receiver<crate::graph::Live>,
+    mut phase: watch::Receiver<Phase>,
     drain: Duration,
 ) -> Result<tokio::task::JoinHandle<()>, String> {
     let shared = Arc::new(Mutex::new(Shared::default()));
@@ -175,12 +195,12 @@ pub fn start(
         // Consumer lag for the metrics.
         ("statistics.interval.ms", "5000"),
     ];
-    let consumer: StreamConsumer<SourceContext> = client_config(&spec, &defaults)
+    let consumer: StreamConsumer<ConsumerState> = client_config(&spec, &defaults)
         .set("group.id", &spec.group)
         // At-least-once rests on these: not overridable.
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
-        .create_with_context(SourceContext {
+        .create_with_context(ConsumerState {
             shared: Arc::clone(&shared),
         })
         .map_err(|e| format!("cannot create the Kafka consumer: {e}"))?;
@@ -191,7 +211,8 @@ pub fn start(
     let producer = producer(&spec)?;
     tracing::info!(brokers = %spec.brokers, group = %spec.group, topics = ?spec.topics, "consuming from Kafka");
     let spec = Arc::new(spec);
-    let metrics = crate::metrics::RequestMetrics::new(&live.borrow().graph.name, "kafka");
+    // The graph being served now, as this source serves it (a reload swaps it for new messages).
+    let mut pipeline = Arc::new(Pipeline::new(&live.borrow_and_update(), "kafka"));
     Ok(tokio::spawn(async move {
         let mut partitions: HashMap<Tp, progress::Partition<Option<Outgoing>>> = HashMap::new();
         let mut processing = FuturesUnordered::new();
@@ -207,7 +228,7 @@ pub fn start(
             }
             tokio::select! {
                 biased;
-                _ = shutdown.changed(), if !stopping => {
+                _ = SourceContext::reached(&mut phase, Phase::Stopping), if !stopping => {
                     stopping = true;
                     stop_deadline.as_mut().reset(tokio::time::Instant::now() + drain);
                     tracing::info!(in_flight, "stopping the Kafka source: finishing in-flight messages");
@@ -268,15 +289,16 @@ pub fn start(
                                 tp,
                                 offset,
                                 key: m.key().map(<[u8]>::to_vec),
-                                payload: m.payload().map(<[u8]>::to_vec),
+                                payload: m.payload().map(bytes::Bytes::copy_from_slice),
                                 headers,
                             };
-                            // The graph being served now (a reload swaps it for new messages).
-                            let crate::graph::Live { graph, tracker } = live.borrow().clone();
-                            let (spec, metrics) = (Arc::clone(&spec), metrics.clone());
+                            if live.has_changed().unwrap_or(false) {
+                                pipeline = Arc::new(Pipeline::new(&live.borrow_and_update(), "kafka"));
+                            }
+                            let (spec, pipeline) = (Arc::clone(&spec), Arc::clone(&pipeline));
                             processing.push(async move {
                                 let (tp, offset) = (incoming.tp.clone(), incoming.offset);
-                                (tp, offset, process(&graph, tracker.as_ref(), &spec, &metrics, incoming).await)
+                                (tp, offset, process(&pipeline, &spec, incoming).await)
                             });
                         }
                         Err(e) => {
@@ -296,7 +318,7 @@ pub fn start(
 
 /// Commits every partition whose finished prefix moved, unless it was revoked.
 fn commit(
-    consumer: &StreamConsumer<SourceContext>,
+    consumer: &StreamConsumer<ConsumerState>,
     shared: &Mutex<Shared>,
     partitions: &mut HashMap<Tp, progress::Partition<Option<Outgoing>>>,
     mode: CommitMode,
@@ -355,77 +377,58 @@ async fn produce(
 
 /// Runs one message through the graph; the record to produce (result or dead letter), or
 /// `None` when it fails and there is no dead-letter topic.
-async fn process(
-    graph: &Graph,
-    tracker: Option<&Tracker>,
-    spec: &KafkaSourceSpec,
-    metrics: &crate::metrics::RequestMetrics,
-    msg: Incoming,
-) -> Option<Outgoing> {
-    let start = std::time::Instant::now();
-    let _in_flight = metrics.start();
-    // Nothing is built for a span unless spans are exported.
-    let span = crate::telemetry::enabled()
-        .then(|| {
-            crate::telemetry::request_span(
-                format!("process {}", msg.tp.0),
-                opentelemetry::trace::SpanKind::Consumer,
-                |name| {
-                    msg.headers
-                        .iter()
-                        .find(|(k, _)| k.eq_ignore_ascii_case(name))
-                        .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
-                },
-                vec![
-                    opentelemetry::KeyValue::new("messaging.destination.name", msg.tp.0.clone()),
-                    opentelemetry::KeyValue::new("messaging.kafka.offset", msg.offset),
-                ],
-            )
-        })
-        .flatten();
-    let trace = span.as_ref().map(|s| s.context());
-    let header = |name: &str| {
-        msg.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
-    };
-    let mut attempt = 0;
-    let outcome = loop {
-        match run_message(graph, tracker, &msg, &header, trace.clone()).await {
-            // Overload is not the message's fault: wait and try again, a few times.
-            Err(e)
-                if matches!(e.kind, ErrorKind::Overloaded | ErrorKind::Unavailable)
-                    && attempt < 3 =>
-            {
-                attempt += 1;
-                tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
+async fn process(pipeline: &Pipeline, spec: &KafkaSourceSpec, msg: Incoming) -> Option<Outgoing> {
+    let headers = &msg.headers;
+    let observation = pipeline.observe(headers, || SpanInfo {
+        name: format!("process {}", msg.tp.0),
+        kind: opentelemetry::trace::SpanKind::Consumer,
+        attributes: vec![
+            opentelemetry::KeyValue::new("messaging.destination.name", msg.tp.0.clone()),
+            opentelemetry::KeyValue::new("messaging.kafka.offset", msg.offset),
+        ],
+    });
+    let outcome = match operation(headers) {
+        Err(e) => Err(e),
+        Ok(explain) => {
+            let mut attempt = 0;
+            loop {
+                let request = Request {
+                    model: None,
+                    version: None,
+                    explain,
+                    headers,
+                    // A message a queue step published: the flow goes on after that step.
+                    resume_after: headers.header(queue::RESUME_HEADER).map(|v| v.into_owned()),
+                    encoding: Encoding::Json,
+                };
+                let payload = msg
+                    .payload
+                    .clone()
+                    .ok_or_else(|| Error::bad_request("the message has no payload"));
+                match pipeline
+                    .serve(request, observation.trace(), async { payload })
+                    .await
+                {
+                    // Overload is not the message's fault: wait and try again, a few times.
+                    Err(e) if is_transient(&e) && attempt < 3 => {
+                        attempt += 1;
+                        tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
+                    }
+                    other => break other,
+                }
             }
-            other => break other,
         }
     };
-    let (code, error) = match &outcome {
-        Ok((_, _, model_time)) => {
-            metrics.finish(200, start.elapsed(), Some(*model_time));
-            (200, None)
-        }
-        Err(e) => {
-            metrics.finish(e.kind.status(), start.elapsed(), None);
-            (e.kind.status(), Some(e.to_string()))
-        }
-    };
-    if let Some(span) = span {
-        span.end(code, error.as_deref());
-    }
+    observation.finish(&outcome);
     match outcome {
-        Ok((id, payload, _)) => {
+        Ok(answer) => {
             let mut headers = msg.headers.clone();
             headers.retain(|(k, _)| !k.eq_ignore_ascii_case(CORRELATION_HEADER));
-            headers.push((CORRELATION_HEADER.to_owned(), id.into_bytes()));
+            headers.push((CORRELATION_HEADER.to_owned(), answer.id.into_bytes()));
             Some(Outgoing {
                 topic: spec.output_topic.clone(),
                 key: msg.key,
-                payload,
+                payload: answer.body,
                 headers,
             })
         }
@@ -444,89 +447,22 @@ async fn process(
             Some(Outgoing {
                 topic: dlq.clone(),
                 key: msg.key,
-                payload: msg.payload.unwrap_or_default(),
+                payload: msg.payload.map(|p| p.to_vec()).unwrap_or_default(),
                 headers,
             })
         }
     }
 }
 
-/// Decodes, routes and runs one message; its id, the encoded response and the time its
-/// models took.
-async fn run_message(
-    graph: &Graph,
-    tracker: Option<&Tracker>,
-    msg: &Incoming,
-    header: &(dyn Fn(&str) -> Option<String> + Sync),
-    trace: Option<opentelemetry::Context>,
-) -> crate::Result<(String, Vec<u8>, std::time::Duration)> {
-    let payload = msg
-        .payload
-        .as_deref()
-        .ok_or_else(|| Error::bad_request("the message has no payload"))?;
-    let json_len = header("inference-header-content-length").and_then(|v| v.trim().parse().ok());
-    let request = decode_request(payload, json_len)?;
-    graph.check_request(&request.event)?;
-    let mut event = request.event;
-    for name in &graph.headers {
-        if let Some(v) = header(name) {
-            event.headers.push((name.clone(), v));
-        }
+/// The operation a message asks for (`x-operation`): `infer` (default) or `explain`.
+fn operation(headers: &Vec<(String, Vec<u8>)>) -> crate::Result<bool> {
+    match headers.header(OPERATION_HEADER).as_deref() {
+        None | Some("infer") => Ok(false),
+        Some("explain") => Ok(true),
+        Some(other) => Err(Error::bad_request(format!(
+            "unknown operation `{other}`: expected `infer` or `explain`"
+        ))),
     }
-    if event.id.is_empty() {
-        event.id = new_id();
-    }
-    // The model: the body's `model`, else the headers, else the graph (MLRun's rule).
-    let target = event.target.take().or_else(|| {
-        header(MODEL_HEADER).map(|model| Target {
-            model,
-            version: header(VERSION_HEADER),
-        })
-    });
-    let (model, version) = match &target {
-        Some(t) => {
-            let info = graph.model(&t.model, t.version.as_deref()).ok_or_else(|| {
-                Error::not_found(format!(
-                    "unknown model `{}`{}",
-                    t.model,
-                    t.version
-                        .as_ref()
-                        .map(|v| format!(" version `{v}`"))
-                        .unwrap_or_default()
-                ))
-            })?;
-            (info.name.clone(), info.version.clone())
-        }
-        None => (graph.name.clone(), None),
-    };
-    event.target = target.filter(|t| t.model != graph.name);
-    // A message a queue step published: the flow goes on after that step.
-    event.resume_after = header(queue::RESUME_HEADER);
-    event.trace = trace;
-    event.explain = match header(OPERATION_HEADER).as_deref() {
-        None | Some("infer") => false,
-        Some("explain") => true,
-        Some(other) => {
-            return Err(Error::bad_request(format!(
-                "unknown operation `{other}`: expected `infer` or `explain`"
-            )));
-        }
-    };
-    let id = event.id.clone();
-    let done = match tracker.filter(|t| t.sampled()) {
-        None => graph.run(event).await?,
-        Some(t) => {
-            let ctx = TrackContext {
-                graph,
-                model: &model,
-                version: version.as_deref(),
-                explain: event.explain,
-            };
-            run_tracked(t, ctx, event).await?
-        }
-    };
-    let body = encode_json_response(&done, &model, version.as_deref(), request.outputs)?;
-    Ok((id, body, done.model_time))
 }
 
 /// A tracking sink that produces each event as one Kafka message. It hands events to the

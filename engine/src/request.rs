@@ -1,0 +1,318 @@
+//! The one request path every source calls: HTTP, Kafka, `servegraph invoke` (and any later
+//! source). Each source turns its transport's request into a [`Request`] and hands it, with
+//! the body, to [`Pipeline::handle`] (or [`Pipeline::observe`] + [`Pipeline::serve`] when it
+//! retries), which
+//!
+//! 1. **prepares**: checks the addressed model, takes an admission permit (429 past the
+//!    graph's `max_in_flight`), reads the body, decodes it (JSON or the binary extension),
+//!    applies the limits, resolves the target (URL, else the body's `model`, else the
+//!    `x-model-name` header, else the graph's own policy), copies the headers steps read and
+//!    the trace context into the event;
+//! 2. **runs** the graph, tracked (a monitoring event) or not;
+//! 3. **encodes** the answer (binary where asked and the transport allows it).
+//!
+//! Metrics (requests by code, latency, engine overhead, in flight) and the request's span are
+//! recorded here too, under the source's name.
+
+use std::borrow::Cow;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::event::{ATTRIBUTIONS, Target};
+use crate::graph::{Graph, Live};
+use crate::metrics::RequestMetrics;
+use crate::protocol::{self, decode_request, encode_response};
+use crate::tracking::{TrackContext, Tracker, run_tracked};
+
+/// The binary tensor extension's header: the JSON part's length.
+pub const HEADER_CONTENT_LENGTH: &str = "inference-header-content-length";
+/// Headers that name the model and version when neither the URL nor the body does.
+pub const MODEL_HEADER: &str = "x-model-name";
+pub const VERSION_HEADER: &str = "x-model-version";
+
+/// A request's headers (HTTP headers, Kafka message headers), looked up by lower-case name.
+pub trait Headers: Sync {
+    fn header(&self, name: &str) -> Option<Cow<'_, str>>;
+}
+
+/// No headers (`servegraph invoke`).
+pub struct NoHeaders;
+
+impl Headers for NoHeaders {
+    fn header(&self, _: &str) -> Option<Cow<'_, str>> {
+        None
+    }
+}
+
+/// Kafka-style headers: names matched case-insensitively, values as (lossy) UTF-8.
+impl Headers for Vec<(String, Vec<u8>)> {
+    fn header(&self, name: &str) -> Option<Cow<'_, str>> {
+        self.iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| String::from_utf8_lossy(v))
+    }
+}
+
+/// How the answer is encoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Encoding {
+    /// As the request asked: binary outputs where it said so (HTTP).
+    AsRequested,
+    /// Every output as JSON data, whatever the request asked (Kafka, the CLI).
+    Json,
+}
+
+/// One request as a source hands it over.
+pub struct Request<'a> {
+    /// The model the transport addressed (the URL's); `None` for the graph's own policy,
+    /// unless the body's `model` or the `x-model-name` header names one.
+    pub model: Option<&'a str>,
+    pub version: Option<&'a str>,
+    /// `/explain` rather than `/infer`.
+    pub explain: bool,
+    pub headers: &'a dyn Headers,
+    /// Run only the steps after this one (a message a queue step published).
+    pub resume_after: Option<String>,
+    pub encoding: Encoding,
+}
+
+/// A served request's answer.
+#[derive(Debug)]
+pub struct Response {
+    /// The request's id (given, or made up).
+    pub id: String,
+    pub body: Vec<u8>,
+    /// Set when binary data follows the JSON (send as `Inference-Header-Content-Length`).
+    pub json_len: Option<usize>,
+    /// The event was handed on (a queue step): accepted, the result goes elsewhere (202).
+    pub accepted: bool,
+    /// Time the models took.
+    pub model_time: Duration,
+}
+
+impl Response {
+    /// The status code the answer has.
+    pub fn code(&self) -> u16 {
+        if self.accepted { 202 } else { 200 }
+    }
+}
+
+/// The graph being served, as one source serves it: its tracking stream and the source's
+/// request metrics. Built when a graph starts serving on a source (and again on a reload).
+pub struct Pipeline {
+    pub graph: Arc<Graph>,
+    tracker: Option<Tracker>,
+    metrics: RequestMetrics,
+    source: &'static str,
+}
+
+/// A request being observed: its start, its in-flight count, its span.
+pub struct Observation<'p> {
+    pipeline: &'p Pipeline,
+    start: std::time::Instant,
+    _in_flight: crate::metrics::InFlight,
+    span: Option<crate::telemetry::RequestSpan>,
+}
+
+impl Observation<'_> {
+    /// The request span's context, for the event (`None` unless spans are exported).
+    pub fn trace(&self) -> Option<opentelemetry::Context> {
+        self.span.as_ref().map(|s| s.context())
+    }
+
+    /// Records the outcome: the metrics by code, and the span's end.
+    pub fn finish(self, result: &Result<Response>) {
+        let (code, model_time, error) = match result {
+            Ok(r) => (r.code(), Some(r.model_time), None),
+            Err(e) => (e.kind.status(), None, Some(e.to_string())),
+        };
+        self.pipeline
+            .metrics
+            .finish(code, self.start.elapsed(), model_time);
+        if let Some(span) = self.span {
+            span.end(code, error.as_deref());
+        }
+    }
+}
+
+/// What a request's span is called and says (built only when spans are exported).
+pub struct SpanInfo {
+    pub name: String,
+    pub kind: opentelemetry::trace::SpanKind,
+    pub attributes: Vec<opentelemetry::KeyValue>,
+}
+
+impl Pipeline {
+    /// The request path for `live`'s graph on `source` (`http`, `kafka`, `invoke`, ...).
+    pub fn new(live: &Live, source: &'static str) -> Pipeline {
+        Pipeline {
+            metrics: RequestMetrics::new(&live.graph.name, source),
+            graph: Arc::clone(&live.graph),
+            tracker: live.tracker.clone(),
+            source,
+        }
+    }
+
+    /// The source this path serves.
+    pub fn source(&self) -> &'static str {
+        self.source
+    }
+
+    /// Starts observing a request: latency, in flight, and (when spans are exported) its span,
+    /// a child of the caller's `traceparent`.
+    pub fn observe(
+        &self,
+        headers: &dyn Headers,
+        span: impl FnOnce() -> SpanInfo,
+    ) -> Observation<'_> {
+        let span = crate::telemetry::enabled()
+            .then(|| {
+                let SpanInfo {
+                    name,
+                    kind,
+                    attributes,
+                } = span();
+                crate::telemetry::request_span(
+                    name,
+                    kind,
+                    |h| headers.header(h).map(Cow::into_owned),
+                    attributes,
+                )
+            })
+            .flatten();
+        Observation {
+            pipeline: self,
+            start: std::time::Instant::now(),
+            _in_flight: self.metrics.start(),
+            span,
+        }
+    }
+
+    /// Serves one request, observed: [`Pipeline::observe`], [`Pipeline::serve`], finish.
+    pub async fn handle(
+        &self,
+        request: Request<'_>,
+        span: impl FnOnce() -> SpanInfo,
+        body: impl Future<Output = Result<bytes::Bytes>>,
+    ) -> Result<Response> {
+        let observation = self.observe(request.headers, span);
+        let result = self.serve(request, observation.trace(), body).await;
+        observation.finish(&result);
+        result
+    }
+
+    /// Serves one request (not observed: see [`Pipeline::handle`]). The body is read only
+    /// once the request is admitted.
+    pub async fn serve(
+        &self,
+        request: Request<'_>,
+        trace: Option<opentelemetry::Context>,
+        body: impl Future<Output = Result<bytes::Bytes>>,
+    ) -> Result<Response> {
+        let graph = &*self.graph;
+        if let Some(model) = request.model {
+            graph.find_model(model, request.version)?;
+        }
+        let _permit = graph.admit()?;
+        let body = body.await?;
+        let headers = request.headers;
+        let json_len = match headers.header(HEADER_CONTENT_LENGTH) {
+            None => None,
+            Some(v) => Some(v.trim().parse::<usize>().map_err(|_| {
+                Error::bad_request("Inference-Header-Content-Length must be a byte count")
+            })?),
+        };
+        let decoded = decode_request(&body, json_len)?;
+        graph.check_request(&decoded.event)?;
+        let mut event = decoded.event;
+        for name in &graph.headers {
+            if let Some(v) = headers.header(name) {
+                event.headers.push((name.clone(), v.into_owned()));
+            }
+        }
+        if event.id.is_empty() {
+            event.id = protocol::new_id();
+        }
+        // The route: a route the transport addressed; else (it addressed the graph, or
+        // nothing) the body's `model`, else the `x-model-name` header; else the graph's own
+        // policy decides.
+        let target = match request.model {
+            Some(m) if m != graph.name => Some(Target {
+                model: m.to_owned(),
+                version: request.version.map(str::to_owned),
+            }),
+            _ => {
+                let named = event.target.take().or_else(|| {
+                    headers.header(MODEL_HEADER).map(|model| Target {
+                        model: model.into_owned(),
+                        version: headers.header(VERSION_HEADER).map(Cow::into_owned),
+                    })
+                });
+                if let Some(t) = &named {
+                    graph.find_model(&t.model, t.version.as_deref())?;
+                }
+                named
+            }
+        };
+        let (model, version) = match &target {
+            Some(t) => {
+                let info = graph
+                    .model(&t.model, t.version.as_deref())
+                    .expect("found above");
+                (info.name.as_str(), info.version.as_deref())
+            }
+            None => (graph.name.as_str(), None),
+        };
+        let explain = request.explain;
+        event.target = target.clone().filter(|t| t.model != graph.name);
+        event.explain = explain;
+        event.trace = trace;
+        event.resume_after = request.resume_after;
+        let id = event.id.clone();
+
+        let done = match self.tracker.as_ref().filter(|t| t.sampled()) {
+            None => graph.run(event).await?,
+            Some(tracker) => {
+                let ctx = TrackContext {
+                    graph,
+                    model,
+                    version,
+                    explain,
+                };
+                run_tracked(tracker, ctx, event).await?
+            }
+        };
+        if explain && done.get(ATTRIBUTIONS).is_none() {
+            return Err(Error::bad_request(format!(
+                "`{model}` cannot explain: no model on the route it took gives `{ATTRIBUTIONS}` \
+                 (explain works on tabular ONNX models)"
+            )));
+        }
+        let binary_output = match request.encoding {
+            Encoding::AsRequested => decoded.binary_output,
+            Encoding::Json => false,
+        };
+        let mut outputs = decoded.outputs;
+        if request.encoding == Encoding::Json {
+            for o in &mut outputs {
+                o.binary = Some(false);
+            }
+        }
+        let encoded = encode_response(&done, model, version, &outputs, binary_output)?;
+        Ok(Response {
+            id,
+            body: encoded.body,
+            json_len: encoded.json_len,
+            accepted: done.stopped,
+            model_time: done.model_time,
+        })
+    }
+}
+
+/// Whether an error is the server's momentary state rather than the request's fault (a
+/// source that can wait, such as Kafka, tries again).
+pub fn is_transient(e: &Error) -> bool {
+    matches!(e.kind, ErrorKind::Overloaded | ErrorKind::Unavailable)
+}
