@@ -8,17 +8,20 @@
 
 use std::path::Path;
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 use servegraph_engine::{
     BuildContext, BuildMode, Error, Event, Graph, Result, Signature, Step, StepNode, Tensor,
     TensorData, async_trait,
 };
 
-/// The step's YAML fields: deserialized with line/column errors like the built-in kinds'.
-#[derive(Deserialize)]
+/// The step's YAML fields: checked field by field against its JSON Schema, then deserialized,
+/// with line/column errors like the built-in kinds'.
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct TemperatureSpec {
     /// The divisor; must be > 0.
+    #[schemars(extend("exclusiveMinimum" = 0))]
     temperature: f32,
     /// The tensor to scale.
     #[serde(default = "default_tensor")]
@@ -63,11 +66,8 @@ impl Step for Temperature {
 
 /// The factory: parse the spec (errors are reported with their position), check it, build.
 fn build_temperature(node: &StepNode, ctx: &mut BuildContext) -> Option<Box<dyn Step>> {
+    // Field errors (`temperature` > 0, from the schema) are reported by `parse`.
     let spec: TemperatureSpec = ctx.parse(node)?;
-    if spec.temperature <= 0.0 {
-        ctx.error(&node.name, &node.span, "`temperature` must be > 0");
-        return None;
-    }
     Some(Box::new(Temperature {
         temperature: spec.temperature,
         tensor: spec.tensor,
@@ -132,7 +132,8 @@ mod tests {
         let text: Vec<String> = d.iter().map(|d| d.one_line("g")).collect();
         assert!(
             text.iter()
-                .any(|t| t.contains("step `t`: `temperature` must be > 0")),
+                .any(|t| t
+                    .contains("step `t`: `temperature` must be a number > 0, found the number 0")),
             "{text:?}"
         );
         assert!(

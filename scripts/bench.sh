@@ -1,22 +1,28 @@
 #!/usr/bin/env bash
-# The foundation benchmarks, measured in one run:
-#  1. HTTP: /v2/models/iris-lr/infer served by `servegraph serve graphs/iris.yaml` as shipped
-#     (opportunistic batching on), by the same graph without `batch`, and by
-#     examples/bare_axum.rs (same OIP decoder, fixed answer); concurrency 1 and 32,
-#     alternating rounds; twice: servers pinned to CPU 0 and the load generator to CPU 1
-#     ("pinned", when taskset exists), and nothing pinned ("shared").
+# The HTTP and engine benchmarks, measured in one run with wrk (apt: wrk):
+#  1. HTTP, single-row iris body, against examples/bare_axum.rs (same OIP decoder, fixed
+#     answer) in the same run, alternating rounds:
+#       - `iris-lr`: /v2/models/iris-lr/infer on graphs/iris.yaml as shipped;
+#       - `router`:  /v2/models/iris/infer, the graph's 50/50 weighted router;
+#     pinned (server on CPU 0, wrk on CPU 1, `wrk -t1 -c32`) and shared (nothing pinned,
+#     `wrk -t2 -c32`); c=1 latency (`wrk -t1 -c1`, p50); and many connections (shared,
+#     `wrk -t2 -c1024`).
 #  2. Engine: per-step overhead of chains of noop transforms, in-process.
-# Environment: DURATION (seconds per round, default 10), ROUNDS (default 2).
+# Environment: DURATION (seconds per round, default 10), ROUNDS (default 2), ONLY (a space-
+# separated subset of: pinned shared c1 c1024 engine).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh >/dev/null
+command -v wrk >/dev/null || { echo "wrk is missing: apt-get install -y wrk" >&2; exit 1; }
 cargo build --release --locked --bin servegraph --example bare_axum
 T="${CARGO_TARGET_DIR:-target}/release"
 DURATION="${DURATION:-10}"
 ROUNDS="${ROUNDS:-2}"
+ONLY="${ONLY:-pinned shared c1 c1024 engine}"
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; pids=(); }
 trap cleanup EXIT
+want() { [[ " $ONLY " == *" $1 "* ]]; }
 
 # start CMD...: runs CMD (under $SERVER_CPU), waits for "listening on http://ADDR", sets ADDR.
 start() {
@@ -32,40 +38,56 @@ start() {
   [ -n "$ADDR" ] || { echo "server did not start: $*" >&2; exit 1; }
 }
 
-# The shipped graph without `batch`, models resolved from the repository.
-NOBATCH=$(mktemp --suffix=.yaml)
-sed -e '/batch: {/d' -e "s|\.\./models/|$PWD/models/|" graphs/iris.yaml > "$NOBATCH"
+LUA=$(mktemp --suffix=.lua)
+cat >"$LUA" <<'LUA'
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = '{"inputs":[{"name":"input","shape":[1,4],"datatype":"FP32","data":[5.1,3.5,1.4,0.2]}]}'
+done = function(summary, latency, requests)
+  local non2xx = summary.errors.status
+  io.write(string.format("RESULT rps=%.0f p50_us=%d p99_us=%d errors=%d non2xx=%d\n",
+    summary.requests / (summary.duration / 1e6), latency:percentile(50), latency:percentile(99),
+    summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
+    non2xx))
+end
+LUA
 
-REQ='{"inputs":[{"name":"input","shape":[1,4],"datatype":"FP32","data":[5.1,3.5,1.4,0.2]}]}'
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), kernel $(uname -r)"
-echo "${DURATION}s per round (after 2s warm-up), $ROUNDS rounds, alternating bare/servegraph"
+echo "${DURATION}s per round (after a 2 s warm-up), $ROUNDS rounds, alternating bare/iris-lr/router"
 
-# pinned: both servers on CPU 0, the load generator on CPU 1 (the strict case: the server has
-# one core). shared: no pinning; servers and load generator share every core.
-configs=(shared)
-if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then configs=(pinned shared); fi
-for config in "${configs[@]}"; do
-  if [ "$config" = pinned ]; then SERVER_CPU=(taskset -c 0); CLIENT_CPU=(taskset -c 1); else SERVER_CPU=(); CLIENT_CPU=(); fi
-  start "$T/servegraph" serve graphs/iris.yaml --listen 127.0.0.1:0; SG=$ADDR
-  start "$T/servegraph" serve "$NOBATCH" --listen 127.0.0.1:0; SG_NOBATCH=$ADDR
-  start "$T/examples/bare_axum" 127.0.0.1:0; BARE=$ADDR
-  for a in $SG $SG_NOBATCH; do until curl -sf "http://$a/v2/health/ready" >/dev/null; do sleep 0.1; done; done
-  out="/tmp/servegraph-bench-http-$config.txt"
-  for c in 1 32; do
-    for r in $(seq "$ROUNDS"); do
-      for target in bare servegraph servegraph-nobatch; do
-        case $target in bare) addr=$BARE ;; servegraph) addr=$SG ;; *) addr=$SG_NOBATCH ;; esac
-        "${CLIENT_CPU[@]}" "$T/servegraph" bench http --url "http://$addr/v2/models/iris-lr/infer" \
-          --data "$REQ" --concurrency "$c" --duration "$DURATION" --warmup 2 --label "$config $target"
-      done
-    done
+# run LABEL ADDR PATH WRK-ARGS...: one wrk round, one "LABEL rps=... p50_us=..." line.
+run() {
+  local label=$1 addr=$2 path=$3; shift 3
+  "${CLIENT_CPU[@]}" wrk "$@" -d 2s -s "$LUA" "http://$addr$path" >/dev/null
+  printf '%s %s\n' "$label" "$("${CLIENT_CPU[@]}" wrk "$@" -d "${DURATION}s" -s "$LUA" "http://$addr$path" | sed -n 's/^RESULT //p')"
+}
+
+# bench CONFIG WRK-ARGS...: bare, iris-lr and router, alternating, then the ratios.
+bench() {
+  local config=$1; shift
+  start "$T/examples/bare_axum" 127.0.0.1:0; local bare=$ADDR
+  start "$T/servegraph" serve graphs/iris.yaml --listen 127.0.0.1:0; local sg=$ADDR
+  until curl -sf "http://$sg/v2/health/ready" >/dev/null; do sleep 0.1; done
+  local out="/tmp/servegraph-bench-$config.txt"
+  for _ in $(seq "$ROUNDS"); do
+    run "$config bare" "$bare" /v2/models/iris-lr/infer "$@"
+    run "$config iris-lr" "$sg" /v2/models/iris-lr/infer "$@"
+    run "$config router" "$sg" /v2/models/iris/infer "$@"
   done | tee "$out"
-  awk -v config="$config" '/req\/s/ { name=$2; sub(":", "", name); c=$4; sub(":", "", c); rps[name" "c]+=$5; n[name" "c]++ }
-       END { split("1 32", cs, " ");
-             for (i = 1; i <= 2; i++) { k=cs[i]; b=rps["bare "k]/n["bare "k]; s=rps["servegraph "k]/n["servegraph "k];
-               u=rps["servegraph-nobatch "k]/n["servegraph-nobatch "k];
-               printf "%s, concurrency %s: bare axum %.0f req/s; servegraph %.0f (%.1f%%); without batch %.0f (%.1f%%)\n", config, k, b, s, 100*s/b, u, 100*u/b } }' "$out"
+  awk -v config="$config" '{ split($3, r, "="); split($4, p, "="); rps[$2] += r[2]; p50[$2] += p[2]; n[$2]++ }
+       END { b = rps["bare"]/n["bare"]; l = rps["iris-lr"]/n["iris-lr"]; r = rps["router"]/n["router"];
+             bp = p50["bare"]/n["bare"]; lp = p50["iris-lr"]/n["iris-lr"]; rp = p50["router"]/n["router"];
+             printf "%s: bare %.0f req/s (p50 %d us); iris-lr %.0f (%.1f%%, p50 %.2fx); router %.0f (%.1f%%, p50 %.2fx)\n",
+               config, b, bp, l, 100*l/b, lp/bp, r, 100*r/b, rp/bp }' "$out"
   cleanup
-done
+}
 
-"$T/servegraph" bench engine
+if want pinned && command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then
+  SERVER_CPU=(taskset -c 0); CLIENT_CPU=(taskset -c 1)
+  bench pinned -t1 -c32
+fi
+SERVER_CPU=(); CLIENT_CPU=()
+if want shared; then bench shared -t2 -c32; fi
+if want c1; then bench c1 -t1 -c1; fi
+if want c1024; then bench c1024 -t2 -c1024 --timeout 10s; fi
+if want engine; then "$T/servegraph" bench engine; fi

@@ -73,13 +73,15 @@ fn default_max_tensor_elements() -> usize {
 }
 
 /// The step fields the engine reads on a flow's steps (besides `after`).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 struct FlowFields {
     #[serde(default)]
     responder: bool,
     #[serde(default)]
+    #[schemars(range(min = 1))]
     timeout_ms: Option<u64>,
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     on_error: Option<marked_yaml::Spanned<String>>,
 }
 
@@ -265,8 +267,10 @@ impl Graph {
         let top_span = *root.span();
         let spec = match from_yaml::<GraphFileSpec>(&root, &top_span, "a graph file", &[]) {
             Ok(spec) => Some(spec),
-            Err(d) => {
-                ctx.report(d);
+            Err(problems) => {
+                for d in problems {
+                    ctx.report(d);
+                }
                 None
             }
         };
@@ -815,15 +819,17 @@ fn declare_steps(ctx: &mut BuildContext, graph_name: &str, graph: &Node) -> Vec<
                 .get_node("kind")
                 .map(|k| *k.span())
                 .unwrap_or(*map.span());
-            let message = match other {
-                Some(k) => format!("unknown graph kind `{k}`"),
-                None => "missing field `kind` in `graph`".to_owned(),
+            let (message, help) = match other {
+                Some(k) => (
+                    format!("unknown graph kind `{k}`"),
+                    crate::fields::suggest(k, &KINDS),
+                ),
+                None => (
+                    "missing field `kind` in `graph`".to_owned(),
+                    format!("expected one of {}", one_of(&KINDS)),
+                ),
             };
-            ctx.report(
-                Diagnostic::new(message)
-                    .at(&span)
-                    .help(format!("expected one of {}", one_of(&KINDS))),
-            );
+            ctx.report(Diagnostic::new(message).at(&span).help(help));
             Vec::new()
         }
     }
@@ -844,7 +850,11 @@ fn declare_flow_step(ctx: &mut BuildContext, key: &MarkedScalarNode, value: &Nod
         }
         match from_yaml::<FlowFields>(&Node::Mapping(own), key.span(), "a step", &[]) {
             Ok(f) => fields = f,
-            Err(d) => ctx.report(d.step(&name)),
+            Err(problems) => {
+                for d in problems {
+                    ctx.report(d.step(&name));
+                }
+            }
         }
         // `after: a` or `after: [a, b]`.
         match map.get_node("after") {
@@ -904,9 +914,14 @@ fn split_handlers(
     let is_handler: Vec<bool> = names.iter().map(|n| wanted.contains(&n.as_str())).collect();
     let check = |ctx: &mut BuildContext, step: Option<&str>, (h, span): &(String, Span)| {
         if !names.contains(h) {
+            let known: Vec<&str> = names.iter().map(String::as_str).collect();
             let mut d = Diagnostic::new(format!("`on_error: {h}` names no step of this flow"))
                 .at(span)
-                .help(format!("steps are {}", all_of(&names)));
+                .help(crate::fields::with_guess(
+                    h,
+                    &known,
+                    format!("steps are {}", all_of(&names)),
+                ));
             if let Some(s) = step {
                 d = d.step(s);
             }
@@ -1019,7 +1034,11 @@ fn compile(
                         Diagnostic::new(format!("`after: {pred}` names no step of this flow"))
                             .step(&d.name)
                             .at(span)
-                            .help(format!("steps are {}", all_of(&names))),
+                            .help(crate::fields::with_guess(
+                                pred,
+                                &names,
+                                format!("steps are {}", all_of(&names)),
+                            )),
                     );
                 }
             }
@@ -1415,7 +1434,7 @@ mod tests {
             "g:1:7: invalid name `bad name`",
             "g:2:16: `max_in_flight` must be at least 1",
             "g:6:15: step `a`: unknown kind `nope` (expected one of `fail`, `meet`, `sleep` or `tag`)",
-            "g:7:5: step `b`: `timeout_ms` must be at least 1",
+            "g:7:43: step `b`: `timeout_ms` must be an integer ≥ 1, found the number 0",
             "g:7:27: step `b`: `after: zz` names no step of this flow (steps are `a`, `b`, `c` and `d`)",
             "g:9:5: more than one responder: `c` and `d`",
         ];

@@ -8,6 +8,7 @@ pub mod diag;
 pub mod error;
 pub mod event;
 pub mod feedback;
+pub mod fields;
 pub mod graph;
 #[cfg(feature = "http")]
 pub mod http;

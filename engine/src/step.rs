@@ -335,7 +335,10 @@ impl<'r> BuildContext<'r> {
 
     /// Deserializes a step's own fields into its spec type, reporting any error with its
     /// position and, for an unknown field, every field the step accepts.
-    pub fn parse<T: DeserializeOwned>(&mut self, node: &StepNode) -> Option<T> {
+    pub fn parse<T: DeserializeOwned + schemars::JsonSchema>(
+        &mut self,
+        node: &StepNode,
+    ) -> Option<T> {
         let body = Node::Mapping(node.body.clone());
         let extra: Vec<&str> = COMMON_FIELDS
             .iter()
@@ -345,8 +348,71 @@ impl<'r> BuildContext<'r> {
         let what = format!("a `{}` step", node.kind);
         match from_yaml::<T>(&body, &node.span, &what, &extra) {
             Ok(spec) => Some(spec),
-            Err(d) => {
-                self.report(d.step(&node.name));
+            Err(problems) => {
+                for d in problems {
+                    self.report(d.step(&node.name));
+                }
+                None
+            }
+        }
+    }
+
+    /// Reads a step's `tag` field (`class`, `type`): which of `variants` its spec is. An
+    /// unknown or missing one is reported (with "did you mean") and gives `None`.
+    pub fn variant<'v>(
+        &mut self,
+        node: &StepNode,
+        tag: &str,
+        variants: &[&'v str],
+    ) -> Option<&'v str> {
+        match node.body.get_node(tag) {
+            None => {
+                self.report(
+                    Diagnostic::new(format!("missing field `{tag}` for a `{}` step", node.kind))
+                        .step(&node.name)
+                        .at(&node.span)
+                        .help(format!("expected one of {}", one_of(variants))),
+                );
+                None
+            }
+            Some(value) => {
+                let given = value
+                    .as_scalar()
+                    .map(|s| s.as_str())
+                    .unwrap_or("<not a name>");
+                if let Some(v) = variants.iter().find(|v| **v == given) {
+                    return Some(v);
+                }
+                self.report(
+                    Diagnostic::new(format!("unknown {tag} `{given}`"))
+                        .step(&node.name)
+                        .at(value.span())
+                        .help(crate::fields::suggest(given, variants)),
+                );
+                None
+            }
+        }
+    }
+
+    /// Like [`BuildContext::parse`], for the spec of one variant (`class: onnx`): the `tag`
+    /// field is the caller's; a field of another variant is reported as unknown for this one.
+    pub fn parse_variant<T: DeserializeOwned + schemars::JsonSchema>(
+        &mut self,
+        node: &StepNode,
+        tag: &str,
+        variant: &str,
+    ) -> Option<T> {
+        let mut body = node.body.clone();
+        body.remove(&MarkedScalarNode::new(Span::new_blank(), tag));
+        let mut extra: Vec<&str> = vec![tag];
+        extra.extend(COMMON_FIELDS.iter().copied().filter(|f| *f != "kind"));
+        let what = format!("`{tag}: {variant}`");
+        match from_yaml::<T>(&Node::Mapping(body), &node.span, &what, &extra) {
+            Ok(spec) => Some(spec),
+            Err(problems) => {
+                for d in problems {
+                    self.report(d.step(&node.name));
+                }
                 None
             }
         }
@@ -407,7 +473,7 @@ impl<'r> BuildContext<'r> {
                     Diagnostic::new(format!("unknown kind `{shown}`"))
                         .step(&name)
                         .at(other.span())
-                        .help(format!("expected one of {}", one_of(&kinds))),
+                        .help(crate::fields::suggest(shown, &kinds)),
                 );
                 return None;
             }
@@ -452,15 +518,27 @@ impl<'r> BuildContext<'r> {
     }
 }
 
-/// Deserializes a YAML node into `T`, turning a failure into a diagnostic with the position of
-/// the offending node (or `fallback`), and for an unknown field the list of accepted ones
-/// (`T`'s own plus `extra_fields`).
-pub fn from_yaml<T: DeserializeOwned>(
+/// Deserializes a YAML node into `T`. First every field is checked against `T`'s JSON Schema
+/// (see [`crate::fields`]): each problem is one diagnostic, in words, at the bad value. Only
+/// a node that passes is deserialized; a failure then is one diagnostic with the position of
+/// the offending node (or `fallback`). `extra_fields` are fields the caller takes besides
+/// `T`'s own (accepted, and listed in hints).
+pub fn from_yaml<T: DeserializeOwned + schemars::JsonSchema>(
     node: &Node,
     fallback: &Span,
     what: &str,
     extra_fields: &[&str],
-) -> Result<T, Diagnostic> {
+) -> Result<T, Vec<Diagnostic>> {
+    let schema = schemars::schema_for!(T).to_value();
+    let defs = schema
+        .get("$defs")
+        .and_then(serde_json::Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    let problems = crate::fields::check(node, &schema, &defs, what, extra_fields);
+    if !problems.is_empty() {
+        return Err(problems);
+    }
     marked_yaml::from_node::<T>(node).map_err(|err| {
         let location = err
             .start_mark()
@@ -474,11 +552,11 @@ pub fn from_yaml<T: DeserializeOwned>(
                 let mut fields: Vec<&str> = expected.to_vec();
                 fields.extend(extra_fields);
                 Diagnostic::new(format!("unknown field `{field}` for {what}"))
-                    .help(format!("expected one of {}", one_of(&fields)))
+                    .help(crate::fields::suggest(field, &fields))
             }
             _ => Diagnostic::new(err.to_string()),
         };
         d.location = location;
-        d
+        vec![d]
     })
 }

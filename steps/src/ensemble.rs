@@ -160,8 +160,10 @@ pub fn build(node: &StepNode, ctx: &mut BuildContext) -> Option<Box<dyn Step>> {
         let what = format!("ensemble member `{}`", route.key);
         let member: MemberSpec = match from_yaml(&extra, route.extra.span(), &what, &[]) {
             Ok(m) => m,
-            Err(d) => {
-                ctx.report(d.step(&node.name));
+            Err(problems) => {
+                for d in problems {
+                    ctx.report(d.step(&node.name));
+                }
                 failed = true;
                 continue;
             }
@@ -749,7 +751,7 @@ mod tests {
             (
                 "combine: avg",
                 "{a: {kind: fixed}}",
-                "unknown variant `avg`",
+                "`combine` must be one of `mean`, `weighted_mean`, `vote`, `max`, `concat` or `first`, found `avg`",
             ),
             (
                 "combine: mean, weights: {a: 2}",
@@ -769,7 +771,7 @@ mod tests {
             (
                 "combine: mean",
                 "{a: {kind: fixed, dependency: maybe}}",
-                "unknown variant `maybe`, expected `hard` or `soft`",
+                "`dependency` must be one of `hard` or `soft`, found `maybe`",
             ),
             (
                 "combine: mean",

@@ -24,7 +24,7 @@ pub fn registry() -> Registry {
         .register("ensemble", ensemble::build)
         .register("transform", transform::build)
         .register("error_handler", error_handler::build);
-    r.set_schema("model", schema_of::<model::ModelSpec>())
+    r.set_schema("model", model::ModelSpec::schema())
         .set_schema("router", schema_of::<router::RouterSpec>())
         .set_schema("ensemble", schema_of::<ensemble::EnsembleSpec>())
         .set_schema("transform", transform::schema())

@@ -20,62 +20,122 @@ use servegraph_engine::{
 
 use crate::transform::{Op, build_op};
 
-/// A model step's fields.
+/// A model step's fields: one spec per `class` (a field of another class is an error that
+/// names the class and what it accepts).
+#[derive(Debug)]
+pub enum ModelSpec {
+    /// An ONNX model run by ONNX Runtime.
+    Onnx(OnnxSpec),
+    /// A model on another Open Inference Protocol (V2) server, over HTTP.
+    Remote(RemoteSpec),
+}
+
+/// The model classes, as `class:` names them.
+pub const CLASSES: [&str; 2] = ["onnx", "remote"];
+
+impl ModelSpec {
+    /// Reads the step's `class` and that class's spec, reporting every problem.
+    pub fn parse(node: &StepNode, ctx: &mut BuildContext) -> Option<ModelSpec> {
+        match ctx.variant(node, "class", &CLASSES)? {
+            "onnx" => ctx
+                .parse_variant(node, "class", "onnx")
+                .map(ModelSpec::Onnx),
+            _ => ctx
+                .parse_variant(node, "class", "remote")
+                .map(ModelSpec::Remote),
+        }
+    }
+
+    /// The JSON Schema of a model step's fields: one branch per class.
+    pub fn schema() -> serde_json::Value {
+        servegraph_engine::fields::tagged_schema(
+            "class",
+            vec![
+                ("onnx", schemars::schema_for!(OnnxSpec).to_value()),
+                ("remote", schemars::schema_for!(RemoteSpec).to_value()),
+            ],
+        )
+    }
+}
+
+/// `class: onnx`.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct ModelSpec {
-    /// The model runtime.
-    pub class: ModelClass,
-    /// `onnx`: the model file, relative to the graph file's folder.
-    #[serde(default)]
-    #[schemars(with = "Option<String>")]
-    pub model_path: Option<Spanned<String>>,
+pub struct OnnxSpec {
+    /// The model file. A relative path is resolved against the graph file's folder, wherever
+    /// servegraph is started from.
+    #[schemars(with = "String")]
+    pub model_path: Spanned<String>,
     /// Threads ONNX Runtime may use inside one inference (default 1: small models gain
     /// nothing from more, and each session would otherwise spin a core-sized pool).
     #[serde(default = "one")]
+    #[schemars(range(min = 1))]
     pub intra_op_threads: usize,
     /// Sessions in this model's pool, each on its own thread (default 1). Requests queue for
     /// the next free session.
     #[serde(default = "one")]
+    #[schemars(range(min = 1))]
     pub sessions: usize,
     /// Requests that may wait for a session; past it requests get HTTP 503 at once (default 256).
     #[serde(default = "default_queue")]
+    #[schemars(range(min = 1))]
     pub queue_size: usize,
     /// Adaptive batching: requests waiting for this model are merged along the first axis
     /// into one run and split back. Only for models whose rows are independent.
     #[serde(default)]
     pub batch: Option<BatchSpec>,
-    /// `remote`: the server's base URL (`http://host:port`).
-    #[serde(default)]
-    #[schemars(with = "Option<String>")]
-    pub url: Option<Spanned<String>>,
-    /// `remote`: the model's name on that server (default: this step's name).
-    #[serde(default)]
-    pub model: Option<String>,
-    /// `remote`: the model version to call (default: the server's choice).
-    #[serde(default)]
-    pub version: Option<String>,
-    /// `remote`: deadline for one attempt, in milliseconds (default 5000).
-    #[serde(default)]
-    pub attempt_timeout_ms: Option<u64>,
-    /// `remote`: attempts after the first when the server answers 5xx/429 or cannot be
-    /// reached (default 2), with exponential backoff from `backoff_ms` (default 50).
-    #[serde(default)]
-    pub retries: Option<u32>,
-    #[serde(default)]
-    pub backoff_ms: Option<u64>,
-    /// `remote`: requests to the server at once; past it requests get 503 at once (default 64).
-    #[serde(default)]
-    pub max_in_flight: Option<usize>,
-    /// `remote`: tensors as JSON (`false`) or the binary extension (`true`, the default).
-    #[serde(default)]
-    pub binary: Option<bool>,
-    /// `onnx`: how `/explain` attributes a prediction to the features (occlusion against a
-    /// baseline; default: a baseline of zeros).
+    /// Run tiny models on the calling thread (default `true`): a model whose runs all took
+    /// under 50 µs over its first 200 runs (and whose later runs stay under 200 µs) runs
+    /// inline on the request's own worker thread with a session of that thread's, skipping
+    /// the hand-off to the session pool; `false` always uses the pool.
+    #[serde(default = "yes")]
+    pub inline: bool,
+    /// How `/explain` attributes a prediction to the features (occlusion against a baseline;
+    /// default: a baseline of zeros).
     #[serde(default)]
     pub explain: Option<ExplainSpec>,
     /// Transform ops run on the request before the model, in order (MLRun's preprocess):
     /// `[{op: standardize, args: {...}}, ...]`.
+    #[serde(default)]
+    #[schemars(with = "Option<Vec<serde_json::Value>>")]
+    pub preprocess: Option<serde::de::IgnoredAny>,
+    /// Transform ops run on the model's outputs, in order (MLRun's postprocess).
+    #[serde(default)]
+    #[schemars(with = "Option<Vec<serde_json::Value>>")]
+    pub postprocess: Option<serde::de::IgnoredAny>,
+}
+
+/// `class: remote`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteSpec {
+    /// The server's base URL (`http://host:port`).
+    #[schemars(with = "String")]
+    pub url: Spanned<String>,
+    /// The model's name on that server (default: this step's name).
+    #[serde(default)]
+    pub model: Option<String>,
+    /// The model version to call (default: the server's choice).
+    #[serde(default)]
+    pub version: Option<String>,
+    /// Deadline for one attempt, in milliseconds (default 5000).
+    #[serde(default)]
+    #[schemars(range(min = 1))]
+    pub attempt_timeout_ms: Option<u64>,
+    /// Attempts after the first when the server answers 5xx/429 or cannot be reached
+    /// (default 2), with exponential backoff from `backoff_ms` (default 50).
+    #[serde(default)]
+    pub retries: Option<u32>,
+    #[serde(default)]
+    pub backoff_ms: Option<u64>,
+    /// Requests to the server at once; past it requests get 503 at once (default 64).
+    #[serde(default)]
+    #[schemars(range(min = 1))]
+    pub max_in_flight: Option<usize>,
+    /// Tensors as JSON (`false`) or the binary extension (`true`, the default).
+    #[serde(default)]
+    pub binary: Option<bool>,
+    /// Transform ops run on the request before the model, in order (MLRun's preprocess).
     #[serde(default)]
     #[schemars(with = "Option<Vec<serde_json::Value>>")]
     pub preprocess: Option<serde::de::IgnoredAny>,
@@ -90,6 +150,7 @@ pub struct ModelSpec {
 #[serde(deny_unknown_fields)]
 pub struct BatchSpec {
     /// Most rows in one run. A request with more rows runs alone.
+    #[schemars(range(min = 1))]
     pub max_size: usize,
     /// How long the first request of a batch may wait for others, in microseconds. 0 (the
     /// default): take whatever is already queued, never wait.
@@ -99,6 +160,10 @@ pub struct BatchSpec {
 
 fn one() -> usize {
     1
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn default_queue() -> usize {
@@ -114,81 +179,15 @@ pub struct ExplainSpec {
     pub baseline: Vec<f64>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum ModelClass {
-    /// An ONNX model run by ONNX Runtime.
-    Onnx,
-    /// A model on another Open Inference Protocol (V2) server, over HTTP.
-    Remote,
-}
-
-/// Fields that belong to one class only.
-const ONNX_ONLY: [&str; 5] = [
-    "model_path",
-    "intra_op_threads",
-    "sessions",
-    "queue_size",
-    "batch",
-];
-const REMOTE_ONLY: [&str; 8] = [
-    "url",
-    "model",
-    "version",
-    "attempt_timeout_ms",
-    "retries",
-    "backoff_ms",
-    "max_in_flight",
-    "binary",
-];
-
 /// Builds a `model` step.
 pub fn build(node: &StepNode, ctx: &mut BuildContext) -> Option<Box<dyn Step>> {
-    let spec: ModelSpec = ctx.parse(node)?;
-    let (class, other, foreign) = match spec.class {
-        ModelClass::Onnx => ("onnx", "remote", REMOTE_ONLY.as_slice()),
-        ModelClass::Remote => ("remote", "onnx", ONNX_ONLY.as_slice()),
-    };
-    let mut ok = true;
-    for key in node.body.keys() {
-        if foreign.contains(&key.as_str()) {
-            ctx.error(
-                &node.name,
-                key.span(),
-                format!(
-                    "`{}` applies to `class: {other}`, not `class: {class}`",
-                    key.as_str()
-                ),
-            );
-            ok = false;
-        }
-    }
-    for (field, value) in [
-        ("intra_op_threads", spec.intra_op_threads),
-        ("sessions", spec.sessions),
-        ("queue_size", spec.queue_size),
-        ("batch.max_size", spec.batch.map_or(1, |b| b.max_size)),
-        ("max_in_flight", spec.max_in_flight.unwrap_or(1)),
-        (
-            "attempt_timeout_ms",
-            spec.attempt_timeout_ms.unwrap_or(1) as usize,
-        ),
-    ] {
-        if value == 0 {
-            let span = node
-                .body
-                .get_node(field.split('.').next().unwrap_or(field))
-                .map(|n| *n.span())
-                .unwrap_or(node.span);
-            ctx.error(&node.name, &span, format!("`{field}` must be at least 1"));
-            ok = false;
-        }
-    }
+    // Field errors (types, ranges, fields of another class) are reported by `parse`.
+    let spec = ModelSpec::parse(node, ctx)?;
     let pre = hooks(node, ctx, "preprocess");
     let post = hooks(node, ctx, "postprocess");
-    let model = match spec.class {
-        ModelClass::Onnx => onnx_model(node, ctx, &spec, ok),
-        ModelClass::Remote => remote_model(node, ctx, &spec, ok),
+    let model = match &spec {
+        ModelSpec::Onnx(onnx) => onnx_model(node, ctx, onnx),
+        ModelSpec::Remote(remote) => remote_model(node, ctx, remote),
     };
     let (Some(pre), Some(post), Some(model)) = (pre, post, model) else {
         return None;
@@ -199,16 +198,8 @@ pub fn build(node: &StepNode, ctx: &mut BuildContext) -> Option<Box<dyn Step>> {
     Some(Box::new(Hooked { pre, model, post }))
 }
 
-fn onnx_model(
-    node: &StepNode,
-    ctx: &mut BuildContext,
-    spec: &ModelSpec,
-    ok: bool,
-) -> Option<Box<dyn Step>> {
-    let Some(model_path) = &spec.model_path else {
-        ctx.error(&node.name, &node.span, "`class: onnx` needs `model_path`");
-        return None;
-    };
+fn onnx_model(node: &StepNode, ctx: &mut BuildContext, spec: &OnnxSpec) -> Option<Box<dyn Step>> {
+    let model_path = &spec.model_path;
     let path = ctx.resolve(model_path.as_str());
     if !path.is_file() {
         ctx.report(
@@ -232,9 +223,6 @@ fn onnx_model(
             .step(&node.name)
             .at(model_path.span()),
         );
-        return None;
-    }
-    if !ok {
         return None;
     }
     if ctx.mode == BuildMode::Structural {
@@ -262,17 +250,9 @@ fn onnx_model(
 fn remote_model(
     node: &StepNode,
     ctx: &mut BuildContext,
-    spec: &ModelSpec,
-    ok: bool,
+    spec: &RemoteSpec,
 ) -> Option<Box<dyn Step>> {
-    let Some(url) = &spec.url else {
-        ctx.error(
-            &node.name,
-            &node.span,
-            "`class: remote` needs `url` (http://host:port)",
-        );
-        return None;
-    };
+    let url = &spec.url;
     let settings = crate::remote::RemoteSettings {
         model: spec.model.clone().unwrap_or_else(|| node.name.clone()),
         version: spec.version.clone(),
@@ -288,8 +268,7 @@ fn remote_model(
         settings,
         ctx.mode == BuildMode::Load,
     ) {
-        Ok(model) if ok => Some(Box::new(model)),
-        Ok(_) => None,
+        Ok(model) => Some(Box::new(model)),
         Err(message) => {
             ctx.error(&node.name, url.span(), message);
             None

@@ -21,7 +21,7 @@ use servegraph_engine::{
 };
 use tokio::sync::oneshot;
 
-use crate::model::ModelSpec;
+use crate::model::OnnxSpec;
 
 /// The ONNX Runtime version whose shared library servegraph loads.
 pub const ORT_VERSION: &str = "1.31.1";
@@ -166,7 +166,7 @@ impl OnnxModel {
     pub fn load(
         name: &str,
         path: &Path,
-        spec: &ModelSpec,
+        spec: &OnnxSpec,
     ) -> std::result::Result<OnnxModel, String> {
         let started = Instant::now();
         let open = || open_session(path, spec.intra_op_threads);
@@ -400,7 +400,7 @@ impl OnnxModel {
     pub fn shared(
         name: &str,
         path: &Path,
-        spec: &ModelSpec,
+        spec: &OnnxSpec,
     ) -> std::result::Result<Arc<OnnxModel>, String> {
         type Cache =
             std::sync::Mutex<std::collections::HashMap<String, std::sync::Weak<OnnxModel>>>;
@@ -753,10 +753,10 @@ mod tests {
     use super::*;
     use crate::model::BatchSpec;
 
-    fn spec(batch: Option<BatchSpec>) -> ModelSpec {
-        let yaml = "class: onnx\nmodel_path: x\n";
+    fn spec(batch: Option<BatchSpec>) -> OnnxSpec {
+        let yaml = "model_path: x\n";
         let node = marked_yaml::parse_yaml(0, yaml).unwrap();
-        let mut spec: ModelSpec = marked_yaml::from_node(&node).unwrap();
+        let mut spec: OnnxSpec = marked_yaml::from_node(&node).unwrap();
         spec.batch = batch;
         spec
     }

@@ -1212,7 +1212,7 @@ graph:
             .unwrap();
         let m = d[0].one_line("g");
         assert!(
-            m.contains("unknown variant `random`, expected one of `path`, `weighted`, `epsilon_greedy`, `ucb1`, `thompson`"),
+            m.contains("`policy.type` must be one of `path`, `weighted`, `epsilon_greedy`, `ucb1` or `thompson`, found `random`"),
             "{m}"
         );
         assert!(m.starts_with("g:4:"), "{m}");

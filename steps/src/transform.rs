@@ -107,7 +107,7 @@ pub(crate) fn build_op(
                 Diagnostic::new(format!("unknown op `{}`", op.as_str()))
                     .step(step)
                     .at(op.span())
-                    .help(format!("expected one of {}", one_of(&OPS))),
+                    .help(servegraph_engine::fields::suggest(op.as_str(), &OPS)),
             );
             return None;
         }
@@ -145,8 +145,10 @@ pub(crate) fn build_op(
     };
     let op = match parsed {
         Ok(op) => op,
-        Err(d) => {
-            ctx.report(d.step(step));
+        Err(problems) => {
+            for d in problems {
+                ctx.report(d.step(step));
+            }
             return None;
         }
     };
@@ -218,11 +220,11 @@ fn boxed<T: Op>(op: T) -> Box<dyn Op> {
     Box::new(op)
 }
 
-fn args_of<T: DeserializeOwned + Default>(
+fn args_of<T: DeserializeOwned + Default + JsonSchema>(
     args: Option<&Node>,
     span: &marked_yaml::Span,
     what: &str,
-) -> Result<T, Diagnostic> {
+) -> Result<T, Vec<Diagnostic>> {
     match args {
         None => from_yaml::<T>(
             &Node::Mapping(MarkedMappingNode::new_empty(*span)),
@@ -1465,7 +1467,7 @@ graph:
             "{msgs:?}"
         );
         assert!(
-            msgs[2].contains("`labels`, `tensor` or `output`"),
+            msgs[2].contains("`labels`, `output` or `tensor`"),
             "{msgs:?}"
         );
     }
@@ -1592,7 +1594,7 @@ graph:
             ("top_k", "{k: 0}", "`k` must be at least 1"),
             ("one_hot", "{depth: 0}", "`depth` must be at least 1"),
             ("cast", "{to: BYTES}", "`to` cannot be BYTES"),
-            ("cast", "{to: FP99}", "unknown variant `FP99`"),
+            ("cast", "{to: FP99}", "`to` must be one of `BOOL`, "),
             ("reshape", "{tensor: x, shape: [-1, -1]}", "at most one -1"),
         ] {
             let yaml = format!(
