@@ -14,11 +14,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh >/dev/null
 command -v wrk >/dev/null || { echo "wrk is missing: apt-get install -y wrk" >&2; exit 1; }
-cargo build --release --locked --bin servegraph --example bare_axum
+cargo build --release --locked --bin servegraph --example bare_axum 2>&1 | tail -n 1
 T="${CARGO_TARGET_DIR:-target}/release"
 DURATION="${DURATION:-10}"
 ROUNDS="${ROUNDS:-2}"
 ONLY="${ONLY:-pinned shared c1 c1024 engine}"
+ulimit -n 65536 2>/dev/null || true
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; pids=(); }
 trap cleanup EXIT
@@ -74,11 +75,11 @@ bench() {
     run "$config iris-lr" "$sg" /v2/models/iris-lr/infer "$@"
     run "$config router" "$sg" /v2/models/iris/infer "$@"
   done | tee "$out"
-  awk -v config="$config" '{ split($3, r, "="); split($4, p, "="); rps[$2] += r[2]; p50[$2] += p[2]; n[$2]++ }
-       END { b = rps["bare"]/n["bare"]; l = rps["iris-lr"]/n["iris-lr"]; r = rps["router"]/n["router"];
-             bp = p50["bare"]/n["bare"]; lp = p50["iris-lr"]/n["iris-lr"]; rp = p50["router"]/n["router"];
+  awk -v config="$config" '{ split($3, rr, "="); split($4, pp, "="); rps[$2] += rr[2]; p50[$2] += pp[2]; n[$2]++ }
+       END { b = rps["bare"]/n["bare"]; l = rps["iris-lr"]/n["iris-lr"]; x = rps["router"]/n["router"];
+             bp = p50["bare"]/n["bare"]; lp = p50["iris-lr"]/n["iris-lr"]; xp = p50["router"]/n["router"];
              printf "%s: bare %.0f req/s (p50 %d us); iris-lr %.0f (%.1f%%, p50 %.2fx); router %.0f (%.1f%%, p50 %.2fx)\n",
-               config, b, bp, l, 100*l/b, lp/bp, r, 100*r/b, rp/bp }' "$out"
+               config, b, bp, l, 100*l/b, lp/bp, x, 100*x/b, xp/bp }' "$out"
   cleanup
 }
 

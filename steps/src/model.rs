@@ -76,7 +76,9 @@ pub struct OnnxSpec {
     #[serde(default = "one")]
     #[schemars(range(min = 1))]
     pub sessions: usize,
-    /// Requests that may wait for a session; past it requests get HTTP 503 at once (default 256).
+    /// Requests that may wait for a session; past it requests get HTTP 503 at once (default
+    /// 1024, the graph's default `max_in_flight`: with both defaults admission refuses
+    /// overload with 429 before this queue can overflow).
     #[serde(default = "default_queue")]
     #[schemars(range(min = 1))]
     pub queue_size: usize,
@@ -167,7 +169,7 @@ fn yes() -> bool {
 }
 
 fn default_queue() -> usize {
-    256
+    1024
 }
 
 /// `explain: {baseline: [...]}`.

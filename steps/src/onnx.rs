@@ -4,10 +4,22 @@
 //! inference never runs on the async workers, `Session::run`'s `&mut self` needs no lock, and
 //! a full queue answers 503 at once instead of growing memory. Each job carries a `oneshot`
 //! for its answer and the caller's tracing span; a job whose caller has gone is skipped.
+//!
+//! **Tiny models run inline** ([`Inline`]): handing a 3 µs run to another thread costs more
+//! than the run (a wake-up, a context switch on a one-core pod, the answer's wake-up back).
+//! So a model whose first [`WARMUP`] pool runs took under [`INLINE_MAX`] (90% of them: wall
+//! time includes preemption, which on a busy one-core pod can hit any run) gets one session
+//! per async worker thread, and a request then runs on its own thread with
+//! a free one of those (a `try_lock`; busy ones fall back to the pool). A model with `batch`
+//! runs inline only while a request has the model to itself: requests that arrive together
+//! go to the pool and share one run, which costs less per request than a run each. A
+//! run is then at most ~50 µs of a worker's time, as tokio allows between awaits; if inline
+//! runs later slow down (more than 10% over [`INLINE_LIMIT`] in a window), inline stops and
+//! the pool takes every request again.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -133,6 +145,14 @@ impl RunStats {
         }
     }
 
+    /// An inline run starts: one request, no queue.
+    fn inline_run(&self) {
+        self.runs.fetch_add(1, Ordering::Relaxed);
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.metrics.batch_size.observe(1.0);
+        self.metrics.queue_wait_seconds.observe(Duration::ZERO);
+    }
+
     /// A run of `jobs` starts: their queue waits and the batch size.
     fn starting(&self, jobs: &[Job]) -> Instant {
         let now = Instant::now();
@@ -149,6 +169,149 @@ impl RunStats {
     }
 }
 
+/// Pool runs a model is watched for before it may run inline.
+pub const WARMUP: u32 = 200;
+/// Runs that take longer than this keep a model on the pool.
+pub const INLINE_MAX: Duration = Duration::from_micros(50);
+/// Inline runs slower than this, more than 10% of a window of [`WARMUP`] × 5, stop inline runs.
+pub const INLINE_LIMIT: Duration = Duration::from_micros(200);
+
+const WARMING: u8 = 0;
+const INLINE: u8 = 1;
+const POOL: u8 = 2;
+
+/// Whether a model runs inline, and the sessions it runs inline with.
+pub struct Inline {
+    /// [`INLINE_MAX`] and [`INLINE_LIMIT`], in nanoseconds (tests loosen them).
+    max_ns: AtomicU64,
+    limit_ns: AtomicU64,
+    state: AtomicU8,
+    runs: AtomicU32,
+    slow: AtomicU32,
+    sessions: OnceLock<Vec<Mutex<Session>>>,
+    path: PathBuf,
+}
+
+thread_local! {
+    /// The inline session this thread tries first (threads spread over the sessions).
+    static SLOT: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
+}
+
+impl Inline {
+    fn new(enabled: bool, path: &Path) -> Inline {
+        Inline {
+            max_ns: AtomicU64::new(INLINE_MAX.as_nanos() as u64),
+            limit_ns: AtomicU64::new(INLINE_LIMIT.as_nanos() as u64),
+            state: AtomicU8::new(if enabled { WARMING } else { POOL }),
+            runs: AtomicU32::new(0),
+            slow: AtomicU32::new(0),
+            sessions: OnceLock::new(),
+            path: path.to_owned(),
+        }
+    }
+
+    /// Whether requests run inline now.
+    pub fn active(&self) -> bool {
+        self.state.load(Ordering::Relaxed) == INLINE
+    }
+
+    /// A pool run (of one job or a batch: a single one costs no more) took `took`. Called on
+    /// a pool thread, which may open the inline sessions: a few milliseconds, once.
+    fn pool_ran(&self, model: &str, took: Duration) {
+        if self.state.load(Ordering::Relaxed) != WARMING {
+            return;
+        }
+        let max = Duration::from_nanos(self.max_ns.load(Ordering::Relaxed));
+        if took > max && self.slow.fetch_add(1, Ordering::Relaxed) + 1 > WARMUP / 10 {
+            self.state.store(POOL, Ordering::Relaxed);
+            tracing::debug!(
+                model,
+                "runs take over {INLINE_MAX:?}: the model stays on its pool"
+            );
+            return;
+        }
+        if self.runs.fetch_add(1, Ordering::Relaxed) + 1 < WARMUP {
+            return;
+        }
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let opened: std::result::Result<Vec<_>, String> = (0..threads)
+            .map(|_| open_session(&self.path, 1).map(Mutex::new))
+            .collect();
+        match opened {
+            Ok(sessions) => {
+                let _ = self.sessions.set(sessions);
+                self.runs.store(0, Ordering::Relaxed);
+                self.slow.store(0, Ordering::Relaxed);
+                self.state.store(INLINE, Ordering::Relaxed);
+                tracing::info!(
+                    model,
+                    sessions = threads,
+                    "tiny model: running inline on the request threads"
+                );
+            }
+            Err(e) => {
+                self.state.store(POOL, Ordering::Relaxed);
+                tracing::warn!(model, error = %e, "cannot open inline sessions; the model stays on its pool");
+            }
+        }
+    }
+
+    /// Runs `inputs` on a free inline session, or gives them back when every one is busy.
+    fn try_run(
+        &self,
+        model: &str,
+        inputs: Vec<Tensor>,
+        outputs: &[TensorMeta],
+        stats: &RunStats,
+    ) -> std::result::Result<(Result<Vec<Tensor>>, Duration), Vec<Tensor>> {
+        let Some(sessions) = self.sessions.get() else {
+            return Err(inputs);
+        };
+        let first = SLOT.with(|slot| {
+            slot.get().unwrap_or_else(|| {
+                static NEXT: AtomicU64 = AtomicU64::new(0);
+                let mine = NEXT.fetch_add(1, Ordering::Relaxed) as usize;
+                slot.set(Some(mine));
+                mine
+            })
+        });
+        for i in 0..sessions.len() {
+            let Ok(mut session) = sessions[(first + i) % sessions.len()].try_lock() else {
+                continue;
+            };
+            let start = Instant::now();
+            stats.inline_run();
+            let result = run(&mut session, inputs, outputs);
+            drop(session);
+            let took = start.elapsed();
+            stats.metrics.run_seconds.observe(took);
+            self.inline_ran(model, took);
+            return Ok((result, took));
+        }
+        Err(inputs)
+    }
+
+    fn inline_ran(&self, model: &str, took: Duration) {
+        let limit = Duration::from_nanos(self.limit_ns.load(Ordering::Relaxed));
+        let slow = if took > limit {
+            self.slow.fetch_add(1, Ordering::Relaxed) + 1
+        } else {
+            self.slow.load(Ordering::Relaxed)
+        };
+        let window = WARMUP * 5;
+        if slow > window / 10 {
+            self.state.store(POOL, Ordering::Relaxed);
+            tracing::warn!(
+                model,
+                "inline runs slowed past {INLINE_LIMIT:?}: back to the session pool"
+            );
+        } else if self.runs.fetch_add(1, Ordering::Relaxed) + 1 >= window {
+            self.runs.store(0, Ordering::Relaxed);
+            self.slow.store(0, Ordering::Relaxed);
+        }
+    }
+}
+
 /// A loaded ONNX model and its session pool.
 pub struct OnnxModel {
     name: String,
@@ -159,6 +322,11 @@ pub struct OnnxModel {
     queue: Sender<Job>,
     queue_size: usize,
     stats: Arc<RunStats>,
+    inline: Arc<Inline>,
+    /// `batch` is set: requests that arrive together are better merged on the pool.
+    batching: bool,
+    /// Requests in this model now (inline or on the pool).
+    in_flight: std::sync::atomic::AtomicUsize,
 }
 
 impl OnnxModel {
@@ -199,6 +367,7 @@ impl OnnxModel {
         };
         let (tx, rx) = crossbeam_channel::bounded(spec.queue_size);
         let stats = Arc::new(RunStats::new(name));
+        let inline = Arc::new(Inline::new(spec.inline, path));
         let mut sessions = vec![first];
         for _ in 1..spec.sessions {
             sessions.push(open()?);
@@ -207,9 +376,19 @@ impl OnnxModel {
             let rx: Receiver<Job> = rx.clone();
             let outputs = outputs.clone();
             let stats = Arc::clone(&stats);
+            let inline = Arc::clone(&inline);
+            let model = name.to_owned();
             thread::Builder::new()
                 .name(format!("onnx-{name}-{i}"))
-                .spawn(move || worker(session, rx, outputs, batching, &stats))
+                .spawn(move || {
+                    let pool = Pool {
+                        outputs: &outputs,
+                        stats: &stats,
+                        inline: &inline,
+                        model: &model,
+                    };
+                    worker(session, rx, batching, pool)
+                })
                 .map_err(|e| format!("cannot start a worker thread: {e}"))?;
         }
         servegraph_engine::metrics::model_loaded(name, started.elapsed());
@@ -226,12 +405,60 @@ impl OnnxModel {
             queue: tx,
             queue_size: spec.queue_size,
             stats,
+            inline,
+            batching: batching.is_some(),
+            in_flight: Default::default(),
         })
+    }
+
+    /// Whether requests run inline now (see [`Inline`]).
+    pub fn runs_inline(&self) -> bool {
+        self.inline.active()
+    }
+
+    /// Looser inline thresholds, so tests do not depend on the machine's speed.
+    #[cfg(test)]
+    fn inline_thresholds(&self, max: Duration, limit: Duration) {
+        self.inline
+            .max_ns
+            .store(max.as_nanos() as u64, Ordering::Relaxed);
+        self.inline
+            .limit_ns
+            .store(limit.as_nanos() as u64, Ordering::Relaxed);
+    }
+
+    /// Runs the inputs inline if the model is tiny and an inline session is free; else hands
+    /// them to the session pool and waits. The outputs, and the time they waited for and ran
+    /// on a session.
+    async fn run_job(&self, inputs: Vec<Tensor>) -> Result<(Vec<Tensor>, Duration)> {
+        struct Counted<'a>(&'a std::sync::atomic::AtomicUsize);
+        impl Drop for Counted<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        let others = self.in_flight.fetch_add(1, Ordering::Relaxed);
+        let _counted = Counted(&self.in_flight);
+        // With batching on, a request that has company goes to the pool, where it is merged
+        // with the others into one run (cheaper per request than a run each).
+        let inline = self.inline.active() && !(self.batching && others > 0);
+        let inputs = if inline {
+            match self
+                .inline
+                .try_run(&self.name, inputs, &self.outputs, &self.stats)
+            {
+                Ok((result, took)) => return result.map(|t| (t, took)),
+                Err(inputs) => inputs,
+            }
+        } else {
+            inputs
+        };
+        self.pool_job(inputs).await
     }
 
     /// Hands the inputs to the session pool and waits for the outputs, and the time they
     /// waited for and ran on a session.
-    async fn run_job(&self, inputs: Vec<Tensor>) -> Result<(Vec<Tensor>, Duration)> {
+    async fn pool_job(&self, inputs: Vec<Tensor>) -> Result<(Vec<Tensor>, Duration)> {
         let (reply, answer) = oneshot::channel();
         let job = Job {
             inputs,
@@ -304,7 +531,7 @@ impl OnnxModel {
             _ => TensorData::Fp32(stacked.into_iter().map(|v| v as f32).collect()),
         };
         let (outputs, took) = self
-            .run_job(vec![Tensor::new(
+            .pool_job(vec![Tensor::new(
                 x.name.clone(),
                 vec![rows * variants, features],
                 data,
@@ -409,13 +636,14 @@ impl OnnxModel {
             .map(|m| (m.len(), m.modified().ok()))
             .map_err(|e| format!("{}: {e}", path.display()))?;
         let key = format!(
-            "{name}|{}|{file:?}|{}|{}|{}|{:?}|{:?}",
+            "{name}|{}|{file:?}|{}|{}|{}|{:?}|{:?}|{}",
             path.display(),
             spec.intra_op_threads,
             spec.sessions,
             spec.queue_size,
             spec.batch,
             spec.explain.as_ref().map(|e| &e.baseline),
+            spec.inline,
         );
         let cache = LOADED.get_or_init(Default::default);
         if let Some(model) = cache
@@ -467,13 +695,15 @@ impl Step for OnnxModel {
     }
 }
 
-fn worker(
-    mut session: Session,
-    jobs: Receiver<Job>,
-    outputs: Vec<TensorMeta>,
-    batching: Option<Batching>,
-    stats: &RunStats,
-) {
+/// What a pool thread shares with its model.
+struct Pool<'a> {
+    outputs: &'a [TensorMeta],
+    stats: &'a RunStats,
+    inline: &'a Inline,
+    model: &'a str,
+}
+
+fn worker(mut session: Session, jobs: Receiver<Job>, batching: Option<Batching>, pool: Pool<'_>) {
     // A job that did not fit the last batch starts the next one.
     let mut carried: Option<Job> = None;
     loop {
@@ -488,7 +718,7 @@ fn worker(
             continue;
         }
         let Some(b) = batching else {
-            run_batch(&mut session, vec![first], &outputs, stats);
+            run_batch(&mut session, vec![first], &pool);
             continue;
         };
         let mut batch = vec![first];
@@ -515,12 +745,13 @@ fn worker(
                 break;
             }
         }
-        run_batch(&mut session, batch, &outputs, stats);
+        run_batch(&mut session, batch, &pool);
     }
 }
 
 /// Runs several jobs as one: inputs joined along the first axis, outputs split back by rows.
-fn run_batch(session: &mut Session, mut batch: Vec<Job>, outputs: &[TensorMeta], stats: &RunStats) {
+fn run_batch(session: &mut Session, mut batch: Vec<Job>, pool: &Pool<'_>) {
+    let (outputs, stats) = (pool.outputs, pool.stats);
     let start = stats.starting(&batch);
     let ran = || stats.metrics.run_seconds.observe(start.elapsed());
     if batch.len() == 1 {
@@ -531,9 +762,14 @@ fn run_batch(session: &mut Session, mut batch: Vec<Job>, outputs: &[TensorMeta],
             run(session, inputs, outputs)
         };
         ran();
+        pool.inline.pool_ran(pool.model, start.elapsed());
         job.answer(result);
         return;
     }
+    let ran = || {
+        ran();
+        pool.inline.pool_ran(pool.model, start.elapsed());
+    };
     let counts: Vec<usize> = batch.iter().map(Job::rows).collect();
     let total: usize = counts.iter().sum();
     let mut replies = Vec::with_capacity(batch.len());
@@ -826,6 +1062,39 @@ mod tests {
         assert_eq!(model.stats().requests.load(Ordering::Relaxed), 5);
         // 10 rows, at most 8 per run: two runs when all five arrive within the wait.
         assert!(runs <= 3, "{runs} runs for 5 requests");
+    }
+
+    #[tokio::test]
+    async fn a_tiny_model_moves_inline_after_its_warm_up_and_answers_alike() {
+        let model = OnnxModel::load("lr", &iris(), &spec(None)).unwrap();
+        // Generous thresholds: a debug build on a busy test machine is slow, not the model.
+        model.inline_thresholds(Duration::from_secs(1), Duration::from_secs(1));
+        let (rows, labels) = expected();
+        let check = |out: Event| {
+            assert_eq!(
+                out.get("label").unwrap().data,
+                TensorData::Int64(labels[..2].to_vec())
+            );
+        };
+        for _ in 0..WARMUP {
+            assert!(!model.runs_inline());
+            check(model.process(request(&rows[..2])).await.unwrap());
+        }
+        // After the warm-up it runs on the caller's thread.
+        assert!(model.runs_inline(), "iris-lr did not move inline");
+        let before = model.stats().runs.load(Ordering::Relaxed);
+        for _ in 0..10 {
+            check(model.process(request(&rows[..2])).await.unwrap());
+        }
+        assert_eq!(model.stats().runs.load(Ordering::Relaxed), before + 10);
+
+        let mut pooled = spec(None);
+        pooled.inline = false;
+        let model = OnnxModel::load("lr", &iris(), &pooled).unwrap();
+        for _ in 0..WARMUP + 10 {
+            check(model.process(request(&rows[..2])).await.unwrap());
+        }
+        assert!(!model.runs_inline(), "`inline: false` ran inline");
     }
 
     #[tokio::test]
