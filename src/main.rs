@@ -28,7 +28,7 @@ struct Cli {
     #[command(subcommand)]
     command: Command,
     /// A folder model files may come from, besides each graph's own (repeatable; the env
-    /// variable takes a `:`-separated list). Default: the working directory.
+    /// variable takes a `:`-separated list). Default: the folder above each graph's.
     #[arg(
         long,
         global = true,

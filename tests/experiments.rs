@@ -224,16 +224,19 @@ fn policy_fields_are_checked() {
     for (policy, want) in [
         (
             "{type: ucb1, epsilon: 0.2}",
-            "`epsilon` only applies to `type: epsilon_greedy`",
+            "unknown field `policy.epsilon` for `policy.type: ucb1`",
         ),
         (
             "{type: weighted, seed: 1}",
-            "`seed` only applies to bandits",
+            "unknown field `policy.seed` for `policy.type: weighted` (expected one of `remember`, `shadow`, `sticky`, `weights` or `type`)",
         ),
-        ("{type: thompson, discount: 1.5}", "`discount` in (0, 1]"),
+        (
+            "{type: thompson, discount: 1.5}",
+            "`policy.discount` must be a number > 0 and ≤ 1, found the number 1.5",
+        ),
         (
             "{type: ucb1, shadow: {route: a}}",
-            "`shadow` only applies to `type: weighted` and `type: path`",
+            "unknown field `policy.shadow` for `policy.type: ucb1`",
         ),
         (
             "{type: weighted, shadow: {route: z}}",
@@ -241,16 +244,27 @@ fn policy_fields_are_checked() {
         ),
         (
             "{type: weighted, state_file: s.json}",
-            "`state_file` only applies to bandits",
+            "unknown field `policy.state_file` for `policy.type: weighted`",
         ),
         (
             "{type: ucb1, state_every_ms: 100}",
-            "`state_every_ms` only applies to routers with a `state_file`",
+            "`policy.state_every_ms` needs `policy.state_file`",
         ),
-        ("{type: softmax}", "unknown variant `softmax`"),
+        (
+            "{type: softmax}",
+            "unknown `policy.type` `softmax` (expected one of",
+        ),
+        (
+            "{type: ucb1, sticky: \"header:x-user\"}",
+            "unknown field `policy.sticky` for `policy.type: ucb1`",
+        ),
+        (
+            "{type: path, remember: 10}",
+            "unknown field `policy.remember` for `policy.type: path`",
+        ),
         (
             "{type: weighted, share: \"kafka://h:9092/t\"}",
-            "`share` only applies to bandits",
+            "unknown field `policy.share` for `policy.type: weighted`",
         ),
         (
             "{type: ucb1, share: \"h:9092/t\"}",
@@ -304,10 +318,22 @@ fn sticky_keys_always_reach_the_same_route() {
         post(&body.addr, "/v2/models/ab/infer", &req.to_string()).json()["parameters"]["route"]
             .clone()
     };
+    // ... or be a top-level field of the body, where MLRun and Seldon users put it: the same
+    // key reaches the same route either way.
+    let top = |user: &str| {
+        let req = json!({"user": user, "inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1]}]});
+        post(&body.addr, "/v2/models/ab/infer", &req.to_string()).json()["parameters"]["route"]
+            .clone()
+    };
+    let mut routes = std::collections::HashSet::new();
     for i in 0..100 {
         let u = format!("u{i}");
-        assert_eq!(with(&u), with(&u));
+        let r = with(&u);
+        assert_eq!(with(&u), r);
+        assert_eq!(top(&u), r, "top-level `user` {u}");
+        routes.insert(r.to_string());
     }
+    assert_eq!(routes.len(), 2, "100 keys all on one route");
     let unkeyed: std::collections::HashSet<String> = (0..50)
         .map(|_| {
             post(&body.addr, "/v2/models/ab/infer", REQ).json()["parameters"]["route"]

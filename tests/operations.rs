@@ -361,7 +361,7 @@ fn model_paths_stay_under_the_allowed_folders() {
         "name: g\ngraph: {kind: router, routes: {m: {kind: model, class: onnx, model_path: ../lr.onnx}}}\n",
     )
     .unwrap();
-    // `..` out of the graph's folder, with the project as the working directory: refused.
+    // `..` out of the graph's folder, with only the project as a root: refused.
     let out = bin()
         .args(["validate", "--short"])
         .arg(&graph)
@@ -372,7 +372,38 @@ fn model_paths_stay_under_the_allowed_folders() {
     assert!(
         text.contains(
             "g.yaml:2:74: step `m`: model file `../lr.onnx` is not allowed: it resolves to"
-        ) && text.contains("outside the folders models may come from"),
+        ) && text.contains("outside the folders files may come from"),
+        "{text}"
+    );
+    // Without roots, the folder above the graph's is allowed, and nothing further up.
+    let out = bin()
+        .env_remove("SERVEGRAPH_MODEL_ROOTS")
+        .args(["validate", "--short"])
+        .arg(&graph)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let deeper = graphs.join("deeper");
+    std::fs::create_dir(&deeper).unwrap();
+    let far = deeper.join("g.yaml");
+    std::fs::write(
+        &far,
+        "name: g\ngraph: {kind: router, routes: {m: {kind: model, class: onnx, model_path: ../../lr.onnx}}}\n",
+    )
+    .unwrap();
+    let out = bin()
+        .env_remove("SERVEGRAPH_MODEL_ROOTS")
+        .args(["validate", "--short"])
+        .arg(&far)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && text.contains("the folder above it"),
         "{text}"
     );
     // Allowed once its folder is a root.

@@ -124,7 +124,7 @@ graph:
         .unwrap();
     let text = String::from_utf8_lossy(&out.stderr);
     for want in [
-        "step `a`: `class: remote` needs `url` (http://host:port)",
+        "step `a`: missing field `url` for `class: remote`",
         "step `b`: `url` must be http://host:port, not `ftp://x`",
         "step `c`: `model_path` applies to `class: onnx`, not `class: remote`",
         "step `d`: `url` applies to `class: remote`, not `class: onnx`",

@@ -46,6 +46,30 @@ fn invalid_graph_reports_every_error_with_its_position(
     }
 }
 
+/// Where servegraph is started from never changes what a graph may load: relative model
+/// paths resolve against the graph's folder, and the default root is the folder above it.
+#[test]
+fn model_paths_do_not_depend_on_the_working_directory() {
+    for (cwd, graph) in [
+        (root(), "graphs/iris.yaml"),
+        (root().join("graphs"), "iris.yaml"),
+        (root().join("models"), "../graphs/iris.yaml"),
+    ] {
+        let out = bin()
+            .env_remove("SERVEGRAPH_MODEL_ROOTS")
+            .current_dir(&cwd)
+            .args(["validate", graph])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "from {}: {}",
+            cwd.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
 #[test]
 fn rich_errors_show_the_source_line_and_a_caret() {
     let out = bin()

@@ -23,13 +23,25 @@ pub fn check(
     what: &str,
     extra: &[&str],
 ) -> Vec<Diagnostic> {
+    check_at(node, schema, defs, what, extra, "")
+}
+
+/// [`check`] for a node at `path` (`policy`): messages name fields from there.
+pub fn check_at(
+    node: &Node,
+    schema: &Value,
+    defs: &Map<String, Value>,
+    what: &str,
+    extra: &[&str],
+    path: &str,
+) -> Vec<Diagnostic> {
     let mut checker = Checker {
         defs,
         extra,
         what,
         out: Vec::new(),
     };
-    checker.node(node, schema, "", true);
+    checker.node(node, schema, path, true);
     checker.out
 }
 
@@ -44,6 +56,15 @@ pub fn did_you_mean<'a>(
         .filter(|(score, _)| *score >= 0.8)
         .max_by(|a, b| a.0.total_cmp(&b.0))
         .map(|(_, c)| c)
+}
+
+/// The names of an object schema's fields.
+pub fn field_names(schema: &Value) -> Vec<String> {
+    schema
+        .get("properties")
+        .and_then(Value::as_object)
+        .map(|p| p.keys().cloned().collect())
+        .unwrap_or_default()
 }
 
 /// The schema of specs chosen by a `tag` field (`class: onnx | remote`): one object branch
@@ -662,7 +683,9 @@ impl<'a> Checker<'a> {
                 Some(Value::Bool(false)) => {
                     let message = match variant.map(|v| v.0) {
                         Some(v) => format!("unknown field `{}` for `{v}`", join(path, k)),
-                        None if path.is_empty() => format!("unknown field `{k}` for {}", self.what),
+                        None if top => {
+                            format!("unknown field `{}` for {}", join(path, k), self.what)
+                        }
                         None => format!("unknown field `{k}` in `{path}`"),
                     };
                     self.error(key.span(), message, Some(suggest(k, &known)));
@@ -679,11 +702,11 @@ impl<'a> Checker<'a> {
                 if map.get_node(r).is_none() {
                     let (whose, at) = match (variant, path.is_empty()) {
                         (Some((v, at)), _) => (format!("`{v}` needs `{}`", join(path, r)), at),
-                        (None, true) => (
-                            format!("missing field `{r}` for {}", self.what),
+                        _ if top => (
+                            format!("missing field `{}` for {}", join(path, r), self.what),
                             *node.span(),
                         ),
-                        (None, false) => (format!("`{path}` needs `{r}`"), *node.span()),
+                        _ => (format!("`{path}` needs `{r}`"), *node.span()),
                     };
                     self.error(&at, whose, None);
                 }

@@ -304,9 +304,25 @@ impl Graph {
             None => None,
             Some(t) => {
                 let span = field_span("tracking");
+                let contained = |sink: crate::tracking::Sink| match &sink {
+                    // A file is written where the graph says: under the same roots as models.
+                    crate::tracking::Sink::File(path) => {
+                        let folder = match path.parent() {
+                            Some(p) if !p.as_os_str().is_empty() => p,
+                            _ => Path::new("."),
+                        };
+                        ctx.check_model_path(folder)
+                            .map(|_| sink.clone())
+                            .map_err(|why| {
+                                format!("the file {} is not allowed: {why}", path.display())
+                            })
+                    }
+                    _ => Ok(sink),
+                };
                 match t
                     .check()
                     .and_then(|_| crate::tracking::Sink::parse(&t.sink, base_dir))
+                    .and_then(contained)
                 {
                     Ok(sink) => Some((t.clone(), sink)),
                     Err(e) => {
@@ -1220,6 +1236,8 @@ fn infer_signatures(
     for (i, node) in nodes.iter().enumerate() {
         let input = if node.preds.is_empty() {
             Signature::open()
+        } else if let [p] = node.preds[..] {
+            out[p].clone()
         } else {
             let mut sig = Signature::exact(Vec::new());
             for &p in &node.preds {

@@ -32,6 +32,11 @@ pub const HEADER_CONTENT_LENGTH: &str = "inference-header-content-length";
 pub const MODEL_HEADER: &str = "x-model-name";
 pub const VERSION_HEADER: &str = "x-model-version";
 
+/// In [`Graph::headers`], `body:FIELD` names a top-level field of the request body that a
+/// step reads (a sticky router's key): the request path copies it into the event's
+/// `parameters` unless `parameters` has one of that name already.
+pub const BODY_FIELD: &str = "body:";
+
 /// A request's headers (HTTP headers, Kafka message headers), looked up by lower-case name.
 pub trait Headers: Sync {
     fn header(&self, name: &str) -> Option<Cow<'_, str>>;
@@ -227,8 +232,20 @@ impl Pipeline {
         let decoded = decode_request(&body, json_len)?;
         graph.check_request(&decoded.event)?;
         let mut event = decoded.event;
+        let mut top_level: Option<serde_json::Map<String, serde_json::Value>> = None;
         for name in &graph.headers {
-            if let Some(v) = headers.header(name) {
+            if let Some(field) = name.strip_prefix(BODY_FIELD) {
+                if event.parameters.contains_key(field) {
+                    continue;
+                }
+                let top = top_level.get_or_insert_with(|| {
+                    let json = &body[..json_len.unwrap_or(body.len()).min(body.len())];
+                    serde_json::from_slice(json).unwrap_or_default()
+                });
+                if let Some(v) = top.remove(field) {
+                    event.parameters.insert(field.to_owned(), v);
+                }
+            } else if let Some(v) = headers.header(name) {
                 event.headers.push((name.clone(), v.into_owned()));
             }
         }

@@ -235,7 +235,7 @@ pub const COMMON_FIELDS: [&str; 5] = ["kind", "after", "responder", "timeout_ms"
 static MODEL_ROOTS: std::sync::OnceLock<Vec<PathBuf>> = std::sync::OnceLock::new();
 
 /// The folders (besides each graph's own) model files may come from; set once, at start.
-/// Unset, the working directory.
+/// Unset (or empty), the folder above each graph's.
 pub fn set_model_roots(roots: Vec<PathBuf>) {
     let _ = MODEL_ROOTS.set(roots);
 }
@@ -245,10 +245,7 @@ fn roots_configured() -> bool {
 }
 
 fn model_roots() -> Vec<PathBuf> {
-    match MODEL_ROOTS.get() {
-        Some(r) if !r.is_empty() => r.clone(),
-        _ => std::env::current_dir().into_iter().collect(),
-    }
+    MODEL_ROOTS.get().cloned().unwrap_or_default()
 }
 
 /// Whether the build opens models (contextual validation) or only checks structure.
@@ -286,28 +283,47 @@ impl<'r> BuildContext<'r> {
         self.base_dir.join(path)
     }
 
-    /// Checks that an existing model file lies under an allowed root once `..` and symlinks
-    /// are followed: the graph file's folder, and the roots given to [`set_model_roots`]
-    /// (the working directory when none were). An error says where it leads.
+    /// Checks that an existing file the graph names (a model, a tracking file's folder) lies
+    /// under an allowed root once `..` and symlinks are followed: the graph file's folder,
+    /// and the roots given to [`set_model_roots`], or when none were, the folder above the
+    /// graph's (so `graphs/g.yaml` may use `../models/`). Where servegraph is started from
+    /// never matters. An error says where the path leads.
     pub fn check_model_path(&self, path: &Path) -> std::result::Result<(), String> {
         let real = path
             .canonicalize()
             .map_err(|e| format!("{}: {e}", path.display()))?;
-        let roots = model_roots();
-        let allowed = std::iter::once(&self.base_dir)
+        let base = if self.base_dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            self.base_dir.as_path()
+        };
+        let base = base
+            .canonicalize()
+            .map_err(|e| format!("{}: {e}", base.display()))?;
+        let roots: Vec<PathBuf> = if roots_configured() {
+            model_roots()
+                .iter()
+                .filter_map(|r| r.canonicalize().ok())
+                .collect()
+        } else {
+            vec![base.parent().unwrap_or(&base).to_owned()]
+        };
+        if std::iter::once(&base)
             .chain(roots.iter())
-            .filter_map(|r| r.canonicalize().ok())
-            .any(|root| real.starts_with(root));
-        if allowed {
+            .any(|root| real.starts_with(root))
+        {
             return Ok(());
         }
         Err(format!(
-            "it resolves to {}, outside the folders models may come from: the graph's folder and {}",
+            "it resolves to {}, outside the folders files may come from: the graph's folder and {}",
             real.display(),
             if roots_configured() {
-                "the --model-root folders"
+                "the --model-root folders".to_owned()
             } else {
-                "the working directory (add others with --model-root)"
+                format!(
+                    "the folder above it, {} (add others with --model-root)",
+                    roots[0].display()
+                )
             }
         ))
     }
@@ -402,12 +418,49 @@ impl<'r> BuildContext<'r> {
         tag: &str,
         variant: &str,
     ) -> Option<T> {
+        self.parse_variant_among::<T>(node, tag, variant, &[])
+    }
+
+    /// [`BuildContext::parse_variant`], where `siblings` are the other variants and their
+    /// fields: a field of one of them is reported as such (`` `url` applies to `class:
+    /// remote`, not `class: onnx` ``).
+    pub fn parse_variant_among<T: DeserializeOwned + schemars::JsonSchema>(
+        &mut self,
+        node: &StepNode,
+        tag: &str,
+        variant: &str,
+        siblings: &[(&str, Vec<String>)],
+    ) -> Option<T> {
         let mut body = node.body.clone();
         body.remove(&MarkedScalarNode::new(Span::new_blank(), tag));
+        let own = crate::fields::field_names(&schemars::schema_for!(T).to_value());
+        let mut foreign = false;
+        for (key, _) in node.body.iter() {
+            let k = key.as_str();
+            if own.iter().any(|f| f == k) || k == tag {
+                continue;
+            }
+            if let Some((other, _)) = siblings.iter().find(|(_, f)| f.iter().any(|f| f == k)) {
+                self.report(
+                    Diagnostic::new(format!(
+                        "`{k}` applies to `{tag}: {other}`, not `{tag}: {variant}`"
+                    ))
+                    .step(&node.name)
+                    .at(key.span())
+                    .help(format!(
+                        "`{tag}: {variant}` takes {}",
+                        crate::diag::all_of(&own)
+                    )),
+                );
+                body.remove(key);
+                foreign = true;
+            }
+        }
         let mut extra: Vec<&str> = vec![tag];
         extra.extend(COMMON_FIELDS.iter().copied().filter(|f| *f != "kind"));
         let what = format!("`{tag}: {variant}`");
         match from_yaml::<T>(&Node::Mapping(body), &node.span, &what, &extra) {
+            Ok(_) if foreign => None,
             Ok(spec) => Some(spec),
             Err(problems) => {
                 for d in problems {
@@ -529,13 +582,25 @@ pub fn from_yaml<T: DeserializeOwned + schemars::JsonSchema>(
     what: &str,
     extra_fields: &[&str],
 ) -> Result<T, Vec<Diagnostic>> {
+    from_yaml_at(node, fallback, what, extra_fields, "")
+}
+
+/// [`from_yaml`] for a node at `path` in its step (`policy`): messages name fields from there
+/// (`policy.epsilon`).
+pub fn from_yaml_at<T: DeserializeOwned + schemars::JsonSchema>(
+    node: &Node,
+    fallback: &Span,
+    what: &str,
+    extra_fields: &[&str],
+    path: &str,
+) -> Result<T, Vec<Diagnostic>> {
     let schema = schemars::schema_for!(T).to_value();
     let defs = schema
         .get("$defs")
         .and_then(serde_json::Value::as_object)
         .cloned()
         .unwrap_or_default();
-    let problems = crate::fields::check(node, &schema, &defs, what, extra_fields);
+    let problems = crate::fields::check_at(node, &schema, &defs, what, extra_fields, path);
     if !problems.is_empty() {
         return Err(problems);
     }

@@ -377,6 +377,10 @@ impl fmt::Display for TensorMeta {
 pub struct Signature {
     pub tensors: Vec<TensorMeta>,
     pub open: bool,
+    /// In an open signature, what is known of tensors not listed: their datatype, by name
+    /// (`Some`) or for every one of them (`None`), as a `cast` leaves them. A step that needs
+    /// such a tensor with another datatype is an error.
+    pub implied: Vec<(Option<String>, DataType)>,
 }
 
 impl Signature {
@@ -385,6 +389,7 @@ impl Signature {
         Signature {
             tensors: Vec::new(),
             open: true,
+            implied: Vec::new(),
         }
     }
 
@@ -393,11 +398,21 @@ impl Signature {
         Signature {
             tensors,
             open: false,
+            implied: Vec::new(),
         }
     }
 
     pub fn get(&self, name: &str) -> Option<&TensorMeta> {
         self.tensors.iter().find(|t| t.name == name)
+    }
+
+    /// The datatype an unlisted tensor `name` is known to have (see [`Signature::implied`]).
+    pub fn implied_datatype(&self, name: &str) -> Option<DataType> {
+        self.implied
+            .iter()
+            .rev()
+            .find(|(n, _)| n.as_deref().is_none_or(|n| n == name))
+            .map(|(_, d)| *d)
     }
 
     /// Adds or replaces a tensor by name.
@@ -418,7 +433,16 @@ impl Signature {
             .filter(|t| other.get(&t.name) == Some(t))
             .collect();
         let open = self.open || other.open || differ || tensors.len() != other.tensors.len();
-        Signature { tensors, open }
+        let implied = self
+            .implied
+            .into_iter()
+            .filter(|i| other.implied.contains(i))
+            .collect();
+        Signature {
+            tensors,
+            open,
+            implied,
+        }
     }
 
     /// Checks that the tensors `needs` lists can be present with the right datatype and rank;
@@ -436,7 +460,16 @@ impl Signature {
                     need.name, need.shape, got.shape
                 )),
                 Some(_) => {}
-                None if self.open => {}
+                None if self.open => {
+                    if let Some(d) = self.implied_datatype(&need.name)
+                        && d != need.datatype
+                    {
+                        problems.push(format!(
+                            "input `{}` must be {} but is fed {d} (a `cast` before it makes it {d})",
+                            need.name, need.datatype
+                        ));
+                    }
+                }
                 None => problems.push(format!(
                     "input `{}` ({} {:?}) is not fed",
                     need.name, need.datatype, need.shape

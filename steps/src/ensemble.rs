@@ -84,10 +84,25 @@ pub enum Combine {
     Vote,
     /// Element-wise maximum of the shared float tensors.
     Max,
-    /// Shared tensors joined along the last axis.
+    /// Shared tensors joined along the last axis, row by row: row `r` of the answer is row
+    /// `r` of each member in member order (rows of a batch are never mixed).
     Concat,
     /// The first member to succeed.
     First,
+}
+
+impl Combine {
+    /// The name as `combine:` spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Combine::Mean => "mean",
+            Combine::WeightedMean => "weighted_mean",
+            Combine::Vote => "vote",
+            Combine::Max => "max",
+            Combine::Concat => "concat",
+            Combine::First => "first",
+        }
+    }
 }
 
 const MEMBER_FIELDS: [&str; 2] = ["timeout_ms", "dependency"];
@@ -234,6 +249,18 @@ impl Step for Ensemble {
                 t
             }
         };
+        if out.tensors.is_empty() {
+            // Never an empty answer with 200: say what could not be combined.
+            let gave: Vec<String> = answers
+                .iter()
+                .map(|(m, a)| format!("`{}` gave {}", m.route.key, a.describe_tensors()))
+                .collect();
+            return Err(Error::internal(format!(
+                "the members' answers share no tensor that `{}` can combine ({})",
+                self.combine.name(),
+                gave.join("; ")
+            )));
+        }
         for (_, a) in &answers {
             for r in &a.routes {
                 if !out.routes.contains(r) {
@@ -261,6 +288,31 @@ impl Step for Ensemble {
                 .collect()
         };
         let floats = shared(&|t| t.datatype.is_float());
+        let none_shared = |what: &str| {
+            let gave: Vec<String> = sigs
+                .iter()
+                .zip(&self.members)
+                .map(|(s, m)| format!("`{}` gives {}", m.route.key, s.describe()))
+                .collect();
+            Err(format!(
+                "the members share no {what} for `combine: {}` ({})",
+                self.combine.name(),
+                gave.join("; ")
+            ))
+        };
+        if !open {
+            match self.combine {
+                Combine::Mean | Combine::WeightedMean | Combine::Max if floats.is_empty() => {
+                    return none_shared(
+                        "floating-point output (same name, datatype and shape) to combine",
+                    );
+                }
+                Combine::Concat if shared(&|_| true).is_empty() => {
+                    return none_shared("output (same name, datatype and shape) to join");
+                }
+                _ => {}
+            }
+        }
         let tensors = match self.combine {
             Combine::Mean | Combine::WeightedMean | Combine::Max => floats,
             // Any member may answer: only what they all give is certain.
@@ -307,7 +359,11 @@ impl Step for Ensemble {
                 t
             }
         };
-        Ok(Signature { tensors, open })
+        Ok(Signature {
+            tensors,
+            open,
+            implied: Vec::new(),
+        })
     }
 
     fn inputs(&self) -> Option<Vec<TensorMeta>> {

@@ -25,7 +25,7 @@ pub fn registry() -> Registry {
         .register("transform", transform::build)
         .register("error_handler", error_handler::build);
     r.set_schema("model", model::ModelSpec::schema())
-        .set_schema("router", schema_of::<router::RouterSpec>())
+        .set_schema("router", router::schema())
         .set_schema("ensemble", schema_of::<ensemble::EnsembleSpec>())
         .set_schema("transform", transform::schema())
         .set_schema(

@@ -36,12 +36,15 @@ pub const CLASSES: [&str; 2] = ["onnx", "remote"];
 impl ModelSpec {
     /// Reads the step's `class` and that class's spec, reporting every problem.
     pub fn parse(node: &StepNode, ctx: &mut BuildContext) -> Option<ModelSpec> {
+        use servegraph_engine::fields::field_names;
+        let onnx = field_names(&schemars::schema_for!(OnnxSpec).to_value());
+        let remote = field_names(&schemars::schema_for!(RemoteSpec).to_value());
         match ctx.variant(node, "class", &CLASSES)? {
             "onnx" => ctx
-                .parse_variant(node, "class", "onnx")
+                .parse_variant_among(node, "class", "onnx", &[("remote", remote)])
                 .map(ModelSpec::Onnx),
             _ => ctx
-                .parse_variant(node, "class", "remote")
+                .parse_variant_among(node, "class", "remote", &[("onnx", onnx)])
                 .map(ModelSpec::Remote),
         }
     }

@@ -33,62 +33,307 @@ use crate::routes::{Route, build_routes, common_inputs, infer_each, intersect};
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RouterSpec {
-    /// How to choose a route when the request names none. Default: `{type: path}`.
+    /// How to choose a route when the request names none. Default: `{type: path}`. One spec
+    /// per `type` (see [`PolicySpec::schema`]).
     #[serde(default)]
-    pub policy: PolicySpec,
+    #[schemars(with = "Option<serde_json::Value>")]
+    pub policy: Option<serde::de::IgnoredAny>,
     /// The routes: name (or `name:version`) → step.
     #[schemars(with = "IndexMap<String, serde_json::Value>")]
     pub routes: serde::de::IgnoredAny,
 }
 
-/// `policy: {type: ..., ...}`.
+/// The JSON Schema of a router step's fields, `policy` with one branch per type (checked by
+/// [`PolicySpec::parse`], so the router's own check takes it as any value).
+pub fn schema() -> serde_json::Value {
+    let mut schema = schemars::schema_for!(RouterSpec).to_value();
+    let mut policy = PolicySpec::schema();
+    if let Some(serde_json::Value::Object(defs)) =
+        policy.as_object_mut().and_then(|p| p.remove("$defs"))
+    {
+        let all = schema
+            .as_object_mut()
+            .expect("an object schema")
+            .entry("$defs")
+            .or_insert_with(|| serde_json::Value::Object(Default::default()));
+        if let serde_json::Value::Object(all) = all {
+            all.extend(defs);
+        }
+    }
+    schema["properties"]["policy"] = policy;
+    schema
+}
+
+/// Declares a bandit policy's spec: its own fields, then those every bandit takes.
+macro_rules! bandit_policy {
+    ($(#[$doc:meta])* $name:ident { $($(#[$fdoc:meta])* $field:ident : $ty:ty,)* }) => {
+        $(#[$doc])*
+        #[derive(Debug, Default, Deserialize, JsonSchema)]
+        #[serde(deny_unknown_fields)]
+        pub struct $name {
+            $($(#[$fdoc])* #[serde(default)] pub $field: $ty,)*
+            /// Each reward multiplies past counts by this (0 < discount ≤ 1), to follow rewards
+            /// that drift (memory ≈ 1 / (1 - discount) rewards). Default: 1, no forgetting.
+            #[serde(default)]
+            #[schemars(extend("exclusiveMinimum" = 0, "maximum" = 1))]
+            pub discount: Option<f64>,
+            /// Seed the random choices (reproducible experiments and tests).
+            #[serde(default)]
+            pub seed: Option<u64>,
+            /// A file (relative to the graph file) the router's learning is saved to every
+            /// `state_every_ms` and when it stops, and restored from when it starts. Its
+            /// folder must exist and be writable.
+            #[serde(default)]
+            pub state_file: Option<String>,
+            /// How often the state is saved, in milliseconds (default 10000; needs `state_file`).
+            #[serde(default)]
+            #[schemars(range(min = 100))]
+            pub state_every_ms: Option<u64>,
+            /// Share what the router learns with the other processes serving this graph,
+            /// through a Kafka topic, `kafka://HOST:PORT/TOPIC` (which must exist).
+            #[serde(default)]
+            pub share: Option<String>,
+            /// How many recent response ids are remembered for feedback (default 100000);
+            /// older ids get 404 on feedback.
+            #[serde(default)]
+            #[schemars(range(min = 1))]
+            pub remember: Option<usize>,
+        }
+
+        impl From<$name> for PolicySpec {
+            #[allow(unused_mut)]
+            fn from(p: $name) -> PolicySpec {
+                let mut spec = PolicySpec {
+                    discount: p.discount,
+                    seed: p.seed,
+                    state_file: p.state_file,
+                    state_every_ms: p.state_every_ms,
+                    share: p.share,
+                    remember: p.remember,
+                    ..PolicySpec::default()
+                };
+                $(spec.$field = p.$field;)*
+                spec
+            }
+        }
+    };
+}
+
+/// `policy: {type: path}`: the request names the route (URL, body `model` or header).
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+pub struct PathPolicy {
+    /// Copy a share of requests to a shadow route (see [`ShadowSpec`]).
+    #[serde(default)]
+    pub shadow: Option<ShadowSpec>,
+}
+
+/// `policy: {type: weighted}`: a random route by weight (A/B tests, canaries).
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WeightedPolicy {
+    /// Route → relative weight (≥ 0). Routes not listed get 0; none listed: equal.
+    #[serde(default)]
+    #[schemars(with = "Option<IndexMap<String, NonNegative>>")]
+    pub weights: Option<IndexMap<String, f64>>,
+    /// `header:NAME` or `body:FIELD` (a top-level field of the request body, or one of its
+    /// `parameters`): the same key always reaches the same route while the weights are
+    /// unchanged; requests without the key are split at random.
+    #[serde(default)]
+    #[schemars(regex(pattern = r"^(header|body):.+$"))]
+    pub sticky: Option<String>,
+    /// Copy a share of requests to a shadow route (see [`ShadowSpec`]).
+    #[serde(default)]
+    pub shadow: Option<ShadowSpec>,
+    /// How many recent response ids are remembered for feedback (default 100000).
+    #[serde(default)]
+    #[schemars(range(min = 1))]
+    pub remember: Option<usize>,
+}
+
+/// A number ≥ 0 (for the schema).
+#[derive(JsonSchema)]
+#[allow(dead_code)]
+struct NonNegative(#[schemars(range(min = 0))] f64);
+
+bandit_policy! {
+    /// `policy: {type: epsilon_greedy}`: the best route so far, exploring a random one a
+    /// share ε of the time.
+    EpsilonGreedyPolicy {
+        /// The share of requests that explore a random route (default 0.1).
+        #[schemars(range(min = 0, max = 1))]
+        epsilon: Option<f64>,
+        /// ε falls as ε / (1 + decay · requests) (default 0: constant).
+        #[schemars(range(min = 0))]
+        decay: Option<f64>,
+    }
+}
+
+bandit_policy! {
+    /// `policy: {type: ucb1}`: the route whose reward could plausibly be highest.
+    Ucb1Policy {}
+}
+
+bandit_policy! {
+    /// `policy: {type: thompson}`: routes chosen in proportion to the chance each is best.
+    ThompsonPolicy {
+        /// `bernoulli` (rewards in [0, 1], the default) or `gaussian` (any number).
+        reward: Option<RewardKind>,
+    }
+}
+
+impl From<PathPolicy> for PolicySpec {
+    fn from(p: PathPolicy) -> PolicySpec {
+        PolicySpec {
+            shadow: p.shadow,
+            ..PolicySpec::default()
+        }
+    }
+}
+
+impl From<WeightedPolicy> for PolicySpec {
+    fn from(p: WeightedPolicy) -> PolicySpec {
+        PolicySpec {
+            kind: PolicyKind::Weighted,
+            weights: p.weights,
+            sticky: p.sticky,
+            shadow: p.shadow,
+            remember: p.remember,
+            ..PolicySpec::default()
+        }
+    }
+}
+
+/// The policy types, as `type:` names them.
+pub const POLICY_TYPES: [&str; 5] = ["path", "weighted", "epsilon_greedy", "ucb1", "thompson"];
+
+impl PolicySpec {
+    /// The JSON Schema of `policy`: one branch per type.
+    pub fn schema() -> serde_json::Value {
+        servegraph_engine::fields::tagged_schema(
+            "type",
+            vec![
+                ("path", schemars::schema_for!(PathPolicy).to_value()),
+                ("weighted", schemars::schema_for!(WeightedPolicy).to_value()),
+                (
+                    "epsilon_greedy",
+                    schemars::schema_for!(EpsilonGreedyPolicy).to_value(),
+                ),
+                ("ucb1", schemars::schema_for!(Ucb1Policy).to_value()),
+                ("thompson", schemars::schema_for!(ThompsonPolicy).to_value()),
+            ],
+        )
+    }
+
+    /// Reads a router's `policy` (default `{type: path}`): its `type`, then that type's
+    /// fields, reporting every problem.
+    pub fn parse(node: &StepNode, ctx: &mut BuildContext) -> Option<PolicySpec> {
+        let Some(policy) = node.body.get_node("policy") else {
+            return Some(PolicySpec::default());
+        };
+        let Some(map) = policy.as_mapping() else {
+            ctx.error(
+                &node.name,
+                policy.span(),
+                "`policy` must be a mapping with `type`",
+            );
+            return None;
+        };
+        let kind = match map.get_scalar("type") {
+            None => "path",
+            Some(t) => match POLICY_TYPES.iter().find(|k| **k == t.as_str()) {
+                Some(k) => k,
+                None => {
+                    ctx.report(
+                        Diagnostic::new(format!("unknown `policy.type` `{}`", t.as_str()))
+                            .step(&node.name)
+                            .at(t.span())
+                            .help(servegraph_engine::fields::suggest(
+                                t.as_str(),
+                                &POLICY_TYPES,
+                            )),
+                    );
+                    return None;
+                }
+            },
+        };
+        let mut body = map.clone();
+        body.remove(&marked_yaml::types::MarkedScalarNode::new(
+            marked_yaml::Span::new_blank(),
+            "type",
+        ));
+        let body = marked_yaml::Node::Mapping(body);
+        let what = format!("`policy.type: {kind}`");
+        fn read<T: serde::de::DeserializeOwned + JsonSchema + Into<PolicySpec>>(
+            body: &marked_yaml::Node,
+            what: &str,
+        ) -> std::result::Result<PolicySpec, Vec<Diagnostic>> {
+            servegraph_engine::step::from_yaml_at::<T>(body, body.span(), what, &["type"], "policy")
+                .map(Into::into)
+        }
+        let parsed = match kind {
+            "path" => read::<PathPolicy>(&body, &what),
+            "weighted" => read::<WeightedPolicy>(&body, &what),
+            "epsilon_greedy" => read::<EpsilonGreedyPolicy>(&body, &what),
+            "ucb1" => read::<Ucb1Policy>(&body, &what),
+            _ => read::<ThompsonPolicy>(&body, &what),
+        };
+        match parsed {
+            Ok(mut spec) => {
+                spec.kind = match kind {
+                    "path" => PolicyKind::Path,
+                    "weighted" => PolicyKind::Weighted,
+                    "epsilon_greedy" => PolicyKind::EpsilonGreedy,
+                    "ucb1" => PolicyKind::Ucb1,
+                    _ => PolicyKind::Thompson,
+                };
+                Some(spec)
+            }
+            Err(problems) => {
+                for d in problems {
+                    ctx.report(d.step(&node.name));
+                }
+                None
+            }
+        }
+    }
+}
+
+/// `policy`, as the router uses it: every type's fields in one place (those that do not apply
+/// to the type are `None`; the type's own spec refused them).
+#[derive(Debug, Default)]
 pub struct PolicySpec {
-    #[serde(rename = "type", default)]
     pub kind: PolicyKind,
     /// `weighted`: route → relative weight (≥ 0). Routes not listed get 0; none listed: equal.
-    #[serde(default)]
     pub weights: Option<IndexMap<String, f64>>,
     /// `epsilon_greedy`: the share of requests that explore a random route (default 0.1).
-    #[serde(default)]
     pub epsilon: Option<f64>,
     /// `epsilon_greedy`: ε falls as ε / (1 + decay · requests) (default 0: constant).
-    #[serde(default)]
     pub decay: Option<f64>,
     /// Bandits: each reward multiplies past counts by this (0 < discount ≤ 1), to follow
     /// rewards that drift (memory ≈ 1 / (1 - discount) rewards). Default: 1, no forgetting.
-    #[serde(default)]
     pub discount: Option<f64>,
     /// `thompson`: `bernoulli` (rewards in [0, 1], the default) or `gaussian` (any number).
-    #[serde(default)]
     pub reward: Option<RewardKind>,
     /// Bandits: seed the random choices (reproducible experiments and tests).
-    #[serde(default)]
     pub seed: Option<u64>,
     /// `weighted`: `header:NAME` or `body:FIELD` (a field of the request's `parameters`): the
     /// same key always reaches the same route while the weights are unchanged; requests
     /// without the key are split at random.
-    #[serde(default)]
     pub sticky: Option<String>,
     /// `weighted` and `path`: copy a share of requests to a shadow route (see [`ShadowSpec`]).
-    #[serde(default)]
     pub shadow: Option<ShadowSpec>,
     /// Bandits: a file (relative to the graph file) the router's learning is saved to every
     /// `state_every_ms` and when it stops, and restored from when it starts.
-    #[serde(default)]
     pub state_file: Option<String>,
     /// How often the state is saved, in milliseconds (default 10000).
-    #[serde(default)]
     pub state_every_ms: Option<u64>,
     /// Bandits: share what the router learns with the other processes serving this graph,
     /// through a Kafka topic, `kafka://HOST:PORT/TOPIC` (which must exist). Each process
     /// publishes the rewards it takes and applies the others'.
-    #[serde(default)]
     pub share: Option<String>,
     /// Policies that take feedback: how many recent response ids are remembered for it
     /// (default 100000); older ids get 404 on feedback.
-    #[serde(default)]
     pub remember: Option<usize>,
 }
 
@@ -101,13 +346,16 @@ pub struct ShadowSpec {
     pub route: String,
     /// The share of requests copied, in percent (default 100).
     #[serde(default)]
+    #[schemars(extend("exclusiveMinimum" = 0, "maximum" = 100))]
     pub percent: Option<f64>,
     /// A copy still running after this many milliseconds is abandoned (default 10000).
     #[serde(default)]
+    #[schemars(range(min = 1))]
     pub timeout_ms: Option<u64>,
     /// At most this many copies in flight; beyond it copies are skipped and counted
     /// (default 64).
     #[serde(default)]
+    #[schemars(range(min = 1))]
     pub max_in_flight: Option<usize>,
 }
 
@@ -379,78 +627,19 @@ impl Drop for Router {
 /// Builds a `router` step.
 pub fn build(node: &StepNode, ctx: &mut BuildContext) -> Option<Box<dyn Step>> {
     let spec: Option<RouterSpec> = ctx.parse(node);
+    let policy = PolicySpec::parse(node, ctx);
     let routes = build_routes(node, ctx, &[])?;
-    let spec = spec?;
-    let p = &spec.policy;
+    spec?;
+    let p = &policy?;
     let span = policy_span(node);
-    let bandit = matches!(
-        p.kind,
-        PolicyKind::EpsilonGreedy | PolicyKind::Ucb1 | PolicyKind::Thompson
-    );
-    const BANDITS: &str = "bandits (epsilon_greedy, ucb1, thompson)";
-    // Each field applies to some policies only: say so rather than ignore it.
-    let applies: [(&str, bool, bool, &str); 10] = [
-        (
-            "weights",
-            p.weights.is_some(),
-            p.kind == PolicyKind::Weighted,
-            "`type: weighted`",
-        ),
-        (
-            "epsilon",
-            p.epsilon.is_some(),
-            p.kind == PolicyKind::EpsilonGreedy,
-            "`type: epsilon_greedy`",
-        ),
-        (
-            "decay",
-            p.decay.is_some(),
-            p.kind == PolicyKind::EpsilonGreedy,
-            "`type: epsilon_greedy`",
-        ),
-        (
-            "reward",
-            p.reward.is_some(),
-            p.kind == PolicyKind::Thompson,
-            "`type: thompson`",
-        ),
-        ("discount", p.discount.is_some(), bandit, BANDITS),
-        ("seed", p.seed.is_some(), bandit, BANDITS),
-        (
-            "shadow",
-            p.shadow.is_some(),
-            matches!(p.kind, PolicyKind::Path | PolicyKind::Weighted),
-            "`type: weighted` and `type: path`",
-        ),
-        ("state_file", p.state_file.is_some(), bandit, BANDITS),
-        ("share", p.share.is_some(), bandit, BANDITS),
-        (
-            "state_every_ms",
-            p.state_every_ms.is_some(),
-            p.state_file.is_some(),
-            "routers with a `state_file`",
-        ),
-    ];
-    for (field, given, fits, to) in applies {
-        if given && !fits {
-            ctx.error(&node.name, &span, format!("`{field}` only applies to {to}"));
-            return None;
-        }
-    }
-    let in_range = |v: Option<f64>, lo: f64, hi: f64| v.is_none_or(|x| x >= lo && x <= hi);
-    if !in_range(p.epsilon, 0.0, 1.0)
-        || p.discount.is_some_and(|d| !(d > 0.0 && d <= 1.0))
-        || p.decay.is_some_and(|d| d < 0.0)
-    {
+    // Fields that do not apply to the policy's type were refused by its spec; what is left is
+    // one field that needs another.
+    if p.state_every_ms.is_some() && p.state_file.is_none() {
         ctx.error(
             &node.name,
             &span,
-            "`epsilon` must be in [0, 1], `discount` in (0, 1], `decay` ≥ 0",
+            "`policy.state_every_ms` needs `policy.state_file`",
         );
-        return None;
-    }
-    if p.remember == Some(0) {
-        ctx.error(&node.name, &span, "`remember` must be at least 1");
         return None;
     }
     let shadow = match &p.shadow {
@@ -560,6 +749,19 @@ pub fn build(node: &StepNode, ctx: &mut BuildContext) -> Option<Box<dyn Step>> {
     });
     let kind = p.kind;
     let state_file = p.state_file.as_ref().map(|f| ctx.resolve(f));
+    if let Some(file) = &state_file
+        && let Err(why) = writable_folder(file)
+    {
+        ctx.error(
+            &node.name,
+            &span,
+            format!(
+                "`policy.state_file` ({}) cannot be written: {why}",
+                file.display()
+            ),
+        );
+        return None;
+    }
     let state_every = std::time::Duration::from_millis(p.state_every_ms.unwrap_or(10_000).max(100));
     let n_routes = routes.len();
     let reachable = routes
@@ -629,6 +831,29 @@ fn parse_share(url: &str) -> std::result::Result<(String, String), String> {
         .filter(|(b, t)| !b.is_empty() && !t.is_empty() && !t.contains('/'))
         .map(|(b, t)| (b.to_owned(), t.to_owned()))
         .ok_or_else(|| format!("`share: {url}`: expected kafka://HOST:PORT/TOPIC"))
+}
+
+/// Whether a file can be written where `file` is: its folder exists and takes a new file
+/// (tried with a probe file, removed at once).
+fn writable_folder(file: &std::path::Path) -> std::result::Result<(), String> {
+    let folder = match file.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => std::path::Path::new("."),
+    };
+    if !folder.is_dir() {
+        return Err(format!("its folder {} does not exist", folder.display()));
+    }
+    let probe = folder.join(format!(".servegraph-probe-{}", std::process::id()));
+    match std::fs::File::create(&probe) {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+            Ok(())
+        }
+        Err(e) => Err(format!(
+            "its folder {} cannot be written ({e})",
+            folder.display()
+        )),
+    }
 }
 
 fn policy_span(node: &StepNode) -> marked_yaml::Span {
@@ -960,6 +1185,11 @@ impl Step for Router {
                 sticky: Some(Sticky::Header(name)),
                 ..
             } => vec![name.clone()],
+            // A top-level body field: the request path copies it into `parameters`.
+            Policy::Weighted {
+                sticky: Some(Sticky::Body(field)),
+                ..
+            } => vec![format!("{}{field}", servegraph_engine::request::BODY_FIELD)],
             _ => Vec::new(),
         }
     }
@@ -1212,7 +1442,7 @@ graph:
             .unwrap();
         let m = d[0].one_line("g");
         assert!(
-            m.contains("`policy.type` must be one of `path`, `weighted`, `epsilon_greedy`, `ucb1` or `thompson`, found `random`"),
+            m.contains("unknown `policy.type` `random` (expected one of `path`, `weighted`, `epsilon_greedy`, `ucb1` or `thompson`)"),
             "{m}"
         );
         assert!(m.starts_with("g:4:"), "{m}");

@@ -18,13 +18,17 @@ pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The servegraph binary; its log filter is `warn`, or `SERVEGRAPH_TEST_LOG` when set.
+/// The servegraph binary; its log filter is `warn`, or `SERVEGRAPH_TEST_LOG` when set. Model
+/// files may come from the repository (tests write graphs to temporary folders that use its
+/// models).
 pub fn bin() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_servegraph"));
-    cmd.current_dir(root()).env(
-        "RUST_LOG",
-        std::env::var("SERVEGRAPH_TEST_LOG").unwrap_or("warn".into()),
-    );
+    cmd.current_dir(root())
+        .env(
+            "RUST_LOG",
+            std::env::var("SERVEGRAPH_TEST_LOG").unwrap_or("warn".into()),
+        )
+        .env("SERVEGRAPH_MODEL_ROOTS", root());
     cmd
 }
 
