@@ -29,25 +29,45 @@ pub(crate) trait Op: Send + Sync + 'static {
     fn infer(&self, sig: &mut Signature) -> Result<(), String>;
 }
 
-/// The ops, by name.
-const OPS: [&str; 16] = [
-    "standardize",
-    "min_max",
-    "clip",
-    "softmax",
-    "sigmoid",
-    "argmax",
-    "top_k",
-    "threshold",
-    "label_map",
-    "one_hot",
-    "cast",
-    "reshape",
-    "select",
-    "rename",
-    "image",
-    "noop",
+/// One op kind: its name, how its args are read, and their schema.
+struct OpKind {
+    name: &'static str,
+    parse: fn(Option<&Node>, &marked_yaml::Span, &str) -> Result<Box<dyn Op>, Vec<Diagnostic>>,
+    schema: fn() -> serde_json::Value,
+}
+
+const fn op<T: Op + DeserializeOwned + Default + JsonSchema>(name: &'static str) -> OpKind {
+    OpKind {
+        name,
+        parse: |args, span, what| args_of::<T>(args, span, what).map(boxed),
+        schema: || schemars::schema_for!(T).to_value(),
+    }
+}
+
+/// Every op, once: building, the names in messages and the JSON Schema all read this list.
+const OP_KINDS: [OpKind; 16] = [
+    op::<Standardize>("standardize"),
+    op::<MinMax>("min_max"),
+    op::<Clip>("clip"),
+    op::<Softmax>("softmax"),
+    op::<Sigmoid>("sigmoid"),
+    op::<Argmax>("argmax"),
+    op::<TopK>("top_k"),
+    op::<Threshold>("threshold"),
+    op::<LabelMap>("label_map"),
+    op::<OneHot>("one_hot"),
+    op::<Cast>("cast"),
+    op::<Reshape>("reshape"),
+    op::<Select>("select"),
+    op::<Rename>("rename"),
+    op::<crate::image::ImageArgs>("image"),
+    op::<Noop>("noop"),
 ];
+
+/// The ops' names, in [`OP_KINDS`] order.
+fn op_names() -> Vec<&'static str> {
+    OP_KINDS.iter().map(|k| k.name).collect()
+}
 
 /// The step: one op.
 pub struct Transform {
@@ -100,49 +120,34 @@ pub(crate) fn build_op(
             ok = false;
         }
     }
-    let op = match map.get_scalar("op") {
-        Some(op) if OPS.contains(&op.as_str()) => op.as_str(),
-        Some(op) => {
-            ctx.report(
-                Diagnostic::new(format!("unknown op `{}`", op.as_str()))
-                    .step(step)
-                    .at(op.span())
-                    .help(servegraph_engine::fields::suggest(op.as_str(), &OPS)),
-            );
-            return None;
-        }
+    let names = op_names();
+    let kind = match map.get_scalar("op") {
+        Some(op) => match OP_KINDS.iter().find(|k| k.name == op.as_str()) {
+            Some(kind) => kind,
+            None => {
+                ctx.report(
+                    Diagnostic::new(format!("unknown op `{}`", op.as_str()))
+                        .step(step)
+                        .at(op.span())
+                        .help(servegraph_engine::fields::suggest(op.as_str(), &names)),
+                );
+                return None;
+            }
+        },
         None => {
             ctx.report(
                 Diagnostic::new("missing field `op`")
                     .step(step)
                     .at(map.span())
-                    .help(format!("expected one of {}", one_of(&OPS))),
+                    .help(format!("expected one of {}", one_of(&names))),
             );
             return None;
         }
     };
     let args = map.get_node("args");
     let span = *map.span();
-    let what = format!("the `{op}` op's args");
-    let parsed = match op {
-        "standardize" => args_of::<Standardize>(args, &span, &what).map(boxed),
-        "softmax" => args_of::<Softmax>(args, &span, &what).map(boxed),
-        "argmax" => args_of::<Argmax>(args, &span, &what).map(boxed),
-        "label_map" => args_of::<LabelMap>(args, &span, &what).map(boxed),
-        "select" => args_of::<Select>(args, &span, &what).map(boxed),
-        "rename" => args_of::<Rename>(args, &span, &what).map(boxed),
-        "noop" => args_of::<Noop>(args, &span, &what).map(boxed),
-        "min_max" => args_of::<MinMax>(args, &span, &what).map(boxed),
-        "clip" => args_of::<Clip>(args, &span, &what).map(boxed),
-        "sigmoid" => args_of::<Sigmoid>(args, &span, &what).map(boxed),
-        "top_k" => args_of::<TopK>(args, &span, &what).map(boxed),
-        "threshold" => args_of::<Threshold>(args, &span, &what).map(boxed),
-        "one_hot" => args_of::<OneHot>(args, &span, &what).map(boxed),
-        "cast" => args_of::<Cast>(args, &span, &what).map(boxed),
-        "reshape" => args_of::<Reshape>(args, &span, &what).map(boxed),
-        "image" => args_of::<crate::image::ImageArgs>(args, &span, &what).map(boxed),
-        _ => unreachable!("checked against OPS"),
-    };
+    let what = format!("the `{}` op's args", kind.name);
+    let parsed = (kind.parse)(args, &span, &what);
     let op = match parsed {
         Ok(op) => op,
         Err(problems) => {
@@ -163,27 +168,7 @@ pub(crate) fn build_op(
 /// The JSON Schema of a transform step's fields: one variant per op, with its args.
 pub fn schema() -> serde_json::Value {
     use serde_json::{Map, Value, json};
-    fn of<T: JsonSchema>() -> Value {
-        schemars::schema_for!(T).to_value()
-    }
-    let ops: [(&str, Value); 16] = [
-        ("standardize", of::<Standardize>()),
-        ("min_max", of::<MinMax>()),
-        ("clip", of::<Clip>()),
-        ("softmax", of::<Softmax>()),
-        ("sigmoid", of::<Sigmoid>()),
-        ("argmax", of::<Argmax>()),
-        ("top_k", of::<TopK>()),
-        ("threshold", of::<Threshold>()),
-        ("label_map", of::<LabelMap>()),
-        ("one_hot", of::<OneHot>()),
-        ("cast", of::<Cast>()),
-        ("reshape", of::<Reshape>()),
-        ("select", of::<Select>()),
-        ("rename", of::<Rename>()),
-        ("image", of::<crate::image::ImageArgs>()),
-        ("noop", of::<Noop>()),
-    ];
+    let ops: Vec<(&str, Value)> = OP_KINDS.iter().map(|k| (k.name, (k.schema)())).collect();
     let mut defs = Map::new();
     let variants: Vec<Value> = ops
         .into_iter()
@@ -280,14 +265,31 @@ fn sig_targets(named: &Option<Vec<String>>, sig: &Signature) -> Result<Vec<usize
 }
 
 /// Signature of an element-wise float op on `tensors` (default: every float tensor): each must
-/// be numeric (integers become FP32) and, with `features`, have that many values on its last
-/// axis.
+/// be numeric (integers become FP32; ops for which integers make no sense, such as softmax,
+/// refuse them) and, with `features`, have that many values on its last axis.
 fn infer_float_map(
     tensors: &Option<Vec<String>>,
     sig: &mut Signature,
     op: &str,
     features: Option<usize>,
 ) -> Result<(), String> {
+    let floats_only = matches!(op, "softmax" | "sigmoid" | "standardize");
+    let refuse = |name: &str, datatype: DataType| {
+        format!(
+            "{op} needs floating-point data but `{name}` is {datatype} \
+             (add `{{op: cast, args: {{to: FP32, tensors: [{name}]}}}}` before it if that is meant)"
+        )
+    };
+    if floats_only && let Some(names) = tensors {
+        for n in names {
+            if sig.get(n).is_none()
+                && let Some(d) = sig.implied_datatype(n)
+                && !d.is_float()
+            {
+                return Err(refuse(n, d));
+            }
+        }
+    }
     for i in sig_targets(tensors, sig)? {
         let t = &mut sig.tensors[i];
         if !(t.datatype.is_float() || t.datatype.is_integer()) {
@@ -295,6 +297,9 @@ fn infer_float_map(
                 "{op} needs numbers but `{}` is {}",
                 t.name, t.datatype
             ));
+        }
+        if floats_only && !t.datatype.is_float() {
+            return Err(refuse(&t.name, t.datatype));
         }
         if let (Some(n), Some(&d)) = (features, t.shape.last())
             && n > 1
@@ -648,6 +653,7 @@ impl Op for Select {
         *sig = Signature {
             tensors: kept,
             open: unknown,
+            implied: std::mem::take(&mut sig.implied),
         };
         Ok(())
     }
@@ -1242,13 +1248,18 @@ impl Op for Cast {
                 .map(|t| t.name.clone())
                 .collect(),
         };
+        if self.tensors.is_none() && sig.open {
+            // Every tensor not known here, whatever arrives, leaves as `to`.
+            sig.implied.retain(|(n, _)| n.is_some());
+            sig.implied.push((None, self.to));
+        }
         for n in names {
             match sig.tensors.iter_mut().find(|t| t.name == n) {
                 Some(t) if t.datatype == DataType::Bytes => {
                     return Err(format!("cannot cast BYTES tensor `{n}`"));
                 }
                 Some(t) => t.datatype = self.to,
-                None if sig.open => {}
+                None if sig.open => sig.implied.push((Some(n.clone()), self.to)),
                 None => {
                     return Err(format!(
                         "no tensor `{n}` reaches this step; it gets: {}",
