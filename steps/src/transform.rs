@@ -29,10 +29,14 @@ pub(crate) trait Op: Send + Sync + 'static {
     fn infer(&self, sig: &mut Signature) -> Result<(), String>;
 }
 
+/// Reads an op's `args` (absent: its defaults), `what` naming them in messages.
+type ParseArgs =
+    fn(Option<&Node>, &marked_yaml::Span, &str) -> Result<Box<dyn Op>, Vec<Diagnostic>>;
+
 /// One op kind: its name, how its args are read, and their schema.
 struct OpKind {
     name: &'static str,
-    parse: fn(Option<&Node>, &marked_yaml::Span, &str) -> Result<Box<dyn Op>, Vec<Diagnostic>>,
+    parse: ParseArgs,
     schema: fn() -> serde_json::Value,
 }
 
