@@ -10,9 +10,9 @@
 //! So a model whose first [`WARMUP`] pool runs took under [`INLINE_MAX`] (90% of them: wall
 //! time includes preemption, which on a busy one-core pod can hit any run) gets one session
 //! per async worker thread, and a request then runs on its own thread with
-//! a free one of those (a `try_lock`; busy ones fall back to the pool). A model with `batch`
-//! runs inline only while a request has the model to itself: requests that arrive together
-//! go to the pool and share one run, which costs less per request than a run each. A
+//! a free one of those (a `try_lock`; busy ones fall back to the pool). With `batch`, inline
+//! runs batch too: the first request waits one scheduler turn, requests ready on the same
+//! thread meanwhile join it, and they share one run (cheaper per request than a run each). A
 //! run is then at most ~50 µs of a worker's time, as tokio allows between awaits; if inline
 //! runs later slow down (more than 10% over [`INLINE_LIMIT`] in a window), inline stops and
 //! the pool takes every request again.
@@ -256,17 +256,10 @@ impl Inline {
         }
     }
 
-    /// Runs `inputs` on a free inline session, or gives them back when every one is busy.
-    fn try_run(
-        &self,
-        model: &str,
-        inputs: Vec<Tensor>,
-        outputs: &[TensorMeta],
-        stats: &RunStats,
-    ) -> std::result::Result<(Result<Vec<Tensor>>, Duration), Vec<Tensor>> {
-        let Some(sessions) = self.sessions.get() else {
-            return Err(inputs);
-        };
+    /// Runs `f` on a free inline session of this thread's (or another free one); `None`
+    /// when every one is busy or none is open.
+    fn with_session<R>(&self, f: impl FnOnce(&mut Session) -> R) -> Option<R> {
+        let sessions = self.sessions.get()?;
         let first = SLOT.with(|slot| {
             slot.get().unwrap_or_else(|| {
                 static NEXT: AtomicU64 = AtomicU64::new(0);
@@ -276,19 +269,36 @@ impl Inline {
             })
         });
         for i in 0..sessions.len() {
-            let Ok(mut session) = sessions[(first + i) % sessions.len()].try_lock() else {
-                continue;
-            };
+            if let Ok(mut session) = sessions[(first + i) % sessions.len()].try_lock() {
+                return Some(f(&mut session));
+            }
+        }
+        None
+    }
+
+    /// Runs `inputs` on a free inline session, or gives them back when every one is busy.
+    fn try_run(
+        &self,
+        model: &str,
+        inputs: Vec<Tensor>,
+        outputs: &[TensorMeta],
+        stats: &RunStats,
+    ) -> std::result::Result<(Result<Vec<Tensor>>, Duration), Vec<Tensor>> {
+        let mut inputs = Some(inputs);
+        let ran = self.with_session(|session| {
             let start = Instant::now();
             stats.inline_run();
-            let result = run(&mut session, inputs, outputs);
-            drop(session);
-            let took = start.elapsed();
-            stats.metrics.run_seconds.observe(took);
-            self.inline_ran(model, took);
-            return Ok((result, took));
+            let result = run(session, inputs.take().expect("once"), outputs);
+            (result, start.elapsed())
+        });
+        match ran {
+            Some((result, took)) => {
+                stats.metrics.run_seconds.observe(took);
+                self.inline_ran(model, took);
+                Ok((result, took))
+            }
+            None => Err(inputs.take().expect("not run")),
         }
-        Err(inputs)
     }
 
     fn inline_ran(&self, model: &str, took: Duration) {
@@ -323,10 +333,11 @@ pub struct OnnxModel {
     queue_size: usize,
     stats: Arc<RunStats>,
     inline: Arc<Inline>,
-    /// `batch` is set: requests that arrive together are better merged on the pool.
-    batching: bool,
-    /// Requests in this model now (inline or on the pool).
-    in_flight: std::sync::atomic::AtomicUsize,
+    /// `batch`: requests that arrive together share one run.
+    batching: Option<Batching>,
+    /// Requests gathering for the next inline run (with `batch`): the first one waits one
+    /// scheduler turn for others that are ready on the same thread, then runs them all.
+    gathering: Mutex<Vec<Job>>,
 }
 
 impl OnnxModel {
@@ -406,8 +417,8 @@ impl OnnxModel {
             queue_size: spec.queue_size,
             stats,
             inline,
-            batching: batching.is_some(),
-            in_flight: Default::default(),
+            batching,
+            gathering: Mutex::new(Vec::new()),
         })
     }
 
@@ -431,29 +442,119 @@ impl OnnxModel {
     /// them to the session pool and waits. The outputs, and the time they waited for and ran
     /// on a session.
     async fn run_job(&self, inputs: Vec<Tensor>) -> Result<(Vec<Tensor>, Duration)> {
-        struct Counted<'a>(&'a std::sync::atomic::AtomicUsize);
-        impl Drop for Counted<'_> {
-            fn drop(&mut self) {
-                self.0.fetch_sub(1, Ordering::Relaxed);
+        if !self.inline.active() {
+            return self.pool_job(inputs).await;
+        }
+        if let Some(b) = self.batching {
+            return self.gathered(inputs, b).await;
+        }
+        match self
+            .inline
+            .try_run(&self.name, inputs, &self.outputs, &self.stats)
+        {
+            Ok((result, took)) => result.map(|t| (t, took)),
+            Err(inputs) => self.pool_job(inputs).await,
+        }
+    }
+
+    /// Inline with `batch`: the request joins the gathering run if it fits, or starts one,
+    /// waits one scheduler turn (requests ready on this thread join meanwhile), then runs
+    /// them all in one ONNX Runtime run on an inline session (the pool's, when all are busy).
+    async fn gathered(&self, inputs: Vec<Tensor>, b: Batching) -> Result<(Vec<Tensor>, Duration)> {
+        let (reply, answer) = oneshot::channel();
+        let job = Job {
+            inputs,
+            span: tracing::Span::current(),
+            queued: Instant::now(),
+            reply,
+        };
+        // `Ok(leader?)` when it joined or started the run; `Err(job)` when it does not fit.
+        let joined = {
+            let mut g = self.gathering.lock().expect("not poisoned");
+            let rows: usize = g.iter().map(Job::rows).sum();
+            match g.first() {
+                None => {
+                    g.push(job);
+                    Ok(true)
+                }
+                Some(first) if first.fits_with(&job) && rows + job.rows() <= b.max_size => {
+                    g.push(job);
+                    Ok(false)
+                }
+                Some(_) => Err(job),
+            }
+        };
+        let leader = match joined {
+            Ok(leader) => leader,
+            // Does not fit this run: alone, as without batching.
+            Err(job) => {
+                return match self
+                    .inline
+                    .try_run(&self.name, job.inputs, &self.outputs, &self.stats)
+                {
+                    Ok((result, took)) => result.map(|t| (t, took)),
+                    Err(inputs) => self.pool_job(inputs).await,
+                };
+            }
+        };
+        if leader {
+            /// If the leader is dropped while gathering (its caller went away), the others
+            /// still run: on the pool.
+            struct Leader<'a>(Option<&'a OnnxModel>);
+            impl Drop for Leader<'_> {
+                fn drop(&mut self) {
+                    if let Some(model) = self.0 {
+                        let jobs =
+                            std::mem::take(&mut *model.gathering.lock().expect("not poisoned"));
+                        model.to_pool(jobs);
+                    }
+                }
+            }
+            let mut guard = Leader(Some(self));
+            tokio::task::yield_now().await;
+            guard.0 = None;
+            let jobs = std::mem::take(&mut *self.gathering.lock().expect("not poisoned"));
+            self.run_gathered(jobs);
+        }
+        let (result, took) = answer
+            .await
+            .map_err(|_| Error::internal(format!("model `{}` dropped the request", self.name)))?;
+        result.map(|t| (t, took))
+    }
+
+    /// Runs gathered jobs as one batch on an inline session, answering each; on the pool when
+    /// every inline session is busy.
+    fn run_gathered(&self, jobs: Vec<Job>) {
+        let pool = Pool {
+            outputs: &self.outputs,
+            stats: &self.stats,
+            inline: &self.inline,
+            model: &self.name,
+        };
+        let mut jobs = Some(jobs);
+        let took = self.inline.with_session(|session| {
+            let start = Instant::now();
+            run_batch(session, jobs.take().expect("once"), &pool);
+            start.elapsed()
+        });
+        match took {
+            Some(took) => self.inline.inline_ran(&self.name, took),
+            None => self.to_pool(jobs.take().expect("not run")),
+        }
+    }
+
+    /// Queues jobs on the session pool; those that do not fit are answered 503.
+    fn to_pool(&self, jobs: Vec<Job>) {
+        for job in jobs {
+            if let Err(e) = self.queue.try_send(job) {
+                let job = e.into_inner();
+                let busy = Error::unavailable(format!(
+                    "model `{}` is busy: {} requests are already waiting",
+                    self.name, self.queue_size
+                ));
+                job.answer(Err(busy));
             }
         }
-        let others = self.in_flight.fetch_add(1, Ordering::Relaxed);
-        let _counted = Counted(&self.in_flight);
-        // With batching on, a request that has company goes to the pool, where it is merged
-        // with the others into one run (cheaper per request than a run each).
-        let inline = self.inline.active() && !(self.batching && others > 0);
-        let inputs = if inline {
-            match self
-                .inline
-                .try_run(&self.name, inputs, &self.outputs, &self.stats)
-            {
-                Ok((result, took)) => return result.map(|t| (t, took)),
-                Err(inputs) => inputs,
-            }
-        } else {
-            inputs
-        };
-        self.pool_job(inputs).await
     }
 
     /// Hands the inputs to the session pool and waits for the outputs, and the time they
@@ -1095,6 +1196,38 @@ mod tests {
             check(model.process(request(&rows[..2])).await.unwrap());
         }
         assert!(!model.runs_inline(), "`inline: false` ran inline");
+    }
+
+    #[tokio::test]
+    async fn inline_requests_ready_together_share_one_run_and_get_their_own_rows() {
+        let batch = BatchSpec {
+            max_size: 64,
+            max_wait_us: 0,
+        };
+        let model = OnnxModel::load("lr", &iris(), &spec(Some(batch))).unwrap();
+        model.inline_thresholds(Duration::from_secs(1), Duration::from_secs(1));
+        let (rows, labels) = expected();
+        for _ in 0..WARMUP {
+            model.process(request(&rows[..1])).await.unwrap();
+        }
+        assert!(model.runs_inline());
+        let before = model.stats().runs.load(Ordering::Relaxed);
+        // Ten requests ready at once on this thread: they gather into one inline run.
+        let slices: Vec<(usize, usize)> = (0..10).map(|i| (i, i + 1)).collect();
+        let answers = join_all(
+            slices
+                .iter()
+                .map(|&(a, b)| model.process(request(&rows[a..b]))),
+        )
+        .await;
+        for (&(a, b), answer) in slices.iter().zip(answers) {
+            assert_eq!(
+                answer.unwrap().get("label").unwrap().data,
+                TensorData::Int64(labels[a..b].to_vec())
+            );
+        }
+        let runs = model.stats().runs.load(Ordering::Relaxed) - before;
+        assert_eq!(runs, 1, "{runs} runs for 10 requests ready together");
     }
 
     #[tokio::test]
