@@ -67,19 +67,28 @@ pub fn field_names(schema: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// A schemars schema ready to sit inside another: without its `$schema` and `title`, its
+/// `$defs` moved into `defs` (where the outer schema keeps them).
+pub fn embed(mut schema: Value, defs: &mut Map<String, Value>) -> Value {
+    if let Value::Object(m) = &mut schema {
+        m.remove("$schema");
+        m.remove("title");
+        if let Some(Value::Object(d)) = m.remove("$defs") {
+            defs.extend(d);
+        }
+    }
+    schema
+}
+
 /// The schema of specs chosen by a `tag` field (`class: onnx | remote`): one object branch
 /// per variant, the variant's own schema with `tag` fixed to its name.
 pub fn tagged_schema(tag: &str, variants: Vec<(&str, Value)>) -> Value {
     let mut defs = Map::new();
     let branches: Vec<Value> = variants
         .into_iter()
-        .map(|(name, mut schema)| {
+        .map(|(name, schema)| {
+            let mut schema = embed(schema, &mut defs);
             if let Value::Object(m) = &mut schema {
-                m.remove("$schema");
-                m.remove("title");
-                if let Some(Value::Object(d)) = m.remove("$defs") {
-                    defs.extend(d);
-                }
                 let props = m
                     .entry("properties")
                     .or_insert_with(|| Value::Object(Map::new()));

@@ -80,17 +80,7 @@ enum Context {
     Member,
 }
 
-/// A schemars schema without its `$schema`/`title`, its `$defs` moved into `defs`.
-fn object_schema(mut schema: Value, defs: &mut Map<String, Value>) -> Value {
-    if let Value::Object(map) = &mut schema {
-        map.remove("$schema");
-        map.remove("title");
-        if let Some(Value::Object(d)) = map.remove("$defs") {
-            defs.extend(d);
-        }
-    }
-    schema
-}
+use crate::fields::embed as object_schema;
 
 /// The kind's schema as one or more object variants, each with `kind` fixed and the fields
 /// the context allows.

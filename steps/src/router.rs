@@ -47,17 +47,14 @@ pub struct RouterSpec {
 /// [`PolicySpec::parse`], so the router's own check takes it as any value).
 pub fn schema() -> serde_json::Value {
     let mut schema = schemars::schema_for!(RouterSpec).to_value();
-    let mut policy = PolicySpec::schema();
-    if let Some(serde_json::Value::Object(defs)) =
-        policy.as_object_mut().and_then(|p| p.remove("$defs"))
-    {
-        let all = schema
-            .as_object_mut()
-            .expect("an object schema")
-            .entry("$defs")
-            .or_insert_with(|| serde_json::Value::Object(Default::default()));
-        if let serde_json::Value::Object(all) = all {
-            all.extend(defs);
+    let mut defs = serde_json::Map::new();
+    let policy = servegraph_engine::fields::embed(PolicySpec::schema(), &mut defs);
+    if let Some(all) = schema.as_object_mut() {
+        match all.get_mut("$defs") {
+            Some(serde_json::Value::Object(d)) => d.extend(defs),
+            _ => {
+                all.insert("$defs".into(), serde_json::Value::Object(defs));
+            }
         }
     }
     schema["properties"]["policy"] = policy;

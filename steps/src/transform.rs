@@ -176,14 +176,8 @@ pub fn schema() -> serde_json::Value {
     let mut defs = Map::new();
     let variants: Vec<Value> = ops
         .into_iter()
-        .map(|(op, mut args)| {
-            if let Value::Object(m) = &mut args {
-                m.remove("$schema");
-                m.remove("title");
-                if let Some(Value::Object(d)) = m.remove("$defs") {
-                    defs.extend(d);
-                }
-            }
+        .map(|(op, args)| {
+            let args = servegraph_engine::fields::embed(args, &mut defs);
             let needs_args = args
                 .get("required")
                 .and_then(Value::as_array)
