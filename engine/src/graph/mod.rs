@@ -1,0 +1,267 @@
+//! A graph file compiled into a runnable plan.
+//!
+//! Loading runs in phases and collects every problem before giving up: YAML syntax, the
+//! top-level fields, each step (kind, fields, args, model files), the edges (dangling
+//! `after`, cycles, the responder), and, when models are loaded, the tensors along every edge.
+//!
+//! What is where: `spec` (the file's top level), `load` (parsing and declaring steps),
+//! `compile` (the DAG and its checks), `infer` (tensors along the edges), `exec` (running it).
+
+mod compile;
+mod exec;
+mod infer;
+mod load;
+mod spec;
+#[cfg(test)]
+mod tests;
+
+pub use spec::GraphFileSpec;
+
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::event::Event;
+use crate::step::{ModelInfo, Step};
+
+use self::{compile::*, exec::*, infer::*, load::*, spec::*};
+
+/// A graph's shape: its steps in topological order, its error handlers, and which step
+/// responds.
+pub struct Layout<'a> {
+    pub steps: Vec<LaidStep<'a>>,
+    pub handlers: Vec<(&'a str, &'a dyn Step)>,
+    /// Index into `steps`.
+    pub responder: usize,
+}
+
+/// One step of a [`Layout`].
+pub struct LaidStep<'a> {
+    pub name: &'a str,
+    pub step: &'a dyn Step,
+    /// Indices into `Layout::steps` of the steps it comes after.
+    pub preds: Vec<usize>,
+    /// The error handler's name, if it has one.
+    pub on_error: Option<&'a str>,
+}
+
+/// A validated, compiled graph, ready to run requests.
+pub struct Graph {
+    pub name: String,
+    nodes: Vec<GraphNode>,
+    /// Steps that run only when a step naming them in `on_error` fails.
+    handlers: Vec<GraphNode>,
+    entries: Vec<usize>,
+    responder: usize,
+    /// Every node has one predecessor and one successor: run as a plain loop.
+    chain: bool,
+    deadline: Duration,
+    pub max_in_flight: usize,
+    /// Admission: one permit per request in flight, whichever source it came from.
+    admission: tokio::sync::Semaphore,
+    max_tensor_elements: usize,
+    models: Vec<ModelInfo>,
+    /// The tracking stream's settings and sink, when the graph has one.
+    pub tracking: Option<(crate::tracking::TrackingSpec, crate::tracking::Sink)>,
+    /// The Kafka source's settings, when the graph has one.
+    pub kafka: Option<crate::sources::KafkaSourceSpec>,
+    /// Where spans go, when the graph is traced.
+    pub telemetry: Option<crate::telemetry::TelemetrySpec>,
+    /// Request headers some step reads: sources copy these into events.
+    pub headers: Vec<String>,
+    /// The steps that learn from feedback (routers), by name.
+    learners: Vec<String>,
+}
+
+/// The graph a process serves now, with its tracking stream: replaced whole by a reload.
+/// Sources read it per request, so a request runs start to end on the graph it started on.
+#[derive(Clone)]
+pub struct Live {
+    pub graph: std::sync::Arc<Graph>,
+    pub tracker: Option<crate::tracking::Tracker>,
+}
+
+impl Graph {
+    /// Addressable models: the graph itself first, then every route by name.
+    pub fn models(&self) -> &[ModelInfo] {
+        &self.models
+    }
+
+    /// Finds a model by name and optional version, as the HTTP paths address them.
+    pub fn model(&self, name: &str, version: Option<&str>) -> Option<&ModelInfo> {
+        let mut named = self.models.iter().filter(|m| m.name == name);
+        match version {
+            Some(v) => named.find(|m| m.version.as_deref() == Some(v)),
+            // The unversioned one, else the last declared version.
+            None => named
+                .clone()
+                .find(|m| m.version.is_none())
+                .or_else(|| named.next_back()),
+        }
+    }
+
+    /// [`Graph::model`], or a 404 that says what is there: the versions of a known model, or
+    /// the server's models.
+    pub fn find_model(&self, name: &str, version: Option<&str>) -> Result<&ModelInfo> {
+        if let Some(m) = self.model(name, version) {
+            return Ok(m);
+        }
+        if let Some(v) = version
+            && self.model(name, None).is_some()
+        {
+            return Err(Error::not_found(format!(
+                "model `{name}` has no version `{v}`"
+            )));
+        }
+        let mut names: Vec<&str> = self.models.iter().map(|m| m.name.as_str()).collect();
+        names.dedup();
+        Err(Error::not_found(format!(
+            "unknown model `{name}`; this server's models are: {}",
+            names.join(", ")
+        )))
+    }
+
+    /// Takes an admission permit for one request, or refuses it (429) when `max_in_flight`
+    /// requests are running.
+    pub fn admit(&self) -> Result<tokio::sync::SemaphorePermit<'_>> {
+        self.admission.try_acquire().map_err(|_| {
+            Error::new(
+                crate::error::ErrorKind::Overloaded,
+                format!(
+                    "too many requests in flight (max_in_flight is {})",
+                    self.max_in_flight
+                ),
+            )
+        })
+    }
+
+    /// Requests that could be admitted now.
+    pub fn admission_available(&self) -> usize {
+        self.admission.available_permits()
+    }
+
+    /// The graph's shape, for pictures.
+    pub fn layout(&self) -> Layout<'_> {
+        let steps = self
+            .nodes
+            .iter()
+            .map(|n| LaidStep {
+                name: &n.name,
+                step: n.step.as_ref(),
+                preds: n.preds.clone(),
+                on_error: n.on_error.map(|h| self.handlers[h].name.as_str()),
+            })
+            .collect();
+        let handlers = self
+            .handlers
+            .iter()
+            .map(|h| (h.name.as_str(), h.step.as_ref()))
+            .collect();
+        Layout {
+            steps,
+            handlers,
+            responder: self.responder,
+        }
+    }
+
+    pub fn deadline(&self) -> Duration {
+        self.deadline
+    }
+
+    /// A step by name, nested ones (routes, members) included.
+    pub fn find_step(&self, name: &str) -> Option<&dyn Step> {
+        fn search<'a>(
+            name: &str,
+            candidates: Vec<(&'a str, &'a dyn Step)>,
+        ) -> Option<&'a dyn Step> {
+            for (n, s) in candidates {
+                if n == name {
+                    return Some(s);
+                }
+                if let Some(found) = search(name, s.children()) {
+                    return Some(found);
+                }
+            }
+            None
+        }
+        let top = self
+            .nodes
+            .iter()
+            .map(|n| (n.name.as_str(), n.step.as_ref()))
+            .collect();
+        search(name, top)
+    }
+
+    /// Every step that learns from feedback (routers), nested ones included, by name.
+    pub fn learners(&self) -> Vec<(&str, &dyn Step)> {
+        self.learners
+            .iter()
+            .filter_map(|n| Some((n.as_str(), self.find_step(n)?)))
+            .collect()
+    }
+
+    /// The step named `name`, if it learns from feedback (a router).
+    pub fn learner(&self, name: &str) -> Option<&dyn Step> {
+        self.learners
+            .iter()
+            .any(|n| n == name)
+            .then(|| self.find_step(name))
+            .flatten()
+    }
+
+    /// The names of the steps that keep stats (routers), found once when the graph is built:
+    /// asking a step for its stats builds them.
+    fn find_learners(&self) -> Vec<String> {
+        fn walk(found: &mut Vec<String>, steps: Vec<(&str, &dyn Step)>) {
+            for (n, s) in steps {
+                if s.stats().is_some() {
+                    found.push(n.to_owned());
+                }
+                walk(found, s.children());
+            }
+        }
+        let mut found = Vec::new();
+        walk(
+            &mut found,
+            self.nodes
+                .iter()
+                .map(|n| (n.name.as_str(), n.step.as_ref()))
+                .collect(),
+        );
+        found
+    }
+
+    /// Checks a request's tensors against the graph's `max_tensor_elements` (422 past it).
+    pub fn check_request(&self, event: &Event) -> Result<()> {
+        match event
+            .tensors
+            .iter()
+            .find(|t| t.data.len() > self.max_tensor_elements)
+        {
+            None => Ok(()),
+            Some(t) => Err(Error::unprocessable(format!(
+                "input `{}` has {} elements (shape {:?}), over the graph's max_tensor_elements of {}",
+                t.name,
+                t.data.len(),
+                t.shape,
+                self.max_tensor_elements
+            ))),
+        }
+    }
+
+    /// Lets every step that learns save its state (before a reload builds the graph again).
+    pub fn checkpoint(&self) {
+        for (_, step) in self.learners() {
+            step.checkpoint();
+        }
+    }
+
+    /// Whether the graph is a straight chain of steps (what queue steps need).
+    pub fn is_chain(&self) -> bool {
+        self.chain
+    }
+
+    /// The names of the graph's steps, in order.
+    pub fn step_names(&self) -> Vec<&str> {
+        self.nodes.iter().map(|n| n.name.as_str()).collect()
+    }
+}
