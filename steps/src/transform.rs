@@ -1185,10 +1185,21 @@ fn cast_values(values: Vec<f64>, datatype: DataType) -> Result<TensorData> {
 #[serde(deny_unknown_fields)]
 pub struct Cast {
     /// The datatype to convert to (`FP32`, `INT64`, `BOOL`, ...; not BYTES).
+    #[schemars(schema_with = "cast_targets")]
     pub to: DataType,
     /// Tensors to convert; default: every numeric or BOOL tensor.
     #[serde(default)]
     pub tensors: Option<Vec<String>>,
+}
+
+/// The datatypes `cast` converts to: every one but BYTES (so the schema and the op agree).
+fn cast_targets(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let names: Vec<&str> = DataType::ALL
+        .iter()
+        .filter(|d| **d != DataType::Bytes)
+        .map(|d| d.as_str())
+        .collect();
+    schemars::json_schema!({"type": "string", "enum": names})
 }
 
 impl Default for Cast {
@@ -1602,7 +1613,11 @@ graph:
             ("clip", "{}", "give `min`, `max` or both"),
             ("top_k", "{k: 0}", "`k` must be at least 1"),
             ("one_hot", "{depth: 0}", "`depth` must be at least 1"),
-            ("cast", "{to: BYTES}", "`to` cannot be BYTES"),
+            (
+                "cast",
+                "{to: BYTES}",
+                "`to` must be one of `BOOL`, `UINT8`, `UINT16`, `UINT32`, `UINT64`, `INT8`, `INT16`, `INT32`, `INT64`, `FP16`, `FP32` or `FP64`, found `BYTES`",
+            ),
             ("cast", "{to: FP99}", "`to` must be one of `BOOL`, "),
             ("reshape", "{tensor: x, shape: [-1, -1]}", "at most one -1"),
         ] {
