@@ -332,6 +332,12 @@ impl<'r> BuildContext<'r> {
         self.diagnostics.push(diagnostic);
     }
 
+    /// Reports every one of `problems` as concerning `step`.
+    pub fn report_in(&mut self, step: &str, problems: Vec<Diagnostic>) {
+        self.diagnostics
+            .extend(problems.into_iter().map(|d| d.step(step)));
+    }
+
     /// Reports an error about `step` at `span`.
     pub fn error(&mut self, step: &str, span: &Span, message: impl Into<String>) {
         self.report(Diagnostic::new(message).step(step).at(span));
@@ -365,9 +371,7 @@ impl<'r> BuildContext<'r> {
         match from_yaml::<T>(&body, &node.span, &what, &extra) {
             Ok(spec) => Some(spec),
             Err(problems) => {
-                for d in problems {
-                    self.report(d.step(&node.name));
-                }
+                self.report_in(&node.name, problems);
                 None
             }
         }
@@ -463,9 +467,7 @@ impl<'r> BuildContext<'r> {
             Ok(_) if foreign => None,
             Ok(spec) => Some(spec),
             Err(problems) => {
-                for d in problems {
-                    self.report(d.step(&node.name));
-                }
+                self.report_in(&node.name, problems);
                 None
             }
         }

@@ -176,9 +176,7 @@ pub fn build(node: &StepNode, ctx: &mut BuildContext) -> Option<Box<dyn Step>> {
         let member: MemberSpec = match from_yaml(&extra, route.extra.span(), &what, &[]) {
             Ok(m) => m,
             Err(problems) => {
-                for d in problems {
-                    ctx.report(d.step(&node.name));
-                }
+                ctx.report_in(&node.name, problems);
                 failed = true;
                 continue;
             }

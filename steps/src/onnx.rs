@@ -1165,11 +1165,17 @@ mod tests {
         assert!(runs <= 3, "{runs} runs for 5 requests");
     }
 
+    /// iris-lr with generous inline thresholds: a debug build on a busy test machine is
+    /// slow, not the model.
+    fn loose(batch: Option<BatchSpec>) -> OnnxModel {
+        let model = OnnxModel::load("lr", &iris(), &spec(batch)).unwrap();
+        model.inline_thresholds(Duration::from_secs(1), Duration::from_secs(1));
+        model
+    }
+
     #[tokio::test]
     async fn a_tiny_model_moves_inline_after_its_warm_up_and_answers_alike() {
-        let model = OnnxModel::load("lr", &iris(), &spec(None)).unwrap();
-        // Generous thresholds: a debug build on a busy test machine is slow, not the model.
-        model.inline_thresholds(Duration::from_secs(1), Duration::from_secs(1));
+        let model = loose(None);
         let (rows, labels) = expected();
         let check = |out: Event| {
             assert_eq!(
@@ -1204,8 +1210,7 @@ mod tests {
             max_size: 64,
             max_wait_us: 0,
         };
-        let model = OnnxModel::load("lr", &iris(), &spec(Some(batch))).unwrap();
-        model.inline_thresholds(Duration::from_secs(1), Duration::from_secs(1));
+        let model = loose(Some(batch));
         let (rows, labels) = expected();
         for _ in 0..WARMUP {
             model.process(request(&rows[..1])).await.unwrap();

@@ -287,9 +287,7 @@ impl PolicySpec {
                 Some(spec)
             }
             Err(problems) => {
-                for d in problems {
-                    ctx.report(d.step(&node.name));
-                }
+                ctx.report_in(&node.name, problems);
                 None
             }
         }

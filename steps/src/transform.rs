@@ -155,9 +155,7 @@ pub(crate) fn build_op(
     let op = match parsed {
         Ok(op) => op,
         Err(problems) => {
-            for d in problems {
-                ctx.report(d.step(step));
-            }
+            ctx.report_in(step, problems);
             return None;
         }
     };

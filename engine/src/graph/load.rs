@@ -334,9 +334,7 @@ pub(super) fn declare_flow_step(
         match from_yaml::<FlowFields>(&Node::Mapping(own), key.span(), "a step", &[]) {
             Ok(f) => fields = f,
             Err(problems) => {
-                for d in problems {
-                    ctx.report(d.step(&name));
-                }
+                ctx.report_in(&name, problems);
             }
         }
         // `after: a` or `after: [a, b]`.
