@@ -370,7 +370,7 @@ async fn explain_version(
 }
 
 /// The step named `name` that learns from feedback (a router), or a 404.
-fn learner<'a>(served: &'a Pipeline, name: &str) -> Result<&'a dyn crate::Step, Error> {
+fn learner<'a>(served: &'a Pipeline, name: &str) -> Result<&'a dyn crate::Learner, Error> {
     served
         .graph
         .learner(name)
@@ -478,10 +478,10 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Result<Response, Error> 
 async fn stats(
     State(state): State<Arc<AppState>>,
     Path(model): Path<String>,
-) -> Result<Json<serde_json::Value>, Error> {
+) -> Result<Json<crate::LearnerStats>, Error> {
     let served = state.current()?;
     let router = learner(&served, &model)?;
-    Ok(Json(router.stats().expect("a learner has stats")))
+    Ok(Json(router.stats()))
 }
 
 /// MLRun-style: `POST /` with the model (route) in the body's `model` field or the

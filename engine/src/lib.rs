@@ -14,6 +14,7 @@ pub mod graph;
 pub mod http;
 #[cfg(feature = "kafka")]
 pub mod kafka;
+pub mod learning;
 pub mod metrics;
 pub mod plot;
 pub mod protocol;
@@ -30,7 +31,6 @@ pub use diag::{Diagnostic, GraphErrors};
 pub use error::{Error, ErrorKind, Result};
 pub use event::{Event, EventData, Target};
 pub use graph::{Graph, Live};
-pub use step::{
-    BuildContext, BuildMode, Learner, ModelInfo, Registry, ShareLink, Step, StepKind, StepNode,
-};
+pub use learning::{Learner, LearnerStats, Replicated, ShareLink};
+pub use step::{BuildContext, BuildMode, ModelInfo, Registry, Step, StepKind, StepNode};
 pub use tensor::{DataType, Signature, Tensor, TensorData, TensorMeta};

@@ -42,7 +42,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use serde_json::Value;
 use std::sync::atomic::Ordering::Relaxed;
 
 use crate::graph::Graph;
@@ -418,40 +417,38 @@ impl Collector for Routers {
                 Vec::new(),
             ),
         ];
-        for (_, step) in self.0.learners() {
-            let Some(stats) = step.stats() else { continue };
-            let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
-            let router = text(&stats["router"]);
-            let policy = text(&stats["policy"]);
-            for r in stats["routes"].as_array().into_iter().flatten() {
+        for (_, learner) in self.0.learners() {
+            let stats = learner.stats();
+            for r in &stats.routes {
                 let labels: Labels = vec![
                     ("graph", self.0.name.clone()),
-                    ("router", router.clone()),
-                    ("policy", policy.clone()),
-                    ("route", text(&r["route"])),
+                    ("router", stats.router.clone()),
+                    ("policy", stats.policy.clone()),
+                    ("route", r.route.clone()),
                 ];
-                let count = |k: &str| r[k].as_u64().unwrap_or(0);
-                families[0]
-                    .3
-                    .push(Sample::Counter(labels.clone(), count("pulls")));
+                families[0].3.push(Sample::Counter(labels.clone(), r.pulls));
                 families[1]
                     .3
-                    .push(Sample::Counter(labels.clone(), count("rewards")));
-                let sum = r["reward_sum"].as_f64().unwrap_or(0.0);
-                families[2].3.push(Sample::Gauge(labels.clone(), sum));
-                if let Some(e) = r["estimate"].as_f64() {
+                    .push(Sample::Counter(labels.clone(), r.rewards));
+                families[2]
+                    .3
+                    .push(Sample::Gauge(labels.clone(), r.reward_sum));
+                if let Some(e) = r.estimate {
                     families[3].3.push(Sample::Gauge(labels, e));
                 }
             }
-            if let Some(sh) = stats.get("shadow") {
-                for result in ["sent", "skipped", "failed"] {
+            if let Some(sh) = &stats.shadow {
+                for (result, n) in [
+                    ("sent", sh.sent),
+                    ("skipped", sh.skipped),
+                    ("failed", sh.failed),
+                ] {
                     let labels: Labels = vec![
                         ("graph", self.0.name.clone()),
-                        ("router", router.clone()),
-                        ("route", text(&sh["route"])),
+                        ("router", stats.router.clone()),
+                        ("route", sh.route.clone()),
                         ("result", result.to_owned()),
                     ];
-                    let n = sh[result].as_u64().unwrap_or(0);
                     families[4].3.push(Sample::Counter(labels, n));
                 }
             }
@@ -482,6 +479,7 @@ mod tests {
 
     use super::*;
     use crate::event::Event;
+    use crate::learning::{Learner, LearnerStats, RouteStats, ShadowStats};
     use crate::step::{BuildContext, BuildMode, Registry, Step, StepNode};
 
     /// A step with a router's stats.
@@ -492,15 +490,38 @@ mod tests {
         async fn process(&self, e: Event) -> crate::Result<Event> {
             Ok(e)
         }
-        fn stats(&self) -> Option<Value> {
-            Some(serde_json::json!({
-                "router": "ab", "policy": "thompson",
-                "routes": [
-                    {"route": "a", "pulls": 7, "rewards": 3, "reward_sum": 1.5, "estimate": 0.25},
-                    {"route": "b", "pulls": 2, "rewards": 0, "reward_sum": 0.0, "estimate": 0.5}
-                ],
-                "shadow": {"route": "c", "sent": 4, "skipped": 1, "failed": 0}
-            }))
+        fn learner(&self) -> Option<&dyn Learner> {
+            Some(self)
+        }
+    }
+
+    impl Learner for Learnt {
+        fn feedback(&self, _: &str, _: f64) -> crate::Result<bool> {
+            Ok(true)
+        }
+        fn feedback_route(&self, _: &str, _: f64) -> crate::Result<()> {
+            Ok(())
+        }
+        fn stats(&self) -> LearnerStats {
+            let route = |route: &str, pulls, rewards, reward_sum, estimate| RouteStats {
+                route: route.into(),
+                pulls,
+                rewards,
+                reward_sum,
+                reward_mean: 0.0,
+                estimate: Some(estimate),
+            };
+            LearnerStats {
+                router: "ab".into(),
+                policy: "thompson".into(),
+                routes: vec![route("a", 7, 3, 1.5, 0.25), route("b", 2, 0, 0.0, 0.5)],
+                shadow: Some(ShadowStats {
+                    route: "c".into(),
+                    sent: 4,
+                    skipped: 1,
+                    failed: 0,
+                }),
+            }
         }
     }
 

@@ -14,29 +14,8 @@ use serde::de::DeserializeOwned;
 use crate::diag::{Diagnostic, one_of};
 use crate::error::Result;
 use crate::event::Event;
+use crate::learning::Learner;
 use crate::tensor::{Signature, TensorMeta};
-
-/// Where a step shares its learning with the other replicas of its graph (a Kafka topic),
-/// and the step itself as a [`Learner`].
-#[derive(Clone)]
-pub struct ShareLink {
-    pub brokers: String,
-    pub topic: String,
-    /// Replay what was published since then (the time of the state the step restored);
-    /// `None`: only what is published from now on.
-    pub since: Option<std::time::SystemTime>,
-    pub learner: Arc<dyn Learner>,
-}
-
-/// A step whose learning crosses processes: it sends each update it makes to an outbox, and
-/// applies the updates other replicas sent.
-pub trait Learner: Send + Sync {
-    /// Where this replica's updates go from now on, one message each (the step never waits:
-    /// a full outbox drops the update and counts it).
-    fn connect(&self, outbox: tokio::sync::mpsc::Sender<Vec<u8>>);
-    /// Applies an update another replica's outbox sent; an error says why it does not fit.
-    fn learn(&self, message: &[u8]) -> std::result::Result<(), String>;
-}
 
 /// A unit of work in a graph. Implement it for a custom step and register a [`StepKind`] that
 /// builds it.
@@ -68,30 +47,8 @@ pub trait Step: Send + Sync + 'static {
         "servegraph"
     }
 
-    /// A reward for the response `id` this step routed (a router whose policy learns):
-    /// `Ok(true)` when counted, `Ok(false)` when that id's reward was already counted.
-    fn feedback(&self, id: &str, reward: f64) -> Result<bool> {
-        let _ = (id, reward);
-        Err(crate::Error::not_found("this step takes no feedback"))
-    }
-
-    /// A reward for a route by name (feedback that names the route, not a remembered id).
-    fn feedback_route(&self, route: &str, reward: f64) -> Result<()> {
-        let _ = (route, reward);
-        Err(crate::Error::not_found("this step takes no feedback"))
-    }
-
-    /// Saves what the step learnt, where it keeps it (a router's `state_file`): called before
-    /// a reload builds the graph again, so the new step restores the latest state.
-    fn checkpoint(&self) {}
-
-    /// A learner whose learning the graph's replicas share (`policy.share`): where, and how.
-    fn shared_learning(&self) -> Option<ShareLink> {
-        None
-    }
-
-    /// What the step has learnt, for `GET /v2/models/{name}/stats`.
-    fn stats(&self) -> Option<serde_json::Value> {
+    /// The step's learning (feedback, stats, checkpoint, sharing), when it learns (routers).
+    fn learner(&self) -> Option<&dyn Learner> {
         None
     }
 
@@ -150,20 +107,8 @@ impl<S: Step> Step for Arc<S> {
     fn platform(&self) -> &str {
         S::platform(self)
     }
-    fn feedback(&self, id: &str, reward: f64) -> Result<bool> {
-        S::feedback(self, id, reward)
-    }
-    fn feedback_route(&self, route: &str, reward: f64) -> Result<()> {
-        S::feedback_route(self, route, reward)
-    }
-    fn checkpoint(&self) {
-        S::checkpoint(self)
-    }
-    fn shared_learning(&self) -> Option<ShareLink> {
-        S::shared_learning(self)
-    }
-    fn stats(&self) -> Option<serde_json::Value> {
-        S::stats(self)
+    fn learner(&self) -> Option<&dyn Learner> {
+        S::learner(self)
     }
     fn headers(&self) -> Vec<String> {
         S::headers(self)

@@ -30,7 +30,7 @@ const POLICIES: [&str; 6] = [
 
 /// Connects a sharing router's outbox to a task that drains it, as the Kafka publisher does.
 fn drain_shared(rt: &tokio::runtime::Runtime, g: &Graph) {
-    if let Some(link) = g.find_step("ab").and_then(|r| r.shared_learning()) {
+    if let Some(link) = g.learner("ab").and_then(|r| r.share()) {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(10_000);
         link.learner.connect(tx);
         rt.spawn(async move { while rx.recv().await.is_some() {} });
@@ -54,7 +54,7 @@ fn graph(policy: &str) -> Arc<Graph> {
 
 /// `n` requests (ids `task-i`), each followed by feedback when the policy learns; ns each.
 async fn drive(g: Arc<Graph>, path: bool, task: usize, n: usize) -> f64 {
-    let router = g.find_step("ab").expect("the router");
+    let router = g.learner("ab").expect("the router");
     let t0 = Instant::now();
     for i in 0..n {
         let mut ev = Event::new(

@@ -387,6 +387,19 @@ pub enum PolicyKind {
     Thompson,
 }
 
+impl PolicyKind {
+    /// The spelling of `policy.type`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PolicyKind::Path => "path",
+            PolicyKind::Weighted => "weighted",
+            PolicyKind::EpsilonGreedy => "epsilon_greedy",
+            PolicyKind::Ucb1 => "ucb1",
+            PolicyKind::Thompson => "thompson",
+        }
+    }
+}
+
 enum Policy {
     Path,
     /// Cumulative weights, one per route, and their total.
@@ -1110,7 +1123,7 @@ impl Router {
     }
 }
 
-impl servegraph_engine::Learner for Router {
+impl servegraph_engine::Replicated for Router {
     fn connect(&self, outbox: tokio::sync::mpsc::Sender<Vec<u8>>) {
         let _ = self.outbox.set(outbox);
     }
@@ -1189,6 +1202,19 @@ impl Step for Router {
         }
     }
 
+    fn learner(&self) -> Option<&dyn servegraph_engine::Learner> {
+        Some(self)
+    }
+
+    fn children(&self) -> Vec<(&str, &dyn Step)> {
+        self.routes
+            .iter()
+            .map(|r| (r.key.as_str(), r.step.as_ref()))
+            .collect()
+    }
+}
+
+impl servegraph_engine::Learner for Router {
     fn feedback(&self, id: &str, reward: f64) -> Result<bool> {
         let Some(decisions) = &self.decisions else {
             return Err(Error::not_found(format!(
@@ -1231,50 +1257,48 @@ impl Step for Router {
         Ok(())
     }
 
-    fn stats(&self) -> Option<serde_json::Value> {
+    fn stats(&self) -> servegraph_engine::LearnerStats {
+        use servegraph_engine::learning::{RouteStats, ShadowStats};
         let stats = self.stats.lock().expect("not poisoned").clone();
         let estimates = match &self.policy {
             Policy::Bandit(b) => Some(b.lock().expect("not poisoned").stats()),
             _ => None,
         };
-        let routes: Vec<serde_json::Value> = self
+        let routes = self
             .routes
             .iter()
             .enumerate()
             .map(|(i, r)| {
-                let (pulls, rewards, sum) = stats[i];
-                let mut v = serde_json::json!({
-                    "route": r.key,
-                    "pulls": pulls,
-                    "rewards": rewards,
-                    "reward_sum": sum,
-                    "reward_mean": if rewards > 0 { sum / rewards as f64 } else { 0.0 },
-                });
-                if let Some(e) = &estimates {
-                    v["estimate"] = e[i].estimate.into();
+                let (pulls, rewards, reward_sum) = stats[i];
+                RouteStats {
+                    route: r.key.clone(),
+                    pulls,
+                    rewards,
+                    reward_sum,
+                    reward_mean: if rewards > 0 {
+                        reward_sum / rewards as f64
+                    } else {
+                        0.0
+                    },
+                    estimate: estimates.as_ref().map(|e| e[i].estimate),
                 }
-                v
             })
             .collect();
-        let mut out =
-            serde_json::json!({"router": self.name, "policy": self.kind, "routes": routes});
-        if let Some(sh) = &self.shadow {
+        let shadow = self.shadow.as_ref().map(|sh| {
             let n = |i: usize| sh.counts[i].load(std::sync::atomic::Ordering::Relaxed);
-            out["shadow"] = serde_json::json!({
-                "route": self.routes[sh.index].key,
-                "sent": n(0),
-                "skipped": n(1),
-                "failed": n(2),
-            });
+            ShadowStats {
+                route: self.routes[sh.index].key.clone(),
+                sent: n(0),
+                skipped: n(1),
+                failed: n(2),
+            }
+        });
+        servegraph_engine::LearnerStats {
+            router: self.name.clone(),
+            policy: self.kind.as_str().to_owned(),
+            routes,
+            shadow,
         }
-        Some(out)
-    }
-
-    fn children(&self) -> Vec<(&str, &dyn Step)> {
-        self.routes
-            .iter()
-            .map(|r| (r.key.as_str(), r.step.as_ref()))
-            .collect()
     }
 
     fn checkpoint(&self) {
@@ -1283,7 +1307,7 @@ impl Step for Router {
         }
     }
 
-    fn shared_learning(&self) -> Option<servegraph_engine::ShareLink> {
+    fn share(&self) -> Option<servegraph_engine::ShareLink> {
         let (brokers, topic) = self.share.clone()?;
         let me = self.me.get()?.upgrade()?;
         Some(servegraph_engine::ShareLink {
@@ -1328,15 +1352,11 @@ graph:
         let yaml = "name: r\ngraph:\n  kind: router\n  policy: {type: ucb1, state_file: s.json}\n  routes: {a: {kind: transform, op: noop}, b: {kind: transform, op: noop}}\n";
         let build = || Graph::from_yaml(yaml, dir.path(), &registry(), BuildMode::Load).unwrap();
         let rewards = |g: &Graph| -> u64 {
-            g.find_step("r").unwrap().stats().unwrap()["routes"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|r| r["rewards"].as_u64().unwrap())
-                .sum()
+            let stats = g.learner("r").unwrap().stats();
+            stats.routes.iter().map(|r| r.rewards).sum()
         };
         let learn = |g: &Graph, n: usize| {
-            let r = g.find_step("r").unwrap();
+            let r = g.learner("r").unwrap();
             for _ in 0..n {
                 r.feedback_route("a", 1.0).unwrap();
             }

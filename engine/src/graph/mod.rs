@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::event::Event;
+use crate::learning::Learner;
 use crate::step::{ModelInfo, Step};
 
 use self::{compile::*, exec::*, infer::*, load::*, spec::*};
@@ -192,28 +193,27 @@ impl Graph {
     }
 
     /// Every step that learns from feedback (routers), nested ones included, by name.
-    pub fn learners(&self) -> Vec<(&str, &dyn Step)> {
+    pub fn learners(&self) -> Vec<(&str, &dyn Learner)> {
         self.learners
             .iter()
-            .filter_map(|n| Some((n.as_str(), self.find_step(n)?)))
+            .filter_map(|n| Some((n.as_str(), self.find_step(n)?.learner()?)))
             .collect()
     }
 
     /// The step named `name`, if it learns from feedback (a router).
-    pub fn learner(&self, name: &str) -> Option<&dyn Step> {
+    pub fn learner(&self, name: &str) -> Option<&dyn Learner> {
         self.learners
             .iter()
             .any(|n| n == name)
-            .then(|| self.find_step(name))
+            .then(|| self.find_step(name)?.learner())
             .flatten()
     }
 
-    /// The names of the steps that keep stats (routers), found once when the graph is built:
-    /// asking a step for its stats builds them.
+    /// The names of the steps that learn (routers), found once when the graph is built.
     fn find_learners(&self) -> Vec<String> {
         fn walk(found: &mut Vec<String>, steps: Vec<(&str, &dyn Step)>) {
             for (n, s) in steps {
-                if s.stats().is_some() {
+                if s.learner().is_some() {
                     found.push(n.to_owned());
                 }
                 walk(found, s.children());

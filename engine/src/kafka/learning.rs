@@ -25,8 +25,8 @@ use tokio::sync::{mpsc, watch};
 
 use crate::error::ErrorKind;
 use crate::graph::Graph;
+use crate::learning::{Replicated, ShareLink};
 use crate::sources::{KafkaSourceSpec, Phase, Source, SourceContext};
-use crate::step::{Learner, ShareLink};
 
 /// On shared updates: the process that published it (it skips its own).
 pub const REPLICA_HEADER: &str = "x-servegraph-replica";
@@ -126,7 +126,7 @@ async fn reader(
 pub async fn share(graph: &Graph) -> Result<Vec<tokio::task::JoinHandle<()>>, String> {
     let mut tasks = Vec::new();
     for (name, step) in graph.learners() {
-        if let Some(link) = step.shared_learning() {
+        if let Some(link) = step.share() {
             tasks.push(share_one(name, link).await?);
         }
     }
@@ -144,7 +144,7 @@ async fn share_one(name: &str, link: ShareLink) -> Result<tokio::task::JoinHandl
     let (tx, mut outbox) = mpsc::channel::<Vec<u8>>(OUTBOX);
     link.learner.connect(tx);
     // The task must not keep the step alive: a step let go (at shutdown) saves its state.
-    let learner: std::sync::Weak<dyn Learner> = Arc::downgrade(&link.learner);
+    let learner: std::sync::Weak<dyn Replicated> = Arc::downgrade(&link.learner);
     drop(link.learner);
     let (name, topic) = (name.to_owned(), link.topic);
     tracing::info!(router = %name, %topic, replica = replica(), "sharing learning through Kafka");
@@ -302,7 +302,7 @@ fn credit(
     let (items, _) = crate::feedback::parse(&value).map_err(|e| e.to_string())?;
     let field = value.get("model").and_then(serde_json::Value::as_str);
     let model = model.or(field);
-    let routers: Vec<&dyn crate::Step> = match model {
+    let routers: Vec<&dyn crate::Learner> = match model {
         Some(m) => vec![
             graph
                 .learner(m)
