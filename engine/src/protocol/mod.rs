@@ -1,0 +1,297 @@
+//! The Open Inference Protocol (V2) wire format: inference requests and responses in JSON,
+//! with `data` flat or nested, and the binary tensor extension (a JSON header of
+//! `Inference-Header-Content-Length` bytes followed by raw tensor bytes).
+//!
+//! Transport-independent: the HTTP source uses it, and so will the Kafka source.
+//!
+//! One file per job: `request` decoding, `json` and `binary` tensor data, `response`
+//! encoding, and the `client` side that remote steps use.
+
+mod binary;
+mod client;
+mod json;
+mod request;
+mod response;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+pub use client::{TensorsJson, decode_response, encode_request};
+pub use request::{InferRequest, RequestedOutput, decode_request};
+pub use response::{Encoded, encode_json_response, encode_response};
+
+use crate::event::Event;
+use crate::tensor::Tensor;
+
+/// A fresh request id for requests that come without one: unique within the process, and
+/// unlikely to repeat across processes (seeded from the clock and the process id).
+pub fn new_id() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let seed = *SEED.get_or_init(|| {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        t ^ ((std::process::id() as u64) << 32)
+    });
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{:016x}-{n:08x}", seed)
+}
+
+/// The `oip_decode` fuzz target (and its regression tests): decodes any body as a request
+/// and, when it decodes, checks that the response encoding of its tensors decodes back to the
+/// same tensors. The first byte chooses: bit 0, the next two bytes are a binary header length
+/// (little-endian); bit 1, binary outputs.
+#[doc(hidden)]
+pub fn fuzz_decode(data: &[u8]) {
+    let Some((&flags, rest)) = data.split_first() else {
+        return;
+    };
+    let (json_len, body) = if flags & 1 == 1 && rest.len() >= 2 {
+        (
+            Some(u16::from_le_bytes([rest[0], rest[1]]) as usize),
+            &rest[2..],
+        )
+    } else {
+        (None, rest)
+    };
+    let Ok(request) = decode_request(body, json_len) else {
+        return;
+    };
+    let binary = flags & 2 == 2;
+    let encode = |tensors: Vec<Tensor>| {
+        let event = Event::new("fuzz", tensors);
+        encode_response(&event, "m", None, &[], binary).expect("decoded tensors encode")
+    };
+    let first = encode(request.event.tensors.clone());
+    let back = decode_response(&first.body, first.json_len).expect("an encoded response decodes");
+    let again = encode(back);
+    assert_eq!(
+        first.body, again.body,
+        "the response round trip changed the tensors"
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use half::f16;
+    use serde_json::Value;
+
+    use super::*;
+    use crate::tensor::TensorData;
+
+    /// Found by the `oip_decode` fuzzer: serde_json's default float parsing can be one ULP off,
+    /// so an FP64 value changed on its way through (`float_roundtrip` parses exactly).
+    #[test]
+    fn fp64_values_are_parsed_exactly() {
+        let body = br#"{"inputs":[{"name":"x","shape":[1],"datatype":"FP64","data":[1.111111111111111e33]}]}"#;
+        let req = decode_request(body, None).unwrap();
+        let exact: f64 = "1.111111111111111e33".parse().unwrap();
+        assert_eq!(req.event.tensors[0].data, TensorData::Fp64(vec![exact]));
+    }
+
+    /// Found by the `oip_decode` fuzzer: a number beyond FP16's range became infinity, which
+    /// the JSON response wrote as `null`, which no decoder read back.
+    #[test]
+    fn out_of_range_floats_are_refused_and_nan_travels_as_null() {
+        let body = br#"{"inputs":[{"name":"x","shape":[2],"datatype":"FP16","data":[0,1e9]}]}"#;
+        let e = decode_request(body, None).unwrap_err();
+        assert!(
+            e.message.contains("1000000000 is not one of FP16 numbers"),
+            "{}",
+            e.message
+        );
+        let body = br#"{"inputs":[{"name":"x","shape":[1],"datatype":"FP32","data":[1e39]}]}"#;
+        assert!(decode_request(body, None).is_err());
+
+        let nan = Event::new(
+            "n",
+            vec![Tensor::new("y", vec![2], TensorData::Fp32(vec![f32::NAN, 1.0])).unwrap()],
+        );
+        let encoded = encode_response(&nan, "m", None, &[], false).unwrap();
+        let text = String::from_utf8(encoded.body.clone()).unwrap();
+        assert!(text.contains("[null,1.0]"), "{text}");
+        let back = decode_response(&encoded.body, None).unwrap();
+        match &back[0].data {
+            TensorData::Fp32(v) => assert!(v[0].is_nan() && v[1] == 1.0),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn decodes_flat_and_nested_data() {
+        let body = br#"{"id":"r1","inputs":[
+            {"name":"a","shape":[2,2],"datatype":"FP32","data":[[1,2],[3,4.5]]},
+            {"name":"b","shape":[3],"datatype":"INT64","data":[1,-2,3]},
+            {"name":"c","shape":[2],"datatype":"BYTES","data":["x","yz"]},
+            {"name":"d","shape":[2],"datatype":"BOOL","data":[true,false]},
+            {"name":"e","shape":[1],"datatype":"FP16","data":[0.5]}]}"#;
+        let req = decode_request(body, None).unwrap();
+        assert_eq!(req.event.id, "r1");
+        let t = &req.event.tensors;
+        assert_eq!(t[0].data, TensorData::Fp32(vec![1.0, 2.0, 3.0, 4.5]));
+        assert_eq!(t[0].shape, vec![2, 2]);
+        assert_eq!(t[1].data, TensorData::Int64(vec![1, -2, 3]));
+        assert_eq!(
+            t[2].data,
+            TensorData::Bytes(vec![b"x".to_vec(), b"yz".to_vec()])
+        );
+        assert_eq!(t[3].data, TensorData::Bool(vec![true, false]));
+        assert_eq!(t[4].data, TensorData::Fp16(vec![f16::from_f32(0.5)]));
+    }
+
+    #[test]
+    fn rejects_malformed_requests_with_clear_messages() {
+        let cases: [(&[u8], &str); 9] = [
+            (b"{not json", "malformed inference request"),
+            (br#"{"inputs":[]}"#, "no `inputs`"),
+            (
+                br#"{"inputs":[{"name":"a","shape":[2],"datatype":"FP33","data":[1,2]}]}"#,
+                "unknown datatype `FP33`",
+            ),
+            (
+                br#"{"inputs":[{"name":"a","shape":[3],"datatype":"FP32","data":[1,2]}]}"#,
+                "shape [3] needs 3 elements, data has 2",
+            ),
+            (
+                br#"{"inputs":[{"name":"a","shape":[1],"datatype":"INT32","data":[1.5]}]}"#,
+                "1.5 is not one of INT32 integers",
+            ),
+            (
+                br#"{"inputs":[{"name":"a","shape":[1],"datatype":"UINT8","data":[300]}]}"#,
+                "300 is not one of UINT8 integers",
+            ),
+            (
+                br#"{"inputs":[{"name":"a","shape":[-1],"datatype":"FP32","data":[1]}]}"#,
+                "negative dimension",
+            ),
+            (
+                br#"{"inputs":[{"name":"a","shape":[4294967296,4294967296,16],"datatype":"FP32","data":[1]}]}"#,
+                "is too large",
+            ),
+            (
+                br#"{"inputs":[{"name":"a","shape":[100000000000],"datatype":"FP32","data":[1]}]}"#,
+                "shape [100000000000] needs 100000000000 elements, data has 1",
+            ),
+        ];
+        for (body, want) in cases {
+            let err = decode_request(body, None).unwrap_err();
+            assert_eq!(err.kind, crate::error::ErrorKind::BadRequest);
+            assert!(
+                err.message.contains(want),
+                "{want:?} not in {:?}",
+                err.message
+            );
+        }
+    }
+
+    #[test]
+    fn binary_extension_round_trips() {
+        let json = br#"{"inputs":[{"name":"a","shape":[2],"datatype":"FP32","parameters":{"binary_data_size":8}},{"name":"s","shape":[2],"datatype":"BYTES","parameters":{"binary_data_size":11}}],"outputs":[{"name":"a","parameters":{"binary_data":true}},{"name":"s"}]}"#;
+        let mut body = json.to_vec();
+        body.extend_from_slice(&1.5f32.to_le_bytes());
+        body.extend_from_slice(&(-2f32).to_le_bytes());
+        body.extend_from_slice(&2u32.to_le_bytes());
+        body.extend_from_slice(b"hi");
+        body.extend_from_slice(&1u32.to_le_bytes());
+        body.extend_from_slice(b"x");
+        let req = decode_request(&body, Some(json.len())).unwrap();
+        assert_eq!(req.event.tensors[0].data, TensorData::Fp32(vec![1.5, -2.0]));
+        assert_eq!(
+            req.event.tensors[1].data,
+            TensorData::Bytes(vec![b"hi".to_vec(), b"x".to_vec()])
+        );
+
+        let resp = encode_response(&req.event, "m", None, &req.outputs, false).unwrap();
+        let n = resp.json_len.expect("binary output");
+        let header: Value = serde_json::from_slice(&resp.body[..n]).unwrap();
+        assert_eq!(header["outputs"][0]["parameters"]["binary_data_size"], 8);
+        assert!(header["outputs"][0].get("data").is_none());
+        assert_eq!(header["outputs"][1]["data"], serde_json::json!(["hi", "x"]));
+        assert_eq!(&resp.body[n..n + 4], &1.5f32.to_le_bytes());
+    }
+
+    #[test]
+    fn base64_bytes_in_json() {
+        let body = br#"{"inputs":[{"name":"img","shape":[2],"datatype":"BYTES","parameters":{"content_type":"base64"},"data":["AAH/","aGk="]}]}"#;
+        let req = decode_request(body, None).unwrap();
+        assert_eq!(
+            req.event.tensors[0].data,
+            TensorData::Bytes(vec![vec![0, 1, 255], b"hi".to_vec()])
+        );
+        let bad = br#"{"inputs":[{"name":"img","shape":[1],"datatype":"BYTES","parameters":{"content_type":"base64"},"data":["%%%"]}]}"#;
+        let err = decode_request(bad, None).unwrap_err();
+        assert!(
+            err.message.contains("element 0 is not valid base64"),
+            "{}",
+            err.message
+        );
+    }
+
+    #[test]
+    fn client_request_and_response_round_trip() {
+        let tensors = vec![
+            Tensor::new("a", vec![2], TensorData::Fp32(vec![1.5, 2.5])).unwrap(),
+            Tensor::new("s", vec![1], TensorData::Bytes(vec![b"x".to_vec()])).unwrap(),
+        ];
+        for binary in [false, true] {
+            let enc = encode_request("r9", &tensors, binary).unwrap();
+            assert_eq!(enc.json_len.is_some(), binary);
+            // A server decodes what the client sent...
+            let req = decode_request(&enc.body, enc.json_len).unwrap();
+            assert_eq!(req.event.id, "r9");
+            assert_eq!(req.event.tensors, tensors);
+            assert_eq!(req.binary_output, binary);
+            // ...answers, and the client decodes the answer.
+            let resp = encode_response(&req.event, "m", None, &[], req.binary_output).unwrap();
+            assert_eq!(decode_response(&resp.body, resp.json_len).unwrap(), tensors);
+        }
+    }
+
+    #[test]
+    fn binary_size_mismatch_is_an_error() {
+        let json = br#"{"inputs":[{"name":"a","shape":[2],"datatype":"FP32","parameters":{"binary_data_size":4}}]}"#;
+        let mut body = json.to_vec();
+        body.extend_from_slice(&[0; 4]);
+        let err = decode_request(&body, Some(json.len())).unwrap_err();
+        assert!(
+            err.message.contains("2 FP32 elements take 8"),
+            "{}",
+            err.message
+        );
+    }
+
+    #[test]
+    fn json_response_lists_requested_outputs_in_order() {
+        let mut ev = Event::new(
+            "id1",
+            vec![
+                Tensor::new("a", vec![1], TensorData::Int64(vec![2])).unwrap(),
+                Tensor::new("b", vec![1], TensorData::Fp32(vec![0.5])).unwrap(),
+            ],
+        );
+        ev.routes.push(("r".into(), "left".into()));
+        let want = [RequestedOutput {
+            name: "b".into(),
+            binary: None,
+        }];
+        let resp = encode_response(&ev, "m", Some("2"), &want, false).unwrap();
+        assert!(resp.json_len.is_none());
+        let v: Value = serde_json::from_slice(&resp.body).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"model_name":"m","model_version":"2","id":"id1",
+                "parameters":{"route":"left"},
+                "outputs":[{"name":"b","datatype":"FP32","shape":[1],"data":[0.5]}]})
+        );
+        let missing = [RequestedOutput {
+            name: "zz".into(),
+            binary: None,
+        }];
+        let err = encode_response(&ev, "m", None, &missing, false).unwrap_err();
+        assert!(
+            err.message
+                .contains("unknown output `zz`; the outputs are: a, b")
+        );
+    }
+}

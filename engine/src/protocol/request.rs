@@ -1,0 +1,212 @@
+//! Decoding an inference request: the JSON header, its inputs (JSON `data` or binary extension
+//! bytes) and the outputs it asks for.
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+
+use super::binary::{decode_binary, from_base64};
+use super::json::decode_json_data;
+use crate::error::{Error, Result};
+use crate::event::{Event, Target};
+use crate::tensor::{DataType, Tensor, checked_element_count};
+
+/// An output the client asked for, and whether it wants it as raw bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RequestedOutput {
+    pub name: String,
+    /// `parameters.binary_data` on the output; `None` when not given.
+    pub binary: Option<bool>,
+}
+
+/// A decoded inference request.
+#[derive(Debug)]
+pub struct InferRequest {
+    pub event: Event,
+    /// Outputs asked for; empty means all.
+    pub outputs: Vec<RequestedOutput>,
+    /// `parameters.binary_data_output`: every output as raw bytes unless it says otherwise.
+    pub binary_output: bool,
+}
+
+#[derive(Deserialize)]
+pub(super) struct RequestJson<'a> {
+    #[serde(default)]
+    pub(super) id: Option<String>,
+    #[serde(default)]
+    pub(super) parameters: Option<Map<String, Value>>,
+    #[serde(borrow)]
+    pub(super) inputs: Vec<InputJson<'a>>,
+    #[serde(default)]
+    pub(super) outputs: Option<Vec<OutputJson>>,
+    /// MLRun-style body routing: the model (route) to run, when the URL does not name it.
+    #[serde(default)]
+    pub(super) model: Option<String>,
+    #[serde(default)]
+    pub(super) version: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub(super) struct InputJson<'a> {
+    pub(super) name: String,
+    pub(super) shape: Vec<i64>,
+    pub(super) datatype: String,
+    #[serde(default)]
+    pub(super) parameters: Option<Map<String, Value>>,
+    #[serde(borrow, default)]
+    pub(super) data: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+pub(super) struct OutputJson {
+    pub(super) name: String,
+    #[serde(default)]
+    pub(super) parameters: Option<Map<String, Value>>,
+}
+
+/// Decodes a request body. `json_len` is the `Inference-Header-Content-Length` header: the
+/// JSON is that many bytes and raw tensor data follows, in input order, for inputs whose
+/// `parameters.binary_data_size` says so.
+pub fn decode_request(body: &[u8], json_len: Option<usize>) -> Result<InferRequest> {
+    let (json, mut binary) = match json_len {
+        Some(n) if n > body.len() => {
+            return Err(Error::bad_request(format!(
+                "Inference-Header-Content-Length is {n} but the body has only {} bytes",
+                body.len()
+            )));
+        }
+        Some(n) => body.split_at(n),
+        None => (body, &[][..]),
+    };
+    let req: RequestJson<'_> = serde_json::from_slice(json)
+        .map_err(|e| Error::bad_request(format!("malformed inference request: {e}")))?;
+    if req.inputs.is_empty() {
+        return Err(Error::bad_request("the request has no `inputs`"));
+    }
+    let mut tensors = Vec::with_capacity(req.inputs.len());
+    for input in &req.inputs {
+        let tensor = decode_input(input, &mut binary)
+            .map_err(|e| Error::bad_request(format!("input `{}`: {}", input.name, e.message)))?;
+        if tensors.iter().any(|t: &Tensor| t.name == tensor.name) {
+            return Err(Error::bad_request(format!(
+                "input `{}` is given twice",
+                tensor.name
+            )));
+        }
+        tensors.push(tensor);
+    }
+    if !binary.is_empty() {
+        return Err(Error::bad_request(format!(
+            "{} bytes of binary data follow the JSON but no input claims them",
+            binary.len()
+        )));
+    }
+    let parameters = req.parameters.unwrap_or_default();
+    let binary_output = flag(&parameters, "binary_data_output")?.unwrap_or(false);
+    let outputs = req
+        .outputs
+        .unwrap_or_default()
+        .into_iter()
+        .map(|o| {
+            let binary = match &o.parameters {
+                Some(p) => flag(p, "binary_data")?,
+                None => None,
+            };
+            Ok(RequestedOutput {
+                name: o.name,
+                binary,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let target = req.model.map(|model| Target {
+        model,
+        version: req.version,
+    });
+    Ok(InferRequest {
+        event: Event::from(crate::event::EventData {
+            id: req.id.unwrap_or_default(),
+            tensors,
+            parameters,
+            target,
+            ..Default::default()
+        }),
+        outputs,
+        binary_output,
+    })
+}
+
+pub(super) fn flag(params: &Map<String, Value>, key: &str) -> Result<Option<bool>> {
+    match params.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(other) => Err(Error::bad_request(format!(
+            "parameter `{key}` must be true or false, not {other}"
+        ))),
+    }
+}
+
+pub(super) fn decode_input(input: &InputJson<'_>, binary: &mut &[u8]) -> Result<Tensor> {
+    let datatype = DataType::parse(&input.datatype).ok_or_else(|| {
+        let all: Vec<&str> = DataType::ALL.iter().map(|d| d.as_str()).collect();
+        Error::bad_request(format!(
+            "unknown datatype `{}`, expected one of {}",
+            input.datatype,
+            all.join(", ")
+        ))
+    })?;
+    let mut shape = Vec::with_capacity(input.shape.len());
+    for &d in &input.shape {
+        if d < 0 {
+            return Err(Error::bad_request(format!(
+                "shape {:?} has a negative dimension",
+                input.shape
+            )));
+        }
+        shape.push(d as usize);
+    }
+    let count = checked_element_count(&shape)
+        .ok_or_else(|| Error::bad_request(format!("shape {:?} is too large", input.shape)))?;
+    let binary_size = match input
+        .parameters
+        .as_ref()
+        .and_then(|p| p.get("binary_data_size"))
+    {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(v.as_u64().ok_or_else(|| {
+            Error::bad_request(format!("`binary_data_size` must be a byte count, not {v}"))
+        })? as usize),
+    };
+    let data = match (binary_size, input.data) {
+        (Some(_), Some(_)) => {
+            return Err(Error::bad_request(
+                "has both `data` and `binary_data_size`; send one",
+            ));
+        }
+        (Some(size), None) => {
+            if size > binary.len() {
+                return Err(Error::bad_request(format!(
+                    "`binary_data_size` is {size} but only {} bytes of binary data remain",
+                    binary.len()
+                )));
+            }
+            let (bytes, rest) = binary.split_at(size);
+            *binary = rest;
+            decode_binary(datatype, bytes, count)?
+        }
+        (None, Some(raw)) => {
+            let data = decode_json_data(datatype, raw, count)?;
+            match input
+                .parameters
+                .as_ref()
+                .and_then(|p| p.get("content_type"))
+            {
+                Some(Value::String(ct)) if ct == "base64" => from_base64(data)?,
+                _ => data,
+            }
+        }
+        (None, None) => {
+            return Err(Error::bad_request("has no `data` (nor `binary_data_size`)"));
+        }
+    };
+    Tensor::new(input.name.clone(), shape, data).map_err(|e| Error::bad_request(e.message))
+}
