@@ -1,0 +1,246 @@
+//! Building a router from its YAML: the spec, the policy, the routes, and the checks between
+//! them.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use servegraph_engine::diag::{Diagnostic, all_of};
+use servegraph_engine::{BuildContext, Step, StepNode};
+
+use super::policy::{Policy, Sticky, weighted};
+use super::shadow::Shadow;
+use super::spec::policy_span;
+use super::{Decisions, PolicyKind, PolicySpec, RewardKind, Router, RouterSpec};
+use crate::bandit::{Algorithm, Bandit};
+use crate::routes::build_routes;
+
+pub fn build(node: &StepNode, ctx: &mut BuildContext) -> Option<Box<dyn Step>> {
+    let spec: Option<RouterSpec> = ctx.parse(node);
+    let policy = PolicySpec::parse(node, ctx);
+    let routes = build_routes(node, ctx, &[])?;
+    spec?;
+    let p = &policy?;
+    let span = policy_span(node);
+    // Fields that do not apply to the policy's type were refused by its spec; what is left is
+    // one field that needs another.
+    if p.state_every_ms.is_some() && p.state_file.is_none() {
+        ctx.error(
+            &node.name,
+            &span,
+            "`policy.state_every_ms` needs `policy.state_file`",
+        );
+        return None;
+    }
+    let shadow = match &p.shadow {
+        None => None,
+        Some(sh) => {
+            let keys: Vec<&str> = routes.iter().map(|r| r.key.as_str()).collect();
+            let Some(index) = keys.iter().position(|k| *k == sh.route) else {
+                ctx.report(
+                    Diagnostic::new(format!(
+                        "`shadow.route` names `{}`, which is not a route",
+                        sh.route
+                    ))
+                    .step(&node.name)
+                    .at(&span)
+                    .help(format!("routes are {}", all_of(&keys))),
+                );
+                return None;
+            };
+            let percent = sh.percent.unwrap_or(100.0);
+            if !(percent > 0.0 && percent <= 100.0)
+                || sh.max_in_flight == Some(0)
+                || sh.timeout_ms == Some(0)
+            {
+                ctx.error(
+                    &node.name,
+                    &span,
+                    "`shadow.percent` must be in (0, 100], `max_in_flight` and `timeout_ms` at least 1",
+                );
+                return None;
+            }
+            if routes.len() < 2 {
+                ctx.error(
+                    &node.name,
+                    &span,
+                    "a shadow route needs another route to shadow",
+                );
+                return None;
+            }
+            Some(Shadow {
+                index,
+                share: percent / 100.0,
+                timeout: std::time::Duration::from_millis(sh.timeout_ms.unwrap_or(10_000)),
+                slots: Arc::new(tokio::sync::Semaphore::new(sh.max_in_flight.unwrap_or(64))),
+                counts: Arc::new(Default::default()),
+            })
+        }
+    };
+    let share = match p.share.as_deref().map(parse_share) {
+        None => None,
+        Some(Ok(link)) => Some(link),
+        Some(Err(e)) => {
+            ctx.error(&node.name, &span, e);
+            return None;
+        }
+    };
+    let policy = match p.kind {
+        PolicyKind::Path => Policy::Path,
+        PolicyKind::Weighted => {
+            let sticky = match &p.sticky {
+                None => None,
+                Some(s) => match Sticky::parse(s) {
+                    Some(s) => Some(s),
+                    None => {
+                        ctx.error(
+                            &node.name,
+                            &span,
+                            format!("`sticky: {s}`: expected `header:NAME` or `body:FIELD`"),
+                        );
+                        return None;
+                    }
+                },
+            };
+            weighted(
+                node,
+                ctx,
+                &routes,
+                p.weights.as_ref(),
+                sticky,
+                shadow.as_ref().map(|s| s.index),
+            )?
+        }
+        PolicyKind::EpsilonGreedy | PolicyKind::Ucb1 | PolicyKind::Thompson => {
+            let algorithm = match p.kind {
+                PolicyKind::EpsilonGreedy => Algorithm::EpsilonGreedy {
+                    epsilon: p.epsilon.unwrap_or(0.1),
+                    decay: p.decay.unwrap_or(0.0),
+                },
+                PolicyKind::Ucb1 => Algorithm::Ucb1,
+                _ => Algorithm::Thompson {
+                    gaussian: p.reward == Some(RewardKind::Gaussian),
+                },
+            };
+            Policy::Bandit(Mutex::new(Bandit::new(
+                routes.len(),
+                algorithm,
+                p.discount,
+                p.seed,
+            )))
+        }
+    };
+    let decisions = (p.kind != PolicyKind::Path).then(|| {
+        Mutex::new(Decisions {
+            routes: HashMap::new(),
+            order: VecDeque::new(),
+            capacity: p.remember.unwrap_or(100_000),
+        })
+    });
+    let kind = p.kind;
+    let state_file = p.state_file.as_ref().map(|f| ctx.resolve(f));
+    if let Some(file) = &state_file
+        && let Err(why) = writable_folder(file)
+    {
+        ctx.error(
+            &node.name,
+            &span,
+            format!(
+                "`policy.state_file` ({}) cannot be written: {why}",
+                file.display()
+            ),
+        );
+        return None;
+    }
+    let state_every = std::time::Duration::from_millis(p.state_every_ms.unwrap_or(10_000).max(100));
+    let n_routes = routes.len();
+    let reachable = routes
+        .iter()
+        .map(|r| r.models().into_iter().map(|m| m.name).collect())
+        .collect();
+    // Only a loaded graph reads and writes the state (validating one must not overwrite it).
+    let loading = ctx.mode == servegraph_engine::BuildMode::Load;
+    let route_seconds = routes
+        .iter()
+        .map(|r| servegraph_engine::metrics::route_histogram(&node.name, &r.key))
+        .collect();
+    let mut router = Router {
+        route_seconds,
+        name: node.name.clone(),
+        routes,
+        reachable,
+        policy,
+        kind,
+        decisions,
+        stats: Mutex::new(vec![(0, 0, 0.0); n_routes]),
+        state_file: state_file.filter(|_| loading),
+        saved: Mutex::new(Vec::new()),
+        shadow,
+        share,
+        restored_at: Mutex::new(None),
+        me: std::sync::OnceLock::new(),
+        generation: std::sync::atomic::AtomicU64::new(1),
+        outbox: std::sync::OnceLock::new(),
+    };
+    if let Err(e) = router.load() {
+        // Keep the unreadable file as it is: no snapshot may replace it.
+        router.state_file = None;
+        ctx.error(
+            &node.name,
+            &span,
+            format!("cannot restore the bandit state: {e}"),
+        );
+        return None;
+    }
+    let router = std::sync::Arc::new(router);
+    let _ = router.me.set(std::sync::Arc::downgrade(&router));
+    if router.state_file.is_some() {
+        // Periodic snapshots while the router lives (it holds no strong reference to itself).
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let weak = std::sync::Arc::downgrade(&router);
+            rt.spawn(async move {
+                let mut tick = tokio::time::interval(state_every);
+                tick.tick().await;
+                loop {
+                    tick.tick().await;
+                    let Some(r) = weak.upgrade() else { return };
+                    if let Err(e) = r.save() {
+                        tracing::warn!(router = %r.name, error = %e, "could not save the bandit state");
+                    }
+                }
+            });
+        }
+    }
+    Some(Box::new(router))
+}
+
+/// `kafka://HOST:PORT/TOPIC` → brokers and topic.
+pub(super) fn parse_share(url: &str) -> std::result::Result<(String, String), String> {
+    url.strip_prefix("kafka://")
+        .and_then(|rest| rest.split_once('/'))
+        .filter(|(b, t)| !b.is_empty() && !t.is_empty() && !t.contains('/'))
+        .map(|(b, t)| (b.to_owned(), t.to_owned()))
+        .ok_or_else(|| format!("`share: {url}`: expected kafka://HOST:PORT/TOPIC"))
+}
+
+/// Whether a file can be written where `file` is: its folder exists and takes a new file
+/// (tried with a probe file, removed at once).
+pub(super) fn writable_folder(file: &std::path::Path) -> std::result::Result<(), String> {
+    let folder = match file.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => std::path::Path::new("."),
+    };
+    if !folder.is_dir() {
+        return Err(format!("its folder {} does not exist", folder.display()));
+    }
+    let probe = folder.join(format!(".servegraph-probe-{}", std::process::id()));
+    match std::fs::File::create(&probe) {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+            Ok(())
+        }
+        Err(e) => Err(format!(
+            "its folder {} cannot be written ({e})",
+            folder.display()
+        )),
+    }
+}

@@ -1,0 +1,443 @@
+//! `kind: router`: sends each event to one of its routes.
+//!
+//! A request that names a route (in the URL, the body's `model`/`version`, or the
+//! `x-model-name`/`x-model-version` headers) goes to that route. Otherwise the policy decides:
+//! `path` refuses (a route must be named), `weighted` picks at random by weight.
+//!
+//! ```yaml
+//! graph:
+//!   kind: router
+//!   policy: {type: weighted, weights: {iris-lr: 50, iris-rf: 50}}
+//!   routes:
+//!     iris-lr: {kind: model, class: onnx, model_path: ../models/iris_lr.onnx}
+//!     iris-rf: {kind: model, class: onnx, model_path: ../models/iris_rf.onnx}
+//! ```
+//!
+//! One file per job: `spec` (the YAML), `build`, `policy`, `shadow`, `learning` (feedback,
+//! stats, sharing) and `state` (the saved bandit).
+
+mod build;
+mod learning;
+mod policy;
+mod shadow;
+mod spec;
+mod state;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+
+use rand::Rng;
+use servegraph_engine::diag::{all_of, one_of};
+use servegraph_engine::{
+    Error, Event, ModelInfo, Result, Signature, Step, Target, TensorMeta, async_trait,
+};
+
+use crate::routes::{Route, common_inputs, infer_each, intersect};
+
+use self::learning::SharedReward;
+use self::policy::{Policy, Sticky, unit_hash};
+use self::shadow::Shadow;
+pub use build::build;
+pub use spec::{POLICY_TYPES, PolicyKind, PolicySpec, RewardKind, RouterSpec, ShadowSpec, schema};
+
+/// Response ids the policy routed, kept for feedback: id → (route, reward counted).
+struct Decisions {
+    routes: HashMap<String, (usize, bool)>,
+    order: VecDeque<String>,
+    capacity: usize,
+}
+
+impl Decisions {
+    fn remember(&mut self, id: &str, route: usize) {
+        if self.routes.insert(id.to_owned(), (route, false)).is_none() {
+            self.order.push_back(id.to_owned());
+            while self.order.len() > self.capacity {
+                if let Some(old) = self.order.pop_front() {
+                    self.routes.remove(&old);
+                }
+            }
+        }
+    }
+}
+
+/// The runtime router.
+pub struct Router {
+    name: String,
+    routes: Vec<Route>,
+    /// For each route, every model name it makes addressable (itself and nested routes).
+    reachable: Vec<Vec<String>>,
+    policy: Policy,
+    kind: PolicyKind,
+    /// Decisions the policy made, for feedback (not with `path`).
+    decisions: Option<Mutex<Decisions>>,
+    /// Per route: requests routed, rewards received, their sum.
+    stats: Mutex<Vec<(u64, u64, f64)>>,
+    /// Where the bandit's learning is saved.
+    state_file: Option<std::path::PathBuf>,
+    /// The arms as last saved or restored.
+    saved: Mutex<Vec<crate::bandit::Arm>>,
+    shadow: Option<Shadow>,
+    /// `servegraph_route_duration_seconds`, per route.
+    route_seconds: Vec<servegraph_engine::metrics::Timer>,
+    /// Brokers and topic the learning is shared through.
+    share: Option<(String, String)>,
+    /// When the restored snapshot was saved: sharing replays what was published since.
+    restored_at: Mutex<Option<std::time::SystemTime>>,
+    /// One more than the restored snapshot's: a router built by a reload (or a restart) owns
+    /// the file from then on, and the router it replaced no longer writes it.
+    generation: std::sync::atomic::AtomicU64,
+    /// Where rewards taken here go, for the other replicas (once sharing started).
+    outbox: std::sync::OnceLock<tokio::sync::mpsc::Sender<Vec<u8>>>,
+    /// The router itself, shared (to hand to the Kafka task that shares its learning).
+    me: std::sync::OnceLock<std::sync::Weak<Router>>,
+}
+
+impl Router {
+    /// Which route an event goes to, and whether the policy chose it (rather than the request).
+    fn select(&self, event: &Event) -> Result<(usize, bool)> {
+        if let Some(target) = &event.target
+            && target.model != self.name
+        {
+            return self.find(target).map(|i| (i, false));
+        }
+        let chosen = match &self.policy {
+            Policy::Path => Err(Error::bad_request(format!(
+                "router `{}` routes by name: name one of its routes {} in the URL \
+                 (/v2/models/<route>/infer), the body's `model` field or the `x-model-name` header",
+                self.name,
+                one_of(&self.route_keys())
+            ))),
+            Policy::Weighted {
+                cumulative,
+                total,
+                sticky,
+            } => {
+                let point = match sticky.as_ref().and_then(|s| s.key(event)) {
+                    Some(key) => unit_hash(&key),
+                    None => rand::rng().random::<f64>(),
+                };
+                let x = point * total;
+                Ok(cumulative
+                    .iter()
+                    .position(|&c| x < c)
+                    .unwrap_or(cumulative.len() - 1))
+            }
+            Policy::Bandit(b) => Ok(b.lock().expect("not poisoned").choose()),
+        };
+        chosen.map(|i| (i, true))
+    }
+
+    fn record(&self, route: usize, reward: f64) {
+        let mut s = self.stats.lock().expect("not poisoned");
+        s[route].1 += 1;
+        s[route].2 += reward;
+    }
+
+    fn reward(&self, route: usize, reward: f64) -> Result<()> {
+        match &self.policy {
+            Policy::Bandit(b) => b
+                .lock()
+                .expect("not poisoned")
+                .reward(route, reward)
+                .map_err(Error::unprocessable),
+            // A/B splits keep no model of the rewards; the stats do.
+            _ => Ok(()),
+        }
+    }
+
+    /// The route a request names: by name and version, or the route that contains it.
+    fn find(&self, target: &Target) -> Result<usize> {
+        let named: Vec<usize> = (0..self.routes.len())
+            .filter(|&i| self.routes[i].name == target.model)
+            .collect();
+        if !named.is_empty() {
+            return match &target.version {
+                Some(v) => named
+                    .iter()
+                    .copied()
+                    .find(|&i| self.routes[i].version.as_deref() == Some(v.as_str()))
+                    .ok_or_else(|| {
+                        let versions: Vec<&str> = named
+                            .iter()
+                            .filter_map(|&i| self.routes[i].version.as_deref())
+                            .collect();
+                        Error::not_found(format!(
+                            "model `{}` has no version `{v}`; versions: {}",
+                            target.model,
+                            if versions.is_empty() {
+                                "none".to_owned()
+                            } else {
+                                one_of(&versions)
+                            }
+                        ))
+                    }),
+                None => Ok(named
+                    .iter()
+                    .copied()
+                    .find(|&i| self.routes[i].version.is_none())
+                    .unwrap_or(*named.last().expect("not empty"))),
+            };
+        }
+        self.reachable
+            .iter()
+            .position(|names| names.contains(&target.model))
+            .ok_or_else(|| {
+                Error::not_found(format!(
+                    "router `{}` has no route `{}`; routes: {}",
+                    self.name,
+                    target.model,
+                    all_of(&self.route_keys())
+                ))
+            })
+    }
+
+    /// Hands a reward taken here to the other replicas, when sharing; never waits.
+    fn publish(&self, route: usize, reward: f64) {
+        let Some(outbox) = self.outbox.get() else {
+            return;
+        };
+        let update = SharedReward {
+            router: self.name.clone(),
+            route: self.routes[route].key.clone(),
+            reward,
+        };
+        let bytes = serde_json::to_vec(&update).expect("plain data serializes");
+        if outbox.try_send(bytes).is_err() {
+            tracing::warn!(router = %self.name, "the learning outbox is full: an update was not shared");
+        }
+    }
+
+    fn route_keys(&self) -> Vec<&str> {
+        self.routes.iter().map(|r| r.key.as_str()).collect()
+    }
+}
+
+#[async_trait]
+impl Step for Router {
+    async fn process(&self, mut event: Event) -> Result<Event> {
+        let (index, by_policy) = self.select(&event)?;
+        if let Some(shadow) = &self.shadow
+            && index != shadow.index
+        {
+            self.mirror(shadow, &event);
+        }
+        if by_policy && let Some(d) = &self.decisions {
+            d.lock().expect("not poisoned").remember(&event.id, index);
+        }
+        self.stats.lock().expect("not poisoned")[index].0 += 1;
+        let route = &self.routes[index];
+        event.routes.push((self.name.clone(), route.key.clone()));
+        // The same cheap clock as the engine's step timing.
+        let start = quanta::Instant::now();
+        let result = route.step.process(event).await;
+        self.route_seconds[index].observe(start.elapsed());
+        result.map_err(|e| e.in_step(&route.key))
+    }
+
+    fn infer(&self, input: &Signature) -> Result<Signature, String> {
+        Ok(intersect(infer_each(&self.routes, input)?))
+    }
+
+    fn inputs(&self) -> Option<Vec<TensorMeta>> {
+        common_inputs(&self.routes)
+    }
+
+    fn models(&self) -> Vec<ModelInfo> {
+        self.routes.iter().flat_map(Route::models).collect()
+    }
+
+    fn platform(&self) -> &str {
+        "servegraph_router"
+    }
+
+    fn headers(&self) -> Vec<String> {
+        match &self.policy {
+            Policy::Weighted {
+                sticky: Some(Sticky::Header(name)),
+                ..
+            } => vec![name.clone()],
+            // A top-level body field: the request path copies it into `parameters`.
+            Policy::Weighted {
+                sticky: Some(Sticky::Body(field)),
+                ..
+            } => vec![format!("{}{field}", servegraph_engine::request::BODY_FIELD)],
+            _ => Vec::new(),
+        }
+    }
+
+    fn learner(&self) -> Option<&dyn servegraph_engine::Learner> {
+        Some(self)
+    }
+
+    fn children(&self) -> Vec<(&str, &dyn Step)> {
+        self.routes
+            .iter()
+            .map(|r| (r.key.as_str(), r.step.as_ref()))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use servegraph_engine::{BuildMode, ErrorKind, Graph, Tensor, TensorData};
+
+    use super::*;
+
+    fn registry() -> servegraph_engine::Registry {
+        let mut r = servegraph_engine::Registry::new();
+        r.register("router", build);
+        r.register("transform", crate::transform::build);
+        r
+    }
+
+    const YAML: &str = r#"
+name: r
+graph:
+  kind: router
+  policy: {type: weighted, weights: {a: 1, "b:2": 3}}
+  routes:
+    a: {kind: transform, op: rename, args: {x: from_a}}
+    "b:2": {kind: transform, op: rename, args: {x: from_b}}
+"#;
+
+    /// A reload builds a second router on the same state file: from then on the new one owns
+    /// the file, and the old one (still finishing requests) no longer overwrites it.
+    #[tokio::test]
+    async fn the_newest_router_owns_the_state_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let yaml = "name: r\ngraph:\n  kind: router\n  policy: {type: ucb1, state_file: s.json}\n  routes: {a: {kind: transform, op: noop}, b: {kind: transform, op: noop}}\n";
+        let build = || Graph::from_yaml(yaml, dir.path(), &registry(), BuildMode::Load).unwrap();
+        let rewards = |g: &Graph| -> u64 {
+            let stats = g.learner("r").unwrap().stats();
+            stats.routes.iter().map(|r| r.rewards).sum()
+        };
+        let learn = |g: &Graph, n: usize| {
+            let r = g.learner("r").unwrap();
+            for _ in 0..n {
+                r.feedback_route("a", 1.0).unwrap();
+            }
+        };
+        let old = build();
+        learn(&old, 3);
+        old.checkpoint();
+        let new = build();
+        assert_eq!(rewards(&new), 3, "restored");
+        learn(&new, 2);
+        new.checkpoint();
+        learn(&old, 10);
+        drop(old);
+        let saved: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.path().join("s.json")).unwrap()).unwrap();
+        assert_eq!(saved["routes"]["a"]["rewards"], 5, "{saved}");
+        assert_eq!(saved["generation"], 2);
+    }
+
+    fn event(target: Option<(&str, Option<&str>)>) -> Event {
+        let mut ev = Event::new(
+            "e",
+            vec![Tensor::new("x", vec![1], TensorData::Fp32(vec![1.0])).unwrap()],
+        );
+        ev.target = target.map(|(m, v)| Target {
+            model: m.into(),
+            version: v.map(Into::into),
+        });
+        ev
+    }
+
+    #[tokio::test]
+    async fn weighted_split_follows_weights() {
+        let g = Graph::from_yaml(YAML, Path::new("."), &registry(), BuildMode::Load).unwrap();
+        let mut b = 0;
+        for _ in 0..4000 {
+            let out = g.run(event(None)).await.unwrap();
+            if out.route() == Some("b:2") {
+                b += 1;
+                assert!(out.get("from_b").is_some());
+            }
+        }
+        // Expect 3000 of 4000; five standard deviations is ±137.
+        assert!((2863..=3137).contains(&b), "{b}");
+    }
+
+    #[tokio::test]
+    async fn named_routes_and_versions() {
+        let g = Graph::from_yaml(YAML, Path::new("."), &registry(), BuildMode::Load).unwrap();
+        let out = g.run(event(Some(("a", None)))).await.unwrap();
+        assert_eq!(out.route(), Some("a"));
+        let out = g.run(event(Some(("b", Some("2"))))).await.unwrap();
+        assert_eq!(out.route(), Some("b:2"));
+        let out = g.run(event(Some(("b", None)))).await.unwrap();
+        assert_eq!(out.route(), Some("b:2"));
+        let err = g.run(event(Some(("b", Some("9"))))).await.unwrap_err();
+        assert_eq!(err.kind, ErrorKind::NotFound);
+        assert!(
+            err.message.contains("has no version `9`; versions: `2`"),
+            "{err}"
+        );
+        let err = g.run(event(Some(("zz", None)))).await.unwrap_err();
+        assert_eq!(err.kind, ErrorKind::NotFound);
+        let models: Vec<(String, Option<String>)> = g
+            .models()
+            .iter()
+            .map(|m| (m.name.clone(), m.version.clone()))
+            .collect();
+        assert_eq!(
+            models,
+            [
+                ("r".into(), None),
+                ("a".into(), None),
+                ("b".into(), Some("2".into()))
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn path_policy_needs_a_name() {
+        let yaml = "name: r\ngraph: {kind: router, routes: {a: {kind: transform, op: noop}}}\n";
+        let g = Graph::from_yaml(yaml, Path::new("."), &registry(), BuildMode::Load).unwrap();
+        let err = g.run(event(None)).await.unwrap_err();
+        assert_eq!(err.kind, ErrorKind::BadRequest);
+        assert!(err.message.contains("routes by name"), "{err}");
+    }
+
+    #[test]
+    fn bad_policies_are_reported() {
+        let yaml = r#"name: r
+graph:
+  kind: router
+  policy: {type: random}
+  routes: {a: {kind: transform, op: noop}}
+"#;
+        let d = Graph::from_yaml(yaml, Path::new("."), &registry(), BuildMode::Load)
+            .err()
+            .unwrap();
+        let m = d[0].one_line("g");
+        assert!(
+            m.contains("unknown `policy.type` `random` (expected one of `path`, `weighted`, `epsilon_greedy`, `ucb1` or `thompson`)"),
+            "{m}"
+        );
+        assert!(m.starts_with("g:4:"), "{m}");
+
+        let yaml = "name: r\ngraph:\n  kind: router\n  policy: {type: weighted, weights: {c: 1}}\n  routes: {a: {kind: transform, op: noop}}\n";
+        let d = Graph::from_yaml(yaml, Path::new("."), &registry(), BuildMode::Load)
+            .err()
+            .unwrap();
+        assert!(
+            d[0].message
+                .contains("`weights` names `c`, which is not a route"),
+            "{d:?}"
+        );
+        assert_eq!(d[0].help.as_deref(), Some("routes are `a`"));
+        let yaml = "name: r\ngraph:\n  kind: router\n  policy: {type: weighted, shadow: {route: a, percent: 10}}\n  routes: {a: {kind: transform, op: noop}}\n";
+        let d = Graph::from_yaml(yaml, Path::new("."), &registry(), BuildMode::Load)
+            .err()
+            .unwrap();
+        assert!(
+            d[0].message
+                .contains("a shadow route needs another route to shadow"),
+            "{d:?}"
+        );
+    }
+}

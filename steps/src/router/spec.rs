@@ -1,0 +1,376 @@
+//! A router's YAML: `RouterSpec`, one spec per `policy.type`, `shadow`, and their schemas.
+
+use indexmap::IndexMap;
+use schemars::JsonSchema;
+use serde::Deserialize;
+use servegraph_engine::diag::Diagnostic;
+use servegraph_engine::{BuildContext, StepNode};
+
+/// A router's fields.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RouterSpec {
+    /// How to choose a route when the request names none. Default: `{type: path}`. One spec
+    /// per `type` (see [`PolicySpec::schema`]).
+    #[serde(default)]
+    #[schemars(with = "Option<serde_json::Value>")]
+    pub policy: Option<serde::de::IgnoredAny>,
+    /// The routes: name (or `name:version`) → step.
+    #[schemars(with = "IndexMap<String, serde_json::Value>")]
+    pub routes: serde::de::IgnoredAny,
+}
+
+/// The JSON Schema of a router step's fields, `policy` with one branch per type (checked by
+/// [`PolicySpec::parse`], so the router's own check takes it as any value).
+pub fn schema() -> serde_json::Value {
+    let mut schema = schemars::schema_for!(RouterSpec).to_value();
+    let mut defs = serde_json::Map::new();
+    let policy = servegraph_engine::fields::embed(PolicySpec::schema(), &mut defs);
+    if let Some(all) = schema.as_object_mut() {
+        match all.get_mut("$defs") {
+            Some(serde_json::Value::Object(d)) => d.extend(defs),
+            _ => {
+                all.insert("$defs".into(), serde_json::Value::Object(defs));
+            }
+        }
+    }
+    schema["properties"]["policy"] = policy;
+    schema
+}
+
+/// Declares a bandit policy's spec: its own fields, then those every bandit takes.
+macro_rules! bandit_policy {
+    ($(#[$doc:meta])* $name:ident { $($(#[$fdoc:meta])* $field:ident : $ty:ty,)* }) => {
+        $(#[$doc])*
+        #[derive(Debug, Default, Deserialize, JsonSchema)]
+        #[serde(deny_unknown_fields)]
+        pub struct $name {
+            $($(#[$fdoc])* #[serde(default)] pub $field: $ty,)*
+            /// Each reward multiplies past counts by this (0 < discount ≤ 1), to follow rewards
+            /// that drift (memory ≈ 1 / (1 - discount) rewards). Default: 1, no forgetting.
+            #[serde(default)]
+            #[schemars(extend("exclusiveMinimum" = 0, "maximum" = 1))]
+            pub discount: Option<f64>,
+            /// Seed the random choices (reproducible experiments and tests).
+            #[serde(default)]
+            pub seed: Option<u64>,
+            /// A file (relative to the graph file) the router's learning is saved to every
+            /// `state_every_ms` and when it stops, and restored from when it starts. Its
+            /// folder must exist and be writable.
+            #[serde(default)]
+            pub state_file: Option<String>,
+            /// How often the state is saved, in milliseconds (default 10000; needs `state_file`).
+            #[serde(default)]
+            #[schemars(range(min = 100))]
+            pub state_every_ms: Option<u64>,
+            /// Share what the router learns with the other processes serving this graph,
+            /// through a Kafka topic, `kafka://HOST:PORT/TOPIC` (which must exist).
+            #[serde(default)]
+            pub share: Option<String>,
+            /// How many recent response ids are remembered for feedback (default 100000);
+            /// older ids get 404 on feedback.
+            #[serde(default)]
+            #[schemars(range(min = 1))]
+            pub remember: Option<usize>,
+        }
+
+        impl From<$name> for PolicySpec {
+            #[allow(unused_mut)]
+            fn from(p: $name) -> PolicySpec {
+                let mut spec = PolicySpec {
+                    discount: p.discount,
+                    seed: p.seed,
+                    state_file: p.state_file,
+                    state_every_ms: p.state_every_ms,
+                    share: p.share,
+                    remember: p.remember,
+                    ..PolicySpec::default()
+                };
+                $(spec.$field = p.$field;)*
+                spec
+            }
+        }
+    };
+}
+
+/// `policy: {type: path}`: the request names the route (URL, body `model` or header).
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PathPolicy {
+    /// Copy a share of requests to a shadow route (see [`ShadowSpec`]).
+    #[serde(default)]
+    pub shadow: Option<ShadowSpec>,
+}
+
+/// `policy: {type: weighted}`: a random route by weight (A/B tests, canaries).
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WeightedPolicy {
+    /// Route → relative weight (≥ 0). Routes not listed get 0; none listed: equal.
+    #[serde(default)]
+    #[schemars(with = "Option<IndexMap<String, NonNegative>>")]
+    pub weights: Option<IndexMap<String, f64>>,
+    /// `header:NAME` or `body:FIELD` (a top-level field of the request body, or one of its
+    /// `parameters`): the same key always reaches the same route while the weights are
+    /// unchanged; requests without the key are split at random.
+    #[serde(default)]
+    #[schemars(regex(pattern = r"^(header|body):.+$"))]
+    pub sticky: Option<String>,
+    /// Copy a share of requests to a shadow route (see [`ShadowSpec`]).
+    #[serde(default)]
+    pub shadow: Option<ShadowSpec>,
+    /// How many recent response ids are remembered for feedback (default 100000).
+    #[serde(default)]
+    #[schemars(range(min = 1))]
+    pub remember: Option<usize>,
+}
+
+/// A number ≥ 0 (for the schema).
+#[derive(JsonSchema)]
+#[allow(dead_code)]
+pub(super) struct NonNegative(#[schemars(range(min = 0))] f64);
+
+bandit_policy! {
+    /// `policy: {type: epsilon_greedy}`: the best route so far, exploring a random one a
+    /// share ε of the time.
+    EpsilonGreedyPolicy {
+        /// The share of requests that explore a random route (default 0.1).
+        #[schemars(range(min = 0, max = 1))]
+        epsilon: Option<f64>,
+        /// ε falls as ε / (1 + decay · requests) (default 0: constant).
+        #[schemars(range(min = 0))]
+        decay: Option<f64>,
+    }
+}
+
+bandit_policy! {
+    /// `policy: {type: ucb1}`: the route whose reward could plausibly be highest.
+    Ucb1Policy {}
+}
+
+bandit_policy! {
+    /// `policy: {type: thompson}`: routes chosen in proportion to the chance each is best.
+    ThompsonPolicy {
+        /// `bernoulli` (rewards in [0, 1], the default) or `gaussian` (any number).
+        reward: Option<RewardKind>,
+    }
+}
+
+impl From<PathPolicy> for PolicySpec {
+    fn from(p: PathPolicy) -> PolicySpec {
+        PolicySpec {
+            shadow: p.shadow,
+            ..PolicySpec::default()
+        }
+    }
+}
+
+impl From<WeightedPolicy> for PolicySpec {
+    fn from(p: WeightedPolicy) -> PolicySpec {
+        PolicySpec {
+            kind: PolicyKind::Weighted,
+            weights: p.weights,
+            sticky: p.sticky,
+            shadow: p.shadow,
+            remember: p.remember,
+            ..PolicySpec::default()
+        }
+    }
+}
+
+/// The policy types, as `type:` names them.
+pub const POLICY_TYPES: [&str; 5] = ["path", "weighted", "epsilon_greedy", "ucb1", "thompson"];
+
+impl PolicySpec {
+    /// The JSON Schema of `policy`: one branch per type.
+    pub fn schema() -> serde_json::Value {
+        servegraph_engine::fields::tagged_schema(
+            "type",
+            vec![
+                ("path", schemars::schema_for!(PathPolicy).to_value()),
+                ("weighted", schemars::schema_for!(WeightedPolicy).to_value()),
+                (
+                    "epsilon_greedy",
+                    schemars::schema_for!(EpsilonGreedyPolicy).to_value(),
+                ),
+                ("ucb1", schemars::schema_for!(Ucb1Policy).to_value()),
+                ("thompson", schemars::schema_for!(ThompsonPolicy).to_value()),
+            ],
+        )
+    }
+
+    /// Reads a router's `policy` (default `{type: path}`): its `type`, then that type's
+    /// fields, reporting every problem.
+    pub fn parse(node: &StepNode, ctx: &mut BuildContext) -> Option<PolicySpec> {
+        let Some(policy) = node.body.get_node("policy") else {
+            return Some(PolicySpec::default());
+        };
+        let Some(map) = policy.as_mapping() else {
+            ctx.error(
+                &node.name,
+                policy.span(),
+                "`policy` must be a mapping with `type`",
+            );
+            return None;
+        };
+        let kind = match map.get_scalar("type") {
+            None => "path",
+            Some(t) => match POLICY_TYPES.iter().find(|k| **k == t.as_str()) {
+                Some(k) => k,
+                None => {
+                    ctx.report(
+                        Diagnostic::new(format!("unknown `policy.type` `{}`", t.as_str()))
+                            .step(&node.name)
+                            .at(t.span())
+                            .help(servegraph_engine::fields::suggest(
+                                t.as_str(),
+                                &POLICY_TYPES,
+                            )),
+                    );
+                    return None;
+                }
+            },
+        };
+        let mut body = map.clone();
+        body.remove(&marked_yaml::types::MarkedScalarNode::new(
+            marked_yaml::Span::new_blank(),
+            "type",
+        ));
+        let body = marked_yaml::Node::Mapping(body);
+        let what = format!("`policy.type: {kind}`");
+        fn read<T: serde::de::DeserializeOwned + JsonSchema + Into<PolicySpec>>(
+            body: &marked_yaml::Node,
+            what: &str,
+        ) -> std::result::Result<PolicySpec, Vec<Diagnostic>> {
+            servegraph_engine::step::from_yaml_at::<T>(body, body.span(), what, &["type"], "policy")
+                .map(Into::into)
+        }
+        let parsed = match kind {
+            "path" => read::<PathPolicy>(&body, &what),
+            "weighted" => read::<WeightedPolicy>(&body, &what),
+            "epsilon_greedy" => read::<EpsilonGreedyPolicy>(&body, &what),
+            "ucb1" => read::<Ucb1Policy>(&body, &what),
+            _ => read::<ThompsonPolicy>(&body, &what),
+        };
+        match parsed {
+            Ok(mut spec) => {
+                spec.kind = match kind {
+                    "path" => PolicyKind::Path,
+                    "weighted" => PolicyKind::Weighted,
+                    "epsilon_greedy" => PolicyKind::EpsilonGreedy,
+                    "ucb1" => PolicyKind::Ucb1,
+                    _ => PolicyKind::Thompson,
+                };
+                Some(spec)
+            }
+            Err(problems) => {
+                ctx.report_in(&node.name, problems);
+                None
+            }
+        }
+    }
+}
+
+/// `policy`, as the router uses it: every type's fields in one place (those that do not apply
+/// to the type are `None`; the type's own spec refused them).
+#[derive(Debug, Default)]
+pub struct PolicySpec {
+    pub kind: PolicyKind,
+    /// `weighted`: route → relative weight (≥ 0). Routes not listed get 0; none listed: equal.
+    pub weights: Option<IndexMap<String, f64>>,
+    /// `epsilon_greedy`: the share of requests that explore a random route (default 0.1).
+    pub epsilon: Option<f64>,
+    /// `epsilon_greedy`: ε falls as ε / (1 + decay · requests) (default 0: constant).
+    pub decay: Option<f64>,
+    /// Bandits: each reward multiplies past counts by this (0 < discount ≤ 1), to follow
+    /// rewards that drift (memory ≈ 1 / (1 - discount) rewards). Default: 1, no forgetting.
+    pub discount: Option<f64>,
+    /// `thompson`: `bernoulli` (rewards in [0, 1], the default) or `gaussian` (any number).
+    pub reward: Option<RewardKind>,
+    /// Bandits: seed the random choices (reproducible experiments and tests).
+    pub seed: Option<u64>,
+    /// `weighted`: `header:NAME` or `body:FIELD` (a field of the request's `parameters`): the
+    /// same key always reaches the same route while the weights are unchanged; requests
+    /// without the key are split at random.
+    pub sticky: Option<String>,
+    /// `weighted` and `path`: copy a share of requests to a shadow route (see [`ShadowSpec`]).
+    pub shadow: Option<ShadowSpec>,
+    /// Bandits: a file (relative to the graph file) the router's learning is saved to every
+    /// `state_every_ms` and when it stops, and restored from when it starts.
+    pub state_file: Option<String>,
+    /// How often the state is saved, in milliseconds (default 10000).
+    pub state_every_ms: Option<u64>,
+    /// Bandits: share what the router learns with the other processes serving this graph,
+    /// through a Kafka topic, `kafka://HOST:PORT/TOPIC` (which must exist). Each process
+    /// publishes the rewards it takes and applies the others'.
+    pub share: Option<String>,
+    /// Policies that take feedback: how many recent response ids are remembered for it
+    /// (default 100000); older ids get 404 on feedback.
+    pub remember: Option<usize>,
+}
+
+/// `shadow: {route: NAME, percent: P}`: mirror a share of requests to a route whose answer is
+/// recorded in tracking and never returned.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ShadowSpec {
+    /// The route (one of `routes`) that receives the copies; it gets no traffic of its own.
+    pub route: String,
+    /// The share of requests copied, in percent (default 100).
+    #[serde(default)]
+    #[schemars(extend("exclusiveMinimum" = 0, "maximum" = 100))]
+    pub percent: Option<f64>,
+    /// A copy still running after this many milliseconds is abandoned (default 10000).
+    #[serde(default)]
+    #[schemars(range(min = 1))]
+    pub timeout_ms: Option<u64>,
+    /// At most this many copies in flight; beyond it copies are skipped and counted
+    /// (default 64).
+    #[serde(default)]
+    #[schemars(range(min = 1))]
+    pub max_in_flight: Option<usize>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RewardKind {
+    Bernoulli,
+    Gaussian,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PolicyKind {
+    /// The request must name a route (URL, body or header).
+    #[default]
+    Path,
+    /// A random route, by weight (A/B tests, canaries).
+    Weighted,
+    /// The best route so far, exploring a random one a share ε of the time.
+    EpsilonGreedy,
+    /// Upper confidence bound: the route whose reward could plausibly be highest.
+    Ucb1,
+    /// Thompson sampling: routes chosen in proportion to the chance each is the best.
+    Thompson,
+}
+
+impl PolicyKind {
+    /// The spelling of `policy.type`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PolicyKind::Path => "path",
+            PolicyKind::Weighted => "weighted",
+            PolicyKind::EpsilonGreedy => "epsilon_greedy",
+            PolicyKind::Ucb1 => "ucb1",
+            PolicyKind::Thompson => "thompson",
+        }
+    }
+}
+
+/// Where a step's `policy` is written (the step itself when it has none).
+pub(super) fn policy_span(node: &StepNode) -> marked_yaml::Span {
+    node.body
+        .get_node("policy")
+        .map(|p| *p.span())
+        .unwrap_or(node.span)
+}
