@@ -22,7 +22,7 @@ use common::{Infer, benching, load};
 
 use ort::session::Session;
 use servegraph_engine::{Event, Tensor, TensorData};
-use servegraph_steps::onnx::open_session;
+use servegraph_steps::model::onnx::open_session;
 
 const TASKS: usize = 64;
 

@@ -7,8 +7,6 @@ pub mod error_handler;
 pub mod fuzz;
 pub mod image;
 pub mod model;
-#[cfg(feature = "onnx")]
-pub mod onnx;
 pub mod remote;
 pub mod router;
 pub mod routes;

@@ -10,6 +10,9 @@
 //! transform ops), run in MLRun's order: preprocess → validate (the model's checks of input
 //! names, dtypes and shapes) → predict → postprocess.
 
+#[cfg(feature = "onnx")]
+pub mod onnx;
+
 use marked_yaml::Spanned;
 use schemars::JsonSchema;
 use serde::Deserialize;
@@ -234,7 +237,7 @@ fn onnx_model(node: &StepNode, ctx: &mut BuildContext, spec: &OnnxSpec) -> Optio
         return Some(Box::new(Unloaded));
     }
     #[cfg(feature = "onnx")]
-    match crate::onnx::OnnxModel::shared(&node.name, &path, spec) {
+    match onnx::OnnxModel::shared(&node.name, &path, spec) {
         Ok(model) => Some(Box::new(model)),
         Err(message) => {
             ctx.error(&node.name, model_path.span(), message);
