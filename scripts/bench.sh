@@ -7,9 +7,11 @@
 #     pinned (server on CPU 0, wrk on CPU 1, `wrk -t1 -c32`) and shared (nothing pinned,
 #     `wrk -t2 -c32`); c=1 latency (`wrk -t1 -c1`, p50); and many connections (shared,
 #     `wrk -t2 -c1024`).
-#  2. Engine: per-step overhead of chains of noop transforms, in-process.
+#  2. Tracking to Kafka: graphs/iris.yaml's iris-lr, without tracking and with every request
+#     tracked to a local broker (scripts/kafka.sh), alternating rounds, shared (`wrk -t2 -c32`).
+#  3. Engine: per-step overhead of chains of noop transforms, in-process.
 # Environment: DURATION (seconds per round, default 10), ROUNDS (default 2), ONLY (a space-
-# separated subset of: pinned shared c1 c1024 engine).
+# separated subset of: pinned shared c1 c1024 tracking engine).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh >/dev/null
@@ -18,11 +20,13 @@ cargo build --release --locked --bin servegraph --example bare_axum 2>&1 | tail 
 T="${CARGO_TARGET_DIR:-target}/release"
 DURATION="${DURATION:-10}"
 ROUNDS="${ROUNDS:-2}"
-ONLY="${ONLY:-pinned shared c1 c1024 engine}"
+ONLY="${ONLY:-pinned shared c1 c1024 tracking engine}"
 ulimit -n 65536 2>/dev/null || true
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; pids=(); }
-trap cleanup EXIT
+BROKER_STARTED=""
+stop_broker() { [ -z "$BROKER_STARTED" ] || scripts/kafka.sh stop; BROKER_STARTED=""; }
+trap 'cleanup; stop_broker; rm -rf "${TRACKED:-}"' EXIT
 want() { [[ " $ONLY " == *" $1 "* ]]; }
 
 # start CMD...: runs CMD (under $SERVER_CPU), waits for "listening on http://ADDR", sets ADDR.
@@ -91,4 +95,29 @@ SERVER_CPU=(); CLIENT_CPU=()
 if want shared; then bench shared -t2 -c32; fi
 if want c1; then bench c1 -t1 -c1; fi
 if want c1024; then bench c1024 -t2 -c1024 --timeout 10s; fi
+# tracking: iris-lr without tracking and with `tracking: {sink: kafka://…, sample: 1}`, both
+# up, alternating rounds (shared cores, as a pod with a broker elsewhere would not be).
+if want tracking; then
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  broker=$(scripts/kafka.sh start "$port"); BROKER_STARTED=1
+  TRACKED=$(mktemp -d)
+  mkdir -p "$TRACKED/graphs"
+  sed "s|\.\./models/|$PWD/models/|" graphs/iris.yaml >"$TRACKED/graphs/iris.yaml"
+  { cat "$TRACKED/graphs/iris.yaml"; printf 'tracking:\n  sink: "kafka://%s/bench-events"\n  sample: 1\n' "$broker"; } \
+    >"$TRACKED/graphs/iris-tracked.yaml"
+  start "$T/servegraph" serve "$TRACKED/graphs/iris.yaml" --model-root "$PWD" --listen 127.0.0.1:0; plain=$ADDR
+  start "$T/servegraph" serve "$TRACKED/graphs/iris-tracked.yaml" --model-root "$PWD" --listen 127.0.0.1:0; tracked=$ADDR
+  until curl -sf "http://$plain/v2/health/ready" >/dev/null && curl -sf "http://$tracked/v2/health/ready" >/dev/null; do sleep 0.1; done
+  out=/tmp/servegraph-bench-tracking.txt
+  for _ in $(seq "$ROUNDS"); do
+    run "tracking off" "$plain" /v2/models/iris-lr/infer -t2 -c32
+    run "tracking kafka" "$tracked" /v2/models/iris-lr/infer -t2 -c32
+  done | tee "$out"
+  dropped=$(curl -s "http://$tracked/metrics" | awk '/^servegraph_tracking_events_dropped_total/ { s += $2 } END { print s + 0 }')
+  awk -v dropped="$dropped" '{ split($3, rr, "="); rps[$2] += rr[2]; n[$2]++ }
+       END { o = rps["off"]/n["off"]; k = rps["kafka"]/n["kafka"];
+             printf "tracking: off %.0f req/s; kafka %.0f req/s (%.1f%% slower); events dropped %d\n",
+               o, k, 100*(o-k)/o, dropped }' "$out"
+  cleanup; stop_broker
+fi
 if want engine; then "$T/servegraph" bench engine; fi

@@ -13,6 +13,7 @@
 pub mod learning;
 pub mod progress;
 pub mod queue;
+pub mod tracking;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -32,10 +33,10 @@ use tokio::sync::watch;
 use crate::error::Error;
 use crate::request::{Encoding, Headers as _, Pipeline, Request, SpanInfo, is_transient};
 use crate::sources::{KafkaSourceSpec, Phase, Source, SourceContext};
-use crate::tracking::EventSink;
 
 /// Headers that address a model and operation, as on HTTP.
 pub use crate::request::{MODEL_HEADER, VERSION_HEADER};
+pub use tracking::tracking_sink;
 /// `infer` (default) or `explain`.
 pub const OPERATION_HEADER: &str = "x-operation";
 /// On results: the request's id.
@@ -462,92 +463,5 @@ fn operation(headers: &Vec<(String, Vec<u8>)>) -> crate::Result<bool> {
         Some(other) => Err(Error::bad_request(format!(
             "unknown operation `{other}`: expected `infer` or `explain`"
         ))),
-    }
-}
-
-/// A tracking sink that produces each event as one Kafka message. It hands events to the
-/// producer (which batches them) without waiting for acknowledgements, and checks those as
-/// they come; `close` waits for the rest.
-pub struct KafkaTrackingSink {
-    producer: FutureProducer,
-    topic: String,
-    outstanding: FuturesUnordered<rdkafka::producer::DeliveryFuture>,
-}
-
-/// Acknowledgements awaited at most before taking more events.
-const TRACKING_OUTSTANDING: usize = 100_000;
-
-/// Opens a `kafka://HOST:PORT/TOPIC` tracking sink.
-pub fn tracking_sink(brokers: &str, topic: &str) -> Result<Box<dyn EventSink>, String> {
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("linger.ms", "5")
-        .set("message.timeout.ms", "10000")
-        .set("queue.buffering.max.messages", "200000")
-        .create()
-        .map_err(|e| format!("cannot create the tracking producer: {e}"))?;
-    Ok(Box::new(KafkaTrackingSink {
-        producer,
-        topic: topic.to_owned(),
-        outstanding: FuturesUnordered::new(),
-    }))
-}
-
-impl KafkaTrackingSink {
-    /// Counts the failures among the acknowledgements already in, without waiting.
-    fn reap(&mut self) -> usize {
-        use futures_util::FutureExt;
-        let mut failed = 0;
-        while let Some(Some(result)) = self.outstanding.next().now_or_never() {
-            if !matches!(result, Ok(Ok(_))) {
-                failed += 1;
-            }
-        }
-        failed
-    }
-}
-
-#[async_trait::async_trait]
-impl EventSink for KafkaTrackingSink {
-    async fn write(&mut self, lines: &[u8], _events: usize) -> Result<usize, String> {
-        let mut failed = self.reap();
-        for line in lines.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-            let mut record: FutureRecord<'_, (), [u8]> =
-                FutureRecord::to(&self.topic).payload(line);
-            loop {
-                if self.outstanding.len() >= TRACKING_OUTSTANDING
-                    && let Some(r) = self.outstanding.next().await
-                    && !matches!(r, Ok(Ok(_)))
-                {
-                    failed += 1;
-                }
-                match self.producer.send_result(record) {
-                    Ok(delivery) => {
-                        self.outstanding.push(delivery);
-                        break;
-                    }
-                    // The producer's queue is full: wait for some acknowledgements.
-                    Err((_, r)) => {
-                        record = r;
-                        match self.outstanding.next().await {
-                            Some(Ok(Ok(_))) => {}
-                            Some(_) => failed += 1,
-                            None => tokio::time::sleep(Duration::from_millis(5)).await,
-                        }
-                    }
-                }
-            }
-        }
-        Ok(failed)
-    }
-
-    async fn close(&mut self) -> Result<usize, String> {
-        let mut failed = 0;
-        while let Some(r) = self.outstanding.next().await {
-            if !matches!(r, Ok(Ok(_))) {
-                failed += 1;
-            }
-        }
-        Ok(failed)
     }
 }

@@ -92,8 +92,8 @@ pub struct OnnxSpec {
     /// into one run and split back. Only for models whose rows are independent.
     #[serde(default)]
     pub batch: Option<BatchSpec>,
-    /// Run tiny models on the calling thread (default `true`): a model whose runs all took
-    /// under 50 µs over its first 200 runs (and whose later runs stay under 200 µs) runs
+    /// Run tiny models on the calling thread (default `true`): a model whose runs took under
+    /// 50 µs of CPU time over its first 200 runs (and whose later runs stay under 200 µs) runs
     /// inline on the request's own worker thread with a session of that thread's, skipping
     /// the hand-off to the session pool; `false` always uses the pool.
     #[serde(default = "yes")]

@@ -20,6 +20,9 @@ pub const INLINE_MAX: Duration = Duration::from_micros(50);
 /// Inline runs slower than this, more than 10% of a window of [`WARMUP`] × 5, stop inline runs.
 pub const INLINE_LIMIT: Duration = Duration::from_micros(200);
 
+/// One inline run in this many has its CPU time taken (a system call each end) for the watch.
+const SAMPLE: u32 = 8;
+
 pub(super) const WARMING: u8 = 0;
 pub(super) const INLINE: u8 = 1;
 pub(super) const POOL: u8 = 2;
@@ -39,6 +42,31 @@ pub struct Inline {
 thread_local! {
     /// The inline session this thread tries first (threads spread over the sessions).
     static SLOT: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
+    /// Inline runs on this thread, for sampling their CPU time.
+    static RUNS: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// The calling thread's CPU time so far. Runs are judged by it, not by wall time: on a busy
+/// pod (one core, or cores shared with the load) wall time counts every other thread's turn
+/// that preempted the run, and would keep a 3 µs model off the inline path for good.
+pub(super) fn thread_cpu() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+}
+
+/// Runs `f`, with its CPU time on one call in [`SAMPLE`] (`None` on the others).
+pub(super) fn sampled<R>(f: impl FnOnce() -> R) -> (R, Option<Duration>) {
+    let n = RUNS.with(|r| {
+        let n = r.get().wrapping_add(1);
+        r.set(n);
+        n
+    });
+    if !n.is_multiple_of(SAMPLE) {
+        return (f(), None);
+    }
+    let start = thread_cpu();
+    let out = f();
+    (out, Some(thread_cpu().saturating_sub(start)))
 }
 
 impl Inline {
@@ -59,8 +87,14 @@ impl Inline {
         self.state.load(Ordering::Relaxed) == INLINE
     }
 
-    /// A pool run (of one job or a batch: a single one costs no more) took `took`. Called on
-    /// a pool thread, which may open the inline sessions: a few milliseconds, once.
+    /// Whether pool runs are still watched (their CPU time decides).
+    pub(super) fn warming(&self) -> bool {
+        self.state.load(Ordering::Relaxed) == WARMING
+    }
+
+    /// A pool run (of one job or a batch: a single one costs no more) took `took` of the pool
+    /// thread's CPU time. Called on a pool thread, which may open the inline sessions: a few
+    /// milliseconds, once.
     pub(super) fn pool_ran(&self, model: &str, took: Duration) {
         if self.state.load(Ordering::Relaxed) != WARMING {
             return;
@@ -132,19 +166,23 @@ impl Inline {
         let ran = self.with_session(|session| {
             let start = Instant::now();
             stats.inline_run();
-            let result = run(session, inputs.take().expect("once"), outputs);
-            (result, start.elapsed())
+            let (result, cpu) = sampled(|| run(session, inputs.take().expect("once"), outputs));
+            (result, start.elapsed(), cpu)
         });
         match ran {
-            Some((result, took)) => {
+            Some((result, took, cpu)) => {
                 stats.metrics.run_seconds.observe(took);
-                self.inline_ran(model, took);
+                if let Some(cpu) = cpu {
+                    self.inline_ran(model, cpu);
+                }
                 Ok((result, took))
             }
             None => Err(inputs.take().expect("not run")),
         }
     }
 
+    /// A sampled inline run took `took` of CPU time: the watch over a window of
+    /// [`WARMUP`] × 5 samples.
     pub(super) fn inline_ran(&self, model: &str, took: Duration) {
         let limit = Duration::from_nanos(self.limit_ns.load(Ordering::Relaxed));
         let slow = if took > limit {

@@ -9,6 +9,7 @@ use servegraph_engine::{Error, Result, Tensor, TensorData, TensorMeta};
 
 use super::Inline;
 use super::convert::run;
+use super::inline::thread_cpu;
 use super::job::{Batching, Job, RunStats};
 
 /// What a pool thread shares with its model.
@@ -74,7 +75,14 @@ pub(super) fn worker(
 pub(super) fn run_batch(session: &mut Session, mut batch: Vec<Job>, pool: &Pool<'_>) {
     let (outputs, stats) = (pool.outputs, pool.stats);
     let start = stats.starting(&batch);
+    let cpu = pool.inline.warming().then(thread_cpu);
     let ran = || stats.metrics.run_seconds.observe(start.elapsed());
+    let watched = || {
+        if let Some(cpu) = cpu {
+            pool.inline
+                .pool_ran(pool.model, thread_cpu().saturating_sub(cpu));
+        }
+    };
     if batch.len() == 1 {
         let mut job = batch.pop().expect("one job");
         let inputs = std::mem::take(&mut job.inputs);
@@ -83,13 +91,13 @@ pub(super) fn run_batch(session: &mut Session, mut batch: Vec<Job>, pool: &Pool<
             run(session, inputs, outputs)
         };
         ran();
-        pool.inline.pool_ran(pool.model, start.elapsed());
+        watched();
         job.answer(result);
         return;
     }
     let ran = || {
         ran();
-        pool.inline.pool_ran(pool.model, start.elapsed());
+        watched();
     };
     let counts: Vec<usize> = batch.iter().map(Job::rows).collect();
     let total: usize = counts.iter().sum();
