@@ -40,6 +40,21 @@ impl ErrorKind {
         }
     }
 
+    /// The kind closest to an HTTP status a step chose (a Python model's `ModelError`):
+    /// other 4xx are bad requests, other 5xx internal errors.
+    pub fn from_status(status: u16) -> ErrorKind {
+        match status {
+            404 => ErrorKind::NotFound,
+            413 => ErrorKind::PayloadTooLarge,
+            422 => ErrorKind::Unprocessable,
+            429 => ErrorKind::Overloaded,
+            503 => ErrorKind::Unavailable,
+            504 => ErrorKind::Timeout,
+            400..=499 => ErrorKind::BadRequest,
+            _ => ErrorKind::Internal,
+        }
+    }
+
     /// Whether the request itself is at fault (a client error), not the server.
     pub fn is_client_error(self) -> bool {
         self.status() < 500 && self != ErrorKind::Overloaded

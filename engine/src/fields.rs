@@ -174,6 +174,31 @@ fn scalar(s: &marked_yaml::types::MarkedScalarNode) -> Scalar<'_> {
     Scalar::Str(text)
 }
 
+/// A YAML node as JSON, its scalars typed as serde would read them (unquoted `2.0` a number,
+/// `true` a bool, `~` null, quoted text a string): for free-form fields such as a Python
+/// model's `class_args`, which YAML-to-serde would otherwise hand over as strings.
+pub fn to_json(node: &Node) -> serde_json::Value {
+    use serde_json::Value;
+    match node {
+        Node::Scalar(s) => match scalar(s) {
+            Scalar::Null => Value::Null,
+            Scalar::Bool(b) => Value::Bool(b),
+            Scalar::Int(i) => i64::try_from(i)
+                .map(Value::from)
+                .or_else(|_| u64::try_from(i).map(Value::from))
+                .unwrap_or_else(|_| Value::from(i as f64)),
+            Scalar::Float(f) => Value::from(f),
+            Scalar::Str(t) => Value::from(t),
+        },
+        Node::Sequence(items) => Value::Array(items.iter().map(to_json).collect()),
+        Node::Mapping(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| (k.as_str().to_owned(), to_json(v)))
+                .collect(),
+        ),
+    }
+}
+
 /// The node, in words: `the string "fast"`, `the number 3`, `a list`.
 fn found(node: &Node) -> String {
     match node {

@@ -270,11 +270,30 @@ async fn live() -> Json<serde_json::Value> {
 }
 
 async fn ready(State(state): State<Arc<AppState>>) -> Result<Json<serde_json::Value>, Error> {
-    state.current()?;
+    let served = state.current()?;
     if state.draining.load(std::sync::atomic::Ordering::Relaxed) {
         return Err(Error::unavailable("not ready: shutting down"));
     }
+    if let Some(why) = served.graph.unready() {
+        return Err(Error::unavailable(format!("not ready: {why}")));
+    }
     Ok(Json(json!({ "ready": true })))
+}
+
+/// A model's readiness: the step that serves it says whether it can.
+fn model_is_ready(served: &Pipeline, model: &str, version: Option<&str>) -> Result<(), Error> {
+    served.graph.find_model(model, version)?;
+    let step = match version {
+        Some(v) => served.graph.find_step(&format!("{model}:{v}")),
+        None => None,
+    }
+    .or_else(|| served.graph.find_step(model));
+    match step.and_then(|s| s.unready()) {
+        Some(why) => Err(Error::unavailable(format!(
+            "model `{model}` is not ready: {why}"
+        ))),
+        None => Ok(()),
+    }
 }
 
 async fn model_metadata(
@@ -319,7 +338,7 @@ async fn model_ready(
     Path(model): Path<String>,
 ) -> Result<Json<serde_json::Value>, Error> {
     let served = state.current()?;
-    served.graph.find_model(&model, None)?;
+    model_is_ready(&served, &model, None)?;
     Ok(Json(json!({ "name": model, "ready": true })))
 }
 
@@ -328,7 +347,7 @@ async fn model_ready_version(
     Path((model, version)): Path<(String, String)>,
 ) -> Result<Json<serde_json::Value>, Error> {
     let served = state.current()?;
-    served.graph.find_model(&model, Some(&version))?;
+    model_is_ready(&served, &model, Some(&version))?;
     Ok(Json(json!({ "name": model, "ready": true })))
 }
 

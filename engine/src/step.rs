@@ -47,6 +47,12 @@ pub trait Step: Send + Sync + 'static {
         "servegraph"
     }
 
+    /// Why the step cannot serve now (a Python model with no worker loaded), or `None` when it
+    /// can. Readiness (`/v2/health/ready`, `/v2/models/{m}/ready`) reads it.
+    fn unready(&self) -> Option<String> {
+        None
+    }
+
     /// The step's learning (feedback, stats, checkpoint, sharing), when it learns (routers).
     fn learner(&self) -> Option<&dyn Learner> {
         None
@@ -106,6 +112,9 @@ impl<S: Step> Step for Arc<S> {
     }
     fn platform(&self) -> &str {
         S::platform(self)
+    }
+    fn unready(&self) -> Option<String> {
+        S::unready(self)
     }
     fn learner(&self) -> Option<&dyn Learner> {
         S::learner(self)

@@ -192,6 +192,24 @@ impl Graph {
         search(name, top)
     }
 
+    /// Why the graph cannot serve now: the first step, nested ones included, that says it is
+    /// not ready (and why); `None` when every step is.
+    pub fn unready(&self) -> Option<String> {
+        fn walk(steps: Vec<(&str, &dyn Step)>) -> Option<String> {
+            steps.into_iter().find_map(|(name, s)| {
+                s.unready()
+                    .map(|why| format!("step `{name}`: {why}"))
+                    .or_else(|| walk(s.children()))
+            })
+        }
+        walk(
+            self.nodes
+                .iter()
+                .map(|n| (n.name.as_str(), n.step.as_ref()))
+                .collect(),
+        )
+    }
+
     /// Every step that learns from feedback (routers), nested ones included, by name.
     pub fn learners(&self) -> Vec<(&str, &dyn Learner)> {
         self.learners

@@ -5,7 +5,9 @@ use half::f16;
 use crate::error::{Error, Result};
 use crate::tensor::{DataType, TensorData};
 
-pub(super) fn decode_binary(datatype: DataType, bytes: &[u8], count: usize) -> Result<TensorData> {
+/// Tensor data from raw little-endian bytes (the binary extension's layout; BYTES as 4-byte
+/// lengths and the bytes): `count` elements of `datatype`, or a 400 saying what does not fit.
+pub fn decode_binary(datatype: DataType, bytes: &[u8], count: usize) -> Result<TensorData> {
     let Some(size) = datatype.element_size() else {
         return decode_binary_bytes(bytes, count).map(TensorData::Bytes);
     };
@@ -88,7 +90,9 @@ pub(super) fn decode_binary_bytes(mut bytes: &[u8], count: usize) -> Result<Vec<
     Ok(out)
 }
 
-pub(super) fn encode_binary(data: &TensorData, out: &mut Vec<u8>) {
+/// Appends tensor data to `out` as raw little-endian bytes (BYTES as 4-byte lengths and the
+/// bytes), the layout [`decode_binary`] reads.
+pub fn encode_binary(data: &TensorData, out: &mut Vec<u8>) {
     macro_rules! le {
         ($v:expr) => {
             for x in $v {

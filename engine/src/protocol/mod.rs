@@ -15,6 +15,7 @@ mod response;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+pub use binary::{decode_binary, encode_binary};
 pub use client::{TensorsJson, decode_response, encode_request};
 pub use request::{InferRequest, RequestedOutput, decode_request};
 pub use response::{Encoded, encode_json_response, encode_response};

@@ -10,8 +10,10 @@
 //! transform ops), run in MLRun's order: preprocess → validate (the model's checks of input
 //! names, dtypes and shapes) → predict → postprocess.
 
+pub(crate) mod batch;
 #[cfg(feature = "onnx")]
 pub mod onnx;
+pub mod python;
 
 use marked_yaml::Spanned;
 use schemars::JsonSchema;
@@ -31,10 +33,12 @@ pub enum ModelSpec {
     Onnx(OnnxSpec),
     /// A model on another Open Inference Protocol (V2) server, over HTTP.
     Remote(RemoteSpec),
+    /// A model written in Python, run by worker processes.
+    Python(Box<python::PythonSpec>),
 }
 
 /// The model classes, as `class:` names them.
-pub const CLASSES: [&str; 2] = ["onnx", "remote"];
+pub const CLASSES: [&str; 3] = ["onnx", "remote", "python"];
 
 impl ModelSpec {
     /// Reads the step's `class` and that class's spec, reporting every problem.
@@ -42,13 +46,32 @@ impl ModelSpec {
         use servegraph_engine::fields::field_names;
         let onnx = field_names(&schemars::schema_for!(OnnxSpec).to_value());
         let remote = field_names(&schemars::schema_for!(RemoteSpec).to_value());
+        let python = field_names(&schemars::schema_for!(python::PythonSpec).to_value());
         match ctx.variant(node, "class", &CLASSES)? {
             "onnx" => ctx
-                .parse_variant_among(node, "class", "onnx", &[("remote", remote)])
+                .parse_variant_among(
+                    node,
+                    "class",
+                    "onnx",
+                    &[("remote", remote), ("python", python)],
+                )
                 .map(ModelSpec::Onnx),
-            _ => ctx
-                .parse_variant_among(node, "class", "remote", &[("onnx", onnx)])
+            "remote" => ctx
+                .parse_variant_among(
+                    node,
+                    "class",
+                    "remote",
+                    &[("onnx", onnx), ("python", python)],
+                )
                 .map(ModelSpec::Remote),
+            _ => ctx
+                .parse_variant_among(
+                    node,
+                    "class",
+                    "python",
+                    &[("onnx", onnx), ("remote", remote)],
+                )
+                .map(|spec| ModelSpec::Python(Box::new(spec))),
         }
     }
 
@@ -59,6 +82,10 @@ impl ModelSpec {
             vec![
                 ("onnx", schemars::schema_for!(OnnxSpec).to_value()),
                 ("remote", schemars::schema_for!(RemoteSpec).to_value()),
+                (
+                    "python",
+                    schemars::schema_for!(python::PythonSpec).to_value(),
+                ),
             ],
         )
     }
@@ -196,6 +223,7 @@ pub fn build(node: &StepNode, ctx: &mut BuildContext) -> Option<Box<dyn Step>> {
     let model = match &spec {
         ModelSpec::Onnx(onnx) => onnx_model(node, ctx, onnx),
         ModelSpec::Remote(remote) => remote_model(node, ctx, remote),
+        ModelSpec::Python(py) => python::build(node, ctx, py),
     };
     let (Some(pre), Some(post), Some(model)) = (pre, post, model) else {
         return None;
@@ -363,6 +391,10 @@ impl Step for Hooked {
 
     fn platform(&self) -> &str {
         self.model.platform()
+    }
+
+    fn unready(&self) -> Option<String> {
+        self.model.unready()
     }
 
     fn children(&self) -> Vec<(&str, &dyn Step)> {

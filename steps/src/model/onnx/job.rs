@@ -1,48 +1,9 @@
-//! A request's work as the pool and inline runs take it ([`Job`]), the batching settings, and
-//! the counters both keep ([`RunStats`]).
+//! The counters the pool and inline runs keep ([`RunStats`]).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use servegraph_engine::{Result, Tensor};
-use tokio::sync::oneshot;
-
-/// One request's inputs, waiting for a run, and where its answer goes.
-pub(super) struct Job {
-    pub(super) inputs: Vec<Tensor>,
-    pub(super) span: tracing::Span,
-    /// When it was queued: its answer carries the time since (queue wait + run).
-    pub(super) queued: Instant,
-    pub(super) reply: oneshot::Sender<(Result<Vec<Tensor>>, Duration)>,
-}
-
-impl Job {
-    pub(super) fn answer(self, result: Result<Vec<Tensor>>) {
-        let _ = self.reply.send((result, self.queued.elapsed()));
-    }
-
-    /// Rows along the batch axis (the first input's first dimension).
-    pub(super) fn rows(&self) -> usize {
-        self.inputs[0].shape.first().copied().unwrap_or(1)
-    }
-
-    /// Whether two jobs can share a run: same inputs but for the batch dimension.
-    pub(super) fn fits_with(&self, other: &Job) -> bool {
-        self.inputs.iter().zip(&other.inputs).all(|(a, b)| {
-            a.datatype() == b.datatype() && !a.shape.is_empty() && a.shape[1..] == b.shape[1..]
-        }) && other
-            .inputs
-            .iter()
-            .all(|t| t.shape.first() == Some(&other.rows()))
-    }
-}
-
-/// Adaptive batching settings, as the worker uses them.
-#[derive(Clone, Copy)]
-pub(super) struct Batching {
-    pub(super) max_size: usize,
-    pub(super) max_wait: Duration,
-}
+use crate::model::batch::Job;
 
 /// Counters the workers keep: ONNX Runtime runs and the requests they served.
 pub struct RunStats {

@@ -46,9 +46,9 @@ use servegraph_engine::{
 use tokio::sync::oneshot;
 
 use self::convert::metas;
-use self::job::{Batching, Job};
 use self::pool::{Pool, run_batch, worker};
 use crate::model::OnnxSpec;
+use crate::model::batch::{Batching, Job};
 
 /// A loaded ONNX model and its session pool.
 pub struct OnnxModel {
@@ -198,6 +198,7 @@ impl OnnxModel {
             span: tracing::Span::current(),
             queued: Instant::now(),
             reply,
+            parameters: None,
         };
         // `Ok(leader?)` when it joined or started the run; `Err(job)` when it does not fit.
         let joined = {
@@ -296,6 +297,7 @@ impl OnnxModel {
             span: tracing::Span::current(),
             queued: Instant::now(),
             reply,
+            parameters: None,
         };
         self.queue.try_send(job).map_err(|e| match e {
             TrySendError::Full(_) => Error::unavailable(format!(
@@ -622,6 +624,7 @@ mod tests {
                 span: tracing::Span::none(),
                 queued: Instant::now(),
                 reply: oneshot::channel().0,
+                parameters: None,
             }
         };
         assert!(job(vec![1, 4]).fits_with(&job(vec![3, 4])));

@@ -1,0 +1,165 @@
+//! What model runtimes share (ONNX sessions, Python workers): a request's work waiting for
+//! a run ([`Job`]), adaptive batching (gathering jobs with the same row shape, up to a size
+//! and a wait), and joining their inputs along the first axis and splitting the outputs back.
+
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
+use servegraph_engine::{Error, Result, Tensor, TensorData};
+use tokio::sync::oneshot;
+
+/// One request's inputs, waiting for a run, and where its answer goes.
+pub(crate) struct Job {
+    pub(crate) inputs: Vec<Tensor>,
+    pub(crate) span: tracing::Span,
+    /// When it was queued: its answer carries the time since (queue wait + run).
+    pub(crate) queued: Instant,
+    pub(crate) reply: oneshot::Sender<(Result<Vec<Tensor>>, Duration)>,
+    /// The request's parameters, for runtimes that hand them to the model (Python); jobs
+    /// join a batch only when theirs are equal.
+    pub(crate) parameters: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+impl Job {
+    pub(crate) fn answer(self, result: Result<Vec<Tensor>>) {
+        let _ = self.reply.send((result, self.queued.elapsed()));
+    }
+
+    /// Rows along the batch axis (the first input's first dimension).
+    pub(crate) fn rows(&self) -> usize {
+        self.inputs[0].shape.first().copied().unwrap_or(1)
+    }
+
+    /// Whether two jobs can share a run: same inputs but for the batch dimension.
+    pub(crate) fn fits_with(&self, other: &Job) -> bool {
+        self.inputs.iter().zip(&other.inputs).all(|(a, b)| {
+            a.datatype() == b.datatype() && !a.shape.is_empty() && a.shape[1..] == b.shape[1..]
+        }) && other
+            .inputs
+            .iter()
+            .all(|t| t.shape.first() == Some(&other.rows()))
+            && self.parameters == other.parameters
+    }
+}
+
+/// Adaptive batching settings, as the worker uses them.
+#[derive(Clone, Copy)]
+pub(crate) struct Batching {
+    pub(crate) max_size: usize,
+    pub(crate) max_wait: Duration,
+}
+
+/// The next jobs to run together, from `jobs` (and a job `carried` over from the last
+/// gathering, which did not fit it): one job without batching, else as many as are queued
+/// (or arrive within `max_wait`) that fit with the first, up to `max_size` rows. `None` when
+/// the queue is closed. Jobs whose caller has gone are skipped.
+pub(crate) fn next_batch(
+    jobs: &Receiver<Job>,
+    carried: &mut Option<Job>,
+    batching: Option<Batching>,
+) -> Option<Vec<Job>> {
+    let first = loop {
+        let job = match carried.take() {
+            Some(job) => job,
+            None => jobs.recv().ok()?,
+        };
+        if !job.reply.is_closed() {
+            break job;
+        }
+    };
+    let Some(b) = batching else {
+        return Some(vec![first]);
+    };
+    let mut batch = vec![first];
+    let mut rows = batch[0].rows();
+    let deadline = Instant::now() + b.max_wait;
+    while rows < b.max_size {
+        let next = match jobs.try_recv() {
+            Ok(job) => job,
+            Err(TryRecvError::Empty) if b.max_wait.is_zero() => break,
+            Err(TryRecvError::Empty) => match jobs.recv_deadline(deadline) {
+                Ok(job) => job,
+                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
+            },
+            Err(TryRecvError::Disconnected) => break,
+        };
+        if next.reply.is_closed() {
+            continue;
+        }
+        if batch[0].fits_with(&next) && rows + next.rows() <= b.max_size {
+            rows += next.rows();
+            batch.push(next);
+        } else {
+            *carried = Some(next);
+            break;
+        }
+    }
+    Some(batch)
+}
+
+/// The inputs of several jobs joined along the first axis, and each job's rows.
+pub(crate) fn join(batch: &mut [Job]) -> Result<(Vec<Tensor>, Vec<usize>)> {
+    let counts: Vec<usize> = batch.iter().map(Job::rows).collect();
+    let total: usize = counts.iter().sum();
+    let mut columns: Vec<Vec<Tensor>> = Vec::new();
+    for job in batch.iter_mut() {
+        for (i, t) in std::mem::take(&mut job.inputs).into_iter().enumerate() {
+            if columns.len() <= i {
+                columns.push(Vec::new());
+            }
+            columns[i].push(t);
+        }
+    }
+    let inputs = columns
+        .into_iter()
+        .map(|parts| {
+            let name = parts[0].name.clone();
+            let mut shape = parts[0].shape.clone();
+            shape[0] = total;
+            let data = TensorData::concat(parts.into_iter().map(|t| t.data).collect())?;
+            Tensor::new(name, shape, data)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok((inputs, counts))
+}
+
+/// A joined run's outputs, back into one piece per job by rows; an error when an output does
+/// not have one row per input row (the model cannot be batched).
+pub(crate) fn split(outputs: Vec<Tensor>, counts: &[usize]) -> Result<Vec<Vec<Tensor>>> {
+    let total: usize = counts.iter().sum();
+    let mut per_job: Vec<Vec<Tensor>> = counts.iter().map(|_| Vec::new()).collect();
+    for t in outputs {
+        if t.shape.first() != Some(&total) {
+            return Err(Error::internal(format!(
+                "output `{}` has shape {:?}, not {total} rows: this model cannot be batched",
+                t.name, t.shape
+            )));
+        }
+        let row: usize = t.shape[1..].iter().product();
+        let pieces = t
+            .data
+            .split(&counts.iter().map(|c| c * row).collect::<Vec<_>>());
+        for ((piece, &n), out) in pieces.into_iter().zip(counts).zip(per_job.iter_mut()) {
+            let mut shape = t.shape.clone();
+            shape[0] = n;
+            out.push(Tensor::new(t.name.clone(), shape, piece)?);
+        }
+    }
+    Ok(per_job)
+}
+
+/// Answers every job of a batch: its own outputs, or the batch's error.
+pub(crate) fn answer_all(batch: Vec<Job>, result: Result<Vec<Vec<Tensor>>>) {
+    match result {
+        Ok(per_job) => {
+            for (job, tensors) in batch.into_iter().zip(per_job) {
+                job.answer(Ok(tensors));
+            }
+        }
+        Err(e) => {
+            for job in batch {
+                job.answer(Err(e.clone()));
+            }
+        }
+    }
+}

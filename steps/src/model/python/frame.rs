@@ -1,0 +1,242 @@
+//! The frames the engine and a Python worker exchange over the worker's stdin and stdout
+//! (the layout is documented once, in `python/servegraph/_worker.py`): a 24-byte header,
+//! tensor descriptors, the row split of a joined batch, JSON metadata (empty on the hot path),
+//! and the tensors' raw little-endian bytes. Nothing is pickled.
+
+use std::io::{Read, Write};
+
+use servegraph_engine::protocol::{decode_binary, encode_binary};
+use servegraph_engine::{DataType, Tensor};
+
+pub(super) const HELLO: u8 = 1;
+pub(super) const LOAD: u8 = 2;
+pub(super) const LOADED: u8 = 3;
+pub(super) const LOAD_ERROR: u8 = 4;
+pub(super) const INFER: u8 = 5;
+pub(super) const RESULT: u8 = 6;
+pub(super) const ERROR: u8 = 7;
+pub(super) const SHUTDOWN: u8 = 8;
+
+const HEADER: usize = 24;
+/// A frame larger than this is refused (a worker writing garbage must not make us allocate
+/// without bound).
+pub(super) const MAX_FRAME: usize = 1 << 31;
+
+/// One frame, decoded.
+#[derive(Debug, Default)]
+pub(super) struct Frame {
+    pub(super) kind: u8,
+    pub(super) call_id: u64,
+    pub(super) meta: Option<serde_json::Value>,
+    pub(super) tensors: Vec<Tensor>,
+}
+
+fn code(datatype: DataType) -> u8 {
+    match datatype {
+        DataType::Bool => 1,
+        DataType::Uint8 => 2,
+        DataType::Uint16 => 3,
+        DataType::Uint32 => 4,
+        DataType::Uint64 => 5,
+        DataType::Int8 => 6,
+        DataType::Int16 => 7,
+        DataType::Int32 => 8,
+        DataType::Int64 => 9,
+        DataType::Fp16 => 10,
+        DataType::Fp32 => 11,
+        DataType::Fp64 => 12,
+        DataType::Bytes => 13,
+    }
+}
+
+fn datatype(code: u8) -> Option<DataType> {
+    Some(match code {
+        1 => DataType::Bool,
+        2 => DataType::Uint8,
+        3 => DataType::Uint16,
+        4 => DataType::Uint32,
+        5 => DataType::Uint64,
+        6 => DataType::Int8,
+        7 => DataType::Int16,
+        8 => DataType::Int32,
+        9 => DataType::Int64,
+        10 => DataType::Fp16,
+        11 => DataType::Fp32,
+        12 => DataType::Fp64,
+        13 => DataType::Bytes,
+        _ => return None,
+    })
+}
+
+/// Writes one frame (into `buf`, reused between calls, then to `out` in one write).
+pub(super) fn write(
+    out: &mut impl Write,
+    buf: &mut Vec<u8>,
+    kind: u8,
+    call_id: u64,
+    meta: Option<&serde_json::Value>,
+    tensors: &[Tensor],
+    rows: &[u32],
+) -> std::io::Result<()> {
+    let meta = match meta {
+        Some(m) => serde_json::to_vec(m)?,
+        None => Vec::new(),
+    };
+    buf.clear();
+    buf.resize(HEADER, 0);
+    let mut payload = Vec::new();
+    for t in tensors {
+        let start = payload.len();
+        encode_binary(&t.data, &mut payload);
+        let nbytes = payload.len() - start;
+        payload.resize(payload.len() + (8 - nbytes % 8) % 8, 0);
+        let name = t.name.as_bytes();
+        buf.extend_from_slice(&[
+            code(t.datatype()),
+            t.shape.len() as u8,
+            0,
+            name.len().min(255) as u8,
+        ]);
+        for d in &t.shape {
+            buf.extend_from_slice(&(*d as i64).to_le_bytes());
+        }
+        buf.extend_from_slice(&(start as u64).to_le_bytes());
+        buf.extend_from_slice(&(nbytes as u64).to_le_bytes());
+        buf.extend_from_slice(&name[..name.len().min(255)]);
+    }
+    for r in rows {
+        buf.extend_from_slice(&r.to_le_bytes());
+    }
+    buf.extend_from_slice(&meta);
+    buf.resize(buf.len() + (8 - buf.len() % 8) % 8, 0);
+    buf.extend_from_slice(&payload);
+    let length = (buf.len() - 4) as u32;
+    buf[0..4].copy_from_slice(&length.to_le_bytes());
+    buf[4] = kind;
+    buf[5] = 0;
+    buf[6..8].copy_from_slice(&(tensors.len() as u16).to_le_bytes());
+    buf[8..16].copy_from_slice(&call_id.to_le_bytes());
+    buf[16..20].copy_from_slice(&(rows.len() as u32).to_le_bytes());
+    buf[20..24].copy_from_slice(&(meta.len() as u32).to_le_bytes());
+    out.write_all(buf)?;
+    out.flush()
+}
+
+/// Reads one frame; `Ok(None)` at end of stream (the worker is gone).
+pub(super) fn read(input: &mut impl Read, buf: &mut Vec<u8>) -> Result<Option<Frame>, String> {
+    let mut head = [0u8; HEADER];
+    match input.read_exact(&mut head) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(format!("reading from the worker: {e}")),
+    }
+    let u32_at = |b: &[u8], at: usize| u32::from_le_bytes(b[at..at + 4].try_into().expect("4"));
+    let length = u32_at(&head, 0) as usize;
+    if !(HEADER - 4..=MAX_FRAME).contains(&length) {
+        return Err(format!("the worker sent a frame of {length} bytes"));
+    }
+    let kind = head[4];
+    let n_tensors = u16::from_le_bytes([head[6], head[7]]) as usize;
+    let call_id = u64::from_le_bytes(head[8..16].try_into().expect("8"));
+    let n_requests = u32_at(&head, 16) as usize;
+    let meta_len = u32_at(&head, 20) as usize;
+    buf.clear();
+    buf.resize(length - (HEADER - 4), 0);
+    match input.read_exact(buf) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(format!("reading from the worker: {e}")),
+    }
+    let bad = |what: &str| format!("the worker sent a malformed frame ({what})");
+    let body: &[u8] = buf;
+    let mut pos = 0;
+    let take = |pos: &mut usize, n: usize| -> Result<&[u8], String> {
+        let s = body.get(*pos..*pos + n).ok_or_else(|| bad("truncated"))?;
+        *pos += n;
+        Ok(s)
+    };
+    let mut descs = Vec::with_capacity(n_tensors);
+    for _ in 0..n_tensors {
+        let d = take(&mut pos, 4)?;
+        let (dtype, ndim, name_len) = (d[0], d[1] as usize, d[3] as usize);
+        let mut dims = Vec::with_capacity(ndim);
+        for _ in 0..ndim {
+            let v = i64::from_le_bytes(take(&mut pos, 8)?.try_into().expect("8"));
+            dims.push(usize::try_from(v).map_err(|_| bad("a negative dimension"))?);
+        }
+        let offset = u64::from_le_bytes(take(&mut pos, 8)?.try_into().expect("8")) as usize;
+        let nbytes = u64::from_le_bytes(take(&mut pos, 8)?.try_into().expect("8")) as usize;
+        let name = std::str::from_utf8(take(&mut pos, name_len)?)
+            .map_err(|_| bad("a tensor name that is not UTF-8"))?
+            .to_owned();
+        descs.push((name, dtype, dims, offset, nbytes));
+    }
+    // The row split of a joined batch: the engine splits what comes back itself.
+    take(&mut pos, 4 * n_requests)?;
+    let meta = if meta_len > 0 {
+        Some(serde_json::from_slice(take(&mut pos, meta_len)?).map_err(|e| bad(&e.to_string()))?)
+    } else {
+        None
+    };
+    pos += (8 - (pos + HEADER) % 8) % 8;
+    let payload = body.get(pos..).ok_or_else(|| bad("truncated"))?;
+    let mut tensors = Vec::with_capacity(descs.len());
+    for (name, dtype, dims, offset, nbytes) in descs {
+        let dt = datatype(dtype).ok_or_else(|| bad(&format!("datatype code {dtype}")))?;
+        let bytes = payload
+            .get(offset..offset + nbytes)
+            .ok_or_else(|| bad("a tensor outside the payload"))?;
+        let count = servegraph_engine::tensor::checked_element_count(&dims)
+            .ok_or_else(|| bad("a shape too large"))?;
+        let data = decode_binary(dt, bytes, count)
+            .map_err(|e| format!("output `{name}`: {}", e.message))?;
+        tensors.push(Tensor::new(name.clone(), dims, data).map_err(|e| e.message)?);
+    }
+    Ok(Some(Frame {
+        kind,
+        call_id,
+        meta,
+        tensors,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use servegraph_engine::TensorData;
+
+    use super::*;
+
+    #[test]
+    fn frames_round_trip() {
+        let tensors = vec![
+            Tensor::new("x", vec![2, 2], TensorData::Fp32(vec![1.0, 2.0, 3.0, 4.0])).unwrap(),
+            Tensor::new(
+                "s",
+                vec![3],
+                TensorData::Bytes(vec![b"a\0b".to_vec(), vec![], vec![0xff]]),
+            )
+            .unwrap(),
+        ];
+        let meta = serde_json::json!({"parameters": {"k": 1}});
+        let (mut wire, mut buf) = (Vec::new(), Vec::new());
+        write(
+            &mut wire,
+            &mut buf,
+            INFER,
+            7,
+            Some(&meta),
+            &tensors,
+            &[1, 1],
+        )
+        .unwrap();
+        assert_eq!(wire.len() % 8, 0);
+        let frame = read(&mut wire.as_slice(), &mut buf).unwrap().unwrap();
+        assert_eq!((frame.kind, frame.call_id), (INFER, 7));
+        assert_eq!(frame.meta, Some(meta));
+        assert_eq!(frame.tensors, tensors);
+        assert!(
+            read(&mut &wire[..10], &mut buf).unwrap().is_none(),
+            "cut short"
+        );
+    }
+}

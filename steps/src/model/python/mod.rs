@@ -1,0 +1,224 @@
+//! `class: python`: a model (or a step) written in Python, run by worker processes.
+//!
+//! ```yaml
+//! iris-py:
+//!   kind: model
+//!   class: python
+//!   path: ../models/iris_model.py   # or `module: pkg.mod` with `python_path: [dirs]`
+//!   class_name: IrisModel           # or `function: predict`
+//!   workers: 2
+//! ```
+//!
+//! Each worker is a fresh process (`python -m servegraph._worker`, spawned, never forked) with
+//! its own interpreter and GIL, so workers run in parallel and a crash takes down only its
+//! own calls. The engine talks to it over the child's stdin/stdout in binary frames
+//! (`frame`): tensors travel as raw bytes and arrive in Python as read-only NumPy arrays.
+//! One OS thread per worker owns the process, as a session's thread does for ONNX: it takes
+//! jobs from the model's bounded queue (batching them with the shared batcher when `batch` is
+//! set), writes a frame, and blocks on the answer. A watchdog kills a worker stuck on one call
+//! past `hang_kill_ms`; a worker that exits fails its calls at once with 503 and is started
+//! again with backoff.
+//!
+//! One file per job: `spec` (the YAML), `frame` (the wire format), `runtime` (the Python
+//! package the workers import), `worker` (a process and its thread).
+
+mod frame;
+mod runtime;
+mod spec;
+mod worker;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Sender, TrySendError};
+use servegraph_engine::{
+    BuildContext, BuildMode, Error, Event, ModelInfo, Result, Signature, Step, StepNode, Tensor,
+    TensorMeta, async_trait,
+};
+use tokio::sync::oneshot;
+
+pub use spec::{Api, PythonSpec};
+
+use self::worker::{Worker, WorkerConfig};
+use crate::model::batch::{Batching, Job};
+
+/// A Python model: its queue and its workers.
+pub struct PythonModel {
+    name: String,
+    queue: Sender<Job>,
+    inputs: Option<Vec<TensorMeta>>,
+    outputs: Option<Vec<TensorMeta>>,
+    /// Workers loaded and serving now.
+    loaded: Arc<AtomicUsize>,
+    workers: Vec<Worker>,
+}
+
+impl PythonModel {
+    /// Starts the workers and waits until each has loaded the model (or one failed: then the
+    /// others are stopped and the error is the first one's, with the Python traceback).
+    pub fn start(
+        name: &str,
+        config: WorkerConfig,
+        spec: &PythonSpec,
+    ) -> std::result::Result<PythonModel, String> {
+        let (tx, rx) = crossbeam_channel::bounded(spec.queue_size);
+        let loaded = Arc::new(AtomicUsize::new(0));
+        let batching = spec.batch.map(|b| Batching {
+            max_size: b.max_size,
+            max_wait: Duration::from_micros(b.max_wait_us),
+        });
+        let config = Arc::new(config);
+        let mut workers = Vec::with_capacity(spec.workers);
+        for index in 0..spec.workers {
+            workers.push(Worker::start(
+                index,
+                Arc::clone(&config),
+                rx.clone(),
+                batching,
+                Arc::clone(&loaded),
+            )?);
+        }
+        tracing::info!(model = name, workers = spec.workers, "loaded Python model");
+        Ok(PythonModel {
+            name: name.to_owned(),
+            queue: tx,
+            inputs: spec.inputs.clone(),
+            outputs: spec.outputs.clone(),
+            loaded,
+            workers,
+        })
+    }
+
+    /// Workers loaded and serving now.
+    pub fn loaded_workers(&self) -> usize {
+        self.loaded.load(Ordering::Relaxed)
+    }
+
+    /// The process ids of the workers running now (for tests and operators).
+    pub fn worker_pids(&self) -> Vec<u32> {
+        self.workers.iter().filter_map(Worker::pid).collect()
+    }
+
+    fn take_inputs(&self, event: &mut Event) -> Result<Vec<Tensor>> {
+        let Some(declared) = &self.inputs else {
+            return Ok(std::mem::take(&mut event.tensors));
+        };
+        let mut out = Vec::with_capacity(declared.len());
+        for meta in declared {
+            let t = event.take(&meta.name)?;
+            if t.datatype() != meta.datatype || !meta.shape_accepts(&t.shape) {
+                return Err(Error::bad_request(format!(
+                    "model `{}` input `{}`: expected {meta}, got {} {:?}",
+                    self.name,
+                    meta.name,
+                    t.datatype().as_str(),
+                    t.shape
+                )));
+            }
+            out.push(t);
+        }
+        Ok(out)
+    }
+}
+
+#[async_trait]
+impl Step for PythonModel {
+    async fn process(&self, mut event: Event) -> Result<Event> {
+        let inputs = self.take_inputs(&mut event)?;
+        if self.loaded_workers() == 0 {
+            return Err(Error::unavailable(format!(
+                "model `{}` has no Python worker loaded (starting again)",
+                self.name
+            )));
+        }
+        let (reply, answer) = oneshot::channel();
+        let job = Job {
+            inputs,
+            span: tracing::Span::current(),
+            queued: Instant::now(),
+            reply,
+            parameters: (!event.parameters.is_empty()).then(|| event.parameters.clone()),
+        };
+        match self.queue.try_send(job) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                return Err(Error::unavailable(format!(
+                    "model `{}` is overloaded: its queue is full",
+                    self.name
+                )));
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                return Err(Error::unavailable(format!(
+                    "model `{}` is stopping",
+                    self.name
+                )));
+            }
+        }
+        let (result, _took) = answer.await.map_err(|_| {
+            Error::unavailable(format!("model `{}`: its worker went away", self.name))
+        })?;
+        event.tensors.extend(result?);
+        Ok(event)
+    }
+
+    fn infer(&self, input: &Signature) -> std::result::Result<Signature, String> {
+        if let Some(inputs) = &self.inputs {
+            input.check_provides(inputs)?;
+        }
+        Ok(match &self.outputs {
+            Some(outputs) => {
+                let mut sig = input.clone();
+                for o in outputs {
+                    sig.put(o.clone());
+                }
+                sig
+            }
+            None => Signature::open(),
+        })
+    }
+
+    fn inputs(&self) -> Option<Vec<TensorMeta>> {
+        self.inputs.clone()
+    }
+
+    fn models(&self) -> Vec<ModelInfo> {
+        Vec::new()
+    }
+
+    fn platform(&self) -> &str {
+        "python"
+    }
+
+    fn unready(&self) -> Option<String> {
+        (self.loaded_workers() == 0).then(|| {
+            format!(
+                "none of its {} Python workers is loaded (starting again)",
+                self.workers.len()
+            )
+        })
+    }
+}
+
+/// Builds a `class: python` model from its spec.
+pub(crate) fn build(
+    node: &StepNode,
+    ctx: &mut BuildContext,
+    spec: &PythonSpec,
+) -> Option<Box<dyn Step>> {
+    let config = spec::config(node, ctx, spec)?;
+    if ctx.mode == BuildMode::Structural {
+        return Some(Box::new(super::Unloaded));
+    }
+    match PythonModel::start(&node.name, config, spec) {
+        Ok(model) => Some(Box::new(model)),
+        Err(message) => {
+            ctx.report(
+                servegraph_engine::Diagnostic::new(message)
+                    .step(&node.name)
+                    .at(&node.span),
+            );
+            None
+        }
+    }
+}

@@ -1,0 +1,67 @@
+//! The engine's own Python runtime (`python/servegraph/`), compiled into the binary and written
+//! once per process to a private folder that goes first on every worker's `PYTHONPATH`: a
+//! model's environment needs NumPy and its own libraries, nothing of servegraph's.
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+const FILES: [(&str, &str); 5] = [
+    (
+        "servegraph/__init__.py",
+        include_str!("../../../../python/servegraph/__init__.py"),
+    ),
+    (
+        "servegraph/_worker.py",
+        include_str!("../../../../python/servegraph/_worker.py"),
+    ),
+    (
+        "servegraph/compat/__init__.py",
+        include_str!("../../../../python/servegraph/compat/__init__.py"),
+    ),
+    (
+        "servegraph/compat/mlrun.py",
+        include_str!("../../../../python/servegraph/compat/mlrun.py"),
+    ),
+    (
+        "servegraph/compat/seldon.py",
+        include_str!("../../../../python/servegraph/compat/seldon.py"),
+    ),
+];
+
+/// The folder holding the runtime: one per version of its files (named by their hash, under
+/// the temp folder and the user's id), written once and shared by every servegraph process of
+/// that version, so runs leave nothing new behind.
+pub(super) fn dir() -> Result<&'static PathBuf, String> {
+    static DIR: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let mut h: u64 = 0xcbf29ce484222325;
+        for (name, text) in FILES {
+            for b in name.bytes().chain(text.bytes()) {
+                h = (h ^ b as u64).wrapping_mul(0x100000001b3);
+            }
+        }
+        let uid = rustix::process::getuid().as_raw();
+        let dir = std::env::temp_dir().join(format!("servegraph-python-{uid}-{h:016x}"));
+        for (name, text) in FILES {
+            let path = dir.join(name);
+            if std::fs::read_to_string(&path).is_ok_and(|t| t == text) {
+                continue;
+            }
+            let folder = path.parent().expect("a parent");
+            let tmp = folder.join(format!(
+                ".{}.{}",
+                std::process::id(),
+                name.replace('/', "_")
+            ));
+            std::fs::create_dir_all(folder)
+                .and_then(|_| std::fs::write(&tmp, text))
+                .and_then(|_| std::fs::rename(&tmp, &path))
+                .map_err(|e| {
+                    format!("cannot write the Python runtime to {}: {e}", path.display())
+                })?;
+        }
+        Ok(dir)
+    })
+    .as_ref()
+    .map_err(Clone::clone)
+}

@@ -1,0 +1,304 @@
+//! `class: python`'s fields, and what the workers are started with.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use marked_yaml::Spanned;
+use schemars::JsonSchema;
+use serde::Deserialize;
+use servegraph_engine::{BuildContext, Diagnostic, StepNode, TensorMeta};
+
+use super::worker::WorkerConfig;
+use crate::model::BatchSpec;
+
+/// `class: python`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PythonSpec {
+    /// The `.py` file that defines the model, relative to the graph file's folder.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub path: Option<Spanned<String>>,
+    /// Or an importable module name (found on `python_path` or in the interpreter's
+    /// environment).
+    #[serde(default)]
+    pub module: Option<String>,
+    /// Folders put first on the workers' `sys.path`, relative to the graph file's folder.
+    #[serde(default)]
+    pub python_path: Vec<String>,
+    /// The model's class: constructed once per worker with `class_args`, then `load()`.
+    #[serde(default)]
+    pub class_name: Option<String>,
+    /// Or a plain function `f(inputs, parameters)`.
+    #[serde(default)]
+    pub function: Option<String>,
+    /// Keyword arguments for the class's constructor.
+    #[serde(default)]
+    pub class_args: serde_json::Map<String, serde_json::Value>,
+    /// A file or folder handed to the class as `model_uri=` (Seldon/PrimeHub's convention)
+    /// or `model_path=` (MLRun's), relative to the graph file's folder and under the same
+    /// rule as ONNX files.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub model_uri: Option<Spanned<String>>,
+    /// The same as `model_uri`, MLRun's spelling (give one of the two).
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub model_path: Option<Spanned<String>>,
+    /// The calling convention: `servegraph` (`predict(inputs, parameters)`), `mlrun`
+    /// (`V2ModelServer`: `predict(body)`), `seldon` (`predict(X, feature_names, meta)`), or
+    /// `auto` (the default: `mlrun` for a `V2ModelServer` subclass, `seldon` when `predict`
+    /// takes `X` or `feature_names`, else `servegraph`).
+    #[serde(default)]
+    pub api: Api,
+    /// The interpreter, hence the environment, of this model's workers (default: the
+    /// `SERVEGRAPH_PYTHON` environment variable, else `python3`). It needs NumPy.
+    #[serde(default)]
+    pub python: Option<String>,
+    /// Worker processes (default 1), each with its own copy of the model.
+    #[serde(default = "one")]
+    #[schemars(range(min = 1, max = 64))]
+    pub workers: usize,
+    /// Join concurrent requests into one call, along the first axis (only for models whose
+    /// rows are independent).
+    #[serde(default)]
+    pub batch: Option<BatchSpec>,
+    /// Requests waiting for a worker; one more is answered 503 at once (default 1024).
+    #[serde(default = "default_queue")]
+    #[schemars(range(min = 1))]
+    pub queue_size: usize,
+    /// How long a worker may take to start and load, in milliseconds (default 120000).
+    #[serde(default = "default_load_timeout")]
+    #[schemars(range(min = 1))]
+    pub load_timeout_ms: u64,
+    /// A worker busy on one call for longer than this is killed and started again, its
+    /// callers answered 503 (milliseconds, default 30000).
+    #[serde(default = "default_hang")]
+    #[schemars(range(min = 1))]
+    pub hang_kill_ms: u64,
+    /// Extra environment variables for the workers (they get a scrubbed environment).
+    #[serde(default)]
+    pub env: std::collections::BTreeMap<String, String>,
+    /// The tensors the model takes (checked before the call, and used to check the graph).
+    #[serde(default)]
+    pub inputs: Option<Vec<TensorMeta>>,
+    /// The tensors it gives; with one, a `predict` that returns an array names it so
+    /// (default `output`).
+    #[serde(default)]
+    pub outputs: Option<Vec<TensorMeta>>,
+    /// Transform ops run on the request before the model, in order (MLRun's preprocess).
+    #[serde(default)]
+    #[schemars(with = "Option<Vec<serde_json::Value>>")]
+    pub preprocess: Option<serde::de::IgnoredAny>,
+    /// Transform ops run on the model's outputs, in order (MLRun's postprocess).
+    #[serde(default)]
+    #[schemars(with = "Option<Vec<serde_json::Value>>")]
+    pub postprocess: Option<serde::de::IgnoredAny>,
+}
+
+/// `api:`, the calling convention.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Api {
+    #[default]
+    Auto,
+    Servegraph,
+    Mlrun,
+    Seldon,
+}
+
+fn one() -> usize {
+    1
+}
+
+fn default_queue() -> usize {
+    1024
+}
+
+fn default_load_timeout() -> u64 {
+    120_000
+}
+
+fn default_hang() -> u64 {
+    30_000
+}
+
+/// Environment variables a worker keeps from the server's (everything else, the admin token
+/// first of all, stays behind).
+const KEPT_ENV: [&str; 8] = [
+    "PATH",
+    "HOME",
+    "USER",
+    "LANG",
+    "LC_ALL",
+    "TZ",
+    "TMPDIR",
+    "VIRTUAL_ENV",
+];
+
+/// Checks the spec's files and choices and makes the workers' configuration.
+pub(super) fn config(
+    node: &StepNode,
+    ctx: &mut BuildContext,
+    spec: &PythonSpec,
+) -> Option<WorkerConfig> {
+    let mut ok = true;
+    let mut fail = |ctx: &mut BuildContext, d: Diagnostic| {
+        ctx.report(d.step(&node.name));
+        ok = false;
+    };
+    let path = match (&spec.path, &spec.module) {
+        (Some(p), None) => {
+            let file = ctx.resolve(p.as_str());
+            let file = std::fs::canonicalize(&file).unwrap_or(file);
+            if !file.is_file() {
+                fail(
+                    ctx,
+                    Diagnostic::new(format!(
+                        "Python file `{}` does not exist (looked at {})",
+                        p.as_str(),
+                        file.display()
+                    ))
+                    .at(p.span())
+                    .help("`path` is relative to the graph file's folder"),
+                );
+            } else if let Err(why) = ctx.check_model_path(&file) {
+                fail(
+                    ctx,
+                    Diagnostic::new(format!(
+                        "Python file `{}` is not allowed: {why}",
+                        p.as_str()
+                    ))
+                    .at(p.span()),
+                );
+            }
+            Some(file)
+        }
+        (None, Some(_)) => None,
+        (Some(p), Some(_)) => {
+            fail(
+                ctx,
+                Diagnostic::new("give `path` or `module`, not both").at(p.span()),
+            );
+            None
+        }
+        (None, None) => {
+            fail(
+                ctx,
+                Diagnostic::new("a `class: python` model needs `path` (a .py file) or `module`")
+                    .at(&node.span),
+            );
+            None
+        }
+    };
+    match (&spec.class_name, &spec.function) {
+        (Some(_), None) | (None, Some(_)) => {}
+        (Some(_), Some(_)) => fail(
+            ctx,
+            Diagnostic::new("give `class_name` or `function`, not both").at(&node.span),
+        ),
+        (None, None) => fail(
+            ctx,
+            Diagnostic::new("a `class: python` model needs `class_name` or `function`")
+                .at(&node.span),
+        ),
+    }
+    if spec.function.is_some() && !spec.class_args.is_empty() {
+        fail(
+            ctx,
+            Diagnostic::new("`class_args` are for `class_name`; a `function` takes none")
+                .at(&node.span),
+        );
+    }
+    if let (Some(_), Some(p)) = (&spec.model_uri, &spec.model_path) {
+        fail(
+            ctx,
+            Diagnostic::new("give `model_uri` or `model_path`, not both").at(p.span()),
+        );
+    }
+    let field = if spec.model_uri.is_some() {
+        "model_uri"
+    } else {
+        "model_path"
+    };
+    let model_uri = spec
+        .model_uri
+        .as_ref()
+        .or(spec.model_path.as_ref())
+        .and_then(|u| {
+            let file = ctx.resolve(u.as_str());
+            let file = std::fs::canonicalize(&file).unwrap_or(file);
+            if !file.exists() {
+                fail(
+                    ctx,
+                    Diagnostic::new(format!(
+                        "`{field}` `{}` does not exist (looked at {})",
+                        u.as_str(),
+                        file.display()
+                    ))
+                    .at(u.span()),
+                );
+                return None;
+            }
+            if let Err(why) = ctx.check_model_path(&file) {
+                fail(
+                    ctx,
+                    Diagnostic::new(format!(
+                        "`model_uri` `{}` is not allowed: {why}",
+                        u.as_str()
+                    ))
+                    .at(u.span()),
+                );
+                return None;
+            }
+            Some(file)
+        });
+    let python_path: Vec<PathBuf> = spec.python_path.iter().map(|p| ctx.resolve(p)).collect();
+    if !ok {
+        return None;
+    }
+    let python = spec
+        .python
+        .as_ref()
+        .map(|p| {
+            // A path with a slash is relative to the graph file; a bare name is looked up on PATH.
+            if p.contains('/') {
+                ctx.resolve(p).display().to_string()
+            } else {
+                p.clone()
+            }
+        })
+        .or_else(|| std::env::var("SERVEGRAPH_PYTHON").ok())
+        .unwrap_or_else(|| "python3".into());
+    let mut env: Vec<(String, String)> = KEPT_ENV
+        .iter()
+        .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
+        .collect();
+    env.extend(spec.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+    let load = serde_json::json!({
+        "path": path.as_ref().map(|p| p.display().to_string()),
+        "module": spec.module,
+        "python_path": python_path.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
+        "class_name": spec.class_name,
+        "function": spec.function,
+        "class_args": node.body.get_node("class_args").map(servegraph_engine::fields::to_json),
+        "model_uri": model_uri.as_ref().map(|p| p.display().to_string()),
+        "api": match spec.api {
+            Api::Auto => "auto",
+            Api::Servegraph => "servegraph",
+            Api::Mlrun => "mlrun",
+            Api::Seldon => "seldon",
+        },
+        "outputs": spec.outputs,
+        "step": node.name,
+    });
+    Some(WorkerConfig {
+        model: node.name.clone(),
+        python,
+        env,
+        load,
+        load_timeout: Duration::from_millis(spec.load_timeout_ms),
+        hang_kill: Duration::from_millis(spec.hang_kill_ms),
+        metrics: servegraph_engine::metrics::ModelMetrics::new(&node.name),
+    })
+}

@@ -1,0 +1,370 @@
+//! `class: python` models against real worker processes and the test virtualenv's Python:
+//! each API shape, errors, a crash, a hang, batching, BYTES, and no worker left behind.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Server, bin, post, root, test_python};
+use serde_json::{Value, json};
+
+/// A graph whose router serves the given routes (YAML mappings, one per line), each a Python
+/// model with the test Python and `tests/python/models/models.py`.
+fn graph(dir: &std::path::Path, routes: &[(&str, &str)]) -> String {
+    let models = root().join("tests/python/models/models.py");
+    let python = test_python();
+    let mut yaml = String::from("name: py\ngraph:\n  kind: router\n  routes:\n");
+    for (name, fields) in routes {
+        yaml.push_str(&format!(
+            "    {name}: {{kind: model, class: python, path: {}, python: {}, {fields}}}\n",
+            models.display(),
+            python.display()
+        ));
+    }
+    let path = dir.join("py.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    path.display().to_string()
+}
+
+fn request(values: &[f32], parameters: Value) -> String {
+    json!({
+        "inputs": [{"name": "input", "shape": [1, values.len()], "datatype": "FP32", "data": values}],
+        "parameters": parameters,
+    })
+    .to_string()
+}
+
+fn output<'a>(reply: &'a Value, name: &str) -> &'a Value {
+    reply["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["name"] == name)
+        .unwrap_or_else(|| panic!("no output `{name}` in {reply}"))
+}
+
+const ECHO: &str = "class_name: Echo, class_args: {scale: 2.5}, inputs: [{name: input, datatype: FP32, shape: [-1, -1]}]";
+
+fn alive(pid: u64) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap_or_default()
+            .contains(") Z ")
+}
+
+#[test]
+fn each_api_shape_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let weights = root().join("tests/python/models/weights");
+    let g = graph(
+        dir.path(),
+        &[
+            ("echo", ECHO),
+            ("double", "function: double"),
+            (
+                "seldon",
+                &format!("class_name: Model, model_uri: {}", weights.display()),
+            ),
+            (
+                "mlrun",
+                &format!(
+                    "class_name: LinearServer, model_path: {}, class_args: {{factor: 2}}",
+                    weights.display()
+                ),
+            ),
+            (
+                "component",
+                "class_name: Component, class_args: {offset: 0.5}",
+            ),
+        ],
+    );
+    let server = Server::start(&g, &[]);
+    let r = post(
+        &server.addr,
+        "/v2/models/echo/infer",
+        &request(&[1.0, 2.0], json!({})),
+    );
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(output(&r.json(), "output")["data"], json!([2.5, 5.0]));
+    assert_eq!(output(&r.json(), "output")["datatype"], "FP32");
+    assert_eq!(output(&r.json(), "pid")["datatype"], "INT64");
+    let r = post(
+        &server.addr,
+        "/v2/models/double/infer",
+        &request(&[1.5], json!({})),
+    );
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(output(&r.json(), "output")["data"], json!([3.0]));
+    // PrimeHub's Model: model_uri is the folder, predict(X, feature_names, meta).
+    let r = post(
+        &server.addr,
+        "/v2/models/seldon/infer",
+        &request(&[2.0], json!({})),
+    );
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(output(&r.json(), "output")["data"], json!([6.0]));
+    // MLRun's V2ModelServer: get_model, get_param, then preprocess → predict (rows + 1, × 6).
+    let r = post(
+        &server.addr,
+        "/v2/models/mlrun/infer",
+        &request(&[1.0, 2.0], json!({})),
+    );
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(output(&r.json(), "output")["data"], json!([12.0, 18.0]));
+    // Seldon's SeldonComponent answering a SeldonResponse.
+    let r = post(
+        &server.addr,
+        "/v2/models/component/infer",
+        &request(&[1.0], json!({})),
+    );
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(output(&r.json(), "output")["data"], json!([1.5]));
+}
+
+#[test]
+fn an_exception_is_an_error_answer_and_the_worker_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&graph(dir.path(), &[("echo", ECHO)]), &[]);
+    let r = post(
+        &server.addr,
+        "/v2/models/echo/infer",
+        &request(&[-1.0], json!({})),
+    );
+    assert_eq!(r.status, 500, "{:?}", r.body);
+    assert!(
+        r.error()
+            .contains("ValueError: negative one is not allowed"),
+        "{:?}",
+        r.body
+    );
+    // ModelError chooses the status.
+    let r = post(
+        &server.addr,
+        "/v2/models/echo/infer",
+        &request(&[-3.0], json!({})),
+    );
+    assert_eq!(r.status, 400, "{:?}", r.body);
+    assert!(r.error().contains("minus three"), "{:?}", r.body);
+    // A declared input that is missing is the engine's 4xx, before Python.
+    let wrong = json!({"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1]}]});
+    let r = post(&server.addr, "/v2/models/echo/infer", &wrong.to_string());
+    assert_eq!(r.status, 422, "{:?}", r.body);
+    let r = post(
+        &server.addr,
+        "/v2/models/echo/infer",
+        &request(&[4.0], json!({})),
+    );
+    assert_eq!(r.status, 200, "{:?}", r.body);
+}
+
+#[test]
+fn a_worker_that_dies_fails_its_call_at_once_and_is_started_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&graph(dir.path(), &[("echo", ECHO)]), &[]);
+    let pid_of = |r: &common::Reply| output(&r.json(), "pid")["data"][0].as_u64().unwrap();
+    let first = pid_of(&post(
+        &server.addr,
+        "/v2/models/echo/infer",
+        &request(&[1.0], json!({})),
+    ));
+    let t0 = Instant::now();
+    let r = post(
+        &server.addr,
+        "/v2/models/echo/infer",
+        &request(&[1.0], json!({"crash": true})),
+    );
+    assert_eq!(r.status, 503, "{:?}", r.body);
+    assert!(t0.elapsed() < Duration::from_secs(3), "answered at once");
+    assert!(
+        r.error().contains("`echo`") && r.error().contains("exit status 3"),
+        "{:?}",
+        r.body
+    );
+    // Its only worker is gone: not ready until it is back.
+    let ready = common::get_blocking(&server.addr, "/v2/health/ready");
+    assert_eq!(ready.status, 503, "{:?}", ready.body);
+    assert!(
+        ready.error().contains("Python workers is loaded"),
+        "{:?}",
+        ready.body
+    );
+    let ready = common::get_blocking(&server.addr, "/v2/models/echo/ready");
+    assert_eq!(ready.status, 503, "{:?}", ready.body);
+    // Started again (after a backoff of 0.5 s): a new process answers.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = post(
+            &server.addr,
+            "/v2/models/echo/infer",
+            &request(&[1.0], json!({})),
+        );
+        if r.status == 200 {
+            assert_ne!(pid_of(&r), first, "a new worker");
+            assert_eq!(
+                common::get_blocking(&server.addr, "/v2/health/ready").status,
+                200
+            );
+            break;
+        }
+        assert_eq!(r.status, 503, "{:?}", r.body);
+        assert!(
+            Instant::now() < deadline,
+            "the worker was not started again"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_call_past_its_deadline_is_504_and_a_stuck_worker_is_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let fields = format!("{ECHO}, hang_kill_ms: 1000");
+    let g = graph(dir.path(), &[("echo", &fields)]);
+    // The request's deadline (the graph's `timeout_ms`).
+    let text = std::fs::read_to_string(&g)
+        .unwrap()
+        .replace("name: py\n", "name: py\ntimeout_ms: 300\n");
+    std::fs::write(&g, text).unwrap();
+    let server = Server::start(&g, &[]);
+    let t0 = Instant::now();
+    let r = post(
+        &server.addr,
+        "/v2/models/echo/infer",
+        &request(&[-2.0], json!({})),
+    );
+    assert_eq!(r.status, 504, "{:?}", r.body);
+    assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+    // The worker sleeps 5 s; past hang_kill_ms it is killed and a new one serves.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = post(
+            &server.addr,
+            "/v2/models/echo/infer",
+            &request(&[1.0], json!({})),
+        );
+        if r.status == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never served again: {:?}",
+            r.body
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        t0.elapsed() < Duration::from_secs(5),
+        "replaced before its sleep ended"
+    );
+}
+
+#[test]
+fn batched_requests_each_get_their_own_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let fields = format!("{ECHO}, batch: {{max_size: 64, max_wait_us: 2000}}");
+    let server = Server::start(&graph(dir.path(), &[("echo", &fields)]), &[]);
+    let addr = server.addr.clone();
+    let threads: Vec<_> = (0..24)
+        .map(|i| {
+            let addr = addr.clone();
+            std::thread::spawn(move || {
+                for j in 0..10 {
+                    let v = (i * 100 + j) as f32;
+                    let r = post(
+                        &addr,
+                        "/v2/models/echo/infer",
+                        &request(&[v, v + 0.5], json!({})),
+                    );
+                    assert_eq!(r.status, 200, "{:?}", r.body);
+                    let reply = r.json();
+                    let out = output(&reply, "output");
+                    assert_eq!(out["data"], json!([v * 2.5, (v + 0.5) * 2.5]));
+                    assert_eq!(out["shape"], json!([1, 2]));
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let metrics =
+        String::from_utf8_lossy(&common::get_blocking(&addr, "/metrics").body).into_owned();
+    assert!(metrics.contains("servegraph_"), "metrics answer");
+}
+
+#[test]
+fn bytes_travel_as_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&graph(dir.path(), &[("rev", "class_name: Reverse")]), &[]);
+    let body =
+        json!({"inputs": [{"name": "s", "shape": [2], "datatype": "BYTES", "data": ["abc", ""]}]});
+    let r = post(&server.addr, "/v2/models/rev/infer", &body.to_string());
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(output(&r.json(), "output")["data"], json!(["cba", ""]));
+    assert_eq!(output(&r.json(), "output")["datatype"], "BYTES");
+}
+
+#[test]
+fn a_failing_load_is_a_graph_error_with_the_traceback() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = graph(dir.path(), &[("broken", "class_name: Broken")]);
+    let out = bin().args(["validate", &g]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("step `broken`: could not load: RuntimeError: the weights are missing"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("models.py\", line") && stderr.contains("in load"),
+        "the user's frame: {stderr}"
+    );
+    assert!(
+        !stderr.contains("_worker.py"),
+        "not the runtime's frames: {stderr}"
+    );
+    assert!(
+        stderr.contains("py.yaml:5:5"),
+        "the step's position: {stderr}"
+    );
+    // A missing class names itself.
+    let g = graph(dir.path(), &[("nope", "class_name: Nope")]);
+    let out = bin().args(["validate", &g]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("has no class `Nope`"), "{stderr}");
+}
+
+#[test]
+fn no_worker_outlives_the_server() {
+    for how in ["TERM", "KILL"] {
+        let dir = tempfile::tempdir().unwrap();
+        let fields = format!("{ECHO}, workers: 2");
+        let mut server = Server::start(&graph(dir.path(), &[("echo", &fields)]), &[]);
+        let mut pids = std::collections::BTreeSet::new();
+        for _ in 0..50 {
+            let r = post(
+                &server.addr,
+                "/v2/models/echo/infer",
+                &request(&[1.0], json!({})),
+            );
+            pids.insert(output(&r.json(), "pid")["data"][0].as_u64().unwrap());
+        }
+        assert!(!pids.is_empty());
+        for &p in &pids {
+            assert!(alive(p), "worker {p} runs");
+        }
+        if how == "TERM" {
+            assert!(server.terminate().success());
+        } else {
+            server.kill();
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while pids.iter().any(|&p| alive(p)) {
+            assert!(
+                Instant::now() < deadline,
+                "workers {pids:?} outlived SIG{how} of the server"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}

@@ -1,0 +1,108 @@
+"""Python models for tests/python.rs: each exercises one behaviour of `class: python`."""
+
+import os
+import time
+
+import numpy as np
+
+from servegraph import ModelError
+
+
+class Echo:
+    """servegraph's API. Returns its input times `scale`, and the worker's pid per row. A
+    first element of -1 raises, -2 sleeps 5 s, -3 is refused with a 400; `crash` exits."""
+
+    batchable = True
+
+    def __init__(self, scale=1.0):
+        self.scale = float(scale)
+
+    def load(self):
+        print("echo loaded with scale", self.scale)
+
+    def predict(self, inputs, parameters):
+        x = inputs["input"]
+        if parameters.get("crash"):
+            os._exit(3)
+        first = x.reshape(-1)[0] if x.size else 0
+        if first == -1:
+            raise ValueError("negative one is not allowed")
+        if first == -2:
+            time.sleep(5)
+        if first == -3:
+            raise ModelError("minus three is the caller's mistake", status=400)
+        return {
+            "output": x * self.scale,
+            "pid": np.full(x.shape[0], os.getpid(), dtype=np.int64),
+        }
+
+
+def double(inputs, parameters):
+    """A plain function (servegraph's API)."""
+    return inputs["input"] * 2
+
+
+class Model:
+    """PrimeHub's skeleton: no base class, `model_uri` a folder, `predict(X, feature_names,
+    meta)`."""
+
+    def __init__(self, model_uri=None):
+        self.model_uri = model_uri
+        self.ready = False
+
+    def load(self):
+        with open(os.path.join(self.model_uri, "weight.txt")) as f:
+            self.weight = float(f.read())
+        self.ready = True
+
+    def predict(self, X, feature_names=None, meta=None):
+        return X * self.weight
+
+
+class Reverse:
+    """BYTES in, BYTES out: each element reversed, byte for byte."""
+
+    def predict(self, inputs, parameters):
+        s = inputs["s"]
+        return np.array([bytes(b)[::-1] for b in s.reshape(-1)], dtype=object).reshape(s.shape)
+
+
+class Broken:
+    def load(self):
+        raise RuntimeError("the weights are missing")
+
+    def predict(self, inputs, parameters):
+        return inputs
+
+
+from servegraph.compat.mlrun import V2ModelServer  # noqa: E402 - after the plain classes
+from servegraph.compat.seldon import SeldonComponent, SeldonResponse  # noqa: E402
+
+
+class LinearServer(V2ModelServer):
+    """An MLRun model server, as written for `mlrun.serving` (one import changed): the
+    weight from `get_model('.txt')`, a factor from `get_param`, rows shifted by one in
+    `preprocess` (so the test sees MLRun's order)."""
+
+    def load(self):
+        path, _extra = self.get_model(".txt")
+        with open(path) as f:
+            self.weight = float(f.read()) * self.get_param("factor", 1)
+
+    def preprocess(self, request, operation):
+        request["inputs"] = np.asarray(request["inputs"]) + 1
+        return request
+
+    def predict(self, request):
+        return (np.asarray(request["inputs"]) * self.weight).tolist()
+
+
+class Component(SeldonComponent):
+    """A Seldon Core component (one import changed), answering with a SeldonResponse."""
+
+    def __init__(self, offset=0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.offset = offset
+
+    def predict(self, X, feature_names, meta=None):
+        return SeldonResponse(X + self.offset, tags={"seen": len(X)})
