@@ -17,6 +17,10 @@ Writes into this folder:
   fixed_batch.onnx                      Identity on `x` FP32 [1, 4]: a model whose batch
                                         dimension is fixed, for the tests that must refuse
                                         to batch it.
+  iris_lr.pkl, iris_rf.pkl              the StandardScaler + estimator pipelines, pickled (for
+                                        graphs/python-mlrun.yaml's MLRun classes).
+  iris_seldon/model.pkl                 the random-forest pipeline, pickled, in a folder (for
+                                        graphs/python-seldon.yaml's PrimeHub Model class).
   iris_expected.json                    known rows with scikit-learn's own predictions, the
                                         scaler's mean/std, and the ensemble's expected vote.
 All models: input `input` FP32 [-1, 4]; outputs `label` INT64 [-1] and `probabilities`
@@ -24,6 +28,7 @@ FP32 [-1, 3] (skl2onnx with zipmap off).
 """
 import json
 import os
+import pickle
 
 import numpy as np
 import onnx
@@ -114,6 +119,10 @@ def main():
     export(lr, os.path.join(HERE, "iris_lr_core.onnx"))
     export(rf, os.path.join(HERE, "iris_rf_core.onnx"))
     fixed_batch(os.path.join(HERE, "fixed_batch.onnx"))
+    os.makedirs(os.path.join(HERE, "iris_seldon"), exist_ok=True)
+    for name, est in [("iris_lr.pkl", lr), ("iris_rf.pkl", rf), ("iris_seldon/model.pkl", rf)]:
+        with open(os.path.join(HERE, name), "wb") as f:
+            pickle.dump(Pipeline([("scale", scaler), ("model", est)]), f, protocol=4)
     cnn(os.path.join(HERE, "cnn.onnx"))
 
     rows = x[ROWS]

@@ -2,7 +2,8 @@
 # Installs what servegraph needs on a fresh machine. Idempotent: a second run only checks.
 #
 #   scripts/setup.sh          Rust toolchain check + the ONNX Runtime shared library
-#   scripts/setup.sh --test   also what the tests use: a Python venv (tritonclient[http], jsonschema)
+#   scripts/setup.sh --test   also what the tests use: a Python venv (tests/python/requirements.txt:
+#                             tritonclient[http], NumPy, jsonschema, scikit-learn)
 #                             and the Tansu Kafka broker
 #
 # Everything goes under ${XDG_CACHE_HOME:-~/.cache}/servegraph, outside the repository.
@@ -44,10 +45,12 @@ fi
 say "ONNX Runtime: $ORT_LIB"
 
 if [ "${1:-}" = "--test" ]; then
-  if [ ! -x "$TEST_VENV/bin/python" ] || ! "$TEST_VENV/bin/python" -c "import tritonclient.http, numpy, jsonschema, yaml" 2>/dev/null; then
-    say "creating the test client virtualenv"
+  # Installed again whenever tests/python/requirements.txt changes (a stamp of it in the venv).
+  if [ ! -x "$TEST_VENV/bin/python" ] || ! cmp -s tests/python/requirements.txt "$TEST_VENV/requirements.stamp"; then
+    say "creating the test virtualenv (tests/python/requirements.txt)"
     python3 -m venv "$TEST_VENV"
     "$TEST_VENV/bin/pip" install --quiet --disable-pip-version-check -r tests/python/requirements.txt
+    cp tests/python/requirements.txt "$TEST_VENV/requirements.stamp"
   fi
   say "test client: $TEST_VENV/bin/python"
   # The Kafka-compatible broker the Kafka tests start (one per test binary, on a free port).
