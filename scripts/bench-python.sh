@@ -15,10 +15,12 @@ scripts/setup.sh >/dev/null
 command -v wrk >/dev/null || { echo "wrk is missing: apt-get install -y wrk" >&2; exit 1; }
 CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/servegraph"
 VENV="$CACHE/venv-bench-python"
-if [ ! -x "$VENV/bin/mlserver" ]; then
+# uvloop 0.22 made asyncio.get_event_loop() raise in a fresh process, which kills MLServer
+# 1.7.1's parallel workers at start ("There is no current event loop"): keep it below.
+if [ ! -x "$VENV/bin/mlserver" ] || ! "$VENV/bin/python" -c 'import uvloop, sys; sys.exit(tuple(map(int, uvloop.__version__.split(".")[:2])) >= (0, 22))'; then
   echo "bench-python: installing MLServer 1.7.1 and scikit-learn into $VENV" >&2
   python3 -m venv "$VENV"
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check mlserver==1.7.1 mlserver-sklearn==1.7.1 joblib
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check mlserver==1.7.1 mlserver-sklearn==1.7.1 joblib "uvloop<0.22"
 fi
 cargo build --release --locked --bin servegraph 2>&1 | tail -n 1
 T="${CARGO_TARGET_DIR:-target}/release"
@@ -63,7 +65,7 @@ start_mlserver() { # PARALLEL_WORKERS -> sets ADDR
   pids+=($!)
   ADDR="127.0.0.1:$port"
   for _ in $(seq 300); do curl -sf "http://$ADDR/v2/models/iris/ready" >/dev/null && return; sleep 0.2; done
-  echo "MLServer did not start: $(tail -5 "$dir/log")" >&2; exit 1
+  echo "MLServer did not start:" >&2; cat "$dir/log" >&2; exit 1
 }
 start_mlserver 0; ml0=$ADDR
 start_mlserver 1; ml1=$ADDR

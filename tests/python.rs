@@ -368,3 +368,26 @@ fn no_worker_outlives_the_server() {
         }
     }
 }
+
+/// The graph is built on a thread of tokio's blocking pool, which ends after 10 s idle; a
+/// worker started from it would get its parent-death signal then. Workers are started by
+/// their own threads, so they live as long as the model.
+#[test]
+fn workers_outlive_the_thread_that_built_the_graph() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&graph(dir.path(), &[("echo", ECHO)]), &[]);
+    let pid_of = |r: &common::Reply| output(&r.json(), "pid")["data"][0].as_u64().unwrap();
+    let first = pid_of(&post(
+        &server.addr,
+        "/v2/models/echo/infer",
+        &request(&[1.0], json!({})),
+    ));
+    std::thread::sleep(Duration::from_secs(12));
+    let r = post(
+        &server.addr,
+        "/v2/models/echo/infer",
+        &request(&[1.0], json!({})),
+    );
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(pid_of(&r), first, "the same worker, never restarted");
+}

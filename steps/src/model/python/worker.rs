@@ -92,17 +92,34 @@ impl Worker {
                 .spawn(move || watch(&shared))
                 .map_err(|e| format!("cannot start a thread: {e}"))?;
         }
-        let process = Process::start(index, &config, &shared).inspect_err(|_| {
-            shared.stopping.store(true, Ordering::Relaxed);
-        })?;
-        loaded.fetch_add(1, Ordering::Relaxed);
+        // The process is started by the thread that then owns it: Linux sends a child its
+        // parent-death signal when the *thread* that forked it ends, and the thread that
+        // builds a graph (a blocking-pool thread) ends long before the model does.
+        let (started_tx, started) = std::sync::mpsc::channel();
         {
             let shared = Arc::clone(&shared);
             std::thread::Builder::new()
                 .name(format!("py-{}-{index}", config.model))
-                .spawn(move || serve(index, &config, process, &jobs, batching, &loaded, &shared))
+                .spawn(move || {
+                    let process = match Process::start(index, &config, &shared) {
+                        Ok(p) => {
+                            loaded.fetch_add(1, Ordering::Relaxed);
+                            let _ = started_tx.send(Ok(()));
+                            p
+                        }
+                        Err(e) => {
+                            shared.stopping.store(true, Ordering::Relaxed);
+                            let _ = started_tx.send(Err(e));
+                            return;
+                        }
+                    };
+                    serve(index, &config, process, &jobs, batching, &loaded, &shared)
+                })
                 .map_err(|e| format!("cannot start a thread: {e}"))?;
         }
+        started
+            .recv()
+            .map_err(|_| "the Python worker's thread ended while starting it".to_owned())??;
         Ok(Worker { shared })
     }
 
