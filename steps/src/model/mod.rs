@@ -312,6 +312,42 @@ fn remote_model(
     }
 }
 
+/// Takes a model's declared inputs from the event, by name: a 422 names a missing tensor (and
+/// what the request has), or one of another datatype or shape.
+pub(crate) fn take_inputs(
+    model: &str,
+    declared: &[TensorMeta],
+    event: &mut Event,
+) -> Result<Vec<servegraph_engine::Tensor>> {
+    let mut out = Vec::with_capacity(declared.len());
+    for meta in declared {
+        let Some(pos) = event.tensors.iter().position(|t| t.name == meta.name) else {
+            return Err(Error::unprocessable(format!(
+                "model `{}` needs input `{meta}`; the request has: {}",
+                model,
+                event.describe_tensors()
+            )));
+        };
+        let t = event.tensors.swap_remove(pos);
+        if t.datatype() != meta.datatype {
+            return Err(Error::unprocessable(format!(
+                "input `{}` must be {} but is {}",
+                meta.name,
+                meta.datatype,
+                t.datatype()
+            )));
+        }
+        if !meta.shape_accepts(&t.shape) {
+            return Err(Error::unprocessable(format!(
+                "input `{}` must have shape {:?} but has shape {:?}",
+                meta.name, meta.shape, t.shape
+            )));
+        }
+        out.push(t);
+    }
+    Ok(out)
+}
+
 /// Reads `preprocess` or `postprocess`: a list of `{op, args}`.
 fn hooks(node: &StepNode, ctx: &mut BuildContext, field: &str) -> Option<Vec<Box<dyn Op>>> {
     let Some(list) = node.body.get_node(field) else {

@@ -318,43 +318,12 @@ impl OnnxModel {
     pub fn stats(&self) -> &RunStats {
         &self.stats
     }
-
-    /// Takes the model's inputs from the event, checking names, datatypes and shapes.
-    fn take_inputs(&self, event: &mut Event) -> Result<Vec<Tensor>> {
-        let mut out = Vec::with_capacity(self.inputs.len());
-        for meta in &self.inputs {
-            let Some(pos) = event.tensors.iter().position(|t| t.name == meta.name) else {
-                return Err(Error::unprocessable(format!(
-                    "model `{}` needs input `{meta}`; the request has: {}",
-                    self.name,
-                    event.describe_tensors()
-                )));
-            };
-            let t = event.tensors.swap_remove(pos);
-            if t.datatype() != meta.datatype {
-                return Err(Error::unprocessable(format!(
-                    "input `{}` must be {} but is {}",
-                    meta.name,
-                    meta.datatype,
-                    t.datatype()
-                )));
-            }
-            if !meta.shape_accepts(&t.shape) {
-                return Err(Error::unprocessable(format!(
-                    "input `{}` must have shape {:?} but has shape {:?}",
-                    meta.name, meta.shape, t.shape
-                )));
-            }
-            out.push(t);
-        }
-        Ok(out)
-    }
 }
 
 #[async_trait]
 impl Step for OnnxModel {
     async fn process(&self, mut event: Event) -> Result<Event> {
-        let inputs = self.take_inputs(&mut event)?;
+        let inputs = crate::model::take_inputs(&self.name, &self.inputs, &mut event)?;
         let (tensors, took) = if event.explain {
             self.explain(inputs).await?
         } else {

@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Sender, TrySendError};
 use servegraph_engine::{
-    BuildContext, BuildMode, Error, Event, ModelInfo, Result, Signature, Step, StepNode, Tensor,
+    BuildContext, BuildMode, Error, Event, ModelInfo, Result, Signature, Step, StepNode,
     TensorMeta, async_trait,
 };
 use tokio::sync::oneshot;
@@ -99,33 +99,15 @@ impl PythonModel {
     pub fn worker_pids(&self) -> Vec<u32> {
         self.workers.iter().filter_map(Worker::pid).collect()
     }
-
-    fn take_inputs(&self, event: &mut Event) -> Result<Vec<Tensor>> {
-        let Some(declared) = &self.inputs else {
-            return Ok(std::mem::take(&mut event.tensors));
-        };
-        let mut out = Vec::with_capacity(declared.len());
-        for meta in declared {
-            let t = event.take(&meta.name)?;
-            if t.datatype() != meta.datatype || !meta.shape_accepts(&t.shape) {
-                return Err(Error::bad_request(format!(
-                    "model `{}` input `{}`: expected {meta}, got {} {:?}",
-                    self.name,
-                    meta.name,
-                    t.datatype().as_str(),
-                    t.shape
-                )));
-            }
-            out.push(t);
-        }
-        Ok(out)
-    }
 }
 
 #[async_trait]
 impl Step for PythonModel {
     async fn process(&self, mut event: Event) -> Result<Event> {
-        let inputs = self.take_inputs(&mut event)?;
+        let inputs = match &self.inputs {
+            Some(declared) => crate::model::take_inputs(&self.name, declared, &mut event)?,
+            None => std::mem::take(&mut event.tensors),
+        };
         if self.loaded_workers() == 0 {
             return Err(Error::unavailable(format!(
                 "model `{}` has no Python worker loaded (starting again)",

@@ -361,24 +361,11 @@ impl Process {
             &[],
             &[],
         );
-        let until = Instant::now() + STOP_GRACE;
-        loop {
-            match self.child.try_wait() {
-                Ok(Some(status)) => return describe(status),
-                Ok(None) if Instant::now() < until => std::thread::sleep(Duration::from_millis(10)),
-                _ => {
-                    let _ = self.child.kill();
-                    return self
-                        .child
-                        .wait()
-                        .map(describe)
-                        .unwrap_or_else(|e| e.to_string());
-                }
-            }
-        }
+        self.reap()
     }
 
-    /// The exit status of a process that is gone (its pipes closed).
+    /// The exit status of a process that is gone or told to go, killing it after
+    /// [`STOP_GRACE`].
     fn reap(&mut self) -> String {
         let until = Instant::now() + STOP_GRACE;
         loop {
