@@ -391,3 +391,64 @@ fn workers_outlive_the_thread_that_built_the_graph() {
     assert_eq!(r.status, 200, "{:?}", r.body);
     assert_eq!(pid_of(&r), first, "the same worker, never restarted");
 }
+
+/// `recycle.max_requests`: after that many calls a new worker is loaded, then the old one
+/// stops; no request fails meanwhile and readiness never drops.
+#[test]
+fn workers_are_recycled_after_max_requests_without_a_failed_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let fields = format!("{ECHO}, recycle: {{max_requests: 5}}");
+    let server = Server::start(&graph(dir.path(), &[("echo", &fields)]), &[]);
+    let mut pids = Vec::new();
+    for _ in 0..12 {
+        let r = post(
+            &server.addr,
+            "/v2/models/echo/infer",
+            &request(&[1.0], json!({})),
+        );
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        pids.push(output(&r.json(), "pid")["data"][0].as_u64().unwrap());
+        assert_eq!(
+            common::get_blocking(&server.addr, "/v2/health/ready").status,
+            200
+        );
+    }
+    // Calls 1–5 on the first worker, 6–10 on the second, 11–12 on the third.
+    assert!(pids[..5].iter().all(|&p| p == pids[0]), "{pids:?}");
+    assert!(pids[5..10].iter().all(|&p| p == pids[5]), "{pids:?}");
+    assert_ne!(pids[0], pids[5], "{pids:?}");
+    assert_ne!(pids[5], pids[10], "{pids:?}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while alive(pids[0]) {
+        assert!(
+            Instant::now() < deadline,
+            "the recycled worker {} still runs",
+            pids[0]
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `recycle.max_rss_mb`: a worker over the limit (any Python is over 1 MiB) is replaced at its
+/// next memory check, every 16 calls.
+#[test]
+fn workers_over_max_rss_mb_are_recycled() {
+    let dir = tempfile::tempdir().unwrap();
+    let fields = format!("{ECHO}, recycle: {{max_rss_mb: 1}}");
+    let server = Server::start(&graph(dir.path(), &[("echo", &fields)]), &[]);
+    let mut pids = Vec::new();
+    for _ in 0..20 {
+        let r = post(
+            &server.addr,
+            "/v2/models/echo/infer",
+            &request(&[1.0], json!({})),
+        );
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        pids.push(output(&r.json(), "pid")["data"][0].as_u64().unwrap());
+    }
+    assert!(pids[..16].iter().all(|&p| p == pids[0]), "{pids:?}");
+    assert!(
+        pids[16..].iter().all(|&p| p != pids[0]),
+        "replaced after 16 calls: {pids:?}"
+    );
+}

@@ -76,6 +76,10 @@ pub struct PythonSpec {
     #[serde(default = "default_hang")]
     #[schemars(range(min = 1))]
     pub hang_kill_ms: u64,
+    /// Replace workers after some calls or past some memory (a leaking model): the new worker
+    /// is loaded before the old one stops.
+    #[serde(default)]
+    pub recycle: RecycleSpec,
     /// Extra environment variables for the workers (they get a scrubbed environment).
     #[serde(default)]
     pub env: std::collections::BTreeMap<String, String>,
@@ -94,6 +98,18 @@ pub struct PythonSpec {
     #[serde(default)]
     #[schemars(with = "Option<Vec<serde_json::Value>>")]
     pub postprocess: Option<serde::de::IgnoredAny>,
+}
+
+/// `recycle: {max_requests, max_rss_mb}`.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RecycleSpec {
+    /// Replace a worker after this many calls (0, the default: never).
+    #[serde(default)]
+    pub max_requests: u64,
+    /// Replace a worker whose resident memory reaches this many MiB (0, the default: never).
+    #[serde(default)]
+    pub max_rss_mb: u64,
 }
 
 /// `api:`, the calling convention.
@@ -299,6 +315,8 @@ pub(super) fn config(
         load,
         load_timeout: Duration::from_millis(spec.load_timeout_ms),
         hang_kill: Duration::from_millis(spec.hang_kill_ms),
+        max_requests: spec.recycle.max_requests,
+        max_rss_mb: spec.recycle.max_rss_mb,
         metrics: servegraph_engine::metrics::ModelMetrics::new(&node.name),
     })
 }

@@ -26,6 +26,11 @@ pub struct WorkerConfig {
     pub(super) load: serde_json::Value,
     pub(super) load_timeout: Duration,
     pub(super) hang_kill: Duration,
+    /// Replace a worker after this many calls (0: never).
+    pub(super) max_requests: u64,
+    /// Replace a worker whose resident memory passed this many MiB (0: never); read from
+    /// `/proc/PID/statm` every [`RSS_EVERY`] calls.
+    pub(super) max_rss_mb: u64,
     /// `servegraph_model_*` of this model: calls (the Python round trip), queue waits, batch
     /// sizes.
     pub(super) metrics: servegraph_engine::metrics::ModelMetrics,
@@ -33,6 +38,8 @@ pub struct WorkerConfig {
 
 /// First and longest wait before starting a worker again after it exited.
 const BACKOFF: (Duration, Duration) = (Duration::from_millis(500), Duration::from_secs(30));
+/// How often (in calls) a worker's memory is read for `recycle.max_rss_mb`.
+const RSS_EVERY: u64 = 16;
 /// Lines of a worker's output kept to explain a failed start.
 const LAST_LINES: usize = 20;
 /// How long a worker told to stop may take before it is killed.
@@ -163,6 +170,8 @@ struct Process {
     output: BufReader<ChildStdout>,
     buf: Vec<u8>,
     next_call: u64,
+    /// Calls answered.
+    calls: u64,
 }
 
 impl Process {
@@ -215,6 +224,7 @@ impl Process {
             child,
             buf: Vec::new(),
             next_call: 1,
+            calls: 0,
         };
         shared.arm(config.load_timeout);
         let loaded = p.load(config);
@@ -385,6 +395,56 @@ impl Process {
     }
 }
 
+/// Why a worker should be replaced now (`recycle`), if it should.
+fn recycle_reason(config: &WorkerConfig, p: &Process) -> Option<String> {
+    if config.max_requests > 0 && p.calls >= config.max_requests {
+        return Some(format!(
+            "it answered {} calls (recycle.max_requests)",
+            p.calls
+        ));
+    }
+    if config.max_rss_mb > 0 && p.calls.is_multiple_of(RSS_EVERY) {
+        let pages: u64 = std::fs::read_to_string(format!("/proc/{}/statm", p.child.id()))
+            .ok()?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()?;
+        let mb = pages * rustix::param::page_size() as u64 / (1 << 20);
+        if mb >= config.max_rss_mb {
+            return Some(format!("it holds {mb} MiB (recycle.max_rss_mb)"));
+        }
+    }
+    None
+}
+
+/// Replaces the worker: a new process is started and loaded first, then the old one is
+/// stopped, so the model never has fewer workers loaded. If the new one does not start, the
+/// old one goes on serving (and is tried again at its next call).
+fn recycle(
+    index: usize,
+    config: &WorkerConfig,
+    process: &mut Option<Process>,
+    shared: &Shared,
+    why: &str,
+) {
+    let old_pid = process.as_ref().map(|p| p.child.id());
+    match Process::start(index, config, shared) {
+        Ok(new) => {
+            if let Some(mut old) = process.replace(new) {
+                old.stop();
+            }
+            tracing::info!(model = %config.model, worker = index, old_pid, "Python worker replaced: {why}");
+        }
+        Err(e) => {
+            if let Some(pid) = old_pid {
+                shared.pid.store(pid, Ordering::Relaxed);
+            }
+            tracing::warn!(model = %config.model, worker = index, error = %e, "could not replace the Python worker ({why})");
+        }
+    }
+}
+
 fn describe(status: std::process::ExitStatus) -> String {
     use std::os::unix::process::ExitStatusExt;
     match (status.code(), status.signal()) {
@@ -481,7 +541,13 @@ fn serve(
         shared.disarm();
         config.metrics.run_seconds.observe(started.elapsed());
         match outcome {
-            Ok(result) => answer_all(batch, result),
+            Ok(result) => {
+                answer_all(batch, result);
+                p.calls += 1;
+                if let Some(why) = recycle_reason(config, p) {
+                    recycle(index, config, &mut process, shared, &why);
+                }
+            }
             Err(why) => {
                 let killed = shared.killed.swap(false, Ordering::Relaxed);
                 let status = p.reap();
