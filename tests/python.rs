@@ -452,3 +452,65 @@ fn workers_over_max_rss_mb_are_recycled() {
         "replaced after 16 calls: {pids:?}"
     );
 }
+
+/// `python:` per model: two models of one graph run in two environments (a second venv made
+/// here, which borrows the test venv's packages through a `.pth` file).
+#[test]
+fn two_models_run_in_two_interpreters() {
+    let dir = tempfile::tempdir().unwrap();
+    let venv = dir.path().join("venv2");
+    let made = std::process::Command::new(test_python())
+        .args(["-m", "venv", "--without-pip"])
+        .arg(&venv)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let site = |py: &std::path::Path| -> String {
+        let out = std::process::Command::new(py)
+            .args([
+                "-c",
+                "import sysconfig; print(sysconfig.get_paths()['purelib'])",
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    let python2 = venv.join("bin/python");
+    std::fs::write(
+        std::path::Path::new(&site(&python2)).join("borrowed.pth"),
+        site(&test_python()),
+    )
+    .unwrap();
+    let g = graph(
+        dir.path(),
+        &[("one", "function: where"), ("two", "function: where")],
+    );
+    // The second model's interpreter is the new venv's.
+    let text = std::fs::read_to_string(&g).unwrap();
+    let (head, tail) = text.split_once("    two:").unwrap();
+    let tail = tail.replace(
+        &test_python().display().to_string(),
+        &python2.display().to_string(),
+    );
+    std::fs::write(&g, format!("{head}    two:{tail}")).unwrap();
+    let server = Server::start(&g, &[]);
+    let prefix = |model: &str| -> String {
+        let r = post(
+            &server.addr,
+            &format!("/v2/models/{model}/infer"),
+            &request(&[1.0], json!({})),
+        );
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        output(&r.json(), "prefix")["data"][0]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let (one, two) = (prefix("one"), prefix("two"));
+    assert_ne!(one, two);
+    assert_eq!(
+        std::path::Path::new(&two),
+        venv.canonicalize().unwrap().as_path(),
+        "{two}"
+    );
+}
