@@ -119,6 +119,12 @@ fn each_api_shape_answers() {
     );
     assert_eq!(r.status, 200, "{:?}", r.body);
     assert_eq!(output(&r.json(), "output")["data"], json!([1.5]));
+    assert_eq!(
+        r.json()["parameters"]["tags"],
+        json!({"seen": 1, "component": "v1"}),
+        "{:?}",
+        r.body
+    );
 }
 
 #[test]

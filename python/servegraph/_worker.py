@@ -258,8 +258,16 @@ class Seldon:
             result = self.obj.predict(x, names, meta=parameters)
         except TypeError:
             result = self.obj.predict(x, names)
+        # Tags reach the response's `parameters.tags`: the class's `tags()`, then a
+        # SeldonResponse's own (which win, as in Seldon).
+        tags = {}
+        class_tags = getattr(self.obj, "tags", None)
+        if callable(class_tags):
+            tags.update(class_tags() or {})
         if hasattr(result, "data") and not isinstance(result, np.ndarray):
+            tags.update(getattr(result, "tags", None) or {})
             result = result.data  # a SeldonResponse
+        self.tags = tags
         return result if isinstance(result, dict) else np.asarray(result)
 
 
@@ -434,8 +442,10 @@ def main():
                 return
         elif kind == INFER:
             try:
+                model.tags = None
                 result = model.predict(tensors, meta.get("parameters") or {})
-                write_frame(out, RESULT, call_id, tensors=outputs_of(result, declared))
+                extra = {"tags": model.tags} if model.tags else None
+                write_frame(out, RESULT, call_id, meta=extra, tensors=outputs_of(result, declared))
             except Exception as exc:  # noqa: BLE001 - the answer carries it; the worker goes on
                 write_frame(out, ERROR, call_id, meta=error_meta(exc))
             finally:

@@ -18,7 +18,14 @@ pub(crate) struct Job {
     /// The request's parameters, for runtimes that hand them to the model (Python); jobs
     /// join a batch only when theirs are equal.
     pub(crate) parameters: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Where a runtime leaves what its answer adds to the response's `parameters` (a Python
+    /// model's tags), read by the caller once answered; `None` when it adds nothing.
+    pub(crate) notes: Option<Notes>,
 }
+
+/// A job's response notes: set by the runtime before it answers.
+pub(crate) type Notes =
+    std::sync::Arc<std::sync::Mutex<Option<serde_json::Map<String, serde_json::Value>>>>;
 
 impl Job {
     pub(crate) fn answer(self, result: Result<Vec<Tensor>>) {

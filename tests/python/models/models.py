@@ -104,6 +104,9 @@ class Component(SeldonComponent):
         super().__init__(**kwargs)
         self.offset = offset
 
+    def tags(self):
+        return {"component": "v1", "seen": 0}
+
     def predict(self, X, feature_names, meta=None):
         return SeldonResponse(X + self.offset, tags={"seen": len(X)})
 

@@ -199,6 +199,7 @@ impl OnnxModel {
             queued: Instant::now(),
             reply,
             parameters: None,
+            notes: None,
         };
         // `Ok(leader?)` when it joined or started the run; `Err(job)` when it does not fit.
         let joined = {
@@ -298,6 +299,7 @@ impl OnnxModel {
             queued: Instant::now(),
             reply,
             parameters: None,
+            notes: None,
         };
         self.queue.try_send(job).map_err(|e| match e {
             TrySendError::Full(_) => Error::unavailable(format!(
@@ -594,6 +596,7 @@ mod tests {
                 queued: Instant::now(),
                 reply: oneshot::channel().0,
                 parameters: None,
+                notes: None,
             }
         };
         assert!(job(vec![1, 4]).fits_with(&job(vec![3, 4])));

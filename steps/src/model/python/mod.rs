@@ -41,7 +41,7 @@ use tokio::sync::oneshot;
 pub use spec::{Api, PythonSpec};
 
 use self::worker::{Worker, WorkerConfig};
-use crate::model::batch::{Batching, Job};
+use crate::model::batch::{Batching, Job, Notes};
 
 /// A Python model: its queue and its workers.
 pub struct PythonModel {
@@ -115,12 +115,14 @@ impl Step for PythonModel {
             )));
         }
         let (reply, answer) = oneshot::channel();
+        let notes: Notes = Default::default();
         let job = Job {
             inputs,
             span: tracing::Span::current(),
             queued: Instant::now(),
             reply,
             parameters: (!event.parameters.is_empty()).then(|| event.parameters.clone()),
+            notes: Some(Arc::clone(&notes)),
         };
         match self.queue.try_send(job) {
             Ok(()) => {}
@@ -141,6 +143,9 @@ impl Step for PythonModel {
             Error::unavailable(format!("model `{}`: its worker went away", self.name))
         })?;
         event.tensors.extend(result?);
+        if let Some(added) = notes.lock().expect("not poisoned").take() {
+            event.notes.extend(added);
+        }
         Ok(event)
     }
 

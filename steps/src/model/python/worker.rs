@@ -172,6 +172,8 @@ struct Process {
     next_call: u64,
     /// Calls answered.
     calls: u64,
+    /// What the last RESULT adds to the response's `parameters` (Seldon tags).
+    notes: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 impl Process {
@@ -225,6 +227,7 @@ impl Process {
             buf: Vec::new(),
             next_call: 1,
             calls: 0,
+            notes: None,
         };
         shared.arm(config.load_timeout);
         let loaded = p.load(config);
@@ -335,7 +338,13 @@ impl Process {
             )));
         }
         Ok(match reply.kind {
-            frame::RESULT => Ok(reply.tensors),
+            frame::RESULT => {
+                self.notes = reply
+                    .meta
+                    .and_then(|m| m.get("tags").cloned())
+                    .map(|tags| serde_json::Map::from_iter([("tags".to_owned(), tags)]));
+                Ok(reply.tensors)
+            }
             frame::ERROR => {
                 let meta = reply.meta.as_ref();
                 let status = meta
@@ -542,6 +551,13 @@ fn serve(
         config.metrics.run_seconds.observe(started.elapsed());
         match outcome {
             Ok(result) => {
+                if let Some(notes) = p.notes.take() {
+                    for job in &batch {
+                        if let Some(slot) = &job.notes {
+                            *slot.lock().expect("not poisoned") = Some(notes.clone());
+                        }
+                    }
+                }
                 answer_all(batch, result);
                 p.calls += 1;
                 if let Some(why) = recycle_reason(config, p) {
