@@ -75,18 +75,7 @@ pids+=($!)
 for _ in $(seq 100); do sg=$(sed -n 's/.*listening on http:\/\/\(.*\)/\1/p' "$out" | head -n1); [ -n "$sg" ] && break; sleep 0.1; done
 until curl -sf "http://$sg/v2/health/ready" >/dev/null; do sleep 0.1; done
 
-LUA=$(mktemp --suffix=.lua)
-cat >"$LUA" <<'LUA'
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-wrk.body = '{"inputs":[{"name":"input","shape":[1,4],"datatype":"FP32","data":[5.1,3.5,1.4,0.2]}]}'
-done = function(summary, latency, requests)
-  io.write(string.format("RESULT rps=%.0f p50_us=%d p99_us=%d errors=%d non2xx=%d\n",
-    summary.requests / (summary.duration / 1e6), latency:percentile(50), latency:percentile(99),
-    summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
-    summary.errors.status))
-end
-LUA
+LUA="$PWD/scripts/iris.lua"
 run() { # LABEL URL WRK-ARGS...
   local label=$1 url=$2; shift 2
   wrk "$@" -d 2s -s "$LUA" "$url" >/dev/null

@@ -43,19 +43,7 @@ start() {
   [ -n "$ADDR" ] || { echo "server did not start: $*" >&2; exit 1; }
 }
 
-LUA=$(mktemp --suffix=.lua)
-cat >"$LUA" <<'LUA'
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-wrk.body = '{"inputs":[{"name":"input","shape":[1,4],"datatype":"FP32","data":[5.1,3.5,1.4,0.2]}]}'
-done = function(summary, latency, requests)
-  local non2xx = summary.errors.status
-  io.write(string.format("RESULT rps=%.0f p50_us=%d p99_us=%d errors=%d non2xx=%d\n",
-    summary.requests / (summary.duration / 1e6), latency:percentile(50), latency:percentile(99),
-    summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
-    non2xx))
-end
-LUA
+LUA="$PWD/scripts/iris.lua"
 
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), kernel $(uname -r)"
 echo "${DURATION}s per round (after a 2 s warm-up), $ROUNDS rounds, alternating bare/iris-lr/router"

@@ -45,6 +45,13 @@ fn output<'a>(reply: &'a Value, name: &str) -> &'a Value {
 
 const ECHO: &str = "class_name: Echo, class_args: {scale: 2.5}, inputs: [{name: input, datatype: FP32, shape: [-1, -1]}]";
 
+/// The pid of the worker that answers one echo request (which must succeed).
+fn echo_pid(addr: &str) -> u64 {
+    let r = post(addr, "/v2/models/echo/infer", &request(&[1.0], json!({})));
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    output(&r.json(), "pid")["data"][0].as_u64().unwrap()
+}
+
 fn alive(pid: u64) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
         && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
@@ -168,11 +175,7 @@ fn a_worker_that_dies_fails_its_call_at_once_and_is_started_again() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(&graph(dir.path(), &[("echo", ECHO)]), &[]);
     let pid_of = |r: &common::Reply| output(&r.json(), "pid")["data"][0].as_u64().unwrap();
-    let first = pid_of(&post(
-        &server.addr,
-        "/v2/models/echo/infer",
-        &request(&[1.0], json!({})),
-    ));
+    let first = echo_pid(&server.addr);
     let t0 = Instant::now();
     let r = post(
         &server.addr,
@@ -346,15 +349,8 @@ fn no_worker_outlives_the_server() {
         let dir = tempfile::tempdir().unwrap();
         let fields = format!("{ECHO}, workers: 2");
         let mut server = Server::start(&graph(dir.path(), &[("echo", &fields)]), &[]);
-        let mut pids = std::collections::BTreeSet::new();
-        for _ in 0..50 {
-            let r = post(
-                &server.addr,
-                "/v2/models/echo/infer",
-                &request(&[1.0], json!({})),
-            );
-            pids.insert(output(&r.json(), "pid")["data"][0].as_u64().unwrap());
-        }
+        let pids: std::collections::BTreeSet<u64> =
+            (0..50).map(|_| echo_pid(&server.addr)).collect();
         assert!(!pids.is_empty());
         for &p in &pids {
             assert!(alive(p), "worker {p} runs");
@@ -382,20 +378,13 @@ fn no_worker_outlives_the_server() {
 fn workers_outlive_the_thread_that_built_the_graph() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(&graph(dir.path(), &[("echo", ECHO)]), &[]);
-    let pid_of = |r: &common::Reply| output(&r.json(), "pid")["data"][0].as_u64().unwrap();
-    let first = pid_of(&post(
-        &server.addr,
-        "/v2/models/echo/infer",
-        &request(&[1.0], json!({})),
-    ));
+    let first = echo_pid(&server.addr);
     std::thread::sleep(Duration::from_secs(12));
-    let r = post(
-        &server.addr,
-        "/v2/models/echo/infer",
-        &request(&[1.0], json!({})),
+    assert_eq!(
+        echo_pid(&server.addr),
+        first,
+        "the same worker, never restarted"
     );
-    assert_eq!(r.status, 200, "{:?}", r.body);
-    assert_eq!(pid_of(&r), first, "the same worker, never restarted");
 }
 
 /// `recycle.max_requests`: after that many calls a new worker is loaded, then the old one
@@ -407,13 +396,7 @@ fn workers_are_recycled_after_max_requests_without_a_failed_request() {
     let server = Server::start(&graph(dir.path(), &[("echo", &fields)]), &[]);
     let mut pids = Vec::new();
     for _ in 0..12 {
-        let r = post(
-            &server.addr,
-            "/v2/models/echo/infer",
-            &request(&[1.0], json!({})),
-        );
-        assert_eq!(r.status, 200, "{:?}", r.body);
-        pids.push(output(&r.json(), "pid")["data"][0].as_u64().unwrap());
+        pids.push(echo_pid(&server.addr));
         assert_eq!(
             common::get_blocking(&server.addr, "/v2/health/ready").status,
             200
@@ -442,16 +425,7 @@ fn workers_over_max_rss_mb_are_recycled() {
     let dir = tempfile::tempdir().unwrap();
     let fields = format!("{ECHO}, recycle: {{max_rss_mb: 1}}");
     let server = Server::start(&graph(dir.path(), &[("echo", &fields)]), &[]);
-    let mut pids = Vec::new();
-    for _ in 0..20 {
-        let r = post(
-            &server.addr,
-            "/v2/models/echo/infer",
-            &request(&[1.0], json!({})),
-        );
-        assert_eq!(r.status, 200, "{:?}", r.body);
-        pids.push(output(&r.json(), "pid")["data"][0].as_u64().unwrap());
-    }
+    let pids: Vec<u64> = (0..20).map(|_| echo_pid(&server.addr)).collect();
     assert!(pids[..16].iter().all(|&p| p == pids[0]), "{pids:?}");
     assert!(
         pids[16..].iter().all(|&p| p != pids[0]),
