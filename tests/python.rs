@@ -494,3 +494,44 @@ fn two_models_run_in_two_interpreters() {
         "{two}"
     );
 }
+
+/// MLRun's body (`{"inputs": rows}`) at `/infer` and at MLRun's `/predict`, for a Python model
+/// and an ONNX one, answered in MLRun's shape; a model with several inputs refuses rows.
+#[test]
+fn mlrun_rows_work_for_every_model_at_infer_and_predict() {
+    let server = Server::start(
+        &root()
+            .join("graphs/python-mlrun.yaml")
+            .display()
+            .to_string(),
+        &[],
+    );
+    let rows =
+        json!({"id": "m1", "inputs": [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]}).to_string();
+    for path in ["/v2/models/iris-lr/infer", "/v2/models/iris-lr/predict"] {
+        let r = post(&server.addr, path, &rows);
+        assert_eq!(r.status, 200, "{path}: {:?}", r.body);
+        let v = r.json();
+        assert_eq!(v["id"], "m1");
+        assert_eq!(v["model_name"], "iris-lr");
+        assert_eq!(v["outputs"], json!([0, 2]), "{v}");
+    }
+    let onnx = Server::start(&root().join("graphs/iris.yaml").display().to_string(), &[]);
+    let r = post(&onnx.addr, "/v2/models/iris-lr/predict", &rows);
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let v = r.json();
+    assert_eq!(v["outputs"]["label"], json!([0, 2]), "{v}");
+    assert_eq!(
+        v["outputs"]["probabilities"].as_array().unwrap().len(),
+        2,
+        "{v}"
+    );
+    // OIP bodies are unchanged at /predict.
+    let r = post(
+        &onnx.addr,
+        "/v2/models/iris-lr/predict",
+        &request(&[5.1, 3.5, 1.4, 0.2], json!({})),
+    );
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert!(r.json()["outputs"][0]["name"].is_string());
+}

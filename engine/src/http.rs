@@ -240,6 +240,12 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/v2/models/{model}/versions/{version}/infer",
             post(infer_version),
         )
+        // MLRun's spelling of infer (its body shape works at both).
+        .route("/v2/models/{model}/predict", post(infer))
+        .route(
+            "/v2/models/{model}/versions/{version}/predict",
+            post(infer_version),
+        )
         .route("/metrics", get(metrics))
         .route("/admin/reload", post(admin_reload))
         .route("/v2/models/{model}/feedback", post(feedback))

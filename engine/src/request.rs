@@ -229,7 +229,22 @@ impl Pipeline {
                 Error::bad_request("Inference-Header-Content-Length must be a byte count")
             })?),
         };
-        let decoded = decode_request(&body, json_len)?;
+        // MLRun's rows (`{"inputs": [[...], ...]}`) stand for the addressed model's one input,
+        // and are answered in MLRun's shape.
+        let mlrun = json_len.is_none() && protocol::mlrun::is_rows(&body);
+        let oip;
+        let decoded = if mlrun {
+            let (named, named_version) = protocol::mlrun::named_model(&body);
+            let info = match (request.model, named) {
+                (Some(m), _) if m != graph.name => graph.find_model(m, request.version)?,
+                (_, Some(m)) => graph.find_model(&m, named_version.as_deref())?,
+                (m, None) => graph.find_model(m.unwrap_or(&graph.name), request.version)?,
+            };
+            oip = protocol::mlrun::to_oip(&body, info)?;
+            decode_request(&oip, None)?
+        } else {
+            decode_request(&body, json_len)?
+        };
         graph.check_request(&decoded.event)?;
         let mut event = decoded.event;
         let mut top_level: Option<serde_json::Map<String, serde_json::Value>> = None;
@@ -317,7 +332,14 @@ impl Pipeline {
                 o.binary = Some(false);
             }
         }
-        let encoded = encode_response(&done, model, version, &outputs, binary_output)?;
+        let encoded = if mlrun {
+            protocol::Encoded {
+                body: protocol::mlrun::encode(&done, model)?,
+                json_len: None,
+            }
+        } else {
+            encode_response(&done, model, version, &outputs, binary_output)?
+        };
         Ok(Response {
             id,
             body: encoded.body,

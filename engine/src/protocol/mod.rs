@@ -10,6 +10,7 @@
 mod binary;
 mod client;
 mod json;
+pub mod mlrun;
 mod request;
 mod response;
 
