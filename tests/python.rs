@@ -83,6 +83,7 @@ fn each_api_shape_answers() {
                 "component",
                 "class_name: Component, class_args: {offset: 0.5}",
             ),
+            ("clipper", "function: feature_sum"),
         ],
     );
     let server = Server::start(&g, &[]);
@@ -132,6 +133,12 @@ fn each_api_shape_answers() {
         "{:?}",
         r.body
     );
+    // Clipper's contract: a function of the list of inputs, one output per input.
+    let body = json!({"inputs": [{"name": "input", "shape": [2, 2], "datatype": "FP32", "data": [1, 2, 3, 4.5]}]});
+    let r = post(&server.addr, "/v2/models/clipper/infer", &body.to_string());
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(output(&r.json(), "output")["data"], json!(["3.0", "7.5"]));
+    assert_eq!(output(&r.json(), "output")["datatype"], "BYTES");
 }
 
 #[test]

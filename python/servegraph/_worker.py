@@ -229,9 +229,43 @@ class Native:
             self.call = target
             self.metadata = None
             self.batchable = bool(getattr(target, "batchable", False))
+            # Clipper's contract: a function of one argument takes the list of inputs (one per
+            # row) and returns a list of outputs of the same length; rows are independent.
+            self.clipper = takes_one(target)
+            if self.clipper:
+                self.batchable = True
 
     def predict(self, inputs, parameters):
-        return self.call(inputs, parameters)
+        if not getattr(self, "clipper", False):
+            return self.call(inputs, parameters)
+        if len(inputs) != 1:
+            raise ModelError(
+                "a one-argument function takes one input tensor (its rows are the list); got %d: %s"
+                % (len(inputs), ", ".join(inputs)),
+                status=400,
+            )
+        x = next(iter(inputs.values()))
+        outputs = self.call(list(x))
+        if len(outputs) != len(x):
+            raise ValueError(
+                "the function returned %d outputs for %d inputs (Clipper's contract: one each)"
+                % (len(outputs), len(x))
+            )
+        if all(isinstance(o, (str, bytes)) for o in outputs):
+            return np.array([o.encode() if isinstance(o, str) else o for o in outputs], dtype=object)
+        return np.asarray(outputs)
+
+
+def takes_one(f):
+    """Whether `f` takes exactly one positional argument (Clipper's batch-in, batch-out)."""
+    import inspect
+
+    try:
+        params = list(inspect.signature(f).parameters.values())
+    except (TypeError, ValueError):
+        return False
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return len(positional) == 1 and not any(p.kind == p.VAR_POSITIONAL for p in params)
 
 
 class Seldon:

@@ -42,6 +42,11 @@ def double(inputs, parameters):
     return inputs["input"] * 2
 
 
+def feature_sum(xs):
+    """Clipper's example closure: a list of inputs in, a list of outputs (strings) out."""
+    return [str(float(sum(x))) for x in xs]
+
+
 class Model:
     """PrimeHub's skeleton: no base class, `model_uri` a folder, `predict(X, feature_names,
     meta)`."""
