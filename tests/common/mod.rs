@@ -70,14 +70,22 @@ impl Server {
             .strip_prefix("servegraph listening on http://")
             .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
             .to_owned();
-        let server = Server { child, addr };
+        let mut server = Server { child, addr };
         server.wait_ready();
         server
     }
 
-    fn wait_ready(&self) {
+    /// Waits until ready; fails at once when the server exits instead (its errors are on
+    /// the test's stderr).
+    fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "servegraph at {} exited before it was ready ({status})",
+                    self.addr
+                );
+            }
             if let Ok(r) = block_on(get(&self.addr, "/v2/health/ready"))
                 && r.status == 200
             {

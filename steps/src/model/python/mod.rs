@@ -94,11 +94,6 @@ impl PythonModel {
     pub fn loaded_workers(&self) -> usize {
         self.loaded.load(Ordering::Relaxed)
     }
-
-    /// The process ids of the workers running now (for tests and operators).
-    pub fn worker_pids(&self) -> Vec<u32> {
-        self.workers.iter().filter_map(Worker::pid).collect()
-    }
 }
 
 #[async_trait]

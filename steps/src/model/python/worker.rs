@@ -129,11 +129,6 @@ impl Worker {
             .map_err(|_| "the Python worker's thread ended while starting it".to_owned())??;
         Ok(Worker { shared })
     }
-
-    /// The process id of the worker running now.
-    pub(super) fn pid(&self) -> Option<u32> {
-        Some(self.shared.pid.load(Ordering::Relaxed)).filter(|p| *p != 0)
-    }
 }
 
 impl Drop for Worker {
