@@ -542,3 +542,52 @@ fn mlrun_rows_work_for_every_model_at_infer_and_predict() {
     assert_eq!(r.status, 200, "{:?}", r.body);
     assert!(r.json()["outputs"][0]["name"].is_string());
 }
+
+/// `kind: python` steps (MLRun's `handler:` steps) in a flow: each function's tensors are put
+/// into the event and the others pass on, so a later step sees both.
+#[test]
+fn python_handler_steps_put_their_tensors_and_pass_the_rest_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let models = root().join("tests/python/models/models.py");
+    let yaml = format!(
+        "name: steps\ngraph:\n  kind: flow\n  steps:\n    a: {{kind: python, path: {m}, handler: add_one, python: {py}}}\n    b: {{kind: python, path: {m}, handler: double, python: {py}, after: [a]}}\n    c: {{kind: transform, op: noop, after: [b]}}\n",
+        m = models.display(),
+        py = test_python().display()
+    );
+    let g = dir.path().join("steps.yaml");
+    std::fs::write(&g, yaml).unwrap();
+    let server = Server::start(&g.display().to_string(), &[]);
+    let r = post(
+        &server.addr,
+        "/v2/models/steps/infer",
+        &request(&[1.0, 2.0], json!({})),
+    );
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(
+        output(&r.json(), "input")["data"],
+        json!([2.0, 3.0]),
+        "a replaced `input`"
+    );
+    assert_eq!(
+        output(&r.json(), "output")["data"],
+        json!([4.0, 6.0]),
+        "b added `output`"
+    );
+    // Its fields are checked as any step's.
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        format!("name: bad\ngraph:\n  kind: flow\n  steps:\n    a: {{kind: python, path: {}, handlr: f}}\n", models.display()),
+    )
+    .unwrap();
+    let out = bin()
+        .args(["validate", &bad.display().to_string()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("handlr") && stderr.contains("did you mean `handler`"),
+        "{stderr}"
+    );
+}

@@ -14,14 +14,16 @@ pub mod transform;
 
 use servegraph_engine::Registry;
 
-/// The built-in step kinds: `model`, `router`, `ensemble`, `transform`, `error_handler`.
+/// The built-in step kinds: `model`, `router`, `ensemble`, `transform`, `error_handler`,
+/// `python`.
 pub fn registry() -> Registry {
     let mut r = Registry::new();
     r.register("model", model::build)
         .register("router", router::build)
         .register("ensemble", ensemble::build)
         .register("transform", transform::build)
-        .register("error_handler", error_handler::build);
+        .register("error_handler", error_handler::build)
+        .register("python", model::python::build_step);
     r.set_schema("model", model::ModelSpec::schema())
         .set_schema("router", router::schema())
         .set_schema("ensemble", schema_of::<ensemble::EnsembleSpec>())
@@ -29,7 +31,8 @@ pub fn registry() -> Registry {
         .set_schema(
             "error_handler",
             schema_of::<error_handler::ErrorHandlerSpec>(),
-        );
+        )
+        .set_schema("python", schema_of::<model::python::PythonStepSpec>());
     r
 }
 

@@ -37,6 +37,11 @@ class Echo:
         }
 
 
+def add_one(inputs, parameters):
+    """A `kind: python` handler: replaces `input`."""
+    return {"input": inputs["input"] + 1}
+
+
 def double(inputs, parameters):
     """A plain function (servegraph's API)."""
     return inputs["input"] * 2

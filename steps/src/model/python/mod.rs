@@ -38,7 +38,7 @@ use servegraph_engine::{
 };
 use tokio::sync::oneshot;
 
-pub use spec::{Api, PythonSpec};
+pub use spec::{Api, PythonSpec, PythonStepSpec};
 
 use self::worker::{Worker, WorkerConfig};
 use crate::model::batch::{Batching, Job, Notes};
@@ -51,6 +51,9 @@ pub struct PythonModel {
     outputs: Option<Vec<TensorMeta>>,
     /// Workers loaded and serving now.
     loaded: Arc<AtomicUsize>,
+    /// A `kind: python` step: the function's tensors are put into the event and the others
+    /// pass on (a model's outputs replace its inputs instead).
+    pass_through: bool,
     workers: Vec<Worker>,
 }
 
@@ -86,6 +89,7 @@ impl PythonModel {
             inputs: spec.inputs.clone(),
             outputs: spec.outputs.clone(),
             loaded,
+            pass_through: false,
             workers,
         })
     }
@@ -99,9 +103,15 @@ impl PythonModel {
 #[async_trait]
 impl Step for PythonModel {
     async fn process(&self, mut event: Event) -> Result<Event> {
-        let inputs = match &self.inputs {
-            Some(declared) => crate::model::take_inputs(&self.name, declared, &mut event)?,
-            None => std::mem::take(&mut event.tensors),
+        let inputs = match (&self.inputs, self.pass_through) {
+            (Some(declared), false) => crate::model::take_inputs(&self.name, declared, &mut event)?,
+            (None, false) => std::mem::take(&mut event.tensors),
+            // A step keeps the event's tensors: it is sent copies.
+            (Some(declared), true) => {
+                let mut copy = Event::new("", event.tensors.clone());
+                crate::model::take_inputs(&self.name, declared, &mut copy)?
+            }
+            (None, true) => event.tensors.clone(),
         };
         if self.loaded_workers() == 0 {
             return Err(Error::unavailable(format!(
@@ -137,7 +147,13 @@ impl Step for PythonModel {
         let (result, _took) = answer.await.map_err(|_| {
             Error::unavailable(format!("model `{}`: its worker went away", self.name))
         })?;
-        event.tensors.extend(result?);
+        if self.pass_through {
+            for t in result? {
+                event.put(t);
+            }
+        } else {
+            event.tensors.extend(result?);
+        }
         if let Some(added) = notes.lock().expect("not poisoned").take() {
             event.notes.extend(added);
         }
@@ -148,15 +164,24 @@ impl Step for PythonModel {
         if let Some(inputs) = &self.inputs {
             input.check_provides(inputs)?;
         }
-        Ok(match &self.outputs {
-            Some(outputs) => {
+        Ok(match (&self.outputs, self.pass_through) {
+            (Some(outputs), _) => {
                 let mut sig = input.clone();
                 for o in outputs {
                     sig.put(o.clone());
                 }
                 sig
             }
-            None => Signature::open(),
+            // A step's undeclared outputs may replace any tensor: what passes on is unknown,
+            // though still what it was where the function does not touch it.
+            (None, true) => {
+                let mut sig = input.clone();
+                sig.open = true;
+                sig.tensors.clear();
+                sig.implied.clear();
+                sig
+            }
+            (None, false) => Signature::open(),
         })
     }
 
@@ -179,6 +204,30 @@ impl Step for PythonModel {
                 self.workers.len()
             )
         })
+    }
+}
+
+/// Builds a `kind: python` step (a `handler` function whose tensors are put into the event).
+pub fn build_step(node: &StepNode, ctx: &mut BuildContext) -> Option<Box<dyn Step>> {
+    let spec: PythonStepSpec = ctx.parse(node)?;
+    let spec = spec.into_model();
+    let config = spec::config(node, ctx, &spec)?;
+    if ctx.mode == BuildMode::Structural {
+        return Some(Box::new(super::Unloaded));
+    }
+    match PythonModel::start(&node.name, config, &spec) {
+        Ok(mut step) => {
+            step.pass_through = true;
+            Some(Box::new(step))
+        }
+        Err(message) => {
+            ctx.report(
+                servegraph_engine::Diagnostic::new(message)
+                    .step(&node.name)
+                    .at(&node.span),
+            );
+            None
+        }
     }
 }
 

@@ -100,6 +100,84 @@ pub struct PythonSpec {
     pub postprocess: Option<serde::de::IgnoredAny>,
 }
 
+/// `kind: python`: a Python function as a step of a flow (MLRun's `handler:` steps), for pre-
+/// and post-processing next to models and transforms. It gets the event's tensors (or the
+/// declared `inputs`) and the request's parameters; what it returns is put into the event,
+/// and the other tensors pass on.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PythonStepSpec {
+    /// The `.py` file, relative to the graph file's folder.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub path: Option<Spanned<String>>,
+    /// Or an importable module.
+    #[serde(default)]
+    pub module: Option<String>,
+    /// Folders put first on the workers' `sys.path`.
+    #[serde(default)]
+    pub python_path: Vec<String>,
+    /// The function: `f(inputs, parameters)` returning an array or a dict of arrays.
+    pub handler: String,
+    /// The interpreter (default: `SERVEGRAPH_PYTHON`, else `python3`).
+    #[serde(default)]
+    pub python: Option<String>,
+    /// Worker processes (default 1).
+    #[serde(default = "one")]
+    #[schemars(range(min = 1, max = 64))]
+    pub workers: usize,
+    /// Requests waiting for a worker; one more is answered 503 at once (default 1024).
+    #[serde(default = "default_queue")]
+    #[schemars(range(min = 1))]
+    pub queue_size: usize,
+    /// How long a worker may take to start (milliseconds, default 120000).
+    #[serde(default = "default_load_timeout")]
+    #[schemars(range(min = 1))]
+    pub load_timeout_ms: u64,
+    /// A worker busy on one call for longer is killed and started again (default 30000).
+    #[serde(default = "default_hang")]
+    #[schemars(range(min = 1))]
+    pub hang_kill_ms: u64,
+    /// Extra environment variables for the workers.
+    #[serde(default)]
+    pub env: std::collections::BTreeMap<String, String>,
+    /// The tensors the function takes (default: all of the event's).
+    #[serde(default)]
+    pub inputs: Option<Vec<TensorMeta>>,
+    /// The tensors it gives (put into the event; the others pass on).
+    #[serde(default)]
+    pub outputs: Option<Vec<TensorMeta>>,
+}
+
+impl PythonStepSpec {
+    /// The same worker settings as a `class: python` model calling `handler`.
+    pub(super) fn into_model(self) -> PythonSpec {
+        PythonSpec {
+            path: self.path,
+            module: self.module,
+            python_path: self.python_path,
+            class_name: None,
+            function: Some(self.handler),
+            class_args: Default::default(),
+            model_uri: None,
+            model_path: None,
+            api: Api::Servegraph,
+            python: self.python,
+            workers: self.workers,
+            batch: None,
+            queue_size: self.queue_size,
+            load_timeout_ms: self.load_timeout_ms,
+            hang_kill_ms: self.hang_kill_ms,
+            recycle: RecycleSpec::default(),
+            env: self.env,
+            inputs: self.inputs,
+            outputs: self.outputs,
+            preprocess: None,
+            postprocess: None,
+        }
+    }
+}
+
 /// `recycle: {max_requests, max_rss_mb}`.
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
