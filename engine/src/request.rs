@@ -234,13 +234,13 @@ impl Pipeline {
         let mlrun = json_len.is_none() && protocol::mlrun::is_rows(&body);
         let oip;
         let decoded = if mlrun {
-            let (named, named_version) = protocol::mlrun::named_model(&body);
-            let info = match (request.model, named) {
+            let rows = protocol::mlrun::parse(&body)?;
+            let info = match (request.model, protocol::mlrun::named_model(&rows)) {
                 (Some(m), _) if m != graph.name => graph.find_model(m, request.version)?,
-                (_, Some(m)) => graph.find_model(&m, named_version.as_deref())?,
-                (m, None) => graph.find_model(m.unwrap_or(&graph.name), request.version)?,
+                (_, (Some(m), version)) => graph.find_model(m, version)?,
+                (m, (None, _)) => graph.find_model(m.unwrap_or(&graph.name), request.version)?,
             };
-            oip = protocol::mlrun::to_oip(&body, info)?;
+            oip = protocol::mlrun::to_oip(rows, info)?;
             decode_request(&oip, None)?
         } else {
             decode_request(&body, json_len)?

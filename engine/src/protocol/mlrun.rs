@@ -41,25 +41,22 @@ fn find_inputs(body: &[u8]) -> Option<usize> {
     (body[after + colon] == b':').then_some(after + colon + 1)
 }
 
+/// An MLRun body, parsed once: what [`named_model`] and [`to_oip`] read.
+pub fn parse(body: &[u8]) -> Result<Map<String, Value>> {
+    serde_json::from_slice(body)
+        .map_err(|e| Error::bad_request(format!("malformed JSON body: {e}")))
+}
+
 /// The model and version an MLRun body names in its own `model`/`version` fields (MLRun's
 /// router reads them), if any.
-pub fn named_model(body: &[u8]) -> (Option<String>, Option<String>) {
-    #[derive(serde::Deserialize)]
-    struct Named {
-        model: Option<String>,
-        version: Option<String>,
-    }
-    match serde_json::from_slice::<Named>(body) {
-        Ok(n) => (n.model, n.version),
-        Err(_) => (None, None),
-    }
+pub fn named_model(body: &Map<String, Value>) -> (Option<&str>, Option<&str>) {
+    let text = |k: &str| body.get(k).and_then(Value::as_str);
+    (text("model"), text("version"))
 }
 
 /// The OIP request an MLRun body stands for, for `model` (its one input's name and
 /// datatype).
-pub fn to_oip(body: &[u8], model: &ModelInfo) -> Result<Vec<u8>> {
-    let mut value: Map<String, Value> = serde_json::from_slice(body)
-        .map_err(|e| Error::bad_request(format!("malformed JSON body: {e}")))?;
+pub fn to_oip(mut value: Map<String, Value>, model: &ModelInfo) -> Result<Vec<u8>> {
     let [input] = model.inputs.as_slice() else {
         let names: Vec<String> = model
             .inputs
@@ -183,7 +180,8 @@ mod tests {
     #[test]
     fn rows_become_the_models_one_input() {
         let m = model(vec![TensorMeta::new("input", DataType::Fp32, vec![-1, 2])]);
-        let oip = to_oip(br#"{"id": "r1", "inputs": [[1, 2], [3, 4], [5, 6]]}"#, &m).unwrap();
+        let body = parse(br#"{"id": "r1", "inputs": [[1, 2], [3, 4], [5, 6]]}"#).unwrap();
+        let oip = to_oip(body, &m).unwrap();
         let v: Value = serde_json::from_slice(&oip).unwrap();
         assert_eq!(v["id"], "r1");
         assert_eq!(v["inputs"][0]["name"], "input");
@@ -193,7 +191,7 @@ mod tests {
             TensorMeta::new("a", DataType::Fp32, vec![-1]),
             TensorMeta::new("b", DataType::Fp32, vec![-1]),
         ]);
-        let e = to_oip(br#"{"inputs": [[1]]}"#, &two).unwrap_err();
+        let e = to_oip(parse(br#"{"inputs": [[1]]}"#).unwrap(), &two).unwrap_err();
         assert!(e.message.contains("takes 2 (`a`, `b`)"), "{}", e.message);
     }
 

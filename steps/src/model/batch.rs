@@ -14,22 +14,52 @@ pub(crate) struct Job {
     pub(crate) span: tracing::Span,
     /// When it was queued: its answer carries the time since (queue wait + run).
     pub(crate) queued: Instant,
-    pub(crate) reply: oneshot::Sender<(Result<Vec<Tensor>>, Duration)>,
+    pub(crate) reply: oneshot::Sender<Answer>,
     /// The request's parameters, for runtimes that hand them to the model (Python); jobs
     /// join a batch only when theirs are equal.
-    pub(crate) parameters: Option<serde_json::Map<String, serde_json::Value>>,
-    /// Where a runtime leaves what its answer adds to the response's `parameters` (a Python
-    /// model's tags), read by the caller once answered; `None` when it adds nothing.
+    pub(crate) parameters: Option<Notes>,
+}
+
+/// JSON fields by name: a request's parameters, or what an answer adds to the response's.
+pub(crate) type Notes = serde_json::Map<String, serde_json::Value>;
+
+/// A job's answer: its outputs (or the run's error), the time since it was queued, and what
+/// the runtime adds to the response's `parameters` (a Python model's tags).
+pub(crate) struct Answer {
+    pub(crate) result: Result<Vec<Tensor>>,
+    pub(crate) took: Duration,
     pub(crate) notes: Option<Notes>,
 }
 
-/// A job's response notes: set by the runtime before it answers.
-pub(crate) type Notes =
-    std::sync::Arc<std::sync::Mutex<Option<serde_json::Map<String, serde_json::Value>>>>;
-
 impl Job {
+    /// A job for `inputs`, queued now under the caller's span, and where its answer arrives.
+    pub(crate) fn new(
+        inputs: Vec<Tensor>,
+        parameters: Option<Notes>,
+    ) -> (Job, oneshot::Receiver<Answer>) {
+        let (reply, answer) = oneshot::channel();
+        let job = Job {
+            inputs,
+            span: tracing::Span::current(),
+            queued: Instant::now(),
+            reply,
+            parameters,
+        };
+        (job, answer)
+    }
+
     pub(crate) fn answer(self, result: Result<Vec<Tensor>>) {
-        let _ = self.reply.send((result, self.queued.elapsed()));
+        self.answer_noted(result, None);
+    }
+
+    /// Answers with what the runtime adds to the response's `parameters`.
+    pub(crate) fn answer_noted(self, result: Result<Vec<Tensor>>, notes: Option<Notes>) {
+        let took = self.queued.elapsed();
+        let _ = self.reply.send(Answer {
+            result,
+            took,
+            notes,
+        });
     }
 
     /// Rows along the batch axis (the first input's first dimension).
@@ -157,15 +187,24 @@ pub(crate) fn split(outputs: Vec<Tensor>, counts: &[usize]) -> Result<Vec<Vec<Te
 
 /// Answers every job of a batch: its own outputs, or the batch's error.
 pub(crate) fn answer_all(batch: Vec<Job>, result: Result<Vec<Vec<Tensor>>>) {
+    answer_all_noted(batch, result, None);
+}
+
+/// [`answer_all`], each answer with the run's notes.
+pub(crate) fn answer_all_noted(
+    batch: Vec<Job>,
+    result: Result<Vec<Vec<Tensor>>>,
+    notes: Option<Notes>,
+) {
     match result {
         Ok(per_job) => {
             for (job, tensors) in batch.into_iter().zip(per_job) {
-                job.answer(Ok(tensors));
+                job.answer_noted(Ok(tensors), notes.clone());
             }
         }
         Err(e) => {
             for job in batch {
-                job.answer(Err(e.clone()));
+                job.answer_noted(Err(e.clone()), notes.clone());
             }
         }
     }

@@ -43,7 +43,6 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use servegraph_engine::{
     Error, Event, ModelInfo, Result, Signature, Step, Tensor, TensorMeta, async_trait,
 };
-use tokio::sync::oneshot;
 
 use self::convert::metas;
 use self::pool::{Pool, run_batch, worker};
@@ -192,15 +191,7 @@ impl OnnxModel {
     /// waits one scheduler turn (requests ready on this thread join meanwhile), then runs
     /// them all in one ONNX Runtime run on an inline session (the pool's, when all are busy).
     async fn gathered(&self, inputs: Vec<Tensor>, b: Batching) -> Result<(Vec<Tensor>, Duration)> {
-        let (reply, answer) = oneshot::channel();
-        let job = Job {
-            inputs,
-            span: tracing::Span::current(),
-            queued: Instant::now(),
-            reply,
-            parameters: None,
-            notes: None,
-        };
+        let (job, answer) = Job::new(inputs, None);
         // `Ok(leader?)` when it joined or started the run; `Err(job)` when it does not fit.
         let joined = {
             let mut g = self.gathering.lock().expect("not poisoned");
@@ -249,10 +240,10 @@ impl OnnxModel {
             let jobs = std::mem::take(&mut *self.gathering.lock().expect("not poisoned"));
             self.run_gathered(jobs);
         }
-        let (result, took) = answer
+        let answer = answer
             .await
             .map_err(|_| Error::internal(format!("model `{}` dropped the request", self.name)))?;
-        result.map(|t| (t, took))
+        answer.result.map(|t| (t, answer.took))
     }
 
     /// Runs gathered jobs as one batch on an inline session, answering each; on the pool when
@@ -292,15 +283,7 @@ impl OnnxModel {
     /// Hands the inputs to the session pool and waits for the outputs, and the time they
     /// waited for and ran on a session.
     async fn pool_job(&self, inputs: Vec<Tensor>) -> Result<(Vec<Tensor>, Duration)> {
-        let (reply, answer) = oneshot::channel();
-        let job = Job {
-            inputs,
-            span: tracing::Span::current(),
-            queued: Instant::now(),
-            reply,
-            parameters: None,
-            notes: None,
-        };
+        let (job, answer) = Job::new(inputs, None);
         self.queue.try_send(job).map_err(|e| match e {
             TrySendError::Full(_) => Error::unavailable(format!(
                 "model `{}` is busy: {} requests are already waiting",
@@ -310,10 +293,10 @@ impl OnnxModel {
                 Error::internal(format!("model `{}` has stopped", self.name))
             }
         })?;
-        let (result, took) = answer
+        let answer = answer
             .await
             .map_err(|_| Error::internal(format!("model `{}` dropped the request", self.name)))?;
-        result.map(|t| (t, took))
+        answer.result.map(|t| (t, answer.took))
     }
 
     /// Runs and requests served so far.
@@ -590,14 +573,8 @@ mod tests {
     fn jobs_fit_only_with_equal_row_shapes() {
         let job = |shape: Vec<usize>| {
             let n = shape.iter().product();
-            Job {
-                inputs: vec![Tensor::new("x", shape, TensorData::Fp32(vec![0.0; n])).unwrap()],
-                span: tracing::Span::none(),
-                queued: Instant::now(),
-                reply: oneshot::channel().0,
-                parameters: None,
-                notes: None,
-            }
+            let x = Tensor::new("x", shape, TensorData::Fp32(vec![0.0; n])).unwrap();
+            Job::new(vec![x], None).0
         };
         assert!(job(vec![1, 4]).fits_with(&job(vec![3, 4])));
         assert!(!job(vec![1, 4]).fits_with(&job(vec![1, 5])));

@@ -6,7 +6,7 @@
 use std::io::{Read, Write};
 
 use servegraph_engine::protocol::{decode_binary, encode_binary};
-use servegraph_engine::{DataType, Tensor};
+use servegraph_engine::{DataType, Tensor, TensorData};
 
 pub(super) const HELLO: u8 = 1;
 pub(super) const LOAD: u8 = 2;
@@ -68,6 +68,15 @@ fn datatype(code: u8) -> Option<DataType> {
     })
 }
 
+/// The size of a tensor's data in the frame: raw elements, BYTES as 4-byte lengths and the
+/// bytes (what `encode_binary` writes).
+fn byte_len(data: &TensorData) -> usize {
+    match data {
+        TensorData::Bytes(items) => items.iter().map(|b| 4 + b.len()).sum(),
+        d => d.len() * d.datatype().element_size().expect("a fixed-size datatype"),
+    }
+}
+
 /// Writes one frame (into `buf`, reused between calls, then to `out` in one write).
 pub(super) fn write(
     out: &mut impl Write,
@@ -84,12 +93,11 @@ pub(super) fn write(
     };
     buf.clear();
     buf.resize(HEADER, 0);
-    let mut payload = Vec::new();
+    // The descriptors need each tensor's offset and size before the payload is written:
+    // both follow from the data, so the tensors are encoded once, straight into `buf`.
+    let mut offset = 0;
     for t in tensors {
-        let start = payload.len();
-        encode_binary(&t.data, &mut payload);
-        let nbytes = payload.len() - start;
-        payload.resize(payload.len() + (8 - nbytes % 8) % 8, 0);
+        let nbytes = byte_len(&t.data);
         let name = t.name.as_bytes();
         buf.extend_from_slice(&[
             code(t.datatype()),
@@ -100,16 +108,22 @@ pub(super) fn write(
         for d in &t.shape {
             buf.extend_from_slice(&(*d as i64).to_le_bytes());
         }
-        buf.extend_from_slice(&(start as u64).to_le_bytes());
+        buf.extend_from_slice(&(offset as u64).to_le_bytes());
         buf.extend_from_slice(&(nbytes as u64).to_le_bytes());
         buf.extend_from_slice(&name[..name.len().min(255)]);
+        offset += nbytes.next_multiple_of(8);
     }
     for r in rows {
         buf.extend_from_slice(&r.to_le_bytes());
     }
     buf.extend_from_slice(&meta);
-    buf.resize(buf.len() + (8 - buf.len() % 8) % 8, 0);
-    buf.extend_from_slice(&payload);
+    buf.resize(buf.len().next_multiple_of(8), 0);
+    for t in tensors {
+        let start = buf.len();
+        encode_binary(&t.data, buf);
+        debug_assert_eq!(buf.len() - start, byte_len(&t.data));
+        buf.resize(buf.len().next_multiple_of(8), 0);
+    }
     let length = (buf.len() - 4) as u32;
     buf[0..4].copy_from_slice(&length.to_le_bytes());
     buf[4] = kind;
@@ -202,8 +216,6 @@ pub(super) fn read(input: &mut impl Read, buf: &mut Vec<u8>) -> Result<Option<Fr
 
 #[cfg(test)]
 mod tests {
-    use servegraph_engine::TensorData;
-
     use super::*;
 
     #[test]

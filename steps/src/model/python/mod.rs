@@ -29,19 +29,18 @@ mod worker;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crossbeam_channel::{Sender, TrySendError};
 use servegraph_engine::{
     BuildContext, BuildMode, Error, Event, ModelInfo, Result, Signature, Step, StepNode,
     TensorMeta, async_trait,
 };
-use tokio::sync::oneshot;
 
 pub use spec::{Api, PythonSpec, PythonStepSpec};
 
 use self::worker::{Worker, WorkerConfig};
-use crate::model::batch::{Batching, Job, Notes};
+use crate::model::batch::{Batching, Job};
 
 /// A Python model: its queue and its workers.
 pub struct PythonModel {
@@ -119,16 +118,8 @@ impl Step for PythonModel {
                 self.name
             )));
         }
-        let (reply, answer) = oneshot::channel();
-        let notes: Notes = Default::default();
-        let job = Job {
-            inputs,
-            span: tracing::Span::current(),
-            queued: Instant::now(),
-            reply,
-            parameters: (!event.parameters.is_empty()).then(|| event.parameters.clone()),
-            notes: Some(Arc::clone(&notes)),
-        };
+        let parameters = (!event.parameters.is_empty()).then(|| event.parameters.clone());
+        let (job, answer) = Job::new(inputs, parameters);
         match self.queue.try_send(job) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
@@ -144,9 +135,10 @@ impl Step for PythonModel {
                 )));
             }
         }
-        let (result, _took) = answer.await.map_err(|_| {
+        let answer = answer.await.map_err(|_| {
             Error::unavailable(format!("model `{}`: its worker went away", self.name))
         })?;
+        let result = answer.result;
         if self.pass_through {
             for t in result? {
                 event.put(t);
@@ -154,7 +146,7 @@ impl Step for PythonModel {
         } else {
             event.tensors.extend(result?);
         }
-        if let Some(added) = notes.lock().expect("not poisoned").take() {
+        if let Some(added) = answer.notes {
             event.notes.extend(added);
         }
         Ok(event)

@@ -15,7 +15,9 @@ use servegraph_engine::{Error, ErrorKind, Result, Tensor};
 
 use super::frame::{self, Frame};
 use super::runtime;
-use crate::model::batch::{Batching, Job, answer_all, join, next_batch, split};
+use crate::model::batch::{
+    Batching, Job, Notes, answer_all, answer_all_noted, join, next_batch, split,
+};
 
 /// How the workers of one model are started.
 pub struct WorkerConfig {
@@ -168,7 +170,7 @@ struct Process {
     /// Calls answered.
     calls: u64,
     /// What the last RESULT adds to the response's `parameters` (Seldon tags).
-    notes: Option<serde_json::Map<String, serde_json::Value>>,
+    notes: Option<Notes>,
 }
 
 impl Process {
@@ -302,7 +304,7 @@ impl Process {
     fn call(
         &mut self,
         inputs: &[Tensor],
-        parameters: Option<&serde_json::Map<String, serde_json::Value>>,
+        parameters: Option<&Notes>,
     ) -> std::result::Result<Result<Vec<Tensor>>, Option<String>> {
         let id = self.next_call;
         self.next_call += 1;
@@ -546,14 +548,7 @@ fn serve(
         config.metrics.run_seconds.observe(started.elapsed());
         match outcome {
             Ok(result) => {
-                if let Some(notes) = p.notes.take() {
-                    for job in &batch {
-                        if let Some(slot) = &job.notes {
-                            *slot.lock().expect("not poisoned") = Some(notes.clone());
-                        }
-                    }
-                }
-                answer_all(batch, result);
+                answer_all_noted(batch, result, p.notes.take());
                 p.calls += 1;
                 if let Some(why) = recycle_reason(config, p) {
                     recycle(index, config, &mut process, shared, &why);
