@@ -104,34 +104,116 @@ pub(crate) fn next_batch(
             break job;
         }
     };
-    let Some(b) = batching else {
-        return Some(vec![first]);
-    };
-    let mut batch = vec![first];
-    let mut rows = batch[0].rows();
-    let deadline = Instant::now() + b.max_wait;
-    while rows < b.max_size {
+    let mut gathering = Gathering::new(first, batching);
+    let deadline = Instant::now() + gathering.max_wait;
+    while gathering.wants_more() {
         let next = match jobs.try_recv() {
             Ok(job) => job,
-            Err(TryRecvError::Empty) if b.max_wait.is_zero() => break,
+            Err(TryRecvError::Empty) if gathering.max_wait.is_zero() => break,
             Err(TryRecvError::Empty) => match jobs.recv_deadline(deadline) {
                 Ok(job) => job,
                 Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
             },
             Err(TryRecvError::Disconnected) => break,
         };
-        if next.reply.is_closed() {
-            continue;
-        }
-        if batch[0].fits_with(&next) && rows + next.rows() <= b.max_size {
-            rows += next.rows();
-            batch.push(next);
-        } else {
-            *carried = Some(next);
+        if !gathering.offer(next, carried) {
             break;
         }
     }
-    Some(batch)
+    Some(gathering.batch)
+}
+
+/// The first job of the next batch for a runtime served by a tokio task (Python workers):
+/// the one `carried` over, else the next from the queue whose caller is still waiting;
+/// `None` when the queue is closed. Cancel-safe: a job is only taken when it is returned.
+pub(crate) async fn first_job(
+    jobs: &mut tokio::sync::mpsc::Receiver<Job>,
+    carried: &mut Option<Job>,
+) -> Option<Job> {
+    loop {
+        let job = match carried.take() {
+            Some(job) => job,
+            None => jobs.recv().await?,
+        };
+        if !job.reply.is_closed() {
+            return Some(job);
+        }
+    }
+}
+
+/// [`next_batch`]'s gathering after the `first` job, over a tokio queue. tokio's timers tick
+/// in milliseconds, so a `max_wait` under 1 ms waits up to 1 ms when nothing else is queued.
+pub(crate) async fn gather_async(
+    jobs: &mut tokio::sync::mpsc::Receiver<Job>,
+    first: Job,
+    carried: &mut Option<Job>,
+    batching: Option<Batching>,
+) -> Vec<Job> {
+    use tokio::sync::mpsc::error::TryRecvError;
+    let mut gathering = Gathering::new(first, batching);
+    let deadline = tokio::time::Instant::now() + gathering.max_wait;
+    while gathering.wants_more() {
+        let next = match jobs.try_recv() {
+            Ok(job) => job,
+            Err(TryRecvError::Empty) if gathering.max_wait.is_zero() => break,
+            Err(TryRecvError::Empty) => {
+                match tokio::time::timeout_at(deadline, jobs.recv()).await {
+                    Ok(Some(job)) => job,
+                    Ok(None) | Err(_) => break,
+                }
+            }
+            Err(TryRecvError::Disconnected) => break,
+        };
+        if !gathering.offer(next, carried) {
+            break;
+        }
+    }
+    gathering.batch
+}
+
+/// A batch being gathered: which jobs join it, whatever queue they come from.
+struct Gathering {
+    batch: Vec<Job>,
+    rows: usize,
+    max_size: usize,
+    max_wait: Duration,
+}
+
+impl Gathering {
+    fn new(first: Job, batching: Option<Batching>) -> Gathering {
+        let rows = first.rows();
+        let (max_size, max_wait) = match batching {
+            Some(b) => (b.max_size, b.max_wait),
+            // Without batching the first job is the batch.
+            None => (0, Duration::ZERO),
+        };
+        Gathering {
+            batch: vec![first],
+            rows,
+            max_size,
+            max_wait,
+        }
+    }
+
+    fn wants_more(&self) -> bool {
+        self.rows < self.max_size
+    }
+
+    /// Takes `next` into the batch if it fits (skipping a job whose caller has gone); one
+    /// that does not fit is `carried` to the next gathering and ends this one (`false`).
+    fn offer(&mut self, next: Job, carried: &mut Option<Job>) -> bool {
+        if next.reply.is_closed() {
+            return true;
+        }
+        if self.batch[0].fits_with(&next) && self.rows + next.rows() <= self.max_size {
+            self.rows += next.rows();
+            self.batch.push(next);
+            true
+        } else {
+            *carried = Some(next);
+            false
+        }
+    }
 }
 
 /// The inputs of several jobs joined along the first axis, and each job's rows.

@@ -15,9 +15,9 @@ pub(super) const LOAD_ERROR: u8 = 4;
 pub(super) const INFER: u8 = 5;
 pub(super) const RESULT: u8 = 6;
 pub(super) const ERROR: u8 = 7;
-pub(super) const SHUTDOWN: u8 = 8;
+// 8 is SHUTDOWN, which the worker also takes; the engine stops a worker by closing its pipes.
 
-const HEADER: usize = 24;
+pub(super) const HEADER: usize = 24;
 /// A frame larger than this is refused (a worker writing garbage must not make us allocate
 /// without bound).
 pub(super) const MAX_FRAME: usize = 1 << 31;
@@ -87,6 +87,20 @@ pub(super) fn write(
     tensors: &[Tensor],
     rows: &[u32],
 ) -> std::io::Result<()> {
+    encode(buf, kind, call_id, meta, tensors, rows)?;
+    out.write_all(buf)?;
+    out.flush()
+}
+
+/// Encodes one frame into `buf` (cleared first).
+pub(super) fn encode(
+    buf: &mut Vec<u8>,
+    kind: u8,
+    call_id: u64,
+    meta: Option<&serde_json::Value>,
+    tensors: &[Tensor],
+    rows: &[u32],
+) -> std::io::Result<()> {
     let meta = match meta {
         Some(m) => serde_json::to_vec(m)?,
         None => Vec::new(),
@@ -132,37 +146,45 @@ pub(super) fn write(
     buf[8..16].copy_from_slice(&call_id.to_le_bytes());
     buf[16..20].copy_from_slice(&(rows.len() as u32).to_le_bytes());
     buf[20..24].copy_from_slice(&(meta.len() as u32).to_le_bytes());
-    out.write_all(buf)?;
-    out.flush()
+    Ok(())
 }
 
 /// Reads one frame; `Ok(None)` at end of stream (the worker is gone).
 pub(super) fn read(input: &mut impl Read, buf: &mut Vec<u8>) -> Result<Option<Frame>, String> {
     let mut head = [0u8; HEADER];
-    match input.read_exact(&mut head) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(format!("reading from the worker: {e}")),
+    let eof = |e: std::io::Error| match e.kind() {
+        std::io::ErrorKind::UnexpectedEof => Ok(None),
+        _ => Err(format!("reading from the worker: {e}")),
+    };
+    if let Err(e) = input.read_exact(&mut head) {
+        return eof(e);
     }
-    let u32_at = |b: &[u8], at: usize| u32::from_le_bytes(b[at..at + 4].try_into().expect("4"));
-    let length = u32_at(&head, 0) as usize;
+    buf.clear();
+    buf.resize(body_len(&head)?, 0);
+    if let Err(e) = input.read_exact(buf) {
+        return eof(e);
+    }
+    parse(&head, buf).map(Some)
+}
+
+/// How many bytes follow a frame's header.
+pub(super) fn body_len(head: &[u8; HEADER]) -> Result<usize, String> {
+    let length = u32::from_le_bytes(head[0..4].try_into().expect("4")) as usize;
     if !(HEADER - 4..=MAX_FRAME).contains(&length) {
         return Err(format!("the worker sent a frame of {length} bytes"));
     }
+    Ok(length - (HEADER - 4))
+}
+
+/// Decodes a frame from its header and the `body` that followed it.
+pub(super) fn parse(head: &[u8; HEADER], body: &[u8]) -> Result<Frame, String> {
+    let u32_at = |b: &[u8], at: usize| u32::from_le_bytes(b[at..at + 4].try_into().expect("4"));
     let kind = head[4];
     let n_tensors = u16::from_le_bytes([head[6], head[7]]) as usize;
     let call_id = u64::from_le_bytes(head[8..16].try_into().expect("8"));
-    let n_requests = u32_at(&head, 16) as usize;
-    let meta_len = u32_at(&head, 20) as usize;
-    buf.clear();
-    buf.resize(length - (HEADER - 4), 0);
-    match input.read_exact(buf) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(format!("reading from the worker: {e}")),
-    }
+    let n_requests = u32_at(head, 16) as usize;
+    let meta_len = u32_at(head, 20) as usize;
     let bad = |what: &str| format!("the worker sent a malformed frame ({what})");
-    let body: &[u8] = buf;
     let mut pos = 0;
     let take = |pos: &mut usize, n: usize| -> Result<&[u8], String> {
         let s = body.get(*pos..*pos + n).ok_or_else(|| bad("truncated"))?;
@@ -206,12 +228,12 @@ pub(super) fn read(input: &mut impl Read, buf: &mut Vec<u8>) -> Result<Option<Fr
             .map_err(|e| format!("output `{name}`: {}", e.message))?;
         tensors.push(Tensor::new(name.clone(), dims, data).map_err(|e| e.message)?);
     }
-    Ok(Some(Frame {
+    Ok(Frame {
         kind,
         call_id,
         meta,
         tensors,
-    }))
+    })
 }
 
 #[cfg(test)]

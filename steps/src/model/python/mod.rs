@@ -13,11 +13,12 @@
 //! its own interpreter and GIL, so workers run in parallel and a crash takes down only its
 //! own calls. The engine talks to it over the child's stdin/stdout in binary frames
 //! (`frame`): tensors travel as raw bytes and arrive in Python as read-only NumPy arrays.
-//! One OS thread per worker owns the process, as a session's thread does for ONNX: it takes
-//! jobs from the model's bounded queue (batching them with the shared batcher when `batch` is
-//! set), writes a frame, and blocks on the answer. A watchdog kills a worker stuck on one call
-//! past `hang_kill_ms`; a worker that exits fails its calls at once with 503 and is started
-//! again with backoff.
+//! One OS thread per worker starts and supervises the process; once it has loaded, a tokio
+//! task serves it on non-blocking pipes: it takes jobs from the model's bounded queue
+//! (batching them with the shared batcher when `batch` is set), writes a frame, and awaits
+//! the answer, so a call wakes nothing but the worker and the reactor. A watchdog kills a
+//! worker stuck on one call past `hang_kill_ms`; a worker that exits fails its calls at once
+//! with 503 and is started again with backoff.
 //!
 //! One file per job: `spec` (the YAML), `frame` (the wire format), `runtime` (the Python
 //! package the workers import), `worker` (a process and its thread).
@@ -31,11 +32,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use crossbeam_channel::{Sender, TrySendError};
 use servegraph_engine::{
     BuildContext, BuildMode, Error, Event, ModelInfo, Result, Signature, Step, StepNode,
     TensorMeta, async_trait,
 };
+use tokio::sync::mpsc::{Sender, error::TrySendError};
 
 pub use spec::{Api, PythonSpec, PythonStepSpec};
 
@@ -64,7 +65,8 @@ impl PythonModel {
         config: WorkerConfig,
         spec: &PythonSpec,
     ) -> std::result::Result<PythonModel, String> {
-        let (tx, rx) = crossbeam_channel::bounded(spec.queue_size);
+        let (tx, rx) = tokio::sync::mpsc::channel(spec.queue_size.max(1));
+        let queue = Arc::new(tokio::sync::Mutex::new(rx));
         let loaded = Arc::new(AtomicUsize::new(0));
         let batching = spec.batch.map(|b| Batching {
             max_size: b.max_size,
@@ -76,7 +78,7 @@ impl PythonModel {
             workers.push(Worker::start(
                 index,
                 Arc::clone(&config),
-                rx.clone(),
+                Arc::clone(&queue),
                 batching,
                 Arc::clone(&loaded),
             )?);
@@ -128,7 +130,7 @@ impl Step for PythonModel {
                     self.name
                 )));
             }
-            Err(TrySendError::Disconnected(_)) => {
+            Err(TrySendError::Closed(_)) => {
                 return Err(Error::unavailable(format!(
                     "model `{}` is stopping",
                     self.name

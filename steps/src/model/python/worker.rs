@@ -1,22 +1,27 @@
-//! One Python worker: a child process and the OS thread that owns it. The thread starts the
-//! process and has it load the model, then takes jobs from the model's queue, one call at a
-//! time; a watchdog thread kills the process when a call (or the load) overruns. When the
-//! process exits, the calls in flight fail at once with 503 and the thread starts a new one,
-//! with exponential backoff, while the other workers go on serving.
+//! One Python worker: a child process, the OS thread that supervises it, and the tokio task
+//! that serves it. The thread starts the process and has it load the model (blocking, as a
+//! build does), then hands its pipes to a task on the server's runtime: the task takes jobs
+//! from the model's queue, writes a frame and awaits the answer on non-blocking pipes, so a
+//! call costs the worker's own wake-up and the reactor's, and no hand-off between threads. A
+//! watchdog thread kills the process when a call (or the load) overruns. When the process
+//! exits, the thread fails the calls in flight at once with 503 and starts a new one, with
+//! exponential backoff, while the other workers go on serving.
 
-use std::io::{BufRead, BufReader, BufWriter};
+use std::os::fd::OwnedFd;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::Receiver;
 use servegraph_engine::{Error, ErrorKind, Result, Tensor};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::unix::pipe;
+use tokio::runtime::Handle;
 
 use super::frame::{self, Frame};
 use super::runtime;
 use crate::model::batch::{
-    Batching, Job, Notes, answer_all, answer_all_noted, join, next_batch, split,
+    Batching, Job, Notes, answer_all, answer_all_noted, first_job, gather_async, join, split,
 };
 
 /// How the workers of one model are started.
@@ -38,6 +43,9 @@ pub struct WorkerConfig {
     pub(super) metrics: servegraph_engine::metrics::ModelMetrics,
 }
 
+/// A model's queue, which its workers' tasks take jobs from in turn.
+pub(super) type Queue = Arc<tokio::sync::Mutex<tokio::sync::mpsc::Receiver<Job>>>;
+
 /// First and longest wait before starting a worker again after it exited.
 const BACKOFF: (Duration, Duration) = (Duration::from_millis(500), Duration::from_secs(30));
 /// How often (in calls) a worker's memory is read for `recycle.max_rss_mb`.
@@ -47,7 +55,7 @@ const LAST_LINES: usize = 20;
 /// How long a worker told to stop may take before it is killed.
 const STOP_GRACE: Duration = Duration::from_secs(2);
 
-/// What the thread and the watchdog share.
+/// What the threads and the task share.
 struct Shared {
     /// The running process's id (0: none).
     pid: AtomicU32,
@@ -72,18 +80,38 @@ impl Shared {
     }
 }
 
-/// A worker: what its thread and watchdog share (both threads end on their own).
+/// A worker: what its threads and task share (they all end on their own).
 pub(super) struct Worker {
     shared: Arc<Shared>,
 }
 
+/// The runtime the workers' tasks run on: the caller's (the server's), or, for a graph built
+/// outside one (`servegraph validate`), a small one of their own.
+fn io_runtime() -> Handle {
+    if let Ok(handle) = Handle::try_current() {
+        return handle;
+    }
+    static OWN: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    OWN.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("py-io")
+            .enable_all()
+            .build()
+            .expect("a runtime for the Python workers' pipes")
+    })
+    .handle()
+    .clone()
+}
+
 impl Worker {
-    /// Starts the process, loads the model in it, and starts the thread that serves it; a
-    /// failed start or load is an error carrying the Python traceback.
+    /// Starts the process, loads the model in it, and starts the thread that supervises it
+    /// and the task that serves it; a failed start or load is an error carrying the Python
+    /// traceback.
     pub(super) fn start(
         index: usize,
         config: Arc<WorkerConfig>,
-        jobs: Receiver<Job>,
+        queue: Queue,
         batching: Option<Batching>,
         loaded: Arc<AtomicUsize>,
     ) -> std::result::Result<Worker, String> {
@@ -101,8 +129,9 @@ impl Worker {
                 .spawn(move || watch(&shared))
                 .map_err(|e| format!("cannot start a thread: {e}"))?;
         }
-        // The process is started by the thread that then owns it: Linux sends a child its
-        // parent-death signal when the *thread* that forked it ends, and the thread that
+        let handle = io_runtime();
+        // The process is started by the thread that then supervises it: Linux sends a child
+        // its parent-death signal when the *thread* that forked it ends, and the thread that
         // builds a graph (a blocking-pool thread) ends long before the model does.
         let (started_tx, started) = std::sync::mpsc::channel();
         {
@@ -110,7 +139,7 @@ impl Worker {
             std::thread::Builder::new()
                 .name(format!("py-{}-{index}", config.model))
                 .spawn(move || {
-                    let process = match Process::start(index, &config, &shared) {
+                    let (process, io) = match Process::start(index, &config, &shared, &handle) {
                         Ok(p) => {
                             loaded.fetch_add(1, Ordering::Relaxed);
                             let _ = started_tx.send(Ok(()));
@@ -122,7 +151,16 @@ impl Worker {
                             return;
                         }
                     };
-                    serve(index, &config, process, &jobs, batching, &loaded, &shared)
+                    let worker = Supervisor {
+                        index,
+                        config,
+                        queue,
+                        batching,
+                        loaded,
+                        shared,
+                        handle,
+                    };
+                    worker.supervise(process, io)
                 })
                 .map_err(|e| format!("cannot start a thread: {e}"))?;
         }
@@ -135,10 +173,11 @@ impl Worker {
 
 impl Drop for Worker {
     /// Never blocks (the last graph holding the model may be let go on an async worker): the
-    /// queue is closed by then (the model's sender dropped first), so the thread stops its
-    /// process (SHUTDOWN, then a kill after a grace period) and ends on its own, and a thread
-    /// waiting to start one again sees `stopping`. Should the server exit first, the workers
-    /// see their stdin close (and, on Linux, their parent-death signal) and exit too.
+    /// queue is closed by then (the model's sender dropped first), so the task ends, the
+    /// thread stops its process (its pipes closed, then a kill after a grace period) and ends
+    /// on its own, and a thread waiting to start one again sees `stopping`. Should the server
+    /// exit first, the workers see their stdin close (and, on Linux, their parent-death
+    /// signal) and exit too.
     fn drop(&mut self) {
         self.shared.stopping.store(true, Ordering::Relaxed);
     }
@@ -160,25 +199,20 @@ fn watch(shared: &Shared) {
     }
 }
 
-/// A running worker process and its pipes.
+/// A running worker process (its pipes are its [`Io`]).
 struct Process {
     child: Child,
-    input: BufWriter<ChildStdin>,
-    output: BufReader<ChildStdout>,
-    buf: Vec<u8>,
-    next_call: u64,
-    /// Calls answered.
-    calls: u64,
-    /// What the last RESULT adds to the response's `parameters` (Seldon tags).
-    notes: Option<Notes>,
 }
 
 impl Process {
+    /// Starts a worker and has it load the model (blocking I/O on its pipes, under the load
+    /// timeout), then hands the pipes to the runtime.
     fn start(
         index: usize,
         config: &WorkerConfig,
         shared: &Shared,
-    ) -> std::result::Result<Process, String> {
+        handle: &Handle,
+    ) -> std::result::Result<(Process, Io), String> {
         let runtime = runtime::dir()?;
         let mut python_path = runtime.display().to_string();
         if let Some((_, p)) = config.env.iter().find(|(k, _)| k == "PYTHONPATH") {
@@ -205,7 +239,8 @@ impl Process {
             .spawn({
                 let last = Arc::clone(&last);
                 move || {
-                    for line in BufReader::new(stderr).lines() {
+                    use std::io::BufRead;
+                    for line in std::io::BufReader::new(stderr).lines() {
                         let Ok(line) = line else { break };
                         tracing::info!(target: "python", model = %model, worker = index, pid, "{line}");
                         let mut last = last.lock().expect("not poisoned");
@@ -217,171 +252,56 @@ impl Process {
                 }
             })
             .ok();
-        let mut p = Process {
-            input: BufWriter::new(child.stdin.take().expect("piped")),
-            output: BufReader::with_capacity(1 << 16, child.stdout.take().expect("piped")),
-            child,
-            buf: Vec::new(),
-            next_call: 1,
-            calls: 0,
-            notes: None,
-        };
+        let mut input = child.stdin.take().expect("piped");
+        let mut output = child.stdout.take().expect("piped");
+        let mut p = Process { child };
         shared.arm(config.load_timeout);
-        let loaded = p.load(config);
+        let loaded = load(&mut input, &mut output, config);
         shared.disarm();
-        match loaded {
-            Ok(()) => Ok(p),
+        let failure = match loaded {
+            Ok(()) => match Io::new(input, output, handle) {
+                Ok(io) => return Ok((p, io)),
+                Err(e) => e,
+            },
             Err(e) => {
-                let status = p.stop();
-                let killed = shared.killed.swap(false, Ordering::Relaxed);
-                shared.pid.store(0, Ordering::Relaxed);
-                Err(if killed {
-                    format!(
-                        "Python model `{}` did not load within {} ms (load_timeout_ms)",
-                        config.model,
-                        config.load_timeout.as_millis()
-                    )
-                } else if e.is_empty() {
-                    // What it printed says why (an import error before the runtime ran).
-                    if let Some(log) = log {
-                        let _ = log.join();
-                    }
-                    let last = last.lock().expect("not poisoned");
-                    let mut message = format!(
-                        "the Python worker (`{}`) exited while starting ({status})",
-                        config.python
-                    );
-                    if !last.is_empty() {
-                        message.push_str(", after printing:\n");
-                        message.push_str(&last.iter().cloned().collect::<Vec<_>>().join("\n"));
-                    }
-                    if last.iter().any(|l| l.contains("No module named 'numpy'")) {
-                        message.push_str("\n(the interpreter needs NumPy; set `python:` or SERVEGRAPH_PYTHON to one that has it)");
-                    }
-                    message
-                } else {
-                    e
-                })
+                drop((input, output));
+                e
             }
-        }
-    }
-
-    /// HELLO, then LOAD → LOADED; an error says what Python said (type, message, traceback).
-    fn load(&mut self, config: &WorkerConfig) -> std::result::Result<(), String> {
-        let hello = self.read()?.ok_or_else(String::new)?;
-        if hello.kind != frame::HELLO {
-            return Err(format!("the worker greeted with frame kind {}", hello.kind));
-        }
-        let mut buf = std::mem::take(&mut self.buf);
-        let sent = frame::write(
-            &mut self.input,
-            &mut buf,
-            frame::LOAD,
-            0,
-            Some(&config.load),
-            &[],
-            &[],
-        );
-        self.buf = buf;
-        sent.map_err(|_| String::new())?;
-        let reply = self.read()?.ok_or_else(String::new)?;
-        match reply.kind {
-            frame::LOADED => Ok(()),
-            frame::LOAD_ERROR => Err(python_error("could not load", reply.meta.as_ref(), true)),
-            k => Err(format!("the worker answered LOAD with frame kind {k}")),
-        }
-    }
-
-    fn read(&mut self) -> std::result::Result<Option<Frame>, String> {
-        let mut buf = std::mem::take(&mut self.buf);
-        let r = frame::read(&mut self.output, &mut buf);
-        self.buf = buf;
-        r
-    }
-
-    /// One call: INFER with the inputs, the RESULT's tensors or the ERROR as an error;
-    /// `Err(None)` when the process is gone.
-    fn call(
-        &mut self,
-        inputs: &[Tensor],
-        parameters: Option<&Notes>,
-    ) -> std::result::Result<Result<Vec<Tensor>>, Option<String>> {
-        let id = self.next_call;
-        self.next_call += 1;
-        let meta = parameters.map(|p| serde_json::json!({ "parameters": p }));
-        let mut buf = std::mem::take(&mut self.buf);
-        let sent = frame::write(
-            &mut self.input,
-            &mut buf,
-            frame::INFER,
-            id,
-            meta.as_ref(),
-            inputs,
-            &[],
-        );
-        self.buf = buf;
-        if sent.is_err() {
-            return Err(None);
-        }
-        let reply = match self.read() {
-            Ok(Some(f)) => f,
-            Ok(None) => return Err(None),
-            Err(e) => return Err(Some(e)),
         };
-        if reply.call_id != id {
-            return Err(Some(format!(
-                "the worker answered call {} for call {id}",
-                reply.call_id
-            )));
-        }
-        Ok(match reply.kind {
-            frame::RESULT => {
-                self.notes = reply
-                    .meta
-                    .and_then(|m| m.get("tags").cloned())
-                    .map(|tags| serde_json::Map::from_iter([("tags".to_owned(), tags)]));
-                Ok(reply.tensors)
+        let status = p.reap();
+        let killed = shared.killed.swap(false, Ordering::Relaxed);
+        shared.pid.store(0, Ordering::Relaxed);
+        Err(if killed {
+            format!(
+                "Python model `{}` did not load within {} ms (load_timeout_ms)",
+                config.model,
+                config.load_timeout.as_millis()
+            )
+        } else if failure.is_empty() {
+            // What it printed says why (an import error before the runtime ran).
+            if let Some(log) = log {
+                let _ = log.join();
             }
-            frame::ERROR => {
-                let meta = reply.meta.as_ref();
-                let status = meta
-                    .and_then(|m| m["status"].as_u64())
-                    .filter(|s| (400..600).contains(s))
-                    .unwrap_or(500) as u16;
-                let tb = meta
-                    .and_then(|m| m["traceback"].as_str())
-                    .unwrap_or_default();
-                tracing::debug!(traceback = %tb, "a Python call failed");
-                Err(Error::new(
-                    ErrorKind::from_status(status),
-                    python_error("predict failed", meta, false),
-                ))
+            let last = last.lock().expect("not poisoned");
+            let mut message = format!(
+                "the Python worker (`{}`) exited while starting ({status})",
+                config.python
+            );
+            if !last.is_empty() {
+                message.push_str(", after printing:\n");
+                message.push_str(&last.iter().cloned().collect::<Vec<_>>().join("\n"));
             }
-            k => {
-                return Err(Some(format!(
-                    "the worker answered INFER with frame kind {k}"
-                )));
+            if last.iter().any(|l| l.contains("No module named 'numpy'")) {
+                message.push_str("\n(the interpreter needs NumPy; set `python:` or SERVEGRAPH_PYTHON to one that has it)");
             }
+            message
+        } else {
+            failure
         })
     }
 
-    /// SHUTDOWN, then waits (killing after a grace period); the exit status in words.
-    fn stop(&mut self) -> String {
-        let mut buf = Vec::new();
-        let _ = frame::write(
-            &mut self.input,
-            &mut buf,
-            frame::SHUTDOWN,
-            0,
-            None,
-            &[],
-            &[],
-        );
-        self.reap()
-    }
-
-    /// The exit status of a process that is gone or told to go, killing it after
-    /// [`STOP_GRACE`].
+    /// The exit status of a process that is gone or told to go (its pipes closed), killing
+    /// it after [`STOP_GRACE`].
     fn reap(&mut self) -> String {
         let until = Instant::now() + STOP_GRACE;
         loop {
@@ -401,16 +321,119 @@ impl Process {
     }
 }
 
-/// Why a worker should be replaced now (`recycle`), if it should.
-fn recycle_reason(config: &WorkerConfig, p: &Process) -> Option<String> {
-    if config.max_requests > 0 && p.calls >= config.max_requests {
-        return Some(format!(
-            "it answered {} calls (recycle.max_requests)",
-            p.calls
-        ));
+/// HELLO, then LOAD → LOADED; an error says what Python said (type, message, traceback), and
+/// is empty when the worker went away (what it printed says why).
+fn load(
+    input: &mut ChildStdin,
+    output: &mut ChildStdout,
+    config: &WorkerConfig,
+) -> std::result::Result<(), String> {
+    let mut buf = Vec::new();
+    let hello = frame::read(output, &mut buf)?.ok_or_else(String::new)?;
+    if hello.kind != frame::HELLO {
+        return Err(format!("the worker greeted with frame kind {}", hello.kind));
     }
-    if config.max_rss_mb > 0 && p.calls.is_multiple_of(RSS_EVERY) {
-        let pages: u64 = std::fs::read_to_string(format!("/proc/{}/statm", p.child.id()))
+    frame::write(
+        input,
+        &mut buf,
+        frame::LOAD,
+        0,
+        Some(&config.load),
+        &[],
+        &[],
+    )
+    .map_err(|_| String::new())?;
+    let reply = frame::read(output, &mut buf)?.ok_or_else(String::new)?;
+    match reply.kind {
+        frame::LOADED => Ok(()),
+        frame::LOAD_ERROR => Err(python_error("could not load", reply.meta.as_ref(), true)),
+        k => Err(format!("the worker answered LOAD with frame kind {k}")),
+    }
+}
+
+/// A loaded worker's pipes, non-blocking on the runtime.
+struct Io {
+    input: pipe::Sender,
+    output: tokio::io::BufReader<pipe::Receiver>,
+}
+
+impl Io {
+    fn new(
+        input: ChildStdin,
+        output: ChildStdout,
+        handle: &Handle,
+    ) -> std::result::Result<Io, String> {
+        let _runtime = handle.enter();
+        let failed = |e: std::io::Error| format!("cannot watch the worker's pipes: {e}");
+        Ok(Io {
+            input: pipe::Sender::from_owned_fd(OwnedFd::from(input)).map_err(failed)?,
+            output: tokio::io::BufReader::with_capacity(
+                1 << 16,
+                pipe::Receiver::from_owned_fd(OwnedFd::from(output)).map_err(failed)?,
+            ),
+        })
+    }
+}
+
+/// The next frame from a worker; `Ok(None)` when it is gone.
+async fn read_frame(
+    output: &mut tokio::io::BufReader<pipe::Receiver>,
+    buf: &mut Vec<u8>,
+) -> std::result::Result<Option<Frame>, String> {
+    let eof = |e: std::io::Error| match e.kind() {
+        std::io::ErrorKind::UnexpectedEof => Ok(None),
+        _ => Err(format!("reading from the worker: {e}")),
+    };
+    let mut head = [0u8; frame::HEADER];
+    if let Err(e) = output.read_exact(&mut head).await {
+        return eof(e);
+    }
+    buf.clear();
+    buf.resize(frame::body_len(&head)?, 0);
+    if let Err(e) = output.read_exact(buf).await {
+        return eof(e);
+    }
+    frame::parse(&head, buf).map(Some)
+}
+
+/// A RESULT's tensors (and what it adds to the response's `parameters`: Seldon tags) or an
+/// ERROR as the error Python chose; `None` for any other frame.
+fn answer_of(reply: Frame) -> Option<(Result<Vec<Tensor>>, Option<Notes>)> {
+    match reply.kind {
+        frame::RESULT => {
+            let notes = reply
+                .meta
+                .and_then(|m| m.get("tags").cloned())
+                .map(|tags| serde_json::Map::from_iter([("tags".to_owned(), tags)]));
+            Some((Ok(reply.tensors), notes))
+        }
+        frame::ERROR => {
+            let meta = reply.meta.as_ref();
+            let status = meta
+                .and_then(|m| m["status"].as_u64())
+                .filter(|s| (400..600).contains(s))
+                .unwrap_or(500) as u16;
+            let tb = meta
+                .and_then(|m| m["traceback"].as_str())
+                .unwrap_or_default();
+            tracing::debug!(traceback = %tb, "a Python call failed");
+            let error = Error::new(
+                ErrorKind::from_status(status),
+                python_error("predict failed", meta, false),
+            );
+            Some((Err(error), None))
+        }
+        _ => None,
+    }
+}
+
+/// Why a worker should be replaced now (`recycle`), if it should.
+fn recycle_reason(config: &WorkerConfig, calls: u64, pid: u32) -> Option<String> {
+    if config.max_requests > 0 && calls >= config.max_requests {
+        return Some(format!("it answered {calls} calls (recycle.max_requests)"));
+    }
+    if config.max_rss_mb > 0 && calls.is_multiple_of(RSS_EVERY) {
+        let pages: u64 = std::fs::read_to_string(format!("/proc/{pid}/statm"))
             .ok()?
             .split_whitespace()
             .nth(1)?
@@ -424,31 +447,413 @@ fn recycle_reason(config: &WorkerConfig, p: &Process) -> Option<String> {
     None
 }
 
-/// Replaces the worker: a new process is started and loaded first, then the old one is
-/// stopped, so the model never has fewer workers loaded. If the new one does not start, the
-/// old one goes on serving (and is tried again at its next call).
-fn recycle(
+/// How a worker's serving task ended.
+enum Ended {
+    /// The queue closed: the model was let go.
+    Closed,
+    /// The process went away during a call (or was killed by the watchdog): the jobs of the
+    /// calls it had, to be failed once the process is reaped, and what reading it said.
+    Failed(Vec<Job>, Option<String>),
+    /// The process should be replaced (`recycle`): its pipes, kept open until the new one
+    /// has loaded, and why.
+    Recycle(Io, String),
+}
+
+/// What a serving task hands back: how it ended, and the jobs it took from the queue but
+/// did not write (the next process takes them first).
+struct Served {
+    ended: Ended,
+    carried: Option<Job>,
+    unsent: Vec<Job>,
+}
+
+/// What a worker's supervising thread needs.
+struct Supervisor {
     index: usize,
-    config: &WorkerConfig,
-    process: &mut Option<Process>,
-    shared: &Shared,
-    why: &str,
-) {
-    let old_pid = process.as_ref().map(|p| p.child.id());
-    match Process::start(index, config, shared) {
-        Ok(new) => {
-            if let Some(mut old) = process.replace(new) {
-                old.stop();
+    config: Arc<WorkerConfig>,
+    queue: Queue,
+    batching: Option<Batching>,
+    loaded: Arc<AtomicUsize>,
+    shared: Arc<Shared>,
+    handle: Handle,
+}
+
+impl Supervisor {
+    /// Serves the process on the runtime until it ends, then starts it again (with backoff)
+    /// or replaces it; returns when the queue closes or the model is let go.
+    fn supervise(&self, mut process: Process, io: Io) {
+        let (index, config, shared) = (self.index, &self.config, &self.shared);
+        let mut io = Some(io);
+        let (mut carried, mut unsent) = (None, Vec::new());
+        let mut backoff = BACKOFF.0;
+        loop {
+            if let Some(current) = io.take() {
+                let (tx, ended) = std::sync::mpsc::sync_channel(1);
+                let task = serve(
+                    Arc::clone(config),
+                    current,
+                    Arc::clone(&self.queue),
+                    self.batching,
+                    Arc::clone(shared),
+                    carried.take(),
+                    std::mem::take(&mut unsent),
+                );
+                self.handle.spawn(async move {
+                    let _ = tx.send(task.await);
+                });
+                let Ok(served) = ended.recv() else {
+                    // The runtime went away with the task.
+                    process.reap();
+                    return;
+                };
+                (carried, unsent) = (served.carried, served.unsent);
+                match served.ended {
+                    Ended::Closed => {
+                        process.reap();
+                        shared.pid.store(0, Ordering::Relaxed);
+                        self.loaded.fetch_sub(1, Ordering::Relaxed);
+                        return;
+                    }
+                    Ended::Recycle(old, why) => {
+                        io = Some(self.replace(&mut process, old, &why));
+                        continue;
+                    }
+                    Ended::Failed(lost, why) => {
+                        let killed = shared.killed.swap(false, Ordering::Relaxed);
+                        let status = process.reap();
+                        let message = if killed {
+                            format!(
+                                "model `{}`: its Python worker was stuck on a call for over {} ms (hang_kill_ms) and was killed",
+                                config.model,
+                                config.hang_kill.as_millis()
+                            )
+                        } else {
+                            format!(
+                                "model `{}`: its Python worker exited ({status}){}",
+                                config.model,
+                                why.map(|w| format!(": {w}")).unwrap_or_default()
+                            )
+                        };
+                        tracing::warn!(model = %config.model, worker = index, "{message}");
+                        // Not counted as loaded before its callers hear why (readiness is
+                        // honest).
+                        shared.pid.store(0, Ordering::Relaxed);
+                        self.loaded.fetch_sub(1, Ordering::Relaxed);
+                        // Jobs taken but not written would wait out the backoff: they fail
+                        // with the calls'.
+                        let failed = lost
+                            .into_iter()
+                            .chain(carried.take())
+                            .chain(std::mem::take(&mut unsent))
+                            .collect();
+                        answer_all(failed, Err(Error::unavailable(message)));
+                    }
+                }
             }
-            tracing::info!(model = %config.model, worker = index, old_pid, "Python worker replaced: {why}");
-        }
-        Err(e) => {
-            if let Some(pid) = old_pid {
-                shared.pid.store(pid, Ordering::Relaxed);
+            // Wait, then start again; the other workers serve meanwhile. The model being let
+            // go ends the wait.
+            let until = Instant::now() + backoff;
+            while Instant::now() < until {
+                if shared.stopping.load(Ordering::Relaxed) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
             }
-            tracing::warn!(model = %config.model, worker = index, error = %e, "could not replace the Python worker ({why})");
+            match Process::start(index, config, shared, &self.handle) {
+                Ok((p, started)) => {
+                    tracing::info!(model = %config.model, worker = index, "Python worker started again");
+                    self.loaded.fetch_add(1, Ordering::Relaxed);
+                    process = p;
+                    io = Some(started);
+                    backoff = BACKOFF.0;
+                }
+                Err(e) => {
+                    tracing::warn!(model = %config.model, worker = index, error = %e, "Python worker did not start");
+                    backoff = (backoff * 2).min(BACKOFF.1);
+                }
+            }
         }
     }
+
+    /// Replaces the worker: a new process is started and loaded first, then the old one is
+    /// stopped, so the model never has fewer workers loaded. If the new one does not start,
+    /// the old one goes on serving (and is tried again at its next call).
+    fn replace(&self, process: &mut Process, old: Io, why: &str) -> Io {
+        let (index, config, shared) = (self.index, &self.config, &self.shared);
+        let old_pid = process.child.id();
+        match Process::start(index, config, shared, &self.handle) {
+            Ok((new, io)) => {
+                drop(old);
+                std::mem::replace(process, new).reap();
+                tracing::info!(model = %config.model, worker = index, old_pid, "Python worker replaced: {why}");
+                io
+            }
+            Err(e) => {
+                shared.pid.store(old_pid, Ordering::Relaxed);
+                tracing::warn!(model = %config.model, worker = index, error = %e, "could not replace the Python worker ({why})");
+                old
+            }
+        }
+    }
+}
+
+/// Calls written to a worker ahead of their answers: the next one waits in the pipe while
+/// Python runs the current one, so the worker never idles between calls waiting for the
+/// engine to be scheduled.
+const DEPTH: usize = 2;
+
+/// A call written to the worker, waiting for its answer.
+struct Pending {
+    id: u64,
+    batch: Vec<Job>,
+    /// Each job's rows when several were joined (`None`: one job).
+    counts: Option<Vec<usize>>,
+    written: Instant,
+    /// A place in the pipeline ([`DEPTH`]), given back with the answer.
+    _place: tokio::sync::OwnedSemaphorePermit,
+}
+
+/// What the two halves of a serving worker share.
+struct Line {
+    config: Arc<WorkerConfig>,
+    shared: Arc<Shared>,
+    /// Calls written and not answered: the watchdog is armed while there are any, for the
+    /// one Python runs now.
+    in_flight: std::sync::Mutex<usize>,
+    stop: std::sync::atomic::AtomicBool,
+    stopped: tokio::sync::Notify,
+}
+
+impl Line {
+    fn written(&self) {
+        let mut n = self.in_flight.lock().expect("not poisoned");
+        if *n == 0 {
+            self.shared.arm(self.config.hang_kill);
+        }
+        *n += 1;
+    }
+
+    fn answered(&self) {
+        let mut n = self.in_flight.lock().expect("not poisoned");
+        *n -= 1;
+        if *n == 0 {
+            self.shared.disarm();
+        } else {
+            self.shared.arm(self.config.hang_kill);
+        }
+    }
+
+    /// Tells the writer to take no more jobs.
+    fn stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.stopped.notify_one();
+    }
+
+    async fn stopped(&self) {
+        while !self.stop.load(Ordering::Relaxed) {
+            self.stopped.notified().await;
+        }
+    }
+}
+
+/// Serves one process, writing calls and reading answers concurrently, until the queue
+/// closes, the process goes away or it should be replaced.
+async fn serve(
+    config: Arc<WorkerConfig>,
+    io: Io,
+    queue: Queue,
+    batching: Option<Batching>,
+    shared: Arc<Shared>,
+    carried: Option<Job>,
+    unsent: Vec<Job>,
+) -> Served {
+    let line = Line {
+        config,
+        shared,
+        in_flight: Default::default(),
+        stop: Default::default(),
+        stopped: Default::default(),
+    };
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let ((input, carried, unsent), read) = tokio::join!(
+        write_calls(&line, io.input, &queue, batching, carried, unsent, tx),
+        read_answers(&line, io.output, rx),
+    );
+    let ended = match read {
+        Ok((output, None)) => {
+            drop((input, output));
+            Ended::Closed
+        }
+        Ok((output, Some(why))) => Ended::Recycle(Io { input, output }, why),
+        Err((lost, why)) => Ended::Failed(lost, why),
+    };
+    Served {
+        ended,
+        carried,
+        unsent,
+    }
+}
+
+/// Writes calls: takes jobs from the queue (in turn with the model's other workers), at most
+/// [`DEPTH`] calls ahead of the answers. Ends when the queue closes, the line is stopped or
+/// the pipe breaks (the reader then sees the worker gone); hands back its pipe and the jobs
+/// it took but did not write.
+async fn write_calls(
+    line: &Line,
+    mut input: pipe::Sender,
+    queue: &Queue,
+    batching: Option<Batching>,
+    mut carried: Option<Job>,
+    mut unsent: Vec<Job>,
+    pending: tokio::sync::mpsc::UnboundedSender<Pending>,
+) -> (pipe::Sender, Option<Job>, Vec<Job>) {
+    let metrics = &line.config.metrics;
+    let places = Arc::new(tokio::sync::Semaphore::new(DEPTH));
+    let (mut buf, mut next_id) = (Vec::new(), 1);
+    loop {
+        let place = tokio::select! {
+            biased;
+            () = line.stopped() => break,
+            p = Arc::clone(&places).acquire_owned() => p.expect("never closed"),
+        };
+        let mut batch = if unsent.is_empty() {
+            let mut jobs = tokio::select! {
+                biased;
+                () = line.stopped() => break,
+                jobs = queue.lock() => jobs,
+            };
+            let first = tokio::select! {
+                biased;
+                () = line.stopped() => break,
+                first = first_job(&mut jobs, &mut carried) => first,
+            };
+            let Some(first) = first else { break };
+            gather_async(&mut jobs, first, &mut carried, batching).await
+        } else {
+            std::mem::take(&mut unsent)
+        };
+        if line.stop.load(Ordering::Relaxed) {
+            unsent = batch;
+            break;
+        }
+        // Jobs join a batch only with equal parameters: the first one's are everyone's.
+        let parameters = batch[0].parameters.take();
+        let now = Instant::now();
+        metrics.batch_size.observe(batch.len() as f64);
+        for job in &batch {
+            metrics
+                .queue_wait_seconds
+                .observe(now.saturating_duration_since(job.queued));
+        }
+        let (inputs, counts) = if batch.len() == 1 {
+            (std::mem::take(&mut batch[0].inputs), None)
+        } else {
+            match join(&mut batch) {
+                Ok((inputs, counts)) => (inputs, Some(counts)),
+                Err(e) => {
+                    answer_all(batch, Err(e));
+                    continue;
+                }
+            }
+        };
+        let id = next_id;
+        next_id += 1;
+        let meta = parameters.map(|p| serde_json::json!({ "parameters": p }));
+        if let Err(e) = frame::encode(&mut buf, frame::INFER, id, meta.as_ref(), &inputs, &[]) {
+            answer_all(
+                batch,
+                Err(Error::internal(format!("encoding the call: {e}"))),
+            );
+            continue;
+        }
+        drop(inputs);
+        line.written();
+        let call = Pending {
+            id,
+            batch,
+            counts,
+            written: Instant::now(),
+            _place: place,
+        };
+        if pending.send(call).is_err() || input.write_all(&buf).await.is_err() {
+            break;
+        }
+    }
+    (input, carried, unsent)
+}
+
+/// Reads the answers, in the order the calls were written, and answers their jobs. Ends when
+/// the writer has ended and every call is answered (handing back the pipe, and why the
+/// worker should be replaced if it should), or when the worker goes away (handing back the
+/// jobs of the calls it had, and what reading said).
+async fn read_answers(
+    line: &Line,
+    mut output: tokio::io::BufReader<pipe::Receiver>,
+    mut pending: tokio::sync::mpsc::UnboundedReceiver<Pending>,
+) -> std::result::Result<
+    (tokio::io::BufReader<pipe::Receiver>, Option<String>),
+    (Vec<Job>, Option<String>),
+> {
+    let config = &line.config;
+    let (mut buf, mut calls, mut recycle) = (Vec::new(), 0, None);
+    // When the worker finished its last call: a call written before that waited in the pipe.
+    let mut free_since = Instant::now();
+    while let Some(call) = pending.recv().await {
+        let read = read_frame(&mut output, &mut buf).await;
+        let answer = match read {
+            Ok(Some(reply)) if reply.call_id == call.id => {
+                let kind = reply.kind;
+                answer_of(reply).ok_or_else(|| {
+                    Some(format!("the worker answered INFER with frame kind {kind}"))
+                })
+            }
+            Ok(Some(reply)) => Err(Some(format!(
+                "the worker answered call {} for call {}",
+                reply.call_id, call.id
+            ))),
+            Ok(None) => Err(None),
+            Err(e) => Err(Some(e)),
+        };
+        let (result, notes) = match answer {
+            Ok(answer) => answer,
+            Err(why) => {
+                line.stop();
+                // A worker that answered nonsense may still be running, and not reading what
+                // the writer is writing: it goes, so the writer's pipe breaks.
+                if let Some(pid) =
+                    rustix::process::Pid::from_raw(line.shared.pid.load(Ordering::Relaxed) as i32)
+                {
+                    let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+                }
+                let mut lost = call.batch;
+                while let Some(call) = pending.recv().await {
+                    lost.extend(call.batch);
+                }
+                return Err((lost, why));
+            }
+        };
+        line.answered();
+        let started = call.written.max(free_since);
+        free_since = Instant::now();
+        config
+            .metrics
+            .run_seconds
+            .observe(free_since.saturating_duration_since(started));
+        let result = match &call.counts {
+            None => result.map(|t| vec![t]),
+            Some(counts) => result.and_then(|t| split(t, counts)),
+        };
+        answer_all_noted(call.batch, result, notes);
+        calls += 1;
+        if recycle.is_none() {
+            let pid = line.shared.pid.load(Ordering::Relaxed);
+            recycle = recycle_reason(config, calls, pid);
+            if recycle.is_some() {
+                line.stop();
+            }
+        }
+    }
+    Ok((output, recycle))
 }
 
 fn describe(status: std::process::ExitStatus) -> String {
@@ -474,109 +879,4 @@ fn python_error(what: &str, meta: Option<&serde_json::Value>, traceback: bool) -
         out.push_str(tb.trim_end());
     }
     out
-}
-
-/// The worker thread: serves jobs until the queue closes, starting the process again when it
-/// exits.
-fn serve(
-    index: usize,
-    config: &WorkerConfig,
-    process: Process,
-    jobs: &Receiver<Job>,
-    batching: Option<Batching>,
-    loaded: &AtomicUsize,
-    shared: &Shared,
-) {
-    let mut process = Some(process);
-    let mut backoff = BACKOFF.0;
-    let mut carried = None;
-    loop {
-        let Some(p) = process.as_mut() else {
-            // Wait, then start again; the other workers serve meanwhile. The model being let
-            // go ends the wait.
-            let until = Instant::now() + backoff;
-            while Instant::now() < until {
-                if shared.stopping.load(Ordering::Relaxed) {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            match Process::start(index, config, shared) {
-                Ok(p) => {
-                    tracing::info!(model = %config.model, worker = index, "Python worker started again");
-                    loaded.fetch_add(1, Ordering::Relaxed);
-                    process = Some(p);
-                    backoff = BACKOFF.0;
-                }
-                Err(e) => {
-                    tracing::warn!(model = %config.model, worker = index, error = %e, "Python worker did not start");
-                    backoff = (backoff * 2).min(BACKOFF.1);
-                }
-            }
-            continue;
-        };
-        let Some(mut batch) = next_batch(jobs, &mut carried, batching) else {
-            p.stop();
-            shared.pid.store(0, Ordering::Relaxed);
-            loaded.fetch_sub(1, Ordering::Relaxed);
-            return;
-        };
-        shared.arm(config.hang_kill);
-        // Jobs join a batch only with equal parameters: the first one's are everyone's.
-        let parameters = batch[0].parameters.take();
-        let started = Instant::now();
-        config.metrics.batch_size.observe(batch.len() as f64);
-        for job in &batch {
-            config
-                .metrics
-                .queue_wait_seconds
-                .observe(started.saturating_duration_since(job.queued));
-        }
-        let outcome = if batch.len() == 1 {
-            let inputs = std::mem::take(&mut batch[0].inputs);
-            p.call(&inputs, parameters.as_ref())
-                .map(|r| r.map(|t| vec![t]))
-        } else {
-            match join(&mut batch) {
-                Ok((inputs, counts)) => p
-                    .call(&inputs, parameters.as_ref())
-                    .map(|r| r.and_then(|t| split(t, &counts))),
-                Err(e) => Ok(Err(e)),
-            }
-        };
-        shared.disarm();
-        config.metrics.run_seconds.observe(started.elapsed());
-        match outcome {
-            Ok(result) => {
-                answer_all_noted(batch, result, p.notes.take());
-                p.calls += 1;
-                if let Some(why) = recycle_reason(config, p) {
-                    recycle(index, config, &mut process, shared, &why);
-                }
-            }
-            Err(why) => {
-                let killed = shared.killed.swap(false, Ordering::Relaxed);
-                let status = p.reap();
-                let message = if killed {
-                    format!(
-                        "model `{}`: its Python worker was stuck on a call for over {} ms (hang_kill_ms) and was killed",
-                        config.model,
-                        config.hang_kill.as_millis()
-                    )
-                } else {
-                    format!(
-                        "model `{}`: its Python worker exited ({status}){}",
-                        config.model,
-                        why.map(|w| format!(": {w}")).unwrap_or_default()
-                    )
-                };
-                tracing::warn!(model = %config.model, worker = index, "{message}");
-                // Not counted as loaded before its callers hear why (readiness is honest).
-                shared.pid.store(0, Ordering::Relaxed);
-                loaded.fetch_sub(1, Ordering::Relaxed);
-                process = None;
-                answer_all(batch, Err(Error::unavailable(message)));
-            }
-        }
-    }
 }
