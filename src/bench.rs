@@ -84,6 +84,20 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 200_000)]
         requests: usize,
     },
+    /// A Python model's round trip in-process, one call at a time: a `predict` that returns
+    /// its input, for FP32 tensors of each size, against one `memcpy` of the same bytes
+    /// measured in the same run (sizes from 64 KiB cross through shared memory).
+    Python {
+        /// Tensor sizes in bytes, comma-separated.
+        #[arg(long, default_value = "16,1048576")]
+        sizes: String,
+        /// Calls per size.
+        #[arg(long, default_value_t = 20_000)]
+        requests: usize,
+        /// The interpreter (default: SERVEGRAPH_PYTHON, else python3); it needs NumPy.
+        #[arg(long)]
+        python: Option<String>,
+    },
 }
 
 pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
@@ -176,7 +190,109 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
                 .context("--steps takes comma-separated numbers")?;
             engine_overhead(&lengths, requests.max(1))
         }
+        BenchCommand::Python {
+            sizes,
+            requests,
+            python,
+        } => {
+            let sizes: Vec<usize> = sizes
+                .split(',')
+                .map(|s| s.trim().parse::<usize>())
+                .collect::<Result<_, _>>()
+                .context("--sizes takes comma-separated byte counts")?;
+            python_round_trip(&sizes, requests.max(10), python)
+        }
     }
+}
+
+/// The median of some durations, in µs.
+fn median_us(mut samples: Vec<Duration>) -> f64 {
+    samples.sort_unstable();
+    samples[samples.len() / 2].as_nanos() as f64 / 1000.0
+}
+
+fn python_round_trip(
+    sizes: &[usize],
+    requests: usize,
+    python: Option<String>,
+) -> anyhow::Result<()> {
+    let dir = std::env::temp_dir().join(format!("servegraph-bench-python-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let result = python_round_trip_in(&dir, sizes, requests, python);
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+fn python_round_trip_in(
+    dir: &Path,
+    sizes: &[usize],
+    requests: usize,
+    python: Option<String>,
+) -> anyhow::Result<()> {
+    std::fs::write(
+        dir.join("echo.py"),
+        "def echo(inputs, parameters):\n    return inputs\n",
+    )?;
+    let python = python
+        .or_else(|| std::env::var("SERVEGRAPH_PYTHON").ok())
+        .unwrap_or_else(|| "python3".into());
+    let yaml = format!(
+        "name: echo\ngraph:\n  kind: flow\n  steps:\n    echo: {{kind: model, class: python, path: echo.py, function: echo, python: {python}}}\n"
+    );
+    // The server's runtime: the worker's pipes are served on it, as in `serve`.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let graph = {
+        let _in = rt.enter();
+        std::sync::Arc::new(
+            Graph::from_yaml(&yaml, dir, &servegraph_steps::registry(), BuildMode::Load)
+                .map_err(|d| anyhow::anyhow!("{d:?}"))?,
+        )
+    };
+    for &bytes in sizes {
+        let n = (bytes / 4).max(1);
+        let input = Tensor::new(
+            "x",
+            vec![1, n],
+            TensorData::Fp32((0..n).map(|i| i as f32).collect()),
+        )?;
+        let calls = if bytes >= 1 << 20 { requests / 10 } else { requests }.max(10);
+        // On a worker thread of the runtime, as a request's task is.
+        let (graph, input) = (std::sync::Arc::clone(&graph), input.clone());
+        let trips = rt.block_on(rt.spawn(async move {
+            let mut trips = Vec::with_capacity(calls);
+            for i in 0..calls + calls / 10 {
+                let t0 = Instant::now();
+                let out = graph
+                    .run(Event::new("b", vec![input.clone()]))
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                let took = t0.elapsed();
+                anyhow::ensure!(out.tensors[0].data == input.data, "the echo changed the tensor");
+                if i >= calls / 10 {
+                    trips.push(took);
+                }
+            }
+            anyhow::Ok(trips)
+        }))??;
+        // The clone each call makes is part of the round trip measured: time it alone too.
+        let src = vec![1u8; n * 4];
+        let mut dst = vec![0u8; n * 4];
+        let mut copies = Vec::with_capacity(calls);
+        for _ in 0..calls {
+            let t0 = Instant::now();
+            dst.copy_from_slice(std::hint::black_box(&src));
+            std::hint::black_box(&mut dst);
+            copies.push(t0.elapsed());
+        }
+        let (trip, copy) = (median_us(trips), median_us(copies));
+        println!(
+            "python echo {bytes:>9} B: round trip p50 {trip:>8.1} µs; memcpy p50 {copy:>7.1} µs; ratio {:.2}",
+            trip / copy.max(0.001)
+        );
+    }
+    Ok(())
 }
 
 struct LoadResult {

@@ -591,3 +591,50 @@ fn python_handler_steps_put_their_tensors_and_pass_the_rest_on() {
         "{stderr}"
     );
 }
+
+/// A 4 MiB tensor made by one Python step, returned as is by a second (no copy: it points at
+/// its input) and checked by a third: it crosses as shared memory each way, intact; with
+/// `shm_mb: 0`, or shared memory too small for it, it crosses the pipe instead, as intact.
+#[test]
+fn large_tensors_cross_through_shared_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let models = root().join("tests/python/models/models.py");
+    let step = |name: &str, handler: &str, after: &str, shm: &str| {
+        format!(
+            "    {name}: {{kind: python, path: {}, handler: {handler}, python: {}{shm}{after}}}\n",
+            models.display(),
+            test_python().display()
+        )
+    };
+    let body = json!({
+        "inputs": [{"name": "n", "shape": [1], "datatype": "INT64", "data": [1 << 20]}],
+        "outputs": [{"name": "passed_in_shm"}, {"name": "checked_in_shm"}, {"name": "intact"}, {"name": "size"}],
+    })
+    .to_string();
+    for (shm, shared) in [("", true), (", shm_mb: 0", false), (", shm_mb: 1", false)] {
+        let yaml = format!(
+            "name: big\ngraph:\n  kind: flow\n  steps:\n{}{}{}",
+            step("make", "make_big", "", shm),
+            step("pass", "pass_big", ", after: [make]", shm),
+            step("check", "check_big", ", after: [pass]", shm),
+        );
+        let g = dir.path().join("big.yaml");
+        std::fs::write(&g, yaml).unwrap();
+        let server = Server::start(&g.display().to_string(), &[]);
+        let r = post(&server.addr, "/v2/models/big/infer", &body);
+        assert_eq!(r.status, 200, "{shm}: {:?}", r.body);
+        let v = r.json();
+        assert_eq!(output(&v, "size")["data"], json!([1 << 20]), "{shm}");
+        assert_eq!(output(&v, "intact")["data"], json!([true]), "{shm}");
+        assert_eq!(
+            output(&v, "passed_in_shm")["data"],
+            json!([shared]),
+            "{shm}"
+        );
+        assert_eq!(
+            output(&v, "checked_in_shm")["data"],
+            json!([shared]),
+            "{shm}"
+        );
+    }
+}

@@ -13,10 +13,18 @@ Frame (little-endian): a 24-byte header
     u32 len (bytes after this field) | u8 kind | u8 flags | u16 n_tensors | u64 call_id
     | u32 n_requests | u32 meta_len
 then per tensor
-    u8 dtype | u8 ndim | u8 where (0: in this frame) | u8 name_len | i64 dims[ndim]
-    | u64 offset (into the payload) | u64 nbytes | name (UTF-8)
+    u8 dtype | u8 ndim | u8 where (0: in this frame, 1: in shared memory) | u8 name_len
+    | i64 dims[ndim] | u64 offset (into the payload, or the shared memory) | u64 nbytes
+    | name (UTF-8)
 then u32 rows[n_requests], then meta_len bytes of JSON, then zero padding to a multiple of 8,
 then the payload (each tensor's bytes at its offset; BYTES elements as u32 length + bytes).
+
+Shared memory: the engine hands the worker a memfd (`SERVEGRAPH_SHM=fd:len:depth`), split
+into 2*depth equal slots. Inputs of 64 KiB or more arrive in request slot `id % depth` as
+read-only views (valid for the call only: the slot is reused by a later call); outputs of
+64 KiB or more are copied into response slot `depth + id % depth` when they fit, or, when an
+output *is* a view of the shared memory (a model returning its input), sent as its offset
+with no copy at all.
 """
 
 import json
@@ -61,6 +69,50 @@ NAME_OF = {code: name for code, (name, _) in DTYPES.items()}
 NAME_OF[BYTES] = "BYTES"
 
 
+# --- shared memory -------------------------------------------------------------------------
+
+SHM_MIN_BYTES = 64 << 10
+
+
+class Arena:
+    """The engine's memfd for this worker, mapped."""
+
+    def __init__(self, spec):
+        import mmap
+
+        fd, size, depth = (int(x) for x in spec.split(":"))
+        self.mm = mmap.mmap(fd, size)
+        os.close(fd)
+        self.size = size
+        self.depth = depth
+        self.slot = size // (2 * depth)
+        self.base = np.frombuffer(self.mm, dtype=np.uint8).__array_interface__["data"][0]
+
+    def view(self, dtype, dims, offset, nbytes):
+        if offset + nbytes > self.size:
+            raise ValueError("a tensor outside the shared memory")
+        arr = np.frombuffer(self.mm, dtype=dtype, count=nbytes // dtype.itemsize, offset=offset)
+        arr = arr.reshape(dims)
+        arr.flags.writeable = False
+        return arr
+
+    def offset_of(self, arr):
+        """Where a contiguous array lies in the mapping, or None."""
+        if not arr.flags.c_contiguous:
+            return None
+        addr = arr.__array_interface__["data"][0]
+        if self.base <= addr and addr + arr.nbytes <= self.base + self.size:
+            return addr - self.base
+        return None
+
+    def response_slot(self, call_id):
+        start = (self.depth + call_id % self.depth) * self.slot
+        return start, start + self.slot
+
+
+ARENA = None
+
+
 # --- frames ------------------------------------------------------------------------------
 
 
@@ -96,7 +148,7 @@ def read_frame(stream):
         pos += TAIL.size
         name = bytes(view[pos : pos + name_len]).decode("utf-8")
         pos += name_len
-        descs.append((name, dtype, dims, offset, nbytes))
+        descs.append((name, dtype, dims, offset, nbytes, where))
     rows = list(struct.unpack_from("<%dI" % n_requests, body, pos))
     pos += 4 * n_requests
     meta = json.loads(bytes(view[pos : pos + meta_len])) if meta_len else {}
@@ -104,7 +156,10 @@ def read_frame(stream):
     pos += (-pos - HEADER.size) % 8
     payload = view[pos:]
     tensors = {}
-    for name, dtype, dims, offset, nbytes in descs:
+    for name, dtype, dims, offset, nbytes, where in descs:
+        if where == 1:
+            tensors[name] = ARENA.view(DTYPES[dtype][1], dims, offset, nbytes)
+            continue
         raw = payload[offset : offset + nbytes]
         if dtype == BYTES:
             arr = decode_bytes(raw, dims)
@@ -148,7 +203,7 @@ def encode_tensor(name, value):
     if code is None:
         raise TypeError("output `%s` has dtype %s, which has no OIP datatype" % (name, arr.dtype))
     arr = np.ascontiguousarray(arr, dtype=DTYPES[code][1])
-    return code, arr.shape, memoryview(arr).cast("B")
+    return code, arr.shape, arr
 
 
 def write_frame(stream, kind, call_id=0, meta=None, tensors=(), rows=()):
@@ -156,9 +211,26 @@ def write_frame(stream, kind, call_id=0, meta=None, tensors=(), rows=()):
     descs = []
     payload = []
     offset = 0
+    shm_next, shm_end = ARENA.response_slot(call_id) if ARENA is not None else (0, 0)
     for name, (code, dims, data) in tensors:
-        nb = data.nbytes if isinstance(data, memoryview) else len(data)
+        nb = data.nbytes if isinstance(data, np.ndarray) else len(data)
         name_b = name.encode("utf-8")
+        if isinstance(data, np.ndarray) and ARENA is not None and nb >= SHM_MIN_BYTES:
+            at = ARENA.offset_of(data)
+            if at is None and shm_next + nb <= shm_end:
+                at = shm_next
+                ARENA.mm[at : at + nb] = memoryview(data).cast("B")
+                shm_next = (at + nb + 63) // 64 * 64
+            if at is not None:
+                descs.append(
+                    TENSOR.pack(code, len(dims), 1, len(name_b))
+                    + struct.pack("<%dq" % len(dims), *dims)
+                    + TAIL.pack(at, nb)
+                    + name_b
+                )
+                continue
+        if isinstance(data, np.ndarray):
+            data = memoryview(data).cast("B")
         descs.append(
             TENSOR.pack(code, len(dims), 0, len(name_b))
             + struct.pack("<%dq" % len(dims), *dims)
@@ -433,8 +505,11 @@ def error_meta(exc):
 
 
 def main():
+    global ARENA
     parent = int(os.environ.get("SERVEGRAPH_PARENT_PID", os.getppid()))
     watch_parent(parent)
+    if os.environ.get("SERVEGRAPH_SHM"):
+        ARENA = Arena(os.environ.pop("SERVEGRAPH_SHM"))
     # Take the pipes; user code's prints go to stderr (the engine's log).
     inp = os.fdopen(os.dup(0), "rb", buffering=1 << 16)
     out = os.fdopen(os.dup(1), "wb", buffering=1 << 16)

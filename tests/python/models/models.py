@@ -126,3 +126,34 @@ def where(inputs, parameters):
     import sys
 
     return {"prefix": np.array([sys.prefix.encode()], dtype=object)}
+
+
+def _in_shared_memory(arr):
+    import mmap
+
+    base = arr
+    while isinstance(base, np.ndarray):
+        base = base.base
+    if isinstance(base, memoryview):
+        base = base.obj
+    return isinstance(base, mmap.mmap)
+
+
+def make_big(inputs, parameters):
+    n = int(inputs["n"].reshape(-1)[0])
+    return {"big": np.arange(n, dtype=np.float32)}
+
+
+def pass_big(inputs, parameters):
+    big = inputs["big"]
+    return {"big": big, "passed_in_shm": np.array([_in_shared_memory(big)])}
+
+
+def check_big(inputs, parameters):
+    big = inputs["big"]
+    intact = bool(np.array_equal(big, np.arange(big.size, dtype=np.float32)))
+    return {
+        "checked_in_shm": np.array([_in_shared_memory(big)]),
+        "intact": np.array([intact]),
+        "size": np.array([big.size], dtype=np.int64),
+    }

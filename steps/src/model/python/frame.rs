@@ -8,6 +8,8 @@ use std::io::{Read, Write};
 use servegraph_engine::protocol::{decode_binary, encode_binary};
 use servegraph_engine::{DataType, Tensor, TensorData};
 
+use super::shm::{self, Arena};
+
 pub(super) const HELLO: u8 = 1;
 pub(super) const LOAD: u8 = 2;
 pub(super) const LOADED: u8 = 3;
@@ -87,12 +89,13 @@ pub(super) fn write(
     tensors: &[Tensor],
     rows: &[u32],
 ) -> std::io::Result<()> {
-    encode(buf, kind, call_id, meta, tensors, rows)?;
+    encode(buf, kind, call_id, meta, tensors, rows, None)?;
     out.write_all(buf)?;
     out.flush()
 }
 
-/// Encodes one frame into `buf` (cleared first).
+/// Encodes one frame into `buf` (cleared first); with `shm` (a worker's mapping and the
+/// call's request slot), tensors of [`shm::MIN_BYTES`] or more that fit go into the slot.
 pub(super) fn encode(
     buf: &mut Vec<u8>,
     kind: u8,
@@ -100,6 +103,7 @@ pub(super) fn encode(
     meta: Option<&serde_json::Value>,
     tensors: &[Tensor],
     rows: &[u32],
+    shm: Option<(&Arena, (usize, usize))>,
 ) -> std::io::Result<()> {
     let meta = match meta {
         Some(m) => serde_json::to_vec(m)?,
@@ -110,29 +114,52 @@ pub(super) fn encode(
     // The descriptors need each tensor's offset and size before the payload is written:
     // both follow from the data, so the tensors are encoded once, straight into `buf`.
     let mut offset = 0;
+    // Where each tensor goes: in the frame, or at an offset of the mapping.
+    let mut shared = Vec::with_capacity(tensors.len());
+    let mut slot = shm.map(|(_, (start, len))| (start, start + len));
     for t in tensors {
         let nbytes = byte_len(&t.data);
         let name = t.name.as_bytes();
+        let place = match &mut slot {
+            Some((next, end))
+                if nbytes >= shm::MIN_BYTES
+                    && t.datatype() != DataType::Bytes
+                    && *next + nbytes <= *end =>
+            {
+                let at = *next;
+                *next = (at + nbytes).next_multiple_of(64);
+                Some(at)
+            }
+            _ => None,
+        };
+        shared.push(place);
         buf.extend_from_slice(&[
             code(t.datatype()),
             t.shape.len() as u8,
-            0,
+            place.is_some() as u8,
             name.len().min(255) as u8,
         ]);
         for d in &t.shape {
             buf.extend_from_slice(&(*d as i64).to_le_bytes());
         }
-        buf.extend_from_slice(&(offset as u64).to_le_bytes());
+        let at = place.unwrap_or(offset);
+        buf.extend_from_slice(&(at as u64).to_le_bytes());
         buf.extend_from_slice(&(nbytes as u64).to_le_bytes());
         buf.extend_from_slice(&name[..name.len().min(255)]);
-        offset += nbytes.next_multiple_of(8);
+        if place.is_none() {
+            offset += nbytes.next_multiple_of(8);
+        }
     }
     for r in rows {
         buf.extend_from_slice(&r.to_le_bytes());
     }
     buf.extend_from_slice(&meta);
     buf.resize(buf.len().next_multiple_of(8), 0);
-    for t in tensors {
+    for (t, place) in tensors.iter().zip(shared) {
+        if let (Some(at), Some((arena, _))) = (place, shm) {
+            arena.write_at(at, &raw_bytes(&t.data));
+            continue;
+        }
         let start = buf.len();
         encode_binary(&t.data, buf);
         debug_assert_eq!(buf.len() - start, byte_len(&t.data));
@@ -147,6 +174,33 @@ pub(super) fn encode(
     buf[16..20].copy_from_slice(&(rows.len() as u32).to_le_bytes());
     buf[20..24].copy_from_slice(&(meta.len() as u32).to_le_bytes());
     Ok(())
+}
+
+// Tensors are copied to and from the workers as their in-memory bytes.
+const _: () = assert!(
+    cfg!(target_endian = "little"),
+    "the worker frames are little-endian"
+);
+
+/// A fixed-size tensor's elements as little-endian bytes (its own memory, but for BOOL).
+fn raw_bytes(data: &TensorData) -> std::borrow::Cow<'_, [u8]> {
+    use bytemuck::cast_slice;
+    use std::borrow::Cow::Borrowed;
+    match data {
+        TensorData::Bool(v) => v.iter().map(|&b| b as u8).collect::<Vec<_>>().into(),
+        TensorData::Uint8(v) => Borrowed(v),
+        TensorData::Int8(v) => Borrowed(cast_slice(v)),
+        TensorData::Uint16(v) => Borrowed(cast_slice(v)),
+        TensorData::Int16(v) => Borrowed(cast_slice(v)),
+        TensorData::Fp16(v) => Borrowed(cast_slice(v)),
+        TensorData::Uint32(v) => Borrowed(cast_slice(v)),
+        TensorData::Int32(v) => Borrowed(cast_slice(v)),
+        TensorData::Fp32(v) => Borrowed(cast_slice(v)),
+        TensorData::Uint64(v) => Borrowed(cast_slice(v)),
+        TensorData::Int64(v) => Borrowed(cast_slice(v)),
+        TensorData::Fp64(v) => Borrowed(cast_slice(v)),
+        TensorData::Bytes(_) => unreachable!("BYTES always travel in the frame"),
+    }
 }
 
 /// Reads one frame; `Ok(None)` at end of stream (the worker is gone).
@@ -164,7 +218,7 @@ pub(super) fn read(input: &mut impl Read, buf: &mut Vec<u8>) -> Result<Option<Fr
     if let Err(e) = input.read_exact(buf) {
         return eof(e);
     }
-    parse(&head, buf).map(Some)
+    parse(&head, buf, None).map(Some)
 }
 
 /// How many bytes follow a frame's header.
@@ -176,8 +230,13 @@ pub(super) fn body_len(head: &[u8; HEADER]) -> Result<usize, String> {
     Ok(length - (HEADER - 4))
 }
 
-/// Decodes a frame from its header and the `body` that followed it.
-pub(super) fn parse(head: &[u8; HEADER], body: &[u8]) -> Result<Frame, String> {
+/// Decodes a frame from its header and the `body` that followed it; tensors the worker put
+/// in shared memory are copied out of `arena`.
+pub(super) fn parse(
+    head: &[u8; HEADER],
+    body: &[u8],
+    arena: Option<&Arena>,
+) -> Result<Frame, String> {
     let u32_at = |b: &[u8], at: usize| u32::from_le_bytes(b[at..at + 4].try_into().expect("4"));
     let kind = head[4];
     let n_tensors = u16::from_le_bytes([head[6], head[7]]) as usize;
@@ -194,7 +253,7 @@ pub(super) fn parse(head: &[u8; HEADER], body: &[u8]) -> Result<Frame, String> {
     let mut descs = Vec::with_capacity(n_tensors);
     for _ in 0..n_tensors {
         let d = take(&mut pos, 4)?;
-        let (dtype, ndim, name_len) = (d[0], d[1] as usize, d[3] as usize);
+        let (dtype, ndim, shared, name_len) = (d[0], d[1] as usize, d[2] != 0, d[3] as usize);
         let mut dims = Vec::with_capacity(ndim);
         for _ in 0..ndim {
             let v = i64::from_le_bytes(take(&mut pos, 8)?.try_into().expect("8"));
@@ -205,7 +264,7 @@ pub(super) fn parse(head: &[u8; HEADER], body: &[u8]) -> Result<Frame, String> {
         let name = std::str::from_utf8(take(&mut pos, name_len)?)
             .map_err(|_| bad("a tensor name that is not UTF-8"))?
             .to_owned();
-        descs.push((name, dtype, dims, offset, nbytes));
+        descs.push((name, dtype, dims, offset, nbytes, shared));
     }
     // The row split of a joined batch: the engine splits what comes back itself.
     take(&mut pos, 4 * n_requests)?;
@@ -217,11 +276,17 @@ pub(super) fn parse(head: &[u8; HEADER], body: &[u8]) -> Result<Frame, String> {
     pos += (8 - (pos + HEADER) % 8) % 8;
     let payload = body.get(pos..).ok_or_else(|| bad("truncated"))?;
     let mut tensors = Vec::with_capacity(descs.len());
-    for (name, dtype, dims, offset, nbytes) in descs {
+    for (name, dtype, dims, offset, nbytes, shared) in descs {
         let dt = datatype(dtype).ok_or_else(|| bad(&format!("datatype code {dtype}")))?;
-        let bytes = payload
-            .get(offset..offset + nbytes)
-            .ok_or_else(|| bad("a tensor outside the payload"))?;
+        let bytes = if shared {
+            arena
+                .and_then(|a| a.bytes(offset, nbytes))
+                .ok_or_else(|| bad("a tensor outside the shared memory"))?
+        } else {
+            payload
+                .get(offset..offset.saturating_add(nbytes))
+                .ok_or_else(|| bad("a tensor outside the payload"))?
+        };
         let count = servegraph_engine::tensor::checked_element_count(&dims)
             .ok_or_else(|| bad("a shape too large"))?;
         let data = decode_binary(dt, bytes, count)
@@ -271,6 +336,49 @@ mod tests {
         assert!(
             read(&mut &wire[..10], &mut buf).unwrap().is_none(),
             "cut short"
+        );
+    }
+
+    #[test]
+    fn large_tensors_go_through_shared_memory_when_they_fit() {
+        let arena = Arena::new(4 << 20, 2).unwrap();
+        let big = Tensor::new(
+            "big",
+            vec![1, 1 << 16],
+            TensorData::Fp32((0..1 << 16).map(|i| i as f32).collect()),
+        )
+        .unwrap();
+        let small = Tensor::new("small", vec![2], TensorData::Int64(vec![7, 8])).unwrap();
+        let too_big = Tensor::new(
+            "too_big",
+            vec![1 << 20],
+            TensorData::Uint8(vec![9; 1 << 20]),
+        )
+        .unwrap();
+        let tensors = vec![big, small, too_big];
+        let mut buf = Vec::new();
+        let slot = arena.request_slot(3);
+        encode(
+            &mut buf,
+            INFER,
+            3,
+            None,
+            &tensors,
+            &[],
+            Some((&arena, slot)),
+        )
+        .unwrap();
+        // The big tensor is in the slot, the small one and the one too large for the slot
+        // (1 MiB of the 1 MiB slot, after the big one) in the frame.
+        assert!(buf.len() < (1 << 20) + 4096 && buf.len() > 1 << 20);
+        assert_eq!(buf[HEADER + 2], 1, "`big` is in shared memory");
+        let head: [u8; HEADER] = buf[..HEADER].try_into().unwrap();
+        assert_eq!(body_len(&head).unwrap(), buf.len() - HEADER);
+        let frame = parse(&head, &buf[HEADER..], Some(&arena)).unwrap();
+        assert_eq!(frame.tensors, tensors);
+        assert!(
+            parse(&head, &buf[HEADER..], None).is_err(),
+            "a shared tensor without the mapping is refused"
         );
     }
 }

@@ -25,6 +25,7 @@
 
 mod frame;
 mod runtime;
+mod shm;
 mod spec;
 mod worker;
 

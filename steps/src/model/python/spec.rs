@@ -76,6 +76,12 @@ pub struct PythonSpec {
     #[serde(default = "default_hang")]
     #[schemars(range(min = 1))]
     pub hang_kill_ms: u64,
+    /// Shared memory per worker process for large tensors, in MiB (default 64; 0: none):
+    /// inputs and outputs of 64 KiB or more cross through it when they fit (a quarter of it
+    /// per tensor set), the rest through the worker's pipe. Pages are used only when touched.
+    #[serde(default = "default_shm")]
+    #[schemars(range(max = 4096))]
+    pub shm_mb: u64,
     /// Replace workers after some calls or past some memory (a leaking model): the new worker
     /// is loaded before the old one stops.
     #[serde(default)]
@@ -138,6 +144,12 @@ pub struct PythonStepSpec {
     #[serde(default = "default_hang")]
     #[schemars(range(min = 1))]
     pub hang_kill_ms: u64,
+    /// Shared memory per worker process for large tensors, in MiB (default 64; 0: none):
+    /// inputs and outputs of 64 KiB or more cross through it when they fit (a quarter of it
+    /// per tensor set), the rest through the worker's pipe. Pages are used only when touched.
+    #[serde(default = "default_shm")]
+    #[schemars(range(max = 4096))]
+    pub shm_mb: u64,
     /// Extra environment variables for the workers.
     #[serde(default)]
     pub env: std::collections::BTreeMap<String, String>,
@@ -168,6 +180,7 @@ impl PythonStepSpec {
             queue_size: self.queue_size,
             load_timeout_ms: self.load_timeout_ms,
             hang_kill_ms: self.hang_kill_ms,
+            shm_mb: self.shm_mb,
             recycle: RecycleSpec::default(),
             env: self.env,
             inputs: self.inputs,
@@ -203,6 +216,10 @@ pub enum Api {
 
 fn one() -> usize {
     1
+}
+
+fn default_shm() -> u64 {
+    64
 }
 
 fn default_queue() -> usize {
@@ -395,6 +412,7 @@ pub(super) fn config(
         hang_kill: Duration::from_millis(spec.hang_kill_ms),
         max_requests: spec.recycle.max_requests,
         max_rss_mb: spec.recycle.max_rss_mb,
+        shm_bytes: (spec.shm_mb as usize) << 20,
         metrics: servegraph_engine::metrics::ModelMetrics::new(&node.name),
     })
 }

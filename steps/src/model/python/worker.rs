@@ -20,6 +20,7 @@ use tokio::runtime::Handle;
 
 use super::frame::{self, Frame};
 use super::runtime;
+use super::shm::Arena;
 use crate::model::batch::{
     Batching, Job, Notes, answer_all, answer_all_noted, first_job, gather_async, join, split,
 };
@@ -38,6 +39,8 @@ pub struct WorkerConfig {
     /// Replace a worker whose resident memory passed this many MiB (0: never); read from
     /// `/proc/PID/statm` every [`RSS_EVERY`] calls.
     pub(super) max_rss_mb: u64,
+    /// Shared memory per worker process for large tensors, in bytes (0: none).
+    pub(super) shm_bytes: usize,
     /// `servegraph_model_*` of this model: calls (the Python round trip), queue waits, batch
     /// sizes.
     pub(super) metrics: servegraph_engine::metrics::ModelMetrics,
@@ -218,10 +221,25 @@ impl Process {
         if let Some((_, p)) = config.env.iter().find(|(k, _)| k == "PYTHONPATH") {
             python_path = format!("{python_path}:{p}");
         }
-        let mut child = Command::new(&config.python)
+        let arena = match config.shm_bytes {
+            0 => None,
+            n => match Arena::new(n, DEPTH) {
+                Ok(a) => Some(Arc::new(a)),
+                Err(e) => {
+                    tracing::warn!(model = %config.model, worker = index, error = %e, "no shared memory for the Python worker: large tensors go through its pipe");
+                    None
+                }
+            },
+        };
+        let mut command = Command::new(&config.python);
+        command
             .args(["-X", "faulthandler", "-u", "-m", "servegraph._worker"])
             .env_clear()
-            .envs(config.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .envs(config.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        if let Some(arena) = &arena {
+            arena.share_with(&mut command);
+        }
+        let mut child = command
             .env("PYTHONPATH", python_path)
             .env("PYTHONUNBUFFERED", "1")
             .env("SERVEGRAPH_PARENT_PID", std::process::id().to_string())
@@ -259,7 +277,7 @@ impl Process {
         let loaded = load(&mut input, &mut output, config);
         shared.disarm();
         let failure = match loaded {
-            Ok(()) => match Io::new(input, output, handle) {
+            Ok(()) => match Io::new(input, output, arena, handle) {
                 Ok(io) => return Ok((p, io)),
                 Err(e) => e,
             },
@@ -351,16 +369,18 @@ fn load(
     }
 }
 
-/// A loaded worker's pipes, non-blocking on the runtime.
+/// A loaded worker's pipes, non-blocking on the runtime, and its shared memory.
 struct Io {
     input: pipe::Sender,
     output: tokio::io::BufReader<pipe::Receiver>,
+    arena: Option<Arc<Arena>>,
 }
 
 impl Io {
     fn new(
         input: ChildStdin,
         output: ChildStdout,
+        arena: Option<Arc<Arena>>,
         handle: &Handle,
     ) -> std::result::Result<Io, String> {
         let _runtime = handle.enter();
@@ -371,6 +391,7 @@ impl Io {
                 1 << 16,
                 pipe::Receiver::from_owned_fd(OwnedFd::from(output)).map_err(failed)?,
             ),
+            arena,
         })
     }
 }
@@ -379,6 +400,7 @@ impl Io {
 async fn read_frame(
     output: &mut tokio::io::BufReader<pipe::Receiver>,
     buf: &mut Vec<u8>,
+    arena: Option<&Arena>,
 ) -> std::result::Result<Option<Frame>, String> {
     let eof = |e: std::io::Error| match e.kind() {
         std::io::ErrorKind::UnexpectedEof => Ok(None),
@@ -393,7 +415,7 @@ async fn read_frame(
     if let Err(e) = output.read_exact(buf).await {
         return eof(e);
     }
-    frame::parse(&head, buf).map(Some)
+    frame::parse(&head, buf, arena).map(Some)
 }
 
 /// A RESULT's tensors (and what it adds to the response's `parameters`: Seldon tags) or an
@@ -676,15 +698,31 @@ async fn serve(
     };
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let ((input, carried, unsent), read) = tokio::join!(
-        write_calls(&line, io.input, &queue, batching, carried, unsent, tx),
-        read_answers(&line, io.output, rx),
+        write_calls(
+            &line,
+            io.input,
+            io.arena.as_deref(),
+            &queue,
+            batching,
+            carried,
+            unsent,
+            tx
+        ),
+        read_answers(&line, io.output, io.arena.as_deref(), rx),
     );
     let ended = match read {
         Ok((output, None)) => {
             drop((input, output));
             Ended::Closed
         }
-        Ok((output, Some(why))) => Ended::Recycle(Io { input, output }, why),
+        Ok((output, Some(why))) => Ended::Recycle(
+            Io {
+                input,
+                output,
+                arena: io.arena,
+            },
+            why,
+        ),
         Err((lost, why)) => Ended::Failed(lost, why),
     };
     Served {
@@ -701,6 +739,7 @@ async fn serve(
 async fn write_calls(
     line: &Line,
     mut input: pipe::Sender,
+    arena: Option<&Arena>,
     queue: &Queue,
     batching: Option<Batching>,
     mut carried: Option<Job>,
@@ -759,7 +798,9 @@ async fn write_calls(
         let id = next_id;
         next_id += 1;
         let meta = parameters.map(|p| serde_json::json!({ "parameters": p }));
-        if let Err(e) = frame::encode(&mut buf, frame::INFER, id, meta.as_ref(), &inputs, &[]) {
+        let shm = arena.map(|a| (a, a.request_slot(id)));
+        if let Err(e) = frame::encode(&mut buf, frame::INFER, id, meta.as_ref(), &inputs, &[], shm)
+        {
             answer_all(
                 batch,
                 Err(Error::internal(format!("encoding the call: {e}"))),
@@ -789,6 +830,7 @@ async fn write_calls(
 async fn read_answers(
     line: &Line,
     mut output: tokio::io::BufReader<pipe::Receiver>,
+    arena: Option<&Arena>,
     mut pending: tokio::sync::mpsc::UnboundedReceiver<Pending>,
 ) -> std::result::Result<
     (tokio::io::BufReader<pipe::Receiver>, Option<String>),
@@ -799,7 +841,7 @@ async fn read_answers(
     // When the worker finished its last call: a call written before that waited in the pipe.
     let mut free_since = Instant::now();
     while let Some(call) = pending.recv().await {
-        let read = read_frame(&mut output, &mut buf).await;
+        let read = read_frame(&mut output, &mut buf, arena).await;
         let answer = match read {
             Ok(Some(reply)) if reply.call_id == call.id => {
                 let kind = reply.kind;
