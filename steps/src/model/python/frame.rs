@@ -203,6 +203,40 @@ fn raw_bytes(data: &TensorData) -> std::borrow::Cow<'_, [u8]> {
     }
 }
 
+/// A tensor's elements from their little-endian bytes: fixed-size ones as one copy (the
+/// bytes may be unaligned), BYTES and BOOL (which must be 0 or 1) as the binary extension
+/// decodes them.
+fn decode_raw(dt: DataType, bytes: &[u8], count: usize) -> servegraph_engine::Result<TensorData> {
+    // One pass when the bytes are aligned (shared memory always is), else a zeroed vector
+    // filled.
+    fn copy<T: bytemuck::Pod>(bytes: &[u8]) -> Vec<T> {
+        match bytemuck::try_cast_slice::<u8, T>(bytes) {
+            Ok(aligned) => aligned.to_vec(),
+            Err(_) => bytemuck::pod_collect_to_vec(bytes),
+        }
+    }
+    let Some(size) = dt.element_size() else {
+        return decode_binary(dt, bytes, count);
+    };
+    if count.checked_mul(size) != Some(bytes.len()) {
+        return decode_binary(dt, bytes, count);
+    }
+    Ok(match dt {
+        DataType::Uint8 => TensorData::Uint8(bytes.to_vec()),
+        DataType::Int8 => TensorData::Int8(copy(bytes)),
+        DataType::Uint16 => TensorData::Uint16(copy(bytes)),
+        DataType::Int16 => TensorData::Int16(copy(bytes)),
+        DataType::Fp16 => TensorData::Fp16(copy(bytes)),
+        DataType::Uint32 => TensorData::Uint32(copy(bytes)),
+        DataType::Int32 => TensorData::Int32(copy(bytes)),
+        DataType::Fp32 => TensorData::Fp32(copy(bytes)),
+        DataType::Uint64 => TensorData::Uint64(copy(bytes)),
+        DataType::Int64 => TensorData::Int64(copy(bytes)),
+        DataType::Fp64 => TensorData::Fp64(copy(bytes)),
+        DataType::Bool | DataType::Bytes => return decode_binary(dt, bytes, count),
+    })
+}
+
 /// Reads one frame; `Ok(None)` at end of stream (the worker is gone).
 pub(super) fn read(input: &mut impl Read, buf: &mut Vec<u8>) -> Result<Option<Frame>, String> {
     let mut head = [0u8; HEADER];
@@ -289,8 +323,8 @@ pub(super) fn parse(
         };
         let count = servegraph_engine::tensor::checked_element_count(&dims)
             .ok_or_else(|| bad("a shape too large"))?;
-        let data = decode_binary(dt, bytes, count)
-            .map_err(|e| format!("output `{name}`: {}", e.message))?;
+        let data =
+            decode_raw(dt, bytes, count).map_err(|e| format!("output `{name}`: {}", e.message))?;
         tensors.push(Tensor::new(name.clone(), dims, data).map_err(|e| e.message)?);
     }
     Ok(Frame {

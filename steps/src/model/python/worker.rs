@@ -14,7 +14,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use servegraph_engine::{Error, ErrorKind, Result, Tensor};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::unix::pipe;
 use tokio::runtime::Handle;
 
@@ -41,6 +41,9 @@ pub struct WorkerConfig {
     pub(super) max_rss_mb: u64,
     /// Shared memory per worker process for large tensors, in bytes (0: none).
     pub(super) shm_bytes: usize,
+    /// How long an answer (engine side) or the next call (worker side) is polled for before
+    /// sleeping until it comes.
+    pub(super) spin: Duration,
     /// `servegraph_model_*` of this model: calls (the Python round trip), queue waits, batch
     /// sizes.
     pub(super) metrics: servegraph_engine::metrics::ModelMetrics,
@@ -372,7 +375,7 @@ fn load(
 /// A loaded worker's pipes, non-blocking on the runtime, and its shared memory.
 struct Io {
     input: pipe::Sender,
-    output: tokio::io::BufReader<pipe::Receiver>,
+    output: Output,
     arena: Option<Arc<Arena>>,
 }
 
@@ -387,33 +390,97 @@ impl Io {
         let failed = |e: std::io::Error| format!("cannot watch the worker's pipes: {e}");
         Ok(Io {
             input: pipe::Sender::from_owned_fd(OwnedFd::from(input)).map_err(failed)?,
-            output: tokio::io::BufReader::with_capacity(
-                1 << 16,
-                pipe::Receiver::from_owned_fd(OwnedFd::from(output)).map_err(failed)?,
-            ),
+            output: Output {
+                rx: pipe::Receiver::from_owned_fd(OwnedFd::from(output)).map_err(failed)?,
+                buf: vec![0; 1 << 16],
+                start: 0,
+                end: 0,
+            },
             arena,
         })
     }
 }
 
+/// A worker's stdout, read with a buffer of our own so that an answer can also be waited for
+/// by polling the pipe for a few µs (`spin_us`) before sleeping until the reactor sees it: on
+/// a VM, waking a thread on another CPU costs tens of µs.
+struct Output {
+    rx: pipe::Receiver,
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+}
+
+impl Output {
+    /// Fills `out`; `false` at end of stream. Until `spin`, the pipe is polled.
+    async fn read_exact(&mut self, out: &mut [u8], spin: Option<Instant>) -> std::io::Result<bool> {
+        let mut got = (self.end - self.start).min(out.len());
+        out[..got].copy_from_slice(&self.buf[self.start..self.start + got]);
+        self.start += got;
+        while got < out.len() {
+            if out.len() - got >= self.buf.len() {
+                match read_some(&self.rx, &mut out[got..], spin).await? {
+                    0 => return Ok(false),
+                    n => got += n,
+                }
+            } else {
+                let n = read_some(&self.rx, &mut self.buf, spin).await?;
+                if n == 0 {
+                    return Ok(false);
+                }
+                let take = n.min(out.len() - got);
+                out[got..got + take].copy_from_slice(&self.buf[..take]);
+                (self.start, self.end) = (take, n);
+                got += take;
+            }
+        }
+        Ok(true)
+    }
+}
+
+/// Some bytes from the pipe (0 at end of stream): polled until `spin`, then awaited.
+async fn read_some(
+    rx: &pipe::Receiver,
+    into: &mut [u8],
+    spin: Option<Instant>,
+) -> std::io::Result<usize> {
+    use rustix::io::Errno;
+    if let Some(until) = spin {
+        loop {
+            match rustix::io::read(rx, &mut *into) {
+                Ok(n) => return Ok(n),
+                Err(Errno::AGAIN) if Instant::now() < until => std::hint::spin_loop(),
+                Err(Errno::AGAIN) => break,
+                Err(Errno::INTR) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    loop {
+        match rx.try_read(into) {
+            Ok(n) => return Ok(n),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => rx.readable().await?,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// The next frame from a worker; `Ok(None)` when it is gone.
 async fn read_frame(
-    output: &mut tokio::io::BufReader<pipe::Receiver>,
+    output: &mut Output,
     buf: &mut Vec<u8>,
     arena: Option<&Arena>,
+    spin: Option<Instant>,
 ) -> std::result::Result<Option<Frame>, String> {
-    let eof = |e: std::io::Error| match e.kind() {
-        std::io::ErrorKind::UnexpectedEof => Ok(None),
-        _ => Err(format!("reading from the worker: {e}")),
-    };
+    let failed = |e: std::io::Error| format!("reading from the worker: {e}");
     let mut head = [0u8; frame::HEADER];
-    if let Err(e) = output.read_exact(&mut head).await {
-        return eof(e);
+    if !output.read_exact(&mut head, spin).await.map_err(failed)? {
+        return Ok(None);
     }
     buf.clear();
     buf.resize(frame::body_len(&head)?, 0);
-    if let Err(e) = output.read_exact(buf).await {
-        return eof(e);
+    if !output.read_exact(buf, spin).await.map_err(failed)? {
+        return Ok(None);
     }
     frame::parse(&head, buf, arena).map(Some)
 }
@@ -639,6 +706,8 @@ struct Pending {
 struct Line {
     config: Arc<WorkerConfig>,
     shared: Arc<Shared>,
+    queue: Queue,
+    batching: Option<Batching>,
     /// Calls written and not answered: the watchdog is armed while there are any, for the
     /// one Python runs now.
     in_flight: std::sync::Mutex<usize>,
@@ -692,22 +761,15 @@ async fn serve(
     let line = Line {
         config,
         shared,
+        queue,
+        batching,
         in_flight: Default::default(),
         stop: Default::default(),
         stopped: Default::default(),
     };
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let ((input, carried, unsent), read) = tokio::join!(
-        write_calls(
-            &line,
-            io.input,
-            io.arena.as_deref(),
-            &queue,
-            batching,
-            carried,
-            unsent,
-            tx
-        ),
+        write_calls(&line, io.input, io.arena.as_deref(), carried, unsent, tx),
         read_answers(&line, io.output, io.arena.as_deref(), rx),
     );
     let ended = match read {
@@ -740,8 +802,6 @@ async fn write_calls(
     line: &Line,
     mut input: pipe::Sender,
     arena: Option<&Arena>,
-    queue: &Queue,
-    batching: Option<Batching>,
     mut carried: Option<Job>,
     mut unsent: Vec<Job>,
     pending: tokio::sync::mpsc::UnboundedSender<Pending>,
@@ -759,7 +819,7 @@ async fn write_calls(
             let mut jobs = tokio::select! {
                 biased;
                 () = line.stopped() => break,
-                jobs = queue.lock() => jobs,
+                jobs = line.queue.lock() => jobs,
             };
             let first = tokio::select! {
                 biased;
@@ -767,7 +827,7 @@ async fn write_calls(
                 first = first_job(&mut jobs, &mut carried) => first,
             };
             let Some(first) = first else { break };
-            gather_async(&mut jobs, first, &mut carried, batching).await
+            gather_async(&mut jobs, first, &mut carried, line.batching).await
         } else {
             std::mem::take(&mut unsent)
         };
@@ -829,19 +889,21 @@ async fn write_calls(
 /// jobs of the calls it had, and what reading said).
 async fn read_answers(
     line: &Line,
-    mut output: tokio::io::BufReader<pipe::Receiver>,
+    mut output: Output,
     arena: Option<&Arena>,
     mut pending: tokio::sync::mpsc::UnboundedReceiver<Pending>,
-) -> std::result::Result<
-    (tokio::io::BufReader<pipe::Receiver>, Option<String>),
-    (Vec<Job>, Option<String>),
-> {
+) -> std::result::Result<(Output, Option<String>), (Vec<Job>, Option<String>)> {
     let config = &line.config;
     let (mut buf, mut calls, mut recycle) = (Vec::new(), 0, None);
     // When the worker finished its last call: a call written before that waited in the pipe.
     let mut free_since = Instant::now();
     while let Some(call) = pending.recv().await {
-        let read = read_frame(&mut output, &mut buf, arena).await;
+        // Alone in the pipeline, the answer is polled for a while (`spin_us`) first; with
+        // another call queued behind it the worker is busy and the wait is not spent
+        // spinning.
+        let alone = *line.in_flight.lock().expect("not poisoned") == 1;
+        let spin = (alone && !config.spin.is_zero()).then(|| Instant::now() + config.spin);
+        let read = read_frame(&mut output, &mut buf, arena, spin).await;
         let answer = match read {
             Ok(Some(reply)) if reply.call_id == call.id => {
                 let kind = reply.kind;
