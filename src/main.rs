@@ -236,6 +236,26 @@ fn validate(graph: &Path, short: bool) -> ExitCode {
         format!("checking {} and loading its models", graph.display()),
         || Graph::load(graph, &registry(), BuildMode::Load),
     );
+    // Models loading in the background (`load_mode: async`) are waited for: a failed load
+    // is an error here too.
+    let loaded = loaded.and_then(|g| {
+        with_spinner(
+            "waiting for models loading in the background".into(),
+            || {
+                while g.loading() {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            },
+        );
+        match g.unready() {
+            None => Ok(g),
+            Some(why) => Err(servegraph_engine::GraphErrors::new(
+                graph,
+                &std::fs::read_to_string(graph).unwrap_or_default(),
+                vec![servegraph_engine::Diagnostic::new(why)],
+            )),
+        }
+    });
     match loaded {
         Ok(g) => {
             let models: Vec<String> = g

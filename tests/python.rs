@@ -638,3 +638,62 @@ fn large_tensors_cross_through_shared_memory() {
         );
     }
 }
+
+/// `load_mode: async`: the server serves its other models at once; the loading one is not
+/// ready (and answers 503 saying it loads) until it has loaded. `validate` waits for it and
+/// reports a failing load as an error.
+#[test]
+fn async_load_is_not_ready_until_loaded_and_validate_waits_for_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = graph(
+        dir.path(),
+        &[
+            ("fast", ECHO),
+            (
+                "slow",
+                "class_name: SlowLoad, class_args: {seconds: 2}, load_mode: async",
+            ),
+        ],
+    );
+    let server = Server::listening(&g, "127.0.0.1:0", &["--drain-grace", "0"]);
+    let body = request(&[1.0, 2.0], json!({}));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while post(&server.addr, "/v2/models/fast/infer", &body).status != 200 {
+        assert!(Instant::now() < deadline, "`fast` never served");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // `fast` serves while `slow` still loads.
+    assert_eq!(
+        common::get_blocking(&server.addr, "/v2/models/slow/ready").status,
+        503
+    );
+    assert_eq!(
+        common::get_blocking(&server.addr, "/v2/health/ready").status,
+        503
+    );
+    let r = post(&server.addr, "/v2/models/slow/infer", &body);
+    assert_eq!(r.status, 503, "{:?}", r.body);
+    assert!(r.error().contains("loading"), "{}", r.error());
+    while common::get_blocking(&server.addr, "/v2/models/slow/ready").status != 200 {
+        assert!(Instant::now() < deadline, "`slow` never became ready");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let r = post(&server.addr, "/v2/models/slow/infer", &body);
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(output(&r.json(), "output")["data"], json!([1.0, 2.0]));
+
+    let failing = graph(
+        dir.path(),
+        &[(
+            "slow",
+            "class_name: SlowLoad, class_args: {seconds: 0.2, fail: true}, load_mode: async",
+        )],
+    );
+    let out = bin().args(["validate", &failing]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("step `slow`") && stderr.contains("RuntimeError: the slow load failed"),
+        "{stderr}"
+    );
+}

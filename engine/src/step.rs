@@ -53,6 +53,12 @@ pub trait Step: Send + Sync + 'static {
         None
     }
 
+    /// Whether the step is still loading in the background (a Python model with
+    /// `load_mode: async`): `servegraph validate` waits for it, then reports [`Step::unready`].
+    fn loading(&self) -> bool {
+        false
+    }
+
     /// The step's learning (feedback, stats, checkpoint, sharing), when it learns (routers).
     fn learner(&self) -> Option<&dyn Learner> {
         None
@@ -115,6 +121,9 @@ impl<S: Step> Step for Arc<S> {
     }
     fn unready(&self) -> Option<String> {
         S::unready(self)
+    }
+    fn loading(&self) -> bool {
+        S::loading(self)
     }
     fn learner(&self) -> Option<&dyn Learner> {
         S::learner(self)

@@ -47,6 +47,13 @@ impl Server {
     /// Starts serving `graph` on `listen` and waits until it is ready. SIGTERM stops it
     /// without a grace period unless `extra` sets `--drain-grace`.
     pub fn start_at(graph: &str, listen: &str, extra: &[&str]) -> Server {
+        let mut server = Server::listening(graph, listen, extra);
+        server.wait_ready();
+        server
+    }
+
+    /// Starts serving `graph` on `listen`, returning once it listens (it may not be ready).
+    pub fn listening(graph: &str, listen: &str, extra: &[&str]) -> Server {
         let grace: &[&str] = if extra.contains(&"--drain-grace") {
             &[]
         } else {
@@ -70,9 +77,7 @@ impl Server {
             .strip_prefix("servegraph listening on http://")
             .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
             .to_owned();
-        let mut server = Server { child, addr };
-        server.wait_ready();
-        server
+        Server { child, addr }
     }
 
     /// Waits until ready; fails at once when the server exits instead (its errors are on

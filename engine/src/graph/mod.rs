@@ -192,6 +192,21 @@ impl Graph {
         search(name, top)
     }
 
+    /// Whether a step, nested ones included, is still loading in the background.
+    pub fn loading(&self) -> bool {
+        fn walk(steps: Vec<(&str, &dyn Step)>) -> bool {
+            steps
+                .into_iter()
+                .any(|(_, s)| s.loading() || walk(s.children()))
+        }
+        walk(
+            self.nodes
+                .iter()
+                .map(|n| (n.name.as_str(), n.step.as_ref()))
+                .collect(),
+        )
+    }
+
     /// Why the graph cannot serve now: the first step, nested ones included, that says it is
     /// not ready (and why); `None` when every step is.
     pub fn unready(&self) -> Option<String> {

@@ -157,3 +157,19 @@ def check_big(inputs, parameters):
         "intact": np.array([intact]),
         "size": np.array([big.size], dtype=np.int64),
     }
+
+
+class SlowLoad:
+    """Takes `seconds` to load, then fails if `fail`; echoes its input."""
+
+    def __init__(self, seconds=1.0, fail=False):
+        self.seconds = float(seconds)
+        self.fail = fail
+
+    def load(self):
+        time.sleep(self.seconds)
+        if self.fail:
+            raise RuntimeError("the slow load failed")
+
+    def predict(self, inputs, parameters):
+        return inputs["input"]

@@ -39,7 +39,7 @@ use servegraph_engine::{
 };
 use tokio::sync::mpsc::{Sender, error::TrySendError};
 
-pub use spec::{Api, PythonSpec, PythonStepSpec};
+pub use spec::{Api, LoadMode, PythonSpec, PythonStepSpec};
 
 use self::worker::{Worker, WorkerConfig};
 use crate::model::batch::{Batching, Job};
@@ -82,9 +82,21 @@ impl PythonModel {
                 Arc::clone(&queue),
                 batching,
                 Arc::clone(&loaded),
+                spec.load_mode == LoadMode::Sync,
             )?);
         }
-        tracing::info!(model = name, workers = spec.workers, "loaded Python model");
+        match spec.load_mode {
+            LoadMode::Sync => {
+                tracing::info!(model = name, workers = spec.workers, "loaded Python model")
+            }
+            LoadMode::Async => {
+                tracing::info!(
+                    model = name,
+                    workers = spec.workers,
+                    "loading Python model in the background"
+                )
+            }
+        }
         Ok(PythonModel {
             name: name.to_owned(),
             queue: tx,
@@ -99,6 +111,10 @@ impl PythonModel {
     /// Workers loaded and serving now.
     pub fn loaded_workers(&self) -> usize {
         self.loaded.load(Ordering::Relaxed)
+    }
+
+    fn ever_loaded(&self) -> bool {
+        self.workers.iter().any(Worker::loaded_once)
     }
 }
 
@@ -115,11 +131,8 @@ impl Step for PythonModel {
             }
             (None, true) => event.tensors.clone(),
         };
-        if self.loaded_workers() == 0 {
-            return Err(Error::unavailable(format!(
-                "model `{}` has no Python worker loaded (starting again)",
-                self.name
-            )));
+        if let Some(why) = self.unready() {
+            return Err(Error::unavailable(format!("model `{}`: {why}", self.name)));
         }
         let parameters = (!event.parameters.is_empty()).then(|| event.parameters.clone());
         let (job, answer) = Job::new(inputs, parameters);
@@ -193,12 +206,21 @@ impl Step for PythonModel {
     }
 
     fn unready(&self) -> Option<String> {
-        (self.loaded_workers() == 0).then(|| {
-            format!(
-                "none of its {} Python workers is loaded (starting again)",
-                self.workers.len()
-            )
+        if self.loaded_workers() > 0 {
+            return None;
+        }
+        let n = self.workers.len();
+        Some(match self.workers.iter().find_map(Worker::last_error) {
+            Some(e) => format!("none of its {n} Python workers is loaded (trying again): {e}"),
+            None if !self.ever_loaded() => format!("its {n} Python workers are loading"),
+            None => format!("none of its {n} Python workers is loaded (starting again)"),
         })
+    }
+
+    fn loading(&self) -> bool {
+        self.loaded_workers() == 0
+            && !self.ever_loaded()
+            && self.workers.iter().all(|w| w.last_error().is_none())
     }
 }
 

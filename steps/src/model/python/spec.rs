@@ -55,6 +55,13 @@ pub struct PythonSpec {
     /// `SERVEGRAPH_PYTHON` environment variable, else `python3`). It needs NumPy.
     #[serde(default)]
     pub python: Option<String>,
+    /// `sync` (the default): the graph starts serving once every worker has loaded, and a
+    /// failing load is a graph error. `async`: the server starts at once and the workers load
+    /// in the background; the model is not ready (readiness false, calls answered 503) until
+    /// one has, a failing load is retried with backoff and readiness says why, and
+    /// `servegraph validate` still waits for the load and reports its error.
+    #[serde(default)]
+    pub load_mode: LoadMode,
     /// Worker processes (default 1), each with its own copy of the model.
     #[serde(default = "one")]
     #[schemars(range(min = 1, max = 64))]
@@ -189,6 +196,7 @@ impl PythonStepSpec {
             model_path: None,
             api: Api::Servegraph,
             python: self.python,
+            load_mode: LoadMode::Sync,
             workers: self.workers,
             batch: None,
             queue_size: self.queue_size,
@@ -216,6 +224,15 @@ pub struct RecycleSpec {
     /// Replace a worker whose resident memory reaches this many MiB (0, the default: never).
     #[serde(default)]
     pub max_rss_mb: u64,
+}
+
+/// `load_mode:`, whether the graph waits for the workers to load.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum LoadMode {
+    #[default]
+    Sync,
+    Async,
 }
 
 /// `api:`, the calling convention.

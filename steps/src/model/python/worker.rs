@@ -72,6 +72,11 @@ struct Shared {
     epoch: Instant,
     /// Set when the model is let go: the watchdog ends.
     stopping: std::sync::atomic::AtomicBool,
+    /// Why the last start failed, while the worker has none running (`load_mode: async`
+    /// readiness says it).
+    last_error: std::sync::Mutex<Option<String>>,
+    /// Set once a process of this worker has loaded.
+    loaded_once: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -120,6 +125,7 @@ impl Worker {
         queue: Queue,
         batching: Option<Batching>,
         loaded: Arc<AtomicUsize>,
+        wait: bool,
     ) -> std::result::Result<Worker, String> {
         let shared = Arc::new(Shared {
             pid: AtomicU32::new(0),
@@ -127,6 +133,8 @@ impl Worker {
             killed: Default::default(),
             epoch: Instant::now(),
             stopping: Default::default(),
+            last_error: Default::default(),
+            loaded_once: Default::default(),
         });
         {
             let shared = Arc::clone(&shared);
@@ -145,11 +153,18 @@ impl Worker {
             std::thread::Builder::new()
                 .name(format!("py-{}-{index}", config.model))
                 .spawn(move || {
-                    let (process, io) = match Process::start(index, &config, &shared, &handle) {
+                    let first = match Process::start(index, &config, &shared, &handle) {
                         Ok(p) => {
                             loaded.fetch_add(1, Ordering::Relaxed);
                             let _ = started_tx.send(Ok(()));
-                            p
+                            Some(p)
+                        }
+                        // Loading in the background, a failed load is tried again and
+                        // readiness says why meanwhile.
+                        Err(e) if !wait => {
+                            tracing::warn!(model = %config.model, worker = index, error = %e, "Python worker did not start");
+                            *shared.last_error.lock().expect("not poisoned") = Some(e);
+                            None
                         }
                         Err(e) => {
                             shared.stopping.store(true, Ordering::Relaxed);
@@ -166,14 +181,28 @@ impl Worker {
                         shared,
                         handle,
                     };
-                    worker.supervise(process, io)
+                    worker.supervise(first)
                 })
                 .map_err(|e| format!("cannot start a thread: {e}"))?;
         }
-        started
-            .recv()
-            .map_err(|_| "the Python worker's thread ended while starting it".to_owned())??;
+        if wait {
+            started
+                .recv()
+                .map_err(|_| "the Python worker's thread ended while starting it".to_owned())??;
+        }
         Ok(Worker { shared })
+    }
+}
+
+impl Worker {
+    /// Why its last start failed, while it has no process loaded.
+    pub(super) fn last_error(&self) -> Option<String> {
+        self.shared.last_error.lock().expect("not poisoned").clone()
+    }
+
+    /// Whether a process of it has loaded the model yet.
+    pub(super) fn loaded_once(&self) -> bool {
+        self.shared.loaded_once.load(Ordering::Relaxed)
     }
 }
 
@@ -281,7 +310,10 @@ impl Process {
         shared.disarm();
         let failure = match loaded {
             Ok(()) => match Io::new(input, output, arena, handle) {
-                Ok(io) => return Ok((p, io)),
+                Ok(io) => {
+                    shared.loaded_once.store(true, Ordering::Relaxed);
+                    return Ok((p, io));
+                }
                 Err(e) => e,
             },
             Err(e) => {
@@ -570,13 +602,18 @@ struct Supervisor {
 impl Supervisor {
     /// Serves the process on the runtime until it ends, then starts it again (with backoff)
     /// or replaces it; returns when the queue closes or the model is let go.
-    fn supervise(&self, mut process: Process, io: Io) {
+    fn supervise(&self, started: Option<(Process, Io)>) {
         let (index, config, shared) = (self.index, &self.config, &self.shared);
-        let mut io = Some(io);
+        let mut serving = started;
         let (mut carried, mut unsent) = (None, Vec::new());
-        let mut backoff = BACKOFF.0;
+        // A first start that failed (`load_mode: async`) is tried again at once.
+        let mut backoff = if serving.is_some() {
+            BACKOFF.0
+        } else {
+            Duration::ZERO
+        };
         loop {
-            if let Some(current) = io.take() {
+            if let Some((mut process, current)) = serving.take() {
                 let (tx, ended) = std::sync::mpsc::sync_channel(1);
                 let task = serve(
                     Arc::clone(config),
@@ -604,7 +641,7 @@ impl Supervisor {
                         return;
                     }
                     Ended::Recycle(old, why) => {
-                        io = Some(self.replace(&mut process, old, &why));
+                        serving = Some(self.replace(process, old, &why));
                         continue;
                     }
                     Ended::Failed(lost, why) => {
@@ -649,16 +686,17 @@ impl Supervisor {
                 std::thread::sleep(Duration::from_millis(20));
             }
             match Process::start(index, config, shared, &self.handle) {
-                Ok((p, started)) => {
-                    tracing::info!(model = %config.model, worker = index, "Python worker started again");
+                Ok(started) => {
+                    tracing::info!(model = %config.model, worker = index, "Python worker started");
+                    *shared.last_error.lock().expect("not poisoned") = None;
                     self.loaded.fetch_add(1, Ordering::Relaxed);
-                    process = p;
-                    io = Some(started);
+                    serving = Some(started);
                     backoff = BACKOFF.0;
                 }
                 Err(e) => {
                     tracing::warn!(model = %config.model, worker = index, error = %e, "Python worker did not start");
-                    backoff = (backoff * 2).min(BACKOFF.1);
+                    *shared.last_error.lock().expect("not poisoned") = Some(e);
+                    backoff = (backoff * 2).clamp(BACKOFF.0, BACKOFF.1);
                 }
             }
         }
@@ -667,20 +705,20 @@ impl Supervisor {
     /// Replaces the worker: a new process is started and loaded first, then the old one is
     /// stopped, so the model never has fewer workers loaded. If the new one does not start,
     /// the old one goes on serving (and is tried again at its next call).
-    fn replace(&self, process: &mut Process, old: Io, why: &str) -> Io {
+    fn replace(&self, mut process: Process, old: Io, why: &str) -> (Process, Io) {
         let (index, config, shared) = (self.index, &self.config, &self.shared);
         let old_pid = process.child.id();
         match Process::start(index, config, shared, &self.handle) {
-            Ok((new, io)) => {
+            Ok(new) => {
                 drop(old);
-                std::mem::replace(process, new).reap();
+                process.reap();
                 tracing::info!(model = %config.model, worker = index, old_pid, "Python worker replaced: {why}");
-                io
+                new
             }
             Err(e) => {
                 shared.pid.store(old_pid, Ordering::Relaxed);
                 tracing::warn!(model = %config.model, worker = index, error = %e, "could not replace the Python worker ({why})");
-                old
+                (process, old)
             }
         }
     }
