@@ -697,3 +697,94 @@ fn async_load_is_not_ready_until_loaded_and_validate_waits_for_it() {
         "{stderr}"
     );
 }
+
+/// MLRun's `op_<name>(event)` at `POST /v2/models/{m}/{name}` (a missing one is a 404, a
+/// model without operations too); `set_metric` and Seldon's `metrics()` reach `/metrics`.
+#[test]
+fn operations_and_model_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let weights = root().join("tests/python/models/weights");
+    let g = graph(
+        dir.path(),
+        &[
+            (
+                "mlrun",
+                &format!(
+                    "class_name: LinearServer, model_path: {}, class_args: {{factor: 2}}",
+                    weights.display()
+                ),
+            ),
+            ("component", "class_name: Component, api: seldon"),
+            ("fn", "function: double"),
+        ],
+    );
+    let server = Server::start(&g, &[]);
+    let r = post(
+        &server.addr,
+        "/v2/models/mlrun/scale",
+        r#"{"values": [1, 2]}"#,
+    );
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let weight: f64 =
+        std::fs::read_to_string(root().join("tests/python/models/weights/weight.txt"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+    assert_eq!(
+        r.json(),
+        json!({"scaled": [weight * 2.0, weight * 4.0], "path": "/v2/models/mlrun/scale"})
+    );
+    let r = post(&server.addr, "/v2/models/mlrun/nope", "{}");
+    assert_eq!(r.status, 404, "{:?}", r.body);
+    assert!(r.error().contains("no operation `nope`"), "{}", r.error());
+    let r = post(&server.addr, "/v2/models/fn/scale", "{}");
+    assert_eq!(r.status, 404, "{:?}", r.body);
+    let r = post(&server.addr, "/v2/models/mlrun/scale", "{not json");
+    assert_eq!(r.status, 400, "{:?}", r.body);
+
+    for _ in 0..2 {
+        assert_eq!(
+            post(
+                &server.addr,
+                "/v2/models/mlrun/infer",
+                &request(&[1.0, 2.0], json!({}))
+            )
+            .status,
+            200
+        );
+        assert_eq!(
+            post(
+                &server.addr,
+                "/v2/models/component/infer",
+                &request(&[1.0], json!({}))
+            )
+            .status,
+            200
+        );
+    }
+    let metrics =
+        String::from_utf8_lossy(&common::get_blocking(&server.addr, "/metrics").body).into_owned();
+    let line = |prefix: &str| {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix} in {metrics}"))
+            .to_owned()
+    };
+    assert!(
+        line(r#"servegraph_model_user_gauge{model="mlrun",key="rows"}"#).ends_with(" 1.0")
+            || line(r#"servegraph_model_user_gauge{model="mlrun",key="rows"}"#).ends_with(" 1"),
+        "{metrics}"
+    );
+    assert!(
+        line(r#"servegraph_model_user_counter_total{model="component",key="calls"}"#)
+            .ends_with(" 2.0"),
+        "{metrics}"
+    );
+    assert!(
+        line(r#"servegraph_model_user_timer_seconds_count{model="component",key="took"}"#)
+            .ends_with(" 2"),
+        "{metrics}"
+    );
+}

@@ -255,6 +255,8 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/v2/models/{model}/versions/{version}/explain",
             post(explain_version),
         )
+        // Custom operations (MLRun's `op_<name>`): the paths above take precedence.
+        .route("/v2/models/{model}/{operation}", post(operation))
         .fallback(not_found)
         .with_state(state)
 }
@@ -392,6 +394,34 @@ async fn explain_version(
     body: Body,
 ) -> Response {
     run_infer(&state, Some(&model), Some(&version), &headers, body, true).await
+}
+
+/// `POST /v2/models/{model}/{operation}`: a custom operation of the step serving `model`
+/// (an MLRun model's `op_<name>(event)`), JSON in and out.
+async fn operation(
+    State(state): State<Arc<AppState>>,
+    Path((model, name)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<serde_json::Value>, Error> {
+    let served = state.current()?;
+    let step = served
+        .graph
+        .find_step(&model)
+        .ok_or_else(|| Error::not_found(format!("no model `{model}`")))?;
+    let body = read_body(body, &headers, state.config.max_body_bytes).await?;
+    let value: serde_json::Value = if body.is_empty() {
+        serde_json::Value::Null
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| Error::bad_request(format!("`{name}` takes a JSON body: {e}")))?
+    };
+    match step.operation(&name, value).await {
+        Some(answer) => answer.map(Json),
+        None => Err(Error::not_found(format!(
+            "model `{model}` has no operation `{name}` (it serves infer, predict and explain)"
+        ))),
+    }
 }
 
 /// The step named `name` that learns from feedback (a router), or a 404.

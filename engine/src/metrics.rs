@@ -129,6 +129,12 @@ struct Metrics {
     tracking_dropped: Family<L1, Counter>,
     kafka_lag: Family<L2, Gauge>,
     kafka_committed: Family<L2, Gauge>,
+    user_counters: Family<L2, Counter<f64, AtomicU64>>,
+    user_gauges: Family<L2, Gauge<f64, AtomicU64>>,
+    user_timers: Family<L2, Timer>,
+    /// The user metric keys seen per model (bounded: [`USER_KEYS`]).
+    user_keys:
+        std::sync::Mutex<std::collections::HashMap<String, std::collections::HashSet<String>>>,
 }
 
 fn global() -> &'static Metrics {
@@ -149,6 +155,10 @@ fn global() -> &'static Metrics {
             tracking_dropped: Family::default(),
             kafka_lag: Family::default(),
             kafka_committed: Family::default(),
+            user_counters: Family::default(),
+            user_gauges: Family::default(),
+            user_timers: Family::default(),
+            user_keys: Default::default(),
         };
         let r = &mut m.registry;
         r.register(
@@ -216,8 +226,71 @@ fn global() -> &'static Metrics {
             "The last committed offset of a partition.",
             m.kafka_committed.clone(),
         );
+        r.register(
+            "servegraph_model_user_counter",
+            "Counters a Python model keeps (Seldon's COUNTER metrics), by key.",
+            m.user_counters.clone(),
+        );
+        r.register(
+            "servegraph_model_user_gauge",
+            "Gauges a Python model sets (Seldon's GAUGE metrics, MLRun's set_metric), by key.",
+            m.user_gauges.clone(),
+        );
+        r.register(
+            "servegraph_model_user_timer_seconds",
+            "Timings a Python model reports (Seldon's TIMER metrics), by key.",
+            m.user_timers.clone(),
+        );
         m
     })
+}
+
+/// Distinct user metric keys kept per model; more are dropped (a key per request would grow
+/// `/metrics` without bound).
+pub const USER_KEYS: usize = 64;
+
+/// How a model's own metric is recorded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UserMetric {
+    /// Adds the value.
+    Counter,
+    /// Sets the value.
+    Gauge,
+    /// Observes the value, in milliseconds (Seldon's TIMER).
+    TimerMs,
+}
+
+/// Records a metric a model reported; `false` when its key was dropped (past [`USER_KEYS`]
+/// keys for the model, or a value that is negative for a counter or not finite).
+pub fn user_metric(model: &str, key: &str, kind: UserMetric, value: f64) -> bool {
+    if !value.is_finite() || (kind != UserMetric::Gauge && value < 0.0) {
+        return false;
+    }
+    let m = global();
+    {
+        let mut keys = m.user_keys.lock().expect("not poisoned");
+        let seen = keys.entry(model.to_owned()).or_default();
+        if !seen.contains(key) {
+            if seen.len() >= USER_KEYS {
+                return false;
+            }
+            seen.insert(key.to_owned());
+        }
+    }
+    let labels = [("model", model.to_owned()), ("key", key.to_owned())];
+    match kind {
+        UserMetric::Counter => {
+            m.user_counters.get_or_create(&labels).inc_by(value);
+        }
+        UserMetric::Gauge => {
+            m.user_gauges.get_or_create(&labels).set(value);
+        }
+        UserMetric::TimerMs => m
+            .user_timers
+            .get_or_create(&labels)
+            .observe(Duration::from_secs_f64(value / 1000.0)),
+    }
+    true
 }
 
 /// A source's request metrics for one graph: resolved once, recorded per request.

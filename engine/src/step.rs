@@ -53,6 +53,18 @@ pub trait Step: Send + Sync + 'static {
         None
     }
 
+    /// A custom operation the step serves at `POST /v2/models/{step}/{name}` (an MLRun
+    /// model's `op_<name>(event)`): the request's JSON body in, a JSON answer out. `None`
+    /// when the step has no operations at all.
+    async fn operation(
+        &self,
+        name: &str,
+        body: serde_json::Value,
+    ) -> Option<Result<serde_json::Value>> {
+        let _ = (name, body);
+        None
+    }
+
     /// Whether the step is still loading in the background (a Python model with
     /// `load_mode: async`): `servegraph validate` waits for it, then reports [`Step::unready`].
     fn loading(&self) -> bool {
@@ -124,6 +136,13 @@ impl<S: Step> Step for Arc<S> {
     }
     fn loading(&self) -> bool {
         S::loading(self)
+    }
+    async fn operation(
+        &self,
+        name: &str,
+        body: serde_json::Value,
+    ) -> Option<Result<serde_json::Value>> {
+        S::operation(self, name, body).await
     }
     fn learner(&self) -> Option<&dyn Learner> {
         S::learner(self)

@@ -42,7 +42,7 @@ from servegraph import ModelError
 
 PROTOCOL = 1
 
-HELLO, LOAD, LOADED, LOAD_ERROR, INFER, RESULT, ERROR, SHUTDOWN = range(1, 9)
+HELLO, LOAD, LOADED, LOAD_ERROR, INFER, RESULT, ERROR, SHUTDOWN, CALL, REPLY = range(1, 11)
 
 HEADER = struct.Struct("<IBBHQII")
 TENSOR = struct.Struct("<BBBB")
@@ -242,8 +242,17 @@ def encode_tensor(name, value):
     return code, arr.shape, arr
 
 
+def json_default(value):
+    """NumPy values in an operation's answer or a metric, as JSON."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, (bytes, bytearray)):
+        return value.decode("utf-8")
+    raise TypeError("%s is not JSON: return dicts, lists, strings and numbers" % type(value).__name__)
+
+
 def write_frame(stream, kind, call_id=0, meta=None, tensors=(), rows=()):
-    meta_bytes = json.dumps(meta).encode("utf-8") if meta else b""
+    meta_bytes = json.dumps(meta, default=json_default).encode("utf-8") if meta else b""
     descs = []
     payload = []
     offset = 0
@@ -343,6 +352,9 @@ class Native:
             if self.clipper:
                 self.batchable = True
 
+    def operation(self, op, body):
+        return operation(self.obj, op, body)
+
     def predict(self, inputs, parameters):
         if not getattr(self, "clipper", False):
             return self.call(inputs, parameters)
@@ -362,6 +374,17 @@ class Native:
         if all(isinstance(o, (str, bytes)) for o in outputs):
             return np.array([o.encode() if isinstance(o, str) else o for o in outputs], dtype=object)
         return np.asarray(outputs)
+
+
+def operation(obj, op, body, event=None):
+    """Calls the class's `op_<op>`: with MLRun's event (`event(body)`) or the body itself."""
+    if obj is None or not op.isidentifier():
+        fn = None
+    else:
+        fn = getattr(obj, "op_" + op, None)
+    if not callable(fn):
+        raise ModelError("no operation `%s` (the class defines no `op_%s`)" % (op, op), status=404)
+    return fn(event(body) if event else body)
 
 
 def takes_one(f):
@@ -393,6 +416,9 @@ class Seldon:
         self.batchable = bool(getattr(self.obj, "batchable", False))
         self.metadata = getattr(self.obj, "init_metadata", None)
 
+    def operation(self, op, body):
+        return operation(self.obj, op, body)
+
     def predict(self, inputs, parameters):
         x = next(iter(inputs.values())) if len(inputs) == 1 else inputs
         names = parameters.get("feature_names") or []
@@ -406,10 +432,17 @@ class Seldon:
         class_tags = getattr(self.obj, "tags", None)
         if callable(class_tags):
             tags.update(class_tags() or {})
+        # Metrics reach /metrics: the class's `metrics()`, then a SeldonResponse's.
+        metrics = []
+        class_metrics = getattr(self.obj, "metrics", None)
+        if callable(class_metrics):
+            metrics.extend(class_metrics() or [])
         if hasattr(result, "data") and not isinstance(result, np.ndarray):
             tags.update(getattr(result, "tags", None) or {})
+            metrics.extend(getattr(result, "metrics", None) or [])
             result = result.data  # a SeldonResponse
         self.tags = tags
+        self.metrics_out = metrics
         return result if isinstance(result, dict) else np.asarray(result)
 
 
@@ -427,6 +460,12 @@ class MLRun:
         self.batchable = bool(getattr(self.obj, "batchable", False))
         self.metadata = None
 
+    def operation(self, op, body):
+        from servegraph.compat.mlrun import Event
+
+        path = "/v2/models/%s/%s" % (self.name, op)
+        return operation(self.obj, op, body, lambda b: Event(b, path=path))
+
     def predict(self, inputs, parameters):
         if len(inputs) != 1:
             raise ModelError(
@@ -439,7 +478,11 @@ class MLRun:
         self.obj.metrics = {}
         request = self.obj.preprocess(body, op)
         request = self.obj.validate(request, op) or request
-        outputs = self.obj.predict(request)
+        outputs = self.obj.explain(request) if op == "explain" else self.obj.predict(request)
+        # `set_metric` values reach /metrics as gauges.
+        self.metrics_out = [
+            {"key": k, "type": "GAUGE", "value": v} for k, v in (self.obj.metrics or {}).items()
+        ]
         response = {"id": body["id"], "model_name": self.name, "outputs": outputs}
         response = self.obj.postprocess(response)
         outputs = response["outputs"] if isinstance(response, dict) else response
@@ -586,11 +629,22 @@ def main():
             except BaseException as exc:  # noqa: BLE001 - every load failure is reported
                 write_frame(out, LOAD_ERROR, call_id, meta=error_meta(exc))
                 return
+        elif kind == CALL:
+            try:
+                result = model.operation(meta.get("op") or "", meta.get("body"))
+                write_frame(out, REPLY, call_id, meta={"result": result})
+            except Exception as exc:  # noqa: BLE001 - the answer carries it; the worker goes on
+                write_frame(out, ERROR, call_id, meta=error_meta(exc))
         elif kind == INFER:
             try:
                 model.tags = None
+                model.metrics_out = None
                 result = model.predict(tensors, meta.get("parameters") or {})
-                extra = {"tags": model.tags} if model.tags else None
+                extra = {}
+                if model.tags:
+                    extra["tags"] = model.tags
+                if model.metrics_out:
+                    extra["metrics"] = model.metrics_out
                 write_frame(out, RESULT, call_id, meta=extra, tensors=outputs_of(result, declared))
             except Exception as exc:  # noqa: BLE001 - the answer carries it; the worker goes on
                 write_frame(out, ERROR, call_id, meta=error_meta(exc))

@@ -28,6 +28,18 @@ class _Context:
             logging.basicConfig(level=logging.INFO)
 
 
+class Event:
+    """What an `op_<name>(event)` gets, as in MLRun: the request's `body` (parsed JSON),
+    its `path` and `method`; what the operation returns is the response's body."""
+
+    def __init__(self, body=None, path="", method="POST", headers=None, id=None):
+        self.body = body
+        self.path = path
+        self.method = method
+        self.headers = headers or {}
+        self.id = id
+
+
 class V2ModelServer:
     """MLRun's model server base class (`mlrun.serving.V2ModelServer`), as servegraph runs it."""
 

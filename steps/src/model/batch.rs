@@ -18,6 +18,9 @@ pub(crate) struct Job {
     /// The request's parameters, for runtimes that hand them to the model (Python); jobs
     /// join a batch only when theirs are equal.
     pub(crate) parameters: Option<Notes>,
+    /// A custom operation (its name and JSON body) instead of an inference (Python models'
+    /// `op_<name>`); it never joins a batch, and its answer's notes carry the reply.
+    pub(crate) operation: Option<(String, serde_json::Value)>,
 }
 
 /// JSON fields by name: a request's parameters, or what an answer adds to the response's.
@@ -44,7 +47,18 @@ impl Job {
             queued: Instant::now(),
             reply,
             parameters,
+            operation: None,
         };
+        (job, answer)
+    }
+
+    /// A job calling the custom operation `name` with `body`.
+    pub(crate) fn operation(
+        name: &str,
+        body: serde_json::Value,
+    ) -> (Job, oneshot::Receiver<Answer>) {
+        let (mut job, answer) = Job::new(Vec::new(), None);
+        job.operation = Some((name.to_owned(), body));
         (job, answer)
     }
 
@@ -64,17 +78,26 @@ impl Job {
 
     /// Rows along the batch axis (the first input's first dimension).
     pub(crate) fn rows(&self) -> usize {
-        self.inputs[0].shape.first().copied().unwrap_or(1)
+        self.inputs
+            .first()
+            .and_then(|t| t.shape.first())
+            .copied()
+            .unwrap_or(1)
     }
 
     /// Whether two jobs can share a run: same inputs but for the batch dimension.
     pub(crate) fn fits_with(&self, other: &Job) -> bool {
-        self.inputs.iter().zip(&other.inputs).all(|(a, b)| {
-            a.datatype() == b.datatype() && !a.shape.is_empty() && a.shape[1..] == b.shape[1..]
-        }) && other
-            .inputs
-            .iter()
-            .all(|t| t.shape.first() == Some(&other.rows()))
+        self.operation.is_none()
+            && other.operation.is_none()
+            && !self.inputs.is_empty()
+            && self.inputs.len() == other.inputs.len()
+            && self.inputs.iter().zip(&other.inputs).all(|(a, b)| {
+                a.datatype() == b.datatype() && !a.shape.is_empty() && a.shape[1..] == b.shape[1..]
+            })
+            && other
+                .inputs
+                .iter()
+                .all(|t| t.shape.first() == Some(&other.rows()))
             && self.parameters == other.parameters
     }
 }

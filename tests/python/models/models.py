@@ -104,7 +104,12 @@ class LinearServer(V2ModelServer):
         return request
 
     def predict(self, request):
+        self.set_metric("rows", len(request["inputs"]))
         return (np.asarray(request["inputs"]) * self.weight).tolist()
+
+    def op_scale(self, event):
+        """A custom operation (`POST /v2/models/{m}/scale`): MLRun's `op_<name>(event)`."""
+        return {"scaled": [x * self.weight for x in event.body["values"]], "path": event.path}
 
 
 class Component(SeldonComponent):
@@ -116,6 +121,9 @@ class Component(SeldonComponent):
 
     def tags(self):
         return {"component": "v1", "seen": 0}
+
+    def metrics(self):
+        return [{"type": "COUNTER", "key": "calls", "value": 1}, {"type": "TIMER", "key": "took", "value": 3.5}]
 
     def predict(self, X, feature_names, meta=None):
         return SeldonResponse(X + self.offset, tags={"seen": len(X)})

@@ -18,6 +18,10 @@ pub(super) const INFER: u8 = 5;
 pub(super) const RESULT: u8 = 6;
 pub(super) const ERROR: u8 = 7;
 // 8 is SHUTDOWN, which the worker also takes; the engine stops a worker by closing its pipes.
+/// A custom operation: `{"op", "body"}` in the metadata, answered by REPLY or ERROR.
+pub(super) const CALL: u8 = 9;
+/// An operation's answer: `{"result"}` in the metadata.
+pub(super) const REPLY: u8 = 10;
 
 pub(super) const HEADER: usize = 24;
 /// A frame larger than this is refused (a worker writing garbage must not make us allocate

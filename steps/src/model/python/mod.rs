@@ -113,6 +113,53 @@ impl PythonModel {
         self.loaded.load(Ordering::Relaxed)
     }
 
+    /// Queues a job and awaits its answer (503 at once when the queue is full or closed).
+    async fn submit(
+        &self,
+        job: (
+            Job,
+            tokio::sync::oneshot::Receiver<crate::model::batch::Answer>,
+        ),
+    ) -> Result<crate::model::batch::Answer> {
+        let (job, answer) = job;
+        match self.queue.try_send(job) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                return Err(Error::unavailable(format!(
+                    "model `{}` is overloaded: its queue is full",
+                    self.name
+                )));
+            }
+            Err(TrySendError::Closed(_)) => {
+                return Err(Error::unavailable(format!(
+                    "model `{}` is stopping",
+                    self.name
+                )));
+            }
+        }
+        answer
+            .await
+            .map_err(|_| Error::unavailable(format!("model `{}`: its worker went away", self.name)))
+    }
+
+    /// `POST /v2/models/{model}/{name}`: the class's `op_<name>`.
+    async fn call_operation(
+        &self,
+        name: &str,
+        body: serde_json::Value,
+    ) -> Result<serde_json::Value> {
+        if let Some(why) = self.unready() {
+            return Err(Error::unavailable(format!("model `{}`: {why}", self.name)));
+        }
+        let mut answer = self.submit(Job::operation(name, body)).await?;
+        answer.result?;
+        Ok(answer
+            .notes
+            .as_mut()
+            .and_then(|n| n.remove("operation"))
+            .unwrap_or_default())
+    }
+
     fn ever_loaded(&self) -> bool {
         self.workers.iter().any(Worker::loaded_once)
     }
@@ -135,25 +182,7 @@ impl Step for PythonModel {
             return Err(Error::unavailable(format!("model `{}`: {why}", self.name)));
         }
         let parameters = (!event.parameters.is_empty()).then(|| event.parameters.clone());
-        let (job, answer) = Job::new(inputs, parameters);
-        match self.queue.try_send(job) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => {
-                return Err(Error::unavailable(format!(
-                    "model `{}` is overloaded: its queue is full",
-                    self.name
-                )));
-            }
-            Err(TrySendError::Closed(_)) => {
-                return Err(Error::unavailable(format!(
-                    "model `{}` is stopping",
-                    self.name
-                )));
-            }
-        }
-        let answer = answer.await.map_err(|_| {
-            Error::unavailable(format!("model `{}`: its worker went away", self.name))
-        })?;
+        let answer = self.submit(Job::new(inputs, parameters)).await?;
         let result = answer.result;
         if self.pass_through {
             for t in result? {
@@ -166,6 +195,14 @@ impl Step for PythonModel {
             event.notes.extend(added);
         }
         Ok(event)
+    }
+
+    async fn operation(
+        &self,
+        name: &str,
+        body: serde_json::Value,
+    ) -> Option<Result<serde_json::Value>> {
+        Some(self.call_operation(name, body).await)
     }
 
     fn infer(&self, input: &Signature) -> std::result::Result<Signature, String> {

@@ -517,16 +517,30 @@ async fn read_frame(
     frame::parse(&head, buf, arena).map(Some)
 }
 
-/// A RESULT's tensors (and what it adds to the response's `parameters`: Seldon tags) or an
-/// ERROR as the error Python chose; `None` for any other frame.
-fn answer_of(reply: Frame) -> Option<(Result<Vec<Tensor>>, Option<Notes>)> {
+/// A RESULT's tensors (and what it adds to the response's `parameters`: Seldon tags), an
+/// operation's REPLY (its JSON in the notes' `operation`), or an ERROR as the error Python
+/// chose; `None` for any other frame. The metrics a RESULT reports are recorded for `model`.
+fn answer_of(model: &str, reply: Frame) -> Option<(Result<Vec<Tensor>>, Option<Notes>)> {
     match reply.kind {
         frame::RESULT => {
-            let notes = reply
-                .meta
-                .and_then(|m| m.get("tags").cloned())
+            let mut meta = reply.meta.unwrap_or_default();
+            if let Some(metrics) = meta.get("metrics").and_then(|m| m.as_array()) {
+                record_metrics(model, metrics);
+            }
+            let notes = meta
+                .get_mut("tags")
+                .map(std::mem::take)
                 .map(|tags| serde_json::Map::from_iter([("tags".to_owned(), tags)]));
             Some((Ok(reply.tensors), notes))
+        }
+        frame::REPLY => {
+            let mut meta = reply.meta.unwrap_or_default();
+            let result = meta
+                .get_mut("result")
+                .map(std::mem::take)
+                .unwrap_or_default();
+            let notes = serde_json::Map::from_iter([("operation".to_owned(), result)]);
+            Some((Ok(Vec::new()), Some(notes)))
         }
         frame::ERROR => {
             let meta = reply.meta.as_ref();
@@ -545,6 +559,40 @@ fn answer_of(reply: Frame) -> Option<(Result<Vec<Tensor>>, Option<Notes>)> {
             Some((Err(error), None))
         }
         _ => None,
+    }
+}
+
+/// A model's own metrics (Seldon's `metrics()`, MLRun's `set_metric`): `{"key", "type":
+/// COUNTER | GAUGE | TIMER, "value"}` each, into `/metrics`.
+fn record_metrics(model: &str, metrics: &[serde_json::Value]) {
+    use servegraph_engine::metrics::{UserMetric, user_metric};
+    for m in metrics {
+        let (Some(key), Some(value)) = (m["key"].as_str(), m["value"].as_f64()) else {
+            tracing::warn!(model, metric = %m, "a model metric needs a string `key` and a number `value`");
+            continue;
+        };
+        let kind = match m["type"].as_str().unwrap_or("GAUGE") {
+            "COUNTER" => UserMetric::Counter,
+            "GAUGE" => UserMetric::Gauge,
+            "TIMER" => UserMetric::TimerMs,
+            other => {
+                tracing::warn!(
+                    model,
+                    key,
+                    kind = other,
+                    "a model metric's type is COUNTER, GAUGE or TIMER"
+                );
+                continue;
+            }
+        };
+        if !user_metric(model, key, kind, value) {
+            tracing::debug!(
+                model,
+                key,
+                value,
+                "a model metric was dropped (too many keys, or a bad value)"
+            );
+        }
     }
 }
 
@@ -895,10 +943,18 @@ async fn write_calls(
         };
         let id = next_id;
         next_id += 1;
-        let meta = parameters.map(|p| serde_json::json!({ "parameters": p }));
+        let (kind, meta) = match batch[0].operation.take() {
+            Some((op, body)) => (
+                frame::CALL,
+                Some(serde_json::json!({"op": op, "body": body})),
+            ),
+            None => (
+                frame::INFER,
+                parameters.map(|p| serde_json::json!({ "parameters": p })),
+            ),
+        };
         let shm = arena.map(|a| (a, a.request_slot(id)));
-        if let Err(e) = frame::encode(&mut buf, frame::INFER, id, meta.as_ref(), &inputs, &[], shm)
-        {
+        if let Err(e) = frame::encode(&mut buf, kind, id, meta.as_ref(), &inputs, &[], shm) {
             answer_all(
                 batch,
                 Err(Error::internal(format!("encoding the call: {e}"))),
@@ -945,7 +1001,7 @@ async fn read_answers(
         let answer = match read {
             Ok(Some(reply)) if reply.call_id == call.id => {
                 let kind = reply.kind;
-                answer_of(reply).ok_or_else(|| {
+                answer_of(&config.model, reply).ok_or_else(|| {
                     Some(format!("the worker answered INFER with frame kind {kind}"))
                 })
             }
