@@ -788,3 +788,43 @@ fn operations_and_model_metrics() {
         "{metrics}"
     );
 }
+
+/// A class's `health_status()` feeds readiness: while it raises, the model is not ready and
+/// says why; once it passes again, the model is ready.
+#[test]
+fn health_status_feeds_readiness() {
+    let dir = tempfile::tempdir().unwrap();
+    let sick = dir.path().join("sick");
+    let g = graph(
+        dir.path(),
+        &[(
+            "moody",
+            &format!(
+                "class_name: Moody, class_args: {{sick: {}}}, health_interval_ms: 50",
+                sick.display()
+            ),
+        )],
+    );
+    let server = Server::start(&g, &[]);
+    let wait_for = |status: u16| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let r = common::get_blocking(&server.addr, "/v2/models/moody/ready");
+            if r.status == status {
+                return r;
+            }
+            assert!(Instant::now() < deadline, "never {status}: {:?}", r.body);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    wait_for(200);
+    std::fs::write(&sick, "").unwrap();
+    let r = wait_for(503);
+    assert!(
+        r.error().contains("RuntimeError: feeling sick"),
+        "{}",
+        r.error()
+    );
+    std::fs::remove_file(&sick).unwrap();
+    wait_for(200);
+}

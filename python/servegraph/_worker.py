@@ -355,6 +355,10 @@ class Native:
     def operation(self, op, body):
         return operation(self.obj, op, body)
 
+    def health_check(self):
+        check = getattr(self.obj, "is_ready", None)
+        return check if callable(check) else None
+
     def predict(self, inputs, parameters):
         if not getattr(self, "clipper", False):
             return self.call(inputs, parameters)
@@ -385,6 +389,18 @@ def operation(obj, op, body, event=None):
     if not callable(fn):
         raise ModelError("no operation `%s` (the class defines no `op_%s`)" % (op, op), status=404)
     return fn(event(body) if event else body)
+
+
+def health_of(check):
+    """What the engine's health probe gets: `{"ready", "message"}` from a check that returns
+    a truth value (`is_ready()`) or raises when unhealthy (`health_status()`)."""
+    try:
+        answer = check()
+    except Exception as exc:  # noqa: BLE001 - an unhealthy class says so by raising
+        return {"ready": False, "message": "%s: %s" % (type(exc).__name__, exc)}
+    if answer is False:
+        return {"ready": False, "message": "is_ready() returned False"}
+    return {"ready": True, "message": ""}
 
 
 def takes_one(f):
@@ -418,6 +434,10 @@ class Seldon:
 
     def operation(self, op, body):
         return operation(self.obj, op, body)
+
+    def health_check(self):
+        check = getattr(self.obj, "health_status", None)
+        return check if callable(check) else None
 
     def predict(self, inputs, parameters):
         x = next(iter(inputs.values())) if len(inputs) == 1 else inputs
@@ -465,6 +485,9 @@ class MLRun:
 
         path = "/v2/models/%s/%s" % (self.name, op)
         return operation(self.obj, op, body, lambda b: Event(b, path=path))
+
+    def health_check(self):
+        return None
 
     def predict(self, inputs, parameters):
         if len(inputs) != 1:
@@ -621,7 +644,7 @@ def main():
                 runner = {"seldon": Seldon, "mlrun": MLRun}.get(api_of(target, meta), Native)
                 model = runner(target, meta)
                 declared = [o["name"] for o in meta.get("outputs") or []]
-                info = {"batchable": model.batchable}
+                info = {"batchable": model.batchable, "health": model.health_check() is not None}
                 if callable(model.metadata):
                     info["metadata"] = model.metadata()
                 inp.spin = (meta.get("spin_us") or 0) / 1e6
@@ -631,7 +654,10 @@ def main():
                 return
         elif kind == CALL:
             try:
-                result = model.operation(meta.get("op") or "", meta.get("body"))
+                if meta.get("op") == "$health":
+                    result = health_of(model.health_check())
+                else:
+                    result = model.operation(meta.get("op") or "", meta.get("body"))
                 write_frame(out, REPLY, call_id, meta={"result": result})
             except Exception as exc:  # noqa: BLE001 - the answer carries it; the worker goes on
                 write_frame(out, ERROR, call_id, meta=error_meta(exc))

@@ -181,3 +181,18 @@ class SlowLoad:
 
     def predict(self, inputs, parameters):
         return inputs["input"]
+
+
+class Moody:
+    """A Seldon-style class whose `health_status()` raises while the file `sick` exists."""
+
+    def __init__(self, sick):
+        self.sick = sick
+
+    def health_status(self):
+        if os.path.exists(self.sick):
+            raise RuntimeError("feeling sick")
+        return {"status": "ok"}
+
+    def predict(self, X, feature_names, meta=None):
+        return X

@@ -52,6 +52,8 @@ pub struct PythonModel {
     outputs: Option<Vec<TensorMeta>>,
     /// Workers loaded and serving now.
     loaded: Arc<AtomicUsize>,
+    /// What the class says of its health, when it reports it.
+    health: Arc<worker::Health>,
     /// A `kind: python` step: the function's tensors are put into the event and the others
     /// pass on (a model's outputs replace its inputs instead).
     pass_through: bool,
@@ -73,6 +75,7 @@ impl PythonModel {
             max_size: b.max_size,
             max_wait: Duration::from_micros(b.max_wait_us),
         });
+        let health = Arc::clone(&config.health);
         let config = Arc::new(config);
         let mut workers = Vec::with_capacity(spec.workers);
         for index in 0..spec.workers {
@@ -85,6 +88,12 @@ impl PythonModel {
                 spec.load_mode == LoadMode::Sync,
             )?);
         }
+        spawn_health_probe(
+            name,
+            tx.downgrade(),
+            Arc::clone(&health),
+            Duration::from_millis(spec.health_interval_ms),
+        );
         match spec.load_mode {
             LoadMode::Sync => {
                 tracing::info!(model = name, workers = spec.workers, "loaded Python model")
@@ -103,6 +112,7 @@ impl PythonModel {
             inputs: spec.inputs.clone(),
             outputs: spec.outputs.clone(),
             loaded,
+            health,
             pass_through: false,
             workers,
         })
@@ -244,7 +254,7 @@ impl Step for PythonModel {
 
     fn unready(&self) -> Option<String> {
         if self.loaded_workers() > 0 {
-            return None;
+            return self.health.unhealthy.lock().expect("not poisoned").clone();
         }
         let n = self.workers.len();
         Some(match self.workers.iter().find_map(Worker::last_error) {
@@ -260,6 +270,58 @@ impl Step for PythonModel {
             && self.workers.iter().all(|w| w.last_error().is_none())
     }
 }
+
+/// Asks the class for its health every `every` (once a worker said it reports one), as an
+/// operation through the model's queue, until the model is let go (the queue is held weakly).
+fn spawn_health_probe(
+    model: &str,
+    queue: tokio::sync::mpsc::WeakSender<Job>,
+    health: Arc<worker::Health>,
+    every: Duration,
+) {
+    let model = model.to_owned();
+    worker::io_runtime().spawn(async move {
+        loop {
+            tokio::time::sleep(every).await;
+            let Some(queue) = queue.upgrade() else { return };
+            if !health.reports.load(Ordering::Relaxed) {
+                continue;
+            }
+            let (job, answer) = Job::operation(HEALTH, serde_json::Value::Null);
+            // A full queue is a busy model, not a sick one: asked again next time.
+            if queue.try_send(job).is_err() {
+                continue;
+            }
+            drop(queue);
+            let verdict = match tokio::time::timeout(every.max(Duration::from_secs(1)), answer).await {
+                Ok(Ok(mut a)) => match a.result {
+                    Ok(_) => {
+                        let reply = a.notes.as_mut().and_then(|n| n.remove("operation"));
+                        match reply {
+                            Some(r) if r["ready"] == true => None,
+                            Some(r) => Some(format!(
+                                "its class says it is not ready: {}",
+                                r["message"].as_str().unwrap_or("no reason given")
+                            )),
+                            None => None,
+                        }
+                    }
+                    Err(e) => Some(format!("its health check failed: {}", e.message)),
+                },
+                // The worker went away (readiness says so by itself) or took too long.
+                Ok(Err(_)) => None,
+                Err(_) => Some(format!("its health check took over {} ms", every.max(Duration::from_secs(1)).as_millis())),
+            };
+            if verdict.is_some() {
+                tracing::warn!(model = %model, reason = verdict.as_deref(), "Python model not ready");
+            }
+            *health.unhealthy.lock().expect("not poisoned") = verdict;
+        }
+    });
+}
+
+/// The operation name the health probe calls (not an identifier: no `op_` can take it).
+const HEALTH: &str = "$health";
 
 /// Builds a `kind: python` step (a `handler` function whose tensors are put into the event).
 pub fn build_step(node: &StepNode, ctx: &mut BuildContext) -> Option<Box<dyn Step>> {

@@ -55,6 +55,12 @@ pub struct PythonSpec {
     /// `SERVEGRAPH_PYTHON` environment variable, else `python3`). It needs NumPy.
     #[serde(default)]
     pub python: Option<String>,
+    /// How often, in milliseconds, a class that reports its health (Seldon's
+    /// `health_status()`, servegraph's `is_ready()`) is asked (default 5000); while it says
+    /// no, or raises, the model is not ready.
+    #[serde(default = "default_health")]
+    #[schemars(range(min = 10))]
+    pub health_interval_ms: u64,
     /// `sync` (the default): the graph starts serving once every worker has loaded, and a
     /// failing load is a graph error. `async`: the server starts at once and the workers load
     /// in the background; the model is not ready (readiness false, calls answered 503) until
@@ -197,6 +203,7 @@ impl PythonStepSpec {
             api: Api::Servegraph,
             python: self.python,
             load_mode: LoadMode::Sync,
+            health_interval_ms: default_health(),
             workers: self.workers,
             batch: None,
             queue_size: self.queue_size,
@@ -248,6 +255,10 @@ pub enum Api {
 
 fn one() -> usize {
     1
+}
+
+fn default_health() -> u64 {
+    5000
 }
 
 fn default_spin() -> u64 {
@@ -451,6 +462,7 @@ pub(super) fn config(
         max_rss_mb: spec.recycle.max_rss_mb,
         shm_bytes: (spec.shm_mb as usize) << 20,
         spin: Duration::from_micros(spec.spin_us),
+        health: Default::default(),
         metrics: servegraph_engine::metrics::ModelMetrics::new(&node.name),
     })
 }

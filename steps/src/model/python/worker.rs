@@ -44,9 +44,20 @@ pub struct WorkerConfig {
     /// How long an answer (engine side) or the next call (worker side) is polled for before
     /// sleeping until it comes.
     pub(super) spin: Duration,
+    /// What the class says of its health, when it reports it.
+    pub(super) health: Arc<Health>,
     /// `servegraph_model_*` of this model: calls (the Python round trip), queue waits, batch
     /// sizes.
     pub(super) metrics: servegraph_engine::metrics::ModelMetrics,
+}
+
+/// A model's health as its class reports it (Seldon's `health_status()`, `is_ready()`),
+/// probed every `health_interval_ms` once a worker has said it reports one.
+#[derive(Default)]
+pub struct Health {
+    pub(super) reports: std::sync::atomic::AtomicBool,
+    /// Why the last probe said it is not ready (`None`: ready, or not probed yet).
+    pub(super) unhealthy: std::sync::Mutex<Option<String>>,
 }
 
 /// A model's queue, which its workers' tasks take jobs from in turn.
@@ -98,7 +109,7 @@ pub(super) struct Worker {
 
 /// The runtime the workers' tasks run on: the caller's (the server's), or, for a graph built
 /// outside one (`servegraph validate`), a small one of their own.
-fn io_runtime() -> Handle {
+pub(super) fn io_runtime() -> Handle {
     if let Ok(handle) = Handle::try_current() {
         return handle;
     }
@@ -398,7 +409,13 @@ fn load(
     .map_err(|_| String::new())?;
     let reply = frame::read(output, &mut buf)?.ok_or_else(String::new)?;
     match reply.kind {
-        frame::LOADED => Ok(()),
+        frame::LOADED => {
+            // The class reports its health (`health_status()`, `is_ready()`): the model probes it.
+            if reply.meta.as_ref().is_some_and(|m| m["health"] == true) {
+                config.health.reports.store(true, Ordering::Relaxed);
+            }
+            Ok(())
+        }
         frame::LOAD_ERROR => Err(python_error("could not load", reply.meta.as_ref(), true)),
         k => Err(format!("the worker answered LOAD with frame kind {k}")),
     }
