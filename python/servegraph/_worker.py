@@ -128,10 +128,12 @@ class Input:
         self.view = memoryview(self.buf)
         self.start = self.end = 0
         self.spin = 0.0
+        self.last = 0.0
 
     def wait(self):
-        """Polls for the next frame for up to `spin` seconds, unless one is buffered."""
-        if self.spin <= 0 or self.start < self.end:
+        """Polls for the next frame for up to `spin` seconds, unless one is buffered or the
+        last call was slow (a slow model gains little and its CPU is better left to others)."""
+        if self.spin <= 0 or self.start < self.end or self.last * 4 > self.spin:
             return
         import select
 
@@ -665,7 +667,9 @@ def main():
             try:
                 model.tags = None
                 model.metrics_out = None
+                started = time.perf_counter()
                 result = model.predict(tensors, meta.get("parameters") or {})
+                inp.last = time.perf_counter() - started
                 extra = {}
                 if model.tags:
                     extra["tags"] = model.tags

@@ -110,9 +110,14 @@ pub(super) struct Worker {
 /// The runtime the workers' tasks run on: the caller's (the server's), or, for a graph built
 /// outside one (`servegraph validate`), a small one of their own.
 pub(super) fn io_runtime() -> Handle {
-    if let Ok(handle) = Handle::try_current() {
-        return handle;
-    }
+    Handle::try_current().unwrap_or_else(|_| own_runtime())
+}
+
+/// A one-thread runtime for the workers' pipes, apart from the server's: a batching model's
+/// worker is served there, so that its answers are read the moment they arrive (the
+/// server's threads, busy with requests, poll for I/O only now and then) and the next batch
+/// is gathered and written at once.
+fn own_runtime() -> Handle {
     static OWN: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
     OWN.get_or_init(|| {
         tokio::runtime::Builder::new_multi_thread()
@@ -154,7 +159,11 @@ impl Worker {
                 .spawn(move || watch(&shared))
                 .map_err(|e| format!("cannot start a thread: {e}"))?;
         }
-        let handle = io_runtime();
+        let handle = if batching.is_some() {
+            own_runtime()
+        } else {
+            io_runtime()
+        };
         // The process is started by the thread that then supervises it: Linux sends a child
         // its parent-death signal when the *thread* that forked it ends, and the thread that
         // builds a graph (a blocking-pool thread) ends long before the model does.
@@ -910,7 +919,10 @@ async fn write_calls(
     pending: tokio::sync::mpsc::UnboundedSender<Pending>,
 ) -> (pipe::Sender, Option<Job>, Vec<Job>) {
     let metrics = &line.config.metrics;
-    let places = Arc::new(tokio::sync::Semaphore::new(DEPTH));
+    // With batching, a call is gathered only once the worker is free: written ahead, it would
+    // take the few jobs queued at that moment instead of a full batch.
+    let depth = if line.batching.is_some() { 1 } else { DEPTH };
+    let places = Arc::new(tokio::sync::Semaphore::new(depth));
     let (mut buf, mut next_id) = (Vec::new(), 1);
     loop {
         let place = tokio::select! {
@@ -1008,12 +1020,18 @@ async fn read_answers(
     let (mut buf, mut calls, mut recycle) = (Vec::new(), 0, None);
     // When the worker finished its last call: a call written before that waited in the pipe.
     let mut free_since = Instant::now();
+    let mut last_run = Duration::ZERO;
     while let Some(call) = pending.recv().await {
         // Alone in the pipeline, the answer is polled for a while (`spin_us`) first; with
-        // another call queued behind it the worker is busy and the wait is not spent
-        // spinning.
+        // another call behind it the worker is busy and the wait is not spent spinning...
         let alone = *line.in_flight.lock().expect("not poisoned") == 1;
-        let spin = (alone && !config.spin.is_zero()).then(|| Instant::now() + config.spin);
+        // ...and nothing waits in the queue (its lock held means the writer waits for a job).
+        let idle = line.queue.try_lock().map_or(true, |jobs| jobs.is_empty());
+        // ...and the last call was quick: polling pays for a fast model (its round trip is
+        // mostly wake-ups) and would only take a slow one's CPU.
+        let quick = last_run * 4 <= config.spin;
+        let spin = (alone && idle && quick && !config.spin.is_zero())
+            .then(|| Instant::now() + config.spin);
         let read = read_frame(&mut output, &mut buf, arena, spin).await;
         let answer = match read {
             Ok(Some(reply)) if reply.call_id == call.id => {
@@ -1050,10 +1068,8 @@ async fn read_answers(
         line.answered();
         let started = call.written.max(free_since);
         free_since = Instant::now();
-        config
-            .metrics
-            .run_seconds
-            .observe(free_since.saturating_duration_since(started));
+        last_run = free_since.saturating_duration_since(started);
+        config.metrics.run_seconds.observe(last_run);
         let result = match &call.counts {
             None => result.map(|t| vec![t]),
             Some(counts) => result.and_then(|t| split(t, counts)),
