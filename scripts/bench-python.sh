@@ -5,8 +5,10 @@
 #    class (one worker, without and with batching); `wrk -t2 -c32` and `-t1 -c1`, rounds
 #    alternating, the single-row OIP body;
 #  - servegraph's own cost around a Python call: a Python `echo` step against a `noop`
-#    transform, c=1 p50 (the difference is the Python step: hand-off, two pipe writes, the
-#    worker's decode and encode).
+#    transform, c=1 p50 (the difference is the Python step: two pipe writes, the worker's
+#    decode and encode);
+#  - `servegraph bench python`: the round trip in-process, 16 B and 1 MiB (shared memory)
+#    against one memcpy of the same bytes.
 # MLServer, scikit-learn and joblib go into their own venv (~/.cache/servegraph/venv-bench-python).
 # Environment: DURATION (seconds per round, default 10), ROUNDS (default 2).
 set -euo pipefail
@@ -112,3 +114,7 @@ awk '{ split($3, rr, "="); split($4, pp, "="); k = $1 " " $2; rps[k] += rr[2]; p
        e = p50["c1 echo"] / n["c1 echo"]; o = p50["c1 noop"] / n["c1 noop"];
        printf "python step at c=1: echo p50 %d us, noop p50 %d us: %d us for the Python step\n", e, o, e - o
      }' "$res"
+# The Python round trip in-process (no HTTP): a tiny echo (the engine and transport alone)
+# and a 1 MiB FP32 echo through shared memory, against a memcpy of the same bytes.
+cleanup
+"$T/servegraph" bench python --python "$VENV/bin/python" --sizes 16,1048576 --requests 20000

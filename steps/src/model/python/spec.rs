@@ -98,7 +98,8 @@ pub struct PythonSpec {
     /// How long, in µs, the engine polls for a worker's answer and the worker for its next
     /// call before sleeping until it comes (default 200; 0: never poll). Waking a sleeping
     /// process on another CPU costs tens of µs on a VM; polling trades that CPU time for
-    /// latency at low load, and is skipped when calls are queued.
+    /// latency at low load, and is skipped when requests are queued or after a call that took
+    /// over a quarter of it.
     #[serde(default = "default_spin")]
     #[schemars(range(max = 10000))]
     pub spin_us: u64,
@@ -173,7 +174,8 @@ pub struct PythonStepSpec {
     /// How long, in µs, the engine polls for a worker's answer and the worker for its next
     /// call before sleeping until it comes (default 200; 0: never poll). Waking a sleeping
     /// process on another CPU costs tens of µs on a VM; polling trades that CPU time for
-    /// latency at low load, and is skipped when calls are queued.
+    /// latency at low load, and is skipped when requests are queued or after a call that took
+    /// over a quarter of it.
     #[serde(default = "default_spin")]
     #[schemars(range(max = 10000))]
     pub spin_us: u64,
