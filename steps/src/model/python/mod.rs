@@ -158,6 +158,19 @@ impl PythonModel {
         name: &str,
         body: serde_json::Value,
     ) -> Result<serde_json::Value> {
+        // An operation is an `op_<name>` method: anything else (the probe's own `$health`
+        // included) is not one.
+        let identifier = name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_alphabetic() || c == '_')
+            && name.chars().all(|c| c.is_alphanumeric() || c == '_');
+        if !identifier {
+            return Err(Error::not_found(format!(
+                "model `{}` has no operation `{name}`",
+                self.name
+            )));
+        }
         if let Some(why) = self.unready() {
             return Err(Error::unavailable(format!("model `{}`: {why}", self.name)));
         }
