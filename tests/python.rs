@@ -739,7 +739,11 @@ fn operations_and_model_metrics() {
     assert_eq!(r.status, 404, "{:?}", r.body);
     assert!(r.error().contains("no operation `nope`"), "{}", r.error());
     let r = post(&server.addr, "/v2/models/mlrun/$health", "{}");
-    assert_eq!(r.status, 404, "the health probe's operation is not one: {:?}", r.body);
+    assert_eq!(
+        r.status, 404,
+        "the health probe's operation is not one: {:?}",
+        r.body
+    );
     let r = post(&server.addr, "/v2/models/fn/scale", "{}");
     assert_eq!(r.status, 404, "{:?}", r.body);
     let r = post(&server.addr, "/v2/models/mlrun/scale", "{not json");
