@@ -63,7 +63,7 @@ pub fn decode_response(body: &[u8], json_len: Option<usize>) -> Result<Vec<Tenso
     resp.outputs
         .iter()
         .map(|o| {
-            decode_input(o, &mut binary).map_err(|e| {
+            decode_input(o, &mut binary, true).map_err(|e| {
                 Error::internal(format!("response output `{}`: {}", o.name, e.message))
             })
         })

@@ -99,7 +99,8 @@ mod tests {
         let body = br#"{"inputs":[{"name":"x","shape":[2],"datatype":"FP16","data":[0,1e9]}]}"#;
         let e = decode_request(body, None).unwrap_err();
         assert!(
-            e.message.contains("1000000000 is not one of FP16 numbers"),
+            e.message
+                .contains("is 1000000000, which is not one of FP16 numbers"),
             "{}",
             e.message
         );
@@ -118,6 +119,65 @@ mod tests {
             TensorData::Fp32(v) => assert!(v[0].is_nan() && v[1] == 1.0),
             other => panic!("{other:?}"),
         }
+    }
+
+    /// Issue 12: never a silent wrong answer. `null` in float data is refused with the
+    /// tensor and the index; nesting must be flat or exactly the shape's, and no deeper than
+    /// 100 levels; `NaN`/`Infinity` literals get a word on why.
+    #[test]
+    fn nulls_bad_nesting_and_non_json_numbers_are_refused() {
+        let cases: Vec<(String, &str)> = vec![
+            (
+                r#"{"inputs":[{"name":"x","shape":[1,3],"datatype":"FP32","data":[1,null,3]}]}"#.into(),
+                "input `x`: `data`: element 1 is null, which is not one of FP32 numbers (JSON has no NaN",
+            ),
+            (
+                r#"{"inputs":[{"name":"x","shape":[1,16],"datatype":"FP32","data":[[1,2,3,4,5,6,7,8],[1,2,3,4,5,6,7,8]]}]}"#.into(),
+                "an array at depth 2 holds 8 numbers where the shape [1, 16] wants 16 scalars",
+            ),
+            (
+                r#"{"inputs":[{"name":"x","shape":[2,2],"datatype":"INT64","data":[[1,2],3,4]}]}"#.into(),
+                "mixing arrays and scalars",
+            ),
+            (
+                format!(
+                    r#"{{"inputs":[{{"name":"x","shape":[1,1],"datatype":"FP32","data":{}1{}}}]}}"#,
+                    "[".repeat(120),
+                    "]".repeat(120)
+                ),
+                "nested deeper than 100 levels",
+            ),
+            (
+                r#"{"inputs":[{"name":"x","shape":[2],"datatype":"FP32","data":[1, NaN]}]}"#.into(),
+                "JSON has no NaN or Infinity numbers",
+            ),
+            (
+                r#"{"inputs":[{"name":"x","shape":[2],"datatype":"FP32","data":[Infinity, 1]}]}"#.into(),
+                "JSON has no NaN or Infinity numbers",
+            ),
+            (
+                r#"{"inputs":[{"name":"x","shape":[2],"datatype":"FP32","data":5}]}"#.into(),
+                "`data` is one scalar but the shape [2] holds 2 elements",
+            ),
+        ];
+        for (body, want) in cases {
+            let err = decode_request(body.as_bytes(), None).unwrap_err();
+            assert_eq!(err.kind, crate::error::ErrorKind::BadRequest, "{body}");
+            assert!(
+                err.message.contains(want),
+                "{want:?} not in {:?}",
+                err.message
+            );
+        }
+        // Flat, exactly nested, and a lone scalar for one element all still work.
+        for data in ["[1,2,3,4]", "[[1,2],[3,4]]"] {
+            let body = format!(
+                r#"{{"inputs":[{{"name":"x","shape":[2,2],"datatype":"FP32","data":{data}}}]}}"#
+            );
+            decode_request(body.as_bytes(), None).unwrap();
+        }
+        let body = br#"{"inputs":[{"name":"x","shape":[],"datatype":"FP32","data":7}]}"#;
+        decode_request(body, None).unwrap();
     }
 
     #[test]
@@ -157,11 +217,11 @@ mod tests {
             ),
             (
                 br#"{"inputs":[{"name":"a","shape":[1],"datatype":"INT32","data":[1.5]}]}"#,
-                "1.5 is not one of INT32 integers",
+                "is 1.5, which is not one of INT32 integers",
             ),
             (
                 br#"{"inputs":[{"name":"a","shape":[1],"datatype":"UINT8","data":[300]}]}"#,
-                "300 is not one of UINT8 integers",
+                "is 300, which is not one of UINT8 integers",
             ),
             (
                 br#"{"inputs":[{"name":"a","shape":[-1],"datatype":"FP32","data":[1]}]}"#,

@@ -78,14 +78,13 @@ pub fn decode_request(body: &[u8], json_len: Option<usize>) -> Result<InferReque
         Some(n) => body.split_at(n),
         None => (body, &[][..]),
     };
-    let req: RequestJson<'_> = serde_json::from_slice(json)
-        .map_err(|e| Error::bad_request(format!("malformed inference request: {e}")))?;
+    let req: RequestJson<'_> = serde_json::from_slice(json).map_err(|e| malformed(json, &e))?;
     if req.inputs.is_empty() {
         return Err(Error::bad_request("the request has no `inputs`"));
     }
     let mut tensors = Vec::with_capacity(req.inputs.len());
     for input in &req.inputs {
-        let tensor = decode_input(input, &mut binary)
+        let tensor = decode_input(input, &mut binary, false)
             .map_err(|e| Error::bad_request(format!("input `{}`: {}", input.name, e.message)))?;
         if tensors.iter().any(|t: &Tensor| t.name == tensor.name) {
             return Err(Error::bad_request(format!(
@@ -135,6 +134,29 @@ pub fn decode_request(body: &[u8], json_len: Option<usize>) -> Result<InferReque
     })
 }
 
+/// A request that is not JSON, saying so; `NaN` and `Infinity` (which Python's `json` writes)
+/// get a word on why and what to send instead.
+fn malformed(json: &[u8], e: &serde_json::Error) -> Error {
+    let mut message = format!("malformed inference request: {e}");
+    if e.classify() == serde_json::error::Category::Syntax && e.line() > 0 {
+        let line_start: usize = json
+            .split(|&b| b == b'\n')
+            .take(e.line() - 1)
+            .map(|l| l.len() + 1)
+            .sum();
+        let at = (line_start + e.column().saturating_sub(1)).min(json.len());
+        let near = &json[at.saturating_sub(1)..(at + 9).min(json.len())];
+        let has = |w: &[u8]| near.windows(w.len()).any(|x| x == w);
+        if has(b"NaN") || has(b"Infinity") {
+            message.push_str(
+                ": JSON has no NaN or Infinity numbers; send non-finite values with the binary \
+                 extension (`binary_data_size`), or leave them out",
+            );
+        }
+    }
+    Error::bad_request(message)
+}
+
 pub(super) fn flag(params: &Map<String, Value>, key: &str) -> Result<Option<bool>> {
     match params.get(key) {
         None | Some(Value::Null) => Ok(None),
@@ -145,7 +167,12 @@ pub(super) fn flag(params: &Map<String, Value>, key: &str) -> Result<Option<bool
     }
 }
 
-pub(super) fn decode_input(input: &InputJson<'_>, binary: &mut &[u8]) -> Result<Tensor> {
+/// One tensor of a request (or, `response`, of a response: its `null`s are NaN).
+pub(super) fn decode_input(
+    input: &InputJson<'_>,
+    binary: &mut &[u8],
+    response: bool,
+) -> Result<Tensor> {
     let datatype = DataType::parse(&input.datatype).ok_or_else(|| {
         let all: Vec<&str> = DataType::ALL.iter().map(|d| d.as_str()).collect();
         Error::bad_request(format!(
@@ -194,7 +221,7 @@ pub(super) fn decode_input(input: &InputJson<'_>, binary: &mut &[u8]) -> Result<
             decode_binary(datatype, bytes, count)?
         }
         (None, Some(raw)) => {
-            let data = decode_json_data(datatype, raw, count)?;
+            let data = decode_json_data(datatype, raw, &shape, count, response)?;
             match input
                 .parameters
                 .as_ref()
