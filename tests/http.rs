@@ -642,3 +642,31 @@ graph:
     assert_eq!(data("top_indices"), json!([2, 1]));
     assert_eq!(data("top_labels"), json!(["c", "b"]));
 }
+
+/// A path served for another method answers 405 with `Allow` and an `{"error"}` naming the
+/// method to use (a GET on `/infer` is the usual mistake).
+#[test]
+fn a_wrong_method_is_405_naming_the_right_one() {
+    let s = Server::start("graphs/iris.yaml", &[]);
+    for (method_is_get, path, allowed) in [
+        (true, "/v2/models/iris-rf/infer", "POST"),
+        (true, "/v2/models/iris-rf/versions/1/predict", "POST"),
+        (true, "/", "POST"),
+        (false, "/v2/models/iris-rf", "GET"),
+        (false, "/v2/health/ready", "GET"),
+        (false, "/v2/models/iris-rf/ready", "GET"),
+    ] {
+        let r = if method_is_get {
+            get_blocking(&s.addr, path)
+        } else {
+            post(&s.addr, path, "{}")
+        };
+        assert_eq!(r.status, 405, "{path}: {:?}", r.body);
+        assert_eq!(r.headers["allow"], allowed, "{path}");
+        assert!(
+            r.error().contains(&format!("use {allowed}")),
+            "{path}: {}",
+            r.error()
+        );
+    }
+}

@@ -139,3 +139,21 @@ fn invoke_runs_one_request_in_process() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("malformed inference request"));
 }
+
+/// `serve` and `invoke` report a graph's errors once, not as `error: error:`.
+#[test]
+fn graph_errors_are_prefixed_once() {
+    for cmd in [
+        &["serve", "/nonexistent/graph.yaml"][..],
+        &["invoke", "/nonexistent/graph.yaml", "--data", "{}"],
+    ] {
+        let out = bin().args(cmd).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{stderr}");
+        assert!(
+            stderr.starts_with("error: cannot read the graph file"),
+            "{stderr}"
+        );
+        assert!(!stderr.contains("error: error:"), "{stderr}");
+    }
+}

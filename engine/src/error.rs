@@ -10,6 +10,8 @@ pub enum ErrorKind {
     BadRequest,
     /// No such model, version or route. HTTP 404.
     NotFound,
+    /// The path exists, but not for this method (a GET on `/infer`). HTTP 405.
+    MethodNotAllowed,
     /// The body is larger than allowed. HTTP 413.
     PayloadTooLarge,
     /// Well-formed, but tensors don't fit what the model needs (name, dtype, shape). HTTP 422.
@@ -31,6 +33,7 @@ impl ErrorKind {
         match self {
             ErrorKind::BadRequest => 400,
             ErrorKind::NotFound => 404,
+            ErrorKind::MethodNotAllowed => 405,
             ErrorKind::PayloadTooLarge => 413,
             ErrorKind::Unprocessable => 422,
             ErrorKind::Overloaded => 429,
@@ -45,6 +48,7 @@ impl ErrorKind {
     pub fn from_status(status: u16) -> ErrorKind {
         match status {
             404 => ErrorKind::NotFound,
+            405 => ErrorKind::MethodNotAllowed,
             413 => ErrorKind::PayloadTooLarge,
             422 => ErrorKind::Unprocessable,
             429 => ErrorKind::Overloaded,

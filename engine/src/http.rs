@@ -258,11 +258,37 @@ pub fn router(state: Arc<AppState>) -> Router {
         // Custom operations (MLRun's `op_<name>`): the paths above take precedence.
         .route("/v2/models/{model}/{operation}", post(operation))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
 }
 
 async fn not_found(method: Method, uri: Uri) -> Error {
     Error::not_found(format!("no route for {method} {}", uri.path()))
+}
+
+/// A path served for another method (a GET on `/infer`): 405 with `Allow` and an `{"error"}`
+/// naming the method to use. Every path takes one method: inference, feedback, operations
+/// and reloads are POSTs, the rest GETs.
+async fn method_not_allowed(method: Method, uri: Uri) -> Response {
+    let path = uri.path();
+    let gets = ["/v2", "/metrics", "/v2/health/live", "/v2/health/ready"];
+    let post = path == "/" || path == "/admin/reload";
+    let get = !post
+        && (gets.contains(&path)
+            || path.ends_with("/ready")
+            || path.ends_with("/stats")
+            || path.split('/').count() <= 4
+            || (path.contains("/versions/") && path.split('/').count() == 6));
+    let allowed = if get { "GET" } else { "POST" };
+    let error = Error::new(
+        ErrorKind::MethodNotAllowed,
+        format!("{method} is not served at {path}: use {allowed}"),
+    );
+    let mut response = error.into_response();
+    response
+        .headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allowed));
+    response
 }
 
 async fn server_metadata() -> Json<serde_json::Value> {

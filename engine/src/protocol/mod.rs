@@ -169,6 +169,13 @@ mod tests {
                 err.message
             );
         }
+        let twice = br#"{"inputs":[{"name":"x","shape":[1],"datatype":"FP32","data":[1]}],"outputs":[{"name":"y"},{"name":"y"}]}"#;
+        let err = decode_request(twice, None).unwrap_err();
+        assert!(
+            err.message.contains("output `y` is requested twice"),
+            "{}",
+            err.message
+        );
         // Flat, exactly nested, and a lone scalar for one element all still work.
         for data in ["[1,2,3,4]", "[[1,2],[3,4]]"] {
             let body = format!(

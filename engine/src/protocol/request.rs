@@ -117,6 +117,14 @@ pub fn decode_request(body: &[u8], json_len: Option<usize>) -> Result<InferReque
             })
         })
         .collect::<Result<Vec<_>>>()?;
+    for (i, o) in outputs.iter().enumerate() {
+        if outputs[..i].iter().any(|p| p.name == o.name) {
+            return Err(Error::bad_request(format!(
+                "output `{}` is requested twice in `outputs`",
+                o.name
+            )));
+        }
+    }
     let target = req.model.map(|model| Target {
         model,
         version: req.version,
