@@ -157,3 +157,30 @@ fn graph_errors_are_prefixed_once() {
         assert!(!stderr.contains("error: error:"), "{stderr}");
     }
 }
+
+/// Logs written to a pipe or a file carry no ANSI colour codes.
+#[test]
+fn logs_off_a_terminal_have_no_colours() {
+    use std::io::{BufRead, BufReader};
+    let mut child = bin()
+        .args(["serve", "graphs/iris.yaml", "--listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    for line in lines.by_ref().take(20) {
+        let line = line.unwrap();
+        let ready = line.contains("ready");
+        seen.push(line);
+        if ready {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(seen.iter().any(|l| l.contains("listening")), "{seen:?}");
+    assert!(!seen.iter().any(|l| l.contains('\u{1b}')), "{seen:?}");
+}
