@@ -338,6 +338,8 @@ async fn http_load(
             tokio::spawn(conn);
             let mut latencies: Vec<u32> = Vec::new();
             let mut errors = 0usize;
+            // The first failure, to show when nothing succeeds.
+            let mut first_error: Option<String> = None;
             loop {
                 let t0 = Instant::now();
                 if t0 >= stop {
@@ -348,8 +350,12 @@ async fn http_load(
                     .header("content-type", "application/json")
                     .body(Full::new(body.clone()))?;
                 let resp = sender.send_request(req).await?;
-                let ok = resp.status().is_success();
-                resp.into_body().collect().await?;
+                let status = resp.status();
+                let ok = status.is_success();
+                let answer = resp.into_body().collect().await?.to_bytes();
+                if !ok && first_error.is_none() {
+                    first_error = Some(format!("{status}: {}", String::from_utf8_lossy(&answer)));
+                }
                 if t0 >= measure_from {
                     if ok {
                         latencies.push(t0.elapsed().as_micros() as u32);
@@ -358,18 +364,25 @@ async fn http_load(
                     }
                 }
             }
-            anyhow::Ok((latencies, errors))
+            anyhow::Ok((latencies, errors, first_error))
         }));
     }
     let mut all = Vec::new();
     let mut errors = 0;
+    let mut first_error = None;
     for w in workers {
-        let (l, e) = w.await??;
+        let (l, e, first) = w.await??;
         all.extend(l);
         errors += e;
+        first_error = first_error.or(first);
     }
     if all.is_empty() {
-        bail!("no successful requests ({errors} errors)");
+        match first_error {
+            Some(answer) => {
+                bail!("no successful requests ({errors} errors); the first answer was {answer}")
+            }
+            None => bail!("no successful requests ({errors} errors)"),
+        }
     }
     all.sort_unstable();
     let pct = |p: f64| all[((all.len() as f64 * p) as usize).min(all.len() - 1)] as u64;

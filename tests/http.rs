@@ -670,3 +670,33 @@ fn a_wrong_method_is_405_naming_the_right_one() {
         );
     }
 }
+
+/// `servegraph bench http` against an endpoint where every request fails says why: the
+/// first answer's status and body.
+#[test]
+fn bench_http_shows_the_first_error_when_nothing_succeeds() {
+    let s = Server::start("graphs/iris.yaml", &[]);
+    let out = bin()
+        .args([
+            "bench",
+            "http",
+            "--url",
+            &format!("http://{}/v2/models/nope/infer", s.addr),
+            "--data",
+            "{}",
+            "--duration",
+            "1",
+            "--warmup",
+            "0",
+            "--concurrency",
+            "2",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("the first answer was 404 Not Found") && stderr.contains("nope"),
+        "{stderr}"
+    );
+}
