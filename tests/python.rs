@@ -834,3 +834,40 @@ fn health_status_feeds_readiness() {
     std::fs::remove_file(&sick).unwrap();
     wait_for(200);
 }
+
+/// `on_error` stands in for failures of the graph (a model that raises: 500), never for the
+/// caller's own mistakes (a model refusing the input with 400, a wrong datatype: 422).
+#[test]
+fn an_error_handler_answers_for_the_graph_not_for_the_caller() {
+    let dir = tempfile::tempdir().unwrap();
+    let models = root().join("tests/python/models/models.py");
+    let yaml = format!(
+        "name: guarded\ngraph:\n  kind: flow\n  steps:\n    m: {{kind: model, class: python, path: {}, python: {}, {ECHO}, on_error: fallback}}\n    fallback:\n      kind: error_handler\n      outputs: [{{name: output, datatype: FP32, shape: [1], data: [0]}}]\n",
+        models.display(),
+        test_python().display()
+    );
+    let g = dir.path().join("guarded.yaml");
+    std::fs::write(&g, yaml).unwrap();
+    let server = Server::start(&g.display().to_string(), &[]);
+    // The model raises: the handler answers, and says why.
+    let r = post(
+        &server.addr,
+        "/v2/models/guarded/infer",
+        &request(&[-1.0, 2.0], json!({})),
+    );
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(output(&r.json(), "output")["data"], json!([0.0]));
+    assert_eq!(r.json()["parameters"]["error"]["step"], "m");
+    // The model says the input is the caller's mistake: its 400 passes through.
+    let r = post(
+        &server.addr,
+        "/v2/models/guarded/infer",
+        &request(&[-3.0, 2.0], json!({})),
+    );
+    assert_eq!(r.status, 400, "{:?}", r.body);
+    // The wrong datatype for the declared input: 422.
+    let body =
+        json!({"inputs": [{"name": "input", "shape": [1, 1], "datatype": "INT64", "data": [1]}]});
+    let r = post(&server.addr, "/v2/models/guarded/infer", &body.to_string());
+    assert_eq!(r.status, 422, "{:?}", r.body);
+}

@@ -150,7 +150,10 @@ impl Graph {
     }
 
     /// Runs one step; if it fails and has an error handler, the handler gets the step's input
-    /// with the error in `notes.error`, and its answer stands in for the step's.
+    /// with the error in `notes.error`, and its answer stands in for the step's. Only failures
+    /// of the graph (a model error, a timeout, a remote down, overload) are handled: the
+    /// caller's own mistakes (a malformed request, a wrong shape or datatype: 4xx) get their
+    /// error, never the fallback's answer.
     pub(super) async fn run_node(&self, node: &GraphNode, event: Event) -> Result<Event> {
         match node.on_error {
             None => node.run(event).await,
@@ -170,6 +173,7 @@ impl Graph {
         let input = event.clone();
         match node.run(event).await {
             Ok(out) => Ok(out),
+            Err(err) if err.kind.is_client_error() => Err(err),
             Err(err) => {
                 let handler = &self.handlers[h];
                 tracing::debug!(step = %node.name, handler = %handler.name, error = %err, "step failed; running its error handler");
