@@ -75,8 +75,9 @@ fn every_request_is_tracked_and_the_stream_is_flushed_at_shutdown() {
     // The router's choice is recorded.
     assert_eq!(evs[2]["model"], "iris");
     assert!(["iris-lr", "iris-rf"].contains(&evs[2]["route"].as_str().unwrap()));
-    // The failure, with its error and no response.
+    // The failure, with its error, the route it took and no response.
     assert_eq!(evs[3]["resp"], Value::Null);
+    assert_eq!(evs[3]["route"], "iris-lr", "{}", evs[3]);
     assert!(
         evs[3]["error"]
             .as_str()

@@ -72,6 +72,9 @@ pub struct Error {
     pub message: String,
     /// The innermost step the error came from, when it came from one.
     pub step: Option<String>,
+    /// The route a router took before the failure (the innermost router's), for the tracking
+    /// event of a failed request.
+    pub route: Option<String>,
 }
 
 impl Error {
@@ -80,6 +83,7 @@ impl Error {
             kind,
             message: message.into(),
             step: None,
+            route: None,
         }
     }
 
@@ -105,6 +109,14 @@ impl Error {
 
     pub fn internal(message: impl Into<String>) -> Error {
         Error::new(ErrorKind::Internal, message)
+    }
+
+    /// Records the route a router took, unless a deeper router already did.
+    pub fn on_route(mut self, route: &str) -> Error {
+        if self.route.is_none() {
+            self.route = Some(route.to_owned());
+        }
+        self
     }
 
     /// Records the step the error happened in, unless a deeper step already did.

@@ -468,7 +468,7 @@ pub async fn run_tracked(
             None,
             done.step_microsec.clone().unwrap_or_default(),
         ),
-        Err(e) => (None, None, Some(e.to_string()), Vec::new()),
+        Err(e) => (e.route.clone(), None, Some(e.to_string()), Vec::new()),
     };
     tracker.emit(TrackingEvent {
         id,

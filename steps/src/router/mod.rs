@@ -231,7 +231,7 @@ impl Step for Router {
         let start = quanta::Instant::now();
         let result = route.step.process(event).await;
         self.route_seconds[index].observe(start.elapsed());
-        result.map_err(|e| e.in_step(&route.key))
+        result.map_err(|e| e.in_step(&route.key).on_route(&route.key))
     }
 
     fn infer(&self, input: &Signature) -> Result<Signature, String> {
