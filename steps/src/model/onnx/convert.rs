@@ -31,18 +31,34 @@ pub(super) fn to_ort(t: Tensor) -> Result<DynValue> {
         TensorData::Fp32(v) => owned!(v),
         TensorData::Fp64(v) => owned!(v),
         TensorData::Bytes(v) => {
-            let strings = v
-                .into_iter()
-                .map(String::from_utf8)
-                .collect::<std::result::Result<Vec<String>, _>>()
-                .map_err(|_| {
-                    Error::unprocessable(format!("input `{}`: ONNX strings must be UTF-8", t.name))
-                })?;
+            let strings = onnx_strings(&t.name, v)?;
             OrtTensor::from_string_array((shape, strings.as_slice()))
                 .map(|x| x.into_dyn())
                 .map_err(ort_err)
         }
     }
+}
+
+/// BYTES elements as the strings an ONNX string tensor holds: valid UTF-8 without NUL (ONNX
+/// Runtime keeps C strings). Anything else is the caller's 400, naming the element, never
+/// ONNX Runtime's 500.
+fn onnx_strings(name: &str, items: Vec<Vec<u8>>) -> Result<Vec<String>> {
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(i, b)| {
+            if b.contains(&0) {
+                return Err(Error::bad_request(format!(
+                    "input `{name}`: element {i} holds a NUL byte, which an ONNX string tensor cannot"
+                )));
+            }
+            String::from_utf8(b).map_err(|_| {
+                Error::bad_request(format!(
+                    "input `{name}`: element {i} is not UTF-8, which an ONNX string tensor needs"
+                ))
+            })
+        })
+        .collect()
 }
 
 pub(super) fn from_ort(name: &str, value: &DynValue) -> Result<Tensor> {
@@ -154,4 +170,30 @@ pub(super) fn run(
             from_ort(&meta.name, value)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn onnx_strings_refuse_nul_and_non_utf8_naming_the_element() {
+        assert_eq!(
+            onnx_strings("s", vec![b"a".to_vec(), vec![]]).unwrap(),
+            ["a", ""]
+        );
+        let e = onnx_strings("s", vec![b"ok".to_vec(), b"a\0b".to_vec()]).unwrap_err();
+        assert_eq!(e.kind, servegraph_engine::ErrorKind::BadRequest);
+        assert!(
+            e.message.contains("element 1 holds a NUL byte"),
+            "{}",
+            e.message
+        );
+        let e = onnx_strings("s", vec![vec![0xff]]).unwrap_err();
+        assert!(
+            e.message.contains("element 0 is not UTF-8"),
+            "{}",
+            e.message
+        );
+    }
 }
