@@ -29,6 +29,7 @@ with no copy at all.
 
 import json
 import os
+import select
 import signal
 import struct
 import sys
@@ -135,8 +136,6 @@ class Input:
         last call was slow (a slow model gains little and its CPU is better left to others)."""
         if self.spin <= 0 or self.start < self.end or self.last * 4 > self.spin:
             return
-        import select
-
         until = time.perf_counter() + self.spin
         while time.perf_counter() < until:
             if select.select([self.fd], [], [], 0)[0]:

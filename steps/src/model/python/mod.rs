@@ -267,7 +267,7 @@ impl Step for PythonModel {
 
     fn unready(&self) -> Option<String> {
         if self.loaded_workers() > 0 {
-            return self.health.unhealthy.lock().expect("not poisoned").clone();
+            return self.health.unhealthy();
         }
         let n = self.workers.len();
         Some(match self.workers.iter().find_map(Worker::last_error) {
@@ -293,6 +293,8 @@ fn spawn_health_probe(
     every: Duration,
 ) {
     let model = model.to_owned();
+    // How long a probe may take before the model counts as not ready.
+    let patience = every.max(Duration::from_secs(1));
     worker::io_runtime().spawn(async move {
         loop {
             tokio::time::sleep(every).await;
@@ -306,7 +308,7 @@ fn spawn_health_probe(
                 continue;
             }
             drop(queue);
-            let verdict = match tokio::time::timeout(every.max(Duration::from_secs(1)), answer).await {
+            let verdict = match tokio::time::timeout(patience, answer).await {
                 Ok(Ok(mut a)) => match a.result {
                     Ok(_) => {
                         let reply = a.notes.as_mut().and_then(|n| n.remove("operation"));
@@ -323,12 +325,12 @@ fn spawn_health_probe(
                 },
                 // The worker went away (readiness says so by itself) or took too long.
                 Ok(Err(_)) => None,
-                Err(_) => Some(format!("its health check took over {} ms", every.max(Duration::from_secs(1)).as_millis())),
+                Err(_) => Some(format!("its health check took over {} ms", patience.as_millis())),
             };
             if verdict.is_some() {
                 tracing::warn!(model = %model, reason = verdict.as_deref(), "Python model not ready");
             }
-            *health.unhealthy.lock().expect("not poisoned") = verdict;
+            health.set(verdict);
         }
     });
 }

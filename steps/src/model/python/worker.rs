@@ -57,7 +57,25 @@ pub struct WorkerConfig {
 pub struct Health {
     pub(super) reports: std::sync::atomic::AtomicBool,
     /// Why the last probe said it is not ready (`None`: ready, or not probed yet).
-    pub(super) unhealthy: std::sync::Mutex<Option<String>>,
+    unhealthy: std::sync::Mutex<Option<String>>,
+    /// Whether `unhealthy` holds a reason: every call reads it, the lock only when set.
+    sick: std::sync::atomic::AtomicBool,
+}
+
+impl Health {
+    /// Why the class says it is not ready, if it does.
+    pub(super) fn unhealthy(&self) -> Option<String> {
+        if !self.sick.load(Ordering::Relaxed) {
+            return None;
+        }
+        self.unhealthy.lock().expect("not poisoned").clone()
+    }
+
+    pub(super) fn set(&self, verdict: Option<String>) {
+        let mut reason = self.unhealthy.lock().expect("not poisoned");
+        self.sick.store(verdict.is_some(), Ordering::Relaxed);
+        *reason = verdict;
+    }
 }
 
 /// A model's queue, which its workers' tasks take jobs from in turn.
