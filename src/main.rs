@@ -105,11 +105,14 @@ enum Command {
         #[arg(long)]
         version: Option<String>,
         /// The OIP V2 request as JSON, or @FILE to read it from a file.
-        #[arg(long)]
-        data: String,
+        #[arg(long, required_unless_present = "metadata")]
+        data: Option<String>,
         /// Explain instead of infer: add per-feature `attributions`.
         #[arg(long)]
         explain: bool,
+        /// Print the model's metadata (what `GET /v2/models/{model}` answers) instead.
+        #[arg(long, conflicts_with_all = ["data", "explain"])]
+        metadata: bool,
     },
     /// Draw a graph: Graphviz DOT, Mermaid, or SVG (through Graphviz's `dot`).
     Plot {
@@ -174,7 +177,8 @@ fn main() -> ExitCode {
             version,
             data,
             explain,
-        } => invoke(&graph, model, version, &data, explain),
+            metadata,
+        } => invoke(&graph, model, version, data.filter(|_| !metadata), explain),
         Command::Plot { graph, format } => plot(&graph, format),
         Command::Schema => {
             let schema = servegraph_engine::schema::graph_schema(&registry());
@@ -435,8 +439,9 @@ fn serve(graph_path: &Path, options: ServeOptions) -> anyhow::Result<()> {
         // Listen at once (live, not ready); load models off the async workers.
         let scheme = if tls.is_some() { "https" } else { "http" };
         let http = HttpSource::listen(listener, state, tls)?;
-        println!("servegraph listening on {scheme}://{addr}");
-        tracing::info!(%addr, graph = %graph_path.display(), admin = admin_on, "listening; loading models");
+        // Bound at once so liveness answers while models load; "listening" is said only once
+        // the graph has loaded (a graph that refuses to start never claims it).
+        tracing::info!(%addr, graph = %graph_path.display(), admin = admin_on, "bound; loading models (liveness answers meanwhile)");
         let loading = {
             let path = graph_path.to_owned();
             tokio::task::spawn_blocking(move || load(&path, BuildMode::Load))
@@ -452,6 +457,8 @@ fn serve(graph_path: &Path, options: ServeOptions) -> anyhow::Result<()> {
         if let Some(t) = &graph.telemetry {
             servegraph_engine::telemetry::start(t, &graph.name).map_err(|e| anyhow::anyhow!("{e}"))?;
         }
+        println!("servegraph listening on {scheme}://{addr}");
+        tracing::info!(%addr, "listening");
         // Tracking and learning that crosses processes start before the server says it is
         // ready; then every source, HTTP last (it turns ready).
         let tasks = Default::default();
@@ -671,16 +678,27 @@ fn invoke(
     graph_path: &Path,
     model: Option<String>,
     version: Option<String>,
-    data: &str,
+    data: Option<String>,
     explain: bool,
 ) -> anyhow::Result<()> {
-    let body = match data.strip_prefix('@') {
-        Some(file) => std::fs::read(file).with_context(|| format!("reading {file}"))?,
-        None => data.as_bytes().to_vec(),
+    let body = match data.as_deref().map(|d| (d, d.strip_prefix('@'))) {
+        Some((_, Some(file))) => {
+            Some(std::fs::read(file).with_context(|| format!("reading {file}"))?)
+        }
+        Some((d, None)) => Some(d.as_bytes().to_vec()),
+        None => None,
     };
     let graph = with_spinner(format!("loading {}", graph_path.display()), || {
         load(graph_path, BuildMode::Load)
     })?;
+    let Some(body) = body else {
+        let name = model.as_deref().unwrap_or(&graph.name);
+        let metadata = graph
+            .metadata(name, version.as_deref())
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        println!("{}", serde_json::to_string_pretty(&metadata)?);
+        return Ok(());
+    };
     // The server's request path, as the HTTP source runs it (without admission waits).
     let live = servegraph_engine::Live {
         graph: Arc::new(graph),

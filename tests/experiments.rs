@@ -76,7 +76,7 @@ fn bandits_send_most_traffic_to_the_better_route() {
             "{policy}: {last} of the last 1,000 to the better route"
         );
 
-        let stats = get_blocking(&s.addr, "/v2/models/ab/stats").json();
+        let stats = get_blocking(&s.addr, "/v2/models/ab/experiment").json();
         let b = &stats["routes"][1];
         assert_eq!(b["route"], "b");
         assert_eq!(
@@ -178,7 +178,7 @@ fn bandit_learning_survives_a_restart() {
         assert!(std::time::Instant::now() < deadline, "no snapshot written");
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    let before = get_blocking(&s.addr, "/v2/models/ab/stats").json();
+    let before = get_blocking(&s.addr, "/v2/models/ab/experiment").json();
     // ...and the last one when it stops.
     assert!(s.terminate().success());
     let saved: Value = serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
@@ -190,7 +190,7 @@ fn bandit_learning_survives_a_restart() {
     );
 
     let s = Server::start(g.to_str().unwrap(), &[]);
-    let after = get_blocking(&s.addr, "/v2/models/ab/stats").json();
+    let after = get_blocking(&s.addr, "/v2/models/ab/experiment").json();
     for i in 0..2 {
         for field in ["route", "pulls", "rewards", "reward_mean"] {
             assert_eq!(
@@ -391,7 +391,7 @@ fn a_slow_or_failing_shadow_never_reaches_the_caller() {
             // The shadow's 1.5 s deadline is nowhere near the caller's answer.
             assert!(took < std::time::Duration::from_millis(1000), "{took:?}");
         }
-        let stats = get_blocking(&s.addr, "/v2/models/ab/stats").json();
+        let stats = get_blocking(&s.addr, "/v2/models/ab/experiment").json();
         assert_eq!(stats["shadow"]["route"], "candidate");
         assert_eq!(stats["shadow"]["sent"], 20, "{stats}");
         assert_eq!(
@@ -401,7 +401,7 @@ fn a_slow_or_failing_shadow_never_reaches_the_caller() {
         // Every copy ends (failed or timed out) and is tracked.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
         loop {
-            let stats = get_blocking(&s.addr, "/v2/models/ab/stats").json();
+            let stats = get_blocking(&s.addr, "/v2/models/ab/experiment").json();
             if stats["shadow"]["failed"] == 20 {
                 break;
             }
@@ -441,7 +441,7 @@ fn router_stats_are_prometheus_metrics() {
         m.headers
     );
     let text = String::from_utf8_lossy(&m.body).into_owned();
-    let stats = get_blocking(&s.addr, "/v2/models/ab/stats").json();
+    let stats = get_blocking(&s.addr, "/v2/models/ab/experiment").json();
     for r in stats["routes"].as_array().unwrap() {
         let labels = format!(
             "{{graph=\"ab\",router=\"ab\",policy=\"ucb1\",route=\"{}\"}}",

@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use common::*;
 use serde_json::Value;
@@ -57,6 +57,7 @@ fn example_graph_answers_its_golden_requests(#[files("graphs/*.yaml")] path: Pat
                 String::from_utf8_lossy(&out.stderr)
             );
             let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+            metadata_matches_request(&graph, stem, model, &case["request"], &v);
             let output = |name: &str| -> Value {
                 v["outputs"]
                     .as_array()
@@ -109,5 +110,72 @@ fn example_graph_answers_its_golden_requests(#[files("graphs/*.yaml")] path: Pat
                 }
             }
         }
+    }
+}
+
+/// Issue 12: the model's metadata tells the truth. Its inputs are exactly the golden
+/// request's (which `infer` accepts), with the same datatypes and shapes that fit; its outputs
+/// name what the response gives.
+fn metadata_matches_request(
+    graph: &Path,
+    stem: &str,
+    model: &str,
+    request: &Value,
+    answer: &Value,
+) {
+    let out = bin()
+        .arg("invoke")
+        .arg(graph)
+        .args(["--model", model, "--metadata"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{stem}/{model} metadata: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let meta: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let listed = meta["inputs"].as_array().unwrap();
+    let sent = request["inputs"].as_array().unwrap();
+    let names = |v: &[Value]| -> Vec<String> {
+        let mut n: Vec<String> = v
+            .iter()
+            .map(|t| t["name"].as_str().unwrap().to_owned())
+            .collect();
+        n.sort();
+        n
+    };
+    assert_eq!(
+        names(listed),
+        names(sent),
+        "{stem}/{model}: the metadata's inputs are not what the request sends: {meta}"
+    );
+    for input in sent {
+        let m = listed.iter().find(|m| m["name"] == input["name"]).unwrap();
+        assert_eq!(
+            m["datatype"], input["datatype"],
+            "{stem}/{model}: {m} vs {input}"
+        );
+        let want: Vec<i64> = serde_json::from_value(m["shape"].clone()).unwrap();
+        let got: Vec<i64> = serde_json::from_value(input["shape"].clone()).unwrap();
+        assert!(
+            want.len() == got.len() && want.iter().zip(&got).all(|(w, g)| *w == -1 || w == g),
+            "{stem}/{model}: input `{}` is sent as {got:?}, the metadata says {want:?}",
+            input["name"]
+        );
+    }
+    for output in meta["outputs"].as_array().unwrap() {
+        let named = answer["outputs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["name"] == output["name"]);
+        let o = named.unwrap_or_else(|| {
+            panic!("{stem}/{model}: the metadata lists output {output} but the answer has none")
+        });
+        assert_eq!(
+            o["datatype"], output["datatype"],
+            "{stem}/{model}: {o} vs {output}"
+        );
     }
 }

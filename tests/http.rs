@@ -85,7 +85,17 @@ fn metadata_health_and_readiness() {
     assert_eq!(get_blocking(&s.addr, "/v2/health/ready").status, 200);
     let v = get_blocking(&s.addr, "/v2").json();
     assert_eq!(v["name"], "servegraph");
-    assert_eq!(v["extensions"], json!(["binary_tensor_data"]));
+    assert_eq!(
+        v["extensions"],
+        json!([
+            "binary_tensor_data",
+            "classification",
+            "model_configuration",
+            "model_repository",
+            "statistics",
+            "parameters"
+        ])
+    );
 
     let md = get_blocking(&s.addr, "/v2/models/iris-rf").json();
     assert_eq!(
@@ -104,8 +114,13 @@ fn metadata_health_and_readiness() {
         get_blocking(&s.addr, "/v2/models/iris-lr/ready").json()["ready"],
         true
     );
+    // An unversioned model is version 1, as its metadata lists.
     assert_eq!(
         get_blocking(&s.addr, "/v2/models/iris-lr/versions/1/ready").status,
+        200
+    );
+    assert_eq!(
+        get_blocking(&s.addr, "/v2/models/iris-lr/versions/2/ready").status,
         404
     );
     let r = get_blocking(&s.addr, "/v2/models/nope");
@@ -290,8 +305,8 @@ fn bad_requests_get_clear_errors_and_the_server_keeps_serving() {
         (
             "wrong tensor name",
             r#"{"inputs":[{"name":"x","shape":[1,4],"datatype":"FP32","data":[1,2,3,4]}]}"#.into(),
-            422,
-            "model `iris-lr` needs input `input FP32 [-1, 4]`; the request has: x FP32 [1, 4]",
+            400,
+            "input `x` is not one `iris-lr` takes; it takes: `input` FP32 [-1, 4]",
         ),
         (
             "unknown requested output",
@@ -332,7 +347,10 @@ fn bad_requests_get_clear_errors_and_the_server_keeps_serving() {
     );
     assert_eq!(
         (r.status, r.error()),
-        (404, "model `iris-lr` has no version `7`".to_owned())
+        (
+            404,
+            "model `iris-lr` has no version `7`; its versions are: 1".to_owned()
+        )
     );
     let r = block_on(request(
         &s.addr,

@@ -403,7 +403,7 @@ const AB_REQ: &str = r#"{"inputs":[{"name":"x","shape":[1],"datatype":"FP32","da
 
 /// The router's stats: total rewards and, per route, (pulls, rewards).
 fn ab_stats(s: &Server) -> (u64, Vec<(u64, u64)>) {
-    let v = get_blocking(&s.addr, "/v2/models/ab/stats").json();
+    let v = get_blocking(&s.addr, "/v2/models/ab/experiment").json();
     let routes: Vec<(u64, u64)> = v["routes"]
         .as_array()
         .unwrap()
@@ -545,7 +545,7 @@ fn feedback_from_a_topic_is_credited_by_the_replica_that_routed_it() {
     });
     std::thread::sleep(Duration::from_millis(300));
     let reward_sum = |s: &Server| {
-        get_blocking(&s.addr, "/v2/models/ab/stats").json()["routes"]
+        get_blocking(&s.addr, "/v2/models/ab/experiment").json()["routes"]
             .as_array()
             .unwrap()
             .iter()

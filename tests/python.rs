@@ -165,10 +165,15 @@ fn an_exception_is_an_error_answer_and_the_worker_goes_on() {
     );
     assert_eq!(r.status, 400, "{:?}", r.body);
     assert!(r.error().contains("minus three"), "{:?}", r.body);
-    // A declared input that is missing is the engine's 4xx, before Python.
+    // An input the model does not declare is the engine's 400, before Python.
     let wrong = json!({"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1]}]});
     let r = post(&server.addr, "/v2/models/echo/infer", &wrong.to_string());
-    assert_eq!(r.status, 422, "{:?}", r.body);
+    assert_eq!(r.status, 400, "{:?}", r.body);
+    assert!(
+        r.error().contains("input `x` is not one `echo` takes"),
+        "{:?}",
+        r.body
+    );
     let r = post(
         &server.addr,
         "/v2/models/echo/infer",

@@ -24,6 +24,8 @@ pub enum ErrorKind {
     Timeout,
     /// A bug or a runtime failure the caller can do nothing about. HTTP 500.
     Internal,
+    /// A protocol call this server does not serve (yet): repository load/unload. HTTP 501.
+    NotImplemented,
 }
 
 impl ErrorKind {
@@ -40,6 +42,7 @@ impl ErrorKind {
             ErrorKind::Unavailable => 503,
             ErrorKind::Timeout => 504,
             ErrorKind::Internal => 500,
+            ErrorKind::NotImplemented => 501,
         }
     }
 
@@ -54,6 +57,7 @@ impl ErrorKind {
             429 => ErrorKind::Overloaded,
             503 => ErrorKind::Unavailable,
             504 => ErrorKind::Timeout,
+            501 => ErrorKind::NotImplemented,
             400..=499 => ErrorKind::BadRequest,
             _ => ErrorKind::Internal,
         }

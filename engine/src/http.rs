@@ -249,7 +249,23 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/metrics", get(metrics))
         .route("/admin/reload", post(admin_reload))
         .route("/v2/models/{model}/feedback", post(feedback))
-        .route("/v2/models/{model}/stats", get(stats))
+        .route("/v2/models/{model}/experiment", get(experiment))
+        .route("/v2/models/stats", get(all_statistics))
+        .route("/v2/models/{model}/stats", get(statistics))
+        .route(
+            "/v2/models/{model}/versions/{version}/stats",
+            get(statistics_version),
+        )
+        .route("/v2/models/{model}/config", get(config))
+        .route(
+            "/v2/models/{model}/versions/{version}/config",
+            get(config_version),
+        )
+        .route("/v2/repository/index", post(repository_index))
+        .route(
+            "/v2/repository/models/{model}/{action}",
+            post(repository_action),
+        )
         .route("/v2/models/{model}/explain", post(explain))
         .route(
             "/v2/models/{model}/versions/{version}/explain",
@@ -260,6 +276,32 @@ pub fn router(state: Arc<AppState>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
+        // `Content-Encoding: gzip|deflate` bodies are read decompressed (the body limit counts
+        // what they decompress to), and answers are compressed when `Accept-Encoding` asks.
+        .layer(tower_http::decompression::RequestDecompressionLayer::new())
+        .layer(axum::middleware::map_response(unsupported_encoding))
+        .layer(tower_http::compression::CompressionLayer::new())
+}
+
+/// The decompression layer's bare 415 for a `Content-Encoding` it cannot read, as an
+/// `{"error"}` naming the ones it can.
+async fn unsupported_encoding(response: Response) -> Response {
+    if response.status() != StatusCode::UNSUPPORTED_MEDIA_TYPE {
+        return response;
+    }
+    let mut answer = (
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        Json(json!({
+            "error": "the request's Content-Encoding is not one this server reads: send gzip, deflate or identity"
+        })),
+    )
+        .into_response();
+    if let Some(accept) = response.headers().get(header::ACCEPT_ENCODING) {
+        answer
+            .headers_mut()
+            .insert(header::ACCEPT_ENCODING, accept.clone());
+    }
+    answer
 }
 
 async fn not_found(method: Method, uri: Uri) -> Error {
@@ -295,7 +337,14 @@ async fn server_metadata() -> Json<serde_json::Value> {
     Json(json!({
         "name": "servegraph",
         "version": env!("CARGO_PKG_VERSION"),
-        "extensions": ["binary_tensor_data"],
+        "extensions": [
+            "binary_tensor_data",
+            "classification",
+            "model_configuration",
+            "model_repository",
+            "statistics",
+            "parameters",
+        ],
     }))
 }
 
@@ -350,21 +399,7 @@ fn metadata(
     version: Option<&str>,
 ) -> Result<Json<serde_json::Value>, Error> {
     let served = state.current()?;
-    let info = served.graph.find_model(model, version)?;
-    let versions: Vec<String> = served
-        .graph
-        .models()
-        .iter()
-        .filter(|m| m.name == model)
-        .map(|m| m.version.clone().unwrap_or_else(|| "1".to_owned()))
-        .collect();
-    Ok(Json(json!({
-        "name": info.name,
-        "versions": versions,
-        "platform": info.platform,
-        "inputs": info.inputs,
-        "outputs": info.outputs,
-    })))
+    served.graph.metadata(model, version).map(Json)
 }
 
 async fn model_ready(
@@ -555,14 +590,167 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Result<Response, Error> 
     Ok(([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response())
 }
 
-/// `GET /v2/models/{router}/stats`: per route, requests, rewards and the policy's estimate.
-async fn stats(
+/// `GET /v2/models/{router}/experiment`: per route, requests, rewards and the policy's
+/// estimate.
+async fn experiment(
     State(state): State<Arc<AppState>>,
     Path(model): Path<String>,
 ) -> Result<Json<crate::LearnerStats>, Error> {
     let served = state.current()?;
     let router = learner(&served, &model)?;
     Ok(Json(router.stats()))
+}
+
+/// `GET /v2/models/stats`: every model's statistics (Triton's statistics extension).
+async fn all_statistics(
+    State(state): State<Arc<AppState>>,
+) -> Result<Json<serde_json::Value>, Error> {
+    let served = state.current()?;
+    crate::stats::statistics(&served.graph, None, None).map(Json)
+}
+
+/// `GET /v2/models/{m}/stats`: the statistics of each version of `m`.
+async fn statistics(
+    State(state): State<Arc<AppState>>,
+    Path(model): Path<String>,
+) -> Result<Json<serde_json::Value>, Error> {
+    let served = state.current()?;
+    crate::stats::statistics(&served.graph, Some(&model), None).map(Json)
+}
+
+async fn statistics_version(
+    State(state): State<Arc<AppState>>,
+    Path((model, version)): Path<(String, String)>,
+) -> Result<Json<serde_json::Value>, Error> {
+    let served = state.current()?;
+    crate::stats::statistics(&served.graph, Some(&model), Some(&version)).map(Json)
+}
+
+/// `GET /v2/models/{m}/config`: the model configuration in Triton's JSON shape.
+async fn config(
+    State(state): State<Arc<AppState>>,
+    Path(model): Path<String>,
+) -> Result<Json<serde_json::Value>, Error> {
+    let served = state.current()?;
+    model_config(&served.graph, &model, None).map(Json)
+}
+
+async fn config_version(
+    State(state): State<Arc<AppState>>,
+    Path((model, version)): Path<(String, String)>,
+) -> Result<Json<serde_json::Value>, Error> {
+    let served = state.current()?;
+    model_config(&served.graph, &model, Some(&version)).map(Json)
+}
+
+/// Triton's configuration of a model: a batching model's `max_batch_size` is its `batch`
+/// `max_size` and its `dims` leave out the batch dimension, as Triton's do; others have
+/// `max_batch_size: 0` and their whole shapes.
+pub fn model_config(
+    graph: &Graph,
+    model: &str,
+    version: Option<&str>,
+) -> Result<serde_json::Value, Error> {
+    let info = graph.find_model(model, version)?;
+    let step = info
+        .version
+        .as_ref()
+        .and_then(|v| graph.find_step(&format!("{}:{v}", info.name)))
+        .or_else(|| graph.find_step(&info.name))
+        .filter(|_| info.name != graph.name || graph.models().len() == 1);
+    let batching = step.and_then(|s| s.batching());
+    let tensors = |list: &[crate::tensor::TensorMeta]| -> Vec<serde_json::Value> {
+        list.iter()
+            .map(|t| {
+                let dims = match (batching, t.shape.split_first()) {
+                    (Some(_), Some((_, rest))) => rest.to_vec(),
+                    _ => t.shape.clone(),
+                };
+                json!({ "name": t.name, "data_type": triton_type(t.datatype), "dims": dims })
+            })
+            .collect()
+    };
+    let platform = info.platform.as_str();
+    let backend = match platform {
+        "onnxruntime_onnx" => "onnxruntime",
+        "python" => "python",
+        _ => "",
+    };
+    let mut config = json!({
+        "name": info.name,
+        "platform": platform,
+        "backend": backend,
+        "version_policy": { "specific": { "versions": graph.versions(&info.name) } },
+        "max_batch_size": batching.map_or(0, |(n, _)| n),
+        "input": tensors(&info.inputs),
+        "output": tensors(&info.outputs),
+    });
+    if let Some((n, wait)) = batching {
+        config["dynamic_batching"] = json!({
+            "preferred_batch_size": [n],
+            "max_queue_delay_microseconds": wait.as_micros() as u64,
+        });
+    }
+    Ok(config)
+}
+
+/// A datatype as Triton's model configuration spells it.
+fn triton_type(d: crate::tensor::DataType) -> String {
+    match d {
+        crate::tensor::DataType::Bytes => "TYPE_STRING".to_owned(),
+        other => format!("TYPE_{}", other.as_str()),
+    }
+}
+
+/// `POST /v2/repository/index`: every served model with its version and state.
+async fn repository_index(
+    State(state): State<Arc<AppState>>,
+) -> Result<Json<serde_json::Value>, Error> {
+    let served = state.current()?;
+    let graph = &served.graph;
+    let models: Vec<serde_json::Value> = graph
+        .models()
+        .iter()
+        .map(|m| {
+            let version = m.version.as_deref().unwrap_or("1");
+            match model_is_ready(&served, &m.name, m.version.as_deref()) {
+                Ok(()) => json!({ "name": m.name, "version": version, "state": "READY" }),
+                Err(e) => json!({
+                    "name": m.name, "version": version, "state": "UNAVAILABLE",
+                    "reason": e.message,
+                }),
+            }
+        })
+        .collect();
+    Ok(Json(serde_json::Value::Array(models)))
+}
+
+/// `POST /v2/repository/models/{m}/load|unload`: not served yet; a clear error instead.
+async fn repository_action(
+    State(state): State<Arc<AppState>>,
+    Path((model, action)): Path<(String, String)>,
+) -> Error {
+    if action != "load" && action != "unload" {
+        return Error::not_found(format!(
+            "no route for POST /v2/repository/models/{model}/{action}: the actions are load and unload"
+        ));
+    }
+    let known = state
+        .current()
+        .map(|s| s.graph.model(&model, None).is_some())
+        .unwrap_or(false);
+    Error::new(
+        ErrorKind::NotImplemented,
+        format!(
+            "{action} of `{model}` is not served: this server serves the models of its graph file{}; \
+             change the file and reload it (`POST /admin/reload`) instead",
+            if known {
+                ""
+            } else {
+                " (and has no such model)"
+            }
+        ),
+    )
 }
 
 /// MLRun-style: `POST /` with the model (route) in the body's `model` field or the

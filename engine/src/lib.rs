@@ -21,6 +21,7 @@ pub mod protocol;
 pub mod request;
 pub mod schema;
 pub mod sources;
+pub mod stats;
 pub mod step;
 pub mod telemetry;
 pub mod tensor;

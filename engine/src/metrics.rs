@@ -71,6 +71,16 @@ struct TimerCounts {
 }
 
 impl Timer {
+    /// How many durations it observed.
+    pub fn count(&self) -> u64 {
+        self.0.buckets.iter().map(|b| b.load(Relaxed)).sum()
+    }
+
+    /// Their sum, in nanoseconds.
+    pub fn sum_ns(&self) -> u64 {
+        self.0.sum_nanos.load(Relaxed)
+    }
+
     pub fn observe(&self, took: Duration) {
         let ns = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
         let i = (64 - (ns.saturating_sub(1) >> 14).leading_zeros()) as usize;
@@ -384,18 +394,22 @@ pub fn route_histogram(router: &str, route: &str) -> Timer {
 pub struct ModelMetrics {
     pub run_seconds: Timer,
     pub queue_wait_seconds: Timer,
-    pub batch_size: Histogram,
+    pub batch_size: crate::stats::BatchSizes,
 }
 
 impl ModelMetrics {
     pub fn new(model: &str) -> ModelMetrics {
         let m = global();
         let labels = [("model", model.to_owned())];
-        ModelMetrics {
+        let metrics = ModelMetrics {
             run_seconds: m.model_seconds.get_or_create(&labels).clone(),
             queue_wait_seconds: m.queue_wait_seconds.get_or_create(&labels).clone(),
-            batch_size: m.batch_size.get_or_create(&labels).clone(),
-        }
+            batch_size: crate::stats::batch_sizes(model, || {
+                m.batch_size.get_or_create(&labels).clone()
+            }),
+        };
+        crate::stats::register_model(model, &metrics);
+        metrics
     }
 }
 

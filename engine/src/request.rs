@@ -95,6 +95,8 @@ pub struct Response {
     pub accepted: bool,
     /// Time the models took.
     pub model_time: Duration,
+    /// The request's rows (its first input's first dimension), for the statistics.
+    pub rows: u64,
 }
 
 impl Response {
@@ -110,6 +112,8 @@ pub struct Pipeline {
     pub graph: Arc<Graph>,
     tracker: Option<Tracker>,
     metrics: RequestMetrics,
+    /// The graph's successes and failures (the statistics extension).
+    outcomes: Arc<crate::stats::Outcomes>,
     source: &'static str,
 }
 
@@ -133,9 +137,16 @@ impl Observation<'_> {
             Ok(r) => (r.code(), Some(r.model_time), None),
             Err(e) => (e.kind.status(), None, Some(e.to_string())),
         };
-        self.pipeline
-            .metrics
-            .finish(code, self.start.elapsed(), model_time);
+        let elapsed = self.start.elapsed();
+        self.pipeline.metrics.finish(code, elapsed, model_time);
+        // Requests for a model the graph does not serve, or too large to read, never met it.
+        match result {
+            Ok(r) => self.pipeline.outcomes.record(true, elapsed, r.rows),
+            Err(e) if !matches!(e.kind, ErrorKind::NotFound | ErrorKind::PayloadTooLarge) => {
+                self.pipeline.outcomes.record(false, elapsed, 0)
+            }
+            Err(_) => {}
+        }
         if let Some(span) = self.span {
             span.end(code, error.as_deref());
         }
@@ -154,6 +165,7 @@ impl Pipeline {
     pub fn new(live: &Live, source: &'static str) -> Pipeline {
         Pipeline {
             metrics: RequestMetrics::new(&live.graph.name, source),
+            outcomes: crate::stats::outcomes(&live.graph.name),
             graph: Arc::clone(&live.graph),
             tracker: live.tracker.clone(),
             source,
@@ -233,7 +245,11 @@ impl Pipeline {
         // and are answered in MLRun's shape.
         let mlrun = json_len.is_none() && protocol::mlrun::is_rows(&body);
         let oip;
-        let decoded = if mlrun {
+        let decoded = if json_len == Some(0) {
+            let name = request.model.unwrap_or(&graph.name);
+            let info = graph.find_model(name, request.version)?;
+            protocol::decode_raw(&body, name, &info.inputs)?
+        } else if mlrun {
             let rows = protocol::mlrun::parse(&body)?;
             let info = match (request.model, protocol::mlrun::named_model(&rows)) {
                 (Some(m), _) if m != graph.name => graph.find_model(m, request.version)?,
@@ -282,12 +298,20 @@ impl Pipeline {
                         version: headers.header(VERSION_HEADER).map(Cow::into_owned),
                     })
                 });
-                if let Some(t) = &named {
-                    graph.find_model(&t.model, t.version.as_deref())?;
-                }
-                named
+                named.map(|t| split_version(graph, t)).transpose()?
             }
         };
+        // As its metadata names it: an unversioned model addressed as version `1` is the
+        // unversioned one.
+        let target = target.map(|t| {
+            let info = graph
+                .model(&t.model, t.version.as_deref())
+                .expect("found above");
+            Target {
+                model: info.name.clone(),
+                version: info.version.clone(),
+            }
+        });
         let (model, version) = match &target {
             Some(t) => {
                 let info = graph
@@ -297,7 +321,13 @@ impl Pipeline {
             }
             None => (graph.name.as_str(), None),
         };
+        // An input the addressed model does not take would be ignored: refused instead
+        // (a queue step's message carries the flow's own tensors, so not when resuming).
+        if request.resume_after.is_none() {
+            check_inputs(graph, model, version, &event)?;
+        }
         let explain = request.explain;
+        let rows = crate::stats::rows(&event);
         event.target = target.clone().filter(|t| t.model != graph.name);
         event.explain = explain;
         event.trace = trace;
@@ -327,6 +357,17 @@ impl Pipeline {
             Encoding::Json => false,
         };
         let mut outputs = decoded.outputs;
+        let mut done = done;
+        for o in outputs.iter_mut() {
+            let Some(n) = o.classification.take() else {
+                continue;
+            };
+            let Some(t) = done.tensors.iter_mut().find(|t| t.name == o.name) else {
+                continue; // the encoder says the output is unknown
+            };
+            let labels = graph.labels(model);
+            *t = protocol::classify(t, n, labels.as_deref())?;
+        }
         if request.encoding == Encoding::Json {
             for o in &mut outputs {
                 o.binary = Some(false);
@@ -346,7 +387,63 @@ impl Pipeline {
             json_len: encoded.json_len,
             accepted: done.stopped,
             model_time: done.model_time,
+            rows,
         })
+    }
+}
+
+/// The model a body's `model` (or the `x-model-name` header) names, checked: `name:version`
+/// (Triton's and MLRun's spelling) selects a version as `/versions/{v}` does, unless a model
+/// has that whole name.
+fn split_version(graph: &Graph, t: Target) -> Result<Target> {
+    if graph.model(&t.model, t.version.as_deref()).is_some() {
+        return Ok(t);
+    }
+    if t.version.is_none()
+        && let Some((name, version)) = t.model.rsplit_once(':')
+        && graph.model(name, None).is_some()
+    {
+        graph.find_model(name, Some(version))?;
+        return Ok(Target {
+            model: name.to_owned(),
+            version: Some(version.to_owned()),
+        });
+    }
+    graph.find_model(&t.model, t.version.as_deref())?;
+    Ok(t)
+}
+
+/// A 400 for a request input the model does not take, when its metadata lists its inputs.
+fn check_inputs(
+    graph: &Graph,
+    model: &str,
+    version: Option<&str>,
+    event: &crate::event::Event,
+) -> Result<()> {
+    let Some(info) = graph.model(model, version) else {
+        return Ok(());
+    };
+    if info.inputs.is_empty() {
+        return Ok(());
+    }
+    match event
+        .tensors
+        .iter()
+        .find(|t| !info.inputs.iter().any(|i| i.name == t.name))
+    {
+        None => Ok(()),
+        Some(extra) => {
+            let takes: Vec<String> = info
+                .inputs
+                .iter()
+                .map(|i| format!("`{}` {} {:?}", i.name, i.datatype, i.shape))
+                .collect();
+            Err(Error::bad_request(format!(
+                "input `{}` is not one `{model}` takes; it takes: {}",
+                extra.name,
+                takes.join(", ")
+            )))
+        }
     }
 }
 

@@ -37,9 +37,31 @@ pub trait Step: Send + Sync + 'static {
         None
     }
 
+    /// What a client must send this step so that it, and the steps after it, get what they
+    /// need: `after` is what those steps take (`None`: unknown). A model takes its own inputs;
+    /// a step that makes tensors from others (an image decoder, a rename) maps `after` back to
+    /// what it reads. The default: its own inputs when it knows them, else `after` unchanged.
+    /// A flow's metadata (`GET /v2/models/{flow}`) is this, folded from the responder back to
+    /// the entry step.
+    fn takes(&self, after: Option<Vec<TensorMeta>>) -> Option<Vec<TensorMeta>> {
+        self.inputs().or(after)
+    }
+
     /// The models this step makes addressable by name (a router's routes, recursively).
     fn models(&self) -> Vec<ModelInfo> {
         Vec::new()
+    }
+
+    /// Dynamic batching, when the step batches: the most requests run together and how
+    /// long the first waits for others (the model configuration extension reads it).
+    fn batching(&self) -> Option<(usize, std::time::Duration)> {
+        None
+    }
+
+    /// Class names by index, when the step knows them (a `label_map` or `top_k` with
+    /// labels): the classification extension labels its classes with them.
+    fn labels(&self) -> Option<Vec<String>> {
+        None
     }
 
     /// The platform string for metadata when this step is addressed as a model.
@@ -124,6 +146,15 @@ impl<S: Step> Step for Arc<S> {
     }
     fn inputs(&self) -> Option<Vec<TensorMeta>> {
         S::inputs(self)
+    }
+    fn takes(&self, after: Option<Vec<TensorMeta>>) -> Option<Vec<TensorMeta>> {
+        S::takes(self, after)
+    }
+    fn batching(&self) -> Option<(usize, std::time::Duration)> {
+        S::batching(self)
+    }
+    fn labels(&self) -> Option<Vec<String>> {
+        S::labels(self)
     }
     fn models(&self) -> Vec<ModelInfo> {
         S::models(self)

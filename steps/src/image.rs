@@ -189,6 +189,17 @@ impl Op for ImageArgs {
         Ok(())
     }
 
+    /// The encoded images, `[N]` BYTES, and whatever else the steps after it take.
+    fn takes(&self, after: Option<Vec<TensorMeta>>) -> Option<Vec<TensorMeta>> {
+        let mut need: Vec<TensorMeta> = after
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|t| t.name != self.output() && t.name != self.input())
+            .collect();
+        need.insert(0, TensorMeta::new(self.input(), DataType::Bytes, vec![-1]));
+        Some(need)
+    }
+
     fn infer(&self, sig: &mut Signature) -> std::result::Result<(), String> {
         match sig.get(self.input()) {
             Some(t) if t.datatype != DataType::Bytes => {

@@ -19,7 +19,7 @@ pub struct Route {
 impl Route {
     /// This route as an addressable model, then whatever its step makes addressable.
     pub fn models(&self) -> Vec<ModelInfo> {
-        let inputs = self.step.inputs().unwrap_or_default();
+        let inputs = self.step.takes(None).unwrap_or_default();
         let outputs = self
             .step
             .infer(&Signature::exact(inputs.clone()))

@@ -302,7 +302,13 @@ pub(super) fn compile(
             "servegraph_flow".to_owned()
         },
         inputs: entry_inputs(&nodes),
-        outputs: signatures[responder].tensors.clone(),
+        // A flow that hands its events on (a queue step) answers 202 with no outputs: its
+        // results go to the output topic.
+        outputs: if nodes.iter().any(|n| n.step.hands_off()) {
+            Vec::new()
+        } else {
+            signatures[responder].tensors.clone()
+        },
     }];
     for node in &nodes {
         models.extend(node.step.models());

@@ -25,6 +25,8 @@ pub(super) struct GraphNode {
     pub(super) on_error: Option<usize>,
     /// `servegraph_step_duration_seconds` for this step.
     pub(super) seconds: crate::metrics::Timer,
+    /// The step's successes and failures (the statistics extension).
+    pub(super) outcomes: std::sync::Arc<crate::stats::Outcomes>,
 }
 
 impl GraphNode {
@@ -36,6 +38,7 @@ impl GraphNode {
     ) -> Self {
         GraphNode {
             seconds: crate::metrics::step_histogram(graph, &name),
+            outcomes: crate::stats::outcomes(&name),
             name,
             step,
             preds: Vec::new(),
@@ -76,6 +79,7 @@ impl GraphNode {
         // Reads the TSC where that is reliable: cheaper than the system clock (see
         // docs/benchmarks.md, engine overhead with metrics).
         let start = quanta::Instant::now();
+        let rows = crate::stats::rows(&event);
         let result = match self.timeout {
             None => self.step.process(event).await,
             // Boxed: a timer is large, and most steps have none; the common path's future
@@ -84,6 +88,7 @@ impl GraphNode {
         };
         let took = start.elapsed();
         self.seconds.observe(took);
+        self.outcomes.record(result.is_ok(), took, rows);
         let mut event = result.map_err(|e| e.in_step(&self.name))?;
         if let Some(times) = &mut event.step_microsec {
             times.push((self.name.clone(), took.as_micros() as u64));

@@ -64,17 +64,16 @@ pub(super) fn infer_signatures(
     out
 }
 
-/// The inputs a client should send: those of the first step, along the first path, that
-/// declares them (normally the first model).
+/// The inputs a client should send: what the steps along the first path from the entry take,
+/// folded back from its end ([`Step::takes`]): an image decoder before a CNN makes the flow
+/// take the encoded images, not the CNN's tensor.
 pub(super) fn entry_inputs(nodes: &[GraphNode]) -> Vec<TensorMeta> {
-    let mut i = 0;
-    loop {
-        if let Some(inputs) = nodes[i].step.inputs() {
-            return inputs;
-        }
-        match nodes[i].succs.first() {
-            Some(&s) => i = s,
-            None => return Vec::new(),
-        }
+    let mut path = vec![0];
+    while let Some(&s) = nodes[*path.last().expect("not empty")].succs.first() {
+        path.push(s);
     }
+    path.iter()
+        .rev()
+        .fold(None, |after, &i| nodes[i].step.takes(after))
+        .unwrap_or_default()
 }

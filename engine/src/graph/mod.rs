@@ -87,17 +87,56 @@ impl Graph {
         &self.models
     }
 
-    /// Finds a model by name and optional version, as the HTTP paths address them.
+    /// Finds a model by name and optional version, as the HTTP paths address them. An
+    /// unversioned model answers as version `1` (what its metadata lists).
     pub fn model(&self, name: &str, version: Option<&str>) -> Option<&ModelInfo> {
         let mut named = self.models.iter().filter(|m| m.name == name);
         match version {
-            Some(v) => named.find(|m| m.version.as_deref() == Some(v)),
+            Some(v) => named
+                .clone()
+                .find(|m| m.version.as_deref() == Some(v))
+                .or_else(|| {
+                    (v == "1")
+                        .then(|| named.find(|m| m.version.is_none()))
+                        .flatten()
+                }),
             // The unversioned one, else the last declared version.
             None => named
                 .clone()
                 .find(|m| m.version.is_none())
                 .or_else(|| named.next_back()),
         }
+    }
+
+    /// The versions a model answers at `/versions/{v}` (an unversioned one as `1`), in
+    /// declaration order.
+    pub fn versions(&self, name: &str) -> Vec<&str> {
+        let mut out: Vec<&str> = Vec::new();
+        for m in self.models.iter().filter(|m| m.name == name) {
+            let v = m.version.as_deref().unwrap_or("1");
+            if !out.contains(&v) {
+                out.push(v);
+            }
+        }
+        out
+    }
+
+    /// Every model once, with its versions when it has more than one: for error messages.
+    fn model_list(&self) -> String {
+        let mut names: Vec<&str> = Vec::new();
+        for m in &self.models {
+            if !names.contains(&m.name.as_str()) {
+                names.push(&m.name);
+            }
+        }
+        names
+            .iter()
+            .map(|n| match self.versions(n)[..] {
+                [_] => n.to_string(),
+                ref vs => format!("{n} (versions {})", vs.join(", ")),
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     /// [`Graph::model`], or a 404 that says what is there: the versions of a known model, or
@@ -110,15 +149,47 @@ impl Graph {
             && self.model(name, None).is_some()
         {
             return Err(Error::not_found(format!(
-                "model `{name}` has no version `{v}`"
+                "model `{name}` has no version `{v}`; its versions are: {}",
+                self.versions(name).join(", ")
             )));
         }
-        let mut names: Vec<&str> = self.models.iter().map(|m| m.name.as_str()).collect();
-        names.dedup();
         Err(Error::not_found(format!(
             "unknown model `{name}`; this server's models are: {}",
-            names.join(", ")
+            self.model_list()
         )))
+    }
+
+    /// The class names of model `name` (the graph, or a route or step), for the
+    /// classification extension: the first a step on it knows ([`Step::labels`]).
+    pub fn labels(&self, name: &str) -> Option<Vec<String>> {
+        fn first(steps: Vec<(&str, &dyn Step)>) -> Option<Vec<String>> {
+            steps
+                .into_iter()
+                .find_map(|(_, s)| s.labels().or_else(|| first(s.children())))
+        }
+        if name == self.name {
+            return first(
+                self.nodes
+                    .iter()
+                    .map(|n| (n.name.as_str(), n.step.as_ref()))
+                    .collect(),
+            );
+        }
+        let step = self.find_step(name)?;
+        step.labels().or_else(|| first(step.children()))
+    }
+
+    /// A model's metadata as `GET /v2/models/{name}[/versions/{v}]` answers it: the versions
+    /// that answer, the platform, and the tensors a request sends and gets.
+    pub fn metadata(&self, name: &str, version: Option<&str>) -> Result<serde_json::Value> {
+        let info = self.find_model(name, version)?;
+        Ok(serde_json::json!({
+            "name": info.name,
+            "versions": self.versions(name),
+            "platform": info.platform,
+            "inputs": info.inputs,
+            "outputs": info.outputs,
+        }))
     }
 
     /// Takes an admission permit for one request, or refuses it (429) when `max_in_flight`

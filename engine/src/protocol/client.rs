@@ -7,7 +7,9 @@ use serde::{Deserialize, Serialize, Serializer};
 use super::Encoded;
 use super::json::JsonData;
 use super::request::{InputJson, decode_input};
-use super::response::{OutputOut, finish, tensors_out};
+use super::response::{
+    Fallback, OutputOut, OutputParameters, finish, is_utf8 as utf8, tensors_out,
+};
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 
@@ -26,7 +28,13 @@ pub(super) struct RequestParams {
 /// The client side, for calling another OIP server: `tensors` as an inference request, their
 /// data as JSON or (with `binary`) in the binary extension, asking for binary outputs too.
 pub fn encode_request(id: &str, tensors: &[Tensor], binary: bool) -> Result<Encoded> {
-    let (inputs, bytes) = tensors_out(tensors.iter().map(|t| (t, binary)).collect());
+    // BYTES that are not UTF-8 go binary even in a JSON request: JSON strings cannot carry
+    // them unchanged.
+    let (inputs, bytes) = tensors_out(
+        tensors.iter().map(|t| (t, binary)).collect(),
+        Fallback::Binary,
+    );
+    let has_binary = bytes.is_some();
     finish(
         &RequestOut {
             id,
@@ -35,7 +43,8 @@ pub fn encode_request(id: &str, tensors: &[Tensor], binary: bool) -> Result<Enco
                 binary_data_output: binary,
             },
         },
-        bytes,
+        bytes.unwrap_or_default(),
+        has_binary,
     )
 }
 
@@ -85,8 +94,17 @@ impl Serialize for TensorsJson<'_> {
                 name: &t.name,
                 datatype: t.datatype().as_str(),
                 shape: &t.shape,
-                parameters: None,
-                data: (t.data.len() <= self.max_elements).then_some(JsonData(&t.data)),
+                parameters: (!utf8(&t.data)).then_some(OutputParameters {
+                    binary_data_size: None,
+                    content_type: Some("base64"),
+                }),
+                data: (t.data.len() <= self.max_elements).then(|| {
+                    if utf8(&t.data) {
+                        JsonData::Plain(&t.data)
+                    } else {
+                        JsonData::Base64(&t.data)
+                    }
+                }),
             })?;
         }
         seq.end()

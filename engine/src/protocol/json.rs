@@ -265,12 +265,28 @@ pub(super) fn decode_json_data(
     })
 }
 
-/// Serializes tensor data as a flat JSON array (FP16 as numbers, BYTES as strings).
-pub(super) struct JsonData<'a>(pub(super) &'a TensorData);
+/// Serializes tensor data as a flat JSON array (FP16 as numbers, BYTES as strings: UTF-8
+/// ones as they are, or every element as base64).
+pub(super) enum JsonData<'a> {
+    Plain(&'a TensorData),
+    Base64(&'a TensorData),
+}
 
 impl Serialize for JsonData<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match self.0 {
+        let data = match self {
+            JsonData::Base64(TensorData::Bytes(v)) => {
+                use base64::Engine;
+                let engine = base64::engine::general_purpose::STANDARD;
+                let mut seq = s.serialize_seq(Some(v.len()))?;
+                for x in v {
+                    seq.serialize_element(&engine.encode(x))?;
+                }
+                return seq.end();
+            }
+            JsonData::Plain(d) | JsonData::Base64(d) => *d,
+        };
+        match data {
             TensorData::Fp16(v) => {
                 let mut seq = s.serialize_seq(Some(v.len()))?;
                 for x in v {

@@ -139,7 +139,7 @@ fn nested(t: &Tensor) -> Result<Value> {
                 ))),
             })
             .collect::<Result<_>>()?,
-        data => match serde_json::to_value(super::json::JsonData(data)).expect("JSON") {
+        data => match serde_json::to_value(super::json::JsonData::Plain(data)).expect("JSON") {
             Value::Array(items) => items,
             other => vec![other],
         },

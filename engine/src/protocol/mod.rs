@@ -8,6 +8,7 @@
 //! encoding, and the `client` side that remote steps use.
 
 mod binary;
+mod classify;
 mod client;
 mod json;
 pub mod mlrun;
@@ -17,8 +18,9 @@ mod response;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 pub use binary::{decode_binary, encode_binary};
+pub use classify::classify;
 pub use client::{TensorsJson, decode_response, encode_request};
-pub use request::{InferRequest, RequestedOutput, decode_request};
+pub use request::{InferRequest, RequestedOutput, decode_raw, decode_request};
 pub use response::{Encoded, encode_json_response, encode_response};
 
 use crate::event::Event;
@@ -280,6 +282,51 @@ mod tests {
         assert_eq!(&resp.body[n..n + 4], &1.5f32.to_le_bytes());
     }
 
+    /// Issue 12: every datatype travels binary (BOOL, BYTES with NUL, empty and non-UTF-8
+    /// elements); BYTES that are not UTF-8 asked for as JSON go binary over HTTP and as
+    /// base64 on JSON-only transports, never as U+FFFD; an empty binary output still has
+    /// its header length.
+    #[test]
+    fn bool_and_arbitrary_bytes_round_trip() {
+        let bytes = vec![
+            b"a\0b".to_vec(),
+            Vec::new(),
+            vec![0xff, 0xfe],
+            "é".as_bytes().to_vec(),
+        ];
+        let tensors = vec![
+            Tensor::new("b", vec![3], TensorData::Bool(vec![true, false, true])).unwrap(),
+            Tensor::new("s", vec![4], TensorData::Bytes(bytes.clone())).unwrap(),
+            Tensor::new("e", vec![0], TensorData::Fp32(Vec::new())).unwrap(),
+        ];
+        let event = Event::new("r", tensors.clone());
+        let all_binary = encode_response(&event, "m", None, &[], true).unwrap();
+        assert!(all_binary.json_len.is_some());
+        assert_eq!(
+            decode_response(&all_binary.body, all_binary.json_len).unwrap(),
+            tensors
+        );
+        // As JSON: the non-UTF-8 BYTES output alone goes binary.
+        let json = encode_response(&event, "m", None, &[], false).unwrap();
+        let n = json.json_len.expect("the BYTES output goes binary");
+        let head: Value = serde_json::from_slice(&json.body[..n]).unwrap();
+        assert_eq!(
+            head["outputs"][0]["data"],
+            serde_json::json!([true, false, true])
+        );
+        assert!(head["outputs"][1]["parameters"]["binary_data_size"].is_u64());
+        assert_eq!(decode_response(&json.body, json.json_len).unwrap(), tensors);
+        // Only an empty output, sent binary: still the binary layout.
+        let empty = Event::new("r", vec![tensors[2].clone()]);
+        let e = encode_response(&empty, "m", None, &[], true).unwrap();
+        assert_eq!(e.json_len, Some(e.body.len()));
+        // JSON-only transports: base64, marked, read back exactly.
+        let body = encode_json_response(&event, "m", None, Vec::new()).unwrap();
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["outputs"][1]["parameters"]["content_type"], "base64");
+        assert_eq!(decode_response(&body, None).unwrap(), tensors);
+    }
+
     #[test]
     fn base64_bytes_in_json() {
         let body = br#"{"inputs":[{"name":"img","shape":[2],"datatype":"BYTES","parameters":{"content_type":"base64"},"data":["AAH/","aGk="]}]}"#;
@@ -343,6 +390,7 @@ mod tests {
         let want = [RequestedOutput {
             name: "b".into(),
             binary: None,
+            classification: None,
         }];
         let resp = encode_response(&ev, "m", Some("2"), &want, false).unwrap();
         assert!(resp.json_len.is_none());
@@ -356,6 +404,7 @@ mod tests {
         let missing = [RequestedOutput {
             name: "zz".into(),
             binary: None,
+            classification: None,
         }];
         let err = encode_response(&ev, "m", None, &missing, false).unwrap_err();
         assert!(

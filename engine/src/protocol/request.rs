@@ -9,7 +9,7 @@ use super::binary::{decode_binary, from_base64};
 use super::json::decode_json_data;
 use crate::error::{Error, Result};
 use crate::event::{Event, Target};
-use crate::tensor::{DataType, Tensor, checked_element_count};
+use crate::tensor::{DataType, Tensor, TensorData, TensorMeta, checked_element_count};
 
 /// An output the client asked for, and whether it wants it as raw bytes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -17,6 +17,8 @@ pub struct RequestedOutput {
     pub name: String,
     /// `parameters.binary_data` on the output; `None` when not given.
     pub binary: Option<bool>,
+    /// `parameters.classification`: answer the top N classes instead of the scores.
+    pub classification: Option<usize>,
 }
 
 /// A decoded inference request.
@@ -111,9 +113,22 @@ pub fn decode_request(body: &[u8], json_len: Option<usize>) -> Result<InferReque
                 Some(p) => flag(p, "binary_data")?,
                 None => None,
             };
+            let classification = match o.parameters.as_ref().and_then(|p| p.get("classification")) {
+                None | Some(Value::Null) => None,
+                Some(v) => match v.as_u64() {
+                    Some(n) if n > 0 => Some(n as usize),
+                    _ => {
+                        return Err(Error::bad_request(format!(
+                            "output `{}`: `classification` must be a count of classes (1 or more), not {v}",
+                            o.name
+                        )));
+                    }
+                },
+            };
             Ok(RequestedOutput {
                 name: o.name,
                 binary,
+                classification,
             })
         })
         .collect::<Result<Vec<_>>>()?;
@@ -139,6 +154,80 @@ pub fn decode_request(body: &[u8], json_len: Option<usize>) -> Result<InferReque
         }),
         outputs,
         binary_output,
+    })
+}
+
+/// Triton's raw binary request (`Inference-Header-Content-Length: 0`): no JSON, the whole
+/// body is the raw data of the model's one input, its shape deduced from the byte count (at
+/// most one dimension may be variable; BYTES is one element, the whole body).
+pub fn decode_raw(body: &[u8], model: &str, inputs: &[TensorMeta]) -> Result<InferRequest> {
+    let [input] = inputs else {
+        let names: Vec<&str> = inputs.iter().map(|i| i.name.as_str()).collect();
+        return Err(Error::bad_request(format!(
+            "a raw binary request (Inference-Header-Content-Length: 0) needs a model with one \
+             input; `{model}` takes {}: {}; send a JSON header",
+            inputs.len(),
+            names.join(", ")
+        )));
+    };
+    let fixed: usize = input
+        .shape
+        .iter()
+        .filter(|&&d| d >= 0)
+        .map(|&d| d as usize)
+        .product();
+    let variable = input.shape.iter().filter(|&&d| d < 0).count();
+    let count = match input.datatype.element_size() {
+        None => 1,
+        Some(size) if body.len().is_multiple_of(size) => body.len() / size,
+        Some(size) => {
+            return Err(Error::bad_request(format!(
+                "the raw body of {} bytes is not a whole number of {} elements ({size} bytes each) \
+                 for input `{}`",
+                body.len(),
+                input.datatype,
+                input.name
+            )));
+        }
+    };
+    let unfit = || {
+        Error::bad_request(format!(
+            "a raw body of {count} {} elements does not fit input `{}` of shape {:?}{}",
+            input.datatype,
+            input.name,
+            input.shape,
+            if variable > 1 {
+                " (more than one variable dimension: send a JSON header with the shape)"
+            } else {
+                ""
+            }
+        ))
+    };
+    if variable > 1
+        || fixed == 0
+        || !count.is_multiple_of(fixed)
+        || (variable == 0 && count != fixed)
+    {
+        return Err(unfit());
+    }
+    let shape: Vec<usize> = input
+        .shape
+        .iter()
+        .map(|&d| if d < 0 { count / fixed } else { d as usize })
+        .collect();
+    let data = match input.datatype.element_size() {
+        None => TensorData::Bytes(vec![body.to_vec()]),
+        Some(_) => decode_binary(input.datatype, body, count)?,
+    };
+    let tensor =
+        Tensor::new(input.name.clone(), shape, data).map_err(|e| Error::bad_request(e.message))?;
+    Ok(InferRequest {
+        event: Event::from(crate::event::EventData {
+            tensors: vec![tensor],
+            ..Default::default()
+        }),
+        outputs: Vec::new(),
+        binary_output: false,
     })
 }
 

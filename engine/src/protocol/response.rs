@@ -8,7 +8,7 @@ use super::binary::encode_binary;
 use super::json::JsonData;
 use crate::error::{Error, Result};
 use crate::event::Event;
-use crate::tensor::Tensor;
+use crate::tensor::{Tensor, TensorData};
 
 #[derive(Serialize)]
 pub(super) struct ResponseJson<'a> {
@@ -27,14 +27,17 @@ pub(super) struct OutputOut<'a> {
     pub(super) datatype: &'static str,
     pub(super) shape: &'a [usize],
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub(super) parameters: Option<BinarySize>,
+    pub(super) parameters: Option<OutputParameters>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) data: Option<JsonData<'a>>,
 }
 
 #[derive(Serialize)]
-pub(super) struct BinarySize {
-    pub(super) binary_data_size: usize,
+pub(super) struct OutputParameters {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) binary_data_size: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) content_type: Option<&'static str>,
 }
 
 /// An encoded body; `json_len` is set when binary data follows the JSON (send it as
@@ -60,19 +63,16 @@ pub fn encode_response(
         requested
             .iter()
             .map(|r| {
-                let t = event.get(&r.name).ok_or_else(|| {
-                    let names: Vec<&str> = event.tensors.iter().map(|t| t.name.as_str()).collect();
-                    Error::bad_request(format!(
-                        "unknown output `{}`; the outputs are: {}",
-                        r.name,
-                        names.join(", ")
-                    ))
-                })?;
-                Ok((t, r.binary.unwrap_or(binary_output)))
+                let t = event
+                    .get(&r.name)
+                    .ok_or_else(|| unknown_output(event, &r.name))?;
+                // As Triton's server does: a listed output is binary only when its own
+                // `binary_data` says so; `binary_data_output` is for the unlisted (all).
+                Ok((t, r.binary.unwrap_or(false)))
             })
             .collect::<Result<_>>()?
     };
-    let (outputs, binary) = tensors_out(picked);
+    let (outputs, binary) = tensors_out(picked, Fallback::Binary);
     let mut parameters = event.notes.clone();
     if let Some(route) = event.route() {
         parameters.insert("route".into(), Value::String(route.to_owned()));
@@ -84,45 +84,105 @@ pub fn encode_response(
         parameters,
         outputs,
     };
-    finish(&response, binary)
+    let has_binary = binary.is_some();
+    finish(&response, binary.unwrap_or_default(), has_binary)
 }
 
 /// [`encode_response`] with every output as JSON data, whatever the request asked (for
-/// transports without the binary extension: Kafka, the CLI).
+/// transports without the binary extension: Kafka, the CLI). BYTES that are not UTF-8 go as
+/// base64 with `"parameters": {"content_type": "base64"}` (what requests may send too).
 pub fn encode_json_response(
     event: &Event,
     model: &str,
     version: Option<&str>,
     requested: Vec<RequestedOutput>,
 ) -> Result<Vec<u8>> {
-    let requested: Vec<RequestedOutput> = requested
-        .into_iter()
-        .map(|o| RequestedOutput {
-            binary: Some(false),
-            ..o
-        })
-        .collect();
-    encode_response(event, model, version, &requested, false).map(|e| e.body)
+    let picked: Vec<(&Tensor, bool)> = if requested.is_empty() {
+        event.tensors.iter().map(|t| (t, false)).collect()
+    } else {
+        requested
+            .iter()
+            .map(|r| {
+                event
+                    .get(&r.name)
+                    .map(|t| (t, false))
+                    .ok_or_else(|| unknown_output(event, &r.name))
+            })
+            .collect::<Result<_>>()?
+    };
+    let (outputs, _) = tensors_out(picked, Fallback::Base64);
+    let mut parameters = event.notes.clone();
+    if let Some(route) = event.route() {
+        parameters.insert("route".into(), Value::String(route.to_owned()));
+    }
+    let response = ResponseJson {
+        model_name: model,
+        model_version: version,
+        id: &event.id,
+        parameters,
+        outputs,
+    };
+    finish(&response, Vec::new(), false).map(|e| e.body)
+}
+
+fn unknown_output(event: &Event, name: &str) -> Error {
+    let names: Vec<&str> = event.tensors.iter().map(|t| t.name.as_str()).collect();
+    Error::bad_request(format!(
+        "unknown output `{name}`; the outputs are: {}",
+        names.join(", ")
+    ))
+}
+
+/// What a BYTES output asked for as JSON becomes when an element is not UTF-8 (JSON strings
+/// are Unicode; replacing the bytes with U+FFFD would be a silent wrong answer).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Fallback {
+    /// Sent with the binary extension instead (HTTP: clients read either).
+    Binary,
+    /// Sent as base64 strings, marked `content_type: base64` (transports without binary).
+    Base64,
+}
+
+/// Whether BYTES data can travel as JSON strings unchanged.
+pub(super) fn is_utf8(data: &TensorData) -> bool {
+    match data {
+        TensorData::Bytes(v) => v.iter().all(|b| std::str::from_utf8(b).is_ok()),
+        _ => true,
+    }
 }
 
 /// Tensors as OIP JSON entries (inputs and outputs share the shape), with the bytes of those
 /// sent as binary, in order.
-pub(super) fn tensors_out<'a>(tensors: Vec<(&'a Tensor, bool)>) -> (Vec<OutputOut<'a>>, Vec<u8>) {
-    let mut binary = Vec::new();
+pub(super) fn tensors_out<'a>(
+    tensors: Vec<(&'a Tensor, bool)>,
+    fallback: Fallback,
+) -> (Vec<OutputOut<'a>>, Option<Vec<u8>>) {
+    let mut binary: Option<Vec<u8>> = None;
     let mut out = Vec::with_capacity(tensors.len());
     for (t, as_binary) in tensors {
-        let (parameters, data) = if as_binary {
+        let utf8 = as_binary || is_utf8(&t.data);
+        let (parameters, data) = if as_binary || (!utf8 && fallback == Fallback::Binary) {
+            let binary = binary.get_or_insert_with(Vec::new);
             let before = binary.len();
-            encode_binary(&t.data, &mut binary);
+            encode_binary(&t.data, binary);
             let size = binary.len() - before;
             (
-                Some(BinarySize {
-                    binary_data_size: size,
+                Some(OutputParameters {
+                    binary_data_size: Some(size),
+                    content_type: None,
                 }),
                 None,
             )
+        } else if !utf8 {
+            (
+                Some(OutputParameters {
+                    binary_data_size: None,
+                    content_type: Some("base64"),
+                }),
+                Some(JsonData::Base64(&t.data)),
+            )
         } else {
-            (None, Some(JsonData(&t.data)))
+            (None, Some(JsonData::Plain(&t.data)))
         };
         out.push(OutputOut {
             name: &t.name,
@@ -135,11 +195,12 @@ pub(super) fn tensors_out<'a>(tensors: Vec<(&'a Tensor, bool)>) -> (Vec<OutputOu
     (out, binary)
 }
 
-/// The JSON, then the binary part if any.
-pub(super) fn finish<T: Serialize>(json: &T, binary: Vec<u8>) -> Result<Encoded> {
+/// The JSON, then the binary part if any (even an empty one: an output of no elements sent
+/// binary still needs `Inference-Header-Content-Length`).
+pub(super) fn finish<T: Serialize>(json: &T, binary: Vec<u8>, has_binary: bool) -> Result<Encoded> {
     let mut body =
         serde_json::to_vec(json).map_err(|e| Error::internal(format!("encoding JSON: {e}")))?;
-    if binary.is_empty() {
+    if !has_binary {
         return Ok(Encoded {
             body,
             json_len: None,

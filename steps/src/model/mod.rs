@@ -416,13 +416,30 @@ impl Step for Hooked {
         Ok(sig)
     }
 
-    /// With preprocessing, what the client sends is not what the model takes: unknown.
+    /// With preprocessing, what the client sends is not what the model takes: unknown
+    /// ([`Step::takes`] maps it back through the ops).
     fn inputs(&self) -> Option<Vec<TensorMeta>> {
         if self.pre.is_empty() {
             self.model.inputs()
         } else {
             None
         }
+    }
+
+    fn takes(&self, after: Option<Vec<TensorMeta>>) -> Option<Vec<TensorMeta>> {
+        let own = self.model.takes(after);
+        self.pre.iter().rev().fold(own, |need, op| op.takes(need))
+    }
+
+    fn batching(&self) -> Option<(usize, std::time::Duration)> {
+        self.model.batching()
+    }
+
+    fn labels(&self) -> Option<Vec<String>> {
+        self.post
+            .iter()
+            .find_map(|op| op.labels())
+            .or_else(|| self.model.labels())
     }
 
     fn platform(&self) -> &str {
@@ -536,8 +553,10 @@ graph:
             })
             .collect();
         assert_eq!(out.get("label").unwrap().data, TensorData::Bytes(want));
-        // Metadata: with preprocessing, the model's own inputs are not what clients send.
-        assert!(g.models()[0].inputs.is_empty());
+        // Metadata: what clients send is what the preprocessing takes (standardize works in
+        // place, so the model's own input).
+        assert_eq!(g.models()[0].inputs[0].name, "input");
+        assert_eq!(g.models()[0].inputs[0].shape, vec![-1, 4]);
     }
 
     #[test]

@@ -163,8 +163,13 @@ pub fn build(node: &StepNode, ctx: &mut BuildContext) -> Option<Box<dyn Step>> {
         .iter()
         .map(|r| servegraph_engine::metrics::route_histogram(&node.name, &r.key))
         .collect();
+    let route_outcomes = routes
+        .iter()
+        .map(|r| servegraph_engine::stats::outcomes(&r.key))
+        .collect();
     let mut router = Router {
         route_seconds,
+        route_outcomes,
         name: node.name.clone(),
         routes,
         reachable,

@@ -79,6 +79,8 @@ pub struct Router {
     shadow: Option<Shadow>,
     /// `servegraph_route_duration_seconds`, per route.
     route_seconds: Vec<servegraph_engine::metrics::Timer>,
+    /// Each route's successes and failures (the statistics extension).
+    route_outcomes: Vec<std::sync::Arc<servegraph_engine::stats::Outcomes>>,
     /// Brokers and topic the learning is shared through.
     share: Option<(String, String)>,
     /// When the restored snapshot was saved: sharing replays what was published since.
@@ -229,8 +231,11 @@ impl Step for Router {
         event.routes.push((self.name.clone(), route.key.clone()));
         // The same cheap clock as the engine's step timing.
         let start = quanta::Instant::now();
+        let rows = servegraph_engine::stats::rows(&event);
         let result = route.step.process(event).await;
-        self.route_seconds[index].observe(start.elapsed());
+        let took = start.elapsed();
+        self.route_seconds[index].observe(took);
+        self.route_outcomes[index].record(result.is_ok(), took, rows);
         result.map_err(|e| e.in_step(&route.key).on_route(&route.key))
     }
 

@@ -118,6 +118,10 @@ impl LabelMap {
 }
 
 impl Op for LabelMap {
+    fn labels(&self) -> Option<Vec<String>> {
+        Some(self.labels.clone())
+    }
+
     fn check(&self) -> Result<(), String> {
         if self.labels.is_empty() {
             return Err("`labels` must list at least one name".into());
@@ -215,6 +219,10 @@ impl TopK {
 }
 
 impl Op for TopK {
+    fn labels(&self) -> Option<Vec<String>> {
+        self.labels.clone()
+    }
+
     fn check(&self) -> Result<(), String> {
         if self.k == 0 {
             return Err("`k` must be at least 1".into());

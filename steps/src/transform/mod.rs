@@ -24,7 +24,9 @@ use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 use servegraph_engine::diag::{Diagnostic, one_of};
 use servegraph_engine::step::from_yaml;
-use servegraph_engine::{BuildContext, Event, Result, Signature, Step, StepNode, async_trait};
+use servegraph_engine::{
+    BuildContext, Event, Result, Signature, Step, StepNode, TensorMeta, async_trait,
+};
 
 /// One transform op: applied in place to an event, and inferred on a signature.
 pub(crate) trait Op: Send + Sync + 'static {
@@ -34,6 +36,15 @@ pub(crate) trait Op: Send + Sync + 'static {
     }
     fn apply(&self, event: &mut Event) -> Result<()>;
     fn infer(&self, sig: &mut Signature) -> Result<(), String>;
+    /// What must come in for `after` (what is needed once the op has run) to come out: see
+    /// [`Step::takes`]. Ops that change tensors in place need what they give.
+    fn takes(&self, after: Option<Vec<TensorMeta>>) -> Option<Vec<TensorMeta>> {
+        after
+    }
+    /// Class names by index, when the op has them.
+    fn labels(&self) -> Option<Vec<String>> {
+        None
+    }
 }
 
 /// Reads an op's `args` (absent: its defaults), `what` naming them in messages.
@@ -96,6 +107,14 @@ impl Step for Transform {
         let mut sig = input.clone();
         self.op.infer(&mut sig)?;
         Ok(sig)
+    }
+
+    fn takes(&self, after: Option<Vec<TensorMeta>>) -> Option<Vec<TensorMeta>> {
+        self.op.takes(after)
+    }
+
+    fn labels(&self) -> Option<Vec<String>> {
+        self.op.labels()
     }
 
     fn platform(&self) -> &str {

@@ -4,7 +4,7 @@ use half::f16;
 use indexmap::IndexMap;
 use schemars::JsonSchema;
 use serde::Deserialize;
-use servegraph_engine::{DataType, Error, Event, Result, Signature, TensorData};
+use servegraph_engine::{DataType, Error, Event, Result, Signature, TensorData, TensorMeta};
 
 use super::{Op, targets};
 
@@ -94,6 +94,16 @@ impl Op for Rename {
             }
         }
         Ok(())
+    }
+
+    fn takes(&self, after: Option<Vec<TensorMeta>>) -> Option<Vec<TensorMeta>> {
+        let mut need = after?;
+        for (from, to) in self.names.iter().rev() {
+            if let Some(t) = need.iter_mut().find(|t| &t.name == to) {
+                t.name = from.clone();
+            }
+        }
+        Some(need)
     }
 }
 

@@ -332,6 +332,10 @@ impl Step for OnnxModel {
         Vec::new()
     }
 
+    fn batching(&self) -> Option<(usize, std::time::Duration)> {
+        self.batching.map(|b| (b.max_size, b.max_wait))
+    }
+
     fn platform(&self) -> &str {
         "onnxruntime_onnx"
     }

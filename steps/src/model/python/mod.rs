@@ -58,6 +58,7 @@ pub struct PythonModel {
     /// pass on (a model's outputs replace its inputs instead).
     pass_through: bool,
     workers: Vec<Worker>,
+    batching: Option<Batching>,
 }
 
 impl PythonModel {
@@ -115,6 +116,7 @@ impl PythonModel {
             health,
             pass_through: false,
             workers,
+            batching,
         })
     }
 
@@ -233,8 +235,13 @@ impl Step for PythonModel {
             input.check_provides(inputs)?;
         }
         Ok(match (&self.outputs, self.pass_through) {
-            (Some(outputs), _) => {
+            (Some(outputs), pass_through) => {
                 let mut sig = input.clone();
+                // A model takes its declared inputs out of the event; its outputs replace them.
+                if let (Some(inputs), false) = (&self.inputs, pass_through) {
+                    sig.tensors
+                        .retain(|t| !inputs.iter().any(|i| i.name == t.name));
+                }
                 for o in outputs {
                     sig.put(o.clone());
                 }
@@ -259,6 +266,10 @@ impl Step for PythonModel {
 
     fn models(&self) -> Vec<ModelInfo> {
         Vec::new()
+    }
+
+    fn batching(&self) -> Option<(usize, std::time::Duration)> {
+        self.batching.map(|b| (b.max_size, b.max_wait))
     }
 
     fn platform(&self) -> &str {

@@ -1,0 +1,136 @@
+//! Protocol conformance (issue 12): each behaviour driven through the real binary by the
+//! unchanged `tritonclient[http]` (and the `kserve` SDK's `InferenceRESTClient`), one test
+//! per behaviour, from `tests/python/protocol_check.py`; raw HTTP where no client call exists.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+use serde_json::{Value, json};
+
+/// Runs one case of `protocol_check.py` against `s`.
+fn check(case: &str, s: &Server) {
+    let out = Command::new(test_python())
+        .arg(root().join("tests/python/protocol_check.py"))
+        .arg(case)
+        .arg(&s.addr)
+        .arg(root().join("models/iris_expected.json"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains(&format!("ok {case}")),
+        "{case}:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn iris() -> Server {
+    Server::start("graphs/iris.yaml", &[])
+}
+
+#[test]
+fn statistics_in_tritons_shape_for_every_model() {
+    check("statistics", &iris());
+}
+
+#[test]
+fn model_configuration_in_tritons_shape() {
+    check("config", &iris());
+}
+
+#[test]
+fn classification_answers_the_top_classes() {
+    check("classification", &iris());
+}
+
+#[test]
+fn repository_index_lists_models_and_load_is_refused_clearly() {
+    check("repository", &iris());
+}
+
+#[test]
+fn listed_versions_answer_and_a_body_can_name_one() {
+    check("versions", &iris());
+}
+
+#[test]
+fn bytes_are_bytes_both_ways() {
+    check(
+        "bytes_both_ways",
+        &Server::start("tests/graphs/echo.yaml", &[]),
+    );
+}
+
+#[test]
+fn a_raw_binary_request_is_the_single_inputs_bytes() {
+    check("raw_binary", &iris());
+}
+
+#[test]
+fn binary_data_output_applies_as_tritons_server_applies_it() {
+    check("binary_data_output", &iris());
+}
+
+#[test]
+fn gzip_and_deflate_bodies_and_answers() {
+    check(
+        "compression",
+        &Server::start("graphs/iris.yaml", &["--max-body-bytes", "65536"]),
+    );
+}
+
+#[test]
+fn an_input_the_model_does_not_take_is_refused() {
+    check("extra_input", &iris());
+}
+
+#[test]
+fn the_kserve_rest_client_works_unchanged() {
+    check("kserve_client", &iris());
+}
+
+/// Labels come from the graph: the image classifier's `top_k` names its classes.
+#[test]
+fn classification_labels_come_from_the_graph() {
+    let s = Server::start("graphs/image-classifier.yaml", &[]);
+    let golden: Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("tests/golden/image-classifier.json")).unwrap(),
+    )
+    .unwrap();
+    let mut request = golden[0]["request"].clone();
+    request["outputs"] = json!([{"name": "probabilities", "parameters": {"classification": 2}}]);
+    let r = post(
+        &s.addr,
+        "/v2/models/image-classifier/infer",
+        &request.to_string(),
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let v = r.json();
+    assert_eq!(
+        v["outputs"],
+        json!([{"name": "probabilities", "datatype": "BYTES", "shape": [1, 2],
+                "data": ["0.471806:0:cat", "0.238750:4:horse"]}])
+    );
+}
+
+/// A body in an encoding the server does not read gets a JSON error naming it.
+#[test]
+fn an_unknown_content_encoding_is_refused_with_a_reason() {
+    let s = iris();
+    let r = block_on(request(
+        &s.addr,
+        "POST",
+        "/v2/models/iris-lr/infer",
+        &[("content-encoding", "br".into())],
+        b"xx".to_vec(),
+    ))
+    .unwrap();
+    assert_eq!(r.status, 415);
+    assert!(
+        r.error().contains("send gzip, deflate or identity"),
+        "{}",
+        r.error()
+    );
+}
