@@ -57,22 +57,57 @@ pub fn encode_response(
     requested: &[RequestedOutput],
     binary_output: bool,
 ) -> Result<Encoded> {
-    let picked: Vec<(&Tensor, bool)> = if requested.is_empty() {
-        event.tensors.iter().map(|t| (t, binary_output)).collect()
-    } else {
-        requested
-            .iter()
-            .map(|r| {
-                let t = event
-                    .get(&r.name)
-                    .ok_or_else(|| unknown_output(event, &r.name))?;
-                // As Triton's server does: a listed output is binary only when its own
-                // `binary_data` says so; `binary_data_output` is for the unlisted (all).
-                Ok((t, r.binary.unwrap_or(false)))
-            })
-            .collect::<Result<_>>()?
-    };
-    let (outputs, binary) = tensors_out(picked, Fallback::Binary);
+    // As Triton's server does: a listed output is binary only when its own `binary_data`
+    // says so; `binary_data_output` is for the unlisted (all of them).
+    let picked = pick(event, requested, |r| {
+        r.map_or(binary_output, |r| r.binary.unwrap_or(false))
+    })?;
+    encode(event, model, version, picked, Fallback::Binary)
+}
+
+/// [`encode_response`] with every output as JSON data, whatever the request asked (for
+/// transports without the binary extension: Kafka, the CLI). BYTES that are not UTF-8 go as
+/// base64 with `"parameters": {"content_type": "base64"}` (what requests may send too).
+pub fn encode_json_response(
+    event: &Event,
+    model: &str,
+    version: Option<&str>,
+    requested: Vec<RequestedOutput>,
+) -> Result<Vec<u8>> {
+    let picked = pick(event, &requested, |_| false)?;
+    encode(event, model, version, picked, Fallback::Base64).map(|e| e.body)
+}
+
+/// The outputs to send (the requested ones in order, else all), each with whether it goes
+/// binary (`binary` is given the request's entry for it, `None` when none were listed).
+fn pick<'a>(
+    event: &'a Event,
+    requested: &[RequestedOutput],
+    binary: impl Fn(Option<&RequestedOutput>) -> bool,
+) -> Result<Vec<(&'a Tensor, bool)>> {
+    if requested.is_empty() {
+        return Ok(event.tensors.iter().map(|t| (t, binary(None))).collect());
+    }
+    requested
+        .iter()
+        .map(|r| {
+            let t = event
+                .get(&r.name)
+                .ok_or_else(|| unknown_output(event, &r.name))?;
+            Ok((t, binary(Some(r))))
+        })
+        .collect()
+}
+
+/// The response of `picked` outputs, with the event's notes and route as `parameters`.
+fn encode(
+    event: &Event,
+    model: &str,
+    version: Option<&str>,
+    picked: Vec<(&Tensor, bool)>,
+    fallback: Fallback,
+) -> Result<Encoded> {
+    let (outputs, binary) = tensors_out(picked, fallback);
     let mut parameters = event.notes.clone();
     if let Some(route) = event.route() {
         parameters.insert("route".into(), Value::String(route.to_owned()));
@@ -86,43 +121,6 @@ pub fn encode_response(
     };
     let has_binary = binary.is_some();
     finish(&response, binary.unwrap_or_default(), has_binary)
-}
-
-/// [`encode_response`] with every output as JSON data, whatever the request asked (for
-/// transports without the binary extension: Kafka, the CLI). BYTES that are not UTF-8 go as
-/// base64 with `"parameters": {"content_type": "base64"}` (what requests may send too).
-pub fn encode_json_response(
-    event: &Event,
-    model: &str,
-    version: Option<&str>,
-    requested: Vec<RequestedOutput>,
-) -> Result<Vec<u8>> {
-    let picked: Vec<(&Tensor, bool)> = if requested.is_empty() {
-        event.tensors.iter().map(|t| (t, false)).collect()
-    } else {
-        requested
-            .iter()
-            .map(|r| {
-                event
-                    .get(&r.name)
-                    .map(|t| (t, false))
-                    .ok_or_else(|| unknown_output(event, &r.name))
-            })
-            .collect::<Result<_>>()?
-    };
-    let (outputs, _) = tensors_out(picked, Fallback::Base64);
-    let mut parameters = event.notes.clone();
-    if let Some(route) = event.route() {
-        parameters.insert("route".into(), Value::String(route.to_owned()));
-    }
-    let response = ResponseJson {
-        model_name: model,
-        model_version: version,
-        id: &event.id,
-        parameters,
-        outputs,
-    };
-    finish(&response, Vec::new(), false).map(|e| e.body)
 }
 
 fn unknown_output(event: &Event, name: &str) -> Error {
