@@ -366,12 +366,11 @@ async fn ready(State(state): State<Arc<AppState>>) -> Result<Json<serde_json::Va
 /// A model's readiness: the step that serves it says whether it can.
 fn model_is_ready(served: &Pipeline, model: &str, version: Option<&str>) -> Result<(), Error> {
     served.graph.find_model(model, version)?;
-    let step = match version {
-        Some(v) => served.graph.find_step(&format!("{model}:{v}")),
-        None => None,
-    }
-    .or_else(|| served.graph.find_step(model));
-    match step.and_then(|s| s.unready()) {
+    match served
+        .graph
+        .model_step(model, version)
+        .and_then(|s| s.unready())
+    {
         Some(why) => Err(Error::unavailable(format!(
             "model `{model}` is not ready: {why}"
         ))),
@@ -652,11 +651,8 @@ pub fn model_config(
     version: Option<&str>,
 ) -> Result<serde_json::Value, Error> {
     let info = graph.find_model(model, version)?;
-    let step = info
-        .version
-        .as_ref()
-        .and_then(|v| graph.find_step(&format!("{}:{v}", info.name)))
-        .or_else(|| graph.find_step(&info.name))
+    let step = graph
+        .model_step(&info.name, info.version.as_deref())
         .filter(|_| info.name != graph.name || graph.models().len() == 1);
     let batching = step.and_then(|s| s.batching());
     let tensors = |list: &[crate::tensor::TensorMeta]| -> Vec<serde_json::Value> {

@@ -301,30 +301,29 @@ impl Pipeline {
                 named.map(|t| split_version(graph, t)).transpose()?
             }
         };
-        // As its metadata names it: an unversioned model addressed as version `1` is the
-        // unversioned one.
-        let target = target.map(|t| {
-            let info = graph
-                .model(&t.model, t.version.as_deref())
-                .expect("found above");
-            Target {
+        // The addressed model as its metadata names it (an unversioned model addressed as
+        // version `1` is the unversioned one).
+        let info = match &target {
+            Some(t) => graph.model(&t.model, t.version.as_deref()),
+            None => graph.model(&graph.name, None),
+        };
+        let target = target.map(|t| match info {
+            Some(info) => Target {
                 model: info.name.clone(),
                 version: info.version.clone(),
-            }
+            },
+            None => t,
         });
-        let (model, version) = match &target {
-            Some(t) => {
-                let info = graph
-                    .model(&t.model, t.version.as_deref())
-                    .expect("found above");
-                (info.name.as_str(), info.version.as_deref())
-            }
+        let (model, version) = match info {
+            Some(info) => (info.name.as_str(), info.version.as_deref()),
             None => (graph.name.as_str(), None),
         };
         // An input the addressed model does not take would be ignored: refused instead
         // (a queue step's message carries the flow's own tensors, so not when resuming).
-        if request.resume_after.is_none() {
-            check_inputs(graph, model, version, &event)?;
+        if let Some(info) = info
+            && request.resume_after.is_none()
+        {
+            check_inputs(info, &event)?;
         }
         let explain = request.explain;
         let rows = crate::stats::rows(&event);
@@ -334,7 +333,7 @@ impl Pipeline {
         event.resume_after = request.resume_after;
         let id = event.id.clone();
 
-        let done = match self.tracker.as_ref().filter(|t| t.sampled()) {
+        let mut done = match self.tracker.as_ref().filter(|t| t.sampled()) {
             None => graph.run(event).await?,
             Some(tracker) => {
                 let ctx = TrackContext {
@@ -357,16 +356,17 @@ impl Pipeline {
             Encoding::Json => false,
         };
         let mut outputs = decoded.outputs;
-        let mut done = done;
-        for o in outputs.iter_mut() {
-            let Some(n) = o.classification.take() else {
-                continue;
-            };
-            let Some(t) = done.tensors.iter_mut().find(|t| t.name == o.name) else {
-                continue; // the encoder says the output is unknown
-            };
+        if outputs.iter().any(|o| o.classification.is_some()) {
             let labels = graph.labels(model);
-            *t = protocol::classify(t, n, labels.as_deref())?;
+            for o in outputs.iter_mut() {
+                let (Some(n), Some(t)) = (
+                    o.classification.take(),
+                    done.tensors.iter_mut().find(|t| t.name == o.name),
+                ) else {
+                    continue; // not classified, or unknown: the encoder says so
+                };
+                *t = protocol::classify(t, n, labels.as_deref())?;
+            }
         }
         if request.encoding == Encoding::Json {
             for o in &mut outputs {
@@ -414,15 +414,8 @@ fn split_version(graph: &Graph, t: Target) -> Result<Target> {
 }
 
 /// A 400 for a request input the model does not take, when its metadata lists its inputs.
-fn check_inputs(
-    graph: &Graph,
-    model: &str,
-    version: Option<&str>,
-    event: &crate::event::Event,
-) -> Result<()> {
-    let Some(info) = graph.model(model, version) else {
-        return Ok(());
-    };
+fn check_inputs(info: &crate::step::ModelInfo, event: &crate::event::Event) -> Result<()> {
+    let model = &info.name;
     if info.inputs.is_empty() {
         return Ok(());
     }

@@ -263,6 +263,14 @@ impl Graph {
         search(name, top)
     }
 
+    /// The step that serves model `name` (a version's route key `name:v` first), when a step
+    /// does (the graph itself is none).
+    pub fn model_step(&self, name: &str, version: Option<&str>) -> Option<&dyn Step> {
+        version
+            .and_then(|v| self.find_step(&format!("{name}:{v}")))
+            .or_else(|| self.find_step(name))
+    }
+
     /// Whether a step, nested ones included, is still loading in the background.
     pub fn loading(&self) -> bool {
         fn walk(steps: Vec<(&str, &dyn Step)>) -> bool {
