@@ -36,6 +36,13 @@ struct Cli {
         value_delimiter = ':'
     )]
     model_root: Vec<PathBuf>,
+    /// Where models named by a store's URI (`model_uri: s3://…`) are downloaded to, one folder
+    /// per URI. Default: `$XDG_CACHE_HOME/servegraph/models` (else `~/.cache/servegraph/models`).
+    #[arg(long, global = true, env = "SERVEGRAPH_MODEL_CACHE")]
+    model_cache: Option<PathBuf>,
+    /// Seconds one model's download may take, retries included.
+    #[arg(long, global = true, default_value_t = 600)]
+    model_fetch_timeout: u64,
     /// Log lines as `text` or `json` (one object per line). The filter is `RUST_LOG`.
     #[arg(
         long,
@@ -85,6 +92,10 @@ enum Command {
         /// The certificate's private key (PEM).
         #[arg(long, requires = "tls_cert")]
         tls_key: Option<PathBuf>,
+        /// Let Python models deployed into the repository install packages
+        /// (`pkgs_to_install`): each gets a virtualenv of its own, made with pip.
+        #[arg(long)]
+        allow_pip: bool,
     },
     /// Check a graph file, loading its models; print every error with its line and column.
     Validate {
@@ -146,6 +157,17 @@ fn main() -> ExitCode {
         cli.log_format,
     );
     servegraph_engine::step::set_model_roots(cli.model_root.clone());
+    // TLS for https model stores and HTTPS serving: ring, installed once.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    servegraph_engine::storage::configure(servegraph_engine::storage::Settings {
+        cache: cli
+            .model_cache
+            .clone()
+            .unwrap_or_else(servegraph_engine::storage::default_cache),
+        timeout: Duration::from_secs(cli.model_fetch_timeout.max(1)),
+        // `validate` checks that a store's object exists without downloading it.
+        download: !matches!(cli.command, Command::Validate { .. }),
+    });
     let result = match cli.command {
         Command::Serve {
             graph,
@@ -157,6 +179,7 @@ fn main() -> ExitCode {
             admin_token_file,
             tls_cert,
             tls_key,
+            allow_pip,
         } => admin_token_from(admin_token, admin_token_file).and_then(|admin_token| {
             serve(
                 &graph,
@@ -167,6 +190,7 @@ fn main() -> ExitCode {
                     grace: Duration::try_from_secs_f64(drain_grace).unwrap_or_default(),
                     admin_token,
                     tls: tls_cert.zip(tls_key),
+                    allow_pip,
                 },
             )
         }),
@@ -233,8 +257,18 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("starting the async runtime")
 }
 
+/// The graph file with the model repository's overlay saved beside it (what `serve` serves).
 fn load(graph: &Path, mode: BuildMode) -> anyhow::Result<Graph> {
-    Graph::load(graph, &registry(), mode).map_err(|e| anyhow::anyhow!("{e}"))
+    let overlay = servegraph_engine::repository::State::read(graph).map_err(anyhow::Error::msg)?;
+    load_with(graph, mode, &overlay)
+}
+
+fn load_with(
+    graph: &Path,
+    mode: BuildMode,
+    overlay: &servegraph_engine::repository::State,
+) -> anyhow::Result<Graph> {
+    Graph::load_with(graph, &registry(), mode, overlay).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 /// A spinner on stderr while `what` runs (drawn only when stderr is a terminal).
@@ -249,7 +283,16 @@ fn with_spinner<T>(message: String, what: impl FnOnce() -> T) -> T {
 fn validate(graph: &Path, short: bool) -> ExitCode {
     let loaded = with_spinner(
         format!("checking {} and loading its models", graph.display()),
-        || Graph::load(graph, &registry(), BuildMode::Load),
+        || {
+            let overlay = servegraph_engine::repository::State::read(graph).map_err(|e| {
+                servegraph_engine::GraphErrors::new(
+                    graph,
+                    "",
+                    vec![servegraph_engine::Diagnostic::new(e)],
+                )
+            })?;
+            Graph::load_with(graph, &registry(), BuildMode::Load, &overlay)
+        },
     );
     // Models loading in the background (`load_mode: async`) are waited for: a failed load
     // is an error here too.
@@ -327,6 +370,7 @@ struct ServeOptions {
     admin_token: Option<String>,
     /// Certificate chain and key files (PEM): HTTPS.
     tls: Option<(PathBuf, PathBuf)>,
+    allow_pip: bool,
 }
 
 /// A serving process's graph and what runs beside it, replaced whole by a reload.
@@ -338,6 +382,19 @@ struct Running {
     /// Tracking writers and learning-sharing tasks of every graph served so far: each ends
     /// once its graph is let go, and shutdown waits for them.
     tasks: std::sync::Mutex<Vec<(&'static str, tokio::task::JoinHandle<()>)>>,
+    /// The model repository's overlay the live graph was built with.
+    repository: std::sync::Mutex<servegraph_engine::repository::State>,
+    /// `--allow-pip`: deployed Python models may install packages.
+    allow_pip: bool,
+}
+
+/// Checks a graph built for a repository change must pass before it serves.
+#[derive(Default)]
+struct Checks {
+    /// (model, version, configuration's tensors).
+    declared: Vec<(String, String, servegraph_engine::repository::Declared)>,
+    /// (model, version, OIP request): each must answer.
+    smoke: Vec<(String, String, Vec<u8>)>,
 }
 
 /// What a graph needs beside it (its tracking stream, learning shared across processes),
@@ -357,20 +414,34 @@ async fn start_beside(
 }
 
 impl Running {
-    /// Re-reads the graph file. If it is valid the new graph serves new requests (requests
-    /// running finish on the old one; models the two share are reused); if not, the old graph
-    /// keeps serving and the errors are returned.
-    async fn reload(&self) -> servegraph_engine::http::ReloadResult {
+    /// Re-reads the graph file (with `overlay`, or the repository's current one). If it is
+    /// valid (and passes `checks`) the new graph serves new requests (requests running finish
+    /// on the old one; models the two share are reused); if not, the old graph keeps serving
+    /// and the errors are returned.
+    async fn reload(
+        &self,
+        overlay: Option<servegraph_engine::repository::State>,
+        checks: Checks,
+    ) -> Result<serde_json::Value, String> {
         let old = Arc::clone(&self.live.borrow().graph);
         // Routers save their learning, so the new ones start from it.
         old.checkpoint();
         let path = self.path.clone();
         let started = std::time::Instant::now();
-        let graph = match tokio::task::spawn_blocking(move || load(&path, BuildMode::Load)).await {
+        let overlay = match overlay {
+            Some(o) => o,
+            None => servegraph_engine::repository::State::read(&path)?,
+        };
+        let built = {
+            let overlay = overlay.clone();
+            tokio::task::spawn_blocking(move || load_with(&path, BuildMode::Load, &overlay)).await
+        };
+        let graph = match built {
             Ok(Ok(graph)) => Arc::new(graph),
             Ok(Err(e)) => return Err(format!("{e:#}")),
             Err(e) => return Err(format!("loading the graph panicked: {e}")),
         };
+        check_new_models(&graph, &checks).await?;
         let mut warnings = Vec::new();
         if graph.kafka != old.kafka {
             warnings.push(
@@ -390,6 +461,7 @@ impl Running {
             source.reload(&live);
         }
         self.live.send_replace(live);
+        *self.repository.lock().expect("not poisoned") = overlay;
         tracing::info!(
             ?models,
             ms = started.elapsed().as_millis() as u64,
@@ -402,6 +474,169 @@ impl Running {
             "ms": started.elapsed().as_millis() as u64,
         }))
     }
+
+    /// One admin action: a reload, or a change of the model repository (built and checked
+    /// like a reload, then saved beside the graph file).
+    async fn act(
+        &self,
+        action: servegraph_engine::http::AdminAction,
+    ) -> servegraph_engine::http::ReloadResult {
+        use servegraph_engine::Error;
+        use servegraph_engine::http::AdminAction;
+        use servegraph_engine::repository as repo;
+        let current = self.repository.lock().expect("not poisoned").clone();
+        let (next, written, checks, what) = match action {
+            AdminAction::Reload => {
+                return self
+                    .reload(None, Checks::default())
+                    .await
+                    .map_err(Error::unprocessable);
+            }
+            AdminAction::Load { model, body } => {
+                let (path, allow_pip) = (self.path.clone(), self.allow_pip);
+                let state = current.clone();
+                let name = model.clone();
+                let plan = tokio::task::spawn_blocking(move || {
+                    let python = servegraph_python();
+                    let host = repo::Host {
+                        graph: &path,
+                        python_version: python_version(&python),
+                        python,
+                        allow_pip,
+                    };
+                    repo::plan_load(&host, &state, &name, &body)
+                })
+                .await
+                .map_err(|e| Error::internal(format!("planning the load panicked: {e}")))??;
+                let checks = Checks {
+                    declared: plan.declared,
+                    smoke: plan.smoke,
+                };
+                (
+                    plan.state,
+                    plan.written,
+                    checks,
+                    format!("loaded `{model}`"),
+                )
+            }
+            AdminAction::Unload { model, body } => (
+                repo::plan_unload(&current, &model, &body)?,
+                Vec::new(),
+                Checks::default(),
+                format!("unloaded `{model}`"),
+            ),
+            AdminAction::Default { model, version } => {
+                let graph = Arc::clone(&self.live.borrow().graph);
+                (
+                    repo::plan_default(&current, &graph, &model, &version)?,
+                    Vec::new(),
+                    Checks::default(),
+                    format!("`{model}` serves version `{version}` by default"),
+                )
+            }
+        };
+        match self.reload(Some(next.clone()), checks).await {
+            Ok(mut summary) => {
+                if let Err(e) = next.save(&self.path) {
+                    tracing::error!("{what}, but the repository could not be saved: {e}");
+                    return Err(Error::internal(format!(
+                        "{what} and serving it, but it could not be saved, so a restart will not \
+                         serve it: {e}"
+                    )));
+                }
+                // Folders of versions loaded again are no longer used by any entry.
+                let used: Vec<&str> = next.models.iter().map(|e| e.folder.as_str()).collect();
+                for gone in current
+                    .models
+                    .iter()
+                    .filter(|e| !used.contains(&e.folder.as_str()))
+                {
+                    let dir = self
+                        .path
+                        .parent()
+                        .unwrap_or(Path::new("."))
+                        .join(&gone.folder);
+                    let _ = std::fs::remove_dir_all(dir);
+                }
+                tracing::info!("model repository: {what}");
+                summary["repository"] = serde_json::json!(what);
+                Ok(summary)
+            }
+            Err(errors) => {
+                servegraph_engine::repository::discard(&written);
+                Err(Error::bad_request(format!(
+                    "{} refused, the server keeps serving what it served: {errors}",
+                    what.replacen("loaded", "load of", 1)
+                        .replacen("unloaded", "unload of", 1)
+                )))
+            }
+        }
+    }
+}
+
+/// The interpreter deployed Python models run on (`SERVEGRAPH_PYTHON`, else `python3`).
+fn servegraph_python() -> String {
+    std::env::var("SERVEGRAPH_PYTHON")
+        .ok()
+        .filter(|p| !p.is_empty())
+        .unwrap_or_else(|| "python3".to_owned())
+}
+
+/// `major.minor` of an interpreter, or `None` when it does not run.
+fn python_version(python: &str) -> Option<String> {
+    let out = std::process::Command::new(python)
+        .args(["-c", "import sys; print('%d.%d' % sys.version_info[:2])"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+/// A repository change's graph, before it serves: each new model's configured tensors match
+/// the model, and each example request answers (a failure names the model and carries the
+/// model's error, a Python traceback included).
+async fn check_new_models(graph: &Arc<Graph>, checks: &Checks) -> Result<(), String> {
+    for (name, version, declared) in &checks.declared {
+        let info = graph.model(name, Some(version)).ok_or_else(|| {
+            format!("`{name}` version `{version}` is not among the graph's models")
+        })?;
+        servegraph_engine::repository::check_declared(declared, info)
+            .map_err(|e| format!("`{name}` version `{version}`: {e}"))?;
+    }
+    if checks.smoke.is_empty() {
+        return Ok(());
+    }
+    let live = servegraph_engine::Live {
+        graph: Arc::clone(graph),
+        tracker: None,
+    };
+    let pipeline = servegraph_engine::request::Pipeline::new(&live, "repository");
+    for (name, version, example) in &checks.smoke {
+        let request = servegraph_engine::request::Request {
+            model: Some(name),
+            version: Some(version),
+            explain: false,
+            headers: &servegraph_engine::request::NoHeaders,
+            resume_after: None,
+            encoding: servegraph_engine::request::Encoding::Json,
+        };
+        let body = bytes::Bytes::from(example.clone());
+        pipeline
+            .serve(request, None, async { Ok(body) })
+            .await
+            .map_err(|e| {
+                let mut text =
+                    format!("`{name}` version `{version}` failed its example request: {e}");
+                if let Some(tb) = &e.traceback {
+                    text.push('\n');
+                    text.push_str(tb);
+                }
+                text
+            })?;
+    }
+    Ok(())
 }
 
 fn serve(graph_path: &Path, options: ServeOptions) -> anyhow::Result<()> {
@@ -413,9 +648,12 @@ fn serve(graph_path: &Path, options: ServeOptions) -> anyhow::Result<()> {
         grace,
         admin_token,
         tls,
+        allow_pip,
     } = options;
     // Structure first, with no I/O beyond file checks: a broken file never starts a server.
-    load(graph_path, BuildMode::Structural)?;
+    let repository =
+        servegraph_engine::repository::State::read(graph_path).map_err(anyhow::Error::msg)?;
+    load_with(graph_path, BuildMode::Structural, &repository)?;
     let rt = runtime()?;
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(listen)
@@ -444,7 +682,8 @@ fn serve(graph_path: &Path, options: ServeOptions) -> anyhow::Result<()> {
         tracing::info!(%addr, graph = %graph_path.display(), admin = admin_on, "bound; loading models (liveness answers meanwhile)");
         let loading = {
             let path = graph_path.to_owned();
-            tokio::task::spawn_blocking(move || load(&path, BuildMode::Load))
+            let repository = repository.clone();
+            tokio::task::spawn_blocking(move || load_with(&path, BuildMode::Load, &repository))
         };
         let (phase_tx, phase) = tokio::sync::watch::channel(Phase::Serving);
         tokio::spawn(shutdown_sequence(phase_tx, grace));
@@ -494,6 +733,8 @@ fn serve(graph_path: &Path, options: ServeOptions) -> anyhow::Result<()> {
             live,
             sources,
             tasks,
+            repository: std::sync::Mutex::new(repository),
+            allow_pip,
         });
 
         // Reloads, one at a time: SIGHUP and `POST /admin/reload`.
@@ -501,12 +742,12 @@ fn serve(graph_path: &Path, options: ServeOptions) -> anyhow::Result<()> {
         let reloader = {
             let running = Arc::clone(&running);
             tokio::spawn(async move {
-                while let Some(reply) = reload_rx.recv().await {
-                    let result = running.reload().await;
+                while let Some(request) = reload_rx.recv().await {
+                    let result = running.act(request.action).await;
                     if let Err(e) = &result {
-                        tracing::error!("reload refused, the old graph keeps serving:\n{e}");
+                        tracing::error!("refused, the old graph keeps serving:\n{e}");
                     }
-                    let _ = reply.send(result);
+                    let _ = request.reply.send(result);
                 }
             })
         };
@@ -558,11 +799,7 @@ async fn tls_config(
 }
 
 /// SIGHUP asks for a reload; its outcome is logged.
-fn spawn_sighup(
-    reload: tokio::sync::mpsc::Sender<
-        tokio::sync::oneshot::Sender<servegraph_engine::http::ReloadResult>,
-    >,
-) {
+fn spawn_sighup(reload: tokio::sync::mpsc::Sender<servegraph_engine::http::AdminRequest>) {
     #[cfg(unix)]
     tokio::spawn(async move {
         use tokio::signal::unix::{SignalKind, signal};
@@ -573,7 +810,11 @@ fn spawn_sighup(
         while hup.recv().await.is_some() {
             tracing::info!("SIGHUP: reloading the graph");
             let (reply, _answer) = tokio::sync::oneshot::channel();
-            if reload.send(reply).await.is_err() {
+            let request = servegraph_engine::http::AdminRequest {
+                action: servegraph_engine::http::AdminAction::Reload,
+                reply,
+            };
+            if reload.send(request).await.is_err() {
                 return;
             }
         }

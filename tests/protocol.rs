@@ -46,7 +46,7 @@ fn classification_answers_the_top_classes() {
 }
 
 #[test]
-fn repository_index_lists_models_and_load_is_refused_clearly() {
+fn repository_index_lists_models_and_load_needs_the_admin_token() {
     check("repository", &iris());
 }
 

@@ -8,6 +8,9 @@ use std::fmt;
 pub enum ErrorKind {
     /// The request is malformed (bad JSON, inconsistent shape and data). HTTP 400.
     BadRequest,
+    /// Not allowed by how the server was started (a model asking for packages without
+    /// `--allow-pip`). HTTP 403.
+    Forbidden,
     /// No such model, version or route. HTTP 404.
     NotFound,
     /// The path exists, but not for this method (a GET on `/infer`). HTTP 405.
@@ -24,7 +27,7 @@ pub enum ErrorKind {
     Timeout,
     /// A bug or a runtime failure the caller can do nothing about. HTTP 500.
     Internal,
-    /// A protocol call this server does not serve (yet): repository load/unload. HTTP 501.
+    /// A protocol call this server does not serve. HTTP 501.
     NotImplemented,
 }
 
@@ -34,6 +37,7 @@ impl ErrorKind {
     pub fn status(self) -> u16 {
         match self {
             ErrorKind::BadRequest => 400,
+            ErrorKind::Forbidden => 403,
             ErrorKind::NotFound => 404,
             ErrorKind::MethodNotAllowed => 405,
             ErrorKind::PayloadTooLarge => 413,
@@ -50,6 +54,7 @@ impl ErrorKind {
     /// other 4xx are bad requests, other 5xx internal errors.
     pub fn from_status(status: u16) -> ErrorKind {
         match status {
+            403 => ErrorKind::Forbidden,
             404 => ErrorKind::NotFound,
             405 => ErrorKind::MethodNotAllowed,
             413 => ErrorKind::PayloadTooLarge,
@@ -79,6 +84,9 @@ pub struct Error {
     /// The route a router took before the failure (the innermost router's), for the tracking
     /// event of a failed request.
     pub route: Option<String>,
+    /// Where a model's own code failed (a Python traceback): logged, and shown to whoever
+    /// deploys the model (a repository load's example request), never in a request's answer.
+    pub traceback: Option<String>,
 }
 
 impl Error {
@@ -88,6 +96,7 @@ impl Error {
             message: message.into(),
             step: None,
             route: None,
+            traceback: None,
         }
     }
 

@@ -49,14 +49,42 @@ impl Default for HttpConfig {
     }
 }
 
-/// What a reload answers: a summary, or every error that kept the old graph serving.
-pub type ReloadResult = Result<serde_json::Value, String>;
+/// What an admin action answers: a summary, or why the old graph keeps serving.
+pub type ReloadResult = Result<serde_json::Value, Error>;
 
-/// The admin endpoints' settings: the bearer token they require, and where reloads go.
+/// What the admin endpoints ask of the server (which owns the graph file and the model
+/// repository, and applies one change at a time).
+#[derive(Debug)]
+pub enum AdminAction {
+    /// Re-read the graph file (`POST /admin/reload`, SIGHUP).
+    Reload,
+    /// Triton's `POST /v2/repository/models/{model}/load`, with its body.
+    Load {
+        model: String,
+        body: serde_json::Value,
+    },
+    /// Triton's `POST /v2/repository/models/{model}/unload`, with its body.
+    Unload {
+        model: String,
+        body: serde_json::Value,
+    },
+    /// `POST /v2/repository/models/{model}/default` (`{"version": …}`): the version requests
+    /// naming none get.
+    Default { model: String, version: String },
+}
+
+/// One admin action and where its answer goes.
+#[derive(Debug)]
+pub struct AdminRequest {
+    pub action: AdminAction,
+    pub reply: tokio::sync::oneshot::Sender<ReloadResult>,
+}
+
+/// The admin endpoints' settings: the bearer token they require, and where actions go.
 #[derive(Clone)]
 pub struct Admin {
     pub token: String,
-    pub reload: tokio::sync::mpsc::Sender<tokio::sync::oneshot::Sender<ReloadResult>>,
+    pub reload: tokio::sync::mpsc::Sender<AdminRequest>,
 }
 
 impl std::fmt::Debug for Admin {
@@ -535,17 +563,16 @@ async fn feedback(
     ))
 }
 
-/// `POST /admin/reload`: re-reads the graph file; 200 with a summary when the new graph
-/// serves, 422 with every error when the old one keeps serving. 401 without the bearer token;
-/// 404 when no token is configured (admin endpoints off).
-async fn admin_reload(
-    State(state): State<Arc<AppState>>,
+/// The admin settings when the request carries the admin token; else the answer: 404 when no
+/// token is configured (admin endpoints off), 401 without the right bearer token.
+async fn authorized<'a>(
+    state: &'a AppState,
     method: Method,
     uri: Uri,
-    headers: HeaderMap,
-) -> Response {
+    headers: &HeaderMap,
+) -> Result<&'a Admin, Response> {
     let Some(admin) = &state.config.admin else {
-        return not_found(method, uri).await.into_response();
+        return Err(not_found(method, uri).await.into_response());
     };
     let given = headers
         .get(header::AUTHORIZATION)
@@ -564,20 +591,43 @@ async fn admin_reload(
         response
             .headers_mut()
             .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        return response;
+        return Err(response);
     }
+    Ok(admin)
+}
+
+/// Hands an action to the server and waits for its answer.
+async fn act(admin: &Admin, action: AdminAction) -> ReloadResult {
     let (reply, answer) = tokio::sync::oneshot::channel();
-    if admin.reload.send(reply).await.is_err() {
-        return Error::unavailable("the server is stopping").into_response();
-    }
-    match answer.await {
-        Ok(Ok(summary)) => Json(summary).into_response(),
-        Ok(Err(errors)) => (
-            StatusCode::UNPROCESSABLE_ENTITY,
-            Json(json!({"error": errors, "reloaded": false})),
+    let stopping = || Error::unavailable("the server is stopping");
+    admin
+        .reload
+        .send(AdminRequest { action, reply })
+        .await
+        .map_err(|_| stopping())?;
+    answer.await.map_err(|_| stopping())?
+}
+
+/// `POST /admin/reload`: re-reads the graph file; 200 with a summary when the new graph
+/// serves, 422 with every error when the old one keeps serving. 401 without the bearer token;
+/// 404 when no token is configured (admin endpoints off).
+async fn admin_reload(
+    State(state): State<Arc<AppState>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let admin = match authorized(&state, method, uri, &headers).await {
+        Ok(admin) => admin,
+        Err(response) => return response,
+    };
+    match act(admin, AdminAction::Reload).await {
+        Ok(summary) => Json(summary).into_response(),
+        Err(e) => (
+            status_of(e.kind),
+            Json(json!({"error": e.message, "reloaded": false})),
         )
             .into_response(),
-        Err(_) => Error::unavailable("the server is stopping").into_response(),
     }
 }
 
@@ -717,36 +767,78 @@ async fn repository_index(
                 }),
             }
         })
+        .chain(
+            graph
+                .repository()
+                .models
+                .iter()
+                .filter(|e| !e.loaded)
+                .map(|e| {
+                    json!({
+                        "name": e.name, "version": e.version, "state": "UNAVAILABLE",
+                        "reason": "unloaded",
+                    })
+                }),
+        )
         .collect();
     Ok(Json(serde_json::Value::Array(models)))
 }
 
-/// `POST /v2/repository/models/{m}/load|unload`: not served yet; a clear error instead.
+/// `POST /v2/repository/models/{m}/load|unload|default`: Triton's load (with its
+/// `parameters.config` and `file:` parameters) and unload, and servegraph's default version;
+/// behind the admin token like `/admin/reload` (404 with none configured, 401 without it).
 async fn repository_action(
     State(state): State<Arc<AppState>>,
     Path((model, action)): Path<(String, String)>,
-) -> Error {
-    if action != "load" && action != "unload" {
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    if !matches!(action.as_str(), "load" | "unload" | "default") {
         return Error::not_found(format!(
-            "no route for POST /v2/repository/models/{model}/{action}: the actions are load and unload"
-        ));
+            "no route for POST /v2/repository/models/{model}/{action}: the actions are load, unload and default"
+        ))
+        .into_response();
     }
-    let known = state
-        .current()
-        .map(|s| s.graph.model(&model, None).is_some())
-        .unwrap_or(false);
-    Error::new(
-        ErrorKind::NotImplemented,
-        format!(
-            "{action} of `{model}` is not served: this server serves the models of its graph file{}; \
-             change the file and reload it (`POST /admin/reload`) instead",
-            if known {
-                ""
-            } else {
-                " (and has no such model)"
+    let admin = match authorized(&state, method, uri, &headers).await {
+        Ok(admin) => admin,
+        Err(response) => return response,
+    };
+    let body = match read_body(body, &headers, state.config.max_body_bytes).await {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
+    let body: serde_json::Value = if body.is_empty() {
+        json!({})
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(v) => v,
+            Err(e) => {
+                return Error::bad_request(format!("the request body is not JSON: {e}"))
+                    .into_response();
             }
-        ),
-    )
+        }
+    };
+    let action = match action.as_str() {
+        "load" => AdminAction::Load { model, body },
+        "unload" => AdminAction::Unload { model, body },
+        _ => match body.get("version").and_then(|v| {
+            v.as_str()
+                .map(str::to_owned)
+                .or_else(|| v.as_u64().map(|n| n.to_string()))
+        }) {
+            Some(version) => AdminAction::Default { model, version },
+            None => {
+                return Error::bad_request("`default` takes `{\"version\": \"<version>\"}`")
+                    .into_response();
+            }
+        },
+    };
+    match act(admin, action).await {
+        Ok(summary) => Json(summary).into_response(),
+        Err(e) => e.into_response(),
+    }
 }
 
 /// MLRun-style: `POST /` with the model (route) in the body's `model` field or the

@@ -270,6 +270,25 @@ pub enum BuildMode {
     Load,
 }
 
+/// What [`BuildContext::model_file`] resolves.
+pub struct ModelFileRequest<'a> {
+    /// The field's name, for messages (`model_uri`, `model_path`).
+    pub field: &'a str,
+    pub uri: &'a str,
+    pub span: &'a Span,
+    /// The `sha256:` pin and its position.
+    pub sha256: Option<(&'a str, &'a Span)>,
+    /// A folder is acceptable (Python models get their folder).
+    pub folder_ok: bool,
+}
+
+/// A resolved model file or folder.
+pub struct ModelFile {
+    /// The local path; `None` when it was not fetched (structure only, or `validate` with a
+    /// store's object not yet in the cache).
+    pub path: Option<PathBuf>,
+}
+
 /// What a factory builds with: the registry (for child steps), where relative paths resolve,
 /// and the diagnostics collected so far.
 pub struct BuildContext<'r> {
@@ -339,6 +358,125 @@ impl<'r> BuildContext<'r> {
                 )
             }
         ))
+    }
+
+    /// Resolves a model file or folder the graph names (`model_uri`, or `model_path`): a
+    /// local path must exist and pass [`BuildContext::check_model_path`]; a store's object is
+    /// fetched into the model cache when models load ([`BuildMode::Load`]), and only read as
+    /// a URI otherwise. A `sha256:` pin is checked against the file on every load. Problems
+    /// are reported against `step` at the field's position; `None` then.
+    pub fn model_file(&mut self, step: &str, want: ModelFileRequest<'_>) -> Option<ModelFile> {
+        use crate::storage::{self, Location};
+        let ModelFileRequest {
+            field,
+            uri,
+            span,
+            sha256,
+            folder_ok,
+        } = want;
+        let fail = |ctx: &mut Self, message: String| {
+            ctx.report(Diagnostic::new(message).step(step).at(span));
+            None
+        };
+        let pin = match sha256 {
+            None => None,
+            Some((pin, pin_span)) => match storage::parse_sha256(pin) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    self.report(
+                        Diagnostic::new(format!("`sha256`: {e}"))
+                            .step(step)
+                            .at(pin_span),
+                    );
+                    return None;
+                }
+            },
+        };
+        let what = if folder_ok {
+            "model file or folder"
+        } else {
+            "model file"
+        };
+        match storage::parse(uri, &self.base_dir) {
+            Err(e) => fail(self, format!("`{field}`: {e}")),
+            Ok(Location::Local(path)) => {
+                let exists = if folder_ok {
+                    path.exists()
+                } else {
+                    path.is_file()
+                };
+                if !exists {
+                    let mut d = Diagnostic::new(format!(
+                        "{what} `{uri}` does not exist (looked at {})",
+                        path.display()
+                    ))
+                    .step(step)
+                    .at(span)
+                    .help(format!("`{field}` is relative to the graph file's folder"));
+                    if !folder_ok && path.is_dir() {
+                        d = d.help(format!("`{uri}` is a folder; name the model file in it"));
+                    }
+                    self.report(d);
+                    return None;
+                }
+                if let Err(why) = self.check_model_path(&path) {
+                    return fail(self, format!("{what} `{uri}` is not allowed: {why}"));
+                }
+                let path = path.canonicalize().unwrap_or(path);
+                if let Some(pin) = pin {
+                    if path.is_dir() {
+                        return fail(self, "`sha256` pins a single file; this is a folder".into());
+                    }
+                    if self.mode == BuildMode::Load {
+                        let check = crate::storage::cache_sha256(&path).and_then(|got| {
+                            (got == pin).then_some(()).ok_or_else(|| {
+                                format!(
+                                    "the file's SHA-256 is {}, the graph pins {}: refusing to load it",
+                                    storage::hex(&got),
+                                    storage::hex(&pin)
+                                )
+                            })
+                        });
+                        if let Err(e) = check {
+                            return fail(self, format!("{what} `{uri}`: {e}"));
+                        }
+                    }
+                }
+                Some(ModelFile { path: Some(path) })
+            }
+            Ok(Location::Remote(url)) => {
+                if self.mode == BuildMode::Structural {
+                    return Some(ModelFile { path: None });
+                }
+                if !storage::settings().download {
+                    // `validate`: the object must exist; its tensors are checked only when the
+                    // cache already holds it.
+                    return match storage::find(&url) {
+                        Ok(_) => Some(ModelFile {
+                            path: storage::cached(&url),
+                        }),
+                        Err(e) => fail(self, format!("`{field}`: {e}")),
+                    };
+                }
+                match storage::fetch(&url, &storage::Fetch { sha256: pin }) {
+                    Ok(fetched) => {
+                        if !folder_ok && fetched.path.is_dir() {
+                            return fail(
+                                self,
+                                format!(
+                                    "`{field}` `{}` is a folder; name the model file in it",
+                                    storage::redact(&url)
+                                ),
+                            );
+                        }
+                        Some(ModelFile {
+                            path: Some(fetched.path),
+                        })
+                    }
+                    Err(e) => fail(self, format!("`{field}`: {e}")),
+                }
+            }
+        }
     }
 
     pub fn report(&mut self, diagnostic: Diagnostic) {

@@ -33,3 +33,23 @@ class Model:
 
     def predict(self, inputs, parameters):
         raise NotImplementedError("a servegraph Model implements predict(inputs, parameters)")
+
+
+_DEPLOY = (
+    "DeployError",
+    "deploy_python_closure",
+    "deploy_onnx_model",
+    "deploy_sklearn_model",
+    "set_model_version",
+    "unload_model",
+    "list_models",
+)
+
+
+def __getattr__(name):
+    # The deployers (servegraph.deploy) load on first use: model workers never import them.
+    if name in _DEPLOY:
+        from . import deploy
+
+        return getattr(deploy, name)
+    raise AttributeError("module 'servegraph' has no attribute %r" % name)

@@ -52,8 +52,20 @@ impl Server {
         server
     }
 
+    /// [`Server::start`] with environment variables set for the server (a store's
+    /// credentials and endpoint).
+    pub fn start_env(graph: &str, extra: &[&str], env: &[(&str, String)]) -> Server {
+        let mut server = Server::listening_env(graph, "127.0.0.1:0", extra, env);
+        server.wait_ready();
+        server
+    }
+
     /// Starts serving `graph` on `listen`, returning once it listens (it may not be ready).
     pub fn listening(graph: &str, listen: &str, extra: &[&str]) -> Server {
+        Server::listening_env(graph, listen, extra, &[])
+    }
+
+    fn listening_env(graph: &str, listen: &str, extra: &[&str], env: &[(&str, String)]) -> Server {
         let grace: &[&str] = if extra.contains(&"--drain-grace") {
             &[]
         } else {
@@ -63,6 +75,7 @@ impl Server {
             .args(["serve", graph, "--listen", listen])
             .args(grace)
             .args(extra)
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

@@ -330,5 +330,6 @@ pub(super) fn compile(
         telemetry: spec.telemetry,
         headers,
         learners: Vec::new(),
+        repository: Default::default(),
     })
 }

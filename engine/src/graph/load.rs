@@ -28,6 +28,17 @@ impl Graph {
     /// Reads, validates and builds a graph file. With [`BuildMode::Load`] models are opened
     /// and tensors are checked along every edge. Every problem is reported, not just the first.
     pub fn load(path: &Path, registry: &Registry, mode: BuildMode) -> Result<Graph, GraphErrors> {
+        Graph::load_with(path, registry, mode, &crate::repository::State::default())
+    }
+
+    /// [`Graph::load`] with the model repository's overlay: its loaded models become routes
+    /// of the graph's router, its default versions answer requests that name none.
+    pub fn load_with(
+        path: &Path,
+        registry: &Registry,
+        mode: BuildMode,
+        overlay: &crate::repository::State,
+    ) -> Result<Graph, GraphErrors> {
         let source = std::fs::read_to_string(path).map_err(|e| {
             GraphErrors::new(
                 path,
@@ -36,7 +47,7 @@ impl Graph {
             )
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
-        Graph::from_yaml(&source, base, registry, mode)
+        Graph::from_yaml_with(&source, base, registry, mode, overlay)
             .map_err(|d| GraphErrors::new(path, &source, d))
     }
 
@@ -47,11 +58,25 @@ impl Graph {
         registry: &Registry,
         mode: BuildMode,
     ) -> Result<Graph, Vec<Diagnostic>> {
+        Graph::from_yaml_with(source, base_dir, registry, mode, &Default::default())
+    }
+
+    /// [`Graph::from_yaml`] with the model repository's overlay.
+    pub fn from_yaml_with(
+        source: &str,
+        base_dir: &Path,
+        registry: &Registry,
+        mode: BuildMode,
+        overlay: &crate::repository::State,
+    ) -> Result<Graph, Vec<Diagnostic>> {
         // Phase 1: YAML syntax.
         let options = LoaderOptions::default().error_on_duplicate_keys(true);
-        let root = marked_yaml::parse_yaml_with_options(0, source, options)
+        let mut root = marked_yaml::parse_yaml_with_options(0, source, options)
             .map_err(|e| vec![load_error(e)])?;
         let mut ctx = BuildContext::new(registry, base_dir, mode);
+        for d in overlay.apply(&mut root) {
+            ctx.report(d);
+        }
 
         // Phase 2: the top-level fields.
         let top_span = *root.span();
@@ -159,6 +184,7 @@ impl Graph {
         let graph = compile(&mut ctx, spec, declared, default_on_error).map(|mut g| {
             g.tracking = tracking;
             g.learners = g.find_learners();
+            g.repository = overlay.clone();
             g
         });
         if ctx.has_errors() {

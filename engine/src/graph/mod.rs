@@ -71,6 +71,8 @@ pub struct Graph {
     pub headers: Vec<String>,
     /// The steps that learn from feedback (routers), by name.
     learners: Vec<String>,
+    /// What the model repository added (its overlay): default versions, unloaded models.
+    repository: crate::repository::State,
 }
 
 /// The graph a process serves now, with its tracking stream: replaced whole by a reload.
@@ -82,6 +84,12 @@ pub struct Live {
 }
 
 impl Graph {
+    /// What the model repository added to the graph file: its loaded and unloaded models and
+    /// their default versions.
+    pub fn repository(&self) -> &crate::repository::State {
+        &self.repository
+    }
+
     /// Addressable models: the graph itself first, then every route by name.
     pub fn models(&self) -> &[ModelInfo] {
         &self.models
@@ -100,11 +108,15 @@ impl Graph {
                         .then(|| named.find(|m| m.version.is_none()))
                         .flatten()
                 }),
-            // The unversioned one, else the last declared version.
-            None => named
-                .clone()
-                .find(|m| m.version.is_none())
-                .or_else(|| named.next_back()),
+            // The repository's default version, else the unversioned one, else the last
+            // declared version.
+            None => match self.repository.defaults.get(name) {
+                Some(v) => self.model(name, Some(v)),
+                None => named
+                    .clone()
+                    .find(|m| m.version.is_none())
+                    .or_else(|| named.next_back()),
+            },
         }
     }
 

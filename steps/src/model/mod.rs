@@ -95,10 +95,22 @@ impl ModelSpec {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OnnxSpec {
-    /// The model file. A relative path is resolved against the graph file's folder, wherever
-    /// servegraph is started from.
-    #[schemars(with = "String")]
-    pub model_path: Spanned<String>,
+    /// The model file on disk. A relative path is resolved against the graph file's folder,
+    /// wherever servegraph is started from. Give this or `model_uri`.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub model_path: Option<Spanned<String>>,
+    /// The model file as a URI: a path, `file:///abs`, `s3://bucket/key`, `gs://…`, `az://…`
+    /// or `http(s)://…`; a store's file is downloaded into the model cache (`--model-cache`)
+    /// and checked against the store on every load. Give this or `model_path`.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub model_uri: Option<Spanned<String>>,
+    /// `sha256:<64 hex digits>`: the file's SHA-256, checked on every load (a mismatch
+    /// refuses to load it).
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub sha256: Option<Spanned<String>>,
     /// Threads ONNX Runtime may use inside one inference (default 1: small models gain
     /// nothing from more, and each session would otherwise spin a core-sized pool).
     #[serde(default = "one")]
@@ -235,32 +247,40 @@ pub fn build(node: &StepNode, ctx: &mut BuildContext) -> Option<Box<dyn Step>> {
 }
 
 fn onnx_model(node: &StepNode, ctx: &mut BuildContext, spec: &OnnxSpec) -> Option<Box<dyn Step>> {
-    let model_path = &spec.model_path;
-    let path = ctx.resolve(model_path.as_str());
-    if !path.is_file() {
-        ctx.report(
-            servegraph_engine::Diagnostic::new(format!(
-                "model file `{}` does not exist (looked at {})",
-                model_path.as_str(),
-                path.display()
-            ))
-            .step(&node.name)
-            .at(model_path.span())
-            .help("`model_path` is relative to the graph file's folder"),
-        );
-        return None;
-    }
-    if let Err(why) = ctx.check_model_path(&path) {
-        ctx.report(
-            servegraph_engine::Diagnostic::new(format!(
-                "model file `{}` is not allowed: {why}",
-                model_path.as_str()
-            ))
-            .step(&node.name)
-            .at(model_path.span()),
-        );
-        return None;
-    }
+    let (field, uri) = match (&spec.model_path, &spec.model_uri) {
+        (Some(p), None) => ("model_path", p),
+        (None, Some(u)) => ("model_uri", u),
+        (Some(_), Some(u)) => {
+            ctx.error(
+                &node.name,
+                u.span(),
+                "give `model_path` or `model_uri`, not both",
+            );
+            return None;
+        }
+        (None, None) => {
+            ctx.error(
+                &node.name,
+                &node.span,
+                "`class: onnx` needs `model_path` (a file) or `model_uri` (a file or a store's object)",
+            );
+            return None;
+        }
+    };
+    let file = ctx.model_file(
+        &node.name,
+        servegraph_engine::step::ModelFileRequest {
+            field,
+            uri: uri.as_str(),
+            span: uri.span(),
+            sha256: spec.sha256.as_ref().map(|p| (p.as_str(), p.span())),
+            folder_ok: false,
+        },
+    )?;
+    let model_path = uri;
+    let Some(path) = file.path else {
+        return Some(Box::new(Unloaded));
+    };
     if ctx.mode == BuildMode::Structural {
         return Some(Box::new(Unloaded));
     }

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-const FILES: [(&str, &str); 5] = [
+const FILES: [(&str, &str); 6] = [
     (
         "servegraph/__init__.py",
         include_str!("../../../../python/servegraph/__init__.py"),
@@ -13,6 +13,10 @@ const FILES: [(&str, &str); 5] = [
     (
         "servegraph/_worker.py",
         include_str!("../../../../python/servegraph/_worker.py"),
+    ),
+    (
+        "servegraph/deployed.py",
+        include_str!("../../../../python/servegraph/deployed.py"),
     ),
     (
         "servegraph/compat/__init__.py",

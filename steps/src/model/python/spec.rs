@@ -36,8 +36,9 @@ pub struct PythonSpec {
     #[serde(default)]
     pub class_args: serde_json::Map<String, serde_json::Value>,
     /// A file or folder handed to the class as `model_uri=` (Seldon/PrimeHub's convention)
-    /// or `model_path=` (MLRun's), relative to the graph file's folder and under the same
-    /// rule as ONNX files.
+    /// or `model_path=` (MLRun's): a path relative to the graph file's folder (under the same
+    /// rule as ONNX files), or a store's URI (`s3://`, `gs://`, `az://`, `http(s)://`), whose
+    /// file or folder is downloaded into the model cache and handed over as a local path.
     #[serde(default)]
     #[schemars(with = "Option<String>")]
     pub model_uri: Option<Spanned<String>>,
@@ -45,6 +46,10 @@ pub struct PythonSpec {
     #[serde(default)]
     #[schemars(with = "Option<String>")]
     pub model_path: Option<Spanned<String>>,
+    /// `sha256:<64 hex digits>`: the SHA-256 of the `model_uri` file, checked on every load.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub sha256: Option<Spanned<String>>,
     /// The calling convention: `servegraph` (`predict(inputs, parameters)`), `mlrun`
     /// (`V2ModelServer`: `predict(body)`), `seldon` (`predict(X, feature_names, meta)`), or
     /// `auto` (the default: `mlrun` for a `V2ModelServer` subclass, `seldon` when `predict`
@@ -202,6 +207,7 @@ impl PythonStepSpec {
             class_args: Default::default(),
             model_uri: None,
             model_path: None,
+            sha256: None,
             api: Api::Servegraph,
             python: self.python,
             load_mode: LoadMode::Sync,
@@ -381,38 +387,35 @@ pub(super) fn config(
     } else {
         "model_path"
     };
-    let model_uri = spec
-        .model_uri
-        .as_ref()
-        .or(spec.model_path.as_ref())
-        .and_then(|u| {
-            let file = ctx.resolve(u.as_str());
-            let file = std::fs::canonicalize(&file).unwrap_or(file);
-            if !file.exists() {
+    let model_uri = match spec.model_uri.as_ref().or(spec.model_path.as_ref()) {
+        None => {
+            if let Some(pin) = &spec.sha256 {
                 fail(
                     ctx,
-                    Diagnostic::new(format!(
-                        "`{field}` `{}` does not exist (looked at {})",
-                        u.as_str(),
-                        file.display()
-                    ))
-                    .at(u.span()),
+                    Diagnostic::new("`sha256` pins the `model_uri` file; this model has none")
+                        .at(pin.span()),
                 );
-                return None;
             }
-            if let Err(why) = ctx.check_model_path(&file) {
-                fail(
-                    ctx,
-                    Diagnostic::new(format!(
-                        "`model_uri` `{}` is not allowed: {why}",
-                        u.as_str()
-                    ))
-                    .at(u.span()),
-                );
-                return None;
+            None
+        }
+        Some(u) => match ctx.model_file(
+            &node.name,
+            servegraph_engine::step::ModelFileRequest {
+                field,
+                uri: u.as_str(),
+                span: u.span(),
+                sha256: spec.sha256.as_ref().map(|p| (p.as_str(), p.span())),
+                folder_ok: true,
+            },
+        ) {
+            None => {
+                ok = false;
+                None
             }
-            Some(file)
-        });
+            // Not fetched (structure only): the workers are not started then either.
+            Some(file) => file.path,
+        },
+    };
     let python_path: Vec<PathBuf> = spec.python_path.iter().map(|p| ctx.resolve(p)).collect();
     if !ok {
         return None;

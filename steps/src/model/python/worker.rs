@@ -596,10 +596,11 @@ fn answer_of(model: &str, reply: Frame) -> Option<(Result<Vec<Tensor>>, Option<N
                 .and_then(|m| m["traceback"].as_str())
                 .unwrap_or_default();
             tracing::debug!(traceback = %tb, "a Python call failed");
-            let error = Error::new(
+            let mut error = Error::new(
                 ErrorKind::from_status(status),
                 python_error("predict failed", meta, false),
             );
+            error.traceback = (!tb.is_empty()).then(|| tb.to_owned());
             Some((Err(error), None))
         }
         _ => None,

@@ -1,0 +1,939 @@
+//! The live model repository (Triton's model repository extension): models loaded into a
+//! running server become routes of the graph's top-level router, and are saved beside the
+//! graph file so a restart serves them again.
+//!
+//! Beside `g.yaml`: `g.repository.json` (the overlay: each loaded model's name, version and
+//! step, each model's default version; written atomically) and `g.repository/` (the models'
+//! files, one folder per version and load). A graph is always built from its file plus the
+//! overlay ([`State::apply`]); a load or unload builds the next graph with the next overlay
+//! and swaps it in only when it builds (a bad model is refused with the same diagnostics a
+//! graph file's step gets, and the server keeps serving the old graph).
+//!
+//! A load is Triton's `POST /v2/repository/models/{m}/load` body: `parameters.config` (the
+//! model configuration JSON) and `parameters."file:<version>/<name>"` (base64 files), as
+//! `tritonclient`'s `load_model(name, config=..., files=...)` sends them ([`plan_load`]).
+
+use std::collections::BTreeMap;
+use std::path::{Component, Path, PathBuf};
+
+use base64::Engine;
+use marked_yaml::Node;
+use marked_yaml::types::{MarkedMappingNode, MarkedScalarNode, MarkedSequenceNode};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::diag::Diagnostic;
+use crate::error::{Error, ErrorKind};
+
+/// The overlay: what the repository added to the graph file.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct State {
+    /// Loaded (and unloaded, kept for a later load) model versions, in load order.
+    #[serde(default)]
+    pub models: Vec<Entry>,
+    /// The version a request naming no version gets, per model.
+    #[serde(default)]
+    pub defaults: BTreeMap<String, String>,
+}
+
+/// One model version the repository holds.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Entry {
+    pub name: String,
+    pub version: String,
+    /// The step, as a graph file would declare it (paths relative to the graph's folder).
+    pub step: Value,
+    /// Its files' folder, relative to the graph's folder.
+    pub folder: String,
+    /// Served now (an unloaded version keeps its files and can be loaded again).
+    pub loaded: bool,
+}
+
+/// `g.repository.json` beside `g.yaml`.
+pub fn overlay_path(graph: &Path) -> PathBuf {
+    graph.with_extension("repository.json")
+}
+
+/// `g.repository/` beside `g.yaml`: the loaded models' files.
+pub fn files_dir(graph: &Path) -> PathBuf {
+    graph.with_extension("repository")
+}
+
+impl State {
+    /// The overlay saved beside `graph`, or an empty one when there is none.
+    pub fn read(graph: &Path) -> Result<State, String> {
+        let path = overlay_path(graph);
+        match std::fs::read(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(State::default()),
+            Err(e) => Err(format!(
+                "reading the model repository {}: {e}",
+                path.display()
+            )),
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+                format!(
+                    "the model repository {} is not valid: {e} (it is written by the server; \
+                     move it away to start without the models loaded into it)",
+                    path.display()
+                )
+            }),
+        }
+    }
+
+    /// Saves the overlay beside `graph`, atomically (a temporary file, synced, renamed).
+    pub fn save(&self, graph: &Path) -> Result<(), String> {
+        let bytes = serde_json::to_vec_pretty(self).expect("JSON");
+        crate::storage::write_atomic(&overlay_path(graph), &bytes)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.models.is_empty()
+    }
+
+    /// The versions served now.
+    pub fn loaded(&self) -> impl Iterator<Item = &Entry> {
+        self.models.iter().filter(|e| e.loaded)
+    }
+
+    /// Adds the loaded versions to the graph's router as routes (`name:version`). A graph
+    /// whose top level is not a router cannot take them: that is reported.
+    pub(crate) fn apply(&self, root: &mut Node) -> Vec<Diagnostic> {
+        if self.loaded().next().is_none() {
+            return Vec::new();
+        }
+        let graph = root
+            .as_mapping_mut()
+            .and_then(|r| {
+                r.get_mut(&MarkedScalarNode::new(
+                    marked_yaml::Span::new_blank(),
+                    "graph",
+                ))
+            })
+            .and_then(Node::as_mapping_mut);
+        let Some(graph) = graph else {
+            return Vec::new();
+        };
+        let is_router = graph
+            .get(&key("kind"))
+            .and_then(Node::as_scalar)
+            .is_some_and(|k| k.as_str() == "router");
+        if !is_router {
+            return vec![
+                Diagnostic::new(
+                    "the model repository adds models as routes of the graph's router, and this \
+                 graph's top level is not `kind: router`; the models it holds cannot be served",
+                )
+                .help("give the graph a router at the top (`graph: {kind: router, routes: …}`)"),
+            ];
+        }
+        let Some(routes) = graph.get_mut(&key("routes")).and_then(Node::as_mapping_mut) else {
+            return Vec::new();
+        };
+        let mut problems = Vec::new();
+        for entry in self.loaded() {
+            let k = format!("{}:{}", entry.name, entry.version);
+            if routes.get(&key(&k)).is_some() {
+                problems.push(Diagnostic::new(format!(
+                    "the model repository's `{k}` is also a route of the graph file; the file's \
+                     stays (unload the repository's)"
+                )));
+                continue;
+            }
+            routes.insert(key(&k), node_of(&entry.step));
+        }
+        problems
+    }
+}
+
+fn key(s: &str) -> MarkedScalarNode {
+    MarkedScalarNode::new(marked_yaml::Span::new_blank(), s)
+}
+
+/// A JSON value as a YAML node (positions blank: diagnostics name the step, not a line).
+fn node_of(v: &Value) -> Node {
+    let span = marked_yaml::Span::new_blank();
+    match v {
+        Value::Object(map) => {
+            let mut m = MarkedMappingNode::new_empty(span);
+            for (k, v) in map {
+                m.insert(key(k), node_of(v));
+            }
+            Node::Mapping(m)
+        }
+        Value::Array(items) => Node::Sequence(MarkedSequenceNode::new(
+            span,
+            items.iter().map(node_of).collect(),
+        )),
+        Value::String(s) => {
+            let mut s = MarkedScalarNode::new(span, s.as_str());
+            s.set_coerce(false);
+            Node::Scalar(s)
+        }
+        Value::Null => Node::Scalar(MarkedScalarNode::new(span, "~")),
+        other => Node::Scalar(MarkedScalarNode::new(span, other.to_string())),
+    }
+}
+
+/// What the server tells a load about itself.
+pub struct Host<'a> {
+    /// The graph file (the overlay and files go beside it).
+    pub graph: &'a Path,
+    /// `major.minor` of the Python that runs models, when one was found.
+    pub python_version: Option<String>,
+    /// The interpreter that runs deployed Python models.
+    pub python: String,
+    /// `--allow-pip`: a model may ask for packages.
+    pub allow_pip: bool,
+}
+
+/// A load, planned: the overlay it leads to, the folders it wrote (removed if it fails),
+/// and requests to run on the new graph before it serves (`example`s).
+pub struct Plan {
+    pub state: State,
+    pub written: Vec<PathBuf>,
+    pub smoke: Vec<(String, String, Vec<u8>)>,
+    /// The model configuration's declared tensors, checked against the model once built.
+    pub declared: Vec<(String, String, Declared)>,
+}
+
+/// Tensors a Triton configuration declares.
+#[derive(Debug, Default, Clone)]
+pub struct Declared {
+    pub inputs: Vec<(String, String)>,
+    pub outputs: Vec<(String, String)>,
+}
+
+fn bad(message: impl Into<String>) -> Error {
+    Error::new(ErrorKind::BadRequest, message)
+}
+
+/// Names and versions: what a graph's names accept.
+fn check_part(what: &str, s: &str) -> Result<(), Error> {
+    let ok = !s.is_empty()
+        && s.len() <= 128
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && s != "."
+        && s != "..";
+    if ok {
+        Ok(())
+    } else {
+        Err(bad(format!(
+            "invalid {what} `{s}`: use letters, digits, `-`, `_` and `.`"
+        )))
+    }
+}
+
+/// The string value of a Triton `parameters` entry (`{"string_value": …}`) or a plain value.
+fn param<'a>(params: Option<&'a Value>, name: &str) -> Option<&'a str> {
+    let v = params?.get(name)?;
+    v.get("string_value").and_then(Value::as_str).or(v.as_str())
+}
+
+/// Plans Triton's load of `name` from its request `body`: writes the files into new version
+/// folders and returns the overlay that serves them. Without files it loads again the
+/// versions the repository holds (an unloaded model comes back).
+pub fn plan_load(host: &Host<'_>, state: &State, name: &str, body: &Value) -> Result<Plan, Error> {
+    check_part("model name", name)?;
+    let empty = serde_json::Map::new();
+    let params = match body.get("parameters") {
+        None | Some(Value::Null) => &empty,
+        Some(Value::Object(p)) => p,
+        Some(_) => return Err(bad("`parameters` must be an object")),
+    };
+    let config: Option<Value> = match params.get("config") {
+        None => None,
+        Some(Value::String(text)) => Some(
+            serde_json::from_str(text)
+                .map_err(|e| bad(format!("`parameters.config` is not JSON: {e}")))?,
+        ),
+        Some(Value::Object(_)) => params.get("config").cloned(),
+        Some(_) => {
+            return Err(bad(
+                "`parameters.config` must be the model configuration as JSON text",
+            ));
+        }
+    };
+    if let Some(given) = config
+        .as_ref()
+        .and_then(|c| c.get("name"))
+        .and_then(Value::as_str)
+        && !given.is_empty()
+        && given != name
+    {
+        return Err(bad(format!(
+            "the configuration names model `{given}`, the URL `{name}`"
+        )));
+    }
+    // `file:<version>/<path>` → bytes, grouped by version.
+    let mut files: BTreeMap<String, Vec<(String, Vec<u8>)>> = BTreeMap::new();
+    for (k, v) in params {
+        let Some(path) = k.strip_prefix("file:") else {
+            continue;
+        };
+        let (version, rel) = path.split_once('/').ok_or_else(|| {
+            bad(format!(
+                "`{k}`: a file goes in a version's folder, `file:<version>/<name>` (e.g. `file:1/model.onnx`)"
+            ))
+        })?;
+        check_part("version", version)?;
+        if rel.is_empty()
+            || !Path::new(rel)
+                .components()
+                .all(|c| matches!(c, Component::Normal(_)))
+        {
+            return Err(bad(format!("`{k}`: `{rel}` is not a plain relative path")));
+        }
+        let text = v
+            .as_str()
+            .ok_or_else(|| bad(format!("`{k}` must be the file's content, base64")))?;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .map_err(|e| bad(format!("`{k}` is not base64: {e}")))?;
+        files
+            .entry(version.to_owned())
+            .or_default()
+            .push((rel.to_owned(), bytes));
+    }
+    let mut next = state.clone();
+    if files.is_empty() {
+        if config.is_some() {
+            return Err(bad(
+                "a configuration without files: send the model's files too (`file:<version>/<name>`)",
+            ));
+        }
+        let mut any = false;
+        for e in next.models.iter_mut().filter(|e| e.name == name) {
+            e.loaded = true;
+            any = true;
+        }
+        if !any {
+            return Err(Error::not_found(format!(
+                "the model repository holds no model `{name}`; send its files to load it \
+                 (`file:<version>/<name>` parameters)"
+            )));
+        }
+        ensure_default(&mut next, name);
+        return Ok(Plan {
+            state: next,
+            written: Vec::new(),
+            smoke: Vec::new(),
+            declared: Vec::new(),
+        });
+    }
+    let config = config.unwrap_or_else(|| json!({}));
+    let kind = backend(&config, &files)?;
+    let root = files_dir(host.graph);
+    let graph_dir = host.graph.parent().unwrap_or(Path::new("."));
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or_default();
+    let mut plan = Plan {
+        state: next,
+        written: Vec::new(),
+        smoke: Vec::new(),
+        declared: Vec::new(),
+    };
+    let result = (|| {
+        for (version, list) in &files {
+            let folder = root.join(name).join(format!("{version}-{stamp}"));
+            std::fs::create_dir_all(&folder)
+                .map_err(|e| Error::internal(format!("creating {}: {e}", folder.display())))?;
+            plan.written.push(folder.clone());
+            for (rel, bytes) in list {
+                let path = folder.join(rel);
+                if let Some(p) = path.parent() {
+                    std::fs::create_dir_all(p)
+                        .map_err(|e| Error::internal(format!("creating {}: {e}", p.display())))?;
+                }
+                std::fs::write(&path, bytes)
+                    .map_err(|e| Error::internal(format!("writing {}: {e}", path.display())))?;
+            }
+            let relative = folder
+                .strip_prefix(graph_dir)
+                .unwrap_or(&folder)
+                .to_string_lossy()
+                .into_owned();
+            let (step, smoke) = step_for(host, &config, kind, &relative, &folder, list)?;
+            if let Some(example) = smoke {
+                plan.smoke.push((name.to_owned(), version.clone(), example));
+            }
+            plan.declared
+                .push((name.to_owned(), version.clone(), declared_of(&config)));
+            // A version loaded again replaces the one held.
+            plan.state
+                .models
+                .retain(|e| !(e.name == name && e.version == *version));
+            plan.state.models.push(Entry {
+                name: name.to_owned(),
+                version: version.clone(),
+                step,
+                folder: relative,
+                loaded: true,
+            });
+            plan.state.defaults.insert(name.to_owned(), version.clone());
+        }
+        Ok(())
+    })();
+    if let Err(e) = result {
+        discard(&plan.written);
+        return Err(e);
+    }
+    Ok(plan)
+}
+
+/// Removes folders a failed load wrote.
+pub fn discard(written: &[PathBuf]) {
+    for folder in written {
+        let _ = std::fs::remove_dir_all(folder);
+        // The model's folder too, when this load was its first (`remove_dir` keeps a
+        // folder that still holds other versions).
+        if let Some(parent) = folder.parent() {
+            let _ = std::fs::remove_dir(parent);
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Backend {
+    Onnx,
+    Python,
+}
+
+fn backend(
+    config: &Value,
+    files: &BTreeMap<String, Vec<(String, Vec<u8>)>>,
+) -> Result<Backend, Error> {
+    let platform = config.get("platform").and_then(Value::as_str).unwrap_or("");
+    let backend = config.get("backend").and_then(Value::as_str).unwrap_or("");
+    match (backend, platform) {
+        ("onnxruntime", _) | (_, "onnxruntime_onnx") => Ok(Backend::Onnx),
+        ("python", _) => Ok(Backend::Python),
+        ("", "") => {
+            let onnx = files
+                .values()
+                .all(|list| list.iter().any(|(rel, _)| rel.ends_with(".onnx")));
+            if onnx {
+                Ok(Backend::Onnx)
+            } else {
+                Err(bad(
+                    "the configuration names no `backend` and the files hold no `.onnx` model: \
+                     give `backend: onnxruntime` or `backend: python`",
+                ))
+            }
+        }
+        (b, p) => Err(bad(format!(
+            "backend `{}` is not served here; servegraph serves `onnxruntime` (ONNX models) and \
+             `python` (servegraph's Python runtime)",
+            if b.is_empty() { p } else { b }
+        ))),
+    }
+}
+
+/// Triton's datatype spelling (`TYPE_FP32`) as OIP's (`FP32`).
+fn oip_type(t: &str) -> String {
+    match t.strip_prefix("TYPE_").unwrap_or(t) {
+        "STRING" => "BYTES".to_owned(),
+        other => other.to_owned(),
+    }
+}
+
+fn declared_of(config: &Value) -> Declared {
+    let list = |field: &str| {
+        config
+            .get(field)
+            .and_then(Value::as_array)
+            .map(|items| {
+                items
+                    .iter()
+                    .filter_map(|t| {
+                        Some((
+                            t.get("name")?.as_str()?.to_owned(),
+                            oip_type(t.get("data_type")?.as_str()?),
+                        ))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    Declared {
+        inputs: list("input"),
+        outputs: list("output"),
+    }
+}
+
+/// Checks a configuration's declared tensors against what the built model takes and gives.
+pub fn check_declared(declared: &Declared, info: &crate::step::ModelInfo) -> Result<(), String> {
+    let check = |what: &str, want: &[(String, String)], have: &[crate::tensor::TensorMeta]| {
+        for (name, datatype) in want {
+            match have.iter().find(|t| t.name == *name) {
+                None => {
+                    return Err(format!(
+                        "the configuration declares {what} `{name}`, which the model does not have (it has: {})",
+                        have.iter()
+                            .map(|t| t.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ));
+                }
+                Some(t) if t.datatype.as_str() != datatype => {
+                    return Err(format!(
+                        "the configuration declares {what} `{name}` as {datatype}; the model's is {}",
+                        t.datatype.as_str()
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(())
+    };
+    check("input", &declared.inputs, &info.inputs)?;
+    // A model whose outputs are not known (a Python model that declares none) is not checked.
+    if !info.outputs.is_empty() {
+        check("output", &declared.outputs, &info.outputs)?;
+    }
+    Ok(())
+}
+
+/// The step a version's files are served by, and its smoke-test request when one was sent.
+fn step_for(
+    host: &Host<'_>,
+    config: &Value,
+    kind: Backend,
+    relative: &str,
+    folder: &Path,
+    files: &[(String, Vec<u8>)],
+) -> Result<(Value, Option<Vec<u8>>), Error> {
+    let params = config.get("parameters");
+    let max_batch = config
+        .get("max_batch_size")
+        .and_then(Value::as_u64)
+        .unwrap_or(0);
+    let instances: u64 = config
+        .get("instance_group")
+        .and_then(Value::as_array)
+        .map(|groups| {
+            groups
+                .iter()
+                .map(|g| g.get("count").and_then(Value::as_u64).unwrap_or(1))
+                .sum()
+        })
+        .unwrap_or(0);
+    let batch = config.get("dynamic_batching").filter(|_| max_batch > 1).map(|d| {
+        json!({
+            "max_size": max_batch,
+            "max_wait_us": d.get("max_queue_delay_microseconds").and_then(Value::as_u64).unwrap_or(0),
+        })
+    });
+    match kind {
+        Backend::Onnx => {
+            let file = config
+                .get("default_model_filename")
+                .and_then(Value::as_str)
+                .filter(|f| !f.is_empty())
+                .map(str::to_owned)
+                .or_else(|| {
+                    files
+                        .iter()
+                        .any(|(r, _)| r == "model.onnx")
+                        .then(|| "model.onnx".to_owned())
+                })
+                .or_else(|| {
+                    let onnx: Vec<&String> =
+                        files.iter().map(|(r, _)| r).filter(|r| r.ends_with(".onnx")).collect();
+                    (onnx.len() == 1).then(|| onnx[0].clone())
+                })
+                .ok_or_else(|| {
+                    bad("no `model.onnx` among the files (or name it with `default_model_filename`)")
+                })?;
+            if !files.iter().any(|(r, _)| *r == file) {
+                return Err(bad(format!(
+                    "the model file `{file}` is not among the files sent"
+                )));
+            }
+            let mut step = json!({
+                "kind": "model",
+                "class": "onnx",
+                "model_path": format!("{relative}/{file}"),
+            });
+            if instances > 0 {
+                step["sessions"] = json!(instances);
+            }
+            if let Some(b) = batch {
+                step["batch"] = b;
+            }
+            Ok((step, None))
+        }
+        Backend::Python => {
+            let class_name = param(params, "class_name");
+            let function = param(params, "function");
+            if class_name.is_none() && function.is_none() {
+                return Err(bad(
+                    "a `python` model needs `parameters.class_name` or `parameters.function` \
+                     (servegraph's Python runtime; Triton's `TritonPythonModel` is not served)",
+                ));
+            }
+            if let (Some(client), Some(server)) = (
+                param(params, "python_version"),
+                host.python_version.as_deref(),
+            ) && client != server
+            {
+                return Err(bad(format!(
+                    "the model was pickled by Python {client}, and this server's Python models run \
+                     on Python {server}: cloudpickle needs the same version on both sides"
+                )));
+            }
+            let mut step = json!({
+                "kind": "model",
+                "class": "python",
+                "model_uri": relative,
+                "python": host.python,
+            });
+            match (param(params, "module"), param(params, "path")) {
+                (Some(m), _) => step["module"] = json!(m),
+                (None, Some(p)) => {
+                    if !files.iter().any(|(r, _)| r == p) {
+                        return Err(bad(format!(
+                            "`parameters.path` `{p}` is not among the files sent"
+                        )));
+                    }
+                    step["path"] = json!(format!("{relative}/{p}"));
+                }
+                (None, None) => {
+                    return Err(bad(
+                        "a `python` model needs `parameters.module` or `parameters.path`",
+                    ));
+                }
+            }
+            if let Some(c) = class_name {
+                step["class_name"] = json!(c);
+            }
+            if let Some(f) = function {
+                step["function"] = json!(f);
+            }
+            if let Some(api) = param(params, "api") {
+                step["api"] = json!(api);
+            }
+            if let Some(args) = param(params, "class_args") {
+                step["class_args"] = serde_json::from_str(args)
+                    .map_err(|e| bad(format!("`parameters.class_args` is not JSON: {e}")))?;
+            }
+            if instances > 0 {
+                step["workers"] = json!(instances);
+            }
+            if let Some(b) = batch {
+                step["batch"] = b;
+            }
+            let tensors = |field: &str| -> Option<Value> {
+                let items = config.get(field)?.as_array()?;
+                let list: Vec<Value> = items
+                    .iter()
+                    .filter_map(|t| {
+                        let mut dims: Vec<i64> = t
+                            .get("dims")?
+                            .as_array()?
+                            .iter()
+                            .filter_map(Value::as_i64)
+                            .collect();
+                        if max_batch > 0 {
+                            dims.insert(0, -1);
+                        }
+                        Some(json!({
+                            "name": t.get("name")?.as_str()?,
+                            "datatype": oip_type(t.get("data_type")?.as_str()?),
+                            "shape": dims,
+                        }))
+                    })
+                    .collect();
+                (!list.is_empty()).then_some(Value::Array(list))
+            };
+            if let Some(i) = tensors("input") {
+                step["inputs"] = i;
+            }
+            if let Some(o) = tensors("output") {
+                step["outputs"] = o;
+            }
+            if let Some(pkgs) = param(params, "pkgs_to_install") {
+                let pkgs: Vec<String> = serde_json::from_str(pkgs).map_err(|e| {
+                    bad(format!(
+                        "`parameters.pkgs_to_install` must be a JSON list of requirements: {e}"
+                    ))
+                })?;
+                if !pkgs.is_empty() {
+                    if !host.allow_pip {
+                        return Err(Error::new(
+                            ErrorKind::Forbidden,
+                            format!(
+                                "the model asks for packages ({}), and this server installs none: \
+                                 start it with `--allow-pip` to let models install packages",
+                                pkgs.join(", ")
+                            ),
+                        ));
+                    }
+                    let python = make_venv(&host.python, folder, &pkgs)?;
+                    step["python"] = json!(python);
+                }
+            }
+            let example = param(params, "example").map(|e| e.as_bytes().to_vec());
+            Ok((step, example))
+        }
+    }
+}
+
+/// A virtualenv for one model version, seeing the server's Python packages, with `pkgs`
+/// installed by pip; its interpreter.
+fn make_venv(python: &str, folder: &Path, pkgs: &[String]) -> Result<String, Error> {
+    let venv = folder.join(".venv");
+    let run = |mut cmd: std::process::Command, what: &str| -> Result<(), Error> {
+        let out = cmd
+            .stdin(std::process::Stdio::null())
+            .output()
+            .map_err(|e| Error::internal(format!("{what}: {e}")))?;
+        if !out.status.success() {
+            let err = String::from_utf8_lossy(&out.stderr);
+            let tail: Vec<&str> = err.lines().rev().take(15).collect();
+            return Err(bad(format!(
+                "{what} failed ({}):\n{}",
+                out.status,
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            )));
+        }
+        Ok(())
+    };
+    let mut cmd = std::process::Command::new(python);
+    cmd.args(["-m", "venv", "--system-site-packages"])
+        .arg(&venv);
+    run(cmd, "creating the model's virtualenv")?;
+    let bin = venv.join("bin").join("python");
+    // `--system-site-packages` sees the base interpreter's packages; when the server's Python
+    // is itself a virtualenv, its packages (NumPy, cloudpickle, the model's libraries) are
+    // added with a `.pth` file.
+    let paths = |python: &Path, code: &str| -> Result<String, Error> {
+        let out = std::process::Command::new(python)
+            .args(["-c", code])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .map_err(|e| Error::internal(format!("{}: {e}", python.display())))?;
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    };
+    let parent = paths(
+        Path::new(python),
+        "import sysconfig; p = sysconfig.get_paths(); print(p['purelib']); print(p['platlib'])",
+    )?;
+    let own = paths(
+        &bin,
+        "import sysconfig; print(sysconfig.get_paths()['purelib'])",
+    )?;
+    if !own.is_empty() {
+        std::fs::write(
+            Path::new(&own).join("_servegraph_parent.pth"),
+            format!("{parent}\n"),
+        )
+        .map_err(|e| Error::internal(format!("writing the virtualenv's .pth: {e}")))?;
+    }
+    let mut cmd = std::process::Command::new(&bin);
+    cmd.args([
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        "--no-input",
+    ])
+    .args(pkgs);
+    run(cmd, &format!("pip install {}", pkgs.join(" ")))?;
+    Ok(bin.to_string_lossy().into_owned())
+}
+
+/// The default version after a change: kept when still loaded, else the last loaded.
+fn ensure_default(state: &mut State, name: &str) {
+    let loaded: Vec<&str> = state
+        .loaded()
+        .filter(|e| e.name == name)
+        .map(|e| e.version.as_str())
+        .collect();
+    let kept = state
+        .defaults
+        .get(name)
+        .is_some_and(|v| loaded.contains(&v.as_str()));
+    // Every version unloaded: the default is remembered for a load that brings them back.
+    if !kept && let Some(v) = loaded.last() {
+        let v = (*v).to_owned();
+        state.defaults.insert(name.to_owned(), v);
+    }
+}
+
+/// Triton's unload: every version of `name`, or one (`parameters.version`, servegraph's);
+/// the files stay so a load without files brings it back.
+pub fn plan_unload(state: &State, name: &str, body: &Value) -> Result<State, Error> {
+    let version = body
+        .get("parameters")
+        .and_then(|p| param(Some(p), "version"))
+        .map(str::to_owned);
+    let mut next = state.clone();
+    let mut hit = false;
+    for e in next
+        .models
+        .iter_mut()
+        .filter(|e| e.name == name && e.loaded && version.as_ref().is_none_or(|v| *v == e.version))
+    {
+        e.loaded = false;
+        hit = true;
+    }
+    if !hit {
+        let held: Vec<String> = state
+            .loaded()
+            .filter(|e| e.name == name)
+            .map(|e| e.version.clone())
+            .collect();
+        return Err(Error::not_found(match (&version, held.is_empty()) {
+            (_, true) => format!(
+                "the model repository serves no model `{name}` (models declared in the graph file \
+                 are changed in the file, then `POST /admin/reload`)"
+            ),
+            (Some(v), false) => format!(
+                "model `{name}` has no loaded version `{v}`; loaded: {}",
+                held.join(", ")
+            ),
+            (None, false) => unreachable!("hit when held"),
+        }));
+    }
+    ensure_default(&mut next, name);
+    Ok(next)
+}
+
+/// Sets the version a request naming none gets (servegraph's; Clipper's `set_model_version`):
+/// a loaded version of the repository, or `1` for a model of the graph file.
+pub fn plan_default(
+    state: &State,
+    graph: &crate::Graph,
+    name: &str,
+    version: &str,
+) -> Result<State, Error> {
+    let known = state
+        .loaded()
+        .any(|e| e.name == name && e.version == version)
+        || graph.model(name, Some(version)).is_some_and(|m| {
+            // A version the file declares (not one the repository defaulted to).
+            !state
+                .loaded()
+                .any(|e| e.name == name && Some(&e.version) == m.version.as_ref())
+        });
+    if !known {
+        return Err(Error::not_found(format!(
+            "model `{name}` has no version `{version}` to serve by default; its versions: {}",
+            graph.versions(name).join(", ")
+        )));
+    }
+    let mut next = state.clone();
+    next.defaults.insert(name.to_owned(), version.to_owned());
+    Ok(next)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host(dir: &Path) -> Host<'_> {
+        Host {
+            graph: dir,
+            python_version: Some("3.11".into()),
+            python: "python3".into(),
+            allow_pip: false,
+        }
+    }
+
+    fn b64(bytes: &[u8]) -> String {
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    }
+
+    #[test]
+    fn tritons_load_body_becomes_an_onnx_route_with_its_settings() {
+        let dir = tempfile::tempdir().unwrap();
+        let graph = dir.path().join("g.yaml");
+        let config = json!({"name": "m", "backend": "onnxruntime", "max_batch_size": 8,
+            "dynamic_batching": {"max_queue_delay_microseconds": 100},
+            "instance_group": [{"count": 2, "kind": "KIND_CPU"}]});
+        let body = json!({"parameters": {"config": config.to_string(), "file:3/model.onnx": b64(b"onnx")}});
+        let plan = plan_load(&host(&graph), &State::default(), "m", &body).unwrap();
+        let entry = &plan.state.models[0];
+        assert_eq!((entry.name.as_str(), entry.version.as_str()), ("m", "3"));
+        assert_eq!(entry.step["class"], "onnx");
+        assert_eq!(entry.step["sessions"], 2);
+        assert_eq!(
+            entry.step["batch"],
+            json!({"max_size": 8, "max_wait_us": 100})
+        );
+        let file = dir.path().join(entry.step["model_path"].as_str().unwrap());
+        assert_eq!(std::fs::read(file).unwrap(), b"onnx");
+        assert_eq!(plan.state.defaults["m"], "3");
+    }
+
+    #[test]
+    fn bad_load_bodies_name_what_is_wrong() {
+        let dir = tempfile::tempdir().unwrap();
+        let graph = dir.path().join("g.yaml");
+        let h = host(&graph);
+        let s = State::default();
+        let cases = [
+            (
+                json!({"parameters": {"file:model.onnx": b64(b"x")}}),
+                "version's folder",
+            ),
+            (
+                json!({"parameters": {"file:1/../x.onnx": b64(b"x")}}),
+                "not a plain relative path",
+            ),
+            (
+                json!({"parameters": {"file:1/model.onnx": "!!"}}),
+                "not base64",
+            ),
+            (
+                json!({"parameters": {"config": "{", "file:1/model.onnx": b64(b"x")}}),
+                "not JSON",
+            ),
+            (
+                json!({"parameters": {"config": "{\"backend\": \"tensorrt\"}", "file:1/m.plan": b64(b"x")}}),
+                "`tensorrt` is not served",
+            ),
+            (
+                json!({"parameters": {"config": "{\"name\": \"other\"}", "file:1/model.onnx": b64(b"x")}}),
+                "names model `other`",
+            ),
+            (json!({}), "holds no model `m`"),
+        ];
+        for (body, want) in cases {
+            let e = plan_load(&h, &s, "m", &body).err().expect("refused");
+            assert!(e.message.contains(want), "{want}: {}", e.message);
+        }
+        // Nothing written by refused loads.
+        assert!(
+            !files_dir(&graph).join("m").exists()
+                || std::fs::read_dir(files_dir(&graph).join("m"))
+                    .unwrap()
+                    .next()
+                    .is_none()
+        );
+    }
+
+    #[test]
+    fn unload_keeps_files_and_moves_the_default_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let graph = dir.path().join("g.yaml");
+        let h = host(&graph);
+        let one = json!({"parameters": {"file:1/model.onnx": b64(b"a")}});
+        let two = json!({"parameters": {"file:2/model.onnx": b64(b"b")}});
+        let s = plan_load(&h, &State::default(), "m", &one).unwrap().state;
+        let s = plan_load(&h, &s, "m", &two).unwrap().state;
+        assert_eq!(s.defaults["m"], "2");
+        let s = plan_unload(&s, "m", &json!({"parameters": {"version": "2"}})).unwrap();
+        assert_eq!(s.defaults["m"], "1");
+        let s = plan_unload(&s, "m", &json!({})).unwrap();
+        assert_eq!(s.loaded().count(), 0);
+        assert!(plan_unload(&s, "m", &json!({})).is_err());
+        // A load without files brings the held versions back, with the default they had.
+        let s = plan_load(&h, &s, "m", &json!({})).unwrap().state;
+        assert_eq!(s.loaded().count(), 2);
+        assert_eq!(s.defaults["m"], "1");
+    }
+}

@@ -1,0 +1,255 @@
+"""Deploy models into a running servegraph from a Python session (Clipper's deployers).
+
+    import servegraph
+    servegraph.deploy_python_closure("http://localhost:8080", "add-one", "1", "doubles",
+                                     lambda xs: [x.sum() + 1 for x in xs], token="secret")
+
+Every call talks to the server's model repository (Triton's extension:
+`POST /v2/repository/models/{name}/load` with `parameters.config` and base64 `file:` parameters),
+behind the server's admin token. A deployed model answers the Open Inference Protocol like any
+other: input tensor `input`, output tensor `output`. Needs only the standard library, NumPy and
+(for closures) cloudpickle.
+"""
+
+import base64
+import json
+import os
+import sys
+import urllib.error
+import urllib.request
+
+__all__ = [
+    "DeployError",
+    "deploy_python_closure",
+    "deploy_onnx_model",
+    "deploy_sklearn_model",
+    "set_model_version",
+    "unload_model",
+    "list_models",
+]
+
+# Clipper's input types and the OIP datatypes they arrive as.
+DATATYPES = {
+    "integers": "INT32",
+    "floats": "FP32",
+    "doubles": "FP64",
+    "bytes": "BYTES",
+    "strings": "BYTES",
+}
+
+
+class DeployError(Exception):
+    """The server refused: `status` is the HTTP status, the message the server's reason (a
+    failing model's traceback included)."""
+
+    def __init__(self, status, message):
+        super().__init__("[%s] %s" % (status, message))
+        self.status = status
+        self.message = message
+
+
+def _post(url, path, body, token=None, timeout=600):
+    data = json.dumps(body).encode("utf-8")
+    req = urllib.request.Request(url.rstrip("/") + path, data=data, method="POST")
+    req.add_header("Content-Type", "application/json")
+    if token:
+        req.add_header("Authorization", "Bearer " + token)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            text = resp.read()
+    except urllib.error.HTTPError as e:
+        text = e.read()
+        try:
+            message = json.loads(text).get("error", text.decode("utf-8", "replace"))
+        except ValueError:
+            message = text.decode("utf-8", "replace")
+        raise DeployError(e.code, message) from None
+    return json.loads(text) if text else {}
+
+
+def _url(url):
+    return url if "://" in url else "http://" + url
+
+
+def _check(name, version):
+    for what, value in (("name", name), ("version", version)):
+        text = str(value)
+        if not text or not all(c.isalnum() or c in "-_." for c in text):
+            raise ValueError("invalid model %s %r: use letters, digits, '-', '_' and '.'" % (what, value))
+    return str(name), str(version)
+
+
+def _load(url, name, config, files, token):
+    params = {"config": json.dumps(config)}
+    for path, content in files.items():
+        params["file:" + path] = base64.b64encode(content).decode("ascii")
+    return _post(_url(url), "/v2/repository/models/%s/load" % name, {"parameters": params}, token)
+
+
+def _example_request(example, input_type):
+    """Clipper-style inputs (a list) as an OIP request for the server's smoke test."""
+    import numpy as np
+
+    datatype = DATATYPES[input_type]
+    if datatype == "BYTES":
+        data = [x.decode("utf-8") if isinstance(x, bytes) else str(x) for x in example]
+        shape = [len(data)]
+    else:
+        arr = np.asarray(example, dtype={"INT32": np.int32, "FP32": np.float32, "FP64": np.float64}[datatype])
+        if arr.ndim == 1:
+            arr = arr.reshape(-1, 1)
+        data, shape = arr.reshape(-1).tolist(), list(arr.shape)
+    return {"inputs": [{"name": "input", "datatype": datatype, "shape": shape, "data": data}]}
+
+
+def _local_modules(func):
+    """Modules the function uses that are the user's own (not installed, not the standard
+    library): cloudpickle ships them by value, so the server needs no copy of them."""
+    import inspect
+    import sysconfig
+
+    installed = {os.path.realpath(p) for p in sysconfig.get_paths().values() if p}
+    installed |= {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
+
+    def local(module):
+        path = getattr(module, "__file__", None)
+        if not path or module.__name__ in sys.builtin_module_names:
+            return False
+        real = os.path.realpath(path)
+        return not any(real.startswith(p + os.sep) for p in installed)
+
+    seen = []
+    names = [getattr(func, "__module__", None)]
+    for value in getattr(func, "__globals__", {}).values():
+        if inspect.ismodule(value):
+            names.append(value.__name__)
+        else:
+            names.append(getattr(value, "__module__", None))
+    for name in names:
+        module = sys.modules.get(name) if name else None
+        if module is not None and name != "__main__" and local(module) and module not in seen:
+            seen.append(module)
+    return seen
+
+
+def deploy_python_closure(
+    url,
+    name,
+    version,
+    input_type,
+    func,
+    batch_size=-1,
+    pkgs_to_install=None,
+    token=None,
+    example=None,
+):
+    """Deploys `func` as model `name`, version `version` (Clipper's contract: `func` takes a
+    list of inputs and returns a list of outputs of the same length).
+
+    `input_type` is one of integers, floats, doubles, bytes, strings: each input is a 1-D
+    NumPy array (a row of `input`), or `bytes`/`str`. `batch_size` > 1 lets the server join
+    requests into one call of up to that many inputs. `pkgs_to_install` (pip requirements) go
+    into a virtualenv of the model's own, when the server allows it (`--allow-pip`). `example`
+    (a list of inputs) is run by the server before the model serves: a failure is raised here
+    with the function's traceback. The function is pickled with cloudpickle (your own modules
+    by value) and needs the server's Python version."""
+    import cloudpickle
+
+    name, version = _check(name, version)
+    if input_type not in DATATYPES:
+        raise ValueError("input_type %r is not one of %s" % (input_type, ", ".join(DATATYPES)))
+    if not callable(func):
+        raise TypeError("func must be callable")
+    modules = _local_modules(func)
+    for m in modules:
+        cloudpickle.register_pickle_by_value(m)
+    try:
+        payload = cloudpickle.dumps(func)
+    finally:
+        for m in modules:
+            cloudpickle.unregister_pickle_by_value(m)
+    datatype = DATATYPES[input_type]
+    params = {
+        "module": {"string_value": "servegraph.deployed"},
+        "class_name": {"string_value": "Closure"},
+        "class_args": {"string_value": json.dumps({"input_type": input_type})},
+        "python_version": {"string_value": "%d.%d" % sys.version_info[:2]},
+    }
+    if pkgs_to_install:
+        params["pkgs_to_install"] = {"string_value": json.dumps(list(pkgs_to_install))}
+    if example is not None:
+        params["example"] = {"string_value": json.dumps(_example_request(example, input_type))}
+    config = {
+        "name": name,
+        "backend": "python",
+        "max_batch_size": max(int(batch_size), 0),
+        "input": [{"name": "input", "data_type": "TYPE_" + datatype, "dims": [-1] if datatype == "BYTES" else [-1, -1]}],
+        "parameters": params,
+    }
+    if batch_size and int(batch_size) > 1:
+        config["dynamic_batching"] = {"max_queue_delay_microseconds": 0}
+        config["input"][0]["dims"] = [] if datatype == "BYTES" else [-1]
+    return _load(url, name, config, {"%s/func.pkl" % version: payload}, token)
+
+
+def deploy_onnx_model(url, name, version, path_or_bytes, token=None, config=None):
+    """Deploys an ONNX model (a file path or its bytes) as `name`, version `version`; its
+    tensors keep the model's names. PyTorch users export with `torch.onnx.export` first.
+    `config` is a Triton model configuration (dict) for batching or sessions."""
+    name, version = _check(name, version)
+    if isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
+        content = bytes(path_or_bytes)
+    else:
+        with open(os.fspath(path_or_bytes), "rb") as f:
+            content = f.read()
+    cfg = dict(config or {})
+    cfg.setdefault("name", name)
+    cfg.setdefault("backend", "onnxruntime")
+    return _load(url, name, cfg, {"%s/model.onnx" % version: content}, token)
+
+
+def deploy_sklearn_model(url, name, version, model, token=None, method="predict", pkgs_to_install=None, example=None):
+    """Deploys a scikit-learn estimator (pickled; served by the server's Python, which needs
+    scikit-learn) as `name`, version `version`: `output` is `model.predict(input)` (or
+    `method`, e.g. `predict_proba`). `example` (rows) is run by the server before it serves."""
+    import pickle
+
+    name, version = _check(name, version)
+    if not callable(getattr(model, method, None)):
+        raise TypeError("the model has no method %r" % method)
+    features = getattr(model, "n_features_in_", None)
+    params = {
+        "module": {"string_value": "servegraph.deployed"},
+        "class_name": {"string_value": "Sklearn"},
+        "class_args": {"string_value": json.dumps({"method": method})},
+    }
+    if pkgs_to_install:
+        params["pkgs_to_install"] = {"string_value": json.dumps(list(pkgs_to_install))}
+    if example is not None:
+        params["example"] = {"string_value": json.dumps(_example_request(example, "doubles"))}
+    config = {
+        "name": name,
+        "backend": "python",
+        "max_batch_size": 0,
+        "input": [{"name": "input", "data_type": "TYPE_FP64", "dims": [-1, int(features) if features else -1]}],
+        "parameters": params,
+    }
+    return _load(url, name, config, {"%s/model.pkl" % version: pickle.dumps(model)}, token)
+
+
+def set_model_version(url, name, version, token=None):
+    """Makes `version` the one requests naming no version get (a rollback, or a roll forward)."""
+    name, version = _check(name, version)
+    return _post(_url(url), "/v2/repository/models/%s/default" % name, {"version": version}, token)
+
+
+def unload_model(url, name, version=None, token=None):
+    """Stops serving `name` (every version, or only `version`); its files stay on the server,
+    and `load` without files brings it back."""
+    body = {"parameters": {"version": {"string_value": str(version)}}} if version is not None else {}
+    return _post(_url(url), "/v2/repository/models/%s/unload" % name, body, token)
+
+
+def list_models(url):
+    """The server's models: a list of `{"name", "version", "state"}` (Triton's repository index)."""
+    return _post(_url(url), "/v2/repository/index", {})

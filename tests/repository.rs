@@ -1,0 +1,152 @@
+//! The live model repository (issue 13): Triton's load/unload with the unchanged
+//! `tritonclient.http`, servegraph's Python deployers from a real Python session
+//! (`tests/python/repository_check.py`), persistence across a restart, and the admin token.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+
+const TOKEN: &str = "repo-token";
+
+/// A router graph in a new folder (the repository's files and overlay go beside it).
+fn graph() -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("served.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "name: served\ngraph:\n  kind: router\n  routes:\n    iris-lr: {{kind: model, class: onnx, model_path: \"{}\"}}\n",
+            root().join("models/iris_lr.onnx").display()
+        ),
+    )
+    .unwrap();
+    (dir, path.display().to_string())
+}
+
+fn check(case: &str, s: &Server) {
+    let out = Command::new(test_python())
+        .arg(root().join("tests/python/repository_check.py"))
+        .args([case, &s.addr, TOKEN])
+        .arg(root())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains(&format!("ok {case}")),
+        "{case}:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn serve(g: &str, extra: &[&str]) -> Server {
+    let mut args = vec!["--admin-token", TOKEN];
+    args.extend_from_slice(extra);
+    Server::start(g, &args)
+}
+
+#[test]
+fn tritonclient_load_model_deploys_onnx_with_versions_and_rollback() {
+    let (_dir, g) = graph();
+    check("triton_load", &serve(&g, &[]));
+}
+
+#[test]
+fn a_bad_model_is_a_400_and_the_server_keeps_serving() {
+    let (dir, g) = graph();
+    check("bad_models", &serve(&g, &[]));
+    // Refused loads leave no files behind.
+    let files = dir.path().join("served.repository");
+    let left: Vec<_> = std::fs::read_dir(&files)
+        .map(|d| d.map(|e| e.unwrap().path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[test]
+fn without_an_admin_token_the_actions_are_off() {
+    let (_dir, g) = graph();
+    check("no_token", &Server::start(&g, &[]));
+}
+
+#[test]
+fn a_wrong_token_is_401() {
+    let (_dir, g) = graph();
+    check("wrong_token", &serve(&g, &[]));
+}
+
+#[test]
+fn deployed_models_survive_a_restart() {
+    let (dir, g) = graph();
+    {
+        let s = serve(&g, &[]);
+        check("triton_load", &s);
+        check("deployers", &s);
+    }
+    // The overlay beside the graph says what the repository holds.
+    let overlay: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("served.repository.json")).unwrap())
+            .unwrap();
+    assert_eq!(overlay["defaults"]["flower"], "1", "{overlay}");
+    let s = serve(&g, &[]);
+    check("after_restart", &s);
+}
+
+#[test]
+fn pkgs_to_install_get_a_virtualenv_with_allow_pip() {
+    let (_dir, g) = graph();
+    check("pip", &serve(&g, &["--allow-pip"]));
+}
+
+#[test]
+fn a_flow_graph_refuses_repository_models_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("flow.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "name: flow\ngraph:\n  kind: flow\n  steps:\n    m: {{kind: model, class: onnx, model_path: \"{}\"}}\n",
+            root().join("models/iris_lr.onnx").display()
+        ),
+    )
+    .unwrap();
+    let s = serve(&path.display().to_string(), &[]);
+    let body = serde_json::json!({"parameters": {"file:1/model.onnx":
+        base64_of(&std::fs::read(root().join("models/iris_lr.onnx")).unwrap())}});
+    let r = block_on(request(
+        &s.addr,
+        "POST",
+        "/v2/repository/models/extra/load",
+        &[("authorization", format!("Bearer {TOKEN}"))],
+        body.to_string().into_bytes(),
+    ))
+    .unwrap();
+    assert_eq!(r.status, 400);
+    assert!(r.error().contains("not `kind: router`"), "{}", r.error());
+    assert_eq!(
+        post(&s.addr, "/v2/models/flow/infer", &iris_request("f")).status,
+        200
+    );
+}
+
+fn base64_of(bytes: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
