@@ -4,25 +4,16 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::*;
 use serde_json::{Value, json};
 
 /// Runs one case of `protocol_check.py` against `s`.
 fn check(case: &str, s: &Server) {
-    let out = Command::new(test_python())
-        .arg(root().join("tests/python/protocol_check.py"))
-        .arg(case)
-        .arg(&s.addr)
-        .arg(root().join("models/iris_expected.json"))
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.contains(&format!("ok {case}")),
-        "{case}:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    let expected = root().join("models/iris_expected.json");
+    python_case(
+        "protocol_check.py",
+        case,
+        &[s.addr.as_ref(), expected.as_ref()],
     );
 }
 

@@ -4,8 +4,6 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::*;
 
 const TOKEN: &str = "repo-token";
@@ -26,17 +24,11 @@ fn graph() -> (tempfile::TempDir, String) {
 }
 
 fn check(case: &str, s: &Server) {
-    let out = Command::new(test_python())
-        .arg(root().join("tests/python/repository_check.py"))
-        .args([case, &s.addr, TOKEN])
-        .arg(root())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.contains(&format!("ok {case}")),
-        "{case}:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    let root = root();
+    python_case(
+        "repository_check.py",
+        case,
+        &[s.addr.as_ref(), TOKEN.as_ref(), root.as_ref()],
     );
 }
 

@@ -684,11 +684,40 @@ fn step_for(
 /// installed by pip; its interpreter.
 fn make_venv(python: &str, folder: &Path, pkgs: &[String]) -> Result<String, Error> {
     let venv = folder.join(".venv");
+    // Each command is bounded: a pip that hangs (an unreachable index) is killed.
+    const LIMIT: std::time::Duration = std::time::Duration::from_secs(600);
     let run = |mut cmd: std::process::Command, what: &str| -> Result<(), Error> {
-        let out = cmd
+        let mut child = cmd
             .stdin(std::process::Stdio::null())
-            .output()
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
             .map_err(|e| Error::internal(format!("{what}: {e}")))?;
+        let mut stderr = child.stderr.take().expect("piped");
+        let reader = std::thread::spawn(move || {
+            let mut text = Vec::new();
+            let _ = std::io::Read::read_to_end(&mut stderr, &mut text);
+            text
+        });
+        let deadline = std::time::Instant::now() + LIMIT;
+        let status = loop {
+            match child.try_wait() {
+                Ok(Some(status)) => break status,
+                Ok(None) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(50))
+                }
+                _ => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(bad(format!("{what} took longer than {}s", LIMIT.as_secs())));
+                }
+            }
+        };
+        let out = std::process::Output {
+            status,
+            stdout: Vec::new(),
+            stderr: reader.join().unwrap_or_default(),
+        };
         if !out.status.success() {
             let err = String::from_utf8_lossy(&out.stderr);
             let tail: Vec<&str> = err.lines().rev().take(15).collect();

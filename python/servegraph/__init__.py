@@ -35,21 +35,14 @@ class Model:
         raise NotImplementedError("a servegraph Model implements predict(inputs, parameters)")
 
 
-_DEPLOY = (
-    "DeployError",
-    "deploy_python_closure",
-    "deploy_onnx_model",
-    "deploy_sklearn_model",
-    "set_model_version",
-    "unload_model",
-    "list_models",
-)
-
 
 def __getattr__(name):
-    # The deployers (servegraph.deploy) load on first use: model workers never import them.
-    if name in _DEPLOY:
-        from . import deploy
+    # The deployers (servegraph.deploy: deploy_python_closure, ...) load on first use: model
+    # workers never import them.
+    if not name.startswith("_") and name != "deploy":
+        import importlib
 
-        return getattr(deploy, name)
+        deploy = importlib.import_module(__name__ + ".deploy")
+        if name in deploy.__all__:
+            return getattr(deploy, name)
     raise AttributeError("module 'servegraph' has no attribute %r" % name)

@@ -120,7 +120,12 @@ def _local_modules(func):
 
     seen = []
     names = [getattr(func, "__module__", None)]
-    for value in getattr(func, "__globals__", {}).values():
+    try:
+        used = inspect.getclosurevars(func)
+        values = list(used.nonlocals.values()) + list(used.globals.values())
+    except (TypeError, ValueError):
+        values = list(getattr(func, "__globals__", {}).values())
+    for value in values:
         if inspect.ismodule(value):
             names.append(value.__name__)
         else:

@@ -257,6 +257,23 @@ pub fn iris_request(id: &str) -> String {
     .to_string()
 }
 
+/// Runs `tests/python/<script> <case> <args…>` with the test virtualenv and asserts it
+/// printed `ok <case>` (its output is the failure message otherwise).
+pub fn python_case(script: &str, case: &str, args: &[&std::ffi::OsStr]) {
+    let out = Command::new(test_python())
+        .arg(root().join("tests/python").join(script))
+        .arg(case)
+        .args(args)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains(&format!("ok {case}")),
+        "{case}:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// The Python of the test virtualenv (`scripts/setup.sh --test`), or `SERVEGRAPH_PYTHON`.
 pub fn test_python() -> PathBuf {
     let py = match std::env::var_os("SERVEGRAPH_PYTHON") {

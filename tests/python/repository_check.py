@@ -142,6 +142,11 @@ def deployers(client):
     x = httpclient.InferInput("input", [2, 3], "FP64")
     x.set_data_from_numpy(np.array([[1, 2, 3], [4, 5, 6]], dtype=np.float64))
     assert client.infer("add-one", [x]).as_numpy("output").tolist() == [7.0, 16.0]
+    # A closure using a module of the user's own (not on the server): shipped by value.
+    import local_helper
+
+    servegraph.deploy_python_closure(URL, "tripled", "1", "doubles", lambda xs: [local_helper.triple(x.sum()) for x in xs], token=TOKEN)
+    assert client.infer("tripled", [x]).as_numpy("output").tolist() == [18.0, 45.0]
     # A closure over a local variable and strings in, strings out.
     suffix = "!"
     servegraph.deploy_python_closure(URL, "shout", "1", "strings", lambda xs: [s.upper() + suffix for s in xs], token=TOKEN, batch_size=8)
