@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
+use servegraph_engine::grpc::{GrpcConfig, GrpcSource, GrpcState};
 use servegraph_engine::http::{AppState, HttpConfig, HttpSource};
 use servegraph_engine::sources::Source;
 use servegraph_engine::{BuildMode, Graph};
@@ -96,6 +97,16 @@ enum Command {
         /// (`pkgs_to_install`): each gets a virtualenv of its own, made with pip.
         #[arg(long)]
         allow_pip: bool,
+        /// Also serve the OIP over gRPC (Triton's `inference.GRPCInferenceService`) on this
+        /// address (Triton's port is 8001; port 0 picks a free one).
+        #[arg(long)]
+        grpc_listen: Option<SocketAddr>,
+        /// Also serve gRPC on the HTTP port itself (HTTP/1.1 and HTTP/2 share it).
+        #[arg(long)]
+        grpc_on_http: bool,
+        /// Largest gRPC message received or sent, in bytes (default: `--max-body-bytes`).
+        #[arg(long)]
+        grpc_max_message_bytes: Option<usize>,
     },
     /// Check a graph file, loading its models; print every error with its line and column.
     Validate {
@@ -180,6 +191,9 @@ fn main() -> ExitCode {
             tls_cert,
             tls_key,
             allow_pip,
+            grpc_listen,
+            grpc_on_http,
+            grpc_max_message_bytes,
         } => admin_token_from(admin_token, admin_token_file).and_then(|admin_token| {
             serve(
                 &graph,
@@ -191,6 +205,11 @@ fn main() -> ExitCode {
                     admin_token,
                     tls: tls_cert.zip(tls_key),
                     allow_pip,
+                    grpc: Grpc {
+                        listen: grpc_listen,
+                        on_http: grpc_on_http,
+                        max_message_bytes: grpc_max_message_bytes.unwrap_or(max_body_bytes),
+                    },
                 },
             )
         }),
@@ -371,6 +390,16 @@ struct ServeOptions {
     /// Certificate chain and key files (PEM): HTTPS.
     tls: Option<(PathBuf, PathBuf)>,
     allow_pip: bool,
+    grpc: Grpc,
+}
+
+/// Where gRPC is served.
+struct Grpc {
+    /// A listener of its own.
+    listen: Option<SocketAddr>,
+    /// The HTTP port too.
+    on_http: bool,
+    max_message_bytes: usize,
 }
 
 /// A serving process's graph and what runs beside it, replaced whole by a reload.
@@ -621,6 +650,7 @@ async fn check_new_models(graph: &Arc<Graph>, checks: &Checks) -> Result<(), Str
             headers: &servegraph_engine::request::NoHeaders,
             resume_after: None,
             encoding: servegraph_engine::request::Encoding::Json,
+            deadline: None,
         };
         let body = bytes::Bytes::from(example.clone());
         pipeline
@@ -649,6 +679,7 @@ fn serve(graph_path: &Path, options: ServeOptions) -> anyhow::Result<()> {
         admin_token,
         tls,
         allow_pip,
+        grpc,
     } = options;
     // Structure first, with no I/O beyond file checks: a broken file never starts a server.
     let repository =
@@ -670,13 +701,39 @@ fn serve(graph_path: &Path, options: ServeOptions) -> anyhow::Result<()> {
             reload: reload_tx.clone(),
         });
         let admin_on = admin.is_some();
+        let grpc_state = (grpc.listen.is_some() || grpc.on_http).then(|| {
+            GrpcState::new(GrpcConfig {
+                max_message_bytes: grpc.max_message_bytes,
+                admin: admin.clone(),
+            })
+        });
         let state = AppState::new(HttpConfig {
             max_body_bytes,
             admin,
         });
         // Listen at once (live, not ready); load models off the async workers.
         let scheme = if tls.is_some() { "https" } else { "http" };
-        let http = HttpSource::listen(listener, state, tls)?;
+        let mut app = servegraph_engine::http::router(Arc::clone(&state));
+        let mut grpc_sources: Vec<GrpcSource> = Vec::new();
+        let mut grpc_addr = None;
+        if let Some(grpc_state) = &grpc_state {
+            if grpc.on_http {
+                app = app.merge(grpc_state.routes());
+                grpc_sources.push(GrpcSource::on_http_port(Arc::clone(grpc_state)));
+            }
+            if let Some(at) = grpc.listen {
+                let listener = tokio::net::TcpListener::bind(at)
+                    .await
+                    .with_context(|| format!("cannot listen for gRPC on {at}"))?;
+                grpc_addr = Some(listener.local_addr()?);
+                grpc_sources.push(GrpcSource::listen(
+                    listener,
+                    Arc::clone(grpc_state),
+                    tls.clone(),
+                )?);
+            }
+        }
+        let http = HttpSource::listen_app(listener, state, app, tls)?;
         // Bound at once so liveness answers while models load; "listening" is said only once
         // the graph has loaded (a graph that refuses to start never claims it).
         tracing::info!(%addr, graph = %graph_path.display(), admin = admin_on, "bound; loading models (liveness answers meanwhile)");
@@ -696,8 +753,17 @@ fn serve(graph_path: &Path, options: ServeOptions) -> anyhow::Result<()> {
         if let Some(t) = &graph.telemetry {
             servegraph_engine::telemetry::start(t, &graph.name).map_err(|e| anyhow::anyhow!("{e}"))?;
         }
-        println!("servegraph listening on {scheme}://{addr}");
-        tracing::info!(%addr, "listening");
+        // One line (tests and scripts read the first line of stdout).
+        match grpc_addr {
+            Some(grpc_addr) => {
+                println!("servegraph listening on {scheme}://{addr} grpc://{grpc_addr}");
+                tracing::info!(%addr, %grpc_addr, "listening");
+            }
+            None => {
+                println!("servegraph listening on {scheme}://{addr}");
+                tracing::info!(%addr, grpc_on_http = grpc.on_http, "listening");
+            }
+        }
         // Tracking and learning that crosses processes start before the server says it is
         // ready; then every source, HTTP last (it turns ready).
         let tasks = Default::default();
@@ -710,6 +776,9 @@ fn serve(graph_path: &Path, options: ServeOptions) -> anyhow::Result<()> {
         .into_iter()
         .flatten()
         .collect();
+        for grpc in grpc_sources {
+            sources.push(Box::new(grpc));
+        }
         sources.push(Box::new(http));
         let mut running_sources = Vec::new();
         for source in &mut sources {
@@ -953,6 +1022,7 @@ fn invoke(
         headers: &servegraph_engine::request::NoHeaders,
         resume_after: None,
         encoding: servegraph_engine::request::Encoding::Json,
+        deadline: None,
     };
     let rt = runtime()?;
     let answer = rt

@@ -50,6 +50,37 @@ impl ErrorKind {
         }
     }
 
+    /// The gRPC status code for this kind (the gRPC source answers with it), beside the HTTP
+    /// status so the two tables cannot drift: the canonical codes' numbers, named in comments.
+    pub fn grpc_code(self) -> i32 {
+        match self {
+            ErrorKind::BadRequest | ErrorKind::Unprocessable => 3, // INVALID_ARGUMENT
+            ErrorKind::Forbidden => 7,                             // PERMISSION_DENIED
+            ErrorKind::NotFound => 5,                              // NOT_FOUND
+            ErrorKind::MethodNotAllowed | ErrorKind::NotImplemented => 12, // UNIMPLEMENTED
+            // Admission (429) and a message past the size limit, as gRPC itself says it.
+            ErrorKind::PayloadTooLarge | ErrorKind::Overloaded => 8, // RESOURCE_EXHAUSTED
+            ErrorKind::Unavailable => 14,                            // UNAVAILABLE
+            ErrorKind::Timeout => 4,                                 // DEADLINE_EXCEEDED
+            ErrorKind::Internal => 13,                               // INTERNAL
+        }
+    }
+
+    /// The kind of a gRPC status code a remote server answered with (the inverse of
+    /// [`ErrorKind::grpc_code`]; codes it never gives map to the nearest kind).
+    pub fn from_grpc_code(code: i32) -> ErrorKind {
+        match code {
+            3 | 9 | 11 => ErrorKind::BadRequest, // INVALID_ARGUMENT, FAILED_PRECONDITION, OUT_OF_RANGE
+            7 | 16 => ErrorKind::Forbidden,      // PERMISSION_DENIED, UNAUTHENTICATED
+            5 => ErrorKind::NotFound,
+            12 => ErrorKind::NotImplemented,
+            8 => ErrorKind::Overloaded,
+            14 | 1 | 10 => ErrorKind::Unavailable, // UNAVAILABLE, CANCELLED, ABORTED
+            4 => ErrorKind::Timeout,
+            _ => ErrorKind::Internal,
+        }
+    }
+
     /// The kind closest to an HTTP status a step chose (a Python model's `ModelError`):
     /// other 4xx are bad requests, other 5xx internal errors.
     pub fn from_status(status: u16) -> ErrorKind {

@@ -87,6 +87,22 @@ pub struct Admin {
     pub reload: tokio::sync::mpsc::Sender<AdminRequest>,
 }
 
+impl Admin {
+    /// Whether a request's headers carry the admin token (`Authorization: Bearer <token>`),
+    /// compared in constant time.
+    pub fn accepts(&self, headers: &dyn Headers) -> bool {
+        let authorization = headers.header("authorization");
+        let given = authorization
+            .as_deref()
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or_default();
+        bool::from(subtle::ConstantTimeEq::ct_eq(
+            given.as_bytes(),
+            self.token.as_bytes(),
+        ))
+    }
+}
+
 impl std::fmt::Debug for Admin {
     /// Never shows the token.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -149,33 +165,89 @@ impl HttpSource {
         tls: Option<axum_server::tls_rustls::RustlsConfig>,
     ) -> std::io::Result<HttpSource> {
         let app = router(Arc::clone(&state));
-        let (stop, mut stopped) = tokio::sync::watch::channel(false);
-        let server = match tls {
-            None => {
-                let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-                    let _ = stopped.wait_for(|s| *s).await;
-                });
-                tokio::spawn(async move { server.await })
-            }
-            Some(config) => {
-                // Stops accepting on the signal; open connections finish their requests.
-                let handle = axum_server::Handle::new();
-                let stopping = handle.clone();
-                tokio::spawn(async move {
-                    let _ = stopped.wait_for(|s| *s).await;
-                    stopping.graceful_shutdown(None);
-                });
-                let server = axum_server::from_tcp_rustls(listener.into_std()?, config)?
-                    .handle(handle)
-                    .serve(app.into_make_service());
-                tokio::spawn(server)
-            }
-        };
+        HttpSource::listen_app(listener, state, app, tls)
+    }
+
+    /// [`HttpSource::listen`] with an app built from `state` by the caller (one that also
+    /// serves gRPC on the same port, say).
+    pub fn listen_app(
+        listener: tokio::net::TcpListener,
+        state: Arc<AppState>,
+        app: Router,
+        tls: Option<axum_server::tls_rustls::RustlsConfig>,
+    ) -> std::io::Result<HttpSource> {
+        let (server, stop) = spawn_app(listener, app, tls)?;
         Ok(HttpSource {
             state,
             server: Some(server),
             stop,
         })
+    }
+}
+
+/// A running server: its task, and the switch that stops it accepting (open connections
+/// finish their requests).
+pub(crate) type Server = (
+    tokio::task::JoinHandle<std::io::Result<()>>,
+    tokio::sync::watch::Sender<bool>,
+);
+
+/// Serves `app` on `listener` (HTTP/1.1 and HTTP/2, gRPC included), over TLS when `tls` is
+/// given (ALPN offers `h2` and `http/1.1`).
+pub(crate) fn spawn_app(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    tls: Option<axum_server::tls_rustls::RustlsConfig>,
+) -> std::io::Result<Server> {
+    let (stop, mut stopped) = tokio::sync::watch::channel(false);
+    let server = match tls {
+        None => {
+            let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            });
+            tokio::spawn(async move { server.await })
+        }
+        Some(config) => {
+            // Stops accepting on the signal; open connections finish their requests.
+            let handle = axum_server::Handle::new();
+            let stopping = handle.clone();
+            tokio::spawn(async move {
+                let _ = stopped.wait_for(|s| *s).await;
+                stopping.graceful_shutdown(None);
+            });
+            let server = axum_server::from_tcp_rustls(listener.into_std()?, config)?
+                .handle(handle)
+                .serve(app.into_make_service());
+            tokio::spawn(server)
+        }
+    };
+    Ok((server, stop))
+}
+
+/// Follows the process's phase for a server: `draining` turns true in the grace period
+/// (not ready, still serving); once stopping, stops accepting and waits (up to the drain
+/// deadline) for open requests to finish.
+pub(crate) async fn follow_phase(
+    what: &'static str,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+    stop: tokio::sync::watch::Sender<bool>,
+    draining: &std::sync::atomic::AtomicBool,
+    mut ctx: crate::sources::SourceContext,
+) {
+    use crate::sources::{Phase, SourceContext};
+    SourceContext::reached(&mut ctx.phase, Phase::Draining).await;
+    // Not ready, so load balancers stop sending; still accepting and serving.
+    draining.store(true, std::sync::atomic::Ordering::Relaxed);
+    SourceContext::reached(&mut ctx.phase, Phase::Stopping).await;
+    let _ = stop.send(true);
+    match tokio::time::timeout(ctx.drain, server).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => tracing::error!(error = %e, "serving {what} failed"),
+        Ok(Err(e)) => tracing::error!(error = %e, "the {what} server panicked"),
+        Err(_) => tracing::warn!(
+            secs = ctx.drain.as_secs(),
+            "{what} requests still running after the drain deadline"
+        ),
     }
 }
 
@@ -189,31 +261,15 @@ impl crate::sources::Source for HttpSource {
         &mut self,
         ctx: crate::sources::SourceContext,
     ) -> Result<tokio::task::JoinHandle<()>, String> {
-        use crate::sources::{Phase, SourceContext};
         let live = ctx.live.borrow().clone();
         self.state.serve(live.graph, live.tracker);
-        let (state, stop, mut phase) = (Arc::clone(&self.state), self.stop.clone(), ctx.phase);
+        let (state, stop) = (Arc::clone(&self.state), self.stop.clone());
         let server = self
             .server
             .take()
             .ok_or("the HTTP source is started twice")?;
         Ok(tokio::spawn(async move {
-            SourceContext::reached(&mut phase, Phase::Draining).await;
-            // Not ready, so load balancers stop sending; still accepting and serving.
-            state
-                .draining
-                .store(true, std::sync::atomic::Ordering::Relaxed);
-            SourceContext::reached(&mut phase, Phase::Stopping).await;
-            let _ = stop.send(true);
-            match tokio::time::timeout(ctx.drain, server).await {
-                Ok(Ok(Ok(()))) => {}
-                Ok(Ok(Err(e))) => tracing::error!(error = %e, "serving HTTP failed"),
-                Ok(Err(e)) => tracing::error!(error = %e, "the HTTP server panicked"),
-                Err(_) => tracing::warn!(
-                    secs = ctx.drain.as_secs(),
-                    "HTTP requests still running after the drain deadline"
-                ),
-            }
+            follow_phase("HTTP", server, stop, &state.draining, ctx).await
         }))
     }
 
@@ -361,18 +417,21 @@ async fn method_not_allowed(method: Method, uri: Uri) -> Response {
     response
 }
 
+/// The protocol extensions the server metadata lists (HTTP and gRPC alike).
+pub const EXTENSIONS: [&str; 6] = [
+    "binary_tensor_data",
+    "classification",
+    "model_configuration",
+    "model_repository",
+    "statistics",
+    "parameters",
+];
+
 async fn server_metadata() -> Json<serde_json::Value> {
     Json(json!({
         "name": "servegraph",
         "version": env!("CARGO_PKG_VERSION"),
-        "extensions": [
-            "binary_tensor_data",
-            "classification",
-            "model_configuration",
-            "model_repository",
-            "statistics",
-            "parameters",
-        ],
+        "extensions": EXTENSIONS,
     }))
 }
 
@@ -382,17 +441,30 @@ async fn live() -> Json<serde_json::Value> {
 
 async fn ready(State(state): State<Arc<AppState>>) -> Result<Json<serde_json::Value>, Error> {
     let served = state.current()?;
-    if state.draining.load(std::sync::atomic::Ordering::Relaxed) {
+    server_readiness(
+        &served,
+        state.draining.load(std::sync::atomic::Ordering::Relaxed),
+    )?;
+    Ok(Json(json!({ "ready": true })))
+}
+
+/// The server's readiness: not while shutting down, nor while a step is not ready.
+pub(crate) fn server_readiness(served: &Pipeline, draining: bool) -> Result<(), Error> {
+    if draining {
         return Err(Error::unavailable("not ready: shutting down"));
     }
     if let Some(why) = served.graph.unready() {
         return Err(Error::unavailable(format!("not ready: {why}")));
     }
-    Ok(Json(json!({ "ready": true })))
+    Ok(())
 }
 
 /// A model's readiness: the step that serves it says whether it can.
-fn model_is_ready(served: &Pipeline, model: &str, version: Option<&str>) -> Result<(), Error> {
+pub(crate) fn model_is_ready(
+    served: &Pipeline,
+    model: &str,
+    version: Option<&str>,
+) -> Result<(), Error> {
     served.graph.find_model(model, version)?;
     match served
         .graph
@@ -574,15 +646,7 @@ async fn authorized<'a>(
     let Some(admin) = &state.config.admin else {
         return Err(not_found(method, uri).await.into_response());
     };
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or_default();
-    if !bool::from(subtle::ConstantTimeEq::ct_eq(
-        given.as_bytes(),
-        admin.token.as_bytes(),
-    )) {
+    if !admin.accepts(headers) {
         let mut response = (
             StatusCode::UNAUTHORIZED,
             Json(json!({"error": "admin endpoints need `Authorization: Bearer <token>`"})),
@@ -597,7 +661,7 @@ async fn authorized<'a>(
 }
 
 /// Hands an action to the server and waits for its answer.
-async fn act(admin: &Admin, action: AdminAction) -> ReloadResult {
+pub(crate) async fn act(admin: &Admin, action: AdminAction) -> ReloadResult {
     let (reply, answer) = tokio::sync::oneshot::channel();
     let stopping = || Error::unavailable("the server is stopping");
     admin
@@ -753,13 +817,19 @@ async fn repository_index(
     State(state): State<Arc<AppState>>,
 ) -> Result<Json<serde_json::Value>, Error> {
     let served = state.current()?;
+    Ok(Json(serde_json::Value::Array(repository_entries(&served))))
+}
+
+/// The repository index: every served model with its version and state (`READY`, or
+/// `UNAVAILABLE` with the reason), and the unloaded ones.
+pub(crate) fn repository_entries(served: &Pipeline) -> Vec<serde_json::Value> {
     let graph = &served.graph;
-    let models: Vec<serde_json::Value> = graph
+    graph
         .models()
         .iter()
         .map(|m| {
             let version = m.version.as_deref().unwrap_or("1");
-            match model_is_ready(&served, &m.name, m.version.as_deref()) {
+            match model_is_ready(served, &m.name, m.version.as_deref()) {
                 Ok(()) => json!({ "name": m.name, "version": version, "state": "READY" }),
                 Err(e) => json!({
                     "name": m.name, "version": version, "state": "UNAVAILABLE",
@@ -780,8 +850,7 @@ async fn repository_index(
                     })
                 }),
         )
-        .collect();
-    Ok(Json(serde_json::Value::Array(models)))
+        .collect()
 }
 
 /// `POST /v2/repository/models/{m}/load|unload|default`: Triton's load (with its
@@ -870,6 +939,7 @@ async fn run_infer(
         headers,
         resume_after: None,
         encoding: Encoding::AsRequested,
+        deadline: None,
     };
     let span = || {
         let named = model.unwrap_or(&served.graph.name);

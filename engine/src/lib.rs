@@ -10,6 +10,8 @@ pub mod event;
 pub mod feedback;
 pub mod fields;
 pub mod graph;
+#[cfg(feature = "grpc")]
+pub mod grpc;
 #[cfg(feature = "http")]
 pub mod http;
 #[cfg(feature = "kafka")]

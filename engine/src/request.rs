@@ -67,6 +67,41 @@ pub enum Encoding {
     AsRequested,
     /// Every output as JSON data, whatever the request asked (Kafka, the CLI).
     Json,
+    /// Not encoded: the outputs are handed back as tensors ([`Response::tensors`]) for a
+    /// transport with its own encoding (gRPC's protobuf).
+    Tensors,
+}
+
+/// A request's body as its source has it.
+pub enum Body {
+    /// OIP JSON (or JSON then binary data, or MLRun's rows): HTTP, Kafka, the CLI.
+    Bytes(bytes::Bytes),
+    /// Decoded by the transport already (gRPC's protobuf).
+    Decoded(protocol::InferRequest),
+}
+
+impl From<bytes::Bytes> for Body {
+    fn from(b: bytes::Bytes) -> Body {
+        Body::Bytes(b)
+    }
+}
+
+impl From<protocol::InferRequest> for Body {
+    fn from(r: protocol::InferRequest) -> Body {
+        Body::Decoded(r)
+    }
+}
+
+/// The answer as tensors ([`Encoding::Tensors`]).
+#[derive(Debug)]
+pub struct Tensors {
+    /// The model as its metadata names it.
+    pub model: String,
+    pub version: Option<String>,
+    /// The outputs asked for, in order (all of them when none were named).
+    pub outputs: Vec<crate::tensor::Tensor>,
+    /// The event's notes and the route taken, as JSON responses carry them in `parameters`.
+    pub parameters: serde_json::Map<String, serde_json::Value>,
 }
 
 /// One request as a source hands it over.
@@ -81,6 +116,8 @@ pub struct Request<'a> {
     /// Run only the steps after this one (a message a queue step published).
     pub resume_after: Option<String>,
     pub encoding: Encoding,
+    /// The caller's own deadline (gRPC's `grpc-timeout`), within the graph's.
+    pub deadline: Option<Duration>,
 }
 
 /// A served request's answer.
@@ -88,9 +125,12 @@ pub struct Request<'a> {
 pub struct Response {
     /// The request's id (given, or made up).
     pub id: String,
+    /// The encoded answer (empty with [`Encoding::Tensors`]).
     pub body: Vec<u8>,
     /// Set when binary data follows the JSON (send as `Inference-Header-Content-Length`).
     pub json_len: Option<usize>,
+    /// The answer as tensors, with [`Encoding::Tensors`].
+    pub tensors: Option<Tensors>,
     /// The event was handed on (a queue step): accepted, the result goes elsewhere (202).
     pub accepted: bool,
     /// Time the models took.
@@ -208,11 +248,11 @@ impl Pipeline {
     }
 
     /// Serves one request, observed: [`Pipeline::observe`], [`Pipeline::serve`], finish.
-    pub async fn handle(
+    pub async fn handle<B: Into<Body>>(
         &self,
         request: Request<'_>,
         span: impl FnOnce() -> SpanInfo,
-        body: impl Future<Output = Result<bytes::Bytes>>,
+        body: impl Future<Output = Result<B>>,
     ) -> Result<Response> {
         let observation = self.observe(request.headers, span);
         let result = self.serve(request, observation.trace(), body).await;
@@ -222,44 +262,24 @@ impl Pipeline {
 
     /// Serves one request (not observed: see [`Pipeline::handle`]). The body is read only
     /// once the request is admitted.
-    pub async fn serve(
+    pub async fn serve<B: Into<Body>>(
         &self,
         request: Request<'_>,
         trace: Option<opentelemetry::Context>,
-        body: impl Future<Output = Result<bytes::Bytes>>,
+        body: impl Future<Output = Result<B>>,
     ) -> Result<Response> {
         let graph = &*self.graph;
         if let Some(model) = request.model {
             graph.find_model(model, request.version)?;
         }
         let _permit = graph.admit()?;
-        let body = body.await?;
         let headers = request.headers;
-        let json_len = match headers.header(HEADER_CONTENT_LENGTH) {
-            None => None,
-            Some(v) => Some(v.trim().parse::<usize>().map_err(|_| {
-                Error::bad_request("Inference-Header-Content-Length must be a byte count")
-            })?),
-        };
-        // MLRun's rows (`{"inputs": [[...], ...]}`) stand for the addressed model's one input,
-        // and are answered in MLRun's shape.
-        let mlrun = json_len.is_none() && protocol::mlrun::is_rows(&body);
-        let oip;
-        let decoded = if json_len == Some(0) {
-            let name = request.model.unwrap_or(&graph.name);
-            let info = graph.find_model(name, request.version)?;
-            protocol::decode_raw(&body, name, &info.inputs)?
-        } else if mlrun {
-            let rows = protocol::mlrun::parse(&body)?;
-            let info = match (request.model, protocol::mlrun::named_model(&rows)) {
-                (Some(m), _) if m != graph.name => graph.find_model(m, request.version)?,
-                (_, (Some(m), version)) => graph.find_model(m, version)?,
-                (m, (None, _)) => graph.find_model(m.unwrap_or(&graph.name), request.version)?,
-            };
-            oip = protocol::mlrun::to_oip(rows, info)?;
-            decode_request(&oip, None)?
-        } else {
-            decode_request(&body, json_len)?
+        let (body, json_len, mlrun, decoded) = match body.await?.into() {
+            Body::Decoded(decoded) => (bytes::Bytes::new(), None, false, decoded),
+            Body::Bytes(body) => {
+                let (json_len, mlrun, decoded) = self.decode(&request, &body)?;
+                (body, json_len, mlrun, decoded)
+            }
         };
         graph.check_request(&decoded.event)?;
         let mut event = decoded.event;
@@ -333,17 +353,28 @@ impl Pipeline {
         event.resume_after = request.resume_after;
         let id = event.id.clone();
 
-        let mut done = match self.tracker.as_ref().filter(|t| t.sampled()) {
-            None => graph.run(event).await?,
-            Some(tracker) => {
-                let ctx = TrackContext {
-                    graph,
-                    model,
-                    version,
-                    explain,
-                };
-                run_tracked(tracker, ctx, event).await?
+        let run = async {
+            match self.tracker.as_ref().filter(|t| t.sampled()) {
+                None => graph.run(event).await,
+                Some(tracker) => {
+                    let ctx = TrackContext {
+                        graph,
+                        model,
+                        version,
+                        explain,
+                    };
+                    run_tracked(tracker, ctx, event).await
+                }
             }
+        };
+        let mut done = match request.deadline {
+            None => run.await?,
+            Some(limit) => tokio::time::timeout(limit, run).await.map_err(|_| {
+                Error::timeout(format!(
+                    "the caller's deadline of {} ms passed",
+                    limit.as_millis()
+                ))
+            })??,
         };
         if explain && done.get(ATTRIBUTIONS).is_none() {
             return Err(Error::bad_request(format!(
@@ -353,7 +384,7 @@ impl Pipeline {
         }
         let binary_output = match request.encoding {
             Encoding::AsRequested => decoded.binary_output,
-            Encoding::Json => false,
+            Encoding::Json | Encoding::Tensors => false,
         };
         let mut outputs = decoded.outputs;
         if outputs.iter().any(|o| o.classification.is_some()) {
@@ -373,6 +404,23 @@ impl Pipeline {
                 o.binary = Some(false);
             }
         }
+        if request.encoding == Encoding::Tensors {
+            let (outputs, parameters) = protocol::take_outputs(&mut done, &outputs)?;
+            return Ok(Response {
+                id,
+                body: Vec::new(),
+                json_len: None,
+                tensors: Some(Tensors {
+                    model: model.to_owned(),
+                    version: version.map(str::to_owned),
+                    outputs,
+                    parameters,
+                }),
+                accepted: done.stopped,
+                model_time: done.model_time,
+                rows,
+            });
+        }
         let encoded = if mlrun {
             protocol::Encoded {
                 body: protocol::mlrun::encode(&done, model)?,
@@ -385,10 +433,49 @@ impl Pipeline {
             id,
             body: encoded.body,
             json_len: encoded.json_len,
+            tensors: None,
             accepted: done.stopped,
             model_time: done.model_time,
             rows,
         })
+    }
+
+    /// Decodes a body: the OIP's JSON (with binary data after it when
+    /// `Inference-Header-Content-Length` says so), Triton's raw binary request, or MLRun's rows.
+    /// Also says where the JSON ends, and whether the answer goes in MLRun's shape.
+    fn decode(
+        &self,
+        request: &Request<'_>,
+        body: &[u8],
+    ) -> Result<(Option<usize>, bool, protocol::InferRequest)> {
+        let graph = &*self.graph;
+        let json_len = match request.headers.header(HEADER_CONTENT_LENGTH) {
+            None => None,
+            Some(v) => Some(v.trim().parse::<usize>().map_err(|_| {
+                Error::bad_request("Inference-Header-Content-Length must be a byte count")
+            })?),
+        };
+        // MLRun's rows (`{"inputs": [[...], ...]}`) stand for the addressed model's one input,
+        // and are answered in MLRun's shape.
+        let mlrun = json_len.is_none() && protocol::mlrun::is_rows(body);
+        let oip;
+        let decoded = if json_len == Some(0) {
+            let name = request.model.unwrap_or(&graph.name);
+            let info = graph.find_model(name, request.version)?;
+            protocol::decode_raw(body, name, &info.inputs)?
+        } else if mlrun {
+            let rows = protocol::mlrun::parse(body)?;
+            let info = match (request.model, protocol::mlrun::named_model(&rows)) {
+                (Some(m), _) if m != graph.name => graph.find_model(m, request.version)?,
+                (_, (Some(m), version)) => graph.find_model(m, version)?,
+                (m, (None, _)) => graph.find_model(m.unwrap_or(&graph.name), request.version)?,
+            };
+            oip = protocol::mlrun::to_oip(rows, info)?;
+            decode_request(&oip, None)?
+        } else {
+            decode_request(body, json_len)?
+        };
+        Ok((json_len, mlrun, decoded))
     }
 }
 

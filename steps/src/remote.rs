@@ -1,7 +1,9 @@
 //! `class: remote`: a model served by another Open Inference Protocol (V2) server (another
-//! servegraph, Triton, KServe, Seldon, MLServer), called over HTTP/1.1.
+//! servegraph, Triton, KServe, Seldon, MLServer), called over HTTP/1.1 or, with
+//! `protocol: grpc`, over gRPC (tensors raw both ways; one HTTP/2 connection, multiplexed,
+//! reconnected when it breaks).
 //!
-//! Connections are pooled and kept alive. At most `max_in_flight` requests are out at once
+//! HTTP connections are pooled and kept alive. At most `max_in_flight` requests are out at once
 //! (more get 503 at once). Each attempt has a deadline; a 5xx or 429 answer, a refused or
 //! broken connection, or a missed deadline is retried `retries` times with exponential
 //! backoff (`backoff_ms`, doubling); a 4xx answer is the request's fault and is passed on with
@@ -35,14 +37,34 @@ pub struct RemoteSettings {
     pub backoff: Duration,
     pub max_in_flight: usize,
     pub binary: bool,
+    pub protocol: crate::model::RemoteProtocol,
+}
+
+type GrpcClient =
+    servegraph_engine::grpc::pb::grpc_inference_service_client::GrpcInferenceServiceClient<
+        tonic::transport::Channel,
+    >;
+
+/// How requests reach the server (one per step: the variants' sizes do not matter).
+#[allow(clippy::large_enum_variant)]
+enum Transport {
+    Http {
+        infer: Uri,
+        client: Client<HttpConnector, Full<Bytes>>,
+    },
+    /// The channel is made on first use, on the serving runtime (its worker task lives
+    /// there; steps are built off any runtime).
+    Grpc {
+        endpoint: tonic::transport::Endpoint,
+        client: std::sync::OnceLock<GrpcClient>,
+    },
 }
 
 pub struct RemoteModel {
     name: String,
     base: String,
-    infer: Uri,
     settings: RemoteSettings,
-    client: Client<HttpConnector, Full<Bytes>>,
+    transport: Transport,
     in_flight: Semaphore,
     /// The remote model's metadata, when it could be read at load.
     meta: Option<(Vec<TensorMeta>, Vec<TensorMeta>)>,
@@ -69,8 +91,14 @@ impl RemoteModel {
         if infer.scheme_str() != Some("http") || infer.authority().is_none() {
             return Err(format!("`url` must be http://host:port, not `{url}`"));
         }
+        let grpc = settings.protocol == crate::model::RemoteProtocol::Grpc;
         let meta = if fetch_metadata {
-            match fetch(&format!("{base}{path}")) {
+            let meta = if grpc {
+                fetch_grpc(&base, &settings.model, settings.version.as_deref())
+            } else {
+                fetch(&format!("{base}{path}"))
+            };
+            match meta {
                 Ok(meta) => Some(meta),
                 Err(e) => {
                     tracing::warn!(step = name, url = %base, error = %e, "remote model metadata unavailable; its tensors are not validated");
@@ -80,28 +108,84 @@ impl RemoteModel {
         } else {
             None
         };
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build_http();
+        let transport = if grpc {
+            Transport::Grpc {
+                endpoint: grpc_endpoint(&base)?,
+                client: std::sync::OnceLock::new(),
+            }
+        } else {
+            Transport::Http {
+                infer,
+                client: Client::builder(TokioExecutor::new())
+                    .pool_idle_timeout(Duration::from_secs(30))
+                    .build_http(),
+            }
+        };
         Ok(RemoteModel {
             metrics: servegraph_engine::metrics::ModelMetrics::new(name),
             name: name.to_owned(),
             base,
-            infer,
             in_flight: Semaphore::new(settings.max_in_flight),
             settings,
-            client,
+            transport,
             meta,
         })
+    }
+
+    /// One gRPC attempt (the request's tensors are shared, not copied, between attempts).
+    async fn attempt_grpc(
+        &self,
+        client: &GrpcClient,
+        message: &servegraph_engine::grpc::pb::ModelInferRequest,
+    ) -> std::result::Result<Vec<servegraph_engine::Tensor>, (Error, bool)> {
+        let mut client = client.clone();
+        let mut request = tonic::Request::new(message.clone());
+        // The server sees the deadline too (`grpc-timeout`), and gives up when it passes.
+        request.set_timeout(self.settings.attempt_timeout);
+        let answer =
+            tokio::time::timeout(self.settings.attempt_timeout, client.model_infer(request))
+                .await
+                .map_err(|_| {
+                    let ms = self.settings.attempt_timeout.as_millis();
+                    (
+                        Error::timeout(format!("{} did not answer within {ms} ms", self.base)),
+                        true,
+                    )
+                })?;
+        match answer {
+            Ok(response) => servegraph_engine::grpc::decode_response(response.into_inner())
+                .map_err(|e| (e, false)),
+            Err(status) => {
+                let kind = ErrorKind::from_grpc_code(status.code() as i32);
+                // As over HTTP: the server's trouble (5xx) and overload are retried, the
+                // request's own faults are passed on.
+                let retry = kind == ErrorKind::Overloaded || kind.status() >= 500;
+                let message = if status.code() == tonic::Code::Unavailable
+                    && status.message().contains("transport")
+                {
+                    format!("cannot reach {}: {}", self.base, status.message())
+                } else {
+                    format!(
+                        "{} answered {:?}: {}",
+                        self.base,
+                        status.code(),
+                        status.message()
+                    )
+                };
+                Err((Error::new(kind, message), retry))
+            }
+        }
     }
 
     /// One attempt: `Ok` with the tensors, or an error and whether to try again.
     async fn attempt(
         &self,
+        infer: &Uri,
+        client: &Client<HttpConnector, Full<Bytes>>,
         body: &Bytes,
         json_len: Option<usize>,
     ) -> std::result::Result<Vec<servegraph_engine::Tensor>, (Error, bool)> {
-        let mut req = Request::post(self.infer.clone());
+        let mut req = Request::post(infer.clone());
         req = match json_len {
             Some(n) => req
                 .header("content-type", "application/octet-stream")
@@ -112,7 +196,7 @@ impl RemoteModel {
             .body(Full::new(body.clone()))
             .map_err(|e| (Error::internal(format!("building the request: {e}")), false))?;
         let call = async {
-            let resp = self.client.request(req).await.map_err(|e| {
+            let resp = client.request(req).await.map_err(|e| {
                 (
                     Error::unavailable(format!("cannot reach {}: {e}", self.base)),
                     true,
@@ -175,14 +259,33 @@ impl Step for RemoteModel {
                 self.name, self.settings.max_in_flight
             ))
         })?;
-        let encoded = encode_request(&event.id, &event.tensors, self.settings.binary)?;
-        let body = Bytes::from(encoded.body);
+        let request = match &self.transport {
+            Transport::Http { .. } => {
+                let encoded = encode_request(&event.id, &event.tensors, self.settings.binary)?;
+                Encoded::Http(Bytes::from(encoded.body), encoded.json_len)
+            }
+            Transport::Grpc { .. } => Encoded::Grpc(servegraph_engine::grpc::encode_request(
+                &self.settings.model,
+                self.settings.version.as_deref(),
+                &event.id,
+                &event.tensors,
+            )),
+        };
         let mut delay = self.settings.backoff;
         let mut attempt = 0;
         let start = std::time::Instant::now();
         loop {
             let call = std::time::Instant::now();
-            let outcome = self.attempt(&body, encoded.json_len).await;
+            let outcome = match (&self.transport, &request) {
+                (Transport::Http { infer, client }, Encoded::Http(body, json_len)) => {
+                    self.attempt(infer, client, body, *json_len).await
+                }
+                (Transport::Grpc { endpoint, client }, Encoded::Grpc(message)) => {
+                    let client = client.get_or_init(|| grpc_client(endpoint));
+                    self.attempt_grpc(client, message).await
+                }
+                _ => unreachable!("a request is encoded for its transport"),
+            };
             self.metrics.run_seconds.observe(call.elapsed());
             match outcome {
                 Ok(tensors) => {
@@ -223,6 +326,78 @@ impl Step for RemoteModel {
     fn platform(&self) -> &str {
         "remote"
     }
+}
+
+/// A request encoded once for all its attempts.
+enum Encoded {
+    Http(Bytes, Option<usize>),
+    Grpc(servegraph_engine::grpc::pb::ModelInferRequest),
+}
+
+/// Where a gRPC server is (`http://host:port`).
+fn grpc_endpoint(base: &str) -> std::result::Result<tonic::transport::Endpoint, String> {
+    Ok(tonic::transport::Endpoint::from_shared(base.to_owned())
+        .map_err(|e| format!("`url` is not a valid URL: {e}"))?
+        .connect_timeout(Duration::from_secs(2))
+        .tcp_nodelay(true))
+}
+
+/// A gRPC client of `endpoint`: connects on first use, and again whenever the connection
+/// breaks. Must be called on a tokio runtime.
+fn grpc_client(endpoint: &tonic::transport::Endpoint) -> GrpcClient {
+    GrpcClient::new(endpoint.connect_lazy())
+        .max_decoding_message_size(MAX_RESPONSE_BYTES)
+        .max_encoding_message_size(usize::MAX)
+}
+
+/// The model's inputs and outputs over gRPC (`ModelMetadata`), with a short deadline, on a
+/// thread of its own.
+fn fetch_grpc(
+    base: &str,
+    model: &str,
+    version: Option<&str>,
+) -> std::result::Result<(Vec<TensorMeta>, Vec<TensorMeta>), String> {
+    let (base, model, version) = (
+        base.to_owned(),
+        model.to_owned(),
+        version.map(str::to_owned),
+    );
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        rt.block_on(async {
+            let mut client = grpc_client(&grpc_endpoint(&base)?);
+            let mut request =
+                tonic::Request::new(servegraph_engine::grpc::pb::ModelMetadataRequest {
+                    name: model,
+                    version: version.unwrap_or_default(),
+                });
+            request.set_timeout(Duration::from_secs(2));
+            let meta = tokio::time::timeout(Duration::from_secs(2), client.model_metadata(request))
+                .await
+                .map_err(|_| "no answer within 2 s".to_owned())?
+                .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?
+                .into_inner();
+            let tensors = |list: Vec<
+                servegraph_engine::grpc::pb::model_metadata_response::TensorMetadata,
+            >| {
+                list.into_iter()
+                    .map(|t| {
+                        let datatype =
+                            servegraph_engine::DataType::parse(&t.datatype).ok_or_else(|| {
+                                format!("unknown datatype `{}` of `{}`", t.datatype, t.name)
+                            })?;
+                        Ok(TensorMeta::new(t.name, datatype, t.shape))
+                    })
+                    .collect::<std::result::Result<Vec<_>, String>>()
+            };
+            Ok((tensors(meta.inputs)?, tensors(meta.outputs)?))
+        })
+    })
+    .join()
+    .map_err(|_| "the metadata request panicked".to_owned())?
 }
 
 /// Reads `GET {url}` (OIP model metadata) with a short deadline, on a thread of its own so it

@@ -36,6 +36,9 @@ pub fn bin() -> Command {
 pub struct Server {
     child: Child,
     pub addr: String,
+    /// The gRPC listener's address, when started with `--grpc-listen`.
+    #[allow(dead_code)]
+    pub grpc: Option<String>,
 }
 
 impl Server {
@@ -85,12 +88,18 @@ impl Server {
         BufReader::new(stdout)
             .read_line(&mut line)
             .expect("read the listening line");
-        let addr = line
+        // `servegraph listening on http://ADDR[ grpc://ADDR]`
+        let mut words = line
             .trim()
             .strip_prefix("servegraph listening on http://")
             .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
-            .to_owned();
-        Server { child, addr }
+            .split(' ');
+        let addr = words.next().unwrap_or_default().to_owned();
+        let grpc = words
+            .next()
+            .and_then(|w| w.strip_prefix("grpc://"))
+            .map(str::to_owned);
+        Server { child, addr, grpc }
     }
 
     /// Waits until ready; fails at once when the server exits instead (its errors are on

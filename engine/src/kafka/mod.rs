@@ -401,6 +401,7 @@ async fn process(pipeline: &Pipeline, spec: &KafkaSourceSpec, msg: Incoming) -> 
                     // A message a queue step published: the flow goes on after that step.
                     resume_after: headers.header(queue::RESUME_HEADER).map(|v| v.into_owned()),
                     encoding: Encoding::Json,
+                    deadline: None,
                 };
                 let payload = msg
                     .payload

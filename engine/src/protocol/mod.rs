@@ -21,7 +21,7 @@ pub use binary::{decode_binary, encode_binary};
 pub use classify::classify;
 pub use client::{TensorsJson, decode_response, encode_request};
 pub use request::{InferRequest, RequestedOutput, decode_raw, decode_request};
-pub use response::{Encoded, encode_json_response, encode_response};
+pub use response::{Encoded, encode_json_response, encode_response, take_outputs};
 
 use crate::event::Event;
 use crate::tensor::Tensor;

@@ -78,6 +78,36 @@ pub fn encode_json_response(
     encode(event, model, version, picked, Fallback::Base64).map(|e| e.body)
 }
 
+/// The outputs to send as tensors (the requested ones in order, else all), taken out of the
+/// event, with the response's `parameters` (for transports with their own encoding: gRPC).
+pub fn take_outputs(
+    event: &mut Event,
+    requested: &[RequestedOutput],
+) -> Result<(Vec<Tensor>, Map<String, Value>)> {
+    let parameters = parameters(event);
+    if requested.is_empty() {
+        return Ok((std::mem::take(&mut event.tensors), parameters));
+    }
+    if let Some(r) = requested.iter().find(|r| event.get(&r.name).is_none()) {
+        return Err(unknown_output(event, &r.name));
+    }
+    // Names are unique (the decoder refuses a name asked for twice).
+    let outputs = requested
+        .iter()
+        .map(|r| event.take(&r.name))
+        .collect::<Result<Vec<_>>>()?;
+    Ok((outputs, parameters))
+}
+
+/// A response's `parameters`: the event's notes and the route it took.
+fn parameters(event: &Event) -> Map<String, Value> {
+    let mut parameters = event.notes.clone();
+    if let Some(route) = event.route() {
+        parameters.insert("route".into(), Value::String(route.to_owned()));
+    }
+    parameters
+}
+
 /// The outputs to send (the requested ones in order, else all), each with whether it goes
 /// binary (`binary` is given the request's entry for it, `None` when none were listed).
 fn pick<'a>(
@@ -108,10 +138,7 @@ fn encode(
     fallback: Fallback,
 ) -> Result<Encoded> {
     let (outputs, binary) = tensors_out(picked, fallback);
-    let mut parameters = event.notes.clone();
-    if let Some(route) = event.route() {
-        parameters.insert("route".into(), Value::String(route.to_owned()));
-    }
+    let parameters = parameters(event);
     let response = ResponseJson {
         model_name: model,
         model_version: version,

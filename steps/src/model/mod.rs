@@ -156,9 +156,14 @@ pub struct OnnxSpec {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RemoteSpec {
-    /// The server's base URL (`http://host:port`).
+    /// The server's base URL (`http://host:port`; for gRPC the server's gRPC port, Triton's
+    /// 8001).
     #[schemars(with = "String")]
     pub url: Spanned<String>,
+    /// `http` (the default: OIP over HTTP/1.1, JSON or the binary extension) or `grpc` (the
+    /// OIP over gRPC, Triton's `GRPCInferenceService`: tensors always raw).
+    #[serde(default)]
+    pub protocol: Option<RemoteProtocol>,
     /// The model's name on that server (default: this step's name).
     #[serde(default)]
     pub model: Option<String>,
@@ -190,6 +195,15 @@ pub struct RemoteSpec {
     #[serde(default)]
     #[schemars(with = "Option<Vec<serde_json::Value>>")]
     pub postprocess: Option<serde::de::IgnoredAny>,
+}
+
+/// How a remote model is called.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RemoteProtocol {
+    #[default]
+    Http,
+    Grpc,
 }
 
 /// `batch: {max_size, max_wait_us}`.
@@ -317,7 +331,16 @@ fn remote_model(
         backoff: std::time::Duration::from_millis(spec.backoff_ms.unwrap_or(50)),
         max_in_flight: spec.max_in_flight.unwrap_or(64),
         binary: spec.binary.unwrap_or(true),
+        protocol: spec.protocol.unwrap_or_default(),
     };
+    if settings.protocol == RemoteProtocol::Grpc && spec.binary == Some(false) {
+        ctx.error(
+            &node.name,
+            url.span(),
+            "`binary: false` is for `protocol: http`; gRPC always sends tensors raw",
+        );
+        return None;
+    }
     match crate::remote::RemoteModel::new(
         &node.name,
         url.as_str(),
