@@ -733,7 +733,7 @@ fn serve(graph_path: &Path, options: ServeOptions) -> anyhow::Result<()> {
                 )?);
             }
         }
-        let http = HttpSource::listen_app(listener, state, app, tls)?;
+        let http = HttpSource::listen_app(listener, state, app, tls, grpc.on_http)?;
         // Bound at once so liveness answers while models load; "listening" is said only once
         // the graph has loaded (a graph that refuses to start never claims it).
         tracing::info!(%addr, graph = %graph_path.display(), admin = admin_on, "bound; loading models (liveness answers meanwhile)");

@@ -165,18 +165,19 @@ impl HttpSource {
         tls: Option<axum_server::tls_rustls::RustlsConfig>,
     ) -> std::io::Result<HttpSource> {
         let app = router(Arc::clone(&state));
-        HttpSource::listen_app(listener, state, app, tls)
+        HttpSource::listen_app(listener, state, app, tls, false)
     }
 
-    /// [`HttpSource::listen`] with an app built from `state` by the caller (one that also
-    /// serves gRPC on the same port, say).
+    /// [`HttpSource::listen`] with an app built from `state` by the caller; `grpc` when it
+    /// also serves gRPC on this port (HTTP/2 is then set up for large messages).
     pub fn listen_app(
         listener: tokio::net::TcpListener,
         state: Arc<AppState>,
         app: Router,
         tls: Option<axum_server::tls_rustls::RustlsConfig>,
+        grpc: bool,
     ) -> std::io::Result<HttpSource> {
-        let (server, stop) = spawn_app(listener, app, tls)?;
+        let (server, stop) = spawn_app(listener, app, tls, grpc)?;
         Ok(HttpSource {
             state,
             server: Some(server),
@@ -193,35 +194,62 @@ pub(crate) type Server = (
 );
 
 /// Serves `app` on `listener` (HTTP/1.1 and HTTP/2, gRPC included), over TLS when `tls` is
-/// given (ALPN offers `h2` and `http/1.1`).
+/// given (ALPN offers `h2` and `http/1.1`). With `grpc`, HTTP/2 is set up for large gRPC
+/// messages ([`tune_http2`]).
 pub(crate) fn spawn_app(
     listener: tokio::net::TcpListener,
     app: Router,
     tls: Option<axum_server::tls_rustls::RustlsConfig>,
+    grpc: bool,
 ) -> std::io::Result<Server> {
     let (stop, mut stopped) = tokio::sync::watch::channel(false);
-    let server = match tls {
-        None => {
-            let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-                let _ = stopped.wait_for(|s| *s).await;
-            });
-            tokio::spawn(async move { server.await })
-        }
-        Some(config) => {
-            // Stops accepting on the signal; open connections finish their requests.
-            let handle = axum_server::Handle::new();
-            let stopping = handle.clone();
-            tokio::spawn(async move {
-                let _ = stopped.wait_for(|s| *s).await;
-                stopping.graceful_shutdown(None);
-            });
-            let server = axum_server::from_tcp_rustls(listener.into_std()?, config)?
-                .handle(handle)
-                .serve(app.into_make_service());
-            tokio::spawn(server)
+    let server = if tls.is_none() && !grpc {
+        let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        });
+        tokio::spawn(async move { server.await })
+    } else {
+        // Stops accepting on the signal; open connections finish their requests.
+        let handle = axum_server::Handle::new();
+        let stopping = handle.clone();
+        tokio::spawn(async move {
+            let _ = stopped.wait_for(|s| *s).await;
+            stopping.graceful_shutdown(None);
+        });
+        let listener = listener.into_std()?;
+        match tls {
+            Some(config) => {
+                let mut server = axum_server::from_tcp_rustls(listener, config)?.handle(handle);
+                if grpc {
+                    tune_http2(server.http_builder());
+                }
+                tokio::spawn(server.serve(app.into_make_service()))
+            }
+            None => {
+                let mut server = axum_server::from_tcp(listener)?.handle(handle);
+                tune_http2(server.http_builder());
+                tokio::spawn(server.serve(app.into_make_service()))
+            }
         }
     };
     Ok((server, stop))
+}
+
+/// HTTP/2 for gRPC's large messages: HTTP/2's default 64 KiB flow-control window makes a
+/// 1 MiB tensor wait for window updates (a round trip each), and 16 KiB frames cut it in 64;
+/// windows of 4 MiB (stream) and 8 MiB (connection) and 4 MiB frames (what grpcio offers) let a message of
+/// several MiB arrive without a stall. The windows bound what one connection can send ahead
+/// of the server; at most 256 streams at once per connection.
+fn tune_http2(
+    builder: &mut hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>,
+) {
+    builder
+        .http2()
+        .initial_stream_window_size(4 << 20)
+        .initial_connection_window_size(8 << 20)
+        .max_frame_size(4 << 20)
+        .max_send_buf_size(4 << 20)
+        .max_concurrent_streams(256);
 }
 
 /// Follows the process's phase for a server: `draining` turns true in the grace period

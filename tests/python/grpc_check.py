@@ -162,10 +162,16 @@ def errors(client):
     # RPCs servegraph does not serve, and the repository's actions without --admin-token.
     refused(lambda: client.get_system_shared_memory_status(), "UNIMPLEMENTED", "")
     refused(lambda: client.load_model("m"), "UNIMPLEMENTED", "--admin-token")
-    # Larger than --grpc-max-message-bytes (this server's is 64 KiB): refused by tonic's
-    # decoder, which says OUT_OF_RANGE (gRPC's C core would say RESOURCE_EXHAUSTED).
+    # Larger than --grpc-max-message-bytes (this server's is 64 KiB): RESOURCE_EXHAUSTED for
+    # ModelInfer; in a stream, tonic's decoder refuses it with OUT_OF_RANGE.
     big = np.zeros((5000, 4), dtype=np.float32)
-    refused(lambda: client.infer("iris-lr", [iris_input(big)]), "OUT_OF_RANGE", "the limit is: 65536 bytes")
+    refused(lambda: client.infer("iris-lr", [iris_input(big)]), "RESOURCE_EXHAUSTED", "larger than the limit of 65536 bytes")
+    answers = queue.Queue()
+    client.start_stream(callback=lambda result, error: answers.put((result, error)))
+    client.async_stream_infer("iris-lr", [iris_input(big)])
+    result, error = answers.get(timeout=10)
+    client.stop_stream()
+    assert error is not None and "StatusCode.OUT_OF_RANGE" in error.status() and "65536" in error.message(), error
     # Still serving.
     assert client.infer("iris-lr", [iris_input()]).as_numpy("label").tolist() == EXPECTED["iris-lr"]["label"]
 

@@ -255,9 +255,34 @@ fn from_contents(
     })
 }
 
+/// Numeric tensor data seen as its little-endian bytes, so a `Bytes` can own it without a copy.
+#[cfg(target_endian = "little")]
+struct LeBytes(TensorData);
+
+#[cfg(target_endian = "little")]
+impl AsRef<[u8]> for LeBytes {
+    fn as_ref(&self) -> &[u8] {
+        crate::with_numeric_data!(&self.0, v => bytemuck::cast_slice(v.as_slice()), _ => &[])
+    }
+}
+
+/// Tensor data as raw contents, taking it: numbers without a copy (on little-endian
+/// machines), BOOL and BYTES encoded.
+fn raw_owned(data: TensorData) -> Bytes {
+    #[cfg(target_endian = "little")]
+    if !matches!(data, TensorData::Bool(_) | TensorData::Bytes(_)) {
+        return Bytes::from_owner(LeBytes(data));
+    }
+    raw(&data)
+}
+
 /// Tensor data as raw contents (what `as_numpy()` reads).
 fn raw(data: &TensorData) -> Bytes {
-    let mut out = Vec::new();
+    let size = match data {
+        TensorData::Bytes(v) => v.iter().map(|b| b.len() + 4).sum(),
+        other => other.len() * other.datatype().element_size().unwrap_or(1),
+    };
+    let mut out = Vec::with_capacity(size);
     encode_binary(data, &mut out);
     Bytes::from(out)
 }
@@ -270,15 +295,15 @@ fn shape_of(t: &Tensor) -> Vec<i64> {
 pub fn encode_response(id: String, answer: Tensors) -> pb::ModelInferResponse {
     let mut outputs = Vec::with_capacity(answer.outputs.len());
     let mut raw_contents = Vec::with_capacity(answer.outputs.len());
-    for t in &answer.outputs {
+    for t in answer.outputs {
         outputs.push(pb::model_infer_response::InferOutputTensor {
-            name: t.name.clone(),
             datatype: t.datatype().as_str().to_owned(),
-            shape: shape_of(t),
+            shape: shape_of(&t),
+            name: t.name,
             parameters: Default::default(),
             contents: None,
         });
-        raw_contents.push(raw(&t.data));
+        raw_contents.push(raw_owned(t.data));
     }
     pb::ModelInferResponse {
         model_name: answer.model,

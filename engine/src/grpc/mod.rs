@@ -11,6 +11,7 @@
 //! routes ([`GrpcState::routes`]).
 
 mod convert;
+mod unary;
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -96,7 +97,14 @@ impl GrpcState {
         let service = GrpcInferenceServiceServer::new(Service(Arc::clone(self)))
             .max_decoding_message_size(limit)
             .max_encoding_message_size(limit);
-        axum::Router::new().route_service(SERVICE_PATH, service)
+        // ModelInfer by hand (`unary.rs`); every other RPC through tonic.
+        axum::Router::new()
+            .route(
+                "/inference.GRPCInferenceService/ModelInfer",
+                axum::routing::post(unary::model_infer),
+            )
+            .with_state(Arc::clone(self))
+            .route_service(SERVICE_PATH, service)
     }
 }
 
@@ -135,7 +143,7 @@ pub fn parse_timeout(value: &str) -> Result<Duration, Error> {
     })
 }
 
-fn deadline(metadata: &MetadataMap) -> Result<Option<Duration>, Error> {
+fn deadline(metadata: &dyn Headers) -> Result<Option<Duration>, Error> {
     metadata
         .header("grpc-timeout")
         .map(|v| parse_timeout(&v))
@@ -150,7 +158,7 @@ fn version(v: &str) -> Option<&str> {
 /// One inference request through the request path; the answer, or the error.
 async fn infer(
     served: &Pipeline,
-    metadata: &MetadataMap,
+    metadata: &dyn Headers,
     mut message: pb::ModelInferRequest,
 ) -> Result<pb::ModelInferResponse, Error> {
     let deadline = deadline(metadata)?;
@@ -426,7 +434,7 @@ impl GrpcInferenceService for Service {
                     // The graph serving when the request arrived (a reload may come mid-stream).
                     let result = match state.served.load_full() {
                         None => Err(Error::unavailable("not ready: models are loading")),
-                        Some(served) => infer(&served, &metadata, message).await,
+                        Some(served) => infer(&served, &*metadata, message).await,
                     };
                     Ok(match result {
                         Ok(response) => pb::ModelStreamInferResponse {
@@ -545,7 +553,7 @@ impl GrpcSource {
         state: Arc<GrpcState>,
         tls: Option<axum_server::tls_rustls::RustlsConfig>,
     ) -> std::io::Result<GrpcSource> {
-        let server = crate::http::spawn_app(listener, state.routes(), tls)?;
+        let server = crate::http::spawn_app(listener, state.routes(), tls, true)?;
         Ok(GrpcSource {
             state,
             server: Some(server),

@@ -18,6 +18,14 @@ pub fn decode_binary(datatype: DataType, bytes: &[u8], count: usize) -> Result<T
             count.saturating_mul(size)
         )));
     }
+    // Little-endian machines copy the bytes as they are (a memcpy); others swap each one.
+    #[cfg(target_endian = "little")]
+    macro_rules! le {
+        ($t:ty, $n:literal) => {
+            bytemuck::pod_collect_to_vec::<u8, $t>(bytes)
+        };
+    }
+    #[cfg(not(target_endian = "little"))]
     macro_rules! le {
         ($t:ty, $n:literal) => {
             bytes
@@ -93,6 +101,13 @@ pub(super) fn decode_binary_bytes(mut bytes: &[u8], count: usize) -> Result<Vec<
 /// Appends tensor data to `out` as raw little-endian bytes (BYTES as 4-byte lengths and the
 /// bytes), the layout [`decode_binary`] reads.
 pub fn encode_binary(data: &TensorData, out: &mut Vec<u8>) {
+    #[cfg(target_endian = "little")]
+    macro_rules! le {
+        ($v:expr) => {
+            out.extend_from_slice(bytemuck::cast_slice($v.as_slice()))
+        };
+    }
+    #[cfg(not(target_endian = "little"))]
     macro_rules! le {
         ($v:expr) => {
             for x in $v {
