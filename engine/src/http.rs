@@ -217,16 +217,24 @@ pub(crate) fn spawn_app(
             stopping.graceful_shutdown(None);
         });
         let listener = listener.into_std()?;
+        // TCP_NODELAY, as axum::serve sets it: without it a call's last small frame (gRPC's
+        // trailers) waits for the peer's delayed ACK, tens of milliseconds per call.
+        let nodelay = axum_server::accept::NoDelayAcceptor::new();
         match tls {
             Some(config) => {
-                let mut server = axum_server::from_tcp_rustls(listener, config)?.handle(handle);
+                let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(config).acceptor(nodelay);
+                let mut server = axum_server::from_tcp(listener)?
+                    .acceptor(acceptor)
+                    .handle(handle);
                 if grpc {
                     tune_http2(server.http_builder());
                 }
                 tokio::spawn(server.serve(app.into_make_service()))
             }
             None => {
-                let mut server = axum_server::from_tcp(listener)?.handle(handle);
+                let mut server = axum_server::from_tcp(listener)?
+                    .acceptor(nodelay)
+                    .handle(handle);
                 tune_http2(server.http_builder());
                 tokio::spawn(server.serve(app.into_make_service()))
             }
