@@ -220,20 +220,27 @@ pub(crate) fn spawn_app(
         // TCP_NODELAY, as axum::serve sets it: without it a call's last small frame (gRPC's
         // trailers) waits for the peer's delayed ACK, tens of milliseconds per call.
         let nodelay = axum_server::accept::NoDelayAcceptor::new();
-        match tls {
-            Some(config) => {
-                let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(config).acceptor(nodelay);
+        match (tls, grpc) {
+            (Some(config), false) => {
+                let acceptor =
+                    axum_server::tls_rustls::RustlsAcceptor::new(config).acceptor(nodelay);
+                let server = axum_server::from_tcp(listener)?
+                    .acceptor(acceptor)
+                    .handle(handle);
+                tokio::spawn(server.serve(app.into_make_service()))
+            }
+            (Some(config), true) => {
+                let acceptor =
+                    axum_server::tls_rustls::RustlsAcceptor::new(config).acceptor(GrpcAcceptor);
                 let mut server = axum_server::from_tcp(listener)?
                     .acceptor(acceptor)
                     .handle(handle);
-                if grpc {
-                    tune_http2(server.http_builder());
-                }
+                tune_http2(server.http_builder());
                 tokio::spawn(server.serve(app.into_make_service()))
             }
-            None => {
+            (None, _) => {
                 let mut server = axum_server::from_tcp(listener)?
-                    .acceptor(nodelay)
+                    .acceptor(GrpcAcceptor)
                     .handle(handle);
                 tune_http2(server.http_builder());
                 tokio::spawn(server.serve(app.into_make_service()))
@@ -241,6 +248,28 @@ pub(crate) fn spawn_app(
         }
     };
     Ok((server, stop))
+}
+
+/// Accepts a gRPC connection: TCP_NODELAY, and reads through a 64 KiB buffer. HTTP/2's
+/// frame reader asks the socket for one frame at a time (16 KiB, as most clients send them),
+/// so a 1 MiB message took some 70 `recv` calls, each making the kernel send an ACK; the
+/// buffer takes what the socket holds in one call (writes pass straight through).
+#[derive(Clone, Copy, Debug)]
+struct GrpcAcceptor;
+
+impl<S> axum_server::accept::Accept<tokio::net::TcpStream, S> for GrpcAcceptor {
+    type Stream = tokio::io::BufReader<tokio::net::TcpStream>;
+    type Service = S;
+    type Future = std::future::Ready<std::io::Result<(Self::Stream, S)>>;
+
+    fn accept(&self, stream: tokio::net::TcpStream, service: S) -> Self::Future {
+        std::future::ready(stream.set_nodelay(true).map(|()| {
+            (
+                tokio::io::BufReader::with_capacity(64 << 10, stream),
+                service,
+            )
+        }))
+    }
 }
 
 /// HTTP/2 for gRPC's large messages: HTTP/2's default 64 KiB flow-control window makes a
