@@ -72,18 +72,35 @@ fn the_callers_deadline_is_the_requests() {
     let dir = tempfile::tempdir().unwrap();
     let s = grpc_server(&slow_graph(dir.path()), &[]);
     check("deadline", &s, &[]);
-    // The server gave up too (it did not only lose the caller): a 504 under gRPC.
-    let metrics = String::from_utf8_lossy(&get_blocking(&s.addr, "/metrics").body).into_owned();
-    let timed_out = metrics
-        .lines()
-        .any(|l| l.contains("source=\"grpc\"") && l.contains("code=\"504\"") && !l.ends_with(" 0"));
-    assert!(timed_out, "{metrics}");
+    // The server gave up itself (a 504), and the call whose caller gave up first is counted
+    // too: 504 if the server's deadline fired first, else 499 (the caller went away).
+    let count = |metrics: &str, code: &str| -> u64 {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("servegraph_requests_total") && l.contains("source=\"grpc\""))
+            .filter(|l| l.contains(&format!("code=\"{code}\"")))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    };
+    // The cancelled call is counted once the server has seen the cancellation.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let metrics = String::from_utf8_lossy(&get_blocking(&s.addr, "/metrics").body).into_owned();
+        let (timed_out, gone) = (count(&metrics, "504"), count(&metrics, "499"));
+        if timed_out + gone == 2 || std::time::Instant::now() > deadline {
+            assert!(timed_out >= 1, "{metrics}");
+            assert_eq!(timed_out + gone, 2, "{metrics}");
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }
 
 #[test]
 fn past_max_in_flight_is_resource_exhausted() {
     let dir = tempfile::tempdir().unwrap();
-    check("admission", &grpc_server(&slow_graph(dir.path()), &[]), &[]);
+    let s = grpc_server(&slow_graph(dir.path()), &[]);
+    check("admission", &s, &[&s.addr]);
 }
 
 #[test]
@@ -96,16 +113,22 @@ fn sigterm_drains_grpc_like_http() {
         .replace("max_in_flight: 1\n", "");
     std::fs::write(&graph, text).unwrap();
     let mut s = grpc_server(&graph, &["--drain-grace", "4"]);
-    let addr = s.grpc.clone().unwrap();
-    let client =
-        std::thread::spawn(move || python_case("grpc_check.py", "drain", &[addr.as_ref()]));
-    std::thread::sleep(std::time::Duration::from_secs(1));
+    let mut client = std::process::Command::new(test_python())
+        .arg(root().join("tests/python/grpc_check.py"))
+        .args(["drain", s.grpc.as_deref().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(client.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "sent", "{line:?}");
     s.signal("TERM");
-    let result = client.join();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+    let status = client.wait().unwrap();
+    assert!(status.success() && rest.contains("ok drain"), "{rest}");
     assert!(s.terminate_wait().success());
-    if let Err(e) = result {
-        std::panic::resume_unwind(e);
-    }
 }
 
 #[test]

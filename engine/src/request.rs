@@ -163,6 +163,7 @@ pub struct Observation<'p> {
     start: std::time::Instant,
     _in_flight: crate::metrics::InFlight,
     span: Option<crate::telemetry::RequestSpan>,
+    finished: bool,
 }
 
 impl Observation<'_> {
@@ -172,7 +173,8 @@ impl Observation<'_> {
     }
 
     /// Records the outcome: the metrics by code, and the span's end.
-    pub fn finish(self, result: &Result<Response>) {
+    pub fn finish(mut self, result: &Result<Response>) {
+        self.finished = true;
         let (code, model_time, error) = match result {
             Ok(r) => (r.code(), Some(r.model_time), None),
             Err(e) => (e.kind.status(), None, Some(e.to_string())),
@@ -187,8 +189,28 @@ impl Observation<'_> {
             }
             Err(_) => {}
         }
-        if let Some(span) = self.span {
+        if let Some(span) = self.span.take() {
             span.end(code, error.as_deref());
+        }
+    }
+}
+
+/// The status recorded for a request its caller gave up on (the connection closed, or a
+/// gRPC call was cancelled or passed its deadline on the caller's side) before it was
+/// answered: nginx's "client closed request".
+pub const CANCELLED: u16 = 499;
+
+impl Drop for Observation<'_> {
+    /// A request dropped before it finished (its caller went away) is still counted.
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        self.pipeline
+            .metrics
+            .finish(CANCELLED, self.start.elapsed(), None);
+        if let Some(span) = self.span.take() {
+            span.end(CANCELLED, Some("the caller went away before the answer"));
         }
     }
 }
@@ -244,6 +266,7 @@ impl Pipeline {
             start: std::time::Instant::now(),
             _in_flight: self.metrics.start(),
             span,
+            finished: false,
         }
     }
 
@@ -353,6 +376,10 @@ impl Pipeline {
         event.resume_after = request.resume_after;
         let id = event.id.clone();
 
+        let deadline = match triton_timeout(&event)? {
+            Some(t) => Some(request.deadline.map_or(t, |d| d.min(t))),
+            None => request.deadline,
+        };
         let run = async {
             match self.tracker.as_ref().filter(|t| t.sampled()) {
                 None => graph.run(event).await,
@@ -367,11 +394,11 @@ impl Pipeline {
                 }
             }
         };
-        let mut done = match request.deadline {
+        let mut done = match deadline {
             None => run.await?,
             Some(limit) => tokio::time::timeout(limit, run).await.map_err(|_| {
                 Error::timeout(format!(
-                    "the caller's deadline of {} ms passed",
+                    "the caller's deadline of {} ms passed (grpc-timeout, or the `timeout` parameter)",
                     limit.as_millis()
                 ))
             })??,
@@ -476,6 +503,21 @@ impl Pipeline {
             decode_request(body, json_len)?
         };
         Ok((json_len, mlrun, decoded))
+    }
+}
+
+/// Triton's `timeout` request parameter: the request's own deadline, in microseconds
+/// (`tritonclient`'s `infer(..., timeout=)`); 0 is none.
+fn triton_timeout(event: &crate::event::Event) -> Result<Option<Duration>> {
+    match event.parameters.get("timeout") {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(v) => match v.as_u64() {
+            Some(0) => Ok(None),
+            Some(us) => Ok(Some(Duration::from_micros(us))),
+            None => Err(Error::bad_request(format!(
+                "parameter `timeout` is the request's deadline in microseconds, not {v}"
+            ))),
+        },
     }
 }
 

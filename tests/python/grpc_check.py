@@ -184,20 +184,40 @@ def slow_input(first):
 
 
 def deadline(client):
-    """The caller's deadline (grpc-timeout) is the request's: past it, DEADLINE_EXCEEDED."""
+    """The request's deadline: Triton's `timeout` parameter (server side: DEADLINE_EXCEEDED
+    from the server), and the caller's own (`client_timeout`, sent as grpc-timeout)."""
+    # Within its deadline: served (first, while the worker is free).
+    r = client.infer("slow", [slow_input(1.0)], client_timeout=30, timeout=20_000_000)
+    assert r.as_numpy("output").tolist() == [[2.5, 2.5]], r.as_numpy("output")
+    refused(lambda: client.infer("slow", [slow_input(1.0)], timeout=-5), "INVALID_ARGUMENT", "deadline in microseconds")
+    t0 = time.monotonic()
+    refused(lambda: client.infer("slow", [slow_input(-2.0)], timeout=300_000), "DEADLINE_EXCEEDED", "deadline of 300 ms passed")
+    assert time.monotonic() - t0 < 3, time.monotonic() - t0
     t0 = time.monotonic()
     refused(lambda: client.infer("slow", [slow_input(-2.0)], client_timeout=0.5), "DEADLINE_EXCEEDED", "")
     assert time.monotonic() - t0 < 3, time.monotonic() - t0
-    # A request within its deadline is served.
-    r = client.infer("slow", [slow_input(1.0)], client_timeout=30)
-    assert r.as_numpy("output").tolist() == [[2.5, 2.5]], r.as_numpy("output")
 
 
-def admission(client):
+def in_flight(http_addr):
+    """The server's gRPC requests in flight, from its metrics."""
+    import urllib.request
+
+    text = urllib.request.urlopen(f"http://{http_addr}/metrics").read().decode()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("servegraph_requests_in_flight") and 'source="grpc"' in line
+    )
+
+
+def admission(client, http_addr):
     """Past the graph's max_in_flight (1 here) a request is RESOURCE_EXHAUSTED at once."""
     done = queue.Queue()
     client.async_infer("slow", [slow_input(-2.0)], callback=lambda result, error: done.put((result, error)))
-    time.sleep(0.5)
+    deadline = time.monotonic() + 10
+    while in_flight(http_addr) < 1:
+        assert time.monotonic() < deadline, "the slow request never arrived"
+        time.sleep(0.02)
     t0 = time.monotonic()
     refused(lambda: client.infer("slow", [slow_input(1.0)]), "RESOURCE_EXHAUSTED", "too many requests in flight")
     assert time.monotonic() - t0 < 1, time.monotonic() - t0
@@ -206,12 +226,16 @@ def admission(client):
 
 
 def drain(client):
-    """SIGTERM arrives (from the test, 1 s in) while a slow request runs: readiness turns
-    false, new requests are still served in the grace period, the slow one finishes."""
+    """SIGTERM arrives (the test sends it once this prints `sent`) while a slow request runs:
+    readiness turns false, new requests are still served in the grace period, the slow one
+    finishes."""
     done = queue.Queue()
     client.async_infer("slow", [slow_input(-2.0)], callback=lambda result, error: done.put((result, error)))
-    time.sleep(2.0)
-    assert not client.is_server_ready()
+    print("sent", flush=True)
+    deadline = time.monotonic() + 10
+    while client.is_server_ready():
+        assert time.monotonic() < deadline, "still ready 10 s after SIGTERM"
+        time.sleep(0.05)
     assert client.is_server_live()
     r = client.infer("slow", [slow_input(1.0)])
     assert r.as_numpy("output").tolist() == [[2.5, 2.5]]
