@@ -77,7 +77,7 @@ pids+=($!)
 for _ in $(seq 100); do sg=$(sed -n 's/.*listening on http:\/\/\(.*\)/\1/p' "$out" | head -n1); [ -n "$sg" ] && break; sleep 0.1; done
 until curl -sf "http://$sg/v2/health/ready" >/dev/null; do sleep 0.1; done
 
-LUA="$PWD/scripts/iris.lua"
+LUA="$PWD/scripts/body.lua"
 run() { # LABEL URL WRK-ARGS...
   local label=$1 url=$2; shift 2
   wrk "$@" -d 2s -s "$LUA" "$url" >/dev/null

@@ -43,7 +43,7 @@ start() {
   [ -n "$ADDR" ] || { echo "server did not start: $*" >&2; exit 1; }
 }
 
-LUA="$PWD/scripts/iris.lua"
+LUA="$PWD/scripts/body.lua"
 
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), kernel $(uname -r)"
 echo "${DURATION}s per round (after a 2 s warm-up), $ROUNDS rounds, alternating bare/iris-lr/router"

@@ -1,9 +1,15 @@
--- wrk script for scripts/bench-grpc.sh: POSTs the body in the file $WRK_BODY (JSON, or the
--- binary extension when $WRK_HEADER_LENGTH gives the JSON part's length) and prints one
--- machine-readable RESULT line, as scripts/iris.lua does.
-local f = assert(io.open(os.getenv("WRK_BODY"), "rb"))
-wrk.body = f:read("*a")
-f:close()
+-- wrk script for the benchmarks (scripts/bench.sh, bench-python.sh, bench-grpc.sh): POSTs
+-- the body in the file $WRK_BODY (JSON, or the binary extension when $WRK_HEADER_LENGTH gives
+-- the JSON part's length), by default the single-row iris OIP body, and prints one
+-- machine-readable RESULT line.
+local path = os.getenv("WRK_BODY")
+if path and path ~= "" then
+  local f = assert(io.open(path, "rb"))
+  wrk.body = f:read("*a")
+  f:close()
+else
+  wrk.body = '{"inputs":[{"name":"input","shape":[1,4],"datatype":"FP32","data":[5.1,3.5,1.4,0.2]}]}'
+end
 wrk.method = "POST"
 local length = os.getenv("WRK_HEADER_LENGTH")
 if length and length ~= "" then

@@ -154,10 +154,7 @@ fn grpc_and_http_share_the_http_port() {
 #[test]
 fn grpc_over_tls_with_the_servers_certificate() {
     let dir = tempfile::tempdir().unwrap();
-    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
-    let (cert_pem, key_pem) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    std::fs::write(&cert_pem, cert.cert.pem()).unwrap();
-    std::fs::write(&key_pem, cert.signing_key.serialize_pem()).unwrap();
+    let (cert_pem, key_pem) = self_signed(dir.path());
     let mut child = bin()
         .args(["serve", "graphs/iris.yaml", "--listen", "127.0.0.1:0"])
         .args(["--grpc-listen", "127.0.0.1:0", "--tls-cert"])

@@ -424,10 +424,7 @@ fn model_paths_stay_under_the_allowed_folders() {
 fn https_with_a_certificate_and_key() {
     use std::io::BufRead;
     let dir = tempfile::tempdir().unwrap();
-    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
-    let (cert_pem, key_pem) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    std::fs::write(&cert_pem, cert.cert.pem()).unwrap();
-    std::fs::write(&key_pem, cert.signing_key.serialize_pem()).unwrap();
+    let (cert_pem, key_pem) = self_signed(dir.path());
     let mut child = bin()
         .args([
             "serve",

@@ -362,27 +362,20 @@ fn fetch_grpc(
         model.to_owned(),
         version.map(str::to_owned),
     );
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| e.to_string())?;
-        rt.block_on(async {
-            let mut client = grpc_client(&grpc_endpoint(&base)?);
-            let mut request =
-                tonic::Request::new(servegraph_engine::grpc::pb::ModelMetadataRequest {
-                    name: model,
-                    version: version.unwrap_or_default(),
-                });
-            request.set_timeout(Duration::from_secs(2));
-            let meta = tokio::time::timeout(Duration::from_secs(2), client.model_metadata(request))
-                .await
-                .map_err(|_| "no answer within 2 s".to_owned())?
-                .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?
-                .into_inner();
-            let tensors = |list: Vec<
-                servegraph_engine::grpc::pb::model_metadata_response::TensorMetadata,
-            >| {
+    on_own_runtime(async move {
+        let mut client = grpc_client(&grpc_endpoint(&base)?);
+        let mut request = tonic::Request::new(servegraph_engine::grpc::pb::ModelMetadataRequest {
+            name: model,
+            version: version.unwrap_or_default(),
+        });
+        request.set_timeout(Duration::from_secs(2));
+        let meta = tokio::time::timeout(Duration::from_secs(2), client.model_metadata(request))
+            .await
+            .map_err(|_| "no answer within 2 s".to_owned())?
+            .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?
+            .into_inner();
+        let tensors =
+            |list: Vec<servegraph_engine::grpc::pb::model_metadata_response::TensorMetadata>| {
                 list.into_iter()
                     .map(|t| {
                         let datatype =
@@ -393,8 +386,21 @@ fn fetch_grpc(
                     })
                     .collect::<std::result::Result<Vec<_>, String>>()
             };
-            Ok((tensors(meta.inputs)?, tensors(meta.outputs)?))
-        })
+        Ok((tensors(meta.inputs)?, tensors(meta.outputs)?))
+    })
+}
+
+/// Runs `call` on a thread and a runtime of its own, so it works whether or not the caller
+/// is inside an async runtime (steps are built from either).
+fn on_own_runtime<T: Send + 'static>(
+    call: impl std::future::Future<Output = std::result::Result<T, String>> + Send + 'static,
+) -> std::result::Result<T, String> {
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?
+            .block_on(call)
     })
     .join()
     .map_err(|_| "the metadata request panicked".to_owned())?
@@ -404,39 +410,31 @@ fn fetch_grpc(
 /// works whether or not the caller is inside an async runtime.
 fn fetch(url: &str) -> std::result::Result<(Vec<TensorMeta>, Vec<TensorMeta>), String> {
     let url = url.to_owned();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
+    on_own_runtime(async move {
+        let uri: Uri = url.parse().map_err(|e| format!("{e}"))?;
+        let client: Client<HttpConnector, Full<Bytes>> =
+            Client::builder(TokioExecutor::new()).build_http();
+        let resp = tokio::time::timeout(Duration::from_secs(2), client.get(uri))
+            .await
+            .map_err(|_| "no answer within 2 s".to_owned())?
             .map_err(|e| e.to_string())?;
-        rt.block_on(async {
-            let uri: Uri = url.parse().map_err(|e| format!("{e}"))?;
-            let client: Client<HttpConnector, Full<Bytes>> =
-                Client::builder(TokioExecutor::new()).build_http();
-            let resp = tokio::time::timeout(Duration::from_secs(2), client.get(uri))
-                .await
-                .map_err(|_| "no answer within 2 s".to_owned())?
-                .map_err(|e| e.to_string())?;
-            let status = resp.status();
-            let body = resp
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| e.to_string())?
-                .to_bytes();
-            if !status.is_success() {
-                return Err(format!("{status}: {}", String::from_utf8_lossy(&body)));
-            }
-            #[derive(serde::Deserialize)]
-            struct Meta {
-                inputs: Vec<TensorMeta>,
-                outputs: Vec<TensorMeta>,
-            }
-            let m: Meta =
-                serde_json::from_slice(&body).map_err(|e| format!("unexpected metadata: {e}"))?;
-            Ok((m.inputs, m.outputs))
-        })
+        let status = resp.status();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        if !status.is_success() {
+            return Err(format!("{status}: {}", String::from_utf8_lossy(&body)));
+        }
+        #[derive(serde::Deserialize)]
+        struct Meta {
+            inputs: Vec<TensorMeta>,
+            outputs: Vec<TensorMeta>,
+        }
+        let m: Meta =
+            serde_json::from_slice(&body).map_err(|e| format!("unexpected metadata: {e}"))?;
+        Ok((m.inputs, m.outputs))
     })
-    .join()
-    .map_err(|_| "the metadata request panicked".to_owned())?
 }

@@ -283,6 +283,16 @@ pub fn python_case(script: &str, case: &str, args: &[&std::ffi::OsStr]) {
     );
 }
 
+/// A self-signed certificate for 127.0.0.1 and its key, as PEM files in `dir`.
+#[allow(dead_code)]
+pub fn self_signed(dir: &std::path::Path) -> (PathBuf, PathBuf) {
+    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+    let (cert_pem, key_pem) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_pem, cert.cert.pem()).unwrap();
+    std::fs::write(&key_pem, cert.signing_key.serialize_pem()).unwrap();
+    (cert_pem, key_pem)
+}
+
 /// The Python of the test virtualenv (`scripts/setup.sh --test`), or `SERVEGRAPH_PYTHON`.
 pub fn test_python() -> PathBuf {
     let py = match std::env::var_os("SERVEGRAPH_PYTHON") {

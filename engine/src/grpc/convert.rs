@@ -8,9 +8,9 @@ use super::pb;
 use super::pb::infer_parameter::ParameterChoice;
 use crate::error::{Error, Result};
 use crate::event::{Event, EventData};
-use crate::protocol::{InferRequest, RequestedOutput, decode_binary, encode_binary};
+use crate::protocol::{InferRequest, RequestedOutput, decode_binary, encode_binary, tensor_header};
 use crate::request::Tensors;
-use crate::tensor::{DataType, Tensor, TensorData, checked_element_count};
+use crate::tensor::{DataType, Tensor, TensorData};
 
 /// A parameter as the JSON value the engine keeps (`event.parameters`).
 pub fn param_to_json(p: &pb::InferParameter) -> Value {
@@ -133,26 +133,7 @@ fn decode_input(
     raw: Option<Bytes>,
     index: usize,
 ) -> Result<Tensor> {
-    let datatype = DataType::parse(&input.datatype).ok_or_else(|| {
-        let all: Vec<&str> = DataType::ALL.iter().map(|d| d.as_str()).collect();
-        Error::bad_request(format!(
-            "unknown datatype `{}`, expected one of {}",
-            input.datatype,
-            all.join(", ")
-        ))
-    })?;
-    let mut shape = Vec::with_capacity(input.shape.len());
-    for &d in &input.shape {
-        if d < 0 {
-            return Err(Error::bad_request(format!(
-                "shape {:?} has a negative dimension",
-                input.shape
-            )));
-        }
-        shape.push(d as usize);
-    }
-    let count = checked_element_count(&shape)
-        .ok_or_else(|| Error::bad_request(format!("shape {:?} is too large", input.shape)))?;
+    let (datatype, shape, count) = tensor_header(&input.datatype, &input.shape)?;
     let data = match (raw, input.contents) {
         (Some(_), Some(c)) if !contents_empty(&c) => {
             return Err(Error::bad_request(

@@ -264,32 +264,37 @@ pub(super) fn flag(params: &Map<String, Value>, key: &str) -> Result<Option<bool
     }
 }
 
+/// A tensor's datatype and shape as a request gives them, checked: a known datatype, no
+/// negative dimension, an element count that fits; with that count. (JSON and gRPC alike.)
+pub fn tensor_header(datatype: &str, shape: &[i64]) -> Result<(DataType, Vec<usize>, usize)> {
+    let parsed = DataType::parse(datatype).ok_or_else(|| {
+        let all: Vec<&str> = DataType::ALL.iter().map(|d| d.as_str()).collect();
+        Error::bad_request(format!(
+            "unknown datatype `{datatype}`, expected one of {}",
+            all.join(", ")
+        ))
+    })?;
+    let mut dims = Vec::with_capacity(shape.len());
+    for &d in shape {
+        if d < 0 {
+            return Err(Error::bad_request(format!(
+                "shape {shape:?} has a negative dimension"
+            )));
+        }
+        dims.push(d as usize);
+    }
+    let count = checked_element_count(&dims)
+        .ok_or_else(|| Error::bad_request(format!("shape {shape:?} is too large")))?;
+    Ok((parsed, dims, count))
+}
+
 /// One tensor of a request (or, `response`, of a response: its `null`s are NaN).
 pub(super) fn decode_input(
     input: &InputJson<'_>,
     binary: &mut &[u8],
     response: bool,
 ) -> Result<Tensor> {
-    let datatype = DataType::parse(&input.datatype).ok_or_else(|| {
-        let all: Vec<&str> = DataType::ALL.iter().map(|d| d.as_str()).collect();
-        Error::bad_request(format!(
-            "unknown datatype `{}`, expected one of {}",
-            input.datatype,
-            all.join(", ")
-        ))
-    })?;
-    let mut shape = Vec::with_capacity(input.shape.len());
-    for &d in &input.shape {
-        if d < 0 {
-            return Err(Error::bad_request(format!(
-                "shape {:?} has a negative dimension",
-                input.shape
-            )));
-        }
-        shape.push(d as usize);
-    }
-    let count = checked_element_count(&shape)
-        .ok_or_else(|| Error::bad_request(format!("shape {:?} is too large", input.shape)))?;
+    let (datatype, shape, count) = tensor_header(&input.datatype, &input.shape)?;
     let binary_size = match input
         .parameters
         .as_ref()
