@@ -8,7 +8,9 @@ use super::pb;
 use super::pb::infer_parameter::ParameterChoice;
 use crate::error::{Error, Result};
 use crate::event::{Event, EventData};
-use crate::protocol::{InferRequest, RequestedOutput, decode_binary, encode_binary, tensor_header};
+use crate::protocol::{
+    InferRequest, RequestedOutput, classification, decode_binary, encode_binary, tensor_header,
+};
 use crate::request::Tensors;
 use crate::tensor::{DataType, Tensor, TensorData};
 
@@ -97,18 +99,13 @@ pub fn decode_request(mut req: pb::ModelInferRequest) -> Result<InferRequest> {
                 o.name
             )));
         }
-        let classification = match o.parameters.get("classification").map(param_to_json) {
-            None | Some(Value::Null) => None,
-            Some(v) => match v.as_u64() {
-                Some(n) if n > 0 => Some(n as usize),
-                _ => {
-                    return Err(Error::bad_request(format!(
-                        "output `{}`: `classification` must be a count of classes (1 or more), not {v}",
-                        o.name
-                    )));
-                }
-            },
-        };
+        let classification = classification(
+            &o.name,
+            o.parameters
+                .get("classification")
+                .map(param_to_json)
+                .as_ref(),
+        )?;
         outputs.push(RequestedOutput {
             name: o.name,
             binary: None,

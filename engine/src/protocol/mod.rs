@@ -20,7 +20,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub use binary::{decode_binary, encode_binary};
 pub use classify::classify;
 pub use client::{TensorsJson, decode_response, encode_request};
-pub use request::{InferRequest, RequestedOutput, decode_raw, decode_request, tensor_header};
+pub use request::{
+    InferRequest, RequestedOutput, classification, decode_raw, decode_request, tensor_header,
+};
 pub use response::{Encoded, encode_json_response, encode_response, take_outputs};
 
 use crate::event::Event;

@@ -113,18 +113,10 @@ pub fn decode_request(body: &[u8], json_len: Option<usize>) -> Result<InferReque
                 Some(p) => flag(p, "binary_data")?,
                 None => None,
             };
-            let classification = match o.parameters.as_ref().and_then(|p| p.get("classification")) {
-                None | Some(Value::Null) => None,
-                Some(v) => match v.as_u64() {
-                    Some(n) if n > 0 => Some(n as usize),
-                    _ => {
-                        return Err(Error::bad_request(format!(
-                            "output `{}`: `classification` must be a count of classes (1 or more), not {v}",
-                            o.name
-                        )));
-                    }
-                },
-            };
+            let classification = classification(
+                &o.name,
+                o.parameters.as_ref().and_then(|p| p.get("classification")),
+            )?;
             Ok(RequestedOutput {
                 name: o.name,
                 binary,
@@ -261,6 +253,20 @@ pub(super) fn flag(params: &Map<String, Value>, key: &str) -> Result<Option<bool
         Some(other) => Err(Error::bad_request(format!(
             "parameter `{key}` must be true or false, not {other}"
         ))),
+    }
+}
+
+/// An output's `classification` parameter (Triton's classification extension): the count
+/// of top classes to answer, or none.
+pub fn classification(output: &str, value: Option<&Value>) -> Result<Option<usize>> {
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => match v.as_u64() {
+            Some(n) if n > 0 => Ok(Some(n as usize)),
+            _ => Err(Error::bad_request(format!(
+                "output `{output}`: `classification` must be a count of classes (1 or more), not {v}"
+            ))),
+        },
     }
 }
 
