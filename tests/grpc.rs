@@ -154,20 +154,11 @@ fn grpc_and_http_share_the_http_port() {
 #[test]
 fn grpc_over_tls_with_the_servers_certificate() {
     let dir = tempfile::tempdir().unwrap();
-    let (cert_pem, key_pem) = self_signed(dir.path());
-    let mut child = bin()
-        .args(["serve", "graphs/iris.yaml", "--listen", "127.0.0.1:0"])
-        .args(["--grpc-listen", "127.0.0.1:0", "--tls-cert"])
-        .arg(&cert_pem)
-        .arg("--tls-key")
-        .arg(&key_pem)
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let (mut child, line, cert_pem) = tls_server(
+        "graphs/iris.yaml",
+        dir.path(),
+        &["--grpc-listen", "127.0.0.1:0"],
+    );
     let grpc = line
         .split_whitespace()
         .find_map(|w| w.strip_prefix("grpc://"))

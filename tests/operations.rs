@@ -422,27 +422,8 @@ fn model_paths_stay_under_the_allowed_folders() {
 
 #[test]
 fn https_with_a_certificate_and_key() {
-    use std::io::BufRead;
     let dir = tempfile::tempdir().unwrap();
-    let (cert_pem, key_pem) = self_signed(dir.path());
-    let mut child = bin()
-        .args([
-            "serve",
-            "graphs/iris.yaml",
-            "--listen",
-            "127.0.0.1:0",
-            "--tls-cert",
-        ])
-        .arg(&cert_pem)
-        .arg("--tls-key")
-        .arg(&key_pem)
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let (mut child, line, cert_pem) = tls_server("graphs/iris.yaml", dir.path(), &[]);
     let addr = line
         .trim()
         .strip_prefix("servegraph listening on https://")

@@ -217,34 +217,30 @@ pub(crate) fn spawn_app(
             stopping.graceful_shutdown(None);
         });
         let listener = listener.into_std()?;
-        // TCP_NODELAY, as axum::serve sets it: without it a call's last small frame (gRPC's
-        // trailers) waits for the peer's delayed ACK, tens of milliseconds per call.
-        let nodelay = axum_server::accept::NoDelayAcceptor::new();
+        // Every acceptor sets TCP_NODELAY, as axum::serve does: without it a call's last small
+        // frame (gRPC's trailers) waits for the peer's delayed ACK, tens of milliseconds per
+        // call. gRPC's also reads through a buffer, and HTTP/2 is set up for large messages.
+        macro_rules! serve_with {
+            ($acceptor:expr, $grpc:expr) => {{
+                let mut server = axum_server::from_tcp(listener)?
+                    .acceptor($acceptor)
+                    .handle(handle);
+                if $grpc {
+                    tune_http2(server.http_builder());
+                }
+                tokio::spawn(server.serve(app.into_make_service()))
+            }};
+        }
+        use axum_server::tls_rustls::RustlsAcceptor;
         match (tls, grpc) {
-            (Some(config), false) => {
-                let acceptor =
-                    axum_server::tls_rustls::RustlsAcceptor::new(config).acceptor(nodelay);
-                let server = axum_server::from_tcp(listener)?
-                    .acceptor(acceptor)
-                    .handle(handle);
-                tokio::spawn(server.serve(app.into_make_service()))
-            }
+            (Some(config), false) => serve_with!(
+                RustlsAcceptor::new(config).acceptor(axum_server::accept::NoDelayAcceptor),
+                false
+            ),
             (Some(config), true) => {
-                let acceptor =
-                    axum_server::tls_rustls::RustlsAcceptor::new(config).acceptor(GrpcAcceptor);
-                let mut server = axum_server::from_tcp(listener)?
-                    .acceptor(acceptor)
-                    .handle(handle);
-                tune_http2(server.http_builder());
-                tokio::spawn(server.serve(app.into_make_service()))
+                serve_with!(RustlsAcceptor::new(config).acceptor(GrpcAcceptor), true)
             }
-            (None, _) => {
-                let mut server = axum_server::from_tcp(listener)?
-                    .acceptor(GrpcAcceptor)
-                    .handle(handle);
-                tune_http2(server.http_builder());
-                tokio::spawn(server.serve(app.into_make_service()))
-            }
+            (None, _) => serve_with!(GrpcAcceptor, true),
         }
     };
     Ok((server, stop))

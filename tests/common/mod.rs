@@ -293,6 +293,30 @@ pub fn self_signed(dir: &std::path::Path) -> (PathBuf, PathBuf) {
     (cert_pem, key_pem)
 }
 
+/// `servegraph serve GRAPH` over TLS with a fresh self-signed certificate (in `dir`) and
+/// `extra` arguments, on 127.0.0.1:0: the process, its first stdout line (where it listens)
+/// and the certificate's path.
+#[allow(dead_code)]
+pub fn tls_server(graph: &str, dir: &std::path::Path, extra: &[&str]) -> (Child, String, PathBuf) {
+    use std::io::BufRead;
+    let (cert_pem, key_pem) = self_signed(dir);
+    let mut child = bin()
+        .args(["serve", graph, "--listen", "127.0.0.1:0"])
+        .args(extra)
+        .arg("--tls-cert")
+        .arg(&cert_pem)
+        .arg("--tls-key")
+        .arg(&key_pem)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    (child, line, cert_pem)
+}
+
 /// The Python of the test virtualenv (`scripts/setup.sh --test`), or `SERVEGRAPH_PYTHON`.
 pub fn test_python() -> PathBuf {
     let py = match std::env::var_os("SERVEGRAPH_PYTHON") {

@@ -406,18 +406,6 @@ impl GrpcInferenceService for Service {
         })
     }
 
-    async fn model_infer(
-        &self,
-        request: tonic::Request<pb::ModelInferRequest>,
-    ) -> Answer<pb::ModelInferResponse> {
-        let served = self.0.current()?;
-        let (metadata, _, message) = request.into_parts();
-        infer(&served, &metadata, message)
-            .await
-            .map(tonic::Response::new)
-            .map_err(status)
-    }
-
     async fn model_stream_infer(
         &self,
         request: tonic::Request<tonic::Streaming<pb::ModelInferRequest>>,
@@ -540,10 +528,18 @@ impl GrpcInferenceService for Service {
 /// the moment it is built (live; not ready until started on a graph).
 pub struct GrpcSource {
     state: Arc<GrpcState>,
-    server: Option<crate::http::Server>,
-    /// Whether this source owns a listener (else it is served on the HTTP port, and only
-    /// follows the graph).
-    own_listener: bool,
+    listener: Listener,
+}
+
+/// Where a gRPC source is served.
+enum Listener {
+    /// A listener of its own, not started yet.
+    Own(crate::http::Server),
+    /// The HTTP port (the HTTP source owns the socket; this source follows the graph and
+    /// the drain).
+    HttpPort,
+    /// Its own listener, started.
+    Started,
 }
 
 impl GrpcSource {
@@ -556,8 +552,7 @@ impl GrpcSource {
         let server = crate::http::spawn_app(listener, state.routes(), tls, true)?;
         Ok(GrpcSource {
             state,
-            server: Some(server),
-            own_listener: true,
+            listener: Listener::Own(server),
         })
     }
 
@@ -566,8 +561,7 @@ impl GrpcSource {
     pub fn on_http_port(state: Arc<GrpcState>) -> GrpcSource {
         GrpcSource {
             state,
-            server: None,
-            own_listener: false,
+            listener: Listener::HttpPort,
         }
     }
 }
@@ -585,20 +579,20 @@ impl crate::sources::Source for GrpcSource {
         let live = ctx.live.borrow().clone();
         self.state.serve(&live);
         let state = Arc::clone(&self.state);
-        if !self.own_listener {
-            return Ok(tokio::spawn(async move {
-                use crate::sources::{Phase, SourceContext};
-                SourceContext::reached(&mut ctx.phase, Phase::Draining).await;
-                state.draining.store(true, Ordering::Relaxed);
-            }));
+        match std::mem::replace(&mut self.listener, Listener::Started) {
+            Listener::HttpPort => {
+                self.listener = Listener::HttpPort;
+                Ok(tokio::spawn(async move {
+                    use crate::sources::{Phase, SourceContext};
+                    SourceContext::reached(&mut ctx.phase, Phase::Draining).await;
+                    state.draining.store(true, Ordering::Relaxed);
+                }))
+            }
+            Listener::Own((server, stop)) => Ok(tokio::spawn(async move {
+                crate::http::follow_phase("gRPC", server, stop, &state.draining, ctx).await
+            })),
+            Listener::Started => Err("the gRPC source is started twice".into()),
         }
-        let (server, stop) = self
-            .server
-            .take()
-            .ok_or("the gRPC source is started twice")?;
-        Ok(tokio::spawn(async move {
-            crate::http::follow_phase("gRPC", server, stop, &state.draining, ctx).await
-        }))
     }
 
     fn reload(&self, live: &crate::graph::Live) {
