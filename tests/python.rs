@@ -876,3 +876,41 @@ fn an_error_handler_answers_for_the_graph_not_for_the_caller() {
     let r = post(&server.addr, "/v2/models/guarded/infer", &body.to_string());
     assert_eq!(r.status, 422, "{:?}", r.body);
 }
+
+/// A model with its own `preprocess`/`postprocess` ops is still the model: its custom
+/// operations are served, and `validate` waits for its `load_mode: async` load (the
+/// pre/post wrapper once hid both: 404 for the operation, "not ready" from `validate`).
+#[test]
+fn a_model_with_hooks_keeps_its_operations_and_async_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let weights = root().join("tests/python/models/weights");
+    let hooks = "preprocess: [{op: clip, args: {min: -100, max: 100}}]";
+    let g = graph(
+        dir.path(),
+        &[(
+            "mlrun",
+            &format!(
+                "class_name: LinearServer, model_path: {}, class_args: {{factor: 2}}, {hooks}",
+                weights.display()
+            ),
+        )],
+    );
+    let server = Server::start(&g, &[]);
+    let r = post(&server.addr, "/v2/models/mlrun/scale", r#"{"values": [1]}"#);
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert!(r.json()["scaled"].is_array(), "{:?}", r.body);
+    drop(server);
+
+    let slow = graph(
+        dir.path(),
+        &[(
+            "slow",
+            &format!(
+                "class_name: SlowLoad, class_args: {{seconds: 0.5}}, load_mode: async, {hooks}"
+            ),
+        )],
+    );
+    let out = bin().args(["validate", &slow]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+}

@@ -530,7 +530,8 @@ pub(crate) fn model_is_ready(
     match served
         .graph
         .model_step(model, version)
-        .and_then(|s| s.unready())
+        .and_then(|s| s.model())
+        .and_then(|m| m.unready())
     {
         Some(why) => Err(Error::unavailable(format!(
             "model `{model}` is not ready: {why}"
@@ -637,7 +638,11 @@ async fn operation(
         serde_json::from_slice(&body)
             .map_err(|e| Error::bad_request(format!("`{name}` takes a JSON body: {e}")))?
     };
-    match step.operation(&name, value).await {
+    let answer = match step.model() {
+        Some(m) => m.operation(&name, value).await,
+        None => None,
+    };
+    match answer {
         Some(answer) => answer.map(Json),
         None => Err(Error::not_found(format!(
             "model `{model}` has no operation `{name}` (it serves infer, predict and explain)"
@@ -829,7 +834,7 @@ pub fn model_config(
     let step = graph
         .model_step(&info.name, info.version.as_deref())
         .filter(|_| info.name != graph.name || graph.models().len() == 1);
-    let batching = step.and_then(|s| s.batching());
+    let batching = step.and_then(|s| s.model()).and_then(|m| m.batching());
     let tensors = |list: &[crate::tensor::TensorMeta]| -> Vec<serde_json::Value> {
         list.iter()
             .map(|t| {
@@ -841,12 +846,7 @@ pub fn model_config(
             })
             .collect()
     };
-    let platform = info.platform.as_str();
-    let backend = match platform {
-        "onnxruntime_onnx" => "onnxruntime",
-        "python" => "python",
-        _ => "",
-    };
+    let (platform, backend) = (info.platform.as_str(), info.platform.backend());
     let mut config = json!({
         "name": info.name,
         "platform": platform,

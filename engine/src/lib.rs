@@ -37,5 +37,7 @@ pub use error::{Error, ErrorKind, Result};
 pub use event::{Event, EventData, Target};
 pub use graph::{Graph, Live};
 pub use learning::{Learner, LearnerStats, Replicated, ShareLink};
-pub use step::{BuildContext, BuildMode, ModelInfo, Registry, Step, StepKind, StepNode};
+pub use step::{
+    BuildContext, BuildMode, Model, ModelInfo, Platform, Registry, Step, StepKind, StepNode,
+};
 pub use tensor::{DataType, Signature, Tensor, TensorData, TensorMeta};

@@ -7,14 +7,9 @@ use std::fmt::Write;
 use crate::graph::Graph;
 use crate::step::Step;
 
-/// A short kind label from a step's platform string.
-fn kind(step: &dyn Step) -> &str {
-    let p = step.platform();
-    p.strip_prefix("servegraph_").unwrap_or(match p {
-        "onnxruntime_onnx" => "onnx model",
-        "remote" => "remote model",
-        other => other,
-    })
+/// A short kind label from a step's platform.
+fn kind(step: &dyn Step) -> &'static str {
+    step.platform().label()
 }
 
 fn dot_id(path: &str) -> String {

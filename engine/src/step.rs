@@ -18,15 +18,18 @@ use crate::learning::Learner;
 use crate::tensor::{Signature, TensorMeta};
 
 /// A unit of work in a graph. Implement it for a custom step and register a [`StepKind`] that
-/// builds it.
+/// builds it. What only some steps have is behind an optional interface: a model's
+/// ([`Step::model`]: readiness, loading, operations, batching) and a learner's
+/// ([`Step::learner`]), so a step that wraps another forwards one method, not each of them.
 #[async_trait]
 pub trait Step: Send + Sync + 'static {
     /// Processes one event. CPU-heavy work (model inference) must not run on the async
     /// workers: hand it to a dedicated thread and await the answer.
     async fn process(&self, event: Event) -> Result<Event>;
 
-    /// What this step gives, given what it is fed; an error names what does not fit. Used by
-    /// validation and for metadata. The default knows nothing about the output.
+    /// What this step gives, given what it is fed; an error names what does not fit (the
+    /// message is the diagnostic `validate` prints). Used by validation and for metadata.
+    /// The default knows nothing about the output.
     fn infer(&self, input: &Signature) -> Result<Signature, String> {
         let _ = input;
         Ok(Signature::open())
@@ -47,15 +50,11 @@ pub trait Step: Send + Sync + 'static {
         self.inputs().or(after)
     }
 
-    /// The models this step makes addressable by name (a router's routes, recursively).
-    fn models(&self) -> Vec<ModelInfo> {
-        Vec::new()
-    }
-
-    /// Dynamic batching, when the step batches: the most requests run together and how
-    /// long the first waits for others (the model configuration extension reads it).
-    fn batching(&self) -> Option<(usize, std::time::Duration)> {
-        None
+    /// What kind of step this is, for metadata when it is addressed as a model and for
+    /// pictures. The default: its model's platform when it is a model, else
+    /// [`Platform::Custom`].
+    fn platform(&self) -> Platform {
+        self.model().map_or(Platform::Custom, Model::platform)
     }
 
     /// Class names by index, when the step knows them (a `label_map` or `top_k` with
@@ -64,38 +63,20 @@ pub trait Step: Send + Sync + 'static {
         None
     }
 
-    /// The platform string for metadata when this step is addressed as a model.
-    fn platform(&self) -> &str {
-        "servegraph"
-    }
-
-    /// Why the step cannot serve now (a Python model with no worker loaded), or `None` when it
-    /// can. Readiness (`/v2/health/ready`, `/v2/models/{m}/ready`) reads it.
-    fn unready(&self) -> Option<String> {
+    /// The step as a model (readiness, loading, custom operations, batching), when it serves
+    /// one.
+    fn model(&self) -> Option<&dyn Model> {
         None
-    }
-
-    /// A custom operation the step serves at `POST /v2/models/{step}/{name}` (an MLRun
-    /// model's `op_<name>(event)`): the request's JSON body in, a JSON answer out. `None`
-    /// when the step has no operations at all.
-    async fn operation(
-        &self,
-        name: &str,
-        body: serde_json::Value,
-    ) -> Option<Result<serde_json::Value>> {
-        let _ = (name, body);
-        None
-    }
-
-    /// Whether the step is still loading in the background (a Python model with
-    /// `load_mode: async`): `servegraph validate` waits for it, then reports [`Step::unready`].
-    fn loading(&self) -> bool {
-        false
     }
 
     /// The step's learning (feedback, stats, checkpoint, sharing), when it learns (routers).
     fn learner(&self) -> Option<&dyn Learner> {
         None
+    }
+
+    /// The models this step makes addressable by name (a router's routes, recursively).
+    fn models(&self) -> Vec<ModelInfo> {
+        Vec::new()
     }
 
     /// Request headers this step reads (a sticky router's key), so sources copy them into
@@ -104,14 +85,124 @@ pub trait Step: Send + Sync + 'static {
         Vec::new()
     }
 
-    /// Whether this step hands the event on elsewhere and stops the flow (a queue step).
-    fn hands_off(&self) -> bool {
-        false
-    }
-
     /// Nested steps (a router's routes, an ensemble's members), by name, for pictures.
     fn children(&self) -> Vec<(&str, &dyn Step)> {
         Vec::new()
+    }
+}
+
+/// What a step that serves a model answers besides [`Step::process`]: found through
+/// [`Step::model`].
+#[async_trait]
+pub trait Model: Send + Sync {
+    /// The model's platform, as metadata names it.
+    fn platform(&self) -> Platform;
+
+    /// Dynamic batching, when the model batches: the most requests run together and how
+    /// long the first waits for others (the model configuration extension reads it).
+    fn batching(&self) -> Option<(usize, std::time::Duration)> {
+        None
+    }
+
+    /// Why the model cannot serve now (a Python model with no worker loaded), or `None` when
+    /// it can. Readiness (`/v2/health/ready`, `/v2/models/{m}/ready`) reads it.
+    fn unready(&self) -> Option<String> {
+        None
+    }
+
+    /// Whether the model is still loading in the background (a Python model with
+    /// `load_mode: async`): `servegraph validate` waits for it, then reports
+    /// [`Model::unready`].
+    fn loading(&self) -> bool {
+        false
+    }
+
+    /// A custom operation the model serves at `POST /v2/models/{step}/{name}` (an MLRun
+    /// model's `op_<name>(event)`): the request's JSON body in, a JSON answer out. `None`
+    /// when it has no operation of that name.
+    async fn operation(
+        &self,
+        name: &str,
+        body: serde_json::Value,
+    ) -> Option<Result<serde_json::Value>> {
+        let _ = (name, body);
+        None
+    }
+}
+
+/// What a step is, as metadata (`platform`) and pictures name it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Platform {
+    /// An ONNX model run by ONNX Runtime (`onnxruntime_onnx`, Triton's name).
+    Onnx,
+    /// A Python model run by worker processes (`python`).
+    Python,
+    /// A model on another OIP server (`remote`).
+    Remote,
+    /// A flow of steps: a graph addressed as a whole (`servegraph_flow`).
+    Flow,
+    Router,
+    Ensemble,
+    Transform,
+    ErrorHandler,
+    /// A Kafka topic boundary: the event is handed on and the flow stops here.
+    Queue,
+    /// A custom step (`servegraph`).
+    Custom,
+}
+
+impl Platform {
+    /// The platform string metadata and Triton's model configuration carry.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Platform::Onnx => "onnxruntime_onnx",
+            Platform::Python => "python",
+            Platform::Remote => "remote",
+            Platform::Flow => "servegraph_flow",
+            Platform::Router => "servegraph_router",
+            Platform::Ensemble => "servegraph_ensemble",
+            Platform::Transform => "servegraph_transform",
+            Platform::ErrorHandler => "servegraph_error_handler",
+            Platform::Queue => "servegraph_queue",
+            Platform::Custom => "servegraph",
+        }
+    }
+
+    /// Triton's `backend` for this platform in a model configuration (`""`: none).
+    pub fn backend(self) -> &'static str {
+        match self {
+            Platform::Onnx => "onnxruntime",
+            Platform::Python => "python",
+            _ => "",
+        }
+    }
+
+    /// A short label for pictures: `onnx model`, `router`, ...
+    pub fn label(self) -> &'static str {
+        match self {
+            Platform::Onnx => "onnx model",
+            Platform::Python => "python",
+            Platform::Remote => "remote model",
+            Platform::Flow => "flow",
+            Platform::Router => "router",
+            Platform::Ensemble => "ensemble",
+            Platform::Transform => "transform",
+            Platform::ErrorHandler => "error_handler",
+            Platform::Queue => "queue",
+            Platform::Custom => "servegraph",
+        }
+    }
+}
+
+impl std::fmt::Display for Platform {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl serde::Serialize for Platform {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
     }
 }
 
@@ -120,7 +211,7 @@ pub trait Step: Send + Sync + 'static {
 pub struct ModelInfo {
     pub name: String,
     pub version: Option<String>,
-    pub platform: String,
+    pub platform: Platform,
     pub inputs: Vec<TensorMeta>,
     pub outputs: Vec<TensorMeta>,
 }
@@ -150,39 +241,23 @@ impl<S: Step> Step for Arc<S> {
     fn takes(&self, after: Option<Vec<TensorMeta>>) -> Option<Vec<TensorMeta>> {
         S::takes(self, after)
     }
-    fn batching(&self) -> Option<(usize, std::time::Duration)> {
-        S::batching(self)
+    fn platform(&self) -> Platform {
+        S::platform(self)
     }
     fn labels(&self) -> Option<Vec<String>> {
         S::labels(self)
     }
-    fn models(&self) -> Vec<ModelInfo> {
-        S::models(self)
-    }
-    fn platform(&self) -> &str {
-        S::platform(self)
-    }
-    fn unready(&self) -> Option<String> {
-        S::unready(self)
-    }
-    fn loading(&self) -> bool {
-        S::loading(self)
-    }
-    async fn operation(
-        &self,
-        name: &str,
-        body: serde_json::Value,
-    ) -> Option<Result<serde_json::Value>> {
-        S::operation(self, name, body).await
+    fn model(&self) -> Option<&dyn Model> {
+        S::model(self)
     }
     fn learner(&self) -> Option<&dyn Learner> {
         S::learner(self)
     }
+    fn models(&self) -> Vec<ModelInfo> {
+        S::models(self)
+    }
     fn headers(&self) -> Vec<String> {
         S::headers(self)
-    }
-    fn hands_off(&self) -> bool {
-        S::hands_off(self)
     }
     fn children(&self) -> Vec<(&str, &dyn Step)> {
         S::children(self)

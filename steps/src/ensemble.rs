@@ -368,8 +368,8 @@ impl Step for Ensemble {
         common_inputs(self.members.iter().map(|m| &m.route))
     }
 
-    fn platform(&self) -> &str {
-        "servegraph_ensemble"
+    fn platform(&self) -> servegraph_engine::Platform {
+        servegraph_engine::Platform::Ensemble
     }
 
     fn children(&self) -> Vec<(&str, &dyn Step)> {

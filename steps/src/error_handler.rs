@@ -134,8 +134,8 @@ impl Step for ErrorHandler {
         ))
     }
 
-    fn platform(&self) -> &str {
-        "servegraph_error_handler"
+    fn platform(&self) -> servegraph_engine::Platform {
+        servegraph_engine::Platform::ErrorHandler
     }
 }
 

@@ -323,8 +323,14 @@ impl Step for RemoteModel {
         self.meta.as_ref().map(|(inputs, _)| inputs.clone())
     }
 
-    fn platform(&self) -> &str {
-        "remote"
+    fn model(&self) -> Option<&dyn servegraph_engine::Model> {
+        Some(self)
+    }
+}
+
+impl servegraph_engine::Model for RemoteModel {
+    fn platform(&self) -> servegraph_engine::Platform {
+        servegraph_engine::Platform::Remote
     }
 }
 

@@ -28,7 +28,7 @@ impl Route {
         let mut out = vec![ModelInfo {
             name: self.name.clone(),
             version: self.version.clone(),
-            platform: self.step.platform().to_owned(),
+            platform: self.step.platform(),
             inputs,
             outputs,
         }];

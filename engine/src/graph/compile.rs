@@ -9,7 +9,7 @@ use petgraph::algo::tarjan_scc;
 use petgraph::graph::DiGraph;
 
 use crate::diag::{Diagnostic, all_of, one_of};
-use crate::step::{BuildContext, ModelInfo, Step};
+use crate::step::{BuildContext, ModelInfo, Platform, Step};
 
 use super::*;
 
@@ -270,7 +270,12 @@ pub(super) fn compile(
 
     // A queue step splits the flow: the part after it is resumed by position, so the flow
     // must be a straight chain.
-    if !chain && let Some((i, n)) = nodes.iter().enumerate().find(|(_, n)| n.step.hands_off()) {
+    if !chain
+        && let Some((i, n)) = nodes
+            .iter()
+            .enumerate()
+            .find(|(_, n)| n.step.platform() == Platform::Queue)
+    {
         ctx.report(
             Diagnostic::new("a queue step must be in a flow that is a straight chain of steps")
                 .step(&n.name)
@@ -297,14 +302,14 @@ pub(super) fn compile(
         name: spec.name.clone(),
         version: None,
         platform: if nodes.len() == 1 {
-            nodes[0].step.platform().to_owned()
+            nodes[0].step.platform()
         } else {
-            "servegraph_flow".to_owned()
+            crate::step::Platform::Flow
         },
         inputs: entry_inputs(&nodes),
         // A flow that hands its events on (a queue step) answers 202 with no outputs: its
         // results go to the output topic.
-        outputs: if nodes.iter().any(|n| n.step.hands_off()) {
+        outputs: if nodes.iter().any(|n| n.step.platform() == Platform::Queue) {
             Vec::new()
         } else {
             signatures[responder].tensors.clone()

@@ -288,7 +288,7 @@ impl Graph {
         fn walk(steps: Vec<(&str, &dyn Step)>) -> bool {
             steps
                 .into_iter()
-                .any(|(_, s)| s.loading() || walk(s.children()))
+                .any(|(_, s)| s.model().is_some_and(|m| m.loading()) || walk(s.children()))
         }
         walk(
             self.nodes
@@ -303,7 +303,8 @@ impl Graph {
     pub fn unready(&self) -> Option<String> {
         fn walk(steps: Vec<(&str, &dyn Step)>) -> Option<String> {
             steps.into_iter().find_map(|(name, s)| {
-                s.unready()
+                s.model()
+                    .and_then(|m| m.unready())
                     .map(|why| format!("step `{name}`: {why}"))
                     .or_else(|| walk(s.children()))
             })

@@ -400,7 +400,7 @@ impl GrpcInferenceService for Service {
                 .into_iter()
                 .map(str::to_owned)
                 .collect(),
-            platform: info.platform.clone(),
+            platform: info.platform.as_str().to_owned(),
             inputs: tensor_metadata(&info.inputs),
             outputs: tensor_metadata(&info.outputs),
         })

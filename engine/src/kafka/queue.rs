@@ -143,11 +143,8 @@ impl Step for QueueStep {
         Ok(input.clone())
     }
 
-    fn hands_off(&self) -> bool {
-        true
-    }
-
-    fn platform(&self) -> &str {
-        "servegraph_queue"
+    /// A queue hands the event on and stops the flow.
+    fn platform(&self) -> crate::step::Platform {
+        crate::step::Platform::Queue
     }
 }

@@ -162,7 +162,7 @@ mod tests {
         ModelInfo {
             name: "m".into(),
             version: None,
-            platform: "x".into(),
+            platform: crate::step::Platform::Custom,
             inputs,
             outputs: Vec::new(),
         }

@@ -19,8 +19,8 @@ use marked_yaml::Spanned;
 use schemars::JsonSchema;
 use serde::Deserialize;
 use servegraph_engine::{
-    BuildContext, BuildMode, Error, Event, Result, Signature, Step, StepNode, TensorMeta,
-    async_trait,
+    BuildContext, BuildMode, Error, Event, Model, Platform, Result, Signature, Step, StepNode,
+    TensorMeta, async_trait,
 };
 
 use crate::transform::{Op, build_op};
@@ -474,10 +474,6 @@ impl Step for Hooked {
         self.pre.iter().rev().fold(own, |need, op| op.takes(need))
     }
 
-    fn batching(&self) -> Option<(usize, std::time::Duration)> {
-        self.model.batching()
-    }
-
     fn labels(&self) -> Option<Vec<String>> {
         self.post
             .iter()
@@ -485,12 +481,10 @@ impl Step for Hooked {
             .or_else(|| self.model.labels())
     }
 
-    fn platform(&self) -> &str {
-        self.model.platform()
-    }
-
-    fn unready(&self) -> Option<String> {
-        self.model.unready()
+    /// The model itself: its readiness, loading, operations and batching are the wrapped
+    /// model's.
+    fn model(&self) -> Option<&dyn Model> {
+        self.model.model()
     }
 
     fn children(&self) -> Vec<(&str, &dyn Step)> {
@@ -511,8 +505,14 @@ impl Step for Unloaded {
         Ok(Signature::open())
     }
 
-    fn platform(&self) -> &str {
-        "onnxruntime_onnx"
+    fn model(&self) -> Option<&dyn Model> {
+        Some(self)
+    }
+}
+
+impl Model for Unloaded {
+    fn platform(&self) -> Platform {
+        Platform::Onnx
     }
 }
 

@@ -251,8 +251,8 @@ impl Step for Router {
         self.routes.iter().flat_map(Route::models).collect()
     }
 
-    fn platform(&self) -> &str {
-        "servegraph_router"
+    fn platform(&self) -> servegraph_engine::Platform {
+        servegraph_engine::Platform::Router
     }
 
     fn headers(&self) -> Vec<String> {

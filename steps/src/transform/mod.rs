@@ -117,8 +117,8 @@ impl Step for Transform {
         self.op.labels()
     }
 
-    fn platform(&self) -> &str {
-        "servegraph_transform"
+    fn platform(&self) -> servegraph_engine::Platform {
+        servegraph_engine::Platform::Transform
     }
 }
 

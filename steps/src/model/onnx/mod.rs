@@ -41,7 +41,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use servegraph_engine::{
-    Error, Event, ModelInfo, Result, Signature, Step, Tensor, TensorMeta, async_trait,
+    Error, Event, Model, Platform, Result, Signature, Step, Tensor, TensorMeta, async_trait,
 };
 
 use self::convert::metas;
@@ -328,16 +328,18 @@ impl Step for OnnxModel {
         Some(self.inputs.clone())
     }
 
-    fn models(&self) -> Vec<ModelInfo> {
-        Vec::new()
+    fn model(&self) -> Option<&dyn Model> {
+        Some(self)
+    }
+}
+
+impl Model for OnnxModel {
+    fn platform(&self) -> Platform {
+        Platform::Onnx
     }
 
     fn batching(&self) -> Option<(usize, std::time::Duration)> {
         self.batching.map(|b| (b.max_size, b.max_wait))
-    }
-
-    fn platform(&self) -> &str {
-        "onnxruntime_onnx"
     }
 }
 

@@ -34,7 +34,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use servegraph_engine::{
-    BuildContext, BuildMode, Error, Event, ModelInfo, Result, Signature, Step, StepNode,
+    BuildContext, BuildMode, Error, Event, Model, Platform, Result, Signature, Step, StepNode,
     TensorMeta, async_trait,
 };
 use tokio::sync::mpsc::{Sender, error::TrySendError};
@@ -222,14 +222,6 @@ impl Step for PythonModel {
         Ok(event)
     }
 
-    async fn operation(
-        &self,
-        name: &str,
-        body: serde_json::Value,
-    ) -> Option<Result<serde_json::Value>> {
-        Some(self.call_operation(name, body).await)
-    }
-
     fn infer(&self, input: &Signature) -> std::result::Result<Signature, String> {
         if let Some(inputs) = &self.inputs {
             input.check_provides(inputs)?;
@@ -264,16 +256,27 @@ impl Step for PythonModel {
         self.inputs.clone()
     }
 
-    fn models(&self) -> Vec<ModelInfo> {
-        Vec::new()
+    fn model(&self) -> Option<&dyn Model> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl Model for PythonModel {
+    fn platform(&self) -> Platform {
+        Platform::Python
     }
 
     fn batching(&self) -> Option<(usize, std::time::Duration)> {
         self.batching.map(|b| (b.max_size, b.max_wait))
     }
 
-    fn platform(&self) -> &str {
-        "python"
+    async fn operation(
+        &self,
+        name: &str,
+        body: serde_json::Value,
+    ) -> Option<Result<serde_json::Value>> {
+        Some(self.call_operation(name, body).await)
     }
 
     fn unready(&self) -> Option<String> {
