@@ -508,11 +508,11 @@ impl Running {
     /// like a reload, then saved beside the graph file).
     async fn act(
         &self,
-        action: servegraph_engine::http::AdminAction,
-    ) -> servegraph_engine::http::ReloadResult {
+        action: servegraph_engine::serve::AdminAction,
+    ) -> servegraph_engine::serve::ReloadResult {
         use servegraph_engine::Error;
-        use servegraph_engine::http::AdminAction;
         use servegraph_engine::repository as repo;
+        use servegraph_engine::serve::AdminAction;
         let current = self.repository.lock().expect("not poisoned").clone();
         let (next, written, checks, what) = match action {
             AdminAction::Reload => {
@@ -696,7 +696,7 @@ fn serve(graph_path: &Path, options: ServeOptions) -> anyhow::Result<()> {
             Some((cert, key)) => Some(tls_config(&cert, &key).await?),
         };
         let (reload_tx, mut reload_rx) = tokio::sync::mpsc::channel(4);
-        let admin = admin_token.map(|token| servegraph_engine::http::Admin {
+        let admin = admin_token.map(|token| servegraph_engine::serve::Admin {
             token,
             reload: reload_tx.clone(),
         });
@@ -868,7 +868,7 @@ async fn tls_config(
 }
 
 /// SIGHUP asks for a reload; its outcome is logged.
-fn spawn_sighup(reload: tokio::sync::mpsc::Sender<servegraph_engine::http::AdminRequest>) {
+fn spawn_sighup(reload: tokio::sync::mpsc::Sender<servegraph_engine::serve::AdminRequest>) {
     #[cfg(unix)]
     tokio::spawn(async move {
         use tokio::signal::unix::{SignalKind, signal};
@@ -879,8 +879,8 @@ fn spawn_sighup(reload: tokio::sync::mpsc::Sender<servegraph_engine::http::Admin
         while hup.recv().await.is_some() {
             tracing::info!("SIGHUP: reloading the graph");
             let (reply, _answer) = tokio::sync::oneshot::channel();
-            let request = servegraph_engine::http::AdminRequest {
-                action: servegraph_engine::http::AdminAction::Reload,
+            let request = servegraph_engine::serve::AdminRequest {
+                action: servegraph_engine::serve::AdminAction::Reload,
                 reply,
             };
             if reload.send(request).await.is_err() {

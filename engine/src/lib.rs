@@ -1,6 +1,12 @@
 //! servegraph's engine: the graph spec and its validation, the compiled graph and its
-//! executor, the public [`Step`] trait, the Open Inference Protocol codec and (with the `http`
-//! feature) the HTTP source.
+//! executor, the public [`Step`] trait, the one request path, the wire protocols' codecs, the
+//! protocol service and the serving process's lifecycle (feature `serve`), and the
+//! transports and sources: HTTP (feature `http`), gRPC (`grpc`), Kafka (`kafka`).
+//!
+//! The modules build on each other in one direction, lowest first: tensors, errors, events
+//! and diagnostics; `step`, `learning`, `metrics`, `stats`, `tracking`, `protocol`,
+//! `storage`, `repository`; `graph`; `request` (the request path); `sources`; `serve`; the
+//! transports (`http`, `grpc`, `kafka`). No module imports one above it.
 //!
 //! Step kinds live in `servegraph-steps`; this crate holds no model runtime.
 
@@ -23,6 +29,8 @@ pub mod protocol;
 pub mod repository;
 pub mod request;
 pub mod schema;
+#[cfg(feature = "serve")]
+pub mod serve;
 pub mod sources;
 pub mod stats;
 pub mod step;

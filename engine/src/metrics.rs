@@ -27,11 +27,13 @@
 //! | `servegraph_router_estimate` | gauge (bandits) | graph, router, policy, route |
 //! | `servegraph_router_shadow_copies_total` | counter | graph, router, route, result |
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use dashmap::DashMap;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::encoding::{MetricEncoder, NoLabelSet};
@@ -44,7 +46,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use std::sync::atomic::Ordering::Relaxed;
 
-use crate::graph::Graph;
+use crate::learning::LearnerStats;
 
 /// The content type of [`render`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -394,7 +396,7 @@ pub fn route_histogram(router: &str, route: &str) -> Timer {
 pub struct ModelMetrics {
     pub run_seconds: Timer,
     pub queue_wait_seconds: Timer,
-    pub batch_size: crate::stats::BatchSizes,
+    pub batch_size: BatchSizes,
 }
 
 impl ModelMetrics {
@@ -404,12 +406,98 @@ impl ModelMetrics {
         let metrics = ModelMetrics {
             run_seconds: m.model_seconds.get_or_create(&labels).clone(),
             queue_wait_seconds: m.queue_wait_seconds.get_or_create(&labels).clone(),
-            batch_size: crate::stats::batch_sizes(model, || {
-                m.batch_size.get_or_create(&labels).clone()
-            }),
+            batch_size: batch_sizes(model, || m.batch_size.get_or_create(&labels).clone()),
         };
-        crate::stats::register_model(model, &metrics);
+        register_model(model, &metrics);
         metrics
+    }
+}
+
+/// Every model runner's metrics, by model key.
+fn model_map() -> &'static DashMap<String, ModelMetrics> {
+    static MAP: OnceLock<DashMap<String, ModelMetrics>> = OnceLock::new();
+    MAP.get_or_init(DashMap::new)
+}
+
+/// The metrics of model runner `key` (`name` or `name:version`), when one was made.
+pub fn model_metrics(key: &str) -> Option<ModelMetrics> {
+    model_map().get(key).map(|m| m.clone())
+}
+
+/// Registers a model runner's metrics (called by [`ModelMetrics::new`]).
+pub(crate) fn register_model(key: &str, metrics: &ModelMetrics) {
+    model_map().insert(key.to_owned(), metrics.clone());
+}
+
+/// The batch sizes of model `key`: the ones already kept, so every runner of a model (and
+/// the same model in a reloaded graph) counts on the same.
+pub(crate) fn batch_sizes(key: &str, histogram: impl FnOnce() -> Histogram) -> BatchSizes {
+    match model_map().get(key) {
+        Some(m) => m.batch_size.clone(),
+        None => BatchSizes::new(histogram()),
+    }
+}
+
+/// How many executions ran at each batch size (the number of requests run together), exactly:
+/// sizes up to 64 on atomics, larger ones under a lock. Also feeds the Prometheus histogram.
+#[derive(Clone, Debug)]
+pub struct BatchSizes(Arc<BatchCounts>);
+
+#[derive(Debug)]
+struct BatchCounts {
+    small: [AtomicU64; 65],
+    large: Mutex<BTreeMap<usize, u64>>,
+    histogram: Histogram,
+}
+
+impl BatchSizes {
+    pub(crate) fn new(histogram: Histogram) -> BatchSizes {
+        BatchSizes(Arc::new(BatchCounts {
+            small: std::array::from_fn(|_| AtomicU64::new(0)),
+            large: Mutex::new(BTreeMap::new()),
+            histogram,
+        }))
+    }
+
+    /// One execution of `size` requests.
+    pub fn observe(&self, size: f64) {
+        self.0.histogram.observe(size);
+        let n = size as usize;
+        match self.0.small.get(n) {
+            Some(c) => {
+                c.fetch_add(1, Relaxed);
+            }
+            None => {
+                *self
+                    .0
+                    .large
+                    .lock()
+                    .expect("not poisoned")
+                    .entry(n)
+                    .or_default() += 1
+            }
+        }
+    }
+
+    /// Executions by batch size, smallest first.
+    pub fn counts(&self) -> Vec<(usize, u64)> {
+        let mut out: Vec<(usize, u64)> = self
+            .0
+            .small
+            .iter()
+            .enumerate()
+            .map(|(n, c)| (n, c.load(Relaxed)))
+            .filter(|(_, c)| *c > 0)
+            .collect();
+        out.extend(
+            self.0
+                .large
+                .lock()
+                .expect("not poisoned")
+                .iter()
+                .map(|(n, c)| (*n, *c)),
+        );
+        out
     }
 }
 
@@ -440,11 +528,12 @@ pub fn kafka_partition(topic: &str, partition: i32, lag: i64, committed: i64) {
     m.kafka_committed.get_or_create(&labels).set(committed);
 }
 
-/// Every metric, with the routers of the graph being served (if any).
-pub fn render(graph: Option<Arc<Graph>>) -> Result<String, fmt::Error> {
+/// Every metric, with what the routers of the graph being served (`graph`, its name and each
+/// router's [`LearnerStats`], read at scrape time) have learnt.
+pub fn render(graph: Option<(String, Vec<LearnerStats>)>) -> Result<String, fmt::Error> {
     let mut routers = Registry::default();
-    if let Some(graph) = graph {
-        routers.register_collector(Box::new(Routers(graph)));
+    if let Some((graph, stats)) = graph {
+        routers.register_collector(Box::new(Routers { graph, stats }));
     }
     let mut out = String::new();
     prometheus_client::encoding::text::encode_registry(&mut out, &global().registry)?;
@@ -453,13 +542,11 @@ pub fn render(graph: Option<Arc<Graph>>) -> Result<String, fmt::Error> {
     Ok(out)
 }
 
-/// The routers of a graph, read at scrape time.
-struct Routers(Arc<Graph>);
-
-impl fmt::Debug for Routers {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Routers({})", self.0.name)
-    }
+/// What a graph's routers learnt, as of the scrape.
+#[derive(Debug)]
+struct Routers {
+    graph: String,
+    stats: Vec<LearnerStats>,
 }
 
 type Labels = Vec<(&'static str, String)>;
@@ -504,11 +591,10 @@ impl Collector for Routers {
                 Vec::new(),
             ),
         ];
-        for (_, learner) in self.0.learners() {
-            let stats = learner.stats();
+        for stats in &self.stats {
             for r in &stats.routes {
                 let labels: Labels = vec![
-                    ("graph", self.0.name.clone()),
+                    ("graph", self.graph.clone()),
                     ("router", stats.router.clone()),
                     ("policy", stats.policy.clone()),
                     ("route", r.route.clone()),
@@ -531,7 +617,7 @@ impl Collector for Routers {
                     ("failed", sh.failed),
                 ] {
                     let labels: Labels = vec![
-                        ("graph", self.0.name.clone()),
+                        ("graph", self.graph.clone()),
                         ("router", stats.router.clone()),
                         ("route", sh.route.clone()),
                         ("result", result.to_owned()),
@@ -562,34 +648,12 @@ impl Collector for Routers {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
     use super::*;
-    use crate::event::Event;
-    use crate::learning::{Learner, LearnerStats, RouteStats, ShadowStats};
-    use crate::step::{BuildContext, BuildMode, Registry, Step, StepNode};
+    use crate::learning::{LearnerStats, RouteStats, ShadowStats};
 
-    /// A step with a router's stats.
-    struct Learnt;
-
-    #[async_trait::async_trait]
-    impl Step for Learnt {
-        async fn process(&self, e: Event) -> crate::Result<Event> {
-            Ok(e)
-        }
-        fn learner(&self) -> Option<&dyn Learner> {
-            Some(self)
-        }
-    }
-
-    impl Learner for Learnt {
-        fn feedback(&self, _: &str, _: f64) -> crate::Result<bool> {
-            Ok(true)
-        }
-        fn feedback_route(&self, _: &str, _: f64) -> crate::Result<()> {
-            Ok(())
-        }
-        fn stats(&self) -> LearnerStats {
+    /// A router's stats.
+    fn learnt() -> LearnerStats {
+        {
             let route = |route: &str, pulls, rewards, reward_sum, estimate| RouteStats {
                 route: route.into(),
                 pulls,
@@ -644,18 +708,7 @@ mod tests {
 
     #[test]
     fn router_stats_are_exported() {
-        let mut r = Registry::new();
-        r.register("learnt", |_: &StepNode, _: &mut BuildContext| {
-            Some(Box::new(Learnt) as Box<dyn Step>)
-        });
-        let g = Graph::from_yaml(
-            "name: g\ngraph:\n  kind: flow\n  steps: {ab: {kind: learnt}}\n",
-            Path::new("."),
-            &r,
-            BuildMode::Load,
-        )
-        .unwrap();
-        let text = render(Some(Arc::new(g))).unwrap();
+        let text = render(Some(("g".to_owned(), vec![learnt()]))).unwrap();
         for line in [
             "# TYPE servegraph_router_requests counter",
             r#"servegraph_router_requests_total{graph="g",router="ab",policy="thompson",route="a"} 7"#,

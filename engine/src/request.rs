@@ -24,7 +24,7 @@ use crate::event::{ATTRIBUTIONS, Target};
 use crate::graph::{Graph, Live};
 use crate::metrics::RequestMetrics;
 use crate::protocol::{self, decode_request, encode_response};
-use crate::tracking::{TrackContext, Tracker, run_tracked};
+use crate::tracking::Tracker;
 
 /// The binary tensor extension's header: the JSON part's length.
 pub const HEADER_CONTENT_LENGTH: &str = "inference-header-content-length";
@@ -504,6 +504,56 @@ impl Pipeline {
         };
         Ok((json_len, mlrun, decoded))
     }
+}
+
+/// What a tracking event says about where a request went.
+struct TrackContext<'a> {
+    graph: &'a crate::graph::Graph,
+    model: &'a str,
+    version: Option<&'a str>,
+    explain: bool,
+}
+
+/// Runs a sampled request, recording step times, and emits its tracking event (failures
+/// too). What it adds to the request's path is copying the request's and the response's
+/// tensors; the writer task makes the JSON.
+async fn run_tracked(
+    tracker: &Tracker,
+    ctx: TrackContext<'_>,
+    mut event: crate::Event,
+) -> crate::Result<crate::Event> {
+    let when = std::time::SystemTime::now();
+    let start = std::time::Instant::now();
+    let id = event.id.clone();
+    let request = event.tensors.clone();
+    event.step_microsec = Some(Vec::new());
+    let result = crate::tracking::scope(tracker.clone(), ctx.graph.run(event)).await;
+    let microsec = start.elapsed().as_micros() as u64;
+    let (route, resp, error, steps) = match &result {
+        Ok(done) => (
+            done.route().map(str::to_owned),
+            Some(done.tensors.clone()),
+            None,
+            done.step_microsec.clone().unwrap_or_default(),
+        ),
+        Err(e) => (e.route.clone(), None, Some(e.to_string()), Vec::new()),
+    };
+    tracker.emit(crate::tracking::TrackingEvent {
+        id,
+        when,
+        graph: ctx.graph.name.clone(),
+        model: ctx.model.to_owned(),
+        version: ctx.version.map(str::to_owned),
+        route,
+        explain: ctx.explain,
+        request,
+        resp,
+        error,
+        microsec,
+        step_microsec: steps,
+        shadow: false,
+    });
+    result
 }
 
 /// Triton's `timeout` request parameter: the request's own deadline, in microseconds

@@ -438,54 +438,10 @@ impl TrackingWriter {
     }
 }
 
-/// What a tracking event says about where a request went.
-pub struct TrackContext<'a> {
-    pub graph: &'a crate::graph::Graph,
-    pub model: &'a str,
-    pub version: Option<&'a str>,
-    pub explain: bool,
-}
-
-/// Runs a sampled request, recording step times, and emits its tracking event (failures
-/// too). What it adds to the request's path is copying the request's and the response's
-/// tensors; the writer task makes the JSON.
-pub async fn run_tracked(
-    tracker: &Tracker,
-    ctx: TrackContext<'_>,
-    mut event: crate::Event,
-) -> crate::Result<crate::Event> {
-    let when = SystemTime::now();
-    let start = Instant::now();
-    let id = event.id.clone();
-    let request = event.tensors.clone();
-    event.step_microsec = Some(Vec::new());
-    let result = CURRENT.scope(tracker.clone(), ctx.graph.run(event)).await;
-    let microsec = start.elapsed().as_micros() as u64;
-    let (route, resp, error, steps) = match &result {
-        Ok(done) => (
-            done.route().map(str::to_owned),
-            Some(done.tensors.clone()),
-            None,
-            done.step_microsec.clone().unwrap_or_default(),
-        ),
-        Err(e) => (e.route.clone(), None, Some(e.to_string()), Vec::new()),
-    };
-    tracker.emit(TrackingEvent {
-        id,
-        when,
-        graph: ctx.graph.name.clone(),
-        model: ctx.model.to_owned(),
-        version: ctx.version.map(str::to_owned),
-        route,
-        explain: ctx.explain,
-        request,
-        resp,
-        error,
-        microsec,
-        step_microsec: steps,
-        shadow: false,
-    });
-    result
+/// Runs `work` with `tracker` as the task's [`current`] tracker (what shadow routes and
+/// step timings report to).
+pub async fn scope<F: std::future::Future>(tracker: Tracker, work: F) -> F::Output {
+    CURRENT.scope(tracker, work).await
 }
 
 /// RFC 3339 UTC with microseconds.

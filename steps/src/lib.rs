@@ -24,7 +24,7 @@ pub fn registry() -> Registry {
         .register("transform", transform::build)
         .register("error_handler", error_handler::build)
         .register("python", model::python::build_step);
-    r.set_schema("model", model::ModelSpec::schema())
+    r.set_schema("model", model::schema())
         .set_schema("router", router::schema())
         .set_schema("ensemble", schema_of::<ensemble::EnsembleSpec>())
         .set_schema("transform", transform::schema())

@@ -11,6 +11,7 @@ mod compile;
 mod exec;
 mod infer;
 mod load;
+pub mod sources;
 mod spec;
 #[cfg(test)]
 mod tests;
@@ -64,7 +65,7 @@ pub struct Graph {
     /// The tracking stream's settings and sink, when the graph has one.
     pub tracking: Option<(crate::tracking::TrackingSpec, crate::tracking::Sink)>,
     /// The Kafka source's settings, when the graph has one.
-    pub kafka: Option<crate::sources::KafkaSourceSpec>,
+    pub kafka: Option<sources::KafkaSourceSpec>,
     /// Where spans go, when the graph is traced.
     pub telemetry: Option<crate::telemetry::TelemetrySpec>,
     /// Request headers some step reads: sources copy these into events.

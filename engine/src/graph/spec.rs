@@ -32,7 +32,7 @@ pub struct GraphFileSpec {
     pub tracking: Option<crate::tracking::TrackingSpec>,
     /// Sources besides HTTP (Kafka).
     #[serde(default)]
-    pub sources: Option<crate::sources::SourcesSpec>,
+    pub sources: Option<super::sources::SourcesSpec>,
     /// OpenTelemetry tracing: spans per request and per step, exported over OTLP/HTTP.
     #[serde(default)]
     pub telemetry: Option<crate::telemetry::TelemetrySpec>,

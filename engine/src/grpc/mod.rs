@@ -2,10 +2,10 @@
 //! Triton's `inference.GRPCInferenceService` (`proto/inference.proto`), so
 //! `tritonclient.grpc` and KServe's clients work unchanged.
 //!
-//! Every RPC is served from what the HTTP source serves: inference through the one request
-//! path ([`crate::request::Pipeline`], with [`Encoding::Tensors`] so tensors stay binary),
-//! metadata, readiness, configuration, statistics and the repository from the same functions
-//! as the HTTP extensions. Errors take their codes from [`ErrorKind::grpc_code`], beside the
+//! Every RPC is answered by the protocol service ([`crate::serve::Service`]), as the HTTP
+//! transport's routes are: inference through the one request path
+//! ([`crate::request::Pipeline`], with [`Encoding::Tensors`] so tensors stay binary),
+//! metadata, readiness, configuration, statistics and the repository from the service. Errors take their codes from [`ErrorKind::grpc_code`], beside the
 //! HTTP statuses. The service is an axum route (`/inference.GRPCInferenceService/*`), served
 //! on its own listener ([`GrpcSource`], `--grpc-listen`) or on the HTTP port beside the REST
 //! routes ([`GrpcState::routes`]).
@@ -15,10 +15,8 @@ mod unary;
 
 use std::borrow::Cow;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use arc_swap::ArcSwapOption;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 use tonic::metadata::MetadataMap;
@@ -27,8 +25,8 @@ use tonic::{Code, Status};
 pub use convert::{decode_request, decode_response, encode_request, encode_response};
 
 use crate::error::{Error, ErrorKind};
-use crate::http::{Admin, AdminAction};
 use crate::request::{Encoding, Headers, Pipeline, Request, SpanInfo};
+use crate::serve::{Admin, AdminAction, Refusal};
 
 /// The generated messages, server and client (`proto/inference.proto`).
 #[allow(clippy::all, clippy::pedantic, missing_docs)]
@@ -61,39 +59,33 @@ pub struct GrpcConfig {
     pub admin: Option<Admin>,
 }
 
-/// What the RPCs share: the graph being served (`None` while models load), whether the
-/// process is draining, the settings.
+/// What the RPCs share: the protocol service, and the message limit.
 pub struct GrpcState {
-    served: ArcSwapOption<Pipeline>,
-    config: GrpcConfig,
-    draining: AtomicBool,
+    service: Arc<crate::serve::Service>,
+    max_message_bytes: usize,
 }
 
 impl GrpcState {
     pub fn new(config: GrpcConfig) -> Arc<GrpcState> {
         Arc::new(GrpcState {
-            served: ArcSwapOption::empty(),
-            config,
-            draining: AtomicBool::new(false),
+            service: crate::serve::Service::new("grpc", config.admin),
+            max_message_bytes: config.max_message_bytes,
         })
     }
 
     /// Starts serving `live`'s graph (requests already running finish on theirs).
     pub fn serve(&self, live: &crate::graph::Live) {
-        self.served
-            .store(Some(Arc::new(Pipeline::new(live, "grpc"))));
+        self.service.serve(live);
     }
 
     fn current(&self) -> Result<Arc<Pipeline>, Status> {
-        self.served
-            .load_full()
-            .ok_or_else(|| status(Error::unavailable("not ready: models are loading")))
+        self.service.current().map_err(status)
     }
 
     /// The service as an axum router (one route, `/inference.GRPCInferenceService/*`), to
     /// serve alone or beside the REST routes with `Router::merge`.
     pub fn routes(self: &Arc<Self>) -> axum::Router {
-        let limit = self.config.max_message_bytes;
+        let limit = self.max_message_bytes;
         let service = GrpcInferenceServiceServer::new(Service(Arc::clone(self)))
             .max_decoding_message_size(limit)
             .max_encoding_message_size(limit);
@@ -206,17 +198,17 @@ impl Service {
     /// The admin settings, when the call carries the admin token (`authorization: Bearer
     /// <token>` metadata); UNIMPLEMENTED with none configured, UNAUTHENTICATED without it.
     fn admin(&self, metadata: &MetadataMap) -> Result<&Admin, Status> {
-        let Some(admin) = &self.0.config.admin else {
-            return Err(Status::unimplemented(
-                "the repository's load and unload are off: start the server with --admin-token",
-            ));
-        };
-        if !admin.accepts(metadata) {
-            return Err(Status::unauthenticated(
-                "load and unload need `authorization: Bearer <token>` metadata",
-            ));
-        }
-        Ok(admin)
+        self.0
+            .service
+            .authorize(metadata)
+            .map_err(|refusal| match refusal {
+                Refusal::Off => Status::unimplemented(
+                    "the repository's load and unload are off: start the server with --admin-token",
+                ),
+                Refusal::Unauthorized => Status::unauthenticated(
+                    "load and unload need `authorization: Bearer <token>` metadata",
+                ),
+            })
     }
 }
 
@@ -342,14 +334,9 @@ impl GrpcInferenceService for Service {
         &self,
         _: tonic::Request<pb::ServerReadyRequest>,
     ) -> Answer<pb::ServerReadyResponse> {
-        let ready = match self.0.served.load_full() {
-            None => false,
-            Some(served) => {
-                crate::http::server_readiness(&served, self.0.draining.load(Ordering::Relaxed))
-                    .is_ok()
-            }
-        };
-        ok(pb::ServerReadyResponse { ready })
+        ok(pb::ServerReadyResponse {
+            ready: self.0.service.ready().is_ok(),
+        })
     }
 
     async fn model_ready(
@@ -357,10 +344,10 @@ impl GrpcInferenceService for Service {
         request: tonic::Request<pb::ModelReadyRequest>,
     ) -> Answer<pb::ModelReadyResponse> {
         let r = request.into_inner();
-        let Some(served) = self.0.served.load_full() else {
+        if self.0.service.loaded().is_none() {
             return ok(pb::ModelReadyResponse { ready: false });
-        };
-        match crate::http::model_is_ready(&served, &r.name, version(&r.version)) {
+        }
+        match self.0.service.model_ready(&r.name, version(&r.version)) {
             Ok(()) => ok(pb::ModelReadyResponse { ready: true }),
             Err(e) if e.kind == ErrorKind::Unavailable => {
                 ok(pb::ModelReadyResponse { ready: false })
@@ -376,7 +363,7 @@ impl GrpcInferenceService for Service {
         ok(pb::ServerMetadataResponse {
             name: "servegraph".into(),
             version: env!("CARGO_PKG_VERSION").into(),
-            extensions: crate::http::EXTENSIONS
+            extensions: crate::serve::EXTENSIONS
                 .iter()
                 .map(|e| e.to_string())
                 .collect(),
@@ -420,7 +407,7 @@ impl GrpcInferenceService for Service {
                     let message = message?;
                     let id = message.id.clone();
                     // The graph serving when the request arrived (a reload may come mid-stream).
-                    let result = match state.served.load_full() {
+                    let result = match state.service.loaded() {
                         None => Err(Error::unavailable("not ready: models are loading")),
                         Some(served) => infer(&served, &*metadata, message).await,
                     };
@@ -449,8 +436,10 @@ impl GrpcInferenceService for Service {
         request: tonic::Request<pb::ModelConfigRequest>,
     ) -> Answer<pb::ModelConfigResponse> {
         let r = request.into_inner();
-        let served = self.0.current()?;
-        let config = crate::http::model_config(&served.graph, &r.name, version(&r.version))
+        let config = self
+            .0
+            .service
+            .config(&r.name, version(&r.version))
             .map_err(status)?;
         ok(pb::ModelConfigResponse {
             config: Some(model_config(&config)),
@@ -462,10 +451,12 @@ impl GrpcInferenceService for Service {
         request: tonic::Request<pb::ModelStatisticsRequest>,
     ) -> Answer<pb::ModelStatisticsResponse> {
         let r = request.into_inner();
-        let served = self.0.current()?;
         let name = (!r.name.is_empty()).then_some(r.name.as_str());
-        let stats =
-            crate::stats::statistics(&served.graph, name, version(&r.version)).map_err(status)?;
+        let stats = self
+            .0
+            .service
+            .statistics(name, version(&r.version))
+            .map_err(status)?;
         serde_json::from_value(stats)
             .map(tonic::Response::new)
             .map_err(|e| {
@@ -480,9 +471,12 @@ impl GrpcInferenceService for Service {
         request: tonic::Request<pb::RepositoryIndexRequest>,
     ) -> Answer<pb::RepositoryIndexResponse> {
         let r = request.into_inner();
-        let served = self.0.current()?;
         let text = |v: &Value, k: &str| v[k].as_str().unwrap_or_default().to_owned();
-        let models = crate::http::repository_entries(&served)
+        let models = self
+            .0
+            .service
+            .repository_index()
+            .map_err(status)?
             .iter()
             .map(|m| pb::repository_index_response::ModelIndex {
                 name: text(m, "name"),
@@ -505,7 +499,7 @@ impl GrpcInferenceService for Service {
             model: r.model_name.clone(),
             body: repository_body(&r.parameters),
         };
-        crate::http::act(admin, action).await.map_err(status)?;
+        admin.act(action).await.map_err(status)?;
         ok(pb::RepositoryModelLoadResponse {})
     }
 
@@ -519,7 +513,7 @@ impl GrpcInferenceService for Service {
             model: r.model_name.clone(),
             body: repository_body(&r.parameters),
         };
-        crate::http::act(admin, action).await.map_err(status)?;
+        admin.act(action).await.map_err(status)?;
         ok(pb::RepositoryModelUnloadResponse {})
     }
 }
@@ -534,7 +528,7 @@ pub struct GrpcSource {
 /// Where a gRPC source is served.
 enum Listener {
     /// A listener of its own, not started yet.
-    Own(crate::http::Server),
+    Own(crate::serve::listen::Server),
     /// The HTTP port (the HTTP source owns the socket; this source follows the graph and
     /// the drain).
     HttpPort,
@@ -549,7 +543,7 @@ impl GrpcSource {
         state: Arc<GrpcState>,
         tls: Option<axum_server::tls_rustls::RustlsConfig>,
     ) -> std::io::Result<GrpcSource> {
-        let server = crate::http::spawn_app(listener, state.routes(), tls, true)?;
+        let server = crate::serve::listen::spawn_app(listener, state.routes(), tls, true)?;
         Ok(GrpcSource {
             state,
             listener: Listener::Own(server),
@@ -585,11 +579,11 @@ impl crate::sources::Source for GrpcSource {
                 Ok(tokio::spawn(async move {
                     use crate::sources::{Phase, SourceContext};
                     SourceContext::reached(&mut ctx.phase, Phase::Draining).await;
-                    state.draining.store(true, Ordering::Relaxed);
+                    state.service.drain();
                 }))
             }
             Listener::Own((server, stop)) => Ok(tokio::spawn(async move {
-                crate::http::follow_phase("gRPC", server, stop, &state.draining, ctx).await
+                crate::serve::listen::follow_phase("gRPC", server, stop, &state.service, ctx).await
             })),
             Listener::Started => Err("the gRPC source is started twice".into()),
         }

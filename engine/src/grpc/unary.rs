@@ -44,7 +44,7 @@ async fn serve(state: &GrpcState, headers: &HeaderMap, body: Body) -> Result<Vec
         ));
     }
     let served = state.current()?;
-    let limit = state.config.max_message_bytes;
+    let limit = state.max_message_bytes;
     let too_large = || {
         status(Error::new(
             ErrorKind::PayloadTooLarge,

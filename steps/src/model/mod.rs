@@ -13,244 +13,93 @@
 pub(crate) mod batch;
 #[cfg(feature = "onnx")]
 pub mod onnx;
+mod onnx_class;
 pub mod python;
+mod remote_class;
 
-use marked_yaml::Spanned;
 use schemars::JsonSchema;
-use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use servegraph_engine::{
-    BuildContext, BuildMode, Error, Event, Model, Platform, Result, Signature, Step, StepNode,
-    TensorMeta, async_trait,
+    BuildContext, Error, Event, Model, Platform, Result, Signature, Step, StepNode, TensorMeta,
+    async_trait,
 };
+
+pub use onnx_class::{BatchSpec, ExplainSpec, OnnxSpec};
+pub use remote_class::{RemoteProtocol, RemoteSpec};
 
 use crate::transform::{Op, build_op};
 
-/// A model step's fields: one spec per `class` (a field of another class is an error that
-/// names the class and what it accepts).
-#[derive(Debug)]
-pub enum ModelSpec {
-    /// An ONNX model run by ONNX Runtime.
-    Onnx(OnnxSpec),
-    /// A model on another Open Inference Protocol (V2) server, over HTTP.
-    Remote(RemoteSpec),
-    /// A model written in Python, run by worker processes.
-    Python(Box<python::PythonSpec>),
+/// What a `class:` reads (its spec, one struct, `deny_unknown_fields`) and how it builds the
+/// model.
+pub trait ClassSpec: Send {
+    fn build(&self, node: &StepNode, ctx: &mut BuildContext) -> Option<Box<dyn Step>>;
 }
 
-/// The model classes, as `class:` names them.
-pub const CLASSES: [&str; 3] = ["onnx", "remote", "python"];
+/// Reads a step's spec as `class: {name}`, reporting every problem; `siblings` are the other
+/// classes and their fields (so a field of another class says which).
+type ParseSpec =
+    fn(&StepNode, &mut BuildContext, &str, &[(&str, Vec<String>)]) -> Option<Box<dyn ClassSpec>>;
 
-impl ModelSpec {
-    /// Reads the step's `class` and that class's spec, reporting every problem.
-    pub fn parse(node: &StepNode, ctx: &mut BuildContext) -> Option<ModelSpec> {
-        use servegraph_engine::fields::field_names;
-        let onnx = field_names(&schemars::schema_for!(OnnxSpec).to_value());
-        let remote = field_names(&schemars::schema_for!(RemoteSpec).to_value());
-        let python = field_names(&schemars::schema_for!(python::PythonSpec).to_value());
-        match ctx.variant(node, "class", &CLASSES)? {
-            "onnx" => ctx
-                .parse_variant_among(
-                    node,
-                    "class",
-                    "onnx",
-                    &[("remote", remote), ("python", python)],
-                )
-                .map(ModelSpec::Onnx),
-            "remote" => ctx
-                .parse_variant_among(
-                    node,
-                    "class",
-                    "remote",
-                    &[("onnx", onnx), ("python", python)],
-                )
-                .map(ModelSpec::Remote),
-            _ => ctx
-                .parse_variant_among(
-                    node,
-                    "class",
-                    "python",
-                    &[("onnx", onnx), ("remote", remote)],
-                )
-                .map(|spec| ModelSpec::Python(Box::new(spec))),
-        }
-    }
+/// One model class: its `class:` name, how its spec is read, and the spec's schema.
+pub struct ModelClass {
+    pub name: &'static str,
+    parse: ParseSpec,
+    schema: fn() -> serde_json::Value,
+}
 
-    /// The JSON Schema of a model step's fields: one branch per class.
-    pub fn schema() -> serde_json::Value {
-        servegraph_engine::fields::tagged_schema(
-            "class",
-            vec![
-                ("onnx", schemars::schema_for!(OnnxSpec).to_value()),
-                ("remote", schemars::schema_for!(RemoteSpec).to_value()),
-                (
-                    "python",
-                    schemars::schema_for!(python::PythonSpec).to_value(),
-                ),
-            ],
-        )
+const fn class<S: ClassSpec + DeserializeOwned + JsonSchema + 'static>(
+    name: &'static str,
+) -> ModelClass {
+    ModelClass {
+        name,
+        parse: |node, ctx, name, siblings| {
+            let spec: S = ctx.parse_variant_among(node, "class", name, siblings)?;
+            Some(Box::new(spec))
+        },
+        schema: || schemars::schema_for!(S).to_value(),
     }
 }
 
-/// `class: onnx`.
-#[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct OnnxSpec {
-    /// The model file on disk. A relative path is resolved against the graph file's folder,
-    /// wherever servegraph is started from. Give this or `model_uri`.
-    #[serde(default)]
-    #[schemars(with = "Option<String>")]
-    pub model_path: Option<Spanned<String>>,
-    /// The model file as a URI: a path, `file:///abs`, `s3://bucket/key`, `gs://…`, `az://…`
-    /// or `http(s)://…`; a store's file is downloaded into the model cache (`--model-cache`)
-    /// and checked against the store on every load. Give this or `model_path`.
-    #[serde(default)]
-    #[schemars(with = "Option<String>")]
-    pub model_uri: Option<Spanned<String>>,
-    /// `sha256:<64 hex digits>`: the file's SHA-256, checked on every load (a mismatch
-    /// refuses to load it).
-    #[serde(default)]
-    #[schemars(with = "Option<String>")]
-    pub sha256: Option<Spanned<String>>,
-    /// Threads ONNX Runtime may use inside one inference (default 1: small models gain
-    /// nothing from more, and each session would otherwise spin a core-sized pool).
-    #[serde(default = "one")]
-    #[schemars(range(min = 1))]
-    pub intra_op_threads: usize,
-    /// Sessions in this model's pool, each on its own thread (default 1). Requests queue for
-    /// the next free session.
-    #[serde(default = "one")]
-    #[schemars(range(min = 1))]
-    pub sessions: usize,
-    /// Requests that may wait for a session; past it requests get HTTP 503 at once (default
-    /// 1024, the graph's default `max_in_flight`: with both defaults admission refuses
-    /// overload with 429 before this queue can overflow).
-    #[serde(default = "default_queue")]
-    #[schemars(range(min = 1))]
-    pub queue_size: usize,
-    /// Adaptive batching: requests waiting for this model are merged along the first axis
-    /// into one run and split back. Only for models whose rows are independent.
-    #[serde(default)]
-    pub batch: Option<BatchSpec>,
-    /// Run tiny models on the calling thread (default `true`): a model whose runs took under
-    /// 50 µs of CPU time over its first 200 runs (and whose later runs stay under 200 µs) runs
-    /// inline on the request's own worker thread with a session of that thread's, skipping
-    /// the hand-off to the session pool; `false` always uses the pool.
-    #[serde(default = "yes")]
-    pub inline: bool,
-    /// How `/explain` attributes a prediction to the features (occlusion against a baseline;
-    /// default: a baseline of zeros).
-    #[serde(default)]
-    pub explain: Option<ExplainSpec>,
-    /// Transform ops run on the request before the model, in order (MLRun's preprocess):
-    /// `[{op: standardize, args: {...}}, ...]`.
-    #[serde(default)]
-    #[schemars(with = "Option<Vec<serde_json::Value>>")]
-    pub preprocess: Option<serde::de::IgnoredAny>,
-    /// Transform ops run on the model's outputs, in order (MLRun's postprocess).
-    #[serde(default)]
-    #[schemars(with = "Option<Vec<serde_json::Value>>")]
-    pub postprocess: Option<serde::de::IgnoredAny>,
+/// Every model class, once: building, the `expected one of` lists, the "applies to `class:
+/// x`" hints and the JSON Schema all read this list. A new class is a module with a
+/// [`ClassSpec`] and one line here.
+pub const MODEL_CLASSES: [ModelClass; 3] = [
+    class::<OnnxSpec>("onnx"),
+    class::<RemoteSpec>("remote"),
+    class::<python::PythonSpec>("python"),
+];
+
+/// The JSON Schema of a model step's fields: one branch per class.
+pub fn schema() -> serde_json::Value {
+    servegraph_engine::fields::tagged_schema(
+        "class",
+        MODEL_CLASSES
+            .iter()
+            .map(|c| (c.name, (c.schema)()))
+            .collect(),
+    )
 }
 
-/// `class: remote`.
-#[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RemoteSpec {
-    /// The server's base URL (`http://host:port`; for gRPC the server's gRPC port, Triton's
-    /// 8001).
-    #[schemars(with = "String")]
-    pub url: Spanned<String>,
-    /// `http` (the default: OIP over HTTP/1.1, JSON or the binary extension) or `grpc` (the
-    /// OIP over gRPC, Triton's `GRPCInferenceService`: tensors always raw).
-    #[serde(default)]
-    pub protocol: Option<RemoteProtocol>,
-    /// The model's name on that server (default: this step's name).
-    #[serde(default)]
-    pub model: Option<String>,
-    /// The model version to call (default: the server's choice).
-    #[serde(default)]
-    pub version: Option<String>,
-    /// Deadline for one attempt, in milliseconds (default 5000).
-    #[serde(default)]
-    #[schemars(range(min = 1))]
-    pub attempt_timeout_ms: Option<u64>,
-    /// Attempts after the first when the server answers 5xx/429 or cannot be reached
-    /// (default 2), with exponential backoff from `backoff_ms` (default 50).
-    #[serde(default)]
-    pub retries: Option<u32>,
-    #[serde(default)]
-    pub backoff_ms: Option<u64>,
-    /// Requests to the server at once; past it requests get 503 at once (default 64).
-    #[serde(default)]
-    #[schemars(range(min = 1))]
-    pub max_in_flight: Option<usize>,
-    /// Tensors as JSON (`false`) or the binary extension (`true`, the default).
-    #[serde(default)]
-    pub binary: Option<bool>,
-    /// Transform ops run on the request before the model, in order (MLRun's preprocess).
-    #[serde(default)]
-    #[schemars(with = "Option<Vec<serde_json::Value>>")]
-    pub preprocess: Option<serde::de::IgnoredAny>,
-    /// Transform ops run on the model's outputs, in order (MLRun's postprocess).
-    #[serde(default)]
-    #[schemars(with = "Option<Vec<serde_json::Value>>")]
-    pub postprocess: Option<serde::de::IgnoredAny>,
-}
-
-/// How a remote model is called.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum RemoteProtocol {
-    #[default]
-    Http,
-    Grpc,
-}
-
-/// `batch: {max_size, max_wait_us}`.
-#[derive(Clone, Copy, Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct BatchSpec {
-    /// Most rows in one run. A request with more rows runs alone.
-    #[schemars(range(min = 1))]
-    pub max_size: usize,
-    /// How long the first request of a batch may wait for others, in microseconds. 0 (the
-    /// default): take whatever is already queued, never wait.
-    #[serde(default)]
-    pub max_wait_us: u64,
-}
-
-fn one() -> usize {
-    1
-}
-
-fn yes() -> bool {
-    true
-}
-
-fn default_queue() -> usize {
-    1024
-}
-
-/// `explain: {baseline: [...]}`.
-#[derive(Clone, Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ExplainSpec {
-    /// The value each feature is replaced with to measure its effect (one per feature, or one
-    /// for all), e.g. the training data's mean.
-    pub baseline: Vec<f64>,
-}
-
-/// Builds a `model` step.
+/// Builds a `model` step: its class's spec (field errors, and fields of another class, are
+/// reported by the parse), its pre- and postprocessing, then the model.
 pub fn build(node: &StepNode, ctx: &mut BuildContext) -> Option<Box<dyn Step>> {
-    // Field errors (types, ranges, fields of another class) are reported by `parse`.
-    let spec = ModelSpec::parse(node, ctx)?;
+    let names: Vec<&str> = MODEL_CLASSES.iter().map(|c| c.name).collect();
+    let name = ctx.variant(node, "class", &names)?;
+    let class = MODEL_CLASSES.iter().find(|c| c.name == name)?;
+    let siblings: Vec<(&str, Vec<String>)> = MODEL_CLASSES
+        .iter()
+        .filter(|c| c.name != name)
+        .map(|c| {
+            (
+                c.name,
+                servegraph_engine::fields::field_names(&(c.schema)()),
+            )
+        })
+        .collect();
+    let spec = (class.parse)(node, ctx, name, &siblings)?;
     let pre = hooks(node, ctx, "preprocess");
     let post = hooks(node, ctx, "postprocess");
-    let model = match &spec {
-        ModelSpec::Onnx(onnx) => onnx_model(node, ctx, onnx),
-        ModelSpec::Remote(remote) => remote_model(node, ctx, remote),
-        ModelSpec::Python(py) => python::build(node, ctx, py),
-    };
+    let model = spec.build(node, ctx);
     let (Some(pre), Some(post), Some(model)) = (pre, post, model) else {
         return None;
     };
@@ -258,101 +107,6 @@ pub fn build(node: &StepNode, ctx: &mut BuildContext) -> Option<Box<dyn Step>> {
         return Some(model);
     }
     Some(Box::new(Hooked { pre, model, post }))
-}
-
-fn onnx_model(node: &StepNode, ctx: &mut BuildContext, spec: &OnnxSpec) -> Option<Box<dyn Step>> {
-    let (field, uri) = match (&spec.model_path, &spec.model_uri) {
-        (Some(p), None) => ("model_path", p),
-        (None, Some(u)) => ("model_uri", u),
-        (Some(_), Some(u)) => {
-            ctx.error(
-                &node.name,
-                u.span(),
-                "give `model_path` or `model_uri`, not both",
-            );
-            return None;
-        }
-        (None, None) => {
-            ctx.error(
-                &node.name,
-                &node.span,
-                "`class: onnx` needs `model_path` (a file) or `model_uri` (a file or a store's object)",
-            );
-            return None;
-        }
-    };
-    let file = ctx.model_file(
-        &node.name,
-        servegraph_engine::step::ModelFileRequest {
-            field,
-            uri: uri.as_str(),
-            span: uri.span(),
-            sha256: spec.sha256.as_ref().map(|p| (p.as_str(), p.span())),
-            folder_ok: false,
-        },
-    )?;
-    let model_path = uri;
-    let Some(path) = file.path else {
-        return Some(Box::new(Unloaded));
-    };
-    if ctx.mode == BuildMode::Structural {
-        return Some(Box::new(Unloaded));
-    }
-    #[cfg(feature = "onnx")]
-    match onnx::OnnxModel::shared(&node.name, &path, spec) {
-        Ok(model) => Some(Box::new(model)),
-        Err(message) => {
-            ctx.error(&node.name, model_path.span(), message);
-            None
-        }
-    }
-    #[cfg(not(feature = "onnx"))]
-    {
-        ctx.error(
-            &node.name,
-            model_path.span(),
-            "this build of servegraph has no ONNX Runtime (feature `onnx`)",
-        );
-        None
-    }
-}
-
-fn remote_model(
-    node: &StepNode,
-    ctx: &mut BuildContext,
-    spec: &RemoteSpec,
-) -> Option<Box<dyn Step>> {
-    let url = &spec.url;
-    let settings = crate::remote::RemoteSettings {
-        model: spec.model.clone().unwrap_or_else(|| node.name.clone()),
-        version: spec.version.clone(),
-        attempt_timeout: std::time::Duration::from_millis(spec.attempt_timeout_ms.unwrap_or(5000)),
-        retries: spec.retries.unwrap_or(2),
-        backoff: std::time::Duration::from_millis(spec.backoff_ms.unwrap_or(50)),
-        max_in_flight: spec.max_in_flight.unwrap_or(64),
-        binary: spec.binary.unwrap_or(true),
-        protocol: spec.protocol.unwrap_or_default(),
-    };
-    if settings.protocol == RemoteProtocol::Grpc && spec.binary == Some(false) {
-        ctx.error(
-            &node.name,
-            url.span(),
-            "`binary: false` is for `protocol: http`; gRPC always sends tensors raw",
-        );
-        return None;
-    }
-    match crate::remote::RemoteModel::new(
-        &node.name,
-        url.as_str(),
-        settings,
-        ctx.mode == BuildMode::Load,
-    ) {
-        Ok(model) => Some(Box::new(model)),
-        Err(message) => {
-            ctx.error(&node.name, url.span(), message);
-            None
-        }
-    }
 }
 
 /// Takes a model's declared inputs from the event, by name: a 422 names a missing tensor (and
@@ -520,7 +274,7 @@ impl Model for Unloaded {
 mod tests {
     use std::path::Path;
 
-    use servegraph_engine::{Graph, Tensor, TensorData};
+    use servegraph_engine::{BuildMode, Graph, Tensor, TensorData};
 
     use super::*;
 

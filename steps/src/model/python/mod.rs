@@ -376,25 +376,23 @@ pub fn build_step(node: &StepNode, ctx: &mut BuildContext) -> Option<Box<dyn Ste
     }
 }
 
-/// Builds a `class: python` model from its spec.
-pub(crate) fn build(
-    node: &StepNode,
-    ctx: &mut BuildContext,
-    spec: &PythonSpec,
-) -> Option<Box<dyn Step>> {
-    let config = spec::config(node, ctx, spec)?;
-    if ctx.mode == BuildMode::Structural {
-        return Some(Box::new(super::Unloaded));
-    }
-    match PythonModel::start(&node.name, config, spec) {
-        Ok(model) => Some(Box::new(model)),
-        Err(message) => {
-            ctx.report(
-                servegraph_engine::Diagnostic::new(message)
-                    .step(&node.name)
-                    .at(&node.span),
-            );
-            None
+/// `class: python`: builds the model from its spec.
+impl super::ClassSpec for PythonSpec {
+    fn build(&self, node: &StepNode, ctx: &mut BuildContext) -> Option<Box<dyn Step>> {
+        let config = spec::config(node, ctx, self)?;
+        if ctx.mode == BuildMode::Structural {
+            return Some(Box::new(super::Unloaded));
+        }
+        match PythonModel::start(&node.name, config, self) {
+            Ok(model) => Some(Box::new(model)),
+            Err(message) => {
+                ctx.report(
+                    servegraph_engine::Diagnostic::new(message)
+                        .step(&node.name)
+                        .at(&node.span),
+                );
+                None
+            }
         }
     }
 }

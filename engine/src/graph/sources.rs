@@ -1,0 +1,90 @@
+//! The `sources:` section of a graph file: the settings of the sources besides HTTP and gRPC
+//! (their runtimes are in `crate::kafka`, behind feature `kafka`; the settings are read and
+//! checked in every build).
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+/// `sources:` in a graph file.
+#[derive(Clone, Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SourcesSpec {
+    /// Consume requests from Kafka topics and produce the results to a topic.
+    #[serde(default)]
+    pub kafka: Option<KafkaSourceSpec>,
+}
+
+/// `sources: {kafka: {...}}`.
+#[derive(Clone, Debug, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSourceSpec {
+    /// Bootstrap brokers, `host:port[,host:port...]`.
+    pub brokers: String,
+    /// The consumer group: processes sharing it split the topics' partitions.
+    pub group: String,
+    /// Topics of OIP V2 JSON requests.
+    pub topics: Vec<String>,
+    /// Where results go (same key as the request, `correlation-id` header = request id).
+    pub output_topic: String,
+    /// Where requests that cannot be served go (undecodable, unknown model, wrong tensors),
+    /// with the error in headers. Without one they are logged, counted and skipped.
+    #[serde(default)]
+    pub dlq_topic: Option<String>,
+    /// Rewards for routers that learn, in the feedback API's shapes (`{"id", "reward"}`, a
+    /// batch, or Seldon's); every process reads all of it and credits the ids it routed.
+    #[serde(default)]
+    pub feedback_topic: Option<String>,
+    /// Messages processed at once, across partitions (default 256); consumption pauses past it.
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
+    /// How often finished offsets are committed, in milliseconds (default 500).
+    #[serde(default = "default_commit_ms")]
+    pub commit_interval_ms: u64,
+    /// Extra librdkafka settings for the consumer and producer (`security.protocol`, ...).
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
+}
+
+fn default_max_in_flight() -> usize {
+    256
+}
+
+fn default_commit_ms() -> u64 {
+    500
+}
+
+impl KafkaSourceSpec {
+    pub fn check(&self) -> Result<(), String> {
+        if self.brokers.trim().is_empty() || self.group.trim().is_empty() {
+            return Err("`brokers` and `group` must not be empty".into());
+        }
+        if self.topics.is_empty() {
+            return Err("`topics` must name at least one topic".into());
+        }
+        if self.topics.contains(&self.output_topic)
+            || self
+                .dlq_topic
+                .as_ref()
+                .is_some_and(|d| self.topics.contains(d))
+        {
+            return Err(
+                "`output_topic` and `dlq_topic` must not be input topics (that would loop)".into(),
+            );
+        }
+        if let Some(f) = &self.feedback_topic
+            && (self.topics.contains(f)
+                || *f == self.output_topic
+                || self.dlq_topic.as_ref() == Some(f))
+        {
+            return Err(
+                "`feedback_topic` must not be an input, output or dead-letter topic".into(),
+            );
+        }
+        if self.max_in_flight == 0 || self.commit_interval_ms == 0 {
+            return Err("`max_in_flight` and `commit_interval_ms` must be at least 1".into());
+        }
+        Ok(())
+    }
+}

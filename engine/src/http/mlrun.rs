@@ -1,0 +1,36 @@
+//! MLRun's serving routes: `POST /` with the model (route) in the body's `model` field or the
+//! `x-model-name` header (the graph's own policy otherwise), and `predict`, MLRun's spelling
+//! of `infer`. Its row-shaped bodies (`{"inputs": [[...], ...]}`) are read wherever an
+//! inference body is ([`crate::protocol::mlrun`]), since MLRun's clients send them to
+//! `/infer` too.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::Response;
+use axum::routing::post;
+
+use super::oip::{infer, infer_version};
+use super::{AppState, run_infer};
+
+pub(super) fn routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/", post(infer_body_routed))
+        .route("/v2/models/{model}/predict", post(infer))
+        .route(
+            "/v2/models/{model}/versions/{version}/predict",
+            post(infer_version),
+        )
+}
+
+/// `POST /`: the model the body (or `x-model-name`) names, else the graph's own policy.
+async fn infer_body_routed(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    run_infer(&state, None, None, &headers, body, false).await
+}

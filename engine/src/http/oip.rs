@@ -1,0 +1,223 @@
+//! The Open Inference Protocol (V2) over HTTP, with Triton's extensions: health, server and
+//! model metadata, readiness, infer and explain (JSON or the binary tensor extension),
+//! model configuration, statistics, and the model repository.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, Method, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{Value, json};
+
+use super::{AppState, authorized, json_body, run_infer};
+use crate::error::Error;
+use crate::serve::{AdminAction, Service};
+
+type Answer = Result<Json<Value>, Error>;
+
+pub(super) fn routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/v2", get(server_metadata))
+        .route("/v2/health/live", get(live))
+        .route("/v2/health/ready", get(ready))
+        .route("/v2/models/{model}", get(model_metadata))
+        .route(
+            "/v2/models/{model}/versions/{version}",
+            get(model_metadata_version),
+        )
+        .route("/v2/models/{model}/ready", get(model_ready))
+        .route(
+            "/v2/models/{model}/versions/{version}/ready",
+            get(model_ready_version),
+        )
+        .route("/v2/models/{model}/infer", post(infer))
+        .route(
+            "/v2/models/{model}/versions/{version}/infer",
+            post(infer_version),
+        )
+        .route("/v2/models/{model}/explain", post(explain))
+        .route(
+            "/v2/models/{model}/versions/{version}/explain",
+            post(explain_version),
+        )
+        .route("/v2/models/stats", get(all_statistics))
+        .route("/v2/models/{model}/stats", get(statistics))
+        .route(
+            "/v2/models/{model}/versions/{version}/stats",
+            get(statistics_version),
+        )
+        .route("/v2/models/{model}/config", get(config))
+        .route(
+            "/v2/models/{model}/versions/{version}/config",
+            get(config_version),
+        )
+        .route("/v2/repository/index", post(repository_index))
+        .route(
+            "/v2/repository/models/{model}/{action}",
+            post(repository_action),
+        )
+}
+
+async fn server_metadata() -> Json<Value> {
+    Json(Service::server_metadata())
+}
+
+async fn live() -> Json<Value> {
+    Json(json!({ "live": true }))
+}
+
+async fn ready(State(state): State<Arc<AppState>>) -> Answer {
+    state.service.ready()?;
+    Ok(Json(json!({ "ready": true })))
+}
+
+async fn model_metadata(State(state): State<Arc<AppState>>, Path(model): Path<String>) -> Answer {
+    state.service.metadata(&model, None).map(Json)
+}
+
+async fn model_metadata_version(
+    State(state): State<Arc<AppState>>,
+    Path((model, version)): Path<(String, String)>,
+) -> Answer {
+    state.service.metadata(&model, Some(&version)).map(Json)
+}
+
+async fn model_ready(State(state): State<Arc<AppState>>, Path(model): Path<String>) -> Answer {
+    state.service.model_ready(&model, None)?;
+    Ok(Json(json!({ "name": model, "ready": true })))
+}
+
+async fn model_ready_version(
+    State(state): State<Arc<AppState>>,
+    Path((model, version)): Path<(String, String)>,
+) -> Answer {
+    state.service.model_ready(&model, Some(&version))?;
+    Ok(Json(json!({ "name": model, "ready": true })))
+}
+
+pub(super) async fn infer(
+    State(state): State<Arc<AppState>>,
+    Path(model): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    run_infer(&state, Some(&model), None, &headers, body, false).await
+}
+
+pub(super) async fn infer_version(
+    State(state): State<Arc<AppState>>,
+    Path((model, version)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    run_infer(&state, Some(&model), Some(&version), &headers, body, false).await
+}
+
+/// Like `infer`, with per-feature attributions from the models that can explain.
+async fn explain(
+    State(state): State<Arc<AppState>>,
+    Path(model): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    run_infer(&state, Some(&model), None, &headers, body, true).await
+}
+
+async fn explain_version(
+    State(state): State<Arc<AppState>>,
+    Path((model, version)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    run_infer(&state, Some(&model), Some(&version), &headers, body, true).await
+}
+
+/// `GET /v2/models/stats`: every model's statistics (Triton's statistics extension).
+async fn all_statistics(State(state): State<Arc<AppState>>) -> Answer {
+    state.service.statistics(None, None).map(Json)
+}
+
+/// `GET /v2/models/{m}/stats`: the statistics of each version of `m`.
+async fn statistics(State(state): State<Arc<AppState>>, Path(model): Path<String>) -> Answer {
+    state.service.statistics(Some(&model), None).map(Json)
+}
+
+async fn statistics_version(
+    State(state): State<Arc<AppState>>,
+    Path((model, version)): Path<(String, String)>,
+) -> Answer {
+    state
+        .service
+        .statistics(Some(&model), Some(&version))
+        .map(Json)
+}
+
+/// `GET /v2/models/{m}/config`: the model configuration in Triton's JSON shape.
+async fn config(State(state): State<Arc<AppState>>, Path(model): Path<String>) -> Answer {
+    state.service.config(&model, None).map(Json)
+}
+
+async fn config_version(
+    State(state): State<Arc<AppState>>,
+    Path((model, version)): Path<(String, String)>,
+) -> Answer {
+    state.service.config(&model, Some(&version)).map(Json)
+}
+
+/// `POST /v2/repository/index`: every served model with its version and state.
+async fn repository_index(State(state): State<Arc<AppState>>) -> Answer {
+    Ok(Json(Value::Array(state.service.repository_index()?)))
+}
+
+/// `POST /v2/repository/models/{m}/load|unload|default`: Triton's load (with its
+/// `parameters.config` and `file:` parameters) and unload, and servegraph's default version;
+/// behind the admin token like `/admin/reload` (404 with none configured, 401 without it).
+async fn repository_action(
+    State(state): State<Arc<AppState>>,
+    Path((model, action)): Path<(String, String)>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    if !matches!(action.as_str(), "load" | "unload" | "default") {
+        return Error::not_found(format!(
+            "no route for POST /v2/repository/models/{model}/{action}: the actions are load, unload and default"
+        ))
+        .into_response();
+    }
+    let admin = match authorized(&state, method, uri, &headers).await {
+        Ok(admin) => admin,
+        Err(response) => return response,
+    };
+    let body = match state.body(body, &headers).await {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
+    let body = match json_body(&body, json!({}), "the request body is not JSON") {
+        Ok(v) => v,
+        Err(e) => return e.into_response(),
+    };
+    let action = match action.as_str() {
+        "load" => AdminAction::Load { model, body },
+        "unload" => AdminAction::Unload { model, body },
+        _ => match body.get("version").and_then(|v| {
+            v.as_str()
+                .map(str::to_owned)
+                .or_else(|| v.as_u64().map(|n| n.to_string()))
+        }) {
+            Some(version) => AdminAction::Default { model, version },
+            None => {
+                return Error::bad_request("`default` takes `{\"version\": \"<version>\"}`")
+                    .into_response();
+            }
+        },
+    };
+    match admin.act(action).await {
+        Ok(summary) => Json(summary).into_response(),
+        Err(e) => e.into_response(),
+    }
+}

@@ -1,0 +1,94 @@
+use std::path::Path;
+
+use axum::http::Request;
+use http_body_util::BodyExt;
+use tokio::sync::Notify;
+use tower::ServiceExt;
+
+use super::*;
+use crate::event::Event;
+use crate::graph::Graph;
+use crate::step::{BuildContext, BuildMode, Registry, Step, StepNode};
+
+/// Holds every request until released.
+struct Hold(Arc<Notify>);
+
+#[async_trait::async_trait]
+impl Step for Hold {
+    async fn process(&self, e: Event) -> crate::Result<Event> {
+        self.0.notified().await;
+        Ok(e)
+    }
+}
+
+fn state_with(yaml: &str, gate: Arc<Notify>) -> Arc<AppState> {
+    let mut r = Registry::new();
+    r.register("hold", move |_: &StepNode, _: &mut BuildContext| {
+        Some(Box::new(Hold(Arc::clone(&gate))) as Box<dyn Step>)
+    });
+    let graph = Graph::from_yaml(yaml, Path::new("."), &r, BuildMode::Load).unwrap();
+    let state = AppState::new(HttpConfig::default());
+    state.serve(Arc::new(graph), None);
+    state
+}
+
+const REQ: &str = r#"{"inputs":[{"name":"x","shape":[1],"datatype":"FP32","data":[1]}]}"#;
+
+fn infer_request(model: &str) -> Request<Body> {
+    Request::post(format!("/v2/models/{model}/infer"))
+        .body(Body::from(REQ))
+        .unwrap()
+}
+
+async fn body_json(r: Response) -> serde_json::Value {
+    serde_json::from_slice(&r.into_body().collect().await.unwrap().to_bytes()).unwrap()
+}
+
+#[tokio::test]
+async fn not_ready_until_a_graph_is_served() {
+    let app = router(AppState::new(HttpConfig::default()));
+    let r = app
+        .clone()
+        .oneshot(
+            Request::get("/v2/health/ready")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(body_json(r).await["error"], "not ready: models are loading");
+    let r = app
+        .clone()
+        .oneshot(Request::get("/v2/health/live").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = app.oneshot(infer_request("g")).await.unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+}
+
+#[tokio::test]
+async fn over_max_in_flight_is_429_with_retry_after() {
+    let gate = Arc::new(Notify::new());
+    let state = state_with(
+        "name: g\nmax_in_flight: 1\ngraph: {kind: flow, steps: {h: {kind: hold}}}\n",
+        Arc::clone(&gate),
+    );
+    let app = router(Arc::clone(&state));
+    let first = tokio::spawn(app.clone().oneshot(infer_request("g")));
+    // Wait until the first request holds the only permit (it waits on the gate).
+    while state.current().unwrap().graph.admission_available() > 0 {
+        tokio::task::yield_now().await;
+    }
+    let r = app.oneshot(infer_request("g")).await.unwrap();
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(r.headers()[header::RETRY_AFTER], "1");
+    assert_eq!(
+        body_json(r).await["error"],
+        "too many requests in flight (max_in_flight is 1)"
+    );
+    gate.notify_one();
+    let r = first.await.unwrap().unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+}
