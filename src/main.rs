@@ -307,7 +307,7 @@ fn validate(graph: &Path, short: bool) -> ExitCode {
                 servegraph_engine::GraphErrors::new(
                     graph,
                     "",
-                    vec![servegraph_engine::Diagnostic::new(e)],
+                    vec![servegraph_engine::Diagnostic::new(e.to_string())],
                 )
             })?;
             Graph::load_with(graph, &registry(), BuildMode::Load, &overlay)
@@ -459,7 +459,7 @@ impl Running {
         let started = std::time::Instant::now();
         let overlay = match overlay {
             Some(o) => o,
-            None => servegraph_engine::repository::State::read(&path)?,
+            None => servegraph_engine::repository::State::read(&path).map_err(|e| e.to_string())?,
         };
         let built = {
             let overlay = overlay.clone();
@@ -904,7 +904,9 @@ fn start_tracking(
         return Ok((None, None));
     };
     let opened = match sink {
-        Sink::Kafka { brokers, topic } => servegraph_engine::kafka::tracking_sink(brokers, topic),
+        Sink::Kafka { brokers, topic } => {
+            servegraph_engine::kafka::tracking_sink(brokers, topic).map_err(|e| e.to_string())
+        }
         other => open_sink(other),
     }
     .map_err(|e| anyhow::anyhow!("tracking sink `{}`: {e}", spec.sink))?;

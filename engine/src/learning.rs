@@ -86,5 +86,5 @@ pub trait Replicated: Send + Sync {
     /// a full outbox drops the update and counts it).
     fn connect(&self, outbox: tokio::sync::mpsc::Sender<Vec<u8>>);
     /// Applies an update another replica's outbox sent; an error says why it does not fit.
-    fn learn(&self, message: &[u8]) -> std::result::Result<(), String>;
+    fn learn(&self, message: &[u8]) -> Result<()>;
 }

@@ -49,6 +49,27 @@ pub struct Entry {
     pub loaded: bool,
 }
 
+/// Why the overlay beside a graph could not be read or saved.
+#[derive(Debug, thiserror::Error)]
+pub enum OverlayError {
+    #[error("reading the model repository {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "the model repository {} is not valid: {source} (it is written by the server; move it \
+         away to start without the models loaded into it)",
+        path.display()
+    )]
+    Invalid {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error(transparent)]
+    Save(Box<crate::storage::StoreError>),
+}
+
 /// `g.repository.json` beside `g.yaml`.
 pub fn overlay_path(graph: &Path) -> PathBuf {
     graph.with_extension("repository.json")
@@ -61,28 +82,21 @@ pub fn files_dir(graph: &Path) -> PathBuf {
 
 impl State {
     /// The overlay saved beside `graph`, or an empty one when there is none.
-    pub fn read(graph: &Path) -> Result<State, String> {
+    pub fn read(graph: &Path) -> Result<State, OverlayError> {
         let path = overlay_path(graph);
         match std::fs::read(&path) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(State::default()),
-            Err(e) => Err(format!(
-                "reading the model repository {}: {e}",
-                path.display()
-            )),
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-                format!(
-                    "the model repository {} is not valid: {e} (it is written by the server; \
-                     move it away to start without the models loaded into it)",
-                    path.display()
-                )
-            }),
+            Err(source) => Err(OverlayError::Read { path, source }),
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|source| OverlayError::Invalid { path, source }),
         }
     }
 
     /// Saves the overlay beside `graph`, atomically (a temporary file, synced, renamed).
-    pub fn save(&self, graph: &Path) -> Result<(), String> {
+    pub fn save(&self, graph: &Path) -> Result<(), OverlayError> {
         let bytes = serde_json::to_vec_pretty(self).expect("JSON");
         crate::storage::write_atomic(&overlay_path(graph), &bytes)
+            .map_err(|e| OverlayError::Save(Box::new(e)))
     }
 
     pub fn is_empty(&self) -> bool {
@@ -462,7 +476,8 @@ fn declared_of(config: &Value) -> Declared {
     }
 }
 
-/// Checks a configuration's declared tensors against what the built model takes and gives.
+/// Checks a configuration's declared tensors against what the built model takes and gives;
+/// the error is the message a refused load answers with (a diagnostic, not a failure to pass on).
 pub fn check_declared(declared: &Declared, info: &crate::step::ModelInfo) -> Result<(), String> {
     let check = |what: &str, want: &[(String, String)], have: &[crate::tensor::TensorMeta]| {
         for (name, datatype) in want {
@@ -964,5 +979,29 @@ mod tests {
         let s = plan_load(&h, &s, "m", &json!({})).unwrap().state;
         assert_eq!(s.loaded().count(), 2);
         assert_eq!(s.defaults["m"], "1");
+    }
+
+    #[test]
+    fn the_overlay_is_read_saved_and_refused_when_broken() {
+        let dir = tempfile::tempdir().unwrap();
+        let graph = dir.path().join("g.yaml");
+        assert_eq!(State::read(&graph).unwrap(), State::default());
+        let mut state = State::default();
+        state.defaults.insert("m".into(), "1".into());
+        state.save(&graph).unwrap();
+        assert_eq!(State::read(&graph).unwrap(), state);
+        std::fs::write(overlay_path(&graph), b"{").unwrap();
+        let e = State::read(&graph).unwrap_err();
+        assert!(matches!(e, OverlayError::Invalid { .. }), "{e:?}");
+        let text = e.to_string();
+        assert!(
+            text.starts_with(&format!(
+                "the model repository {} is not valid: ",
+                overlay_path(&graph).display()
+            )) && text.ends_with(
+                "(it is written by the server; move it away to start without the models loaded into it)"
+            ),
+            "{text}"
+        );
     }
 }

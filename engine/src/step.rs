@@ -504,13 +504,9 @@ impl<'r> BuildContext<'r> {
                     }
                     if self.mode == BuildMode::Load {
                         let check = crate::storage::cache_sha256(&path).and_then(|got| {
-                            (got == pin).then_some(()).ok_or_else(|| {
-                                format!(
-                                    "the file's SHA-256 is {}, the graph pins {}: refusing to load it",
-                                    storage::hex(&got),
-                                    storage::hex(&pin)
-                                )
-                            })
+                            (got == pin)
+                                .then_some(())
+                                .ok_or(storage::StoreError::Checksum { got, pinned: pin })
                         });
                         if let Err(e) = check {
                             return fail(self, format!("{what} `{uri}`: {e}"));

@@ -27,6 +27,7 @@ pub struct TelemetrySpec {
 }
 
 impl TelemetrySpec {
+    /// The error is the diagnostic for `telemetry:`.
     pub fn check(&self) -> Result<(), String> {
         let e = &self.otlp_endpoint;
         if !(e.starts_with("http://") || e.starts_with("https://")) || e.len() < 10 {
@@ -38,10 +39,15 @@ impl TelemetrySpec {
     }
 }
 
+/// The OTLP exporter could not be made.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot start the OTLP exporter: {0}")]
+pub struct ExporterError(#[from] opentelemetry_otlp::ExporterBuildError);
+
 static TRACING: OnceLock<(SdkTracerProvider, SdkTracer)> = OnceLock::new();
 
 /// Starts exporting spans (once per process: the first graph served decides).
-pub fn start(spec: &TelemetrySpec, graph: &str) -> Result<(), String> {
+pub fn start(spec: &TelemetrySpec, graph: &str) -> Result<(), ExporterError> {
     if TRACING.get().is_some() {
         return Ok(());
     }
@@ -56,8 +62,7 @@ pub fn start(spec: &TelemetrySpec, graph: &str) -> Result<(), String> {
         .with_http()
         .with_protocol(opentelemetry_otlp::Protocol::HttpJson)
         .with_endpoint(endpoint)
-        .build()
-        .map_err(|e| format!("cannot start the OTLP exporter: {e}"))?;
+        .build()?;
     let service = spec
         .service_name
         .clone()

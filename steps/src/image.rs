@@ -85,19 +85,21 @@ impl ImageArgs {
     }
 
     /// Decodes, resizes, crops and normalizes one image into `out` (C×H×W, channel-major).
-    fn convert(&self, bytes: &[u8], out: &mut Vec<f32>) -> std::result::Result<(), String> {
+    fn convert(&self, bytes: &[u8], out: &mut Vec<f32>) -> Result<()> {
         let mut limits = Limits::default();
         limits.max_image_width = Some(MAX_SIDE);
         limits.max_image_height = Some(MAX_SIDE);
         limits.max_alloc = Some(MAX_ALLOC);
         let mut reader = ImageReader::new(Cursor::new(bytes))
             .with_guessed_format()
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| Error::unprocessable(e.to_string()))?;
         if reader.format().is_none() {
-            return Err("not a PNG or JPEG image".into());
+            return Err(Error::unprocessable("not a PNG or JPEG image"));
         }
         reader.limits(limits);
-        let img = reader.decode().map_err(|e| e.to_string())?;
+        let img = reader
+            .decode()
+            .map_err(|e| Error::unprocessable(e.to_string()))?;
         let (rh, rw) = (self.resize[0], self.resize[1]);
         let (oh, ow) = self.out_size();
         let (x, y) = ((rw - ow) / 2, (rh - oh) / 2);

@@ -74,6 +74,7 @@ pub struct RemoteModel {
 impl RemoteModel {
     /// Checks the URL and, when `fetch_metadata`, asks the server for the model's inputs and
     /// outputs (a server that is down only costs the validation of those tensors: a warning).
+    /// The error is the diagnostic for `url`.
     pub fn new(
         name: &str,
         url: &str,
@@ -340,7 +341,7 @@ enum Encoded {
     Grpc(servegraph_engine::grpc::pb::ModelInferRequest),
 }
 
-/// Where a gRPC server is (`http://host:port`).
+/// Where a gRPC server is (`http://host:port`); the error is the diagnostic for `url`.
 fn grpc_endpoint(base: &str) -> std::result::Result<tonic::transport::Endpoint, String> {
     Ok(tonic::transport::Endpoint::from_shared(base.to_owned())
         .map_err(|e| format!("`url` is not a valid URL: {e}"))?
@@ -362,14 +363,14 @@ fn fetch_grpc(
     base: &str,
     model: &str,
     version: Option<&str>,
-) -> std::result::Result<(Vec<TensorMeta>, Vec<TensorMeta>), String> {
+) -> Result<(Vec<TensorMeta>, Vec<TensorMeta>)> {
     let (base, model, version) = (
         base.to_owned(),
         model.to_owned(),
         version.map(str::to_owned),
     );
     on_own_runtime(async move {
-        let mut client = grpc_client(&grpc_endpoint(&base)?);
+        let mut client = grpc_client(&grpc_endpoint(&base).map_err(Error::bad_request)?);
         let mut request = tonic::Request::new(servegraph_engine::grpc::pb::ModelMetadataRequest {
             name: model,
             version: version.unwrap_or_default(),
@@ -377,8 +378,13 @@ fn fetch_grpc(
         request.set_timeout(Duration::from_secs(2));
         let meta = tokio::time::timeout(Duration::from_secs(2), client.model_metadata(request))
             .await
-            .map_err(|_| "no answer within 2 s".to_owned())?
-            .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?
+            .map_err(|_| Error::timeout("no answer within 2 s"))?
+            .map_err(|s| {
+                Error::new(
+                    ErrorKind::from_grpc_code(s.code() as i32),
+                    format!("{:?}: {}", s.code(), s.message()),
+                )
+            })?
             .into_inner();
         let tensors =
             |list: Vec<servegraph_engine::grpc::pb::model_metadata_response::TensorMetadata>| {
@@ -386,11 +392,14 @@ fn fetch_grpc(
                     .map(|t| {
                         let datatype =
                             servegraph_engine::DataType::parse(&t.datatype).ok_or_else(|| {
-                                format!("unknown datatype `{}` of `{}`", t.datatype, t.name)
+                                Error::internal(format!(
+                                    "unknown datatype `{}` of `{}`",
+                                    t.datatype, t.name
+                                ))
                             })?;
                         Ok(TensorMeta::new(t.name, datatype, t.shape))
                     })
-                    .collect::<std::result::Result<Vec<_>, String>>()
+                    .collect::<Result<Vec<_>>>()
             };
         Ok((tensors(meta.inputs)?, tensors(meta.outputs)?))
     })
@@ -399,48 +408,53 @@ fn fetch_grpc(
 /// Runs `call` on a thread and a runtime of its own, so it works whether or not the caller
 /// is inside an async runtime (steps are built from either).
 fn on_own_runtime<T: Send + 'static>(
-    call: impl std::future::Future<Output = std::result::Result<T, String>> + Send + 'static,
-) -> std::result::Result<T, String> {
+    call: impl std::future::Future<Output = Result<T>> + Send + 'static,
+) -> Result<T> {
     std::thread::spawn(move || {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .map_err(|e| e.to_string())?
+            .map_err(|e| Error::internal(e.to_string()))?
             .block_on(call)
     })
     .join()
-    .map_err(|_| "the metadata request panicked".to_owned())?
+    .map_err(|_| Error::internal("the metadata request panicked"))?
 }
 
 /// Reads `GET {url}` (OIP model metadata) with a short deadline, on a thread of its own so it
 /// works whether or not the caller is inside an async runtime.
-fn fetch(url: &str) -> std::result::Result<(Vec<TensorMeta>, Vec<TensorMeta>), String> {
+fn fetch(url: &str) -> Result<(Vec<TensorMeta>, Vec<TensorMeta>)> {
     let url = url.to_owned();
     on_own_runtime(async move {
-        let uri: Uri = url.parse().map_err(|e| format!("{e}"))?;
+        let uri = url
+            .parse::<Uri>()
+            .map_err(|e| Error::bad_request(e.to_string()))?;
         let client: Client<HttpConnector, Full<Bytes>> =
             Client::builder(TokioExecutor::new()).build_http();
         let resp = tokio::time::timeout(Duration::from_secs(2), client.get(uri))
             .await
-            .map_err(|_| "no answer within 2 s".to_owned())?
-            .map_err(|e| e.to_string())?;
+            .map_err(|_| Error::timeout("no answer within 2 s"))?
+            .map_err(|e| Error::unavailable(e.to_string()))?;
         let status = resp.status();
         let body = resp
             .into_body()
             .collect()
             .await
-            .map_err(|e| e.to_string())?
+            .map_err(|e| Error::unavailable(e.to_string()))?
             .to_bytes();
         if !status.is_success() {
-            return Err(format!("{status}: {}", String::from_utf8_lossy(&body)));
+            return Err(Error::new(
+                ErrorKind::from_status(status.as_u16()),
+                format!("{status}: {}", String::from_utf8_lossy(&body)),
+            ));
         }
         #[derive(serde::Deserialize)]
         struct Meta {
             inputs: Vec<TensorMeta>,
             outputs: Vec<TensorMeta>,
         }
-        let m: Meta =
-            serde_json::from_slice(&body).map_err(|e| format!("unexpected metadata: {e}"))?;
+        let m: Meta = serde_json::from_slice(&body)
+            .map_err(|e| Error::internal(format!("unexpected metadata: {e}")))?;
         Ok((m.inputs, m.outputs))
     })
 }

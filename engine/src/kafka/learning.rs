@@ -23,7 +23,8 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::{mpsc, watch};
 
-use crate::error::ErrorKind;
+use super::ClientError;
+use crate::error::{Error, ErrorKind};
 use crate::graph::Graph;
 use crate::learning::{Replicated, ShareLink};
 use crate::sources::{KafkaSourceSpec, Phase, Source, SourceContext};
@@ -48,7 +49,7 @@ async fn reader(
     options: &[(String, String)],
     topic: &str,
     since: Option<std::time::SystemTime>,
-) -> Result<StreamConsumer, String> {
+) -> Result<StreamConsumer, ClientError> {
     let mut config = ClientConfig::new();
     config
         .set("bootstrap.servers", brokers)
@@ -59,16 +60,19 @@ async fn reader(
     for (k, v) in options {
         config.set(k, v);
     }
-    let consumer: StreamConsumer = config
-        .create()
-        .map_err(|e| format!("cannot create a Kafka consumer for `{topic}`: {e}"))?;
+    let consumer: StreamConsumer = config.create().map_err(ClientError::create(format!(
+        "a Kafka consumer for `{topic}`"
+    )))?;
     let topic_owned = topic.to_owned();
     let brokers_owned = brokers.to_owned();
     tokio::task::spawn_blocking(move || {
         let timeout = Duration::from_secs(10);
         let metadata = consumer
             .fetch_metadata(Some(&topic_owned), timeout)
-            .map_err(|e| format!("cannot reach the brokers {brokers_owned}: {e}"))?;
+            .map_err(|source| ClientError::Unreachable {
+                brokers: brokers_owned.clone(),
+                source,
+            })?;
         let partitions: Vec<i32> = metadata
             .topics()
             .iter()
@@ -76,17 +80,20 @@ async fn reader(
             .flat_map(|t| t.partitions().iter().map(|p| p.id()))
             .collect();
         if partitions.is_empty() {
-            return Err(format!(
-                "Kafka topic `{topic_owned}` does not exist on {brokers_owned}: create it first"
-            ));
+            return Err(ClientError::NoTopic {
+                topic: topic_owned,
+                brokers: brokers_owned,
+            });
         }
         let mut list = TopicPartitionList::new();
         for &p in &partitions {
             let (_, high) = consumer
                 .fetch_watermarks(&topic_owned, p, timeout)
-                .map_err(|e| format!("cannot read the end of `{topic_owned}` [{p}]: {e}"))?;
-            list.add_partition_offset(&topic_owned, p, Offset::Offset(high))
-                .map_err(|e| e.to_string())?;
+                .map_err(|source| ClientError::Position {
+                    doing: format!("read the end of `{topic_owned}` [{p}]"),
+                    source,
+                })?;
+            list.add_partition_offset(&topic_owned, p, Offset::Offset(high))?;
         }
         if let Some(ms) = since
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
@@ -94,36 +101,42 @@ async fn reader(
         {
             let mut times = TopicPartitionList::new();
             for &p in &partitions {
-                times
-                    .add_partition_offset(&topic_owned, p, Offset::Offset(ms))
-                    .map_err(|e| e.to_string())?;
+                times.add_partition_offset(&topic_owned, p, Offset::Offset(ms))?;
             }
-            let found = consumer.offsets_for_times(times, timeout).map_err(|e| {
-                format!("cannot find where `{topic_owned}` was at the saved state's time: {e}")
-            })?;
+            let found = consumer
+                .offsets_for_times(times, timeout)
+                .map_err(|source| ClientError::Position {
+                    doing: format!("find where `{topic_owned}` was at the saved state's time"),
+                    source,
+                })?;
             // Partitions with nothing since then stay at their ends.
             for e in found.elements() {
                 if let Offset::Offset(o) = e.offset()
                     && o >= 0
                 {
-                    list.set_partition_offset(&topic_owned, e.partition(), Offset::Offset(o))
-                        .map_err(|e| e.to_string())?;
+                    list.set_partition_offset(&topic_owned, e.partition(), Offset::Offset(o))?;
                 }
             }
         }
         consumer
             .assign(&list)
-            .map_err(|e| format!("cannot read `{topic_owned}`: {e}"))?;
+            .map_err(|source| ClientError::Position {
+                doing: format!("read `{topic_owned}`"),
+                source,
+            })?;
         Ok(consumer)
     })
     .await
-    .map_err(|e| format!("positioning the reader of `{topic}` panicked: {e}"))?
+    .map_err(|source| ClientError::Panicked {
+        topic: topic.to_owned(),
+        source,
+    })?
 }
 
 /// Starts sharing the learning of every step of `graph` that asks for it. Each task ends
 /// when its step is let go (at shutdown, once the last request is answered), after
 /// publishing what the step learnt last.
-pub async fn share(graph: &Graph) -> Result<Vec<tokio::task::JoinHandle<()>>, String> {
+pub async fn share(graph: &Graph) -> Result<Vec<tokio::task::JoinHandle<()>>, ClientError> {
     let mut tasks = Vec::new();
     for (name, step) in graph.learners() {
         if let Some(link) = step.share() {
@@ -133,14 +146,20 @@ pub async fn share(graph: &Graph) -> Result<Vec<tokio::task::JoinHandle<()>>, St
     Ok(tasks)
 }
 
-async fn share_one(name: &str, link: ShareLink) -> Result<tokio::task::JoinHandle<()>, String> {
+async fn share_one(
+    name: &str,
+    link: ShareLink,
+) -> Result<tokio::task::JoinHandle<()>, ClientError> {
     let consumer = reader(&link.brokers, &[], &link.topic, link.since).await?;
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", &link.brokers)
         .set("linger.ms", "5")
         .set("message.timeout.ms", "10000")
         .create()
-        .map_err(|e| format!("cannot create the Kafka producer for `{}`: {e}", link.topic))?;
+        .map_err(ClientError::create(format!(
+            "the Kafka producer for `{}`",
+            link.topic
+        )))?;
     let (tx, mut outbox) = mpsc::channel::<Vec<u8>>(OUTBOX);
     link.learner.connect(tx);
     // The task must not keep the step alive: a step let go (at shutdown) saves its state.
@@ -231,7 +250,9 @@ impl Source for FeedbackSource {
     }
 
     async fn start(&mut self, ctx: SourceContext) -> Result<tokio::task::JoinHandle<()>, String> {
-        feedback(&self.spec, self.topic.clone(), ctx.live, ctx.phase).await
+        feedback(&self.spec, self.topic.clone(), ctx.live, ctx.phase)
+            .await
+            .map_err(|e| e.to_string())
     }
 }
 
@@ -241,7 +262,7 @@ async fn feedback(
     topic: String,
     live: watch::Receiver<crate::graph::Live>,
     mut phase: watch::Receiver<Phase>,
-) -> Result<tokio::task::JoinHandle<()>, String> {
+) -> Result<tokio::task::JoinHandle<()>, ClientError> {
     let options: Vec<(String, String)> = spec
         .options
         .iter()
@@ -296,24 +317,26 @@ fn credit(
     model: Option<&str>,
     payload: &[u8],
     counts: &mut Counts,
-) -> Result<(), String> {
-    let value: serde_json::Value =
-        serde_json::from_slice(payload).map_err(|e| format!("malformed feedback: {e}"))?;
-    let (items, _) = crate::feedback::parse(&value).map_err(|e| e.to_string())?;
+) -> crate::Result<()> {
+    let value: serde_json::Value = serde_json::from_slice(payload)
+        .map_err(|e| Error::bad_request(format!("malformed feedback: {e}")))?;
+    let (items, _) = crate::feedback::parse(&value)?;
     let field = value.get("model").and_then(serde_json::Value::as_str);
     let model = model.or(field);
     let routers: Vec<&dyn crate::Learner> = match model {
         Some(m) => vec![
             graph
                 .learner(m)
-                .ok_or_else(|| format!("no router `{m}` that takes feedback"))?,
+                .ok_or_else(|| Error::not_found(format!("no router `{m}` that takes feedback")))?,
         ],
         None => graph.learners().into_iter().map(|(_, s)| s).collect(),
     };
     for item in items {
         let Some(id) = item.id else {
             // Only an id says which replica routed it; a bare route would count once per replica.
-            return Err("feedback from Kafka needs the response's id".into());
+            return Err(Error::bad_request(
+                "feedback from Kafka needs the response's id",
+            ));
         };
         let mut credited = false;
         for router in &routers {
@@ -327,7 +350,7 @@ fn credit(
                     credited = true;
                 }
                 Err(e) if e.kind == ErrorKind::NotFound => {}
-                Err(e) => return Err(e.to_string()),
+                Err(e) => return Err(e),
             }
         }
         if !credited {

@@ -25,6 +25,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
+use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
@@ -43,6 +44,43 @@ pub const OPERATION_HEADER: &str = "x-operation";
 pub const CORRELATION_HEADER: &str = "correlation-id";
 
 type Tp = (String, i32);
+
+/// Why a Kafka client could not be made or set up: the source (or the sharing of learning)
+/// does not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// `what` names the client: `the Kafka producer`, `a Kafka consumer for `topic``.
+    #[error("cannot create {what}: {source}")]
+    Create { what: String, source: KafkaError },
+    #[error("cannot subscribe to {topics:?}: {source}")]
+    Subscribe {
+        topics: Vec<String>,
+        source: KafkaError,
+    },
+    #[error("cannot reach the brokers {brokers}: {source}")]
+    Unreachable { brokers: String, source: KafkaError },
+    #[error("Kafka topic `{topic}` does not exist on {brokers}: create it first")]
+    NoTopic { topic: String, brokers: String },
+    /// Positioning a reader on a topic's partitions failed; `doing` says at what
+    /// (`read the end of `topic` [0]`).
+    #[error("cannot {doing}: {source}")]
+    Position { doing: String, source: KafkaError },
+    #[error("positioning the reader of `{topic}` panicked: {source}")]
+    Panicked {
+        topic: String,
+        source: tokio::task::JoinError,
+    },
+    #[error(transparent)]
+    Kafka(#[from] KafkaError),
+}
+
+impl ClientError {
+    /// Creating the client `what` failed.
+    fn create(what: impl Into<String>) -> impl FnOnce(KafkaError) -> ClientError {
+        let what = what.into();
+        move |source| ClientError::Create { what, source }
+    }
+}
 
 /// What the rebalance callbacks share with the processing loop.
 #[derive(Default)]
@@ -142,7 +180,7 @@ fn client_config(spec: &KafkaSourceSpec, defaults: &[(&str, &str)]) -> ClientCon
 }
 
 /// A producer for results and dead letters: idempotent, so retries keep each partition's order.
-fn producer(spec: &KafkaSourceSpec) -> Result<FutureProducer, String> {
+fn producer(spec: &KafkaSourceSpec) -> Result<FutureProducer, ClientError> {
     let defaults = [
         ("enable.idempotence", "true"),
         ("acks", "all"),
@@ -151,7 +189,7 @@ fn producer(spec: &KafkaSourceSpec) -> Result<FutureProducer, String> {
     ];
     client_config(spec, &defaults)
         .create()
-        .map_err(|e| format!("cannot create the Kafka producer: {e}"))
+        .map_err(ClientError::create("the Kafka producer"))
 }
 
 /// The Kafka source of a graph that declares one (`sources.kafka`).
@@ -173,7 +211,7 @@ impl Source for KafkaSource {
     }
 
     async fn start(&mut self, ctx: SourceContext) -> Result<tokio::task::JoinHandle<()>, String> {
-        start(self.0.clone(), ctx.live, ctx.phase, ctx.drain)
+        start(self.0.clone(), ctx.live, ctx.phase, ctx.drain).map_err(|e| e.to_string())
     }
 }
 
@@ -184,7 +222,7 @@ fn start(
     mut live: watch::Receiver<crate::graph::Live>,
     mut phase: watch::Receiver<Phase>,
     drain: Duration,
-) -> Result<tokio::task::JoinHandle<()>, String> {
+) -> Result<tokio::task::JoinHandle<()>, ClientError> {
     let shared = Arc::new(Mutex::new(Shared::default()));
     let defaults = [
         ("auto.offset.reset", "earliest"),
@@ -204,11 +242,14 @@ fn start(
         .create_with_context(ConsumerState {
             shared: Arc::clone(&shared),
         })
-        .map_err(|e| format!("cannot create the Kafka consumer: {e}"))?;
+        .map_err(ClientError::create("the Kafka consumer"))?;
     let topics: Vec<&str> = spec.topics.iter().map(String::as_str).collect();
     consumer
         .subscribe(&topics)
-        .map_err(|e| format!("cannot subscribe to {topics:?}: {e}"))?;
+        .map_err(|source| ClientError::Subscribe {
+            topics: spec.topics.clone(),
+            source,
+        })?;
     let producer = producer(&spec)?;
     tracing::info!(brokers = %spec.brokers, group = %spec.group, topics = ?spec.topics, "consuming from Kafka");
     let spec = Arc::new(spec);
@@ -252,7 +293,7 @@ fn start(
                     }
                 }
                 Some((tp, offset, record, result)) = deliveries.next(), if !deliveries.is_empty() => {
-                    let result: Result<(), String> = result;
+                    let result: Result<(), KafkaError> = result;
                     match result {
                         Ok(()) => {
                             if let Some(p) = partitions.get_mut(&tp) {
@@ -352,7 +393,7 @@ async fn produce(
     offset: i64,
     record: Outgoing,
     delay: Duration,
-) -> (Tp, i64, Outgoing, Result<(), String>) {
+) -> (Tp, i64, Outgoing, Result<(), KafkaError>) {
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
@@ -371,7 +412,7 @@ async fn produce(
     }
     let result = match producer.send(fr, Duration::from_secs(5)).await {
         Ok(_) => Ok(()),
-        Err((e, _)) => Err(e.to_string()),
+        Err((e, _)) => Err(e),
     };
     (tp, offset, record, result)
 }
@@ -464,5 +505,37 @@ fn operation(headers: &Vec<(String, Vec<u8>)>) -> crate::Result<bool> {
         Some(other) => Err(Error::bad_request(format!(
             "unknown operation `{other}`: expected `infer` or `explain`"
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_errors_read_as_the_messages_they_replaced() {
+        let why = KafkaError::ClientCreation("no brokers".into());
+        let e = ClientError::create("the Kafka producer")(why.clone());
+        assert_eq!(
+            e.to_string(),
+            format!("cannot create the Kafka producer: {why}")
+        );
+        let e = ClientError::Subscribe {
+            topics: vec!["a".into(), "b".into()],
+            source: KafkaError::Subscription("x".into()),
+        };
+        assert!(
+            e.to_string()
+                .starts_with(r#"cannot subscribe to ["a", "b"]: "#),
+            "{e}"
+        );
+        let e = ClientError::NoTopic {
+            topic: "t".into(),
+            brokers: "h:9092".into(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "Kafka topic `t` does not exist on h:9092: create it first"
+        );
     }
 }

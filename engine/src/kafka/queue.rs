@@ -50,7 +50,7 @@ pub struct QueueStep {
     topic: String,
     brokers: String,
     /// Made on first use: validating or drawing a graph must not connect anywhere.
-    producer: std::sync::OnceLock<Result<FutureProducer, String>>,
+    producer: std::sync::OnceLock<Result<FutureProducer>>,
 }
 
 /// Registers `kind: queue`.
@@ -88,10 +88,12 @@ impl QueueStep {
                     .set("linger.ms", "1")
                     .set("message.timeout.ms", "10000")
                     .create()
-                    .map_err(|e| format!("cannot create the queue's producer: {e}"))
+                    .map_err(|e| {
+                        Error::internal(format!("cannot create the queue's producer: {e}"))
+                    })
             })
             .as_ref()
-            .map_err(|e| Error::internal(e.clone()))
+            .map_err(Error::clone)
     }
 }
 

@@ -12,6 +12,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 
+use super::ClientError;
 use crate::tracking::EventSink;
 
 /// How long `close` waits for the last deliveries.
@@ -44,7 +45,7 @@ pub struct KafkaTrackingSink {
 }
 
 /// Opens a `kafka://HOST:PORT/TOPIC` tracking sink.
-pub fn tracking_sink(brokers: &str, topic: &str) -> Result<Box<dyn EventSink>, String> {
+pub fn tracking_sink(brokers: &str, topic: &str) -> Result<Box<dyn EventSink>, ClientError> {
     let producer: ThreadedProducer<Deliveries> = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         // Larger batches: fewer produce requests for the broker and fewer wake-ups here.
@@ -52,7 +53,7 @@ pub fn tracking_sink(brokers: &str, topic: &str) -> Result<Box<dyn EventSink>, S
         .set("message.timeout.ms", "10000")
         .set("queue.buffering.max.messages", "200000")
         .create_with_context(Deliveries::default())
-        .map_err(|e| format!("cannot create the tracking producer: {e}"))?;
+        .map_err(ClientError::create("the tracking producer"))?;
     Ok(Box::new(KafkaTrackingSink {
         producer: Arc::new(producer),
         topic: topic.to_owned(),

@@ -14,7 +14,7 @@ use futures_util::StreamExt;
 use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt};
 use serde::{Deserialize, Serialize};
 
-use super::{Fetch, Fetched, Settings, hex, redact, store_for};
+use super::{Fetch, Fetched, Settings, StoreError, hex, redact, store_for};
 
 /// What a cache folder holds.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -46,7 +46,7 @@ pub(super) struct Remote {
 
 /// More objects than this under one folder URI is refused (a URI pointing at a bucket's root
 /// by mistake should not fill the disk).
-const MAX_OBJECTS: usize = 10_000;
+pub(super) const MAX_OBJECTS: usize = 10_000;
 /// Attempts per object; each resumes where the last stopped.
 const ATTEMPTS: u32 = 4;
 /// Files at least this large get a progress bar (on a terminal).
@@ -85,12 +85,12 @@ pub(super) fn cached(url: &url::Url, settings: &Settings) -> Option<PathBuf> {
 
 /// A key as a relative path under `files/`: plain components only (a store's key with `..`
 /// or a leading `/` never writes outside the cache folder).
-fn safe_key(key: &str) -> Result<String, String> {
+fn safe_key(key: &str) -> Result<String, StoreError> {
     let path = Path::new(key);
     if key.is_empty() || !path.components().all(|c| matches!(c, Component::Normal(_))) {
-        return Err(format!(
-            "the store lists an object named `{key}`, which is not a plain relative path"
-        ));
+        return Err(StoreError::UnsafeKey {
+            key: key.to_owned(),
+        });
     }
     Ok(key.to_owned())
 }
@@ -101,7 +101,7 @@ pub(super) async fn list(
     store: &dyn ObjectStore,
     prefix: &object_store::path::Path,
     url: &url::Url,
-) -> Result<Vec<Remote>, String> {
+) -> Result<Vec<Remote>, StoreError> {
     Ok(list_objects(store, prefix, url).await?.1)
 }
 
@@ -109,7 +109,7 @@ async fn list_objects(
     store: &dyn ObjectStore,
     prefix: &object_store::path::Path,
     url: &url::Url,
-) -> Result<(bool, Vec<Remote>), String> {
+) -> Result<(bool, Vec<Remote>), StoreError> {
     let shown = redact(url);
     let remote = |meta: object_store::ObjectMeta, key: String| Remote {
         path: meta.location,
@@ -133,9 +133,10 @@ async fn list_objects(
     while let Some(meta) = listing.next().await {
         let meta = meta.map_err(|e| match e {
             object_store::Error::NotSupported { .. }
-            | object_store::Error::NotImplemented { .. } => {
-                format!("{shown}: this store cannot list a folder ({e}); name the file itself")
-            }
+            | object_store::Error::NotImplemented { .. } => StoreError::CannotList {
+                shown: shown.clone(),
+                source: e,
+            },
             e => unreachable(&shown, e),
         })?;
         let key = meta
@@ -150,45 +151,43 @@ async fn list_objects(
             .unwrap_or_else(|| meta.location.to_string());
         objects.push(remote(meta, safe_key(&key)?));
         if objects.len() > MAX_OBJECTS {
-            return Err(format!(
-                "{shown} holds more than {MAX_OBJECTS} objects; point `model_uri` at the model's own folder"
-            ));
+            return Err(StoreError::TooMany { shown });
         }
     }
     if objects.is_empty() {
-        return Err(format!("{shown}: no such object or folder ({NOT_FOUND})"));
+        return Err(StoreError::NotFound { shown });
     }
     objects.sort_by(|a, b| a.key.cmp(&b.key));
     Ok((true, objects))
 }
 
-/// Marks a "not found" that is the store's answer (not a network failure).
-const NOT_FOUND: &str = "the store answered: not found";
-
-fn unreachable(shown: &str, e: object_store::Error) -> String {
-    format!("{shown}: the store cannot be reached or refused the request: {e}")
+fn unreachable(shown: &str, source: object_store::Error) -> StoreError {
+    StoreError::Unreachable {
+        shown: shown.to_owned(),
+        source,
+    }
 }
 
 /// Takes the folder's lock (another process fetching the same URI holds it until done).
-fn lock(dir: &Path, deadline: std::time::Instant) -> Result<std::fs::File, String> {
+fn lock(dir: &Path, deadline: std::time::Instant) -> Result<std::fs::File, StoreError> {
     use rustix::fs::{FlockOperation, flock};
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
         .open(dir.join(".lock"))
-        .map_err(|e| format!("the model cache {}: {e}", dir.display()))?;
+        .map_err(StoreError::io(format!("the model cache {}", dir.display())))?;
     loop {
         match flock(&file, FlockOperation::NonBlockingLockExclusive) {
             Ok(()) => return Ok(file),
             Err(_) if std::time::Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(100))
             }
-            Err(e) => {
-                return Err(format!(
-                    "the model cache {} stays locked by another process: {e}",
-                    dir.display()
-                ));
+            Err(source) => {
+                return Err(StoreError::Locked {
+                    dir: dir.to_owned(),
+                    source,
+                });
             }
         }
     }
@@ -198,11 +197,13 @@ pub(super) async fn fetch(
     url: &url::Url,
     what: &Fetch,
     settings: &Settings,
-) -> Result<Fetched, String> {
+) -> Result<Fetched, StoreError> {
     let shown = redact(url);
     let dir = folder_for(url, settings);
-    std::fs::create_dir_all(dir.join("files"))
-        .map_err(|e| format!("creating the model cache {}: {e}", dir.display()))?;
+    std::fs::create_dir_all(dir.join("files")).map_err(StoreError::io(format!(
+        "creating the model cache {}",
+        dir.display()
+    )))?;
     let _lock = lock(&dir, std::time::Instant::now() + settings.timeout)?;
     let old = read_manifest(&dir);
     let listed = match store_for(url) {
@@ -214,7 +215,7 @@ pub(super) async fn fetch(
     let (store, (folder, objects)) = match listed {
         Ok(listed) => listed,
         // The store answered that the object is gone: never serve an old copy of it.
-        Err(e) if e.contains(NOT_FOUND) => return Err(e),
+        Err(e @ StoreError::NotFound { .. }) => return Err(e),
         Err(e) => {
             let Some(path) = old.as_ref().and_then(|m| complete(&dir, m)) else {
                 return Err(e);
@@ -224,14 +225,12 @@ pub(super) async fn fetch(
             return Ok(Fetched {
                 path,
                 downloaded: 0,
-                offline: Some(e),
+                offline: Some(e.to_string()),
             });
         }
     };
     if what.sha256.is_some() && folder {
-        return Err(format!(
-            "{shown} is a folder; `sha256` pins a single file (name the file)"
-        ));
+        return Err(StoreError::PinnedFolder { shown });
     }
     let files = dir.join("files");
     let same = |o: &Remote| {
@@ -280,12 +279,8 @@ pub(super) async fn fetch(
             &serde_json::to_vec_pretty(&manifest).expect("JSON"),
         )?;
     }
-    let path = complete(&dir, &manifest).ok_or_else(|| {
-        format!(
-            "the model cache {} is incomplete after fetching",
-            dir.display()
-        )
-    })?;
+    let path =
+        complete(&dir, &manifest).ok_or_else(|| StoreError::Incomplete { dir: dir.clone() })?;
     check_pin(&path, what, folder)?;
     if downloaded > 0 {
         tracing::info!(uri = %shown, bytes = downloaded, cache = %path.display(), "model downloaded");
@@ -298,34 +293,28 @@ pub(super) async fn fetch(
 }
 
 /// Checks the graph's `sha256` pin against the file as it is now (on every load).
-fn check_pin(path: &Path, what: &Fetch, folder: bool) -> Result<(), String> {
-    let Some(pin) = what.sha256 else {
+fn check_pin(path: &Path, what: &Fetch, folder: bool) -> Result<(), StoreError> {
+    let Some(pinned) = what.sha256 else {
         return Ok(());
     };
     if folder {
-        return Err("`sha256` pins a single file; this URI is a folder".into());
+        return Err(StoreError::PinnedCachedFolder);
     }
     let got = sha256_file(path)?;
-    if got != pin {
-        return Err(format!(
-            "the file's SHA-256 is {}, the graph pins {}: refusing to load it",
-            hex(&got),
-            hex(&pin)
-        ));
+    if got != pinned {
+        return Err(StoreError::Checksum { got, pinned });
     }
     Ok(())
 }
 
-pub fn sha256_file(path: &Path) -> Result<[u8; 32], String> {
+pub fn sha256_file(path: &Path) -> Result<[u8; 32], StoreError> {
     use std::io::Read;
-    let mut file =
-        std::fs::File::open(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+    let reading = || StoreError::io(format!("reading {}", path.display()));
+    let mut file = std::fs::File::open(path).map_err(reading())?;
     let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
     let mut buf = vec![0u8; 1 << 16];
     loop {
-        let n = file
-            .read(&mut buf)
-            .map_err(|e| format!("reading {}: {e}", path.display()))?;
+        let n = file.read(&mut buf).map_err(reading())?;
         if n == 0 {
             break;
         }
@@ -337,13 +326,13 @@ pub fn sha256_file(path: &Path) -> Result<[u8; 32], String> {
 }
 
 /// Writes `bytes` to `path` through a temporary file in the same folder, synced and renamed.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), String> {
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    let fail = |e: std::io::Error| format!("writing {}: {e}", path.display());
-    let mut tmp = tempfile_in(dir).map_err(fail)?;
-    tmp.1.write_all(bytes).map_err(fail)?;
-    tmp.1.sync_all().map_err(fail)?;
-    std::fs::rename(&tmp.0, path).map_err(fail)?;
+    let fail = || StoreError::io(format!("writing {}", path.display()));
+    let mut tmp = tempfile_in(dir).map_err(fail())?;
+    tmp.1.write_all(bytes).map_err(fail())?;
+    tmp.1.sync_all().map_err(fail())?;
+    std::fs::rename(&tmp.0, path).map_err(fail())?;
     if let Ok(d) = std::fs::File::open(dir) {
         let _ = d.sync_all();
     }
@@ -380,16 +369,16 @@ async fn download(
     object: &Remote,
     dest: &Path,
     shown: &str,
-) -> Result<u64, String> {
+) -> Result<u64, StoreError> {
     if let Some(parent) = dest.parent() {
-        std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+        std::fs::create_dir_all(parent).map_err(StoreError::io(parent.display().to_string()))?;
     }
     let partial = dest.with_file_name(format!(
         "{}.partial",
         dest.file_name().unwrap_or_default().to_string_lossy()
     ));
-    let fail = |e: std::io::Error| format!("writing {}: {e}", partial.display());
-    let mut file = std::fs::File::create(&partial).map_err(fail)?;
+    let fail = || StoreError::io(format!("writing {}", partial.display()));
+    let mut file = std::fs::File::create(&partial).map_err(fail())?;
     let bar = if object.size >= PROGRESS_BYTES {
         let bar = indicatif::ProgressBar::new(object.size);
         if let Ok(style) = indicatif::ProgressStyle::with_template(
@@ -431,37 +420,41 @@ async fn download(
             Err(object_store::Error::Precondition { .. }) => {
                 bar.finish_and_clear();
                 let _ = std::fs::remove_file(&partial);
-                return Err(format!(
-                    "{shown}: `{}` changed while it was downloading; load again",
-                    object.key
-                ));
+                return Err(StoreError::Changed {
+                    shown: shown.to_owned(),
+                    key: object.key.clone(),
+                });
             }
             Err(e) if attempt < ATTEMPTS => {
                 let wait = Duration::from_millis(250 << attempt);
                 tracing::warn!(uri = %shown, key = %object.key, written, error = %e, "download interrupted; resuming in {wait:?}");
                 tokio::time::sleep(wait).await;
             }
-            Err(e) => {
+            Err(source) => {
                 bar.finish_and_clear();
                 let _ = std::fs::remove_file(&partial);
-                return Err(format!(
-                    "{shown}: downloading `{}` failed after {ATTEMPTS} attempts: {e}",
-                    object.key
-                ));
+                return Err(StoreError::Download {
+                    shown: shown.to_owned(),
+                    key: object.key.clone(),
+                    attempts: ATTEMPTS,
+                    source,
+                });
             }
         }
     }
     bar.finish_and_clear();
     if written != object.size {
         let _ = std::fs::remove_file(&partial);
-        return Err(format!(
-            "{shown}: `{}` is {} bytes, the store said {}",
-            object.key, written, object.size
-        ));
+        return Err(StoreError::Truncated {
+            shown: shown.to_owned(),
+            key: object.key.clone(),
+            written,
+            size: object.size,
+        });
     }
-    file.sync_all().map_err(fail)?;
+    file.sync_all().map_err(fail())?;
     drop(file);
-    std::fs::rename(&partial, dest).map_err(|e| format!("{}: {e}", dest.display()))?;
+    std::fs::rename(&partial, dest).map_err(StoreError::io(dest.display().to_string()))?;
     Ok(written)
 }
 
@@ -517,13 +510,38 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_missing_object_is_the_stores_not_found() {
+        let store = tempfile::tempdir().unwrap();
+        let cache = tempfile::tempdir().unwrap();
+        let settings = Settings {
+            cache: cache.path().to_owned(),
+            timeout: Duration::from_secs(10),
+            download: true,
+        };
+        let url = url::Url::parse(&format!("file://{}/gone.onnx", store.path().display())).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let e = rt
+            .block_on(fetch_local(&url, &Fetch::default(), &settings))
+            .unwrap_err();
+        assert!(matches!(e, StoreError::NotFound { .. }), "{e:?}");
+        assert!(
+            e.to_string()
+                .ends_with("/gone.onnx: no such object or folder (the store answered: not found)"),
+            "{e}"
+        );
+    }
+
     /// [`fetch`] with a `file://` store (the production path serves local files without the
     /// cache; this drives the cache through object_store's LocalFileSystem).
     async fn fetch_local(
         url: &url::Url,
         what: &Fetch,
         settings: &Settings,
-    ) -> Result<Fetched, String> {
+    ) -> Result<Fetched, StoreError> {
         fetch(url, what, settings).await
     }
 }

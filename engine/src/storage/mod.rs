@@ -20,7 +20,133 @@ use std::time::Duration;
 
 use object_store::ObjectStore;
 
+use crate::error::{Error, ErrorKind};
+
+use cache::MAX_OBJECTS;
 pub use cache::{Manifest, sha256_file as cache_sha256, write_atomic};
+
+/// Why a model could not be fetched, found or cached. Its text is what a graph's diagnostic
+/// shows after the field's name (`` `model_uri`: … ``).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The store answered that nothing is at the URI: an old cached copy is never served.
+    #[error("{shown}: no such object or folder (the store answered: not found)")]
+    NotFound { shown: String },
+    /// The network failed, or the store refused: the cached copy serves when there is one.
+    #[error("{shown}: the store cannot be reached or refused the request: {source}")]
+    Unreachable {
+        shown: String,
+        source: object_store::Error,
+    },
+    #[error("{shown}: this store cannot list a folder ({source}); name the file itself")]
+    CannotList {
+        shown: String,
+        source: object_store::Error,
+    },
+    #[error(
+        "{shown} holds more than {MAX_OBJECTS} objects; point `model_uri` at the model's own folder"
+    )]
+    TooMany { shown: String },
+    #[error("the store lists an object named `{key}`, which is not a plain relative path")]
+    UnsafeKey { key: String },
+    #[error("unsupported scheme `{scheme}` in {shown}")]
+    Scheme { scheme: String, shown: String },
+    /// The store's client could not be made for the URI (its settings or credentials).
+    #[error("{shown}: {source}")]
+    Client {
+        shown: String,
+        source: object_store::Error,
+    },
+    #[error("{shown}: {source}")]
+    Key {
+        shown: String,
+        source: object_store::path::Error,
+    },
+    #[error("{shown} is a folder; `sha256` pins a single file (name the file)")]
+    PinnedFolder { shown: String },
+    /// A pin on a folder found in the cache (the store could not be asked).
+    #[error("`sha256` pins a single file; this URI is a folder")]
+    PinnedCachedFolder,
+    #[error(
+        "the file's SHA-256 is {}, the graph pins {}: refusing to load it",
+        hex(got),
+        hex(pinned)
+    )]
+    Checksum { got: [u8; 32], pinned: [u8; 32] },
+    #[error("{shown}: `{key}` changed while it was downloading; load again")]
+    Changed { shown: String, key: String },
+    #[error("{shown}: downloading `{key}` failed after {attempts} attempts: {source}")]
+    Download {
+        shown: String,
+        key: String,
+        attempts: u32,
+        source: object_store::Error,
+    },
+    #[error("{shown}: `{key}` is {written} bytes, the store said {size}")]
+    Truncated {
+        shown: String,
+        key: String,
+        written: u64,
+        size: u64,
+    },
+    #[error("fetching {shown} took longer than {secs}s")]
+    Timeout { shown: String, secs: u64 },
+    #[error("the model cache {} stays locked by another process: {source}", dir.display())]
+    Locked {
+        dir: PathBuf,
+        source: rustix::io::Errno,
+    },
+    #[error("the model cache {} is incomplete after fetching", dir.display())]
+    Incomplete { dir: PathBuf },
+    /// A local file or folder (the cache's, a pinned file), or the fetch's own thread:
+    /// `doing` says which (`reading /path`).
+    #[error("{doing}: {source}")]
+    Io {
+        doing: String,
+        source: std::io::Error,
+    },
+    #[error("the model fetch panicked")]
+    Panicked,
+}
+
+impl StoreError {
+    /// A local I/O failure while `doing` (`writing /path`).
+    fn io(doing: impl Into<String>) -> impl FnOnce(std::io::Error) -> StoreError {
+        let doing = doing.into();
+        move |source| StoreError::Io { doing, source }
+    }
+
+    /// The kind of request failure this is, when a request's answer carries it.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            StoreError::NotFound { .. } => ErrorKind::NotFound,
+            StoreError::Unreachable { .. }
+            | StoreError::Download { .. }
+            | StoreError::Changed { .. }
+            | StoreError::Truncated { .. }
+            | StoreError::Locked { .. } => ErrorKind::Unavailable,
+            StoreError::Timeout { .. } => ErrorKind::Timeout,
+            StoreError::CannotList { .. }
+            | StoreError::TooMany { .. }
+            | StoreError::Scheme { .. }
+            | StoreError::Client { .. }
+            | StoreError::Key { .. }
+            | StoreError::PinnedFolder { .. }
+            | StoreError::PinnedCachedFolder => ErrorKind::BadRequest,
+            StoreError::Checksum { .. } => ErrorKind::Unprocessable,
+            StoreError::UnsafeKey { .. }
+            | StoreError::Incomplete { .. }
+            | StoreError::Io { .. }
+            | StoreError::Panicked => ErrorKind::Internal,
+        }
+    }
+}
+
+impl From<StoreError> for Error {
+    fn from(e: StoreError) -> Error {
+        Error::new(e.kind(), e.to_string())
+    }
+}
 
 /// Where a model URI points.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,7 +160,8 @@ pub enum Location {
 /// The schemes a model URI may use, for error messages.
 pub const SCHEMES: &str = "a path, `file://`, `s3://`, `gs://`, `az://`, `http://` or `https://`";
 
-/// Reads a model URI; relative paths resolve under `base` (the graph file's folder).
+/// Reads a model URI; relative paths resolve under `base` (the graph file's folder). The error
+/// is the diagnostic for the graph's field, not a failure to pass on.
 pub fn parse(uri: &str, base: &Path) -> Result<Location, String> {
     if uri.trim().is_empty() {
         return Err("the URI is empty".into());
@@ -155,7 +282,7 @@ pub struct Found {
     pub bytes: u64,
 }
 
-/// Reads a pin spelled `sha256:<64 hex digits>`.
+/// Reads a pin spelled `sha256:<64 hex digits>`; the error is the diagnostic for `sha256`.
 pub fn parse_sha256(pin: &str) -> Result<[u8; 32], String> {
     let hex = pin.strip_prefix("sha256:").ok_or_else(|| {
         format!("`{pin}` is not a pin: write `sha256:` and the file's 64 hexadecimal digits")
@@ -180,24 +307,23 @@ pub fn hex(bytes: &[u8]) -> String {
 
 /// Fetches `url` into the cache (or finds it current there), blocking; runs on its own
 /// thread and runtime, so it may be called from anywhere (a graph load, a blocking task).
-pub fn fetch(url: &url::Url, what: &Fetch) -> Result<Fetched, String> {
+pub fn fetch(url: &url::Url, what: &Fetch) -> Result<Fetched, StoreError> {
     let (url, what) = (url.clone(), what.clone());
     on_own_runtime(move || async move {
         let timeout = settings().timeout;
         match tokio::time::timeout(timeout, cache::fetch(&url, &what, settings())).await {
             Ok(result) => result,
-            Err(_) => Err(format!(
-                "fetching {} took longer than {}s",
-                redact(&url),
-                timeout.as_secs()
-            )),
+            Err(_) => Err(StoreError::Timeout {
+                shown: redact(&url),
+                secs: timeout.as_secs(),
+            }),
         }
     })
 }
 
 /// Checks that `url` names an object or a folder of objects (a `HEAD`, or a listing), without
 /// downloading it.
-pub fn find(url: &url::Url) -> Result<Found, String> {
+pub fn find(url: &url::Url) -> Result<Found, StoreError> {
     let url = url.clone();
     on_own_runtime(move || async move {
         let (store, prefix) = store_for(&url)?;
@@ -214,10 +340,10 @@ pub fn cached(url: &url::Url) -> Option<PathBuf> {
     cache::cached(url, settings())
 }
 
-fn on_own_runtime<F, Fut, T>(f: F) -> Result<T, String>
+fn on_own_runtime<F, Fut, T>(f: F) -> Result<T, StoreError>
 where
     F: FnOnce() -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = Result<T, String>>,
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
     T: Send + 'static,
 {
     std::thread::Builder::new()
@@ -226,17 +352,19 @@ where
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
-                .map_err(|e| format!("starting the fetch runtime: {e}"))?;
+                .map_err(StoreError::io("starting the fetch runtime"))?;
             rt.block_on(f())
         })
-        .map_err(|e| format!("starting the fetch thread: {e}"))?
+        .map_err(StoreError::io("starting the fetch thread"))?
         .join()
-        .map_err(|_| "the model fetch panicked".to_owned())?
+        .map_err(|_| StoreError::Panicked)?
 }
 
 /// The store for a URI and the object path (or prefix) inside it. Credentials come from the
 /// environment; an `http://` S3 endpoint (`AWS_ENDPOINT_URL`) allows plain HTTP.
-fn store_for(url: &url::Url) -> Result<(Arc<dyn ObjectStore>, object_store::path::Path), String> {
+fn store_for(
+    url: &url::Url,
+) -> Result<(Arc<dyn ObjectStore>, object_store::path::Path), StoreError> {
     use object_store::ClientOptions;
     let retry = object_store::RetryConfig {
         max_retries: 4,
@@ -245,7 +373,10 @@ fn store_for(url: &url::Url) -> Result<(Arc<dyn ObjectStore>, object_store::path
     };
     let client = ClientOptions::new().with_connect_timeout(Duration::from_secs(5));
     let shown = redact(url);
-    let fail = |e: object_store::Error| format!("{shown}: {e}");
+    let fail = |source: object_store::Error| StoreError::Client {
+        shown: shown.clone(),
+        source,
+    };
     let key = url.path().trim_start_matches('/');
     let key = percent_decode(key);
     let store: Arc<dyn ObjectStore> = match url.scheme() {
@@ -294,12 +425,17 @@ fn store_for(url: &url::Url) -> Result<(Arc<dyn ObjectStore>, object_store::path
         }
         // Local files are served in place (see `parse`); the cache's tests use this.
         "file" => Arc::new(object_store::local::LocalFileSystem::new()),
-        other => return Err(format!("unsupported scheme `{other}` in {shown}")),
+        other => {
+            return Err(StoreError::Scheme {
+                scheme: other.to_owned(),
+                shown,
+            });
+        }
     };
     // Azure's `az://container/key` and GCS/S3's `bucket/key`: the bucket is the host, the
     // key the path. Azure's `abfs://container@account...` keep the same shape.
     let prefix = object_store::path::Path::parse(key.trim_end_matches('/'))
-        .map_err(|e| format!("{shown}: {e}"))?;
+        .map_err(|source| StoreError::Key { shown, source })?;
     Ok((store, prefix))
 }
 
@@ -373,6 +509,44 @@ mod tests {
             parse_sha256(&format!("sha256:{}", "zz".repeat(32)))
                 .unwrap_err()
                 .contains("not hexadecimal")
+        );
+    }
+
+    #[test]
+    fn store_errors_keep_their_text_and_map_to_a_kind() {
+        let missing = StoreError::NotFound {
+            shown: "s3://bucket/m.onnx".into(),
+        };
+        assert_eq!(
+            missing.to_string(),
+            "s3://bucket/m.onnx: no such object or folder (the store answered: not found)"
+        );
+        let e = Error::from(missing);
+        assert_eq!(e.kind, ErrorKind::NotFound);
+        assert_eq!(
+            e.message,
+            "s3://bucket/m.onnx: no such object or folder (the store answered: not found)"
+        );
+        let late = StoreError::Timeout {
+            shown: "gs://b/m.onnx".into(),
+            secs: 600,
+        };
+        assert_eq!(
+            late.to_string(),
+            "fetching gs://b/m.onnx took longer than 600s"
+        );
+        assert_eq!(late.kind(), ErrorKind::Timeout);
+        let wrong = StoreError::Checksum {
+            got: [0xab; 32],
+            pinned: [0; 32],
+        };
+        assert_eq!(
+            wrong.to_string(),
+            format!(
+                "the file's SHA-256 is {}, the graph pins {}: refusing to load it",
+                "ab".repeat(32),
+                "00".repeat(32)
+            )
         );
     }
 

@@ -19,22 +19,26 @@ impl servegraph_engine::Replicated for Router {
         let _ = self.outbox.set(outbox);
     }
 
-    fn learn(&self, message: &[u8]) -> std::result::Result<(), String> {
-        let update: SharedReward =
-            serde_json::from_slice(message).map_err(|e| format!("malformed update: {e}"))?;
+    fn learn(&self, message: &[u8]) -> Result<()> {
+        let update: SharedReward = serde_json::from_slice(message)
+            .map_err(|e| Error::bad_request(format!("malformed update: {e}")))?;
         if update.router != self.name {
-            return Err(format!(
+            return Err(Error::bad_request(format!(
                 "an update for router `{}` reached router `{}`",
                 update.router, self.name
-            ));
+            )));
         }
         let index = self
             .routes
             .iter()
             .position(|r| r.key == update.route)
-            .ok_or_else(|| format!("router `{}` has no route `{}`", self.name, update.route))?;
-        self.reward(index, update.reward)
-            .map_err(|e| e.to_string())?;
+            .ok_or_else(|| {
+                Error::not_found(format!(
+                    "router `{}` has no route `{}`",
+                    self.name, update.route
+                ))
+            })?;
+        self.reward(index, update.reward)?;
         self.record(index, update.reward);
         Ok(())
     }

@@ -2,6 +2,7 @@
 //! the newest router.
 
 use indexmap::IndexMap;
+use servegraph_engine::{Error, Result};
 
 use super::policy::Policy;
 use super::{PolicyKind, Router};
@@ -30,7 +31,7 @@ pub(super) struct Owner {
 
 impl Router {
     /// Writes the snapshot atomically (a temp file renamed over the old one).
-    pub(super) fn save(&self) -> std::result::Result<(), String> {
+    pub(super) fn save(&self) -> Result<()> {
         let (Some(path), Policy::Bandit(b)) = (&self.state_file, &self.policy) else {
             return Ok(());
         };
@@ -66,16 +67,17 @@ impl Router {
                 .collect(),
         };
         let tmp = path.with_extension("tmp");
-        let text = serde_json::to_vec_pretty(&snapshot).map_err(|e| e.to_string())?;
+        let text =
+            serde_json::to_vec_pretty(&snapshot).map_err(|e| Error::internal(e.to_string()))?;
         std::fs::write(&tmp, text)
             .and_then(|_| std::fs::rename(&tmp, path))
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+            .map_err(|e| file_error(path, e))?;
         *saved = arms;
         Ok(())
     }
 
     /// Restores a snapshot, if there is one; routes it does not know start afresh.
-    pub(super) fn load(&self) -> std::result::Result<(), String> {
+    pub(super) fn load(&self) -> Result<()> {
         let (Some(path), Policy::Bandit(b)) = (&self.state_file, &self.policy) else {
             return Ok(());
         };
@@ -83,10 +85,9 @@ impl Router {
         let text = match std::fs::read(path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(format!("{}: {e}", path.display())),
+            Err(e) => return Err(file_error(path, e)),
         };
-        let snapshot: Snapshot =
-            serde_json::from_slice(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        let snapshot: Snapshot = serde_json::from_slice(&text).map_err(|e| file_error(path, e))?;
         if snapshot.policy != self.kind {
             tracing::warn!(router = %self.name, file = %path.display(), "the saved state is of another policy; starting afresh");
             return Ok(());
@@ -110,6 +111,11 @@ impl Router {
         tracing::info!(router = %self.name, file = %path.display(), "bandit state restored");
         Ok(())
     }
+}
+
+/// Reading, parsing or writing the state file at `path` failed.
+fn file_error(path: &std::path::Path, e: impl std::fmt::Display) -> Error {
+    Error::internal(format!("{}: {e}", path.display()))
 }
 
 impl Drop for Router {

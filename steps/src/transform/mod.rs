@@ -28,7 +28,8 @@ use servegraph_engine::{
     BuildContext, Event, Result, Signature, Step, StepNode, TensorMeta, async_trait,
 };
 
-/// One transform op: applied in place to an event, and inferred on a signature.
+/// One transform op: applied in place to an event, and inferred on a signature. `check` and
+/// `infer` answer with a diagnostic, the message the graph's step is reported with.
 pub(crate) trait Op: Send + Sync + 'static {
     /// Checks the args once, at build time.
     fn check(&self) -> Result<(), String> {

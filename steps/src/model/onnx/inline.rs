@@ -112,7 +112,7 @@ impl Inline {
             return;
         }
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let opened: std::result::Result<Vec<_>, String> = (0..threads)
+        let opened: Result<Vec<_>> = (0..threads)
             .map(|_| open_session(&self.path, 1).map(Mutex::new))
             .collect();
         match opened {

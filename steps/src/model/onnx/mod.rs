@@ -68,14 +68,15 @@ pub struct OnnxModel {
 }
 
 impl OnnxModel {
-    /// Opens `sessions` sessions of the model and starts a worker thread for each.
+    /// Opens `sessions` sessions of the model and starts a worker thread for each. The error
+    /// is the diagnostic the graph's `model_path` is reported with.
     pub fn load(
         name: &str,
         path: &Path,
         spec: &OnnxSpec,
     ) -> std::result::Result<OnnxModel, String> {
         let started = Instant::now();
-        let open = || open_session(path, spec.intra_op_threads);
+        let open = || open_session(path, spec.intra_op_threads).map_err(|e| e.to_string());
         let first = open()?;
         let inputs = metas(
             first.inputs().iter().map(|o| (o.name(), o.dtype())),

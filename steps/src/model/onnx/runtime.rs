@@ -6,6 +6,7 @@ use std::sync::OnceLock;
 
 use ort::session::Session;
 use ort::session::builder::GraphOptimizationLevel;
+use servegraph_engine::{Error, Result};
 
 /// The ONNX Runtime version whose shared library servegraph loads.
 pub const ORT_VERSION: &str = "1.31.1";
@@ -26,33 +27,38 @@ pub fn dylib_path() -> PathBuf {
 }
 
 /// The process's ONNX Runtime environment, loaded on first use.
-pub(super) fn environment() -> std::result::Result<&'static ort::environment::Environment, String> {
-    static ENV: OnceLock<std::result::Result<ort::environment::Environment, String>> =
-        OnceLock::new();
+pub(super) fn environment() -> Result<&'static ort::environment::Environment> {
+    static ENV: OnceLock<Result<ort::environment::Environment>> = OnceLock::new();
     ENV.get_or_init(|| {
         let path = dylib_path();
         if !path.is_file() {
-            return Err(format!(
+            return Err(Error::internal(format!(
                 "the ONNX Runtime library is not at {}: run scripts/setup.sh, or set \
                  ORT_DYLIB_PATH to libonnxruntime.so (version {ORT_VERSION})",
                 path.display()
-            ));
+            )));
         }
         ort::init_from(&path)
-            .map_err(|e| format!("cannot load ONNX Runtime from {}: {e}", path.display()))?
+            .map_err(|e| {
+                Error::internal(format!(
+                    "cannot load ONNX Runtime from {}: {e}",
+                    path.display()
+                ))
+            })?
             .with_name("servegraph")
             .build()
-            .map_err(|e| format!("cannot start ONNX Runtime: {e}"))
+            .map_err(|e| Error::internal(format!("cannot start ONNX Runtime: {e}")))
     })
     .as_ref()
-    .map_err(Clone::clone)
+    .map_err(Error::clone)
 }
 
 /// Opens one ONNX Runtime session of a model file.
-pub fn open_session(path: &Path, intra_op_threads: usize) -> std::result::Result<Session, String> {
+pub fn open_session(path: &Path, intra_op_threads: usize) -> Result<Session> {
     let env = environment()?;
-    let fail =
-        |e: &dyn std::fmt::Display| format!("ONNX Runtime cannot load {}: {e}", path.display());
+    let fail = |e: &dyn std::fmt::Display| {
+        Error::internal(format!("ONNX Runtime cannot load {}: {e}", path.display()))
+    };
     Session::builder(env)
         .map_err(|e| fail(&e))?
         .with_optimization_level(GraphOptimizationLevel::Level3)
