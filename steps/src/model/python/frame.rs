@@ -1,5 +1,5 @@
 //! The frames the engine and a Python worker exchange over the worker's stdin and stdout
-//! (the layout is documented once, in `python/servegraph/_worker.py`): a 24-byte header,
+//! (the layout is documented once, in `python/servegraph/_frames.py`): a 24-byte header,
 //! tensor descriptors, the row split of a joined batch, JSON metadata (empty on the hot path),
 //! and the tensors' raw little-endian bytes. Nothing is pickled.
 

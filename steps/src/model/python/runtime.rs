@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-const FILES: [(&str, &str); 6] = [
+const FILES: [(&str, &str); 13] = [
     (
         "servegraph/__init__.py",
         include_str!("../../../../python/servegraph/__init__.py"),
@@ -13,6 +13,34 @@ const FILES: [(&str, &str); 6] = [
     (
         "servegraph/_worker.py",
         include_str!("../../../../python/servegraph/_worker.py"),
+    ),
+    (
+        "servegraph/_frames.py",
+        include_str!("../../../../python/servegraph/_frames.py"),
+    ),
+    (
+        "servegraph/_shm.py",
+        include_str!("../../../../python/servegraph/_shm.py"),
+    ),
+    (
+        "servegraph/_apis.py",
+        include_str!("../../../../python/servegraph/_apis.py"),
+    ),
+    (
+        "servegraph/_adapter.py",
+        include_str!("../../../../python/servegraph/_adapter.py"),
+    ),
+    (
+        "servegraph/_api_servegraph.py",
+        include_str!("../../../../python/servegraph/_api_servegraph.py"),
+    ),
+    (
+        "servegraph/_api_seldon.py",
+        include_str!("../../../../python/servegraph/_api_seldon.py"),
+    ),
+    (
+        "servegraph/_api_mlrun.py",
+        include_str!("../../../../python/servegraph/_api_mlrun.py"),
     ),
     (
         "servegraph/deployed.py",
