@@ -339,6 +339,26 @@ pub(super) fn parse(
     })
 }
 
+/// Python's error in words, from an ERROR or LOAD_ERROR frame's metadata (`type`, `message`,
+/// `traceback`): `what: Type: message`, then (`traceback`) its last frames.
+pub(super) fn python_error(
+    what: &str,
+    meta: Option<&serde_json::Value>,
+    traceback: bool,
+) -> String {
+    let Some(m) = meta else {
+        return format!("{what} (the worker gave no reason)");
+    };
+    let text = |k: &str| m[k].as_str().unwrap_or_default().to_owned();
+    let mut out = format!("{what}: {}: {}", text("type"), text("message"));
+    let tb = text("traceback");
+    if traceback && !tb.is_empty() {
+        out.push('\n');
+        out.push_str(tb.trim_end());
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -21,7 +21,8 @@
 //! with 503 and is started again with backoff.
 //!
 //! One file per job: `spec` (the YAML), `frame` (the wire format), `runtime` (the Python
-//! package the workers import), `worker` (a process and its thread).
+//! package the workers import), `shm` (shared memory), `worker/` (a worker: its process,
+//! thread, serving task and watchdog).
 
 mod frame;
 mod runtime;
