@@ -29,6 +29,7 @@ use tokio::runtime::Handle;
 use self::process::Process;
 use self::supervisor::Supervisor;
 use self::watchdog::Watchdog;
+use super::error::WorkerError;
 use crate::model::batch::{Batching, Job};
 
 /// How the workers of one model are started.
@@ -146,7 +147,7 @@ impl Worker {
         batching: Option<Batching>,
         loaded: Arc<AtomicUsize>,
         wait: bool,
-    ) -> std::result::Result<Worker, String> {
+    ) -> Result<Worker, WorkerError> {
         let shared = Arc::new(Shared {
             watchdog: Watchdog::new(),
             stopping: Default::default(),
@@ -158,7 +159,7 @@ impl Worker {
             std::thread::Builder::new()
                 .name(format!("py-watch-{index}"))
                 .spawn(move || shared.watchdog.run(&shared.stopping))
-                .map_err(|e| format!("cannot start a thread: {e}"))?;
+                .map_err(WorkerError::Thread)?;
         }
         let handle = if batching.is_some() {
             own_runtime()
@@ -184,7 +185,7 @@ impl Worker {
                         // readiness says why meanwhile.
                         Err(e) if !wait => {
                             tracing::warn!(model = %config.model, worker = index, error = %e, "Python worker did not start");
-                            *shared.last_error.lock().expect("not poisoned") = Some(e);
+                            *shared.last_error.lock().expect("not poisoned") = Some(e.to_string());
                             None
                         }
                         Err(e) => {
@@ -204,12 +205,10 @@ impl Worker {
                     };
                     worker.supervise(first)
                 })
-                .map_err(|e| format!("cannot start a thread: {e}"))?;
+                .map_err(WorkerError::Thread)?;
         }
         if wait {
-            started
-                .recv()
-                .map_err(|_| "the Python worker's thread ended while starting it".to_owned())??;
+            started.recv().map_err(|_| WorkerError::ThreadEnded)??;
         }
         Ok(Worker { shared })
     }

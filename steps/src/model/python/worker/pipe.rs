@@ -9,6 +9,7 @@ use std::time::Instant;
 use tokio::net::unix::pipe;
 use tokio::runtime::Handle;
 
+use crate::model::python::error::WorkerError;
 use crate::model::python::frame::{self, Frame};
 use crate::model::python::shm::Arena;
 
@@ -25,13 +26,13 @@ impl Io {
         output: ChildStdout,
         arena: Option<Arc<Arena>>,
         handle: &Handle,
-    ) -> std::result::Result<Io, String> {
+    ) -> Result<Io, WorkerError> {
         let _runtime = handle.enter();
-        let failed = |e: std::io::Error| format!("cannot watch the worker's pipes: {e}");
         Ok(Io {
-            input: pipe::Sender::from_owned_fd(OwnedFd::from(input)).map_err(failed)?,
+            input: pipe::Sender::from_owned_fd(OwnedFd::from(input)).map_err(WorkerError::Pipes)?,
             output: Output {
-                rx: pipe::Receiver::from_owned_fd(OwnedFd::from(output)).map_err(failed)?,
+                rx: pipe::Receiver::from_owned_fd(OwnedFd::from(output))
+                    .map_err(WorkerError::Pipes)?,
                 buf: vec![0; 1 << 16],
                 start: 0,
                 end: 0,
@@ -111,15 +112,22 @@ pub(super) async fn read_frame(
     buf: &mut Vec<u8>,
     arena: Option<&Arena>,
     spin: Option<Instant>,
-) -> std::result::Result<Option<Frame>, String> {
-    let failed = |e: std::io::Error| format!("reading from the worker: {e}");
+) -> Result<Option<Frame>, WorkerError> {
     let mut head = [0u8; frame::HEADER];
-    if !output.read_exact(&mut head, spin).await.map_err(failed)? {
+    if !output
+        .read_exact(&mut head, spin)
+        .await
+        .map_err(WorkerError::Read)?
+    {
         return Ok(None);
     }
     buf.clear();
     buf.resize(frame::body_len(&head)?, 0);
-    if !output.read_exact(buf, spin).await.map_err(failed)? {
+    if !output
+        .read_exact(buf, spin)
+        .await
+        .map_err(WorkerError::Read)?
+    {
         return Ok(None);
     }
     frame::parse(&head, buf, arena).map(Some)

@@ -11,6 +11,7 @@ use tokio::runtime::Handle;
 
 use super::pipe::Io;
 use super::{DEPTH, Shared, WorkerConfig};
+use crate::model::python::error::WorkerError;
 use crate::model::python::shm::Arena;
 use crate::model::python::{frame, runtime};
 
@@ -36,7 +37,7 @@ impl Process {
         config: &WorkerConfig,
         shared: &Shared,
         handle: &Handle,
-    ) -> std::result::Result<(Process, Io), String> {
+    ) -> Result<(Process, Io), WorkerError> {
         let runtime = runtime::dir()?;
         let mut python_path = runtime.display().to_string();
         if let Some((_, p)) = config.env.iter().find(|(k, _)| k == "PYTHONPATH") {
@@ -68,7 +69,10 @@ impl Process {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(|e| format!("cannot start Python worker `{}`: {e}", config.python))?;
+            .map_err(|source| WorkerError::Spawn {
+                python: config.python.clone(),
+                source,
+            })?;
         shared.watchdog.set_pid(child.id());
         let stderr = child.stderr.take().expect("piped");
         let (model, pid) = (config.model.clone(), child.id());
@@ -113,32 +117,24 @@ impl Process {
         let status = p.reap();
         let killed = shared.watchdog.killed();
         shared.watchdog.set_pid(0);
-        Err(if killed {
-            format!(
-                "Python model `{}` did not load within {} ms (load_timeout_ms)",
-                config.model,
-                config.load_timeout.as_millis()
-            )
-        } else if failure.is_empty() {
-            // What it printed says why (an import error before the runtime ran).
-            if let Some(log) = log {
-                let _ = log.join();
+        Err(match failure {
+            _ if killed => WorkerError::LoadTimeout {
+                model: config.model.clone(),
+                timeout_ms: config.load_timeout.as_millis(),
+            },
+            WorkerError::Gone => {
+                // What it printed says why (an import error before the runtime ran).
+                if let Some(log) = log {
+                    let _ = log.join();
+                }
+                let printed = last.lock().expect("not poisoned").iter().cloned().collect();
+                WorkerError::Exited {
+                    python: config.python.clone(),
+                    status,
+                    printed,
+                }
             }
-            let last = last.lock().expect("not poisoned");
-            let mut message = format!(
-                "the Python worker (`{}`) exited while starting ({status})",
-                config.python
-            );
-            if !last.is_empty() {
-                message.push_str(", after printing:\n");
-                message.push_str(&last.iter().cloned().collect::<Vec<_>>().join("\n"));
-            }
-            if last.iter().any(|l| l.contains("No module named 'numpy'")) {
-                message.push_str("\n(the interpreter needs NumPy; set `python:` or SERVEGRAPH_PYTHON to one that has it)");
-            }
-            message
-        } else {
-            failure
+            failure => failure,
         })
     }
 
@@ -164,16 +160,16 @@ impl Process {
 }
 
 /// HELLO, then LOAD → LOADED; an error says what Python said (type, message, traceback), and
-/// is empty when the worker went away (what it printed says why).
+/// is [`WorkerError::Gone`] when the worker went away (what it printed says why).
 fn load(
     input: &mut ChildStdin,
     output: &mut ChildStdout,
     config: &WorkerConfig,
-) -> std::result::Result<(), String> {
+) -> Result<(), WorkerError> {
     let mut buf = Vec::new();
-    let hello = frame::read(output, &mut buf)?.ok_or_else(String::new)?;
+    let hello = frame::read(output, &mut buf)?.ok_or(WorkerError::Gone)?;
     if hello.kind != frame::HELLO {
-        return Err(format!("the worker greeted with frame kind {}", hello.kind));
+        return Err(WorkerError::Greeting(hello.kind));
     }
     frame::write(
         input,
@@ -184,8 +180,8 @@ fn load(
         &[],
         &[],
     )
-    .map_err(|_| String::new())?;
-    let reply = frame::read(output, &mut buf)?.ok_or_else(String::new)?;
+    .map_err(|_| WorkerError::Gone)?;
+    let reply = frame::read(output, &mut buf)?.ok_or(WorkerError::Gone)?;
     match reply.kind {
         frame::LOADED => {
             // The class reports its health (`health_status()`, `is_ready()`): the model probes it.
@@ -194,12 +190,12 @@ fn load(
             }
             Ok(())
         }
-        frame::LOAD_ERROR => Err(frame::python_error(
+        frame::LOAD_ERROR => Err(WorkerError::Load(frame::python_error(
             "could not load",
             reply.meta.as_ref(),
             true,
-        )),
-        k => Err(format!("the worker answered LOAD with frame kind {k}")),
+        ))),
+        kind => Err(WorkerError::Answer { call: "LOAD", kind }),
     }
 }
 

@@ -16,6 +16,7 @@ use super::{DEPTH, Queue, Shared, WorkerConfig};
 use crate::model::batch::{
     Batching, Job, Notes, answer_all, answer_all_noted, first_job, gather_async, join, split,
 };
+use crate::model::python::error::WorkerError;
 use crate::model::python::frame::{self, Frame};
 use crate::model::python::shm::Arena;
 
@@ -28,7 +29,7 @@ pub(super) enum Ended {
     Closed,
     /// The process went away during a call (or was killed by the watchdog): the jobs of the
     /// calls it had, to be failed once the process is reaped, and what reading it said.
-    Failed(Vec<Job>, Option<String>),
+    Failed(Vec<Job>, Option<WorkerError>),
     /// The process should be replaced (`recycle`): its pipes, kept open until the new one
     /// has loaded, and why.
     Recycle(Io, String),
@@ -254,7 +255,7 @@ async fn read_answers(
     mut output: Output,
     arena: Option<&Arena>,
     mut pending: tokio::sync::mpsc::UnboundedReceiver<Pending>,
-) -> std::result::Result<(Output, Option<String>), (Vec<Job>, Option<String>)> {
+) -> std::result::Result<(Output, Option<String>), (Vec<Job>, Option<WorkerError>)> {
     let config = &line.config;
     let (mut buf, mut calls, mut recycle) = (Vec::new(), 0, None);
     // When the worker finished its last call: a call written before that waited in the pipe.
@@ -275,14 +276,15 @@ async fn read_answers(
         let answer = match read {
             Ok(Some(reply)) if reply.call_id == call.id => {
                 let kind = reply.kind;
-                answer_of(&config.model, reply).ok_or_else(|| {
-                    Some(format!("the worker answered INFER with frame kind {kind}"))
-                })
+                answer_of(&config.model, reply).ok_or(Some(WorkerError::Answer {
+                    call: "INFER",
+                    kind,
+                }))
             }
-            Ok(Some(reply)) => Err(Some(format!(
-                "the worker answered call {} for call {}",
-                reply.call_id, call.id
-            ))),
+            Ok(Some(reply)) => Err(Some(WorkerError::OtherCall {
+                answered: reply.call_id,
+                waiting: call.id,
+            })),
             Ok(None) => Err(None),
             Err(e) => Err(Some(e)),
         };

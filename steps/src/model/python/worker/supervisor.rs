@@ -128,7 +128,7 @@ impl Supervisor {
                 }
                 Err(e) => {
                     tracing::warn!(model = %config.model, worker = index, error = %e, "Python worker did not start");
-                    *shared.last_error.lock().expect("not poisoned") = Some(e);
+                    *shared.last_error.lock().expect("not poisoned") = Some(e.to_string());
                     backoff = (backoff * 2).clamp(BACKOFF.0, BACKOFF.1);
                 }
             }
