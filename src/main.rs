@@ -16,9 +16,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
-use servegraph_engine::grpc::{GrpcConfig, GrpcSource, GrpcState};
-use servegraph_engine::http::{AppState, HttpConfig, HttpSource};
-use servegraph_engine::sources::Source;
+use servegraph_engine::serve::server::{GrpcListen, ServerConfig};
 use servegraph_engine::{BuildMode, Graph};
 
 /// A dataflow serving-graph engine for ML inference: YAML graphs of routers, models,
@@ -195,23 +193,23 @@ fn main() -> ExitCode {
             grpc_on_http,
             grpc_max_message_bytes,
         } => admin_token_from(admin_token, admin_token_file).and_then(|admin_token| {
-            serve(
-                &graph,
-                ServeOptions {
-                    listen,
-                    max_body_bytes,
-                    drain: Duration::from_secs(shutdown_timeout),
-                    grace: Duration::try_from_secs_f64(drain_grace).unwrap_or_default(),
-                    admin_token,
-                    tls: tls_cert.zip(tls_key),
-                    allow_pip,
-                    grpc: Grpc {
-                        listen: grpc_listen,
-                        on_http: grpc_on_http,
-                        max_message_bytes: grpc_max_message_bytes.unwrap_or(max_body_bytes),
-                    },
+            serve(ServerConfig {
+                graph,
+                registry: registry(),
+                listen,
+                max_body_bytes,
+                drain: Duration::from_secs(shutdown_timeout),
+                grace: Duration::try_from_secs_f64(drain_grace).unwrap_or_default(),
+                admin_token,
+                tls: tls_cert.zip(tls_key),
+                allow_pip,
+                grpc: GrpcListen {
+                    listen: grpc_listen,
+                    on_http: grpc_on_http,
+                    max_message_bytes: grpc_max_message_bytes.unwrap_or(max_body_bytes),
                 },
-            )
+                python: servegraph_python(),
+            })
         }),
         Command::Validate { graph, short } => return validate(&graph, short),
         Command::Invoke {
@@ -279,15 +277,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 /// The graph file with the model repository's overlay saved beside it (what `serve` serves).
 fn load(graph: &Path, mode: BuildMode) -> anyhow::Result<Graph> {
     let overlay = servegraph_engine::repository::State::read(graph).map_err(anyhow::Error::msg)?;
-    load_with(graph, mode, &overlay)
-}
-
-fn load_with(
-    graph: &Path,
-    mode: BuildMode,
-    overlay: &servegraph_engine::repository::State,
-) -> anyhow::Result<Graph> {
-    Graph::load_with(graph, &registry(), mode, overlay).map_err(|e| anyhow::anyhow!("{e}"))
+    Graph::load_with(graph, &registry(), mode, &overlay).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 /// A spinner on stderr while `what` runs (drawn only when stderr is a terminal).
@@ -381,226 +371,12 @@ fn admin_token_from(
     }
 }
 
-struct ServeOptions {
-    listen: SocketAddr,
-    max_body_bytes: usize,
-    drain: Duration,
-    grace: Duration,
-    admin_token: Option<String>,
-    /// Certificate chain and key files (PEM): HTTPS.
-    tls: Option<(PathBuf, PathBuf)>,
-    allow_pip: bool,
-    grpc: Grpc,
-}
-
-/// Where gRPC is served.
-struct Grpc {
-    /// A listener of its own.
-    listen: Option<SocketAddr>,
-    /// The HTTP port too.
-    on_http: bool,
-    max_message_bytes: usize,
-}
-
-/// A serving process's graph and what runs beside it, replaced whole by a reload.
-struct Running {
-    path: PathBuf,
-    live: tokio::sync::watch::Sender<servegraph_engine::Live>,
-    /// The sources, told about each reload.
-    sources: Vec<Box<dyn Source>>,
-    /// Tracking writers and learning-sharing tasks of every graph served so far: each ends
-    /// once its graph is let go, and shutdown waits for them.
-    tasks: std::sync::Mutex<Vec<(&'static str, tokio::task::JoinHandle<()>)>>,
-    /// The model repository's overlay the live graph was built with.
-    repository: std::sync::Mutex<servegraph_engine::repository::State>,
-    /// `--allow-pip`: deployed Python models may install packages.
-    allow_pip: bool,
-}
-
-/// Checks a graph built for a repository change must pass before it serves.
-#[derive(Default)]
-struct Checks {
-    /// (model, version, configuration's tensors).
-    declared: Vec<(String, String, servegraph_engine::repository::Declared)>,
-    /// (model, version, OIP request): each must answer.
-    smoke: Vec<(String, String, Vec<u8>)>,
-}
-
-/// What a graph needs beside it (its tracking stream, learning shared across processes),
-/// started; the graph as sources serve it.
-async fn start_beside(
-    graph: Arc<Graph>,
-    tasks: &std::sync::Mutex<Vec<(&'static str, tokio::task::JoinHandle<()>)>>,
-) -> anyhow::Result<servegraph_engine::Live> {
-    let (tracker, writer) = start_tracking(&graph)?;
-    let sharing = servegraph_engine::kafka::learning::share(&graph)
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let mut tasks = tasks.lock().expect("not poisoned");
-    tasks.extend(writer.map(|w| ("the tracking sink", w)));
-    tasks.extend(sharing.into_iter().map(|t| ("sharing learning", t)));
-    Ok(servegraph_engine::Live { graph, tracker })
-}
-
-impl Running {
-    /// Re-reads the graph file (with `overlay`, or the repository's current one). If it is
-    /// valid (and passes `checks`) the new graph serves new requests (requests running finish
-    /// on the old one; models the two share are reused); if not, the old graph keeps serving
-    /// and the errors are returned.
-    async fn reload(
-        &self,
-        overlay: Option<servegraph_engine::repository::State>,
-        checks: Checks,
-    ) -> Result<serde_json::Value, String> {
-        let old = Arc::clone(&self.live.borrow().graph);
-        // Routers save their learning, so the new ones start from it.
-        old.checkpoint();
-        let path = self.path.clone();
-        let started = std::time::Instant::now();
-        let overlay = match overlay {
-            Some(o) => o,
-            None => servegraph_engine::repository::State::read(&path).map_err(|e| e.to_string())?,
-        };
-        let built = {
-            let overlay = overlay.clone();
-            tokio::task::spawn_blocking(move || load_with(&path, BuildMode::Load, &overlay)).await
-        };
-        let graph = match built {
-            Ok(Ok(graph)) => Arc::new(graph),
-            Ok(Err(e)) => return Err(format!("{e:#}")),
-            Err(e) => return Err(format!("loading the graph panicked: {e}")),
-        };
-        check_new_models(&graph, &checks).await?;
-        let mut warnings = Vec::new();
-        if graph.kafka != old.kafka {
-            warnings.push(
-                "`sources.kafka` changed: the Kafka source keeps its settings until a restart"
-                    .to_owned(),
-            );
-        }
-        if graph.telemetry != old.telemetry {
-            warnings
-                .push("`telemetry` changed: tracing keeps its settings until a restart".to_owned());
-        }
-        let models: Vec<String> = graph.models().iter().map(|m| m.name.clone()).collect();
-        let live = start_beside(graph, &self.tasks)
-            .await
-            .map_err(|e| format!("{e:#}"))?;
-        for source in &self.sources {
-            source.reload(&live);
-        }
-        self.live.send_replace(live);
-        *self.repository.lock().expect("not poisoned") = overlay;
-        tracing::info!(
-            ?models,
-            ms = started.elapsed().as_millis() as u64,
-            "graph reloaded"
-        );
-        Ok(serde_json::json!({
-            "reloaded": true,
-            "models": models,
-            "warnings": warnings,
-            "ms": started.elapsed().as_millis() as u64,
-        }))
-    }
-
-    /// One admin action: a reload, or a change of the model repository (built and checked
-    /// like a reload, then saved beside the graph file).
-    async fn act(
-        &self,
-        action: servegraph_engine::serve::AdminAction,
-    ) -> servegraph_engine::serve::ReloadResult {
-        use servegraph_engine::Error;
-        use servegraph_engine::repository as repo;
-        use servegraph_engine::serve::AdminAction;
-        let current = self.repository.lock().expect("not poisoned").clone();
-        let (next, written, checks, what) = match action {
-            AdminAction::Reload => {
-                return self
-                    .reload(None, Checks::default())
-                    .await
-                    .map_err(Error::unprocessable);
-            }
-            AdminAction::Load { model, body } => {
-                let (path, allow_pip) = (self.path.clone(), self.allow_pip);
-                let state = current.clone();
-                let name = model.clone();
-                let plan = tokio::task::spawn_blocking(move || {
-                    let python = servegraph_python();
-                    let host = repo::Host {
-                        graph: &path,
-                        python_version: python_version(&python),
-                        python,
-                        allow_pip,
-                    };
-                    repo::plan_load(&host, &state, &name, &body)
-                })
-                .await
-                .map_err(|e| Error::internal(format!("planning the load panicked: {e}")))??;
-                let checks = Checks {
-                    declared: plan.declared,
-                    smoke: plan.smoke,
-                };
-                (
-                    plan.state,
-                    plan.written,
-                    checks,
-                    format!("loaded `{model}`"),
-                )
-            }
-            AdminAction::Unload { model, body } => (
-                repo::plan_unload(&current, &model, &body)?,
-                Vec::new(),
-                Checks::default(),
-                format!("unloaded `{model}`"),
-            ),
-            AdminAction::Default { model, version } => {
-                let graph = Arc::clone(&self.live.borrow().graph);
-                (
-                    repo::plan_default(&current, &graph, &model, &version)?,
-                    Vec::new(),
-                    Checks::default(),
-                    format!("`{model}` serves version `{version}` by default"),
-                )
-            }
-        };
-        match self.reload(Some(next.clone()), checks).await {
-            Ok(mut summary) => {
-                if let Err(e) = next.save(&self.path) {
-                    tracing::error!("{what}, but the repository could not be saved: {e}");
-                    return Err(Error::internal(format!(
-                        "{what} and serving it, but it could not be saved, so a restart will not \
-                         serve it: {e}"
-                    )));
-                }
-                // Folders of versions loaded again are no longer used by any entry.
-                let used: Vec<&str> = next.models.iter().map(|e| e.folder.as_str()).collect();
-                for gone in current
-                    .models
-                    .iter()
-                    .filter(|e| !used.contains(&e.folder.as_str()))
-                {
-                    let dir = self
-                        .path
-                        .parent()
-                        .unwrap_or(Path::new("."))
-                        .join(&gone.folder);
-                    let _ = std::fs::remove_dir_all(dir);
-                }
-                tracing::info!("model repository: {what}");
-                summary["repository"] = serde_json::json!(what);
-                Ok(summary)
-            }
-            Err(errors) => {
-                servegraph_engine::repository::discard(&written);
-                Err(Error::bad_request(format!(
-                    "{} refused, the server keeps serving what it served: {errors}",
-                    what.replacen("loaded", "load of", 1)
-                        .replacen("unloaded", "unload of", 1)
-                )))
-            }
-        }
-    }
+/// `servegraph serve`: the engine's server (`servegraph_engine::serve::server`) on its own
+/// runtime.
+fn serve(config: ServerConfig) -> anyhow::Result<()> {
+    runtime()?
+        .block_on(servegraph_engine::serve::server::run(config))
+        .map_err(anyhow::Error::from)
 }
 
 /// The interpreter deployed Python models run on (`SERVEGRAPH_PYTHON`, else `python3`).
@@ -609,310 +385,6 @@ fn servegraph_python() -> String {
         .ok()
         .filter(|p| !p.is_empty())
         .unwrap_or_else(|| "python3".to_owned())
-}
-
-/// `major.minor` of an interpreter, or `None` when it does not run.
-fn python_version(python: &str) -> Option<String> {
-    let out = std::process::Command::new(python)
-        .args(["-c", "import sys; print('%d.%d' % sys.version_info[:2])"])
-        .stdin(std::process::Stdio::null())
-        .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
-}
-
-/// A repository change's graph, before it serves: each new model's configured tensors match
-/// the model, and each example request answers (a failure names the model and carries the
-/// model's error, a Python traceback included).
-async fn check_new_models(graph: &Arc<Graph>, checks: &Checks) -> Result<(), String> {
-    for (name, version, declared) in &checks.declared {
-        let info = graph.model(name, Some(version)).ok_or_else(|| {
-            format!("`{name}` version `{version}` is not among the graph's models")
-        })?;
-        servegraph_engine::repository::check_declared(declared, info)
-            .map_err(|e| format!("`{name}` version `{version}`: {e}"))?;
-    }
-    if checks.smoke.is_empty() {
-        return Ok(());
-    }
-    let live = servegraph_engine::Live {
-        graph: Arc::clone(graph),
-        tracker: None,
-    };
-    let pipeline = servegraph_engine::request::Pipeline::new(&live, "repository");
-    for (name, version, example) in &checks.smoke {
-        let request = servegraph_engine::request::Request {
-            model: Some(name),
-            version: Some(version),
-            explain: false,
-            headers: &servegraph_engine::request::NoHeaders,
-            resume_after: None,
-            encoding: servegraph_engine::request::Encoding::Json,
-            deadline: None,
-        };
-        let body = bytes::Bytes::from(example.clone());
-        pipeline
-            .serve(request, None, async { Ok(body) })
-            .await
-            .map_err(|e| {
-                let mut text =
-                    format!("`{name}` version `{version}` failed its example request: {e}");
-                if let Some(tb) = &e.traceback {
-                    text.push('\n');
-                    text.push_str(tb);
-                }
-                text
-            })?;
-    }
-    Ok(())
-}
-
-fn serve(graph_path: &Path, options: ServeOptions) -> anyhow::Result<()> {
-    use servegraph_engine::sources::{Phase, SourceContext};
-    let ServeOptions {
-        listen,
-        max_body_bytes,
-        drain,
-        grace,
-        admin_token,
-        tls,
-        allow_pip,
-        grpc,
-    } = options;
-    // Structure first, with no I/O beyond file checks: a broken file never starts a server.
-    let repository =
-        servegraph_engine::repository::State::read(graph_path).map_err(anyhow::Error::msg)?;
-    load_with(graph_path, BuildMode::Structural, &repository)?;
-    let rt = runtime()?;
-    rt.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(listen)
-            .await
-            .with_context(|| format!("cannot listen on {listen}"))?;
-        let addr = listener.local_addr()?;
-        let tls = match tls {
-            None => None,
-            Some((cert, key)) => Some(tls_config(&cert, &key).await?),
-        };
-        let (reload_tx, mut reload_rx) = tokio::sync::mpsc::channel(4);
-        let admin = admin_token.map(|token| servegraph_engine::serve::Admin {
-            token,
-            reload: reload_tx.clone(),
-        });
-        let admin_on = admin.is_some();
-        let grpc_state = (grpc.listen.is_some() || grpc.on_http).then(|| {
-            GrpcState::new(GrpcConfig {
-                max_message_bytes: grpc.max_message_bytes,
-                admin: admin.clone(),
-            })
-        });
-        let state = AppState::new(HttpConfig {
-            max_body_bytes,
-            admin,
-        });
-        // Listen at once (live, not ready); load models off the async workers.
-        let scheme = if tls.is_some() { "https" } else { "http" };
-        let mut app = servegraph_engine::http::router(Arc::clone(&state));
-        let mut grpc_sources: Vec<GrpcSource> = Vec::new();
-        let mut grpc_addr = None;
-        if let Some(grpc_state) = &grpc_state {
-            if grpc.on_http {
-                app = app.merge(grpc_state.routes());
-                grpc_sources.push(GrpcSource::on_http_port(Arc::clone(grpc_state)));
-            }
-            if let Some(at) = grpc.listen {
-                let listener = tokio::net::TcpListener::bind(at)
-                    .await
-                    .with_context(|| format!("cannot listen for gRPC on {at}"))?;
-                grpc_addr = Some(listener.local_addr()?);
-                grpc_sources.push(GrpcSource::listen(
-                    listener,
-                    Arc::clone(grpc_state),
-                    tls.clone(),
-                )?);
-            }
-        }
-        let http = HttpSource::listen_app(listener, state, app, tls, grpc.on_http)?;
-        // Bound at once so liveness answers while models load; "listening" is said only once
-        // the graph has loaded (a graph that refuses to start never claims it).
-        tracing::info!(%addr, graph = %graph_path.display(), admin = admin_on, "bound; loading models (liveness answers meanwhile)");
-        let loading = {
-            let path = graph_path.to_owned();
-            let repository = repository.clone();
-            tokio::task::spawn_blocking(move || load_with(&path, BuildMode::Load, &repository))
-        };
-        let (phase_tx, phase) = tokio::sync::watch::channel(Phase::Serving);
-        tokio::spawn(shutdown_sequence(phase_tx, grace));
-        // A failed load is fatal: report every error and exit non-zero.
-        let graph = match loading.await {
-            Ok(Ok(graph)) => Arc::new(graph),
-            Ok(Err(e)) => bail!("{e:#}"),
-            Err(e) => bail!("model loading panicked: {e}"),
-        };
-        if let Some(t) = &graph.telemetry {
-            servegraph_engine::telemetry::start(t, &graph.name).map_err(|e| anyhow::anyhow!("{e}"))?;
-        }
-        // One line (tests and scripts read the first line of stdout).
-        match grpc_addr {
-            Some(grpc_addr) => {
-                println!("servegraph listening on {scheme}://{addr} grpc://{grpc_addr}");
-                tracing::info!(%addr, %grpc_addr, "listening");
-            }
-            None => {
-                println!("servegraph listening on {scheme}://{addr}");
-                tracing::info!(%addr, grpc_on_http = grpc.on_http, "listening");
-            }
-        }
-        // Tracking and learning that crosses processes start before the server says it is
-        // ready; then every source, HTTP last (it turns ready).
-        let tasks = Default::default();
-        let live = start_beside(Arc::clone(&graph), &tasks).await?;
-        let (live, live_rx) = tokio::sync::watch::channel(live);
-        let mut sources: Vec<Box<dyn Source>> = [
-            servegraph_engine::kafka::KafkaSource::from_graph(&graph),
-            servegraph_engine::kafka::learning::FeedbackSource::from_graph(&graph),
-        ]
-        .into_iter()
-        .flatten()
-        .collect();
-        for grpc in grpc_sources {
-            sources.push(Box::new(grpc));
-        }
-        sources.push(Box::new(http));
-        let mut running_sources = Vec::new();
-        for source in &mut sources {
-            let ctx = SourceContext {
-                live: live_rx.clone(),
-                phase: phase.clone(),
-                drain,
-            };
-            let task = source
-                .start(ctx)
-                .await
-                .map_err(|e| anyhow::anyhow!("{} source: {e}", source.name()))?;
-            running_sources.push((source.name(), task));
-        }
-        drop(live_rx);
-        let names: Vec<String> = graph.models().iter().map(|m| m.name.clone()).collect();
-        tracing::info!(models = ?names, "ready");
-        drop(graph);
-        let running = Arc::new(Running {
-            path: graph_path.to_owned(),
-            live,
-            sources,
-            tasks,
-            repository: std::sync::Mutex::new(repository),
-            allow_pip,
-        });
-
-        // Reloads, one at a time: SIGHUP and `POST /admin/reload`.
-        spawn_sighup(reload_tx);
-        let reloader = {
-            let running = Arc::clone(&running);
-            tokio::spawn(async move {
-                while let Some(request) = reload_rx.recv().await {
-                    let result = running.act(request.action).await;
-                    if let Err(e) = &result {
-                        tracing::error!("refused, the old graph keeps serving:\n{e}");
-                    }
-                    let _ = request.reply.send(result);
-                }
-            })
-        };
-
-        let mut phase = phase;
-        SourceContext::reached(&mut phase, Phase::Stopping).await;
-        reloader.abort();
-        let _ = reloader.await;
-        // Every source stops taking work and finishes what it has (Kafka commits).
-        for (name, task) in running_sources {
-            if tokio::time::timeout(drain + Duration::from_secs(5), task)
-                .await
-                .is_err()
-            {
-                tracing::warn!("the {name} source did not stop in time");
-            }
-        }
-        // Then the graph is let go: tracking streams write what they hold, and routers that
-        // share their learning publish what they learnt last (their tasks end with it).
-        let running = Arc::into_inner(running).expect("the reloader has ended");
-        let tasks = std::mem::take(&mut *running.tasks.lock().expect("not poisoned"));
-        drop(running);
-        for (what, task) in tasks {
-            if tokio::time::timeout(Duration::from_secs(10), task).await.is_err() {
-                tracing::warn!("{what} did not finish within 10 s");
-            }
-        }
-        // The last spans.
-        let _ = tokio::task::spawn_blocking(servegraph_engine::telemetry::shutdown).await;
-        anyhow::Ok(())
-    })
-}
-
-/// The HTTPS settings from a certificate chain and a key, both PEM (rustls, ring).
-async fn tls_config(
-    cert: &Path,
-    key: &Path,
-) -> anyhow::Result<axum_server::tls_rustls::RustlsConfig> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
-        .await
-        .with_context(|| {
-            format!(
-                "cannot use the TLS certificate {} with the key {}",
-                cert.display(),
-                key.display()
-            )
-        })
-}
-
-/// SIGHUP asks for a reload; its outcome is logged.
-fn spawn_sighup(reload: tokio::sync::mpsc::Sender<servegraph_engine::serve::AdminRequest>) {
-    #[cfg(unix)]
-    tokio::spawn(async move {
-        use tokio::signal::unix::{SignalKind, signal};
-        let Ok(mut hup) = signal(SignalKind::hangup()) else {
-            tracing::warn!("cannot install the SIGHUP handler: reload over HTTP only");
-            return;
-        };
-        while hup.recv().await.is_some() {
-            tracing::info!("SIGHUP: reloading the graph");
-            let (reply, _answer) = tokio::sync::oneshot::channel();
-            let request = servegraph_engine::serve::AdminRequest {
-                action: servegraph_engine::serve::AdminAction::Reload,
-                reply,
-            };
-            if reload.send(request).await.is_err() {
-                return;
-            }
-        }
-    });
-    #[cfg(not(unix))]
-    drop(reload);
-}
-
-/// Opens the graph's tracking sink and starts its writer.
-fn start_tracking(
-    graph: &Graph,
-) -> anyhow::Result<(
-    Option<servegraph_engine::tracking::Tracker>,
-    Option<tokio::task::JoinHandle<()>>,
-)> {
-    use servegraph_engine::tracking::{Sink, Tracker, open_sink};
-    let Some((spec, sink)) = &graph.tracking else {
-        return Ok((None, None));
-    };
-    let opened = match sink {
-        Sink::Kafka { brokers, topic } => {
-            servegraph_engine::kafka::tracking_sink(brokers, topic).map_err(|e| e.to_string())
-        }
-        other => open_sink(other),
-    }
-    .map_err(|e| anyhow::anyhow!("tracking sink `{}`: {e}", spec.sink))?;
-    let (tracker, writer) = Tracker::new(spec, &graph.name, opened);
-    tracing::info!(sink = %spec.sink, sample = spec.sample, "tracking");
-    Ok((Some(tracker), Some(tokio::spawn(writer.run()))))
 }
 
 fn plot(graph_path: &Path, format: PlotFormat) -> anyhow::Result<()> {
@@ -948,42 +420,6 @@ fn plot(graph_path: &Path, format: PlotFormat) -> anyhow::Result<()> {
     };
     print!("{text}");
     Ok(())
-}
-
-/// SIGTERM: not ready at once, keep serving for `grace`, then stop. SIGINT (Ctrl-C), or a
-/// second signal during the grace, stops at once.
-async fn shutdown_sequence(
-    phase: tokio::sync::watch::Sender<servegraph_engine::sources::Phase>,
-    grace: Duration,
-) {
-    use servegraph_engine::sources::Phase;
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
-        let mut int = signal(SignalKind::interrupt()).expect("installing the SIGINT handler");
-        let graceful = tokio::select! {
-            _ = term.recv() => true,
-            _ = int.recv() => false,
-        };
-        if graceful && !grace.is_zero() {
-            tracing::info!(
-                grace_ms = grace.as_millis() as u64,
-                "SIGTERM: not ready; still serving during the grace period"
-            );
-            let _ = phase.send(Phase::Draining);
-            tokio::select! {
-                _ = tokio::time::sleep(grace) => {}
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = tokio::signal::ctrl_c().await;
-    tracing::info!("shutting down: draining in-flight requests");
-    let _ = phase.send(Phase::Draining);
-    let _ = phase.send(Phase::Stopping);
 }
 
 fn invoke(

@@ -5,6 +5,33 @@
 
 pub use crate::graph::sources::{KafkaSourceSpec, SourcesSpec};
 
+use crate::graph::{Graph, Live};
+
+/// One kind of source a graph file declares under `sources:` (its settings are a field of
+/// [`SourcesSpec`], read and checked in every build): how its sources are made for a graph
+/// that declares it (none when it does not).
+pub struct SourceKind {
+    /// Its key under `sources:`.
+    pub name: &'static str,
+    pub build: fn(&Graph) -> Vec<Box<dyn Source>>,
+}
+
+/// Every kind of source this build serves from graph files, once: a new one is its module
+/// (settings and runtime), its field in [`SourcesSpec`] and one line here. (HTTP and gRPC
+/// come from the command line: `crate::serve::server`.)
+pub const SOURCE_KINDS: &[SourceKind] = &[
+    #[cfg(feature = "kafka")]
+    SourceKind {
+        name: "kafka",
+        build: crate::kafka::sources,
+    },
+];
+
+/// The sources `graph` declares, built.
+pub fn from_graph(graph: &Graph) -> Vec<Box<dyn Source>> {
+    SOURCE_KINDS.iter().flat_map(|k| (k.build)(graph)).collect()
+}
+
 /// Where a serving process is in its life. Sources watch it through [`SourceContext::phase`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Phase {
@@ -21,7 +48,7 @@ pub enum Phase {
 pub struct SourceContext {
     /// The graph being served now; a reload sends the graph that replaces it (requests that
     /// started on the old one finish there).
-    pub live: tokio::sync::watch::Receiver<crate::graph::Live>,
+    pub live: tokio::sync::watch::Receiver<Live>,
     pub phase: tokio::sync::watch::Receiver<Phase>,
     /// How long in-flight work may take to finish once stopping.
     pub drain: std::time::Duration,
@@ -48,5 +75,5 @@ pub trait Source: Send + Sync {
     /// A reload replaced the graph with `live`'s, which is also sent on
     /// [`SourceContext::live`]: sources that read that per request need do nothing; a source
     /// that keeps its own handle swaps it here, before the reload is answered.
-    fn reload(&self, _live: &crate::graph::Live) {}
+    fn reload(&self, _live: &Live) {}
 }

@@ -331,7 +331,7 @@ pub(super) fn compile(
         max_tensor_elements: spec.max_tensor_elements,
         models,
         tracking: None,
-        kafka: spec.sources.and_then(|s| s.kafka),
+        sources: spec.sources.unwrap_or_default(),
         telemetry: spec.telemetry,
         headers,
         learners: Vec::new(),

@@ -148,11 +148,9 @@ impl Graph {
             }
         };
 
-        if let Some(k) = spec.sources.as_ref().and_then(|s| s.kafka.as_ref())
-            && let Err(e) = k.check()
-        {
+        for (source, e) in spec.sources.as_ref().map(|s| s.check()).unwrap_or_default() {
             let span = field_span("sources");
-            ctx.report(Diagnostic::new(format!("sources.kafka: {e}")).at(&span));
+            ctx.report(Diagnostic::new(format!("sources.{source}: {e}")).at(&span));
         }
         if let Some(t) = &spec.telemetry
             && let Err(e) = t.check()

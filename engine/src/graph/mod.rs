@@ -64,8 +64,8 @@ pub struct Graph {
     models: Vec<ModelInfo>,
     /// The tracking stream's settings and sink, when the graph has one.
     pub tracking: Option<(crate::tracking::TrackingSpec, crate::tracking::Sink)>,
-    /// The Kafka source's settings, when the graph has one.
-    pub kafka: Option<sources::KafkaSourceSpec>,
+    /// The sources the graph file declares (`sources:`), besides HTTP and gRPC.
+    pub sources: sources::SourcesSpec,
     /// Where spans go, when the graph is traced.
     pub telemetry: Option<crate::telemetry::TelemetrySpec>,
     /// Request headers some step reads: sources copy these into events.

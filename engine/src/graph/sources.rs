@@ -8,12 +8,23 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 
 /// `sources:` in a graph file.
-#[derive(Clone, Debug, Default, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, Default, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct SourcesSpec {
     /// Consume requests from Kafka topics and produce the results to a topic.
     #[serde(default)]
     pub kafka: Option<KafkaSourceSpec>,
+}
+
+impl SourcesSpec {
+    /// Each declared source's own checks: which one (its key), and what is wrong.
+    pub fn check(&self) -> Vec<(&'static str, String)> {
+        let mut problems = Vec::new();
+        if let Some(Err(e)) = self.kafka.as_ref().map(KafkaSourceSpec::check) {
+            problems.push(("kafka", e));
+        }
+        problems
+    }
 }
 
 /// `sources: {kafka: {...}}`.

@@ -237,7 +237,7 @@ pub struct FeedbackSource {
 
 impl FeedbackSource {
     pub fn from_graph(graph: &Graph) -> Option<Box<dyn Source>> {
-        let spec = graph.kafka.clone()?;
+        let spec = graph.sources.kafka.clone()?;
         let topic = spec.feedback_topic.clone()?;
         Some(Box::new(FeedbackSource { spec, topic }))
     }

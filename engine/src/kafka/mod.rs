@@ -198,10 +198,23 @@ pub struct KafkaSource(KafkaSourceSpec);
 impl KafkaSource {
     pub fn from_graph(graph: &crate::graph::Graph) -> Option<Box<dyn Source>> {
         graph
+            .sources
             .kafka
             .clone()
             .map(|spec| Box::new(KafkaSource(spec)) as Box<dyn Source>)
     }
+}
+
+/// A graph's Kafka sources ([`crate::sources::SOURCE_KINDS`]): the requests' consumer, and
+/// the feedback reader when it names a feedback topic.
+pub fn sources(graph: &crate::graph::Graph) -> Vec<Box<dyn Source>> {
+    [
+        KafkaSource::from_graph(graph),
+        learning::FeedbackSource::from_graph(graph),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
 }
 
 #[async_trait::async_trait]

@@ -14,12 +14,15 @@
 //! | `admin.rs` | the admin actions, the token, how a refusal is said |
 //! | `config.rs` | Triton's model configuration |
 //! | `statistics.rs` | Triton's statistics |
+//! | `server.rs` | the serving process's lifecycle: start, sources, admin actions (reload, the repository), drain |
 //! | `listen.rs` | serving an axum app on a listener (plain, TLS, gRPC-tuned) and following the process's phases: what both transports share |
 
 pub mod admin;
 mod config;
 #[cfg(feature = "http")]
 pub mod listen;
+#[cfg(feature = "http")]
+pub mod server;
 
 mod statistics;
 

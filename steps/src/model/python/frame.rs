@@ -1,5 +1,5 @@
 //! The frames the engine and a Python worker exchange over the worker's stdin and stdout
-//! (the layout is documented once, in `python/servegraph/_worker.py`): a 24-byte header,
+//! (the layout is documented once, in `python/servegraph/_frames.py`): a 24-byte header,
 //! tensor descriptors, the row split of a joined batch, JSON metadata (empty on the hot path),
 //! and the tensors' raw little-endian bytes. Nothing is pickled.
 
@@ -8,6 +8,7 @@ use std::io::{Read, Write};
 use servegraph_engine::protocol::{decode_binary, encode_binary};
 use servegraph_engine::{DataType, Tensor, TensorData};
 
+use super::error::WorkerError;
 use super::shm::{self, Arena};
 
 pub(super) const HELLO: u8 = 1;
@@ -242,11 +243,11 @@ fn decode_raw(dt: DataType, bytes: &[u8], count: usize) -> servegraph_engine::Re
 }
 
 /// Reads one frame; `Ok(None)` at end of stream (the worker is gone).
-pub(super) fn read(input: &mut impl Read, buf: &mut Vec<u8>) -> Result<Option<Frame>, String> {
+pub(super) fn read(input: &mut impl Read, buf: &mut Vec<u8>) -> Result<Option<Frame>, WorkerError> {
     let mut head = [0u8; HEADER];
     let eof = |e: std::io::Error| match e.kind() {
         std::io::ErrorKind::UnexpectedEof => Ok(None),
-        _ => Err(format!("reading from the worker: {e}")),
+        _ => Err(WorkerError::Read(e)),
     };
     if let Err(e) = input.read_exact(&mut head) {
         return eof(e);
@@ -260,10 +261,10 @@ pub(super) fn read(input: &mut impl Read, buf: &mut Vec<u8>) -> Result<Option<Fr
 }
 
 /// How many bytes follow a frame's header.
-pub(super) fn body_len(head: &[u8; HEADER]) -> Result<usize, String> {
+pub(super) fn body_len(head: &[u8; HEADER]) -> Result<usize, WorkerError> {
     let length = u32::from_le_bytes(head[0..4].try_into().expect("4")) as usize;
     if !(HEADER - 4..=MAX_FRAME).contains(&length) {
-        return Err(format!("the worker sent a frame of {length} bytes"));
+        return Err(WorkerError::FrameSize(length));
     }
     Ok(length - (HEADER - 4))
 }
@@ -274,16 +275,16 @@ pub(super) fn parse(
     head: &[u8; HEADER],
     body: &[u8],
     arena: Option<&Arena>,
-) -> Result<Frame, String> {
+) -> Result<Frame, WorkerError> {
     let u32_at = |b: &[u8], at: usize| u32::from_le_bytes(b[at..at + 4].try_into().expect("4"));
     let kind = head[4];
     let n_tensors = u16::from_le_bytes([head[6], head[7]]) as usize;
     let call_id = u64::from_le_bytes(head[8..16].try_into().expect("8"));
     let n_requests = u32_at(head, 16) as usize;
     let meta_len = u32_at(head, 20) as usize;
-    let bad = |what: &str| format!("the worker sent a malformed frame ({what})");
+    let bad = WorkerError::Malformed;
     let mut pos = 0;
-    let take = |pos: &mut usize, n: usize| -> Result<&[u8], String> {
+    let take = |pos: &mut usize, n: usize| -> Result<&[u8], WorkerError> {
         let s = body.get(*pos..*pos + n).ok_or_else(|| bad("truncated"))?;
         *pos += n;
         Ok(s)
@@ -307,7 +308,7 @@ pub(super) fn parse(
     // The row split of a joined batch: the engine splits what comes back itself.
     take(&mut pos, 4 * n_requests)?;
     let meta = if meta_len > 0 {
-        Some(serde_json::from_slice(take(&mut pos, meta_len)?).map_err(|e| bad(&e.to_string()))?)
+        Some(serde_json::from_slice(take(&mut pos, meta_len)?).map_err(WorkerError::Meta)?)
     } else {
         None
     };
@@ -315,7 +316,7 @@ pub(super) fn parse(
     let payload = body.get(pos..).ok_or_else(|| bad("truncated"))?;
     let mut tensors = Vec::with_capacity(descs.len());
     for (name, dtype, dims, offset, nbytes, shared) in descs {
-        let dt = datatype(dtype).ok_or_else(|| bad(&format!("datatype code {dtype}")))?;
+        let dt = datatype(dtype).ok_or(WorkerError::Datatype(dtype))?;
         let bytes = if shared {
             arena
                 .and_then(|a| a.bytes(offset, nbytes))
@@ -327,9 +328,11 @@ pub(super) fn parse(
         };
         let count = servegraph_engine::tensor::checked_element_count(&dims)
             .ok_or_else(|| bad("a shape too large"))?;
-        let data =
-            decode_raw(dt, bytes, count).map_err(|e| format!("output `{name}`: {}", e.message))?;
-        tensors.push(Tensor::new(name.clone(), dims, data).map_err(|e| e.message)?);
+        let data = decode_raw(dt, bytes, count).map_err(|source| WorkerError::Output {
+            name: name.clone(),
+            source: Box::new(source),
+        })?;
+        tensors.push(Tensor::new(name, dims, data).map_err(|e| WorkerError::Tensor(Box::new(e)))?);
     }
     Ok(Frame {
         kind,
@@ -337,6 +340,26 @@ pub(super) fn parse(
         meta,
         tensors,
     })
+}
+
+/// Python's error in words, from an ERROR or LOAD_ERROR frame's metadata (`type`, `message`,
+/// `traceback`): `what: Type: message`, then (`traceback`) its last frames.
+pub(super) fn python_error(
+    what: &str,
+    meta: Option<&serde_json::Value>,
+    traceback: bool,
+) -> String {
+    let Some(m) = meta else {
+        return format!("{what} (the worker gave no reason)");
+    };
+    let text = |k: &str| m[k].as_str().unwrap_or_default().to_owned();
+    let mut out = format!("{what}: {}: {}", text("type"), text("message"));
+    let tb = text("traceback");
+    if traceback && !tb.is_empty() {
+        out.push('\n');
+        out.push_str(tb.trim_end());
+    }
+    out
 }
 
 #[cfg(test)]

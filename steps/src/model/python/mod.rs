@@ -21,8 +21,10 @@
 //! with 503 and is started again with backoff.
 //!
 //! One file per job: `spec` (the YAML), `frame` (the wire format), `runtime` (the Python
-//! package the workers import), `worker` (a process and its thread).
+//! package the workers import), `shm` (shared memory), `worker/` (a worker: its process,
+//! thread, serving task and watchdog), `error` (what goes wrong starting or reading a worker).
 
+mod error;
 mod frame;
 mod runtime;
 mod shm;
@@ -41,6 +43,7 @@ use tokio::sync::mpsc::{Sender, error::TrySendError};
 
 pub use spec::{Api, LoadMode, PythonSpec, PythonStepSpec};
 
+use self::error::WorkerError;
 use self::worker::{Worker, WorkerConfig};
 use crate::model::batch::{Batching, Job};
 
@@ -68,7 +71,7 @@ impl PythonModel {
         name: &str,
         config: WorkerConfig,
         spec: &PythonSpec,
-    ) -> std::result::Result<PythonModel, String> {
+    ) -> std::result::Result<PythonModel, WorkerError> {
         let (tx, rx) = tokio::sync::mpsc::channel(spec.queue_size.max(1));
         let queue = Arc::new(tokio::sync::Mutex::new(rx));
         let loaded = Arc::new(AtomicUsize::new(0));
@@ -365,9 +368,9 @@ pub fn build_step(node: &StepNode, ctx: &mut BuildContext) -> Option<Box<dyn Ste
             step.pass_through = true;
             Some(Box::new(step))
         }
-        Err(message) => {
+        Err(error) => {
             ctx.report(
-                servegraph_engine::Diagnostic::new(message)
+                servegraph_engine::Diagnostic::new(error.to_string())
                     .step(&node.name)
                     .at(&node.span),
             );
@@ -385,9 +388,9 @@ impl super::ClassSpec for PythonSpec {
         }
         match PythonModel::start(&node.name, config, self) {
             Ok(model) => Some(Box::new(model)),
-            Err(message) => {
+            Err(error) => {
                 ctx.report(
-                    servegraph_engine::Diagnostic::new(message)
+                    servegraph_engine::Diagnostic::new(error.to_string())
                         .step(&node.name)
                         .at(&node.span),
                 );

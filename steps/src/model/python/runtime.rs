@@ -3,9 +3,11 @@
 //! model's environment needs NumPy and its own libraries, nothing of servegraph's.
 
 use std::path::PathBuf;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
-const FILES: [(&str, &str); 6] = [
+use super::error::WorkerError;
+
+const FILES: [(&str, &str); 13] = [
     (
         "servegraph/__init__.py",
         include_str!("../../../../python/servegraph/__init__.py"),
@@ -13,6 +15,34 @@ const FILES: [(&str, &str); 6] = [
     (
         "servegraph/_worker.py",
         include_str!("../../../../python/servegraph/_worker.py"),
+    ),
+    (
+        "servegraph/_frames.py",
+        include_str!("../../../../python/servegraph/_frames.py"),
+    ),
+    (
+        "servegraph/_shm.py",
+        include_str!("../../../../python/servegraph/_shm.py"),
+    ),
+    (
+        "servegraph/_apis.py",
+        include_str!("../../../../python/servegraph/_apis.py"),
+    ),
+    (
+        "servegraph/_adapter.py",
+        include_str!("../../../../python/servegraph/_adapter.py"),
+    ),
+    (
+        "servegraph/_api_servegraph.py",
+        include_str!("../../../../python/servegraph/_api_servegraph.py"),
+    ),
+    (
+        "servegraph/_api_seldon.py",
+        include_str!("../../../../python/servegraph/_api_seldon.py"),
+    ),
+    (
+        "servegraph/_api_mlrun.py",
+        include_str!("../../../../python/servegraph/_api_mlrun.py"),
     ),
     (
         "servegraph/deployed.py",
@@ -35,8 +65,8 @@ const FILES: [(&str, &str); 6] = [
 /// The folder holding the runtime: one per version of its files (named by their hash, under
 /// the temp folder and the user's id), written once and shared by every servegraph process of
 /// that version, so runs leave nothing new behind.
-pub(super) fn dir() -> Result<&'static PathBuf, String> {
-    static DIR: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+pub(super) fn dir() -> Result<&'static PathBuf, WorkerError> {
+    static DIR: OnceLock<Result<PathBuf, (PathBuf, Arc<std::io::Error>)>> = OnceLock::new();
     DIR.get_or_init(|| {
         let mut h: u64 = 0xcbf29ce484222325;
         for (name, text) in FILES {
@@ -60,12 +90,32 @@ pub(super) fn dir() -> Result<&'static PathBuf, String> {
             std::fs::create_dir_all(folder)
                 .and_then(|_| std::fs::write(&tmp, text))
                 .and_then(|_| std::fs::rename(&tmp, &path))
-                .map_err(|e| {
-                    format!("cannot write the Python runtime to {}: {e}", path.display())
-                })?;
+                .map_err(|e| (path, Arc::new(e)))?;
         }
         Ok(dir)
     })
     .as_ref()
-    .map_err(Clone::clone)
+    .map_err(|(path, source)| WorkerError::Runtime {
+        path: path.clone(),
+        source: Arc::clone(source),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_module_of_the_worker_is_embedded() {
+        let package = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../python/servegraph");
+        let embedded: Vec<&str> = FILES.iter().map(|(name, _)| *name).collect();
+        for entry in std::fs::read_dir(&package).unwrap() {
+            let name = entry.unwrap().file_name().into_string().unwrap();
+            // `deploy.py` runs in the client's session, never in a worker.
+            if name.ends_with(".py") && name != "deploy.py" {
+                let path = format!("servegraph/{name}");
+                assert!(embedded.contains(&path.as_str()), "{path} is not in FILES");
+            }
+        }
+    }
 }

@@ -1,0 +1,64 @@
+"""What the worker's API adapters (`_api_*.py`, listed in `_apis.APIS`) share.
+
+An adapter is a class constructed with the imported target (class or function) and the LOAD
+frame's metadata (`spec`), with:
+    name                      what `api:` calls it
+    detects(target, spec)     (static) whether `api: auto` picks it for this target
+    batchable, metadata       whether rows are independent; a callable answering the
+                              model's metadata, or None
+    predict(inputs, parameters) -> an array or a dict of arrays; it may set `tags` (the
+                              response's `parameters.tags`) and `metrics_out` (into /metrics)
+    operation(op, body)       a custom operation (`op_<op>`)
+    health_check()            the class's health check, or None
+"""
+
+from servegraph import ModelError
+
+
+def construct(cls, kwargs):
+    """Calls `cls(**kwargs)`, leaving out `model_uri` when the constructor does not take it."""
+    import inspect
+
+    try:
+        sig = inspect.signature(cls)
+    except (TypeError, ValueError):
+        return cls(**kwargs)
+    takes_any = any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values())
+    if not takes_any and "model_uri" not in sig.parameters:
+        kwargs.pop("model_uri", None)
+    return cls(**kwargs)
+
+
+def operation(obj, op, body, event=None):
+    """Calls the class's `op_<op>`: with MLRun's event (`event(body)`) or the body itself."""
+    if obj is None or not op.isidentifier():
+        fn = None
+    else:
+        fn = getattr(obj, "op_" + op, None)
+    if not callable(fn):
+        raise ModelError("no operation `%s` (the class defines no `op_%s`)" % (op, op), status=404)
+    return fn(event(body) if event else body)
+
+
+def health_of(check):
+    """What the engine's health probe gets: `{"ready", "message"}` from a check that returns
+    a truth value (`is_ready()`) or raises when unhealthy (`health_status()`)."""
+    try:
+        answer = check()
+    except Exception as exc:  # noqa: BLE001 - an unhealthy class says so by raising
+        return {"ready": False, "message": "%s: %s" % (type(exc).__name__, exc)}
+    if answer is False:
+        return {"ready": False, "message": "is_ready() returned False"}
+    return {"ready": True, "message": ""}
+
+
+def takes_one(f):
+    """Whether `f` takes exactly one positional argument (Clipper's batch-in, batch-out)."""
+    import inspect
+
+    try:
+        params = list(inspect.signature(f).parameters.values())
+    except (TypeError, ValueError):
+        return False
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return len(positional) == 1 and not any(p.kind == p.VAR_POSITIONAL for p in params)

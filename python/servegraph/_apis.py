@@ -1,0 +1,66 @@
+"""The worker's side of user code: importing it, choosing the API it is written for, and
+turning what it returns into tensors.
+
+A new API is one module (`_api_<name>.py`, a class as `_adapter` describes) and its line in
+`APIS`.
+"""
+
+import os
+import sys
+
+from servegraph._api_mlrun import MLRun
+from servegraph._api_seldon import Seldon
+from servegraph._api_servegraph import Native
+from servegraph._frames import encode_tensor
+
+# The APIs, in the order `api: auto` tries them: the first whose `detects` says yes serves the
+# target. servegraph's own takes anything, so it stays last.
+APIS = (MLRun, Seldon, Native)
+
+
+def import_target(spec):
+    import importlib
+    import importlib.util
+
+    for d in reversed(spec.get("python_path") or []):
+        sys.path.insert(0, d)
+    if spec.get("path"):
+        path = spec["path"]
+        sys.path.insert(0, os.path.dirname(path))
+        name = "servegraph_user_" + os.path.splitext(os.path.basename(path))[0].replace("-", "_")
+        module_spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(module_spec)
+        sys.modules[name] = module
+        module_spec.loader.exec_module(module)
+    else:
+        module = importlib.import_module(spec["module"])
+    attr = spec.get("class_name") or spec.get("function")
+    if not hasattr(module, attr):
+        what = "class" if spec.get("class_name") else "function"
+        raise AttributeError("module `%s` has no %s `%s`" % (module.__name__, what, attr))
+    return getattr(module, attr)
+
+
+def api_of(target, spec):
+    """The adapter of the calling convention: the one `api:` names when given, else the first
+    of `APIS` that detects it (MLRun's for a `V2ModelServer` subclass, Seldon's when `predict`
+    takes `X` or `feature_names`, else servegraph's)."""
+    api = spec.get("api") or "auto"
+    if api != "auto":
+        return next((a for a in APIS if a.name == api), Native)
+    return next(a for a in APIS if a.detects(target, spec))
+
+
+def outputs_of(result, declared):
+    """The result of `predict` as named tensors: a dict by name, or one array for the one
+    declared output (or `output` when none is declared)."""
+    if isinstance(result, dict):
+        items = list(result.items())
+    else:
+        if len(declared) > 1:
+            raise TypeError(
+                "predict returned one array, but %d outputs are declared (%s): return a dict"
+                % (len(declared), ", ".join(declared))
+            )
+        items = [(declared[0] if declared else "output", result)]
+    return [(str(name), encode_tensor(str(name), value)) for name, value in items]
