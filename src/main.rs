@@ -461,6 +461,7 @@ fn invoke(
         resume_after: None,
         encoding: servegraph_engine::request::Encoding::Json,
         deadline: None,
+        codec: None,
     };
     let rt = runtime()?;
     let answer = rt

@@ -23,7 +23,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::event::{ATTRIBUTIONS, Target};
 use crate::graph::{Graph, Live};
 use crate::metrics::RequestMetrics;
-use crate::protocol::{self, decode_request, encode_response};
+use crate::protocol;
 use crate::tracking::Tracker;
 
 /// The binary tensor extension's header: the JSON part's length.
@@ -118,6 +118,9 @@ pub struct Request<'a> {
     pub encoding: Encoding,
     /// The caller's own deadline (gRPC's `grpc-timeout`), within the graph's.
     pub deadline: Option<Duration>,
+    /// The wire protocol's body codec; `None`: the OIP's, or MLRun's rows when the body is
+    /// rows ([`protocol::sniff`]).
+    pub codec: Option<&'a dyn protocol::Codec>,
 }
 
 /// A served request's answer.
@@ -297,11 +300,11 @@ impl Pipeline {
         }
         let _permit = graph.admit()?;
         let headers = request.headers;
-        let (body, json_len, mlrun, decoded) = match body.await?.into() {
-            Body::Decoded(decoded) => (bytes::Bytes::new(), None, false, decoded),
+        let (body, json_len, codec, decoded) = match body.await?.into() {
+            Body::Decoded(decoded) => (bytes::Bytes::new(), None, None, decoded),
             Body::Bytes(body) => {
-                let (json_len, mlrun, decoded) = self.decode(&request, &body)?;
-                (body, json_len, mlrun, decoded)
+                let (json_len, codec, decoded) = self.decode(&request, &body)?;
+                (body, json_len, Some(codec), decoded)
             }
         };
         graph.check_request(&decoded.event)?;
@@ -448,14 +451,16 @@ impl Pipeline {
                 rows,
             });
         }
-        let encoded = if mlrun {
-            protocol::Encoded {
-                body: protocol::mlrun::encode(&done, model)?,
-                json_len: None,
-            }
-        } else {
-            encode_response(&done, model, version, &outputs, binary_output)?
-        };
+        let codec = codec.unwrap_or(&protocol::codec::Oip);
+        let encoded = codec.encode(
+            &done,
+            &protocol::codec::Answering {
+                model,
+                version,
+                outputs: &outputs,
+                binary: binary_output,
+            },
+        )?;
         Ok(Response {
             id,
             body: encoded.body,
@@ -467,14 +472,17 @@ impl Pipeline {
         })
     }
 
-    /// Decodes a body: the OIP's JSON (with binary data after it when
-    /// `Inference-Header-Content-Length` says so), Triton's raw binary request, or MLRun's rows.
-    /// Also says where the JSON ends, and whether the answer goes in MLRun's shape.
-    fn decode(
+    /// Decodes a body with the request's codec (or the one its shape calls for); also says
+    /// where the JSON ends, and the codec the answer is encoded with.
+    fn decode<'c>(
         &self,
-        request: &Request<'_>,
+        request: &Request<'c>,
         body: &[u8],
-    ) -> Result<(Option<usize>, bool, protocol::InferRequest)> {
+    ) -> Result<(
+        Option<usize>,
+        &'c dyn protocol::Codec,
+        protocol::InferRequest,
+    )> {
         let graph = &*self.graph;
         let json_len = match request.headers.header(HEADER_CONTENT_LENGTH) {
             None => None,
@@ -482,27 +490,18 @@ impl Pipeline {
                 Error::bad_request("Inference-Header-Content-Length must be a byte count")
             })?),
         };
-        // MLRun's rows (`{"inputs": [[...], ...]}`) stand for the addressed model's one input,
-        // and are answered in MLRun's shape.
-        let mlrun = json_len.is_none() && protocol::mlrun::is_rows(body);
-        let oip;
-        let decoded = if json_len == Some(0) {
-            let name = request.model.unwrap_or(&graph.name);
-            let info = graph.find_model(name, request.version)?;
-            protocol::decode_raw(body, name, &info.inputs)?
-        } else if mlrun {
-            let rows = protocol::mlrun::parse(body)?;
-            let info = match (request.model, protocol::mlrun::named_model(&rows)) {
-                (Some(m), _) if m != graph.name => graph.find_model(m, request.version)?,
-                (_, (Some(m), version)) => graph.find_model(m, version)?,
-                (m, (None, _)) => graph.find_model(m.unwrap_or(&graph.name), request.version)?,
-            };
-            oip = protocol::mlrun::to_oip(rows, info)?;
-            decode_request(&oip, None)?
-        } else {
-            decode_request(body, json_len)?
+        let codec = request
+            .codec
+            .unwrap_or_else(|| protocol::sniff(body, json_len));
+        let find = |name: &str, version: Option<&str>| graph.find_model(name, version);
+        let at = protocol::codec::Decoding {
+            json_len,
+            model: request.model,
+            version: request.version,
+            graph: &graph.name,
+            find: &find,
         };
-        Ok((json_len, mlrun, decoded))
+        Ok((json_len, codec, codec.decode(body, &at)?))
     }
 }
 

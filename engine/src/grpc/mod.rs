@@ -165,6 +165,7 @@ async fn infer(
         resume_after: None,
         encoding: Encoding::Tensors,
         deadline,
+        codec: None,
     };
     let span = || {
         let named = if model.is_empty() {

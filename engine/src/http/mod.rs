@@ -341,6 +341,7 @@ async fn run_infer(
         resume_after: None,
         encoding: Encoding::AsRequested,
         deadline: None,
+        codec: None,
     };
     let span = || {
         let named = model.unwrap_or(&served.graph.name);

@@ -456,6 +456,7 @@ async fn process(pipeline: &Pipeline, spec: &KafkaSourceSpec, msg: Incoming) -> 
                     resume_after: headers.header(queue::RESUME_HEADER).map(|v| v.into_owned()),
                     encoding: Encoding::Json,
                     deadline: None,
+                    codec: None,
                 };
                 let payload = msg
                     .payload

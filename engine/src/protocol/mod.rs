@@ -10,6 +10,7 @@
 mod binary;
 mod classify;
 mod client;
+pub mod codec;
 mod json;
 pub mod mlrun;
 mod request;
@@ -20,6 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub use binary::{decode_binary, encode_binary};
 pub use classify::classify;
 pub use client::{TensorsJson, decode_response, encode_request};
+pub use codec::{Codec, sniff};
 pub use request::{
     InferRequest, RequestedOutput, classification, decode_raw, decode_request, tensor_header,
 };

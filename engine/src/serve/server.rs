@@ -536,6 +536,7 @@ async fn check_new_models(graph: &Arc<Graph>, checks: &Checks) -> Result<(), Str
             resume_after: None,
             encoding: crate::request::Encoding::Json,
             deadline: None,
+            codec: None,
         };
         let body = bytes::Bytes::from(example.clone());
         pipeline

@@ -1,0 +1,119 @@
+//! How a wire protocol's inference bodies meet the one request path: a [`Codec`] decodes a
+//! body into the request the graph runs and encodes the answer back. The request path
+//! ([`crate::request::Pipeline`]) uses the codec its source names ([`crate::request::Request`]'s
+//! `codec`), or, for the OIP's routes, Kafka and the CLI, the one the body's shape says
+//! ([`sniff`]: the OIP's JSON and binary bodies, or MLRun's rows, which MLRun's clients send
+//! to the OIP's `/infer`). A REST protocol with bodies of its own (Seldon's `data.ndarray`,
+//! KServe v1's `instances`) is one more codec.
+
+use super::request::{InferRequest, RequestedOutput, decode_raw, decode_request};
+use super::response::{Encoded, encode_response};
+use crate::error::Result;
+use crate::event::Event;
+use crate::step::ModelInfo;
+
+/// Finds a model by name and version as the graph serves it, or a 404 that says what there is.
+pub type FindModel<'a> = &'a dyn Fn(&str, Option<&str>) -> Result<&'a ModelInfo>;
+
+/// What a codec decodes a body with.
+pub struct Decoding<'a> {
+    /// Where the JSON ends and binary data begins, when the transport says
+    /// (`Inference-Header-Content-Length`).
+    pub json_len: Option<usize>,
+    /// The model the transport addressed (the URL's), else `None`; a URL naming the graph
+    /// (`graph`) names no model.
+    pub model: Option<&'a str>,
+    pub version: Option<&'a str>,
+    pub graph: &'a str,
+    pub find: FindModel<'a>,
+}
+
+/// What the answer is encoded for.
+pub struct Answering<'a> {
+    /// The model as its metadata names it.
+    pub model: &'a str,
+    pub version: Option<&'a str>,
+    /// The outputs the request asked for (all when empty), and which as binary data.
+    pub outputs: &'a [RequestedOutput],
+    /// `binary_data_output`: unlisted outputs as binary data.
+    pub binary: bool,
+}
+
+/// A wire protocol's inference bodies.
+pub trait Codec: Send + Sync {
+    /// Its name, for messages.
+    fn name(&self) -> &'static str;
+    /// Decodes a request body.
+    fn decode(&self, body: &[u8], at: &Decoding<'_>) -> Result<InferRequest>;
+    /// Encodes a finished request's answer.
+    fn encode(&self, done: &Event, answer: &Answering<'_>) -> Result<Encoded>;
+}
+
+/// The Open Inference Protocol's bodies: JSON, JSON then binary data (the binary tensor
+/// extension), or Triton's raw binary request (`Inference-Header-Content-Length: 0`: the
+/// addressed model's one input, raw).
+pub struct Oip;
+
+impl Codec for Oip {
+    fn name(&self) -> &'static str {
+        "oip"
+    }
+
+    fn decode(&self, body: &[u8], at: &Decoding<'_>) -> Result<InferRequest> {
+        if at.json_len == Some(0) {
+            let name = at.model.unwrap_or(at.graph);
+            let info = (at.find)(name, at.version)?;
+            return decode_raw(body, name, &info.inputs);
+        }
+        decode_request(body, at.json_len)
+    }
+
+    fn encode(&self, done: &Event, answer: &Answering<'_>) -> Result<Encoded> {
+        encode_response(
+            done,
+            answer.model,
+            answer.version,
+            answer.outputs,
+            answer.binary,
+        )
+    }
+}
+
+/// MLRun's rows (`{"inputs": [[...], ...]}`), answered in MLRun's shape
+/// ([`super::mlrun`]).
+pub struct MlrunRows;
+
+impl Codec for MlrunRows {
+    fn name(&self) -> &'static str {
+        "mlrun"
+    }
+
+    fn decode(&self, body: &[u8], at: &Decoding<'_>) -> Result<InferRequest> {
+        use super::mlrun;
+        let rows = mlrun::parse(body)?;
+        let info = match (at.model, mlrun::named_model(&rows)) {
+            (Some(m), _) if m != at.graph => (at.find)(m, at.version)?,
+            (_, (Some(m), version)) => (at.find)(m, version)?,
+            (m, (None, _)) => (at.find)(m.unwrap_or(at.graph), at.version)?,
+        };
+        let oip = mlrun::to_oip(rows, info)?;
+        decode_request(&oip, None)
+    }
+
+    fn encode(&self, done: &Event, answer: &Answering<'_>) -> Result<Encoded> {
+        Ok(Encoded {
+            body: super::mlrun::encode(done, answer.model)?,
+            json_len: None,
+        })
+    }
+}
+
+/// The codec a body's shape calls for, where the protocol is the OIP's: MLRun's rows when
+/// it is rows (and not binary), else the OIP's.
+pub fn sniff(body: &[u8], json_len: Option<usize>) -> &'static dyn Codec {
+    if json_len.is_none() && super::mlrun::is_rows(body) {
+        &MlrunRows
+    } else {
+        &Oip
+    }
+}
