@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
-use servegraph_engine::serve::server::{GrpcListen, ServerConfig};
+use servegraph_engine::server::{GrpcListen, ServerConfig};
 use servegraph_engine::{BuildMode, Graph};
 
 /// A dataflow serving-graph engine for ML inference: YAML graphs of routers, models,
@@ -371,11 +371,11 @@ fn admin_token_from(
     }
 }
 
-/// `servegraph serve`: the engine's server (`servegraph_engine::serve::server`) on its own
+/// `servegraph serve`: the engine's server (`servegraph_engine::server`) on its own
 /// runtime.
 fn serve(config: ServerConfig) -> anyhow::Result<()> {
     runtime()?
-        .block_on(servegraph_engine::serve::server::run(config))
+        .block_on(servegraph_engine::server::run(config))
         .map_err(anyhow::Error::from)
 }
 

@@ -205,7 +205,7 @@ impl KafkaSource {
     }
 }
 
-/// A graph's Kafka sources ([`crate::sources::SOURCE_KINDS`]): the requests' consumer, and
+/// A graph's Kafka sources (`crate::server::SOURCE_KINDS`): the requests' consumer, and
 /// the feedback reader when it names a feedback topic.
 pub fn sources(graph: &crate::graph::Graph) -> Vec<Box<dyn Source>> {
     [

@@ -1,6 +1,6 @@
 //! What the admin endpoints (HTTP's `/admin/*` and the repository's load/unload, gRPC's
 //! repository RPCs, SIGHUP) ask of the serving process, which owns the graph file and the
-//! model repository and applies one change at a time ([`crate::serve::server`]).
+//! model repository and applies one change at a time (`crate::server`).
 
 use crate::error::Error;
 use crate::request::Headers;

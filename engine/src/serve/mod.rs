@@ -6,7 +6,8 @@
 //! operations, metrics, and the admin actions. The HTTP transport (`crate::http`) and the
 //! gRPC transport (`crate::grpc`) each hold one and only map their wire to it and back;
 //! inference goes through the one request path ([`crate::request::Pipeline`]) that
-//! [`Service::current`] gives.
+//! [`Service::current`] gives. The serving process that owns services, sources and the
+//! graph is `crate::server`.
 //!
 //! | file | what |
 //! |---|---|
@@ -14,15 +15,12 @@
 //! | `admin.rs` | the admin actions, the token, how a refusal is said |
 //! | `config.rs` | Triton's model configuration |
 //! | `statistics.rs` | Triton's statistics |
-//! | `server.rs` | the serving process's lifecycle: start, sources, admin actions (reload, the repository), drain |
 //! | `listen.rs` | serving an axum app on a listener (plain, TLS, gRPC-tuned) and following the process's phases: what both transports share |
 
 pub mod admin;
 mod config;
 #[cfg(feature = "http")]
 pub mod listen;
-#[cfg(feature = "http")]
-pub mod server;
 
 mod statistics;
 

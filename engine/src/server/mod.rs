@@ -6,18 +6,23 @@
 //! in), and on a signal drain: not ready for the grace period, then stop every source,
 //! finish what is in flight, flush what runs beside the graph, end.
 //!
-//! `servegraph serve` is [`run`] with its command line as a [`ServerConfig`].
+//! `servegraph serve` is [`run`] with its command line as a [`ServerConfig`]. The sources a
+//! graph file declares are made from [`SOURCE_KINDS`] (`sources.rs`).
+
+mod sources;
+
+pub use sources::{SOURCE_KINDS, SourceKind};
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::{Admin, AdminAction, AdminRequest, ReloadResult};
 use crate::error::Error;
 use crate::graph::{Graph, Live};
 use crate::http::{AppState, HttpConfig, HttpSource};
 use crate::repository as repo;
+use crate::serve::{Admin, AdminAction, AdminRequest, ReloadResult};
 use crate::sources::{Phase, Source, SourceContext};
 use crate::step::{BuildMode, Registry};
 
@@ -206,7 +211,7 @@ pub async fn run(config: ServerConfig) -> Result<(), ServeError> {
         .await
         .map_err(ServeError::Start)?;
     let (live, live_rx) = tokio::sync::watch::channel(live);
-    let mut sources: Vec<Box<dyn Source>> = crate::sources::from_graph(&graph)
+    let mut sources: Vec<Box<dyn Source>> = sources::from_graph(&graph)
         .into_iter()
         .chain(sources)
         .chain(std::iter::once(Box::new(http) as Box<dyn Source>))
