@@ -7,6 +7,9 @@ pub use crate::graph::sources::{KafkaSourceSpec, SourcesSpec};
 
 use crate::graph::Live;
 
+/// Why a source could not start: its own error (a broker client's, a listener's).
+pub type StartError = Box<dyn std::error::Error + Send + Sync>;
+
 /// Where a serving process is in its life. Sources watch it through [`SourceContext::phase`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Phase {
@@ -46,7 +49,10 @@ pub trait Source: Send + Sync {
     /// A short name for logs: `http`, `kafka`, `kafka feedback`.
     fn name(&self) -> &'static str;
     /// Starts serving; the task ends when the source has stopped.
-    async fn start(&mut self, ctx: SourceContext) -> Result<tokio::task::JoinHandle<()>, String>;
+    async fn start(
+        &mut self,
+        ctx: SourceContext,
+    ) -> Result<tokio::task::JoinHandle<()>, StartError>;
     /// A reload replaced the graph with `live`'s, which is also sent on
     /// [`SourceContext::live`]: sources that read that per request need do nothing; a source
     /// that keeps its own handle swaps it here, before the reload is answered.

@@ -201,15 +201,26 @@ impl Serialize for EventJson<'_> {
     }
 }
 
+/// Why a sink could not write (or close): its own error, an I/O or a broker's.
+pub type SinkError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A file sink that could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {source}", path.display())]
+pub struct OpenError {
+    pub path: PathBuf,
+    pub source: std::io::Error,
+}
+
 /// Where the background task writes batches of JSON lines.
 #[async_trait]
 pub trait EventSink: Send + 'static {
     /// Takes a batch. May return before it is durable (a Kafka sink hands it to the
     /// producer); returns how many *earlier* events turned out not to be delivered.
-    async fn write(&mut self, lines: &[u8], events: usize) -> Result<usize, String>;
+    async fn write(&mut self, lines: &[u8], events: usize) -> Result<usize, SinkError>;
 
     /// Waits until everything taken is written (at shutdown); returns how many were not.
-    async fn close(&mut self) -> Result<usize, String> {
+    async fn close(&mut self) -> Result<usize, SinkError> {
         Ok(0)
     }
 }
@@ -220,14 +231,14 @@ struct FileSink {
 
 #[async_trait]
 impl EventSink for FileSink {
-    async fn write(&mut self, lines: &[u8], _events: usize) -> Result<usize, String> {
+    async fn write(&mut self, lines: &[u8], _events: usize) -> Result<usize, SinkError> {
         // Small appends to a local file: a blocking write is cheaper than a thread hop, and
         // this task is off every request's path.
         self.file
             .write_all(lines)
             .and_then(|_| self.file.flush())
             .map(|_| 0)
-            .map_err(|e| e.to_string())
+            .map_err(SinkError::from)
     }
 }
 
@@ -235,28 +246,34 @@ struct StdoutSink;
 
 #[async_trait]
 impl EventSink for StdoutSink {
-    async fn write(&mut self, lines: &[u8], _events: usize) -> Result<usize, String> {
+    async fn write(&mut self, lines: &[u8], _events: usize) -> Result<usize, SinkError> {
         let mut out = std::io::stdout().lock();
         out.write_all(lines)
             .and_then(|_| out.flush())
             .map(|_| 0)
-            .map_err(|e| e.to_string())
+            .map_err(SinkError::from)
     }
 }
 
 /// Opens a file or stdout sink (Kafka sinks are opened by the Kafka module).
-pub fn open_sink(sink: &Sink) -> Result<Box<dyn EventSink>, String> {
+pub fn open_sink(sink: &Sink) -> Result<Box<dyn EventSink>, SinkError> {
     match sink {
         Sink::Stdout => Ok(Box::new(StdoutSink)),
         Sink::File(path) => {
             if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+                std::fs::create_dir_all(dir).map_err(|source| OpenError {
+                    path: dir.to_owned(),
+                    source,
+                })?;
             }
             let file = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
                 .open(path)
-                .map_err(|e| format!("{}: {e}", path.display()))?;
+                .map_err(|source| OpenError {
+                    path: path.to_owned(),
+                    source,
+                })?;
             Ok(Box::new(FileSink { file }))
         }
         Sink::Kafka { .. } => Err("a Kafka sink needs servegraph built with Kafka".into()),
@@ -484,7 +501,7 @@ mod tests {
 
     #[async_trait]
     impl EventSink for Memory {
-        async fn write(&mut self, lines: &[u8], events: usize) -> Result<usize, String> {
+        async fn write(&mut self, lines: &[u8], events: usize) -> Result<usize, SinkError> {
             self.0.lock().unwrap().push(events);
             self.1.lock().unwrap().extend_from_slice(lines);
             Ok(0)

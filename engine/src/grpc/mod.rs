@@ -570,7 +570,7 @@ impl crate::sources::Source for GrpcSource {
     async fn start(
         &mut self,
         mut ctx: crate::sources::SourceContext,
-    ) -> Result<tokio::task::JoinHandle<()>, String> {
+    ) -> Result<tokio::task::JoinHandle<()>, crate::sources::StartError> {
         let live = ctx.live.borrow().clone();
         self.state.serve(&live);
         let state = Arc::clone(&self.state);

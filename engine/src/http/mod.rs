@@ -176,7 +176,7 @@ impl crate::sources::Source for HttpSource {
     async fn start(
         &mut self,
         ctx: crate::sources::SourceContext,
-    ) -> Result<tokio::task::JoinHandle<()>, String> {
+    ) -> Result<tokio::task::JoinHandle<()>, crate::sources::StartError> {
         let live = ctx.live.borrow().clone();
         self.state.service.serve(&live);
         let (state, stop) = (Arc::clone(&self.state), self.stop.clone());

@@ -249,10 +249,13 @@ impl Source for FeedbackSource {
         "kafka feedback"
     }
 
-    async fn start(&mut self, ctx: SourceContext) -> Result<tokio::task::JoinHandle<()>, String> {
+    async fn start(
+        &mut self,
+        ctx: SourceContext,
+    ) -> Result<tokio::task::JoinHandle<()>, crate::sources::StartError> {
         feedback(&self.spec, self.topic.clone(), ctx.live, ctx.phase)
             .await
-            .map_err(|e| e.to_string())
+            .map_err(Into::into)
     }
 }
 

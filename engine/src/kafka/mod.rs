@@ -223,8 +223,11 @@ impl Source for KafkaSource {
         "kafka"
     }
 
-    async fn start(&mut self, ctx: SourceContext) -> Result<tokio::task::JoinHandle<()>, String> {
-        start(self.0.clone(), ctx.live, ctx.phase, ctx.drain).map_err(|e| e.to_string())
+    async fn start(
+        &mut self,
+        ctx: SourceContext,
+    ) -> Result<tokio::task::JoinHandle<()>, crate::sources::StartError> {
+        start(self.0.clone(), ctx.live, ctx.phase, ctx.drain).map_err(Into::into)
     }
 }
 

@@ -73,7 +73,11 @@ impl KafkaTrackingSink {
 
 #[async_trait::async_trait]
 impl EventSink for KafkaTrackingSink {
-    async fn write(&mut self, lines: &[u8], _events: usize) -> Result<usize, String> {
+    async fn write(
+        &mut self,
+        lines: &[u8],
+        _events: usize,
+    ) -> Result<usize, crate::tracking::SinkError> {
         let mut refused = 0;
         for line in lines.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
             let mut record: BaseRecord<'_, (), [u8]> = BaseRecord::to(&self.topic).payload(line);
@@ -97,7 +101,7 @@ impl EventSink for KafkaTrackingSink {
         Ok(refused + self.newly_failed())
     }
 
-    async fn close(&mut self) -> Result<usize, String> {
+    async fn close(&mut self) -> Result<usize, crate::tracking::SinkError> {
         let producer = Arc::clone(&self.producer);
         let undelivered = tokio::task::spawn_blocking(move || {
             let _ = producer.flush(CLOSE_TIMEOUT);

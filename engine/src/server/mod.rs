@@ -66,9 +66,12 @@ pub struct GrpcListen {
 /// Why a server did not start (or stopped with an error).
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    /// The graph file (or the repository beside it) is not one to serve: every problem.
+    /// The graph file is not one to serve: every problem.
     #[error("{0}")]
-    Graph(String),
+    Graph(#[from] crate::diag::GraphErrors),
+    /// The model repository beside it cannot be read.
+    #[error(transparent)]
+    Overlay(#[from] repo::OverlayError),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -85,7 +88,24 @@ pub enum ServeError {
         key: PathBuf,
         source: std::io::Error,
     },
-    /// Something beside the graph, or a source, could not start.
+    /// The graph's tracking sink could not be opened.
+    #[error("tracking sink `{sink}`: {source}")]
+    Tracking {
+        sink: String,
+        source: crate::tracking::SinkError,
+    },
+    /// Learning shared across processes could not start.
+    #[error("{0}")]
+    Sharing(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error(transparent)]
+    Telemetry(#[from] crate::telemetry::ExporterError),
+    /// A source could not start.
+    #[error("{name} source: {source}")]
+    Source {
+        name: &'static str,
+        source: crate::sources::StartError,
+    },
+    /// What this build does not have, or a task that panicked.
     #[error("{0}")]
     Start(String),
     #[error(transparent)]
@@ -112,11 +132,8 @@ pub async fn run(config: ServerConfig) -> Result<(), ServeError> {
         registry,
     };
     // Structure first, with no I/O beyond file checks: a broken file never starts a server.
-    let repository =
-        repo::State::read(&graph_path).map_err(|e| ServeError::Graph(e.to_string()))?;
-    loader
-        .load(BuildMode::Structural, &repository)
-        .map_err(ServeError::Graph)?;
+    let repository = repo::State::read(&graph_path)?;
+    loader.load(BuildMode::Structural, &repository)?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|source| ServeError::Listen {
@@ -187,11 +204,11 @@ pub async fn run(config: ServerConfig) -> Result<(), ServeError> {
     // A failed load is fatal: report every error and exit non-zero.
     let graph = match loading.await {
         Ok(Ok(graph)) => Arc::new(graph),
-        Ok(Err(e)) => return Err(ServeError::Graph(e)),
+        Ok(Err(e)) => return Err(e.into()),
         Err(e) => return Err(ServeError::Start(format!("model loading panicked: {e}"))),
     };
     if let Some(t) = &graph.telemetry {
-        crate::telemetry::start(t, &graph.name).map_err(|e| ServeError::Start(e.to_string()))?;
+        crate::telemetry::start(t, &graph.name)?;
     }
     // One line (tests and scripts read the first line of stdout).
     match grpc_addr {
@@ -207,9 +224,7 @@ pub async fn run(config: ServerConfig) -> Result<(), ServeError> {
     // Tracking and learning that crosses processes start before the server says it is
     // ready; then every source, the graph file's first, HTTP last (it turns ready).
     let tasks = Default::default();
-    let live = start_beside(Arc::clone(&graph), &tasks)
-        .await
-        .map_err(ServeError::Start)?;
+    let live = start_beside(Arc::clone(&graph), &tasks).await?;
     let (live, live_rx) = tokio::sync::watch::channel(live);
     let mut sources: Vec<Box<dyn Source>> = sources::from_graph(&graph)
         .into_iter()
@@ -226,7 +241,10 @@ pub async fn run(config: ServerConfig) -> Result<(), ServeError> {
         let task = source
             .start(ctx)
             .await
-            .map_err(|e| ServeError::Start(format!("{} source: {e}", source.name())))?;
+            .map_err(|source_error| ServeError::Source {
+                name: source.name(),
+                source: source_error,
+            })?;
         running_sources.push((source.name(), task));
     }
     drop(live_rx);
@@ -298,8 +316,12 @@ struct Loader {
 
 impl Loader {
     /// The graph, or every problem (as `validate` prints them).
-    fn load(&self, mode: BuildMode, overlay: &repo::State) -> Result<Graph, String> {
-        Graph::load_with(&self.path, &self.registry, mode, overlay).map_err(|e| e.to_string())
+    fn load(
+        &self,
+        mode: BuildMode,
+        overlay: &repo::State,
+    ) -> Result<Graph, crate::diag::GraphErrors> {
+        Graph::load_with(&self.path, &self.registry, mode, overlay)
     }
 }
 
@@ -334,12 +356,12 @@ struct Checks {
 
 /// What a graph needs beside it (its tracking stream, learning shared across processes),
 /// started; the graph as sources serve it.
-async fn start_beside(graph: Arc<Graph>, tasks: &Tasks) -> Result<Live, String> {
+async fn start_beside(graph: Arc<Graph>, tasks: &Tasks) -> Result<Live, ServeError> {
     let (tracker, writer) = start_tracking(&graph)?;
     #[cfg(feature = "kafka")]
     let sharing = crate::kafka::learning::share(&graph)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| ServeError::Sharing(e.into()))?;
     #[cfg(not(feature = "kafka"))]
     let sharing: Vec<tokio::task::JoinHandle<()>> = Vec::new();
     let mut tasks = tasks.lock().expect("not poisoned");
@@ -372,7 +394,7 @@ impl Running {
         };
         let graph = match built {
             Ok(Ok(graph)) => Arc::new(graph),
-            Ok(Err(e)) => return Err(e),
+            Ok(Err(e)) => return Err(e.to_string()),
             Err(e) => return Err(format!("loading the graph panicked: {e}")),
         };
         check_new_models(&graph, &checks).await?;
@@ -388,7 +410,9 @@ impl Running {
                 .push("`telemetry` changed: tracing keeps its settings until a restart".to_owned());
         }
         let models: Vec<String> = graph.models().iter().map(|m| m.name.clone()).collect();
-        let live = start_beside(graph, &self.tasks).await?;
+        let live = start_beside(graph, &self.tasks)
+            .await
+            .map_err(|e| e.to_string())?;
         for source in &self.sources {
             source.reload(&live);
         }
@@ -608,22 +632,25 @@ fn start_tracking(
         Option<crate::tracking::Tracker>,
         Option<tokio::task::JoinHandle<()>>,
     ),
-    String,
+    ServeError,
 > {
-    use crate::tracking::{Sink, Tracker, open_sink};
+    use crate::tracking::{Sink, SinkError, Tracker, open_sink};
     let Some((spec, sink)) = &graph.tracking else {
         return Ok((None, None));
     };
     let opened = match sink {
         #[cfg(feature = "kafka")]
         Sink::Kafka { brokers, topic } => {
-            crate::kafka::tracking_sink(brokers, topic).map_err(|e| e.to_string())
+            crate::kafka::tracking_sink(brokers, topic).map_err(SinkError::from)
         }
         #[cfg(not(feature = "kafka"))]
         Sink::Kafka { .. } => Err("this build of servegraph has no Kafka (feature `kafka`)".into()),
         other => open_sink(other),
     }
-    .map_err(|e| format!("tracking sink `{}`: {e}", spec.sink))?;
+    .map_err(|source| ServeError::Tracking {
+        sink: spec.sink.clone(),
+        source,
+    })?;
     let (tracker, writer) = Tracker::new(spec, &graph.name, opened);
     tracing::info!(sink = %spec.sink, sample = spec.sample, "tracking");
     Ok((Some(tracker), Some(tokio::spawn(writer.run()))))
