@@ -24,6 +24,7 @@ use serde_json::{Value, json};
 
 use crate::diag::Diagnostic;
 use crate::error::{Error, ErrorKind};
+use crate::step::Platform;
 
 /// The overlay: what the repository added to the graph file.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -408,6 +409,7 @@ pub fn discard(written: &[PathBuf]) {
     }
 }
 
+/// The model class a Triton configuration loads.
 #[derive(Clone, Copy, PartialEq)]
 enum Backend {
     Onnx,
@@ -420,9 +422,12 @@ fn backend(
 ) -> Result<Backend, Error> {
     let platform = config.get("platform").and_then(Value::as_str).unwrap_or("");
     let backend = config.get("backend").and_then(Value::as_str).unwrap_or("");
+    match Platform::from_triton(backend, platform) {
+        Some(Platform::Onnx) => return Ok(Backend::Onnx),
+        Some(Platform::Python) => return Ok(Backend::Python),
+        _ => {}
+    }
     match (backend, platform) {
-        ("onnxruntime", _) | (_, "onnxruntime_onnx") => Ok(Backend::Onnx),
-        ("python", _) => Ok(Backend::Python),
         ("", "") => {
             let onnx = files
                 .values()

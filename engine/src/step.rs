@@ -177,6 +177,14 @@ impl Platform {
         }
     }
 
+    /// The model class a Triton model configuration names with its `backend` (`onnxruntime`,
+    /// `python`) or `platform` (`onnxruntime_onnx`); `None` for one servegraph does not serve.
+    pub fn from_triton(backend: &str, platform: &str) -> Option<Platform> {
+        [Platform::Onnx, Platform::Python]
+            .into_iter()
+            .find(|p| (!backend.is_empty() && p.backend() == backend) || p.as_str() == platform)
+    }
+
     /// A short label for pictures: `onnx model`, `router`, ...
     pub fn label(self) -> &'static str {
         match self {

@@ -358,15 +358,32 @@ const HEALTH: &str = "$health";
 /// Builds a `kind: python` step (a `handler` function whose tensors are put into the event).
 pub fn build_step(node: &StepNode, ctx: &mut BuildContext) -> Option<Box<dyn Step>> {
     let spec: PythonStepSpec = ctx.parse(node)?;
-    let spec = spec.into_model();
-    let config = spec::config(node, ctx, &spec)?;
+    start(node, ctx, &spec.into_model(), true)
+}
+
+/// `class: python`: builds the model from its spec.
+impl super::ClassSpec for PythonSpec {
+    fn build(&self, node: &StepNode, ctx: &mut BuildContext) -> Option<Box<dyn Step>> {
+        start(node, ctx, self, false)
+    }
+}
+
+/// Starts the workers of a model (or, `pass_through`, a step: it keeps the event's tensors
+/// and adds its own), reporting a failure at the step.
+fn start(
+    node: &StepNode,
+    ctx: &mut BuildContext,
+    spec: &PythonSpec,
+    pass_through: bool,
+) -> Option<Box<dyn Step>> {
+    let config = spec::config(node, ctx, spec)?;
     if ctx.mode == BuildMode::Structural {
         return Some(Box::new(super::Unloaded));
     }
-    match PythonModel::start(&node.name, config, &spec) {
-        Ok(mut step) => {
-            step.pass_through = true;
-            Some(Box::new(step))
+    match PythonModel::start(&node.name, config, spec) {
+        Ok(mut model) => {
+            model.pass_through = pass_through;
+            Some(Box::new(model))
         }
         Err(error) => {
             ctx.report(
@@ -375,27 +392,6 @@ pub fn build_step(node: &StepNode, ctx: &mut BuildContext) -> Option<Box<dyn Ste
                     .at(&node.span),
             );
             None
-        }
-    }
-}
-
-/// `class: python`: builds the model from its spec.
-impl super::ClassSpec for PythonSpec {
-    fn build(&self, node: &StepNode, ctx: &mut BuildContext) -> Option<Box<dyn Step>> {
-        let config = spec::config(node, ctx, self)?;
-        if ctx.mode == BuildMode::Structural {
-            return Some(Box::new(super::Unloaded));
-        }
-        match PythonModel::start(&node.name, config, self) {
-            Ok(model) => Some(Box::new(model)),
-            Err(error) => {
-                ctx.report(
-                    servegraph_engine::Diagnostic::new(error.to_string())
-                        .step(&node.name)
-                        .at(&node.span),
-                );
-                None
-            }
         }
     }
 }
