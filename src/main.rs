@@ -371,12 +371,10 @@ fn admin_token_from(
     }
 }
 
-/// `servegraph serve`: the engine's server (`servegraph_engine::server`) on its own
-/// runtime.
+/// `servegraph serve`: the engine's server (`servegraph_engine::server`). Its errors say
+/// their causes in their own text.
 fn serve(config: ServerConfig) -> anyhow::Result<()> {
-    runtime()?
-        .block_on(servegraph_engine::server::run(config))
-        .map_err(anyhow::Error::from)
+    servegraph_engine::server::serve(config).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 /// The interpreter deployed Python models run on (`SERVEGRAPH_PYTHON`, else `python3`).

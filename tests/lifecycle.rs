@@ -113,3 +113,27 @@ fn a_model_that_cannot_load_stops_serve_with_the_error() {
     );
     assert!(stderr.contains("bad.onnx"), "{stderr}");
 }
+
+/// A port already taken stops `serve` with one line that says so once (the cause is part of
+/// the message, not repeated after it).
+#[test]
+fn a_taken_port_is_said_once() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let graph = root().join("graphs/iris.yaml");
+    let out = bin()
+        .args(["serve", graph.to_str().unwrap(), "--listen", &addr])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("error: cannot listen on {addr}: ")),
+        "{stderr}"
+    );
+    assert_eq!(
+        stderr.matches("Address already in use").count(),
+        1,
+        "{stderr}"
+    );
+}

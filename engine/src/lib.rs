@@ -1,11 +1,11 @@
 //! servegraph's engine: the graph spec and its validation, the compiled graph and its
 //! executor, the public [`Step`] trait, the one request path, the wire protocols' codecs, the
-//! protocol service and the serving process's lifecycle (feature `serve`), and the
-//! transports and sources: HTTP (feature `http`), gRPC (`grpc`), Kafka (`kafka`).
+//! protocol service (feature `serve`), the transports and sources: HTTP (feature `http`), gRPC
+//! (`grpc`), Kafka (`kafka`), and the serving process (`server`, with `http`).
 //!
 //! The modules build on each other in one direction, lowest first: tensors, errors, events
-//! and diagnostics; `step`, `learning`, `metrics`, `stats`, `tracking`, `protocol`,
-//! `storage`, `repository`; `graph`; `request` (the request path); `sources`; `serve` (the
+//! and diagnostics; `learning`, `storage`; `step`; `metrics`, `stats`, `telemetry`;
+//! `protocol`; `tracking`; `repository`; `graph`; `request` (the request path); `sources`; `serve` (the
 //! protocol service); the transports (`http`, `grpc`, `kafka`); `server` (the serving
 //! process). No module imports one above it (`cargo test` checks: `no_import_loops`).
 //!
@@ -74,7 +74,7 @@ mod layering {
                 return;
             }
             let text = std::fs::read_to_string(path).unwrap();
-            let code = text.split("#[cfg(test)]\nmod tests").next().unwrap();
+            let code = text.split("#[cfg(test)]\nmod tests {").next().unwrap();
             let deps = out.entry(top.to_owned()).or_default();
             for line in code.lines().filter(|l| !l.trim_start().starts_with("//")) {
                 let mut rest = line;

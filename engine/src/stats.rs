@@ -1,11 +1,9 @@
-//! Triton's statistics extension (`GET /v2/models[/{m}[/versions/{v}]]/stats`): per model,
-//! how many requests succeeded and failed and how long they took, how long they queued, how
-//! long the model ran, how many times (executions) and at which batch sizes.
-//!
-//! Outcomes are recorded where a request meets a model: the request path for the graph, the
-//! executor for each step of a flow, a router for each route. Queue, compute and batch
-//! figures come from the model runners' [`ModelMetrics`] (the same counts the Prometheus
-//! histograms export), registered here by name when they are made.
+//! What Triton's statistics extension reports (`crate::serve` answers it): per model, how
+//! many requests succeeded and failed, how long they took, how many rows they had, and when
+//! the last one was answered. Outcomes are recorded where a request meets a model: the request
+//! path for the graph, the executor for each step of a flow, a router for each route. The
+//! model runners' queue, compute and batch figures are their metrics
+//! ([`crate::metrics::ModelMetrics`]).
 
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;

@@ -178,11 +178,13 @@ impl Platform {
     }
 
     /// The model class a Triton model configuration names with its `backend` (`onnxruntime`,
-    /// `python`) or `platform` (`onnxruntime_onnx`); `None` for one servegraph does not serve.
+    /// `python`) or, for ONNX, its `platform` (`onnxruntime_onnx`: Triton has no `platform`
+    /// for Python models); `None` for one servegraph does not serve.
     pub fn from_triton(backend: &str, platform: &str) -> Option<Platform> {
-        [Platform::Onnx, Platform::Python]
-            .into_iter()
-            .find(|p| (!backend.is_empty() && p.backend() == backend) || p.as_str() == platform)
+        [Platform::Onnx, Platform::Python].into_iter().find(|p| {
+            (!backend.is_empty() && p.backend() == backend)
+                || (*p == Platform::Onnx && p.as_str() == platform)
+        })
     }
 
     /// A short label for pictures: `onnx model`, `router`, ...

@@ -17,6 +17,15 @@ pub struct SourcesSpec {
 }
 
 impl SourcesSpec {
+    /// The sources whose settings differ from `old`'s (a reload does not restart them).
+    pub fn changed(&self, old: &SourcesSpec) -> Vec<&'static str> {
+        let mut changed = Vec::new();
+        if self.kafka != old.kafka {
+            changed.push("kafka");
+        }
+        changed
+    }
+
     /// Each declared source's own checks: which one (its key), and what is wrong.
     pub fn check(&self) -> Vec<(&'static str, String)> {
         let mut problems = Vec::new();

@@ -5,10 +5,11 @@
 //! Every RPC is answered by the protocol service ([`crate::serve::Service`]), as the HTTP
 //! transport's routes are: inference through the one request path
 //! ([`crate::request::Pipeline`], with [`Encoding::Tensors`] so tensors stay binary),
-//! metadata, readiness, configuration, statistics and the repository from the service. Errors take their codes from [`ErrorKind::grpc_code`], beside the
-//! HTTP statuses. The service is an axum route (`/inference.GRPCInferenceService/*`), served
-//! on its own listener ([`GrpcSource`], `--grpc-listen`) or on the HTTP port beside the REST
-//! routes ([`GrpcState::routes`]).
+//! metadata, readiness, configuration, statistics and the repository from the service.
+//! Errors take their codes from [`ErrorKind::grpc_code`], beside the HTTP statuses. The
+//! service is an axum route (`/inference.GRPCInferenceService/*`), served on its own listener
+//! ([`GrpcSource`], `--grpc-listen`) or on the HTTP port beside the REST routes
+//! ([`GrpcState::routes`]).
 
 mod convert;
 mod unary;

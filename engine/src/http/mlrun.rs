@@ -14,7 +14,7 @@ use axum::response::Response;
 use axum::routing::post;
 
 use super::oip::{infer, infer_version};
-use super::{AppState, run_infer};
+use super::{AppState, Inference, run_infer};
 
 pub(super) fn routes() -> Router<Arc<AppState>> {
     Router::new()
@@ -32,5 +32,5 @@ async fn infer_body_routed(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    run_infer(&state, None, None, &headers, body, false).await
+    run_infer(&state, Inference::default(), &headers, body).await
 }

@@ -14,7 +14,7 @@
 //! [`REST_PROTOCOLS`].
 //!
 //! [`router`] builds the app from its state, apart from any listener, so tests drive it with
-//! `tower::ServiceExt::oneshot` and the binary serves it on a socket.
+//! `tower::ServiceExt::oneshot` and the server (`crate::server`) serves it on a socket.
 
 mod mlrun;
 mod oip;
@@ -45,8 +45,9 @@ pub struct RestProtocol {
     pub routes: fn() -> Router<Arc<AppState>>,
 }
 
-/// Every REST protocol the HTTP transport serves, once. A path is served by one protocol
-/// (axum refuses two that overlap), and literal segments win over parameters.
+/// Every REST protocol the HTTP transport serves, once. A path and method are served by one
+/// protocol (axum refuses the same path and method twice), and literal segments win over
+/// parameters.
 pub const REST_PROTOCOLS: [RestProtocol; 3] = [
     RestProtocol {
         name: "oip",
@@ -101,11 +102,6 @@ impl AppState {
             service: Service::new("http", config.admin),
             max_body_bytes: config.max_body_bytes,
         })
-    }
-
-    /// The protocol service behind the routes.
-    pub fn service(&self) -> &Arc<Service> {
-        &self.service
     }
 
     /// Starts serving `graph` (with its tracking stream, if any); requests already running
@@ -319,16 +315,30 @@ fn json_body(
     serde_json::from_slice(body).map_err(|e| Error::bad_request(format!("{what}: {e}")))
 }
 
-/// One inference (or explanation) through the request path: `model` as the URL addressed it
-/// (`None`: the graph's own policy, unless the body or `x-model-name` names one).
+/// What an inference route addressed: the model (the URL's; `None`: the graph's own policy,
+/// unless the body or `x-model-name` names one), its version, explain or infer, and the
+/// protocol's body codec (`None`: the OIP's, or MLRun's rows, by the body's shape).
+#[derive(Clone, Copy, Default)]
+struct Inference<'a> {
+    model: Option<&'a str>,
+    version: Option<&'a str>,
+    explain: bool,
+    codec: Option<&'static dyn crate::protocol::Codec>,
+}
+
+/// One inference (or explanation) through the request path.
 async fn run_infer(
     state: &AppState,
-    model: Option<&str>,
-    version: Option<&str>,
+    at: Inference<'_>,
     headers: &HeaderMap,
     body: Body,
-    explain: bool,
 ) -> Response {
+    let Inference {
+        model,
+        version,
+        explain,
+        codec,
+    } = at;
     let served = match state.current() {
         Ok(served) => served,
         Err(e) => return e.into_response(),
@@ -341,7 +351,7 @@ async fn run_infer(
         resume_after: None,
         encoding: Encoding::AsRequested,
         deadline: None,
-        codec: None,
+        codec,
     };
     let span = || {
         let named = model.unwrap_or(&served.graph.name);

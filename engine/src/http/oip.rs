@@ -12,7 +12,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
-use super::{AppState, authorized, json_body, run_infer};
+use super::{AppState, Inference, authorized, json_body, run_infer};
 use crate::error::Error;
 use crate::serve::{AdminAction, Service};
 
@@ -104,7 +104,11 @@ pub(super) async fn infer(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    run_infer(&state, Some(&model), None, &headers, body, false).await
+    let at = Inference {
+        model: Some(&model),
+        ..Default::default()
+    };
+    run_infer(&state, at, &headers, body).await
 }
 
 pub(super) async fn infer_version(
@@ -113,7 +117,12 @@ pub(super) async fn infer_version(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    run_infer(&state, Some(&model), Some(&version), &headers, body, false).await
+    let at = Inference {
+        model: Some(&model),
+        version: Some(&version),
+        ..Default::default()
+    };
+    run_infer(&state, at, &headers, body).await
 }
 
 /// Like `infer`, with per-feature attributions from the models that can explain.
@@ -123,7 +132,12 @@ async fn explain(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    run_infer(&state, Some(&model), None, &headers, body, true).await
+    let at = Inference {
+        model: Some(&model),
+        explain: true,
+        ..Default::default()
+    };
+    run_infer(&state, at, &headers, body).await
 }
 
 async fn explain_version(
@@ -132,7 +146,13 @@ async fn explain_version(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    run_infer(&state, Some(&model), Some(&version), &headers, body, true).await
+    let at = Inference {
+        model: Some(&model),
+        version: Some(&version),
+        explain: true,
+        ..Default::default()
+    };
+    run_infer(&state, at, &headers, body).await
 }
 
 /// `GET /v2/models/stats`: every model's statistics (Triton's statistics extension).

@@ -98,11 +98,6 @@ impl Service {
         self.served.load_full()
     }
 
-    /// The admin settings, when the admin endpoints are on.
-    pub fn admin(&self) -> Option<&Admin> {
-        self.admin.as_ref()
-    }
-
     /// The admin settings when `headers` carry the admin token; else why not.
     pub fn authorize(&self, headers: &dyn Headers) -> std::result::Result<&Admin, Refusal> {
         admin::authorize(self.admin.as_ref(), headers)

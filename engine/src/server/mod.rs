@@ -6,7 +6,7 @@
 //! in), and on a signal drain: not ready for the grace period, then stop every source,
 //! finish what is in flight, flush what runs beside the graph, end.
 //!
-//! `servegraph serve` is [`run`] with its command line as a [`ServerConfig`]. The sources a
+//! `servegraph serve` is [`serve`] with its command line as a [`ServerConfig`]. The sources a
 //! graph file declares are made from [`SOURCE_KINDS`] (`sources.rs`).
 
 mod sources;
@@ -63,7 +63,8 @@ pub struct GrpcListen {
     pub max_message_bytes: usize,
 }
 
-/// Why a server did not start (or stopped with an error).
+/// Why a server did not start (or stopped with an error). Each one's text says its cause:
+/// print it with `{}` (its `source` is there for programs that walk the chain).
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     /// The graph file is not one to serve: every problem.
@@ -108,12 +109,33 @@ pub enum ServeError {
     /// What this build does not have, or a task that panicked.
     #[error("{0}")]
     Start(String),
+    #[error("starting the async runtime: {0}")]
+    Runtime(#[source] std::io::Error),
     #[error(transparent)]
     Io(#[from] std::io::Error),
 }
 
-/// Serves a graph until a signal stops it: see the module's documentation.
-pub async fn run(config: ServerConfig) -> Result<(), ServeError> {
+/// Serves a graph until a signal stops it, on a runtime of its own: checks the graph file's
+/// structure first (no runtime, no I/O beyond file checks: a broken file never starts a
+/// server), then [`run`].
+pub fn serve(config: ServerConfig) -> Result<(), ServeError> {
+    let repository = repo::State::read(&config.graph)?;
+    Graph::load_with(
+        &config.graph,
+        &config.registry,
+        BuildMode::Structural,
+        &repository,
+    )?;
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(ServeError::Runtime)?
+        .block_on(run(config, repository))
+}
+
+/// Serves a graph whose structure was checked, with the repository overlay read beside it,
+/// until a signal stops it: see the module's documentation.
+pub async fn run(config: ServerConfig, repository: repo::State) -> Result<(), ServeError> {
     let ServerConfig {
         graph: graph_path,
         registry,
@@ -131,9 +153,6 @@ pub async fn run(config: ServerConfig) -> Result<(), ServeError> {
         path: graph_path.clone(),
         registry,
     };
-    // Structure first, with no I/O beyond file checks: a broken file never starts a server.
-    let repository = repo::State::read(&graph_path)?;
-    loader.load(BuildMode::Structural, &repository)?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|source| ServeError::Listen {
@@ -399,11 +418,10 @@ impl Running {
         };
         check_new_models(&graph, &checks).await?;
         let mut warnings = Vec::new();
-        if graph.sources.kafka != old.sources.kafka {
-            warnings.push(
-                "`sources.kafka` changed: the Kafka source keeps its settings until a restart"
-                    .to_owned(),
-            );
+        for source in graph.sources.changed(&old.sources) {
+            warnings.push(format!(
+                "`sources.{source}` changed: the {source} source keeps its settings until a restart"
+            ));
         }
         if graph.telemetry != old.telemetry {
             warnings
@@ -643,8 +661,6 @@ fn start_tracking(
         Sink::Kafka { brokers, topic } => {
             crate::kafka::tracking_sink(brokers, topic).map_err(SinkError::from)
         }
-        #[cfg(not(feature = "kafka"))]
-        Sink::Kafka { .. } => Err("this build of servegraph has no Kafka (feature `kafka`)".into()),
         other => open_sink(other),
     }
     .map_err(|source| ServeError::Tracking {

@@ -107,14 +107,16 @@ mod tests {
 
     #[test]
     fn every_module_of_the_worker_is_embedded() {
-        let package = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../python/servegraph");
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../python");
         let embedded: Vec<&str> = FILES.iter().map(|(name, _)| *name).collect();
-        for entry in std::fs::read_dir(&package).unwrap() {
-            let name = entry.unwrap().file_name().into_string().unwrap();
-            // `deploy.py` runs in the client's session, never in a worker.
-            if name.ends_with(".py") && name != "deploy.py" {
-                let path = format!("servegraph/{name}");
-                assert!(embedded.contains(&path.as_str()), "{path} is not in FILES");
+        for folder in ["servegraph", "servegraph/compat"] {
+            for entry in std::fs::read_dir(root.join(folder)).unwrap() {
+                let name = entry.unwrap().file_name().into_string().unwrap();
+                // `deploy.py` runs in the client's session, never in a worker.
+                if name.ends_with(".py") && name != "deploy.py" {
+                    let path = format!("{folder}/{name}");
+                    assert!(embedded.contains(&path.as_str()), "{path} is not in FILES");
+                }
             }
         }
     }
