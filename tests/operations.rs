@@ -543,3 +543,45 @@ fn overload_is_answered_at_once_with_429() {
         }
     }
 }
+
+/// A wrong admin token is told apart from a missing one.
+#[test]
+fn a_wrong_admin_token_is_said_to_be_wrong() {
+    let s = Server::start("graphs/iris.yaml", &["--admin-token", "s3cret"]);
+    let r = post_with(&s.addr, "/admin/reload", &[], "");
+    assert_eq!(r.status, 401);
+    assert!(
+        r.error().contains("need `Authorization: Bearer <token>`"),
+        "{}",
+        r.error()
+    );
+    let r = post_with(
+        &s.addr,
+        "/admin/reload",
+        &[("authorization", "Bearer wrong".to_owned())],
+        "",
+    );
+    assert_eq!(r.status, 401);
+    assert!(
+        r.error()
+            .contains("the bearer token is not the admin token"),
+        "{}",
+        r.error()
+    );
+}
+
+/// Prometheus HELP lines are sentences with one full stop (prometheus-client adds it).
+#[test]
+fn metric_help_ends_with_one_full_stop() {
+    let s = Server::start("graphs/iris.yaml", &[]);
+    assert_eq!(
+        post(&s.addr, "/v2/models/iris/infer", &iris_request("m")).status,
+        200
+    );
+    let text = String::from_utf8_lossy(&get_blocking(&s.addr, "/metrics").body).into_owned();
+    let help: Vec<&str> = text.lines().filter(|l| l.starts_with("# HELP")).collect();
+    assert!(help.len() > 5, "{text}");
+    for line in help {
+        assert!(line.ends_with('.') && !line.ends_with(".."), "{line}");
+    }
+}

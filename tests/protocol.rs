@@ -125,3 +125,52 @@ fn an_unknown_content_encoding_is_refused_with_a_reason() {
         r.error()
     );
 }
+
+/// As Triton does, only inference answers are compressed when `Accept-Encoding` allows:
+/// metadata, configuration, statistics and errors stay plain (`tritonclient.http.aio` sends
+/// the header and reads those as JSON).
+#[test]
+fn only_inference_answers_are_compressed() {
+    let s = iris();
+    let gzip = [("accept-encoding", "gzip".to_owned())];
+    for path in [
+        "/v2/models/iris-lr",
+        "/v2/models/iris-lr/config",
+        "/v2/models/iris-lr/stats",
+        "/v2/models/nope",
+        "/v2",
+    ] {
+        let r = block_on(request(&s.addr, "GET", path, &gzip, Vec::new())).unwrap();
+        assert!(
+            r.headers.get("content-encoding").is_none(),
+            "{path}: {:?}",
+            r.headers
+        );
+        let _: Value = r.json();
+    }
+    let r = block_on(request(
+        &s.addr,
+        "POST",
+        "/v2/models/iris-lr/infer",
+        &gzip,
+        iris_request("z").into_bytes(),
+    ))
+    .unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.headers["content-encoding"], "gzip");
+}
+
+/// `GET /v2/models` lists the models (KServe's and MLRun's model list).
+#[test]
+fn the_model_list_names_every_model() {
+    let s = iris();
+    let r = get_blocking(&s.addr, "/v2/models");
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let models = r.json()["models"].clone();
+    for name in ["iris", "iris-lr", "iris-rf"] {
+        assert!(
+            models.as_array().unwrap().iter().any(|m| m == name),
+            "{models}"
+        );
+    }
+}

@@ -149,6 +149,8 @@ struct Metrics {
         std::sync::Mutex<std::collections::HashMap<String, std::collections::HashSet<String>>>,
 }
 
+/// The metrics every graph shares, registered once. HELP texts are written without their
+/// full stop: prometheus-client's registry adds it.
 fn global() -> &'static Metrics {
     static METRICS: OnceLock<Metrics> = OnceLock::new();
     METRICS.get_or_init(|| {
@@ -175,82 +177,82 @@ fn global() -> &'static Metrics {
         let r = &mut m.registry;
         r.register(
             "servegraph_requests",
-            "Requests answered, by status code (Kafka: 200 served, else the error's code).",
+            "Requests answered, by status code (Kafka: 200 served, else the error's code)",
             m.requests.clone(),
         );
         r.register(
             "servegraph_request_duration_seconds",
-            "Time from a request's arrival to its answer.",
+            "Time from a request's arrival to its answer",
             m.request_seconds.clone(),
         );
         r.register(
             "servegraph_requests_in_flight",
-            "Requests being served now.",
+            "Requests being served now",
             m.in_flight.clone(),
         );
         r.register(
             "servegraph_engine_overhead_seconds",
-            "A request's time minus the time its model steps waited for and ran on their models: what the engine itself adds.",
+            "A request's time minus the time its model steps waited for and ran on their models: what the engine itself adds",
             m.overhead_seconds.clone(),
         );
         r.register(
             "servegraph_step_duration_seconds",
-            "Time in each top-level step of the graph.",
+            "Time in each top-level step of the graph",
             m.step_seconds.clone(),
         );
         r.register(
             "servegraph_route_duration_seconds",
-            "Time in each route of a router.",
+            "Time in each route of a router",
             m.route_seconds.clone(),
         );
         r.register(
             "servegraph_model_run_seconds",
-            "Time inside each model run (ONNX Runtime, or the remote call).",
+            "Time inside each model run (ONNX Runtime, or the remote call)",
             m.model_seconds.clone(),
         );
         r.register(
             "servegraph_model_queue_wait_seconds",
-            "Time a request waited for a model session.",
+            "Time a request waited for a model session",
             m.queue_wait_seconds.clone(),
         );
         r.register(
             "servegraph_model_batch_size",
-            "Requests per model run (adaptive batching).",
+            "Requests per model run (adaptive batching)",
             m.batch_size.clone(),
         );
         r.register(
             "servegraph_model_load_seconds",
-            "How long loading each model took.",
+            "How long loading each model took",
             m.model_load_seconds.clone(),
         );
         r.register(
             "servegraph_tracking_events_dropped",
-            "Tracking events dropped because the tracking queue was full.",
+            "Tracking events dropped because the tracking queue was full",
             m.tracking_dropped.clone(),
         );
         r.register(
             "servegraph_kafka_consumer_lag",
-            "Messages in a partition not yet consumed (librdkafka statistics).",
+            "Messages in a partition not yet consumed (librdkafka statistics)",
             m.kafka_lag.clone(),
         );
         r.register(
             "servegraph_kafka_committed_offset",
-            "The last committed offset of a partition.",
+            "The last committed offset of a partition",
             m.kafka_committed.clone(),
         );
         r.register(
             "servegraph_model_user_counter",
-            "Counters a Python model keeps (Seldon's COUNTER metrics), by key.",
+            "Counters a Python model keeps (Seldon's COUNTER metrics), by key",
             m.user_counters.clone(),
         );
         r.register(
             "servegraph_model_user_gauge",
-            "Gauges a Python model sets (Seldon's GAUGE metrics, MLRun's set_metric), by key.",
+            "Gauges a Python model sets (Seldon's GAUGE metrics, MLRun's set_metric), by key",
             m.user_gauges.clone(),
         );
         r.register(
             "servegraph_model_user_timer_seconds",
-            "Timings a Python model reports (Seldon's TIMER metrics), by key.",
+            "Timings a Python model reports (Seldon's TIMER metrics), by key",
             m.user_timers.clone(),
         );
         m

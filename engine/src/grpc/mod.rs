@@ -210,6 +210,9 @@ impl Service {
                 Refusal::Unauthorized => Status::unauthenticated(
                     "load and unload need `authorization: Bearer <token>` metadata",
                 ),
+                Refusal::WrongToken => Status::unauthenticated(
+                    "the bearer token is not the admin token (`--admin-token`)",
+                ),
             })
     }
 }

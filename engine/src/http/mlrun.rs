@@ -1,17 +1,17 @@
 //! MLRun's serving routes: `POST /` with the model (route) in the body's `model` field or the
-//! `x-model-name` header (the graph's own policy otherwise), and `predict`, MLRun's spelling
-//! of `infer`. Its row-shaped bodies (`{"inputs": [[...], ...]}`) are read wherever an
+//! `x-model-name` header (the graph's own policy otherwise), `predict`, MLRun's spelling of
+//! `infer`, and the model list (`GET /v2/models`, which KServe serves too). Its row-shaped bodies (`{"inputs": [[...], ...]}`) are read wherever an
 //! inference body is ([`crate::protocol::mlrun`]), since MLRun's clients send them to
 //! `/infer` too.
 
 use std::sync::Arc;
 
-use axum::Router;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::Response;
-use axum::routing::post;
+use axum::routing::{get, post};
+use axum::{Json, Router};
 
 use super::oip::{infer, infer_version};
 use super::{AppState, Inference, run_infer};
@@ -19,11 +19,21 @@ use super::{AppState, Inference, run_infer};
 pub(super) fn routes() -> Router<Arc<AppState>> {
     Router::new()
         .route("/", post(infer_body_routed))
+        .route("/v2/models", get(models))
+        .route("/v2/models/", get(models))
         .route("/v2/models/{model}/predict", post(infer))
         .route(
             "/v2/models/{model}/versions/{version}/predict",
             post(infer_version),
         )
+}
+
+/// `GET /v2/models`: `{"models": [name, ...]}`, every model the server serves once.
+async fn models(
+    State(state): State<Arc<AppState>>,
+) -> Result<Json<serde_json::Value>, crate::error::Error> {
+    let names = state.service.model_names()?;
+    Ok(Json(serde_json::json!({ "models": names })))
 }
 
 /// `POST /`: the model the body (or `x-model-name`) names, else the graph's own policy.

@@ -222,10 +222,35 @@ pub fn router(state: Arc<AppState>) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
         // `Content-Encoding: gzip|deflate` bodies are read decompressed (the body limit counts
-        // what they decompress to), and answers are compressed when `Accept-Encoding` asks.
+        // what they decompress to), and inference answers are compressed when
+        // `Accept-Encoding` asks (as Triton's: metadata, statistics and errors never are).
         .layer(tower_http::decompression::RequestDecompressionLayer::new())
         .layer(axum::middleware::map_response(unsupported_encoding))
-        .layer(tower_http::compression::CompressionLayer::new())
+        .layer(
+            tower_http::compression::CompressionLayer::new().compress_when(
+                tower_http::compression::Predicate::and(
+                    tower_http::compression::predicate::DefaultPredicate::new(),
+                    InferenceAnswers,
+                ),
+            ),
+        )
+}
+
+/// Marks an inference answer: the only answers compressed.
+#[derive(Clone, Copy, Debug)]
+struct Compressible;
+
+/// Compresses only answers marked [`Compressible`].
+#[derive(Clone, Copy, Debug)]
+struct InferenceAnswers;
+
+impl tower_http::compression::predicate::Predicate for InferenceAnswers {
+    fn should_compress<B>(&self, response: &axum::http::Response<B>) -> bool
+    where
+        B: axum::body::HttpBody,
+    {
+        response.extensions().get::<Compressible>().is_some()
+    }
 }
 
 /// The decompression layer's bare 415 for a `Content-Encoding` it cannot read, as an
@@ -289,12 +314,14 @@ async fn authorized<'a>(
     match state.service.authorize(headers) {
         Ok(admin) => Ok(admin),
         Err(Refusal::Off) => Err(not_found(method, uri).await.into_response()),
-        Err(Refusal::Unauthorized) => {
-            let mut response = (
-                StatusCode::UNAUTHORIZED,
-                Json(json!({"error": "admin endpoints need `Authorization: Bearer <token>`"})),
-            )
-                .into_response();
+        Err(refusal) => {
+            let error = if refusal == Refusal::WrongToken {
+                "the bearer token is not the admin token (`--admin-token`)"
+            } else {
+                "admin endpoints need `Authorization: Bearer <token>`"
+            };
+            let mut response =
+                (StatusCode::UNAUTHORIZED, Json(json!({ "error": error }))).into_response();
             response
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
@@ -376,6 +403,7 @@ fn http_response(answer: crate::request::Response) -> Response {
     let status = StatusCode::from_u16(answer.code()).expect("a valid status");
     let mut response = Response::new(Body::from(answer.body));
     *response.status_mut() = status;
+    response.extensions_mut().insert(Compressible);
     let h = response.headers_mut();
     match answer.json_len {
         Some(n) => {

@@ -82,8 +82,10 @@ impl std::fmt::Debug for Admin {
 pub enum Refusal {
     /// No admin token is configured: the admin endpoints are off.
     Off,
-    /// The request does not carry the token.
+    /// The request carries no bearer token.
     Unauthorized,
+    /// The request's bearer token is not the admin token.
+    WrongToken,
 }
 
 /// The admin settings when `headers` carry the token of `admin`; else why not.
@@ -93,8 +95,14 @@ pub fn authorize<'a>(
 ) -> Result<&'a Admin, Refusal> {
     let admin = admin.ok_or(Refusal::Off)?;
     if admin.accepts(headers) {
-        Ok(admin)
-    } else {
-        Err(Refusal::Unauthorized)
+        return Ok(admin);
     }
+    let given = headers
+        .header("authorization")
+        .is_some_and(|v| v.starts_with("Bearer "));
+    Err(if given {
+        Refusal::WrongToken
+    } else {
+        Refusal::Unauthorized
+    })
 }

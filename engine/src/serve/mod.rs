@@ -130,6 +130,18 @@ impl Service {
         })
     }
 
+    /// The names of the models served, each once, in the graph's order (the graph first).
+    pub fn model_names(&self) -> Result<Vec<String>> {
+        let served = self.current()?;
+        let mut names: Vec<String> = Vec::new();
+        for m in served.graph.models() {
+            if !names.contains(&m.name) {
+                names.push(m.name.clone());
+            }
+        }
+        Ok(names)
+    }
+
     /// A model's metadata (`GET /v2/models/{m}[/versions/{v}]`).
     pub fn metadata(&self, model: &str, version: Option<&str>) -> Result<Value> {
         self.current()?.graph.metadata(model, version)
