@@ -174,3 +174,35 @@ fn the_model_list_names_every_model() {
         );
     }
 }
+
+/// Class labels of a versioned route (`lr:2`) label its classification as the unversioned
+/// model's do.
+#[test]
+fn classification_labels_follow_a_versioned_route() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = root().join("models/iris_lr.onnx");
+    let graph = dir.path().join("g.yaml");
+    std::fs::write(
+        &graph,
+        format!(
+            "name: g\ngraph:\n  kind: router\n  routes:\n    lr:2:\n      kind: model\n      class: onnx\n      model_path: {}\n      postprocess: [{{op: label_map, args: {{labels: [setosa, versicolor, virginica], tensor: label}}}}]\n",
+            model.display()
+        ),
+    )
+    .unwrap();
+    let root_dir = root().display().to_string();
+    let s = Server::start(graph.to_str().unwrap(), &["--model-root", &root_dir]);
+    let mut request: Value = serde_json::from_str(&iris_request("v")).unwrap();
+    request["outputs"] = json!([{"name": "probabilities", "parameters": {"classification": 1}}]);
+    let r = post(
+        &s.addr,
+        "/v2/models/lr/versions/2/infer",
+        &request.to_string(),
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let answer = r.json()["outputs"][0]["data"][0]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(answer.ends_with(":0:setosa"), "{answer}");
+}

@@ -418,7 +418,7 @@ impl Pipeline {
         };
         let mut outputs = decoded.outputs;
         if outputs.iter().any(|o| o.classification.is_some()) {
-            let labels = graph.labels(model);
+            let labels = graph.labels(model, version);
             for o in outputs.iter_mut() {
                 let (Some(n), Some(t)) = (
                     o.classification.take(),

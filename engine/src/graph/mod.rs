@@ -172,9 +172,10 @@ impl Graph {
         )))
     }
 
-    /// The class names of model `name` (the graph, or a route or step), for the
+    /// The class names of model `name` (the graph, or a route or step; a version is its route
+    /// `name:v`), for the
     /// classification extension: the first a step on it knows ([`Step::labels`]).
-    pub fn labels(&self, name: &str) -> Option<Vec<String>> {
+    pub fn labels(&self, name: &str, version: Option<&str>) -> Option<Vec<String>> {
         fn first(steps: Vec<(&str, &dyn Step)>) -> Option<Vec<String>> {
             steps
                 .into_iter()
@@ -188,7 +189,8 @@ impl Graph {
                     .collect(),
             );
         }
-        let step = self.find_step(name)?;
+        // A version is its route's (`name:v`), as requests reach it.
+        let step = self.model_step(name, version)?;
         step.labels().or_else(|| first(step.children()))
     }
 
