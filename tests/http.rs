@@ -718,3 +718,21 @@ fn bench_http_shows_the_first_error_when_nothing_succeeds() {
         "{stderr}"
     );
 }
+
+/// MLRun's row body through the graph's router is answered as MLRun's router answers: with
+/// the body of the model it routed to (`model_name` is the route's).
+#[test]
+fn mlrun_rows_through_a_router_say_which_route_answered() {
+    let s = Server::start("graphs/iris.yaml", &[]);
+    let rows = json!({"id": "r1", "inputs": [[5.1, 3.5, 1.4, 0.2]]}).to_string();
+    for _ in 0..4 {
+        let r = post(&s.addr, "/", &rows);
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        let v = r.json();
+        assert!(
+            v["model_name"] == "iris-lr" || v["model_name"] == "iris-rf",
+            "{v}"
+        );
+        assert_eq!(v["id"], "r1");
+    }
+}

@@ -28,7 +28,7 @@ pub(super) fn routes() -> Router<Arc<AppState>> {
         )
 }
 
-/// `GET /v2/models`: `{"models": [name, ...]}`, every model the server serves once.
+/// `GET /v2/models`: `{"models": ["m1", "m3:v1", ...]}`, as MLRun lists them.
 async fn models(
     State(state): State<Arc<AppState>>,
 ) -> Result<Json<serde_json::Value>, crate::error::Error> {

@@ -100,9 +100,18 @@ impl Codec for MlrunRows {
         decode_request(&oip, None)
     }
 
+    /// As MLRun's router answers with the body of the model it routed to: `model_name` (and
+    /// `model_version`) are the route's when a router took one.
     fn encode(&self, done: &Event, answer: &Answering<'_>) -> Result<Encoded> {
+        let (model, version) = match done.route() {
+            Some(route) => match route.split_once(':') {
+                Some((name, version)) => (name, Some(version)),
+                None => (route, None),
+            },
+            None => (answer.model, answer.version),
+        };
         Ok(Encoded {
-            body: super::mlrun::encode(done, answer.model)?,
+            body: super::mlrun::encode(done, model, version)?,
             json_len: None,
         })
     }

@@ -109,8 +109,8 @@ pub fn to_oip(mut value: Map<String, Value>, model: &ModelInfo) -> Result<Vec<u8
 }
 
 /// The answer in MLRun's shape: `outputs` is the one output's data, nested by its shape (or,
-/// with several outputs, an object of them by name).
-pub fn encode(event: &Event, model: &str) -> Result<Vec<u8>> {
+/// with several outputs, an object of them by name); `model_version` when there is one.
+pub fn encode(event: &Event, model: &str, version: Option<&str>) -> Result<Vec<u8>> {
     let outputs = match event.tensors.as_slice() {
         [one] => nested(one)?,
         many => Value::Object(
@@ -122,6 +122,9 @@ pub fn encode(event: &Event, model: &str) -> Result<Vec<u8>> {
     let mut out = Map::new();
     out.insert("id".into(), Value::String(event.id.clone()));
     out.insert("model_name".into(), Value::String(model.to_owned()));
+    if let Some(v) = version {
+        out.insert("model_version".into(), Value::String(v.to_owned()));
+    }
     out.insert("outputs".into(), outputs);
     Ok(serde_json::to_vec(&out).expect("JSON"))
 }
@@ -199,7 +202,7 @@ mod tests {
     fn outputs_are_nested_by_shape() {
         let t = Tensor::new("p", vec![2, 2], TensorData::Fp32(vec![1.0, 2.0, 3.0, 4.0])).unwrap();
         let event = Event::new("r1", vec![t]);
-        let v: Value = serde_json::from_slice(&encode(&event, "m").unwrap()).unwrap();
+        let v: Value = serde_json::from_slice(&encode(&event, "m", None).unwrap()).unwrap();
         assert_eq!(v["outputs"], serde_json::json!([[1.0, 2.0], [3.0, 4.0]]));
         assert_eq!(v["model_name"], "m");
         assert_eq!(v["id"], "r1");

@@ -130,16 +130,26 @@ impl Service {
         })
     }
 
-    /// The names of the models served, each once, in the graph's order (the graph first).
+    /// The models served, as MLRun lists them: a version as `name:version`, in the graph's
+    /// order; the graph itself only when it serves no other model (a router's routes are its
+    /// models).
     pub fn model_names(&self) -> Result<Vec<String>> {
         let served = self.current()?;
-        let mut names: Vec<String> = Vec::new();
-        for m in served.graph.models() {
-            if !names.contains(&m.name) {
-                names.push(m.name.clone());
-            }
-        }
-        Ok(names)
+        let graph = &served.graph;
+        let models = graph.models();
+        let routes: Vec<_> = models.iter().filter(|m| m.name != graph.name).collect();
+        let listed = if routes.is_empty() {
+            models.iter().collect()
+        } else {
+            routes
+        };
+        Ok(listed
+            .into_iter()
+            .map(|m| match &m.version {
+                Some(v) => format!("{}:{v}", m.name),
+                None => m.name.clone(),
+            })
+            .collect())
     }
 
     /// A model's metadata (`GET /v2/models/{m}[/versions/{v}]`).
