@@ -736,3 +736,32 @@ fn mlrun_rows_through_a_router_say_which_route_answered() {
         assert_eq!(v["id"], "r1");
     }
 }
+
+/// A model name one typo away from a served one (in the URL, the body's `model` or the
+/// `x-model-name` header) gets a "did you mean".
+#[test]
+fn an_unknown_model_near_a_known_one_gets_a_did_you_mean() {
+    let s = Server::start("graphs/iris.yaml", &[]);
+    let r = post(&s.addr, "/v2/models/iris-l/infer", &iris_request("d"));
+    assert_eq!(r.status, 404);
+    assert!(
+        r.error()
+            .contains("unknown model `iris-l` (did you mean `iris-lr`?)"),
+        "{}",
+        r.error()
+    );
+    let r = block_on(request(
+        &s.addr,
+        "POST",
+        "/",
+        &[("x-model-name", "iris-fr".to_owned())],
+        iris_request("d").into_bytes(),
+    ))
+    .unwrap();
+    assert_eq!(r.status, 404);
+    assert!(
+        r.error().contains("did you mean `iris-rf`?"),
+        "{}",
+        r.error()
+    );
+}

@@ -166,8 +166,11 @@ impl Graph {
                 self.versions(name).join(", ")
             )));
         }
+        let near = crate::fields::did_you_mean(name, self.models.iter().map(|m| m.name.as_str()))
+            .map(|near| format!(" (did you mean `{near}`?)"))
+            .unwrap_or_default();
         Err(Error::not_found(format!(
-            "unknown model `{name}`; this server's models are: {}",
+            "unknown model `{name}`{near}; this server's models are: {}",
             self.model_list()
         )))
     }
