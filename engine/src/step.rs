@@ -382,6 +382,8 @@ pub struct BuildContext<'r> {
     pub mode: BuildMode,
     diagnostics: Vec<Diagnostic>,
     names: HashMap<String, Option<crate::diag::Location>>,
+    /// A router graph's name: its router is the step of that name.
+    router_graph: Option<String>,
 }
 
 impl<'r> BuildContext<'r> {
@@ -392,6 +394,7 @@ impl<'r> BuildContext<'r> {
             mode,
             diagnostics: Vec::new(),
             names: HashMap::new(),
+            router_graph: None,
         }
     }
 
@@ -787,9 +790,26 @@ impl<'r> BuildContext<'r> {
         })
     }
 
+    /// A router graph's router: named after the graph, so no route may take that name.
+    pub(crate) fn claim_router_graph(&mut self, name: &str, span: &Span) {
+        self.claim_name(name, span);
+        self.router_graph = Some(name.to_owned());
+    }
+
     /// Every step name in a graph must be unique: names address models and steps.
     pub(crate) fn claim_name(&mut self, name: &str, span: &Span) {
         let here = crate::diag::Location::of(span);
+        if self.router_graph.as_deref() == Some(name) {
+            self.report(
+                Diagnostic::new(format!("route `{name}` has the graph's name"))
+                    .at(span)
+                    .help(format!(
+                        "`/v2/models/{name}` is the graph itself (its router); give the route \
+                         another name, or the graph another `name`"
+                    )),
+            );
+            return;
+        }
         if let Some(first) = self.names.get(name) {
             let help = match first {
                 Some(l) => format!("first defined at line {}, column {}", l.line, l.column),

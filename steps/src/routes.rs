@@ -55,14 +55,9 @@ pub fn build_routes(
         );
         return None;
     };
-    let Some(map) = routes.as_mapping() else {
-        ctx.error(
-            &node.name,
-            routes.span(),
-            "`routes` must be a mapping of name to step",
-        );
-        return None;
-    };
+    // Anything but a mapping was reported by the kind's field checks (its spec's schema says
+    // `routes` is a mapping), which run first: one error for one mistake.
+    let map = routes.as_mapping()?;
     if map.is_empty() {
         ctx.error(
             &node.name,

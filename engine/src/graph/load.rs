@@ -297,7 +297,7 @@ pub(super) fn declare_steps(
         }
         Some("router") => {
             // The short form: the graph is one router step named after the graph.
-            ctx.claim_name(graph_name, map.span());
+            ctx.claim_router_graph(graph_name, map.span());
             let mut body = map.clone();
             body.remove(&MarkedScalarNode::new(Span::new_blank(), "kind"));
             let node = StepNode {
