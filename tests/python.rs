@@ -914,3 +914,58 @@ fn a_model_with_hooks_keeps_its_operations_and_async_load() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
 }
+
+/// `pip install ./python` installs the whole package, the peers' base classes
+/// (`servegraph.compat`) included, so users can unit-test their MLRun and Seldon classes.
+#[test]
+fn pip_install_brings_the_compat_package() {
+    let dir = tempfile::tempdir().unwrap();
+    // Built from a copy, so the build's files stay out of the source tree.
+    let src = dir.path().join("src");
+    copy_tree(&root().join("python"), &src);
+    let target = dir.path().join("site");
+    let out = std::process::Command::new(test_python())
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-build-isolation",
+            "--no-deps",
+        ])
+        .args(["--no-index", "--target"])
+        .arg(&target)
+        .arg(&src)
+        .env("PIP_DISABLE_PIP_VERSION_CHECK", "1")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for file in [
+        "servegraph/_worker.py",
+        "servegraph/compat/mlrun.py",
+        "servegraph/compat/seldon.py",
+    ] {
+        assert!(target.join(file).is_file(), "{file} is not installed");
+    }
+}
+
+/// Copies a folder's files (no `__pycache__`), recursively.
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let (path, name) = (entry.path(), entry.file_name());
+        if name == "__pycache__" || name.to_string_lossy().ends_with(".egg-info") {
+            continue;
+        }
+        if path.is_dir() {
+            copy_tree(&path, &to.join(&name));
+        } else {
+            std::fs::copy(&path, to.join(&name)).unwrap();
+        }
+    }
+}
