@@ -353,6 +353,14 @@ fn a_failing_load_is_a_graph_error_with_the_traceback() {
     let out = bin().args(["validate", &g]).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("has no class `Nope`"), "{stderr}");
+    // One typo away from a name in the file: "did you mean".
+    let g = graph(dir.path(), &[("typo", "function: doubel")]);
+    let out = bin().args(["validate", &g]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("has no function `doubel` (did you mean `double`?)"),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -36,8 +36,13 @@ def import_target(spec):
         module = importlib.import_module(spec["module"])
     attr = spec.get("class_name") or spec.get("function")
     if not hasattr(module, attr):
+        import difflib
+
         what = "class" if spec.get("class_name") else "function"
-        raise AttributeError("module `%s` has no %s `%s`" % (module.__name__, what, attr))
+        names = [n for n in dir(module) if not n.startswith("_")]
+        near = difflib.get_close_matches(attr, names, n=1)
+        hint = " (did you mean `%s`?)" % near[0] if near else ""
+        raise AttributeError("module `%s` has no %s `%s`%s" % (module.__name__, what, attr, hint))
     return getattr(module, attr)
 
 
