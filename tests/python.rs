@@ -977,3 +977,41 @@ fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
         }
     }
 }
+
+/// A Python model's load time and its workers' restarts are metrics.
+#[test]
+fn python_load_time_and_restarts_are_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&graph(dir.path(), &[("echo", ECHO)]), &[]);
+    let metric = |name: &str| -> Option<f64> {
+        let text = String::from_utf8_lossy(&common::get_blocking(&server.addr, "/metrics").body)
+            .into_owned();
+        text.lines()
+            .find(|l| l.starts_with(&format!("{name}{{model=\"echo\"}}")))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+    };
+    assert!(metric("servegraph_model_load_seconds").is_some_and(|s| s > 0.0));
+    assert_eq!(metric("servegraph_model_restarts_total"), None);
+    let r = post(
+        &server.addr,
+        "/v2/models/echo/infer",
+        &request(&[1.0], json!({"crash": true})),
+    );
+    assert_eq!(r.status, 503, "{:?}", r.body);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while post(
+        &server.addr,
+        "/v2/models/echo/infer",
+        &request(&[1.0], json!({})),
+    )
+    .status
+        != 200
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the worker was not started again"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(metric("servegraph_model_restarts_total"), Some(1.0));
+}

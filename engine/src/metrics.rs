@@ -18,6 +18,7 @@
 //! | `servegraph_model_queue_wait_seconds` | histogram | model |
 //! | `servegraph_model_batch_size` | histogram | model |
 //! | `servegraph_model_load_seconds` | gauge | model |
+//! | `servegraph_model_restarts_total` | counter | model |
 //! | `servegraph_tracking_events_dropped_total` | counter | graph |
 //! | `servegraph_kafka_consumer_lag` | gauge | topic, partition |
 //! | `servegraph_kafka_committed_offset` | gauge | topic, partition |
@@ -138,6 +139,7 @@ struct Metrics {
     queue_wait_seconds: Family<L1, Timer>,
     batch_size: Histograms<L1>,
     model_load_seconds: Family<L1, Gauge<f64, AtomicU64>>,
+    model_restarts: Family<L1, Counter>,
     tracking_dropped: Family<L1, Counter>,
     kafka_lag: Family<L2, Gauge>,
     kafka_committed: Family<L2, Gauge>,
@@ -166,6 +168,7 @@ fn global() -> &'static Metrics {
             queue_wait_seconds: Family::default(),
             batch_size: Family::new_with_constructor(sizes),
             model_load_seconds: Family::default(),
+            model_restarts: Family::default(),
             tracking_dropped: Family::default(),
             kafka_lag: Family::default(),
             kafka_committed: Family::default(),
@@ -222,8 +225,13 @@ fn global() -> &'static Metrics {
         );
         r.register(
             "servegraph_model_load_seconds",
-            "How long loading each model took",
+            "How long loading each model took (a Python model: its last worker's load)",
             m.model_load_seconds.clone(),
+        );
+        r.register(
+            "servegraph_model_restarts",
+            "Model worker processes started again after they exited or were killed (Python models)",
+            m.model_restarts.clone(),
         );
         r.register(
             "servegraph_tracking_events_dropped",
@@ -509,6 +517,14 @@ pub fn model_loaded(model: &str, took: Duration) {
         .model_load_seconds
         .get_or_create(&[("model", model.to_owned())])
         .set(took.as_secs_f64());
+}
+
+/// Counts a model's worker process started again after it exited or was killed.
+pub fn model_restarted(model: &str) {
+    global()
+        .model_restarts
+        .get_or_create(&[("model", model.to_owned())])
+        .inc();
 }
 
 /// The counter of a graph's dropped tracking events.

@@ -99,12 +99,14 @@ impl Process {
         let mut output = child.stdout.take().expect("piped");
         let mut p = Process { child };
         shared.watchdog.arm(config.load_timeout);
+        let loading = std::time::Instant::now();
         let loaded = load(&mut input, &mut output, config);
         shared.watchdog.disarm();
         let failure = match loaded {
             Ok(()) => match Io::new(input, output, arena, handle) {
                 Ok(io) => {
                     shared.loaded_once.store(true, Ordering::Relaxed);
+                    servegraph_engine::metrics::model_loaded(&config.model, loading.elapsed());
                     return Ok((p, io));
                 }
                 Err(e) => e,

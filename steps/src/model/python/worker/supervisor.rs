@@ -94,6 +94,7 @@ impl Supervisor {
                             )
                         };
                         tracing::warn!(model = %config.model, worker = index, "{message}");
+                        servegraph_engine::metrics::model_restarted(&config.model);
                         // Not counted as loaded before its callers hear why (readiness is
                         // honest).
                         shared.watchdog.set_pid(0);
