@@ -1015,3 +1015,43 @@ fn python_load_time_and_restarts_are_metrics() {
     }
     assert_eq!(metric("servegraph_model_restarts_total"), Some(1.0));
 }
+
+/// A Python call's traceback is logged at the default level, once per distinct failure (not
+/// once per request): a failing model does not flood the log.
+#[test]
+fn a_python_traceback_is_logged_once_per_distinct_failure() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let g = graph(dir.path(), &[("echo", ECHO)]);
+    let log = dir.path().join("stderr.log");
+    let mut child = bin()
+        .args(["serve", &g, "--listen", "127.0.0.1:0", "--drain-grace", "0"])
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line.trim().rsplit("http://").next().unwrap().to_owned();
+    for _ in 0..5 {
+        let r = post(&addr, "/v2/models/echo/infer", &request(&[-1.0], json!({})));
+        assert_eq!(r.status, 500, "{:?}", r.body);
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = std::fs::read_to_string(&log).unwrap();
+    // Once in the traceback, once in the request's failure.
+    assert_eq!(
+        text.matches("ValueError: negative one is not allowed")
+            .count(),
+        2,
+        "{text}"
+    );
+    assert!(
+        text.contains("models.py\", line"),
+        "the user's frame: {text}"
+    );
+}

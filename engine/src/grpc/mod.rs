@@ -104,8 +104,10 @@ impl GrpcState {
 /// A gRPC status for an error: its code from the one error table, its message.
 pub fn status(e: Error) -> Status {
     let code = Code::from_i32(e.kind.grpc_code());
-    if e.kind == ErrorKind::Internal {
-        tracing::warn!(code = ?code, error = %e, "gRPC request failed");
+    if e.kind == ErrorKind::Internal
+        && crate::logs::first_in_a_while(&(e.kind.status(), &e.message, &e.step))
+    {
+        tracing::warn!(code = ?code, error = %e, "gRPC request failed (the same failure is logged again after a minute at the earliest)");
     } else {
         tracing::debug!(code = ?code, error = %e, "gRPC request refused");
     }

@@ -198,8 +198,10 @@ pub fn status_of(kind: ErrorKind) -> StatusCode {
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let status = status_of(self.kind);
-        if self.kind == ErrorKind::Internal {
-            tracing::warn!(status = status.as_u16(), error = %self, "request failed");
+        if self.kind == ErrorKind::Internal
+            && crate::logs::first_in_a_while(&(status.as_u16(), &self.message, &self.step))
+        {
+            tracing::warn!(status = status.as_u16(), error = %self, "request failed (the same failure is logged again after a minute at the earliest)");
         } else {
             tracing::debug!(status = status.as_u16(), error = %self, "request refused");
         }

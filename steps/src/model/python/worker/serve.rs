@@ -358,7 +358,11 @@ fn answer_of(model: &str, reply: Frame) -> Option<(Result<Vec<Tensor>>, Option<N
             let tb = meta
                 .and_then(|m| m["traceback"].as_str())
                 .unwrap_or_default();
-            tracing::debug!(traceback = %tb, "a Python call failed");
+            if !tb.is_empty() && servegraph_engine::logs::first_in_a_while(&(model, tb)) {
+                tracing::warn!(model = %model, "a Python call failed (the same failure is logged again after a minute at the earliest):\n{}", tb.trim_end());
+            } else {
+                tracing::debug!(model = %model, traceback = %tb, "a Python call failed");
+            }
             let mut error = Error::new(
                 ErrorKind::from_status(status),
                 frame::python_error("predict failed", meta, false),
