@@ -203,3 +203,28 @@ fn classification_labels_follow_a_versioned_route() {
         .to_owned();
     assert!(answer.ends_with(":0:setosa"), "{answer}");
 }
+
+/// The repository index reads Triton's `{"ready": true}` (only ready models) and refuses a
+/// `ready` that is not a boolean.
+#[test]
+fn the_repository_index_reads_its_ready_flag() {
+    let s = iris();
+    for body in ["", "{}", r#"{"ready": true}"#, r#"{"ready": false}"#] {
+        let r = post(&s.addr, "/v2/repository/index", body);
+        assert_eq!(r.status, 200, "{body}: {:?}", r.body);
+        let entries = r.json();
+        assert!(
+            entries
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["name"] == "iris-lr" && e["state"] == "READY"),
+            "{body}: {entries}"
+        );
+    }
+    let r = post(&s.addr, "/v2/repository/index", r#"{"ready": "yes"}"#);
+    assert_eq!(r.status, 400, "{:?}", r.body);
+    assert!(r.error().contains("`ready` is true"), "{}", r.error());
+    let r = post(&s.addr, "/v2/repository/index", "{not json");
+    assert_eq!(r.status, 400, "{:?}", r.body);
+}

@@ -187,9 +187,29 @@ async fn config_version(
     state.service.config(&model, Some(&version)).map(Json)
 }
 
-/// `POST /v2/repository/index`: every served model with its version and state.
-async fn repository_index(State(state): State<Arc<AppState>>) -> Answer {
-    Ok(Json(Value::Array(state.service.repository_index()?)))
+/// `POST /v2/repository/index`: every served model with its version and state; with
+/// Triton's `{"ready": true}`, only the ready ones.
+async fn repository_index(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Answer {
+    let body = state.body(body, &headers).await?;
+    let body = json_body(&body, json!({}), "the request body is not JSON")?;
+    let ready = match body.get("ready") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(other) => {
+            return Err(Error::bad_request(format!(
+                "`ready` is true (only ready models) or false, not {other}"
+            )));
+        }
+    };
+    let mut entries = state.service.repository_index()?;
+    if ready {
+        entries.retain(|e| e["state"] == "READY");
+    }
+    Ok(Json(Value::Array(entries)))
 }
 
 /// `POST /v2/repository/models/{m}/load|unload|default`: Triton's load (with its
