@@ -1055,3 +1055,22 @@ fn a_python_traceback_is_logged_once_per_distinct_failure() {
         "the user's frame: {text}"
     );
 }
+
+/// A nested structure a Python model returns (a dict as an output) travels as JSON text in a
+/// BYTES tensor, never as Python's repr.
+#[test]
+fn a_nested_dict_output_is_json_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&graph(dir.path(), &[("nested", "function: nested")]), &[]);
+    let r = post(
+        &server.addr,
+        "/v2/models/nested/infer",
+        &request(&[1.0, 2.0], json!({})),
+    );
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let info = output(&r.json(), "info").clone();
+    assert_eq!(info["datatype"], "BYTES", "{info}");
+    let text = info["data"][0].as_str().unwrap().to_owned();
+    let parsed: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+    assert_eq!(parsed, json!({"rows": 1, "tags": ["a", "b"]}));
+}

@@ -170,6 +170,9 @@ def encode_tensor(name, value):
                 item = item.encode("utf-8")
             elif isinstance(item, (bytes, bytearray, memoryview)):
                 item = bytes(item)
+            elif isinstance(item, (dict, list, tuple)):
+                # A nested structure (a dict output) travels as JSON text, never a repr.
+                item = json.dumps(item, default=json_default).encode("utf-8")
             else:
                 item = str(item).encode("utf-8")
             parts.append(struct.pack("<I", len(item)))

@@ -47,6 +47,11 @@ def double(inputs, parameters):
     return inputs["input"] * 2
 
 
+def nested(inputs, parameters):
+    """Returns a nested dict as an output (MLRun-style models answer such structures)."""
+    return {"info": {"rows": int(inputs["input"].shape[0]), "tags": ["a", "b"]}}
+
+
 def feature_sum(xs):
     """Clipper's example closure: a list of inputs in, a list of outputs (strings) out."""
     return [str(float(sum(x))) for x in xs]
