@@ -564,7 +564,7 @@ fn a_wrong_admin_token_is_said_to_be_wrong() {
     assert_eq!(r.status, 401);
     assert!(
         r.error()
-            .contains("the bearer token is not the admin token"),
+            .contains("carries a token that is not the admin token"),
         "{}",
         r.error()
     );

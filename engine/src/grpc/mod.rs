@@ -213,7 +213,7 @@ impl Service {
                     "load and unload need `authorization: Bearer <token>` metadata",
                 ),
                 Refusal::WrongToken => Status::unauthenticated(
-                    "the bearer token is not the admin token (`--admin-token`)",
+                    "`authorization: Bearer <token>` carries a token that is not the admin token (`--admin-token`)",
                 ),
             })
     }

@@ -318,7 +318,7 @@ async fn authorized<'a>(
         Err(Refusal::Off) => Err(not_found(method, uri).await.into_response()),
         Err(refusal) => {
             let error = if refusal == Refusal::WrongToken {
-                "the bearer token is not the admin token (`--admin-token`)"
+                "`Authorization: Bearer <token>` carries a token that is not the admin token (`--admin-token`)"
             } else {
                 "admin endpoints need `Authorization: Bearer <token>`"
             };
