@@ -158,6 +158,23 @@ fn only_inference_answers_are_compressed() {
     .unwrap();
     assert_eq!(r.status, 200);
     assert_eq!(r.headers["content-encoding"], "gzip");
+    // An inference error is not compressed either.
+    let r = block_on(request(
+        &s.addr,
+        "POST",
+        "/v2/models/iris-lr/infer",
+        &gzip,
+        br#"{"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [1, 2]}]}"#
+            .to_vec(),
+    ))
+    .unwrap();
+    assert_eq!(r.status, 400, "{:?}", r.body);
+    assert!(
+        r.headers.get("content-encoding").is_none(),
+        "{:?}",
+        r.headers
+    );
+    let _: Value = r.json();
 }
 
 /// `GET /v2/models` lists the models as MLRun does: a router's routes (`{"models": ["m1",

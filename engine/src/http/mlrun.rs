@@ -14,18 +14,22 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 
 use super::oip::{infer, infer_version};
-use super::{AppState, Inference, run_infer};
+use super::{AppState, Inference, compressed, run_infer};
 
 pub(super) fn routes() -> Router<Arc<AppState>> {
+    let inference = compressed(
+        Router::new()
+            .route("/", post(infer_body_routed))
+            .route("/v2/models/{model}/predict", post(infer))
+            .route(
+                "/v2/models/{model}/versions/{version}/predict",
+                post(infer_version),
+            ),
+    );
     Router::new()
-        .route("/", post(infer_body_routed))
+        .merge(inference)
         .route("/v2/models", get(models))
         .route("/v2/models/", get(models))
-        .route("/v2/models/{model}/predict", post(infer))
-        .route(
-            "/v2/models/{model}/versions/{version}/predict",
-            post(infer_version),
-        )
 }
 
 /// `GET /v2/models`: `{"models": ["m1", "m3:v1", ...]}`, as MLRun lists them.

@@ -224,35 +224,19 @@ pub fn router(state: Arc<AppState>) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
         // `Content-Encoding: gzip|deflate` bodies are read decompressed (the body limit counts
-        // what they decompress to), and inference answers are compressed when
-        // `Accept-Encoding` asks (as Triton's: metadata, statistics and errors never are).
+        // what they decompress to); inference routes compress their answers ([`compressed`]).
         .layer(tower_http::decompression::RequestDecompressionLayer::new())
         .layer(axum::middleware::map_response(unsupported_encoding))
-        .layer(
-            tower_http::compression::CompressionLayer::new().compress_when(
-                tower_http::compression::Predicate::and(
-                    tower_http::compression::predicate::DefaultPredicate::new(),
-                    InferenceAnswers,
-                ),
-            ),
-        )
 }
 
-/// Marks an inference answer: the only answers compressed.
-#[derive(Clone, Copy, Debug)]
-struct Compressible;
-
-/// Compresses only answers marked [`Compressible`].
-#[derive(Clone, Copy, Debug)]
-struct InferenceAnswers;
-
-impl tower_http::compression::predicate::Predicate for InferenceAnswers {
-    fn should_compress<B>(&self, response: &axum::http::Response<B>) -> bool
-    where
-        B: axum::body::HttpBody,
-    {
-        response.extensions().get::<Compressible>().is_some()
-    }
+/// Inference routes: their answers (not their errors) are compressed when `Accept-Encoding`
+/// asks, as Triton's; metadata, statistics and the like never are.
+fn compressed(routes: Router<Arc<AppState>>) -> Router<Arc<AppState>> {
+    use tower_http::compression::{CompressionLayer, Predicate, predicate::DefaultPredicate};
+    let answers = |status: StatusCode, _, _: &axum::http::HeaderMap, _: &axum::http::Extensions| {
+        status.is_success()
+    };
+    routes.layer(CompressionLayer::new().compress_when(DefaultPredicate::new().and(answers)))
 }
 
 /// The decompression layer's bare 415 for a `Content-Encoding` it cannot read, as an
@@ -405,7 +389,6 @@ fn http_response(answer: crate::request::Response) -> Response {
     let status = StatusCode::from_u16(answer.code()).expect("a valid status");
     let mut response = Response::new(Body::from(answer.body));
     *response.status_mut() = status;
-    response.extensions_mut().insert(Compressible);
     let h = response.headers_mut();
     match answer.json_len {
         Some(n) => {

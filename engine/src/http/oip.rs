@@ -12,14 +12,28 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
-use super::{AppState, Inference, authorized, json_body, run_infer};
+use super::{AppState, Inference, authorized, compressed, json_body, run_infer};
 use crate::error::Error;
 use crate::serve::{AdminAction, Service};
 
 type Answer = Result<Json<Value>, Error>;
 
 pub(super) fn routes() -> Router<Arc<AppState>> {
+    let inference = compressed(
+        Router::new()
+            .route("/v2/models/{model}/infer", post(infer))
+            .route(
+                "/v2/models/{model}/versions/{version}/infer",
+                post(infer_version),
+            )
+            .route("/v2/models/{model}/explain", post(explain))
+            .route(
+                "/v2/models/{model}/versions/{version}/explain",
+                post(explain_version),
+            ),
+    );
     Router::new()
+        .merge(inference)
         .route("/v2", get(server_metadata))
         .route("/v2/health/live", get(live))
         .route("/v2/health/ready", get(ready))
@@ -32,16 +46,6 @@ pub(super) fn routes() -> Router<Arc<AppState>> {
         .route(
             "/v2/models/{model}/versions/{version}/ready",
             get(model_ready_version),
-        )
-        .route("/v2/models/{model}/infer", post(infer))
-        .route(
-            "/v2/models/{model}/versions/{version}/infer",
-            post(infer_version),
-        )
-        .route("/v2/models/{model}/explain", post(explain))
-        .route(
-            "/v2/models/{model}/versions/{version}/explain",
-            post(explain_version),
         )
         .route("/v2/models/stats", get(all_statistics))
         .route("/v2/models/{model}/stats", get(statistics))
