@@ -466,3 +466,39 @@ fn router_stats_are_prometheus_metrics() {
     }
     assert_eq!(text.lines().last(), Some("# EOF"));
 }
+
+/// Feedback for a request that named its route (so did not go through the policy) says what
+/// happened, and how to credit the route, instead of "unknown".
+#[test]
+fn feedback_for_a_request_that_named_its_route_says_so() {
+    let s = server("{type: thompson, seed: 1}");
+    let body = REQ.replacen('{', r#"{"id":"named-1","#, 1);
+    let r = post(&s.addr, "/v2/models/b/infer", &body);
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let r = post(
+        &s.addr,
+        "/v2/models/ab/feedback",
+        &json!({"id": "named-1", "reward": 1}).to_string(),
+    );
+    assert_eq!(r.status, 422, "{:?}", r.body);
+    assert!(
+        r.error().contains("named route `b`")
+            && r.error()
+                .contains(r#"{"response": {"parameters": {"route": "b"}}, "reward": …}"#),
+        "{}",
+        r.error()
+    );
+    // Crediting the route as it says works; an id never seen is still unknown (404).
+    let r = post(
+        &s.addr,
+        "/v2/models/ab/feedback",
+        &json!({"response": {"parameters": {"route": "b"}}, "reward": 1}).to_string(),
+    );
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let r = post(
+        &s.addr,
+        "/v2/models/ab/feedback",
+        &json!({"id": "never", "reward": 1}).to_string(),
+    );
+    assert_eq!(r.status, 404, "{:?}", r.body);
+}

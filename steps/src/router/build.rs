@@ -129,13 +129,15 @@ pub fn build(node: &StepNode, ctx: &mut BuildContext) -> Option<Box<dyn Step>> {
             )))
         }
     };
-    let decisions = (p.kind != PolicyKind::Path).then(|| {
+    let remembered = || {
         Mutex::new(Decisions {
             routes: HashMap::new(),
             order: VecDeque::new(),
             capacity: p.remember.unwrap_or(100_000),
         })
-    });
+    };
+    let decisions = (p.kind != PolicyKind::Path).then(remembered);
+    let named = (p.kind != PolicyKind::Path).then(remembered);
     let kind = p.kind;
     let state_file = p.state_file.as_ref().map(|f| ctx.resolve(f));
     if let Some(file) = &state_file
@@ -176,6 +178,7 @@ pub fn build(node: &StepNode, ctx: &mut BuildContext) -> Option<Box<dyn Step>> {
         policy,
         kind,
         decisions,
+        named,
         stats: Mutex::new(vec![(0, 0, 0.0); n_routes]),
         state_file: state_file.filter(|_| loading),
         saved: Mutex::new(Vec::new()),

@@ -54,6 +54,24 @@ impl servegraph_engine::Learner for Router {
         };
         let mut d = decisions.lock().expect("not poisoned");
         let Some(entry) = d.routes.get_mut(id) else {
+            let named = self.named.as_ref().and_then(|n| {
+                let route = *n
+                    .lock()
+                    .expect("not poisoned")
+                    .routes
+                    .get(id)
+                    .map(|(r, _)| r)?;
+                Some(&self.routes[route].key)
+            });
+            if let Some(route) = named {
+                return Err(Error::unprocessable(format!(
+                    "response `{id}` was for a request that named route `{route}` (`/v2/models/{route}/infer`, \
+                     or `model` in its body) instead of going through router `{}`'s policy: it has no \
+                     decision to reward; credit the route itself with \
+                     {{\"response\": {{\"parameters\": {{\"route\": \"{route}\"}}}}, \"reward\": …}}",
+                    self.name
+                )));
+            }
             return Err(Error::not_found(format!(
                 "router `{}` has no response `{id}` to credit (unknown, or older than the {} it remembers)",
                 self.name, d.capacity

@@ -70,6 +70,9 @@ pub struct Router {
     kind: PolicyKind,
     /// Decisions the policy made, for feedback (not with `path`).
     decisions: Option<Mutex<Decisions>>,
+    /// Requests that named their route instead (kept apart, so they never push the policy's
+    /// decisions out): their feedback is answered with what happened.
+    named: Option<Mutex<Decisions>>,
     /// Per route: requests routed, rewards received, their sum.
     stats: Mutex<Vec<(u64, u64, f64)>>,
     /// Where the bandit's learning is saved.
@@ -223,7 +226,12 @@ impl Step for Router {
         {
             self.mirror(shadow, &event);
         }
-        if by_policy && let Some(d) = &self.decisions {
+        let remembered = if by_policy {
+            &self.decisions
+        } else {
+            &self.named
+        };
+        if let Some(d) = remembered {
             d.lock().expect("not poisoned").remember(&event.id, index);
         }
         self.stats.lock().expect("not poisoned")[index].0 += 1;
