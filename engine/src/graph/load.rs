@@ -105,9 +105,23 @@ impl Graph {
 
         // Phase 3: the steps, each built by its kind's factory.
         let declared = declare_steps(&mut ctx, &graph_name, graph);
-        let Some(spec) = spec else {
-            return Err(ctx.into_diagnostics());
-        };
+        // A top-level field that does not parse (reported above) must not hide the graph's
+        // own problems (a cycle, a dangling `after`): those are checked with the defaults.
+        let spec_ok = spec.is_some();
+        let spec = spec.unwrap_or_else(|| GraphFileSpec {
+            name: graph_name.clone(),
+            description: None,
+            graph: serde::de::IgnoredAny,
+            timeout_ms: super::spec::default_timeout_ms(),
+            max_in_flight: super::spec::default_max_in_flight(),
+            max_tensor_elements: super::spec::default_max_tensor_elements(),
+            on_error: root
+                .get_scalar("on_error")
+                .map(|h| h.as_str().to_owned()),
+            tracking: None,
+            sources: None,
+            telemetry: None,
+        });
         // Where a top-level field is (for its errors).
         let field_span = |name: &str| root.get_node(name).map(|n| *n.span()).unwrap_or(top_span);
         if spec.max_in_flight == 0 {
@@ -185,7 +199,7 @@ impl Graph {
             g.repository = overlay.clone();
             g
         });
-        if ctx.has_errors() {
+        if ctx.has_errors() || !spec_ok {
             return Err(ctx.into_diagnostics());
         }
         graph.ok_or_else(|| ctx.into_diagnostics())
