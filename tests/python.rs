@@ -1036,6 +1036,11 @@ fn a_python_traceback_is_logged_once_per_distinct_failure() {
         .read_line(&mut line)
         .unwrap();
     let addr = line.trim().rsplit("http://").next().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while common::get_blocking(&addr, "/v2/health/ready").status != 200 {
+        assert!(Instant::now() < deadline, "never ready");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     for _ in 0..5 {
         let r = post(&addr, "/v2/models/echo/infer", &request(&[-1.0], json!({})));
         assert_eq!(r.status, 500, "{:?}", r.body);

@@ -184,3 +184,34 @@ fn logs_off_a_terminal_have_no_colours() {
     assert!(seen.iter().any(|l| l.contains("listening")), "{seen:?}");
     assert!(!seen.iter().any(|l| l.contains('\u{1b}')), "{seen:?}");
 }
+
+/// What a model further down takes is what clients send: a step before it that cannot take
+/// that (a `standardize` with 3 means before a model of 4 features) fails `validate`, as the
+/// first request would.
+#[test]
+fn a_step_that_cannot_take_what_the_model_needs_fails_validation() {
+    let dir = tempfile::tempdir().unwrap();
+    let graph = dir.path().join("g.yaml");
+    std::fs::write(
+        &graph,
+        format!(
+            "name: g\ngraph:\n  kind: flow\n  steps:\n    s: {{kind: transform, op: standardize, args: {{mean: [1, 2, 3], std: [1, 1, 1]}}}}\n    m: {{kind: model, class: onnx, model_path: {}, after: s}}\n",
+            root().join("models/iris_lr.onnx").display()
+        ),
+    )
+    .unwrap();
+    let out = bin()
+        .args(["validate", "--short", "--model-root"])
+        .arg(root())
+        .arg(&graph)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(
+            "step `s`: standardize has 3 values per feature but `input` has shape [-1, 4]"
+        ) && stderr.contains("clients send what the steps after it take: input FP32 [-1, 4]"),
+        "{stderr}"
+    );
+}

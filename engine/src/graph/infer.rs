@@ -9,17 +9,47 @@ use crate::tensor::{Signature, TensorMeta};
 use super::*;
 
 /// Propagates what is known about tensors from the entry steps to the responder, reporting
-/// every step that would be fed tensors it cannot take.
+/// every step that would be fed tensors it cannot take. Then, when the steps say what a
+/// client must send ([`entry_inputs`]: a model further down takes `input` FP32 `[-1, 4]`),
+/// once more from that: a step before the model that cannot take it (a `standardize` with 3
+/// means for 4 features) is caught here, not by the first request.
 pub(super) fn infer_signatures(
     ctx: &mut BuildContext,
     nodes: &[GraphNode],
     handlers: &[GraphNode],
     spans: &[Span],
 ) -> Vec<Signature> {
+    let errors = ctx.error_count();
+    let open = infer_from(ctx, nodes, handlers, spans, &Signature::open(), None);
+    let sent = entry_inputs(nodes);
+    if ctx.error_count() > errors
+        || sent.is_empty()
+        || nodes.iter().skip(1).any(|n| n.preds.is_empty())
+    {
+        return open;
+    }
+    let mut client = Signature::exact(sent);
+    // Tensors besides those may come too: only what is known is checked.
+    client.open = true;
+    let described = client.describe();
+    infer_from(ctx, nodes, handlers, spans, &client, Some(&described));
+    open
+}
+
+/// [`infer_signatures`] from what the entry steps are fed (`entry`; `sent`: what a client
+/// sends, said in the help of an entry step's error).
+fn infer_from(
+    ctx: &mut BuildContext,
+    nodes: &[GraphNode],
+    handlers: &[GraphNode],
+    spans: &[Span],
+    entry: &Signature,
+    sent: Option<&str>,
+) -> Vec<Signature> {
     let mut out: Vec<Signature> = Vec::with_capacity(nodes.len());
     for (i, node) in nodes.iter().enumerate() {
         let input = if node.preds.is_empty() {
-            Signature::open()
+            entry.clone()
         } else if let [p] = node.preds[..] {
             out[p].clone()
         } else {
@@ -54,6 +84,8 @@ pub(super) fn infer_signatures(
                 let mut d = Diagnostic::new(message).step(&node.name).at(&spans[i]);
                 if !from.is_empty() {
                     d = d.help(format!("{} feeds it: {}", one_of(&from), input.describe()));
+                } else if let Some(sent) = sent {
+                    d = d.help(format!("clients send what the steps after it take: {sent}"));
                 }
                 ctx.report(d);
                 Signature::open()

@@ -115,9 +115,7 @@ impl Graph {
             timeout_ms: super::spec::default_timeout_ms(),
             max_in_flight: super::spec::default_max_in_flight(),
             max_tensor_elements: super::spec::default_max_tensor_elements(),
-            on_error: root
-                .get_scalar("on_error")
-                .map(|h| h.as_str().to_owned()),
+            on_error: root.get_scalar("on_error").map(|h| h.as_str().to_owned()),
             tracking: None,
             sources: None,
             telemetry: None,
