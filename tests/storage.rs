@@ -315,3 +315,59 @@ fn bad_uris_are_refused_with_their_field_and_position() {
     assert!(!out.status.success());
     assert!(stderr.contains("is not allowed"), "{stderr}");
 }
+
+/// `validate` agrees with serving: a cached file that does not match the graph's pin is
+/// refused (serving refuses it), and a Python class whose file is not in the cache yet is not
+/// loaded with `model_uri=None` (a failure serving never has).
+#[test]
+fn validate_checks_a_cached_file_against_its_pin_and_leaves_uncached_python_files_alone() {
+    let mut stores = Stores::start();
+    stores.put("m.onnx", &model("iris_lr.onnx"));
+    let cache = tempfile::tempdir().unwrap();
+    let env = stores.env(cache.path());
+    let validate = |g: &str| {
+        bin()
+            .args(["validate", g])
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .output()
+            .unwrap()
+    };
+    // Serving fetches the file into the cache.
+    let (_dir, g) = graph(&one_model("s3://models/m.onnx", ""));
+    drop(Server::start_env(&g, &[], &env));
+    let wrong = format!(", sha256: \"sha256:{}\"", "0".repeat(64));
+    let (_dir2, g) = graph(&one_model("s3://models/m.onnx", &wrong));
+    let out = validate(&g);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "validate passed a file serving refuses"
+    );
+    assert!(
+        stderr.contains("the graph pins 0000") && stderr.contains("refusing to load it"),
+        "{stderr}"
+    );
+
+    // A Python class reading its `model_uri` in `load()`, the file not in the cache yet.
+    stores.put(
+        "weights/weight.txt",
+        &root().join("tests/python/models/weights/weight.txt"),
+    );
+    let fresh = tempfile::tempdir().unwrap();
+    let env = stores.env(fresh.path());
+    let (_dir3, g) = graph(&format!(
+        "name: g\ngraph:\n  kind: router\n  routes:\n    m: {{kind: model, class: python, path: {}, python: {}, class_name: LinearServer, model_path: \"s3://models/weights/\", class_args: {{factor: 2}}}}\n",
+        root().join("tests/python/models/models.py").display(),
+        test_python().display()
+    ));
+    let out = bin()
+        .args(["validate", &g])
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

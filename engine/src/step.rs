@@ -515,15 +515,10 @@ impl<'r> BuildContext<'r> {
                     if path.is_dir() {
                         return fail(self, "`sha256` pins a single file; this is a folder".into());
                     }
-                    if self.mode == BuildMode::Load {
-                        let check = crate::storage::cache_sha256(&path).and_then(|got| {
-                            (got == pin)
-                                .then_some(())
-                                .ok_or(storage::StoreError::Checksum { got, pinned: pin })
-                        });
-                        if let Err(e) = check {
-                            return fail(self, format!("{what} `{uri}`: {e}"));
-                        }
+                    if self.mode == BuildMode::Load
+                        && let Err(e) = check_pin(&path, pin)
+                    {
+                        return fail(self, format!("{what} `{uri}`: {e}"));
                     }
                 }
                 Some(ModelFile { path: Some(path) })
@@ -533,12 +528,22 @@ impl<'r> BuildContext<'r> {
                     return Some(ModelFile { path: None });
                 }
                 if !storage::settings().download {
-                    // `validate`: the object must exist; its tensors are checked only when the
-                    // cache already holds it.
+                    // `validate`: the object must exist; its tensors (and its pin) are checked
+                    // only when the cache already holds it, as serving would load it.
                     return match storage::find(&url) {
-                        Ok(_) => Some(ModelFile {
-                            path: storage::cached(&url),
-                        }),
+                        Ok(_) => {
+                            let path = storage::cached(&url);
+                            if let (Some(pin), Some(file)) = (pin, &path)
+                                && file.is_file()
+                                && let Err(e) = check_pin(file, pin)
+                            {
+                                return fail(
+                                    self,
+                                    format!("{what} `{}`: {e}", storage::redact(&url)),
+                                );
+                            }
+                            Some(ModelFile { path })
+                        }
                         Err(e) => fail(self, format!("`{field}`: {e}")),
                     };
                 }
@@ -823,6 +828,14 @@ impl<'r> BuildContext<'r> {
             self.names.insert(name.to_owned(), here);
         }
     }
+}
+
+/// Checks a file against its `sha256:` pin.
+fn check_pin(path: &Path, pin: [u8; 32]) -> Result<(), crate::storage::StoreError> {
+    let got = crate::storage::cache_sha256(path)?;
+    (got == pin)
+        .then_some(())
+        .ok_or(crate::storage::StoreError::Checksum { got, pinned: pin })
 }
 
 /// Deserializes a YAML node into `T`. First every field is checked against `T`'s JSON Schema

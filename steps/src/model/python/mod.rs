@@ -380,6 +380,17 @@ fn start(
     if ctx.mode == BuildMode::Structural {
         return Some(Box::new(super::Unloaded));
     }
+    // `validate` checks that a store's object exists without downloading it: a class whose
+    // file is not in the cache yet is not loaded (it would get `model_uri=None`, and fail in
+    // a way serving never does).
+    let wants_file = spec.model_uri.is_some() || spec.model_path.is_some();
+    if wants_file && config.load["model_uri"].is_null() {
+        tracing::warn!(
+            step = %node.name,
+            "not loaded: its model file is not in the model cache yet (it exists in the store; serving fetches it)"
+        );
+        return Some(Box::new(super::Unloaded));
+    }
     match PythonModel::start(&node.name, config, spec) {
         Ok(mut model) => {
             model.pass_through = pass_through;
