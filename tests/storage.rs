@@ -371,3 +371,43 @@ fn validate_checks_a_cached_file_against_its_pin_and_leaves_uncached_python_file
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A missing file on a plain web server (404) is "not found" with its URL, at once: not "the
+/// store cannot be reached", not an HTML page, not after retries.
+#[test]
+fn a_missing_http_file_is_not_found_at_once() {
+    let stores = Stores::start();
+    let cache = tempfile::tempdir().unwrap();
+    let env = stores.env(cache.path());
+    let uri = format!("{}/missing.onnx", stores.http);
+    for command in ["validate", "serve"] {
+        let (_dir, g) = graph(&one_model(&uri, ""));
+        let started = std::time::Instant::now();
+        let mut args = vec![command, g.as_str()];
+        if command == "serve" {
+            args.extend(["--listen", "127.0.0.1:0"]);
+        }
+        let out = bin()
+            .args(&args)
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{command}: {stderr}");
+        assert!(
+            stderr.contains("missing.onnx") && stderr.contains("not found"),
+            "{command}: {stderr}"
+        );
+        assert!(
+            !stderr.contains("<html")
+                && !stderr.contains("<!DOCTYPE")
+                && !stderr.contains("cannot be reached"),
+            "{command}: {stderr}"
+        );
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "{command} retried a 404: {:?}",
+            started.elapsed()
+        );
+    }
+}

@@ -124,6 +124,13 @@ async fn list_objects(
                 let name = prefix.filename().unwrap_or("model").to_owned();
                 return Ok((false, vec![remote(meta, safe_key(&name)?)]));
             }
+            // A plain web server lists no folders (WebDAV's PROPFIND): its 404 for a file is
+            // the answer, at once.
+            Err(object_store::Error::NotFound { .. })
+                if matches!(url.scheme(), "http" | "https") =>
+            {
+                return Err(StoreError::NotFound { shown });
+            }
             Err(object_store::Error::NotFound { .. }) => {}
             Err(e) => return Err(unreachable(&shown, e)),
         }
