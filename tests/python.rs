@@ -1024,15 +1024,24 @@ fn a_python_traceback_is_logged_once_per_distinct_failure() {
     let dir = tempfile::tempdir().unwrap();
     let g = graph(dir.path(), &[("echo", ECHO)]);
     let log = dir.path().join("stderr.log");
-    let mut child = bin()
+    let child = bin()
         .args(["serve", &g, "--listen", "127.0.0.1:0", "--drain-grace", "0"])
         .env_remove("RUST_LOG")
         .stdout(std::process::Stdio::piped())
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
+    // Killed however the test ends: no server outlives it.
+    struct Killed(std::process::Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = Killed(child);
     let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
+    std::io::BufReader::new(child.0.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
     let addr = line.trim().rsplit("http://").next().unwrap().to_owned();
@@ -1045,8 +1054,7 @@ fn a_python_traceback_is_logged_once_per_distinct_failure() {
         let r = post(&addr, "/v2/models/echo/infer", &request(&[-1.0], json!({})));
         assert_eq!(r.status, 500, "{:?}", r.body);
     }
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(child);
     let text = std::fs::read_to_string(&log).unwrap();
     // Once in the traceback, once in the request's failure.
     assert_eq!(
