@@ -114,6 +114,15 @@ fn labels(addr: &str, model: &str) -> serde_json::Value {
     out["data"].clone()
 }
 
+/// `servegraph validate` on graph `g` with the stores' environment.
+fn validate(g: &str, env: &[(&str, String)]) -> std::process::Output {
+    bin()
+        .args(["validate", g])
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .unwrap()
+}
+
 fn one_model(uri: &str, extra: &str) -> String {
     format!(
         "name: g\ngraph:\n  kind: router\n  routes:\n    m: {{kind: model, class: onnx, model_uri: \"{uri}\"{extra}}}\n"
@@ -264,15 +273,8 @@ fn validate_checks_the_object_exists_without_downloading_it() {
     stores.put("m.onnx", &model("iris_lr.onnx"));
     let cache = tempfile::tempdir().unwrap();
     let env = stores.env(cache.path());
-    let validate = |g: &str| {
-        bin()
-            .args(["validate", g])
-            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-            .output()
-            .unwrap()
-    };
     let (_dir, g) = graph(&one_model("s3://models/m.onnx", ""));
-    let out = validate(&g);
+    let out = validate(&g, &env);
     assert!(
         out.status.success(),
         "{}",
@@ -283,7 +285,7 @@ fn validate_checks_the_object_exists_without_downloading_it() {
         .unwrap_or(0);
     assert_eq!(downloaded, 0, "validate downloaded the model");
     let (_dir2, g) = graph(&one_model("s3://models/missing.onnx", ""));
-    let out = validate(&g);
+    let out = validate(&g, &env);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
@@ -325,19 +327,12 @@ fn validate_checks_a_cached_file_against_its_pin_and_leaves_uncached_python_file
     stores.put("m.onnx", &model("iris_lr.onnx"));
     let cache = tempfile::tempdir().unwrap();
     let env = stores.env(cache.path());
-    let validate = |g: &str| {
-        bin()
-            .args(["validate", g])
-            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-            .output()
-            .unwrap()
-    };
     // Serving fetches the file into the cache.
     let (_dir, g) = graph(&one_model("s3://models/m.onnx", ""));
     drop(Server::start_env(&g, &[], &env));
     let wrong = format!(", sha256: \"sha256:{}\"", "0".repeat(64));
     let (_dir2, g) = graph(&one_model("s3://models/m.onnx", &wrong));
-    let out = validate(&g);
+    let out = validate(&g, &env);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success(),
@@ -360,11 +355,7 @@ fn validate_checks_a_cached_file_against_its_pin_and_leaves_uncached_python_file
         root().join("tests/python/models/models.py").display(),
         test_python().display()
     ));
-    let out = bin()
-        .args(["validate", &g])
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .output()
-        .unwrap();
+    let out = validate(&g, &env);
     assert!(
         out.status.success(),
         "{}",

@@ -13,18 +13,14 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 
-use super::oip::{infer, infer_version};
+use super::oip::{infer, versioned};
 use super::{AppState, Inference, compressed, run_infer};
 
 pub(super) fn routes() -> Router<Arc<AppState>> {
     let inference = compressed(
         Router::new()
             .route("/", post(infer_body_routed))
-            .route("/v2/models/{model}/predict", post(infer))
-            .route(
-                "/v2/models/{model}/versions/{version}/predict",
-                post(infer_version),
-            ),
+            .merge(versioned("/predict", post(infer))),
     );
     Router::new()
         .merge(inference)

@@ -8,8 +8,9 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, Method, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, get, post};
 use axum::{Json, Router};
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{AppState, Inference, authorized, compressed, json_body, run_infer};
@@ -21,48 +22,46 @@ type Answer = Result<Json<Value>, Error>;
 pub(super) fn routes() -> Router<Arc<AppState>> {
     let inference = compressed(
         Router::new()
-            .route("/v2/models/{model}/infer", post(infer))
-            .route(
-                "/v2/models/{model}/versions/{version}/infer",
-                post(infer_version),
-            )
-            .route("/v2/models/{model}/explain", post(explain))
-            .route(
-                "/v2/models/{model}/versions/{version}/explain",
-                post(explain_version),
-            ),
+            .merge(versioned("/infer", post(infer)))
+            .merge(versioned("/explain", post(explain))),
     );
     Router::new()
         .merge(inference)
         .route("/v2", get(server_metadata))
         .route("/v2/health/live", get(live))
         .route("/v2/health/ready", get(ready))
-        .route("/v2/models/{model}", get(model_metadata))
-        .route(
-            "/v2/models/{model}/versions/{version}",
-            get(model_metadata_version),
-        )
-        .route("/v2/models/{model}/ready", get(model_ready))
-        .route(
-            "/v2/models/{model}/versions/{version}/ready",
-            get(model_ready_version),
-        )
+        .merge(versioned("", get(model_metadata)))
+        .merge(versioned("/ready", get(model_ready)))
         .route("/v2/models/stats", get(all_statistics))
-        .route("/v2/models/{model}/stats", get(statistics))
-        .route(
-            "/v2/models/{model}/versions/{version}/stats",
-            get(statistics_version),
-        )
-        .route("/v2/models/{model}/config", get(config))
-        .route(
-            "/v2/models/{model}/versions/{version}/config",
-            get(config_version),
-        )
+        .merge(versioned("/stats", get(statistics)))
+        .merge(versioned("/config", get(config)))
         .route("/v2/repository/index", post(repository_index))
         .route(
             "/v2/repository/models/{model}/{action}",
             post(repository_action),
         )
+}
+
+/// A model's path and its version's: `/v2/models/{model}{suffix}` and
+/// `/v2/models/{model}/versions/{version}{suffix}`, served alike ([`Addressed`]).
+pub(super) fn versioned(
+    suffix: &str,
+    handler: MethodRouter<Arc<AppState>>,
+) -> Router<Arc<AppState>> {
+    Router::new()
+        .route(&format!("/v2/models/{{model}}{suffix}"), handler.clone())
+        .route(
+            &format!("/v2/models/{{model}}/versions/{{version}}{suffix}"),
+            handler,
+        )
+}
+
+/// The model (and version) a path addresses.
+#[derive(Deserialize)]
+pub(super) struct Addressed {
+    model: String,
+    #[serde(default)]
+    version: Option<String>,
 }
 
 async fn server_metadata() -> Json<Value> {
@@ -78,52 +77,29 @@ async fn ready(State(state): State<Arc<AppState>>) -> Answer {
     Ok(Json(json!({ "ready": true })))
 }
 
-async fn model_metadata(State(state): State<Arc<AppState>>, Path(model): Path<String>) -> Answer {
-    state.service.metadata(&model, None).map(Json)
+async fn model_metadata(State(state): State<Arc<AppState>>, Path(at): Path<Addressed>) -> Answer {
+    state
+        .service
+        .metadata(&at.model, at.version.as_deref())
+        .map(Json)
 }
 
-async fn model_metadata_version(
-    State(state): State<Arc<AppState>>,
-    Path((model, version)): Path<(String, String)>,
-) -> Answer {
-    state.service.metadata(&model, Some(&version)).map(Json)
-}
-
-async fn model_ready(State(state): State<Arc<AppState>>, Path(model): Path<String>) -> Answer {
-    state.service.model_ready(&model, None)?;
-    Ok(Json(json!({ "name": model, "ready": true })))
-}
-
-async fn model_ready_version(
-    State(state): State<Arc<AppState>>,
-    Path((model, version)): Path<(String, String)>,
-) -> Answer {
-    state.service.model_ready(&model, Some(&version))?;
-    Ok(Json(json!({ "name": model, "ready": true })))
+async fn model_ready(State(state): State<Arc<AppState>>, Path(at): Path<Addressed>) -> Answer {
+    state
+        .service
+        .model_ready(&at.model, at.version.as_deref())?;
+    Ok(Json(json!({ "name": at.model, "ready": true })))
 }
 
 pub(super) async fn infer(
     State(state): State<Arc<AppState>>,
-    Path(model): Path<String>,
+    Path(at): Path<Addressed>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
     let at = Inference {
-        model: Some(&model),
-        ..Default::default()
-    };
-    run_infer(&state, at, &headers, body).await
-}
-
-pub(super) async fn infer_version(
-    State(state): State<Arc<AppState>>,
-    Path((model, version)): Path<(String, String)>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    let at = Inference {
-        model: Some(&model),
-        version: Some(&version),
+        model: Some(&at.model),
+        version: at.version.as_deref(),
         ..Default::default()
     };
     run_infer(&state, at, &headers, body).await
@@ -132,27 +108,13 @@ pub(super) async fn infer_version(
 /// Like `infer`, with per-feature attributions from the models that can explain.
 async fn explain(
     State(state): State<Arc<AppState>>,
-    Path(model): Path<String>,
+    Path(at): Path<Addressed>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
     let at = Inference {
-        model: Some(&model),
-        explain: true,
-        ..Default::default()
-    };
-    run_infer(&state, at, &headers, body).await
-}
-
-async fn explain_version(
-    State(state): State<Arc<AppState>>,
-    Path((model, version)): Path<(String, String)>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    let at = Inference {
-        model: Some(&model),
-        version: Some(&version),
+        model: Some(&at.model),
+        version: at.version.as_deref(),
         explain: true,
         ..Default::default()
     };
@@ -164,31 +126,21 @@ async fn all_statistics(State(state): State<Arc<AppState>>) -> Answer {
     state.service.statistics(None, None).map(Json)
 }
 
-/// `GET /v2/models/{m}/stats`: the statistics of each version of `m`.
-async fn statistics(State(state): State<Arc<AppState>>, Path(model): Path<String>) -> Answer {
-    state.service.statistics(Some(&model), None).map(Json)
-}
-
-async fn statistics_version(
-    State(state): State<Arc<AppState>>,
-    Path((model, version)): Path<(String, String)>,
-) -> Answer {
+/// `GET /v2/models/{m}[/versions/{v}]/stats`: the statistics of each version of `m` (or of
+/// the one named).
+async fn statistics(State(state): State<Arc<AppState>>, Path(at): Path<Addressed>) -> Answer {
     state
         .service
-        .statistics(Some(&model), Some(&version))
+        .statistics(Some(&at.model), at.version.as_deref())
         .map(Json)
 }
 
-/// `GET /v2/models/{m}/config`: the model configuration in Triton's JSON shape.
-async fn config(State(state): State<Arc<AppState>>, Path(model): Path<String>) -> Answer {
-    state.service.config(&model, None).map(Json)
-}
-
-async fn config_version(
-    State(state): State<Arc<AppState>>,
-    Path((model, version)): Path<(String, String)>,
-) -> Answer {
-    state.service.config(&model, Some(&version)).map(Json)
+/// `GET /v2/models/{m}[/versions/{v}]/config`: the model configuration in Triton's JSON shape.
+async fn config(State(state): State<Arc<AppState>>, Path(at): Path<Addressed>) -> Answer {
+    state
+        .service
+        .config(&at.model, at.version.as_deref())
+        .map(Json)
 }
 
 /// `POST /v2/repository/index`: every served model with its version and state; with
