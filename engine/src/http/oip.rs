@@ -97,12 +97,7 @@ pub(super) async fn infer(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let at = Inference {
-        model: Some(&at.model),
-        version: at.version.as_deref(),
-        ..Default::default()
-    };
-    run_infer(&state, at, &headers, body).await
+    infer_at(&state, &at, &headers, body, false).await
 }
 
 /// Like `infer`, with per-feature attributions from the models that can explain.
@@ -112,13 +107,23 @@ async fn explain(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    infer_at(&state, &at, &headers, body, true).await
+}
+
+async fn infer_at(
+    state: &AppState,
+    at: &Addressed,
+    headers: &HeaderMap,
+    body: Body,
+    explain: bool,
+) -> Response {
     let at = Inference {
         model: Some(&at.model),
         version: at.version.as_deref(),
-        explain: true,
+        explain,
         ..Default::default()
     };
-    run_infer(&state, at, &headers, body).await
+    run_infer(state, at, headers, body).await
 }
 
 /// `GET /v2/models/stats`: every model's statistics (Triton's statistics extension).
