@@ -78,6 +78,32 @@ pub struct EventData {
     pub model_time: std::time::Duration,
     /// The request's trace context, when the request is traced (see `telemetry`).
     pub trace: Option<opentelemetry::Context>,
+    /// The body as the client's protocol sent it, for steps written against bodies rather
+    /// than tensors (MLRun's model servers, Seldon's components): set by the codecs of
+    /// protocols whose bodies are not tensors, beside the tensors they decode when they can.
+    pub body: Option<JsonBody>,
+    /// A step answered the `/explain` itself (a Python class's `explain()`), rather than
+    /// adding `attributions`.
+    pub explained: bool,
+}
+
+/// An event's body ([`EventData::body`]): the request's, until a step that works on bodies
+/// answers with its own.
+#[derive(Clone, Debug, PartialEq)]
+pub struct JsonBody {
+    pub value: Value,
+    /// A step answered it: the codec sends it as it is, instead of encoding tensors.
+    pub answered: bool,
+}
+
+impl JsonBody {
+    /// A request's body.
+    pub fn request(value: Value) -> JsonBody {
+        JsonBody {
+            value,
+            answered: false,
+        }
+    }
 }
 
 impl Event {
@@ -130,6 +156,11 @@ impl EventData {
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
+    }
+
+    /// The body a step answered with, if one did.
+    pub fn answered_body(&self) -> Option<&Value> {
+        self.body.as_ref().filter(|b| b.answered).map(|b| &b.value)
     }
 
     /// The last routing decision, if any router ran.

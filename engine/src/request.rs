@@ -406,10 +406,10 @@ impl Pipeline {
                 ))
             })??,
         };
-        if explain && done.get(ATTRIBUTIONS).is_none() {
+        if explain && !done.explained && done.get(ATTRIBUTIONS).is_none() {
             return Err(Error::bad_request(format!(
                 "`{model}` cannot explain: no model on the route it took gives `{ATTRIBUTIONS}` \
-                 (explain works on tabular ONNX models)"
+                 (explain works on tabular ONNX models and on Python classes with `explain()`)"
             )));
         }
         let binary_output = match request.encoding {

@@ -8,6 +8,8 @@ A new API is one module (`_api_<name>.py`, a class as `_adapter` describes) and 
 import os
 import sys
 
+import numpy as np
+
 from servegraph._api_mlrun import MLRun
 from servegraph._api_seldon import Seldon
 from servegraph._api_servegraph import Native
@@ -69,3 +71,25 @@ def outputs_of(result, declared):
             )
         items = [(declared[0] if declared else "output", result)]
     return [(str(name), encode_tensor(str(name), value)) for name, value in items]
+
+
+def jsonable(value):
+    """What a class answered with, as JSON can carry it: NumPy arrays as lists, NumPy scalars
+    as numbers, bytes as text (UTF-8), tuples and sets as lists; anything else JSON cannot
+    carry is a TypeError naming it."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (bytes, bytearray)):
+        try:
+            return bytes(value).decode("utf-8")
+        except UnicodeDecodeError:
+            raise TypeError("the answer holds bytes that are not UTF-8, which JSON cannot carry")
+    raise TypeError("the answer holds a %s, which JSON cannot carry" % type(value).__name__)

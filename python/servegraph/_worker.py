@@ -22,7 +22,8 @@ import numpy as np
 
 from servegraph import _adapter, _apis, _frames, _shm
 from servegraph._adapter import health_of
-from servegraph._apis import APIS, api_of, import_target, outputs_of
+from servegraph import ModelError
+from servegraph._apis import APIS, api_of, import_target, jsonable, outputs_of
 from servegraph._frames import (
     CALL,
     ERROR,
@@ -128,7 +129,11 @@ def main():
                 target = import_target(meta)
                 model = api_of(target, meta)(target, meta)
                 declared = [o["name"] for o in meta.get("outputs") or []]
-                info = {"batchable": model.batchable, "health": model.health_check() is not None}
+                info = {
+                    "batchable": model.batchable,
+                    "health": model.health_check() is not None,
+                    "bodies": hasattr(model, "predict_body"),
+                }
                 if callable(model.metadata):
                     info["metadata"] = model.metadata()
                 inp.spin = (meta.get("spin_us") or 0) / 1e6
@@ -149,26 +154,45 @@ def main():
             try:
                 model.tags = None
                 model.metrics_out = None
+                parameters = meta.get("parameters") or {}
+                explain = bool(meta.get("explain"))
                 started = time.perf_counter()
-                result = model.predict(tensors, meta.get("parameters") or {})
-                inp.last = time.perf_counter() - started
                 extra = {}
+                if "body" in meta:
+                    # A class written against bodies (MLRun's, Seldon's): the body in, a body out.
+                    extra["body"] = jsonable(
+                        model.predict_body(meta["body"], parameters, explain, meta.get("id"))
+                    )
+                    outputs = []
+                else:
+                    if explain:
+                        result = explain_of(model, tensors, parameters)
+                    else:
+                        result = model.predict(tensors, parameters)
+                    outputs = outputs_of(result, declared)
+                inp.last = time.perf_counter() - started
+                if explain:
+                    extra["explained"] = True
                 if model.tags:
                     extra["tags"] = model.tags
                 if model.metrics_out:
                     extra["metrics"] = model.metrics_out
-                write_frame(
-                    out,
-                    RESULT,
-                    call_id,
-                    meta=extra,
-                    tensors=outputs_of(result, declared),
-                    arena=arena,
-                )
+                write_frame(out, RESULT, call_id, meta=extra, tensors=outputs, arena=arena)
             except Exception as exc:  # noqa: BLE001 - the answer carries it; the worker goes on
                 write_frame(out, ERROR, call_id, meta=error_meta(exc))
             finally:
                 tensors = None
+
+
+def explain_of(model, tensors, parameters):
+    """An `/explain`: the adapter's `explain`, or a 400 naming what the class lacks."""
+    explain = getattr(model, "explain", None)
+    if explain is None:
+        raise ModelError(
+            "`%s` cannot explain: its class has no `explain()`" % (model.__class__.__name__,),
+            status=400,
+        )
+    return explain(tensors, parameters)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@
 use super::request::{InferRequest, RequestedOutput, decode_raw, decode_request};
 use super::response::{Encoded, encode_response};
 use crate::error::Result;
-use crate::event::Event;
+use crate::event::{Event, JsonBody};
 use crate::step::ModelInfo;
 
 /// Finds a model by name and version as the graph serves it, or a 404 that says what there is.
@@ -88,6 +88,11 @@ impl Codec for MlrunRows {
         "mlrun"
     }
 
+    /// The rows become the addressed model's one input tensor when they can (ONNX models
+    /// need it), and the body is kept as it came: Python classes written for MLRun get it as
+    /// MLRun hands it (`inputs` the JSON's list, dicts of features as they are). A model that
+    /// cannot take rows as a tensor (no declared inputs, several, or rows that are not a
+    /// tensor) gets the body alone when it is a Python model, else a 400 saying why.
     fn decode(&self, body: &[u8], at: &Decoding<'_>) -> Result<InferRequest> {
         use super::mlrun;
         let rows = mlrun::parse(body)?;
@@ -96,13 +101,28 @@ impl Codec for MlrunRows {
             (_, (Some(m), version)) => (at.find)(m, version)?,
             (m, (None, _)) => (at.find)(m.unwrap_or(at.graph), at.version)?,
         };
-        let oip = mlrun::to_oip(rows, info)?;
-        decode_request(&oip, None)
+        let value = serde_json::Value::Object(rows.clone());
+        let decoded = mlrun::to_oip(rows, info).and_then(|oip| decode_request(&oip, None));
+        match decoded {
+            Ok(mut request) => {
+                request.event.body = Some(JsonBody::request(value));
+                Ok(request)
+            }
+            Err(_) if takes_bodies(info) => mlrun::body_request(value),
+            Err(e) => Err(e),
+        }
     }
 
     /// As MLRun's router answers with the body of the model it routed to: `model_name` (and
-    /// `model_version`) are the route's when a router took one.
+    /// `model_version`) are the route's when a router took one. A body a step answered with
+    /// (an MLRun class's response) is sent as it is.
     fn encode(&self, done: &Event, answer: &Answering<'_>) -> Result<Encoded> {
+        if let Some(body) = done.answered_body() {
+            return Ok(Encoded {
+                body: serde_json::to_vec(body).expect("JSON"),
+                json_len: None,
+            });
+        }
         let (model, version) = match done.route() {
             Some(route) => match route.split_once(':') {
                 Some((name, version)) => (name, Some(version)),
@@ -115,6 +135,12 @@ impl Codec for MlrunRows {
             json_len: None,
         })
     }
+}
+
+/// Whether what `info` names may be handed a request's body without tensors: a Python model,
+/// or a step or flow that does not say what it takes (its steps say, when they run).
+fn takes_bodies(info: &ModelInfo) -> bool {
+    info.platform == crate::step::Platform::Python || info.inputs.is_empty()
 }
 
 /// The codec a body's shape calls for, where the protocol is the OIP's: MLRun's rows when

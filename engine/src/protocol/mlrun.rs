@@ -9,25 +9,40 @@
 
 use serde_json::{Map, Value};
 
+use super::request::InferRequest;
 use crate::error::{Error, Result};
-use crate::event::Event;
+use crate::event::{Event, EventData, JsonBody, Target};
 use crate::step::ModelInfo;
-use crate::tensor::{Tensor, TensorData};
+use crate::tensor::{Tensor, TensorData, TensorMeta};
 
 /// Whether a body is MLRun-shaped: a JSON object whose `inputs` is a list of rows (lists or
-/// scalars) rather than OIP tensor objects. Cheap: only the start of `inputs` is looked at
-/// when the body is OIP.
+/// scalars) or of feature dicts, or one dict of features, rather than OIP tensor objects.
+/// Cheap: only the start of `inputs` is looked at, and for a list of objects whether the body
+/// names a `"datatype"` (every OIP tensor has one).
 pub fn is_rows(body: &[u8]) -> bool {
     let Some(at) = find_inputs(body) else {
         return false;
     };
-    let rest = body[at..].iter().skip_while(|b| b.is_ascii_whitespace());
-    let mut rest = rest.copied();
-    if rest.next() != Some(b'[') {
-        return false;
+    let mut rest = body[at..]
+        .iter()
+        .copied()
+        .filter(|b| !b.is_ascii_whitespace());
+    match rest.next() {
+        // `{"inputs": {"feature": ...}}`: MLRun's dict of features.
+        Some(b'{') => true,
+        // The first element: a row or a number is MLRun's; an object is OIP's tensor, or
+        // MLRun's dict of features when it has no `datatype`.
+        Some(b'[') => match rest.next() {
+            Some(b'{') => !contains(&body[at..], b"\"datatype\""),
+            Some(b']') | None => false,
+            Some(_) => true,
+        },
+        _ => false,
     }
-    // The first element: `{` is OIP; anything else (a row, a number) is MLRun's.
-    matches!(rest.find(|b| !b.is_ascii_whitespace()), Some(b) if b != b'{' && b != b']')
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
 }
 
 /// Where the value of the top-level `"inputs":` starts, when the body has one near its start.
@@ -56,17 +71,36 @@ pub fn named_model(body: &Map<String, Value>) -> (Option<&str>, Option<&str>) {
 
 /// The OIP request an MLRun body stands for, for `model` (its one input's name and
 /// datatype).
-pub fn to_oip(mut value: Map<String, Value>, model: &ModelInfo) -> Result<Vec<u8>> {
-    let [input] = model.inputs.as_slice() else {
-        let names: Vec<String> = model
-            .inputs
-            .iter()
-            .map(|i| format!("`{}`", i.name))
-            .collect();
+pub fn to_oip(value: Map<String, Value>, model: &ModelInfo) -> Result<Vec<u8>> {
+    to_oip_for(value, &model.name, &model.inputs)
+}
+
+/// The tensors a body's rows stand for, for a model taking `inputs`: how a model that takes
+/// tensors reads a body a step before it answered with (an MLRun flow step's).
+pub fn body_tensors(body: &Value, model: &str, inputs: &[TensorMeta]) -> Result<Vec<Tensor>> {
+    let Value::Object(map) = body else {
+        return Err(Error::unprocessable(format!(
+            "model `{model}` takes tensors, and the body it was handed is not an object with `inputs` rows"
+        )));
+    };
+    let oip = to_oip_for(map.clone(), model, inputs)?;
+    Ok(super::request::decode_request(&oip, None)?
+        .event
+        .into_data()
+        .tensors)
+}
+
+fn to_oip_for(
+    mut value: Map<String, Value>,
+    model: &str,
+    inputs: &[TensorMeta],
+) -> Result<Vec<u8>> {
+    let [input] = inputs else {
+        let names: Vec<String> = inputs.iter().map(|i| format!("`{}`", i.name)).collect();
         return Err(Error::bad_request(format!(
             "MLRun-style `inputs` (rows) need a model with one input; `{}` takes {}{}: send OIP tensors (`{{\"name\", \"shape\", \"datatype\", \"data\"}}`)",
-            model.name,
-            model.inputs.len(),
+            model,
+            inputs.len(),
             if names.is_empty() {
                 String::new()
             } else {
@@ -106,6 +140,38 @@ pub fn to_oip(mut value: Map<String, Value>, model: &ModelInfo) -> Result<Vec<u8
         }
     }
     Ok(serde_json::to_vec(&oip).expect("JSON"))
+}
+
+/// A request that is its body alone (no tensors): for Python classes that take MLRun's body
+/// as it is. Its `id`, `parameters` and named `model`/`version` are read as for rows.
+pub fn body_request(value: Value) -> Result<InferRequest> {
+    let text = |k: &str| value.get(k).and_then(Value::as_str).map(str::to_owned);
+    let id = match value.get("id") {
+        None | Some(Value::Null) => String::new(),
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+    };
+    let parameters = match value.get("parameters") {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(p)) => p.clone(),
+        Some(_) => return Err(Error::bad_request("`parameters` must be an object")),
+    };
+    let target = text("model").map(|model| Target {
+        model,
+        version: text("version"),
+    });
+    let event = Event::from(EventData {
+        id,
+        parameters,
+        target,
+        body: Some(JsonBody::request(value)),
+        ..EventData::default()
+    });
+    Ok(InferRequest {
+        event,
+        outputs: Vec::new(),
+        binary_output: false,
+    })
 }
 
 /// The answer in MLRun's shape: `outputs` is the one output's data, nested by its shape (or,
@@ -159,7 +225,7 @@ fn nested(t: &Tensor) -> Result<Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tensor::{DataType, TensorMeta};
+    use crate::tensor::DataType;
 
     fn model(inputs: Vec<TensorMeta>) -> ModelInfo {
         ModelInfo {
@@ -175,7 +241,12 @@ mod tests {
     fn rows_are_told_from_oip() {
         assert!(is_rows(br#"{"inputs": [[1, 2], [3, 4]]}"#));
         assert!(is_rows(br#"{"id": "a", "inputs":[ 1.5 ]}"#));
-        assert!(!is_rows(br#"{"inputs": [{"name": "x"}]}"#));
+        assert!(!is_rows(
+            br#"{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1]}]}"#
+        ));
+        // MLRun's dicts of features.
+        assert!(is_rows(br#"{"inputs": [{"x": [1, 2], "y": [3, 5.5]}]}"#));
+        assert!(is_rows(br#"{"inputs": {"x": 1, "y": 2}}"#));
         assert!(!is_rows(br#"{"inputs": []}"#));
         assert!(!is_rows(br#"{"outputs": [[1]]}"#));
     }

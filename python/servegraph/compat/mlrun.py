@@ -55,6 +55,9 @@ class V2ModelServer:
         **kwargs,
     ):
         self.name = name
+        self.version = ""
+        if name and ":" in name:
+            self.name, self.version = name.split(":", 1)
         self.context = context or _Context(name)
         self.model_path = model_path
         self.model = model
@@ -64,7 +67,6 @@ class V2ModelServer:
         self.ready = model is not None
         self.error = ""
         self.model_spec = None
-        self.version = kwargs.pop("version", None)
         self._params = kwargs
         self.metrics = {}
 
@@ -108,7 +110,7 @@ class V2ModelServer:
         if self.protocol == "v2":
             if "inputs" not in request:
                 raise ValueError('Expected key "inputs" in request body')
-            if not hasattr(request["inputs"], "__len__"):
+            if not isinstance(request["inputs"], list):
                 raise ValueError('Expected "inputs" to be a list')
         return request
 
@@ -123,3 +125,11 @@ class V2ModelServer:
 
     def post_init(self, mode="sync"):
         """MLRun calls it after construction; servegraph's worker calls `load()` itself."""
+
+
+def context_for(name, params):
+    """The `context` a model server is constructed with: MLRun's `GraphContext` as servegraph
+    gives it (a logger, `get_param` over the step's `class_args`)."""
+    context = _Context(name)
+    context.get_param = lambda key, default=None: params.get(key, default)
+    return context

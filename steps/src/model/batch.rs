@@ -21,6 +21,25 @@ pub(crate) struct Job {
     /// A custom operation (its name and JSON body) instead of an inference (Python models'
     /// `op_<name>`); it never joins a batch, and its answer's notes carry the reply.
     pub(crate) operation: Option<(String, serde_json::Value)>,
+    /// What a Python model is handed besides tensors: the request's body (for classes
+    /// written against bodies: MLRun's, Seldon's) and whether it is an `/explain`. A job
+    /// with either never joins a batch.
+    pub(crate) call: Call,
+}
+
+/// A Python model's call beyond its tensors ([`Job::call`]).
+#[derive(Default)]
+pub(crate) struct Call {
+    pub(crate) body: Option<serde_json::Value>,
+    pub(crate) explain: bool,
+    /// The request's id, with a body (MLRun's answers echo it).
+    pub(crate) id: Option<String>,
+}
+
+impl Call {
+    fn is_plain(&self) -> bool {
+        self.body.is_none() && !self.explain
+    }
 }
 
 /// JSON fields by name: a request's parameters, or what an answer adds to the response's.
@@ -48,6 +67,7 @@ impl Job {
             reply,
             parameters,
             operation: None,
+            call: Call::default(),
         };
         (job, answer)
     }
@@ -89,6 +109,8 @@ impl Job {
     pub(crate) fn fits_with(&self, other: &Job) -> bool {
         self.operation.is_none()
             && other.operation.is_none()
+            && self.call.is_plain()
+            && other.call.is_plain()
             && !self.inputs.is_empty()
             && self.inputs.len() == other.inputs.len()
             && self.inputs.iter().zip(&other.inputs).all(|(a, b)| {

@@ -116,6 +116,14 @@ pub(crate) fn take_inputs(
     declared: &[TensorMeta],
     event: &mut Event,
 ) -> Result<Vec<servegraph_engine::Tensor>> {
+    // A body a step before answered with (an MLRun flow step's rows) is what the model reads
+    // when no tensors came with it.
+    if event.tensors.is_empty()
+        && let Some(body) = &event.body
+    {
+        event.tensors =
+            servegraph_engine::protocol::mlrun::body_tensors(&body.value, model, declared)?;
+    }
     let mut out = Vec::with_capacity(declared.len());
     for meta in declared {
         let Some(pos) = event.tensors.iter().position(|t| t.name == meta.name) else {

@@ -105,7 +105,7 @@ class LinearServer(V2ModelServer):
             self.weight = float(f.read()) * self.get_param("factor", 1)
 
     def preprocess(self, request, operation):
-        request["inputs"] = np.asarray(request["inputs"]) + 1
+        request["inputs"] = (np.asarray(request["inputs"]) + 1).tolist()
         return request
 
     def predict(self, request):

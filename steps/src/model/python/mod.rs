@@ -36,8 +36,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use servegraph_engine::{
-    BuildContext, BuildMode, Error, Event, Model, Platform, Result, Signature, Step, StepNode,
-    TensorMeta, async_trait,
+    BuildContext, BuildMode, Error, Event, JsonBody, Model, Platform, Result, Signature, Step,
+    StepNode, TensorMeta, async_trait,
 };
 use tokio::sync::mpsc::{Sender, error::TrySendError};
 
@@ -45,7 +45,7 @@ pub use spec::{Api, LoadMode, PythonSpec, PythonStepSpec};
 
 use self::error::WorkerError;
 use self::worker::{Worker, WorkerConfig};
-use crate::model::batch::{Batching, Job};
+use crate::model::batch::{Batching, Call, Job};
 
 /// A Python model: its queue and its workers.
 pub struct PythonModel {
@@ -196,32 +196,69 @@ impl PythonModel {
 #[async_trait]
 impl Step for PythonModel {
     async fn process(&self, mut event: Event) -> Result<Event> {
-        let inputs = match (&self.inputs, self.pass_through) {
-            (Some(declared), false) => crate::model::take_inputs(&self.name, declared, &mut event)?,
-            (None, false) => std::mem::take(&mut event.tensors),
+        // A class written for MLRun or Seldon takes the event's body (the request's, or the
+        // one a step before answered with, as in MLRun's flows) instead of tensors.
+        let body = event
+            .body
+            .as_ref()
+            .filter(|_| self.health.takes_bodies.load(Ordering::Relaxed))
+            .map(|b| b.value.clone());
+        let inputs = match (&self.inputs, self.pass_through, &body) {
+            (_, _, Some(_)) => Vec::new(),
+            (Some(declared), false, None) => {
+                crate::model::take_inputs(&self.name, declared, &mut event)?
+            }
+            (None, false, None) => {
+                if event.tensors.is_empty() && event.body.is_some() {
+                    return Err(Error::bad_request(format!(
+                        "model `{}` takes tensors (its class is not written for MLRun's or Seldon's bodies) and this body has none for it: declare the model's `inputs:` so that the body's rows become its input tensor, or send OIP tensors",
+                        self.name
+                    )));
+                }
+                std::mem::take(&mut event.tensors)
+            }
             // A step keeps the event's tensors: it is sent copies.
-            (Some(declared), true) => {
+            (Some(declared), true, None) => {
                 let mut copy = Event::new("", event.tensors.clone());
                 crate::model::take_inputs(&self.name, declared, &mut copy)?
             }
-            (None, true) => event.tensors.clone(),
+            (None, true, None) => event.tensors.clone(),
         };
         if let Some(why) = self.unready() {
             return Err(Error::unavailable(format!("model `{}`: {why}", self.name)));
         }
         let parameters = (!event.parameters.is_empty()).then(|| event.parameters.clone());
-        let answer = self.submit(Job::new(inputs, parameters)).await?;
-        let result = answer.result;
+        let (mut job, answer) = Job::new(inputs, parameters);
+        job.call = Call {
+            id: body.is_some().then(|| event.id.clone()),
+            body,
+            explain: event.explain,
+        };
+        let answer = self.submit((job, answer)).await?;
+        let result = answer.result?;
+        let mut notes = answer.notes.unwrap_or_default();
+        if notes.remove(EXPLAINED_NOTE) == Some(serde_json::Value::Bool(true)) {
+            event.explained = true;
+        }
+        if let Some(value) = notes.remove(BODY_NOTE) {
+            // The class answered with a body: the next step's, or the answer (for a model,
+            // it also stands for the tensors its outputs would have replaced).
+            if !self.pass_through {
+                event.tensors.clear();
+            }
+            event.body = Some(JsonBody {
+                value,
+                answered: true,
+            });
+        }
         if self.pass_through {
-            for t in result? {
+            for t in result {
                 event.put(t);
             }
         } else {
-            event.tensors.extend(result?);
+            event.tensors.extend(result);
         }
-        if let Some(added) = answer.notes {
-            event.notes.extend(added);
-        }
+        event.notes.extend(notes);
         Ok(event)
     }
 
@@ -351,6 +388,11 @@ fn spawn_health_probe(
         }
     });
 }
+
+/// The note a RESULT's body arrives in (the wire's `body`): the class answered with a body.
+pub(crate) const BODY_NOTE: &str = "$body";
+/// The note saying the class answered an `/explain` itself (the wire's `explained`).
+pub(crate) const EXPLAINED_NOTE: &str = "$explained";
 
 /// The operation name the health probe calls (not an identifier: no `op_` can take it).
 const HEALTH: &str = "$health";

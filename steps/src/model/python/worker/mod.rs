@@ -63,6 +63,9 @@ pub struct WorkerConfig {
 #[derive(Default)]
 pub struct Health {
     pub(super) reports: AtomicBool,
+    /// The class takes request bodies as its protocol sent them (its API is MLRun's or
+    /// Seldon's), as its workers said when they loaded.
+    pub(crate) takes_bodies: AtomicBool,
     /// Why the last probe said it is not ready (`None`: ready, or not probed yet).
     unhealthy: Mutex<Option<String>>,
     /// Whether `unhealthy` holds a reason: every call reads it, the lock only when set.

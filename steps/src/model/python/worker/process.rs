@@ -190,6 +190,9 @@ fn load(
             if reply.meta.as_ref().is_some_and(|m| m["health"] == true) {
                 config.health.reports.store(true, Ordering::Relaxed);
             }
+            if reply.meta.as_ref().is_some_and(|m| m["bodies"] == true) {
+                config.health.takes_bodies.store(true, Ordering::Relaxed);
+            }
             Ok(())
         }
         frame::LOAD_ERROR => Err(WorkerError::Load(frame::python_error(

@@ -14,11 +14,12 @@ use tokio::net::unix::pipe;
 use super::pipe::{Io, Output, read_frame};
 use super::{DEPTH, Queue, Shared, WorkerConfig};
 use crate::model::batch::{
-    Batching, Job, Notes, answer_all, answer_all_noted, first_job, gather_async, join, split,
+    Batching, Call, Job, Notes, answer_all, answer_all_noted, first_job, gather_async, join, split,
 };
 use crate::model::python::error::WorkerError;
 use crate::model::python::frame::{self, Frame};
 use crate::model::python::shm::Arena;
+use crate::model::python::{BODY_NOTE, EXPLAINED_NOTE};
 
 /// How often (in calls) a worker's memory is read for `recycle.max_rss_mb`.
 const RSS_EVERY: u64 = 16;
@@ -217,10 +218,7 @@ async fn write_calls(
                 frame::CALL,
                 Some(serde_json::json!({"op": op, "body": body})),
             ),
-            None => (
-                frame::INFER,
-                parameters.map(|p| serde_json::json!({ "parameters": p })),
-            ),
+            None => (frame::INFER, infer_meta(parameters, &mut batch[0].call)),
         };
         let shm = arena.map(|a| (a, a.request_slot(id)));
         if let Err(e) = frame::encode(&mut buf, kind, id, meta.as_ref(), &inputs, &[], shm) {
@@ -324,6 +322,25 @@ async fn read_answers(
     Ok((output, recycle))
 }
 
+/// An INFER frame's JSON: the parameters, and a body or `/explain` when the call has them.
+fn infer_meta(parameters: Option<Notes>, call: &mut Call) -> Option<serde_json::Value> {
+    if parameters.is_none() && call.body.is_none() && !call.explain {
+        return None;
+    }
+    let mut meta = serde_json::Map::new();
+    if let Some(p) = parameters {
+        meta.insert("parameters".into(), p.into());
+    }
+    if let Some(body) = call.body.take() {
+        meta.insert("body".into(), body);
+        meta.insert("id".into(), call.id.take().into());
+    }
+    if call.explain {
+        meta.insert("explain".into(), true.into());
+    }
+    Some(meta.into())
+}
+
 /// A RESULT's tensors (and what it adds to the response's `parameters`: Seldon tags), an
 /// operation's REPLY (its JSON in the notes' `operation`), or an ERROR as the error Python
 /// chose; `None` for any other frame. The metrics a RESULT reports are recorded for `model`.
@@ -334,11 +351,15 @@ fn answer_of(model: &str, reply: Frame) -> Option<(Result<Vec<Tensor>>, Option<N
             if let Some(metrics) = meta.get("metrics").and_then(|m| m.as_array()) {
                 record_metrics(model, metrics);
             }
-            let notes = meta
-                .get_mut("tags")
-                .map(std::mem::take)
-                .map(|tags| serde_json::Map::from_iter([("tags".to_owned(), tags)]));
-            Some((Ok(reply.tensors), notes))
+            // Tags, and the body a class answered with (and whether it explained), as notes.
+            let notes: Notes = ["tags", BODY_NOTE, EXPLAINED_NOTE]
+                .into_iter()
+                .filter_map(|key| {
+                    let wire = key.trim_start_matches('$');
+                    Some((key.to_owned(), meta.get_mut(wire).map(std::mem::take)?))
+                })
+                .collect();
+            Some((Ok(reply.tensors), (!notes.is_empty()).then_some(notes)))
         }
         frame::REPLY => {
             let mut meta = reply.meta.unwrap_or_default();
