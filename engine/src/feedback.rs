@@ -33,6 +33,7 @@ pub fn parse(value: &serde_json::Value) -> Result<(Vec<Feedback<'_>>, bool)> {
             let id = item
                 .get("id")
                 .or_else(|| response.and_then(|r| r.get("id")))
+                .or_else(|| response.and_then(|r| r.pointer("/meta/puid")))
                 .and_then(serde_json::Value::as_str);
             let route = response
                 .and_then(|r| r.pointer("/parameters/route"))

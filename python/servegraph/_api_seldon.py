@@ -1,24 +1,50 @@
-"""Seldon Core's and PrimeHub's API (`api: seldon`; the classes of `servegraph.compat.seldon`)."""
+"""Seldon Core's and PrimeHub's API (`api: seldon`): Seldon's own `SeldonComponent` when
+`seldon_core` is installed in the model's interpreter, else `servegraph.compat.seldon`'s, or a
+plain class with `predict(X, feature_names, meta)`."""
+
+import base64
 
 import numpy as np
 
+from servegraph import ModelError
 from servegraph._adapter import construct, operation
+
+# What each role calls (`role:` in the graph): Seldon's method, then its `*_raw` form.
+ROLES = {
+    "model": ("predict", "predict_raw"),
+    "transformer": ("transform_input", "transform_input_raw"),
+    "output_transformer": ("transform_output", "transform_output_raw"),
+}
+
+
+def not_implemented(exc):
+    """Seldon's `SeldonNotImplementedError` (its base class's methods raise it): the wrapper
+    then goes on as if the method were not there."""
+    return type(exc).__name__ == "SeldonNotImplementedError"
 
 
 class Seldon:
-    """Seldon Core's and PrimeHub's API: `Model(model_uri=..., **params)`, `load()`, and
-    `predict(X, feature_names, meta)` with X the one input (a dict when there are several).
-    As Seldon's wrapper does, `load()` is called when the class has one, and a `predict` that
-    does not take `meta` is called as `predict(X, feature_names)`."""
+    """Seldon Core's and PrimeHub's API: `Model(model_uri=..., **params)`, `load()`, and per
+    request, as Seldon's wrapper (`seldon_core.seldon_methods`) does: the `*_raw` method of the
+    role when the class has one (the message in, the message out), else `predict(X,
+    feature_names, meta)` (`transform_input`, `transform_output` for those roles; without
+    `meta` when it does not take it) with X from the message's `data.ndarray`, `data.tensor`,
+    `jsonData`, `strData` or `binData`, answered as Seldon's `construct_response_json` shapes
+    it. OIP requests hand X the one input tensor (a dict when there are several)."""
 
     name = "seldon"
 
     @staticmethod
     def detects(target, spec):
-        """A class whose `predict` takes `X` (or `features`) first, or `feature_names`."""
+        """A class whose `predict` takes `X` (or `features`) first, or `feature_names`; or any
+        class with a Seldon `role:` or a `*_raw` method."""
         import inspect
 
-        predict = getattr(target, "predict", None) if spec.get("class_name") else None
+        if not spec.get("class_name"):
+            return False
+        if spec.get("role") or any(hasattr(target, raw) for _, raw in ROLES.values()):
+            return True
+        predict = getattr(target, "predict", None)
         if predict is None:
             return False
         try:
@@ -33,10 +59,20 @@ class Seldon:
         kwargs = dict(spec.get("class_args") or {})
         if spec.get("model_uri") is not None:
             kwargs["model_uri"] = spec["model_uri"]
+        self.step = spec.get("step")
+        self.role = spec.get("role") or "model"
+        self.method, self.raw = ROLES[self.role]
         self.obj = construct(target, kwargs)
         load = getattr(self.obj, "load", None)
         if callable(load):
             load()
+        if not callable(getattr(self.obj, self.method, None)) and not callable(
+            getattr(self.obj, self.raw, None)
+        ) and self.role == "model":
+            raise TypeError(
+                "class `%s` has neither `predict` nor `predict_raw` (a Seldon MODEL needs one; "
+                "`role: transformer` or `output_transformer` for a transformer)" % target.__name__
+            )
         self.batchable = bool(getattr(self.obj, "batchable", False))
         self.metadata = getattr(self.obj, "init_metadata", None)
 
@@ -47,28 +83,195 @@ class Seldon:
         check = getattr(self.obj, "health_status", None)
         return check if callable(check) else None
 
+    # -- the message path (Seldon's protocol) -------------------------------------------
+
+    def _call_raw(self, message):
+        """The role's `*_raw` method, unless the class has none (or it says it is not
+        implemented); `None` then."""
+        raw = getattr(self.obj, self.raw, None)
+        if not callable(raw):
+            return None
+        try:
+            return raw(message)
+        except Exception as exc:  # noqa: BLE001 - Seldon's fallback, exactly
+            if not_implemented(exc):
+                return None
+            raise
+
+    def _call(self, x, names, meta):
+        """The role's method as Seldon's `client_*` calls it: with `meta`, then without on a
+        TypeError; a role method the class lacks passes X through (transformers) or is a 500."""
+        method = getattr(self.obj, self.method, None)
+        if not callable(method):
+            if self.role == "model":
+                raise ModelError("class has no `predict`", status=500)
+            return x
+        try:
+            try:
+                return method(x, names, meta=meta)
+            except TypeError:
+                return method(x, names)
+        except Exception as exc:  # noqa: BLE001 - Seldon's fallback, exactly
+            if not_implemented(exc):
+                return [] if self.role == "model" else x
+            raise
+
+    def predict_body(self, message, parameters, explain, event_id):
+        if explain:
+            raise ModelError("a Seldon component cannot explain (Seldon serves explainers apart)", status=400)
+        answer = self._call_raw(message)
+        if answer is not None:
+            self.metrics_out = ((answer.get("meta") or {}).get("metrics") if isinstance(answer, dict) else None)
+            return answer
+        x, meta, datadef = request_parts(message)
+        names = (datadef or {}).get("names") or []
+        result = self._call(x, names, meta)
+        data, tags, metrics = self._unpack(result)
+        return response_json(self.obj, message, data, meta, metrics, tags)
+
+    def _unpack(self, result):
+        """A SeldonResponse's data, tags and metrics (with the class's `tags()`/`metrics()`,
+        the response's winning, as in Seldon)."""
+        tags = dict(call_optional(self.obj, "tags") or {})
+        metrics = list(call_optional(self.obj, "metrics") or [])
+        if type(result).__name__ == "SeldonResponse":
+            tags.update(getattr(result, "tags", None) or {})
+            metrics.extend(getattr(result, "metrics", None) or [])
+            result = result.data
+        self.metrics_out = metrics
+        return result, tags, metrics
+
+    # -- the tensor path (OIP requests) -------------------------------------------------
+
     def predict(self, inputs, parameters):
         x = next(iter(inputs.values())) if len(inputs) == 1 else inputs
         names = parameters.get("feature_names") or []
-        try:
-            result = self.obj.predict(x, names, meta=parameters)
-        except TypeError:
-            result = self.obj.predict(x, names)
-        # Tags reach the response's `parameters.tags`: the class's `tags()`, then a
-        # SeldonResponse's own (which win, as in Seldon).
-        tags = {}
-        class_tags = getattr(self.obj, "tags", None)
-        if callable(class_tags):
-            tags.update(class_tags() or {})
-        # Metrics reach /metrics: the class's `metrics()`, then a SeldonResponse's.
-        metrics = []
-        class_metrics = getattr(self.obj, "metrics", None)
-        if callable(class_metrics):
-            metrics.extend(class_metrics() or [])
-        if hasattr(result, "data") and not isinstance(result, np.ndarray):
-            tags.update(getattr(result, "tags", None) or {})
-            metrics.extend(getattr(result, "metrics", None) or [])
-            result = result.data  # a SeldonResponse
+        if callable(getattr(self.obj, self.raw, None)):
+            # The raw method takes Seldon's message: the request as one, its answer's data back.
+            message = {"data": {"names": list(names), "ndarray": np.asarray(x).tolist()}, "meta": {}}
+            answer = self._call_raw(message)
+            if answer is not None:
+                return tensor_of(answer)
+        result = self._call(x, names, parameters)
+        result, tags, _ = self._unpack(result)
         self.tags = tags
-        self.metrics_out = metrics
-        return result if isinstance(result, dict) else np.asarray(result)
+        if isinstance(result, dict):
+            return result
+        if self.role != "model" and len(inputs) == 1:
+            # A transformer's answer stands for the tensor it transformed.
+            return {next(iter(inputs)): np.asarray(result)}
+        return np.asarray(result)
+
+
+def call_optional(obj, name):
+    f = getattr(obj, name, None)
+    if not callable(f):
+        return None
+    try:
+        return f()
+    except Exception as exc:  # noqa: BLE001
+        if not_implemented(exc):
+            return None
+        raise
+
+
+def request_parts(message):
+    """X, meta and `data` of a SeldonMessage, as Seldon's `extract_request_parts_json`."""
+    if not isinstance(message, dict):
+        raise ModelError("Invalid request data type: %r" % (message,), status=400)
+    meta = message.get("meta")
+    datadef = None
+    if "data" in message:
+        datadef = message["data"]
+        if "tensor" in datadef:
+            tensor = datadef["tensor"]
+            x = np.array(tensor["values"]).reshape(tensor["shape"])
+        elif "ndarray" in datadef:
+            x = np.array(datadef["ndarray"])
+        else:
+            x = np.array([])
+    elif "jsonData" in message:
+        x = message["jsonData"]
+    elif "strData" in message:
+        x = message["strData"]
+    elif "binData" in message:
+        x = base64.b64decode(message["binData"])
+    else:
+        raise ModelError("Invalid request data type: %r" % (message,), status=400)
+    return x, meta, datadef
+
+
+def class_names(obj, predictions):
+    """Seldon's `client_class_names`: the class's `class_names()` for a 2-D answer, else
+    `t:0`, `t:1`, ...; none for 1-D."""
+    if len(predictions.shape) > 1:
+        names = call_optional(obj, "class_names")
+        if names is None and hasattr(obj, "class_names") and not callable(obj.class_names):
+            names = obj.class_names
+        if names is not None:
+            return list(names)
+        return ["t:%d" % i for i in range(predictions.shape[1])]
+    return []
+
+
+def response_json(obj, request, data, meta, metrics, tags):
+    """The answer as Seldon's `construct_response_json` builds it."""
+    response = {}
+    if isinstance(data, dict):
+        response["jsonData"] = data
+    elif isinstance(data, (bytes, bytearray)):
+        response["binData"] = base64.b64encode(bytes(data)).decode("utf-8")
+    elif isinstance(data, str):
+        response["strData"] = data
+    else:
+        if not isinstance(data, (np.ndarray, list)):
+            raise ModelError(
+                "Unknown data type returned as payload (must be list or np array):" + str(data),
+                status=500,
+            )
+        arr = data if isinstance(data, np.ndarray) else np.array(data)
+        as_list = data.tolist() if isinstance(data, np.ndarray) else data
+        numeric = np.issubdtype(arr.dtype, np.number)
+        if "data" in request:
+            if numeric and "tensor" in request["data"]:
+                kind, value = "tensor", {"values": arr.ravel().tolist(), "shape": list(arr.shape)}
+            else:
+                kind, value = "ndarray", as_list
+        elif numeric:
+            kind, value = "tensor", {"values": arr.ravel().tolist(), "shape": list(arr.shape)}
+        else:
+            kind, value = "ndarray", as_list
+        response["data"] = {kind: value, "names": class_names(obj, arr)}
+    out_meta = {}
+    tags_out = dict((meta or {}).get("tags") or {})
+    tags_out.update(tags or {})
+    metrics_out = list((meta or {}).get("metrics") or [])
+    metrics_out.extend(metrics or [])
+    if tags_out:
+        out_meta["tags"] = tags_out
+    if metrics_out:
+        out_meta["metrics"] = metrics_out
+    puid = (request.get("meta") or {}).get("puid")
+    if puid:
+        out_meta["puid"] = puid
+    request_path = (meta or {}).get("requestPath") or {}
+    if request_path:
+        out_meta["requestPath"] = request_path
+    response["meta"] = out_meta
+    return response
+
+
+def tensor_of(message):
+    """The data of a Seldon answer, for an OIP response."""
+    if not isinstance(message, dict):
+        raise ModelError("the raw method returned a %s, not a SeldonMessage" % type(message).__name__)
+    if "data" in message:
+        x, _, _ = request_parts(message)
+        return x
+    if "jsonData" in message:
+        return message["jsonData"]
+    if "strData" in message:
+        return np.array([message["strData"].encode()], dtype=object)
+    if "binData" in message:
+        return np.array([base64.b64decode(message["binData"])], dtype=object)
+    raise ModelError("the raw method's answer has no `data`, `jsonData`, `strData` or `binData`")

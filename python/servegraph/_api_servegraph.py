@@ -28,6 +28,8 @@ class Native:
             if callable(load):
                 load()
             self.call = self.obj.predict
+            if callable(getattr(self.obj, "explain", None)):
+                self.explain = self.obj.explain  # explain(inputs, parameters), at /explain
             self.batchable = bool(getattr(self.obj, "batchable", False))
             self.metadata = getattr(self.obj, "metadata", None)
         else:

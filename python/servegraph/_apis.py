@@ -53,6 +53,8 @@ def api_of(target, spec):
     of `APIS` that detects it (MLRun's for a `V2ModelServer` subclass, Seldon's when `predict`
     takes `X` or `feature_names`, else servegraph's)."""
     api = spec.get("api") or "auto"
+    if api == "auto" and spec.get("role"):
+        api = "seldon"  # a Seldon component type
     if api != "auto":
         return next((a for a in APIS if a.name == api), Native)
     return next(a for a in APIS if a.detects(target, spec))

@@ -188,10 +188,9 @@ def explain_of(model, tensors, parameters):
     """An `/explain`: the adapter's `explain`, or a 400 naming what the class lacks."""
     explain = getattr(model, "explain", None)
     if explain is None:
-        raise ModelError(
-            "`%s` cannot explain: its class has no `explain()`" % (model.__class__.__name__,),
-            status=400,
-        )
+        target = getattr(model, "obj", None) or getattr(model, "call", None)
+        name = getattr(target, "__name__", None) or type(target).__name__
+        raise ModelError("`%s` cannot explain: it has no `explain()`" % name, status=400)
     return explain(tensors, parameters)
 
 

@@ -8,6 +8,7 @@
 //! | `oip.rs` | the Open Inference Protocol (V2) and Triton's extensions: health, metadata, readiness, infer, explain, configuration, statistics, the repository |
 //! | `servegraph.rs` | servegraph's own: feedback, experiments, custom operations, metrics, reload |
 //! | `mlrun.rs` | MLRun's: `POST /` with the model in the body, `.../predict` |
+//! | `seldon.rs` | Seldon Core's v1: `/api/v1.0/predictions`, `feedback`, `metadata` (also behind the gateway's `/seldon/...` prefixes), `/health/ping`, `/health/status` |
 //!
 //! A new REST protocol (Seldon's, KServe's v1, Clipper's) is a module of routes, with its
 //! body codec ([`crate::protocol::Codec`]) handed to the request path, and one line in
@@ -18,6 +19,7 @@
 
 mod mlrun;
 mod oip;
+mod seldon;
 mod servegraph;
 #[cfg(test)]
 mod tests;
@@ -48,7 +50,7 @@ pub struct RestProtocol {
 /// Every REST protocol the HTTP transport serves, once. A path and method are served by one
 /// protocol (axum refuses the same path and method twice), and literal segments win over
 /// parameters.
-pub const REST_PROTOCOLS: [RestProtocol; 3] = [
+pub const REST_PROTOCOLS: [RestProtocol; 4] = [
     RestProtocol {
         name: "oip",
         routes: oip::routes,
@@ -60,6 +62,10 @@ pub const REST_PROTOCOLS: [RestProtocol; 3] = [
     RestProtocol {
         name: "mlrun",
         routes: mlrun::routes,
+    },
+    RestProtocol {
+        name: "seldon",
+        routes: seldon::routes,
     },
 ];
 

@@ -75,22 +75,27 @@ pub fn to_oip(value: Map<String, Value>, model: &ModelInfo) -> Result<Vec<u8>> {
     to_oip_for(value, &model.name, &model.inputs)
 }
 
-/// The tensors a body's rows stand for, for a model taking `inputs`: how a model that takes
-/// tensors reads a body a step before it answered with (an MLRun flow step's).
+/// The tensors a body stands for, for a model taking `inputs`: how a model that takes
+/// tensors reads a body a step before it answered with (an MLRun flow step's `inputs` rows,
+/// a Seldon transformer's `data`).
 pub fn body_tensors(body: &Value, model: &str, inputs: &[TensorMeta]) -> Result<Vec<Tensor>> {
-    let Value::Object(map) = body else {
-        return Err(Error::unprocessable(format!(
-            "model `{model}` takes tensors, and the body it was handed is not an object with `inputs` rows"
-        )));
+    let request = match body {
+        Value::Object(map) if map.contains_key("inputs") => {
+            super::request::decode_request(&to_oip_for(map.clone(), model, inputs)?, None)?
+        }
+        Value::Object(map) if map.contains_key("data") => {
+            super::seldon::tensors(body, model, inputs)?
+        }
+        _ => {
+            return Err(Error::unprocessable(format!(
+                "model `{model}` takes tensors, and the body it was handed has neither `inputs` rows (MLRun's) nor `data` (Seldon's)"
+            )));
+        }
     };
-    let oip = to_oip_for(map.clone(), model, inputs)?;
-    Ok(super::request::decode_request(&oip, None)?
-        .event
-        .into_data()
-        .tensors)
+    Ok(request.event.into_data().tensors)
 }
 
-fn to_oip_for(
+pub(crate) fn to_oip_for(
     mut value: Map<String, Value>,
     model: &str,
     inputs: &[TensorMeta],
@@ -196,7 +201,7 @@ pub fn encode(event: &Event, model: &str, version: Option<&str>) -> Result<Vec<u
 }
 
 /// A tensor's data as nested JSON lists, by its shape.
-fn nested(t: &Tensor) -> Result<Value> {
+pub(crate) fn nested(t: &Tensor) -> Result<Value> {
     let flat: Vec<Value> = match &t.data {
         TensorData::Bytes(items) => items
             .iter()

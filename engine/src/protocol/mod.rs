@@ -15,6 +15,7 @@ mod json;
 pub mod mlrun;
 mod request;
 mod response;
+pub mod seldon;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 

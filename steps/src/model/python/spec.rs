@@ -56,6 +56,13 @@ pub struct PythonSpec {
     /// takes `X` or `feature_names`, else `servegraph`).
     #[serde(default)]
     pub api: Api,
+    /// The Seldon component type the class plays (Seldon's API): `model` (the default:
+    /// `predict`), `transformer` (`transform_input`: the body the next step gets) or
+    /// `output_transformer` (`transform_output`: on what the step before answered). Seldon's
+    /// `router` and `combiner` are not served yet: a servegraph `router` or `ensemble` does
+    /// their jobs.
+    #[serde(default)]
+    pub role: SeldonRole,
     /// The interpreter, hence the environment, of this model's workers (default: the
     /// `SERVEGRAPH_PYTHON` environment variable, else `python3`). It needs NumPy.
     #[serde(default)]
@@ -209,6 +216,7 @@ impl PythonStepSpec {
             model_path: None,
             sha256: None,
             api: Api::Servegraph,
+            role: SeldonRole::Model,
             python: self.python,
             load_mode: LoadMode::Sync,
             health_interval_ms: default_health(),
@@ -248,6 +256,18 @@ pub enum LoadMode {
     #[default]
     Sync,
     Async,
+}
+
+/// `role:`, the Seldon component type a class plays.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SeldonRole {
+    #[default]
+    Model,
+    Transformer,
+    OutputTransformer,
+    Router,
+    Combiner,
 }
 
 /// `api:`, the calling convention.
@@ -451,6 +471,25 @@ pub(super) fn config(
             Api::Servegraph => "servegraph",
             Api::Mlrun => "mlrun",
             Api::Seldon => "seldon",
+        },
+        "role": match spec.role {
+            SeldonRole::Model => None,
+            SeldonRole::Transformer => Some("transformer"),
+            SeldonRole::OutputTransformer => Some("output_transformer"),
+            SeldonRole::Router | SeldonRole::Combiner => {
+                let (role, method, instead) = match spec.role {
+                    SeldonRole::Router => ("router", "route()", "a `kind: router` with a policy (a bandit learns from Seldon's feedback too)"),
+                    _ => ("combiner", "aggregate()", "a `kind: ensemble` with a `combine` rule"),
+                };
+                ctx.report(
+                    servegraph_engine::Diagnostic::new(format!(
+                        "Seldon's `{role}` role ({method}) is not served: use {instead}"
+                    ))
+                    .step(&node.name)
+                    .at(&node.span),
+                );
+                return None;
+            }
         },
         "outputs": spec.outputs,
         "step": node.name,

@@ -1,0 +1,208 @@
+//! Seldon Core's v1 REST protocol, as its gateway serves a deployment: predictions and
+//! feedback at `/api/v1.0/...` (and behind the gateway's prefixes `/seldon/{deployment}/...`
+//! and `/seldon/{namespace}/{deployment}/...`; a deployment named like a model of the graph
+//! addresses that model), `/health/ping`, `/health/status`, `/api/v1.0/metadata`. Bodies are
+//! `SeldonMessage`s ([`crate::protocol::seldon`]); errors are Seldon's `{"status": {"code",
+//! "info", "reason", "status": "FAILURE"}}`.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{Value, json};
+
+use super::{AppState, Inference, run_infer};
+use crate::error::{Error, ErrorKind};
+use crate::protocol::seldon::{SeldonMessage, error_body};
+
+/// The gateway's prefixes before `/api/v1.0/...`: none, the deployment, or its namespace and
+/// the deployment.
+const PREFIXES: [&str; 3] = [
+    "",
+    "/seldon/{deployment}",
+    "/seldon/{namespace}/{deployment}",
+];
+
+pub(super) fn routes() -> Router<Arc<AppState>> {
+    let mut router = Router::new()
+        .route("/api/v0.1/predictions", post(predict))
+        .route("/api/v0.1/feedback", post(feedback))
+        .route("/health/ping", get(|| async { "pong" }))
+        .route("/health/status", get(status))
+        .route("/api/v1.0/health/status", get(status));
+    for prefix in PREFIXES {
+        router = router
+            .route(&format!("{prefix}/api/v1.0/predictions"), post(predict))
+            .route(&format!("{prefix}/api/v1.0/explain"), post(explain))
+            .route(&format!("{prefix}/api/v1.0/feedback"), post(feedback))
+            .route(&format!("{prefix}/api/v1.0/metadata"), get(metadata));
+    }
+    router
+}
+
+/// What the gateway's path addressed: its deployment, when that names a model of the graph
+/// other than the graph itself (a 404 for a name that is neither).
+type Deployment = Option<Path<std::collections::HashMap<String, String>>>;
+
+fn addressed(state: &AppState, path: &Deployment) -> Result<Option<String>, Error> {
+    let Some(name) = path.as_ref().and_then(|p| p.get("deployment")) else {
+        return Ok(None);
+    };
+    let served = state.current()?;
+    if *name == served.graph.name {
+        return Ok(None);
+    }
+    served.graph.find_model(name, None)?;
+    Ok(Some(name.clone()))
+}
+
+/// `POST .../api/v1.0/predictions`: the graph (or the addressed model) on a SeldonMessage.
+async fn predict(
+    State(state): State<Arc<AppState>>,
+    path: Deployment,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    infer(state, path, headers, body, false).await
+}
+
+/// `POST .../api/v1.0/explain`: the graph's `/explain` on a SeldonMessage.
+async fn explain(
+    State(state): State<Arc<AppState>>,
+    path: Deployment,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    infer(state, path, headers, body, true).await
+}
+
+async fn infer(
+    state: Arc<AppState>,
+    path: Deployment,
+    headers: HeaderMap,
+    body: Body,
+    explain: bool,
+) -> Response {
+    let model = match addressed(&state, &path) {
+        Ok(model) => model,
+        Err(e) => return seldon_error(e),
+    };
+    let at = Inference {
+        model: model.as_deref(),
+        explain,
+        codec: Some(&SeldonMessage),
+        ..Inference::default()
+    };
+    in_seldons_shape(run_infer(&state, at, &headers, body).await).await
+}
+
+/// `POST .../api/v1.0/feedback`: Seldon's `{"request", "response", "reward", "truth"}`,
+/// crediting the graph's learning router with the decision the response's `meta.puid` names
+/// (a graph with no router that learns takes it and does nothing, as Seldon's components
+/// without `send_feedback` do). Answers an empty SeldonMessage.
+async fn feedback(
+    State(state): State<Arc<AppState>>,
+    path: Deployment,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let run = async {
+        let model = match addressed(&state, &path)? {
+            Some(model) => model,
+            None => state.current()?.graph.name.clone(),
+        };
+        let body = state.body(body, &headers).await?;
+        let value: Value = serde_json::from_slice(&body)
+            .map_err(|e| Error::bad_request(format!("malformed feedback: {e}")))?;
+        if value.get("reward").and_then(Value::as_f64).is_none() {
+            return Err(Error::bad_request(
+                "Seldon's feedback needs a numeric `reward`",
+            ));
+        }
+        if state.service.takes_feedback(&model).is_ok() {
+            state.service.feedback(&model, &body)?;
+        }
+        Ok(json!({"data": {"names": [], "ndarray": []}, "meta": {}}))
+    };
+    match run.await {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => seldon_error(e),
+    }
+}
+
+/// `GET /health/status`: Seldon's health answer when the graph is ready, else its error (503).
+async fn status(State(state): State<Arc<AppState>>) -> Response {
+    match state.service.ready() {
+        Ok(()) => Json(json!({"strData": "healthy", "meta": {}})).into_response(),
+        Err(e) => seldon_error(e),
+    }
+}
+
+/// `GET .../api/v1.0/metadata`: the deployment's metadata as Seldon's gateway gives it
+/// (`name`, `models` by name, `graphinputs`, `graphoutputs`), from the OIP metadata.
+async fn metadata(State(state): State<Arc<AppState>>, path: Deployment) -> Response {
+    let run = || -> Result<Value, Error> {
+        let served = state.current()?;
+        let graph = addressed(&state, &path)?.unwrap_or_else(|| served.graph.name.clone());
+        let top = state.service.metadata(&graph, None)?;
+        let mut models = serde_json::Map::new();
+        for name in state.service.model_names()? {
+            let (model, version) = match name.split_once(':') {
+                Some((m, v)) => (m, Some(v)),
+                None => (name.as_str(), None),
+            };
+            if let Ok(m) = state.service.metadata(model, version) {
+                models.insert(name.clone(), m);
+            }
+        }
+        Ok(json!({
+            "name": graph,
+            "models": models,
+            "graphinputs": top.get("inputs").cloned().unwrap_or_else(|| json!([])),
+            "graphoutputs": top.get("outputs").cloned().unwrap_or_else(|| json!([])),
+        }))
+    };
+    match run() {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => seldon_error(e),
+    }
+}
+
+fn seldon_error(e: Error) -> Response {
+    let status = super::status_of(e.kind);
+    let body = error_body(status.as_u16(), Some(e.kind), &e.message);
+    (status, Json(body)).into_response()
+}
+
+/// An error answer of the request path (`{"error": ...}`) in Seldon's shape; others as they
+/// are.
+async fn in_seldons_shape(response: Response) -> Response {
+    let status = response.status();
+    if status.is_success() {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let bytes = axum::body::to_bytes(body, 1 << 20)
+        .await
+        .unwrap_or_default();
+    let info = serde_json::from_slice::<Value>(&bytes)
+        .ok()
+        .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_owned))
+        .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
+    let body = error_body(
+        status.as_u16(),
+        Some(ErrorKind::from_status(status.as_u16())),
+        &info,
+    );
+    let mut response = (status, Json(body)).into_response();
+    for (name, value) in parts.headers.iter() {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            response.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    response
+}

@@ -1,0 +1,286 @@
+//! Seldon Core's v1 protocol and component types: classes written as Seldon's documentation
+//! writes them (`tests/python/seldon/models.py`), driven with the bodies Seldon's clients send
+//! (`SeldonClient` posts the `SeldonMessage` as JSON to the gateway's paths), answered in
+//! Seldon's shapes.
+
+mod common;
+
+use common::{Server, bin, get_blocking, post, root, test_python};
+use serde_json::{Value, json};
+
+/// A graph file in `dir` with `graph` (YAML, indented under `graph:`), where `MODELS` stands
+/// for the test classes' file and `PYTHON` for the test interpreter.
+fn graph_file(dir: &std::path::Path, graph: &str) -> String {
+    let yaml = format!("name: seldon\ngraph:\n{graph}")
+        .replace(
+            "MODELS",
+            &root()
+                .join("tests/python/seldon/models.py")
+                .display()
+                .to_string(),
+        )
+        .replace("PYTHON", &test_python().display().to_string());
+    let path = dir.join("seldon.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    path.display().to_string()
+}
+
+fn serve(graph: &str) -> (tempfile::TempDir, Server) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = graph_file(dir.path(), graph);
+    let server = Server::start(&path, &[]);
+    (dir, server)
+}
+
+/// Routes by name to each class (`name: ClassName`), with `extra` fields on each.
+fn models(names: &[(&str, &str)]) -> String {
+    let mut yaml = String::from("  kind: router\n  routes:\n");
+    for (name, class) in names {
+        yaml.push_str(&format!(
+            "    {name}: {{kind: model, class: python, path: MODELS, python: PYTHON, class_name: {class}}}\n"
+        ));
+    }
+    yaml
+}
+
+fn ok(r: common::Reply) -> Value {
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    r.json()
+}
+
+#[test]
+fn a_model_answers_ndarray_and_tensor_requests_in_seldons_shape() {
+    let (_dir, server) = serve(&models(&[("doubler", "Doubler")]));
+    let body =
+        json!({"data": {"names": ["a", "b"], "ndarray": [[1, 2], [3, 4]]}, "meta": {"puid": "p1"}});
+    for path in [
+        "/seldon/ns/doubler/api/v1.0/predictions",
+        "/seldon/doubler/api/v1.0/predictions",
+    ] {
+        let v = ok(post(&server.addr, path, &body.to_string()));
+        assert_eq!(v["data"]["ndarray"], json!([[2, 4], [6, 8]]), "{v}");
+        assert_eq!(v["data"]["names"], json!(["t:0", "t:1"]), "{v}");
+        assert_eq!(v["meta"]["puid"], "p1", "{v}");
+    }
+    let tensor = json!({"data": {"tensor": {"shape": [1, 2], "values": [1.5, 2]}}});
+    let v = ok(post(
+        &server.addr,
+        "/seldon/doubler/api/v1.0/predictions",
+        &tensor.to_string(),
+    ));
+    assert_eq!(
+        v["data"]["tensor"],
+        json!({"shape": [1, 2], "values": [3.0, 4.0]}),
+        "{v}"
+    );
+    // Without a puid, the answer carries the id the server gave the request.
+    assert!(
+        v["meta"]["puid"].as_str().is_some_and(|p| !p.is_empty()),
+        "{v}"
+    );
+}
+
+#[test]
+fn text_json_and_bytes_payloads_travel_as_seldon_sends_them() {
+    let (_dir, server) = serve(&models(&[("kinds", "Kinds")]));
+    let path = "/seldon/kinds/api/v1.0/predictions";
+    let v = ok(post(
+        &server.addr,
+        path,
+        &json!({"strData": "hello"}).to_string(),
+    ));
+    assert_eq!(v["strData"], "HELLO", "{v}");
+    assert_eq!(v["meta"]["tags"], json!({"component": "kinds"}), "{v}");
+    let v = ok(post(
+        &server.addr,
+        path,
+        &json!({"jsonData": {"b": 1, "a": 2}, "meta": {"tags": {"user": "x"}}}).to_string(),
+    ));
+    assert_eq!(
+        v["jsonData"],
+        json!({"keys": ["a", "b"], "meta_tags": {"user": "x"}}),
+        "{v}"
+    );
+    // Request tags are kept in the answer, with the class's.
+    assert_eq!(
+        v["meta"]["tags"],
+        json!({"user": "x", "component": "kinds"}),
+        "{v}"
+    );
+    // base64 of b"abc" in, of b"cba" out.
+    let v = ok(post(
+        &server.addr,
+        path,
+        &json!({"binData": "YWJj"}).to_string(),
+    ));
+    assert_eq!(v["binData"], "Y2Jh", "{v}");
+    // A SeldonResponse's tags and data.
+    let v = ok(post(
+        &server.addr,
+        path,
+        &json!({"data": {"ndarray": [[1.0]]}}).to_string(),
+    ));
+    assert_eq!(v["data"]["ndarray"], json!([[2.0]]), "{v}");
+    assert_eq!(
+        v["meta"]["tags"],
+        json!({"component": "kinds", "kind": "array"}),
+        "{v}"
+    );
+}
+
+#[test]
+fn predict_raw_takes_precedence_over_predict() {
+    let (_dir, server) = serve(&models(&[("raw", "Raw")]));
+    let body = json!({"data": {"ndarray": [[1, 2], [3, 4]]}});
+    let v = ok(post(
+        &server.addr,
+        "/seldon/raw/api/v1.0/predictions",
+        &body.to_string(),
+    ));
+    assert_eq!(v["data"]["ndarray"], json!([[3], [7]]), "{v}");
+    assert_eq!(v["meta"]["tags"], json!({"raw": true}), "{v}");
+    // Over the OIP too: predict_raw gets the request as a SeldonMessage.
+    let oip =
+        json!({"inputs": [{"name": "x", "shape": [1, 2], "datatype": "FP32", "data": [1, 2]}]});
+    let v = ok(post(&server.addr, "/v2/models/raw/infer", &oip.to_string()));
+    assert_eq!(v["outputs"][0]["data"], json!([3.0]), "{v}");
+}
+
+#[test]
+fn transformer_model_and_output_transformer_run_as_a_seldon_graph() {
+    let flow = "  kind: flow
+  steps:
+    scale: {kind: model, class: python, path: MODELS, python: PYTHON, class_name: Scaler, role: transformer}
+    model: {kind: model, class: python, path: MODELS, python: PYTHON, class_name: Doubler, after: scale}
+    label: {kind: model, class: python, path: MODELS, python: PYTHON, class_name: Labeller, role: output_transformer, after: model}
+";
+    let (_dir, server) = serve(flow);
+    let body = json!({"data": {"ndarray": [[1, 5], [3, 4]]}});
+    let v = ok(post(
+        &server.addr,
+        "/api/v1.0/predictions",
+        &body.to_string(),
+    ));
+    // (x / 10) * 2 > 0.5
+    assert_eq!(
+        v["data"]["ndarray"],
+        json!([["low", "high"], ["high", "high"]]),
+        "{v}"
+    );
+}
+
+#[test]
+fn errors_are_answered_in_seldons_shape() {
+    let (_dir, server) = serve(&models(&[("doubler", "Doubler")]));
+    let r = post(
+        &server.addr,
+        "/seldon/doubler/api/v1.0/predictions",
+        r#"{"nothing": 1}"#,
+    );
+    assert_eq!(r.status, 400, "{:?}", r.body);
+    let status = &r.json()["status"];
+    assert_eq!(status["code"], 400);
+    assert_eq!(status["status"], "FAILURE");
+    assert_eq!(status["reason"], "MICROSERVICE_BAD_DATA");
+    assert!(
+        status["info"].as_str().unwrap().contains("`data`"),
+        "{status}"
+    );
+    let r = post(
+        &server.addr,
+        "/seldon/nope/api/v1.0/predictions",
+        r#"{"data": {"ndarray": [1]}}"#,
+    );
+    assert_eq!(r.status, 404, "{:?}", r.body);
+    assert_eq!(r.json()["status"]["status"], "FAILURE");
+    let r = post(
+        &server.addr,
+        "/seldon/doubler/api/v1.0/predictions",
+        "{not json",
+    );
+    assert_eq!(r.status, 400, "{:?}", r.body);
+    assert!(
+        r.json()["status"]["info"]
+            .as_str()
+            .unwrap()
+            .contains("malformed JSON")
+    );
+}
+
+#[test]
+fn health_and_metadata_as_seldons_gateway_serves_them() {
+    let (_dir, server) = serve(&models(&[("healthy", "Healthy")]));
+    let r = get_blocking(&server.addr, "/health/ping");
+    assert_eq!((r.status, &r.body[..]), (200, &b"pong"[..]));
+    let v = ok(get_blocking(&server.addr, "/health/status"));
+    assert_eq!(v["strData"], "healthy");
+    let v = ok(get_blocking(&server.addr, "/api/v1.0/metadata"));
+    assert_eq!(v["name"], "seldon", "{v}");
+    assert!(v["models"]["healthy"].is_object(), "{v}");
+}
+
+#[test]
+fn an_onnx_model_takes_seldons_ndarray() {
+    let server = Server::start(&root().join("graphs/iris.yaml").display().to_string(), &[]);
+    let body = json!({"data": {"ndarray": [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]}});
+    let v = ok(post(
+        &server.addr,
+        "/seldon/default/iris-lr/api/v1.0/predictions",
+        &body.to_string(),
+    ));
+    // Two outputs (label, probabilities): Seldon's jsonData by name.
+    assert_eq!(v["jsonData"]["label"], json!([0, 2]), "{v}");
+}
+
+#[test]
+fn feedback_credits_the_learning_router_by_the_answers_puid() {
+    let graph = "  kind: router
+  policy: {type: epsilon_greedy, epsilon: 0}
+  routes:
+    a: {kind: model, class: python, path: MODELS, python: PYTHON, class_name: Doubler}
+    b: {kind: model, class: python, path: MODELS, python: PYTHON, class_name: Doubler, class_args: {factor: 3}}
+";
+    let (_dir, server) = serve(graph);
+    let request = json!({"data": {"ndarray": [[1.0]]}});
+    let response = ok(post(
+        &server.addr,
+        "/api/v1.0/predictions",
+        &request.to_string(),
+    ));
+    let route = response["meta"]["routing"]["seldon"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let feedback = json!({"request": request, "response": response, "reward": 1.0});
+    let v = ok(post(
+        &server.addr,
+        "/api/v1.0/feedback",
+        &feedback.to_string(),
+    ));
+    assert!(v["data"].is_object(), "{v}");
+    let stats = ok(get_blocking(&server.addr, "/v2/models/seldon/experiment"));
+    let rewarded: f64 = stats["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["route"] == route.as_str())
+        .map(|r| r["rewards"].as_f64().unwrap_or_default())
+        .sum();
+    assert_eq!(rewarded, 1.0, "{stats}");
+    let r = post(&server.addr, "/api/v1.0/feedback", r#"{"response": {}}"#);
+    assert_eq!(r.status, 400, "{:?}", r.body);
+    assert_eq!(r.json()["status"]["status"], "FAILURE");
+}
+
+#[test]
+fn seldons_router_and_combiner_roles_are_refused_by_validate() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = graph_file(
+        dir.path(),
+        "  kind: flow\n  steps:\n    r: {kind: model, class: python, path: MODELS, python: PYTHON, class_name: Doubler, role: router}\n",
+    );
+    let out = bin().args(["validate", &path]).output().unwrap();
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stderr) + String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("Seldon's `router` role"), "{text}");
+}
