@@ -290,6 +290,11 @@ fn an_installed_package_on_sys_path_wins() {
 }
 
 #[test]
-fn a_finder_added_after_the_hook_wins() {
-    imports_check("found_after");
+fn another_finder_that_finds_the_package_wins() {
+    imports_check("other_finder");
+}
+
+#[test]
+fn a_bare_folder_of_that_name_is_not_the_package() {
+    imports_check("namespace_folder");
 }

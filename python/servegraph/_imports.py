@@ -3,11 +3,13 @@ V2ModelServer`, `from seldon_core.user_model import SeldonComponent`, `seldon_co
 and the rest of `PROVIDED` resolve to servegraph's own implementations (`servegraph.compat`)
 when the model's interpreter does not have the real package.
 
-`install()` (called by `_worker.py` before user code is imported) appends one finder to the
-end of `sys.meta_path`, so it is asked only after every other finder has not found the name:
-an installed `mlrun` or `seldon_core` (or one on the step's `python_path:`) is always the one
-imported, never shadowed. Installing it imports nothing; the stand-in modules are made on
-their first import.
+`install()` (called by `_worker.py` before user code is imported) puts one finder first on
+`sys.meta_path`. It answers `mlrun` and `seldon_core` only when no other finder finds them
+(it asks them): an installed `mlrun` or `seldon_core` (or one on the step's `python_path:`)
+is always the one imported, never shadowed. A folder of that name without `__init__.py` (a
+namespace package: a project's `mlrun/` folder beside the model file) does not count as the
+package. Any other name costs one dictionary lookup. Installing it imports nothing; the
+stand-in modules are made on their first import.
 
 What servegraph does not provide is refused by name, never answered with something else:
 `import mlrun.frameworks`, `from mlrun import get_dataitem` and `mlrun.get_dataitem` raise an
@@ -63,14 +65,14 @@ def _refusal(top, name):
 
 
 class Aliases:
-    """The finder and loader of the stand-in modules (one instance, last on `sys.meta_path`)."""
+    """The finder and loader of the stand-in modules (one instance, first on `sys.meta_path`)."""
 
     def find_spec(self, fullname, path=None, target=None):
         top = fullname.partition(".")[0]
         if top not in DISTRIBUTIONS:
             return None
         if fullname == top:
-            if self._found_after(fullname):
+            if self._found_elsewhere(fullname):
                 return None
         else:
             parent = sys.modules.get(top)
@@ -88,14 +90,16 @@ class Aliases:
             fullname, self, origin="servegraph's stand-in", is_package=True
         )
 
-    def _found_after(self, name):
-        """Whether a finder after this one on `sys.meta_path` (added later) finds `name`:
-        the ones before it have not, or it would not be asked."""
-        finders = sys.meta_path
-        after = finders[finders.index(self) + 1 :] if self in finders else []
-        for finder in after:
+    def _found_elsewhere(self, name):
+        """Whether another finder on `sys.meta_path` finds the package `name`, other than as a
+        namespace package (a bare folder of that name)."""
+        for finder in list(sys.meta_path):
             find = getattr(finder, "find_spec", None)
-            if find is not None and find(name, None) is not None:
+            if finder is self or find is None:
+                continue
+            spec = find(name, None)
+            namespace = spec is not None and spec.origin is None and spec.submodule_search_locations
+            if spec is not None and not namespace:
                 return True
         return False
 
@@ -134,6 +138,6 @@ _ALIASES = Aliases()
 
 
 def install():
-    """Appends the finder to `sys.meta_path` (once)."""
+    """Puts the finder first on `sys.meta_path` (once)."""
     if _ALIASES not in sys.meta_path:
-        sys.meta_path.append(_ALIASES)
+        sys.meta_path.insert(0, _ALIASES)

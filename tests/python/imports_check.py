@@ -36,7 +36,7 @@ def cheap():
     _imports.install()
     _imports.install()
     assert sys.meta_path.count(_imports._ALIASES) == 1, sys.meta_path
-    assert sys.meta_path[-1] is _imports._ALIASES, "last, after the real finders"
+    assert sys.meta_path[0] is _imports._ALIASES, "first: it asks the others itself"
     assert "servegraph.compat.mlrun" not in sys.modules
     assert "servegraph.compat.seldon" not in sys.modules
     try:
@@ -232,9 +232,24 @@ def not_shadowed():
         assert "stand-in" in repr(mlrun), "mlrun is missing, so it is servegraph's"
 
 
-def found_after():
-    """A finder added after the hook (so after it on sys.meta_path) that finds the package
-    wins over the stand-in."""
+def namespace_folder():
+    """A folder named `mlrun` without `__init__.py` on sys.path (a namespace package, e.g. a
+    project's folder beside the model file) is not the package: the stand-in answers."""
+    from servegraph import _imports
+
+    _imports.install()
+    with tempfile.TemporaryDirectory() as d:
+        os.makedirs(os.path.join(d, "mlrun", "configs"))
+        sys.path.insert(0, d)
+        from mlrun.serving import V2ModelServer
+        from servegraph.compat import mlrun as compat
+
+        assert V2ModelServer is compat.V2ModelServer
+
+
+def other_finder():
+    """Another finder (here one added after the hook) that finds the package wins over the
+    stand-in."""
     import importlib.abc
     import importlib.machinery
     import types
@@ -267,6 +282,7 @@ CASES = {
     f.__name__: f
     for f in (
         cheap,
+        namespace_folder,
         mlrun_names,
         mlrun_refusals,
         seldon_names,
@@ -274,14 +290,15 @@ CASES = {
         storage,
         mlrun_context,
         not_shadowed,
-        found_after,
+        other_finder,
     )
 }
 
 
 def main():
     case, python_dir = sys.argv[1], sys.argv[2]
-    sys.path.insert(0, python_dir)
+    # Not this folder (it holds test folders such as `mlrun/`), but the runtime.
+    sys.path[0] = python_dir
     for name in ("mlrun", "seldon_core"):
         assert importlib.util.find_spec(name) is None, "%s is installed in the test venv" % name
     CASES[case]()
