@@ -20,7 +20,7 @@ import traceback
 
 import numpy as np
 
-from servegraph import _adapter, _apis, _frames, _shm
+from servegraph import _adapter, _apis, _frames, _imports, _shm
 from servegraph._adapter import health_of
 from servegraph import ModelError
 from servegraph._apis import APIS, api_of, import_target, jsonable, outputs_of
@@ -45,7 +45,7 @@ from servegraph._shm import Arena
 # The runtime's own files: their frames are left out of the tracebacks the engine reports.
 RUNTIME_FILES = frozenset(
     os.path.abspath(m.__file__)
-    for m in (_adapter, _apis, _frames, _shm, *(sys.modules[a.__module__] for a in APIS))
+    for m in (_adapter, _apis, _frames, _imports, _shm, *(sys.modules[a.__module__] for a in APIS))
 ) | {os.path.abspath(__file__)}
 
 
@@ -115,6 +115,8 @@ def main():
             "protocol": PROTOCOL,
         },
     )
+    # `import mlrun` / `seldon_core` resolve to servegraph's stand-ins when not installed.
+    _imports.install()
     model = None
     declared = []
     while True:

@@ -13,19 +13,104 @@ arguments), calls `load()`, then per request runs MLRun's order: `preprocess(bod
 `validate(body, op)` → `predict(body)` → `postprocess(response)`, with MLRun's body
 `{"id", "inputs": <rows>}` (the request's single input tensor, as a NumPy array: the usual
 `np.asarray(body["inputs"])` works) and response `{"id", "model_name", "outputs"}`.
+
+Inside a servegraph worker whose interpreter has no `mlrun`, the original line works as it is
+too: `servegraph._imports` answers `mlrun`, `mlrun.serving` and `mlrun.serving.v2_serving`
+with this module's `V2ModelServer`.
 """
 
+import json
 import logging
 import os
 
 
-class _Context:
-    """What user code reaches through `self.context`: a logger."""
+class _Logger:
+    """MLRun's logger (`mlrun.utils.Logger`): `info(message, *args, **fields)`, likewise
+    `debug`, `warn`, `warning`, `error` and `exception`, the same under `info_with` and the
+    like, `bind(**fields)` for fields on every later line, `get_child(suffix)`. Keyword fields
+    (which the standard library's logger refuses) follow the message as JSON, as MLRun prints
+    them: `model loaded: {"rows": 3}`."""
 
-    def __init__(self, name):
-        self.logger = logging.getLogger("mlrun." + (name or "model"))
+    def __init__(self, name, bound=None):
+        self._logger = logging.getLogger(name)
+        self._bound = dict(bound or {})
+
+    def _log(self, level, message, args, fields, exc_info=None):
+        if not self._logger.isEnabledFor(level):
+            return
+        text = str(message) % args if args else str(message)
+        fields = {**fields, **self._bound}
+        if fields:
+            text = "%s: %s" % (text, json.dumps(fields, default=str, sort_keys=True))
+        self._logger.log(level, "%s", text, exc_info=exc_info)
+
+    def debug(self, message, *args, **fields):
+        self._log(logging.DEBUG, message, args, fields)
+
+    def info(self, message, *args, **fields):
+        self._log(logging.INFO, message, args, fields)
+
+    def warn(self, message, *args, **fields):
+        self._log(logging.WARNING, message, args, fields)
+
+    def warning(self, message, *args, **fields):
+        self._log(logging.WARNING, message, args, fields)
+
+    def error(self, message, *args, **fields):
+        self._log(logging.ERROR, message, args, fields)
+
+    def exception(self, message, *args, exc_info=True, **fields):
+        self._log(logging.ERROR, message, args, fields, exc_info=exc_info)
+
+    debug_with = debug
+    info_with = info
+    warn_with = warn
+    warning_with = warning
+    error_with = error
+    exception_with = exception
+
+    def bind(self, **fields):
+        self._bound.update(fields)
+
+    def get_child(self, suffix):
+        return _Logger("%s.%s" % (self._logger.name, suffix), self._bound)
+
+    @property
+    def level(self):
+        return self._logger.level
+
+    def set_logger_level(self, level):
+        self._logger.setLevel(level.upper() if isinstance(level, str) else level)
+
+
+class _Context:
+    """What user code reaches through `self.context`, as MLRun's `GraphContext` has it:
+    `logger` (MLRun's, taking keyword fields), `get_param(key, default=None)` (the step's
+    `class_args`), `get_secret(key)` (the environment variable of that name: give it in the
+    step's `env:`, since workers get a scrubbed environment; None when unset) and `verbose`
+    (False). Anything else of MLRun's context is refused by name."""
+
+    def __init__(self, name, params=None):
+        self.logger = _Logger("mlrun." + (name or "model"))
+        self.verbose = False
+        self._params = {} if params is None else params
         if not logging.getLogger().handlers:
             logging.basicConfig(level=logging.INFO)
+
+    def get_param(self, key, default=None):
+        return self._params.get(key, default)
+
+    def get_secret(self, key):
+        return os.environ.get(key)
+
+    def __getattr__(self, name):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        raise AttributeError(
+            "servegraph's MLRun context has `logger`, `get_param`, `get_secret` and `verbose`, "
+            "not `%s`: install mlrun in the model's interpreter (the step's `python:`) to use "
+            "it" % name
+        )
 
 
 class Event:
@@ -58,7 +143,8 @@ class V2ModelServer:
         self.version = ""
         if name and ":" in name:
             self.name, self.version = name.split(":", 1)
-        self.context = context or _Context(name)
+        self._params = kwargs
+        self.context = context or _Context(name, self._params)
         self.model_path = model_path
         self.model = model
         self.protocol = protocol or "v2"
@@ -67,7 +153,6 @@ class V2ModelServer:
         self.ready = model is not None
         self.error = ""
         self.model_spec = None
-        self._params = kwargs
         self.metrics = {}
 
     def load(self):
@@ -76,8 +161,10 @@ class V2ModelServer:
             raise NotImplementedError("a V2ModelServer subclass implements load()")
 
     def get_param(self, key, default=None):
-        """A parameter: the step's `class_args`."""
-        return self._params.get(key, default)
+        """A parameter: the step's `class_args`, else the context's."""
+        if key in self._params:
+            return self._params[key]
+        return self.context.get_param(key, default)
 
     def get_model(self, suffix=""):
         """The local model file and extra files, as MLRun's `(path, extra_dataitems)`:
@@ -129,7 +216,6 @@ class V2ModelServer:
 
 def context_for(name, params):
     """The `context` a model server is constructed with: MLRun's `GraphContext` as servegraph
-    gives it (a logger, `get_param` over the step's `class_args`)."""
-    context = _Context(name)
-    context.get_param = lambda key, default=None: params.get(key, default)
-    return context
+    gives it (`_Context`: a logger, `get_param` over the step's `class_args`, `get_secret`,
+    `verbose`)."""
+    return _Context(name, params)

@@ -7,7 +7,7 @@ use std::sync::{Arc, OnceLock};
 
 use super::error::WorkerError;
 
-const FILES: [(&str, &str); 13] = [
+const FILES: [(&str, &str); 14] = [
     (
         "servegraph/__init__.py",
         include_str!("../../../../python/servegraph/__init__.py"),
@@ -27,6 +27,10 @@ const FILES: [(&str, &str); 13] = [
     (
         "servegraph/_apis.py",
         include_str!("../../../../python/servegraph/_apis.py"),
+    ),
+    (
+        "servegraph/_imports.py",
+        include_str!("../../../../python/servegraph/_imports.py"),
     ),
     (
         "servegraph/_adapter.py",

@@ -1,0 +1,143 @@
+"""The peers' import lines, unchanged, inside a worker: `from mlrun.serving import
+V2ModelServer`, `from seldon_core.user_model import SeldonComponent`, `seldon_core.Storage`
+and the rest of `PROVIDED` resolve to servegraph's own implementations (`servegraph.compat`)
+when the model's interpreter does not have the real package.
+
+`install()` (called by `_worker.py` before user code is imported) puts one finder first on
+`sys.meta_path`. It answers `mlrun` and `seldon_core` only when no other finder finds them
+(it asks them): an installed `mlrun` or `seldon_core` (or one on the step's `python_path:`)
+is always the one imported, never shadowed. A folder of that name without `__init__.py` (a
+namespace package: a project's `mlrun/` folder beside the model file) does not count as the
+package. Any other name costs one dictionary lookup. Installing it imports nothing; the
+stand-in modules are made on their first import.
+
+What servegraph does not provide is refused by name, never answered with something else:
+`import mlrun.frameworks`, `from mlrun import get_dataitem` and `mlrun.get_dataitem` raise an
+ImportError (a ModuleNotFoundError) or an AttributeError saying what servegraph provides and
+that the real package is needed for the rest.
+"""
+
+import sys
+
+# Each stand-in module: the servegraph module its names come from, and the names (exactly the
+# real package's). Every module in between (`mlrun` for `mlrun.serving`) is a stand-in too.
+PROVIDED = {
+    "mlrun.serving": ("servegraph.compat.mlrun", ("V2ModelServer",)),
+    "mlrun.serving.v2_serving": ("servegraph.compat.mlrun", ("V2ModelServer",)),
+    "seldon_core": ("servegraph.compat.seldon", ("Storage",)),
+    "seldon_core.storage": ("servegraph.compat.seldon", ("Storage",)),
+    "seldon_core.user_model": (
+        "servegraph.compat.seldon",
+        ("SeldonComponent", "SeldonResponse", "SeldonNotImplementedError"),
+    ),
+    "seldon_core.metrics": (
+        "servegraph.compat.seldon",
+        ("COUNTER", "GAUGE", "TIMER")
+        + ("create_counter", "create_gauge", "create_timer", "validate_metrics"),
+    ),
+    "seldon_core.flask_utils": ("servegraph.compat.seldon", ("SeldonMicroserviceException",)),
+}
+
+# The pip name of each package, for the message that says to install it.
+DISTRIBUTIONS = {"mlrun": "mlrun", "seldon_core": "seldon-core"}
+
+
+def _modules():
+    """Every stand-in module name (the provided ones and their parents)."""
+    names = set()
+    for name in PROVIDED:
+        parts = name.split(".")
+        names.update(".".join(parts[: i + 1]) for i in range(len(parts)))
+    return names
+
+
+MODULES = frozenset(_modules())
+
+
+def _refusal(top, name):
+    mine = sorted(m for m in PROVIDED if m.split(".")[0] == top)
+    provided = ", ".join("`%s` (%s)" % (m, ", ".join(PROVIDED[m][1])) for m in mine)
+    return (
+        "`%s` is not part of servegraph's stand-in for %s (the package is not installed in this "
+        "interpreter): servegraph provides %s only. Install %s in the model's interpreter "
+        "(the step's `python:`) to use it" % (name, top, provided, DISTRIBUTIONS[top])
+    )
+
+
+class Aliases:
+    """The finder and loader of the stand-in modules (one instance, first on `sys.meta_path`)."""
+
+    def find_spec(self, fullname, path=None, target=None):
+        top = fullname.partition(".")[0]
+        if top not in DISTRIBUTIONS:
+            return None
+        if fullname == top:
+            if self._found_elsewhere(fullname):
+                return None
+        else:
+            parent = sys.modules.get(top)
+            spec = getattr(parent, "__spec__", None)
+            if spec is None or spec.loader is not self:
+                return None  # the real package is imported: its own modules only
+            if fullname not in MODULES:
+                # Named after the package (`mlrun`), which is what is missing; not after the
+                # module, so that `from mlrun import x` reports this rather than its own
+                # "cannot import name" (importlib ignores a failure named after `mlrun.x`).
+                raise ModuleNotFoundError(_refusal(top, fullname), name=top)
+        import importlib.machinery
+
+        return importlib.machinery.ModuleSpec(
+            fullname, self, origin="servegraph's stand-in", is_package=True
+        )
+
+    def _found_elsewhere(self, name):
+        """Whether another finder on `sys.meta_path` finds the package `name`, other than as a
+        namespace package (a bare folder of that name)."""
+        for finder in list(sys.meta_path):
+            find = getattr(finder, "find_spec", None)
+            if finder is self or find is None:
+                continue
+            spec = find(name, None)
+            namespace = spec is not None and spec.origin is None and spec.submodule_search_locations
+            if spec is not None and not namespace:
+                return True
+        return False
+
+    def create_module(self, spec):
+        return None
+
+    def exec_module(self, module):
+        import importlib
+
+        name = module.__name__
+        top = name.partition(".")[0]
+        source, names = PROVIDED.get(name, (None, ()))
+        if source is not None:
+            provider = importlib.import_module(source)
+            for n in names:
+                setattr(module, n, getattr(provider, n))
+        prefix = name + "."
+        below = [m[len(prefix) :] for m in MODULES if m.startswith(prefix)]
+        children = sorted(m for m in below if "." not in m)
+        module.__all__ = list(names)
+        module.__doc__ = "servegraph's stand-in for `%s` (%s is not installed): %s" % (
+            name,
+            top,
+            ", ".join(names + tuple(children)) or "its submodules",
+        )
+
+        def __getattr__(attr):
+            if attr in children:
+                return importlib.import_module(prefix + attr)
+            raise AttributeError(_refusal(top, prefix + attr))
+
+        module.__getattr__ = __getattr__
+
+
+_ALIASES = Aliases()
+
+
+def install():
+    """Puts the finder first on `sys.meta_path` (once)."""
+    if _ALIASES not in sys.meta_path:
+        sys.meta_path.insert(0, _ALIASES)
