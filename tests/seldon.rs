@@ -216,7 +216,9 @@ fn health_and_metadata_as_seldons_gateway_serves_them() {
     assert_eq!(v["strData"], "healthy");
     let v = ok(get_blocking(&server.addr, "/api/v1.0/metadata"));
     assert_eq!(v["name"], "seldon", "{v}");
-    assert!(v["models"]["healthy"].is_object(), "{v}");
+    // The class's init_metadata() says what it takes.
+    assert_eq!(v["models"]["healthy"]["inputs"][0]["name"], "input", "{v}");
+    assert_eq!(v["models"]["healthy"]["inputs"][0]["datatype"], "FP64", "{v}");
 }
 
 #[test]

@@ -74,14 +74,19 @@ class Seldon:
                 "`role: transformer` or `output_transformer` for a transformer)" % target.__name__
             )
         self.batchable = bool(getattr(self.obj, "batchable", False))
-        self.metadata = getattr(self.obj, "init_metadata", None)
+        self.metadata = None
+        if callable(getattr(self.obj, "init_metadata", None)):
+            self.metadata = lambda: call_optional(self.obj, "init_metadata") or {}
 
     def operation(self, op, body):
         return operation(self.obj, op, body)
 
     def health_check(self):
-        check = getattr(self.obj, "health_status", None)
-        return check if callable(check) else None
+        """The class's `health_status()`, when it has one; Seldon's base class's (which says
+        it is not implemented) counts as healthy, as in Seldon."""
+        if not callable(getattr(self.obj, "health_status", None)):
+            return None
+        return lambda: call_optional(self.obj, "health_status")
 
     # -- the message path (Seldon's protocol) -------------------------------------------
 

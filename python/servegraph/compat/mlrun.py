@@ -10,9 +10,10 @@ and serve the class with `class: python, class_name: ...` (the API is detected f
 class). The worker constructs it as MLRun does (`context`, `name` = the step's name,
 `model_path` = the step's `model_path`/`model_uri`, the step's `class_args` as keyword
 arguments), calls `load()`, then per request runs MLRun's order: `preprocess(body, op)` →
-`validate(body, op)` → `predict(body)` → `postprocess(response)`, with MLRun's body
-`{"id", "inputs": <rows>}` (the request's single input tensor, as a NumPy array: the usual
-`np.asarray(body["inputs"])` works) and response `{"id", "model_name", "outputs"}`.
+`validate(body, op)` → `predict(body)` (or `explain`) → `postprocess(response)`, with MLRun's
+body as the client sent it (`inputs` the JSON's list; an OIP request's one input tensor as
+such a list) and MLRun's response `{"id", "model_name", "outputs", "timestamp"}`
+(`servegraph._api_mlrun`).
 
 Inside a servegraph worker whose interpreter has no `mlrun`, the original line works as it is
 too: `servegraph._imports` answers `mlrun`, `mlrun.serving` and `mlrun.serving.v2_serving`
@@ -83,16 +84,24 @@ class _Logger:
         self._logger.setLevel(level.upper() if isinstance(level, str) else level)
 
 
+class _Stream:
+    enabled = False
+
+
 class _Context:
     """What user code reaches through `self.context`, as MLRun's `GraphContext` has it:
     `logger` (MLRun's, taking keyword fields), `get_param(key, default=None)` (the step's
     `class_args`), `get_secret(key)` (the environment variable of that name: give it in the
-    step's `env:`, since workers get a scrubbed environment; None when unset) and `verbose`
-    (False). Anything else of MLRun's context is refused by name."""
+    step's `env:`, since workers get a scrubbed environment; None when unset), `verbose`
+    (False) and `stream.enabled` (False). Anything else of MLRun's context is refused by
+    name."""
 
     def __init__(self, name, params=None):
         self.logger = _Logger("mlrun." + (name or "model"))
         self.verbose = False
+        # MLRun's own V2ModelServer (when mlrun is installed) pushes to the model-monitoring
+        # stream when the context's is enabled: servegraph's tracking stream does that job.
+        self.stream = _Stream()
         self._params = {} if params is None else params
         if not logging.getLogger().handlers:
             logging.basicConfig(level=logging.INFO)
@@ -107,7 +116,7 @@ class _Context:
         if name.startswith("__"):
             raise AttributeError(name)
         raise AttributeError(
-            "servegraph's MLRun context has `logger`, `get_param`, `get_secret` and `verbose`, "
+            "servegraph's MLRun context has `logger`, `get_param`, `get_secret`, `verbose` and `stream`, "
             "not `%s`: install mlrun in the model's interpreter (the step's `python:`) to use "
             "it" % name
         )

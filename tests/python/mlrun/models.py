@@ -4,7 +4,7 @@ tests drive them with MLRun's own bodies and check the answers are MLRun's."""
 
 import numpy as np
 
-from servegraph.compat.mlrun import V2ModelServer
+from mlrun.serving import V2ModelServer
 
 
 class ClassifierModel(V2ModelServer):

@@ -4,7 +4,7 @@ tests/seldon.rs with Seldon's own request bodies."""
 
 import numpy as np
 
-from servegraph.compat.seldon import SeldonComponent, SeldonResponse
+from seldon_core.user_model import SeldonComponent, SeldonResponse
 
 
 class Doubler:

@@ -110,11 +110,17 @@ impl PythonModel {
                 )
             }
         }
+        // What the graph does not declare, the class may say (`init_metadata()`,
+        // `metadata()`), once loaded.
+        let said = health.metadata.lock().expect("not poisoned").clone();
+        let said = |field: &str| -> Option<Vec<TensorMeta>> {
+            serde_json::from_value(said.as_ref()?.get(field)?.clone()).ok()
+        };
         Ok(PythonModel {
             name: name.to_owned(),
             queue: tx,
-            inputs: spec.inputs.clone(),
-            outputs: spec.outputs.clone(),
+            inputs: spec.inputs.clone().or_else(|| said("inputs")),
+            outputs: spec.outputs.clone().or_else(|| said("outputs")),
             loaded,
             health,
             pass_through: false,

@@ -66,6 +66,9 @@ pub struct Health {
     /// The class takes request bodies as its protocol sent them (its API is MLRun's or
     /// Seldon's), as its workers said when they loaded.
     pub(crate) takes_bodies: AtomicBool,
+    /// What the class says of itself (`init_metadata()`, `metadata()`), as the first worker
+    /// to load said it.
+    pub(crate) metadata: Mutex<Option<serde_json::Value>>,
     /// Why the last probe said it is not ready (`None`: ready, or not probed yet).
     unhealthy: Mutex<Option<String>>,
     /// Whether `unhealthy` holds a reason: every call reads it, the lock only when set.

@@ -193,6 +193,10 @@ fn load(
             if reply.meta.as_ref().is_some_and(|m| m["bodies"] == true) {
                 config.health.takes_bodies.store(true, Ordering::Relaxed);
             }
+            if let Some(m) = reply.meta.as_ref().and_then(|m| m.get("metadata")) {
+                let mut metadata = config.health.metadata.lock().expect("not poisoned");
+                metadata.get_or_insert_with(|| m.clone());
+            }
             Ok(())
         }
         frame::LOAD_ERROR => Err(WorkerError::Load(frame::python_error(
