@@ -218,7 +218,10 @@ fn health_and_metadata_as_seldons_gateway_serves_them() {
     assert_eq!(v["name"], "seldon", "{v}");
     // The class's init_metadata() says what it takes.
     assert_eq!(v["models"]["healthy"]["inputs"][0]["name"], "input", "{v}");
-    assert_eq!(v["models"]["healthy"]["inputs"][0]["datatype"], "FP64", "{v}");
+    assert_eq!(
+        v["models"]["healthy"]["inputs"][0]["datatype"], "FP64",
+        "{v}"
+    );
 }
 
 #[test]

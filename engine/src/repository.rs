@@ -35,6 +35,79 @@ pub struct State {
     /// The version a request naming no version gets, per model.
     #[serde(default)]
     pub defaults: BTreeMap<String, String>,
+    /// Clipper's application settings, per model (its app is named like it): what a load's
+    /// configuration `parameters` said (`input_type`, `default_output`, `slo_micros`, as
+    /// Clipper's `register_application` takes them). They outlive unloads and later loads
+    /// that say nothing of them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub apps: BTreeMap<String, App>,
+}
+
+/// A Clipper application's settings (`POST /{app}/predict`, `crate::http`'s Clipper routes).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct App {
+    /// Clipper's input type: `integers`, `floats`, `doubles`, `bytes` (queries send base64)
+    /// or `strings`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_type: Option<String>,
+    /// Answered, with `"default": true`, when the model fails or passes the SLO; as Clipper
+    /// does, text that parses as JSON is answered as that JSON.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_output: Option<String>,
+    /// The query's deadline, in microseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slo_micros: Option<u64>,
+}
+
+/// Clipper's input types.
+pub const INPUT_TYPES: [&str; 5] = ["integers", "floats", "doubles", "bytes", "strings"];
+
+impl App {
+    /// The settings a load's configuration `parameters` give (`None` when they give none),
+    /// checked.
+    fn from_params(params: Option<&Value>) -> Result<Option<App>, Error> {
+        let input_type = param(params, "input_type");
+        if let Some(t) = input_type
+            && !INPUT_TYPES.contains(&t)
+        {
+            return Err(bad(format!(
+                "`parameters.input_type` `{t}` is not one of Clipper's input types: {}",
+                INPUT_TYPES.join(", ")
+            )));
+        }
+        let slo_micros = match params.and_then(|p| p.get("slo_micros")) {
+            None | Some(Value::Null) => None,
+            Some(v) => {
+                let v = v.get("string_value").unwrap_or(v);
+                let n = v
+                    .as_u64()
+                    .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
+                    .filter(|n| *n > 0);
+                Some(n.ok_or_else(|| {
+                    bad(format!(
+                        "`parameters.slo_micros` is the query deadline in microseconds (a \
+                         positive integer), not {v}"
+                    ))
+                })?)
+            }
+        };
+        let app = App {
+            input_type: input_type.map(str::to_owned),
+            default_output: param(params, "default_output").map(str::to_owned),
+            slo_micros,
+        };
+        Ok((app != App::default()).then_some(app))
+    }
+
+    /// These settings over `older`: what these leave unsaid stays.
+    fn over(self, older: Option<&App>) -> App {
+        let older = older.cloned().unwrap_or_default();
+        App {
+            input_type: self.input_type.or(older.input_type),
+            default_output: self.default_output.or(older.default_output),
+            slo_micros: self.slo_micros.or(older.slo_micros),
+        }
+    }
 }
 
 /// One model version the repository holds.
@@ -337,12 +410,17 @@ pub fn plan_load(host: &Host<'_>, state: &State, name: &str, body: &Value) -> Re
     }
     let config = config.unwrap_or_else(|| json!({}));
     let kind = backend(&config, &files)?;
+    let app = App::from_params(config.get("parameters"))?;
     let root = files_dir(host.graph);
     let graph_dir = host.graph.parent().unwrap_or(Path::new("."));
     let stamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis())
         .unwrap_or_default();
+    if let Some(app) = app {
+        let app = app.over(next.apps.get(name));
+        next.apps.insert(name.to_owned(), app);
+    }
     let mut plan = Plan {
         state: next,
         written: Vec::new(),
@@ -963,6 +1041,56 @@ mod tests {
                     .next()
                     .is_none()
         );
+    }
+
+    #[test]
+    fn clipper_app_settings_come_from_the_configuration_and_outlive_later_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let graph = dir.path().join("g.yaml");
+        let h = host(&graph);
+        let load = |params: Value, version: &str| {
+            let config = json!({"backend": "onnxruntime", "parameters": params});
+            json!({"parameters": {"config": config.to_string(),
+                format!("file:{version}/model.onnx"): b64(b"a")}})
+        };
+        let first = load(
+            json!({"input_type": {"string_value": "doubles"},
+                "default_output": {"string_value": "-1.0"},
+                "slo_micros": {"string_value": "100000"}}),
+            "1",
+        );
+        let s = plan_load(&h, &State::default(), "m", &first).unwrap().state;
+        let want = App {
+            input_type: Some("doubles".into()),
+            default_output: Some("-1.0".into()),
+            slo_micros: Some(100_000),
+        };
+        assert_eq!(s.apps["m"], want);
+        // A later version that says nothing of the app keeps it; one that says part of it
+        // changes that part.
+        let s = plan_load(&h, &s, "m", &load(json!({}), "2")).unwrap().state;
+        assert_eq!(s.apps["m"], want);
+        let s = plan_load(&h, &s, "m", &load(json!({"slo_micros": 5}), "3"))
+            .unwrap()
+            .state;
+        assert_eq!(s.apps["m"].slo_micros, Some(5));
+        assert_eq!(s.apps["m"].default_output.as_deref(), Some("-1.0"));
+        // Saved with the overlay; an overlay without apps reads as before.
+        s.save(&graph).unwrap();
+        assert_eq!(State::read(&graph).unwrap(), s);
+        for (params, want) in [
+            (
+                json!({"input_type": "ints"}),
+                "not one of Clipper's input types",
+            ),
+            (json!({"slo_micros": "soon"}), "in microseconds"),
+            (json!({"slo_micros": 0}), "in microseconds"),
+        ] {
+            let e = plan_load(&h, &s, "m", &load(params, "4"))
+                .err()
+                .expect("refused");
+            assert!(e.message.contains(want), "{want}: {}", e.message);
+        }
     }
 
     #[test]

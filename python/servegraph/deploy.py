@@ -3,12 +3,17 @@
     import servegraph
     servegraph.deploy_python_closure("http://localhost:8080", "add-one", "1", "doubles",
                                      lambda xs: [x.sum() + 1 for x in xs], token="secret")
+    servegraph.create_endpoint("http://localhost:8080", "hello-world", "doubles",
+                               lambda xs: [str(sum(x)) for x in xs], default_output="-1.0",
+                               slo_micros=100000, token="secret")
 
 Every call talks to the server's model repository (Triton's extension:
 `POST /v2/repository/models/{name}/load` with `parameters.config` and base64 `file:` parameters),
 behind the server's admin token. A deployed model answers the Open Inference Protocol like any
-other: input tensor `input`, output tensor `output`. Needs only the standard library, NumPy and
-(for closures) cloudpickle.
+other: input tensor `input`, output tensor `output`; and Clipper's query API, `POST
+/{name}/predict` with `{"input": ...}`, where `default_output` and `slo_micros` (Clipper's
+`register_application` settings, which every deployer takes) apply. Needs only the standard
+library, NumPy and (for closures) cloudpickle.
 """
 
 import base64
@@ -20,6 +25,7 @@ import urllib.request
 
 __all__ = [
     "DeployError",
+    "create_endpoint",
     "deploy_python_closure",
     "deploy_onnx_model",
     "deploy_sklearn_model",
@@ -102,6 +108,22 @@ def _example_request(example, input_type):
     return {"inputs": [{"name": "input", "datatype": datatype, "shape": shape, "data": data}]}
 
 
+def _app_params(input_type=None, default_output=None, slo_micros=None):
+    """Clipper's application settings as configuration parameters: the server keeps them
+    for `POST /{name}/predict` (a later load that gives none keeps them)."""
+    params = {}
+    if input_type is not None:
+        params["input_type"] = {"string_value": str(input_type)}
+    if default_output is not None:
+        params["default_output"] = {"string_value": str(default_output)}
+    if slo_micros is not None:
+        micros = int(slo_micros)
+        if micros <= 0:
+            raise ValueError("slo_micros must be a positive number of microseconds, not %r" % (slo_micros,))
+        params["slo_micros"] = {"string_value": str(micros)}
+    return params
+
+
 def _local_modules(func):
     """Modules the function uses that are the user's own (not installed, not the standard
     library): cloudpickle ships them by value, so the server needs no copy of them."""
@@ -147,6 +169,9 @@ def deploy_python_closure(
     pkgs_to_install=None,
     token=None,
     example=None,
+    default_output=None,
+    slo_micros=None,
+    num_replicas=1,
 ):
     """Deploys `func` as model `name`, version `version` (Clipper's contract: `func` takes a
     list of inputs and returns a list of outputs of the same length).
@@ -157,7 +182,11 @@ def deploy_python_closure(
     into a virtualenv of the model's own, when the server allows it (`--allow-pip`). `example`
     (a list of inputs) is run by the server before the model serves: a failure is raised here
     with the function's traceback. The function is pickled with cloudpickle (your own modules
-    by value) and needs the server's Python version."""
+    by value) and needs the server's Python version. `num_replicas` worker processes serve it.
+
+    Clipper's queries (`POST /{name}/predict`) answer `default_output` (with `"default":
+    true`) when the function fails or takes longer than `slo_micros`; without
+    `default_output` they answer an error."""
     import cloudpickle
 
     name, version = _check(name, version)
@@ -180,6 +209,7 @@ def deploy_python_closure(
         "class_args": {"string_value": json.dumps({"input_type": input_type})},
         "python_version": {"string_value": "%d.%d" % sys.version_info[:2]},
     }
+    params.update(_app_params(input_type, default_output, slo_micros))
     if pkgs_to_install:
         params["pkgs_to_install"] = {"string_value": json.dumps(list(pkgs_to_install))}
     if example is not None:
@@ -194,13 +224,59 @@ def deploy_python_closure(
     if batch_size and int(batch_size) > 1:
         config["dynamic_batching"] = {"max_queue_delay_microseconds": 0}
         config["input"][0]["dims"] = [] if datatype == "BYTES" else [-1]
+    if num_replicas and int(num_replicas) > 1:
+        config["instance_group"] = [{"count": int(num_replicas), "kind": "KIND_CPU"}]
     return _load(url, name, config, {"%s/func.pkl" % version: payload}, token)
 
 
-def deploy_onnx_model(url, name, version, path_or_bytes, token=None, config=None):
+def create_endpoint(
+    url,
+    name,
+    input_type,
+    func,
+    default_output="None",
+    version=1,
+    slo_micros=3000000,
+    labels=None,
+    registry=None,
+    base_image="default",
+    num_replicas=1,
+    batch_size=-1,
+    pkgs_to_install=None,
+    token=None,
+    example=None,
+):
+    """Clipper's `create_endpoint`: registers the application `name` and deploys `func` as
+    the model it is linked to, in one call. Queries go to `POST {url}/{name}/predict` with
+    `{"input": ...}` or `{"input_batch": [...]}`; one the function fails, or does not answer
+    within `slo_micros` (default 3 s), answers `default_output` (Clipper's default, the text
+    "None") with `"default": true`. `labels`, `registry` and `base_image` (Docker's, in
+    Clipper) are accepted and unused; `url` stands where Clipper takes its connection."""
+    del labels, registry, base_image
+    return deploy_python_closure(
+        url,
+        name,
+        version,
+        input_type,
+        func,
+        batch_size=batch_size,
+        pkgs_to_install=pkgs_to_install,
+        token=token,
+        example=example,
+        default_output=default_output,
+        slo_micros=slo_micros,
+        num_replicas=num_replicas,
+    )
+
+
+def deploy_onnx_model(
+    url, name, version, path_or_bytes, token=None, config=None, input_type=None, default_output=None, slo_micros=None
+):
     """Deploys an ONNX model (a file path or its bytes) as `name`, version `version`; its
     tensors keep the model's names. PyTorch users export with `torch.onnx.export` first.
-    `config` is a Triton model configuration (dict) for batching or sessions."""
+    `config` is a Triton model configuration (dict) for batching or sessions.
+    `input_type`, `default_output` and `slo_micros` are its Clipper app's
+    (`POST /{name}/predict`)."""
     name, version = _check(name, version)
     if isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
         content = bytes(path_or_bytes)
@@ -210,13 +286,28 @@ def deploy_onnx_model(url, name, version, path_or_bytes, token=None, config=None
     cfg = dict(config or {})
     cfg.setdefault("name", name)
     cfg.setdefault("backend", "onnxruntime")
+    app = _app_params(input_type, default_output, slo_micros)
+    if app:
+        cfg["parameters"] = dict(cfg.get("parameters") or {}, **app)
     return _load(url, name, cfg, {"%s/model.onnx" % version: content}, token)
 
 
-def deploy_sklearn_model(url, name, version, model, token=None, method="predict", pkgs_to_install=None, example=None):
+def deploy_sklearn_model(
+    url,
+    name,
+    version,
+    model,
+    token=None,
+    method="predict",
+    pkgs_to_install=None,
+    example=None,
+    default_output=None,
+    slo_micros=None,
+):
     """Deploys a scikit-learn estimator (pickled; served by the server's Python, which needs
     scikit-learn) as `name`, version `version`: `output` is `model.predict(input)` (or
-    `method`, e.g. `predict_proba`). `example` (rows) is run by the server before it serves."""
+    `method`, e.g. `predict_proba`). `example` (rows) is run by the server before it serves.
+    `default_output` and `slo_micros` are its Clipper app's (`POST /{name}/predict`)."""
     import pickle
 
     name, version = _check(name, version)
@@ -228,6 +319,7 @@ def deploy_sklearn_model(url, name, version, model, token=None, method="predict"
         "class_name": {"string_value": "Sklearn"},
         "class_args": {"string_value": json.dumps({"method": method})},
     }
+    params.update(_app_params("doubles", default_output, slo_micros))
     if pkgs_to_install:
         params["pkgs_to_install"] = {"string_value": json.dumps(list(pkgs_to_install))}
     if example is not None:

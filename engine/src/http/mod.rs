@@ -9,14 +9,16 @@
 //! | `servegraph.rs` | servegraph's own: feedback, experiments, custom operations, metrics, reload |
 //! | `mlrun.rs` | MLRun's: `POST /` with the model in the body, `.../predict` |
 //! | `seldon.rs` | Seldon Core's v1: `/api/v1.0/predictions`, `feedback`, `metadata` (also behind the gateway's `/seldon/...` prefixes), `/health/ping`, `/health/status` |
+//! | `clipper.rs` | Clipper's query frontend: `POST /{app}/predict`, default outputs and SLOs |
 //!
-//! A new REST protocol (Seldon's, KServe's v1, Clipper's) is a module of routes, with its
+//! A new REST protocol (KServe's v1) is a module of routes, with its
 //! body codec ([`crate::protocol::Codec`]) handed to the request path, and one line in
 //! [`REST_PROTOCOLS`].
 //!
 //! [`router`] builds the app from its state, apart from any listener, so tests drive it with
 //! `tower::ServiceExt::oneshot` and the server (`crate::server`) serves it on a socket.
 
+mod clipper;
 mod mlrun;
 mod oip;
 mod seldon;
@@ -50,7 +52,7 @@ pub struct RestProtocol {
 /// Every REST protocol the HTTP transport serves, once. A path and method are served by one
 /// protocol (axum refuses the same path and method twice), and literal segments win over
 /// parameters.
-pub const REST_PROTOCOLS: [RestProtocol; 4] = [
+pub const REST_PROTOCOLS: [RestProtocol; 5] = [
     RestProtocol {
         name: "oip",
         routes: oip::routes,
@@ -66,6 +68,10 @@ pub const REST_PROTOCOLS: [RestProtocol; 4] = [
     RestProtocol {
         name: "seldon",
         routes: seldon::routes,
+    },
+    RestProtocol {
+        name: "clipper",
+        routes: clipper::routes,
     },
 ];
 
@@ -201,16 +207,23 @@ pub fn status_of(kind: ErrorKind) -> StatusCode {
     StatusCode::from_u16(kind.status()).expect("a valid status")
 }
 
+/// Logs a failed request: an internal failure at warn (the same one once a minute), anything
+/// else at debug.
+fn log_failure(error: &Error) {
+    let status = status_of(error.kind);
+    if error.kind == ErrorKind::Internal
+        && crate::logs::first_in_a_while(&(status.as_u16(), &error.message, &error.step))
+    {
+        tracing::warn!(status = status.as_u16(), %error, "request failed (the same failure is logged again after a minute at the earliest)");
+    } else {
+        tracing::debug!(status = status.as_u16(), %error, "request refused");
+    }
+}
+
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let status = status_of(self.kind);
-        if self.kind == ErrorKind::Internal
-            && crate::logs::first_in_a_while(&(status.as_u16(), &self.message, &self.step))
-        {
-            tracing::warn!(status = status.as_u16(), error = %self, "request failed (the same failure is logged again after a minute at the earliest)");
-        } else {
-            tracing::debug!(status = status.as_u16(), error = %self, "request refused");
-        }
+        log_failure(&self);
         let mut response = (status, Json(json!({ "error": self.to_string() }))).into_response();
         if status == StatusCode::TOO_MANY_REQUESTS {
             response
@@ -276,7 +289,9 @@ async fn not_found(method: Method, uri: Uri) -> Error {
 async fn method_not_allowed(method: Method, uri: Uri) -> Response {
     let path = uri.path();
     let gets = ["/v2", "/metrics", "/v2/health/live", "/v2/health/ready"];
-    let post = path == "/" || path == "/admin/reload";
+    let clipper =
+        !path.starts_with("/v2/") && (path.ends_with("/predict") || path.ends_with("/predict/"));
+    let post = path == "/" || path == "/admin/reload" || clipper;
     let get = !post
         && (gets.contains(&path)
             || path.ends_with("/ready")
@@ -335,33 +350,47 @@ fn json_body(
 }
 
 /// What an inference route addressed: the model (the URL's; `None`: the graph's own policy,
-/// unless the body or `x-model-name` names one), its version, explain or infer, and the
-/// protocol's body codec (`None`: the OIP's, or MLRun's rows, by the body's shape).
+/// unless the body or `x-model-name` names one), its version, explain or infer, the
+/// protocol's body codec (`None`: the OIP's, or MLRun's rows, by the body's shape), and the
+/// protocol's deadline for the request, if it has one.
 #[derive(Clone, Copy, Default)]
 struct Inference<'a> {
     model: Option<&'a str>,
     version: Option<&'a str>,
     explain: bool,
-    codec: Option<&'static dyn crate::protocol::Codec>,
+    codec: Option<&'a dyn crate::protocol::Codec>,
+    deadline: Option<std::time::Duration>,
 }
 
-/// One inference (or explanation) through the request path.
+/// One inference (or explanation) through the request path, answered as HTTP.
 async fn run_infer(
     state: &AppState,
     at: Inference<'_>,
     headers: &HeaderMap,
     body: Body,
 ) -> Response {
+    match infer(state, at, headers, body).await {
+        Ok(answer) => http_response(answer),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// One inference (or explanation) through the request path: the answer, or the error for
+/// the protocol to answer in its own shape.
+async fn infer(
+    state: &AppState,
+    at: Inference<'_>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<crate::request::Response, Error> {
     let Inference {
         model,
         version,
         explain,
         codec,
+        deadline,
     } = at;
-    let served = match state.current() {
-        Ok(served) => served,
-        Err(e) => return e.into_response(),
-    };
+    let served = state.current()?;
     let request = Request {
         model,
         version,
@@ -369,7 +398,7 @@ async fn run_infer(
         headers,
         resume_after: None,
         encoding: Encoding::AsRequested,
-        deadline: None,
+        deadline,
         codec,
     };
     let span = || {
@@ -384,10 +413,7 @@ async fn run_infer(
         }
     };
     let body = state.body(body, headers);
-    match served.handle(request, span, body).await {
-        Ok(answer) => http_response(answer),
-        Err(e) => e.into_response(),
-    }
+    served.handle(request, span, body).await
 }
 
 /// An answer as an HTTP response: JSON, or JSON then binary data (the binary extension).

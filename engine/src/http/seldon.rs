@@ -15,7 +15,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
-use super::{AppState, Inference, run_infer};
+use super::{AppState, Inference, http_response, log_failure};
 use crate::error::{Error, ErrorKind};
 use crate::protocol::seldon::{SeldonMessage, error_body};
 
@@ -67,7 +67,7 @@ async fn predict(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    infer(state, path, headers, body, false).await
+    message(state, path, headers, body, false).await
 }
 
 /// `POST .../api/v1.0/explain`: the graph's `/explain` on a SeldonMessage.
@@ -77,10 +77,10 @@ async fn explain(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    infer(state, path, headers, body, true).await
+    message(state, path, headers, body, true).await
 }
 
-async fn infer(
+async fn message(
     state: Arc<AppState>,
     path: Deployment,
     headers: HeaderMap,
@@ -97,7 +97,10 @@ async fn infer(
         codec: Some(&SeldonMessage),
         ..Inference::default()
     };
-    in_seldons_shape(run_infer(&state, at, &headers, body).await).await
+    match super::infer(&state, at, &headers, body).await {
+        Ok(answer) => http_response(answer),
+        Err(e) => seldon_error(e),
+    }
 }
 
 /// `POST .../api/v1.0/feedback`: Seldon's `{"request", "response", "reward", "truth"}`,
@@ -172,37 +175,16 @@ async fn metadata(State(state): State<Arc<AppState>>, path: Deployment) -> Respo
     }
 }
 
+/// An error in Seldon's shape (logged as every protocol's are).
 fn seldon_error(e: Error) -> Response {
+    log_failure(&e);
     let status = super::status_of(e.kind);
-    let body = error_body(status.as_u16(), Some(e.kind), &e.message);
-    (status, Json(body)).into_response()
-}
-
-/// An error answer of the request path (`{"error": ...}`) in Seldon's shape; others as they
-/// are.
-async fn in_seldons_shape(response: Response) -> Response {
-    let status = response.status();
-    if status.is_success() {
-        return response;
-    }
-    let (parts, body) = response.into_parts();
-    let bytes = axum::body::to_bytes(body, 1 << 20)
-        .await
-        .unwrap_or_default();
-    let info = serde_json::from_slice::<Value>(&bytes)
-        .ok()
-        .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_owned))
-        .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
-    let body = error_body(
-        status.as_u16(),
-        Some(ErrorKind::from_status(status.as_u16())),
-        &info,
-    );
+    let body = error_body(status.as_u16(), e.kind, &e.to_string());
     let mut response = (status, Json(body)).into_response();
-    for (name, value) in parts.headers.iter() {
-        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
-            response.headers_mut().insert(name.clone(), value.clone());
-        }
+    if e.kind == ErrorKind::Overloaded {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
     }
     response
 }

@@ -92,3 +92,18 @@ async fn over_max_in_flight_is_429_with_retry_after() {
     let r = first.await.unwrap().unwrap();
     assert_eq!(r.status(), StatusCode::OK);
 }
+
+#[tokio::test]
+async fn clipper_queries_before_a_graph_is_served_are_clippers_503() {
+    let app = router(AppState::new(HttpConfig::default()));
+    let query = Request::post("/m/predict")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(r#"{"input": [1.0]}"#))
+        .unwrap();
+    let r = app.oneshot(query).await.unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        body_json(r).await,
+        json!({"error": "Query processing error", "cause": "not ready: models are loading"})
+    );
+}

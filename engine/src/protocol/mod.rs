@@ -5,11 +5,13 @@
 //! Transport-independent: the HTTP source uses it, and so will the Kafka source.
 //!
 //! One file per job: `request` decoding, `json` and `binary` tensor data, `response`
-//! encoding, and the `client` side that remote steps use.
+//! encoding, and the `client` side that remote steps use; `codec` the protocols' bodies
+//! (with `mlrun`'s rows and `clipper`'s queries).
 
 mod binary;
 mod classify;
 mod client;
+pub mod clipper;
 pub mod codec;
 mod json;
 pub mod mlrun;

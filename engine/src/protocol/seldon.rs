@@ -179,13 +179,13 @@ fn flat(t: &crate::tensor::Tensor) -> crate::tensor::Tensor {
 
 /// An error in the shape Seldon's gateway answers them: `{"status": {"code", "info",
 /// "reason", "status": "FAILURE"}}`, `code` the HTTP status.
-pub fn error_body(status: u16, kind: Option<ErrorKind>, info: &str) -> Value {
+pub fn error_body(status: u16, kind: ErrorKind, info: &str) -> Value {
     let reason = match kind {
-        Some(ErrorKind::BadRequest | ErrorKind::Unprocessable) => "MICROSERVICE_BAD_DATA",
-        Some(ErrorKind::NotFound) => "NOT_FOUND",
-        Some(ErrorKind::Overloaded | ErrorKind::Unavailable) => "UNAVAILABLE",
-        Some(ErrorKind::Timeout) => "TIMEOUT",
-        Some(ErrorKind::NotImplemented) => "NOT_IMPLEMENTED",
+        ErrorKind::BadRequest | ErrorKind::Unprocessable => "MICROSERVICE_BAD_DATA",
+        ErrorKind::NotFound => "NOT_FOUND",
+        ErrorKind::Overloaded | ErrorKind::Unavailable => "UNAVAILABLE",
+        ErrorKind::Timeout => "TIMEOUT",
+        ErrorKind::NotImplemented => "NOT_IMPLEMENTED",
         _ => "MICROSERVICE_INTERNAL_ERROR",
     };
     json!({"status": {"code": status, "info": info, "reason": reason, "status": "FAILURE"}})
