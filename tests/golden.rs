@@ -122,9 +122,29 @@ fn example_graph_answers_its_golden_requests(#[files("graphs/*.yaml")] path: Pat
             String::from_utf8_lossy(&out.stderr)
         );
         let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        if let Some(answer) = case.get("answer") {
+            // A flow of steps written against bodies (MLRun's) answers its last step's body.
+            assert_eq!(
+                &without_timestamp(v),
+                answer,
+                "{stem}/{model}: the body answered"
+            );
+            continue;
+        }
         metadata_matches_request(&graph, &stem, model, &case["request"], &v);
         check_answer(&stem, model, &case, &v);
     }
+}
+
+/// A body answer without MLRun's `timestamp` (the time of the run), at any depth.
+fn without_timestamp(mut v: Value) -> Value {
+    if let Value::Object(m) = &mut v {
+        m.remove("timestamp");
+        for value in m.values_mut() {
+            *value = without_timestamp(value.take());
+        }
+    }
+    v
 }
 
 /// Issue 14: every example graph answers its golden requests over gRPC as over HTTP, sent by
@@ -147,6 +167,15 @@ fn example_graph_answers_its_golden_requests_over_grpc(#[files("graphs/*.yaml")]
         path.clone()
     };
     let s = Server::start(graph.to_str().unwrap(), &["--grpc-listen", "127.0.0.1:0"]);
+    // Body answers (an MLRun flow's) are HTTP's and Kafka's: gRPC carries tensors only, and
+    // refuses them (tests/mlrun.rs).
+    let cases: Vec<Value> = cases
+        .into_iter()
+        .filter(|c| c.get("answer").is_none())
+        .collect();
+    if cases.is_empty() {
+        return;
+    }
     let requests: Vec<Value> = cases
         .iter()
         .map(|c| serde_json::json!({"model": c["model"], "request": c["request"]}))

@@ -165,3 +165,135 @@ fn a_class_taking_tensors_refuses_a_body_it_has_no_tensors_for() {
         r.body
     );
 }
+
+/// A flow of `kind: task` steps (fields per step) on `tests/python/mlrun/tasks.py`.
+fn flow(steps: &[(&str, &str)]) -> (tempfile::TempDir, Server) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = flow_file(dir.path(), steps);
+    let server = Server::start(&path, &[]);
+    (dir, server)
+}
+
+fn flow_file(dir: &std::path::Path, steps: &[(&str, &str)]) -> String {
+    let tasks = root().join("tests/python/mlrun/tasks.py");
+    let mut yaml = String::from("name: flow\ngraph:\n  kind: flow\n  steps:\n");
+    let mut previous: Option<&str> = None;
+    for (name, fields) in steps {
+        let after = previous
+            .map(|p| format!(", after: [{p}]"))
+            .unwrap_or_default();
+        yaml.push_str(&format!(
+            "    {name}: {{kind: task, path: {}, python: {}, {fields}{after}}}\n",
+            tasks.display(),
+            test_python().display()
+        ));
+        previous = Some(name);
+    }
+    let path = dir.join("flow.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    path.display().to_string()
+}
+
+#[test]
+fn a_handler_task_gets_the_body_and_its_result_is_the_next_body() {
+    let (_dir, server) = flow(&[("double", "handler: double")]);
+    let v = ok(post(
+        &server.addr,
+        "/v2/models/flow/infer",
+        r#"{"values": [1, 2.5]}"#,
+    ));
+    assert_eq!(v, json!([2, 5.0]));
+}
+
+#[test]
+fn input_path_and_result_path_pick_and_place_parts_of_the_body() {
+    let (_dir, server) = flow(&[(
+        "double",
+        "handler: double, input_path: data, result_path: out.doubled",
+    )]);
+    let v = ok(post(
+        &server.addr,
+        "/v2/models/flow/infer",
+        r#"{"data": {"values": [3]}, "keep": true}"#,
+    ));
+    assert_eq!(
+        v,
+        json!({"data": {"values": [3]}, "keep": true, "out": {"doubled": [6]}})
+    );
+}
+
+#[test]
+fn a_handler_asking_for_context_gets_mlruns_context() {
+    let (_dir, server) = flow(&[("ctx", "handler: with_context")]);
+    let v = ok(post(&server.addr, "/v2/models/flow/infer", r#"{"a": 1}"#));
+    assert_eq!(v, json!({"param": "default", "got": {"a": 1}}));
+}
+
+#[test]
+fn class_tasks_call_do_do_event_or_the_named_handler() {
+    let (_dir, server) = flow(&[
+        ("count", "class_name: Counter, class_args: {start: 10}"),
+        ("event", "class_name: EventStep"),
+    ]);
+    let v = ok(post(
+        &server.addr,
+        "/v2/models/flow/infer",
+        r#"{"id": "e1", "x": 1}"#,
+    ));
+    assert_eq!(
+        v,
+        json!({"id": "e1", "body": {"step": "count", "count": 11, "context": true, "body": {"id": "e1", "x": 1}}})
+    );
+    let (_dir, server) = flow(&[("named", "class_name: Named, handler: shout")]);
+    let v = ok(post(&server.addr, "/v2/models/flow/infer", r#""hello""#));
+    assert_eq!(v, json!("HELLO"));
+}
+
+#[test]
+fn a_task_naming_another_mlrun_function_or_nothing_to_run_is_refused_by_validate() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = flow_file(
+        dir.path(),
+        &[
+            ("remote", "handler: double, function: other-fn"),
+            ("empty", "comment: nothing"),
+        ],
+    );
+    let out = common::bin().args(["validate", &path]).output().unwrap();
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stderr) + String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("`function: other-fn` runs the step in another MLRun serving function"),
+        "{text}"
+    );
+    assert!(
+        text.contains("needs `handler` (a function) or `class_name`"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_body_answer_is_refused_over_grpc_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = flow_file(dir.path(), &[("same", "handler: identity")]);
+    let server = Server::start(&path, &["--grpc-listen", "127.0.0.1:0"]);
+    let script = r#"
+import sys, numpy as np, tritonclient.grpc as g
+c = g.InferenceServerClient(sys.argv[1])
+i = g.InferInput("values", [2], "FP32"); i.set_data_from_numpy(np.array([1, 2], dtype=np.float32))
+try:
+    c.infer("flow", [i]); print("answered")
+except g.InferenceServerException as e:
+    print(e.message())
+"#;
+    let out = std::process::Command::new(test_python())
+        .args(["-c", script, server.grpc.as_deref().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("answered with a body"),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

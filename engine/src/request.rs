@@ -435,6 +435,11 @@ impl Pipeline {
             }
         }
         if request.encoding == Encoding::Tensors {
+            if done.tensors.is_empty() && done.answered_body().is_some() {
+                return Err(Error::bad_request(format!(
+                    "`{model}` answered with a body (its last step works on bodies, as MLRun's flow steps and Seldon's components do), which this protocol cannot carry: it answers tensors; call it over HTTP"
+                )));
+            }
             let (outputs, parameters) = protocol::take_outputs(&mut done, &outputs)?;
             return Ok(Response {
                 id,
@@ -501,7 +506,18 @@ impl Pipeline {
             graph: &graph.name,
             find: &find,
         };
-        Ok((json_len, codec, codec.decode(body, &at)?))
+        match codec.decode(body, &at) {
+            Ok(decoded) => Ok((json_len, codec, decoded)),
+            // Not a body of the protocol the URL speaks, but JSON for a graph or model that
+            // takes bodies as they come (MLRun's flow steps and model servers).
+            Err(e) if request.codec.is_none() && json_len.is_none() => {
+                match protocol::codec::any_body(body, &at) {
+                    Some(decoded) => Ok((json_len, &protocol::codec::MlrunRows, decoded?)),
+                    None => Err(e),
+                }
+            }
+            Err(e) => Err(e),
+        }
     }
 }
 

@@ -31,7 +31,13 @@ class MLRun:
         from servegraph.compat.mlrun import context_for
 
         kwargs = dict(spec.get("class_args") or {})
+        kwargs.pop("model_path", None)  # a task step's, resolved as the model's `model_uri`
         self.name = spec.get("step")
+        task = spec.get("task") or {}
+        for key in ("input_path", "result_path"):
+            if task.get(key):
+                kwargs[key] = task[key]
+        self.input_path, self.result_path = task.get("input_path"), task.get("result_path")
         self.obj = target(
             context=context_for(self.name, kwargs),
             name=self.name,
@@ -90,6 +96,10 @@ class MLRun:
 
     def predict_body(self, body, parameters, explain, event_id):
         """An MLRun body, answered with the class's response as it is."""
+        from servegraph._api_task import extract, update
+
+        whole = body
+        body = extract(self.input_path, whole)
         if not isinstance(body, dict):
             raise ModelError("MLRun's body is a JSON object with `inputs`", status=400)
         op = self._op(body, parameters, explain)
@@ -99,7 +109,8 @@ class MLRun:
                 "call `/v2/models/%s/%s` for the class's `op_%s`" % (op, self.name, op, op),
                 status=400,
             )
-        return self._run(dict(body), op, body.get("id", event_id))
+        response = self._run(dict(body), op, body.get("id", event_id))
+        return update(self.result_path, whole, response)
 
     def predict(self, inputs, parameters):
         """An OIP request: its one input tensor as MLRun's rows."""

@@ -13,11 +13,12 @@ import numpy as np
 from servegraph._api_mlrun import MLRun
 from servegraph._api_seldon import Seldon
 from servegraph._api_servegraph import Native
+from servegraph._api_task import Task
 from servegraph._frames import encode_tensor
 
 # The APIs, in the order `api: auto` tries them: the first whose `detects` says yes serves the
 # target. servegraph's own takes anything, so it stays last.
-APIS = (MLRun, Seldon, Native)
+APIS = (MLRun, Seldon, Task, Native)
 
 
 def import_target(spec):
@@ -53,6 +54,9 @@ def api_of(target, spec):
     of `APIS` that detects it (MLRun's for a `V2ModelServer` subclass, Seldon's when `predict`
     takes `X` or `feature_names`, else servegraph's)."""
     api = spec.get("api") or "auto"
+    if spec.get("task"):
+        # An MLRun flow step: a model server is a model, anything else a task.
+        return MLRun if MLRun.detects(target, spec) else Task
     if api == "auto" and spec.get("role"):
         api = "seldon"  # a Seldon component type
     if api != "auto":

@@ -15,7 +15,7 @@ pub mod transform;
 use servegraph_engine::Registry;
 
 /// The built-in step kinds: `model`, `router`, `ensemble`, `transform`, `error_handler`,
-/// `python`.
+/// `python`, `task` (MLRun's flow steps).
 pub fn registry() -> Registry {
     let mut r = Registry::new();
     r.register("model", model::build)
@@ -23,7 +23,8 @@ pub fn registry() -> Registry {
         .register("ensemble", ensemble::build)
         .register("transform", transform::build)
         .register("error_handler", error_handler::build)
-        .register("python", model::python::build_step);
+        .register("python", model::python::build_step)
+        .register("task", model::python::build_task);
     r.set_schema("model", model::schema())
         .set_schema("router", router::schema())
         .set_schema("ensemble", schema_of::<ensemble::EnsembleSpec>())
@@ -32,7 +33,8 @@ pub fn registry() -> Registry {
             "error_handler",
             schema_of::<error_handler::ErrorHandlerSpec>(),
         )
-        .set_schema("python", schema_of::<model::python::PythonStepSpec>());
+        .set_schema("python", schema_of::<model::python::PythonStepSpec>())
+        .set_schema("task", schema_of::<model::python::TaskSpec>());
     r
 }
 

@@ -68,7 +68,15 @@ impl Codec for Oip {
         decode_request(body, at.json_len)
     }
 
+    /// A body a step answered with (an MLRun flow's last step's) is the answer as it is, as
+    /// MLRun answers; else the outputs as OIP tensors.
     fn encode(&self, done: &Event, answer: &Answering<'_>) -> Result<Encoded> {
+        if let Some(body) = done.answered_body().filter(|_| done.tensors.is_empty()) {
+            return Ok(Encoded {
+                body: serde_json::to_vec(body).expect("JSON"),
+                json_len: None,
+            });
+        }
         encode_response(
             done,
             answer.model,
@@ -135,6 +143,15 @@ impl Codec for MlrunRows {
             json_len: None,
         })
     }
+}
+
+/// A JSON body for what the request addresses, when that takes bodies as they come (a flow
+/// of MLRun's steps, a Python class): the request is the body alone. `None` when the body is
+/// not JSON or the model takes tensors only.
+pub fn any_body(body: &[u8], at: &Decoding<'_>) -> Option<Result<InferRequest>> {
+    let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let info = (at.find)(at.model.unwrap_or(at.graph), at.version).ok()?;
+    takes_bodies(info).then(|| super::mlrun::body_request(value))
 }
 
 /// Whether what `info` names may be handed a request's body without tensors: a Python model,

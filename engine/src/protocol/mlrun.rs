@@ -147,6 +147,21 @@ pub(crate) fn to_oip_for(
     Ok(serde_json::to_vec(&oip).expect("JSON"))
 }
 
+/// MLRun's body for an event that came with tensors only (an OIP request reaching a step
+/// written against bodies): `{"id", "inputs": rows}` for one tensor, `inputs` an object of
+/// them by name for several.
+pub fn body_of(event: &Event) -> Result<Value> {
+    let inputs = match event.tensors.as_slice() {
+        [one] => nested(one)?,
+        many => Value::Object(
+            many.iter()
+                .map(|t| Ok((t.name.clone(), nested(t)?)))
+                .collect::<Result<Map<String, Value>>>()?,
+        ),
+    };
+    Ok(serde_json::json!({"id": event.id, "inputs": inputs}))
+}
+
 /// A request that is its body alone (no tensors): for Python classes that take MLRun's body
 /// as it is. Its `id`, `parameters` and named `model`/`version` are read as for rows.
 pub fn body_request(value: Value) -> Result<InferRequest> {

@@ -41,7 +41,7 @@ use servegraph_engine::{
 };
 use tokio::sync::mpsc::{Sender, error::TrySendError};
 
-pub use spec::{Api, LoadMode, PythonSpec, PythonStepSpec};
+pub use spec::{Api, LoadMode, PythonSpec, PythonStepSpec, TaskSpec};
 
 use self::error::WorkerError;
 use self::worker::{Worker, WorkerConfig};
@@ -60,6 +60,9 @@ pub struct PythonModel {
     /// A `kind: python` step: the function's tensors are put into the event and the others
     /// pass on (a model's outputs replace its inputs instead).
     pass_through: bool,
+    /// A `kind: task` step (MLRun's): it works on the event's body, made from the tensors
+    /// (MLRun's rows) when the request came without one.
+    body_step: bool,
     workers: Vec<Worker>,
     batching: Option<Batching>,
 }
@@ -124,6 +127,7 @@ impl PythonModel {
             loaded,
             health,
             pass_through: false,
+            body_step: false,
             workers,
             batching,
         })
@@ -204,11 +208,11 @@ impl Step for PythonModel {
     async fn process(&self, mut event: Event) -> Result<Event> {
         // A class written for MLRun or Seldon takes the event's body (the request's, or the
         // one a step before answered with, as in MLRun's flows) instead of tensors.
-        let body = event
-            .body
-            .as_ref()
-            .filter(|_| self.health.takes_bodies.load(Ordering::Relaxed))
-            .map(|b| b.value.clone());
+        let body = match &event.body {
+            Some(b) if self.health.takes_bodies.load(Ordering::Relaxed) => Some(b.value.clone()),
+            None if self.body_step => Some(servegraph_engine::protocol::mlrun::body_of(&event)?),
+            _ => None,
+        };
         let inputs = match (&self.inputs, self.pass_through, &body) {
             (_, _, Some(_)) => Vec::new(),
             (Some(declared), false, None) => {
@@ -409,6 +413,44 @@ pub fn build_step(node: &StepNode, ctx: &mut BuildContext) -> Option<Box<dyn Ste
     start(node, ctx, &spec.into_model(), true)
 }
 
+/// Builds a `kind: task` step (MLRun's flow steps: a handler of the event's body, or a
+/// class's `do`/`do_event`).
+pub fn build_task(node: &StepNode, ctx: &mut BuildContext) -> Option<Box<dyn Step>> {
+    let spec: spec::TaskSpec = ctx.parse(node)?;
+    if let Some(function) = &spec.function {
+        ctx.report(
+            servegraph_engine::Diagnostic::new(format!(
+                "`function: {}` runs the step in another MLRun serving function, which is not served: put the step's code in this graph (`path:`), or split the graph with a `queue` step",
+                function.as_str()
+            ))
+            .step(&node.name)
+            .at(function.span()),
+        );
+        return None;
+    }
+    let mut model = spec.into_model();
+    // A model server's `model_path` among its `class_args` (MLRun's `add_model`) is the
+    // model's file, resolved and fetched as a `model_path` is.
+    if let Some(path) = model.class_args.remove("model_path") {
+        let Some(text) = path.as_str() else {
+            ctx.error(
+                &node.name,
+                &node.span,
+                "`class_args.model_path` must be a path or a store's URI",
+            );
+            return None;
+        };
+        let span = node
+            .body
+            .get_node("class_args")
+            .and_then(|args| args.as_mapping())
+            .and_then(|args| args.get_node("model_path"))
+            .map_or(node.span, |n| *n.span());
+        model.model_path = Some(marked_yaml::Spanned::new(span, text.to_owned()));
+    }
+    start(node, ctx, &model, false)
+}
+
 /// `class: python`: builds the model from its spec.
 impl super::ClassSpec for PythonSpec {
     fn build(&self, node: &StepNode, ctx: &mut BuildContext) -> Option<Box<dyn Step>> {
@@ -442,6 +484,7 @@ fn start(
     match PythonModel::start(&node.name, config, spec) {
         Ok(mut model) => {
             model.pass_through = pass_through;
+            model.body_step = spec.task.is_some();
             Some(Box::new(model))
         }
         Err(error) => {

@@ -7,7 +7,7 @@ use std::sync::{Arc, OnceLock};
 
 use super::error::WorkerError;
 
-const FILES: [(&str, &str); 14] = [
+const FILES: [(&str, &str); 15] = [
     (
         "servegraph/__init__.py",
         include_str!("../../../../python/servegraph/__init__.py"),
@@ -47,6 +47,10 @@ const FILES: [(&str, &str); 14] = [
     (
         "servegraph/_api_mlrun.py",
         include_str!("../../../../python/servegraph/_api_mlrun.py"),
+    ),
+    (
+        "servegraph/_api_task.py",
+        include_str!("../../../../python/servegraph/_api_task.py"),
     ),
     (
         "servegraph/deployed.py",

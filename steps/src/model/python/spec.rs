@@ -50,6 +50,10 @@ pub struct PythonSpec {
     #[serde(default)]
     #[schemars(with = "Option<String>")]
     pub sha256: Option<Spanned<String>>,
+    /// A `kind: task` step's call (MLRun's flow steps); none for `class: python`.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub task: Option<TaskCall>,
     /// The calling convention: `servegraph` (`predict(inputs, parameters)`), `mlrun`
     /// (`V2ModelServer`: `predict(body)`), `seldon` (`predict(X, feature_names, meta)`), or
     /// `auto` (the default: `mlrun` for a `V2ModelServer` subclass, `seldon` when `predict`
@@ -217,6 +221,7 @@ impl PythonStepSpec {
             sha256: None,
             api: Api::Servegraph,
             role: SeldonRole::Model,
+            task: None,
             python: self.python,
             load_mode: LoadMode::Sync,
             health_interval_ms: default_health(),
@@ -231,6 +236,141 @@ impl PythonStepSpec {
             env: self.env,
             inputs: self.inputs,
             outputs: self.outputs,
+            preprocess: None,
+            postprocess: None,
+        }
+    }
+}
+
+/// `kind: task`: a step of an MLRun flow, as MLRun's graphs write it: a `handler` function of
+/// the event's body (returning the next body), or a `class_name` class (constructed with
+/// `class_args`, and MLRun's `name`/`context` when it takes them) whose `handler` method, else
+/// `do_event(event)`, else `do(body)`, is called; a `V2ModelServer` class is a model (MLRun's
+/// `do_event`). `input_path` / `result_path` pick the part of the body the step reads and where
+/// its result goes; `full_event` hands the whole event. The event's body is what an MLRun
+/// request sent (an OIP request's tensors as MLRun's rows, `{"inputs": ...}`).
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TaskSpec {
+    /// The `.py` file with the handler or class, relative to the graph file's folder (MLRun
+    /// takes it from the serving function's source: servegraph from here).
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub path: Option<Spanned<String>>,
+    /// Or an importable module.
+    #[serde(default)]
+    pub module: Option<String>,
+    /// Folders put first on the workers' `sys.path`.
+    #[serde(default)]
+    pub python_path: Vec<String>,
+    /// The step's class (MLRun's `class_name`).
+    #[serde(default)]
+    pub class_name: Option<String>,
+    /// Keyword arguments of the class (MLRun's `class_args`; `model_path` among them for a
+    /// `V2ModelServer`).
+    #[serde(default)]
+    pub class_args: serde_json::Map<String, serde_json::Value>,
+    /// The function (without `class_name`), or the class's method to call.
+    #[serde(default)]
+    pub handler: Option<String>,
+    /// Hand the handler MLRun's event (`body`, `id`, `path`, `headers`) instead of its body.
+    #[serde(default)]
+    pub full_event: bool,
+    /// A dotted path into the body: the part the handler reads (`data.b`).
+    #[serde(default)]
+    pub input_path: Option<String>,
+    /// A dotted path into the body where the handler's result is put (default: it replaces
+    /// the body).
+    #[serde(default)]
+    pub result_path: Option<String>,
+    /// MLRun's child function: a step run by another serving function. Not served: refused.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub function: Option<Spanned<String>>,
+    /// MLRun's: accepted, no effect here.
+    #[serde(default)]
+    pub comment: Option<String>,
+    /// MLRun's drawing hint: accepted, no effect here.
+    #[serde(default)]
+    pub shape: Option<String>,
+    /// MLRun's: the class is not handed a `context` when true.
+    #[serde(default)]
+    pub skip_context: bool,
+    /// The interpreter (default: `SERVEGRAPH_PYTHON`, else `python3`).
+    #[serde(default)]
+    pub python: Option<String>,
+    /// Worker processes (default 1).
+    #[serde(default = "one")]
+    #[schemars(range(min = 1, max = 64))]
+    pub workers: usize,
+    /// Requests waiting for a worker; one more is answered 503 at once (default 1024).
+    #[serde(default = "default_queue")]
+    #[schemars(range(min = 1))]
+    pub queue_size: usize,
+    /// How long a worker may take to start (milliseconds, default 120000).
+    #[serde(default = "default_load_timeout")]
+    #[schemars(range(min = 1))]
+    pub load_timeout_ms: u64,
+    /// A worker busy on one call for longer is killed and started again (default 30000).
+    #[serde(default = "default_hang")]
+    #[schemars(range(min = 1))]
+    pub hang_kill_ms: u64,
+    /// Extra environment variables for the workers (MLRun's secrets by name, for
+    /// `context.get_secret`).
+    #[serde(default)]
+    pub env: std::collections::BTreeMap<String, String>,
+}
+
+/// What a `kind: task` step calls (handed to the worker).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TaskCall {
+    pub handler: Option<String>,
+    pub full_event: bool,
+    pub input_path: Option<String>,
+    pub result_path: Option<String>,
+    pub skip_context: bool,
+}
+
+impl TaskSpec {
+    /// The worker settings of the step, as a `class: python` model's.
+    pub(super) fn into_model(self) -> PythonSpec {
+        let function = match self.class_name {
+            Some(_) => None,
+            None => self.handler.clone(),
+        };
+        PythonSpec {
+            path: self.path,
+            module: self.module,
+            python_path: self.python_path,
+            class_name: self.class_name,
+            function,
+            class_args: self.class_args,
+            model_uri: None,
+            model_path: None,
+            sha256: None,
+            task: Some(TaskCall {
+                handler: self.handler,
+                full_event: self.full_event,
+                input_path: self.input_path,
+                result_path: self.result_path,
+                skip_context: self.skip_context,
+            }),
+            api: Api::Auto,
+            role: SeldonRole::Model,
+            python: self.python,
+            load_mode: LoadMode::Sync,
+            health_interval_ms: default_health(),
+            workers: self.workers,
+            batch: None,
+            queue_size: self.queue_size,
+            load_timeout_ms: self.load_timeout_ms,
+            hang_kill_ms: self.hang_kill_ms,
+            shm_mb: default_shm(),
+            spin_us: default_spin(),
+            recycle: RecycleSpec::default(),
+            env: self.env,
+            inputs: None,
+            outputs: None,
             preprocess: None,
             postprocess: None,
         }
@@ -383,13 +523,18 @@ pub(super) fn config(
             ctx,
             Diagnostic::new("give `class_name` or `function`, not both").at(&node.span),
         ),
+        (None, None) if spec.task.is_some() => fail(
+            ctx,
+            Diagnostic::new("a `kind: task` step needs `handler` (a function) or `class_name`")
+                .at(&node.span),
+        ),
         (None, None) => fail(
             ctx,
             Diagnostic::new("a `class: python` model needs `class_name` or `function`")
                 .at(&node.span),
         ),
     }
-    if spec.function.is_some() && !spec.class_args.is_empty() {
+    if spec.function.is_some() && !spec.class_args.is_empty() && spec.task.is_none() {
         fail(
             ctx,
             Diagnostic::new("`class_args` are for `class_name`; a `function` takes none")
@@ -491,6 +636,7 @@ pub(super) fn config(
                 return None;
             }
         },
+        "task": spec.task,
         "outputs": spec.outputs,
         "step": node.name,
         "spin_us": spec.spin_us,

@@ -1,0 +1,44 @@
+"""MLRun flow steps in the shapes MLRun's `TaskStep` runs (tests/mlrun.rs)."""
+
+
+def double(body):
+    """A handler of the body."""
+    return [x * 2 for x in body["values"]]
+
+
+def with_context(body, context):
+    """A handler MLRun hands its `context` (it asks for it by name)."""
+    return {"param": context.get_param("missing", "default"), "got": body}
+
+
+class Counter:
+    """A class with `do(body)`; MLRun passes `name` and `context` when the class takes them."""
+
+    def __init__(self, name=None, context=None, start=0):
+        self.name = name
+        self.count = start
+        self.has_context = context is not None
+
+    def do(self, body):
+        self.count += 1
+        return {"step": self.name, "count": self.count, "context": self.has_context, "body": body}
+
+
+class EventStep:
+    """A class with `do_event(event)`: it gets MLRun's event and returns it."""
+
+    def do_event(self, event):
+        event.body = {"id": event.id, "body": event.body}
+        return event
+
+
+class Named:
+    """A class whose method is named in `handler:`."""
+
+    def shout(self, body):
+        return body.upper()
+
+
+def identity(body):
+    """Hands the body on as it came."""
+    return body
