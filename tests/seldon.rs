@@ -278,7 +278,7 @@ fn feedback_credits_the_learning_router_by_the_answers_puid() {
 }
 
 #[test]
-fn seldons_router_and_combiner_roles_are_refused_by_validate() {
+fn a_router_or_combiner_role_on_a_model_says_where_it_goes() {
     let dir = tempfile::tempdir().unwrap();
     let path = graph_file(
         dir.path(),
@@ -287,5 +287,131 @@ fn seldons_router_and_combiner_roles_are_refused_by_validate() {
     let out = bin().args(["validate", &path]).output().unwrap();
     assert!(!out.status.success());
     let text = String::from_utf8_lossy(&out.stderr) + String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("Seldon's `router` role"), "{text}");
+    assert!(text.contains("a Seldon `router` has children"), "{text}");
+    assert!(text.contains("policy: {type: seldon"), "{text}");
+}
+
+#[test]
+fn a_seldon_router_class_routes_and_learns_from_feedback() {
+    let graph = "  kind: router
+  policy: {type: seldon, path: MODELS, python: PYTHON, class_name: BestRouter, class_args: {n_branches: 2}}
+  routes:
+    small: {kind: model, class: python, path: MODELS, python: PYTHON, class_name: Doubler}
+    large: {kind: model, class: python, path: MODELS, python: PYTHON, class_name: Doubler, class_args: {factor: 10}}
+";
+    let (_dir, server) = serve(graph);
+    let predict = |x: f64| {
+        let body = json!({"data": {"ndarray": [[x]]}});
+        ok(post(
+            &server.addr,
+            "/api/v1.0/predictions",
+            &body.to_string(),
+        ))
+    };
+    // route() by the features: 1.0 → route 0 (× 2), 20.0 → route 1 (× 10).
+    assert_eq!(predict(1.0)["data"]["ndarray"], json!([[2.0]]));
+    let large = predict(20.0);
+    assert_eq!(large["data"]["ndarray"], json!([[200.0]]), "{large}");
+    assert_eq!(large["meta"]["routing"]["seldon"], "large", "{large}");
+    // Feedback on the large answer reaches send_feedback(routing=1): small requests follow.
+    let feedback =
+        json!({"request": {"data": {"ndarray": [[20.0]]}}, "response": large, "reward": 5.0});
+    ok(post(
+        &server.addr,
+        "/api/v1.0/feedback",
+        &feedback.to_string(),
+    ));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        if predict(1.0)["data"]["ndarray"] == json!([[10.0]]) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "send_feedback never changed the route"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // Over the OIP too: the router's class gets the request as a SeldonMessage.
+    let oip =
+        json!({"inputs": [{"name": "x", "shape": [1, 1], "datatype": "FP64", "data": [1.0]}]});
+    let v = ok(post(
+        &server.addr,
+        "/v2/models/seldon/infer",
+        &oip.to_string(),
+    ));
+    assert_eq!(v["outputs"][0]["data"], json!([10.0]), "{v}");
+}
+
+#[test]
+fn a_seldon_router_may_send_to_every_route_or_to_none() {
+    let routes = "  routes:
+    a: {kind: model, class: python, path: MODELS, python: PYTHON, class_name: Doubler}
+    b: {kind: model, class: python, path: MODELS, python: PYTHON, class_name: Doubler, class_args: {factor: 3}}
+";
+    let all = format!(
+        "  kind: router\n  policy: {{type: seldon, path: MODELS, python: PYTHON, class_name: Everyone}}\n{routes}"
+    );
+    let (_dir, server) = serve(&all);
+    let body = json!({"data": {"ndarray": [[1.0]]}}).to_string();
+    // Every route ran; without a combiner the first one's answer is the router's, as in Seldon.
+    let v = ok(post(&server.addr, "/api/v1.0/predictions", &body));
+    assert_eq!(v["data"]["ndarray"], json!([[2.0]]), "{v}");
+    let none = format!(
+        "  kind: router\n  policy: {{type: seldon, path: MODELS, python: PYTHON, class_name: Nobody}}\n{routes}"
+    );
+    let (_dir, server) = serve(&none);
+    let v = ok(post(&server.addr, "/api/v1.0/predictions", &body));
+    assert_eq!(
+        v["data"]["ndarray"],
+        json!([[1.0]]),
+        "the request is the answer: {v}"
+    );
+}
+
+#[test]
+fn a_seldon_combiner_class_aggregates_the_members_answers() {
+    let graph = "  kind: flow
+  steps:
+    mean:
+      kind: ensemble
+      combine: seldon
+      seldon: {path: MODELS, python: PYTHON, class_name: Averager}
+      routes:
+        two: {kind: model, class: python, path: MODELS, python: PYTHON, class_name: Doubler}
+        four: {kind: model, class: python, path: MODELS, python: PYTHON, class_name: Doubler, class_args: {factor: 4}}
+";
+    let (_dir, server) = serve(graph);
+    let body = json!({"data": {"ndarray": [[1.0, 2.0]]}}).to_string();
+    let v = ok(post(&server.addr, "/api/v1.0/predictions", &body));
+    assert_eq!(v["data"]["ndarray"], json!([[3.0, 6.0]]), "{v}");
+}
+
+#[test]
+fn feedback_reaches_send_feedback_of_the_models_that_served_the_request() {
+    let (_dir, server) = serve(&models(&[("learner", "Rewarded")]));
+    let path = "/seldon/learner/api/v1.0/predictions";
+    let request = json!({"data": {"ndarray": [[1.5]]}});
+    let response = ok(post(&server.addr, path, &request.to_string()));
+    assert_eq!(response["jsonData"]["total"], 0.0, "{response}");
+    let feedback = json!({
+        "request": request, "response": response, "reward": 2.0,
+        "truth": {"data": {"ndarray": [[1]]}},
+    });
+    ok(post(
+        &server.addr,
+        "/seldon/learner/api/v1.0/feedback",
+        &feedback.to_string(),
+    ));
+    let v = ok(post(&server.addr, path, &request.to_string()));
+    assert_eq!(
+        v["jsonData"],
+        json!({"total": 2.0, "last": [[[1.5]], [[1]]]}),
+        "{v}"
+    );
+    // A response it did not serve: not its feedback.
+    let other = json!({"response": {"meta": {"puid": "someone-else"}}, "reward": 5.0});
+    ok(post(&server.addr, "/api/v1.0/feedback", &other.to_string()));
+    let v = ok(post(&server.addr, path, &request.to_string()));
+    assert_eq!(v["jsonData"]["total"], 2.0, "{v}");
 }

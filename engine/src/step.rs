@@ -130,6 +130,12 @@ pub trait Model: Send + Sync {
     }
 }
 
+/// The operation a model is asked to take Seldon's feedback with (`Model::operation`), its
+/// body Seldon's `{"request", "response", "reward", "truth"}`: a model whose class takes
+/// feedback and served the request the response's `meta.puid` names answers `true`. Not an
+/// identifier, so no client's custom operation can name it.
+pub const SELDON_FEEDBACK: &str = "$seldon_feedback";
+
 /// What a step is, as metadata (`platform`) and pictures name it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Platform {

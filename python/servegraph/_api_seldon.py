@@ -9,12 +9,17 @@ import numpy as np
 from servegraph import ModelError
 from servegraph._adapter import construct, operation
 
-# What each role calls (`role:` in the graph): Seldon's method, then its `*_raw` form.
+# What each role calls (`role:` in the graph, or a router's or ensemble's Seldon class):
+# Seldon's method, and the low-level forms that take the message itself, in the precedence
+# Seldon's wrapper gives them over REST (`*_rest`, deprecated, then `*_raw`).
 ROLES = {
-    "model": ("predict", "predict_raw"),
-    "transformer": ("transform_input", "transform_input_raw"),
-    "output_transformer": ("transform_output", "transform_output_raw"),
+    "model": ("predict", ("predict_rest", "predict_raw")),
+    "transformer": ("transform_input", ("transform_input_rest", "transform_input_raw")),
+    "output_transformer": ("transform_output", ("transform_output_rest", "transform_output_raw")),
+    "router": ("route", ("route_rest", "route_raw")),
+    "combiner": ("aggregate", ("aggregate_rest", "aggregate_raw")),
 }
+FEEDBACK_RAW = ("send_feedback_rest", "send_feedback_raw")
 
 
 def not_implemented(exc):
@@ -42,7 +47,7 @@ class Seldon:
 
         if not spec.get("class_name"):
             return False
-        if spec.get("role") or any(hasattr(target, raw) for _, raw in ROLES.values()):
+        if spec.get("role") or any(hasattr(target, r) for _, raws in ROLES.values() for r in raws):
             return True
         predict = getattr(target, "predict", None)
         if predict is None:
@@ -61,19 +66,31 @@ class Seldon:
             kwargs["model_uri"] = spec["model_uri"]
         self.step = spec.get("step")
         self.role = spec.get("role") or "model"
-        self.method, self.raw = ROLES[self.role]
+        self.method, self.raws = ROLES[self.role]
         self.obj = construct(target, kwargs)
         load = getattr(self.obj, "load", None)
         if callable(load):
             load()
-        if not callable(getattr(self.obj, self.method, None)) and not callable(
-            getattr(self.obj, self.raw, None)
-        ) and self.role == "model":
+        if self.role in ("model", "router", "combiner") and not any(
+            callable(getattr(self.obj, m, None)) for m in (self.method,) + self.raws
+        ):
             raise TypeError(
-                "class `%s` has neither `predict` nor `predict_raw` (a Seldon MODEL needs one; "
-                "`role: transformer` or `output_transformer` for a transformer)" % target.__name__
+                "class `%s` has no `%s` (nor %s): a Seldon %s needs one%s"
+                % (
+                    target.__name__,
+                    self.method,
+                    " or ".join("`%s`" % r for r in self.raws),
+                    self.role.upper(),
+                    "; `role: transformer` or `output_transformer` for a transformer"
+                    if self.role == "model"
+                    else "",
+                )
             )
         self.batchable = bool(getattr(self.obj, "batchable", False))
+        # Seldon's feedback reaches the class when it takes it.
+        self.feedback = any(
+            callable(getattr(self.obj, m, None)) for m in ("send_feedback",) + FEEDBACK_RAW
+        )
         self.metadata = None
         if callable(getattr(self.obj, "init_metadata", None)):
             self.metadata = lambda: call_optional(self.obj, "init_metadata") or {}
@@ -90,26 +107,31 @@ class Seldon:
 
     # -- the message path (Seldon's protocol) -------------------------------------------
 
-    def _call_raw(self, message):
-        """The role's `*_raw` method, unless the class has none (or it says it is not
-        implemented); `None` then."""
-        raw = getattr(self.obj, self.raw, None)
-        if not callable(raw):
-            return None
-        try:
-            return raw(message)
-        except Exception as exc:  # noqa: BLE001 - Seldon's fallback, exactly
-            if not_implemented(exc):
-                return None
-            raise
+    def _call_raw(self, message, raws=None):
+        """The role's low-level method (`*_rest`, else `*_raw`), unless the class has none (or
+        `*_raw` says it is not implemented); `None` then."""
+        for name in raws or self.raws:
+            raw = getattr(self.obj, name, None)
+            if not callable(raw):
+                continue
+            try:
+                return raw(message)
+            except Exception as exc:  # noqa: BLE001 - Seldon's fallback, exactly
+                if not_implemented(exc) and name.endswith("_raw"):
+                    return None
+                raise
+        return None
+
+    def has_raw(self):
+        return any(callable(getattr(self.obj, r, None)) for r in self.raws)
 
     def _call(self, x, names, meta):
         """The role's method as Seldon's `client_*` calls it: with `meta`, then without on a
         TypeError; a role method the class lacks passes X through (transformers) or is a 500."""
         method = getattr(self.obj, self.method, None)
         if not callable(method):
-            if self.role == "model":
-                raise ModelError("class has no `predict`", status=500)
+            if self.role in ("model", "router", "combiner"):
+                raise ModelError("class has no `%s`" % self.method, status=500)
             return x
         try:
             try:
@@ -128,11 +150,60 @@ class Seldon:
         if answer is not None:
             self.metrics_out = ((answer.get("meta") or {}).get("metrics") if isinstance(answer, dict) else None)
             return answer
+        if self.role == "combiner":
+            return self._aggregate(message)
         x, meta, datadef = request_parts(message)
         names = (datadef or {}).get("names") or []
         result = self._call(x, names, meta)
         data, tags, metrics = self._unpack(result)
+        if self.role == "router":
+            if isinstance(data, (bool, np.bool_)) or not isinstance(data, (int, np.integer)):
+                raise ModelError("Routing response must be int but got " + str(data), status=500)
+            data = np.array([[int(data)]])
+            meta = None
         return response_json(self.obj, message, data, meta, metrics, tags)
+
+    def _aggregate(self, message):
+        """A COMBINER: `aggregate(features_list, feature_names_list)` over the members'
+        messages (Seldon's `SeldonMessageList`: `{"seldonMessages": [...]}`)."""
+        messages = message.get("seldonMessages") if isinstance(message, dict) else None
+        if not isinstance(messages, list) or not messages:
+            raise ModelError("a combiner takes `seldonMessages`, a list of messages", status=400)
+        features, names = [], []
+        for m in messages:
+            x, _, datadef = request_parts(m)
+            features.append(x)
+            names.append((datadef or {}).get("names") or [])
+        aggregate = getattr(self.obj, "aggregate")
+        data, tags, metrics = self._unpack(aggregate(features, names))
+        return response_json(self.obj, messages[0], data, None, metrics, tags)
+
+    def send_feedback(self, body):
+        """Seldon's feedback: `send_feedback_raw(feedback)` when the class has it, else
+        `send_feedback(features, feature_names, reward, truth, routing=...)` with the request's
+        features when the feedback carried them."""
+        body = body or {}
+        answer = self._call_raw(body, FEEDBACK_RAW)
+        if answer is not None:
+            return answer
+        method = getattr(self.obj, "send_feedback", None)
+        if not callable(method):
+            return None
+        request = body.get("request") or {}
+        try:
+            x, _, datadef = request_parts(request)
+            names = (datadef or {}).get("names") or []
+        except ModelError:
+            x, names = np.array([]), []
+        truth = body.get("truth")
+        if truth is not None:
+            truth, _, _ = request_parts(truth)
+        try:
+            method(x, names, body.get("reward"), truth, routing=body.get("routing"))
+        except Exception as exc:  # noqa: BLE001 - Seldon's fallback, exactly
+            if not not_implemented(exc):
+                raise
+        return None
 
     def _unpack(self, result):
         """A SeldonResponse's data, tags and metrics (with the class's `tags()`/`metrics()`,
@@ -151,7 +222,7 @@ class Seldon:
     def predict(self, inputs, parameters):
         x = next(iter(inputs.values())) if len(inputs) == 1 else inputs
         names = parameters.get("feature_names") or []
-        if callable(getattr(self.obj, self.raw, None)):
+        if self.has_raw():
             # The raw method takes Seldon's message: the request as one, its answer's data back.
             message = {"data": {"names": list(names), "ndarray": np.asarray(x).tolist()}, "meta": {}}
             answer = self._call_raw(message)

@@ -135,6 +135,7 @@ def main():
                     "batchable": model.batchable,
                     "health": model.health_check() is not None,
                     "bodies": hasattr(model, "predict_body"),
+                    "feedback": bool(getattr(model, "feedback", False)),
                 }
                 if callable(model.metadata):
                     info["metadata"] = model.metadata()
@@ -147,6 +148,10 @@ def main():
             try:
                 if meta.get("op") == "$health":
                     result = health_of(model.health_check())
+                elif meta.get("op") == "$feedback":
+                    # Seldon's feedback, for a class that takes it.
+                    feedback = getattr(model, "send_feedback", None)
+                    result = feedback(meta.get("body")) if feedback else None
                 else:
                     result = model.operation(meta.get("op") or "", meta.get("body"))
                 write_frame(out, REPLY, call_id, meta={"result": result})

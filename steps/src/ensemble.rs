@@ -51,6 +51,12 @@ pub struct EnsembleSpec {
     /// The members: name → step, each optionally with `timeout_ms` and `dependency`.
     #[schemars(with = "IndexMap<String, serde_json::Value>")]
     pub routes: serde::de::IgnoredAny,
+    /// `combine: seldon`: the Seldon COMBINER class (`aggregate(features_list,
+    /// names_list)`, or `aggregate_raw`), as a `class: python` model's fields (`path`,
+    /// `class_name`, `class_args`, `python`, ...).
+    #[serde(default)]
+    #[schemars(with = "Option<serde_json::Value>")]
+    pub seldon: Option<serde::de::IgnoredAny>,
 }
 
 /// What an ensemble member may say about itself besides its step.
@@ -89,6 +95,9 @@ pub enum Combine {
     Concat,
     /// The first member to succeed.
     First,
+    /// A Seldon COMBINER class (`seldon:`) on the members' answers as Seldon messages; its
+    /// answer is a body (Seldon's message).
+    Seldon,
 }
 
 impl Combine {
@@ -101,6 +110,7 @@ impl Combine {
             Combine::Max => "max",
             Combine::Concat => "concat",
             Combine::First => "first",
+            Combine::Seldon => "seldon",
         }
     }
 }
@@ -118,6 +128,8 @@ pub struct Ensemble {
     members: Vec<Member>,
     combine: Combine,
     vote_tensor: String,
+    /// `combine: seldon`'s class (`None` while the graph is only checked).
+    combiner: Option<std::sync::Arc<crate::model::python::PythonModel>>,
 }
 
 /// Builds an `ensemble` step.
@@ -139,6 +151,33 @@ pub fn build(node: &StepNode, ctx: &mut BuildContext) -> Option<Box<dyn Step>> {
         );
         return None;
     }
+    let combiner_fields = node.body.get_node("seldon").and_then(|n| n.as_mapping());
+    let combiner = match (spec.combine, combiner_fields) {
+        (Combine::Seldon, Some(fields)) => crate::model::python::start_component(
+            node,
+            fields,
+            ctx,
+            crate::model::python::SeldonRole::Combiner,
+        )
+        .ok()?,
+        (Combine::Seldon, None) => {
+            ctx.error(
+                &node.name,
+                &field_span("combine"),
+                "`combine: seldon` needs `seldon:`, the COMBINER class's fields (`path`, `class_name`, ...)",
+            );
+            return None;
+        }
+        (_, Some(_)) => {
+            ctx.error(
+                &node.name,
+                &field_span("seldon"),
+                "`seldon` only applies to `combine: seldon`",
+            );
+            return None;
+        }
+        (_, None) => None,
+    };
     if spec.weights.is_some() && !matches!(spec.combine, Combine::Vote | Combine::WeightedMean) {
         ctx.error(
             &node.name,
@@ -203,6 +242,7 @@ pub fn build(node: &StepNode, ctx: &mut BuildContext) -> Option<Box<dyn Step>> {
         members,
         combine: spec.combine,
         vote_tensor: spec.tensor.unwrap_or_else(|| "label".to_owned()),
+        combiner,
     }))
 }
 
@@ -233,7 +273,29 @@ impl Step for Ensemble {
         };
         let mut out = event;
         out.tensors.clear();
+        if self.combine == Combine::Seldon {
+            let Some(combiner) = &self.combiner else {
+                return Err(Error::unavailable("the ensemble's combiner is not loaded"));
+            };
+            let messages = answers
+                .iter()
+                .map(|(_, a)| servegraph_engine::protocol::seldon::answer_message(a))
+                .collect::<Result<Vec<_>>>()?;
+            let combined = combiner
+                .call_body(serde_json::json!({ "seldonMessages": messages }))
+                .await?;
+            out.body = Some(servegraph_engine::JsonBody {
+                value: combined,
+                answered: true,
+            });
+            for (_, a) in &answers {
+                out.routes.extend(a.routes.iter().cloned());
+                out.model_time = out.model_time.max(a.model_time);
+            }
+            return Ok(out);
+        }
         out.tensors = match self.combine {
+            Combine::Seldon => unreachable!("answered above"),
             Combine::First => answers[0].1.tensors.clone(),
             Combine::Mean => reduce_shared_floats(&answers, Reduce::Mean)?,
             Combine::WeightedMean => reduce_shared_floats(&answers, Reduce::WeightedMean)?,
@@ -312,6 +374,8 @@ impl Step for Ensemble {
             }
         }
         let tensors = match self.combine {
+            // What the class answers is its own.
+            Combine::Seldon => return Ok(Signature::open()),
             Combine::Mean | Combine::WeightedMean | Combine::Max => floats,
             // Any member may answer: only what they all give is certain.
             Combine::First => return Ok(crate::routes::intersect(sigs)),

@@ -104,9 +104,10 @@ async fn message(
 }
 
 /// `POST .../api/v1.0/feedback`: Seldon's `{"request", "response", "reward", "truth"}`,
-/// crediting the graph's learning router with the decision the response's `meta.puid` names
-/// (a graph with no router that learns takes it and does nothing, as Seldon's components
-/// without `send_feedback` do). Answers an empty SeldonMessage.
+/// crediting the graph's learning router with the decision the response's `meta.puid` names,
+/// and handed to the `send_feedback` of the Python classes that served that request (a graph
+/// with neither takes it and does nothing, as Seldon's components without `send_feedback`
+/// do). Answers an empty SeldonMessage.
 async fn feedback(
     State(state): State<Arc<AppState>>,
     path: Deployment,
@@ -126,9 +127,19 @@ async fn feedback(
                 "Seldon's feedback needs a numeric `reward`",
             ));
         }
+        // The graph's learning router (a bandit's, or a Seldon ROUTER class's send_feedback)...
+        // (A router that routes by name, or did not route this request, has no decision to
+        // credit: as in Seldon, that is no error.)
         if state.service.takes_feedback(&model).is_ok() {
-            state.service.feedback(&model, &body)?;
+            match state.service.feedback(&model, &body) {
+                Err(e) if matches!(e.kind, ErrorKind::NotFound | ErrorKind::Unprocessable) => {}
+                other => {
+                    other?;
+                }
+            }
         }
+        // ... and the classes of the models that served the request (their send_feedback).
+        state.service.seldon_feedback(&value).await?;
         Ok(json!({"data": {"names": [], "ndarray": []}, "meta": {}}))
     };
     match run.await {

@@ -137,6 +137,47 @@ pub(crate) fn tensors(message: &Value, model: &str, inputs: &[TensorMeta]) -> Re
     Err(Error::bad_request("`data` needs `ndarray` or `tensor`"))
 }
 
+/// The SeldonMessage a Seldon ROUTER is handed for a request: its body, or its tensors as one
+/// (an OIP request).
+pub fn request_message(event: &Event) -> Result<Value> {
+    match &event.body {
+        Some(body) => Ok(body.value.clone()),
+        None => from_tensors(event),
+    }
+}
+
+/// A member's answer as the SeldonMessage a Seldon COMBINER is handed: the body it answered
+/// with (a Seldon class's), else its output tensors as Seldon's wrapper would answer them.
+pub fn answer_message(event: &Event) -> Result<Value> {
+    match event.answered_body() {
+        Some(body) => Ok(body.clone()),
+        None => from_tensors(event),
+    }
+}
+
+/// The route index a Seldon ROUTER answered: `data.ndarray[0][0]` (or the first value of
+/// `data.tensor`), an integer.
+pub fn route_of(answer: &Value) -> Option<i64> {
+    let data = answer.get("data")?;
+    let first = match (data.get("ndarray"), data.get("tensor")) {
+        (Some(nd), _) => {
+            let mut v = nd;
+            while let Value::Array(items) = v {
+                v = items.first()?;
+            }
+            v.clone()
+        }
+        (None, Some(t)) => t.get("values")?.get(0)?.clone(),
+        _ => return None,
+    };
+    first.as_i64().or_else(|| {
+        first
+            .as_f64()
+            .filter(|f| f.fract() == 0.0)
+            .map(|f| f as i64)
+    })
+}
+
 /// A model's outputs as Seldon's wrapper answers a prediction: the one output as
 /// `data.ndarray` (`data.tensor` when the request sent one), several as `jsonData` by name.
 fn from_tensors(done: &Event) -> Result<Value> {

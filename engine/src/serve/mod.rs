@@ -220,6 +220,36 @@ impl Service {
         })
     }
 
+    /// Seldon's feedback for every model that served the request (its class takes feedback:
+    /// Seldon's `send_feedback`), as Seldon's executor sends it along a request's path.
+    /// Answers how many took it.
+    pub async fn seldon_feedback(&self, body: &Value) -> Result<usize> {
+        let served = self.current()?;
+        let mut took = 0;
+        let mut names: Vec<String> = served
+            .graph
+            .models()
+            .iter()
+            .map(|m| m.name.clone())
+            .collect();
+        names.sort();
+        names.dedup();
+        for name in names {
+            let Some(model) = served.graph.find_step(&name).and_then(|s| s.model()) else {
+                continue;
+            };
+            let answer = model
+                .operation(crate::step::SELDON_FEEDBACK, body.clone())
+                .await;
+            if let Some(answer) = answer
+                && answer? == Value::Bool(true)
+            {
+                took += 1;
+            }
+        }
+        Ok(took)
+    }
+
     /// Whether `model` is a router that takes feedback (a 404 if not).
     pub fn takes_feedback(&self, model: &str) -> Result<()> {
         learner(&*self.current()?, model).map(|_| ())

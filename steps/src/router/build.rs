@@ -110,6 +110,17 @@ pub fn build(node: &StepNode, ctx: &mut BuildContext) -> Option<Box<dyn Step>> {
                 shadow.as_ref().map(|s| s.index),
             )?
         }
+        PolicyKind::Seldon => {
+            let fields = p.component.as_ref()?;
+            let component = crate::model::python::start_component(
+                node,
+                fields,
+                ctx,
+                crate::model::python::SeldonRole::Router,
+            )
+            .ok()?;
+            Policy::Seldon(component)
+        }
         PolicyKind::EpsilonGreedy | PolicyKind::Ucb1 | PolicyKind::Thompson => {
             let algorithm = match p.kind {
                 PolicyKind::EpsilonGreedy => Algorithm::EpsilonGreedy {

@@ -97,6 +97,13 @@ pub struct Router {
     me: std::sync::OnceLock<std::sync::Weak<Router>>,
 }
 
+/// A Seldon ROUTER's choice.
+enum SeldonRoute {
+    One(usize),
+    All,
+    None,
+}
+
 impl Router {
     /// Which route an event goes to, and whether the policy chose it (rather than the request).
     fn select(&self, event: &Event) -> Result<(usize, bool)> {
@@ -128,8 +135,61 @@ impl Router {
                     .unwrap_or(cumulative.len() - 1))
             }
             Policy::Bandit(b) => Ok(b.lock().expect("not poisoned").choose()),
+            Policy::Seldon(_) => unreachable!("a Seldon router chooses in `process`"),
         };
         chosen.map(|i| (i, true))
+    }
+
+    /// What the Seldon ROUTER class says of the request: `route()`'s index (`-1` all routes,
+    /// `-2` none: the request is the answer, as in Seldon's executor).
+    async fn seldon_route(
+        &self,
+        component: &Option<std::sync::Arc<crate::model::python::PythonModel>>,
+        event: &Event,
+    ) -> Result<SeldonRoute> {
+        let Some(component) = component else {
+            return Err(Error::unavailable(format!(
+                "router `{}` is not loaded",
+                self.name
+            )));
+        };
+        let message = servegraph_engine::protocol::seldon::request_message(event)?;
+        let answer = component.call_body(message).await?;
+        let route = servegraph_engine::protocol::seldon::route_of(&answer).ok_or_else(|| {
+            Error::internal(format!(
+                "router `{}`: its class's route() answered {answer}, not a route index",
+                self.name
+            ))
+        })?;
+        match route {
+            -1 => Ok(SeldonRoute::All),
+            -2 => Ok(SeldonRoute::None),
+            i if i >= 0 && (i as usize) < self.routes.len() => Ok(SeldonRoute::One(i as usize)),
+            i => Err(Error::internal(format!(
+                "router `{}`: its class's route() chose {i}, but it has {} routes (0 to {}; -1 all, -2 none)",
+                self.name,
+                self.routes.len(),
+                self.routes.len() - 1
+            ))),
+        }
+    }
+
+    /// Every route on the request, at once; the first route's answer is the router's (Seldon's
+    /// executor without a combiner), and any route's failure fails it.
+    async fn all_routes(&self, mut event: Event) -> Result<Event> {
+        event.routes.push((self.name.clone(), "-1".into()));
+        let runs = self.routes.iter().map(|route| {
+            let event = event.clone();
+            async move {
+                route
+                    .step
+                    .process(event)
+                    .await
+                    .map_err(|e| e.in_step(&route.key).on_route(&route.key))
+            }
+        });
+        let mut answers = futures_util::future::try_join_all(runs).await?;
+        Ok(answers.swap_remove(0))
     }
 
     fn record(&self, route: usize, reward: f64) {
@@ -145,6 +205,11 @@ impl Router {
                 .expect("not poisoned")
                 .reward(route, reward)
                 .map_err(Error::unprocessable),
+            // A Seldon ROUTER learns in its class's send_feedback.
+            Policy::Seldon(Some(component)) => {
+                component.send_feedback(serde_json::json!({"reward": reward, "routing": route}));
+                Ok(())
+            }
             // A/B splits keep no model of the rewards; the stats do.
             _ => Ok(()),
         }
@@ -220,7 +285,24 @@ impl Router {
 #[async_trait]
 impl Step for Router {
     async fn process(&self, mut event: Event) -> Result<Event> {
-        let (index, by_policy) = self.select(&event)?;
+        let named = event.target.as_ref().is_some_and(|t| t.model != self.name);
+        let (index, by_policy) = match &self.policy {
+            Policy::Seldon(component) if !named => {
+                match self.seldon_route(component, &event).await? {
+                    SeldonRoute::One(index) => (index, true),
+                    SeldonRoute::All => return self.all_routes(event).await,
+                    SeldonRoute::None => {
+                        // The request is the answer (its tensors, or the message it came as).
+                        event.routes.push((self.name.clone(), "-2".into()));
+                        if let Some(body) = event.body.as_mut() {
+                            body.answered = true;
+                        }
+                        return Ok(event);
+                    }
+                }
+            }
+            _ => self.select(&event)?,
+        };
         if let Some(shadow) = &self.shadow
             && index != shadow.index
         {

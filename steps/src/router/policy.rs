@@ -19,6 +19,8 @@ pub(super) enum Policy {
         sticky: Option<Sticky>,
     },
     Bandit(Mutex<Bandit>),
+    /// A Seldon ROUTER class (`None` while the graph is only checked).
+    Seldon(Option<std::sync::Arc<crate::model::python::PythonModel>>),
 }
 
 /// Where a sticky router finds a request's key.

@@ -179,7 +179,14 @@ impl From<WeightedPolicy> for PolicySpec {
 }
 
 /// The policy types, as `type:` names them.
-pub const POLICY_TYPES: [&str; 5] = ["path", "weighted", "epsilon_greedy", "ucb1", "thompson"];
+pub const POLICY_TYPES: [&str; 6] = [
+    "path",
+    "weighted",
+    "epsilon_greedy",
+    "ucb1",
+    "thompson",
+    "seldon",
+];
 
 impl PolicySpec {
     /// The JSON Schema of `policy`: one branch per type.
@@ -195,6 +202,10 @@ impl PolicySpec {
                 ),
                 ("ucb1", schemars::schema_for!(Ucb1Policy).to_value()),
                 ("thompson", schemars::schema_for!(ThompsonPolicy).to_value()),
+                (
+                    "seldon",
+                    schemars::schema_for!(crate::model::python::PythonSpec).to_value(),
+                ),
             ],
         )
     }
@@ -237,6 +248,15 @@ impl PolicySpec {
             "type",
         ));
         let body = marked_yaml::Node::Mapping(body);
+        if kind == "seldon" {
+            // A Seldon ROUTER class: its fields are a `class: python` model's, read when the
+            // router builds it.
+            return Some(PolicySpec {
+                kind: PolicyKind::Seldon,
+                component: body.as_mapping().cloned(),
+                ..PolicySpec::default()
+            });
+        }
         let what = format!("`policy.type: {kind}`");
         fn read<T: serde::de::DeserializeOwned + JsonSchema + Into<PolicySpec>>(
             body: &marked_yaml::Node,
@@ -307,6 +327,9 @@ pub struct PolicySpec {
     /// Policies that take feedback: how many recent response ids are remembered for it
     /// (default 100000); older ids get 404 on feedback.
     pub remember: Option<usize>,
+    /// `seldon`: the Seldon ROUTER class (`route()`, `send_feedback()`), as a `class: python`
+    /// model's fields.
+    pub component: Option<marked_yaml::types::MarkedMappingNode>,
 }
 
 /// `shadow: {route: NAME, percent: P}`: mirror a share of requests to a route whose answer is
@@ -352,6 +375,9 @@ pub enum PolicyKind {
     Ucb1,
     /// Thompson sampling: routes chosen in proportion to the chance each is the best.
     Thompson,
+    /// A Seldon ROUTER class: its `route()` says the route (`-1`: all, `-2`: none), and it
+    /// learns through its `send_feedback()`.
+    Seldon,
 }
 
 impl PolicyKind {
@@ -363,6 +389,7 @@ impl PolicyKind {
             PolicyKind::EpsilonGreedy => "epsilon_greedy",
             PolicyKind::Ucb1 => "ucb1",
             PolicyKind::Thompson => "thompson",
+            PolicyKind::Seldon => "seldon",
         }
     }
 }

@@ -64,3 +64,56 @@ class Healthy(SeldonComponent):
 
     def init_metadata(self):
         return {"name": "healthy", "versions": ["v1"], "inputs": [{"name": "input", "datatype": "FP64", "shape": [-1, 2]}]}
+
+
+class BestRouter:
+    """A ROUTER: by the features until feedback arrives, then the route rewarded most (it
+    learns through `send_feedback`, as Seldon's epsilon-greedy router does)."""
+
+    def __init__(self, n_branches=2):
+        self.rewards = [0.0] * int(n_branches)
+
+    def route(self, features, feature_names):
+        if any(self.rewards):
+            return int(np.argmax(self.rewards))
+        return 1 if float(np.asarray(features).sum()) > 10 else 0
+
+    def send_feedback(self, features, feature_names, reward, truth, routing=None):
+        self.rewards[routing] += reward
+
+
+class Everyone:
+    """A ROUTER sending every request to all its children (`-1`)."""
+
+    def route(self, features, feature_names):
+        return -1
+
+
+class Nobody:
+    """A ROUTER answering the request itself (`-2`)."""
+
+    def route(self, features, feature_names):
+        return -2
+
+
+class Averager:
+    """A COMBINER: the mean of its members' answers."""
+
+    def aggregate(self, features_list, feature_names_list):
+        return np.mean([np.asarray(f) for f in features_list], axis=0)
+
+
+class Rewarded:
+    """A MODEL that learns from `send_feedback`: it answers the rewards it got so far and the
+    features and truth of the last feedback."""
+
+    def __init__(self):
+        self.total = 0.0
+        self.last = None
+
+    def predict(self, X, feature_names):
+        return {"total": self.total, "last": self.last}
+
+    def send_feedback(self, features, feature_names, reward, truth, routing=None):
+        self.total += reward
+        self.last = [np.asarray(features).tolist(), np.asarray(truth).tolist()]

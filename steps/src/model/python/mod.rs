@@ -41,7 +41,7 @@ use servegraph_engine::{
 };
 use tokio::sync::mpsc::{Sender, error::TrySendError};
 
-pub use spec::{Api, LoadMode, PythonSpec, PythonStepSpec, TaskSpec};
+pub use spec::{Api, LoadMode, PythonSpec, PythonStepSpec, SeldonRole, TaskSpec};
 
 use self::error::WorkerError;
 use self::worker::{Worker, WorkerConfig};
@@ -65,7 +65,14 @@ pub struct PythonModel {
     body_step: bool,
     workers: Vec<Worker>,
     batching: Option<Batching>,
+    /// The ids of the requests it served lately, when its class takes Seldon's feedback:
+    /// feedback for one of them reaches `send_feedback` (as Seldon's executor sends it to
+    /// the components a request went through).
+    served: std::sync::Mutex<std::collections::VecDeque<String>>,
 }
+
+/// How many request ids a class that takes feedback remembers.
+const SERVED_IDS: usize = 10_000;
 
 impl PythonModel {
     /// Starts the workers and waits until each has loaded the model (or one failed: then the
@@ -130,6 +137,7 @@ impl PythonModel {
             body_step: false,
             workers,
             batching,
+            served: Default::default(),
         })
     }
 
@@ -198,6 +206,26 @@ impl PythonModel {
             .unwrap_or_default())
     }
 
+    /// Seldon's feedback (`{"request", "response", "reward", "truth"}`) for a request this
+    /// model served (the response's `meta.puid`): its class's `send_feedback`, answered
+    /// `true`; `false` when it did not serve it or takes no feedback.
+    async fn seldon_feedback(&self, body: serde_json::Value) -> Result<serde_json::Value> {
+        let id = body.pointer("/response/meta/puid").and_then(|v| v.as_str());
+        let served = id.is_some_and(|id| {
+            self.served
+                .lock()
+                .expect("not poisoned")
+                .iter()
+                .any(|s| s == id)
+        });
+        if !served {
+            return Ok(false.into());
+        }
+        let (job, answer) = Job::operation(FEEDBACK, body);
+        self.submit((job, answer)).await?.result?;
+        Ok(true.into())
+    }
+
     fn ever_loaded(&self) -> bool {
         self.workers.iter().any(Worker::loaded_once)
     }
@@ -246,6 +274,13 @@ impl Step for PythonModel {
         };
         let answer = self.submit((job, answer)).await?;
         let result = answer.result?;
+        if self.health.takes_feedback.load(Ordering::Relaxed) {
+            let mut served = self.served.lock().expect("not poisoned");
+            if served.len() == SERVED_IDS {
+                served.pop_front();
+            }
+            served.push_back(event.id.clone());
+        }
         let mut notes = answer.notes.unwrap_or_default();
         if notes.remove(EXPLAINED_NOTE) == Some(serde_json::Value::Bool(true)) {
             event.explained = true;
@@ -326,6 +361,9 @@ impl Model for PythonModel {
         name: &str,
         body: serde_json::Value,
     ) -> Option<Result<serde_json::Value>> {
+        if name == servegraph_engine::step::SELDON_FEEDBACK {
+            return Some(self.seldon_feedback(body).await);
+        }
         Some(self.call_operation(name, body).await)
     }
 
@@ -454,9 +492,112 @@ pub fn build_task(node: &StepNode, ctx: &mut BuildContext) -> Option<Box<dyn Ste
 /// `class: python`: builds the model from its spec.
 impl super::ClassSpec for PythonSpec {
     fn build(&self, node: &StepNode, ctx: &mut BuildContext) -> Option<Box<dyn Step>> {
+        if let Some((role, instead)) = match self.role {
+            spec::SeldonRole::Router => Some((
+                "router",
+                "a `kind: router` step with `policy: {type: seldon, path: ..., class_name: ...}` and its routes",
+            )),
+            spec::SeldonRole::Combiner => Some((
+                "combiner",
+                "a `kind: ensemble` step with `combine: seldon`, `seldon: {path: ..., class_name: ...}` and its members",
+            )),
+            _ => None,
+        } {
+            ctx.report(
+                servegraph_engine::Diagnostic::new(format!(
+                    "a Seldon `{role}` has children: write it as {instead}"
+                ))
+                .step(&node.name)
+                .at(&node.span),
+            );
+            return None;
+        }
         start(node, ctx, self, false)
     }
 }
+
+/// A Seldon component a router or an ensemble runs (its ROUTER or COMBINER class), from the
+/// `class: python` fields in `fields`: named `{owner}.{role}`, its workers started as a
+/// model's. `Ok(None)` when the graph is only checked (no workers start).
+pub(crate) fn start_component(
+    owner: &StepNode,
+    fields: &marked_yaml::types::MarkedMappingNode,
+    ctx: &mut BuildContext,
+    role: spec::SeldonRole,
+) -> std::result::Result<Option<Arc<PythonModel>>, ()> {
+    let node = StepNode {
+        name: format!(
+            "{}.{}",
+            owner.name,
+            if role == spec::SeldonRole::Router {
+                "router"
+            } else {
+                "combiner"
+            }
+        ),
+        kind: "model".into(),
+        span: owner.span,
+        body: fields.clone(),
+    };
+    let mut spec: PythonSpec = ctx.parse(&node).ok_or(())?;
+    spec.role = role;
+    spec.api = Api::Seldon;
+    let config = spec::config(&node, ctx, &spec).ok_or(())?;
+    if ctx.mode == BuildMode::Structural {
+        return Ok(None);
+    }
+    match PythonModel::start(&node.name, config, &spec) {
+        Ok(model) => Ok(Some(Arc::new(model))),
+        Err(error) => {
+            ctx.report(
+                servegraph_engine::Diagnostic::new(error.to_string())
+                    .step(&owner.name)
+                    .at(&owner.span),
+            );
+            Err(())
+        }
+    }
+}
+
+impl PythonModel {
+    /// A Seldon component's answer to its own call (`route()`, `aggregate()`), the message as
+    /// a body in, its answer out.
+    pub(crate) async fn call_body(&self, body: serde_json::Value) -> Result<serde_json::Value> {
+        if let Some(why) = self.unready() {
+            return Err(Error::unavailable(format!("`{}`: {why}", self.name)));
+        }
+        let (mut job, answer) = Job::new(Vec::new(), None);
+        job.call = Call {
+            body: Some(body),
+            explain: false,
+            id: None,
+        };
+        let answer = self.submit((job, answer)).await?;
+        answer.result?;
+        answer
+            .notes
+            .and_then(|mut n| n.remove(BODY_NOTE))
+            .ok_or_else(|| Error::internal(format!("`{}` answered no body", self.name)))
+    }
+
+    /// Hands the class Seldon's feedback (`send_feedback(features, names, reward, truth,
+    /// routing)`), in the background: feedback is answered without waiting for it.
+    pub(crate) fn send_feedback(self: &Arc<Self>, body: serde_json::Value) {
+        let model = Arc::clone(self);
+        worker::io_runtime().spawn(async move {
+            let (job, answer) = Job::operation(FEEDBACK, body);
+            if let Err(e) = async { model.submit((job, answer)).await?.result }.await
+                && servegraph_engine::logs::first_in_a_while(&("seldon feedback", &model.name))
+            {
+                tracing::warn!(model = %model.name, error = %e, "send_feedback failed");
+            }
+        });
+    }
+}
+
+/// The operation the worker answers with the class's `send_feedback` (not an identifier: no
+/// client's `op_` can name it).
+const FEEDBACK: &str = "$feedback";
 
 /// Starts the workers of a model (or, `pass_through`, a step: it keeps the event's tensors
 /// and adds its own), reporting a failure at the step.

@@ -62,9 +62,9 @@ pub struct PythonSpec {
     pub api: Api,
     /// The Seldon component type the class plays (Seldon's API): `model` (the default:
     /// `predict`), `transformer` (`transform_input`: the body the next step gets) or
-    /// `output_transformer` (`transform_output`: on what the step before answered). Seldon's
-    /// `router` and `combiner` are not served yet: a servegraph `router` or `ensemble` does
-    /// their jobs.
+    /// `output_transformer` (`transform_output`: on what the step before answered). A Seldon
+    /// ROUTER is a router's `policy: {type: seldon, ...}`, a COMBINER an ensemble's
+    /// `combine: seldon` with its class in `seldon: {...}`.
     #[serde(default)]
     pub role: SeldonRole,
     /// The interpreter, hence the environment, of this model's workers (default: the
@@ -621,20 +621,8 @@ pub(super) fn config(
             SeldonRole::Model => None,
             SeldonRole::Transformer => Some("transformer"),
             SeldonRole::OutputTransformer => Some("output_transformer"),
-            SeldonRole::Router | SeldonRole::Combiner => {
-                let (role, method, instead) = match spec.role {
-                    SeldonRole::Router => ("router", "route()", "a `kind: router` with a policy (a bandit learns from Seldon's feedback too)"),
-                    _ => ("combiner", "aggregate()", "a `kind: ensemble` with a `combine` rule"),
-                };
-                ctx.report(
-                    servegraph_engine::Diagnostic::new(format!(
-                        "Seldon's `{role}` role ({method}) is not served: use {instead}"
-                    ))
-                    .step(&node.name)
-                    .at(&node.span),
-                );
-                return None;
-            }
+            SeldonRole::Router => Some("router"),
+            SeldonRole::Combiner => Some("combiner"),
         },
         "task": spec.task,
         "outputs": spec.outputs,

@@ -66,6 +66,8 @@ pub struct Health {
     /// The class takes request bodies as its protocol sent them (its API is MLRun's or
     /// Seldon's), as its workers said when they loaded.
     pub(crate) takes_bodies: AtomicBool,
+    /// The class takes Seldon's feedback (`send_feedback`).
+    pub(crate) takes_feedback: AtomicBool,
     /// What the class says of itself (`init_metadata()`, `metadata()`), as the first worker
     /// to load said it.
     pub(crate) metadata: Mutex<Option<serde_json::Value>>,

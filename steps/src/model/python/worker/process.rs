@@ -193,6 +193,9 @@ fn load(
             if reply.meta.as_ref().is_some_and(|m| m["bodies"] == true) {
                 config.health.takes_bodies.store(true, Ordering::Relaxed);
             }
+            if reply.meta.as_ref().is_some_and(|m| m["feedback"] == true) {
+                config.health.takes_feedback.store(true, Ordering::Relaxed);
+            }
             if let Some(m) = reply.meta.as_ref().and_then(|m| m.get("metadata")) {
                 let mut metadata = config.health.metadata.lock().expect("not poisoned");
                 metadata.get_or_insert_with(|| m.clone());
