@@ -415,3 +415,31 @@ fn feedback_reaches_send_feedback_of_the_models_that_served_the_request() {
     let v = ok(post(&server.addr, path, &request.to_string()));
     assert_eq!(v["jsonData"]["total"], 2.0, "{v}");
 }
+
+#[test]
+fn a_class_opens_its_files_relative_to_its_own_folder_as_under_s2i() {
+    // The graph's folder holds the model's folder (its code and the file it opens); the
+    // server runs elsewhere (the repository's root).
+    let dir = tempfile::tempdir().unwrap();
+    let code = dir.path().join("iris-s2i");
+    std::fs::create_dir(&code).unwrap();
+    std::fs::write(code.join("coef.txt"), "3").unwrap();
+    std::fs::write(
+        code.join("S2iModel.py"),
+        "class S2iModel:\n    def __init__(self):\n        self.coef = float(open('coef.txt').read())\n    def predict(self, X, features_names):\n        return X * self.coef\n",
+    )
+    .unwrap();
+    let yaml = format!(
+        "name: s2i\ngraph:\n  kind: router\n  routes:\n    m: {{kind: model, class: python, path: iris-s2i/S2iModel.py, python: {}, class_name: S2iModel}}\n",
+        test_python().display()
+    );
+    let path = dir.path().join("g.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let server = Server::start(&path.display().to_string(), &[]);
+    let v = ok(post(
+        &server.addr,
+        "/seldon/m/api/v1.0/predictions",
+        &json!({"data": {"ndarray": [[2.0]]}}).to_string(),
+    ));
+    assert_eq!(v["data"]["ndarray"], json!([[6.0]]), "{v}");
+}

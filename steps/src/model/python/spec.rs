@@ -629,10 +629,17 @@ pub(super) fn config(
         "step": node.name,
         "spin_us": spec.spin_us,
     });
+    let workdir = match (&path, &model_uri) {
+        (Some(file), _) => file.parent().map(PathBuf::from),
+        (None, Some(uri)) if uri.is_dir() => Some(uri.clone()),
+        (None, Some(uri)) => uri.parent().map(PathBuf::from),
+        (None, None) => None,
+    };
     Some(WorkerConfig {
         model: node.name.clone(),
         python,
         env,
+        workdir,
         load,
         load_timeout: Duration::from_millis(spec.load_timeout_ms),
         hang_kill: Duration::from_millis(spec.hang_kill_ms),

@@ -37,6 +37,9 @@ pub struct WorkerConfig {
     pub(super) model: String,
     pub(super) python: String,
     pub(super) env: Vec<(String, String)>,
+    /// The workers' working directory: the class file's folder (else the model file's), as
+    /// under Seldon's s2i images, where classes open their files by relative paths.
+    pub(super) workdir: Option<std::path::PathBuf>,
     /// The LOAD frame's metadata: what to import and construct.
     pub(super) load: serde_json::Value,
     pub(super) load_timeout: Duration,

@@ -61,6 +61,9 @@ impl Process {
         if let Some(arena) = &arena {
             arena.share_with(&mut command);
         }
+        if let Some(dir) = &config.workdir {
+            command.current_dir(dir);
+        }
         let mut child = command
             .env("PYTHONPATH", python_path)
             .env("PYTHONUNBUFFERED", "1")
