@@ -297,3 +297,88 @@ except g.InferenceServerException as e:
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn get_model_gives_the_folders_other_files_as_extra_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("model");
+    std::fs::create_dir(&folder).unwrap();
+    std::fs::write(folder.join("weights.txt"), "2.5").unwrap();
+    std::fs::write(folder.join("labels.csv"), "a,b").unwrap();
+    let models = root().join("tests/python/mlrun/models.py");
+    let yaml = format!(
+        "name: extra\ngraph:\n  kind: router\n  routes:\n    m: {{kind: model, class: python, path: {}, python: {}, class_name: WithExtra, model_path: model}}\n",
+        models.display(),
+        test_python().display()
+    );
+    let path = dir.path().join("g.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let server = Server::start(&path.display().to_string(), &[]);
+    let v = ok(post(
+        &server.addr,
+        "/v2/models/m/infer",
+        r#"{"inputs": [[1]]}"#,
+    ));
+    assert_eq!(
+        v["outputs"],
+        json!({"weight": 2.5, "labels": ["a", "b"], "files": ["labels.csv", "weights.txt"]}),
+        "{v}"
+    );
+}
+
+#[test]
+fn a_serving_functions_graph_in_mlruns_field_names_serves() {
+    let dir = tempfile::tempdir().unwrap();
+    let models = root().join("tests/python/mlrun/models.py");
+    let tasks = root().join("tests/python/mlrun/tasks.py");
+    let python = test_python();
+    // `spec.graph` as MLRun's `fn.to_yaml()` writes a router of models, with the code's file.
+    let router = format!(
+        "name: fn\ngraph:\n  kind: router\n  class_name: mlrun.serving.ModelRouter\n  class_args: {{}}\n  routes:\n    model1:\n      kind: task\n      class_name: ClassifierModel\n      class_args: {{offset: 1}}\n      path: {}\n      python: {}\n",
+        models.display(),
+        python.display()
+    );
+    let path = dir.path().join("router.yaml");
+    std::fs::write(&path, router).unwrap();
+    let server = Server::start(&path.display().to_string(), &[]);
+    let v = ok(post(
+        &server.addr,
+        "/v2/models/model1/infer",
+        r#"{"inputs": [[1, 2]]}"#,
+    ));
+    assert_eq!(v["outputs"], json!([4.0]), "{v}");
+    // A flow with MLRun's `engine` and `default_final_step`.
+    let flow = format!(
+        "name: flow\ngraph:\n  kind: flow\n  engine: async\n  default_final_step: b\n  steps:\n    a: {{kind: task, handler: identity, path: {t}, python: {p}}}\n    b: {{kind: task, handler: double, path: {t}, python: {p}, after: [a]}}\n",
+        t = tasks.display(),
+        p = python.display()
+    );
+    let path = dir.path().join("flow.yaml");
+    std::fs::write(&path, flow).unwrap();
+    let server = Server::start(&path.display().to_string(), &[]);
+    let v = ok(post(
+        &server.addr,
+        "/v2/models/flow/infer",
+        r#"{"values": [2]}"#,
+    ));
+    assert_eq!(v, json!([4]));
+}
+
+#[test]
+fn mlruns_router_classes_that_are_not_served_are_refused_naming_the_equivalent() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = "name: fn\ngraph:\n  kind: router\n  class_name: mlrun.serving.VotingEnsemble\n  routes:\n    a: {kind: task, handler: identity, path: x.py}\n";
+    std::fs::write(dir.path().join("x.py"), "def identity(b):\n    return b\n").unwrap();
+    let path = dir.path().join("g.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let out = common::bin()
+        .args(["validate", &path.display().to_string()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stderr) + String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("`kind: ensemble` step with `combine: vote`"),
+        "{text}"
+    );
+}

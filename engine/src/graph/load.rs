@@ -275,17 +275,35 @@ pub(super) fn declare_steps(
     match map.get_scalar("kind").map(|k| k.as_str()) {
         Some("flow") => {
             for key in map.keys() {
-                if !matches!(key.as_str(), "kind" | "steps") {
+                if !matches!(
+                    key.as_str(),
+                    "kind" | "steps" | "engine" | "default_final_step"
+                ) {
                     ctx.report(
                         Diagnostic::new(format!(
                             "unknown field `{}` for a flow graph",
                             key.as_str()
                         ))
                         .at(key.span())
-                        .help("expected `kind` or `steps`"),
+                        .help("expected `kind`, `steps`, `engine` or `default_final_step`"),
                     );
                 }
             }
+            // MLRun's flow fields: `engine` (sync or async: servegraph runs every flow's
+            // independent branches concurrently either way) and `default_final_step` (the
+            // step whose answer is the flow's: `responder: true` on it).
+            if let Some(engine) = map.get_node("engine")
+                && !matches!(
+                    engine.as_scalar().map(|e| e.as_str()),
+                    Some("sync" | "async")
+                )
+            {
+                ctx.report(
+                    Diagnostic::new("`engine` must be `sync` or `async` (MLRun's flow engines)")
+                        .at(engine.span()),
+                );
+            }
+            let final_step = map.get_scalar("default_final_step");
             let Some(steps) = map.get_node("steps") else {
                 ctx.report(Diagnostic::new("a flow graph needs `steps`").at(map.span()));
                 return Vec::new();
@@ -302,10 +320,23 @@ pub(super) fn declare_steps(
                     Diagnostic::new("a flow graph needs at least one step").at(steps.span()),
                 );
             }
-            steps
+            let mut declared: Vec<Declared> = steps
                 .iter()
                 .map(|(key, value)| declare_flow_step(ctx, key, value))
-                .collect()
+                .collect();
+            if let Some(name) = final_step {
+                match declared.iter_mut().find(|d| d.name == name.as_str()) {
+                    Some(d) => d.responder = true,
+                    None => ctx.report(
+                        Diagnostic::new(format!(
+                            "`default_final_step` names `{}`, which is not a step of the flow",
+                            name.as_str()
+                        ))
+                        .at(name.span()),
+                    ),
+                }
+            }
+            declared
         }
         Some("router") => {
             // The short form: the graph is one router step named after the graph.

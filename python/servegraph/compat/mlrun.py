@@ -122,6 +122,45 @@ class _Context:
         )
 
 
+class DataItem:
+    """A file of the model's folder, as MLRun's `DataItem` reads it."""
+
+    def __init__(self, path):
+        self.url = path
+        self.key = os.path.basename(path)
+        self.kind = "file"
+
+    def local(self):
+        return self.url
+
+    def get(self, size=None, offset=0, encoding=None):
+        with open(self.url, "rb") as f:
+            f.seek(offset)
+            data = f.read() if size is None else f.read(size)
+        return data.decode(encoding) if encoding else data
+
+    def open(self, mode="r"):
+        return open(self.url, mode)
+
+    def download(self, target_path):
+        import shutil
+
+        shutil.copyfile(self.url, target_path)
+
+    def as_df(self, **kwargs):
+        import pandas as pd
+
+        lower = self.url.lower()
+        if lower.endswith((".parquet", ".pq")):
+            return pd.read_parquet(self.url, **kwargs)
+        if lower.endswith(".json"):
+            return pd.read_json(self.url, **kwargs)
+        return pd.read_csv(self.url, **kwargs)
+
+    def __repr__(self):
+        return "DataItem(%r)" % self.url
+
+
 class Event:
     """What an `op_<name>(event)` gets, as in MLRun: the request's `body` (parsed JSON),
     its `path` and `method`; what the operation returns is the response's body."""
@@ -176,24 +215,35 @@ class V2ModelServer:
         return self.context.get_param(key, default)
 
     def get_model(self, suffix=""):
-        """The local model file and extra files, as MLRun's `(path, extra_dataitems)`:
-        `model_path` itself when it is a file, else the one file in that folder whose name
-        ends with `suffix`."""
+        """The local model file and the extra files, as MLRun's `get_model` gives them:
+        `(model_file, extra_data)`. `model_path` is the file itself, or a folder: then the
+        model file is the first (by name) ending with `suffix` (default `.pkl`), and
+        `extra_data` maps every file's name in the folder to a `DataItem` (`.local()`,
+        `.get()`, `.as_df()`, `.download(path)`, `.open()`, `.url`). MLRun's artifact store
+        (`store://`, `model_spec.yaml`) is not served: a clear error."""
         path = self.model_path
+        suffix = suffix or ".pkl"
         if not path:
             raise ValueError("get_model: the step has no `model_path`")
-        if str(path).startswith("store://"):
-            raise ValueError("get_model: `store://` URLs need MLRun's artifact store; give a local path")
-        if os.path.isdir(path):
-            found = sorted(f for f in os.listdir(path) if f.endswith(suffix))
-            if len(found) != 1:
-                raise ValueError(
-                    "get_model(%r): %s in %s" % (suffix, "no file" if not found else "several files " + ", ".join(found), path)
-                )
-            path = os.path.join(path, found[0])
-        elif suffix and not str(path).endswith(suffix):
-            raise ValueError("get_model(%r): model_path %s does not end with it" % (suffix, path))
-        return path, {}
+        path = str(path)
+        if path.startswith("store://") or path.lower().endswith(".yaml"):
+            raise ValueError(
+                "get_model: %s is an MLRun artifact (store:// or a model spec), which needs "
+                "MLRun's artifact store: give the model file or its folder" % path
+            )
+        if not os.path.isdir(path):
+            return path, {}
+        names = sorted(os.listdir(path))
+        if "model_spec.yaml" in names:
+            raise ValueError(
+                "get_model: %s holds an MLRun model spec (model_spec.yaml), which needs MLRun's "
+                "artifact store: give the model file itself" % path
+            )
+        extra = {name: DataItem(os.path.join(path, name)) for name in names}
+        for name in names:
+            if name.endswith(suffix):
+                return os.path.join(path, name), extra
+        raise ValueError("cant resolve model file for %s suffix%s" % (path, suffix))
 
     def set_metric(self, name, value):
         """Records a metric of the current request."""

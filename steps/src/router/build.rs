@@ -18,8 +18,43 @@ pub fn build(node: &StepNode, ctx: &mut BuildContext) -> Option<Box<dyn Step>> {
     let spec: Option<RouterSpec> = ctx.parse(node);
     let policy = PolicySpec::parse(node, ctx);
     let routes = build_routes(node, ctx, &[])?;
-    spec?;
+    let spec = spec?;
     let p = &policy?;
+    if let Some(class) = &spec.class_name {
+        let short = class.rsplit('.').next().unwrap_or(class);
+        let refusal = match short {
+            "ModelRouter" if node.body.get_node("policy").is_none() => None,
+            "ModelRouter" => Some(
+                "MLRun's `ModelRouter` routes by the model the request names: it is `policy: {type: path}`; give `class_name` or `policy`, not both".to_owned(),
+            ),
+            "VotingEnsemble" | "ParallelRun" | "EnrichmentVotingEnsemble" => Some(format!(
+                "MLRun's `{short}` is not served as a router class: write it as a `kind: ensemble` step with `combine: vote` (classification) or `combine: mean` (regression) and the same routes"
+            )),
+            _ => Some(format!(
+                "MLRun router class `{class}` is not served: servegraph routers choose by `policy` (path, weighted, bandits, or a Seldon ROUTER class)"
+            )),
+        };
+        if let Some(message) = refusal {
+            let span = node
+                .body
+                .get_node("class_name")
+                .map_or(node.span, |n| *n.span());
+            ctx.error(&node.name, &span, message);
+            return None;
+        }
+    }
+    if spec.class_args.as_ref().is_some_and(|a| !a.is_empty()) {
+        let span = node
+            .body
+            .get_node("class_args")
+            .map_or(node.span, |n| *n.span());
+        ctx.error(
+            &node.name,
+            &span,
+            "MLRun's router `class_args` are not served (servegraph's router takes its settings in `policy`)",
+        );
+        return None;
+    }
     let span = policy_span(node);
     // Fields that do not apply to the policy's type were refused by its spec; what is left is
     // one field that needs another.

@@ -18,6 +18,15 @@ pub struct RouterSpec {
     /// The routes: name (or `name:version`) → step.
     #[schemars(with = "IndexMap<String, serde_json::Value>")]
     pub routes: serde::de::IgnoredAny,
+    /// MLRun's router class (a serving function's `spec.graph`): `mlrun.serving.ModelRouter`
+    /// (MLRun's default: by the model the URL or body names) is `policy: {type: path}`; any
+    /// other is refused, naming servegraph's equivalent.
+    #[serde(default)]
+    pub class_name: Option<String>,
+    /// MLRun's router class arguments: only empty ones are taken (ModelRouter has none that
+    /// change routing).
+    #[serde(default)]
+    pub class_args: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// The JSON Schema of a router step's fields, `policy` with one branch per type (checked by

@@ -75,3 +75,17 @@ class Hooks(V2ModelServer):
     def postprocess(self, response):
         response["post"] = True
         return response
+
+
+class WithExtra(V2ModelServer):
+    """`get_model(suffix)` on a folder: the model file and the folder's other files as
+    MLRun's `extra_data` (DataItems)."""
+
+    def load(self):
+        model_file, extra_data = self.get_model(".txt")
+        self.weight = float(open(model_file).read())
+        self.labels = extra_data["labels.csv"].get(encoding="utf-8").split(",")
+        self.files = sorted(extra_data)
+
+    def predict(self, body):
+        return {"weight": self.weight, "labels": self.labels, "files": self.files}
