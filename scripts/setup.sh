@@ -3,7 +3,8 @@
 #
 #   scripts/setup.sh          Rust toolchain check + the ONNX Runtime shared library
 #   scripts/setup.sh --test   also what the tests use: a Python venv (tests/python/requirements.txt:
-#                             tritonclient[http], NumPy, jsonschema, scikit-learn)
+#                             tritonclient[http], NumPy, jsonschema, scikit-learn), one with
+#                             Seldon Core (tests/python/seldon-requirements.txt)
 #                             and the Tansu Kafka broker
 #
 # Everything goes under ${XDG_CACHE_HOME:-~/.cache}/servegraph, outside the repository.
@@ -14,6 +15,7 @@ CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/servegraph"
 ORT_DIR="$CACHE/onnxruntime-$ORT_VERSION"
 ORT_LIB="$ORT_DIR/libonnxruntime.so.$ORT_VERSION"
 TEST_VENV="$CACHE/venv-test"
+SELDON_VENV="$CACHE/venv-seldon"
 
 say() { printf 'setup: %s\n' "$*" >&2; }
 
@@ -53,6 +55,14 @@ if [ "${1:-}" = "--test" ]; then
     cp tests/python/requirements.txt "$TEST_VENV/requirements.stamp"
   fi
   say "test client: $TEST_VENV/bin/python"
+  # Seldon Core's package (its client, its base classes) apart: its pins clash with the above.
+  if [ ! -x "$SELDON_VENV/bin/python" ] || ! cmp -s tests/python/seldon-requirements.txt "$SELDON_VENV/requirements.stamp"; then
+    say "creating the Seldon Core virtualenv (tests/python/seldon-requirements.txt)"
+    python3 -m venv "$SELDON_VENV"
+    "$SELDON_VENV/bin/pip" install --quiet --disable-pip-version-check -r tests/python/seldon-requirements.txt
+    cp tests/python/seldon-requirements.txt "$SELDON_VENV/requirements.stamp"
+  fi
+  say "Seldon Core client: $SELDON_VENV/bin/python"
   # The Kafka-compatible broker the Kafka tests start (one per test binary, on a free port).
   scripts/kafka.sh install
   say "Kafka broker: $(scripts/kafka.sh path)"

@@ -252,10 +252,9 @@ fn feedback_credits_the_learning_router_by_the_answers_puid() {
         "/api/v1.0/predictions",
         &request.to_string(),
     ));
-    let route = response["meta"]["routing"]["seldon"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    // Seldon's routing: the router's index of its routes.
+    let index = response["meta"]["routing"]["seldon"].as_i64().unwrap();
+    let route = ["a", "b"][index as usize];
     let feedback = json!({"request": request, "response": response, "reward": 1.0});
     let v = ok(post(
         &server.addr,
@@ -268,7 +267,7 @@ fn feedback_credits_the_learning_router_by_the_answers_puid() {
         .as_array()
         .unwrap()
         .iter()
-        .filter(|r| r["route"] == route.as_str())
+        .filter(|r| r["route"] == route)
         .map(|r| r["rewards"].as_f64().unwrap_or_default())
         .sum();
     assert_eq!(rewarded, 1.0, "{stats}");
@@ -312,7 +311,7 @@ fn a_seldon_router_class_routes_and_learns_from_feedback() {
     assert_eq!(predict(1.0)["data"]["ndarray"], json!([[2.0]]));
     let large = predict(20.0);
     assert_eq!(large["data"]["ndarray"], json!([[200.0]]), "{large}");
-    assert_eq!(large["meta"]["routing"]["seldon"], "large", "{large}");
+    assert_eq!(large["meta"]["routing"]["seldon"], 1, "{large}");
     // Feedback on the large answer reaches send_feedback(routing=1): small requests follow.
     let feedback =
         json!({"request": {"data": {"ndarray": [[20.0]]}}, "response": large, "reward": 5.0});
@@ -442,4 +441,97 @@ fn a_class_opens_its_files_relative_to_its_own_folder_as_under_s2i() {
         &json!({"data": {"ndarray": [[2.0]]}}).to_string(),
     ));
     assert_eq!(v["data"]["ndarray"], json!([[6.0]]), "{v}");
+}
+
+/// Seldon Core's own `SeldonClient` (from its PyPI package, in its own virtualenv), unchanged,
+/// through the gateway's paths: predictions with each payload type, and feedback that reaches
+/// the class's `send_feedback`. It parses every answer into Seldon's proto messages, so an
+/// answer not in Seldon's exact shape fails here.
+#[test]
+fn seldons_own_client_predicts_and_sends_feedback() {
+    let (_dir, server) = serve(&models(&[
+        ("doubler", "Doubler"),
+        ("kinds", "Kinds"),
+        ("learner", "Rewarded"),
+    ]));
+    let out = std::process::Command::new(common::seldon_python())
+        .arg(root().join("tests/python/seldon_client_check.py"))
+        .arg(&server.addr)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    for case in [
+        "ndarray",
+        "tensor",
+        "str",
+        "json",
+        "feedback",
+        "after_feedback",
+    ] {
+        assert_eq!(v[case]["success"], true, "{case}: {v}");
+    }
+    assert_eq!(
+        v["ndarray"]["response"]["data"]["ndarray"],
+        json!([[2.0, 4.0]]),
+        "{v}"
+    );
+    assert_eq!(
+        v["ndarray"]["response"]["data"]["names"],
+        json!(["t:0", "t:1"]),
+        "{v}"
+    );
+    assert_eq!(
+        v["tensor"]["response"]["data"]["tensor"],
+        json!({"shape": [1, 2], "values": [2.0, 4.0]}),
+        "{v}"
+    );
+    assert_eq!(v["str"]["response"]["strData"], "HELLO", "{v}");
+    assert_eq!(
+        v["json"]["response"]["jsonData"]["keys"],
+        json!(["a", "b"]),
+        "{v}"
+    );
+    assert_eq!(
+        v["after_feedback"]["response"]["jsonData"]["total"], 2.0,
+        "{v}"
+    );
+}
+
+/// A model subclassing Seldon's real `SeldonComponent` (seldon-core installed in the model's
+/// interpreter, so servegraph's stand-in is not used): the base class's methods raise
+/// `SeldonNotImplementedError`, which servegraph takes as Seldon's wrapper does.
+#[test]
+fn a_subclass_of_seldons_real_base_class_is_driven_as_seldon_does() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("real.py"),
+        "import seldon_core\nfrom seldon_core.user_model import SeldonComponent\n\n\
+class Real(SeldonComponent):\n    def predict(self, X, feature_names, **kwargs):\n        \
+return X * 2\n\n    def where(self):\n        return seldon_core.__file__\n",
+    )
+    .unwrap();
+    let yaml = format!(
+        "name: g\ngraph:\n  kind: router\n  routes:\n    real: {{kind: model, class: python, path: real.py, python: {}, class_name: Real}}\n",
+        common::seldon_python().display()
+    );
+    let path = dir.path().join("g.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let server = Server::start(&path.display().to_string(), &[]);
+    let v = ok(post(
+        &server.addr,
+        "/seldon/real/api/v1.0/predictions",
+        &json!({"data": {"ndarray": [[1.5]]}}).to_string(),
+    ));
+    assert_eq!(v["data"]["ndarray"], json!([[3.0]]), "{v}");
+    // The base class's tags(), metrics() and class_names() said "not implemented": no tags,
+    // and Seldon's default names for a 2-D answer.
+    assert_eq!(v["data"]["names"], json!(["t:0"]), "{v}");
+    assert!(v["meta"].get("tags").is_none(), "{v}");
+    let ready = common::get_blocking(&server.addr, "/v2/models/real/ready");
+    assert_eq!(ready.status, 200);
 }

@@ -61,6 +61,9 @@ pub struct EventData {
     pub target: Option<Target>,
     /// Routing decisions taken so far, `(router, route)`, outermost first.
     pub routes: Vec<(String, String)>,
+    /// The same decisions as each router's index of its routes (`-1` every route, `-2` none:
+    /// a Seldon ROUTER's), as Seldon's `meta.routing` says them.
+    pub routing: Vec<(String, i64)>,
     /// The operation: `false` predict (`/infer`), `true` explain (`/explain`): models that can
     /// add per-feature `attributions` to their outputs.
     pub explain: bool,

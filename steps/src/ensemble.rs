@@ -290,6 +290,7 @@ impl Step for Ensemble {
             });
             for (_, a) in &answers {
                 out.routes.extend(a.routes.iter().cloned());
+                out.routing.extend(a.routing.iter().cloned());
                 out.model_time = out.model_time.max(a.model_time);
             }
             return Ok(out);
@@ -325,6 +326,11 @@ impl Step for Ensemble {
             for r in &a.routes {
                 if !out.routes.contains(r) {
                     out.routes.push(r.clone());
+                }
+            }
+            for r in &a.routing {
+                if !out.routing.contains(r) {
+                    out.routing.push(r.clone());
                 }
             }
             out.notes.extend(a.notes.clone());

@@ -318,6 +318,26 @@ pub fn tls_server(graph: &str, dir: &std::path::Path, extra: &[&str]) -> (Child,
 }
 
 /// The Python of the test virtualenv (`scripts/setup.sh --test`), or `SERVEGRAPH_PYTHON`.
+/// The interpreter of the Seldon Core virtualenv (`scripts/setup.sh --test`), with Seldon's
+/// own package: `SERVEGRAPH_SELDON_PYTHON`, else the cache's `venv-seldon`.
+pub fn seldon_python() -> PathBuf {
+    let py = match std::env::var_os("SERVEGRAPH_SELDON_PYTHON") {
+        Some(p) => PathBuf::from(p),
+        None => std::env::var_os("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache")
+            })
+            .join("servegraph/venv-seldon/bin/python"),
+    };
+    assert!(
+        py.exists(),
+        "{} is missing: run `scripts/setup.sh --test` (or set SERVEGRAPH_SELDON_PYTHON)",
+        py.display()
+    );
+    py
+}
+
 pub fn test_python() -> PathBuf {
     let py = match std::env::var_os("SERVEGRAPH_PYTHON") {
         Some(p) => PathBuf::from(p),

@@ -255,6 +255,11 @@ impl Graph {
                     event.routes.push(r);
                 }
             }
+            for r in other.routing {
+                if !event.routing.contains(&r) {
+                    event.routing.push(r);
+                }
+            }
             event.parameters.extend(other.parameters);
             event.notes.extend(other.notes);
             event.model_time = event.model_time.max(other.model_time);

@@ -84,11 +84,12 @@ impl Codec for SeldonMessage {
             let meta = m.entry("meta").or_insert_with(|| json!({}));
             if let Value::Object(meta) = meta {
                 meta.entry("puid").or_insert_with(|| done.id.clone().into());
-                if !done.routes.is_empty() {
+                // Seldon's `routing`: each router's index of its routes (an int32 in its proto).
+                if !done.routing.is_empty() {
                     let routing: Map<String, Value> = done
-                        .routes
+                        .routing
                         .iter()
-                        .map(|(router, route)| (router.clone(), route.clone().into()))
+                        .map(|(router, index)| (router.clone(), (*index).into()))
                         .collect();
                     meta.entry("routing").or_insert(Value::Object(routing));
                 }

@@ -177,7 +177,7 @@ impl Router {
     /// Every route on the request, at once; the first route's answer is the router's (Seldon's
     /// executor without a combiner), and any route's failure fails it.
     async fn all_routes(&self, mut event: Event) -> Result<Event> {
-        event.routes.push((self.name.clone(), "-1".into()));
+        event.routing.push((self.name.clone(), -1));
         let runs = self.routes.iter().map(|route| {
             let event = event.clone();
             async move {
@@ -293,7 +293,7 @@ impl Step for Router {
                     SeldonRoute::All => return self.all_routes(event).await,
                     SeldonRoute::None => {
                         // The request is the answer (its tensors, or the message it came as).
-                        event.routes.push((self.name.clone(), "-2".into()));
+                        event.routing.push((self.name.clone(), -2));
                         if let Some(body) = event.body.as_mut() {
                             body.answered = true;
                         }
@@ -319,6 +319,7 @@ impl Step for Router {
         self.stats.lock().expect("not poisoned")[index].0 += 1;
         let route = &self.routes[index];
         event.routes.push((self.name.clone(), route.key.clone()));
+        event.routing.push((self.name.clone(), index as i64));
         // The same cheap clock as the engine's step timing.
         let start = quanta::Instant::now();
         let rows = servegraph_engine::stats::rows(&event);
