@@ -382,3 +382,86 @@ fn mlruns_router_classes_that_are_not_served_are_refused_naming_the_equivalent()
         "{text}"
     );
 }
+
+#[test]
+fn text_bodies_reach_the_flow_as_text_as_mlrun_reads_them() {
+    let (_dir, server) = flow(&[("typed", "handler: typed")]);
+    let path = "/v2/models/flow/infer";
+    // Not JSON, no content type: text.
+    let v = ok(common::post_with(&server.addr, path, "hello there", &[]));
+    assert_eq!(v, json!({"type": "str", "body": "hello there"}));
+    // Not JSON but said to be: MLRun's 400.
+    let r = post(&server.addr, path, "hello there");
+    assert_eq!(r.status, 400, "{:?}", r.body);
+    // JSON: parsed, as MLRun's server does without a text content type.
+    let v = ok(common::post_with(&server.addr, path, "[1, 2]", &[]));
+    assert_eq!(v, json!({"type": "list", "body": [1, 2]}));
+    // A text content type keeps even JSON as text.
+    let r = common::post_with(
+        &server.addr,
+        path,
+        "[1, 2]",
+        &[("content-type", "application/text")],
+    );
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.json(), json!({"type": "str", "body": "[1, 2]"}));
+}
+
+#[test]
+fn handlers_may_be_expressions_or_module_functions_without_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "name: flow\ngraph:\n  kind: flow\n  steps:\n    plus: {{kind: task, handler: \"(event + 1)\", python: {p}}}\n    text: {{kind: task, handler: json.dumps, python: {p}, after: [plus]}}\n",
+        p = test_python().display()
+    );
+    let path = dir.path().join("flow.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let server = Server::start(&path.display().to_string(), &[]);
+    let v = ok(post(&server.addr, "/v2/models/flow/infer", "5"));
+    assert_eq!(v, json!("6"));
+}
+
+#[test]
+fn an_error_handler_task_gets_the_failure_on_its_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "name: flow\ngraph:\n  kind: flow\n  steps:\n    step: {{kind: task, path: {t}, python: {p}, handler: fails, on_error: catcher}}\n    catcher: {{kind: task, path: {t}, python: {p}, class_name: Catcher, full_event: true}}\n",
+        t = root().join("tests/python/mlrun/tasks.py").display(),
+        p = test_python().display()
+    );
+    let path = dir.path().join("flow.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let server = Server::start(&path.display().to_string(), &[]);
+    let v = ok(post(&server.addr, "/v2/models/flow/infer", r#"{"x": 1}"#));
+    assert_eq!(v["origin"], "step", "{v}");
+    assert!(v["error"].as_str().unwrap().contains("no good"), "{v}");
+    assert_eq!(v["body"], json!({"x": 1}), "{v}");
+}
+
+#[test]
+fn mlruns_graph_context_imports_inside_a_worker() {
+    let (_dir, server) = flow(&[("ctx", "handler: uses_graph_context")]);
+    let v = ok(post(&server.addr, "/v2/models/flow/infer", "{}"));
+    assert_eq!(v, json!({"context": "GraphContext"}));
+}
+
+#[test]
+fn a_model_after_a_task_step_answers_its_own_outputs_in_mlruns_shape() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "name: flow\ngraph:\n  kind: flow\n  steps:\n    to-cm: {{kind: task, path: {f}, python: {p}, handler: centimetres}}\n    iris: {{kind: model, class: onnx, model_path: {m}, after: [to-cm]}}\n",
+        f = root().join("models/mlrun_flow.py").display(),
+        p = test_python().display(),
+        m = root().join("models/iris_lr.onnx").display(),
+    );
+    let path = dir.path().join("flow.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let server = Server::start(&path.display().to_string(), &[]);
+    let v = ok(post(
+        &server.addr,
+        "/v2/models/flow/infer",
+        r#"{"id": "r", "inputs": [[51, 35, 14, 2], [67, 30, 52, 23]]}"#,
+    ));
+    assert_eq!(v["outputs"]["label"], json!([0, 2]), "{v}");
+    assert_eq!(v["id"], "r", "{v}");
+}

@@ -185,7 +185,7 @@ class Model(V2ModelServer):
         "{stderr}"
     );
     assert!(
-        stderr.contains("servegraph provides `mlrun.serving` (V2ModelServer)")
+        stderr.contains("servegraph provides `mlrun.serving` (V2ModelServer, GraphContext)")
             && stderr.contains("Install mlrun in the model's interpreter"),
         "{stderr}"
     );

@@ -209,11 +209,12 @@ fn errors_are_answered_in_seldons_shape() {
 
 #[test]
 fn health_and_metadata_as_seldons_gateway_serves_them() {
-    let (_dir, server) = serve(&models(&[("healthy", "Healthy")]));
+    let (_dir, server) = serve(&models(&[("healthy", "Healthy"), ("doubler", "Doubler")]));
     let r = get_blocking(&server.addr, "/health/ping");
     assert_eq!((r.status, &r.body[..]), (200, &b"pong"[..]));
-    let v = ok(get_blocking(&server.addr, "/health/status"));
-    assert_eq!(v["strData"], "healthy");
+    // A class without health_status(): Seldon's default.
+    let v = ok(get_blocking(&server.addr, "/api/v1.0/status/doubler"));
+    assert_eq!(v["strData"], "healthy", "{v}");
     let v = ok(get_blocking(&server.addr, "/api/v1.0/metadata"));
     assert_eq!(v["name"], "seldon", "{v}");
     // The class's init_metadata() says what it takes.
@@ -534,4 +535,134 @@ return X * 2\n\n    def where(self):\n        return seldon_core.__file__\n",
     assert!(v["meta"].get("tags").is_none(), "{v}");
     let ready = common::get_blocking(&server.addr, "/v2/models/real/ready");
     assert_eq!(ready.status, 200);
+}
+
+#[test]
+fn health_status_and_per_model_routes_answer_as_seldons_components_do() {
+    let (_dir, server) = serve(&models(&[("healthy", "Healthy")]));
+    // health_status() → [1, 2], answered as Seldon's wrapper does.
+    let want =
+        json!({"data": {"names": [], "tensor": {"shape": [2], "values": [1, 2]}}, "meta": {}});
+    for path in ["/health/status", "/api/v1.0/status/healthy"] {
+        let v = ok(get_blocking(&server.addr, path));
+        assert_eq!(v, want, "{path}");
+    }
+    // init_metadata(), completed as Seldon's validate_model_metadata does.
+    let v = ok(get_blocking(&server.addr, "/api/v1.0/metadata/healthy"));
+    assert_eq!(v["name"], "healthy", "{v}");
+    assert_eq!(v["versions"], json!(["v1"]), "{v}");
+    assert_eq!(v["platform"], "", "{v}");
+    assert_eq!(v["custom"], json!({"author": "tests"}), "{v}");
+    assert_eq!(v["outputs"], json!([]), "{v}");
+    let v = ok(get_blocking(&server.addr, "/api/v1.0/metadata"));
+    assert_eq!(
+        v["models"]["healthy"]["custom"],
+        json!({"author": "tests"}),
+        "{v}"
+    );
+    let r = get_blocking(&server.addr, "/api/v1.0/status/nope");
+    assert_eq!(r.status, 404, "{:?}", r.body);
+}
+
+#[test]
+fn a_bad_metric_fails_the_request_as_in_seldon() {
+    let (_dir, server) = serve(&models(&[("bad", "BadMetrics")]));
+    let r = post(
+        &server.addr,
+        "/seldon/bad/api/v1.0/predictions",
+        &json!({"data": {"ndarray": [[1]]}}).to_string(),
+    );
+    assert_eq!(r.status, 500, "{:?}", r.body);
+    assert!(
+        r.json()["status"]["info"]
+            .as_str()
+            .unwrap()
+            .contains("Bad metric created during request")
+    );
+}
+
+#[test]
+fn feedback_without_a_response_reaches_every_class_that_takes_it() {
+    let (_dir, server) = serve(&models(&[("learner", "Rewarded")]));
+    let feedback = json!({"request": {"data": {"ndarray": [[3.0]]}}, "reward": 1.5});
+    ok(post(
+        &server.addr,
+        "/api/v1.0/feedback",
+        &feedback.to_string(),
+    ));
+    let v = ok(post(
+        &server.addr,
+        "/seldon/learner/api/v1.0/predictions",
+        &json!({"data": {"ndarray": [[0]]}}).to_string(),
+    ));
+    assert_eq!(v["jsonData"]["total"], 1.5, "{v}");
+}
+
+#[test]
+fn mlrun_rows_reach_a_seldon_class_as_its_input_tensor() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = graph_file(
+        dir.path(),
+        "  kind: router\n  routes:\n    doubler: {kind: model, class: python, path: MODELS, python: PYTHON, class_name: Doubler, inputs: [{name: x, datatype: FP64, shape: [-1, 2]}]}\n",
+    );
+    let server = Server::start(&path, &[]);
+    let v = ok(post(
+        &server.addr,
+        "/v2/models/doubler/infer",
+        r#"{"inputs": [[1, 2]]}"#,
+    ));
+    assert_eq!(v["outputs"], json!([[2.0, 4.0]]), "{v}");
+}
+
+#[test]
+fn a_transformer_without_its_role_is_told_which_role_to_give() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = graph_file(
+        dir.path(),
+        "  kind: router\n  routes:\n    t: {kind: model, class: python, path: MODELS, python: PYTHON, class_name: TransformOnly, api: seldon}\n",
+    );
+    let out = bin().args(["validate", &path]).output().unwrap();
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stderr) + String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("give the step `role: transformer`"), "{text}");
+}
+
+#[test]
+fn seldons_protobuf_module_imports_and_a_message_used_is_refused_by_name() {
+    let (_dir, server) = serve(&models(&[("proto", "UsesProto")]));
+    let path = "/seldon/proto/api/v1.0/predictions";
+    let v = ok(post(
+        &server.addr,
+        path,
+        &json!({"data": {"ndarray": [[1.0]]}}).to_string(),
+    ));
+    assert_eq!(v["data"]["ndarray"], json!([[1.0]]), "{v}");
+    let r = post(
+        &server.addr,
+        path,
+        &json!({"data": {"ndarray": [[-1.0]]}}).to_string(),
+    );
+    assert_eq!(r.status, 500, "{:?}", r.body);
+    let info = r.json()["status"]["info"].as_str().unwrap().to_owned();
+    assert!(
+        info.contains("SeldonMessage") && info.contains("Install seldon-core"),
+        "{info}"
+    );
+}
+
+#[test]
+fn a_wrong_method_on_seldons_routes_names_the_right_one() {
+    let (_dir, server) = serve(&models(&[("doubler", "Doubler")]));
+    for (path, allowed) in [
+        ("/api/v1.0/predictions", "POST"),
+        ("/seldon/ns/doubler/api/v1.0/feedback", "POST"),
+        ("/api/v0.1/predictions", "POST"),
+    ] {
+        let r = get_blocking(&server.addr, path);
+        assert_eq!(r.status, 405, "{path}");
+        assert_eq!(r.headers["allow"], allowed, "{path}");
+    }
+    let r = post(&server.addr, "/seldon/doubler/api/v1.0/metadata", "{}");
+    assert_eq!(r.status, 405);
+    assert_eq!(r.headers["allow"], "GET");
 }

@@ -97,14 +97,37 @@ pub struct JsonBody {
     pub value: Value,
     /// A step answered it: the codec sends it as it is, instead of encoding tensors.
     pub answered: bool,
+    /// Whose body it is: a class takes a body of its own API's protocol (an MLRun class
+    /// MLRun's, a Seldon component Seldon's messages), and the event's tensors otherwise.
+    pub protocol: BodyProtocol,
+}
+
+/// The protocol a [`JsonBody`] is written in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BodyProtocol {
+    /// MLRun's bodies (`{"inputs": ...}`, or any JSON or text an MLRun flow takes).
+    Mlrun,
+    /// Seldon's `SeldonMessage`.
+    Seldon,
+}
+
+impl BodyProtocol {
+    /// As a Python worker names it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BodyProtocol::Mlrun => "mlrun",
+            BodyProtocol::Seldon => "seldon",
+        }
+    }
 }
 
 impl JsonBody {
     /// A request's body.
-    pub fn request(value: Value) -> JsonBody {
+    pub fn request(value: Value, protocol: BodyProtocol) -> JsonBody {
         JsonBody {
             value,
             answered: false,
+            protocol,
         }
     }
 }

@@ -46,7 +46,7 @@ pub mod tracking;
 pub use async_trait::async_trait;
 pub use diag::{Diagnostic, GraphErrors};
 pub use error::{Error, ErrorKind, Result};
-pub use event::{Event, EventData, JsonBody, Target};
+pub use event::{BodyProtocol, Event, EventData, JsonBody, Target};
 pub use graph::{Graph, Live};
 pub use learning::{Learner, LearnerStats, Replicated, ShareLink};
 pub use step::{

@@ -511,7 +511,9 @@ impl Pipeline {
             // Not a body of the protocol the URL speaks, but JSON for a graph or model that
             // takes bodies as they come (MLRun's flow steps and model servers).
             Err(e) if request.codec.is_none() && json_len.is_none() => {
-                match protocol::codec::any_body(body, &at) {
+                let content =
+                    protocol::codec::Content::of(request.headers.header("content-type").as_deref());
+                match protocol::codec::any_body(body, content, &at) {
                     Some(decoded) => Ok((json_len, &protocol::codec::MlrunRows, decoded?)),
                     None => Err(e),
                 }

@@ -136,6 +136,16 @@ pub trait Model: Send + Sync {
 /// identifier, so no client's custom operation can name it.
 pub const SELDON_FEEDBACK: &str = "$seldon_feedback";
 
+/// The operation a model is asked its Seldon health with (`Model::operation`, no body): a
+/// Python class's `health_status()` as Seldon's wrapper answers it (a SeldonMessage), or
+/// `null` when its class is not a Seldon component.
+pub const SELDON_HEALTH: &str = "$seldon_health";
+
+/// The operation a model is asked its Seldon metadata with (`Model::operation`, no body): its
+/// class's `init_metadata()` as Seldon validates it (`name`, `versions`, `platform`,
+/// `inputs`, `outputs`, `custom`), or `null` when its class has none.
+pub const SELDON_METADATA: &str = "$seldon_metadata";
+
 /// What a step is, as metadata (`platform`) and pictures name it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Platform {

@@ -21,6 +21,8 @@ class MLRun:
     MLRun's rows (`inputs` a list), and what `predict` returns becomes the output tensors."""
 
     name = "mlrun"
+    # The protocol whose bodies it takes as they came (`predict_body`).
+    bodies = "mlrun"
 
     @staticmethod
     def detects(target, spec):

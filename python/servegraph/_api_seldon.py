@@ -3,6 +3,7 @@
 plain class with `predict(X, feature_names, meta)`."""
 
 import base64
+import json
 
 import numpy as np
 
@@ -38,6 +39,8 @@ class Seldon:
     it. OIP requests hand X the one input tensor (a dict when there are several)."""
 
     name = "seldon"
+    # The protocol whose bodies it takes as they came (`predict_body`).
+    bodies = "seldon"
 
     @staticmethod
     def detects(target, spec):
@@ -74,6 +77,17 @@ class Seldon:
         if self.role in ("model", "router", "combiner") and not any(
             callable(getattr(self.obj, m, None)) for m in (self.method,) + self.raws
         ):
+            hint = ""
+            if self.role == "model":
+                for method, where in (
+                    ("transform_input", "give the step `role: transformer`"),
+                    ("transform_output", "give the step `role: output_transformer`"),
+                    ("route", "make it a router's `policy: {type: seldon, ...}`"),
+                    ("aggregate", "make it an ensemble's `combine: seldon` class"),
+                ):
+                    if callable(getattr(self.obj, method, None)):
+                        hint = "; it has `%s`: %s" % (method, where)
+                        break
             raise TypeError(
                 "class `%s` has no `%s` (nor %s): a Seldon %s needs one%s"
                 % (
@@ -81,9 +95,7 @@ class Seldon:
                     self.method,
                     " or ".join("`%s`" % r for r in self.raws),
                     self.role.upper(),
-                    "; `role: transformer` or `output_transformer` for a transformer"
-                    if self.role == "model"
-                    else "",
+                    hint,
                 )
             )
         self.batchable = bool(getattr(self.obj, "batchable", False))
@@ -178,6 +190,28 @@ class Seldon:
         data, tags, metrics = self._unpack(aggregate(features, names))
         return response_json(self.obj, messages[0], data, None, metrics, tags)
 
+    def seldon_health(self):
+        """Seldon's `/health/status`: `health_status_raw()`, else `health_status()` (or
+        "healthy") as Seldon's wrapper answers it."""
+        raw = getattr(self.obj, "health_status_raw", None)
+        if callable(raw):
+            try:
+                return raw()
+            except Exception as exc:  # noqa: BLE001 - Seldon's fallback, exactly
+                if not not_implemented(exc):
+                    raise
+        health = getattr(self.obj, "health_status", None)
+        if callable(health):
+            try:
+                data = health()
+            except Exception as exc:  # noqa: BLE001 - Seldon's fallback, exactly
+                if not not_implemented(exc):
+                    raise
+                data = "not implemented - assuming healthy"
+        else:
+            data = "healthy"
+        return response_json(self.obj, {}, data, None, [], {})
+
     def send_feedback(self, body):
         """Seldon's feedback: `send_feedback_raw(feedback)` when the class has it, else
         `send_feedback(features, feature_names, reward, truth, routing=...)` with the request's
@@ -209,11 +243,21 @@ class Seldon:
         """A SeldonResponse's data, tags and metrics (with the class's `tags()`/`metrics()`,
         the response's winning, as in Seldon)."""
         tags = dict(call_optional(self.obj, "tags") or {})
-        metrics = list(call_optional(self.obj, "metrics") or [])
+        runtime = []
         if type(result).__name__ == "SeldonResponse":
             tags.update(getattr(result, "tags", None) or {})
-            metrics.extend(getattr(result, "metrics", None) or [])
+            runtime = list(getattr(result, "metrics", None) or [])
             result = result.data
+        # Seldon's `client_custom_metrics`: the response's metrics, then the class's, each
+        # checked (a bad one fails the request with 500, as in Seldon).
+        class_metrics = call_optional(self.obj, "metrics")
+        for metrics in (runtime, class_metrics):
+            if metrics is not None and not valid_metrics(metrics):
+                raise ModelError(
+                    "Bad metric created during request: %s" % json.dumps(metrics, default=str),
+                    status=500,
+                )
+        metrics = list(class_metrics or []) + runtime
         self.metrics_out = metrics
         return result, tags, metrics
 
@@ -237,6 +281,21 @@ class Seldon:
             # A transformer's answer stands for the tensor it transformed.
             return {next(iter(inputs)): np.asarray(result)}
         return np.asarray(result)
+
+
+def valid_metrics(metrics):
+    """Seldon's `validate_metrics`: a list of `{"key", "type": COUNTER|GAUGE|TIMER, "value"}`
+    with a numeric value."""
+    if not isinstance(metrics, list):
+        return False
+    for m in metrics:
+        if not isinstance(m, dict) or not {"key", "type", "value"} <= m.keys():
+            return False
+        if m["type"] not in ("COUNTER", "GAUGE", "TIMER"):
+            return False
+        if isinstance(m["value"], bool) or not isinstance(m["value"], (int, float, np.number)):
+            return False
+    return True
 
 
 def call_optional(obj, name):

@@ -48,6 +48,8 @@ class Task:
     """An MLRun flow step: the body in, the next body out."""
 
     name = "task"
+    # The protocol whose bodies it takes as they came (`predict_body`).
+    bodies = "mlrun"
 
     @staticmethod
     def detects(target, spec):
@@ -123,6 +125,11 @@ class Task:
             raise ModelError("a flow step cannot explain: `/explain` is for models", status=400)
         if self.with_event:
             event = Event(body, path="/", id=event_id)
+            failure = getattr(self, "failure", None)
+            if failure:
+                # An error handler's event: MLRun's `error` and `origin_state`.
+                event.error = failure.get("message")
+                event.origin_state = failure.get("step")
             result = self.fn(event, **self.kwargs)
             return result.body if hasattr(result, "body") else result
         result = self.fn(extract(self.input_path, body), **self.kwargs)

@@ -27,6 +27,8 @@ def import_target(spec):
 
     for d in reversed(spec.get("python_path") or []):
         sys.path.insert(0, d)
+    if not spec.get("path") and not spec.get("module"):
+        return function_named(spec.get("function") or "")
     if spec.get("path"):
         path = spec["path"]
         sys.path.insert(0, os.path.dirname(path))
@@ -47,6 +49,25 @@ def import_target(spec):
         hint = " (did you mean `%s`?)" % near[0] if near else ""
         raise AttributeError("module `%s` has no %s `%s`%s" % (module.__name__, what, attr, hint))
     return getattr(module, attr)
+
+
+def function_named(handler):
+    """An MLRun flow step's handler given without a file, as MLRun's `get_function` reads it:
+    an expression of `event` in parentheses (`(event + 1)`), or `module.function`."""
+    handler = handler.strip()
+    if handler.startswith("("):
+        if not handler.endswith(")"):
+            raise ValueError('function expression must start with "(" and end with ")"')
+        return eval("lambda event: " + handler[1:-1], {}, {})
+    module, _, name = handler.rpartition(".")
+    if not module:
+        raise ValueError(
+            "handler `%s` needs the step's `path` (or `module`): only `module.function` and "
+            "`(expression)` handlers stand alone" % handler
+        )
+    import importlib
+
+    return getattr(importlib.import_module(module), name)
 
 
 def api_of(target, spec):

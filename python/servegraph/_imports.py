@@ -22,7 +22,7 @@ import sys
 # Each stand-in module: the servegraph module its names come from, and the names (exactly the
 # real package's). Every module in between (`mlrun` for `mlrun.serving`) is a stand-in too.
 PROVIDED = {
-    "mlrun.serving": ("servegraph.compat.mlrun", ("V2ModelServer",)),
+    "mlrun.serving": ("servegraph.compat.mlrun", ("V2ModelServer", "GraphContext")),
     "mlrun.serving.v2_serving": ("servegraph.compat.mlrun", ("V2ModelServer",)),
     "seldon_core": ("servegraph.compat.seldon", ("Storage",)),
     "seldon_core.storage": ("servegraph.compat.seldon", ("Storage",)),
@@ -36,6 +36,9 @@ PROVIDED = {
         + ("create_counter", "create_gauge", "create_timer", "validate_metrics"),
     ),
     "seldon_core.flask_utils": ("servegraph.compat.seldon", ("SeldonMicroserviceException",)),
+    # Seldon's protobuf messages are not provided: importing the module works (classes import
+    # it for type hints), using one of its messages is refused by name.
+    "seldon_core.proto.prediction_pb2": (None, ()),
 }
 
 # The pip name of each package, for the message that says to install it.

@@ -134,7 +134,7 @@ def main():
                 info = {
                     "batchable": model.batchable,
                     "health": model.health_check() is not None,
-                    "bodies": hasattr(model, "predict_body"),
+                    "bodies": getattr(model, "bodies", None),
                     "feedback": bool(getattr(model, "feedback", False)),
                 }
                 if callable(model.metadata):
@@ -148,6 +148,10 @@ def main():
             try:
                 if meta.get("op") == "$health":
                     result = health_of(model.health_check())
+                elif meta.get("op") == "$seldon_health":
+                    # Seldon's /health/status, for a class that is a Seldon component.
+                    health = getattr(model, "seldon_health", None)
+                    result = health() if health else None
                 elif meta.get("op") == "$feedback":
                     # Seldon's feedback, for a class that takes it.
                     feedback = getattr(model, "send_feedback", None)
@@ -166,7 +170,9 @@ def main():
                 started = time.perf_counter()
                 extra = {}
                 if "body" in meta:
-                    # A class written against bodies (MLRun's, Seldon's): the body in, a body out.
+                    # A class written against bodies (MLRun's, Seldon's): the body in, a body out
+                    # (an error handler's also learns the failure it runs for).
+                    model.failure = meta.get("error")
                     extra["body"] = jsonable(
                         model.predict_body(meta["body"], parameters, explain, meta.get("id"))
                     )

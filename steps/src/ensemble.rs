@@ -287,6 +287,7 @@ impl Step for Ensemble {
             out.body = Some(servegraph_engine::JsonBody {
                 value: combined,
                 answered: true,
+                protocol: servegraph_engine::BodyProtocol::Seldon,
             });
             for (_, a) in &answers {
                 out.routes.extend(a.routes.iter().cloned());

@@ -234,6 +234,19 @@ pub async fn get(addr: &str, path: &str) -> anyhow::Result<Reply> {
     request(addr, "GET", path, &[], Vec::new()).await
 }
 
+/// A POST with exactly these headers (none: no content type).
+pub fn post_with(addr: &str, path: &str, body: &str, headers: &[(&str, &str)]) -> Reply {
+    let headers: Vec<(&str, String)> = headers.iter().map(|(k, v)| (*k, v.to_string())).collect();
+    block_on(request(
+        addr,
+        "POST",
+        path,
+        &headers,
+        body.as_bytes().to_vec(),
+    ))
+    .expect("POST")
+}
+
 pub fn post(addr: &str, path: &str, body: &str) -> Reply {
     block_on(request(
         addr,

@@ -60,14 +60,17 @@ def mlrun_names():
     assert mlrun.serving.V2ModelServer is compat.V2ModelServer
     assert mlrun.serving.v2_serving.V2ModelServer is compat.V2ModelServer
     assert "stand-in" in repr(mlrun), repr(mlrun)
-    assert mlrun.serving.__all__ == ["V2ModelServer"]
+    assert mlrun.serving.__all__ == ["V2ModelServer", "GraphContext"]
+    from mlrun.serving import GraphContext
+
+    assert GraphContext is compat.GraphContext
 
 
 def mlrun_refusals():
     from servegraph import _imports
 
     _imports.install()
-    words = ("servegraph provides `mlrun.serving` (V2ModelServer)", "Install mlrun")
+    words = ("servegraph provides `mlrun.serving` (V2ModelServer, GraphContext)", "Install mlrun")
     exc = refused("import mlrun.frameworks.sklearn", ModuleNotFoundError, "`mlrun.frameworks`", *words)
     assert exc.name == "mlrun", exc.name
     refused("from mlrun import get_dataitem", ImportError, "`mlrun.get_dataitem`", *words)

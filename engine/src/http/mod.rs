@@ -291,9 +291,17 @@ async fn method_not_allowed(method: Method, uri: Uri) -> Response {
     let gets = ["/v2", "/metrics", "/v2/health/live", "/v2/health/ready"];
     let clipper =
         !path.starts_with("/v2/") && (path.ends_with("/predict") || path.ends_with("/predict/"));
-    let post = path == "/" || path == "/admin/reload" || clipper;
+    // Seldon's: predictions, feedback and explain are POSTs; metadata, status, health GETs.
+    let seldon = path.contains("/api/v1.0/") || path.contains("/api/v0.1/");
+    let seldon_post = seldon
+        && ["/predictions", "/feedback", "/explain"]
+            .iter()
+            .any(|end| path.ends_with(end));
+    let seldon_get = (seldon && !seldon_post) || path.starts_with("/health/");
+    let post = path == "/" || path == "/admin/reload" || clipper || seldon_post;
     let get = !post
-        && (gets.contains(&path)
+        && (seldon_get
+            || gets.contains(&path)
             || path.ends_with("/ready")
             || path.ends_with("/stats")
             || path.split('/').count() <= 4

@@ -34,6 +34,17 @@ pub(super) fn routes() -> Router<Arc<AppState>> {
         .route("/health/ping", get(|| async { "pong" }))
         .route("/health/status", get(status))
         .route("/api/v1.0/health/status", get(status));
+    for version in ["v1.0", "v0.1"] {
+        router = router
+            .route(
+                &format!("/api/{version}/status/{{model}}"),
+                get(model_status),
+            )
+            .route(
+                &format!("/api/{version}/metadata/{{model}}"),
+                get(model_metadata),
+            );
+    }
     for prefix in PREFIXES {
         router = router
             .route(&format!("{prefix}/api/v1.0/predictions"), post(predict))
@@ -148,10 +159,48 @@ async fn feedback(
     }
 }
 
-/// `GET /health/status`: Seldon's health answer when the graph is ready, else its error (503).
+/// `GET /health/status`: the graph's Seldon component's `health_status()` as Seldon's
+/// wrapper answers it (the first model whose class is one), else Seldon's default
+/// (`"healthy"`) once the graph is ready; Seldon's error (503) while it is not.
 async fn status(State(state): State<Arc<AppState>>) -> Response {
-    match state.service.ready() {
-        Ok(()) => Json(json!({"strData": "healthy", "meta": {}})).into_response(),
+    let run = async {
+        state.service.ready()?;
+        let served = state.current()?;
+        for info in served.graph.models() {
+            if let Some(health) = state.service.seldon_health(&info.name).await? {
+                return Ok(health);
+            }
+        }
+        Ok(json!({"strData": "healthy", "meta": {}}))
+    };
+    match run.await {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => seldon_error(e),
+    }
+}
+
+/// `GET /api/v1.0/status/{model}`: the model's health as Seldon's executor asks its
+/// component (the class's `health_status()`), else Seldon's default once it is ready.
+async fn model_status(State(state): State<Arc<AppState>>, Path(model): Path<String>) -> Response {
+    let run = async {
+        state.service.model_ready(&model, None)?;
+        Ok(state
+            .service
+            .seldon_health(&model)
+            .await?
+            .unwrap_or_else(|| json!({"strData": "healthy", "meta": {}})))
+    };
+    match run.await {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => seldon_error(e),
+    }
+}
+
+/// `GET /api/v1.0/metadata/{model}`: the model's metadata as Seldon's executor asks its
+/// component: the class's `init_metadata()` completed as Seldon does, else the OIP's.
+async fn model_metadata(State(state): State<Arc<AppState>>, Path(model): Path<String>) -> Response {
+    match state.service.seldon_metadata(&model).await {
+        Ok(v) => Json(v).into_response(),
         Err(e) => seldon_error(e),
     }
 }
@@ -159,7 +208,7 @@ async fn status(State(state): State<Arc<AppState>>) -> Response {
 /// `GET .../api/v1.0/metadata`: the deployment's metadata as Seldon's gateway gives it
 /// (`name`, `models` by name, `graphinputs`, `graphoutputs`), from the OIP metadata.
 async fn metadata(State(state): State<Arc<AppState>>, path: Deployment) -> Response {
-    let run = || -> Result<Value, Error> {
+    let run = async {
         let served = state.current()?;
         let graph = addressed(&state, &path)?.unwrap_or_else(|| served.graph.name.clone());
         let top = state.service.metadata(&graph, None)?;
@@ -169,7 +218,11 @@ async fn metadata(State(state): State<Arc<AppState>>, path: Deployment) -> Respo
                 Some((m, v)) => (m, Some(v)),
                 None => (name.as_str(), None),
             };
-            if let Ok(m) = state.service.metadata(model, version) {
+            let m = match version {
+                None => state.service.seldon_metadata(model).await,
+                Some(v) => state.service.metadata(model, Some(v)),
+            };
+            if let Ok(m) = m {
                 models.insert(name.clone(), m);
             }
         }
@@ -180,7 +233,7 @@ async fn metadata(State(state): State<Arc<AppState>>, path: Deployment) -> Respo
             "graphoutputs": top.get("outputs").cloned().unwrap_or_else(|| json!([])),
         }))
     };
-    match run() {
+    match run.await {
         Ok(v) => Json(v).into_response(),
         Err(e) => seldon_error(e),
     }

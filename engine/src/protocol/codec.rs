@@ -9,7 +9,7 @@
 use super::request::{InferRequest, RequestedOutput, decode_raw, decode_request};
 use super::response::{Encoded, encode_response};
 use crate::error::Result;
-use crate::event::{Event, JsonBody};
+use crate::event::{BodyProtocol, Event, JsonBody};
 use crate::step::ModelInfo;
 
 /// Finds a model by name and version as the graph serves it, or a 404 that says what there is.
@@ -113,7 +113,7 @@ impl Codec for MlrunRows {
         let decoded = mlrun::to_oip(rows, info).and_then(|oip| decode_request(&oip, None));
         match decoded {
             Ok(mut request) => {
-                request.event.body = Some(JsonBody::request(value));
+                request.event.body = Some(JsonBody::request(value, BodyProtocol::Mlrun));
                 Ok(request)
             }
             Err(_) if takes_bodies(info) => mlrun::body_request(value),
@@ -125,7 +125,7 @@ impl Codec for MlrunRows {
     /// `model_version`) are the route's when a router took one. A body a step answered with
     /// (an MLRun class's response) is sent as it is.
     fn encode(&self, done: &Event, answer: &Answering<'_>) -> Result<Encoded> {
-        if let Some(body) = done.answered_body() {
+        if let Some(body) = done.answered_body().filter(|_| done.tensors.is_empty()) {
             return Ok(Encoded {
                 body: serde_json::to_vec(body).expect("JSON"),
                 json_len: None,
@@ -145,13 +145,63 @@ impl Codec for MlrunRows {
     }
 }
 
-/// A JSON body for what the request addresses, when that takes bodies as they come (a flow
-/// of MLRun's steps, a Python class): the request is the body alone. `None` when the body is
-/// not JSON or the model takes tensors only.
-pub fn any_body(body: &[u8], at: &Decoding<'_>) -> Option<Result<InferRequest>> {
-    let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+/// What a request's content type says of its body, as MLRun's server reads bodies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Content {
+    /// `application/json` (or `json`): JSON, or the request is refused.
+    Json,
+    /// `text/*`, `application/text`: the text itself.
+    Text,
+    /// None or another: JSON when it parses, else the text.
+    Other,
+}
+
+impl Content {
+    /// From a `Content-Type` header's value.
+    pub fn of(content_type: Option<&str>) -> Content {
+        let t = content_type.unwrap_or_default().trim().to_ascii_lowercase();
+        let t = t.split(';').next().unwrap_or_default().trim();
+        match t {
+            "application/json" | "json" => Content::Json,
+            t if t.starts_with("text/") || t == "application/text" => Content::Text,
+            _ => Content::Other,
+        }
+    }
+}
+
+/// A body for what the request addresses, when that takes bodies as they come (a flow of
+/// MLRun's steps, a Python class): the request is the body alone, read as MLRun's server
+/// reads bodies ([`Content`]). `None` when the model takes tensors only, or the body is not
+/// the JSON its content type says (the caller's error stands), or not UTF-8 text.
+pub fn any_body(body: &[u8], content: Content, at: &Decoding<'_>) -> Option<Result<InferRequest>> {
     let info = (at.find)(at.model.unwrap_or(at.graph), at.version).ok()?;
-    takes_bodies(info).then(|| super::mlrun::body_request(value))
+    if !takes_bodies(info) {
+        return None;
+    }
+    let text = || {
+        Some(serde_json::Value::String(
+            std::str::from_utf8(body).ok()?.to_owned(),
+        ))
+    };
+    let value = match (content, serde_json::from_slice(body)) {
+        (Content::Text, _) => text()?,
+        (_, Ok(value)) => value,
+        (Content::Json, Err(_)) => return None,
+        (Content::Other, Err(_)) => text()?,
+    };
+    // A SeldonMessage is Seldon's (its components take it), whatever the route.
+    let seldon = ["data", "strData", "jsonData", "binData"]
+        .iter()
+        .any(|k| value.get(*k).is_some())
+        && value.get("inputs").is_none();
+    let mut request = super::mlrun::body_request(value);
+    if seldon
+        && let Ok(r) = &mut request
+        && let Some(body) = r.event.body.as_mut()
+    {
+        body.protocol = BodyProtocol::Seldon;
+    }
+    Some(request)
 }
 
 /// Whether what `info` names may be handed a request's body without tensors: a Python model,

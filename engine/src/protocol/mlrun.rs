@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 
 use super::request::InferRequest;
 use crate::error::{Error, Result};
-use crate::event::{Event, EventData, JsonBody, Target};
+use crate::event::{BodyProtocol, Event, EventData, JsonBody, Target};
 use crate::step::ModelInfo;
 use crate::tensor::{Tensor, TensorData, TensorMeta};
 
@@ -184,7 +184,7 @@ pub fn body_request(value: Value) -> Result<InferRequest> {
         id,
         parameters,
         target,
-        body: Some(JsonBody::request(value)),
+        body: Some(JsonBody::request(value, BodyProtocol::Mlrun)),
         ..EventData::default()
     });
     Ok(InferRequest {

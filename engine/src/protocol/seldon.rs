@@ -16,7 +16,7 @@ use super::codec::{Answering, Codec, Decoding};
 use super::request::{InferRequest, decode_request};
 use super::response::Encoded;
 use crate::error::{Error, ErrorKind, Result};
-use crate::event::{Event, EventData, JsonBody};
+use crate::event::{BodyProtocol, Event, EventData, JsonBody};
 use crate::step::{ModelInfo, Platform};
 use crate::tensor::TensorMeta;
 
@@ -71,12 +71,12 @@ impl Codec for SeldonMessage {
             Err(e) => return Err(e),
         };
         request.event.id = id;
-        request.event.body = Some(JsonBody::request(value));
+        request.event.body = Some(JsonBody::request(value, BodyProtocol::Seldon));
         Ok(request)
     }
 
     fn encode(&self, done: &Event, _answer: &Answering<'_>) -> Result<Encoded> {
-        let mut message = match done.answered_body() {
+        let mut message = match done.answered_body().filter(|_| done.tensors.is_empty()) {
             Some(body) => body.clone(),
             None => from_tensors(done)?,
         };
@@ -306,6 +306,7 @@ mod tests {
         assert_eq!(v["meta"]["puid"], "r1");
         event.body = Some(JsonBody::request(
             json!({"data": {"tensor": {"shape": [2, 2], "values": [0, 0, 0, 0]}}}),
+            BodyProtocol::Seldon,
         ));
         let v: Value =
             serde_json::from_slice(&SeldonMessage.encode(&event, &answer).unwrap().body).unwrap();
@@ -313,9 +314,12 @@ mod tests {
             v["data"]["tensor"],
             json!({"shape": [2, 2], "values": [1.0, 2.0, 3.0, 4.0]})
         );
+        // A class's answered message is the answer (it stands for the tensors).
+        event.tensors.clear();
         event.body = Some(JsonBody {
             value: json!({"strData": "hi", "meta": {"puid": "mine"}}),
             answered: true,
+            protocol: BodyProtocol::Seldon,
         });
         let v: Value =
             serde_json::from_slice(&SeldonMessage.encode(&event, &answer).unwrap().body).unwrap();

@@ -250,6 +250,38 @@ impl Service {
         Ok(took)
     }
 
+    /// A model's Seldon health (its class's `health_status()` message), `None` when it is not
+    /// a Seldon component (a 404 for no such model).
+    pub async fn seldon_health(&self, model: &str) -> Result<Option<Value>> {
+        let served = self.current()?;
+        let step = served
+            .graph
+            .find_step(model)
+            .ok_or_else(|| Error::not_found(format!("no model `{model}`")))?;
+        let Some(m) = step.model() else {
+            return Ok(None);
+        };
+        match m.operation(crate::step::SELDON_HEALTH, Value::Null).await {
+            Some(answer) => Ok(Some(answer?).filter(|v| !v.is_null())),
+            None => Ok(None),
+        }
+    }
+
+    /// A model's metadata as Seldon's executor gives it: its class's `init_metadata()`
+    /// completed as Seldon does, else the OIP metadata.
+    pub async fn seldon_metadata(&self, model: &str) -> Result<Value> {
+        let served = self.current()?;
+        if let Some(m) = served.graph.find_step(model).and_then(|s| s.model())
+            && let Some(answer) = m.operation(crate::step::SELDON_METADATA, Value::Null).await
+        {
+            let said = answer?;
+            if !said.is_null() {
+                return Ok(said);
+            }
+        }
+        self.metadata(model, None)
+    }
+
     /// Whether `model` is a router that takes feedback (a 404 if not).
     pub fn takes_feedback(&self, model: &str) -> Result<()> {
         learner(&*self.current()?, model).map(|_| ())

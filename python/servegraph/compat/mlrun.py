@@ -161,6 +161,16 @@ class DataItem:
         return "DataItem(%r)" % self.url
 
 
+class GraphContext(_Context):
+    """MLRun's `GraphContext` (`mlrun.serving.GraphContext`): the context steps and model
+    servers get, as servegraph gives it (see `_Context`)."""
+
+    def __init__(self, level="info", logger=None, server=None, nuclio_context=None, name=None, params=None):
+        super().__init__(name, params)
+        if logger is not None:
+            self.logger = logger
+
+
 class Event:
     """What an `op_<name>(event)` gets, as in MLRun: the request's `body` (parsed JSON),
     its `path` and `method`; what the operation returns is the response's body."""
@@ -171,6 +181,9 @@ class Event:
         self.method = method
         self.headers = headers or {}
         self.id = id
+        # An error handler's event: the failure's message and the step that failed.
+        self.error = None
+        self.origin_state = None
 
 
 class V2ModelServer:

@@ -28,9 +28,17 @@ class SeldonResponse:
         self.tags = tags or {}
         self.metrics = metrics or []
 
+    @classmethod
+    def create(cls, data):
+        """`data` as a SeldonResponse (itself when it is one)."""
+        return data if isinstance(data, cls) else cls(data=data)
+
 
 class SeldonComponent:
-    """Seldon's base class: every method optional."""
+    """Seldon's base class (`seldon_core.user_model.SeldonComponent`), as Seldon has it: every
+    method but `__init__` and `load` raises `SeldonNotImplementedError`, which Seldon's wrapper
+    (and servegraph's) takes as "not there": default tags, `t:0`, `t:1`, ... names, no metrics,
+    healthy."""
 
     def __init__(self, **kwargs):
         pass
@@ -38,20 +46,38 @@ class SeldonComponent:
     def load(self):
         pass
 
-    def tags(self):
-        return {}
 
-    def metrics(self):
-        return []
+def _not_implemented(what):
+    def method(self, *args, **kwargs):
+        raise SeldonNotImplementedError("%s is not implemented" % what)
 
-    def class_names(self):
-        return []
+    method.__name__ = what
+    return method
 
-    def health_status(self):
-        return None
 
-    def init_metadata(self):
-        return {}
+for _name, _what in (
+    ("tags", "tags"),
+    ("class_names", "class_names"),
+    ("predict", "predict"),
+    ("predict_raw", "predict_raw"),
+    ("send_feedback_raw", "send_feedback_raw"),
+    ("transform_input", "transform_input"),
+    ("transform_input_raw", "transform_input_raw"),
+    ("transform_output", "transform_output"),
+    ("transform_output_raw", "transform_output_raw"),
+    ("metrics", "metrics"),
+    ("feature_names", "feature_names"),
+    ("send_feedback", "send_feedback"),
+    ("route", "route"),
+    ("route_raw", "route_raw"),
+    ("aggregate", "aggregate"),
+    ("aggregate_raw", "aggregate_raw"),
+    ("health_status", "health"),
+    ("health_status_raw", "health_raw"),
+    ("metadata", "metadata"),
+    ("init_metadata", "init_metadata"),
+):
+    setattr(SeldonComponent, _name, _not_implemented(_what))
 
 
 class SeldonMicroserviceException(Exception):

@@ -34,11 +34,14 @@ pub(crate) struct Call {
     pub(crate) explain: bool,
     /// The request's id, with a body (MLRun's answers echo it).
     pub(crate) id: Option<String>,
+    /// The failure an error handler runs for (`{"step", "message"}`), with a body: MLRun's
+    /// `event.error` and `event.origin_state`.
+    pub(crate) error: Option<serde_json::Value>,
 }
 
 impl Call {
     fn is_plain(&self) -> bool {
-        self.body.is_none() && !self.explain
+        self.body.is_none() && !self.explain && self.error.is_none()
     }
 }
 

@@ -42,3 +42,28 @@ class Named:
 def identity(body):
     """Hands the body on as it came."""
     return body
+
+
+def fails(body):
+    """A step that raises."""
+    raise ValueError("no good: %s" % body)
+
+
+class Catcher:
+    """An error handler as MLRun writes one (`full_event`): the failure's message and the step
+    that failed are on the event."""
+
+    def do_event(self, event):
+        event.body = {"error": event.error, "origin": event.origin_state, "body": event.body}
+        return event
+
+
+def typed(body):
+    """What the body is: MLRun keeps text bodies as text."""
+    return {"type": type(body).__name__, "body": body}
+
+
+def uses_graph_context(body):
+    from mlrun.serving import GraphContext
+
+    return {"context": type(GraphContext()).__name__}

@@ -62,8 +62,16 @@ class Healthy(SeldonComponent):
     def predict(self, X, feature_names):
         return X
 
+    def health_status(self):
+        return [1, 2]
+
     def init_metadata(self):
-        return {"name": "healthy", "versions": ["v1"], "inputs": [{"name": "input", "datatype": "FP64", "shape": [-1, 2]}]}
+        return {
+            "name": "healthy",
+            "versions": ["v1"],
+            "custom": {"author": "tests"},
+            "inputs": [{"name": "input", "datatype": "FP64", "shape": [-1, 2]}],
+        }
 
 
 class BestRouter:
@@ -117,3 +125,28 @@ class Rewarded:
     def send_feedback(self, features, feature_names, reward, truth, routing=None):
         self.total += reward
         self.last = [np.asarray(features).tolist(), np.asarray(truth).tolist()]
+
+
+class BadMetrics(SeldonComponent):
+    """A metric of a type Seldon does not have: Seldon fails the request (500)."""
+
+    def predict(self, X, feature_names):
+        return SeldonResponse(X, metrics=[{"type": "BAD", "key": "k", "value": 1}])
+
+
+class TransformOnly:
+    """A transformer served without its `role:`."""
+
+    def transform_input(self, X, feature_names):
+        return X
+
+
+class UsesProto:
+    """Imports Seldon's protobuf module for its type hints; uses a message only when asked."""
+
+    from seldon_core.proto import prediction_pb2
+
+    def predict(self, X, feature_names):
+        if float(X[0][0]) < 0:
+            return self.prediction_pb2.SeldonMessage()
+        return X

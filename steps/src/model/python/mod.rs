@@ -36,8 +36,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use servegraph_engine::{
-    BuildContext, BuildMode, Error, Event, JsonBody, Model, Platform, Result, Signature, Step,
-    StepNode, TensorMeta, async_trait,
+    BodyProtocol, BuildContext, BuildMode, Error, Event, JsonBody, Model, Platform, Result,
+    Signature, Step, StepNode, TensorMeta, async_trait,
 };
 use tokio::sync::mpsc::{Sender, error::TrySendError};
 
@@ -207,23 +207,36 @@ impl PythonModel {
     }
 
     /// Seldon's feedback (`{"request", "response", "reward", "truth"}`) for a request this
-    /// model served (the response's `meta.puid`): its class's `send_feedback`, answered
-    /// `true`; `false` when it did not serve it or takes no feedback.
+    /// model served (the response's `meta.puid`; any, without one): its class's
+    /// `send_feedback`, answered `true`; `false` when it did not serve it or takes none.
     async fn seldon_feedback(&self, body: serde_json::Value) -> Result<serde_json::Value> {
+        // Without a response naming the request (Seldon's microservice tests send none), the
+        // feedback is every class's that takes it.
         let id = body.pointer("/response/meta/puid").and_then(|v| v.as_str());
-        let served = id.is_some_and(|id| {
-            self.served
+        let served = match id {
+            None => self.health.takes_feedback.load(Ordering::Relaxed),
+            Some(id) => self
+                .served
                 .lock()
                 .expect("not poisoned")
                 .iter()
-                .any(|s| s == id)
-        });
+                .any(|s| s == id),
+        };
         if !served {
             return Ok(false.into());
         }
         let (job, answer) = Job::operation(FEEDBACK, body);
         self.submit((job, answer)).await?.result?;
         Ok(true.into())
+    }
+
+    /// The protocol whose bodies the class takes (`None`: it takes tensors).
+    fn body_protocol(&self) -> Option<BodyProtocol> {
+        match self.health.bodies.load(Ordering::Relaxed) {
+            worker::BODIES_MLRUN => Some(BodyProtocol::Mlrun),
+            worker::BODIES_SELDON => Some(BodyProtocol::Seldon),
+            _ => None,
+        }
     }
 
     fn ever_loaded(&self) -> bool {
@@ -236,8 +249,11 @@ impl Step for PythonModel {
     async fn process(&self, mut event: Event) -> Result<Event> {
         // A class written for MLRun or Seldon takes the event's body (the request's, or the
         // one a step before answered with, as in MLRun's flows) instead of tensors.
+        let protocol = self.body_protocol();
         let body = match &event.body {
-            Some(b) if self.health.takes_bodies.load(Ordering::Relaxed) => Some(b.value.clone()),
+            // A flow step takes whatever body there is.
+            Some(b) if self.body_step => Some(b.value.clone()),
+            Some(b) if Some(b.protocol) == protocol => Some(b.value.clone()),
             None if self.body_step => Some(servegraph_engine::protocol::mlrun::body_of(&event)?),
             _ => None,
         };
@@ -247,9 +263,14 @@ impl Step for PythonModel {
                 crate::model::take_inputs(&self.name, declared, &mut event)?
             }
             (None, false, None) => {
-                if event.tensors.is_empty() && event.body.is_some() {
+                if event.tensors.is_empty() && event.body.is_some() && !self.body_step {
+                    let takes = match self.body_protocol() {
+                        Some(p) => format!("tensors or {} bodies", p.as_str()),
+                        None => "tensors (its class is not written for MLRun's or Seldon's bodies)"
+                            .to_owned(),
+                    };
                     return Err(Error::bad_request(format!(
-                        "model `{}` takes tensors (its class is not written for MLRun's or Seldon's bodies) and this body has none for it: declare the model's `inputs:` so that the body's rows become its input tensor, or send OIP tensors",
+                        "model `{}` takes {takes} and this body has no tensors for it: declare the model's `inputs:` so that the body's rows become its input tensor, or send OIP tensors",
                         self.name
                     )));
                 }
@@ -269,6 +290,9 @@ impl Step for PythonModel {
         let (mut job, answer) = Job::new(inputs, parameters);
         job.call = Call {
             id: body.is_some().then(|| event.id.clone()),
+            error: body
+                .as_ref()
+                .and_then(|_| event.notes.get("error").cloned()),
             body,
             explain: event.explain,
         };
@@ -294,6 +318,7 @@ impl Step for PythonModel {
             event.body = Some(JsonBody {
                 value,
                 answered: true,
+                protocol: protocol.unwrap_or(BodyProtocol::Mlrun),
             });
         }
         if self.pass_through {
@@ -361,8 +386,30 @@ impl Model for PythonModel {
         name: &str,
         body: serde_json::Value,
     ) -> Option<Result<serde_json::Value>> {
-        if name == servegraph_engine::step::SELDON_FEEDBACK {
-            return Some(self.seldon_feedback(body).await);
+        match name {
+            servegraph_engine::step::SELDON_FEEDBACK => {
+                return Some(self.seldon_feedback(body).await);
+            }
+            servegraph_engine::step::SELDON_METADATA => {
+                let said = self.health.metadata.lock().expect("not poisoned").clone();
+                return Some(Ok(said.map_or(serde_json::Value::Null, seldon_metadata)));
+            }
+            servegraph_engine::step::SELDON_HEALTH => {
+                if self.body_protocol() != Some(BodyProtocol::Seldon) {
+                    return Some(Ok(serde_json::Value::Null));
+                }
+                let answer = async {
+                    let mut answer = self.submit(Job::operation(SELDON_HEALTH, body)).await?;
+                    answer.result?;
+                    Ok(answer
+                        .notes
+                        .as_mut()
+                        .and_then(|n| n.remove("operation"))
+                        .unwrap_or_default())
+                };
+                return Some(answer.await);
+            }
+            _ => {}
         }
         Some(self.call_operation(name, body).await)
     }
@@ -429,8 +476,10 @@ fn spawn_health_probe(
                 Ok(Err(_)) => None,
                 Err(_) => Some(format!("its health check took over {} ms", patience.as_millis())),
             };
-            if verdict.is_some() {
-                tracing::warn!(model = %model, reason = verdict.as_deref(), "Python model not ready");
+            if let Some(reason) = &verdict
+                && servegraph_engine::logs::first_in_a_while(&("unhealthy", &model, reason))
+            {
+                tracing::warn!(model = %model, reason = %reason, "Python model not ready (said again after a minute at the earliest)");
             }
             health.set(verdict);
         }
@@ -571,6 +620,7 @@ impl PythonModel {
             body: Some(body),
             explain: false,
             id: None,
+            error: None,
         };
         let answer = self.submit((job, answer)).await?;
         answer.result?;
@@ -598,6 +648,21 @@ impl PythonModel {
 /// The operation the worker answers with the class's `send_feedback` (not an identifier: no
 /// client's `op_` can name it).
 const FEEDBACK: &str = "$feedback";
+
+/// The operation the worker answers with a Seldon class's `health_status()` message.
+const SELDON_HEALTH: &str = "$seldon_health";
+
+/// What a class said of itself (`init_metadata()`), as Seldon's `validate_model_metadata`
+/// completes it: `name`, `versions`, `platform`, `inputs`, `outputs`, `custom`.
+fn seldon_metadata(said: serde_json::Value) -> serde_json::Value {
+    let mut meta = serde_json::json!({
+        "name": "", "versions": [""], "platform": "", "inputs": [], "outputs": [], "custom": {},
+    });
+    if let (Some(meta), serde_json::Value::Object(said)) = (meta.as_object_mut(), said) {
+        meta.extend(said);
+    }
+    meta
+}
 
 /// Starts the workers of a model (or, `pass_through`, a step: it keeps the event's tensors
 /// and adds its own), reporting a failure at the step.

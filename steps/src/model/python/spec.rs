@@ -508,6 +508,17 @@ pub(super) fn config(
             );
             None
         }
+        // An MLRun flow step's handler may stand alone: `module.function` or `(expression)`.
+        (None, None)
+            if spec.task.is_some()
+                && spec.class_name.is_none()
+                && spec
+                    .function
+                    .as_deref()
+                    .is_some_and(|f| f.trim_start().starts_with('(') || f.contains('.')) =>
+        {
+            None
+        }
         (None, None) => {
             fail(
                 ctx,

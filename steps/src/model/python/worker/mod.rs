@@ -66,9 +66,10 @@ pub struct WorkerConfig {
 #[derive(Default)]
 pub struct Health {
     pub(super) reports: AtomicBool,
-    /// The class takes request bodies as its protocol sent them (its API is MLRun's or
-    /// Seldon's), as its workers said when they loaded.
-    pub(crate) takes_bodies: AtomicBool,
+    /// The protocol whose bodies the class takes as they came (its API is MLRun's or
+    /// Seldon's), as its workers said when they loaded: `BODIES_NONE`, `BODIES_MLRUN` or
+    /// `BODIES_SELDON`.
+    pub(crate) bodies: std::sync::atomic::AtomicU8,
     /// The class takes Seldon's feedback (`send_feedback`).
     pub(crate) takes_feedback: AtomicBool,
     /// What the class says of itself (`init_metadata()`, `metadata()`), as the first worker
@@ -95,6 +96,11 @@ impl Health {
         *reason = verdict;
     }
 }
+
+/// [`Health::bodies`]: the class takes no bodies, MLRun's, or Seldon's.
+pub(crate) const BODIES_NONE: u8 = 0;
+pub(crate) const BODIES_MLRUN: u8 = 1;
+pub(crate) const BODIES_SELDON: u8 = 2;
 
 /// A model's queue, which its workers' tasks take jobs from in turn.
 pub(super) type Queue = Arc<tokio::sync::Mutex<tokio::sync::mpsc::Receiver<Job>>>;

@@ -193,9 +193,12 @@ fn load(
             if reply.meta.as_ref().is_some_and(|m| m["health"] == true) {
                 config.health.reports.store(true, Ordering::Relaxed);
             }
-            if reply.meta.as_ref().is_some_and(|m| m["bodies"] == true) {
-                config.health.takes_bodies.store(true, Ordering::Relaxed);
-            }
+            let bodies = match reply.meta.as_ref().map(|m| &m["bodies"]) {
+                Some(p) if p == "mlrun" => super::BODIES_MLRUN,
+                Some(p) if p == "seldon" => super::BODIES_SELDON,
+                _ => super::BODIES_NONE,
+            };
+            config.health.bodies.store(bodies, Ordering::Relaxed);
             if reply.meta.as_ref().is_some_and(|m| m["feedback"] == true) {
                 config.health.takes_feedback.store(true, Ordering::Relaxed);
             }

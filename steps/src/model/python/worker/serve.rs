@@ -334,6 +334,9 @@ fn infer_meta(parameters: Option<Notes>, call: &mut Call) -> Option<serde_json::
     if let Some(body) = call.body.take() {
         meta.insert("body".into(), body);
         meta.insert("id".into(), call.id.take().into());
+        if let Some(error) = call.error.take() {
+            meta.insert("error".into(), error);
+        }
     }
     if call.explain {
         meta.insert("explain".into(), true.into());
