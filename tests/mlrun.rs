@@ -465,3 +465,24 @@ fn a_model_after_a_task_step_answers_its_own_outputs_in_mlruns_shape() {
     assert_eq!(v["outputs"]["label"], json!([0, 2]), "{v}");
     assert_eq!(v["id"], "r", "{v}");
 }
+
+#[test]
+fn a_classs_exception_is_mlruns_400_and_its_error_handler_still_runs() {
+    // A model server whose validate() refuses a body: MLRun answers 400.
+    let (_dir, server) = serve(&[("model1", "class_name: ClassifierModel")]);
+    let r = post(
+        &server.addr,
+        "/v2/models/model1/infer",
+        r#"{"inputs": {"x": 1}}"#,
+    );
+    assert_eq!(r.status, 400, "{:?}", r.body);
+    assert!(
+        r.error().contains("Expected \"inputs\" to be a list"),
+        "{}",
+        r.error()
+    );
+    // A flow step's exception is 400 too, and its on_error handler runs for it.
+    let (_dir, server) = flow(&[("step", "handler: fails")]);
+    let r = post(&server.addr, "/v2/models/flow/infer", r#"{"x": 1}"#);
+    assert_eq!(r.status, 400, "{:?}", r.body);
+}

@@ -748,9 +748,15 @@ fn operations_and_model_metrics() {
         r.json(),
         json!({"scaled": [weight * 2.0, weight * 4.0], "path": "/v2/models/mlrun/scale"})
     );
+    // MLRun's own answer to an operation its class lacks.
     let r = post(&server.addr, "/v2/models/mlrun/nope", "{}");
-    assert_eq!(r.status, 404, "{:?}", r.body);
-    assert!(r.error().contains("no operation `nope`"), "{}", r.error());
+    assert_eq!(r.status, 400, "{:?}", r.body);
+    assert!(
+        r.error()
+            .contains("illegal model operation nope, method=POST"),
+        "{}",
+        r.error()
+    );
     let r = post(&server.addr, "/v2/models/mlrun/$health", "{}");
     assert_eq!(
         r.status, 404,

@@ -118,6 +118,10 @@ pub struct Error {
     /// Where a model's own code failed (a Python traceback): logged, and shown to whoever
     /// deploys the model (a repository load's example request), never in a request's answer.
     pub traceback: Option<String>,
+    /// The step's own code failed, though the answer is a client error's: an MLRun class's
+    /// exception, answered 400 as MLRun answers it. Its step's error handler runs, as for a
+    /// server error.
+    pub step_failed: bool,
 }
 
 impl Error {
@@ -128,6 +132,7 @@ impl Error {
             step: None,
             route: None,
             traceback: None,
+            step_failed: false,
         }
     }
 

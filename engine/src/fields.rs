@@ -795,7 +795,7 @@ mod tests {
                 "2:9 `weight` must be a number between 0 and 1, found the number 2",
                 "3:7 `mode` must be one of `fast` or `slow`, found `fsat` (did you mean `fast`?)",
                 "4:11 `list[1]` must be a number, found the string \"a\"",
-                "5:1 unknown field `timout` for a test (did you mean `timeout_ms`? expected one of `list`, `mode`, `timeout_ms` or `weight`)",
+                "5:1 unknown field `timout` for a test (did you mean `timeout_ms`? expected one of `timeout_ms`, `weight`, `mode` or `list`)",
             ]
         );
     }

@@ -23,6 +23,8 @@ class MLRun:
     name = "mlrun"
     # The protocol whose bodies it takes as they came (`predict_body`).
     bodies = "mlrun"
+    # MLRun answers a step's exception with 400 (its GraphServer.run).
+    error_status = 400
 
     @staticmethod
     def detects(target, spec):
@@ -56,6 +58,9 @@ class MLRun:
     def operation(self, op, body):
         from servegraph.compat.mlrun import Event
 
+        if not op.isidentifier() or not callable(getattr(self.obj, "op_" + op, None)):
+            # MLRun's own answer to an operation its class does not have.
+            raise ModelError("illegal model operation %s, method=POST" % op, status=400)
         path = "/v2/models/%s/%s" % (self.name, op)
         return operation(self.obj, op, body, lambda b: Event(b, path=path))
 

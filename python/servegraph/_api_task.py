@@ -50,6 +50,8 @@ class Task:
     name = "task"
     # The protocol whose bodies it takes as they came (`predict_body`).
     bodies = "mlrun"
+    # MLRun answers a step's exception with 400 (its GraphServer.run).
+    error_status = 400
 
     @staticmethod
     def detects(target, spec):

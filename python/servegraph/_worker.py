@@ -73,9 +73,11 @@ def watch_parent(parent):
     threading.Thread(target=poll, name="servegraph-parent-watch", daemon=True).start()
 
 
-def error_meta(exc):
+def error_meta(exc, model=None):
     """An exception as the engine reports it: the frames of the user's code only (the
-    runtime's own are left out), the last six of them."""
+    runtime's own are left out), the last six of them. An exception that chooses no status
+    gets the API's (`error_status`: MLRun answers its classes' exceptions with 400), marked
+    as the step's own failure (its error handler still runs)."""
     tb = [
         f
         for f in traceback.extract_tb(exc.__traceback__)
@@ -84,12 +86,17 @@ def error_meta(exc):
     frames = ["Traceback (most recent call last):\n"]
     frames += traceback.format_list(tb[-6:])
     frames += traceback.format_exception_only(type(exc), exc)
-    return {
+    meta = {
         "type": type(exc).__name__,
         "message": str(exc),
         "status": getattr(exc, "status", 500),
         "traceback": "".join(frames),
     }
+    api_status = getattr(model, "error_status", None)
+    if api_status and not hasattr(exc, "status"):
+        meta["status"] = api_status
+        meta["failed"] = True
+    return meta
 
 
 def main():
@@ -160,7 +167,7 @@ def main():
                     result = model.operation(meta.get("op") or "", meta.get("body"))
                 write_frame(out, REPLY, call_id, meta={"result": result})
             except Exception as exc:  # noqa: BLE001 - the answer carries it; the worker goes on
-                write_frame(out, ERROR, call_id, meta=error_meta(exc))
+                write_frame(out, ERROR, call_id, meta=error_meta(exc, model))
         elif kind == INFER:
             try:
                 model.tags = None
@@ -192,7 +199,7 @@ def main():
                     extra["metrics"] = model.metrics_out
                 write_frame(out, RESULT, call_id, meta=extra, tensors=outputs, arena=arena)
             except Exception as exc:  # noqa: BLE001 - the answer carries it; the worker goes on
-                write_frame(out, ERROR, call_id, meta=error_meta(exc))
+                write_frame(out, ERROR, call_id, meta=error_meta(exc, model))
             finally:
                 tensors = None
 

@@ -876,7 +876,7 @@ mod tests {
             (
                 "combine: avg",
                 "{a: {kind: fixed}}",
-                "`combine` must be one of `mean`, `weighted_mean`, `vote`, `max`, `concat` or `first`, found `avg`",
+                "`combine` must be one of `mean`, `weighted_mean`, `vote`, `max`, `concat`, `first` or `seldon`, found `avg`",
             ),
             (
                 "combine: mean, weights: {a: 2}",

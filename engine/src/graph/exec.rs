@@ -178,7 +178,7 @@ impl Graph {
         let input = event.clone();
         match node.run(event).await {
             Ok(out) => Ok(out),
-            Err(err) if err.kind.is_client_error() => Err(err),
+            Err(err) if err.kind.is_client_error() && !err.step_failed => Err(err),
             Err(err) => {
                 let handler = &self.handlers[h];
                 tracing::debug!(step = %node.name, handler = %handler.name, error = %err, "step failed; running its error handler");

@@ -75,9 +75,9 @@ async fn predict(
     if let Some(v) = &parsed.version
         && graph.model(&app, Some(v)).is_none()
     {
+        // Clipper's sentence, exactly (its clients and tests match it).
         let e = Error::bad_request(format!(
-            "Requested version: {v} does not exist for model: {app}; its versions are: {}",
-            graph.versions(&app).join(", ")
+            "Requested version: {v} does not exist for model: {app}"
         ));
         return failure(QUERY_ERROR, e);
     }

@@ -511,7 +511,7 @@ graph:
             .unwrap();
         let m = d[0].one_line("g");
         assert!(
-            m.contains("unknown `policy.type` `random` (expected one of `path`, `weighted`, `epsilon_greedy`, `ucb1` or `thompson`)"),
+            m.contains("unknown `policy.type` `random` (expected one of `path`, `weighted`, `epsilon_greedy`, `ucb1`, `thompson` or `seldon`)"),
             "{m}"
         );
         assert!(m.starts_with("g:4:"), "{m}");

@@ -357,7 +357,7 @@ graph:
             "{msgs:?}"
         );
         assert!(
-            msgs[2].contains("`labels`, `output` or `tensor`"),
+            msgs[2].contains("`labels`, `tensor` or `output`"),
             "{msgs:?}"
         );
     }

@@ -247,6 +247,7 @@ mod tests {
     fn a_worker_that_exits_before_greeting_is_a_start_error_naming_the_interpreter() {
         let config = WorkerConfig {
             model: "gone".into(),
+            workdir: None,
             python: "true".into(),
             env: Vec::new(),
             load: serde_json::Value::Null,

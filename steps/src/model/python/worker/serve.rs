@@ -392,6 +392,7 @@ fn answer_of(model: &str, reply: Frame) -> Option<(Result<Vec<Tensor>>, Option<N
                 frame::python_error("predict failed", meta, false),
             );
             error.traceback = (!tb.is_empty()).then(|| tb.to_owned());
+            error.step_failed = meta.and_then(|m| m["failed"].as_bool()).unwrap_or(false);
             Some((Err(error), None))
         }
         _ => None,
