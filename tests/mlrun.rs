@@ -434,7 +434,11 @@ fn an_error_handler_task_gets_the_failure_on_its_event() {
     let server = Server::start(&path.display().to_string(), &[]);
     let v = ok(post(&server.addr, "/v2/models/flow/infer", r#"{"x": 1}"#));
     assert_eq!(v["origin"], "step", "{v}");
-    assert!(v["error"].as_str().unwrap().contains("no good"), "{v}");
+    // MLRun's `event.error`: the failing step's message by its name.
+    assert!(
+        v["error"]["step"].as_str().unwrap().contains("no good"),
+        "{v}"
+    );
     assert_eq!(v["body"], json!({"x": 1}), "{v}");
 }
 
@@ -485,4 +489,23 @@ fn a_classs_exception_is_mlruns_400_and_its_error_handler_still_runs() {
     let (_dir, server) = flow(&[("step", "handler: fails")]);
     let r = post(&server.addr, "/v2/models/flow/infer", r#"{"x": 1}"#);
     assert_eq!(r.status, 400, "{:?}", r.body);
+}
+
+#[test]
+fn an_empty_model_path_among_class_args_reaches_the_class_as_mlrun_hands_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "name: g\ngraph:\n  kind: router\n  routes:\n    m: {{kind: task, path: {}, python: {}, class_name: EmptyPath, class_args: {{model_path: \"\"}}}}\n",
+        root().join("tests/python/mlrun/models.py").display(),
+        test_python().display()
+    );
+    let path = dir.path().join("g.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let server = Server::start(&path.display().to_string(), &[]);
+    let v = ok(post(
+        &server.addr,
+        "/v2/models/m/infer",
+        r#"{"inputs": [[1]]}"#,
+    ));
+    assert_eq!(v["outputs"], json!({"model_path": ""}), "{v}");
 }

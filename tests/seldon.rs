@@ -666,3 +666,15 @@ fn a_wrong_method_on_seldons_routes_names_the_right_one() {
     assert_eq!(r.status, 405);
     assert_eq!(r.headers["allow"], "GET");
 }
+
+#[test]
+fn health_status_answers_for_a_flows_seldon_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = graph_file(
+        dir.path(),
+        "  kind: flow\n  steps:\n    healthy: {kind: model, class: python, path: MODELS, python: PYTHON, class_name: Healthy}\n",
+    );
+    let server = Server::start(&path, &[]);
+    let v = ok(get_blocking(&server.addr, "/health/status"));
+    assert_eq!(v["data"]["tensor"]["values"], json!([1, 2]), "{v}");
+}

@@ -35,7 +35,9 @@ class MLRun:
         from servegraph.compat.mlrun import context_for
 
         kwargs = dict(spec.get("class_args") or {})
-        kwargs.pop("model_path", None)  # a task step's, resolved as the model's `model_uri`
+        # A task step's `class_args.model_path` was resolved as the model's `model_uri` (an
+        # empty one stays as MLRun hands it).
+        given = kwargs.pop("model_path", None)
         self.name = spec.get("step")
         task = spec.get("task") or {}
         for key in ("input_path", "result_path"):
@@ -45,7 +47,7 @@ class MLRun:
         self.obj = target(
             context=context_for(self.name, kwargs),
             name=self.name,
-            model_path=spec.get("model_uri"),
+            model_path=spec.get("model_uri") if spec.get("model_uri") is not None else given,
             **kwargs
         )
         # MLRun's `post_init`: load unless a `model=` object made it ready.

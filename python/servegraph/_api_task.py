@@ -129,8 +129,9 @@ class Task:
             event = Event(body, path="/", id=event_id)
             failure = getattr(self, "failure", None)
             if failure:
-                # An error handler's event: MLRun's `error` and `origin_state`.
-                event.error = failure.get("message")
+                # An error handler's event: MLRun's `error` ({step: message}) and
+                # `origin_state` (the step that failed).
+                event.error = {failure.get("step"): failure.get("message")}
                 event.origin_state = failure.get("step")
             result = self.fn(event, **self.kwargs)
             return result.body if hasattr(result, "body") else result

@@ -70,7 +70,10 @@ impl Graph {
         overlay: &crate::repository::State,
     ) -> Result<Graph, Vec<Diagnostic>> {
         // Phase 1: YAML syntax.
-        let options = LoaderOptions::default().error_on_duplicate_keys(true);
+        // Quoted scalars are strings (`""` is no null, `"5"` no number), as YAML says.
+        let options = LoaderOptions::default()
+            .error_on_duplicate_keys(true)
+            .prevent_coercion(true);
         let mut root = marked_yaml::parse_yaml_with_options(0, source, options)
             .map_err(|e| vec![load_error(e)])?;
         let mut ctx = BuildContext::new(registry, base_dir, mode);

@@ -395,4 +395,23 @@ impl Graph {
     pub fn step_names(&self) -> Vec<&str> {
         self.nodes.iter().map(|n| n.name.as_str()).collect()
     }
+
+    /// Every step, nested ones (routes, members) after their parent, in order.
+    pub fn every_step(&self) -> Vec<(&str, &dyn Step)> {
+        fn walk<'a>(out: &mut Vec<(&'a str, &'a dyn Step)>, steps: Vec<(&'a str, &'a dyn Step)>) {
+            for (name, step) in steps {
+                out.push((name, step));
+                walk(out, step.children());
+            }
+        }
+        let mut out = Vec::new();
+        walk(
+            &mut out,
+            self.nodes
+                .iter()
+                .map(|n| (n.name.as_str(), n.step.as_ref()))
+                .collect(),
+        );
+        out
+    }
 }

@@ -165,11 +165,8 @@ async fn feedback(
 async fn status(State(state): State<Arc<AppState>>) -> Response {
     let run = async {
         state.service.ready()?;
-        let served = state.current()?;
-        for info in served.graph.models() {
-            if let Some(health) = state.service.seldon_health(&info.name).await? {
-                return Ok(health);
-            }
+        if let Some(health) = state.service.first_seldon_health().await? {
+            return Ok(health);
         }
         Ok(json!({"strData": "healthy", "meta": {}}))
     };

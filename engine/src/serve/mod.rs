@@ -226,16 +226,8 @@ impl Service {
     pub async fn seldon_feedback(&self, body: &Value) -> Result<usize> {
         let served = self.current()?;
         let mut took = 0;
-        let mut names: Vec<String> = served
-            .graph
-            .models()
-            .iter()
-            .map(|m| m.name.clone())
-            .collect();
-        names.sort();
-        names.dedup();
-        for name in names {
-            let Some(model) = served.graph.find_step(&name).and_then(|s| s.model()) else {
+        for (_, step) in served.graph.every_step() {
+            let Some(model) = step.model() else {
                 continue;
             };
             let answer = model
@@ -248,6 +240,22 @@ impl Service {
             }
         }
         Ok(took)
+    }
+
+    /// The first Seldon component's health in the graph (its class's `health_status()`
+    /// message), `None` when the graph has none.
+    pub async fn first_seldon_health(&self) -> Result<Option<Value>> {
+        let served = self.current()?;
+        for (_, step) in served.graph.every_step() {
+            let Some(m) = step.model() else { continue };
+            if let Some(answer) = m.operation(crate::step::SELDON_HEALTH, Value::Null).await {
+                let answer = answer?;
+                if !answer.is_null() {
+                    return Ok(Some(answer));
+                }
+            }
+        }
+        Ok(None)
     }
 
     /// A model's Seldon health (its class's `health_status()` message), `None` when it is not

@@ -163,7 +163,8 @@ class DataItem:
 
 class GraphContext(_Context):
     """MLRun's `GraphContext` (`mlrun.serving.GraphContext`): the context steps and model
-    servers get, as servegraph gives it (see `_Context`)."""
+    servers get (`isinstance(context, GraphContext)` holds), as servegraph gives it (see
+    `_Context`)."""
 
     def __init__(self, level="info", logger=None, server=None, nuclio_context=None, name=None, params=None):
         super().__init__(name, params)
@@ -290,4 +291,4 @@ def context_for(name, params):
     """The `context` a model server is constructed with: MLRun's `GraphContext` as servegraph
     gives it (`_Context`: a logger, `get_param` over the step's `class_args`, `get_secret`,
     `verbose`)."""
-    return _Context(name, params)
+    return GraphContext(name=name, params=params)

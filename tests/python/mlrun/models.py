@@ -89,3 +89,13 @@ class WithExtra(V2ModelServer):
 
     def predict(self, body):
         return {"weight": self.weight, "labels": self.labels, "files": self.files}
+
+
+class EmptyPath(V2ModelServer):
+    """MLRun hands `model_path=""` as it is (its test classes check it)."""
+
+    def load(self):
+        assert self.model_path == "", repr(self.model_path)
+
+    def predict(self, body):
+        return {"model_path": self.model_path}

@@ -7,7 +7,10 @@ def double(body):
 
 
 def with_context(body, context):
-    """A handler MLRun hands its `context` (it asks for it by name)."""
+    """A handler MLRun hands its `context` (it asks for it by name): a GraphContext."""
+    from mlrun.serving import GraphContext
+
+    assert isinstance(context, GraphContext), "didnt get a valid context"
     return {"param": context.get_param("missing", "default"), "got": body}
 
 

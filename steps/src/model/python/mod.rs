@@ -518,7 +518,12 @@ pub fn build_task(node: &StepNode, ctx: &mut BuildContext) -> Option<Box<dyn Ste
     let mut model = spec.into_model();
     // A model server's `model_path` among its `class_args` (MLRun's `add_model`) is the
     // model's file, resolved and fetched as a `model_path` is.
-    if let Some(path) = model.class_args.remove("model_path") {
+    // (An empty one stays among the class's arguments, as MLRun hands it.)
+    let given = match model.class_args.get("model_path") {
+        Some(p) if p.as_str() != Some("") => model.class_args.remove("model_path"),
+        _ => None,
+    };
+    if let Some(path) = given {
         let Some(text) = path.as_str() else {
             ctx.error(
                 &node.name,
