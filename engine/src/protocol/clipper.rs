@@ -21,7 +21,7 @@ use super::response::Encoded;
 use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::step::ModelInfo;
-use crate::tensor::{DataType, Tensor, TensorData, TensorMeta};
+use crate::tensor::{DataType, Tensor, TensorMeta};
 
 /// Clipper's error name for a body it cannot read.
 pub const JSON_ERROR: &str = "Json error";
@@ -294,22 +294,7 @@ pub fn outputs(done: &Event, queries: usize) -> Result<Vec<Value>> {
 /// tensor whose first dimension is not the number of queries is the one query's whole
 /// answer (with one query), else an error.
 fn rows(t: &Tensor, queries: usize) -> Result<Vec<Value>> {
-    let flat: Vec<Value> = match &t.data {
-        TensorData::Bytes(items) => items
-            .iter()
-            .map(|b| match std::str::from_utf8(b) {
-                Ok(s) => Ok(Value::String(s.to_owned())),
-                Err(_) => Err(Error::internal(format!(
-                    "output `{}` holds bytes that are not UTF-8, which a Clipper answer cannot carry: ask /v2/models/{{m}}/infer",
-                    t.name
-                ))),
-            })
-            .collect::<Result<_>>()?,
-        data => match serde_json::to_value(super::json::JsonData::Plain(data)).expect("JSON") {
-            Value::Array(items) => items,
-            other => vec![other],
-        },
-    };
+    let flat = super::mlrun::json_elements(t, "a Clipper answer", "ask /v2/models/{m}/infer")?;
     let row_shape: &[usize] = match t.shape.split_first() {
         Some((&n, rest)) if n == queries => rest,
         _ if queries == 1 => &t.shape,

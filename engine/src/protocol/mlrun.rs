@@ -215,15 +215,16 @@ pub fn encode(event: &Event, model: &str, version: Option<&str>) -> Result<Vec<u
     Ok(serde_json::to_vec(&out).expect("JSON"))
 }
 
-/// A tensor's data as nested JSON lists, by its shape.
-pub(crate) fn nested(t: &Tensor) -> Result<Value> {
-    let flat: Vec<Value> = match &t.data {
+/// A tensor's elements as JSON values, in order: BYTES as UTF-8 text (else an error saying
+/// that `protocol`'s JSON cannot carry them, and what to ask for instead).
+pub(crate) fn json_elements(t: &Tensor, protocol: &str, instead: &str) -> Result<Vec<Value>> {
+    Ok(match &t.data {
         TensorData::Bytes(items) => items
             .iter()
             .map(|b| match std::str::from_utf8(b) {
                 Ok(s) => Ok(Value::String(s.to_owned())),
                 Err(_) => Err(Error::internal(format!(
-                    "output `{}` holds bytes that are not UTF-8, which MLRun's JSON cannot carry: ask for OIP",
+                    "output `{}` holds bytes that are not UTF-8, which {protocol} cannot carry: {instead}",
                     t.name
                 ))),
             })
@@ -232,7 +233,12 @@ pub(crate) fn nested(t: &Tensor) -> Result<Value> {
             Value::Array(items) => items,
             other => vec![other],
         },
-    };
+    })
+}
+
+/// A tensor's data as nested JSON lists, by its shape.
+pub(crate) fn nested(t: &Tensor) -> Result<Value> {
+    let flat = json_elements(t, "MLRun's JSON", "ask for OIP")?;
     fn build(flat: &mut std::vec::IntoIter<Value>, shape: &[usize]) -> Value {
         match shape.split_first() {
             None => flat.next().unwrap_or(Value::Null),

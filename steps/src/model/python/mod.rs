@@ -197,6 +197,12 @@ impl PythonModel {
         if let Some(why) = self.unready() {
             return Err(Error::unavailable(format!("model `{}`: {why}", self.name)));
         }
+        self.call(name, body).await
+    }
+
+    /// Calls the worker's operation `name` (a class's `op_<name>`, or one of the runtime's
+    /// own) with `body`, and answers its reply.
+    async fn call(&self, name: &str, body: serde_json::Value) -> Result<serde_json::Value> {
         let mut answer = self.submit(Job::operation(name, body)).await?;
         answer.result?;
         Ok(answer
@@ -398,16 +404,7 @@ impl Model for PythonModel {
                 if self.body_protocol() != Some(BodyProtocol::Seldon) {
                     return Some(Ok(serde_json::Value::Null));
                 }
-                let answer = async {
-                    let mut answer = self.submit(Job::operation(SELDON_HEALTH, body)).await?;
-                    answer.result?;
-                    Ok(answer
-                        .notes
-                        .as_mut()
-                        .and_then(|n| n.remove("operation"))
-                        .unwrap_or_default())
-                };
-                return Some(answer.await);
+                return Some(self.call(SELDON_HEALTH, body).await);
             }
             _ => {}
         }
