@@ -331,6 +331,7 @@ fn nest(flat: &mut std::vec::IntoIter<Value>, shape: &[usize]) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tensor::TensorData;
 
     fn model(inputs: Vec<TensorMeta>) -> ModelInfo {
         ModelInfo {
