@@ -509,3 +509,53 @@ fn an_empty_model_path_among_class_args_reaches_the_class_as_mlrun_hands_it() {
     ));
     assert_eq!(v["outputs"], json!({"model_path": ""}), "{v}");
 }
+
+/// MLRun's VotingEnsemble, as servegraph writes it: an ensemble over MLRun model servers
+/// combines their `outputs` (a vote of classes, or a mean) and answers in MLRun's shape.
+#[test]
+fn an_ensemble_of_mlrun_model_servers_combines_their_outputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let member = |outputs: &str| {
+        format!(
+            "{{kind: model, class: python, path: {}, python: {}, class_name: Fixed, class_args: {{outputs: {outputs}}}}}",
+            root().join("tests/python/mlrun/models.py").display(),
+            test_python().display()
+        )
+    };
+    let vote_only = format!(
+        "name: g\ngraph:\n  kind: flow\n  steps:\n    vote:\n      kind: ensemble\n      combine: vote\n      routes:\n        a: {}\n        b: {}\n        c: {}\n",
+        member("[0, 1]"),
+        member("[0, 2]"),
+        member("[1, 2]"),
+    );
+    let path = dir.path().join("vote.yaml");
+    std::fs::write(&path, &vote_only).unwrap();
+    let server = Server::start(&path.display().to_string(), &[]);
+    let v = ok(post(
+        &server.addr,
+        "/v2/models/g/infer",
+        r#"{"id": "v", "inputs": [[1], [2]]}"#,
+    ));
+    assert_eq!(
+        v,
+        json!({"id": "v", "model_name": "vote", "outputs": [0, 2]})
+    );
+    drop(server);
+    let mean_only = format!(
+        "name: g\ngraph:\n  kind: flow\n  steps:\n    mean:\n      kind: ensemble\n      combine: mean\n      routes:\n        d: {}\n        e: {}\n",
+        member("[1.0, 3.0]"),
+        member("[3.0, 5.0]"),
+    );
+    let path = dir.path().join("mean.yaml");
+    std::fs::write(&path, &mean_only).unwrap();
+    let server = Server::start(&path.display().to_string(), &[]);
+    let v = ok(post(
+        &server.addr,
+        "/v2/models/g/infer",
+        r#"{"id": "m", "inputs": [[1], [2]]}"#,
+    ));
+    assert_eq!(
+        v,
+        json!({"id": "m", "model_name": "mean", "outputs": [2.0, 4.0]})
+    );
+}

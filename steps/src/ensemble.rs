@@ -125,6 +125,8 @@ struct Member {
 }
 
 pub struct Ensemble {
+    /// The step's name (an MLRun answer's `model_name`).
+    name: String,
     members: Vec<Member>,
     combine: Combine,
     vote_tensor: String,
@@ -239,6 +241,7 @@ pub fn build(node: &StepNode, ctx: &mut BuildContext) -> Option<Box<dyn Step>> {
         return None;
     }
     Some(Box::new(Ensemble {
+        name: node.name.clone(),
         members,
         combine: spec.combine,
         vote_tensor: spec.tensor.unwrap_or_else(|| "label".to_owned()),
@@ -266,11 +269,27 @@ impl Member {
 #[async_trait]
 impl Step for Ensemble {
     async fn process(&self, event: Event) -> Result<Event> {
-        let (answers, left_out) = if self.combine == Combine::First {
+        let (mut answers, left_out) = if self.combine == Combine::First {
             self.first_success(&event).await?
         } else {
             self.run_all(&event).await?
         };
+        // MLRun's model servers answer bodies: their `outputs` are what is combined (MLRun's
+        // VotingEnsemble), and the answer is MLRun's too.
+        let mlrun =
+            self.combine != Combine::Seldon && answers.iter().all(|(_, a)| is_mlrun_answer(a));
+        if mlrun {
+            let name = match self.combine {
+                Combine::Vote => self.vote_tensor.clone(),
+                _ => "outputs".to_owned(),
+            };
+            for (m, a) in answers.iter_mut() {
+                let outputs = &a.answered_body().expect("an MLRun answer")["outputs"];
+                let t = outputs_tensor(&name, outputs, self.combine == Combine::Vote)
+                    .map_err(|e| e.in_step(&m.route.key))?;
+                a.tensors = vec![t];
+            }
+        }
         let mut out = event;
         out.tensors.clear();
         if self.combine == Combine::Seldon {
@@ -339,6 +358,27 @@ impl Step for Ensemble {
         }
         if !left_out.is_empty() {
             out.notes.insert("left_out".into(), Value::Object(left_out));
+        }
+        if mlrun {
+            let combined = match out.tensors.as_slice() {
+                [one] => servegraph_engine::protocol::mlrun::nested(one)?,
+                many => Value::Object(
+                    many.iter()
+                        .map(|t| {
+                            Ok((
+                                t.name.clone(),
+                                servegraph_engine::protocol::mlrun::nested(t)?,
+                            ))
+                        })
+                        .collect::<Result<Map<String, Value>>>()?,
+                ),
+            };
+            out.tensors.clear();
+            out.body = Some(servegraph_engine::JsonBody {
+                value: serde_json::json!({"id": out.id, "model_name": self.name, "outputs": combined}),
+                answered: true,
+                protocol: servegraph_engine::BodyProtocol::Mlrun,
+            });
         }
         Ok(out)
     }
@@ -549,6 +589,56 @@ impl Ensemble {
 }
 
 /// One class per row: integer classes as they are, float scores by argmax over the last axis.
+/// Whether a member answered as an MLRun model server does: a body with `outputs`, and no
+/// tensors.
+fn is_mlrun_answer(a: &Event) -> bool {
+    a.tensors.is_empty()
+        && a.body.as_ref().is_some_and(|b| {
+            b.answered
+                && b.protocol == servegraph_engine::BodyProtocol::Mlrun
+                && b.value.get("outputs").is_some()
+        })
+}
+
+/// An MLRun answer's `outputs` (nested lists of numbers) as a tensor named `name`: INT64
+/// classes for a vote (which must be whole numbers), else FP64.
+fn outputs_tensor(name: &str, outputs: &Value, classes: bool) -> Result<Tensor> {
+    let mut depth = 0;
+    let mut level = outputs;
+    while let Value::Array(items) = level {
+        depth += 1;
+        match items.first() {
+            Some(first) => level = first,
+            None => break,
+        }
+    }
+    if depth == 0 {
+        return Err(Error::internal(format!(
+            "its `outputs` ({outputs}) is not a list of numbers an ensemble can combine"
+        )));
+    }
+    let datatype = if classes {
+        DataType::Int64
+    } else {
+        DataType::Fp64
+    };
+    let meta = TensorMeta::new(name, datatype, vec![-1; depth]);
+    let body = serde_json::json!({ "inputs": outputs });
+    let mut tensors = servegraph_engine::protocol::mlrun::body_tensors(&body, name, &[meta])
+        .map_err(|e| {
+            Error::internal(format!(
+                "its `outputs` cannot be combined as {}: {}",
+                if classes {
+                    "classes (whole numbers)"
+                } else {
+                    "numbers"
+                },
+                e.message
+            ))
+        })?;
+    Ok(tensors.remove(0))
+}
+
 fn classes(t: &Tensor) -> Result<Vec<i64>> {
     let values = t.data.to_f64_vec().ok_or_else(|| {
         Error::internal(format!(

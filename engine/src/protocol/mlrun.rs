@@ -236,8 +236,8 @@ pub(crate) fn json_elements(t: &Tensor, protocol: &str, instead: &str) -> Result
     })
 }
 
-/// A tensor's data as nested JSON lists, by its shape.
-pub(crate) fn nested(t: &Tensor) -> Result<Value> {
+/// A tensor's data as nested JSON lists, by its shape (an MLRun answer's `outputs`).
+pub fn nested(t: &Tensor) -> Result<Value> {
     let flat = json_elements(t, "MLRun's JSON", "ask for OIP")?;
     fn build(flat: &mut std::vec::IntoIter<Value>, shape: &[usize]) -> Value {
         match shape.split_first() {

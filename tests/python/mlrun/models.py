@@ -99,3 +99,13 @@ class EmptyPath(V2ModelServer):
 
     def predict(self, body):
         return {"model_path": self.model_path}
+
+
+class Fixed(V2ModelServer):
+    """Answers the `outputs` its class_args give, whatever the rows."""
+
+    def load(self):
+        self.answer = self.get_param("outputs")
+
+    def predict(self, body):
+        return self.answer
