@@ -12,6 +12,9 @@ use hyper::Request;
 use hyper_util::rt::TokioIo;
 use servegraph_engine::{BuildMode, Event, Graph, Tensor, TensorData};
 
+mod python_apis;
+use python_apis::python_apis;
+
 #[derive(Subcommand)]
 pub enum BenchCommand {
     /// Load an HTTP endpoint: CONCURRENCY keep-alive connections each POST the same request
@@ -86,17 +89,36 @@ pub enum BenchCommand {
     },
     /// A Python model's round trip in-process, one call at a time: a `predict` that returns
     /// its input, for FP32 tensors of each size, against one `memcpy` of the same bytes
-    /// measured in the same run (sizes from 64 KiB cross through shared memory).
+    /// measured in the same run (sizes from 64 KiB cross through shared memory); or, with
+    /// `--apis`, the same echo written for each Python API, side by side.
     Python {
         /// Tensor sizes in bytes, comma-separated.
         #[arg(long, default_value = "16,1048576")]
         sizes: String,
-        /// Calls per size.
+        /// Calls per size (with `--apis`: per API).
         #[arg(long, default_value_t = 20_000)]
         requests: usize,
         /// The interpreter (default: SERVEGRAPH_PYTHON, else python3); it needs NumPy.
         #[arg(long)]
         python: Option<String>,
+        /// Instead of sizes, compare the Python APIs side by side on one row of 4 FP32 (16 B):
+        /// the same echo written for each (`native` a servegraph class, `native-fn` a
+        /// function, `mlrun` a `V2ModelServer` called with a tensor, `mlrun-body` with MLRun's
+        /// body `{"inputs": [[...]]}`, `seldon` a Seldon class called with a tensor,
+        /// `seldon-body` with a SeldonMessage `{"data": {"ndarray": [[...]]}}`), comma-separated.
+        /// Each gets its own worker; rounds alternate between them. Prints each one's p50 and
+        /// CPU time per call, and their difference from the first of `native`, `native-fn` (or
+        /// the first listed).
+        #[arg(long, value_delimiter = ',', conflicts_with = "sizes")]
+        apis: Vec<String>,
+        /// With `--apis`: the rounds the calls are split into (each API's REQUESTS calls are
+        /// ROUNDS runs of REQUESTS/ROUNDS back to back, the APIs' order rotating every round).
+        #[arg(long, default_value_t = 20)]
+        rounds: usize,
+        /// With `--apis`: the steps' `spin_us` (default: the step's default, 200). 0 leaves
+        /// polling out of the CPU time; a larger value keeps every call polled for.
+        #[arg(long)]
+        spin_us: Option<u64>,
     },
 }
 
@@ -191,9 +213,20 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             engine_overhead(&lengths, requests.max(1))
         }
         BenchCommand::Python {
+            apis,
+            rounds,
+            requests,
+            python,
+            spin_us,
+            ..
+        } if !apis.is_empty() => {
+            python_apis(&apis, requests.max(10), rounds.max(1), spin_us, python)
+        }
+        BenchCommand::Python {
             sizes,
             requests,
             python,
+            ..
         } => {
             let sizes: Vec<usize> = sizes
                 .split(',')

@@ -1,12 +1,10 @@
 """MLRun's `V2ModelServer` API (`api: mlrun`): MLRun's own base class when `mlrun` is installed
 in the model's interpreter, else `servegraph.compat.mlrun`'s."""
 
-import datetime
-
 import numpy as np
 
 from servegraph import ModelError
-from servegraph._adapter import operation
+from servegraph._adapter import operation, utc_now_iso
 
 
 class MLRun:
@@ -72,7 +70,7 @@ class MLRun:
     def _run(self, request, op, event_id):
         """MLRun's `do_event` for predict and explain: the hooks in its order, and its
         response."""
-        start = datetime.datetime.now(datetime.timezone.utc)
+        start = utc_now_iso()
         self.obj.metrics = {}
         request = self.obj.preprocess(request, op)
         request = self.obj.validate(request, op)
@@ -85,7 +83,7 @@ class MLRun:
                 "id": event_id,
                 "model_name": self.obj.name or self.name,
                 "outputs": outputs,
-                "timestamp": start.isoformat(sep=" ", timespec="microseconds"),
+                "timestamp": start,
             }
         if getattr(self.obj, "version", None):
             response["model_version"] = self.obj.version

@@ -100,10 +100,26 @@ def outputs_of(result, declared):
     return [(str(name), encode_tensor(str(name), value)) for name, value in items]
 
 
+# The types `jsonable` hands back as they are (exactly these: subclasses take the long way).
+_PLAIN = frozenset((str, int, float, bool, type(None)))
+
+
 def jsonable(value):
     """What a class answered with, as JSON can carry it: NumPy arrays as lists, NumPy scalars
     as numbers, bytes as text (UTF-8), tuples and sets as lists; anything else JSON cannot
     carry is a TypeError naming it."""
+    # Plain dicts, lists and scalars first, without a call per scalar: a body's answer is
+    # mostly these (the same result as the general case below, sooner).
+    kind = type(value)
+    if kind in _PLAIN:
+        return value
+    if kind is dict:
+        return {
+            k if type(k) is str else str(k): v if type(v) in _PLAIN else jsonable(v)
+            for k, v in value.items()
+        }
+    if kind is list or kind is tuple:
+        return [v if type(v) in _PLAIN else jsonable(v) for v in value]
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     if isinstance(value, dict):

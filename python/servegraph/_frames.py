@@ -127,7 +127,7 @@ def read_frame(stream, arena=None):
         descs.append((name, dtype, dims, offset, nbytes, where))
     rows = list(struct.unpack_from("<%dI" % n_requests, body, pos))
     pos += 4 * n_requests
-    meta = json.loads(bytes(view[pos : pos + meta_len])) if meta_len else {}
+    meta = decode_json(view[pos : pos + meta_len]) if meta_len else {}
     pos += meta_len
     pos += (-pos - HEADER.size) % 8
     payload = view[pos:]
@@ -144,6 +144,22 @@ def read_frame(stream, arena=None):
             arr.flags.writeable = False
         tensors[name] = arr
     return kind, call_id, rows, meta, tensors
+
+
+_decoder = json.JSONDecoder()
+
+
+def decode_json(raw):
+    """`json.loads(bytes(raw))`, a µs sooner for the engine's UTF-8 JSON (no encoding to
+    detect, no whitespace to skip); anything else takes `json.loads` itself, errors included."""
+    try:
+        text = str(raw, "utf-8")
+        value, end = _decoder.raw_decode(text)
+        if end == len(text):
+            return value
+    except ValueError:
+        pass
+    return json.loads(bytes(raw))
 
 
 def decode_bytes(raw, dims):
@@ -172,7 +188,7 @@ def encode_tensor(name, value):
                 item = bytes(item)
             elif isinstance(item, (dict, list, tuple)):
                 # A nested structure (a dict output) travels as JSON text, never a repr.
-                item = json.dumps(item, default=json_default).encode("utf-8")
+                item = _encode_json(item).encode("utf-8")
             else:
                 item = str(item).encode("utf-8")
             parts.append(struct.pack("<I", len(item)))
@@ -194,10 +210,15 @@ def json_default(value):
     raise TypeError("%s is not JSON: return dicts, lists, strings and numbers" % type(value).__name__)
 
 
+# The frames' JSON: what `json.dumps(value, default=json_default)` gives, without building an
+# encoder on every call (a µs of a small body's round trip).
+_encode_json = json.JSONEncoder(default=json_default).encode
+
+
 def write_frame(stream, kind, call_id=0, meta=None, tensors=(), rows=(), arena=None):
     """Writes one frame; `tensors` are `(name, encode_tensor(...))`, the large ones put in
     `arena`'s response slot for `call_id` when there is one and they fit."""
-    meta_bytes = json.dumps(meta, default=json_default).encode("utf-8") if meta else b""
+    meta_bytes = _encode_json(meta).encode("utf-8") if meta else b""
     descs = []
     payload = []
     offset = 0

@@ -1,0 +1,390 @@
+//! `servegraph bench python --apis`: the same trivial model written for each Python API
+//! (servegraph's own, MLRun's, Seldon's), called in-process one at a time with one row of 4
+//! FP32, in interleaved rounds; what each API's adapter costs over the native one, in wall
+//! time (p50) and in CPU time per call (the engine's process and the worker's).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde_json::{Value, json};
+use servegraph_engine::{BodyProtocol, BuildMode, Event, Graph, JsonBody, Tensor, TensorData};
+
+/// The row every call sends, as a tensor or in a body.
+const ROW: [f32; 4] = [1.0, 2.0, 3.0, 4.0];
+
+const NATIVE: &str = "\
+class Echo:
+    def predict(self, inputs, parameters):
+        return inputs
+";
+
+const NATIVE_FN: &str = "\
+def echo(inputs, parameters):
+    return inputs
+";
+
+const MLRUN: &str = "\
+from mlrun.serving import V2ModelServer
+
+
+class Echo(V2ModelServer):
+    def load(self):
+        pass
+
+    def predict(self, body):
+        return body[\"inputs\"]
+";
+
+const SELDON: &str = "\
+class Echo:
+    def predict(self, X, feature_names, meta=None):
+        return X
+";
+
+/// One API's case: its model file, how the step calls it, and what a request carries.
+#[derive(Clone)]
+struct Case {
+    name: &'static str,
+    file: &'static str,
+    source: &'static str,
+    /// The step's `api:` and the target (`class_name: Echo` or `function: echo`).
+    step: &'static str,
+    /// A body (MLRun's or Seldon's), sent instead of the tensor.
+    body: Option<(Value, BodyProtocol)>,
+}
+
+fn case(name: &str) -> anyhow::Result<Case> {
+    let rows = json!([ROW]);
+    Ok(match name {
+        "native" => Case {
+            name: "native",
+            file: "api_native.py",
+            source: NATIVE,
+            step: "api: servegraph, class_name: Echo",
+            body: None,
+        },
+        "native-fn" => Case {
+            name: "native-fn",
+            file: "api_native_fn.py",
+            source: NATIVE_FN,
+            step: "api: servegraph, function: echo",
+            body: None,
+        },
+        "mlrun" => Case {
+            name: "mlrun",
+            file: "api_mlrun.py",
+            source: MLRUN,
+            step: "api: mlrun, class_name: Echo",
+            body: None,
+        },
+        "mlrun-body" => Case {
+            name: "mlrun-body",
+            file: "api_mlrun.py",
+            source: MLRUN,
+            step: "api: mlrun, class_name: Echo",
+            body: Some((json!({ "inputs": rows }), BodyProtocol::Mlrun)),
+        },
+        "seldon" => Case {
+            name: "seldon",
+            file: "api_seldon.py",
+            source: SELDON,
+            step: "api: seldon, class_name: Echo",
+            body: None,
+        },
+        "seldon-body" => Case {
+            name: "seldon-body",
+            file: "api_seldon.py",
+            source: SELDON,
+            step: "api: seldon, class_name: Echo",
+            body: Some((json!({ "data": { "ndarray": rows } }), BodyProtocol::Seldon)),
+        },
+        other => bail!(
+            "no API `{other}` to bench: native, native-fn, mlrun, mlrun-body, seldon, seldon-body"
+        ),
+    })
+}
+
+impl Case {
+    fn event(&self, input: &Tensor) -> Event {
+        match &self.body {
+            // As MLRun's and Seldon's codecs hand a body to the graph: no tensors.
+            Some((body, protocol)) => {
+                let mut event = Event::new("b", Vec::new());
+                event.body = Some(JsonBody::request(body.clone(), *protocol));
+                event
+            }
+            None => Event::new("b", vec![input.clone()]),
+        }
+    }
+
+    /// Whether the answer is the echo: the tensor (MLRun's rows come back as FP64), or the
+    /// body as MLRun's or Seldon's response carries it.
+    fn check(&self, out: &Event) -> anyhow::Result<()> {
+        let want: Vec<f64> = ROW.iter().map(|&v| v as f64).collect();
+        match &self.body {
+            None => {
+                let got = out.tensors.first().and_then(|t| t.data.to_f64_vec());
+                anyhow::ensure!(
+                    out.tensors.len() == 1 && got.as_ref() == Some(&want),
+                    "{}: the echo answered {}",
+                    self.name,
+                    out.describe_tensors()
+                );
+            }
+            Some(_) => {
+                let body = out
+                    .answered_body()
+                    .with_context(|| format!("{}: no body in the answer", self.name))?;
+                let rows = if self.name.starts_with("mlrun") {
+                    &body["outputs"]
+                } else {
+                    &body["data"]["ndarray"]
+                };
+                anyhow::ensure!(
+                    *rows == json!([want]),
+                    "{}: the echo answered {body}",
+                    self.name
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One API's figures over the run.
+#[derive(Default)]
+struct Tally {
+    trips: Vec<Duration>,
+    /// Each round's p50, to compare with the baseline's in the same round.
+    round_p50_us: Vec<f64>,
+    engine_cpu: Duration,
+    worker_cpu: Duration,
+    calls: usize,
+}
+
+pub(super) fn python_apis(
+    names: &[String],
+    requests: usize,
+    rounds: usize,
+    spin_us: Option<u64>,
+    python: Option<String>,
+) -> anyhow::Result<()> {
+    let cases = names
+        .iter()
+        .map(|n| case(n.trim()))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let dir = std::env::temp_dir().join(format!("servegraph-bench-apis-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let result = run_in(&dir, &cases, requests, rounds, spin_us, python);
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+fn run_in(
+    dir: &Path,
+    cases: &[Case],
+    requests: usize,
+    rounds: usize,
+    spin_us: Option<u64>,
+    python: Option<String>,
+) -> anyhow::Result<()> {
+    let spin = spin_us
+        .map(|us| format!(", spin_us: {us}"))
+        .unwrap_or_default();
+    let python = python
+        .or_else(|| std::env::var("SERVEGRAPH_PYTHON").ok())
+        .unwrap_or_else(|| "python3".into());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let registry = servegraph_steps::registry();
+    // One graph, hence one worker process, per case, loaded one after the other so that each
+    // new child process is that case's worker.
+    let mut graphs = Vec::new();
+    let mut workers = Vec::new();
+    for c in cases {
+        std::fs::write(dir.join(c.file), c.source)?;
+        let yaml = format!(
+            "name: bench\ngraph:\n  kind: flow\n  steps:\n    echo: {{kind: model, class: python, path: {}, {}{spin}, python: {python}}}\n",
+            c.file, c.step
+        );
+        let before = children();
+        let graph = {
+            let _in = rt.enter();
+            Graph::from_yaml(&yaml, dir, &registry, BuildMode::Load)
+                .map_err(|d| anyhow::anyhow!("{}: {d:?}", c.name))?
+        };
+        let new: Vec<u32> = children()
+            .into_iter()
+            .filter(|p| !before.contains(p))
+            .collect();
+        workers.push(match new[..] {
+            [pid] => Some(pid),
+            _ => None,
+        });
+        graphs.push(Arc::new(graph));
+    }
+    let input = Tensor::new("x", vec![1, ROW.len()], TensorData::Fp32(ROW.to_vec()))?;
+    let per_round = (requests / rounds).max(1);
+    let load_before = loadavg();
+    let tallies = rt.block_on(rt.spawn({
+        let cases: Vec<(Case, Arc<Graph>, Option<u32>)> = cases
+            .iter()
+            .cloned()
+            .zip(graphs)
+            .zip(workers.iter().copied())
+            .map(|((c, g), w)| (c, g, w))
+            .collect();
+        async move {
+            // Warm-up: each case's first calls are not counted.
+            for (case, graph, _) in &cases {
+                for _ in 0..(per_round / 2).max(200) {
+                    let out = graph
+                        .run(case.event(&input))
+                        .await
+                        .map_err(|e| anyhow::anyhow!("{}: {e}", case.name))?;
+                    case.check(&out)?;
+                }
+            }
+            let mut tallies: Vec<Tally> = cases.iter().map(|_| Tally::default()).collect();
+            for round in 0..rounds {
+                // The order rotates, so that no case always follows the same one.
+                for k in 0..cases.len() {
+                    let i = (round + k) % cases.len();
+                    let (case, graph, worker) = &cases[i];
+                    let tally = &mut tallies[i];
+                    let mut trips = Vec::with_capacity(per_round);
+                    let (cpu0, w0) = (process_cpu(), worker.and_then(worker_cpu));
+                    for call in 0..per_round {
+                        let event = case.event(&input);
+                        let t0 = Instant::now();
+                        let out = graph
+                            .run(event)
+                            .await
+                            .map_err(|e| anyhow::anyhow!("{}: {e}", case.name))?;
+                        trips.push(t0.elapsed());
+                        // Every warm-up call was checked; here the first of each round is,
+                        // so that checking stays out of the CPU time.
+                        if call == 0 {
+                            case.check(&out)?;
+                        }
+                    }
+                    let (w1, cpu1) = (worker.and_then(worker_cpu), process_cpu());
+                    tally.engine_cpu += cpu1.saturating_sub(cpu0);
+                    if let (Some(w0), Some(w1)) = (w0, w1) {
+                        tally.worker_cpu += w1.saturating_sub(w0);
+                    }
+                    tally.calls += per_round;
+                    tally.round_p50_us.push(super::median_us(trips.clone()));
+                    tally.trips.extend(trips);
+                }
+            }
+            anyhow::Ok(tallies)
+        }
+    }))??;
+    let load_after = loadavg();
+    let base = cases
+        .iter()
+        .position(|c| c.name == "native")
+        .or_else(|| cases.iter().position(|c| c.name == "native-fn"))
+        .unwrap_or(0);
+    let cpu_known = workers.iter().all(Option::is_some);
+    let us = |d: Duration, calls: usize| d.as_nanos() as f64 / 1000.0 / calls.max(1) as f64;
+    let base_p50 = median_us(&tallies[base].trips);
+    let base_cpu = us(
+        tallies[base].engine_cpu + tallies[base].worker_cpu,
+        tallies[base].calls,
+    );
+    println!(
+        "python APIs, one row of 4 FP32 (16 B), c=1, spin_us {}: {rounds} rounds of {per_round} calls each, interleaved; differences from `{}`",
+        spin_us.map_or("default".into(), |us| us.to_string()),
+        cases[base].name
+    );
+    for (c, t) in cases.iter().zip(&tallies) {
+        let p50 = median_us(&t.trips);
+        // The per-round differences' median: what moves with the machine between rounds
+        // moves both.
+        let mut diffs: Vec<f64> = t
+            .round_p50_us
+            .iter()
+            .zip(&tallies[base].round_p50_us)
+            .map(|(a, b)| a - b)
+            .collect();
+        diffs.sort_by(f64::total_cmp);
+        let paired = diffs[diffs.len() / 2];
+        let (engine, worker) = (us(t.engine_cpu, t.calls), us(t.worker_cpu, t.calls));
+        let cpu = if cpu_known {
+            format!(
+                "CPU {:>5.1} µs/call ({engine:.1} engine + {worker:.1} worker) {:>+6.1}",
+                engine + worker,
+                engine + worker - base_cpu
+            )
+        } else {
+            format!("CPU {engine:>5.1} µs/call (engine only: the worker's process was not found)")
+        };
+        println!(
+            "python api {:<11} p50 {p50:>6.1} µs {:>+6.1} (per-round median {paired:>+6.1}); {cpu}",
+            c.name,
+            p50 - base_p50,
+        );
+    }
+    // Each round's p50, in the order run: a machine that changed pace mid-run shows here.
+    for (c, t) in cases.iter().zip(&tallies) {
+        let r: Vec<String> = t.round_p50_us.iter().map(|v| format!("{v:.0}")).collect();
+        println!("rounds' p50 (µs) {:<11} {}", c.name, r.join(" "));
+    }
+    println!("load average: {load_before} before, {load_after} after");
+    Ok(())
+}
+
+fn median_us(samples: &[Duration]) -> f64 {
+    super::median_us(samples.to_vec())
+}
+
+/// The process's CPU time, all threads.
+fn process_cpu() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
+    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+}
+
+/// A process's CPU time, all threads, from the scheduler's nanosecond counters
+/// (`/proc/PID/task/*/schedstat`); `None` when the kernel has none.
+fn worker_cpu(pid: u32) -> Option<Duration> {
+    let mut ns = 0u64;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let stat = std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok()?;
+        ns += stat.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(Duration::from_nanos(ns))
+}
+
+/// This process's children (the Python workers), from `/proc/*/stat`.
+fn children() -> Vec<u32> {
+    let me = std::process::id();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| {
+        let pid: u32 = e.ok()?.file_name().to_str()?.parse().ok()?;
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // `pid (comm) state ppid ...`: comm may hold spaces and parentheses.
+        let ppid: u32 = stat
+            .rsplit_once(')')?
+            .1
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()?;
+        (ppid == me).then_some(pid)
+    })
+    .collect()
+}
+
+/// `/proc/loadavg`'s three figures.
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
+}
