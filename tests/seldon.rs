@@ -678,3 +678,20 @@ fn health_status_answers_for_a_flows_seldon_model() {
     let v = ok(get_blocking(&server.addr, "/health/status"));
     assert_eq!(v["data"]["tensor"]["values"], json!([1, 2]), "{v}");
 }
+
+#[test]
+fn the_deployments_metadata_lists_a_flows_components_by_their_init_metadata() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = graph_file(
+        dir.path(),
+        "  kind: flow\n  steps:\n    healthy: {kind: model, class: python, path: MODELS, python: PYTHON, class_name: Healthy}\n",
+    );
+    let server = Server::start(&path, &[]);
+    let v = ok(get_blocking(&server.addr, "/api/v1.0/metadata"));
+    assert_eq!(v["models"]["healthy"]["versions"], json!(["v1"]), "{v}");
+    assert_eq!(
+        v["models"]["healthy"]["custom"],
+        json!({"author": "tests"}),
+        "{v}"
+    );
+}

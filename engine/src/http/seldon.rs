@@ -209,8 +209,13 @@ async fn metadata(State(state): State<Arc<AppState>>, path: Deployment) -> Respo
         let served = state.current()?;
         let graph = addressed(&state, &path)?.unwrap_or_else(|| served.graph.name.clone());
         let top = state.service.metadata(&graph, None)?;
-        let mut models = serde_json::Map::new();
+        // Seldon's executor lists its graph's components: every Python class that says its
+        // metadata (a flow's steps too), then the models the graph serves.
+        let mut models = state.service.seldon_components().await?;
         for name in state.service.model_names()? {
+            if models.contains_key(&name) {
+                continue;
+            }
             let (model, version) = match name.split_once(':') {
                 Some((m, v)) => (m, Some(v)),
                 None => (name.as_str(), None),

@@ -275,6 +275,22 @@ impl Service {
         }
     }
 
+    /// Every step whose class says its Seldon metadata (`init_metadata()`), by name.
+    pub async fn seldon_components(&self) -> Result<serde_json::Map<String, Value>> {
+        let served = self.current()?;
+        let mut out = serde_json::Map::new();
+        for (name, step) in served.graph.every_step() {
+            let Some(m) = step.model() else { continue };
+            if let Some(answer) = m.operation(crate::step::SELDON_METADATA, Value::Null).await {
+                let said = answer?;
+                if !said.is_null() {
+                    out.insert(name.to_owned(), said);
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// A model's metadata as Seldon's executor gives it: its class's `init_metadata()`
     /// completed as Seldon does, else the OIP metadata.
     pub async fn seldon_metadata(&self, model: &str) -> Result<Value> {
