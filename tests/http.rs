@@ -669,7 +669,6 @@ fn a_wrong_method_is_405_naming_the_right_one() {
     for (method_is_get, path, allowed) in [
         (true, "/v2/models/iris-rf/infer", "POST"),
         (true, "/v2/models/iris-rf/versions/1/predict", "POST"),
-        (true, "/", "POST"),
         (false, "/v2/models/iris-rf", "GET"),
         (false, "/v2/health/ready", "GET"),
         (false, "/v2/models/iris-rf/ready", "GET"),

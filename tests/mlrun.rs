@@ -559,3 +559,16 @@ fn an_ensemble_of_mlrun_model_servers_combines_their_outputs() {
         json!({"id": "m", "model_name": "mean", "outputs": [2.0, 4.0]})
     );
 }
+
+#[test]
+fn mlruns_router_details_answer_at_the_root_and_v2_health() {
+    let (_dir, server) = serve(&[("model1", "class_name: ClassifierModel")]);
+    for path in ["/", "/v2/health"] {
+        let v = ok(common::get_blocking(&server.addr, path));
+        assert_eq!(
+            v,
+            json!({"name": "ModelRouter", "version": "v2", "extensions": []}),
+            "{path}"
+        );
+    }
+}

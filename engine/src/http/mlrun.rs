@@ -1,4 +1,5 @@
-//! MLRun's serving routes: `POST /` with the model (route) in the body's `model` field or the
+//! MLRun's serving routes: `GET /` and `GET /v2/health` (its router's details), `POST /` with
+//! the model (route) in the body's `model` field or the
 //! `x-model-name` header (the graph's own policy otherwise), `predict`, MLRun's spelling of
 //! `infer`, and the model list (`GET /v2/models`, which KServe serves too). Its row-shaped bodies (`{"inputs": [[...], ...]}`) are read wherever an
 //! inference body is ([`crate::protocol::mlrun`]), since MLRun's clients send them to
@@ -19,13 +20,20 @@ use super::{AppState, Inference, compressed, run_infer};
 pub(super) fn routes() -> Router<Arc<AppState>> {
     let inference = compressed(
         Router::new()
-            .route("/", post(infer_body_routed))
+            .route("/", post(infer_body_routed).get(router_metadata))
             .merge(versioned("/predict", post(infer))),
     );
     Router::new()
         .merge(inference)
+        .route("/v2/health", get(router_metadata))
         .route("/v2/models", get(models))
         .route("/v2/models/", get(models))
+}
+
+/// `GET /` and `GET /v2/health`: MLRun's model router's details, as its `ModelRouter`
+/// answers them (`{"name": "ModelRouter", "version": "v2", "extensions": []}`).
+async fn router_metadata() -> Json<serde_json::Value> {
+    Json(serde_json::json!({"name": "ModelRouter", "version": "v2", "extensions": []}))
 }
 
 /// `GET /v2/models`: `{"models": ["m1", "m3:v1", ...]}`, as MLRun lists them.
