@@ -1,13 +1,9 @@
 """An MLRun serving flow's steps, as MLRun's documentation writes them (graphs/mlrun-flow.yaml
 serves them with `kind: task`): a handler function of the event's body, a class with
-`do(body)`, and a `V2ModelServer` model (`from mlrun.serving import V2ModelServer`, unchanged:
-inside servegraph's workers it is servegraph's when MLRun is not installed)."""
+`do(body)`, and MLRun's docs' `ClassifierModel` (a `V2ModelServer`, from iris_mlrun.py beside
+this file)."""
 
-from pickle import load
-
-import numpy as np
-
-from mlrun.serving import V2ModelServer
+from iris_mlrun import ClassifierModel  # noqa: F401 - the flow's model step
 
 
 def centimetres(body):
@@ -28,19 +24,6 @@ class Note:
     def do(self, body):
         body["dataset"] = self.label
         return body
-
-
-class ClassifierModel(V2ModelServer):
-    """MLRun's docs' `ClassifierModel`, unchanged."""
-
-    def load(self):
-        model_file, extra_data = self.get_model(".pkl")
-        self.model = load(open(model_file, "rb"))
-
-    def predict(self, body: dict) -> list:
-        feats = np.asarray(body["inputs"])
-        result: np.ndarray = self.model.predict(feats)
-        return result.tolist()
 
 
 def summary(body):

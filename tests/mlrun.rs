@@ -21,10 +21,15 @@ fn serve(routes: &[(&str, &str)]) -> (tempfile::TempDir, Server) {
             test_python().display()
         ));
     }
-    let path = dir.path().join("mlrun.yaml");
-    std::fs::write(&path, yaml).unwrap();
-    let server = Server::start(&path.display().to_string(), &[]);
+    let server = start_in(dir.path(), &yaml);
     (dir, server)
+}
+
+/// Writes `yaml` as a graph file in `dir` and serves it.
+fn start_in(dir: &std::path::Path, yaml: &str) -> Server {
+    let path = dir.join("graph.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    Server::start(&path.display().to_string(), &[])
 }
 
 fn ok(r: common::Reply) -> Value {
@@ -150,9 +155,7 @@ fn a_class_taking_tensors_refuses_a_body_it_has_no_tensors_for() {
         models.display(),
         test_python().display()
     );
-    let path = dir.path().join("g.yaml");
-    std::fs::write(&path, yaml).unwrap();
-    let server = Server::start(&path.display().to_string(), &[]);
+    let server = start_in(dir.path(), &yaml);
     let r = post(
         &server.addr,
         "/v2/models/g/infer",
@@ -311,9 +314,7 @@ fn get_model_gives_the_folders_other_files_as_extra_data() {
         models.display(),
         test_python().display()
     );
-    let path = dir.path().join("g.yaml");
-    std::fs::write(&path, yaml).unwrap();
-    let server = Server::start(&path.display().to_string(), &[]);
+    let server = start_in(dir.path(), &yaml);
     let v = ok(post(
         &server.addr,
         "/v2/models/m/infer",
@@ -338,9 +339,7 @@ fn a_serving_functions_graph_in_mlruns_field_names_serves() {
         models.display(),
         python.display()
     );
-    let path = dir.path().join("router.yaml");
-    std::fs::write(&path, router).unwrap();
-    let server = Server::start(&path.display().to_string(), &[]);
+    let server = start_in(dir.path(), &router);
     let v = ok(post(
         &server.addr,
         "/v2/models/model1/infer",
@@ -353,9 +352,7 @@ fn a_serving_functions_graph_in_mlruns_field_names_serves() {
         t = tasks.display(),
         p = python.display()
     );
-    let path = dir.path().join("flow.yaml");
-    std::fs::write(&path, flow).unwrap();
-    let server = Server::start(&path.display().to_string(), &[]);
+    let server = start_in(dir.path(), &flow);
     let v = ok(post(
         &server.addr,
         "/v2/models/flow/infer",
@@ -414,9 +411,7 @@ fn handlers_may_be_expressions_or_module_functions_without_a_file() {
         "name: flow\ngraph:\n  kind: flow\n  steps:\n    plus: {{kind: task, handler: \"(event + 1)\", python: {p}}}\n    text: {{kind: task, handler: json.dumps, python: {p}, after: [plus]}}\n",
         p = test_python().display()
     );
-    let path = dir.path().join("flow.yaml");
-    std::fs::write(&path, yaml).unwrap();
-    let server = Server::start(&path.display().to_string(), &[]);
+    let server = start_in(dir.path(), &yaml);
     let v = ok(post(&server.addr, "/v2/models/flow/infer", "5"));
     assert_eq!(v, json!("6"));
 }
@@ -429,9 +424,7 @@ fn an_error_handler_task_gets_the_failure_on_its_event() {
         t = root().join("tests/python/mlrun/tasks.py").display(),
         p = test_python().display()
     );
-    let path = dir.path().join("flow.yaml");
-    std::fs::write(&path, yaml).unwrap();
-    let server = Server::start(&path.display().to_string(), &[]);
+    let server = start_in(dir.path(), &yaml);
     let v = ok(post(&server.addr, "/v2/models/flow/infer", r#"{"x": 1}"#));
     assert_eq!(v["origin"], "step", "{v}");
     // MLRun's `event.error`: the failing step's message by its name.
@@ -458,9 +451,7 @@ fn a_model_after_a_task_step_answers_its_own_outputs_in_mlruns_shape() {
         p = test_python().display(),
         m = root().join("models/iris_lr.onnx").display(),
     );
-    let path = dir.path().join("flow.yaml");
-    std::fs::write(&path, yaml).unwrap();
-    let server = Server::start(&path.display().to_string(), &[]);
+    let server = start_in(dir.path(), &yaml);
     let v = ok(post(
         &server.addr,
         "/v2/models/flow/infer",
@@ -499,9 +490,7 @@ fn an_empty_model_path_among_class_args_reaches_the_class_as_mlrun_hands_it() {
         root().join("tests/python/mlrun/models.py").display(),
         test_python().display()
     );
-    let path = dir.path().join("g.yaml");
-    std::fs::write(&path, yaml).unwrap();
-    let server = Server::start(&path.display().to_string(), &[]);
+    let server = start_in(dir.path(), &yaml);
     let v = ok(post(
         &server.addr,
         "/v2/models/m/infer",
@@ -528,9 +517,7 @@ fn an_ensemble_of_mlrun_model_servers_combines_their_outputs() {
         member("[0, 2]"),
         member("[1, 2]"),
     );
-    let path = dir.path().join("vote.yaml");
-    std::fs::write(&path, &vote_only).unwrap();
-    let server = Server::start(&path.display().to_string(), &[]);
+    let server = start_in(dir.path(), &vote_only);
     let v = ok(post(
         &server.addr,
         "/v2/models/g/infer",
@@ -546,9 +533,7 @@ fn an_ensemble_of_mlrun_model_servers_combines_their_outputs() {
         member("[1.0, 3.0]"),
         member("[3.0, 5.0]"),
     );
-    let path = dir.path().join("mean.yaml");
-    std::fs::write(&path, &mean_only).unwrap();
-    let server = Server::start(&path.display().to_string(), &[]);
+    let server = start_in(dir.path(), &mean_only);
     let v = ok(post(
         &server.addr,
         "/v2/models/g/infer",

@@ -13,7 +13,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::codec::{Answering, Codec, Decoding};
 use super::request::{InferRequest, decode_request};
@@ -221,9 +221,8 @@ impl Codec for Clipper {
                 )));
             }
         };
-        let mut rows = Map::new();
-        rows.insert("inputs".into(), Value::Array(queries.inputs));
-        let mut oip = super::mlrun::to_oip(rows, info)?;
+        let rows = Value::Array(queries.inputs);
+        let mut oip = super::mlrun::oip_of_rows(&rows, None, &info.name, &info.inputs)?;
         if self.base64 {
             let mut json: Value = serde_json::from_slice(&oip).expect("JSON we wrote");
             json["inputs"][0]["parameters"] = serde_json::json!({ "content_type": "base64" });
@@ -315,17 +314,10 @@ fn rows(t: &Tensor, queries: usize) -> Result<Vec<Value>> {
                     v => v,
                 }
             } else {
-                nest(&mut flat, row_shape)
+                super::mlrun::nest(&mut flat, row_shape)
             }
         })
         .collect())
-}
-
-fn nest(flat: &mut std::vec::IntoIter<Value>, shape: &[usize]) -> Value {
-    match shape.split_first() {
-        None => flat.next().unwrap_or(Value::Null),
-        Some((&n, rest)) => Value::Array((0..n).map(|_| nest(flat, rest)).collect()),
-    }
 }
 
 #[cfg(test)]
@@ -334,13 +326,7 @@ mod tests {
     use crate::tensor::TensorData;
 
     fn model(inputs: Vec<TensorMeta>) -> ModelInfo {
-        ModelInfo {
-            name: "m".into(),
-            version: None,
-            platform: crate::step::Platform::Custom,
-            inputs,
-            outputs: Vec::new(),
-        }
+        super::super::test_model(inputs, crate::step::Platform::Custom)
     }
 
     fn decode(codec: &Clipper, info: &ModelInfo, body: &str) -> Result<InferRequest> {

@@ -109,8 +109,8 @@ impl Codec for MlrunRows {
             (_, (Some(m), version)) => (at.find)(m, version)?,
             (m, (None, _)) => (at.find)(m.unwrap_or(at.graph), at.version)?,
         };
-        let value = serde_json::Value::Object(rows.clone());
-        let decoded = mlrun::to_oip(rows, info).and_then(|oip| decode_request(&oip, None));
+        let decoded = mlrun::to_oip(&rows, info).and_then(|oip| decode_request(&oip, None));
+        let value = serde_json::Value::Object(rows);
         match decoded {
             Ok(mut request) => {
                 request.event.body = Some(JsonBody::request(value, BodyProtocol::Mlrun));

@@ -70,9 +70,10 @@ pub fn named_model(body: &Map<String, Value>) -> (Option<&str>, Option<&str>) {
 }
 
 /// The OIP request an MLRun body stands for, for `model` (its one input's name and
-/// datatype).
-pub fn to_oip(value: Map<String, Value>, model: &ModelInfo) -> Result<Vec<u8>> {
-    to_oip_for(value, &model.name, &model.inputs)
+/// datatype). The body is read, not copied: it is kept as the request's body too.
+pub fn to_oip(value: &Map<String, Value>, model: &ModelInfo) -> Result<Vec<u8>> {
+    let rows = value.get("inputs").unwrap_or(&Value::Null);
+    oip_of_rows(rows, Some(value), &model.name, &model.inputs)
 }
 
 /// The tensors a body stands for, for a model taking `inputs`: how a model that takes
@@ -81,7 +82,8 @@ pub fn to_oip(value: Map<String, Value>, model: &ModelInfo) -> Result<Vec<u8>> {
 pub fn body_tensors(body: &Value, model: &str, inputs: &[TensorMeta]) -> Result<Vec<Tensor>> {
     let request = match body {
         Value::Object(map) if map.contains_key("inputs") => {
-            super::request::decode_request(&to_oip_for(map.clone(), model, inputs)?, None)?
+            let oip = oip_of_rows(&map["inputs"], Some(map), model, inputs)?;
+            super::request::decode_request(&oip, None)?
         }
         Value::Object(map) if map.contains_key("data") => {
             super::seldon::tensors(body, model, inputs)?
@@ -95,8 +97,12 @@ pub fn body_tensors(body: &Value, model: &str, inputs: &[TensorMeta]) -> Result<
     Ok(request.event.into_data().tensors)
 }
 
-pub(crate) fn to_oip_for(
-    mut value: Map<String, Value>,
+/// An OIP request (JSON) of one tensor, `rows` nested by its shape, for a model taking
+/// `inputs` (which must be one), with the `id`, `parameters`, `model` and `version` of
+/// `rest` (an MLRun body) when given. Written from borrowed parts: nothing is copied.
+pub(crate) fn oip_of_rows(
+    rows: &Value,
+    rest: Option<&Map<String, Value>>,
     model: &str,
     inputs: &[TensorMeta],
 ) -> Result<Vec<u8>> {
@@ -113,9 +119,8 @@ pub(crate) fn to_oip_for(
             }
         )));
     };
-    let rows = value.remove("inputs").unwrap_or(Value::Null);
     let mut shape = Vec::new();
-    let mut level = &rows;
+    let mut level = rows;
     while let Value::Array(items) = level {
         shape.push(items.len());
         match items.first() {
@@ -126,24 +131,38 @@ pub(crate) fn to_oip_for(
     if shape.is_empty() {
         return Err(Error::bad_request("`inputs` must be a list of rows"));
     }
-    let mut oip = Map::new();
-    if let Some(id) = value.remove("id") {
-        oip.insert("id".into(), id);
+    #[derive(serde::Serialize)]
+    struct Oip<'a> {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<&'a Value>,
+        inputs: [OipInput<'a>; 1],
+        #[serde(skip_serializing_if = "Option::is_none")]
+        parameters: Option<&'a Value>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        model: Option<&'a Value>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        version: Option<&'a Value>,
     }
-    oip.insert(
-        "inputs".into(),
-        serde_json::json!([{
-            "name": input.name,
-            "datatype": input.datatype,
-            "shape": shape,
-            "data": rows,
-        }]),
-    );
-    for key in ["parameters", "model", "version"] {
-        if let Some(v) = value.remove(key) {
-            oip.insert(key.into(), v);
-        }
+    #[derive(serde::Serialize)]
+    struct OipInput<'a> {
+        name: &'a str,
+        datatype: crate::tensor::DataType,
+        shape: Vec<usize>,
+        data: &'a Value,
     }
+    let field = |k: &str| rest.and_then(|r| r.get(k));
+    let oip = Oip {
+        id: field("id"),
+        inputs: [OipInput {
+            name: &input.name,
+            datatype: input.datatype,
+            shape,
+            data: rows,
+        }],
+        parameters: field("parameters"),
+        model: field("model"),
+        version: field("version"),
+    };
     Ok(serde_json::to_vec(&oip).expect("JSON"))
 }
 
@@ -239,13 +258,15 @@ pub(crate) fn json_elements(t: &Tensor, protocol: &str, instead: &str) -> Result
 /// A tensor's data as nested JSON lists, by its shape (an MLRun answer's `outputs`).
 pub fn nested(t: &Tensor) -> Result<Value> {
     let flat = json_elements(t, "MLRun's JSON", "ask for OIP")?;
-    fn build(flat: &mut std::vec::IntoIter<Value>, shape: &[usize]) -> Value {
-        match shape.split_first() {
-            None => flat.next().unwrap_or(Value::Null),
-            Some((&n, rest)) => Value::Array((0..n).map(|_| build(flat, rest)).collect()),
-        }
+    Ok(nest(&mut flat.into_iter(), &t.shape))
+}
+
+/// The next elements of `flat`, nested as lists by `shape`.
+pub(crate) fn nest(flat: &mut std::vec::IntoIter<Value>, shape: &[usize]) -> Value {
+    match shape.split_first() {
+        None => flat.next().unwrap_or(Value::Null),
+        Some((&n, rest)) => Value::Array((0..n).map(|_| nest(flat, rest)).collect()),
     }
-    Ok(build(&mut flat.into_iter(), &t.shape))
 }
 
 #[cfg(test)]
@@ -254,13 +275,7 @@ mod tests {
     use crate::tensor::DataType;
 
     fn model(inputs: Vec<TensorMeta>) -> ModelInfo {
-        ModelInfo {
-            name: "m".into(),
-            version: None,
-            platform: crate::step::Platform::Custom,
-            inputs,
-            outputs: Vec::new(),
-        }
+        super::super::test_model(inputs, crate::step::Platform::Custom)
     }
 
     #[test]
@@ -281,7 +296,7 @@ mod tests {
     fn rows_become_the_models_one_input() {
         let m = model(vec![TensorMeta::new("input", DataType::Fp32, vec![-1, 2])]);
         let body = parse(br#"{"id": "r1", "inputs": [[1, 2], [3, 4], [5, 6]]}"#).unwrap();
-        let oip = to_oip(body, &m).unwrap();
+        let oip = to_oip(&body, &m).unwrap();
         let v: Value = serde_json::from_slice(&oip).unwrap();
         assert_eq!(v["id"], "r1");
         assert_eq!(v["inputs"][0]["name"], "input");
@@ -291,7 +306,7 @@ mod tests {
             TensorMeta::new("a", DataType::Fp32, vec![-1]),
             TensorMeta::new("b", DataType::Fp32, vec![-1]),
         ]);
-        let e = to_oip(parse(br#"{"inputs": [[1]]}"#).unwrap(), &two).unwrap_err();
+        let e = to_oip(&parse(br#"{"inputs": [[1]]}"#).unwrap(), &two).unwrap_err();
         assert!(e.message.contains("takes 2 (`a`, `b`)"), "{}", e.message);
     }
 

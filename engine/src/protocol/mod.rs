@@ -30,6 +30,21 @@ pub use request::{
 };
 pub use response::{Encoded, encode_json_response, encode_response, take_outputs};
 
+/// A model named `m` taking `inputs`, for the codecs' tests.
+#[cfg(test)]
+pub(crate) fn test_model(
+    inputs: Vec<crate::tensor::TensorMeta>,
+    platform: crate::step::Platform,
+) -> crate::step::ModelInfo {
+    crate::step::ModelInfo {
+        name: "m".into(),
+        version: None,
+        platform,
+        inputs,
+        outputs: Vec::new(),
+    }
+}
+
 use crate::event::Event;
 use crate::tensor::Tensor;
 

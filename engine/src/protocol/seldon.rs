@@ -116,8 +116,7 @@ pub(crate) fn tensors(message: &Value, model: &str, inputs: &[TensorMeta]) -> Re
         Error::bad_request("no `data` (`ndarray` or `tensor`) for the model's input tensor")
     })?;
     if let Some(ndarray) = data.get("ndarray") {
-        let rows = Map::from_iter([("inputs".to_owned(), ndarray.clone())]);
-        let oip = super::mlrun::to_oip_for(rows, model, inputs)?;
+        let oip = super::mlrun::oip_of_rows(ndarray, None, model, inputs)?;
         return decode_request(&oip, None);
     }
     if let Some(tensor) = data.get("tensor") {
@@ -238,15 +237,7 @@ mod tests {
     use super::*;
     use crate::tensor::{DataType, Tensor, TensorData};
 
-    fn model(inputs: Vec<TensorMeta>, platform: Platform) -> ModelInfo {
-        ModelInfo {
-            name: "m".into(),
-            version: None,
-            platform,
-            inputs,
-            outputs: Vec::new(),
-        }
-    }
+    use super::super::test_model as model;
 
     fn decode(body: &str, info: &ModelInfo) -> Result<InferRequest> {
         let find = |_: &str, _: Option<&str>| Ok(info);
