@@ -71,11 +71,27 @@ fn outputs_come_back_exactly_as_predict_returned_them() {
         ("scalar", json!(2)),
         ("dict", json!({"predictions": [3, 7], "count": 2})),
         ("string", json!("rows: 2")),
+        ("numpy", json!([3, 7])),
+        ("numpy-keys", json!({"0": 3.0, "1": 7.0})),
     ] {
         let body = json!({"inputs": rows, "kind": kind}).to_string();
         let v = ok(post(&server.addr, "/v2/models/shapes/infer", &body));
         assert_eq!(v["outputs"], expected, "{kind}: {v}");
     }
+    // What JSON cannot carry is said, and the model goes on serving.
+    let body = json!({"inputs": rows, "kind": "object"}).to_string();
+    let r = post(&server.addr, "/v2/models/shapes/infer", &body);
+    assert_eq!(r.status, 400, "{:?}", r.body);
+    let text = String::from_utf8_lossy(&r.body);
+    assert!(
+        text.contains("holds a object, which JSON cannot carry"),
+        "{text}"
+    );
+    let body = json!({"inputs": rows}).to_string();
+    assert_eq!(
+        ok(post(&server.addr, "/v2/models/shapes/infer", &body))["outputs"],
+        json!([3, 7])
+    );
 }
 
 #[test]

@@ -5,6 +5,7 @@ import numpy as np
 
 from servegraph import ModelError
 from servegraph._adapter import operation, utc_now_iso
+from servegraph._api_task import extract, update
 
 
 class MLRun:
@@ -103,8 +104,6 @@ class MLRun:
 
     def predict_body(self, body, parameters, explain, event_id):
         """An MLRun body, answered with the class's response as it is."""
-        from servegraph._api_task import extract, update
-
         whole = body
         body = extract(self.input_path, whole)
         if not isinstance(body, dict):

@@ -3,6 +3,7 @@
 plain class with `predict(X, feature_names, meta)`."""
 
 import base64
+import functools
 import json
 
 import numpy as np
@@ -339,14 +340,20 @@ def request_parts(message):
 def class_names(obj, predictions):
     """Seldon's `client_class_names`: the class's `class_names()` for a 2-D answer, else
     `t:0`, `t:1`, ...; none for 1-D."""
-    if len(predictions.shape) > 1:
-        names = call_optional(obj, "class_names")
-        if names is None and hasattr(obj, "class_names") and not callable(obj.class_names):
-            names = obj.class_names
+    if predictions.ndim > 1:
+        names = getattr(obj, "class_names", None)
+        if callable(names):
+            names = call_optional(obj, "class_names")
         if names is not None:
             return list(names)
-        return ["t:%d" % i for i in range(predictions.shape[1])]
+        return list(default_names(predictions.shape[1]))
     return []
+
+
+@functools.lru_cache(maxsize=64)
+def default_names(n):
+    """Seldon's names for columns a class does not name: `t:0`, `t:1`, ..."""
+    return tuple("t:%d" % i for i in range(n))
 
 
 def response_json(obj, request, data, meta, metrics, tags):

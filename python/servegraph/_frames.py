@@ -4,7 +4,7 @@ read-only NumPy arrays, so any CPython >= 3.9 with NumPy works, whatever the eng
 The engine's side is `steps/src/model/python/frame.rs`.
 
 Frame (little-endian): a 24-byte header
-    u32 len (bytes after this field) | u8 kind | u8 flags | u16 n_tensors | u64 call_id
+    u32 len (bytes after this field) | u8 kind | u8 flags (an answer's: QUICK) | u16 n_tensors | u64 call_id
     | u32 n_requests | u32 meta_len
 then per tensor
     u8 dtype | u8 ndim | u8 where (0: in this frame, 1: in shared memory) | u8 name_len
@@ -30,6 +30,9 @@ PROTOCOL = 1
 HELLO, LOAD, LOADED, LOAD_ERROR, INFER, RESULT, ERROR, SHUTDOWN, CALL, REPLY = range(1, 11)
 
 HEADER = struct.Struct("<IBBHQII")
+# A flag of an answer's header: this call's own run (the user's code) took at most a quarter of
+# `spin_us`, so the engine polls for the next answer (`Input.wait` is this side's).
+QUICK = 1
 TENSOR = struct.Struct("<BBBB")
 TAIL = struct.Struct("<QQ")
 
@@ -68,10 +71,15 @@ class Input:
         self.spin = 0.0
         self.last = 0.0
 
+    def quick(self):
+        """Whether the last call was quick enough for polling to pay (`QUICK`): a slow model
+        gains little and its CPU is better left to others."""
+        return self.last * 4 <= self.spin
+
     def wait(self):
         """Polls for the next frame for up to `spin` seconds, unless one is buffered or the
-        last call was slow (a slow model gains little and its CPU is better left to others)."""
-        if self.spin <= 0 or self.start < self.end or self.last * 4 > self.spin:
+        last call was slow."""
+        if self.spin <= 0 or self.start < self.end or not self.quick():
             return
         until = time.perf_counter() + self.spin
         while time.perf_counter() < until:
@@ -206,8 +214,13 @@ def json_default(value):
     if hasattr(value, "tolist"):
         return value.tolist()
     if isinstance(value, (bytes, bytearray)):
-        return value.decode("utf-8")
-    raise TypeError("%s is not JSON: return dicts, lists, strings and numbers" % type(value).__name__)
+        try:
+            return bytes(value).decode("utf-8")
+        except UnicodeDecodeError:
+            raise TypeError("the answer holds bytes that are not UTF-8, which JSON cannot carry")
+    if isinstance(value, (set, frozenset)):
+        return list(value)
+    raise TypeError("the answer holds a %s, which JSON cannot carry" % type(value).__name__)
 
 
 # The frames' JSON: what `json.dumps(value, default=json_default)` gives, without building an
@@ -215,7 +228,7 @@ def json_default(value):
 _encode_json = json.JSONEncoder(default=json_default).encode
 
 
-def write_frame(stream, kind, call_id=0, meta=None, tensors=(), rows=(), arena=None):
+def write_frame(stream, kind, call_id=0, meta=None, tensors=(), rows=(), arena=None, flags=0):
     """Writes one frame; `tensors` are `(name, encode_tensor(...))`, the large ones put in
     `arena`'s response slot for `call_id` when there is one and they fit."""
     meta_bytes = _encode_json(meta).encode("utf-8") if meta else b""
@@ -257,7 +270,7 @@ def write_frame(stream, kind, call_id=0, meta=None, tensors=(), rows=(), arena=N
     pad = (-(HEADER.size + len(head_rest))) % 8
     head_rest += b"\0" * pad
     length = HEADER.size - 4 + len(head_rest) + offset
-    stream.write(HEADER.pack(length, kind, 0, len(descs), call_id, len(rows), len(meta_bytes)))
+    stream.write(HEADER.pack(length, kind, flags, len(descs), call_id, len(rows), len(meta_bytes)))
     stream.write(head_rest)
     for p in payload:
         stream.write(p)

@@ -33,6 +33,7 @@ from servegraph._frames import (
     LOAD_ERROR,
     LOADED,
     PROTOCOL,
+    QUICK,
     REPLY,
     RESULT,
     SHUTDOWN,
@@ -165,43 +166,67 @@ def main():
                     result = feedback(meta.get("body")) if feedback else None
                 else:
                     result = model.operation(meta.get("op") or "", meta.get("body"))
-                write_frame(out, REPLY, call_id, meta={"result": result})
+                write_frame(out, REPLY, call_id, meta={"result": result}, flags=quick(inp))
             except Exception as exc:  # noqa: BLE001 - the answer carries it; the worker goes on
-                write_frame(out, ERROR, call_id, meta=error_meta(exc, model))
+                write_frame(out, ERROR, call_id, meta=error_meta(exc, model), flags=quick(inp))
         elif kind == INFER:
             try:
-                model.tags = None
-                model.metrics_out = None
-                parameters = meta.get("parameters") or {}
-                explain = bool(meta.get("explain"))
-                started = time.perf_counter()
-                extra = {}
-                if "body" in meta:
-                    # A class written against bodies (MLRun's, Seldon's): the body in, a body out
-                    # (an error handler's also learns the failure it runs for).
-                    model.failure = meta.get("error")
-                    extra["body"] = jsonable(
-                        model.predict_body(meta["body"], parameters, explain, meta.get("id"))
-                    )
-                    outputs = []
-                else:
-                    if explain:
-                        result = explain_of(model, tensors, parameters)
-                    else:
-                        result = model.predict(tensors, parameters)
-                    outputs = outputs_of(result, declared)
-                inp.last = time.perf_counter() - started
-                if explain:
-                    extra["explained"] = True
-                if model.tags:
-                    extra["tags"] = model.tags
-                if model.metrics_out:
-                    extra["metrics"] = model.metrics_out
-                write_frame(out, RESULT, call_id, meta=extra, tensors=outputs, arena=arena)
+                extra, outputs = infer(model, meta, tensors, declared, inp)
+                write_result(out, call_id, extra, outputs, arena, quick(inp))
             except Exception as exc:  # noqa: BLE001 - the answer carries it; the worker goes on
-                write_frame(out, ERROR, call_id, meta=error_meta(exc, model))
+                write_frame(out, ERROR, call_id, meta=error_meta(exc, model), flags=quick(inp))
             finally:
                 tensors = None
+
+
+def infer(model, meta, tensors, declared, inp):
+    """An INFER call: the RESULT frame's JSON and its output tensors. A class written against
+    bodies (MLRun's, Seldon's) gets the body and answers one; the rest get tensors."""
+    model.tags = None
+    model.metrics_out = None
+    parameters = meta.get("parameters") or {}
+    explain = bool(meta.get("explain"))
+    started = time.perf_counter()
+    extra = {}
+    if "body" in meta:
+        # An error handler's class also learns the failure it runs for. The answer goes as it
+        # is: the frame's encoder takes what JSON carries (NumPy's values too), and
+        # `write_result` turns to `jsonable` only when it refuses.
+        model.failure = meta.get("error")
+        extra["body"] = model.predict_body(meta["body"], parameters, explain, meta.get("id"))
+        outputs = []
+    else:
+        if explain:
+            result = explain_of(model, tensors, parameters)
+        else:
+            result = model.predict(tensors, parameters)
+        outputs = outputs_of(result, declared)
+    inp.last = time.perf_counter() - started
+    if explain:
+        extra["explained"] = True
+    if model.tags:
+        extra["tags"] = model.tags
+    if model.metrics_out:
+        extra["metrics"] = model.metrics_out
+    return extra, outputs
+
+
+def quick(inp):
+    """The answer's flags: `QUICK` when polling for this worker's answers pays."""
+    return QUICK if inp.quick() else 0
+
+
+def write_result(out, call_id, extra, outputs, arena, flags):
+    """The RESULT frame. A body JSON cannot carry as it is (a NumPy integer's key, a set) goes
+    through `jsonable`, which also names what JSON cannot carry at all; nothing was written
+    before the frame's JSON was made, so the retry starts clean."""
+    try:
+        write_frame(out, RESULT, call_id, meta=extra, tensors=outputs, arena=arena, flags=flags)
+    except TypeError:
+        if "body" not in extra:
+            raise
+        extra["body"] = jsonable(extra["body"])
+        write_frame(out, RESULT, call_id, meta=extra, tensors=outputs, arena=arena, flags=flags)
 
 
 def explain_of(model, tensors, parameters):

@@ -35,6 +35,13 @@ class Shapes(V2ModelServer):
             return {"predictions": [sum(r) for r in rows], "count": len(rows)}
         if kind == "string":
             return "rows: %d" % len(rows)
+        if kind == "numpy":
+            return np.asarray(rows).sum(axis=1)
+        if kind == "numpy-keys":
+            # Keys JSON has no form for: their text, as MLRun's JSON would give them.
+            return {np.int64(i): np.float32(sum(r)) for i, r in enumerate(rows)}
+        if kind == "object":
+            return object()
         return [sum(r) for r in rows]
 
     def explain(self, body):

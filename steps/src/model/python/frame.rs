@@ -24,6 +24,10 @@ pub(super) const CALL: u8 = 9;
 /// An operation's answer: `{"result"}` in the metadata.
 pub(super) const REPLY: u8 = 10;
 
+/// A flag of an answer's header: the worker's own run of its last call (the user's code, not
+/// the pipe) took at most a quarter of `spin_us`, so polling for the next answer pays.
+pub(super) const QUICK: u8 = 1;
+
 pub(super) const HEADER: usize = 24;
 /// A frame larger than this is refused (a worker writing garbage must not make us allocate
 /// without bound).
@@ -33,6 +37,8 @@ pub(super) const MAX_FRAME: usize = 1 << 31;
 #[derive(Debug, Default)]
 pub(super) struct Frame {
     pub(super) kind: u8,
+    /// The header's flags ([`QUICK`]).
+    pub(super) flags: u8,
     pub(super) call_id: u64,
     pub(super) meta: Option<serde_json::Value>,
     pub(super) tensors: Vec<Tensor>,
@@ -336,6 +342,7 @@ pub(super) fn parse(
     }
     Ok(Frame {
         kind,
+        flags: head[5],
         call_id,
         meta,
         tensors,

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use servegraph_engine::{Error, ErrorKind, Result, Tensor};
 use tokio::io::AsyncWriteExt;
@@ -258,7 +258,10 @@ async fn read_answers(
     let (mut buf, mut calls, mut recycle) = (Vec::new(), 0, None);
     // When the worker finished its last call: a call written before that waited in the pipe.
     let mut free_since = Instant::now();
-    let mut last_run = Duration::ZERO;
+    // Whether the worker's own run of the last call was quick (it says so in the answer's
+    // header): the round trip measured here would not do, since an answer not polled for
+    // carries the engine's own wake-up (tens of µs on a VM), which would keep polling off.
+    let mut quick = true;
     while let Some(call) = pending.recv().await {
         // Alone in the pipeline, the answer is polled for a while (`spin_us`) first; with
         // another call behind it the worker is busy and the wait is not spent spinning...
@@ -267,13 +270,13 @@ async fn read_answers(
         let idle = line.queue.try_lock().map_or(true, |jobs| jobs.is_empty());
         // ...and the last call was quick: polling pays for a fast model (its round trip is
         // mostly wake-ups) and would only take a slow one's CPU.
-        let quick = last_run * 4 <= config.spin;
         let spin = (alone && idle && quick && !config.spin.is_zero())
             .then(|| Instant::now() + config.spin);
         let read = read_frame(&mut output, &mut buf, arena, spin).await;
         let answer = match read {
             Ok(Some(reply)) if reply.call_id == call.id => {
                 let kind = reply.kind;
+                quick = reply.flags & frame::QUICK != 0;
                 answer_of(&config.model, reply).ok_or(Some(WorkerError::Answer {
                     call: "INFER",
                     kind,
@@ -303,8 +306,10 @@ async fn read_answers(
         line.answered();
         let started = call.written.max(free_since);
         free_since = Instant::now();
-        last_run = free_since.saturating_duration_since(started);
-        config.metrics.run_seconds.observe(last_run);
+        config
+            .metrics
+            .run_seconds
+            .observe(free_since.saturating_duration_since(started));
         let result = match &call.counts {
             None => result.map(|t| vec![t]),
             Some(counts) => result.and_then(|t| split(t, counts)),
@@ -461,6 +466,7 @@ mod tests {
     fn reply(kind: u8, meta: serde_json::Value) -> Frame {
         Frame {
             kind,
+            flags: 0,
             call_id: 1,
             meta: Some(meta),
             tensors: Vec::new(),
