@@ -90,9 +90,10 @@ class MLRun:
             response["model_version"] = self.obj.version
         response = self.obj.postprocess(response)
         # `set_metric` values reach /metrics as gauges.
-        self.metrics_out = [
-            {"key": k, "type": "GAUGE", "value": v} for k, v in (self.obj.metrics or {}).items()
-        ]
+        metrics = self.obj.metrics
+        self.metrics_out = (
+            [{"key": k, "type": "GAUGE", "value": v} for k, v in metrics.items()] if metrics else None
+        )
         return response
 
     @staticmethod
@@ -105,7 +106,8 @@ class MLRun:
     def predict_body(self, body, parameters, explain, event_id):
         """An MLRun body, answered with the class's response as it is."""
         whole = body
-        body = extract(self.input_path, whole)
+        if self.input_path:
+            body = extract(self.input_path, whole)
         if not isinstance(body, dict):
             raise ModelError("MLRun's body is a JSON object with `inputs`", status=400)
         op = self._op(body, parameters, explain)
@@ -116,7 +118,7 @@ class MLRun:
                 status=400,
             )
         response = self._run(dict(body), op, body.get("id", event_id))
-        return update(self.result_path, whole, response)
+        return update(self.result_path, whole, response) if self.result_path else response
 
     def predict(self, inputs, parameters):
         """An OIP request: its one input tensor as MLRun's rows."""

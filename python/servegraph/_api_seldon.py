@@ -3,7 +3,6 @@
 plain class with `predict(X, feature_names, meta)`."""
 
 import base64
-import functools
 import json
 
 import numpy as np
@@ -100,6 +99,9 @@ class Seldon:
                 )
             )
         self.batchable = bool(getattr(self.obj, "batchable", False))
+        # Whether the class has a low-level form of its role's method (looked for once, after
+        # `load()`: Seldon's wrapper looks on every call, for methods no class adds later).
+        self.raw = any(callable(getattr(self.obj, r, None)) for r in self.raws)
         # Seldon's feedback reaches the class when it takes it.
         self.feedback = any(
             callable(getattr(self.obj, m, None)) for m in ("send_feedback",) + FEEDBACK_RAW
@@ -135,9 +137,6 @@ class Seldon:
                 raise
         return None
 
-    def has_raw(self):
-        return any(callable(getattr(self.obj, r, None)) for r in self.raws)
-
     def _call(self, x, names, meta):
         """The role's method as Seldon's `client_*` calls it: with `meta`, then without on a
         TypeError; a role method the class lacks passes X through (transformers) or is a 500."""
@@ -159,7 +158,7 @@ class Seldon:
     def predict_body(self, message, parameters, explain, event_id):
         if explain:
             raise ModelError("a Seldon component cannot explain (Seldon serves explainers apart)", status=400)
-        answer = self._call_raw(message)
+        answer = self._call_raw(message) if self.raw else None
         if answer is not None:
             self.metrics_out = ((answer.get("meta") or {}).get("metrics") if isinstance(answer, dict) else None)
             return answer
@@ -243,7 +242,10 @@ class Seldon:
     def _unpack(self, result):
         """A SeldonResponse's data, tags and metrics (with the class's `tags()`/`metrics()`,
         the response's winning, as in Seldon)."""
-        tags = dict(call_optional(self.obj, "tags") or {})
+        # (The optional methods are called through `call_optional` only when the class has
+        # them: a look-up that misses is cheap, a Python call is not.)
+        obj = self.obj
+        tags = dict(call_optional(obj, "tags") or {}) if callable(getattr(obj, "tags", None)) else {}
         runtime = []
         if type(result).__name__ == "SeldonResponse":
             tags.update(getattr(result, "tags", None) or {})
@@ -251,14 +253,16 @@ class Seldon:
             result = result.data
         # Seldon's `client_custom_metrics`: the response's metrics, then the class's, each
         # checked (a bad one fails the request with 500, as in Seldon).
-        class_metrics = call_optional(self.obj, "metrics")
+        class_metrics = None
+        if callable(getattr(obj, "metrics", None)):
+            class_metrics = call_optional(obj, "metrics")
         for metrics in (runtime, class_metrics):
-            if metrics is not None and not valid_metrics(metrics):
+            if metrics is not None and metrics != [] and not valid_metrics(metrics):
                 raise ModelError(
                     "Bad metric created during request: %s" % json.dumps(metrics, default=str),
                     status=500,
                 )
-        metrics = list(class_metrics or []) + runtime
+        metrics = list(class_metrics or []) + runtime if class_metrics or runtime else []
         self.metrics_out = metrics
         return result, tags, metrics
 
@@ -267,7 +271,7 @@ class Seldon:
     def predict(self, inputs, parameters):
         x = next(iter(inputs.values())) if len(inputs) == 1 else inputs
         names = parameters.get("feature_names") or []
-        if self.has_raw():
+        if self.raw:
             # The raw method takes Seldon's message: the request as one, its answer's data back.
             message = {"data": {"names": list(names), "ndarray": np.asarray(x).tolist()}, "meta": {}}
             answer = self._call_raw(message)
@@ -346,14 +350,22 @@ def class_names(obj, predictions):
             names = call_optional(obj, "class_names")
         if names is not None:
             return list(names)
-        return list(default_names(predictions.shape[1]))
+        return default_names(predictions.shape[1])
     return []
 
 
-@functools.lru_cache(maxsize=64)
+# Seldon's names for the columns a class does not name, by count (shared: never changed).
+_DEFAULT_NAMES = {}
+
+
 def default_names(n):
-    """Seldon's names for columns a class does not name: `t:0`, `t:1`, ..."""
-    return tuple("t:%d" % i for i in range(n))
+    """`t:0`, `t:1`, ... (the same list each time for a count: the answer is only encoded)."""
+    names = _DEFAULT_NAMES.get(n)
+    if names is None:
+        names = ["t:%d" % i for i in range(n)]
+        if len(_DEFAULT_NAMES) < 64:
+            _DEFAULT_NAMES[n] = names
+    return names
 
 
 def response_json(obj, request, data, meta, metrics, tags):
@@ -373,7 +385,9 @@ def response_json(obj, request, data, meta, metrics, tags):
             )
         arr = data if isinstance(data, np.ndarray) else np.array(data)
         as_list = data.tolist() if isinstance(data, np.ndarray) else data
-        numeric = issubclass(arr.dtype.type, np.number)  # np.issubdtype's answer, 8x sooner
+        # np.issubdtype(dtype, np.number)'s answer, sooner: signed (timedelta64 among them),
+        # unsigned, float, complex.
+        numeric = arr.dtype.kind in "iufcm"
         if "data" in request:
             if numeric and "tensor" in request["data"]:
                 kind, value = "tensor", {"values": arr.ravel().tolist(), "shape": list(arr.shape)}
@@ -385,18 +399,20 @@ def response_json(obj, request, data, meta, metrics, tags):
             kind, value = "ndarray", as_list
         response["data"] = {kind: value, "names": class_names(obj, arr)}
     out_meta = {}
-    tags_out = dict((meta or {}).get("tags") or {})
-    tags_out.update(tags or {})
-    metrics_out = list((meta or {}).get("metrics") or [])
-    metrics_out.extend(metrics or [])
-    if tags_out:
-        out_meta["tags"] = tags_out
-    if metrics_out:
-        out_meta["metrics"] = metrics_out
-    puid = (request.get("meta") or {}).get("puid")
+    if meta or tags or metrics:
+        tags_out = dict((meta or {}).get("tags") or {})
+        tags_out.update(tags or {})
+        metrics_out = list((meta or {}).get("metrics") or [])
+        metrics_out.extend(metrics or [])
+        if tags_out:
+            out_meta["tags"] = tags_out
+        if metrics_out:
+            out_meta["metrics"] = metrics_out
+    request_meta = request.get("meta")
+    puid = request_meta.get("puid") if request_meta else None
     if puid:
         out_meta["puid"] = puid
-    request_path = (meta or {}).get("requestPath") or {}
+    request_path = (meta.get("requestPath") or {}) if meta else None
     if request_path:
         out_meta["requestPath"] = request_path
     response["meta"] = out_meta

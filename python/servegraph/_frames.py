@@ -154,7 +154,9 @@ def read_frame(stream, arena=None):
     return kind, call_id, rows, meta, tensors
 
 
-_decoder = json.JSONDecoder()
+# The decoder's scanner itself: `raw_decode` less its whitespace regex and a Python frame (the
+# engine's JSON starts at its first byte); StopIteration when there is no value there.
+_scan = json.JSONDecoder().scan_once
 
 
 def decode_json(raw):
@@ -162,10 +164,10 @@ def decode_json(raw):
     detect, no whitespace to skip); anything else takes `json.loads` itself, errors included."""
     try:
         text = str(raw, "utf-8")
-        value, end = _decoder.raw_decode(text)
+        value, end = _scan(text, 0)
         if end == len(text):
             return value
-    except ValueError:
+    except (ValueError, StopIteration):
         pass
     return json.loads(bytes(raw))
 
@@ -223,9 +225,33 @@ def json_default(value):
     raise TypeError("the answer holds a %s, which JSON cannot carry" % type(value).__name__)
 
 
-# The frames' JSON: what `json.dumps(value, default=json_default)` gives, without building an
-# encoder on every call (a µs of a small body's round trip).
-_encode_json = json.JSONEncoder(default=json_default).encode
+def _json_encoder():
+    """The frames' JSON encoder: what `json.dumps(value, default=json_default, separators=(",",
+    ":"))` gives, from one C encoder made once, where `json.dumps` makes one per call (with a
+    closure and a circularity map: two thirds of encoding a small body's answer). A structure
+    that holds itself ends in a RecursionError rather than `json`'s ValueError. Interpreters
+    without the C encoder, or whose C encoder does not take these arguments, get `json`'s."""
+    fallback = json.JSONEncoder(default=json_default, separators=(",", ":")).encode
+    try:
+        from _json import make_encoder
+
+        c_encode = make_encoder(
+            None, json_default, json.encoder.encode_basestring_ascii, None, ":", ",", False, False, True
+        )
+        join = "".join
+
+        def encode(value):
+            return join(c_encode(value, 0))
+
+        sample = {"a": [1, 2.5, "é", None, True], "b": {"c": float("nan")}}
+        if encode(sample) == fallback(sample):
+            return encode
+    except Exception:  # noqa: BLE001 - any trouble means the pure route
+        pass
+    return fallback
+
+
+_encode_json = _json_encoder()
 
 
 def write_frame(stream, kind, call_id=0, meta=None, tensors=(), rows=(), arena=None, flags=0):
