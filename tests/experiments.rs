@@ -502,3 +502,189 @@ fn feedback_for_a_request_that_named_its_route_says_so() {
     );
     assert_eq!(r.status, 404, "{:?}", r.body);
 }
+
+const TOKEN: &str = "exp-token";
+
+/// A router graph `ab` (routes `a` and `b`, both `noop`) with `policy`, served with an admin
+/// token; its folder stays while the test runs.
+fn deployable(policy: &str) -> (tempfile::TempDir, std::path::PathBuf, Server) {
+    let dir = tempfile::tempdir().unwrap();
+    let g = dir.path().join("ab.yaml");
+    write_ab(&g, policy);
+    let s = Server::start(g.to_str().unwrap(), &["--admin-token", TOKEN]);
+    (dir, g, s)
+}
+
+fn write_ab(g: &std::path::Path, policy: &str) {
+    std::fs::write(
+        g,
+        format!("name: ab\ngraph:\n  kind: router\n  policy: {policy}\n  routes:\n    a: {{kind: transform, op: noop}}\n    b: {{kind: transform, op: noop}}\n"),
+    )
+    .unwrap();
+}
+
+/// An admin action (Triton's repository extension): its reply.
+fn admin(s: &Server, path: &str, body: Value) -> common::Reply {
+    block_on(request(
+        &s.addr,
+        "POST",
+        path,
+        &[("authorization", format!("Bearer {TOKEN}"))],
+        body.to_string().into_bytes(),
+    ))
+    .unwrap()
+}
+
+/// Loads `bytes` as version 1 of ONNX model `name`.
+fn deploy(s: &Server, name: &str, bytes: &[u8]) -> common::Reply {
+    admin(
+        s,
+        &format!("/v2/repository/models/{name}/load"),
+        json!({"parameters": {"file:1/model.onnx": base64_of(bytes)}}),
+    )
+}
+
+fn iris_onnx() -> Vec<u8> {
+    std::fs::read(root().join("models/iris_lr.onnx")).unwrap()
+}
+
+/// Issue 24 (1): a model deployed into a graph whose router learns (or splits at random
+/// without weights) is no arm of it: it gets only the requests that name it, until the graph
+/// names it among the policy's `arms`.
+#[test]
+fn a_deployed_model_gets_only_the_requests_that_name_it() {
+    for policy in [
+        "{type: thompson, seed: 9}",
+        "{type: epsilon_greedy, epsilon: 0.5, seed: 9}",
+        "{type: weighted}",
+    ] {
+        let (_dir, g, s) = deployable(policy);
+        let r = deploy(&s, "flower", &iris_onnx());
+        assert_eq!(r.status, 200, "{policy}: {}", r.error());
+        for _ in 0..100 {
+            let r = post(&s.addr, "/v2/models/ab/infer", REQ);
+            assert_eq!(r.status, 200, "{policy}: {}", r.error());
+            let route = r.json()["parameters"]["route"].clone();
+            assert!(route == "a" || route == "b", "{policy}: went to {route}");
+        }
+        // Named, it answers.
+        let r = post(&s.addr, "/v2/models/flower/infer", &iris_request("f"));
+        assert_eq!(r.status, 200, "{policy}: {}", r.error());
+        let stats = get_blocking(&s.addr, "/v2/models/ab/experiment").json();
+        let flower = &stats["routes"][2];
+        assert_eq!(flower["route"], "flower:1", "{stats}");
+        assert_eq!(flower["pulls"], 1, "{stats}");
+        assert!(flower.get("estimate").is_none(), "not an arm: {stats}");
+        if policy.contains("weighted") {
+            continue;
+        }
+        // The graph says so: an arm from the next build on.
+        let with_arms = policy.replace('}', ", arms: [a, b, \"flower:1\"]}");
+        write_ab(&g, &with_arms);
+        let r = admin(&s, "/admin/reload", json!({}));
+        assert_eq!(r.status, 200, "{}", r.error());
+        let stats = get_blocking(&s.addr, "/v2/models/ab/experiment").json();
+        assert!(stats["routes"][2]["estimate"].is_number(), "{stats}");
+        let mut to_flower = 0;
+        for _ in 0..60 {
+            let r = post(&s.addr, "/v2/models/ab/infer", &iris_request("x"));
+            if r.status == 200 && r.json()["parameters"]["route"] == "flower:1" {
+                to_flower += 1;
+            }
+        }
+        assert!(to_flower > 0, "{with_arms}: the arm was never chosen");
+    }
+}
+
+/// `arms` must name routes, each once.
+#[test]
+fn arms_that_are_not_routes_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = dir.path().join("ab.yaml");
+    write_ab(&g, "{type: ucb1, arms: [a, c]}");
+    let out = bin()
+        .args(["validate", g.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success());
+    assert!(
+        text.contains("`arms` names `c`, which is not a route"),
+        "{text}"
+    );
+    write_ab(&g, "{type: ucb1, arms: [a, a]}");
+    let out = bin()
+        .args(["validate", g.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("`arms` names `a` twice"), "{text}");
+}
+
+/// Issue 24 (2): deploys, unloads and a refused deploy keep the router's learning as it is:
+/// the decisions awaiting feedback, the counts, the bandit.
+#[test]
+fn repository_changes_keep_pending_feedback_and_counts() {
+    let (_dir, _g, s) = deployable("{type: thompson, seed: 4}");
+    let ids: Vec<String> = (0..20)
+        .map(|_| {
+            let r = post(&s.addr, "/v2/models/ab/infer", REQ);
+            assert_eq!(r.status, 200);
+            r.json()["id"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    let named = post(&s.addr, "/v2/models/a/infer", REQ).json()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let fb = |id: &str| {
+        post(
+            &s.addr,
+            "/v2/models/ab/feedback",
+            &json!({"id": id, "reward": 1}).to_string(),
+        )
+    };
+    for id in &ids[..5] {
+        assert_eq!(fb(id).status, 200);
+    }
+    let before = get_blocking(&s.addr, "/v2/models/ab/experiment").json();
+
+    assert_eq!(deploy(&s, "flower", &iris_onnx()).status, 200);
+    for id in &ids[5..10] {
+        let r = fb(id);
+        assert_eq!(r.status, 200, "after a deploy: {}", r.error());
+    }
+    let refused = deploy(&s, "broken", b"not an onnx model");
+    assert_eq!(refused.status, 400, "{}", refused.error());
+    for id in &ids[10..15] {
+        let r = fb(id);
+        assert_eq!(r.status, 200, "after a refused deploy: {}", r.error());
+    }
+    let r = admin(&s, "/v2/repository/models/flower/unload", json!({}));
+    assert_eq!(r.status, 200, "{}", r.error());
+    for id in &ids[15..] {
+        let r = fb(id);
+        assert_eq!(r.status, 200, "after an unload: {}", r.error());
+    }
+    // Counted once, as before.
+    assert_eq!(fb(&ids[0]).json()["duplicates"], 1);
+    // A request that named its route is still told so.
+    let r = fb(&named);
+    assert_eq!(r.status, 422, "{}", r.error());
+
+    let after = get_blocking(&s.addr, "/v2/models/ab/experiment").json();
+    let total = |v: &Value, field: &str| -> u64 {
+        v["routes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r[field].as_u64().unwrap())
+            .sum()
+    };
+    assert_eq!(total(&before, "pulls"), 21, "{before}");
+    assert_eq!(total(&after, "pulls"), 21, "{after}");
+    assert_eq!(total(&before, "rewards"), 5, "{before}");
+    assert_eq!(total(&after, "rewards"), 20, "{after}");
+}

@@ -1093,3 +1093,171 @@ fn a_nested_dict_output_is_json_text() {
     let parsed: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
     assert_eq!(parsed, json!({"rows": 1, "tags": ["a", "b"]}));
 }
+
+const TOKEN: &str = "py-token";
+
+/// An admin action: its reply.
+fn admin(addr: &str, path: &str, body: Value) -> common::Reply {
+    common::block_on(common::request(
+        addr,
+        "POST",
+        path,
+        &[("authorization", format!("Bearer {TOKEN}"))],
+        body.to_string().into_bytes(),
+    ))
+    .unwrap()
+}
+
+/// Triton's load of `name` version 1: an ONNX file, or `models.py`'s class `Echo`.
+fn load_body(onnx: Option<&[u8]>) -> Value {
+    match onnx {
+        Some(bytes) => json!({"parameters": {"file:1/model.onnx": common::base64_of(bytes)}}),
+        None => {
+            let code = std::fs::read(root().join("tests/python/models/models.py")).unwrap();
+            let config = json!({
+                "backend": "python",
+                "parameters": {
+                    "path": {"string_value": "models.py"},
+                    "class_name": {"string_value": "Echo"},
+                },
+            });
+            json!({"parameters": {
+                "config": config.to_string(),
+                "file:1/models.py": common::base64_of(&code),
+            }})
+        }
+    }
+}
+
+/// The pid of the worker of Python model `model` that answers one request.
+fn pid_of(addr: &str, model: &str) -> u64 {
+    let r = post(
+        addr,
+        &format!("/v2/models/{model}/infer"),
+        &request(&[1.0], json!({})),
+    );
+    assert_eq!(r.status, 200, "{model}: {}", r.error());
+    output(&r.json(), "pid")["data"][0].as_u64().unwrap()
+}
+
+/// Issue 24 (3): a change of the model repository rebuilds only what changed: Python models
+/// whose spec and files did not change keep their workers (the same processes) across a
+/// deploy of another model, a refused deploy and an unload; a model loaded again with new
+/// files starts new ones.
+#[test]
+fn repository_changes_keep_the_workers_of_unchanged_python_models() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = graph(dir.path(), &[("echo", ECHO)]);
+    let server = Server::start(&g, &["--admin-token", TOKEN]);
+    let addr = server.addr.as_str();
+    let onnx = std::fs::read(root().join("models/iris_lr.onnx")).unwrap();
+    let echo = pid_of(addr, "echo");
+
+    let r = admin(addr, "/v2/repository/models/deployed/load", load_body(None));
+    assert_eq!(r.status, 200, "{}", r.error());
+    let deployed = pid_of(addr, "deployed");
+    assert_eq!(pid_of(addr, "echo"), echo, "a deploy of another model");
+
+    let r = admin(
+        addr,
+        "/v2/repository/models/flower/load",
+        load_body(Some(&onnx)),
+    );
+    assert_eq!(r.status, 200, "{}", r.error());
+    assert_eq!(pid_of(addr, "echo"), echo, "a deploy of an ONNX model");
+    assert_eq!(
+        pid_of(addr, "deployed"),
+        deployed,
+        "a deploy of an ONNX model"
+    );
+
+    let r = admin(
+        addr,
+        "/v2/repository/models/broken/load",
+        load_body(Some(b"not a model")),
+    );
+    assert_eq!(r.status, 400, "{}", r.error());
+    assert_eq!(pid_of(addr, "echo"), echo, "a refused deploy");
+    assert_eq!(pid_of(addr, "deployed"), deployed, "a refused deploy");
+
+    let r = admin(addr, "/v2/repository/models/flower/unload", json!({}));
+    assert_eq!(r.status, 200, "{}", r.error());
+    assert_eq!(pid_of(addr, "echo"), echo, "an unload");
+    assert_eq!(pid_of(addr, "deployed"), deployed, "an unload");
+    assert!(alive(echo) && alive(deployed));
+
+    // Loaded again (new files, a new folder): new workers, and the old ones end.
+    let r = admin(addr, "/v2/repository/models/deployed/load", load_body(None));
+    assert_eq!(r.status, 200, "{}", r.error());
+    assert_ne!(pid_of(addr, "deployed"), deployed, "a new version of it");
+    assert_eq!(pid_of(addr, "echo"), echo);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while alive(deployed) {
+        assert!(
+            Instant::now() < deadline,
+            "the replaced worker is still running"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Issue 24 (18): Python models load in parallel (two 4 s loads take about 4 s, not 8), and
+/// meanwhile readiness and the log say which models are still loading, and for how long.
+#[test]
+fn python_models_load_in_parallel_and_say_what_is_loading() {
+    let dir = tempfile::tempdir().unwrap();
+    let slow = "class_name: SlowLoad, class_args: {seconds: 4}";
+    let g = graph(dir.path(), &[("slow-a", slow), ("slow-b", slow)]);
+    // A free port, to ask readiness before the server says where it listens (it says so
+    // once its models have loaded).
+    let addr = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().to_string()
+    };
+    let started = Instant::now();
+    let mut child = bin()
+        .args(["serve", &g, "--listen", &addr])
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let log = child.stderr.take().unwrap();
+    let log = std::thread::spawn(move || {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::BufReader::new(log), &mut text).unwrap();
+        text
+    });
+    // Bound before loading: readiness answers, and names the models it waits for.
+    let mut reasons = Vec::new();
+    let ready_after = loop {
+        match common::block_on(common::get(&addr, "/v2/health/ready")) {
+            Ok(r) if r.status == 200 => break started.elapsed(),
+            Ok(r) => reasons.push(r.error()),
+            // Not listening yet.
+            Err(_) => {}
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "{reasons:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    let log = log.join().unwrap();
+    assert!(
+        ready_after < Duration::from_millis(7500),
+        "ready after {ready_after:?}: the loads ran one after the other"
+    );
+    let named = reasons
+        .iter()
+        .find(|r| r.contains("`slow-a` (") && r.contains("`slow-b` ("))
+        .unwrap_or_else(|| panic!("{reasons:?}"));
+    assert!(
+        named.starts_with("not ready: models are loading: `slow-"),
+        "{named}"
+    );
+    assert!(named.contains(" s)"), "{named}");
+    assert!(
+        log.contains("still loading: `slow-") && log.contains("`slow-b` ("),
+        "{log}"
+    );
+}

@@ -24,6 +24,7 @@ pub mod http;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 pub mod learning;
+pub mod loading;
 pub mod logs;
 pub mod metrics;
 pub mod plot;

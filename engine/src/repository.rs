@@ -182,11 +182,12 @@ impl State {
         self.models.iter().filter(|e| e.loaded)
     }
 
-    /// Adds the loaded versions to the graph's router as routes (`name:version`). A graph
-    /// whose top level is not a router cannot take them: that is reported.
-    pub(crate) fn apply(&self, root: &mut Node) -> Vec<Diagnostic> {
+    /// Adds the loaded versions to the graph's router as routes (`name:version`): the routes
+    /// it added, and its problems. A graph whose top level is not a router cannot take them:
+    /// that is reported.
+    pub(crate) fn apply(&self, root: &mut Node) -> (Vec<String>, Vec<Diagnostic>) {
         if self.loaded().next().is_none() {
-            return Vec::new();
+            return Default::default();
         }
         let graph = root
             .as_mapping_mut()
@@ -198,25 +199,29 @@ impl State {
             })
             .and_then(Node::as_mapping_mut);
         let Some(graph) = graph else {
-            return Vec::new();
+            return Default::default();
         };
         let is_router = graph
             .get(&key("kind"))
             .and_then(Node::as_scalar)
             .is_some_and(|k| k.as_str() == "router");
         if !is_router {
-            return vec![
+            return (
+                Vec::new(),
+                vec![
                 Diagnostic::new(
                     "the model repository adds models as routes of the graph's router, and this \
                  graph's top level is not `kind: router`; the models it holds cannot be served",
                 )
                 .help("give the graph a router at the top (`graph: {kind: router, routes: …}`)"),
-            ];
+            ],
+            );
         }
         let Some(routes) = graph.get_mut(&key("routes")).and_then(Node::as_mapping_mut) else {
-            return Vec::new();
+            return Default::default();
         };
         let mut problems = Vec::new();
+        let mut added = Vec::new();
         for entry in self.loaded() {
             let k = format!("{}:{}", entry.name, entry.version);
             if routes.get(&key(&k)).is_some() {
@@ -227,8 +232,9 @@ impl State {
                 continue;
             }
             routes.insert(key(&k), node_of(&entry.step));
+            added.push(k);
         }
-        problems
+        (added, problems)
     }
 }
 

@@ -400,7 +400,23 @@ pub struct BuildContext<'r> {
     names: HashMap<String, Option<crate::diag::Location>>,
     /// A router graph's name: its router is the step of that name.
     router_graph: Option<String>,
+    /// What the serving process keeps between builds (none outside a server).
+    shelf: Option<crate::loading::Shelf>,
+    /// The routes the model repository added to the router graph's router (not the file's).
+    repository_routes: Vec<String>,
+    /// Loads begun by steps and not waited for yet (see [`BuildContext::defer_load`]).
+    pending: Vec<PendingLoad>,
 }
+
+/// A load a step began, waited for with the others (see [`BuildContext::defer_load`]).
+struct PendingLoad {
+    step: String,
+    span: Span,
+    wait: Box<dyn FnOnce() -> std::result::Result<(), String> + Send>,
+}
+
+/// How often the build says which models it still waits for.
+const LOAD_PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(3);
 
 impl<'r> BuildContext<'r> {
     pub fn new(registry: &'r Registry, base_dir: &Path, mode: BuildMode) -> BuildContext<'r> {
@@ -411,6 +427,91 @@ impl<'r> BuildContext<'r> {
             diagnostics: Vec::new(),
             names: HashMap::new(),
             router_graph: None,
+            shelf: None,
+            repository_routes: Vec::new(),
+            pending: Vec::new(),
+        }
+    }
+
+    /// Builds that keep what they can from the builds before them (a serving process's).
+    pub(crate) fn keep_on(&mut self, shelf: &crate::loading::Shelf) {
+        self.shelf = Some(shelf.clone());
+    }
+
+    /// What the serving process keeps between builds of its graph: a step whose settings did
+    /// not change takes again what it built before. `None` outside a server (or in tests).
+    pub fn shelf(&self) -> Option<&crate::loading::Shelf> {
+        self.shelf.as_ref()
+    }
+
+    /// Says which routes of the router graph's router the model repository added.
+    pub(crate) fn set_repository_routes(&mut self, routes: Vec<String>) {
+        self.repository_routes = routes;
+    }
+
+    /// Whether route `route` of router `router` is one the model repository added (rather
+    /// than one the graph file declares): it gets only the traffic that names it.
+    pub fn from_repository(&self, router: &str, route: &str) -> bool {
+        self.router_graph.as_deref() == Some(router)
+            && self.repository_routes.iter().any(|r| r == route)
+    }
+
+    /// A load `step` began and did not wait for: the build waits for every such load at once
+    /// (so models load in parallel) once every step is declared, and reports a failed one
+    /// (its error) at the step.
+    pub fn defer_load(
+        &mut self,
+        step: &str,
+        span: &Span,
+        wait: impl FnOnce() -> std::result::Result<(), String> + Send + 'static,
+    ) {
+        self.pending.push(PendingLoad {
+            step: step.to_owned(),
+            span: *span,
+            wait: Box::new(wait),
+        });
+    }
+
+    /// Waits for the loads steps began ([`BuildContext::defer_load`]), all at once, saying
+    /// every few seconds which models are still loading; reports each failure at its step.
+    pub(crate) fn finish_loads(&mut self) {
+        let pending = std::mem::take(&mut self.pending);
+        if pending.is_empty() {
+            return;
+        }
+        let started = std::time::Instant::now();
+        let failures: Vec<(String, Span, String)> = std::thread::scope(|scope| {
+            let waits: Vec<_> = pending
+                .into_iter()
+                .map(|p| {
+                    let PendingLoad { step, span, wait } = p;
+                    (step, span, scope.spawn(wait))
+                })
+                .collect();
+            let mut said = std::time::Instant::now();
+            while !waits.iter().all(|(_, _, w)| w.is_finished()) {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                if said.elapsed() >= LOAD_PROGRESS_EVERY {
+                    said = std::time::Instant::now();
+                    if let Some(loading) = crate::loading::describe() {
+                        tracing::info!(
+                            waited_s = started.elapsed().as_secs(),
+                            "still loading: {loading}"
+                        );
+                    }
+                }
+            }
+            waits
+                .into_iter()
+                .filter_map(|(step, span, w)| match w.join() {
+                    Ok(Ok(())) => None,
+                    Ok(Err(e)) => Some((step, span, e)),
+                    Err(_) => Some((step, span, "loading the model panicked".to_owned())),
+                })
+                .collect()
+        });
+        for (step, span, error) in failures {
+            self.report(Diagnostic::new(error).step(&step).at(&span));
         }
     }
 

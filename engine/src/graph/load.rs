@@ -47,7 +47,30 @@ impl Graph {
             )
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
-        Graph::from_yaml_with(&source, base, registry, mode, overlay)
+        Graph::build(&source, base, registry, mode, overlay, None)
+            .map_err(|d| GraphErrors::new(path, &source, d))
+    }
+
+    /// [`Graph::load_with`] for a serving process that builds its graph again (a reload, a
+    /// change of the model repository): steps whose settings did not change take again what
+    /// the builds before made, from `shelf` (Python models keep their workers, routers their
+    /// learning).
+    pub fn load_kept(
+        path: &Path,
+        registry: &Registry,
+        mode: BuildMode,
+        overlay: &crate::repository::State,
+        shelf: &crate::loading::Shelf,
+    ) -> Result<Graph, GraphErrors> {
+        let source = std::fs::read_to_string(path).map_err(|e| {
+            GraphErrors::new(
+                path,
+                "",
+                vec![Diagnostic::new(format!("cannot read the graph file: {e}"))],
+            )
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Graph::build(&source, base, registry, mode, overlay, Some(shelf))
             .map_err(|d| GraphErrors::new(path, &source, d))
     }
 
@@ -69,6 +92,17 @@ impl Graph {
         mode: BuildMode,
         overlay: &crate::repository::State,
     ) -> Result<Graph, Vec<Diagnostic>> {
+        Graph::build(source, base_dir, registry, mode, overlay, None)
+    }
+
+    fn build(
+        source: &str,
+        base_dir: &Path,
+        registry: &Registry,
+        mode: BuildMode,
+        overlay: &crate::repository::State,
+        shelf: Option<&crate::loading::Shelf>,
+    ) -> Result<Graph, Vec<Diagnostic>> {
         // Phase 1: YAML syntax.
         // Quoted scalars are strings (`""` is no null, `"5"` no number), as YAML says.
         let options = LoaderOptions::default()
@@ -77,7 +111,12 @@ impl Graph {
         let mut root = marked_yaml::parse_yaml_with_options(0, source, options)
             .map_err(|e| vec![load_error(e)])?;
         let mut ctx = BuildContext::new(registry, base_dir, mode);
-        for d in overlay.apply(&mut root) {
+        if let Some(shelf) = shelf {
+            ctx.keep_on(shelf);
+        }
+        let (added, problems) = overlay.apply(&mut root);
+        ctx.set_repository_routes(added);
+        for d in problems {
             ctx.report(d);
         }
 
@@ -108,6 +147,8 @@ impl Graph {
 
         // Phase 3: the steps, each built by its kind's factory.
         let declared = declare_steps(&mut ctx, &graph_name, graph);
+        // Models began loading as their steps were declared: all at once.
+        ctx.finish_loads();
         // A top-level field that does not parse (reported above) must not hide the graph's
         // own problems (a cycle, a dangling `after`): those are checked with the defaults.
         let spec_ok = spec.is_some();

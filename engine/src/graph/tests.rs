@@ -164,3 +164,44 @@ fn every_problem_is_reported_at_once() {
         );
     }
 }
+
+/// Loads steps defer are waited for all at once, once every step is declared; a failed one
+/// is reported at its step.
+#[test]
+fn deferred_loads_run_together_and_report_at_their_step() {
+    fn slow(node: &StepNode, ctx: &mut BuildContext) -> Option<Box<dyn Step>> {
+        let fails = node.name.starts_with("bad");
+        let name = node.name.clone();
+        ctx.defer_load(&node.name, &node.span, move || {
+            let _load = crate::loading::begin(&name);
+            std::thread::sleep(Duration::from_millis(400));
+            if fails {
+                Err("the model did not load".to_owned())
+            } else {
+                Ok(())
+            }
+        });
+        Some(Box::new(Tag(node.name.clone())))
+    }
+    let mut registry = Registry::new();
+    registry.register("slow", slow);
+    let yaml = "name: g\ngraph:\n  kind: flow\n  steps:\n    a: {kind: slow}\n    b: {kind: slow, after: a}\n    c: {kind: slow, after: b}\n";
+    let started = std::time::Instant::now();
+    Graph::from_yaml(yaml, Path::new("."), &registry, BuildMode::Load).unwrap();
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_millis(1100),
+        "one after the other: {took:?}"
+    );
+    let yaml = "name: g\ngraph:\n  kind: flow\n  steps:\n    a: {kind: slow}\n    bad: {kind: slow, after: a}\n";
+    let errors = Graph::from_yaml(yaml, Path::new("."), &registry, BuildMode::Load)
+        .err()
+        .unwrap();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    let line = errors[0].one_line("g.yaml");
+    assert!(
+        line.contains("step `bad`: the model did not load"),
+        "{line}"
+    );
+    assert!(line.starts_with("g.yaml:6:"), "{line}");
+}

@@ -415,7 +415,7 @@ impl GrpcInferenceService for Service {
                     let id = message.id.clone();
                     // The graph serving when the request arrived (a reload may come mid-stream).
                     let result = match state.service.loaded() {
-                        None => Err(Error::unavailable("not ready: models are loading")),
+                        None => Err(crate::serve::not_loaded()),
                         Some(served) => infer(&served, &*metadata, message).await,
                     };
                     Ok(match result {

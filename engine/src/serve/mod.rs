@@ -89,8 +89,7 @@ impl Service {
 
     /// The request path of the graph being served, or a 503 while models load.
     pub fn current(&self) -> Result<Arc<Pipeline>> {
-        self.loaded()
-            .ok_or_else(|| Error::unavailable("not ready: models are loading"))
+        self.loaded().ok_or_else(not_loaded)
     }
 
     /// The request path of the graph being served, if one is.
@@ -386,4 +385,12 @@ fn learner<'a>(served: &'a Pipeline, name: &str) -> Result<&'a dyn crate::Learne
         .graph
         .learner(name)
         .ok_or_else(|| Error::not_found(format!("no router `{name}` that takes feedback")))
+}
+
+/// The 503 before the first graph serves: which models are still loading, and for how long.
+pub fn not_loaded() -> Error {
+    match crate::loading::describe() {
+        Some(loading) => Error::unavailable(format!("not ready: models are loading: {loading}")),
+        None => Error::unavailable("not ready: models are loading"),
+    }
 }

@@ -152,6 +152,7 @@ pub async fn run(config: ServerConfig, repository: repo::State) -> Result<(), Se
     let loader = Loader {
         path: graph_path.clone(),
         registry,
+        shelf: Default::default(),
     };
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -326,11 +327,14 @@ pub async fn run(config: ServerConfig, repository: repo::State) -> Result<(), Se
     Ok(())
 }
 
-/// Builds the graph file (with a repository overlay) with the process's step kinds.
+/// Builds the graph file (with a repository overlay) with the process's step kinds, keeping
+/// what a build can take again from the builds before it (Python models whose spec and files
+/// did not change, routers' learning).
 #[derive(Clone)]
 struct Loader {
     path: PathBuf,
     registry: Registry,
+    shelf: crate::loading::Shelf,
 }
 
 impl Loader {
@@ -340,7 +344,7 @@ impl Loader {
         mode: BuildMode,
         overlay: &repo::State,
     ) -> Result<Graph, crate::diag::GraphErrors> {
-        Graph::load_with(&self.path, &self.registry, mode, overlay)
+        Graph::load_kept(&self.path, &self.registry, mode, overlay, &self.shelf)
     }
 }
 

@@ -1,8 +1,7 @@
 //! Building a router from its YAML: the spec, the policy, the routes, and the checks between
 //! them.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use servegraph_engine::diag::{Diagnostic, all_of};
 use servegraph_engine::{BuildContext, Step, StepNode};
@@ -10,7 +9,8 @@ use servegraph_engine::{BuildContext, Step, StepNode};
 use super::policy::{Policy, Sticky, weighted};
 use super::shadow::Shadow;
 use super::spec::policy_span;
-use super::{Decisions, PolicyKind, PolicySpec, RewardKind, Router, RouterSpec};
+use super::state::{Learning, Settings};
+use super::{PolicyKind, PolicySpec, RewardKind, Router, RouterSpec};
 use crate::bandit::{Algorithm, Bandit};
 use crate::routes::build_routes;
 
@@ -111,6 +111,40 @@ pub fn build(node: &StepNode, ctx: &mut BuildContext) -> Option<Box<dyn Step>> {
             })
         }
     };
+    // The routes the policy chooses among: the graph file's, and those the model repository
+    // added only when the policy names them (a bandit's `arms`, a weighted router's `weights`).
+    let keys: Vec<&str> = routes.iter().map(|r| r.key.as_str()).collect();
+    let chosen: Vec<usize> = match &p.arms {
+        Some(arms) => {
+            let mut chosen = Vec::with_capacity(arms.len());
+            for arm in arms {
+                match keys.iter().position(|k| k == arm) {
+                    Some(i) if chosen.contains(&i) => {
+                        ctx.error(&node.name, &span, format!("`arms` names `{arm}` twice"));
+                        return None;
+                    }
+                    Some(i) => chosen.push(i),
+                    None => {
+                        ctx.report(
+                            Diagnostic::new(format!("`arms` names `{arm}`, which is not a route"))
+                                .step(&node.name)
+                                .at(&span)
+                                .help(format!("routes are {}", all_of(&keys))),
+                        );
+                        return None;
+                    }
+                }
+            }
+            if chosen.is_empty() {
+                ctx.error(&node.name, &span, "`arms` must name at least one route");
+                return None;
+            }
+            chosen
+        }
+        None => (0..routes.len())
+            .filter(|&i| !ctx.from_repository(&node.name, &routes[i].key))
+            .collect(),
+    };
     let share = match p.share.as_deref().map(parse_share) {
         None => None,
         Some(Ok(link)) => Some(link),
@@ -142,6 +176,7 @@ pub fn build(node: &StepNode, ctx: &mut BuildContext) -> Option<Box<dyn Step>> {
                 &routes,
                 p.weights.as_ref(),
                 sticky,
+                &chosen,
                 shadow.as_ref().map(|s| s.index),
             )?
         }
@@ -156,35 +191,21 @@ pub fn build(node: &StepNode, ctx: &mut BuildContext) -> Option<Box<dyn Step>> {
             .ok()?;
             Policy::Seldon(component)
         }
-        PolicyKind::EpsilonGreedy | PolicyKind::Ucb1 | PolicyKind::Thompson => {
-            let algorithm = match p.kind {
-                PolicyKind::EpsilonGreedy => Algorithm::EpsilonGreedy {
-                    epsilon: p.epsilon.unwrap_or(0.1),
-                    decay: p.decay.unwrap_or(0.0),
-                },
-                PolicyKind::Ucb1 => Algorithm::Ucb1,
-                _ => Algorithm::Thompson {
-                    gaussian: p.reward == Some(RewardKind::Gaussian),
-                },
-            };
-            Policy::Bandit(Mutex::new(Bandit::new(
-                routes.len(),
-                algorithm,
-                p.discount,
-                p.seed,
-            )))
-        }
+        PolicyKind::EpsilonGreedy | PolicyKind::Ucb1 | PolicyKind::Thompson => Policy::Bandit,
     };
-    let remembered = || {
-        Mutex::new(Decisions {
-            routes: HashMap::new(),
-            order: VecDeque::new(),
-            capacity: p.remember.unwrap_or(100_000),
-        })
-    };
-    let decisions = (p.kind != PolicyKind::Path).then(remembered);
-    let named = (p.kind != PolicyKind::Path).then(remembered);
-    let kind = p.kind;
+    let bandit = matches!(policy, Policy::Bandit).then(|| {
+        let algorithm = match p.kind {
+            PolicyKind::EpsilonGreedy => Algorithm::EpsilonGreedy {
+                epsilon: p.epsilon.unwrap_or(0.1),
+                decay: p.decay.unwrap_or(0.0),
+            },
+            PolicyKind::Ucb1 => Algorithm::Ucb1,
+            _ => Algorithm::Thompson {
+                gaussian: p.reward == Some(RewardKind::Gaussian),
+            },
+        };
+        Bandit::new(chosen.len(), algorithm, p.discount, p.seed)
+    });
     let state_file = p.state_file.as_ref().map(|f| ctx.resolve(f));
     if let Some(file) = &state_file
         && let Err(why) = writable_folder(file)
@@ -200,13 +221,62 @@ pub fn build(node: &StepNode, ctx: &mut BuildContext) -> Option<Box<dyn Step>> {
         return None;
     }
     let state_every = std::time::Duration::from_millis(p.state_every_ms.unwrap_or(10_000).max(100));
-    let n_routes = routes.len();
     let reachable = routes
         .iter()
         .map(|r| r.models().into_iter().map(|m| m.name).collect())
         .collect();
     // Only a loaded graph reads and writes the state (validating one must not overwrite it).
     let loading = ctx.mode == servegraph_engine::BuildMode::Load;
+    let arms: Vec<String> = chosen.iter().map(|&i| routes[i].key.clone()).collect();
+    // The learning of the router a build before this one made with the same name, policy and
+    // arms, as it is (its pending decisions, counts and bandit); else learning afresh,
+    // restored from the state file.
+    let kept_as = format!(
+        "router|{}|{}|{arms:?}|{state_file:?}",
+        node.name,
+        node.body
+            .get_node("policy")
+            .map(servegraph_engine::fields::to_json)
+            .unwrap_or_default(),
+    );
+    let kept = ctx
+        .shelf()
+        .filter(|_| loading)
+        .and_then(|shelf| shelf.get::<Learning>(&kept_as));
+    let learning = match kept {
+        Some(kept) => {
+            tracing::info!(router = %node.name, "its policy did not change: it keeps what it learnt");
+            kept
+        }
+        None => {
+            let mut learning = Learning::new(Settings {
+                router: node.name.clone(),
+                kind: p.kind,
+                arms,
+                bandit,
+                remember: (p.kind != PolicyKind::Path).then_some(p.remember.unwrap_or(100_000)),
+                state_file: state_file.filter(|_| loading),
+                share,
+            });
+            if let Err(e) = learning.load() {
+                ctx.error(
+                    &node.name,
+                    &span,
+                    format!("cannot restore the bandit state: {e}"),
+                );
+                // Keep the unreadable file as it is: no snapshot may replace it.
+                learning.state_file = None;
+                return None;
+            }
+            let learning = Arc::new(learning);
+            learning.save_every(state_every);
+            if let Some(shelf) = ctx.shelf().filter(|_| loading) {
+                shelf.put(&kept_as, &learning);
+            }
+            learning
+        }
+    };
+    *learning.routes.lock().expect("not poisoned") = routes.iter().map(|r| r.key.clone()).collect();
     let route_seconds = routes
         .iter()
         .map(|r| servegraph_engine::metrics::route_histogram(&node.name, &r.key))
@@ -215,55 +285,19 @@ pub fn build(node: &StepNode, ctx: &mut BuildContext) -> Option<Box<dyn Step>> {
         .iter()
         .map(|r| servegraph_engine::stats::outcomes(&r.key))
         .collect();
-    let mut router = Router {
+    let router = Router {
         route_seconds,
         route_outcomes,
         name: node.name.clone(),
+        keys: routes.iter().map(|r| Arc::from(r.key.as_str())).collect(),
         routes,
         reachable,
         policy,
-        kind,
-        decisions,
-        named,
-        stats: Mutex::new(vec![(0, 0, 0.0); n_routes]),
-        state_file: state_file.filter(|_| loading),
-        saved: Mutex::new(Vec::new()),
+        kind: p.kind,
+        chosen,
+        learning,
         shadow,
-        share,
-        restored_at: Mutex::new(None),
-        me: std::sync::OnceLock::new(),
-        generation: std::sync::atomic::AtomicU64::new(1),
-        outbox: std::sync::OnceLock::new(),
     };
-    if let Err(e) = router.load() {
-        // Keep the unreadable file as it is: no snapshot may replace it.
-        router.state_file = None;
-        ctx.error(
-            &node.name,
-            &span,
-            format!("cannot restore the bandit state: {e}"),
-        );
-        return None;
-    }
-    let router = std::sync::Arc::new(router);
-    let _ = router.me.set(std::sync::Arc::downgrade(&router));
-    if router.state_file.is_some() {
-        // Periodic snapshots while the router lives (it holds no strong reference to itself).
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            let weak = std::sync::Arc::downgrade(&router);
-            rt.spawn(async move {
-                let mut tick = tokio::time::interval(state_every);
-                tick.tick().await;
-                loop {
-                    tick.tick().await;
-                    let Some(r) = weak.upgrade() else { return };
-                    if let Err(e) = r.save() {
-                        tracing::warn!(router = %r.name, error = %e, "could not save the bandit state");
-                    }
-                }
-            });
-        }
-    }
     Some(Box::new(router))
 }
 

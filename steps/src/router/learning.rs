@@ -1,5 +1,5 @@
 //! The router as a learner: feedback by id or route, its stats, and learning shared across
-//! replicas through Kafka.
+//! replicas through Kafka (its [`Learning`](super::state::Learning) is the replicated part).
 
 use servegraph_engine::{Error, Result};
 
@@ -14,39 +14,9 @@ pub(super) struct SharedReward {
     pub(super) reward: f64,
 }
 
-impl servegraph_engine::Replicated for Router {
-    fn connect(&self, outbox: tokio::sync::mpsc::Sender<Vec<u8>>) {
-        let _ = self.outbox.set(outbox);
-    }
-
-    fn learn(&self, message: &[u8]) -> Result<()> {
-        let update: SharedReward = serde_json::from_slice(message)
-            .map_err(|e| Error::bad_request(format!("malformed update: {e}")))?;
-        if update.router != self.name {
-            return Err(Error::bad_request(format!(
-                "an update for router `{}` reached router `{}`",
-                update.router, self.name
-            )));
-        }
-        let index = self
-            .routes
-            .iter()
-            .position(|r| r.key == update.route)
-            .ok_or_else(|| {
-                Error::not_found(format!(
-                    "router `{}` has no route `{}`",
-                    self.name, update.route
-                ))
-            })?;
-        self.reward(index, update.reward)?;
-        self.record(index, update.reward);
-        Ok(())
-    }
-}
-
 impl servegraph_engine::Learner for Router {
     fn feedback(&self, id: &str, reward: f64) -> Result<bool> {
-        let Some(decisions) = &self.decisions else {
+        let Some(decisions) = &self.learning.decisions else {
             return Err(Error::not_found(format!(
                 "router `{}` routes by name: its policy takes no feedback",
                 self.name
@@ -54,14 +24,12 @@ impl servegraph_engine::Learner for Router {
         };
         let mut d = decisions.lock().expect("not poisoned");
         let Some(entry) = d.routes.get_mut(id) else {
-            let named = self.named.as_ref().and_then(|n| {
-                let route = *n
-                    .lock()
+            let named = self.learning.named.as_ref().and_then(|n| {
+                n.lock()
                     .expect("not poisoned")
                     .routes
                     .get(id)
-                    .map(|(r, _)| r)?;
-                Some(&self.routes[route].key)
+                    .map(|(r, _)| r.clone())
             });
             if let Some(route) = named {
                 return Err(Error::unprocessable(format!(
@@ -80,11 +48,9 @@ impl servegraph_engine::Learner for Router {
         if entry.1 {
             return Ok(false);
         }
-        let route = entry.0;
+        let route = entry.0.clone();
         drop(d);
-        self.reward(route, reward)?;
-        self.record(route, reward);
-        self.publish(route, reward);
+        self.reward(&route, reward)?;
         if let Some(e) = decisions.lock().expect("not poisoned").routes.get_mut(id) {
             e.1 = true;
         }
@@ -92,32 +58,28 @@ impl servegraph_engine::Learner for Router {
     }
 
     fn feedback_route(&self, route: &str, reward: f64) -> Result<()> {
-        let index = self
-            .routes
-            .iter()
-            .position(|r| r.key == route)
-            .ok_or_else(|| {
-                Error::not_found(format!("router `{}` has no route `{route}`", self.name))
-            })?;
-        self.reward(index, reward)?;
-        self.record(index, reward);
-        self.publish(index, reward);
-        Ok(())
+        if !self.routes.iter().any(|r| r.key == route) {
+            return Err(Error::not_found(format!(
+                "router `{}` has no route `{route}`",
+                self.name
+            )));
+        }
+        self.reward(route, reward)
     }
 
     fn stats(&self) -> servegraph_engine::LearnerStats {
         use servegraph_engine::learning::{RouteStats, ShadowStats};
-        let stats = self.stats.lock().expect("not poisoned").clone();
-        let estimates = match &self.policy {
-            Policy::Bandit(b) => Some(b.lock().expect("not poisoned").stats()),
-            _ => None,
-        };
+        let estimates = self
+            .learning
+            .bandit
+            .as_ref()
+            .map(|b| b.lock().expect("not poisoned").stats());
         let routes = self
             .routes
             .iter()
-            .enumerate()
-            .map(|(i, r)| {
-                let (pulls, rewards, reward_sum) = stats[i];
+            .map(|r| {
+                let (pulls, rewards, reward_sum) = self.learning.counts(&r.key);
+                let arm = self.learning.arms.iter().position(|a| *a == r.key);
                 RouteStats {
                     route: r.key.clone(),
                     pulls,
@@ -128,7 +90,7 @@ impl servegraph_engine::Learner for Router {
                     } else {
                         0.0
                     },
-                    estimate: estimates.as_ref().map(|e| e[i].estimate),
+                    estimate: estimates.as_ref().and_then(|e| Some(e[arm?].estimate)),
                 }
             })
             .collect();
@@ -150,19 +112,46 @@ impl servegraph_engine::Learner for Router {
     }
 
     fn checkpoint(&self) {
-        if let Err(e) = self.save() {
+        if let Err(e) = self.learning.save() {
             tracing::warn!(router = %self.name, error = %e, "could not save the bandit state");
         }
     }
 
     fn share(&self) -> Option<servegraph_engine::ShareLink> {
-        let (brokers, topic) = self.share.clone()?;
-        let me = self.me.get()?.upgrade()?;
+        let (brokers, topic) = self.learning.share.clone()?;
+        // Learning kept from an earlier build is shared already (its task goes on).
+        if self.learning.outbox.get().is_some() {
+            return None;
+        }
         Some(servegraph_engine::ShareLink {
             brokers,
             topic,
-            since: *self.restored_at.lock().expect("not poisoned"),
-            learner: me,
+            since: *self.learning.restored_at.lock().expect("not poisoned"),
+            learner: std::sync::Arc::clone(&self.learning) as _,
         })
+    }
+}
+
+impl Router {
+    /// A reward for `route` (by key): the policy learns it (a bandit, when the route is one
+    /// of its arms; a Seldon ROUTER class, in its `send_feedback`), it is counted, and it is
+    /// shared with the other replicas.
+    pub(super) fn reward(&self, route: &str, reward: f64) -> Result<()> {
+        match &self.policy {
+            // A Seldon ROUTER learns in its class's send_feedback, told the route's index
+            // among those it chooses from.
+            Policy::Seldon(Some(component)) => {
+                let routing = self
+                    .chosen
+                    .iter()
+                    .position(|&i| self.routes[i].key == route)
+                    .map_or(-1, |i| i as i64);
+                component.send_feedback(serde_json::json!({"reward": reward, "routing": routing}));
+                self.learning.record(route, reward);
+            }
+            _ => self.learning.credit(route, reward)?,
+        }
+        self.learning.publish(route, reward);
+        Ok(())
     }
 }

@@ -2,7 +2,9 @@
 //!
 //! A request that names a route (in the URL, the body's `model`/`version`, or the
 //! `x-model-name`/`x-model-version` headers) goes to that route. Otherwise the policy decides:
-//! `path` refuses (a route must be named), `weighted` picks at random by weight.
+//! `path` refuses (a route must be named), `weighted` picks at random by weight, a bandit
+//! picks among its arms. A route the model repository added gets only the traffic that names
+//! it, unless the policy names it (its `weights`, its `arms`).
 //!
 //! ```yaml
 //! graph:
@@ -14,7 +16,7 @@
 //! ```
 //!
 //! One file per job: `spec` (the YAML), `build`, `policy`, `shadow`, `learning` (feedback,
-//! stats, sharing) and `state` (the saved bandit).
+//! stats, sharing) and `state` (what it learns, kept across builds and saved).
 
 mod build;
 mod learning;
@@ -23,8 +25,7 @@ mod shadow;
 mod spec;
 mod state;
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::Arc;
 
 use rand::Rng;
 use servegraph_engine::diag::{all_of, one_of};
@@ -34,67 +35,34 @@ use servegraph_engine::{
 
 use crate::routes::{Route, common_inputs, infer_each, intersect};
 
-use self::learning::SharedReward;
 use self::policy::{Policy, Sticky, unit_hash};
 use self::shadow::Shadow;
+use self::state::Learning;
 pub use build::build;
 pub use spec::{POLICY_TYPES, PolicyKind, PolicySpec, RewardKind, RouterSpec, ShadowSpec, schema};
-
-/// Response ids the policy routed, kept for feedback: id → (route, reward counted).
-struct Decisions {
-    routes: HashMap<String, (usize, bool)>,
-    order: VecDeque<String>,
-    capacity: usize,
-}
-
-impl Decisions {
-    fn remember(&mut self, id: &str, route: usize) {
-        if self.routes.insert(id.to_owned(), (route, false)).is_none() {
-            self.order.push_back(id.to_owned());
-            while self.order.len() > self.capacity {
-                if let Some(old) = self.order.pop_front() {
-                    self.routes.remove(&old);
-                }
-            }
-        }
-    }
-}
 
 /// The runtime router.
 pub struct Router {
     name: String,
     routes: Vec<Route>,
+    /// Each route's key, shared with the decisions that name it.
+    keys: Vec<Arc<str>>,
     /// For each route, every model name it makes addressable (itself and nested routes).
     reachable: Vec<Vec<String>>,
     policy: Policy,
     kind: PolicyKind,
-    /// Decisions the policy made, for feedback (not with `path`).
-    decisions: Option<Mutex<Decisions>>,
-    /// Requests that named their route instead (kept apart, so they never push the policy's
-    /// decisions out): their feedback is answered with what happened.
-    named: Option<Mutex<Decisions>>,
-    /// Per route: requests routed, rewards received, their sum.
-    stats: Mutex<Vec<(u64, u64, f64)>>,
-    /// Where the bandit's learning is saved.
-    state_file: Option<std::path::PathBuf>,
-    /// The arms as last saved or restored.
-    saved: Mutex<Vec<crate::bandit::Arm>>,
+    /// The routes the policy chooses among (indices into `routes`; a bandit's arms, a Seldon
+    /// class's route indices, in order): the graph file's routes, and a route the model
+    /// repository added only when the policy names it.
+    chosen: Vec<usize>,
+    /// What it learnt: decisions awaiting feedback, counts, the bandit. Taken again by the
+    /// router of a later build with the same name, policy and arms.
+    learning: Arc<Learning>,
     shadow: Option<Shadow>,
     /// `servegraph_route_duration_seconds`, per route.
     route_seconds: Vec<servegraph_engine::metrics::Timer>,
     /// Each route's successes and failures (the statistics extension).
     route_outcomes: Vec<std::sync::Arc<servegraph_engine::stats::Outcomes>>,
-    /// Brokers and topic the learning is shared through.
-    share: Option<(String, String)>,
-    /// When the restored snapshot was saved: sharing replays what was published since.
-    restored_at: Mutex<Option<std::time::SystemTime>>,
-    /// One more than the restored snapshot's: a router built by a reload (or a restart) owns
-    /// the file from then on, and the router it replaced no longer writes it.
-    generation: std::sync::atomic::AtomicU64,
-    /// Where rewards taken here go, for the other replicas (once sharing started).
-    outbox: std::sync::OnceLock<tokio::sync::mpsc::Sender<Vec<u8>>>,
-    /// The router itself, shared (to hand to the Kafka task that shares its learning).
-    me: std::sync::OnceLock<std::sync::Weak<Router>>,
 }
 
 /// A Seldon ROUTER's choice.
@@ -128,13 +96,21 @@ impl Router {
                     Some(key) => unit_hash(&key),
                     None => rand::rng().random::<f64>(),
                 };
-                let x = point * total;
+                // Below the total, so a route with weight is always found.
+                let x = (point * total).min(total * (1.0 - f64::EPSILON));
                 Ok(cumulative
                     .iter()
                     .position(|&c| x < c)
                     .unwrap_or(cumulative.len() - 1))
             }
-            Policy::Bandit(b) => Ok(b.lock().expect("not poisoned").choose()),
+            Policy::Bandit => {
+                let bandit = self
+                    .learning
+                    .bandit
+                    .as_ref()
+                    .expect("a bandit policy has one");
+                Ok(self.chosen[bandit.lock().expect("not poisoned").choose()])
+            }
             Policy::Seldon(_) => unreachable!("a Seldon router chooses in `process`"),
         };
         chosen.map(|i| (i, true))
@@ -164,21 +140,23 @@ impl Router {
         match route {
             -1 => Ok(SeldonRoute::All),
             -2 => Ok(SeldonRoute::None),
-            i if i >= 0 && (i as usize) < self.routes.len() => Ok(SeldonRoute::One(i as usize)),
+            i if i >= 0 && (i as usize) < self.chosen.len() => {
+                Ok(SeldonRoute::One(self.chosen[i as usize]))
+            }
             i => Err(Error::internal(format!(
                 "router `{}`: its class's route() chose {i}, but it has {} routes (0 to {}; -1 all, -2 none)",
                 self.name,
-                self.routes.len(),
-                self.routes.len() - 1
+                self.chosen.len(),
+                self.chosen.len() - 1
             ))),
         }
     }
 
-    /// Every route on the request, at once; the first route's answer is the router's (Seldon's
-    /// executor without a combiner), and any route's failure fails it.
+    /// Every route it chooses among on the request, at once; the first route's answer is the
+    /// router's (Seldon's executor without a combiner), and any route's failure fails it.
     async fn all_routes(&self, mut event: Event) -> Result<Event> {
         event.routing.push((self.name.clone(), -1));
-        let runs = self.routes.iter().map(|route| {
+        let runs = self.chosen.iter().map(|&i| &self.routes[i]).map(|route| {
             let event = event.clone();
             async move {
                 route
@@ -190,29 +168,6 @@ impl Router {
         });
         let mut answers = futures_util::future::try_join_all(runs).await?;
         Ok(answers.swap_remove(0))
-    }
-
-    fn record(&self, route: usize, reward: f64) {
-        let mut s = self.stats.lock().expect("not poisoned");
-        s[route].1 += 1;
-        s[route].2 += reward;
-    }
-
-    fn reward(&self, route: usize, reward: f64) -> Result<()> {
-        match &self.policy {
-            Policy::Bandit(b) => b
-                .lock()
-                .expect("not poisoned")
-                .reward(route, reward)
-                .map_err(Error::unprocessable),
-            // A Seldon ROUTER learns in its class's send_feedback.
-            Policy::Seldon(Some(component)) => {
-                component.send_feedback(serde_json::json!({"reward": reward, "routing": route}));
-                Ok(())
-            }
-            // A/B splits keep no model of the rewards; the stats do.
-            _ => Ok(()),
-        }
     }
 
     /// The route a request names: by name and version, or the route that contains it.
@@ -261,22 +216,6 @@ impl Router {
             })
     }
 
-    /// Hands a reward taken here to the other replicas, when sharing; never waits.
-    fn publish(&self, route: usize, reward: f64) {
-        let Some(outbox) = self.outbox.get() else {
-            return;
-        };
-        let update = SharedReward {
-            router: self.name.clone(),
-            route: self.routes[route].key.clone(),
-            reward,
-        };
-        let bytes = serde_json::to_vec(&update).expect("plain data serializes");
-        if outbox.try_send(bytes).is_err() {
-            tracing::warn!(router = %self.name, "the learning outbox is full: an update was not shared");
-        }
-    }
-
     fn route_keys(&self) -> Vec<&str> {
         self.routes.iter().map(|r| r.key.as_str()).collect()
     }
@@ -309,14 +248,16 @@ impl Step for Router {
             self.mirror(shadow, &event);
         }
         let remembered = if by_policy {
-            &self.decisions
+            &self.learning.decisions
         } else {
-            &self.named
+            &self.learning.named
         };
         if let Some(d) = remembered {
-            d.lock().expect("not poisoned").remember(&event.id, index);
+            d.lock()
+                .expect("not poisoned")
+                .remember(&event.id, &self.keys[index]);
         }
-        self.stats.lock().expect("not poisoned")[index].0 += 1;
+        self.learning.pulled(&self.keys[index]);
         let route = &self.routes[index];
         event.routes.push((self.name.clone(), route.key.clone()));
         event.routing.push((self.name.clone(), index as i64));
@@ -428,6 +369,60 @@ graph:
             serde_json::from_slice(&std::fs::read(dir.path().join("s.json")).unwrap()).unwrap();
         assert_eq!(saved["routes"]["a"]["rewards"], 5, "{saved}");
         assert_eq!(saved["generation"], 2);
+    }
+
+    /// A build of the same graph in the same serving process (its shelf) takes the router's
+    /// learning again as it is: an id routed by the old graph is credited on the new one;
+    /// a changed policy learns afresh.
+    #[tokio::test]
+    async fn a_rebuild_keeps_the_learning_of_an_unchanged_router() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("g.yaml");
+        let write = |policy: &str| {
+            std::fs::write(
+                &file,
+                format!("name: r\ngraph:\n  kind: router\n  policy: {policy}\n  routes: {{a: {{kind: transform, op: noop}}, b: {{kind: transform, op: noop}}}}\n"),
+            )
+            .unwrap()
+        };
+        let shelf = servegraph_engine::loading::Shelf::default();
+        let build = || {
+            Graph::load_kept(
+                &file,
+                &registry(),
+                BuildMode::Load,
+                &Default::default(),
+                &shelf,
+            )
+            .unwrap()
+        };
+        write("{type: thompson, seed: 1}");
+        let old = build();
+        let routed = old.run(event(None)).await.unwrap();
+        let new = build();
+        assert!(new.learner("r").unwrap().feedback(&routed.id, 1.0).unwrap());
+        assert!(!old.learner("r").unwrap().feedback(&routed.id, 1.0).unwrap());
+        let pulls = |g: &Graph| -> u64 {
+            g.learner("r")
+                .unwrap()
+                .stats()
+                .routes
+                .iter()
+                .map(|r| r.pulls)
+                .sum()
+        };
+        assert_eq!(pulls(&new), 1);
+        drop(old);
+        write("{type: thompson, seed: 2}");
+        let changed = build();
+        assert_eq!(pulls(&changed), 0, "a changed policy learns afresh");
+        assert!(
+            changed
+                .learner("r")
+                .unwrap()
+                .feedback(&routed.id, 1.0)
+                .is_err()
+        );
     }
 
     fn event(target: Option<(&str, Option<&str>)>) -> Event {

@@ -1,13 +1,10 @@
 //! The policy at run time: by name, weighted (sticky or not), or a bandit; built from its spec.
 
-use std::sync::Mutex;
-
 use indexmap::IndexMap;
 use servegraph_engine::diag::{Diagnostic, all_of};
 use servegraph_engine::{BuildContext, Event, StepNode};
 
 use super::spec::policy_span;
-use crate::bandit::Bandit;
 use crate::routes::Route;
 
 pub(super) enum Policy {
@@ -18,7 +15,8 @@ pub(super) enum Policy {
         total: f64,
         sticky: Option<Sticky>,
     },
-    Bandit(Mutex<Bandit>),
+    /// A bandit (its numbers are the router's learning): chooses among the router's arms.
+    Bandit,
     /// A Seldon ROUTER class (`None` while the graph is only checked).
     Seldon(Option<std::sync::Arc<crate::model::python::PythonModel>>),
 }
@@ -69,23 +67,27 @@ pub(super) fn unit_hash(key: &str) -> f64 {
     (h >> 11) as f64 / (1u64 << 53) as f64
 }
 
+/// A weighted policy: the weights given (routes not listed get none), or equal shares of the
+/// routes in `eligible` (the graph file's, but a shadow route).
 pub(super) fn weighted(
     node: &StepNode,
     ctx: &mut BuildContext,
     routes: &[Route],
     weights: Option<&IndexMap<String, f64>>,
     sticky: Option<Sticky>,
+    eligible: &[usize],
     shadow: Option<usize>,
 ) -> Option<Policy> {
     let span = policy_span(node);
     let keys: Vec<&str> = routes.iter().map(|r| r.key.as_str()).collect();
     let mut w = vec![0.0; routes.len()];
     match weights {
-        // Equal shares; a shadow route gets none of its own.
-        None => w
-            .iter_mut()
-            .enumerate()
-            .for_each(|(i, x)| *x = if Some(i) == shadow { 0.0 } else { 1.0 }),
+        // Equal shares of the graph file's routes; a shadow route gets none of its own, nor
+        // does a route the model repository added.
+        None => eligible
+            .iter()
+            .filter(|&&i| Some(i) != shadow)
+            .for_each(|&i| w[i] = 1.0),
         Some(map) => {
             for (route, weight) in map {
                 let Some(i) = keys.iter().position(|k| k == route) else {

@@ -55,6 +55,12 @@ macro_rules! bandit_policy {
         #[serde(deny_unknown_fields)]
         pub struct $name {
             $($(#[$fdoc])* #[serde(default)] pub $field: $ty,)*
+            /// The routes the bandit chooses among, its arms (at least one). Default: every
+            /// route the graph file declares. A route the model repository added (a deployed
+            /// model) takes part only when listed here; otherwise it gets only the requests
+            /// that name it.
+            #[serde(default)]
+            pub arms: Option<Vec<String>>,
             /// Each reward multiplies past counts by this (0 < discount ≤ 1), to follow rewards
             /// that drift (memory ≈ 1 / (1 - discount) rewards). Default: 1, no forgetting.
             #[serde(default)]
@@ -87,6 +93,7 @@ macro_rules! bandit_policy {
             #[allow(unused_mut)]
             fn from(p: $name) -> PolicySpec {
                 let mut spec = PolicySpec {
+                    arms: p.arms,
                     discount: p.discount,
                     seed: p.seed,
                     state_file: p.state_file,
@@ -115,7 +122,9 @@ pub struct PathPolicy {
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WeightedPolicy {
-    /// Route → relative weight (≥ 0). Routes not listed get 0; none listed: equal.
+    /// Route → relative weight (≥ 0). Routes not listed get 0; none listed: equal shares of
+    /// the routes the graph file declares (a route the model repository added, a deployed
+    /// model, gets a share only when listed here).
     #[serde(default)]
     #[schemars(with = "Option<IndexMap<String, NonNegative>>")]
     pub weights: Option<IndexMap<String, f64>>,
@@ -305,8 +314,11 @@ impl PolicySpec {
 #[derive(Debug, Default)]
 pub struct PolicySpec {
     pub kind: PolicyKind,
-    /// `weighted`: route → relative weight (≥ 0). Routes not listed get 0; none listed: equal.
+    /// `weighted`: route → relative weight (≥ 0). Routes not listed get 0; none listed: equal
+    /// shares of the graph file's routes.
     pub weights: Option<IndexMap<String, f64>>,
+    /// Bandits: the routes chosen among (default: the graph file's routes).
+    pub arms: Option<Vec<String>>,
     /// `epsilon_greedy`: the share of requests that explore a random route (default 0.1).
     pub epsilon: Option<f64>,
     /// `epsilon_greedy`: ε falls as ε / (1 + decay · requests) (default 0: constant).

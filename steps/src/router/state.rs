@@ -1,38 +1,179 @@
-//! A bandit's learning on disk (`state_file`): an atomic snapshot, restored on start, owned by
-//! the newest router.
+//! What a router learns ([`Learning`]): its bandit, the decisions awaiting feedback, its
+//! counts. It outlives the router: a later build of the graph in the same serving process (a
+//! reload, a change of the model repository) whose router has the same name, policy and arms
+//! takes the same object again, as it is. Saved to `state_file` as an atomic snapshot,
+//! restored when a router starts afresh, owned by the newest one.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use indexmap::IndexMap;
 use servegraph_engine::{Error, Result};
 
-use super::policy::Policy;
-use super::{PolicyKind, Router};
+use super::PolicyKind;
+use super::learning::SharedReward;
+use crate::bandit::{Arm, Bandit};
 
-/// A router's saved learning: each route's bandit numbers, by route name.
-#[derive(serde::Serialize, serde::Deserialize)]
-pub(super) struct Snapshot {
+/// Response ids and the route each went to, kept for feedback: id → (route, reward counted).
+pub(super) struct Decisions {
+    pub(super) routes: HashMap<String, (Arc<str>, bool)>,
+    order: VecDeque<String>,
+    pub(super) capacity: usize,
+}
+
+impl Decisions {
+    pub(super) fn new(capacity: usize) -> Decisions {
+        Decisions {
+            routes: HashMap::new(),
+            order: VecDeque::new(),
+            capacity,
+        }
+    }
+
+    pub(super) fn remember(&mut self, id: &str, route: &Arc<str>) {
+        if self
+            .routes
+            .insert(id.to_owned(), (Arc::clone(route), false))
+            .is_none()
+        {
+            self.order.push_back(id.to_owned());
+            while self.order.len() > self.capacity {
+                if let Some(old) = self.order.pop_front() {
+                    self.routes.remove(&old);
+                }
+            }
+        }
+    }
+}
+
+/// A router's learning (see the module's documentation).
+pub(super) struct Learning {
     pub(super) router: String,
-    pub(super) policy: PolicyKind,
-    /// When it was written (ms since the Unix epoch): a router that shares its learning
-    /// replays the other replicas' rewards from then on.
-    #[serde(default)]
-    pub(super) saved_at_ms: Option<u64>,
-    /// Which router wrote it: the newest owns the file.
-    #[serde(default)]
-    pub(super) generation: u64,
-    pub(super) routes: IndexMap<String, crate::bandit::Arm>,
+    pub(super) kind: PolicyKind,
+    /// The routes the policy chooses among, by key: the bandit's arms, in order.
+    pub(super) arms: Vec<String>,
+    pub(super) bandit: Option<Mutex<Bandit>>,
+    /// Decisions the policy made, for feedback (not with `path`).
+    pub(super) decisions: Option<Mutex<Decisions>>,
+    /// Requests that named their route instead (kept apart, so they never push the policy's
+    /// decisions out): their feedback is answered with what happened.
+    pub(super) named: Option<Mutex<Decisions>>,
+    /// Per route: requests routed, rewards received, their sum.
+    stats: Mutex<HashMap<String, (u64, u64, f64)>>,
+    /// The routes of the newest router that uses it (what shared updates may name).
+    pub(super) routes: Mutex<Vec<String>>,
+    /// Where the bandit's learning is saved.
+    pub(super) state_file: Option<std::path::PathBuf>,
+    /// The arms as last saved or restored.
+    saved: Mutex<Vec<Arm>>,
+    /// When the restored snapshot was saved: sharing replays what was published since.
+    pub(super) restored_at: Mutex<Option<std::time::SystemTime>>,
+    /// One more than the restored snapshot's: learning restored by a later build (or a
+    /// restart) owns the file from then on, and the one it replaced no longer writes it.
+    generation: AtomicU64,
+    /// Brokers and topic the learning is shared through.
+    pub(super) share: Option<(String, String)>,
+    /// Where rewards taken here go, for the other replicas (once sharing started).
+    pub(super) outbox: OnceLock<tokio::sync::mpsc::Sender<Vec<u8>>>,
 }
 
-/// Just the owner of a snapshot file.
-#[derive(serde::Deserialize)]
-pub(super) struct Owner {
-    #[serde(default)]
-    pub(super) generation: u64,
+/// What [`Learning::new`] is made from.
+pub(super) struct Settings {
+    pub(super) router: String,
+    pub(super) kind: PolicyKind,
+    pub(super) arms: Vec<String>,
+    pub(super) bandit: Option<Bandit>,
+    /// Remember decisions for feedback, this many.
+    pub(super) remember: Option<usize>,
+    pub(super) state_file: Option<std::path::PathBuf>,
+    pub(super) share: Option<(String, String)>,
 }
 
-impl Router {
+impl Learning {
+    pub(super) fn new(s: Settings) -> Learning {
+        Learning {
+            router: s.router,
+            kind: s.kind,
+            arms: s.arms,
+            bandit: s.bandit.map(Mutex::new),
+            decisions: s.remember.map(|n| Mutex::new(Decisions::new(n))),
+            named: s.remember.map(|n| Mutex::new(Decisions::new(n))),
+            stats: Default::default(),
+            routes: Default::default(),
+            state_file: s.state_file,
+            saved: Mutex::new(Vec::new()),
+            restored_at: Mutex::new(None),
+            generation: AtomicU64::new(1),
+            share: s.share,
+            outbox: OnceLock::new(),
+        }
+    }
+
+    /// A request went to `route`.
+    pub(super) fn pulled(&self, route: &str) {
+        let mut stats = self.stats.lock().expect("not poisoned");
+        match stats.get_mut(route) {
+            Some(s) => s.0 += 1,
+            None => {
+                stats.insert(route.to_owned(), (1, 0, 0.0));
+            }
+        }
+    }
+
+    /// A reward for `route`, counted.
+    pub(super) fn record(&self, route: &str, reward: f64) {
+        let mut stats = self.stats.lock().expect("not poisoned");
+        let s = stats.entry(route.to_owned()).or_default();
+        s.1 += 1;
+        s.2 += reward;
+    }
+
+    /// `route`'s counts: requests routed, rewards received, their sum.
+    pub(super) fn counts(&self, route: &str) -> (u64, u64, f64) {
+        self.stats
+            .lock()
+            .expect("not poisoned")
+            .get(route)
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// A reward for `route`: the bandit learns it when the route is one of its arms (a route
+    /// outside the experiment is only counted).
+    pub(super) fn credit(&self, route: &str, reward: f64) -> Result<()> {
+        if let Some(bandit) = &self.bandit
+            && let Some(arm) = self.arms.iter().position(|a| a == route)
+        {
+            bandit
+                .lock()
+                .expect("not poisoned")
+                .reward(arm, reward)
+                .map_err(Error::unprocessable)?;
+        }
+        self.record(route, reward);
+        Ok(())
+    }
+
+    /// Hands a reward taken here to the other replicas, when sharing; never waits.
+    pub(super) fn publish(&self, route: &str, reward: f64) {
+        let Some(outbox) = self.outbox.get() else {
+            return;
+        };
+        let update = SharedReward {
+            router: self.router.clone(),
+            route: route.to_owned(),
+            reward,
+        };
+        let bytes = serde_json::to_vec(&update).expect("plain data serializes");
+        if outbox.try_send(bytes).is_err() {
+            tracing::warn!(router = %self.router, "the learning outbox is full: an update was not shared");
+        }
+    }
+
     /// Writes the snapshot atomically (a temp file renamed over the old one).
     pub(super) fn save(&self) -> Result<()> {
-        let (Some(path), Policy::Bandit(b)) = (&self.state_file, &self.policy) else {
+        let (Some(path), Some(b)) = (&self.state_file, &self.bandit) else {
             return Ok(());
         };
         let arms = b.lock().expect("not poisoned").arms().to_vec();
@@ -41,28 +182,28 @@ impl Router {
             // Nothing learnt since the last snapshot (or the restore): nothing to write.
             return Ok(());
         }
-        let generation = self.generation.load(std::sync::atomic::Ordering::Relaxed);
+        let generation = self.generation.load(Ordering::Relaxed);
         let owner = std::fs::read(path)
             .ok()
             .and_then(|t| serde_json::from_slice::<Owner>(&t).ok())
             .map_or(0, |o| o.generation);
         if owner > generation {
-            // A newer router (built by a reload) restored this state and owns the file now.
-            tracing::debug!(router = %self.name, "the state file belongs to a newer router");
+            // Newer learning (restored by a later build) owns this file now.
+            tracing::debug!(router = %self.router, "the state file belongs to a newer router");
             return Ok(());
         }
         let snapshot = Snapshot {
             generation,
-            router: self.name.clone(),
+            router: self.router.clone(),
             policy: self.kind,
             saved_at_ms: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .ok()
                 .map(|d| d.as_millis() as u64),
             routes: self
-                .routes
+                .arms
                 .iter()
-                .map(|r| r.key.clone())
+                .cloned()
                 .zip(arms.iter().cloned())
                 .collect(),
         };
@@ -76,9 +217,9 @@ impl Router {
         Ok(())
     }
 
-    /// Restores a snapshot, if there is one; routes it does not know start afresh.
+    /// Restores a snapshot, if there is one; arms it does not know start afresh.
     pub(super) fn load(&self) -> Result<()> {
-        let (Some(path), Policy::Bandit(b)) = (&self.state_file, &self.policy) else {
+        let (Some(path), Some(b)) = (&self.state_file, &self.bandit) else {
             return Ok(());
         };
         *self.saved.lock().expect("not poisoned") = b.lock().expect("not poisoned").arms().to_vec();
@@ -89,28 +230,99 @@ impl Router {
         };
         let snapshot: Snapshot = serde_json::from_slice(&text).map_err(|e| file_error(path, e))?;
         if snapshot.policy != self.kind {
-            tracing::warn!(router = %self.name, file = %path.display(), "the saved state is of another policy; starting afresh");
+            tracing::warn!(router = %self.router, file = %path.display(), "the saved state is of another policy; starting afresh");
             return Ok(());
         }
         let mut bandit = b.lock().expect("not poisoned");
         let mut stats = self.stats.lock().expect("not poisoned");
-        for (i, r) in self.routes.iter().enumerate() {
-            if let Some(arm) = snapshot.routes.get(&r.key) {
-                stats[i] = (arm.pulls, arm.rewards, arm.reward_sum);
+        for (i, key) in self.arms.iter().enumerate() {
+            if let Some(arm) = snapshot.routes.get(key) {
+                stats.insert(key.clone(), (arm.pulls, arm.rewards, arm.reward_sum));
                 bandit.restore(i, arm.clone());
             }
         }
         *self.saved.lock().expect("not poisoned") = bandit.arms().to_vec();
-        self.generation.store(
-            snapshot.generation + 1,
-            std::sync::atomic::Ordering::Relaxed,
-        );
+        self.generation
+            .store(snapshot.generation + 1, Ordering::Relaxed);
         *self.restored_at.lock().expect("not poisoned") = snapshot
             .saved_at_ms
             .map(|ms| std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms));
-        tracing::info!(router = %self.name, file = %path.display(), "bandit state restored");
+        tracing::info!(router = %self.router, file = %path.display(), "bandit state restored");
         Ok(())
     }
+
+    /// Saves a snapshot every `every` while the learning lives (the task holds it weakly).
+    pub(super) fn save_every(self: &Arc<Self>, every: std::time::Duration) {
+        if self.state_file.is_none() {
+            return;
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let weak = Arc::downgrade(self);
+        rt.spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let Some(l) = weak.upgrade() else { return };
+                if let Err(e) = l.save() {
+                    tracing::warn!(router = %l.router, error = %e, "could not save the bandit state");
+                }
+            }
+        });
+    }
+}
+
+impl servegraph_engine::Replicated for Learning {
+    fn connect(&self, outbox: tokio::sync::mpsc::Sender<Vec<u8>>) {
+        let _ = self.outbox.set(outbox);
+    }
+
+    fn learn(&self, message: &[u8]) -> Result<()> {
+        let update: SharedReward = serde_json::from_slice(message)
+            .map_err(|e| Error::bad_request(format!("malformed update: {e}")))?;
+        if update.router != self.router {
+            return Err(Error::bad_request(format!(
+                "an update for router `{}` reached router `{}`",
+                update.router, self.router
+            )));
+        }
+        if !self
+            .routes
+            .lock()
+            .expect("not poisoned")
+            .contains(&update.route)
+        {
+            return Err(Error::not_found(format!(
+                "router `{}` has no route `{}`",
+                self.router, update.route
+            )));
+        }
+        self.credit(&update.route, update.reward)
+    }
+}
+
+/// A router's saved learning: each arm's bandit numbers, by route name.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Snapshot {
+    router: String,
+    policy: PolicyKind,
+    /// When it was written (ms since the Unix epoch): a router that shares its learning
+    /// replays the other replicas' rewards from then on.
+    #[serde(default)]
+    saved_at_ms: Option<u64>,
+    /// Which learning wrote it: the newest owns the file.
+    #[serde(default)]
+    generation: u64,
+    routes: IndexMap<String, Arm>,
+}
+
+/// Just the owner of a snapshot file.
+#[derive(serde::Deserialize)]
+struct Owner {
+    #[serde(default)]
+    generation: u64,
 }
 
 /// Reading, parsing or writing the state file at `path` failed.
@@ -118,11 +330,12 @@ fn file_error(path: &std::path::Path, e: impl std::fmt::Display) -> Error {
     Error::internal(format!("{}: {e}", path.display()))
 }
 
-impl Drop for Router {
-    /// The last snapshot, when the graph is let go (at shutdown or reload).
+impl Drop for Learning {
+    /// The last snapshot, when no graph uses it any more (at shutdown, or after a build
+    /// whose router learns afresh).
     fn drop(&mut self) {
         if let Err(e) = self.save() {
-            tracing::warn!(router = %self.name, error = %e, "could not save the bandit state");
+            tracing::warn!(router = %self.router, error = %e, "could not save the bandit state");
         }
     }
 }

@@ -51,8 +51,14 @@ use crate::model::batch::{Batching, Call, Job};
 pub struct PythonModel {
     name: String,
     queue: Sender<Job>,
+    /// The tensors the graph declares, if it does.
     inputs: Option<Vec<TensorMeta>>,
     outputs: Option<Vec<TensorMeta>>,
+    /// What the class says of its tensors (`init_metadata()`, `metadata()`), once loaded: the
+    /// tensors the graph does not declare.
+    said: Arc<std::sync::OnceLock<Said>>,
+    /// When its workers were started (readiness says how long they have been loading).
+    started: std::time::Instant,
     /// Workers loaded and serving now.
     loaded: Arc<AtomicUsize>,
     /// What the class says of its health, when it reports it.
@@ -74,14 +80,53 @@ pub struct PythonModel {
 /// How many request ids a class that takes feedback remembers.
 const SERVED_IDS: usize = 10_000;
 
+/// The input and output tensors a class says it has.
+type Said = (Option<Vec<TensorMeta>>, Option<Vec<TensorMeta>>);
+
+/// A model's first loads, begun by [`PythonModel::start`]: waited for with the other models'.
+pub struct Loading {
+    name: String,
+    workers: Vec<worker::Started>,
+    health: Arc<worker::Health>,
+    said: Arc<std::sync::OnceLock<Said>>,
+    /// The load, as readiness and the log name it, until it is done.
+    load: servegraph_engine::loading::Load,
+}
+
+impl Loading {
+    /// Waits until every worker has loaded the model (or one failed: the error is the first
+    /// one's, with the Python traceback; the model, let go, stops the others).
+    pub fn wait(self) -> std::result::Result<(), WorkerError> {
+        let began = std::time::Instant::now();
+        for started in &self.workers {
+            started.recv().map_err(|_| WorkerError::ThreadEnded)??;
+        }
+        // What the graph does not declare, the class may say, once loaded.
+        let said = self.health.metadata.lock().expect("not poisoned").clone();
+        let said = |field: &str| -> Option<Vec<TensorMeta>> {
+            serde_json::from_value(said.as_ref()?.get(field)?.clone()).ok()
+        };
+        let _ = self.said.set((said("inputs"), said("outputs")));
+        tracing::info!(
+            model = %self.name,
+            workers = self.workers.len(),
+            ms = began.elapsed().as_millis() as u64,
+            "loaded Python model"
+        );
+        drop(self.load);
+        Ok(())
+    }
+}
+
 impl PythonModel {
-    /// Starts the workers and waits until each has loaded the model (or one failed: then the
-    /// others are stopped and the error is the first one's, with the Python traceback).
+    /// Starts the workers without waiting for them: the model, and (`load_mode: sync`) its
+    /// first loads to wait for ([`Loading::wait`]); with `load_mode: async` they load in the
+    /// background and readiness says so meanwhile.
     pub fn start(
         name: &str,
         config: WorkerConfig,
         spec: &PythonSpec,
-    ) -> std::result::Result<PythonModel, WorkerError> {
+    ) -> std::result::Result<(PythonModel, Option<Loading>), WorkerError> {
         let (tx, rx) = tokio::sync::mpsc::channel(spec.queue_size.max(1));
         let queue = Arc::new(tokio::sync::Mutex::new(rx));
         let loaded = Arc::new(AtomicUsize::new(0));
@@ -91,16 +136,21 @@ impl PythonModel {
         });
         let health = Arc::clone(&config.health);
         let config = Arc::new(config);
+        let sync = spec.load_mode == LoadMode::Sync;
+        let load = servegraph_engine::loading::begin(name);
         let mut workers = Vec::with_capacity(spec.workers);
+        let mut started = Vec::with_capacity(spec.workers);
         for index in 0..spec.workers {
-            workers.push(Worker::start(
+            let (worker, first) = Worker::start(
                 index,
                 Arc::clone(&config),
                 Arc::clone(&queue),
                 batching,
                 Arc::clone(&loaded),
-                spec.load_mode == LoadMode::Sync,
-            )?);
+                sync,
+            )?;
+            workers.push(worker);
+            started.push(first);
         }
         spawn_health_probe(
             name,
@@ -108,37 +158,56 @@ impl PythonModel {
             Arc::clone(&health),
             Duration::from_millis(spec.health_interval_ms),
         );
-        match spec.load_mode {
-            LoadMode::Sync => {
-                tracing::info!(model = name, workers = spec.workers, "loaded Python model")
-            }
-            LoadMode::Async => {
-                tracing::info!(
-                    model = name,
-                    workers = spec.workers,
-                    "loading Python model in the background"
-                )
-            }
-        }
-        // What the graph does not declare, the class may say (`init_metadata()`,
-        // `metadata()`), once loaded.
-        let said = health.metadata.lock().expect("not poisoned").clone();
-        let said = |field: &str| -> Option<Vec<TensorMeta>> {
-            serde_json::from_value(said.as_ref()?.get(field)?.clone()).ok()
+        let said = Arc::new(std::sync::OnceLock::new());
+        let loading = if sync {
+            tracing::info!(model = name, workers = spec.workers, "loading Python model");
+            Some(Loading {
+                name: name.to_owned(),
+                workers: started,
+                health: Arc::clone(&health),
+                said: Arc::clone(&said),
+                load,
+            })
+        } else {
+            tracing::info!(
+                model = name,
+                workers = spec.workers,
+                "loading Python model in the background"
+            );
+            None
         };
-        Ok(PythonModel {
-            name: name.to_owned(),
-            queue: tx,
-            inputs: spec.inputs.clone().or_else(|| said("inputs")),
-            outputs: spec.outputs.clone().or_else(|| said("outputs")),
-            loaded,
-            health,
-            pass_through: false,
-            body_step: false,
-            workers,
-            batching,
-            served: Default::default(),
-        })
+        Ok((
+            PythonModel {
+                name: name.to_owned(),
+                queue: tx,
+                inputs: spec.inputs.clone(),
+                outputs: spec.outputs.clone(),
+                said,
+                started: std::time::Instant::now(),
+                loaded,
+                health,
+                pass_through: false,
+                body_step: false,
+                workers,
+                batching,
+                served: Default::default(),
+            },
+            loading,
+        ))
+    }
+
+    /// The input tensors: the graph's, else what the class said.
+    fn input_meta(&self) -> Option<&Vec<TensorMeta>> {
+        self.inputs
+            .as_ref()
+            .or_else(|| self.said.get().and_then(|s| s.0.as_ref()))
+    }
+
+    /// The output tensors: the graph's, else what the class said.
+    fn output_meta(&self) -> Option<&Vec<TensorMeta>> {
+        self.outputs
+            .as_ref()
+            .or_else(|| self.said.get().and_then(|s| s.1.as_ref()))
     }
 
     /// Workers loaded and serving now.
@@ -263,7 +332,7 @@ impl Step for PythonModel {
             None if self.body_step => Some(servegraph_engine::protocol::mlrun::body_of(&event)?),
             _ => None,
         };
-        let inputs = match (&self.inputs, self.pass_through, &body) {
+        let inputs = match (self.input_meta(), self.pass_through, &body) {
             (_, _, Some(_)) => Vec::new(),
             (Some(declared), false, None) => {
                 crate::model::take_inputs(&self.name, declared, &mut event)?
@@ -339,14 +408,14 @@ impl Step for PythonModel {
     }
 
     fn infer(&self, input: &Signature) -> std::result::Result<Signature, String> {
-        if let Some(inputs) = &self.inputs {
+        if let Some(inputs) = self.input_meta() {
             input.check_provides(inputs)?;
         }
-        Ok(match (&self.outputs, self.pass_through) {
+        Ok(match (self.output_meta(), self.pass_through) {
             (Some(outputs), pass_through) => {
                 let mut sig = input.clone();
                 // A model takes its declared inputs out of the event; its outputs replace them.
-                if let (Some(inputs), false) = (&self.inputs, pass_through) {
+                if let (Some(inputs), false) = (self.input_meta(), pass_through) {
                     sig.tensors
                         .retain(|t| !inputs.iter().any(|i| i.name == t.name));
                 }
@@ -369,7 +438,7 @@ impl Step for PythonModel {
     }
 
     fn inputs(&self) -> Option<Vec<TensorMeta>> {
-        self.inputs.clone()
+        self.input_meta().cloned()
     }
 
     fn model(&self) -> Option<&dyn Model> {
@@ -418,7 +487,10 @@ impl Model for PythonModel {
         let n = self.workers.len();
         Some(match self.workers.iter().find_map(Worker::last_error) {
             Some(e) => format!("none of its {n} Python workers is loaded (trying again): {e}"),
-            None if !self.ever_loaded() => format!("its {n} Python workers are loading"),
+            None if !self.ever_loaded() => format!(
+                "its {n} Python workers are loading ({:.1} s)",
+                self.started.elapsed().as_secs_f64()
+            ),
             None => format!("none of its {n} Python workers is loaded (starting again)"),
         })
     }
@@ -597,15 +669,60 @@ pub(crate) fn start_component(
     if ctx.mode == BuildMode::Structural {
         return Ok(None);
     }
-    match PythonModel::start(&node.name, config, &spec) {
-        Ok(model) => Ok(Some(Arc::new(model))),
+    launch(
+        &node,
+        ctx,
+        config,
+        &spec,
+        |_| {},
+        (&owner.name, &owner.span),
+    )
+    .map(Some)
+    .ok_or(())
+}
+
+/// Starts a model's workers, or takes again the model a build before this one started with
+/// the same step, settings and files (the serving process's shelf: its workers keep running,
+/// the same processes). A new model's first loads are waited for with every other model's,
+/// at once; a failure is reported at `at` (a step's name and place). `tune` sets what the
+/// caller decides of the model before it is shared.
+fn launch(
+    node: &StepNode,
+    ctx: &mut BuildContext,
+    config: WorkerConfig,
+    spec: &PythonSpec,
+    tune: impl FnOnce(&mut PythonModel),
+    at: (&str, &marked_yaml::Span),
+) -> Option<Arc<PythonModel>> {
+    let key = spec::kept_as(node, &config, spec);
+    let shelf = ctx.shelf().cloned();
+    if let (Some(shelf), Some(key)) = (&shelf, &key)
+        && let Some(kept) = shelf.get::<PythonModel>(key)
+    {
+        tracing::info!(model = %node.name, "its spec and files did not change: its workers keep running");
+        return Some(kept);
+    }
+    match PythonModel::start(&node.name, config, spec) {
+        Ok((mut model, loading)) => {
+            tune(&mut model);
+            let model = Arc::new(model);
+            if let (Some(shelf), Some(key)) = (&shelf, &key) {
+                shelf.put(key, &model);
+            }
+            if let Some(loading) = loading {
+                ctx.defer_load(at.0, at.1, move || {
+                    loading.wait().map_err(|e| e.to_string())
+                });
+            }
+            Some(model)
+        }
         Err(error) => {
             ctx.report(
                 servegraph_engine::Diagnostic::new(error.to_string())
-                    .step(&owner.name)
-                    .at(&owner.span),
+                    .step(at.0)
+                    .at(at.1),
             );
-            Err(())
+            None
         }
     }
 }
@@ -689,19 +806,11 @@ fn start(
         );
         return Some(Box::new(super::Unloaded));
     }
-    match PythonModel::start(&node.name, config, spec) {
-        Ok(mut model) => {
-            model.pass_through = pass_through;
-            model.body_step = spec.task.is_some();
-            Some(Box::new(model))
-        }
-        Err(error) => {
-            ctx.report(
-                servegraph_engine::Diagnostic::new(error.to_string())
-                    .step(&node.name)
-                    .at(&node.span),
-            );
-            None
-        }
-    }
+    let body_step = spec.task.is_some();
+    let tune = |model: &mut PythonModel| {
+        model.pass_through = pass_through;
+        model.body_step = body_step;
+    };
+    let model = launch(node, ctx, config, spec, tune, (&node.name, &node.span))?;
+    Some(Box::new(model))
 }

@@ -662,3 +662,80 @@ pub(super) fn config(
         metrics: servegraph_engine::metrics::ModelMetrics::new(&node.name),
     })
 }
+
+/// What makes a started model the same one again in a later build of the graph (a reload, a
+/// change of the model repository): the step (name, kind, fields), what its workers are
+/// started with, and its files as they are on disk (each one's size and time): the class
+/// file, the Python files in its folder and below, the model's file or folder, and the
+/// `python_path` folders' Python files. `None` when those are too many to look at (over
+/// [`FILES_LOOKED_AT`]): such a model starts again with every build.
+pub(super) fn kept_as(node: &StepNode, config: &WorkerConfig, spec: &PythonSpec) -> Option<String> {
+    let mut files = Vec::new();
+    let mut budget = FILES_LOOKED_AT;
+    let text = |v: &serde_json::Value| v.as_str().map(PathBuf::from);
+    if let Some(path) = text(&config.load["path"]) {
+        stamp(&path, false, &mut files, &mut budget)?;
+    }
+    if let Some(uri) = text(&config.load["model_uri"]) {
+        stamp(&uri, false, &mut files, &mut budget)?;
+    }
+    if let Some(dir) = &config.workdir {
+        stamp(dir, true, &mut files, &mut budget)?;
+    }
+    for dir in config.load["python_path"].as_array().into_iter().flatten() {
+        if let Some(dir) = text(dir) {
+            stamp(&dir, true, &mut files, &mut budget)?;
+        }
+    }
+    files.sort();
+    files.dedup();
+    Some(format!(
+        "python|{}|{}|{}|{}|{}|{:?}|{:?}|{:?}|{:?}|{:?}",
+        node.name,
+        node.kind,
+        servegraph_engine::fields::to_json(&marked_yaml::Node::Mapping(node.body.clone())),
+        config.load,
+        config.python,
+        config.env,
+        config.workdir,
+        spec.role,
+        spec.api,
+        files,
+    ))
+}
+
+/// At most this many files are looked at to tell whether a model's files changed.
+const FILES_LOOKED_AT: usize = 10_000;
+
+/// Each file at `path` (a file, or a folder walked down; only Python files with
+/// `python_only`) with its size and modification time; `None` past the budget. Folders the
+/// runtime writes or that hold environments (`__pycache__`, `.venv`, `.git`) are skipped.
+fn stamp(
+    path: &std::path::Path,
+    python_only: bool,
+    out: &mut Vec<(PathBuf, u64, Option<std::time::SystemTime>)>,
+    budget: &mut usize,
+) -> Option<()> {
+    let Ok(meta) = std::fs::metadata(path) else {
+        out.push((path.to_owned(), u64::MAX, None));
+        return Some(());
+    };
+    if meta.is_dir() {
+        let skipped = path
+            .file_name()
+            .is_some_and(|n| n == "__pycache__" || n == ".venv" || n == ".git");
+        if skipped {
+            return Some(());
+        }
+        let Ok(entries) = std::fs::read_dir(path) else {
+            return Some(());
+        };
+        for entry in entries.flatten() {
+            *budget = budget.checked_sub(1)?;
+            stamp(&entry.path(), python_only, out, budget)?;
+        }
+    } else if !python_only || path.extension().is_some_and(|e| e == "py") {
+        out.push((path.to_owned(), meta.len(), meta.modified().ok()));
+    }
+    Some(())
+}

@@ -154,17 +154,19 @@ fn own_runtime() -> Handle {
 }
 
 impl Worker {
-    /// Starts the process, loads the model in it, and starts the thread that supervises it
-    /// and the task that serves it; a failed start or load is an error carrying the Python
-    /// traceback.
+    /// Starts the thread that starts the process, has it load the model, supervises it and
+    /// starts the task that serves it; without waiting: the receiver says when the first
+    /// load is done, or why it failed (the Python traceback). With `fail_first`, a failed
+    /// first load ends the worker (a `load_mode: sync` model fails to build); without, it is
+    /// tried again in the background and readiness says why meanwhile.
     pub(super) fn start(
         index: usize,
         config: Arc<WorkerConfig>,
         queue: Queue,
         batching: Option<Batching>,
         loaded: Arc<AtomicUsize>,
-        wait: bool,
-    ) -> Result<Worker, WorkerError> {
+        fail_first: bool,
+    ) -> Result<(Worker, Started), WorkerError> {
         let shared = Arc::new(Shared {
             watchdog: Watchdog::new(),
             stopping: Default::default(),
@@ -200,7 +202,7 @@ impl Worker {
                         }
                         // Loading in the background, a failed load is tried again and
                         // readiness says why meanwhile.
-                        Err(e) if !wait => {
+                        Err(e) if !fail_first => {
                             tracing::warn!(model = %config.model, worker = index, error = %e, "Python worker did not start");
                             *shared.last_error.lock().expect("not poisoned") = Some(e.to_string());
                             None
@@ -224,10 +226,55 @@ impl Worker {
                 })
                 .map_err(WorkerError::Thread)?;
         }
-        if wait {
-            started.recv().map_err(|_| WorkerError::ThreadEnded)??;
+        Ok((Worker { shared }, started))
+    }
+}
+
+/// Says once whether a worker's first load succeeded ([`Worker::start`]).
+pub(super) type Started = std::sync::mpsc::Receiver<Result<(), WorkerError>>;
+
+/// How many Python processes load at once, in the whole server (`SERVEGRAPH_PYTHON_LOADS`,
+/// default the number of CPUs, at least 2): models load in parallel, within that bound.
+pub(super) fn load_slots() -> usize {
+    static SLOTS: OnceLock<usize> = OnceLock::new();
+    *SLOTS.get_or_init(|| {
+        std::env::var("SERVEGRAPH_PYTHON_LOADS")
+            .ok()
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .filter(|n| *n > 0)
+            .unwrap_or_else(|| {
+                std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(2)
+                    .max(2)
+            })
+    })
+}
+
+/// Loads running now, under [`load_slots`].
+static LOADS: (Mutex<usize>, std::sync::Condvar) = (Mutex::new(0), std::sync::Condvar::new());
+
+/// A place among the loads that may run at once, held while a process starts and loads.
+pub(super) struct LoadSlot;
+
+impl LoadSlot {
+    /// Waits for a place (blocking: called on a worker's own thread).
+    pub(super) fn take() -> LoadSlot {
+        let (count, freed) = &LOADS;
+        let mut running = count.lock().expect("not poisoned");
+        while *running >= load_slots() {
+            running = freed.wait(running).expect("not poisoned");
         }
-        Ok(Worker { shared })
+        *running += 1;
+        LoadSlot
+    }
+}
+
+impl Drop for LoadSlot {
+    fn drop(&mut self) {
+        let (count, freed) = &LOADS;
+        *count.lock().expect("not poisoned") -= 1;
+        freed.notify_one();
     }
 }
 

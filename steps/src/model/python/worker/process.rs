@@ -38,6 +38,11 @@ impl Process {
         shared: &Shared,
         handle: &Handle,
     ) -> Result<(Process, Io), WorkerError> {
+        // Models load in parallel, a bounded number of processes at a time.
+        let _slot = super::LoadSlot::take();
+        if shared.stopping.load(Ordering::Relaxed) {
+            return Err(WorkerError::Gone);
+        }
         let runtime = runtime::dir()?;
         let mut python_path = runtime.display().to_string();
         if let Some((_, p)) = config.env.iter().find(|(k, _)| k == "PYTHONPATH") {
