@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use servegraph_engine::{Error, ErrorKind, Result, Tensor};
 use tokio::io::AsyncWriteExt;
@@ -258,25 +258,23 @@ async fn read_answers(
     let (mut buf, mut calls, mut recycle) = (Vec::new(), 0, None);
     // When the worker finished its last call: a call written before that waited in the pipe.
     let mut free_since = Instant::now();
-    // Whether the worker's own run of the last call was quick (it says so in the answer's
-    // header): the round trip measured here would not do, since an answer not polled for
-    // carries the engine's own wake-up (tens of µs on a VM), which would keep polling off.
-    let mut quick = true;
+    let mut polling = Polling::default();
     while let Some(call) = pending.recv().await {
         // Alone in the pipeline, the answer is polled for a while (`spin_us`) first; with
         // another call behind it the worker is busy and the wait is not spent spinning...
         let alone = *line.in_flight.lock().expect("not poisoned") == 1;
         // ...and nothing waits in the queue (its lock held means the writer waits for a job).
         let idle = line.queue.try_lock().map_or(true, |jobs| jobs.is_empty());
-        // ...and the last call was quick: polling pays for a fast model (its round trip is
-        // mostly wake-ups) and would only take a slow one's CPU.
-        let spin = (alone && idle && quick && !config.spin.is_zero())
+        // ...and the model is quick and the CPUs are free (`Polling`).
+        let spin = (alone && idle && !config.spin.is_zero() && polling.poll())
             .then(|| Instant::now() + config.spin);
         let read = read_frame(&mut output, &mut buf, arena, spin).await;
         let answer = match read {
             Ok(Some(reply)) if reply.call_id == call.id => {
                 let kind = reply.kind;
-                quick = reply.flags & frame::QUICK != 0;
+                let quick = reply.flags & frame::QUICK != 0;
+                let took = call.written.max(free_since).elapsed();
+                polling.answered(spin.is_some(), quick, took, config.spin);
                 answer_of(&config.model, reply).ok_or(Some(WorkerError::Answer {
                     call: "INFER",
                     kind,
@@ -325,6 +323,51 @@ async fn read_answers(
         }
     }
     Ok((output, recycle))
+}
+
+/// When to poll for a lone call's answer rather than sleep until it comes. Polling pays for a
+/// quick model, whose round trip is mostly wake-ups, and would only take a slow one's CPU: the
+/// worker says whether its own run of a call was quick (`frame::QUICK`), which the round trip
+/// seen here cannot tell (an answer not polled for carries the engine's own wake-up, tens of µs
+/// on a VM, and judging by it kept polling off for good after one slow call). A quick model's
+/// answer that still came after the whole polling window means the CPUs are taken (the
+/// worker waited for one while this thread spun): polling then pauses for 1, 2, 4, ... 64
+/// calls, and resumes at once when a polled answer comes in time again.
+#[derive(Debug, Default)]
+struct Polling {
+    /// The worker's last call was not quick.
+    slow_model: bool,
+    /// Calls to leave unpolled, and how many the last pause was.
+    skip: u32,
+    pause: u32,
+}
+
+impl Polling {
+    /// Whether to poll for the next answer.
+    fn poll(&mut self) -> bool {
+        if self.slow_model {
+            return false;
+        }
+        if self.skip > 0 {
+            self.skip -= 1;
+            return false;
+        }
+        true
+    }
+
+    /// An answer came: whether it was polled for, whether the worker says its run was quick,
+    /// and how long the round trip took against the polling window.
+    fn answered(&mut self, polled: bool, quick: bool, took: Duration, window: Duration) {
+        self.slow_model = !quick;
+        if polled && quick {
+            if took >= window {
+                self.pause = (self.pause * 2).clamp(1, 64);
+                self.skip = self.pause;
+            } else {
+                self.pause = 0;
+            }
+        }
+    }
 }
 
 /// An INFER frame's JSON: the parameters, and a body or `/explain` when the call has them.
@@ -471,6 +514,42 @@ mod tests {
             meta: Some(meta),
             tensors: Vec::new(),
         }
+    }
+
+    #[test]
+    fn polling_follows_the_workers_word_and_pauses_while_the_cpus_are_taken() {
+        let (window, fast, late) = (
+            Duration::from_micros(200),
+            Duration::from_micros(20),
+            Duration::from_micros(250),
+        );
+        let mut p = Polling::default();
+        assert!(p.poll(), "a new worker is polled for");
+        // A slow model: not polled for, whatever the round trip; quick again: polled at once,
+        // even though the unpolled answer's round trip (with the wake-up) was long.
+        p.answered(true, false, late, window);
+        assert!(!p.poll());
+        p.answered(false, true, late, window);
+        assert!(p.poll(), "an unpolled round trip does not keep polling off");
+        // A quick model's polled answer after the whole window: pauses of 1, 2, 4 ... calls.
+        for pause in [1, 2, 4, 8] {
+            p.answered(true, true, late, window);
+            for _ in 0..pause {
+                assert!(!p.poll());
+                p.answered(false, true, late, window);
+            }
+            assert!(p.poll(), "polling resumes after {pause} calls");
+        }
+        // The pause is bounded, and one polled answer in time ends the backing off.
+        for _ in 0..10 {
+            p.answered(true, true, late, window);
+            while !p.poll() {}
+        }
+        assert_eq!(p.pause, 64);
+        p.answered(true, true, fast, window);
+        assert!(p.poll());
+        p.answered(true, true, late, window);
+        assert_eq!(p.skip, 1, "after an answer in time the pauses start again from one");
     }
 
     #[test]
