@@ -880,7 +880,7 @@ fn a_broker_that_is_down_is_quiet_unready_and_recovers() {
     assert_eq!(get_blocking(&addr, "/v2/health/live").status, 200);
 
     // A broker comes up there: topics created, ready, connected, serving.
-    let _broker = OwnBroker::start(port);
+    let broker = OwnBroker::start(port);
     let deadline = std::time::Instant::now() + Duration::from_secs(90);
     while ready().status != 200 {
         assert!(
@@ -939,5 +939,28 @@ fn a_broker_that_is_down_is_quiet_unready_and_recovers() {
         label(&answer),
         expected()["iris-lr"]["label"][1].as_i64().unwrap()
     );
+
+    // The broker goes away again: past the grace (1 s here), not ready, saying for how long.
+    drop(broker);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let r = loop {
+        let r = ready();
+        if r.status == 503 {
+            break r;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still ready with the broker gone"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    assert!(
+        r.error().starts_with(&format!(
+            "not ready: the Kafka source cannot reach the brokers {brokers} (for "
+        )),
+        "{}",
+        r.error()
+    );
+    assert_eq!(connected(&addr, "source").0.as_deref(), Some("0"));
     drop(child);
 }
