@@ -113,6 +113,11 @@ enum Command {
         /// One `file:line:col: message` line per error, without source snippets.
         #[arg(long)]
         short: bool,
+        /// Skip the checks that need the Kafka brokers (that each topic the graph uses exists,
+        /// or that `create_topics` can create it): the rest is checked as always. Without it,
+        /// brokers that cannot be reached are an error naming them.
+        #[arg(long)]
+        offline: bool,
     },
     /// Run one inference request in-process, without a server, and print the response.
     Invoke {
@@ -211,7 +216,11 @@ fn main() -> ExitCode {
                 python: servegraph_python(),
             })
         }),
-        Command::Validate { graph, short } => return validate(&graph, short),
+        Command::Validate {
+            graph,
+            short,
+            offline,
+        } => return validate(&graph, short, offline),
         Command::Invoke {
             graph,
             model,
@@ -289,7 +298,58 @@ fn with_spinner<T>(message: String, what: impl FnOnce() -> T) -> T {
     out
 }
 
-fn validate(graph: &Path, short: bool) -> ExitCode {
+/// The Kafka topics `graph` uses, checked on their brokers (the file's structure is enough to
+/// list them): a diagnostic per broker that does not answer and per topic missing (that
+/// `create_topics` would not create), and what `serve` would create.
+fn check_kafka(
+    graph: &Path,
+) -> (
+    Vec<servegraph_engine::Diagnostic>,
+    Vec<servegraph_engine::kafka::topics::Topic>,
+) {
+    use servegraph_engine::kafka::topics::{self, Create, Problem};
+    // As far as the structure builds: a missing topic is reported with the file's other errors.
+    let Ok(overlay) = servegraph_engine::repository::State::read(graph) else {
+        return Default::default();
+    };
+    let uses = Graph::kafka_topics_in(graph, &registry(), &overlay);
+    if uses.topics.is_empty() {
+        return Default::default();
+    }
+    let checked = match runtime() {
+        Ok(rt) => with_spinner("checking the Kafka topics on their brokers".into(), || {
+            rt.block_on(topics::check(
+                &uses.topics,
+                uses.create_topics,
+                Create::DryRun,
+                topics::TIMEOUT,
+            ))
+        }),
+        Err(e) => {
+            return (
+                vec![servegraph_engine::Diagnostic::new(format!("{e:#}"))],
+                Vec::new(),
+            );
+        }
+    };
+    let diagnostics = checked
+        .problems
+        .iter()
+        .map(|p| {
+            let mut d = servegraph_engine::Diagnostic::new(p.to_string());
+            if let Some(span) = p.span() {
+                d = d.at(span);
+            }
+            if matches!(p, Problem::Unreachable { .. }) {
+                d = d.help("`servegraph validate --offline` checks the rest without the brokers");
+            }
+            d
+        })
+        .collect();
+    (diagnostics, checked.created)
+}
+
+fn validate(graph: &Path, short: bool, offline: bool) -> ExitCode {
     let loaded = with_spinner(
         format!("checking {} and loading its models", graph.display()),
         || {
@@ -323,6 +383,29 @@ fn validate(graph: &Path, short: bool) -> ExitCode {
             )),
         }
     });
+    // The Kafka topics, with the other errors in one report.
+    let (kafka, created) = if offline {
+        Default::default()
+    } else {
+        check_kafka(graph)
+    };
+    let loaded = match loaded {
+        Ok(g) if kafka.is_empty() => Ok(g),
+        Ok(_) => Err(servegraph_engine::GraphErrors::new(
+            graph,
+            &std::fs::read_to_string(graph).unwrap_or_default(),
+            kafka,
+        )),
+        Err(mut errors) if !kafka.is_empty() => {
+            errors.diagnostics.extend(kafka);
+            Err(servegraph_engine::GraphErrors::new(
+                graph,
+                &std::fs::read_to_string(graph).unwrap_or_default(),
+                errors.diagnostics,
+            ))
+        }
+        Err(errors) => Err(errors),
+    };
     match loaded {
         Ok(g) => {
             let models: Vec<String> = g
@@ -334,6 +417,15 @@ fn validate(graph: &Path, short: bool) -> ExitCode {
                 })
                 .collect();
             println!("{}: ok — serves {}", graph.display(), models.join(", "));
+            if offline && !g.kafka_topics.is_empty() {
+                println!("  Kafka topics not checked (--offline)");
+            }
+            if !created.is_empty() {
+                println!(
+                    "  `serve` creates the Kafka topics {} (`create_topics`)",
+                    servegraph_engine::kafka::topics::names(&created)
+                );
+            }
             ExitCode::SUCCESS
         }
         Err(errors) if short => {

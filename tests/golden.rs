@@ -53,7 +53,7 @@ fn kafka_copy(path: &Path, dir: &Path, topics: &[String], isolate: Option<&str>)
 }
 
 /// The topics and the consumer groups a graph file names (`topics: [...]`, `*topic: x`,
-/// `group: x`, inline or not).
+/// `kafka://HOST:PORT/TOPIC`, `group: x`, inline or not).
 fn kafka_names(text: &str) -> (Vec<String>, Vec<String>) {
     let (mut names, mut groups) = (Vec::new(), Vec::new());
     for line in text
@@ -78,6 +78,18 @@ fn kafka_names(text: &str) -> (Vec<String>, Vec<String>) {
                 list.split(',')
                     .map(|t| t.trim().trim_matches('"').to_owned()),
             );
+        }
+        // A tracking sink's or shared learning's `kafka://HOST:PORT/TOPIC`.
+        for (i, _) in line.match_indices("kafka://") {
+            let url = &line[i + "kafka://".len()..];
+            if let Some((_, rest)) = url.split_once('/') {
+                names.push(
+                    rest.split(['"', '\'', ',', '}', ' '])
+                        .next()
+                        .unwrap_or_default()
+                        .to_owned(),
+                );
+            }
         }
         if let Some((_, g)) = line.split_once("group:") {
             groups.push(

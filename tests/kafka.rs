@@ -590,3 +590,377 @@ fn a_restarted_replica_catches_up_on_what_it_missed() {
     );
     assert_eq!(ab_stats(&b).0, 150);
 }
+
+/// Runs `cmd` for at most `limit`: its exit status (`None` when it had to be killed), stdout
+/// and stderr.
+fn run_for(
+    cmd: &mut std::process::Command,
+    limit: Duration,
+) -> (Option<std::process::ExitStatus>, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let (out, err) = (dir.path().join("out"), dir.path().join("err"));
+    let mut child = cmd
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::fs::File::create(&err).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let read = |p: &std::path::Path| std::fs::read_to_string(p).unwrap_or_default();
+    (status, read(&out), read(&err))
+}
+
+/// The iris graph with `tail` (its sources, tracking, ...) in `dir`.
+fn iris_with(dir: &std::path::Path, tail: &str) -> std::path::PathBuf {
+    let text = std::fs::read_to_string(root().join("graphs/iris.yaml"))
+        .unwrap()
+        .replace("../models/", &format!("{}/models/", root().display()));
+    let path = dir.join("iris-topics.yaml");
+    std::fs::write(&path, format!("{text}{tail}")).unwrap();
+    path
+}
+
+/// Issue 24 (5): every Kafka topic a graph uses is checked, by `validate` (all in one run)
+/// and by `serve` before it says it listens: a missing one is an error naming it and what
+/// uses it.
+#[test]
+fn missing_topics_are_errors_naming_them_in_validate_and_serve() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, output, feedback, events, group) = (
+        unique("requests"),
+        unique("results"),
+        unique("feedback"),
+        unique("events"),
+        unique("group"),
+    );
+    create_topics(&[(&input, 1), (&output, 1)]);
+    let b = broker();
+    let graph = iris_with(
+        dir.path(),
+        &format!(
+            "sources:\n  kafka: {{brokers: \"{b}\", group: {group}, topics: [{input}], output_topic: {output}, feedback_topic: {feedback}}}\ntracking: {{sink: \"kafka://{b}/{events}\"}}\n"
+        ),
+    );
+    let missing_feedback = format!(
+        "Kafka topic `{feedback}` (`sources.kafka.feedback_topic`) does not exist on {b}: create it, or set `create_topics: {{partitions: N, replication: N}}` to have servegraph create it"
+    );
+    let missing_events =
+        format!("Kafka topic `{events}` (the tracking sink) does not exist on {b}");
+
+    let (status, _, err) = run_for(
+        bin().args(["validate", "--short"]).arg(&graph),
+        Duration::from_secs(60),
+    );
+    assert_eq!(status.and_then(|s| s.code()), Some(1), "{err}");
+    assert!(err.contains(&missing_feedback), "{err}");
+    assert!(err.contains(&missing_events), "{err}");
+    assert!(
+        !err.contains(&format!("`{input}`")),
+        "the input topic exists: {err}"
+    );
+    // Positions: the source's and the tracking stream's fields.
+    assert!(err.contains("iris-topics.yaml:"), "{err}");
+
+    // `serve` refuses before it says it listens (it used to listen, then exit).
+    let (status, out, err) = run_for(
+        bin().args(["serve", "--listen", "127.0.0.1:0"]).arg(&graph),
+        Duration::from_secs(60),
+    );
+    assert_eq!(status.and_then(|s| s.code()), Some(1), "{out}{err}");
+    assert!(!out.contains("listening"), "{out}");
+    assert!(err.contains(&missing_feedback), "{err}");
+    assert!(err.contains(&missing_events), "{err}");
+
+    // A missing request topic too (it used to be a warning, and the server served nothing).
+    let graph = iris_with(
+        dir.path(),
+        &format!(
+            "sources:\n  kafka: {{brokers: \"{b}\", group: {group}, topics: [{events}], output_topic: {output}}}\n"
+        ),
+    );
+    let (status, out, err) = run_for(
+        bin().args(["serve", "--listen", "127.0.0.1:0"]).arg(&graph),
+        Duration::from_secs(60),
+    );
+    assert_eq!(status.and_then(|s| s.code()), Some(1), "{out}{err}");
+    assert!(
+        err.contains(&format!(
+            "Kafka topic `{events}` (`sources.kafka.topics`) does not exist on {b}"
+        )),
+        "{err}"
+    );
+}
+
+/// Issue 24 (5): a queue step's topic is one of the graph's, with every use named once.
+#[test]
+fn a_queue_steps_topic_is_checked_with_the_sources() {
+    let dir = tempfile::tempdir().unwrap();
+    let (stage2, results, group) = (unique("stage2"), unique("results"), unique("group"));
+    create_topics(&[(&results, 1)]);
+    let text = std::fs::read_to_string(root().join("graphs/iris-queue.yaml"))
+        .unwrap()
+        .replace("127.0.0.1:9092", broker())
+        .replace("iris-stage2", &stage2)
+        .replace("iris-results", &results)
+        .replace("servegraph-iris-queue", &group)
+        .replace("../models/", &format!("{}/models/", root().display()));
+    let graph = dir.path().join("q.yaml");
+    std::fs::write(&graph, &text).unwrap();
+    let out = bin()
+        .args(["validate", "--short"])
+        .arg(&graph)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!(
+            "Kafka topic `{stage2}` (`sources.kafka.topics`, queue step `handoff`) does not exist on {}",
+            broker()
+        )),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+    create_topics(&[(&stage2, 1)]);
+    let out = bin().args(["validate"]).arg(&graph).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Issue 24 (5): `create_topics` creates what is missing at start-up (`validate` says it
+/// would, and creates nothing), with the partitions asked for; the graph then serves.
+#[test]
+fn create_topics_creates_the_missing_topics_at_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, output, feedback, group) = (
+        unique("requests"),
+        unique("results"),
+        unique("feedback"),
+        unique("group"),
+    );
+    let graph = iris_with(
+        dir.path(),
+        &format!(
+            "sources:\n  kafka: {{brokers: \"{}\", group: {group}, topics: [{input}], output_topic: {output}, feedback_topic: {feedback}}}\ncreate_topics: {{partitions: 2, replication: 1}}\n",
+            broker()
+        ),
+    );
+    let out = bin().arg("validate").arg(&graph).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains(&format!(
+            "`serve` creates the Kafka topics `{input}` on {}",
+            broker()
+        )),
+        "{text}"
+    );
+    assert_eq!(partitions(&input), 0, "validate creates nothing");
+
+    let _s = Server::start(graph.to_str().unwrap(), &[]);
+    for t in [&input, &output, &feedback] {
+        assert_eq!(partitions(t), 2, "{t}");
+    }
+    produce(
+        &input,
+        &[("k".into(), request(0), vec![("x-model-name", "iris-lr")])],
+    );
+    let results = consume_until(&output, Duration::from_secs(60), |r| !r.is_empty());
+    assert_eq!(results.len(), 1);
+    assert_eq!(results[0].headers["correlation-id"], "req-0");
+}
+
+/// The `servegraph_kafka_connected` line of `client`, and the whole text.
+fn connected(addr: &str, client: &str) -> (Option<String>, String) {
+    let text = String::from_utf8_lossy(&get_blocking(addr, "/metrics").body).into_owned();
+    let value = text
+        .lines()
+        .find(|l| l.starts_with(&format!("servegraph_kafka_connected{{client=\"{client}\"")))
+        .map(|l| l.rsplit(' ').next().unwrap().to_owned());
+    (value, text)
+}
+
+/// Issue 24 (6): a graph fed by Kafka whose broker is down starts anyway, logs a bounded
+/// number of lines, says not ready (naming the broker) and `servegraph_kafka_connected 0`;
+/// once a broker listens there, it creates its topics, turns ready and serves.
+#[test]
+fn a_broker_that_is_down_is_quiet_unready_and_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let brokers = format!("127.0.0.1:{port}");
+    let (input, output, group) = (unique("requests"), unique("results"), unique("group"));
+    let graph = iris_with(
+        dir.path(),
+        &format!(
+            "sources:\n  kafka: {{brokers: \"{brokers}\", group: {group}, topics: [{input}], output_topic: {output}, broker_grace_ms: 1000}}\ncreate_topics: {{partitions: 1, replication: 1}}\n"
+        ),
+    );
+    // At info, as `serve` logs by default.
+    let log = dir.path().join("log");
+    let mut child = bin()
+        .env("RUST_LOG", "info,ort=warn")
+        .args(["serve", "--listen", "127.0.0.1:0", "--drain-grace", "0"])
+        .arg(&graph)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let child = Kill(child);
+    let addr = line
+        .trim()
+        .strip_prefix("servegraph listening on http://")
+        .unwrap_or_else(|| {
+            panic!(
+                "{line:?}: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            )
+        })
+        .to_owned();
+    let started = std::time::Instant::now();
+    let ready = || get_blocking(&addr, "/v2/health/ready");
+
+    // Once the sources have started (a moment after the listening line): not ready, and why.
+    let mut r = ready();
+    while r.status == 503 && r.error().contains("loading") && started.elapsed().as_secs() < 20 {
+        std::thread::sleep(Duration::from_millis(100));
+        r = ready();
+    }
+    assert_eq!(r.status, 503);
+    assert!(
+        r.error()
+            .contains(&format!("cannot reach the Kafka brokers {brokers}")),
+        "{}",
+        r.error()
+    );
+    // 20 s of a broker that is down.
+    std::thread::sleep(Duration::from_secs(20).saturating_sub(started.elapsed()));
+    let lines = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        lines.lines().count() <= 25,
+        "{} log lines in 20 s:\n{lines}",
+        lines.lines().count()
+    );
+    let r = ready();
+    assert_eq!(r.status, 503);
+    assert!(r.error().contains(&brokers), "{}", r.error());
+    let (value, text) = connected(&addr, "source");
+    assert_eq!(value.as_deref(), Some("0"), "{text}");
+    assert!(text.contains(&format!("brokers=\"{brokers}\"")), "{text}");
+    // The server itself is alive.
+    assert_eq!(get_blocking(&addr, "/v2/health/live").status, 200);
+
+    // A broker comes up there: topics created, ready, connected, serving.
+    let broker = OwnBroker::start(port);
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    while ready().status != 200 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not ready after the broker came up: {}\n{}",
+            ready().error(),
+            std::fs::read_to_string(&log).unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let (value, text) = connected(&addr, "source");
+    assert_eq!(value.as_deref(), Some("1"), "{text}");
+    assert!(
+        !text.contains(" -1001"),
+        "no offset before the first commit: {text}"
+    );
+    let producer: rdkafka::producer::ThreadedProducer<rdkafka::producer::DefaultProducerContext> =
+        rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .create()
+            .unwrap();
+    let payload = request(1);
+    let record = rdkafka::producer::BaseRecord::to(&input)
+        .key("k")
+        .payload(&payload)
+        .headers(
+            rdkafka::message::OwnedHeaders::new().insert(rdkafka::message::Header {
+                key: "x-model-name",
+                value: Some("iris-lr"),
+            }),
+        );
+    producer.send(record).map_err(|(e, _)| e).unwrap();
+    rdkafka::producer::Producer::flush(&producer, Duration::from_secs(30)).unwrap();
+    let reader: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("group.id", unique("reader"))
+        .create()
+        .unwrap();
+    let mut list = rdkafka::TopicPartitionList::new();
+    list.add_partition_offset(&output, 0, rdkafka::Offset::Beginning)
+        .unwrap();
+    rdkafka::consumer::Consumer::assign(&reader, &list).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    let answer = loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no result after the broker came up:\n{}",
+            std::fs::read_to_string(&log).unwrap()
+        );
+        if let Some(Ok(m)) = reader.poll(Duration::from_millis(500)) {
+            use rdkafka::message::Message;
+            break String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned();
+        }
+    };
+    assert_eq!(
+        label(&answer),
+        expected()["iris-lr"]["label"][1].as_i64().unwrap()
+    );
+
+    // The broker goes away again: past the grace (1 s here), not ready, saying for how long.
+    drop(broker);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let r = loop {
+        let r = ready();
+        if r.status == 503 {
+            break r;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still ready with the broker gone"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    assert!(
+        r.error().starts_with(&format!(
+            "not ready: the Kafka source cannot reach the brokers {brokers} (for "
+        )),
+        "{}",
+        r.error()
+    );
+    assert_eq!(connected(&addr, "source").0.as_deref(), Some("0"));
+    drop(child);
+}

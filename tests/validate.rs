@@ -6,9 +6,15 @@ mod common;
 
 use common::*;
 
+/// Offline: the Kafka examples name a broker on 127.0.0.1:9092, which these tests do not
+/// start (tests/kafka.rs and tests/golden.rs check those graphs with their brokers).
 #[rstest::rstest]
 fn example_graph_is_valid(#[files("graphs/*.yaml")] path: std::path::PathBuf) {
-    let out = bin().arg("validate").arg(&path).output().unwrap();
+    let out = bin()
+        .args(["validate", "--offline"])
+        .arg(&path)
+        .output()
+        .unwrap();
     assert!(
         out.status.success(),
         "{}: {}",
@@ -213,5 +219,81 @@ fn a_step_that_cannot_take_what_the_model_needs_fails_validation() {
             "step `s`: standardize has 3 values per feature but `input` has shape [-1, 4]"
         ) && stderr.contains("clients send what the steps after it take: input FP32 [-1, 4]"),
         "{stderr}"
+    );
+}
+
+/// Issue 24 (5): `validate` checks the Kafka topics a graph uses on their brokers: brokers it
+/// cannot reach are an error naming them and what uses them (with every other error);
+/// `--offline` checks the rest without them.
+#[test]
+fn unreachable_kafka_brokers_fail_validation_unless_offline() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let g = dir.path().join("k.yaml");
+    std::fs::write(
+        &g,
+        format!(
+            "name: k
+graph:
+  kind: flow
+  steps:
+    a: {{kind: transform, op: noop, timeout_ms: 0}}
+sources:
+  kafka: {{brokers: \"127.0.0.1:{port}\", group: g, topics: [requests], output_topic: results}}
+tracking: {{sink: \"kafka://127.0.0.1:{port}/events\"}}
+"
+        ),
+    )
+    .unwrap();
+    let out = bin()
+        .args(["validate", "--short"])
+        .arg(&g)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("step `a`: `timeout_ms` must be an integer ≥ 1")),
+        "{text}"
+    );
+    assert!(
+        lines.iter().any(|l| l.contains(&format!(
+            "k.yaml:7:8: cannot reach the Kafka brokers 127.0.0.1:{port} (used by \
+             `sources.kafka.topics`, `sources.kafka.output_topic`, the tracking sink): "
+        ))),
+        "{text}"
+    );
+
+    // Offline: the same file without its step error is valid, and says what it skipped.
+    std::fs::write(
+        &g,
+        std::fs::read_to_string(&g)
+            .unwrap()
+            .replace(", timeout_ms: 0", ""),
+    )
+    .unwrap();
+    let out = bin()
+        .args(["validate", "--offline"])
+        .arg(&g)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains(": ok — serves k"), "{text}");
+    assert!(
+        text.contains("Kafka topics not checked (--offline)"),
+        "{text}"
     );
 }

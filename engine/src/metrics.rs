@@ -22,6 +22,7 @@
 //! | `servegraph_tracking_events_dropped_total` | counter | graph |
 //! | `servegraph_kafka_consumer_lag` | gauge | topic, partition |
 //! | `servegraph_kafka_committed_offset` | gauge | topic, partition |
+//! | `servegraph_kafka_connected` | gauge (1 or 0) | client, brokers |
 //! | `servegraph_router_requests_total` | counter | graph, router, policy, route |
 //! | `servegraph_router_rewards_total` | counter | graph, router, policy, route |
 //! | `servegraph_router_reward_sum` | gauge | graph, router, policy, route |
@@ -143,6 +144,7 @@ struct Metrics {
     tracking_dropped: Family<L1, Counter>,
     kafka_lag: Family<L2, Gauge>,
     kafka_committed: Family<L2, Gauge>,
+    kafka_connected: Family<L2, Gauge>,
     user_counters: Family<L2, Counter<f64, AtomicU64>>,
     user_gauges: Family<L2, Gauge<f64, AtomicU64>>,
     user_timers: Family<L2, Timer>,
@@ -172,6 +174,7 @@ fn global() -> &'static Metrics {
             tracking_dropped: Family::default(),
             kafka_lag: Family::default(),
             kafka_committed: Family::default(),
+            kafka_connected: Family::default(),
             user_counters: Family::default(),
             user_gauges: Family::default(),
             user_timers: Family::default(),
@@ -247,6 +250,11 @@ fn global() -> &'static Metrics {
             "servegraph_kafka_committed_offset",
             "The last committed offset of a partition",
             m.kafka_committed.clone(),
+        );
+        r.register(
+            "servegraph_kafka_connected",
+            "Whether a Kafka client of the graph reaches one of its brokers (1) or none (0)",
+            m.kafka_connected.clone(),
         );
         r.register(
             "servegraph_model_user_counter",
@@ -536,14 +544,31 @@ pub fn tracking_dropped(graph: &str) -> Counter {
 }
 
 /// A consumed partition's lag and committed offset, as the Kafka client last reported them.
+/// What the client does not know yet (librdkafka says -1 for an unknown lag and -1001 for
+/// no commit yet) is left out, not exported as a number.
 pub fn kafka_partition(topic: &str, partition: i32, lag: i64, committed: i64) {
     let labels = [
         ("topic", topic.to_owned()),
         ("partition", partition.to_string()),
     ];
     let m = global();
-    m.kafka_lag.get_or_create(&labels).set(lag);
-    m.kafka_committed.get_or_create(&labels).set(committed);
+    if lag >= 0 {
+        m.kafka_lag.get_or_create(&labels).set(lag);
+    }
+    if committed >= 0 {
+        m.kafka_committed.get_or_create(&labels).set(committed);
+    }
+}
+
+/// The gauge that says whether the Kafka client `client` reaches one of `brokers`.
+pub fn kafka_connected(client: &str, brokers: &str) -> Gauge {
+    global()
+        .kafka_connected
+        .get_or_create(&[
+            ("client", client.to_owned()),
+            ("brokers", brokers.to_owned()),
+        ])
+        .clone()
 }
 
 /// Every metric, with what the routers of the graph being served (`graph`, its name and each
@@ -741,5 +766,35 @@ mod tests {
         let empty = render(None).unwrap();
         assert!(empty.ends_with("# EOF\n"), "{empty}");
         assert!(!empty.contains("servegraph_router_"), "{empty}");
+    }
+
+    #[test]
+    fn what_kafka_does_not_know_yet_is_not_exported() {
+        // librdkafka: lag -1 (unknown), committed -1001 (nothing committed yet).
+        kafka_partition("metrics-test-topic", 0, -1, -1001);
+        kafka_partition("metrics-test-topic", 1, 5, 42);
+        let text = render(None).unwrap();
+        let of = |p: u8| -> Vec<&str> {
+            text.lines()
+                .filter(|l| {
+                    l.contains("topic=\"metrics-test-topic\"")
+                        && l.contains(&format!("partition=\"{p}\""))
+                })
+                .collect()
+        };
+        assert!(of(0).is_empty(), "{:?}", of(0));
+        assert_eq!(
+            of(1),
+            [
+                r#"servegraph_kafka_consumer_lag{topic="metrics-test-topic",partition="1"} 5"#,
+                r#"servegraph_kafka_committed_offset{topic="metrics-test-topic",partition="1"} 42"#,
+            ]
+        );
+        // Once known, a value replaces nothing it should not: a commit later is exported.
+        kafka_partition("metrics-test-topic", 0, 3, 0);
+        let text = render(None).unwrap();
+        assert!(text.contains(
+            r#"servegraph_kafka_committed_offset{topic="metrics-test-topic",partition="0"} 0"#
+        ));
     }
 }

@@ -5,6 +5,8 @@
 
 pub use crate::graph::sources::{KafkaSourceSpec, SourcesSpec};
 
+use std::sync::{Arc, Mutex};
+
 use crate::graph::Live;
 
 /// Why a source could not start: its own error (a broker client's, a listener's).
@@ -30,6 +32,31 @@ pub struct SourceContext {
     pub phase: tokio::sync::watch::Receiver<Phase>,
     /// How long in-flight work may take to finish once stopping.
     pub drain: std::time::Duration,
+    /// The process's readiness beyond its graph's steps: a source adds what it needs (a
+    /// Kafka source its brokers); the transports' readiness asks it.
+    pub health: Health,
+}
+
+/// Why a process that loaded its graph is still not ready: probes the sources add (a Kafka
+/// source whose brokers cannot be reached, a topic found missing), asked at each readiness
+/// question. Clones share the probes.
+#[derive(Clone, Default)]
+pub struct Health(Arc<Mutex<Vec<Probe>>>);
+
+/// Why not ready, or `None` when ready; asked often: cheap, and never blocking.
+pub type Probe = Arc<dyn Fn() -> Option<String> + Send + Sync>;
+
+impl Health {
+    /// Adds a probe, asked from now on.
+    pub fn add(&self, probe: impl Fn() -> Option<String> + Send + Sync + 'static) {
+        self.0.lock().expect("not poisoned").push(Arc::new(probe));
+    }
+
+    /// The first probe's reason not to be ready, if any says one.
+    pub fn unready(&self) -> Option<String> {
+        let probes = self.0.lock().expect("not poisoned").clone();
+        probes.iter().find_map(|p| p())
+    }
 }
 
 impl SourceContext {
@@ -57,4 +84,22 @@ pub trait Source: Send + Sync {
     /// [`SourceContext::live`]: sources that read that per request need do nothing; a source
     /// that keeps its own handle swaps it here, before the reload is answered.
     fn reload(&self, _live: &Live) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn health_says_the_first_reason_not_to_be_ready() {
+        let health = Health::default();
+        assert_eq!(health.unready(), None);
+        let down = Arc::new(Mutex::new(Some("broker down".to_owned())));
+        let probe = Arc::clone(&down);
+        health.clone().add(|| None);
+        health.add(move || probe.lock().unwrap().clone());
+        assert_eq!(health.unready().as_deref(), Some("broker down"));
+        *down.lock().unwrap() = None;
+        assert_eq!(health.unready(), None);
+    }
 }

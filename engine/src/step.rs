@@ -390,6 +390,21 @@ pub struct ModelFile {
     pub path: Option<PathBuf>,
 }
 
+/// A Kafka topic a graph uses, and what uses it: `validate` and `serve` check that each
+/// exists on its brokers (or create it: `create_topics`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct KafkaTopic {
+    /// The bootstrap brokers, `host:port[,host:port]`.
+    pub brokers: String,
+    pub topic: String,
+    /// What uses it, as messages name it: `` `sources.kafka.feedback_topic` ``, `` queue step `handoff` ``.
+    pub used_by: String,
+    /// librdkafka settings its client reaches the brokers with (`sources.kafka.options`).
+    pub options: Vec<(String, String)>,
+    /// Where the graph file says so.
+    pub span: Option<Span>,
+}
+
 /// What a factory builds with: the registry (for child steps), where relative paths resolve,
 /// and the diagnostics collected so far.
 pub struct BuildContext<'r> {
@@ -397,6 +412,8 @@ pub struct BuildContext<'r> {
     base_dir: PathBuf,
     pub mode: BuildMode,
     diagnostics: Vec<Diagnostic>,
+    /// The Kafka topics steps said they use (queue steps, learning shared through a topic).
+    kafka_topics: Vec<KafkaTopic>,
     names: HashMap<String, Option<crate::diag::Location>>,
     /// A router graph's name: its router is the step of that name.
     router_graph: Option<String>,
@@ -425,6 +442,7 @@ impl<'r> BuildContext<'r> {
             base_dir: base_dir.to_owned(),
             mode,
             diagnostics: Vec::new(),
+            kafka_topics: Vec::new(),
             names: HashMap::new(),
             router_graph: None,
             shelf: None,
@@ -698,6 +716,30 @@ impl<'r> BuildContext<'r> {
     /// Reports an error about `step` at `span`.
     pub fn error(&mut self, step: &str, span: &Span, message: impl Into<String>) {
         self.report(Diagnostic::new(message).step(step).at(span));
+    }
+
+    /// Step `step` uses the Kafka topic `topic` on `brokers` (written at `span`): the graph
+    /// lists it among its topics, which `validate` and `serve` check.
+    pub fn uses_kafka_topic(
+        &mut self,
+        step: &str,
+        what: &str,
+        brokers: &str,
+        topic: &str,
+        span: &Span,
+    ) {
+        self.kafka_topics.push(KafkaTopic {
+            brokers: brokers.to_owned(),
+            topic: topic.to_owned(),
+            used_by: format!("{what} `{step}`"),
+            options: Vec::new(),
+            span: Some(*span),
+        });
+    }
+
+    /// The Kafka topics steps said they use, in the order they said so.
+    pub(crate) fn take_kafka_topics(&mut self) -> Vec<KafkaTopic> {
+        std::mem::take(&mut self.kafka_topics)
     }
 
     pub fn has_errors(&self) -> bool {

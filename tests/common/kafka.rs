@@ -24,21 +24,11 @@ pub fn broker() -> &'static str {
         if let Ok(addr) = std::env::var("SERVEGRAPH_KAFKA") {
             return addr;
         }
-        let bin = String::from_utf8(
-            Command::new(root().join("scripts/kafka.sh")).arg("path").output().expect("scripts/kafka.sh").stdout,
-        )
-        .unwrap();
-        let bin = bin.trim();
-        assert!(
-            std::path::Path::new(bin).exists(),
-            "the Kafka broker is not installed: run `scripts/setup.sh --test`"
-        );
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = free_port();
         let me = std::process::id();
         let script = format!(
-            "{bin} broker --listener-url tcp://127.0.0.1:{port} --advertised-listener-url tcp://127.0.0.1:{port} \
-             --storage-engine memory://tansu/ --silent & b=$!; \
-             while kill -0 {me} 2>/dev/null; do sleep 0.5; done; kill $b"
+            "{} & b=$!; while kill -0 {me} 2>/dev/null; do sleep 0.5; done; kill $b",
+            broker_command(port)
         );
         // Kept for the life of the test process; the shell stops the broker when it ends.
         static WATCHDOG: OnceLock<std::sync::Mutex<std::process::Child>> = OnceLock::new();
@@ -57,6 +47,90 @@ pub fn broker() -> &'static str {
         }
         addr
     })
+}
+
+/// The command line of a broker on `port` (memory storage).
+fn broker_command(port: u16) -> String {
+    let bin = String::from_utf8(
+        Command::new(root().join("scripts/kafka.sh"))
+            .arg("path")
+            .output()
+            .expect("scripts/kafka.sh")
+            .stdout,
+    )
+    .unwrap();
+    let bin = bin.trim();
+    assert!(
+        std::path::Path::new(bin).exists(),
+        "the Kafka broker is not installed: run `scripts/setup.sh --test`"
+    );
+    format!(
+        "{bin} broker --listener-url tcp://127.0.0.1:{port} --advertised-listener-url tcp://127.0.0.1:{port} \
+         --storage-engine memory://tansu/ --silent"
+    )
+}
+
+/// A loopback port nothing listens on (now).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A broker of a test's own, on `port`: stopped when dropped, or when the test process ends.
+pub struct OwnBroker(std::process::Child);
+
+impl OwnBroker {
+    /// Starts a broker on `port` and waits until it accepts connections.
+    pub fn start(port: u16) -> OwnBroker {
+        let me = std::process::id();
+        // The shell stops the broker when told to (TERM) or when the test process is gone.
+        let script = format!(
+            "{} & b=$!; trap 'kill $b; exit 0' TERM; \
+             while kill -0 {me} 2>/dev/null; do sleep 0.5 & wait $!; done; kill $b",
+            broker_command(port)
+        );
+        let child = Command::new("sh")
+            .args(["-c", &script])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the broker");
+        let broker = OwnBroker(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "the broker did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        broker
+    }
+}
+
+impl Drop for OwnBroker {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let _ = self.0.wait();
+    }
+}
+
+/// The partitions of `topic` on the test broker (0 when it does not exist).
+pub fn partitions(topic: &str) -> usize {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", broker())
+        .create()
+        .unwrap();
+    let metadata = consumer
+        .fetch_metadata(None, Duration::from_secs(10))
+        .unwrap();
+    metadata
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic && t.error().is_none())
+        .map_or(0, |t| t.partitions().len())
 }
 
 /// A name no other test uses.

@@ -333,6 +333,8 @@ pub(super) fn compile(
         tracking: None,
         sources: spec.sources.unwrap_or_default(),
         telemetry: spec.telemetry,
+        kafka_topics: Vec::new(),
+        create_topics: spec.create_topics,
         headers,
         learners: Vec::new(),
         repository: Default::default(),

@@ -48,6 +48,7 @@ impl Graph {
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
         Graph::build(&source, base, registry, mode, overlay, None)
+            .0
             .map_err(|d| GraphErrors::new(path, &source, d))
     }
 
@@ -71,6 +72,7 @@ impl Graph {
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
         Graph::build(&source, base, registry, mode, overlay, Some(shelf))
+            .0
             .map_err(|d| GraphErrors::new(path, &source, d))
     }
 
@@ -92,9 +94,25 @@ impl Graph {
         mode: BuildMode,
         overlay: &crate::repository::State,
     ) -> Result<Graph, Vec<Diagnostic>> {
-        Graph::build(source, base_dir, registry, mode, overlay, None)
+        Graph::build(source, base_dir, registry, mode, overlay, None).0
     }
 
+    /// The Kafka topics a graph file uses, as far as its structure reads: those of the parts
+    /// that build even when others do not (so `validate` reports a missing topic with the
+    /// file's other errors). Empty when the file cannot be read or parsed.
+    pub fn kafka_topics_in(
+        path: &Path,
+        registry: &Registry,
+        overlay: &crate::repository::State,
+    ) -> super::sources::KafkaUses {
+        let Ok(source) = std::fs::read_to_string(path) else {
+            return Default::default();
+        };
+        let base = path.parent().unwrap_or(Path::new("."));
+        Graph::build(&source, base, registry, BuildMode::Structural, overlay, None).1
+    }
+
+    /// The graph (or every problem), and the Kafka topics it uses as far as it builds.
     fn build(
         source: &str,
         base_dir: &Path,
@@ -102,14 +120,16 @@ impl Graph {
         mode: BuildMode,
         overlay: &crate::repository::State,
         shelf: Option<&crate::loading::Shelf>,
-    ) -> Result<Graph, Vec<Diagnostic>> {
+    ) -> (Result<Graph, Vec<Diagnostic>>, super::sources::KafkaUses) {
         // Phase 1: YAML syntax.
         // Quoted scalars are strings (`""` is no null, `"5"` no number), as YAML says.
         let options = LoaderOptions::default()
             .error_on_duplicate_keys(true)
             .prevent_coercion(true);
-        let mut root = marked_yaml::parse_yaml_with_options(0, source, options)
-            .map_err(|e| vec![load_error(e)])?;
+        let mut root = match marked_yaml::parse_yaml_with_options(0, source, options) {
+            Ok(root) => root,
+            Err(e) => return (Err(vec![load_error(e)]), Default::default()),
+        };
         let mut ctx = BuildContext::new(registry, base_dir, mode);
         if let Some(shelf) = shelf {
             ctx.keep_on(shelf);
@@ -132,10 +152,10 @@ impl Graph {
             }
         };
         let Some(root) = root.as_mapping() else {
-            return Err(ctx.into_diagnostics());
+            return (Err(ctx.into_diagnostics()), Default::default());
         };
         let Some(graph) = root.get_node("graph") else {
-            return Err(ctx.into_diagnostics());
+            return (Err(ctx.into_diagnostics()), Default::default());
         };
         let name = root
             .get_scalar("name")
@@ -163,6 +183,7 @@ impl Graph {
             tracking: None,
             sources: None,
             telemetry: None,
+            create_topics: None,
         });
         // Where a top-level field is (for its errors).
         let field_span = |name: &str| root.get_node(name).map(|n| *n.span()).unwrap_or(top_span);
@@ -208,6 +229,11 @@ impl Graph {
             let span = field_span("sources");
             ctx.report(Diagnostic::new(format!("sources.{source}: {e}")).at(&span));
         }
+        if let Some(Err(e)) = spec.create_topics.as_ref().map(|c| c.check()) {
+            let span = field_span("create_topics");
+            ctx.report(Diagnostic::new(format!("create_topics: {e}")).at(&span));
+        }
+        let kafka_topics = kafka_topics(&spec, tracking.as_ref(), &field_span, &mut ctx);
         if let Some(t) = &spec.telemetry
             && let Err(e) = t.check()
         {
@@ -235,17 +261,60 @@ impl Graph {
                     .at(span),
             );
         }
+        let uses = super::sources::KafkaUses {
+            topics: kafka_topics.clone(),
+            create_topics: spec.create_topics,
+        };
         let graph = compile(&mut ctx, spec, declared, default_on_error).map(|mut g| {
             g.tracking = tracking;
+            g.kafka_topics = kafka_topics;
             g.learners = g.find_learners();
             g.repository = overlay.clone();
             g
         });
         if ctx.has_errors() || !spec_ok {
-            return Err(ctx.into_diagnostics());
+            return (Err(ctx.into_diagnostics()), uses);
         }
-        graph.ok_or_else(|| ctx.into_diagnostics())
+        (graph.ok_or_else(|| ctx.into_diagnostics()), uses)
     }
+}
+
+/// Every Kafka topic a graph file uses: its Kafka source's (with the source's librdkafka
+/// settings), its tracking stream's, then its steps' (queue steps, shared learning).
+fn kafka_topics(
+    spec: &GraphFileSpec,
+    tracking: Option<&(crate::tracking::TrackingSpec, crate::tracking::Sink)>,
+    field_span: &dyn Fn(&str) -> marked_yaml::Span,
+    ctx: &mut BuildContext,
+) -> Vec<crate::step::KafkaTopic> {
+    let mut topics = Vec::new();
+    if let Some(k) = spec.sources.as_ref().and_then(|s| s.kafka.as_ref()) {
+        let options: Vec<(String, String)> = k
+            .options
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        for (field, topic) in k.topics() {
+            topics.push(crate::step::KafkaTopic {
+                brokers: k.brokers.clone(),
+                topic: topic.to_owned(),
+                used_by: format!("`sources.kafka.{field}`"),
+                options: options.clone(),
+                span: Some(field_span("sources")),
+            });
+        }
+    }
+    if let Some((_, crate::tracking::Sink::Kafka { brokers, topic })) = tracking {
+        topics.push(crate::step::KafkaTopic {
+            brokers: brokers.clone(),
+            topic: topic.clone(),
+            used_by: "the tracking sink".into(),
+            options: Vec::new(),
+            span: Some(field_span("tracking")),
+        });
+    }
+    topics.extend(ctx.take_kafka_topics());
+    topics
 }
 
 pub(super) fn load_error(e: marked_yaml::LoadError) -> Diagnostic {

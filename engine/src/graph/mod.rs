@@ -68,6 +68,11 @@ pub struct Graph {
     pub sources: sources::SourcesSpec,
     /// Where spans go, when the graph is traced.
     pub telemetry: Option<crate::telemetry::TelemetrySpec>,
+    /// Every Kafka topic the graph uses (its Kafka source's, its tracking stream's, its steps'),
+    /// each with what uses it.
+    pub kafka_topics: Vec<crate::step::KafkaTopic>,
+    /// Create those of them that do not exist, at start-up (`create_topics`).
+    pub create_topics: Option<sources::CreateTopicsSpec>,
     /// Request headers some step reads: sources copy these into events.
     pub headers: Vec<String>,
     /// The steps that learn from feedback (routers), by name.

@@ -65,6 +65,52 @@ pub struct KafkaSourceSpec {
     /// Extra librdkafka settings for the consumer and producer (`security.protocol`, ...).
     #[serde(default)]
     pub options: BTreeMap<String, String>,
+    /// Readiness follows the brokers: the server reports not ready while the source cannot
+    /// reach them (at once when it never could, else after `broker_grace_ms`). Set it to
+    /// `false` for a graph that also serves HTTP clients and should stay ready without Kafka.
+    #[serde(default = "default_true")]
+    pub ready_needs_broker: bool,
+    /// How long the source may lose its brokers before the server reports not ready, in
+    /// milliseconds (default 30000): a broker restarting does not turn a replica away.
+    #[serde(default = "default_broker_grace_ms")]
+    pub broker_grace_ms: u64,
+}
+
+/// `create_topics:` in a graph file: the Kafka topics the graph uses that do not exist are
+/// created at start-up, with these settings (topics that exist are left as they are).
+#[derive(Clone, Copy, Debug, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTopicsSpec {
+    /// Partitions of each topic created.
+    #[schemars(range(min = 1))]
+    pub partitions: i32,
+    /// Replicas of each partition (at most the number of brokers).
+    #[schemars(range(min = 1))]
+    pub replication: i32,
+}
+
+/// The Kafka topics a graph file uses, and whether it asks for the missing ones to be created.
+#[derive(Clone, Debug, Default)]
+pub struct KafkaUses {
+    pub topics: Vec<crate::step::KafkaTopic>,
+    pub create_topics: Option<CreateTopicsSpec>,
+}
+
+impl CreateTopicsSpec {
+    pub fn check(&self) -> Result<(), String> {
+        if self.partitions < 1 || self.replication < 1 {
+            return Err("`partitions` and `replication` must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_broker_grace_ms() -> u64 {
+    30_000
 }
 
 fn default_max_in_flight() -> usize {
@@ -76,6 +122,20 @@ fn default_commit_ms() -> u64 {
 }
 
 impl KafkaSourceSpec {
+    /// Every topic the source uses, with the field that names it.
+    pub fn topics(&self) -> Vec<(&'static str, &str)> {
+        let mut topics: Vec<(&'static str, &str)> =
+            self.topics.iter().map(|t| ("topics", t.as_str())).collect();
+        topics.push(("output_topic", &self.output_topic));
+        topics.extend(self.dlq_topic.as_deref().map(|t| ("dlq_topic", t)));
+        topics.extend(
+            self.feedback_topic
+                .as_deref()
+                .map(|t| ("feedback_topic", t)),
+        );
+        topics
+    }
+
     pub fn check(&self) -> Result<(), String> {
         if self.brokers.trim().is_empty() || self.group.trim().is_empty() {
             return Err("`brokers` and `group` must not be empty".into());

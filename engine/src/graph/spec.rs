@@ -36,6 +36,11 @@ pub struct GraphFileSpec {
     /// OpenTelemetry tracing: spans per request and per step, exported over OTLP/HTTP.
     #[serde(default)]
     pub telemetry: Option<crate::telemetry::TelemetrySpec>,
+    /// Create the Kafka topics the graph uses (its Kafka source's, its tracking stream's,
+    /// its queue steps', its routers' shared learning) that do not exist, at start-up.
+    /// Without it a missing topic is an error naming it.
+    #[serde(default)]
+    pub create_topics: Option<super::sources::CreateTopicsSpec>,
 }
 
 pub(super) fn default_timeout_ms() -> u64 {

@@ -579,6 +579,7 @@ impl crate::sources::Source for GrpcSource {
     ) -> Result<tokio::task::JoinHandle<()>, crate::sources::StartError> {
         let live = ctx.live.borrow().clone();
         self.state.serve(&live);
+        self.state.service.follow(&ctx.health);
         let state = Arc::clone(&self.state);
         match std::mem::replace(&mut self.listener, Listener::Started) {
             Listener::HttpPort => {

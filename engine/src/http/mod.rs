@@ -187,6 +187,7 @@ impl crate::sources::Source for HttpSource {
     ) -> Result<tokio::task::JoinHandle<()>, crate::sources::StartError> {
         let live = ctx.live.borrow().clone();
         self.state.service.serve(&live);
+        self.state.service.follow(&ctx.health);
         let (state, stop) = (Arc::clone(&self.state), self.stop.clone());
         let server = self
             .server

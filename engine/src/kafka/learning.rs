@@ -16,7 +16,6 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -24,6 +23,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::{mpsc, watch};
 
 use super::ClientError;
+use super::client::{self, Context};
 use crate::error::{Error, ErrorKind};
 use crate::graph::Graph;
 use crate::learning::{Replicated, ShareLink};
@@ -41,18 +41,21 @@ fn replica() -> &'static str {
     ID.get_or_init(crate::protocol::new_id)
 }
 
-/// A consumer of every partition of `topic`, positioned at the first message published at or
-/// after `since`, or else at their current ends: it sees every message published from then on.
-/// The topic must exist.
-async fn reader(
+/// How long a reader waits before trying again to position itself on its topic.
+const RETRY: Duration = Duration::from_secs(5);
+
+type Reader = Arc<StreamConsumer<Context>>;
+
+/// A consumer for `topic` (not yet positioned: [`position`]); `client` names it in logs and
+/// metrics.
+fn reader(
     brokers: &str,
     options: &[(String, String)],
     topic: &str,
-    since: Option<std::time::SystemTime>,
-) -> Result<StreamConsumer, ClientError> {
-    let mut config = ClientConfig::new();
+    client: &str,
+) -> Result<Reader, ClientError> {
+    let mut config = client::config(brokers, &[]);
     config
-        .set("bootstrap.servers", brokers)
         // Partitions are assigned, never subscribed: the group only names the client.
         .set("group.id", format!("servegraph-{}", replica()))
         .set("enable.auto.commit", "false")
@@ -60,9 +63,24 @@ async fn reader(
     for (k, v) in options {
         config.set(k, v);
     }
-    let consumer: StreamConsumer = config.create().map_err(ClientError::create(format!(
-        "a Kafka consumer for `{topic}`"
-    )))?;
+    let consumer: StreamConsumer<Context> = config
+        .create_with_context(Context::new(client, brokers))
+        .map_err(ClientError::create(format!(
+            "a Kafka consumer for `{topic}`"
+        )))?;
+    Ok(Arc::new(consumer))
+}
+
+/// Positions `consumer` on every partition of `topic`, at the first message published at or
+/// after `since`, or else at their current ends: it sees every message published from then
+/// on. The topic must exist.
+async fn position(
+    consumer: &Reader,
+    brokers: &str,
+    topic: &str,
+    since: Option<std::time::SystemTime>,
+) -> Result<(), ClientError> {
+    let consumer = Arc::clone(consumer);
     let topic_owned = topic.to_owned();
     let brokers_owned = brokers.to_owned();
     tokio::task::spawn_blocking(move || {
@@ -73,6 +91,7 @@ async fn reader(
                 brokers: brokers_owned.clone(),
                 source,
             })?;
+        consumer.context().connection.mark_up();
         let partitions: Vec<i32> = metadata
             .topics()
             .iter()
@@ -124,13 +143,41 @@ async fn reader(
                 doing: format!("read `{topic_owned}`"),
                 source,
             })?;
-        Ok(consumer)
+        Ok(())
     })
     .await
     .map_err(|source| ClientError::Panicked {
         topic: topic.to_owned(),
         source,
     })?
+}
+
+/// Positions `consumer` (see [`position`]), trying again every few seconds while the brokers
+/// cannot be reached (or the topic is missing); `false` when `give_up` said so first.
+async fn position_patiently(
+    consumer: &Reader,
+    brokers: &str,
+    topic: &str,
+    since: Option<std::time::SystemTime>,
+    mut give_up: impl FnMut() -> bool,
+) -> bool {
+    loop {
+        match position(consumer, brokers, topic, since).await {
+            Ok(()) => return true,
+            Err(e) => {
+                if crate::logs::first_in_a_while(&("kafka position", topic, e.to_string())) {
+                    tracing::warn!(%topic, error = %e, "cannot read the topic yet; trying again every {} s", RETRY.as_secs());
+                }
+            }
+        }
+        let deadline = tokio::time::Instant::now() + RETRY;
+        while tokio::time::Instant::now() < deadline {
+            if give_up() {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
 }
 
 /// Starts sharing the learning of every step of `graph` that asks for it. Each task ends
@@ -150,12 +197,21 @@ async fn share_one(
     name: &str,
     link: ShareLink,
 ) -> Result<tokio::task::JoinHandle<()>, ClientError> {
-    let consumer = reader(&link.brokers, &[], &link.topic, link.since).await?;
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &link.brokers)
+    let client = format!("share:{name}");
+    let consumer = reader(&link.brokers, &[], &link.topic, &client)?;
+    // The topic is read from where the saved state left it once the brokers answer (they
+    // were checked at start-up; a reader that cannot reach them tries again in its task).
+    let positioned = client::was_reached(&link.brokers)
+        && tokio::time::timeout(
+            Duration::from_secs(15),
+            position(&consumer, &link.brokers, &link.topic, link.since),
+        )
+        .await
+        .is_ok_and(|r| r.is_ok());
+    let producer: FutureProducer<Context> = client::config(&link.brokers, &[])
         .set("linger.ms", "5")
         .set("message.timeout.ms", "10000")
-        .create()
+        .create_with_context(Context::new(&format!("{client} producer"), &link.brokers))
         .map_err(ClientError::create(format!(
             "the Kafka producer for `{}`",
             link.topic
@@ -165,9 +221,13 @@ async fn share_one(
     // The task must not keep the step alive: a step let go (at shutdown) saves its state.
     let learner: std::sync::Weak<dyn Replicated> = Arc::downgrade(&link.learner);
     drop(link.learner);
-    let (name, topic) = (name.to_owned(), link.topic);
+    let (name, topic, brokers, since) = (name.to_owned(), link.topic, link.brokers, link.since);
     tracing::info!(router = %name, %topic, replica = replica(), "sharing learning through Kafka");
     Ok(tokio::spawn(async move {
+        let gone = || learner.strong_count() == 0;
+        if !positioned && !position_patiently(&consumer, &brokers, &topic, since, gone).await {
+            return;
+        }
         let mut deliveries = FuturesUnordered::new();
         let (mut sent, mut applied, mut failed) = (0u64, 0u64, 0u64);
         loop {
@@ -186,14 +246,18 @@ async fn share_one(
                         }
                         Err((e, _)) => {
                             failed += 1;
-                            tracing::warn!(router = %name, %topic, error = %e, "could not publish a learning update");
+                            if crate::logs::first_in_a_while(&("kafka publish", &topic, e.to_string())) {
+                                tracing::warn!(router = %name, %topic, error = %e, "could not publish a learning update (logged once a minute)");
+                            }
                         }
                     }
                 }
                 Some(d) = deliveries.next(), if !deliveries.is_empty() => {
                     if !matches!(d, Ok(Ok(_))) {
                         failed += 1;
-                        tracing::warn!(router = %name, %topic, "a learning update was not delivered");
+                        if crate::logs::first_in_a_while(&("kafka undelivered", &topic)) {
+                            tracing::warn!(router = %name, %topic, "a learning update was not delivered (logged once a minute)");
+                        }
                     }
                 }
                 m = consumer.recv() => match m {
@@ -211,7 +275,7 @@ async fn share_one(
                         }
                     }
                     Err(e) => {
-                        tracing::warn!(%topic, error = %e, "reading shared learning failed");
+                        consumer.context().connection.failed(&format!("reading shared learning from `{topic}`"), &e, "");
                         tokio::time::sleep(Duration::from_millis(200)).await;
                     }
                 },
@@ -271,9 +335,25 @@ async fn feedback(
         .iter()
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    let consumer = reader(&spec.brokers, &options, &topic, None).await?;
+    let consumer = reader(&spec.brokers, &options, &topic, "feedback")?;
+    // From the topic's end now, while the brokers answer; later, in the task, if they do not.
+    let positioned = client::was_reached(&spec.brokers)
+        && tokio::time::timeout(
+            Duration::from_secs(15),
+            position(&consumer, &spec.brokers, &topic, None),
+        )
+        .await
+        .is_ok_and(|r| r.is_ok());
     tracing::info!(%topic, "taking feedback from Kafka");
+    let brokers = spec.brokers.clone();
     Ok(tokio::spawn(async move {
+        if !positioned {
+            let stopping = phase.clone();
+            let gone = move || *stopping.borrow() == Phase::Stopping;
+            if !position_patiently(&consumer, &brokers, &topic, None, gone).await {
+                return;
+            }
+        }
         let mut counts = Counts::default();
         loop {
             tokio::select! {
@@ -293,7 +373,7 @@ async fn feedback(
                         }
                     }
                     Err(e) => {
-                        tracing::warn!(%topic, error = %e, "reading feedback failed");
+                        consumer.context().connection.failed(&format!("reading feedback from `{topic}`"), &e, "");
                         tokio::time::sleep(Duration::from_millis(200)).await;
                     }
                 },

@@ -10,9 +10,11 @@
 //! go; unfinished work is not committed, so the new owner redoes it. On shutdown the source
 //! stops consuming, finishes what is in flight, and commits.
 
+pub mod client;
 pub mod learning;
 pub mod progress;
 pub mod queue;
+pub mod topics;
 pub mod tracking;
 
 use std::collections::{HashMap, HashSet};
@@ -21,7 +23,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
-use rdkafka::config::ClientConfig;
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
@@ -93,12 +95,22 @@ struct Shared {
 
 struct ConsumerState {
     shared: Arc<Mutex<Shared>>,
+    client: client::Context,
 }
 
 impl ClientContext for ConsumerState {
-    /// librdkafka's statistics (every `statistics.interval.ms`): each consumed partition's lag
-    /// and committed offset, as metrics.
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        self.client.log(level, fac, log_message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.client.error(error, reason);
+    }
+
+    /// librdkafka's statistics (every `statistics.interval.ms`): whether a broker is up, and
+    /// each consumed partition's lag and committed offset, as metrics.
     fn stats(&self, statistics: rdkafka::Statistics) {
+        self.client.connection.observe(&statistics);
         for (name, topic) in &statistics.topics {
             for (&p, part) in &topic.partitions {
                 if p >= 0 && part.fetch_state != "none" {
@@ -130,7 +142,11 @@ impl ConsumerContext for ConsumerState {
             if commit.count() > 0
                 && let Err(e) = consumer.commit(&commit, CommitMode::Sync)
             {
-                tracing::warn!(error = %e, "committing revoked partitions' finished work failed");
+                self.client.connection.failed(
+                    "committing revoked partitions' finished work",
+                    &e,
+                    "",
+                );
             }
             tracing::info!(partitions = list.count(), "partitions revoked");
         }
@@ -168,8 +184,7 @@ struct Incoming {
 
 /// `defaults`, then the graph's `options` (which may override them).
 fn client_config(spec: &KafkaSourceSpec, defaults: &[(&str, &str)]) -> ClientConfig {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", &spec.brokers);
+    let mut c = client::config(&spec.brokers, &[]);
     for (k, v) in defaults {
         c.set(*k, *v);
     }
@@ -180,7 +195,7 @@ fn client_config(spec: &KafkaSourceSpec, defaults: &[(&str, &str)]) -> ClientCon
 }
 
 /// A producer for results and dead letters: idempotent, so retries keep each partition's order.
-fn producer(spec: &KafkaSourceSpec) -> Result<FutureProducer, ClientError> {
+fn producer(spec: &KafkaSourceSpec) -> Result<FutureProducer<client::Context>, ClientError> {
     let defaults = [
         ("enable.idempotence", "true"),
         ("acks", "all"),
@@ -188,7 +203,7 @@ fn producer(spec: &KafkaSourceSpec) -> Result<FutureProducer, ClientError> {
         ("message.timeout.ms", "30000"),
     ];
     client_config(spec, &defaults)
-        .create()
+        .create_with_context(client::Context::new("source producer", &spec.brokers))
         .map_err(ClientError::create("the Kafka producer"))
 }
 
@@ -227,18 +242,25 @@ impl Source for KafkaSource {
         &mut self,
         ctx: SourceContext,
     ) -> Result<tokio::task::JoinHandle<()>, crate::sources::StartError> {
-        start(self.0.clone(), ctx.live, ctx.phase, ctx.drain).map_err(Into::into)
+        let spec = self.0.clone();
+        let (task, connection) = start(spec.clone(), ctx.live, ctx.phase, ctx.drain)?;
+        // Readiness follows the consumer's brokers (after a grace when it loses them).
+        if spec.ready_needs_broker {
+            let grace = Duration::from_millis(spec.broker_grace_ms);
+            ctx.health.add(move || connection.unready(grace));
+        }
+        Ok(task)
     }
 }
 
 /// Starts the source: consumes until the process is stopping, then finishes what is in flight
-/// (for at most `drain`), commits, and returns.
+/// (for at most `drain`), commits, and returns. Also returns the consumer's connection.
 fn start(
     spec: KafkaSourceSpec,
     mut live: watch::Receiver<crate::graph::Live>,
     mut phase: watch::Receiver<Phase>,
     drain: Duration,
-) -> Result<tokio::task::JoinHandle<()>, ClientError> {
+) -> Result<(tokio::task::JoinHandle<()>, Arc<client::Connection>), ClientError> {
     let shared = Arc::new(Mutex::new(Shared::default()));
     let defaults = [
         ("auto.offset.reset", "earliest"),
@@ -247,9 +269,9 @@ fn start(
         // some brokers hold every group join for half of it).
         ("session.timeout.ms", "10000"),
         ("heartbeat.interval.ms", "3000"),
-        // Consumer lag for the metrics.
-        ("statistics.interval.ms", "5000"),
     ];
+    let client = client::Context::new("source", &spec.brokers);
+    let connection = Arc::clone(&client.connection);
     let consumer: StreamConsumer<ConsumerState> = client_config(&spec, &defaults)
         .set("group.id", &spec.group)
         // At-least-once rests on these: not overridable.
@@ -257,6 +279,7 @@ fn start(
         .set("enable.auto.offset.store", "false")
         .create_with_context(ConsumerState {
             shared: Arc::clone(&shared),
+            client,
         })
         .map_err(ClientError::create("the Kafka consumer"))?;
     let topics: Vec<&str> = spec.topics.iter().map(String::as_str).collect();
@@ -271,7 +294,9 @@ fn start(
     let spec = Arc::new(spec);
     // The graph being served now, as this source serves it (a reload swaps it for new messages).
     let mut pipeline = Arc::new(Pipeline::new(&live.borrow_and_update(), "kafka"));
-    Ok(tokio::spawn(async move {
+    let consuming = Arc::clone(&connection);
+    let task = tokio::spawn(async move {
+        let connection = consuming;
         let mut partitions: HashMap<Tp, progress::Partition<Option<Outgoing>>> = HashMap::new();
         let mut processing = FuturesUnordered::new();
         let mut deliveries = FuturesUnordered::new();
@@ -320,7 +345,7 @@ fn start(
                         Err(e) => {
                             // The broker would not take it: try again (bounded by max_in_flight,
                             // which stops consumption meanwhile); never commit past it.
-                            tracing::warn!(topic = %tp.0, partition = tp.1, offset, error = %e, "producing a result failed; retrying");
+                            connection.failed(&format!("producing a result to `{}`", record.topic), &e, "retrying");
                             deliveries.push(produce(producer.clone(), tp, offset, record, Duration::from_millis(500)));
                         }
                     }
@@ -328,6 +353,7 @@ fn start(
                 message = consumer.recv(), if !stopping && in_flight < spec.max_in_flight => {
                     match message {
                         Ok(m) => {
+                            connection.mark_up();
                             let tp: Tp = (m.topic().to_owned(), m.partition());
                             let offset = m.offset();
                             partitions
@@ -360,7 +386,7 @@ fn start(
                             });
                         }
                         Err(e) => {
-                            tracing::warn!(error = %e, "Kafka consumer error");
+                            connection.failed("consuming requests", &e, "");
                             tokio::time::sleep(Duration::from_millis(100)).await;
                         }
                     }
@@ -371,7 +397,8 @@ fn start(
         commit(&consumer, &shared, &mut partitions, CommitMode::Sync);
         let _ = producer.flush(Duration::from_secs(5));
         tracing::info!("Kafka source stopped");
-    }))
+    });
+    Ok((task, connection))
 }
 
 /// Commits every partition whose finished prefix moved, unless it was revoked.
@@ -398,13 +425,17 @@ fn commit(
     if list.count() > 0
         && let Err(e) = consumer.commit(&list, mode)
     {
-        tracing::warn!(error = %e, "committing offsets failed; they will be committed later");
+        consumer.context().client.connection.failed(
+            "committing offsets",
+            &e,
+            "they will be committed later",
+        );
     }
 }
 
 /// Produces one record (after `delay`) and waits for the broker's acknowledgement.
 async fn produce(
-    producer: FutureProducer,
+    producer: FutureProducer<client::Context>,
     tp: Tp,
     offset: i64,
     record: Outgoing,

@@ -18,12 +18,12 @@
 
 use std::time::Duration;
 
-use rdkafka::ClientConfig;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use schemars::JsonSchema;
 use serde::Deserialize;
 
+use super::client::{self, Context};
 use super::{CORRELATION_HEADER, MODEL_HEADER, VERSION_HEADER};
 use crate::error::{Error, Result};
 use crate::event::Event;
@@ -50,7 +50,7 @@ pub struct QueueStep {
     topic: String,
     brokers: String,
     /// Made on first use: validating or drawing a graph must not connect anywhere.
-    producer: std::sync::OnceLock<Result<FutureProducer>>,
+    producer: std::sync::OnceLock<Result<FutureProducer<Context>>>,
 }
 
 /// Registers `kind: queue`.
@@ -70,6 +70,13 @@ fn build(node: &StepNode, ctx: &mut BuildContext) -> Option<Box<dyn Step>> {
         );
         return None;
     }
+    ctx.uses_kafka_topic(
+        &node.name,
+        "queue step",
+        &spec.brokers,
+        &spec.topic,
+        &node.span,
+    );
     Some(Box::new(QueueStep {
         name: node.name.clone(),
         topic: spec.topic,
@@ -79,15 +86,17 @@ fn build(node: &StepNode, ctx: &mut BuildContext) -> Option<Box<dyn Step>> {
 }
 
 impl QueueStep {
-    fn producer(&self) -> Result<&FutureProducer> {
+    fn producer(&self) -> Result<&FutureProducer<Context>> {
         self.producer
             .get_or_init(|| {
-                ClientConfig::new()
-                    .set("bootstrap.servers", &self.brokers)
+                client::config(&self.brokers, &[])
                     .set("enable.idempotence", "true")
                     .set("linger.ms", "1")
                     .set("message.timeout.ms", "10000")
-                    .create()
+                    .create_with_context(Context::new(
+                        &format!("queue:{}", self.name),
+                        &self.brokers,
+                    ))
                     .map_err(|e| {
                         Error::internal(format!("cannot create the queue's producer: {e}"))
                     })

@@ -8,23 +8,36 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use rdkafka::ClientContext;
-use rdkafka::config::ClientConfig;
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 
 use super::ClientError;
+use super::client::{self, Context};
 use crate::tracking::EventSink;
 
 /// How long `close` waits for the last deliveries.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Counts the messages librdkafka reports it could not deliver.
-#[derive(Default)]
+/// Counts the messages librdkafka reports it could not deliver; follows the connection.
 struct Deliveries {
     failed: AtomicU64,
+    client: Context,
 }
 
-impl ClientContext for Deliveries {}
+impl ClientContext for Deliveries {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        self.client.log(level, fac, log_message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.client.error(error, reason);
+    }
+
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        self.client.stats(statistics);
+    }
+}
 
 impl ProducerContext for Deliveries {
     type DeliveryOpaque = ();
@@ -46,13 +59,15 @@ pub struct KafkaTrackingSink {
 
 /// Opens a `kafka://HOST:PORT/TOPIC` tracking sink.
 pub fn tracking_sink(brokers: &str, topic: &str) -> Result<Box<dyn EventSink>, ClientError> {
-    let producer: ThreadedProducer<Deliveries> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+    let producer: ThreadedProducer<Deliveries> = client::config(brokers, &[])
         // Larger batches: fewer produce requests for the broker and fewer wake-ups here.
         .set("linger.ms", "20")
         .set("message.timeout.ms", "10000")
         .set("queue.buffering.max.messages", "200000")
-        .create_with_context(Deliveries::default())
+        .create_with_context(Deliveries {
+            failed: AtomicU64::new(0),
+            client: Context::new("tracking", brokers),
+        })
         .map_err(ClientError::create("the tracking producer"))?;
     Ok(Box::new(KafkaTrackingSink {
         producer: Arc::new(producer),

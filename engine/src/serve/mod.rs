@@ -56,6 +56,8 @@ pub struct Service {
     admin: Option<Admin>,
     /// Shutting down: not ready, still serving (the grace period).
     draining: AtomicBool,
+    /// What the sources say about readiness (a Kafka source's brokers), once started.
+    health: std::sync::OnceLock<crate::sources::Health>,
 }
 
 impl Service {
@@ -67,6 +69,7 @@ impl Service {
             source,
             admin,
             draining: AtomicBool::new(false),
+            health: std::sync::OnceLock::new(),
         })
     }
 
@@ -80,6 +83,11 @@ impl Service {
     /// Stops serving: drops the graph (and so its tracker, letting the tracking writer drain).
     pub fn unload(&self) {
         self.served.store(None);
+    }
+
+    /// Readiness also asks `health` from now on (what the process's sources say).
+    pub fn follow(&self, health: &crate::sources::Health) {
+        let _ = self.health.set(health.clone());
     }
 
     /// The grace period began: not ready any more, still serving.
@@ -102,12 +110,15 @@ impl Service {
         admin::authorize(self.admin.as_ref(), headers)
     }
 
-    /// The server's readiness: not while loading or shutting down, nor while a step is not
-    /// ready.
+    /// The server's readiness: not while loading or shutting down, nor while a source says
+    /// it cannot serve (a Kafka source without its brokers), nor while a step is not ready.
     pub fn ready(&self) -> Result<()> {
         let served = self.current()?;
         if self.draining.load(Ordering::Relaxed) {
             return Err(Error::unavailable("not ready: shutting down"));
+        }
+        if let Some(why) = self.health.get().and_then(crate::sources::Health::unready) {
+            return Err(Error::unavailable(format!("not ready: {why}")));
         }
         if let Some(why) = served.graph.unready() {
             return Err(Error::unavailable(format!("not ready: {why}")));

@@ -98,6 +98,10 @@ pub enum ServeError {
     /// Learning shared across processes could not start.
     #[error("{0}")]
     Sharing(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// Kafka topics the graph uses do not exist (nor could be created) on brokers that
+    /// answered: one line each.
+    #[error("{0}")]
+    KafkaTopics(String),
     #[error(transparent)]
     Telemetry(#[from] crate::telemetry::ExporterError),
     /// A source could not start.
@@ -230,6 +234,13 @@ pub async fn run(config: ServerConfig, repository: repo::State) -> Result<(), Se
     if let Some(t) = &graph.telemetry {
         crate::telemetry::start(t, &graph.name)?;
     }
+    // The Kafka topics the graph uses exist (or are created) before it says it listens; brokers
+    // that do not answer leave it not ready until they do.
+    let health = crate::sources::Health::default();
+    #[cfg(feature = "kafka")]
+    crate::kafka::topics::at_start(&graph, &health)
+        .await
+        .map_err(|e| ServeError::KafkaTopics(e.to_string()))?;
     // One line (tests and scripts read the first line of stdout).
     match grpc_addr {
         Some(grpc_addr) => {
@@ -257,6 +268,7 @@ pub async fn run(config: ServerConfig, repository: repo::State) -> Result<(), Se
             live: live_rx.clone(),
             phase: phase.clone(),
             drain,
+            health: health.clone(),
         };
         let task = source
             .start(ctx)
@@ -421,6 +433,8 @@ impl Running {
             Err(e) => return Err(format!("loading the graph panicked: {e}")),
         };
         check_new_models(&graph, &checks).await?;
+        #[cfg(feature = "kafka")]
+        crate::kafka::topics::for_reload(&graph).await?;
         let mut warnings = Vec::new();
         for source in graph.sources.changed(&old.sources) {
             warnings.push(format!(

@@ -147,7 +147,16 @@ pub fn build(node: &StepNode, ctx: &mut BuildContext) -> Option<Box<dyn Step>> {
     };
     let share = match p.share.as_deref().map(parse_share) {
         None => None,
-        Some(Ok(link)) => Some(link),
+        Some(Ok((brokers, topic))) => {
+            ctx.uses_kafka_topic(
+                &node.name,
+                "the shared learning of router",
+                &brokers,
+                &topic,
+                &span,
+            );
+            Some((brokers, topic))
+        }
         Some(Err(e)) => {
             ctx.error(&node.name, &span, e);
             return None;
