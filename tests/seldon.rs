@@ -503,6 +503,51 @@ fn seldons_own_client_predicts_and_sends_feedback() {
     );
 }
 
+/// A graph served as a Seldon component microservice is (`seldon-core-microservice`), driven
+/// with Seldon's own client: `/predict` and `/send-feedback` with the message in a form's
+/// `json` field (and in the query, for a GET), and the endpoints of other component types
+/// refused naming what serves them here.
+#[test]
+fn seldons_microservice_endpoints_take_its_clients_forms() {
+    let (_dir, server) = serve(
+        "  kind: flow\n  steps:\n    learner: {kind: model, class: python, path: MODELS, python: PYTHON, class_name: Rewarded}\n",
+    );
+    let out = std::process::Command::new(common::seldon_python())
+        .arg(root().join("tests/python/seldon_microservice_check.py"))
+        .arg(&server.addr)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    for case in ["predict", "feedback", "after_feedback"] {
+        assert_eq!(v[case]["success"], true, "{case}: {v}");
+    }
+    assert_eq!(
+        v["after_feedback"]["response"]["jsonData"]["total"], 3.0,
+        "the feedback reached the class: {v}"
+    );
+    assert_eq!(v["route"]["success"], false, "{v}");
+    // A GET with the message in the query, as Seldon's microservice takes one.
+    let query = "/predict?json=%7B%22data%22%3A%7B%22ndarray%22%3A%5B%5B1%5D%5D%7D%7D";
+    let r = get_blocking(&server.addr, query);
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.json()["jsonData"]["total"], 3.0);
+    // Another component type's endpoint: Seldon's error, naming what runs it here.
+    let r = post(&server.addr, "/route", r#"{"data": {"ndarray": [[1]]}}"#);
+    assert_eq!(r.status, 404);
+    let v = r.json();
+    assert_eq!(v["status"]["status"], "FAILURE", "{v}");
+    let info = v["status"]["info"].as_str().unwrap();
+    assert!(
+        info.contains("`/route` is not served") && info.contains("policy: {type: seldon"),
+        "{info}"
+    );
+}
+
 /// A model subclassing Seldon's real `SeldonComponent` (seldon-core installed in the model's
 /// interpreter, so servegraph's stand-in is not used): the base class's methods raise
 /// `SeldonNotImplementedError`, which servegraph takes as Seldon's wrapper does.

@@ -109,7 +109,15 @@ impl Graph {
             return Default::default();
         };
         let base = path.parent().unwrap_or(Path::new("."));
-        Graph::build(&source, base, registry, BuildMode::Structural, overlay, None).1
+        Graph::build(
+            &source,
+            base,
+            registry,
+            BuildMode::Structural,
+            overlay,
+            None,
+        )
+        .1
     }
 
     /// The graph (or every problem), and the Kafka topics it uses as far as it builds.

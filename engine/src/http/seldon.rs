@@ -1,14 +1,18 @@
 //! Seldon Core's v1 REST protocol, as its gateway serves a deployment: predictions and
 //! feedback at `/api/v1.0/...` (and behind the gateway's prefixes `/seldon/{deployment}/...`
 //! and `/seldon/{namespace}/{deployment}/...`; a deployment named like a model of the graph
-//! addresses that model), `/health/ping`, `/health/status`, `/api/v1.0/metadata`. Bodies are
-//! `SeldonMessage`s ([`crate::protocol::seldon`]); errors are Seldon's `{"status": {"code",
-//! "info", "reason", "status": "FAILURE"}}`.
+//! addresses that model), `/health/ping`, `/health/status`, `/api/v1.0/metadata`; and a
+//! component microservice's `/predict`, `/send-feedback` and `/metadata` (what
+//! `SeldonClient.microservice` and `seldon-core-microservice-tester` call), its other
+//! endpoints (`/route`, `/aggregate`, `/transform-input`, `/transform-output`) refused naming
+//! what serves them here. Bodies are `SeldonMessage`s ([`crate::protocol::seldon`]), as JSON
+//! or, as Seldon's microservice also takes them, in a form's or the query's `json` field;
+//! errors are Seldon's `{"status": {"code", "info", "reason", "status": "FAILURE"}}`.
 
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -31,6 +35,14 @@ pub(super) fn routes() -> Router<Arc<AppState>> {
     let mut router = Router::new()
         .route("/api/v0.1/predictions", post(predict))
         .route("/api/v0.1/feedback", post(feedback))
+        // A component microservice's own endpoints.
+        .route("/predict", get(predict).post(predict))
+        .route("/send-feedback", get(feedback).post(feedback))
+        .route("/metadata", get(metadata))
+        .route("/route", get(component).post(component))
+        .route("/aggregate", get(component).post(component))
+        .route("/transform-input", get(component).post(component))
+        .route("/transform-output", get(component).post(component))
         .route("/health/ping", get(|| async { "pong" }))
         .route("/health/status", get(status))
         .route("/api/v1.0/health/status", get(status));
@@ -75,10 +87,77 @@ fn addressed(state: &AppState, path: &Deployment) -> Result<Option<String>, Erro
 async fn predict(
     State(state): State<Arc<AppState>>,
     path: Deployment,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    message(state, path, headers, body, false).await
+    match form_json(&state, query, headers, body).await {
+        Ok((headers, body)) => message(state, path, headers, body, false).await,
+        Err(e) => seldon_error(e),
+    }
+}
+
+/// The message of a request as Seldon's microservice reads one (its `get_request`): a form's
+/// `json` field, else the query's, else the body itself (as JSON).
+async fn form_json(
+    state: &AppState,
+    query: Option<String>,
+    mut headers: HeaderMap,
+    body: Body,
+) -> Result<(HeaderMap, Body), Error> {
+    let field = |raw: &[u8]| {
+        url::form_urlencoded::parse(raw)
+            .find(|(k, _)| k == "json")
+            .map(|(_, v)| v.into_owned())
+    };
+    let form = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    let json = if form {
+        let raw = state.body(body, &headers).await?;
+        match field(&raw) {
+            Some(json) => json,
+            None => {
+                return Err(Error::bad_request(
+                    "Can't find JSON in data: a form's message is its `json` field",
+                ));
+            }
+        }
+    } else {
+        match query.as_deref().and_then(|q| field(q.as_bytes())) {
+            Some(json) => json,
+            None => return Ok((headers, body)),
+        }
+    };
+    headers.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    headers.remove(header::CONTENT_LENGTH);
+    headers.remove(header::CONTENT_ENCODING);
+    Ok((headers, Body::from(json)))
+}
+
+/// A component microservice's `/route`, `/aggregate`, `/transform-input` and
+/// `/transform-output`: a graph here is served whole, as Seldon's executor serves one; the
+/// error names the step that runs each kind of component.
+async fn component(uri: axum::http::Uri) -> Response {
+    let path = uri.path();
+    let runs = match path {
+        "/route" => {
+            "a ROUTER class runs as a router step's `policy: {type: seldon, class_name: ...}`"
+        }
+        "/aggregate" => {
+            "a COMBINER class runs as an ensemble's `combine: seldon` with `seldon: {class_name: ...}`"
+        }
+        "/transform-input" => "a TRANSFORMER class runs as a step with `role: transformer`",
+        _ => "an OUTPUT_TRANSFORMER class runs as a step with `role: output_transformer`",
+    };
+    seldon_error(Error::not_found(format!(
+        "Seldon's component endpoint `{path}` is not served: servegraph serves the whole graph, \
+         as Seldon's executor does (POST /api/v1.0/predictions, or /predict); {runs}"
+    )))
 }
 
 /// `POST .../api/v1.0/explain`: the graph's `/explain` on a SeldonMessage.
@@ -122,10 +201,12 @@ async fn message(
 async fn feedback(
     State(state): State<Arc<AppState>>,
     path: Deployment,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
     let run = async {
+        let (headers, body) = form_json(&state, query, headers, body).await?;
         let model = match addressed(&state, &path)? {
             Some(model) => model,
             None => state.current()?.graph.name.clone(),
