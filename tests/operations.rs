@@ -544,6 +544,55 @@ fn overload_is_answered_at_once_with_429() {
     }
 }
 
+/// Requests gathered for a batch that has not started count against the model's
+/// `queue_size`, as Triton's `max_queue_size` counts them: past it, 503 at once, not one
+/// more request joined to the pending batch.
+#[test]
+fn requests_waiting_for_a_batch_count_against_queue_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let graph = slow_iris(dir.path(), 500_000, "");
+    let text = std::fs::read_to_string(&graph)
+        .unwrap()
+        .replace("      batch:", "      queue_size: 2\n      batch:");
+    std::fs::write(&graph, text).unwrap();
+    let s = Server::start(graph.to_str().unwrap(), &[]);
+    let clients: Vec<_> = (0..5)
+        .map(|i| {
+            let addr = s.addr.clone();
+            std::thread::spawn(move || {
+                // The first two wait for their batch to fill; the rest arrive meanwhile.
+                std::thread::sleep(std::time::Duration::from_millis(if i < 2 {
+                    0
+                } else {
+                    150
+                }));
+                let t0 = std::time::Instant::now();
+                let r = post(&addr, "/v2/models/iris-lr/infer", &iris_request("q"));
+                (i, r.status, r.body, t0.elapsed())
+            })
+        })
+        .collect();
+    for c in clients {
+        let (i, status, body, took) = c.join().unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        if i < 2 {
+            assert_eq!(status, 200, "request {i}: {body}");
+        } else {
+            assert_eq!(status, 503, "request {i}: {body}");
+            assert_eq!(
+                body["error"],
+                "step `iris-lr`: model `iris-lr` is busy: 2 requests are already waiting for it (its queue_size)"
+            );
+            assert!(took < std::time::Duration::from_millis(200), "{took:?}");
+        }
+    }
+    // Their places are given back when their run starts: the model takes two more.
+    for _ in 0..2 {
+        let r = post(&s.addr, "/v2/models/iris-lr/infer", &iris_request("again"));
+        assert_eq!(r.status, 200, "{:?}", r.body);
+    }
+}
+
 /// A wrong admin token is told apart from a missing one.
 #[test]
 fn a_wrong_admin_token_is_said_to_be_wrong() {

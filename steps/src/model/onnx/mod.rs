@@ -47,7 +47,7 @@ use servegraph_engine::{
 use self::convert::metas;
 use self::pool::{Pool, run_batch, worker};
 use crate::model::OnnxSpec;
-use crate::model::batch::{Batching, Job};
+use crate::model::batch::{Batching, Job, Waiting};
 
 /// A loaded ONNX model and its session pool.
 pub struct OnnxModel {
@@ -57,7 +57,8 @@ pub struct OnnxModel {
     inputs: Vec<TensorMeta>,
     outputs: Vec<TensorMeta>,
     queue: Sender<Job>,
-    queue_size: usize,
+    /// Requests queued or gathered for a batch, within `queue_size`.
+    waiting: Waiting,
     stats: Arc<RunStats>,
     inline: Arc<Inline>,
     /// `batch`: requests that arrive together share one run.
@@ -144,7 +145,7 @@ impl OnnxModel {
             inputs,
             outputs,
             queue: tx,
-            queue_size: spec.queue_size,
+            waiting: Waiting::new(spec.queue_size),
             stats,
             inline,
             batching,
@@ -192,7 +193,9 @@ impl OnnxModel {
     /// waits one scheduler turn (requests ready on this thread join meanwhile), then runs
     /// them all in one ONNX Runtime run on an inline session (the pool's, when all are busy).
     async fn gathered(&self, inputs: Vec<Tensor>, b: Batching) -> Result<(Vec<Tensor>, Duration)> {
-        let (job, answer) = Job::new(inputs, None);
+        let (mut job, answer) = Job::new(inputs, None);
+        // Waiting for the run, it counts against `queue_size` as a queued request does.
+        job.place = Some(self.waiting.enter(&self.name)?);
         // `Ok(leader?)` when it joined or started the run; `Err(job)` when it does not fit.
         let joined = {
             let mut g = self.gathering.lock().expect("not poisoned");
@@ -267,16 +270,14 @@ impl OnnxModel {
         }
     }
 
-    /// Queues jobs on the session pool; those that do not fit are answered 503.
+    /// Queues gathered jobs on the session pool (they keep their places among the waiting
+    /// requests, so the queue has room for them); one the pool has stopped for is answered so.
     fn to_pool(&self, jobs: Vec<Job>) {
         for job in jobs {
             if let Err(e) = self.queue.try_send(job) {
                 let job = e.into_inner();
-                let busy = Error::unavailable(format!(
-                    "model `{}` is busy: {} requests are already waiting",
-                    self.name, self.queue_size
-                ));
-                job.answer(Err(busy));
+                let stopped = Error::unavailable(format!("model `{}` has stopped", self.name));
+                job.answer(Err(stopped));
             }
         }
     }
@@ -284,12 +285,13 @@ impl OnnxModel {
     /// Hands the inputs to the session pool and waits for the outputs, and the time they
     /// waited for and ran on a session.
     async fn pool_job(&self, inputs: Vec<Tensor>) -> Result<(Vec<Tensor>, Duration)> {
-        let (job, answer) = Job::new(inputs, None);
+        let (mut job, answer) = Job::new(inputs, None);
+        job.place = Some(self.waiting.enter(&self.name)?);
         self.queue.try_send(job).map_err(|e| match e {
-            TrySendError::Full(_) => Error::unavailable(format!(
-                "model `{}` is busy: {} requests are already waiting",
-                self.name, self.queue_size
-            )),
+            // Never while places are counted; said as the count says it.
+            TrySendError::Full(_) => {
+                Error::unavailable(format!("model `{}` is busy: its queue is full", self.name))
+            }
             TrySendError::Disconnected(_) => {
                 Error::internal(format!("model `{}` has stopped", self.name))
             }

@@ -45,7 +45,7 @@ pub use spec::{Api, LoadMode, PythonSpec, PythonStepSpec, SeldonRole, TaskSpec};
 
 use self::error::WorkerError;
 use self::worker::{Worker, WorkerConfig};
-use crate::model::batch::{Batching, Call, Job};
+use crate::model::batch::{Batching, Call, Job, Waiting};
 
 /// A Python model: its queue and its workers.
 pub struct PythonModel {
@@ -65,6 +65,9 @@ pub struct PythonModel {
     body_step: bool,
     workers: Vec<Worker>,
     batching: Option<Batching>,
+    /// Requests queued or gathered for a batch (not yet written to a worker), within
+    /// `queue_size`.
+    waiting: Waiting,
     /// The ids of the requests it served lately, when its class takes Seldon's feedback:
     /// feedback for one of them reaches `send_feedback` (as Seldon's executor sends it to
     /// the components a request went through).
@@ -82,7 +85,8 @@ impl PythonModel {
         config: WorkerConfig,
         spec: &PythonSpec,
     ) -> std::result::Result<PythonModel, WorkerError> {
-        let (tx, rx) = tokio::sync::mpsc::channel(spec.queue_size.max(1));
+        // Room for `queue_size` requests (`waiting` counts them) and the health probe's.
+        let (tx, rx) = tokio::sync::mpsc::channel(spec.queue_size.max(1) + 1);
         let queue = Arc::new(tokio::sync::Mutex::new(rx));
         let loaded = Arc::new(AtomicUsize::new(0));
         let batching = spec.batch.map(|b| Batching {
@@ -137,6 +141,7 @@ impl PythonModel {
             body_step: false,
             workers,
             batching,
+            waiting: Waiting::new(spec.queue_size),
             served: Default::default(),
         })
     }
@@ -154,12 +159,14 @@ impl PythonModel {
             tokio::sync::oneshot::Receiver<crate::model::batch::Answer>,
         ),
     ) -> Result<crate::model::batch::Answer> {
-        let (job, answer) = job;
+        let (mut job, answer) = job;
+        job.place = Some(self.waiting.enter(&self.name)?);
         match self.queue.try_send(job) {
             Ok(()) => {}
+            // Never while places are counted.
             Err(TrySendError::Full(_)) => {
                 return Err(Error::unavailable(format!(
-                    "model `{}` is overloaded: its queue is full",
+                    "model `{}` is busy: its queue is full",
                     self.name
                 )));
             }

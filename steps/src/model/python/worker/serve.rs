@@ -15,6 +15,7 @@ use super::pipe::{Io, Output, read_frame};
 use super::{DEPTH, Queue, Shared, WorkerConfig};
 use crate::model::batch::{
     Batching, Call, Job, Notes, answer_all, answer_all_noted, first_job, gather_async, join, split,
+    started,
 };
 use crate::model::python::error::WorkerError;
 use crate::model::python::frame::{self, Frame};
@@ -191,6 +192,8 @@ async fn write_calls(
             unsent = batch;
             break;
         }
+        // Written to the worker, they wait no more (the worker runs them in order).
+        started(&mut batch);
         // Jobs join a batch only with equal parameters: the first one's are everyone's.
         let parameters = batch[0].parameters.take();
         let now = Instant::now();
