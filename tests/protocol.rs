@@ -245,3 +245,81 @@ fn the_repository_index_reads_its_ready_flag() {
     let r = post(&s.addr, "/v2/repository/index", "{not json");
     assert_eq!(r.status, 400, "{:?}", r.body);
 }
+
+/// Triton's raw binary request for a model whose first dimension is a batch (`max_batch_size`,
+/// without the batcher): one row, the rest of the shape deduced from the bytes, every output
+/// binary; the model configuration leaves the batch dimension out of `dims`, and a request of
+/// more rows than `max_batch_size` is a 400. Without it, two variable dimensions cannot be
+/// deduced: a 400 saying what to declare.
+#[test]
+fn a_raw_binary_request_to_a_batching_model_is_one_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let graph = dir.path().join("raw.yaml");
+    let fields = format!(
+        "class: python, path: {}, python: {}, class_name: Echo, \
+         inputs: [{{name: input, datatype: FP32, shape: [-1, -1]}}], \
+         outputs: [{{name: output, datatype: FP32, shape: [-1, -1]}}]",
+        root().join("tests/python/models/models.py").display(),
+        test_python().display()
+    );
+    std::fs::write(
+        &graph,
+        format!(
+            "name: raw\ngraph:\n  kind: router\n  routes:\n    \
+             rows: {{kind: model, max_batch_size: 4, {fields}}}\n    \
+             whole: {{kind: model, {fields}}}\n"
+        ),
+    )
+    .unwrap();
+    let s = Server::start(graph.to_str().unwrap(), &[]);
+    let raw = |model: &str, values: &[f32]| {
+        let body: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        block_on(request(
+            &s.addr,
+            "POST",
+            &format!("/v2/models/{model}/infer"),
+            &[("inference-header-content-length", "0".into())],
+            body,
+        ))
+        .unwrap()
+    };
+    let r = raw("rows", &[1.0, 2.0, 3.0]);
+    assert_eq!(r.status, 200, "{:?}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.headers["content-type"], "application/octet-stream");
+    let n: usize = r.headers["inference-header-content-length"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let head: Value = serde_json::from_slice(&r.body[..n]).unwrap();
+    let out = &head["outputs"][0];
+    assert_eq!(out["shape"], json!([1, 3]), "{head}");
+    assert_eq!(out["parameters"]["binary_data_size"], 12, "{head}");
+    let data: Vec<f32> = r.body[n..n + 12]
+        .chunks(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect();
+    assert_eq!(data, [1.0, 2.0, 3.0]);
+
+    let config = get_blocking(&s.addr, "/v2/models/rows/config").json();
+    assert_eq!(config["max_batch_size"], 4, "{config}");
+    assert_eq!(config["input"][0]["dims"], json!([-1]), "{config}");
+    assert!(config.get("dynamic_batching").is_none(), "{config}");
+
+    let five = json!({"inputs": [{"name": "input", "shape": [5, 1], "datatype": "FP32",
+                                  "data": [1, 2, 3, 4, 5]}]});
+    let r = post(&s.addr, "/v2/models/rows/infer", &five.to_string());
+    assert_eq!(r.status, 400, "{:?}", r.body);
+    assert_eq!(
+        r.error(),
+        "step `rows`: input `input` has 5 rows (shape [5, 1]), more than model `rows`'s max_batch_size of 4"
+    );
+
+    let r = raw("whole", &[1.0, 2.0, 3.0]);
+    assert_eq!(r.status, 400, "{:?}", r.body);
+    assert!(
+        r.error().contains("declare the model's `max_batch_size`"),
+        "{}",
+        r.error()
+    );
+}

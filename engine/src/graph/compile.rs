@@ -315,6 +315,11 @@ pub(super) fn compile(
         } else {
             signatures[responder].tensors.clone()
         },
+        // A graph of one model is that model.
+        max_batch_size: match &nodes[..] {
+            [one] => one.step.model().map_or(0, |m| m.max_batch_size()),
+            _ => 0,
+        },
     }];
     for (k, node) in nodes.iter().enumerate() {
         for route in node.step.models() {

@@ -42,6 +42,7 @@ pub(crate) fn test_model(
         platform,
         inputs,
         outputs: Vec::new(),
+        max_batch_size: 0,
     }
 }
 

@@ -63,6 +63,8 @@ pub struct OnnxModel {
     inline: Arc<Inline>,
     /// `batch`: requests that arrive together share one run.
     batching: Option<Batching>,
+    /// `max_batch_size`: the first dimension is a batch of at most this many rows.
+    max_batch_size: Option<usize>,
     /// Requests gathering for the next inline run (with `batch`): the first one waits one
     /// scheduler turn for others that are ready on the same thread, then runs them all.
     gathering: Mutex<Vec<Job>>,
@@ -87,24 +89,26 @@ impl OnnxModel {
             first.outputs().iter().map(|o| (o.name(), o.dtype())),
             "output",
         )?;
-        let batching = match spec.batch {
-            None => None,
-            Some(b) => {
-                // Merging along the first axis needs it dynamic everywhere.
-                for (what, metas) in [("input", &inputs), ("output", &outputs)] {
-                    if let Some(m) = metas.iter().find(|m| m.shape.first() != Some(&-1)) {
-                        return Err(format!(
-                            "`batch` needs a dynamic first dimension, but {what} `{}` has shape {:?}",
-                            m.name, m.shape
-                        ));
-                    }
-                }
-                Some(Batching {
-                    max_size: b.max_size,
-                    max_wait: Duration::from_micros(b.max_wait_us),
-                })
-            }
+        // Merging along the first axis, or calling it a batch, needs it dynamic everywhere.
+        let field = match (spec.batch, spec.max_batch_size) {
+            (_, Some(_)) => Some("max_batch_size"),
+            (Some(_), None) => Some("batch"),
+            (None, None) => None,
         };
+        if let Some(field) = field {
+            for (what, metas) in [("input", &inputs), ("output", &outputs)] {
+                if let Some(m) = metas.iter().find(|m| m.shape.first() != Some(&-1)) {
+                    return Err(format!(
+                        "`{field}` needs a dynamic first dimension, but {what} `{}` has shape {:?}",
+                        m.name, m.shape
+                    ));
+                }
+            }
+        }
+        let batching = spec.batch.map(|b| Batching {
+            max_size: b.max_size,
+            max_wait: Duration::from_micros(b.max_wait_us),
+        });
         let (tx, rx) = crossbeam_channel::bounded(spec.queue_size);
         let stats = Arc::new(RunStats::new(name));
         // Runs are judged by the pool thread's CPU time, which misses ONNX Runtime's own threads:
@@ -149,6 +153,7 @@ impl OnnxModel {
             stats,
             inline,
             batching,
+            max_batch_size: spec.max_batch_size,
             gathering: Mutex::new(Vec::new()),
         })
     }
@@ -312,6 +317,7 @@ impl OnnxModel {
 impl Step for OnnxModel {
     async fn process(&self, mut event: Event) -> Result<Event> {
         let inputs = crate::model::take_inputs(&self.name, &self.inputs, &mut event)?;
+        crate::model::check_rows(&self.name, self.max_batch_size, &inputs)?;
         let (tensors, took) = if event.explain {
             self.explain(inputs).await?
         } else {
@@ -343,6 +349,12 @@ impl Model for OnnxModel {
 
     fn batching(&self) -> Option<(usize, std::time::Duration)> {
         self.batching.map(|b| (b.max_size, b.max_wait))
+    }
+
+    fn max_batch_size(&self) -> usize {
+        self.max_batch_size
+            .or(self.batching.map(|b| b.max_size))
+            .unwrap_or(0)
     }
 }
 

@@ -65,6 +65,8 @@ pub struct PythonModel {
     body_step: bool,
     workers: Vec<Worker>,
     batching: Option<Batching>,
+    /// `max_batch_size`: the first dimension is a batch of at most this many rows.
+    max_batch_size: Option<usize>,
     /// Requests queued or gathered for a batch (not yet written to a worker), within
     /// `queue_size`.
     waiting: Waiting,
@@ -141,6 +143,7 @@ impl PythonModel {
             body_step: false,
             workers,
             batching,
+            max_batch_size: spec.max_batch_size,
             waiting: Waiting::new(spec.queue_size),
             served: Default::default(),
         })
@@ -296,6 +299,7 @@ impl Step for PythonModel {
             }
             (None, true, None) => event.tensors.clone(),
         };
+        crate::model::check_rows(&self.name, self.max_batch_size, &inputs)?;
         if let Some(why) = self.unready() {
             return Err(Error::unavailable(format!("model `{}`: {why}", self.name)));
         }
@@ -392,6 +396,12 @@ impl Model for PythonModel {
 
     fn batching(&self) -> Option<(usize, std::time::Duration)> {
         self.batching.map(|b| (b.max_size, b.max_wait))
+    }
+
+    fn max_batch_size(&self) -> usize {
+        self.max_batch_size
+            .or(self.batching.map(|b| b.max_size))
+            .unwrap_or(0)
     }
 
     async fn operation(
@@ -550,6 +560,27 @@ pub fn build_task(node: &StepNode, ctx: &mut BuildContext) -> Option<Box<dyn Ste
 /// `class: python`: builds the model from its spec.
 impl super::ClassSpec for PythonSpec {
     fn build(&self, node: &StepNode, ctx: &mut BuildContext) -> Option<Box<dyn Step>> {
+        // A batch dimension is the first of every declared tensor, and dynamic.
+        if self.max_batch_size.is_some() {
+            let declared = [("input", &self.inputs), ("output", &self.outputs)];
+            for (what, metas) in declared {
+                if let Some(m) = metas
+                    .iter()
+                    .flatten()
+                    .find(|m| m.shape.first() != Some(&-1))
+                {
+                    ctx.error(
+                        &node.name,
+                        &node.span,
+                        format!(
+                            "`max_batch_size` needs a dynamic first dimension, but {what} `{}` has shape {:?}",
+                            m.name, m.shape
+                        ),
+                    );
+                    return None;
+                }
+            }
+        }
         if let Some((role, instead)) = match self.role {
             spec::SeldonRole::Router => Some((
                 "router",
