@@ -93,7 +93,8 @@ fn metadata_health_and_readiness() {
             "model_configuration",
             "model_repository",
             "statistics",
-            "parameters"
+            "parameters",
+            "trace"
         ])
     );
 

@@ -60,6 +60,11 @@ fn a_raw_binary_request_is_the_single_inputs_bytes() {
 }
 
 #[test]
+fn trace_settings_in_tritons_shape() {
+    check("trace", &iris());
+}
+
+#[test]
 fn binary_data_output_applies_as_tritons_server_applies_it() {
     check("binary_data_output", &iris());
 }

@@ -213,6 +213,38 @@ def raw_binary(client, url, expected, rows):
     assert status == 400 and b"does not fit input `input` of shape [-1, 4]" in body, body
 
 
+def trace(client, url, expected, rows):
+    # graphs/iris.yaml sets no `telemetry`: tracing is off, and cannot be turned on here.
+    off = {"trace_level": ["OFF"], "trace_rate": "1", "trace_count": "-1",
+           "trace_mode": "opentelemetry"}
+    assert client.get_trace_settings() == off, client.get_trace_settings()
+    set_ = client.update_trace_settings(model_name="iris-lr", settings={"trace_rate": "5"})
+    assert set_["trace_rate"] == "5", set_
+    assert client.get_trace_settings(model_name="iris-lr")["trace_rate"] == "5"
+    assert client.get_trace_settings(model_name="iris-rf")["trace_rate"] == "1"
+    assert client.get_trace_settings()["trace_rate"] == "1"
+    # null: the model follows the global setting again.
+    cleared = client.update_trace_settings(model_name="iris-lr", settings={"trace_rate": None})
+    assert cleared["trace_rate"] == "1", cleared
+    for settings, says in [
+        ({"trace_level": ["TIMESTAMPS"]}, "sets no `telemetry"),
+        ({"trace_level": ["TENSORS"]}, "TENSORS is not served"),
+        ({"trace_file": "/tmp/trace.json"}, "writes no trace files"),
+    ]:
+        try:
+            client.update_trace_settings(settings=settings)
+        except InferenceServerException as e:
+            assert says in e.message(), e.message()
+        else:
+            raise AssertionError(f"{settings} was taken")
+    try:
+        client.get_trace_settings(model_name="nope")
+    except InferenceServerException as e:
+        assert "unknown model `nope`" in e.message(), e.message()
+    else:
+        raise AssertionError("an unknown model's trace settings were answered")
+
+
 def binary_data_output(client, url, expected, rows):
     req = {
         "inputs": [{"name": "input", "shape": list(rows.shape), "datatype": "FP32",
@@ -298,7 +330,7 @@ def kserve_client(client, url, expected, rows):
 
 
 CASES = {f.__name__: f for f in [
-    statistics, config, classification, repository, versions, bytes_both_ways, raw_binary,
+    statistics, config, classification, repository, versions, bytes_both_ways, raw_binary, trace,
     binary_data_output, compression, extra_input, kserve_client,
 ]}
 

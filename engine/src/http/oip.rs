@@ -35,6 +35,14 @@ pub(super) fn routes() -> Router<Arc<AppState>> {
         .route("/v2/models/stats", get(all_statistics))
         .merge(versioned("/stats", get(statistics)))
         .merge(versioned("/config", get(config)))
+        .route(
+            "/v2/trace/setting",
+            get(global_trace_setting).post(update_global_trace_setting),
+        )
+        .route(
+            "/v2/models/{model}/trace/setting",
+            get(model_trace_setting).post(update_model_trace_setting),
+        )
         .route("/v2/repository/index", post(repository_index))
         .route(
             "/v2/repository/models/{model}/{action}",
@@ -145,6 +153,46 @@ async fn config(State(state): State<Arc<AppState>>, Path(at): Path<Addressed>) -
     state
         .service
         .config(&at.model, at.version.as_deref())
+        .map(Json)
+}
+
+/// `GET /v2/trace/setting`: Triton's global trace settings.
+async fn global_trace_setting(State(state): State<Arc<AppState>>) -> Answer {
+    state.service.trace_setting(None).map(Json)
+}
+
+/// `GET /v2/models/{m}/trace/setting`: the trace settings that apply to `m`.
+async fn model_trace_setting(
+    State(state): State<Arc<AppState>>,
+    Path(model): Path<String>,
+) -> Answer {
+    state.service.trace_setting(Some(&model)).map(Json)
+}
+
+/// `POST /v2/trace/setting`: updates the global trace settings.
+async fn update_global_trace_setting(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Answer {
+    let body = state.body(body, &headers).await?;
+    let body = json_body(&body, json!({}), "the trace setting request is not JSON")?;
+    state.service.update_trace_setting(None, &body).map(Json)
+}
+
+/// `POST /v2/models/{m}/trace/setting`: updates `m`'s trace settings (`null` clears a field
+/// back to the global one).
+async fn update_model_trace_setting(
+    State(state): State<Arc<AppState>>,
+    Path(model): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Answer {
+    let body = state.body(body, &headers).await?;
+    let body = json_body(&body, json!({}), "the trace setting request is not JSON")?;
+    state
+        .service
+        .update_trace_setting(Some(&model), &body)
         .map(Json)
 }
 
