@@ -328,3 +328,133 @@ fn a_raw_binary_request_to_a_batching_model_is_one_row() {
         r.error()
     );
 }
+
+/// The generate extension: a flat request of the model's inputs by name, a flat answer; with
+/// `generate_stream`, server-sent events, one per piece a Python `predict` yields as it
+/// yields it (one with the whole answer for a model that returns it at once).
+#[test]
+fn generate_and_generate_stream_answer_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let graph = dir.path().join("text.yaml");
+    let model = |class: &str| {
+        format!(
+            "{{kind: model, class: python, path: {}, python: {}, class_name: {class}, \
+             inputs: [{{name: text_input, datatype: BYTES, shape: [1]}}]}}",
+            root().join("tests/python/models/models.py").display(),
+            test_python().display()
+        )
+    };
+    std::fs::write(
+        &graph,
+        format!(
+            "name: text\ngraph:\n  kind: router\n  routes:\n    words: {}\n    whole: {}\n",
+            model("Words"),
+            model("Whole")
+        ),
+    )
+    .unwrap();
+    let s = Server::start(graph.to_str().unwrap(), &[]);
+    let request =
+        r#"{"id": "g1", "text_input": "hello big world", "parameters": {"max_tokens": 2}}"#;
+    let r = post(&s.addr, "/v2/models/words/generate", request);
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(
+        r.json(),
+        json!({"id": "g1", "model_name": "words", "model_version": "1", "text_output": "HELLO BIG "})
+    );
+
+    let events = |r: &Reply| -> Vec<Value> {
+        let text = String::from_utf8(r.body.to_vec()).unwrap();
+        text.split("\n\n")
+            .filter(|e| !e.is_empty())
+            .map(|e| serde_json::from_str(e.strip_prefix("data: ").expect("data: ")).unwrap())
+            .collect()
+    };
+    let r = post(&s.addr, "/v2/models/words/generate_stream", request);
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(
+        r.headers["content-type"],
+        "text/event-stream; charset=utf-8"
+    );
+    let got: Vec<Value> = events(&r)
+        .iter()
+        .map(|e| e["text_output"].clone())
+        .collect();
+    assert_eq!(got, [json!("HELLO "), json!("BIG ")]);
+    assert_eq!(events(&r)[0]["id"], "g1");
+
+    let r = post(
+        &s.addr,
+        "/v2/models/whole/generate_stream",
+        r#"{"text_input": "all at once"}"#,
+    );
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let got = events(&r);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0]["text_output"], "ALL AT ONCE");
+
+    // A failure after the first piece is the last event; one before any is a status.
+    let r = post(
+        &s.addr,
+        "/v2/models/words/generate_stream",
+        r#"{"text_input": "one fail two"}"#,
+    );
+    let got = events(&r);
+    assert_eq!(got[0]["text_output"], "ONE ");
+    assert!(
+        got[1]["error"]
+            .as_str()
+            .unwrap()
+            .contains("cannot say fail"),
+        "{got:?}"
+    );
+    // Each piece is sent as it is yielded: the first arrives long before the last.
+    let (first, end) = stream_times(
+        &s.addr,
+        "/v2/models/words/generate_stream",
+        r#"{"text_input": "a b c", "parameters": {"pause": 0.6}}"#,
+    );
+    assert!(
+        first + std::time::Duration::from_millis(800) < end,
+        "{first:?} {end:?}"
+    );
+
+    let r = post(&s.addr, "/v2/models/nope/generate_stream", request);
+    assert_eq!(r.status, 404, "{:?}", r.body);
+    let r = post(
+        &s.addr,
+        "/v2/models/words/generate_stream",
+        r#"{"parameters": {}}"#,
+    );
+    assert_eq!(r.status, 400, "{:?}", r.body);
+    assert!(
+        r.error().contains("names none of its inputs"),
+        "{}",
+        r.error()
+    );
+}
+
+/// When the first `data:` event of an answer arrived, and when the answer ended.
+fn stream_times(addr: &str, path: &str, body: &str) -> (std::time::Duration, std::time::Duration) {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        conn,
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let start = std::time::Instant::now();
+    let (mut seen, mut first, mut buf) = (Vec::new(), None, [0u8; 4096]);
+    loop {
+        let n = conn.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        seen.extend_from_slice(&buf[..n]);
+        if first.is_none() && seen.windows(5).any(|w| w == b"data:") {
+            first = Some(start.elapsed());
+        }
+    }
+    (first.expect("an event"), start.elapsed())
+}

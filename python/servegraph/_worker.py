@@ -23,9 +23,10 @@ import numpy as np
 from servegraph import _adapter, _apis, _frames, _imports, _shm
 from servegraph._adapter import health_of
 from servegraph import ModelError
-from servegraph._apis import APIS, api_of, import_target, jsonable, outputs_of
+from servegraph._apis import APIS, api_of, import_target, join_chunks, jsonable, outputs_of
 from servegraph._frames import (
     CALL,
+    CHUNK,
     ERROR,
     HELLO,
     INFER,
@@ -189,6 +190,16 @@ def main():
                         result = explain_of(model, tensors, parameters)
                     else:
                         result = model.predict(tensors, parameters)
+                    if _apis.is_stream(result):
+                        # A `predict` that yields: each piece to the engine as it comes when the
+                        # caller streams, and the pieces joined as the answer.
+                        pieces = []
+                        for piece in result:
+                            piece = _apis.named(piece, declared)
+                            if meta.get("stream"):
+                                write_frame(out, CHUNK, call_id, tensors=outputs_of(piece, declared))
+                            pieces.append(piece)
+                        result = join_chunks(pieces)
                     outputs = outputs_of(result, declared)
                 inp.last = time.perf_counter() - started
                 if explain:

@@ -98,11 +98,13 @@ pub(crate) struct Call {
     /// The failure an error handler runs for (`{"step", "message"}`), with a body: MLRun's
     /// `event.error` and `event.origin_state`.
     pub(crate) error: Option<serde_json::Value>,
+    /// Where the pieces of a streamed answer go, when the caller takes a stream.
+    pub(crate) chunks: Option<servegraph_engine::event::Chunks>,
 }
 
 impl Call {
     fn is_plain(&self) -> bool {
-        self.body.is_none() && !self.explain && self.error.is_none()
+        self.body.is_none() && !self.explain && self.error.is_none() && self.chunks.is_none()
     }
 }
 

@@ -312,6 +312,7 @@ impl Step for PythonModel {
                 .and_then(|_| event.notes.get("error").cloned()),
             body,
             explain: event.explain,
+            chunks: event.chunks.clone(),
         };
         let answer = self.submit((job, answer)).await?;
         let result = answer.result?;
@@ -661,6 +662,7 @@ impl PythonModel {
             explain: false,
             id: None,
             error: None,
+            chunks: None,
         };
         let answer = self.submit((job, answer)).await?;
         answer.result?;
