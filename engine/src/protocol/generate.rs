@@ -155,8 +155,8 @@ fn input(name: &str, value: Value, declared: Option<(DataType, &[i64])>) -> Resu
     Ok(json!({ "name": name, "datatype": datatype.as_str(), "shape": shape, "data": value }))
 }
 
-/// The flat answer: `id`, `model_name`, `model_version`, and each output by name: one
-/// element as itself (BYTES as text), more as a flat list.
+/// The flat answer: `id` (none when empty), `model_name`, `model_version`, and each output
+/// by name: one element as itself (BYTES as text), more as a flat list.
 pub fn answer_of(
     id: &str,
     model: &str,
@@ -164,7 +164,9 @@ pub fn answer_of(
     outputs: &[Tensor],
 ) -> Result<Value> {
     let mut body = Map::new();
-    body.insert("id".into(), id.into());
+    if !id.is_empty() {
+        body.insert("id".into(), id.into());
+    }
     body.insert("model_name".into(), model.into());
     body.insert("model_version".into(), version.unwrap_or("1").into());
     for t in outputs {
