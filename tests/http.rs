@@ -93,7 +93,8 @@ fn metadata_health_and_readiness() {
             "model_configuration",
             "model_repository",
             "statistics",
-            "parameters"
+            "parameters",
+            "trace"
         ])
     );
 
@@ -763,4 +764,119 @@ fn an_unknown_model_near_a_known_one_gets_a_did_you_mean() {
         "{}",
         r.error()
     );
+}
+
+/// The metadata's outputs as `(name, datatype)`, and a response's.
+fn named_types(outputs: &Value) -> Vec<(String, String)> {
+    outputs
+        .as_array()
+        .expect("outputs")
+        .iter()
+        .map(|o| {
+            let s = |k: &str| o[k].as_str().unwrap().to_owned();
+            (s("name"), s("datatype"))
+        })
+        .collect()
+}
+
+#[test]
+fn a_route_inside_a_flow_describes_the_flow_it_runs() {
+    // `/v2/models/cnn-a/infer` runs the whole flow with the route `cnn-a` taken: its
+    // metadata says what that run takes (the encoded image, not the CNN's tensor) and answers
+    // (the top_k step's BYTES labels, not the CNN's logits).
+    let dir = tempfile::tempdir().unwrap();
+    let graph = dir.path().join("images.yaml");
+    let cnn = root().join("models/cnn.onnx");
+    let iris = root().join("models/iris_lr.onnx");
+    std::fs::write(
+        &graph,
+        format!(
+            "name: images
+graph:
+  kind: flow
+  steps:
+    decode: {{kind: transform, op: image, args: {{resize: [64, 64]}}}}
+    pick:
+      kind: router
+      after: decode
+      policy: {{type: weighted, weights: {{cnn-a: 50, cnn-b: 50}}}}
+      routes:
+        cnn-a: {{kind: model, class: onnx, model_path: {cnn}}}
+        cnn-b: {{kind: model, class: onnx, model_path: {cnn}}}
+    top: {{kind: transform, after: pick, op: top_k, args: {{k: 2, tensor: logits, labels: [cat, dog, bird, fish, horse]}}}}
+",
+            cnn = cnn.display()
+        ),
+    )
+    .unwrap();
+    let s = Server::start(graph.to_str().unwrap(), &[]);
+    let md = get_blocking(&s.addr, "/v2/models/cnn-a").json();
+    assert_eq!(
+        md["inputs"],
+        json!([{"name": "image", "datatype": "BYTES", "shape": [-1]}])
+    );
+    let img = gradient_image(image::ImageFormat::Png);
+    let mut binary = (img.len() as u32).to_le_bytes().to_vec();
+    binary.extend_from_slice(&img);
+    let header = json!({"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES",
+                                    "parameters": {"binary_data_size": binary.len()}}]})
+    .to_string();
+    let mut body = header.clone().into_bytes();
+    body.extend_from_slice(&binary);
+    let r = block_on(request(
+        &s.addr,
+        "POST",
+        "/v2/models/cnn-a/infer",
+        &[("inference-header-content-length", header.len().to_string())],
+        body,
+    ))
+    .unwrap();
+    assert_eq!(r.status, 200, "{:?}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["parameters"]["route"], "cnn-a");
+    assert_eq!(
+        named_types(&md["outputs"]),
+        named_types(&r.json()["outputs"])
+    );
+    assert!(
+        named_types(&md["outputs"]).contains(&("top_labels".into(), "BYTES".into())),
+        "{md}"
+    );
+
+    // A router of classifiers then a label_map: each route's `label` is the flow's BYTES.
+    let graph = dir.path().join("labels.yaml");
+    std::fs::write(
+        &graph,
+        format!(
+            "name: labelled
+graph:
+  kind: flow
+  steps:
+    pick:
+      kind: router
+      policy: {{type: weighted, weights: {{lr: 50, lr2: 50}}}}
+      routes:
+        lr: {{kind: model, class: onnx, model_path: {iris}}}
+        lr2: {{kind: model, class: onnx, model_path: {iris}}}
+    label: {{kind: transform, op: label_map, after: pick, args: {{labels: [setosa, versicolor, virginica]}}}}
+",
+            iris = iris.display()
+        ),
+    )
+    .unwrap();
+    let s = Server::start(graph.to_str().unwrap(), &[]);
+    for model in ["labelled", "lr", "lr2"] {
+        let md = get_blocking(&s.addr, &format!("/v2/models/{model}")).json();
+        let r = post(
+            &s.addr,
+            &format!("/v2/models/{model}/infer"),
+            &iris_request("l"),
+        );
+        assert_eq!(r.status, 200, "{model}: {:?}", r.body);
+        let answered = named_types(&r.json()["outputs"]);
+        assert_eq!(named_types(&md["outputs"]), answered, "{model}");
+        assert!(
+            answered.contains(&("label".into(), "BYTES".into())),
+            "{model}"
+        );
+    }
 }

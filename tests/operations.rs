@@ -322,6 +322,106 @@ fn spans_reach_the_collector_with_the_callers_trace() {
     assert_eq!(failed["status"]["code"], 2, "{failed:#}");
 }
 
+/// Triton's trace extension over the exported spans: a model's level, count and rate (and
+/// the global ones) decide which requests get a span; `null` gives a model the global
+/// setting back.
+#[test]
+fn trace_settings_choose_which_requests_are_traced() {
+    let (collector, received) = collector();
+    let dir = tempfile::tempdir().unwrap();
+    let graph = iris_with_weights(dir.path(), "{iris-lr: 1}");
+    let mut text = std::fs::read_to_string(&graph).unwrap();
+    text.push_str(&format!(
+        "telemetry: {{otlp_endpoint: \"http://{collector}\"}}\n"
+    ));
+    std::fs::write(&graph, text).unwrap();
+    let mut s = Server::start(graph.to_str().unwrap(), &[]);
+    let setting = |path: &str, body: Option<serde_json::Value>| {
+        let r = match body {
+            None => get_blocking(&s.addr, path),
+            Some(b) => post(&s.addr, path, &b.to_string()),
+        };
+        assert_eq!(r.status, 200, "{path}: {:?}", r.body);
+        r.json()
+    };
+    assert_eq!(
+        setting("/v2/trace/setting", None),
+        serde_json::json!({"trace_level": ["TIMESTAMPS"], "trace_rate": "1",
+                           "trace_count": "-1", "trace_mode": "opentelemetry"})
+    );
+    let lr = "/v2/models/iris-lr/trace/setting";
+    let rf = "/v2/models/iris-rf/trace/setting";
+    assert_eq!(
+        setting(lr, Some(serde_json::json!({"trace_level": ["OFF"]})))["trace_level"],
+        serde_json::json!(["OFF"])
+    );
+    assert_eq!(
+        setting(rf, Some(serde_json::json!({"trace_count": "2"})))["trace_count"],
+        "2"
+    );
+    // Each batch of requests in a trace of its own: its request spans are counted below.
+    let send = |model: &str, trace: &str, n: usize| {
+        for _ in 0..n {
+            let r = block_on(request(
+                &s.addr,
+                "POST",
+                &format!("/v2/models/{model}/infer"),
+                &[("traceparent", format!("00-{trace}-00f067aa0ba902b7-01"))],
+                iris_request("t").into_bytes(),
+            ))
+            .unwrap();
+            assert_eq!(r.status, 200);
+        }
+    };
+    let (off, counted, cleared, rated) = (
+        "0000000000000000000000000000000a",
+        "0000000000000000000000000000000b",
+        "0000000000000000000000000000000c",
+        "0000000000000000000000000000000d",
+    );
+    send("iris-lr", off, 3);
+    send("iris-rf", counted, 4);
+    assert_eq!(setting(rf, None)["trace_count"], "0");
+    let back = setting(lr, Some(serde_json::json!({"trace_level": null})));
+    assert_eq!(back["trace_level"], serde_json::json!(["TIMESTAMPS"]));
+    send("iris-lr", cleared, 1);
+    assert_eq!(
+        setting(
+            "/v2/trace/setting",
+            Some(serde_json::json!({"trace_rate": "2"}))
+        )["trace_rate"],
+        "2"
+    );
+    send("iris", rated, 4);
+    let r = post(&s.addr, lr, r#"{"trace_level": ["TENSORS"]}"#);
+    assert_eq!(r.status, 400, "{:?}", r.body);
+    assert_eq!(
+        post(&s.addr, "/v2/models/nope/trace/setting", "{}").status,
+        404
+    );
+    assert!(s.terminate().success());
+    let bodies = received.lock().unwrap().clone();
+    let mut requests: std::collections::HashMap<String, usize> = Default::default();
+    for body in &bodies {
+        for rs in body["resourceSpans"].as_array().unwrap() {
+            for ss in rs["scopeSpans"].as_array().unwrap() {
+                for span in ss["spans"].as_array().unwrap() {
+                    if span["parentSpanId"] == "00f067aa0ba902b7" {
+                        let trace = span["traceId"].as_str().unwrap().to_owned();
+                        *requests.entry(trace).or_default() += 1;
+                    }
+                }
+            }
+        }
+    }
+    let traced = |t: &str| requests.get(t).copied().unwrap_or(0);
+    assert_eq!(
+        [traced(off), traced(counted), traced(cleared), traced(rated)],
+        [0, 2, 1, 2],
+        "{requests:?}"
+    );
+}
+
 #[test]
 fn tensor_element_limit_is_a_422() {
     let dir = tempfile::tempdir().unwrap();
@@ -541,6 +641,55 @@ fn overload_is_answered_at_once_with_429() {
             assert_eq!(retry.unwrap(), "1");
             assert!(took < std::time::Duration::from_millis(200), "{took:?}");
         }
+    }
+}
+
+/// Requests gathered for a batch that has not started count against the model's
+/// `queue_size`, as Triton's `max_queue_size` counts them: past it, 503 at once, not one
+/// more request joined to the pending batch.
+#[test]
+fn requests_waiting_for_a_batch_count_against_queue_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let graph = slow_iris(dir.path(), 500_000, "");
+    let text = std::fs::read_to_string(&graph)
+        .unwrap()
+        .replace("      batch:", "      queue_size: 2\n      batch:");
+    std::fs::write(&graph, text).unwrap();
+    let s = Server::start(graph.to_str().unwrap(), &[]);
+    let clients: Vec<_> = (0..5)
+        .map(|i| {
+            let addr = s.addr.clone();
+            std::thread::spawn(move || {
+                // The first two wait for their batch to fill; the rest arrive meanwhile.
+                std::thread::sleep(std::time::Duration::from_millis(if i < 2 {
+                    0
+                } else {
+                    150
+                }));
+                let t0 = std::time::Instant::now();
+                let r = post(&addr, "/v2/models/iris-lr/infer", &iris_request("q"));
+                (i, r.status, r.body, t0.elapsed())
+            })
+        })
+        .collect();
+    for c in clients {
+        let (i, status, body, took) = c.join().unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        if i < 2 {
+            assert_eq!(status, 200, "request {i}: {body}");
+        } else {
+            assert_eq!(status, 503, "request {i}: {body}");
+            assert_eq!(
+                body["error"],
+                "step `iris-lr`: model `iris-lr` is busy: 2 requests are already waiting for it (its queue_size)"
+            );
+            assert!(took < std::time::Duration::from_millis(200), "{took:?}");
+        }
+    }
+    // Their places are given back when their run starts: the model takes two more.
+    for _ in 0..2 {
+        let r = post(&s.addr, "/v2/models/iris-lr/infer", &iris_request("again"));
+        assert_eq!(r.status, 200, "{:?}", r.body);
     }
 }
 

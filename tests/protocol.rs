@@ -60,6 +60,11 @@ fn a_raw_binary_request_is_the_single_inputs_bytes() {
 }
 
 #[test]
+fn trace_settings_in_tritons_shape() {
+    check("trace", &iris());
+}
+
+#[test]
 fn binary_data_output_applies_as_tritons_server_applies_it() {
     check("binary_data_output", &iris());
 }
@@ -244,4 +249,212 @@ fn the_repository_index_reads_its_ready_flag() {
     assert!(r.error().contains("`ready` is true"), "{}", r.error());
     let r = post(&s.addr, "/v2/repository/index", "{not json");
     assert_eq!(r.status, 400, "{:?}", r.body);
+}
+
+/// Triton's raw binary request for a model whose first dimension is a batch (`max_batch_size`,
+/// without the batcher): one row, the rest of the shape deduced from the bytes, every output
+/// binary; the model configuration leaves the batch dimension out of `dims`, and a request of
+/// more rows than `max_batch_size` is a 400. Without it, two variable dimensions cannot be
+/// deduced: a 400 saying what to declare.
+#[test]
+fn a_raw_binary_request_to_a_batching_model_is_one_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let graph = dir.path().join("raw.yaml");
+    let fields = format!(
+        "class: python, path: {}, python: {}, class_name: Echo, \
+         inputs: [{{name: input, datatype: FP32, shape: [-1, -1]}}], \
+         outputs: [{{name: output, datatype: FP32, shape: [-1, -1]}}]",
+        root().join("tests/python/models/models.py").display(),
+        test_python().display()
+    );
+    std::fs::write(
+        &graph,
+        format!(
+            "name: raw\ngraph:\n  kind: router\n  routes:\n    \
+             rows: {{kind: model, max_batch_size: 4, {fields}}}\n    \
+             whole: {{kind: model, {fields}}}\n"
+        ),
+    )
+    .unwrap();
+    let s = Server::start(graph.to_str().unwrap(), &[]);
+    let raw = |model: &str, values: &[f32]| {
+        let body: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        block_on(request(
+            &s.addr,
+            "POST",
+            &format!("/v2/models/{model}/infer"),
+            &[("inference-header-content-length", "0".into())],
+            body,
+        ))
+        .unwrap()
+    };
+    let r = raw("rows", &[1.0, 2.0, 3.0]);
+    assert_eq!(r.status, 200, "{:?}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.headers["content-type"], "application/octet-stream");
+    let n: usize = r.headers["inference-header-content-length"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let head: Value = serde_json::from_slice(&r.body[..n]).unwrap();
+    let out = &head["outputs"][0];
+    assert_eq!(out["shape"], json!([1, 3]), "{head}");
+    assert_eq!(out["parameters"]["binary_data_size"], 12, "{head}");
+    let data: Vec<f32> = r.body[n..n + 12]
+        .chunks(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect();
+    assert_eq!(data, [1.0, 2.0, 3.0]);
+
+    let config = get_blocking(&s.addr, "/v2/models/rows/config").json();
+    assert_eq!(config["max_batch_size"], 4, "{config}");
+    assert_eq!(config["input"][0]["dims"], json!([-1]), "{config}");
+    assert!(config.get("dynamic_batching").is_none(), "{config}");
+
+    let five = json!({"inputs": [{"name": "input", "shape": [5, 1], "datatype": "FP32",
+                                  "data": [1, 2, 3, 4, 5]}]});
+    let r = post(&s.addr, "/v2/models/rows/infer", &five.to_string());
+    assert_eq!(r.status, 400, "{:?}", r.body);
+    assert_eq!(
+        r.error(),
+        "step `rows`: input `input` has 5 rows (shape [5, 1]), more than model `rows`'s max_batch_size of 4"
+    );
+
+    let r = raw("whole", &[1.0, 2.0, 3.0]);
+    assert_eq!(r.status, 400, "{:?}", r.body);
+    assert!(
+        r.error().contains("declare the model's `max_batch_size`"),
+        "{}",
+        r.error()
+    );
+}
+
+/// The generate extension: a flat request of the model's inputs by name, a flat answer; with
+/// `generate_stream`, server-sent events, one per piece a Python `predict` yields as it
+/// yields it (one with the whole answer for a model that returns it at once).
+#[test]
+fn generate_and_generate_stream_answer_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let graph = dir.path().join("text.yaml");
+    let model = |class: &str| {
+        format!(
+            "{{kind: model, class: python, path: {}, python: {}, class_name: {class}, \
+             inputs: [{{name: text_input, datatype: BYTES, shape: [1]}}]}}",
+            root().join("tests/python/models/models.py").display(),
+            test_python().display()
+        )
+    };
+    std::fs::write(
+        &graph,
+        format!(
+            "name: text\ngraph:\n  kind: router\n  routes:\n    words: {}\n    whole: {}\n",
+            model("Words"),
+            model("Whole")
+        ),
+    )
+    .unwrap();
+    let s = Server::start(graph.to_str().unwrap(), &[]);
+    let request =
+        r#"{"id": "g1", "text_input": "hello big world", "parameters": {"max_tokens": 2}}"#;
+    let r = post(&s.addr, "/v2/models/words/generate", request);
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(
+        r.json(),
+        json!({"id": "g1", "model_name": "words", "model_version": "1", "text_output": "HELLO BIG "})
+    );
+
+    let events = |r: &Reply| -> Vec<Value> {
+        let text = String::from_utf8(r.body.to_vec()).unwrap();
+        text.split("\n\n")
+            .filter(|e| !e.is_empty())
+            .map(|e| serde_json::from_str(e.strip_prefix("data: ").expect("data: ")).unwrap())
+            .collect()
+    };
+    let r = post(&s.addr, "/v2/models/words/generate_stream", request);
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(
+        r.headers["content-type"],
+        "text/event-stream; charset=utf-8"
+    );
+    let got: Vec<Value> = events(&r)
+        .iter()
+        .map(|e| e["text_output"].clone())
+        .collect();
+    assert_eq!(got, [json!("HELLO "), json!("BIG ")]);
+    assert_eq!(events(&r)[0]["id"], "g1");
+
+    let r = post(
+        &s.addr,
+        "/v2/models/whole/generate_stream",
+        r#"{"text_input": "all at once"}"#,
+    );
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let got = events(&r);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0]["text_output"], "ALL AT ONCE");
+
+    // A failure after the first piece is the last event; one before any is a status.
+    let r = post(
+        &s.addr,
+        "/v2/models/words/generate_stream",
+        r#"{"text_input": "one fail two"}"#,
+    );
+    let got = events(&r);
+    assert_eq!(got[0]["text_output"], "ONE ");
+    assert!(
+        got[1]["error"]
+            .as_str()
+            .unwrap()
+            .contains("cannot say fail"),
+        "{got:?}"
+    );
+    // Each piece is sent as it is yielded: the first arrives long before the last.
+    let (first, end) = stream_times(
+        &s.addr,
+        "/v2/models/words/generate_stream",
+        r#"{"text_input": "a b c", "parameters": {"pause": 0.6}}"#,
+    );
+    assert!(
+        first + std::time::Duration::from_millis(800) < end,
+        "{first:?} {end:?}"
+    );
+
+    let r = post(&s.addr, "/v2/models/nope/generate_stream", request);
+    assert_eq!(r.status, 404, "{:?}", r.body);
+    let r = post(
+        &s.addr,
+        "/v2/models/words/generate_stream",
+        r#"{"parameters": {}}"#,
+    );
+    assert_eq!(r.status, 400, "{:?}", r.body);
+    assert!(
+        r.error().contains("names none of its inputs"),
+        "{}",
+        r.error()
+    );
+}
+
+/// When the first `data:` event of an answer arrived, and when the answer ended.
+fn stream_times(addr: &str, path: &str, body: &str) -> (std::time::Duration, std::time::Duration) {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        conn,
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let start = std::time::Instant::now();
+    let (mut seen, mut first, mut buf) = (Vec::new(), None, [0u8; 4096]);
+    loop {
+        let n = conn.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        seen.extend_from_slice(&buf[..n]);
+        if first.is_none() && seen.windows(5).any(|w| w == b"data:") {
+            first = Some(start.elapsed());
+        }
+    }
+    (first.expect("an event"), start.elapsed())
 }

@@ -313,6 +313,38 @@ fn batched_requests_each_get_their_own_rows() {
     assert!(metrics.contains("servegraph_"), "metrics answer");
 }
 
+/// Requests gathered for a batch not yet written to a worker count against `queue_size`
+/// (Triton's `max_queue_size`): past it, 503 at once.
+#[test]
+fn requests_waiting_for_a_batch_count_against_queue_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let fields = format!("{ECHO}, queue_size: 2, batch: {{max_size: 64, max_wait_us: 500000}}");
+    let server = Server::start(&graph(dir.path(), &[("echo", &fields)]), &[]);
+    let clients: Vec<_> = (0..5)
+        .map(|i| {
+            let addr = server.addr.clone();
+            std::thread::spawn(move || {
+                // The first two wait for their batch to fill; the rest arrive meanwhile.
+                std::thread::sleep(Duration::from_millis(if i < 2 { 0 } else { 150 }));
+                let r = post(&addr, "/v2/models/echo/infer", &request(&[1.0], json!({})));
+                (i, r.status, r.json())
+            })
+        })
+        .collect();
+    for c in clients {
+        let (i, status, body) = c.join().unwrap();
+        if i < 2 {
+            assert_eq!(status, 200, "request {i}: {body}");
+        } else {
+            assert_eq!(status, 503, "request {i}: {body}");
+            assert_eq!(
+                body["error"],
+                "step `echo`: model `echo` is busy: 2 requests are already waiting for it (its queue_size)"
+            );
+        }
+    }
+}
+
 #[test]
 fn bytes_travel_as_bytes() {
     let dir = tempfile::tempdir().unwrap();

@@ -88,6 +88,10 @@ pub struct EventData {
     /// A step answered the `/explain` itself (a Python class's `explain()`), rather than
     /// adding `attributions`.
     pub explained: bool,
+    /// Where a model that streams its answer (a Python `predict` that yields) sends each
+    /// piece as it comes, when the caller takes a stream (`/generate_stream`): bounded, so a
+    /// slow reader slows the model down.
+    pub chunks: Option<Chunks>,
 }
 
 /// An event's body ([`EventData::body`]): the request's, until a step that works on bodies
@@ -210,3 +214,7 @@ impl EventData {
         ))
     }
 }
+
+/// The sink a streamed answer's pieces go to ([`EventData::chunks`]): each piece is the
+/// model's outputs as it yielded them.
+pub type Chunks = tokio::sync::mpsc::Sender<Vec<crate::tensor::Tensor>>;

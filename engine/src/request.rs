@@ -242,14 +242,17 @@ impl Pipeline {
         self.source
     }
 
-    /// Starts observing a request: latency, in flight, and (when spans are exported) its span,
-    /// a child of the caller's `traceparent`.
+    /// Starts observing a request for `model`: latency, in flight, and (when spans are
+    /// exported and the trace settings sample it) its span, a child of the caller's
+    /// `traceparent`.
     pub fn observe(
         &self,
         headers: &dyn Headers,
+        model: &str,
         span: impl FnOnce() -> SpanInfo,
     ) -> Observation<'_> {
-        let span = crate::telemetry::enabled()
+        // Traced as the trace settings of the addressed model say (Triton's trace extension).
+        let span = crate::telemetry::settings::sample(model)
             .then(|| {
                 let SpanInfo {
                     name,
@@ -280,7 +283,8 @@ impl Pipeline {
         span: impl FnOnce() -> SpanInfo,
         body: impl Future<Output = Result<B>>,
     ) -> Result<Response> {
-        let observation = self.observe(request.headers, span);
+        let model = request.model.unwrap_or(&self.graph.name);
+        let observation = self.observe(request.headers, model, span);
         let result = self.serve(request, observation.trace(), body).await;
         observation.finish(&result);
         result

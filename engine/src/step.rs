@@ -104,6 +104,14 @@ pub trait Model: Send + Sync {
         None
     }
 
+    /// Triton's `max_batch_size`: when more than 0, the first dimension of the model's
+    /// inputs and outputs is a batch dimension of at most that many rows (the model
+    /// configuration leaves it out of `dims`, and a raw binary request is one row). The
+    /// default: the batcher's `max_size` when the model batches, else 0.
+    fn max_batch_size(&self) -> usize {
+        self.batching().map_or(0, |(n, _)| n)
+    }
+
     /// Why the model cannot serve now (a Python model with no worker loaded), or `None` when
     /// it can. Readiness (`/v2/health/ready`, `/v2/models/{m}/ready`) reads it.
     fn unready(&self) -> Option<String> {
@@ -240,6 +248,10 @@ pub struct ModelInfo {
     pub platform: Platform,
     pub inputs: Vec<TensorMeta>,
     pub outputs: Vec<TensorMeta>,
+    /// Triton's `max_batch_size`: more than 0 when the first dimension of the model's inputs
+    /// and outputs is a batch dimension of at most that many rows ([`Model::max_batch_size`]);
+    /// 0 when shapes are whole (a raw binary request is then shaped by the inputs alone).
+    pub max_batch_size: usize,
 }
 
 /// A step's YAML, handed to its kind's factory: the name, and its fields minus the ones the

@@ -179,3 +179,164 @@ impl Drop for StepSpan {
         self.0.span().end();
     }
 }
+
+/// What Triton's trace extension sets (`/v2[/models/{m}]/trace/setting`): whether requests
+/// are traced (`trace_level`: off, or timestamps, which spans carry), one in how many
+/// (`trace_rate`), and how many more (`trace_count`, -1: no limit). Process-wide, as the
+/// tracer is: a global setting, and per model the fields it sets apart from it.
+pub mod settings {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+
+    /// `trace_level`: `OFF`, or `TIMESTAMPS` (a span per request and per step, with their
+    /// times). Triton's `TENSORS` is not served: spans carry no tensors.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum Level {
+        Off,
+        Timestamps,
+    }
+
+    /// One setting's fields; `None` in a model's: the global one's.
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct Fields {
+        pub level: Option<Level>,
+        pub rate: Option<u32>,
+        /// Traces still to take; -1: no limit.
+        pub count: Option<i32>,
+    }
+
+    /// What an update does to one field: leave it, set it, or (a model's) clear it back to
+    /// the global one.
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub enum Change<T> {
+        #[default]
+        Keep,
+        Set(T),
+        Clear,
+    }
+
+    /// An update of a setting (a POST's fields).
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct Update {
+        pub level: Change<Level>,
+        pub rate: Change<u32>,
+        pub count: Change<i32>,
+    }
+
+    /// A setting as it applies: the model's fields, else the global ones.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct Effective {
+        pub level: Level,
+        pub rate: u32,
+        pub count: i32,
+    }
+
+    struct State {
+        global: Fields,
+        models: HashMap<String, Fields>,
+        /// Requests seen, per setting (`None`: the global one's), for `trace_rate`.
+        seen: HashMap<Option<String>, u64>,
+    }
+
+    fn state() -> &'static Mutex<State> {
+        static STATE: OnceLock<Mutex<State>> = OnceLock::new();
+        STATE.get_or_init(|| {
+            Mutex::new(State {
+                // Traced as before the extension: every request, with no limit.
+                global: Fields {
+                    level: Some(Level::Timestamps),
+                    rate: Some(1),
+                    count: Some(-1),
+                },
+                models: HashMap::new(),
+                seen: HashMap::new(),
+            })
+        })
+    }
+
+    fn effective(s: &State, model: Option<&str>) -> Effective {
+        let own = model
+            .and_then(|m| s.models.get(m))
+            .copied()
+            .unwrap_or_default();
+        let g = s.global;
+        Effective {
+            level: own.level.or(g.level).unwrap_or(Level::Off),
+            rate: own.rate.or(g.rate).unwrap_or(1),
+            count: own.count.or(g.count).unwrap_or(-1),
+        }
+    }
+
+    /// The setting that applies to `model` (`None`: the global one). The level is off while
+    /// no spans are exported.
+    pub fn get(model: Option<&str>) -> Effective {
+        let s = state().lock().expect("not poisoned");
+        let mut e = effective(&s, model);
+        if !super::enabled() {
+            e.level = Level::Off;
+        }
+        e
+    }
+
+    /// Applies `update` to `model`'s setting (`None`: the global one; a global field cannot
+    /// be cleared, only set) and answers the setting that applies now.
+    pub fn update(model: Option<&str>, update: Update) -> Effective {
+        let mut s = state().lock().expect("not poisoned");
+        let fields = match model {
+            Some(m) => s.models.entry(m.to_owned()).or_default(),
+            None => &mut s.global,
+        };
+        fn apply<T: Copy>(field: &mut Option<T>, change: Change<T>, global: bool) {
+            match change {
+                Change::Keep => {}
+                Change::Set(v) => *field = Some(v),
+                Change::Clear if !global => *field = None,
+                Change::Clear => {}
+            }
+        }
+        let global = model.is_none();
+        apply(&mut fields.level, update.level, global);
+        apply(&mut fields.rate, update.rate, global);
+        apply(&mut fields.count, update.count, global);
+        if let Some(m) = model
+            && s.models.get(m) == Some(&Fields::default())
+        {
+            s.models.remove(m);
+        }
+        // A new rate counts from the next request.
+        if update.rate != Change::Keep {
+            s.seen.remove(&model.map(str::to_owned));
+        }
+        drop(s);
+        get(model)
+    }
+
+    /// Whether a request for `model` is traced: spans are exported, its setting's level is
+    /// not off, it is the first of each `trace_rate` requests, and `trace_count` has traces
+    /// left (taking one).
+    pub fn sample(model: &str) -> bool {
+        if !super::enabled() {
+            return false;
+        }
+        let mut s = state().lock().expect("not poisoned");
+        let e = effective(&s, Some(model));
+        if e.level == Level::Off || e.count == 0 {
+            return false;
+        }
+        let own = s.models.get(model).copied().unwrap_or_default();
+        let rate_key = own.rate.map(|_| model.to_owned());
+        let seen = s.seen.entry(rate_key).or_insert(0);
+        let take = (*seen).is_multiple_of(u64::from(e.rate.max(1)));
+        *seen += 1;
+        if take && e.count > 0 {
+            let counted = match own.count {
+                Some(_) => s.models.get_mut(model).and_then(|f| f.count.as_mut()),
+                None => s.global.count.as_mut(),
+            };
+            if let Some(c) = counted {
+                *c -= 1;
+            }
+        }
+        take
+    }
+}

@@ -85,6 +85,43 @@ def api_of(target, spec):
     return next(a for a in APIS if a.detects(target, spec))
 
 
+def is_stream(result):
+    """Whether `predict` answered with pieces to come (a generator, or any iterator that is
+    not an array or a dict)."""
+    return hasattr(result, "__next__") and not isinstance(result, (dict, np.ndarray, str, bytes))
+
+
+def named(piece, declared):
+    """A yielded piece as outputs by name: a dict, or the one declared output's value (or
+    `output`'s)."""
+    if isinstance(piece, dict):
+        return piece
+    return {declared[0] if declared else "output": piece}
+
+
+def join_chunks(pieces):
+    """A streamed answer's pieces as one answer, output by output in the order they first
+    came: text (one string or bytes element a piece) joined into one element, anything else
+    concatenated along the first axis."""
+    names = []
+    for piece in pieces:
+        names.extend(n for n in piece if n not in names)
+    joined = {}
+    for name in names:
+        parts = [piece[name] for piece in pieces if name in piece]
+        arrays = [np.asarray(p) for p in parts]
+        if all(a.dtype.kind in "OSU" and a.size == 1 for a in arrays):
+            items = [a.reshape(-1)[0] for a in arrays]
+            if all(isinstance(i, str) for i in items):
+                text = "".join(items)
+            else:
+                text = b"".join(i.encode("utf-8") if isinstance(i, str) else bytes(i) for i in items)
+            joined[name] = np.array([text], dtype=object).reshape(arrays[0].shape)
+        else:
+            joined[name] = np.concatenate([a.reshape(1) if a.ndim == 0 else a for a in arrays])
+    return joined
+
+
 def outputs_of(result, declared):
     """The result of `predict` as named tensors: a dict by name, or one array for the one
     declared output (or `output` when none is declared)."""

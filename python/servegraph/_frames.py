@@ -28,6 +28,9 @@ from servegraph._shm import MIN_BYTES as SHM_MIN_BYTES
 PROTOCOL = 1
 
 HELLO, LOAD, LOADED, LOAD_ERROR, INFER, RESULT, ERROR, SHUTDOWN, CALL, REPLY = range(1, 11)
+# A piece of a streamed answer (a `predict` that yields, called with "stream": true): its
+# tensors; the call's RESULT (the pieces joined) or ERROR follows the last one.
+CHUNK = 11
 
 HEADER = struct.Struct("<IBBHQII")
 # A flag of an answer's header: this call's own run (the user's code) took at most a quarter of

@@ -23,9 +23,10 @@ import numpy as np
 from servegraph import _adapter, _apis, _frames, _imports, _shm
 from servegraph._adapter import health_of
 from servegraph import ModelError
-from servegraph._apis import APIS, api_of, import_target, jsonable, outputs_of
+from servegraph._apis import APIS, api_of, import_target, join_chunks, jsonable, outputs_of
 from servegraph._frames import (
     CALL,
+    CHUNK,
     ERROR,
     HELLO,
     INFER,
@@ -171,7 +172,7 @@ def main():
                 write_frame(out, ERROR, call_id, meta=error_meta(exc, model), flags=quick(inp))
         elif kind == INFER:
             try:
-                extra, outputs = infer(model, meta, tensors, declared, inp)
+                extra, outputs = infer(model, meta, tensors, declared, inp, out, call_id)
                 write_result(out, call_id, extra, outputs, arena, quick(inp))
             except Exception as exc:  # noqa: BLE001 - the answer carries it; the worker goes on
                 write_frame(out, ERROR, call_id, meta=error_meta(exc, model), flags=quick(inp))
@@ -179,7 +180,7 @@ def main():
                 tensors = None
 
 
-def infer(model, meta, tensors, declared, inp):
+def infer(model, meta, tensors, declared, inp, out, call_id):
     """An INFER call: the RESULT frame's JSON and its output tensors. A class written against
     bodies (MLRun's, Seldon's) gets the body and answers one; the rest get tensors."""
     model.tags = None
@@ -200,6 +201,16 @@ def infer(model, meta, tensors, declared, inp):
             result = explain_of(model, tensors, parameters)
         else:
             result = model.predict(tensors, parameters)
+        if _apis.is_stream(result):
+            # A `predict` that yields: each piece to the engine as it comes when the caller
+            # streams, and the pieces joined as the answer.
+            pieces = []
+            for piece in result:
+                piece = _apis.named(piece, declared)
+                if meta.get("stream"):
+                    write_frame(out, CHUNK, call_id, tensors=outputs_of(piece, declared))
+                pieces.append(piece)
+            result = join_chunks(pieces)
         outputs = outputs_of(result, declared)
     inp.last = time.perf_counter() - started
     if explain:

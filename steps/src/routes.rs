@@ -31,6 +31,7 @@ impl Route {
             platform: self.step.platform(),
             inputs,
             outputs,
+            max_batch_size: self.step.model().map_or(0, |m| m.max_batch_size()),
         }];
         out.extend(self.step.models());
         out

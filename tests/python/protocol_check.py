@@ -186,15 +186,24 @@ def bytes_both_ways(client, url, expected, rows):
 
 
 def raw_binary(client, url, expected, rows):
-    status, _, body = raw(
-        url, "/v2/models/iris-lr/infer", rows.tobytes(),
+    # iris-lr batches (its first dimension is the batch): as Triton, a raw request is one
+    # row, and every output comes back as binary data, which tritonclient reads.
+    status, headers, body = raw(
+        url, "/v2/models/iris-lr/infer", rows[:1].tobytes(),
         {"Inference-Header-Content-Length": "0", "content-type": "application/octet-stream"},
     )
     assert status == 200, body
-    answer = json.loads(body)
-    out = {o["name"]: o for o in answer["outputs"]}
-    assert out["label"]["data"] == expected["iris-lr"]["label"], answer
-    assert out["probabilities"]["shape"] == [len(rows), 3], answer
+    assert headers["content-type"] == "application/octet-stream", headers
+    n = int(headers["inference-header-content-length"])
+    head = json.loads(body[:n])
+    assert all("binary_data_size" in o["parameters"] for o in head["outputs"]), head
+    result = httpclient.InferResult.from_response_body(body, header_length=n)
+    assert result.as_numpy("label").tolist() == expected["iris-lr"]["label"][:1], head
+    assert result.as_numpy("probabilities").shape == (1, 3), head
+    # Several rows are not one: refused, saying so.
+    status, _, body = raw(url, "/v2/models/iris-lr/infer", rows.tobytes(),
+                          {"Inference-Header-Content-Length": "0"})
+    assert status == 400 and b"does not fit input `input` of shape [-1, 4] as one row" in body, body
     # 15 bytes are not whole FP32 elements: refused, saying so.
     status, _, body = raw(url, "/v2/models/iris-lr/infer", b"x" * 15,
                           {"Inference-Header-Content-Length": "0"})
@@ -202,6 +211,38 @@ def raw_binary(client, url, expected, rows):
     status, _, body = raw(url, "/v2/models/iris-lr/infer", b"x" * 12,
                           {"Inference-Header-Content-Length": "0"})
     assert status == 400 and b"does not fit input `input` of shape [-1, 4]" in body, body
+
+
+def trace(client, url, expected, rows):
+    # graphs/iris.yaml sets no `telemetry`: tracing is off, and cannot be turned on here.
+    off = {"trace_level": ["OFF"], "trace_rate": "1", "trace_count": "-1",
+           "trace_mode": "opentelemetry"}
+    assert client.get_trace_settings() == off, client.get_trace_settings()
+    set_ = client.update_trace_settings(model_name="iris-lr", settings={"trace_rate": "5"})
+    assert set_["trace_rate"] == "5", set_
+    assert client.get_trace_settings(model_name="iris-lr")["trace_rate"] == "5"
+    assert client.get_trace_settings(model_name="iris-rf")["trace_rate"] == "1"
+    assert client.get_trace_settings()["trace_rate"] == "1"
+    # null: the model follows the global setting again.
+    cleared = client.update_trace_settings(model_name="iris-lr", settings={"trace_rate": None})
+    assert cleared["trace_rate"] == "1", cleared
+    for settings, says in [
+        ({"trace_level": ["TIMESTAMPS"]}, "sets no `telemetry"),
+        ({"trace_level": ["TENSORS"]}, "TENSORS is not served"),
+        ({"trace_file": "/tmp/trace.json"}, "writes no trace files"),
+    ]:
+        try:
+            client.update_trace_settings(settings=settings)
+        except InferenceServerException as e:
+            assert says in e.message(), e.message()
+        else:
+            raise AssertionError(f"{settings} was taken")
+    try:
+        client.get_trace_settings(model_name="nope")
+    except InferenceServerException as e:
+        assert "unknown model `nope`" in e.message(), e.message()
+    else:
+        raise AssertionError("an unknown model's trace settings were answered")
 
 
 def binary_data_output(client, url, expected, rows):
@@ -289,7 +330,7 @@ def kserve_client(client, url, expected, rows):
 
 
 CASES = {f.__name__: f for f in [
-    statistics, config, classification, repository, versions, bytes_both_ways, raw_binary,
+    statistics, config, classification, repository, versions, bytes_both_ways, raw_binary, trace,
     binary_data_output, compression, extra_input, kserve_client,
 ]}
 

@@ -298,6 +298,9 @@ pub(super) fn compile(
     for n in &nodes {
         collect_headers(n.step.as_ref(), &mut headers);
     }
+    // A flow that hands its events on (a queue step) answers 202 with no outputs: its
+    // results go to the output topic.
+    let queued = nodes.iter().any(|n| n.step.platform() == Platform::Queue);
     let mut models = vec![ModelInfo {
         name: spec.name.clone(),
         version: None,
@@ -307,16 +310,31 @@ pub(super) fn compile(
             crate::step::Platform::Flow
         },
         inputs: entry_inputs(&nodes),
-        // A flow that hands its events on (a queue step) answers 202 with no outputs: its
-        // results go to the output topic.
-        outputs: if nodes.iter().any(|n| n.step.platform() == Platform::Queue) {
+        outputs: if queued {
             Vec::new()
         } else {
             signatures[responder].tensors.clone()
         },
+        // A graph of one model is that model.
+        max_batch_size: match &nodes[..] {
+            [one] => one.step.model().map_or(0, |m| m.max_batch_size()),
+            _ => 0,
+        },
     }];
-    for node in &nodes {
-        models.extend(node.step.models());
+    for (k, node) in nodes.iter().enumerate() {
+        for route in node.step.models() {
+            // A request to a route of a step in a flow runs the whole flow with that route
+            // taken: its metadata says what that run takes and answers.
+            models.push(if nodes.len() == 1 {
+                route
+            } else {
+                let mut info = through_flow(&nodes, &handlers, &signatures, responder, k, &route);
+                if queued {
+                    info.outputs.clear();
+                }
+                info
+            });
+        }
     }
     Some(Graph {
         name: spec.name,

@@ -1,5 +1,7 @@
 //! The Open Inference Protocol (V2) over HTTP, with Triton's extensions: health, server and
 //! model metadata, readiness, infer and explain (JSON or the binary tensor extension),
+//! generate and generate_stream (the generate extension, streamed as server-sent events),
+//! the trace settings,
 //! model configuration, statistics, and the model repository.
 
 use std::sync::Arc;
@@ -23,10 +25,12 @@ pub(super) fn routes() -> Router<Arc<AppState>> {
     let inference = compressed(
         Router::new()
             .merge(versioned("/infer", post(infer)))
-            .merge(versioned("/explain", post(explain))),
+            .merge(versioned("/explain", post(explain)))
+            .merge(versioned("/generate", post(generate))),
     );
     Router::new()
         .merge(inference)
+        .merge(versioned("/generate_stream", post(generate_stream)))
         .route("/v2", get(server_metadata))
         .route("/v2/health/live", get(live))
         .route("/v2/health/ready", get(ready))
@@ -35,6 +39,14 @@ pub(super) fn routes() -> Router<Arc<AppState>> {
         .route("/v2/models/stats", get(all_statistics))
         .merge(versioned("/stats", get(statistics)))
         .merge(versioned("/config", get(config)))
+        .route(
+            "/v2/trace/setting",
+            get(global_trace_setting).post(update_global_trace_setting),
+        )
+        .route(
+            "/v2/models/{model}/trace/setting",
+            get(model_trace_setting).post(update_model_trace_setting),
+        )
         .route("/v2/repository/index", post(repository_index))
         .route(
             "/v2/repository/models/{model}/{action}",
@@ -126,6 +138,166 @@ async fn infer_at(
     run_infer(state, at, headers, body).await
 }
 
+/// `POST /v2/models/{m}[/versions/{v}]/generate`: the generate extension, one flat JSON
+/// answer (a model that streams its answer answers the pieces joined).
+async fn generate(
+    State(state): State<Arc<AppState>>,
+    Path(at): Path<Addressed>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let codec = crate::protocol::generate::Generate::default();
+    let at = Inference {
+        model: Some(&at.model),
+        version: at.version.as_deref(),
+        codec: Some(&codec),
+        ..Default::default()
+    };
+    run_infer(&state, at, &headers, body).await
+}
+
+/// How many pieces of a streamed answer may wait for the client: past it the model waits.
+const STREAM_PIECES: usize = 16;
+
+/// `POST /v2/models/{m}[/versions/{v}]/generate_stream`: the generate extension as
+/// server-sent events (`text/event-stream`): `data: {...}` per piece of the answer as a model
+/// that streams (a Python `predict` that yields) gives it, else one event with the whole
+/// answer. A request that fails before anything is answered is a JSON error with its status;
+/// a failure after the first event is one last event `data: {"error": "..."}`. A client that
+/// goes away cancels the request.
+async fn generate_stream(
+    State(state): State<Arc<AppState>>,
+    Path(at): Path<Addressed>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    use futures_util::StreamExt;
+    let bytes = match state.body(body, &headers).await {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
+    let id = serde_json::from_slice::<Value>(&bytes)
+        .ok()
+        .and_then(|v| v.get("id")?.as_str().map(str::to_owned));
+    let named = match state.service.current() {
+        Ok(served) => served
+            .graph
+            .model(&at.model, at.version.as_deref())
+            .map(|m| (m.name.clone(), m.version.clone())),
+        Err(e) => return e.into_response(),
+    };
+    let (pieces_tx, mut pieces) = tokio::sync::mpsc::channel(STREAM_PIECES);
+    let task = {
+        let state = Arc::clone(&state);
+        let at = Addressed {
+            model: at.model.clone(),
+            version: at.version.clone(),
+        };
+        tokio::spawn(async move {
+            let codec = crate::protocol::generate::Generate {
+                chunks: Some(pieces_tx),
+            };
+            let inference = Inference {
+                model: Some(&at.model),
+                version: at.version.as_deref(),
+                codec: Some(&codec),
+                ..Default::default()
+            };
+            super::infer(&state, inference, &headers, Body::from(bytes)).await
+        })
+    };
+    /// The request's task, cancelled when the answer's stream is dropped (the client went).
+    struct Running(tokio::task::JoinHandle<Result<crate::request::Response, Error>>);
+    impl Drop for Running {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
+    }
+    let mut running = Running(task);
+    let (model, version) = named.unwrap_or((at.model.clone(), at.version.clone()));
+    let piece_event = move |tensors: Vec<crate::tensor::Tensor>| {
+        let id = id.as_deref().unwrap_or_default();
+        match crate::protocol::generate::answer_of(id, &model, version.as_deref(), &tensors) {
+            Ok(v) => event(&serde_json::to_vec(&v).expect("JSON")),
+            Err(e) => event(&serde_json::to_vec(&json!({ "error": e.to_string() })).expect("JSON")),
+        }
+    };
+    let first = match pieces.recv().await {
+        Some(piece) => piece_event(piece),
+        // No pieces: the whole answer, or the error with its status.
+        None => {
+            let finished = (&mut running.0).await;
+            return match finished {
+                Ok(Ok(answer)) => sse(futures_util::stream::iter([Ok::<
+                    _,
+                    std::convert::Infallible,
+                >(event(
+                    &answer.body,
+                ))])
+                .boxed()),
+                Ok(Err(e)) => e.into_response(),
+                Err(_) => {
+                    Error::internal("the generate request's task ended early").into_response()
+                }
+            };
+        }
+    };
+    // The rest of the pieces, then a last event only when the request failed after them.
+    let rest = futures_util::stream::unfold(
+        (pieces, running, piece_event, false),
+        |(mut pieces, mut running, piece_event, ended)| async move {
+            if ended {
+                return None;
+            }
+            match pieces.recv().await {
+                Some(piece) => Some((piece_event(piece), (pieces, running, piece_event, false))),
+                None => match (&mut running.0).await {
+                    Ok(Ok(_)) => None,
+                    Ok(Err(e)) => Some((
+                        event(
+                            &serde_json::to_vec(&json!({ "error": e.to_string() })).expect("JSON"),
+                        ),
+                        (pieces, running, piece_event, true),
+                    )),
+                    Err(_) => None,
+                },
+            }
+        },
+    );
+    sse(futures_util::stream::once(async move { first })
+        .chain(rest)
+        .map(Ok::<_, std::convert::Infallible>)
+        .boxed())
+}
+
+/// One server-sent event: `data: <json>` and a blank line.
+fn event(json: &[u8]) -> axum::body::Bytes {
+    let mut e = Vec::with_capacity(json.len() + 8);
+    e.extend_from_slice(b"data: ");
+    e.extend_from_slice(json);
+    e.extend_from_slice(b"\n\n");
+    axum::body::Bytes::from(e)
+}
+
+/// A `text/event-stream` answer of `events`.
+fn sse(
+    events: futures_util::stream::BoxStream<
+        'static,
+        Result<axum::body::Bytes, std::convert::Infallible>,
+    >,
+) -> Response {
+    let mut response = Response::new(Body::from_stream(events));
+    response.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("text/event-stream; charset=utf-8"),
+    );
+    response.headers_mut().insert(
+        axum::http::header::CACHE_CONTROL,
+        axum::http::HeaderValue::from_static("no-cache"),
+    );
+    response
+}
+
 /// `GET /v2/models/stats`: every model's statistics (Triton's statistics extension).
 async fn all_statistics(State(state): State<Arc<AppState>>) -> Answer {
     state.service.statistics(None, None).map(Json)
@@ -145,6 +317,46 @@ async fn config(State(state): State<Arc<AppState>>, Path(at): Path<Addressed>) -
     state
         .service
         .config(&at.model, at.version.as_deref())
+        .map(Json)
+}
+
+/// `GET /v2/trace/setting`: Triton's global trace settings.
+async fn global_trace_setting(State(state): State<Arc<AppState>>) -> Answer {
+    state.service.trace_setting(None).map(Json)
+}
+
+/// `GET /v2/models/{m}/trace/setting`: the trace settings that apply to `m`.
+async fn model_trace_setting(
+    State(state): State<Arc<AppState>>,
+    Path(model): Path<String>,
+) -> Answer {
+    state.service.trace_setting(Some(&model)).map(Json)
+}
+
+/// `POST /v2/trace/setting`: updates the global trace settings.
+async fn update_global_trace_setting(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Answer {
+    let body = state.body(body, &headers).await?;
+    let body = json_body(&body, json!({}), "the trace setting request is not JSON")?;
+    state.service.update_trace_setting(None, &body).map(Json)
+}
+
+/// `POST /v2/models/{m}/trace/setting`: updates `m`'s trace settings (`null` clears a field
+/// back to the global one).
+async fn update_model_trace_setting(
+    State(state): State<Arc<AppState>>,
+    Path(model): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Answer {
+    let body = state.body(body, &headers).await?;
+    let body = json_body(&body, json!({}), "the trace setting request is not JSON")?;
+    state
+        .service
+        .update_trace_setting(Some(&model), &body)
         .map(Json)
 }
 

@@ -468,7 +468,7 @@ async fn produce(
 /// `None` when it fails and there is no dead-letter topic.
 async fn process(pipeline: &Pipeline, spec: &KafkaSourceSpec, msg: Incoming) -> Option<Outgoing> {
     let headers = &msg.headers;
-    let observation = pipeline.observe(headers, || SpanInfo {
+    let observation = pipeline.observe(headers, &pipeline.graph.name, || SpanInfo {
         name: format!("process {}", msg.tp.0),
         kind: opentelemetry::trace::SpanKind::Consumer,
         attributes: vec![

@@ -63,7 +63,7 @@ impl Codec for Oip {
         if at.json_len == Some(0) {
             let name = at.model.unwrap_or(at.graph);
             let info = (at.find)(name, at.version)?;
-            return decode_raw(body, name, &info.inputs);
+            return decode_raw(body, info);
         }
         decode_request(body, at.json_len)
     }

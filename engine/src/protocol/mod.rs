@@ -6,13 +6,14 @@
 //!
 //! One file per job: `request` decoding, `json` and `binary` tensor data, `response`
 //! encoding, and the `client` side that remote steps use; `codec` the protocols' bodies
-//! (with `mlrun`'s rows and `clipper`'s queries).
+//! (with `mlrun`'s rows, `clipper`'s queries and `generate`'s flat fields).
 
 mod binary;
 mod classify;
 mod client;
 pub mod clipper;
 pub mod codec;
+pub mod generate;
 mod json;
 pub mod mlrun;
 mod request;
@@ -42,6 +43,7 @@ pub(crate) fn test_model(
         platform,
         inputs,
         outputs: Vec::new(),
+        max_batch_size: 0,
     }
 }
 

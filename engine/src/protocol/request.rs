@@ -9,7 +9,7 @@ use super::binary::{decode_binary, from_base64};
 use super::json::decode_json_data;
 use crate::error::{Error, Result};
 use crate::event::{Event, Target};
-use crate::tensor::{DataType, Tensor, TensorData, TensorMeta, checked_element_count};
+use crate::tensor::{DataType, Tensor, TensorData, checked_element_count};
 
 /// An output the client asked for, and whether it wants it as raw bytes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -150,25 +150,36 @@ pub fn decode_request(body: &[u8], json_len: Option<usize>) -> Result<InferReque
 }
 
 /// Triton's raw binary request (`Inference-Header-Content-Length: 0`): no JSON, the whole
-/// body is the raw data of the model's one input, its shape deduced from the byte count (at
-/// most one dimension may be variable; BYTES is one element, the whole body).
-pub fn decode_raw(body: &[u8], model: &str, inputs: &[TensorMeta]) -> Result<InferRequest> {
-    let [input] = inputs else {
+/// body is the raw data of the model's one input. Its shape is the input's, its variable
+/// dimension (one at most) deduced from the byte count; for a model with a batch dimension
+/// (`max_batch_size` > 0) it is one row: 1, then the rest of the input's shape, as Triton
+/// shapes it from the model's configured `dims`. BYTES is one element, the whole body. As
+/// Triton does, every output is answered as binary data.
+pub fn decode_raw(body: &[u8], model: &crate::step::ModelInfo) -> Result<InferRequest> {
+    let inputs = &model.inputs;
+    let [input] = &inputs[..] else {
         let names: Vec<&str> = inputs.iter().map(|i| i.name.as_str()).collect();
         return Err(Error::bad_request(format!(
             "a raw binary request (Inference-Header-Content-Length: 0) needs a model with one \
-             input; `{model}` takes {}: {}; send a JSON header",
+             input; `{}` takes {}: {}; send a JSON header",
+            model.name,
             inputs.len(),
             names.join(", ")
         )));
     };
-    let fixed: usize = input
-        .shape
+    // One row of a batching model: the batch dimension is 1, the rest as configured.
+    let batch = model.max_batch_size > 0 && !input.shape.is_empty();
+    let dims = if batch {
+        &input.shape[1..]
+    } else {
+        &input.shape[..]
+    };
+    let fixed: usize = dims
         .iter()
         .filter(|&&d| d >= 0)
         .map(|&d| d as usize)
         .product();
-    let variable = input.shape.iter().filter(|&&d| d < 0).count();
+    let variable = dims.iter().filter(|&&d| d < 0).count();
     let count = match input.datatype.element_size() {
         None => 1,
         Some(size) if body.len().is_multiple_of(size) => body.len() / size,
@@ -183,16 +194,21 @@ pub fn decode_raw(body: &[u8], model: &str, inputs: &[TensorMeta]) -> Result<Inf
         }
     };
     let unfit = || {
+        let why = if variable <= 1 {
+            ""
+        } else if !batch && input.shape.first().is_some_and(|&d| d < 0) {
+            " (more than one variable dimension: send a JSON header with the shape, or, when \
+             the first dimension is the batch, declare the model's `max_batch_size` and a raw \
+             request is one row)"
+        } else {
+            " (more than one variable dimension: send a JSON header with the shape)"
+        };
         Error::bad_request(format!(
-            "a raw body of {count} {} elements does not fit input `{}` of shape {:?}{}",
+            "a raw body of {count} {} elements does not fit input `{}` of shape {:?}{}{why}",
             input.datatype,
             input.name,
             input.shape,
-            if variable > 1 {
-                " (more than one variable dimension: send a JSON header with the shape)"
-            } else {
-                ""
-            }
+            if batch { " as one row" } else { "" },
         ))
     };
     if variable > 1
@@ -202,10 +218,13 @@ pub fn decode_raw(body: &[u8], model: &str, inputs: &[TensorMeta]) -> Result<Inf
     {
         return Err(unfit());
     }
-    let shape: Vec<usize> = input
-        .shape
-        .iter()
-        .map(|&d| if d < 0 { count / fixed } else { d as usize })
+    let shape: Vec<usize> = batch
+        .then_some(1)
+        .into_iter()
+        .chain(
+            dims.iter()
+                .map(|&d| if d < 0 { count / fixed } else { d as usize }),
+        )
         .collect();
     let data = match input.datatype.element_size() {
         None => TensorData::Bytes(vec![body.to_vec()]),
@@ -219,7 +238,7 @@ pub fn decode_raw(body: &[u8], model: &str, inputs: &[TensorMeta]) -> Result<Inf
             ..Default::default()
         }),
         outputs: Vec::new(),
-        binary_output: false,
+        binary_output: true,
     })
 }
 

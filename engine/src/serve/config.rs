@@ -6,9 +6,10 @@ use serde_json::json;
 use crate::error::Error;
 use crate::graph::Graph;
 
-/// Triton's configuration of a model: a batching model's `max_batch_size` is its `batch`
-/// `max_size` and its `dims` leave out the batch dimension, as Triton's do; others have
-/// `max_batch_size: 0` and their whole shapes.
+/// Triton's configuration of a model: a model with a batch dimension (`max_batch_size`, or
+/// `batch`) has its `max_batch_size` and `dims` that leave the batch dimension out, as
+/// Triton's do, and `dynamic_batching` when it batches; others have `max_batch_size: 0` and
+/// their whole shapes.
 pub fn model_config(
     graph: &Graph,
     model: &str,
@@ -19,11 +20,12 @@ pub fn model_config(
         .model_step(&info.name, info.version.as_deref())
         .filter(|_| info.name != graph.name || graph.models().len() == 1);
     let batching = step.and_then(|s| s.model()).and_then(|m| m.batching());
+    let batch_dim = info.max_batch_size > 0;
     let tensors = |list: &[crate::tensor::TensorMeta]| -> Vec<serde_json::Value> {
         list.iter()
             .map(|t| {
-                let dims = match (batching, t.shape.split_first()) {
-                    (Some(_), Some((_, rest))) => rest.to_vec(),
+                let dims = match t.shape.split_first() {
+                    Some((_, rest)) if batch_dim => rest.to_vec(),
                     _ => t.shape.clone(),
                 };
                 json!({ "name": t.name, "data_type": triton_type(t.datatype), "dims": dims })
@@ -36,7 +38,7 @@ pub fn model_config(
         "platform": platform,
         "backend": backend,
         "version_policy": { "specific": { "versions": graph.versions(&info.name) } },
-        "max_batch_size": batching.map_or(0, |(n, _)| n),
+        "max_batch_size": info.max_batch_size,
         "input": tensors(&info.inputs),
         "output": tensors(&info.outputs),
     });

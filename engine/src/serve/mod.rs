@@ -15,6 +15,7 @@
 //! | `admin.rs` | the admin actions, the token, how a refusal is said |
 //! | `config.rs` | Triton's model configuration |
 //! | `statistics.rs` | Triton's statistics |
+//! | `trace.rs` | Triton's trace extension: the trace settings over the OpenTelemetry spans |
 //! | `listen.rs` | serving an axum app on a listener (plain, TLS, gRPC-tuned) and following the process's phases: what both transports share |
 
 pub mod admin;
@@ -23,6 +24,7 @@ mod config;
 pub mod listen;
 
 mod statistics;
+pub mod trace;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -47,6 +49,10 @@ pub const EXTENSIONS: [&str; 6] = [
     "statistics",
     "parameters",
 ];
+
+/// The extensions only HTTP serves (Triton's trace settings), listed after [`EXTENSIONS`]
+/// in HTTP's server metadata.
+pub const HTTP_EXTENSIONS: [&str; 1] = ["trace"];
 
 /// What a source's transport serves: the graph (through its request path), the admin
 /// settings, and whether the process is draining.
@@ -131,13 +137,32 @@ impl Service {
         model_is_ready(&*self.current()?, model, version)
     }
 
-    /// The server's metadata (`GET /v2`).
+    /// The server's metadata (`GET /v2`, HTTP's: its extensions with [`HTTP_EXTENSIONS`]).
     pub fn server_metadata() -> Value {
+        let extensions: Vec<&str> = EXTENSIONS.iter().chain(&HTTP_EXTENSIONS).copied().collect();
         json!({
             "name": "servegraph",
             "version": env!("CARGO_PKG_VERSION"),
-            "extensions": EXTENSIONS,
+            "extensions": extensions,
         })
+    }
+
+    /// Triton's trace settings of `model` (`None`: the global ones), a 404 for a model the
+    /// graph does not serve.
+    pub fn trace_setting(&self, model: Option<&str>) -> Result<Value> {
+        if let Some(m) = model {
+            self.current()?.graph.find_model(m, None)?;
+        }
+        Ok(trace::get(model))
+    }
+
+    /// Updates Triton's trace settings of `model` (`None`: the global ones) with Triton's
+    /// request body, answering the settings now.
+    pub fn update_trace_setting(&self, model: Option<&str>, body: &Value) -> Result<Value> {
+        if let Some(m) = model {
+            self.current()?.graph.find_model(m, None)?;
+        }
+        trace::post(model, body)
     }
 
     /// The models served, as MLRun lists them: a version as `name:version`, in the graph's

@@ -25,6 +25,67 @@ pub(crate) struct Job {
     /// written against bodies: MLRun's, Seldon's) and whether it is an `/explain`. A job
     /// with either never joins a batch.
     pub(crate) call: Call,
+    /// Its place among the model's waiting requests ([`Waiting`]), given back when its run
+    /// starts (or when it is dropped).
+    pub(crate) place: Option<Place>,
+}
+
+/// The requests waiting for one model's runs: queued, or gathered into a batch that has not
+/// started (Triton's `max_queue_size` counts them alike). At most `queue_size` wait; one more
+/// is refused with 503 at once.
+#[derive(Clone)]
+pub(crate) struct Waiting {
+    count: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    limit: usize,
+}
+
+/// One request's place among a model's waiting requests ([`Waiting::enter`]): freed when
+/// dropped.
+pub(crate) struct Place(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
+impl Waiting {
+    /// Room for `limit` waiting requests.
+    pub(crate) fn new(limit: usize) -> Waiting {
+        Waiting {
+            count: Default::default(),
+            limit: limit.max(1),
+        }
+    }
+
+    /// A place for one more waiting request, or the 503 that says the model's queue is full.
+    pub(crate) fn enter(&self, model: &str) -> Result<Place> {
+        use std::sync::atomic::Ordering;
+        self.count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.limit).then_some(n + 1)
+            })
+            .map(|_| Place(std::sync::Arc::clone(&self.count)))
+            .map_err(|_| {
+                Error::unavailable(format!(
+                    "model `{model}` is busy: {} requests are already waiting for it (its queue_size)",
+                    self.limit
+                ))
+            })
+    }
+
+    /// Requests waiting now.
+    #[cfg(test)]
+    pub(crate) fn now(&self) -> usize {
+        self.count.load(std::sync::atomic::Ordering::Acquire)
+    }
+}
+
+/// The jobs of a run that starts now leave the waiting requests.
+pub(crate) fn started(batch: &mut [Job]) {
+    for job in batch {
+        job.place = None;
+    }
 }
 
 /// A Python model's call beyond its tensors ([`Job::call`]).
@@ -37,11 +98,13 @@ pub(crate) struct Call {
     /// The failure an error handler runs for (`{"step", "message"}`), with a body: MLRun's
     /// `event.error` and `event.origin_state`.
     pub(crate) error: Option<serde_json::Value>,
+    /// Where the pieces of a streamed answer go, when the caller takes a stream.
+    pub(crate) chunks: Option<servegraph_engine::event::Chunks>,
 }
 
 impl Call {
     fn is_plain(&self) -> bool {
-        self.body.is_none() && !self.explain && self.error.is_none()
+        self.body.is_none() && !self.explain && self.error.is_none() && self.chunks.is_none()
     }
 }
 
@@ -71,6 +134,7 @@ impl Job {
             parameters,
             operation: None,
             call: Call::default(),
+            place: None,
         };
         (job, answer)
     }
@@ -337,5 +401,34 @@ pub(crate) fn answer_all_noted(
                 job.answer_noted(Err(e.clone()), notes.clone());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn places_are_given_back_when_a_run_starts_or_a_job_goes() {
+        let waiting = Waiting::new(2);
+        let job = |place| {
+            let (mut job, answer) = Job::new(Vec::new(), None);
+            job.place = Some(place);
+            (job, answer)
+        };
+        let (a, _ra) = job(waiting.enter("m").unwrap());
+        let (b, _rb) = job(waiting.enter("m").unwrap());
+        let full = waiting.enter("m").err().expect("a third waits for none");
+        assert_eq!(full.kind, servegraph_engine::ErrorKind::Unavailable);
+        assert_eq!(
+            full.message,
+            "model `m` is busy: 2 requests are already waiting for it (its queue_size)"
+        );
+        let mut batch = vec![a];
+        started(&mut batch);
+        assert_eq!(waiting.now(), 1);
+        drop(b);
+        assert_eq!(waiting.now(), 0);
+        assert!(waiting.enter("m").is_ok());
     }
 }

@@ -111,6 +111,28 @@ pub fn build(node: &StepNode, ctx: &mut BuildContext) -> Option<Box<dyn Step>> {
 
 /// Takes a model's declared inputs from the event, by name: a 422 names a missing tensor (and
 /// what the request has), or one of another datatype or shape.
+/// A 400 for a request with more rows (an input's first dimension) than the model's
+/// `max_batch_size`, as Triton refuses it.
+pub(crate) fn check_rows(
+    model: &str,
+    max_batch_size: Option<usize>,
+    inputs: &[servegraph_engine::Tensor],
+) -> Result<()> {
+    let Some(limit) = max_batch_size else {
+        return Ok(());
+    };
+    match inputs
+        .iter()
+        .find(|t| t.shape.first().is_some_and(|&rows| rows > limit))
+    {
+        None => Ok(()),
+        Some(t) => Err(Error::bad_request(format!(
+            "input `{}` has {} rows (shape {:?}), more than model `{model}`'s max_batch_size of {limit}",
+            t.name, t.shape[0], t.shape
+        ))),
+    }
+}
+
 pub(crate) fn take_inputs(
     model: &str,
     declared: &[TensorMeta],

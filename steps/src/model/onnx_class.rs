@@ -48,6 +48,14 @@ pub struct OnnxSpec {
     /// into one run and split back. Only for models whose rows are independent.
     #[serde(default)]
     pub batch: Option<BatchSpec>,
+    /// Triton's `max_batch_size`: the first dimension of the model's inputs and outputs is a
+    /// batch dimension of at most this many rows, without the batcher. The model
+    /// configuration then leaves it out of `dims`, a raw binary request is one row (Triton's
+    /// shape), and a request with more rows is a 400. Default: `batch.max_size` with
+    /// `batch`, else none (whole shapes).
+    #[serde(default)]
+    #[schemars(range(min = 1))]
+    pub max_batch_size: Option<usize>,
     /// Run tiny models on the calling thread (default `true`): a model whose runs took under
     /// 50 µs of CPU time over its first 200 runs (and whose later runs stay under 200 µs) runs
     /// inline on the request's own worker thread with a session of that thread's, skipping

@@ -201,3 +201,28 @@ class Moody:
 
     def predict(self, X, feature_names, meta=None):
         return X
+
+
+class Words:
+    """Text generation for the generate extension: `predict` yields the words of
+    `text_input` upper-cased, one at a time (at most `max_tokens` of them, `pause` seconds
+    apart); the word `fail` raises mid-stream."""
+
+    def predict(self, inputs, parameters):
+        text = inputs["text_input"].reshape(-1)[0]
+        text = text.decode() if isinstance(text, bytes) else str(text)
+        for i, word in enumerate(text.split()[: int(parameters.get("max_tokens", 100))]):
+            if word == "fail":
+                raise ValueError("cannot say fail")
+            if i:
+                time.sleep(float(parameters.get("pause", 0)))
+            yield {"text_output": word.upper() + " "}
+
+
+class Whole:
+    """The same text at once, as a model that does not stream answers."""
+
+    def predict(self, inputs, parameters):
+        text = inputs["text_input"].reshape(-1)[0]
+        text = text.decode() if isinstance(text, bytes) else str(text)
+        return {"text_output": np.array([text.upper()], dtype=object)}

@@ -23,12 +23,13 @@ impl OnnxModel {
             .map(|m| (m.len(), m.modified().ok()))
             .map_err(|e| format!("{}: {e}", path.display()))?;
         let key = format!(
-            "{name}|{}|{file:?}|{}|{}|{}|{:?}|{:?}|{}",
+            "{name}|{}|{file:?}|{}|{}|{}|{:?}|{:?}|{:?}|{}",
             path.display(),
             spec.intra_op_threads,
             spec.sessions,
             spec.queue_size,
             spec.batch,
+            spec.max_batch_size,
             spec.explain.as_ref().map(|e| &e.baseline),
             spec.inline,
         );

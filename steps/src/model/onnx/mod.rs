@@ -47,7 +47,7 @@ use servegraph_engine::{
 use self::convert::metas;
 use self::pool::{Pool, run_batch, worker};
 use crate::model::OnnxSpec;
-use crate::model::batch::{Batching, Job};
+use crate::model::batch::{Batching, Job, Waiting};
 
 /// A loaded ONNX model and its session pool.
 pub struct OnnxModel {
@@ -57,11 +57,14 @@ pub struct OnnxModel {
     inputs: Vec<TensorMeta>,
     outputs: Vec<TensorMeta>,
     queue: Sender<Job>,
-    queue_size: usize,
+    /// Requests queued or gathered for a batch, within `queue_size`.
+    waiting: Waiting,
     stats: Arc<RunStats>,
     inline: Arc<Inline>,
     /// `batch`: requests that arrive together share one run.
     batching: Option<Batching>,
+    /// `max_batch_size`: the first dimension is a batch of at most this many rows.
+    max_batch_size: Option<usize>,
     /// Requests gathering for the next inline run (with `batch`): the first one waits one
     /// scheduler turn for others that are ready on the same thread, then runs them all.
     gathering: Mutex<Vec<Job>>,
@@ -86,24 +89,26 @@ impl OnnxModel {
             first.outputs().iter().map(|o| (o.name(), o.dtype())),
             "output",
         )?;
-        let batching = match spec.batch {
-            None => None,
-            Some(b) => {
-                // Merging along the first axis needs it dynamic everywhere.
-                for (what, metas) in [("input", &inputs), ("output", &outputs)] {
-                    if let Some(m) = metas.iter().find(|m| m.shape.first() != Some(&-1)) {
-                        return Err(format!(
-                            "`batch` needs a dynamic first dimension, but {what} `{}` has shape {:?}",
-                            m.name, m.shape
-                        ));
-                    }
-                }
-                Some(Batching {
-                    max_size: b.max_size,
-                    max_wait: Duration::from_micros(b.max_wait_us),
-                })
-            }
+        // Merging along the first axis, or calling it a batch, needs it dynamic everywhere.
+        let field = match (spec.batch, spec.max_batch_size) {
+            (_, Some(_)) => Some("max_batch_size"),
+            (Some(_), None) => Some("batch"),
+            (None, None) => None,
         };
+        if let Some(field) = field {
+            for (what, metas) in [("input", &inputs), ("output", &outputs)] {
+                if let Some(m) = metas.iter().find(|m| m.shape.first() != Some(&-1)) {
+                    return Err(format!(
+                        "`{field}` needs a dynamic first dimension, but {what} `{}` has shape {:?}",
+                        m.name, m.shape
+                    ));
+                }
+            }
+        }
+        let batching = spec.batch.map(|b| Batching {
+            max_size: b.max_size,
+            max_wait: Duration::from_micros(b.max_wait_us),
+        });
         let (tx, rx) = crossbeam_channel::bounded(spec.queue_size);
         let stats = Arc::new(RunStats::new(name));
         // Runs are judged by the pool thread's CPU time, which misses ONNX Runtime's own threads:
@@ -144,10 +149,11 @@ impl OnnxModel {
             inputs,
             outputs,
             queue: tx,
-            queue_size: spec.queue_size,
+            waiting: Waiting::new(spec.queue_size),
             stats,
             inline,
             batching,
+            max_batch_size: spec.max_batch_size,
             gathering: Mutex::new(Vec::new()),
         })
     }
@@ -192,7 +198,9 @@ impl OnnxModel {
     /// waits one scheduler turn (requests ready on this thread join meanwhile), then runs
     /// them all in one ONNX Runtime run on an inline session (the pool's, when all are busy).
     async fn gathered(&self, inputs: Vec<Tensor>, b: Batching) -> Result<(Vec<Tensor>, Duration)> {
-        let (job, answer) = Job::new(inputs, None);
+        let (mut job, answer) = Job::new(inputs, None);
+        // Waiting for the run, it counts against `queue_size` as a queued request does.
+        job.place = Some(self.waiting.enter(&self.name)?);
         // `Ok(leader?)` when it joined or started the run; `Err(job)` when it does not fit.
         let joined = {
             let mut g = self.gathering.lock().expect("not poisoned");
@@ -267,16 +275,14 @@ impl OnnxModel {
         }
     }
 
-    /// Queues jobs on the session pool; those that do not fit are answered 503.
+    /// Queues gathered jobs on the session pool (they keep their places among the waiting
+    /// requests, so the queue has room for them); one the pool has stopped for is answered so.
     fn to_pool(&self, jobs: Vec<Job>) {
         for job in jobs {
             if let Err(e) = self.queue.try_send(job) {
                 let job = e.into_inner();
-                let busy = Error::unavailable(format!(
-                    "model `{}` is busy: {} requests are already waiting",
-                    self.name, self.queue_size
-                ));
-                job.answer(Err(busy));
+                let stopped = Error::unavailable(format!("model `{}` has stopped", self.name));
+                job.answer(Err(stopped));
             }
         }
     }
@@ -284,12 +290,13 @@ impl OnnxModel {
     /// Hands the inputs to the session pool and waits for the outputs, and the time they
     /// waited for and ran on a session.
     async fn pool_job(&self, inputs: Vec<Tensor>) -> Result<(Vec<Tensor>, Duration)> {
-        let (job, answer) = Job::new(inputs, None);
+        let (mut job, answer) = Job::new(inputs, None);
+        job.place = Some(self.waiting.enter(&self.name)?);
         self.queue.try_send(job).map_err(|e| match e {
-            TrySendError::Full(_) => Error::unavailable(format!(
-                "model `{}` is busy: {} requests are already waiting",
-                self.name, self.queue_size
-            )),
+            // Never while places are counted; said as the count says it.
+            TrySendError::Full(_) => {
+                Error::unavailable(format!("model `{}` is busy: its queue is full", self.name))
+            }
             TrySendError::Disconnected(_) => {
                 Error::internal(format!("model `{}` has stopped", self.name))
             }
@@ -310,6 +317,7 @@ impl OnnxModel {
 impl Step for OnnxModel {
     async fn process(&self, mut event: Event) -> Result<Event> {
         let inputs = crate::model::take_inputs(&self.name, &self.inputs, &mut event)?;
+        crate::model::check_rows(&self.name, self.max_batch_size, &inputs)?;
         let (tensors, took) = if event.explain {
             self.explain(inputs).await?
         } else {
@@ -341,6 +349,12 @@ impl Model for OnnxModel {
 
     fn batching(&self) -> Option<(usize, std::time::Duration)> {
         self.batching.map(|b| (b.max_size, b.max_wait))
+    }
+
+    fn max_batch_size(&self) -> usize {
+        self.max_batch_size
+            .or(self.batching.map(|b| b.max_size))
+            .unwrap_or(0)
     }
 }
 

@@ -9,7 +9,7 @@ use super::Inline;
 use super::convert::run;
 use super::inline::thread_cpu;
 use super::job::RunStats;
-use crate::model::batch::{Batching, Job, answer_all, join, next_batch, split};
+use crate::model::batch::{Batching, Job, answer_all, join, next_batch, split, started};
 
 /// What a pool thread shares with its model.
 pub(super) struct Pool<'a> {
@@ -33,6 +33,7 @@ pub(super) fn worker(
 
 /// Runs several jobs as one: inputs joined along the first axis, outputs split back by rows.
 pub(super) fn run_batch(session: &mut Session, mut batch: Vec<Job>, pool: &Pool<'_>) {
+    started(&mut batch);
     let (outputs, stats) = (pool.outputs, pool.stats);
     let start = stats.starting(&batch);
     let cpu = pool.inline.warming().then(thread_cpu);

@@ -23,6 +23,9 @@ pub(super) const ERROR: u8 = 7;
 pub(super) const CALL: u8 = 9;
 /// An operation's answer: `{"result"}` in the metadata.
 pub(super) const REPLY: u8 = 10;
+/// A piece of a streamed answer (a `predict` that yields, called with `"stream": true`): its
+/// tensors; the call's RESULT (or ERROR) follows the last one.
+pub(super) const CHUNK: u8 = 11;
 
 /// A flag of an answer's header: the worker's own run of its last call (the user's code, not
 /// the pipe) took at most a quarter of `spin_us`, so polling for the next answer pays.

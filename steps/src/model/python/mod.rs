@@ -45,7 +45,7 @@ pub use spec::{Api, LoadMode, PythonSpec, PythonStepSpec, SeldonRole, TaskSpec};
 
 use self::error::WorkerError;
 use self::worker::{Worker, WorkerConfig};
-use crate::model::batch::{Batching, Call, Job};
+use crate::model::batch::{Batching, Call, Job, Waiting};
 
 /// A Python model: its queue and its workers.
 pub struct PythonModel {
@@ -71,6 +71,11 @@ pub struct PythonModel {
     body_step: bool,
     workers: Vec<Worker>,
     batching: Option<Batching>,
+    /// `max_batch_size`: the first dimension is a batch of at most this many rows.
+    max_batch_size: Option<usize>,
+    /// Requests queued or gathered for a batch (not yet written to a worker), within
+    /// `queue_size`.
+    waiting: Waiting,
     /// The ids of the requests it served lately, when its class takes Seldon's feedback:
     /// feedback for one of them reaches `send_feedback` (as Seldon's executor sends it to
     /// the components a request went through).
@@ -127,7 +132,8 @@ impl PythonModel {
         config: WorkerConfig,
         spec: &PythonSpec,
     ) -> std::result::Result<(PythonModel, Option<Loading>), WorkerError> {
-        let (tx, rx) = tokio::sync::mpsc::channel(spec.queue_size.max(1));
+        // Room for `queue_size` requests (`waiting` counts them) and the health probe's.
+        let (tx, rx) = tokio::sync::mpsc::channel(spec.queue_size.max(1) + 1);
         let queue = Arc::new(tokio::sync::Mutex::new(rx));
         let loaded = Arc::new(AtomicUsize::new(0));
         let batching = spec.batch.map(|b| Batching {
@@ -190,6 +196,8 @@ impl PythonModel {
                 body_step: false,
                 workers,
                 batching,
+                max_batch_size: spec.max_batch_size,
+                waiting: Waiting::new(spec.queue_size),
                 served: Default::default(),
             },
             loading,
@@ -223,12 +231,14 @@ impl PythonModel {
             tokio::sync::oneshot::Receiver<crate::model::batch::Answer>,
         ),
     ) -> Result<crate::model::batch::Answer> {
-        let (job, answer) = job;
+        let (mut job, answer) = job;
+        job.place = Some(self.waiting.enter(&self.name)?);
         match self.queue.try_send(job) {
             Ok(()) => {}
+            // Never while places are counted.
             Err(TrySendError::Full(_)) => {
                 return Err(Error::unavailable(format!(
-                    "model `{}` is overloaded: its queue is full",
+                    "model `{}` is busy: its queue is full",
                     self.name
                 )));
             }
@@ -358,6 +368,7 @@ impl Step for PythonModel {
             }
             (None, true, None) => event.tensors.clone(),
         };
+        crate::model::check_rows(&self.name, self.max_batch_size, &inputs)?;
         if let Some(why) = self.unready() {
             return Err(Error::unavailable(format!("model `{}`: {why}", self.name)));
         }
@@ -370,6 +381,7 @@ impl Step for PythonModel {
                 .and_then(|_| event.notes.get("error").cloned()),
             body,
             explain: event.explain,
+            chunks: event.chunks.clone(),
         };
         let answer = self.submit((job, answer)).await?;
         let result = answer.result?;
@@ -454,6 +466,12 @@ impl Model for PythonModel {
 
     fn batching(&self) -> Option<(usize, std::time::Duration)> {
         self.batching.map(|b| (b.max_size, b.max_wait))
+    }
+
+    fn max_batch_size(&self) -> usize {
+        self.max_batch_size
+            .or(self.batching.map(|b| b.max_size))
+            .unwrap_or(0)
     }
 
     async fn operation(
@@ -615,6 +633,27 @@ pub fn build_task(node: &StepNode, ctx: &mut BuildContext) -> Option<Box<dyn Ste
 /// `class: python`: builds the model from its spec.
 impl super::ClassSpec for PythonSpec {
     fn build(&self, node: &StepNode, ctx: &mut BuildContext) -> Option<Box<dyn Step>> {
+        // A batch dimension is the first of every declared tensor, and dynamic.
+        if self.max_batch_size.is_some() {
+            let declared = [("input", &self.inputs), ("output", &self.outputs)];
+            for (what, metas) in declared {
+                if let Some(m) = metas
+                    .iter()
+                    .flatten()
+                    .find(|m| m.shape.first() != Some(&-1))
+                {
+                    ctx.error(
+                        &node.name,
+                        &node.span,
+                        format!(
+                            "`max_batch_size` needs a dynamic first dimension, but {what} `{}` has shape {:?}",
+                            m.name, m.shape
+                        ),
+                    );
+                    return None;
+                }
+            }
+        }
         if let Some((role, instead)) = match self.role {
             spec::SeldonRole::Router => Some((
                 "router",
@@ -740,6 +779,7 @@ impl PythonModel {
             explain: false,
             id: None,
             error: None,
+            chunks: None,
         };
         let answer = self.submit((job, answer)).await?;
         answer.result?;

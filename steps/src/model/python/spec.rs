@@ -92,6 +92,13 @@ pub struct PythonSpec {
     /// rows are independent).
     #[serde(default)]
     pub batch: Option<BatchSpec>,
+    /// Triton's `max_batch_size`: the first dimension of the declared inputs and outputs is
+    /// a batch dimension of at most this many rows, without the batcher (the model
+    /// configuration leaves it out of `dims`, a raw binary request is one row, a request
+    /// with more rows is a 400). Default: `batch.max_size` with `batch`, else none.
+    #[serde(default)]
+    #[schemars(range(min = 1))]
+    pub max_batch_size: Option<usize>,
     /// Requests waiting for a worker; one more is answered 503 at once (default 1024).
     #[serde(default = "default_queue")]
     #[schemars(range(min = 1))]
@@ -227,6 +234,7 @@ impl PythonStepSpec {
             health_interval_ms: default_health(),
             workers: self.workers,
             batch: None,
+            max_batch_size: None,
             queue_size: self.queue_size,
             load_timeout_ms: self.load_timeout_ms,
             hang_kill_ms: self.hang_kill_ms,
@@ -362,6 +370,7 @@ impl TaskSpec {
             health_interval_ms: default_health(),
             workers: self.workers,
             batch: None,
+            max_batch_size: None,
             queue_size: self.queue_size,
             load_timeout_ms: self.load_timeout_ms,
             hang_kill_ms: self.hang_kill_ms,

@@ -15,6 +15,7 @@ use super::pipe::{Io, Output, read_frame};
 use super::{DEPTH, Queue, Shared, WorkerConfig};
 use crate::model::batch::{
     Batching, Call, Job, Notes, answer_all, answer_all_noted, first_job, gather_async, join, split,
+    started,
 };
 use crate::model::python::error::WorkerError;
 use crate::model::python::frame::{self, Frame};
@@ -191,6 +192,8 @@ async fn write_calls(
             unsent = batch;
             break;
         }
+        // Written to the worker, they wait no more (the worker runs them in order).
+        started(&mut batch);
         // Jobs join a batch only with equal parameters: the first one's are everyone's.
         let parameters = batch[0].parameters.take();
         let now = Instant::now();
@@ -268,7 +271,7 @@ async fn read_answers(
         // ...and the model is quick and the CPUs are free (`Polling`).
         let spin = (alone && idle && !config.spin.is_zero() && polling.poll())
             .then(|| Instant::now() + config.spin);
-        let read = read_frame(&mut output, &mut buf, arena, spin).await;
+        let read = read_streamed(line, &mut output, &mut buf, arena, spin, &call).await;
         let answer = match read {
             Ok(Some(reply)) if reply.call_id == call.id => {
                 let kind = reply.kind;
@@ -370,9 +373,41 @@ impl Polling {
     }
 }
 
+/// The call's answer frame, after the pieces of a streamed answer (CHUNK frames), each handed
+/// to the job's sink as it comes. A sink that takes no piece within half of `hang_kill_ms`
+/// (its reader stalled) or whose reader has gone gets no more: the pieces are still read, so
+/// the worker is never left blocked on its pipe. Each piece is progress: the watchdog is armed
+/// again.
+async fn read_streamed(
+    line: &Line,
+    output: &mut Output,
+    buf: &mut Vec<u8>,
+    arena: Option<&Arena>,
+    spin: Option<Instant>,
+    call: &Pending,
+) -> Result<Option<Frame>, WorkerError> {
+    let mut sink = call.batch.first().and_then(|j| j.call.chunks.clone());
+    loop {
+        let read = read_frame(output, buf, arena, spin).await?;
+        match read {
+            Some(reply) if reply.kind == frame::CHUNK && reply.call_id == call.id => {
+                line.shared.watchdog.arm(line.config.hang_kill);
+                if let Some(s) = &sink {
+                    let patience = line.config.hang_kill / 2;
+                    let sent = tokio::time::timeout(patience, s.send(reply.tensors)).await;
+                    if !matches!(sent, Ok(Ok(()))) {
+                        sink = None;
+                    }
+                }
+            }
+            other => return Ok(other),
+        }
+    }
+}
+
 /// An INFER frame's JSON: the parameters, and a body or `/explain` when the call has them.
 fn infer_meta(parameters: Option<Notes>, call: &mut Call) -> Option<serde_json::Value> {
-    if parameters.is_none() && call.body.is_none() && !call.explain {
+    if parameters.is_none() && call.body.is_none() && !call.explain && call.chunks.is_none() {
         return None;
     }
     let mut meta = serde_json::Map::new();
@@ -388,6 +423,10 @@ fn infer_meta(parameters: Option<Notes>, call: &mut Call) -> Option<serde_json::
     }
     if call.explain {
         meta.insert("explain".into(), true.into());
+    }
+    if call.chunks.is_some() {
+        // A `predict` that yields sends each piece as a CHUNK, then its whole answer.
+        meta.insert("stream".into(), true.into());
     }
     Some(meta.into())
 }
