@@ -43,6 +43,22 @@ fn models(names: &[(&str, &str)]) -> String {
     yaml
 }
 
+/// What a script of `tests/python/` printed (JSON) after driving the server at `addr` with
+/// Seldon's own client, in the interpreter that has seldon-core.
+fn seldon_check(script: &str, addr: &str) -> Value {
+    let out = std::process::Command::new(common::seldon_python())
+        .arg(root().join("tests/python").join(script))
+        .arg(addr)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 fn ok(r: common::Reply) -> Value {
     assert_eq!(r.status, 200, "{:?}", r.body);
     r.json()
@@ -455,17 +471,7 @@ fn seldons_own_client_predicts_and_sends_feedback() {
         ("kinds", "Kinds"),
         ("learner", "Rewarded"),
     ]));
-    let out = std::process::Command::new(common::seldon_python())
-        .arg(root().join("tests/python/seldon_client_check.py"))
-        .arg(&server.addr)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = seldon_check("seldon_client_check.py", &server.addr);
     for case in [
         "ndarray",
         "tensor",
@@ -512,17 +518,7 @@ fn seldons_microservice_endpoints_take_its_clients_forms() {
     let (_dir, server) = serve(
         "  kind: flow\n  steps:\n    learner: {kind: model, class: python, path: MODELS, python: PYTHON, class_name: Rewarded}\n",
     );
-    let out = std::process::Command::new(common::seldon_python())
-        .arg(root().join("tests/python/seldon_microservice_check.py"))
-        .arg(&server.addr)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = seldon_check("seldon_microservice_check.py", &server.addr);
     for case in ["predict", "feedback", "after_feedback"] {
         assert_eq!(v[case]["success"], true, "{case}: {v}");
     }

@@ -39,17 +39,7 @@ impl Graph {
         mode: BuildMode,
         overlay: &crate::repository::State,
     ) -> Result<Graph, GraphErrors> {
-        let source = std::fs::read_to_string(path).map_err(|e| {
-            GraphErrors::new(
-                path,
-                "",
-                vec![Diagnostic::new(format!("cannot read the graph file: {e}"))],
-            )
-        })?;
-        let base = path.parent().unwrap_or(Path::new("."));
-        Graph::build(&source, base, registry, mode, overlay, None)
-            .0
-            .map_err(|d| GraphErrors::new(path, &source, d))
+        Graph::load_file(path, registry, mode, overlay, None)
     }
 
     /// [`Graph::load_with`] for a serving process that builds its graph again (a reload, a
@@ -63,6 +53,17 @@ impl Graph {
         overlay: &crate::repository::State,
         shelf: &crate::loading::Shelf,
     ) -> Result<Graph, GraphErrors> {
+        Graph::load_file(path, registry, mode, overlay, Some(shelf))
+    }
+
+    /// Reads the graph file at `path` and builds it (relative paths under its folder).
+    fn load_file(
+        path: &Path,
+        registry: &Registry,
+        mode: BuildMode,
+        overlay: &crate::repository::State,
+        shelf: Option<&crate::loading::Shelf>,
+    ) -> Result<Graph, GraphErrors> {
         let source = std::fs::read_to_string(path).map_err(|e| {
             GraphErrors::new(
                 path,
@@ -71,7 +72,7 @@ impl Graph {
             )
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
-        Graph::build(&source, base, registry, mode, overlay, Some(shelf))
+        Graph::build(&source, base, registry, mode, overlay, shelf)
             .0
             .map_err(|d| GraphErrors::new(path, &source, d))
     }
