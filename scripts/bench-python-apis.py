@@ -1,0 +1,99 @@
+"""The worker's side of one call for each Python API, in-process, as `_worker` runs it: the
+call's frame JSON decoded, the adapter, the answer encoded into a frame (written nowhere).
+`scripts/bench-python-apis.sh` counts the instructions of N calls under callgrind, a
+figure a noisy machine does not move (docs/benchmarks.md).
+
+Usage: python bench-python-apis.py CASE N   (CASE: native, mlrun, mlrun-body, seldon, seldon-body)
+with the package to measure first on PYTHONPATH (python/ of a checkout)."""
+
+import json
+import os
+import sys
+import tempfile
+
+import numpy as np
+
+from servegraph import _frames, _imports, _worker
+from servegraph._apis import api_of, import_target
+
+MODELS = '''
+from mlrun.serving import V2ModelServer
+
+
+class MLRunEcho(V2ModelServer):
+    def load(self):
+        pass
+
+    def predict(self, body):
+        return body["inputs"]
+
+
+class SeldonEcho:
+    def predict(self, X, feature_names, meta=None):
+        return X
+
+
+class NativeEcho:
+    def predict(self, inputs, parameters):
+        return inputs
+'''
+
+
+class Sink:
+    def write(self, data):
+        pass
+
+    def flush(self):
+        pass
+
+
+class Waiting:
+    """The worker's `Input`, as far as a call uses it."""
+
+    last = 0.0
+    spin = 0.0002
+
+    def quick(self):
+        return True
+
+
+def model(path, cls, api):
+    spec = {"path": path, "class_name": cls, "api": api, "step": "m"}
+    target = import_target(spec)
+    return api_of(target, spec)(target, spec)
+
+
+def main():
+    case, n = sys.argv[1], int(sys.argv[2])
+    _imports.install()
+    folder = tempfile.mkdtemp()
+    path = os.path.join(folder, "echo_models.py")
+    with open(path, "w") as f:
+        f.write(MODELS)
+    row = [[1.0, 2.0, 3.0, 4.0]]
+    x = np.array(row, dtype=np.float32)
+    sink, inp = Sink(), Waiting()
+    api, cls, body = {
+        "native": ("servegraph", "NativeEcho", None),
+        "mlrun": ("mlrun", "MLRunEcho", None),
+        "mlrun-body": ("mlrun", "MLRunEcho", {"inputs": row}),
+        "seldon": ("seldon", "SeldonEcho", None),
+        "seldon-body": ("seldon", "SeldonEcho", {"data": {"ndarray": row}}),
+    }[case]
+    m = model(path, cls, api)
+    raw = json.dumps({"body": body, "id": "r1"}).encode() if body is not None else b""
+
+    def call():
+        meta = _frames.decode_json(memoryview(raw)) if raw else {}
+        tensors = {} if raw else {"input": x}
+        extra, outputs = _worker.infer(m, meta, tensors, [], inp, sink, 1)
+        _worker.write_result(sink, 1, extra, outputs, None, 1)
+
+    for _ in range(50):
+        call()
+    for _ in range(n):
+        call()
+
+
+if __name__ == "__main__":
+    main()
