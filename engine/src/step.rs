@@ -57,9 +57,11 @@ pub trait Step: Send + Sync + 'static {
         self.model().map_or(Platform::Custom, Model::platform)
     }
 
-    /// Class names by index, when the step knows them (a `label_map` or `top_k` with
-    /// labels): the classification extension labels its classes with them.
-    fn labels(&self) -> Option<Vec<String>> {
+    /// Class names by index of output tensor `output`, when the step knows them (a
+    /// `label_map` or `top_k` with labels, whatever the tensor; an ONNX model's output with a
+    /// `label_filename`): the classification extension labels that output's classes with them.
+    fn labels(&self, output: &str) -> Option<Vec<String>> {
+        let _ = output;
         None
     }
 
@@ -270,8 +272,8 @@ impl<S: Step> Step for Arc<S> {
     fn platform(&self) -> Platform {
         S::platform(self)
     }
-    fn labels(&self) -> Option<Vec<String>> {
-        S::labels(self)
+    fn labels(&self, output: &str) -> Option<Vec<String>> {
+        S::labels(self, output)
     }
     fn model(&self) -> Option<&dyn Model> {
         S::model(self)

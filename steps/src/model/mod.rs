@@ -106,7 +106,12 @@ pub fn build(node: &StepNode, ctx: &mut BuildContext) -> Option<Box<dyn Step>> {
     if pre.is_empty() && post.is_empty() {
         return Some(model);
     }
-    Some(Box::new(Hooked { pre, model, post }))
+    Some(Box::new(Hooked {
+        pre,
+        model,
+        post,
+        labels: Vec::new(),
+    }))
 }
 
 /// Takes a model's declared inputs from the event, by name: a 422 names a missing tensor (and
@@ -188,11 +193,26 @@ fn hooks(node: &StepNode, ctx: &mut BuildContext, field: &str) -> Option<Vec<Box
 }
 
 /// A model with its own pre- and post-processing, in MLRun's order: preprocess → validate
-/// (the model's input checks) → predict → postprocess.
+/// (the model's input checks) → predict → postprocess; and its outputs' class names (an ONNX
+/// model's `outputs: [{name, label_filename}]`).
 struct Hooked {
     pre: Vec<Box<dyn Op>>,
     model: Box<dyn Step>,
     post: Vec<Box<dyn Op>>,
+    /// Class names by output tensor.
+    labels: Vec<(String, Vec<String>)>,
+}
+
+impl Hooked {
+    /// `model` with class names for some of its outputs.
+    fn labeled(model: Box<dyn Step>, labels: Vec<(String, Vec<String>)>) -> Hooked {
+        Hooked {
+            pre: Vec::new(),
+            model,
+            post: Vec::new(),
+            labels,
+        }
+    }
 }
 
 #[async_trait]
@@ -236,11 +256,17 @@ impl Step for Hooked {
         self.pre.iter().rev().fold(own, |need, op| op.takes(need))
     }
 
-    fn labels(&self) -> Option<Vec<String>> {
+    fn labels(&self, output: &str) -> Option<Vec<String>> {
         self.post
             .iter()
             .find_map(|op| op.labels())
-            .or_else(|| self.model.labels())
+            .or_else(|| {
+                self.labels
+                    .iter()
+                    .find(|(name, _)| name == output)
+                    .map(|(_, l)| l.clone())
+            })
+            .or_else(|| self.model.labels(output))
     }
 
     /// The model itself: its readiness, loading, operations and batching are the wrapped

@@ -114,7 +114,7 @@ impl Step for Transform {
         self.op.takes(after)
     }
 
-    fn labels(&self) -> Option<Vec<String>> {
+    fn labels(&self, _output: &str) -> Option<Vec<String>> {
         self.op.labels()
     }
 
