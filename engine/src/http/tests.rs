@@ -59,7 +59,10 @@ async fn not_ready_until_a_graph_is_served() {
     assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
     // (Loads are named process-wide: other tests' models may be named after it.)
     let error = body_json(r).await["error"].as_str().unwrap().to_owned();
-    assert!(error.starts_with("not ready: models are loading"), "{error}");
+    assert!(
+        error.starts_with("not ready: models are loading"),
+        "{error}"
+    );
     let r = app
         .clone()
         .oneshot(Request::get("/v2/health/live").body(Body::empty()).unwrap())

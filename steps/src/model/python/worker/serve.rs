@@ -549,7 +549,10 @@ mod tests {
         p.answered(true, true, fast, window);
         assert!(p.poll());
         p.answered(true, true, late, window);
-        assert_eq!(p.skip, 1, "after an answer in time the pauses start again from one");
+        assert_eq!(
+            p.skip, 1,
+            "after an answer in time the pauses start again from one"
+        );
     }
 
     #[test]
