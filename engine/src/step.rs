@@ -65,6 +65,12 @@ pub trait Step: Send + Sync + 'static {
         None
     }
 
+    /// The step's settings in a few words, for pictures (`servegraph plot`): a transform's
+    /// op, a router's policy, weights and sticky key. The default: nothing beyond its kind.
+    fn summary(&self) -> Option<String> {
+        None
+    }
+
     /// The step as a model (readiness, loading, custom operations, batching), when it serves
     /// one.
     fn model(&self) -> Option<&dyn Model> {
@@ -274,6 +280,9 @@ impl<S: Step> Step for Arc<S> {
     }
     fn labels(&self, output: &str) -> Option<Vec<String>> {
         S::labels(self, output)
+    }
+    fn summary(&self) -> Option<String> {
+        S::summary(self)
     }
     fn model(&self) -> Option<&dyn Model> {
         S::model(self)
