@@ -256,17 +256,14 @@ impl Step for Hooked {
         self.pre.iter().rev().fold(own, |need, op| op.takes(need))
     }
 
+    /// The output's own class names (`label_filename`) first, then a postprocess op's.
     fn labels(&self, output: &str) -> Option<Vec<String>> {
-        self.post
+        self.labels
             .iter()
-            .find_map(|op| op.labels())
-            .or_else(|| {
-                self.labels
-                    .iter()
-                    .find(|(name, _)| name == output)
-                    .map(|(_, l)| l.clone())
-            })
+            .find(|(name, _)| name == output)
+            .map(|(_, l)| l.clone())
             .or_else(|| self.model.labels(output))
+            .or_else(|| self.post.iter().find_map(|op| op.labels()))
     }
 
     /// The model itself: its readiness, loading, operations and batching are the wrapped
@@ -388,6 +385,23 @@ graph:
         // place, so the model's own input).
         assert_eq!(g.models()[0].inputs[0].name, "input");
         assert_eq!(g.models()[0].inputs[0].shape, vec![-1, 4]);
+    }
+
+    /// An output's label file names that output's classes, before a postprocess `label_map`
+    /// (which names the others').
+    #[test]
+    fn an_outputs_label_file_comes_before_a_postprocess_label_map() {
+        let yaml = hooked_yaml("{op: label_map, args: {labels: [a, b, c]}}").replace(
+            "      preprocess:",
+            "      outputs: [{name: probabilities, label_filename: iris_labels.txt}]\n      preprocess:",
+        );
+        let g =
+            Graph::from_yaml(&yaml, &models_dir(), &crate::registry(), BuildMode::Load).unwrap();
+        assert_eq!(
+            g.labels("lr", None, "probabilities").unwrap(),
+            ["setosa", "versicolor", "virginica"]
+        );
+        assert_eq!(g.labels("lr", None, "label").unwrap(), ["a", "b", "c"]);
     }
 
     #[test]
