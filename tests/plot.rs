@@ -64,3 +64,51 @@ fn svg_through_graphviz_or_a_clear_message() {
         assert!(String::from_utf8_lossy(&out.stderr).contains("SVG needs Graphviz's `dot`"));
     }
 }
+
+/// Nodes say a transform's op and a router's policy, weights, sticky key and shadow, in a few
+/// words, in DOT and in Mermaid.
+#[test]
+fn nodes_show_transform_ops_and_router_policies() {
+    let out = plot("graphs/iris-ensemble.yaml", "dot");
+    let dot = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        dot.contains("\"scale\" [label=\"scale\\ntransform: standardize\"];"),
+        "{dot}"
+    );
+    let out = plot("graphs/iris.yaml", "dot");
+    let dot = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        dot.contains("label=\"iris (router: weighted iris-lr 50% iris-rf 50%)\";"),
+        "{dot}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let g = dir.path().join("r.yaml");
+    std::fs::write(
+        &g,
+        "name: r\ngraph:\n  kind: flow\n  steps:\n    pick:\n      kind: router\n      policy: {type: weighted, weights: {a: 3, b: 1}, sticky: \"header:X-User\", shadow: {route: c, percent: 25}}\n      routes:\n        a: {kind: transform, op: noop}\n        b: {kind: transform, op: softmax}\n        c: {kind: transform, op: noop}\n    bandit:\n      kind: router\n      after: pick\n      policy: {type: thompson}\n      routes:\n        x: {kind: transform, op: noop}\n        y: {kind: transform, op: noop}\n",
+    )
+    .unwrap();
+    let out = plot(g.to_str().unwrap(), "mermaid");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mermaid = String::from_utf8(out.stdout).unwrap();
+    for want in [
+        "[\"pick (router: weighted a 75% b 25%, sticky header:x-user, shadow c 25%)\"]",
+        "[\"bandit (router: thompson)\"]",
+        "[\"b<br/><i>transform: softmax</i>\"]",
+    ] {
+        assert!(mermaid.contains(want), "{want:?} not in\n{mermaid}");
+    }
+    let out = plot(g.to_str().unwrap(), "dot");
+    let dot = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        dot.contains(
+            "label=\"pick (router: weighted a 75% b 25%, sticky header:x-user, shadow c 25%)\";"
+        ),
+        "{dot}"
+    );
+}

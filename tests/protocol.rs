@@ -457,4 +457,90 @@ fn stream_times(addr: &str, path: &str, body: &str) -> (std::time::Duration, std
         }
     }
     (first.expect("an event"), start.elapsed())
+
+/// Writes a graph of one ONNX model `lr` (iris) whose `probabilities` output names a label
+/// file, with the file holding `labels` (none: no file), in a new folder.
+fn labeled_graph(labels: Option<&str>) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let graph = dir.path().join("g.yaml");
+    std::fs::write(
+        &graph,
+        format!(
+            "name: g\ngraph:\n  kind: router\n  routes:\n    lr:\n      kind: model\n      class: onnx\n      model_path: {}\n      outputs: [{{name: probabilities, label_filename: iris-labels.txt}}]\n",
+            root().join("models/iris_lr.onnx").display()
+        ),
+    )
+    .unwrap();
+    if let Some(labels) = labels {
+        std::fs::write(dir.path().join("iris-labels.txt"), labels).unwrap();
+    }
+    (dir, graph)
+}
+
+/// An ONNX model's output with a `label_filename` (Triton's): classification of that output
+/// answers `value:index:label`, line i of the file naming class i; another output has none.
+#[test]
+fn classification_labels_come_from_an_outputs_label_file() {
+    let (_dir, graph) = labeled_graph(Some("setosa\r\nversicolor\nvirginica\n"));
+    let root_dir = root().display().to_string();
+    let s = Server::start(graph.to_str().unwrap(), &["--model-root", &root_dir]);
+    let mut request: Value = serde_json::from_str(&iris_request("v")).unwrap();
+    request["outputs"] = json!([
+        {"name": "probabilities", "parameters": {"classification": 3}},
+        {"name": "label", "parameters": {"classification": 1}}
+    ]);
+    let r = post(&s.addr, "/v2/models/lr/infer", &request.to_string());
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let answer = r.json();
+    let probabilities = &answer["outputs"][0];
+    assert_eq!(probabilities["name"], "probabilities", "{answer}");
+    let expected = expected();
+    let names = ["setosa", "versicolor", "virginica"];
+    for (row, p) in probabilities["data"]
+        .as_array()
+        .unwrap()
+        .chunks(3)
+        .zip(expected["iris-lr"]["probabilities"].as_array().unwrap())
+    {
+        let p: Vec<f64> = p
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        let best = (0..3).max_by(|&a, &b| p[a].total_cmp(&p[b])).unwrap();
+        let first = row[0].as_str().unwrap();
+        assert!(
+            first.ends_with(&format!(":{best}:{}", names[best])),
+            "{first} for {p:?}"
+        );
+        assert!(
+            row.iter()
+                .all(|c| names.iter().any(|n| c.as_str().unwrap().ends_with(n))),
+            "{row:?}"
+        );
+    }
+    let label = answer["outputs"][1]["data"][0].as_str().unwrap();
+    assert_eq!(label.split(':').count(), 2, "{label}");
+}
+
+/// A missing or empty label file is a validation error naming the step, the output and the
+/// file, and `serve` refuses the graph.
+#[test]
+fn a_missing_or_empty_label_file_is_refused_by_name() {
+    for (labels, why) in [(None, "no such file"), (Some(""), "it is empty")] {
+        let (_dir, graph) = labeled_graph(labels);
+        let out = bin().arg("validate").arg(&graph).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{text}");
+        for part in [
+            "lr",
+            "output `probabilities`",
+            "`label_filename` `iris-labels.txt`",
+            why,
+        ] {
+            assert!(text.contains(part), "{part} not in {text}");
+        }
+    }
 }

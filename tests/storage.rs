@@ -402,3 +402,114 @@ fn a_missing_http_file_is_not_found_at_once() {
         );
     }
 }
+
+/// A model folder served as a `.tar.gz` by a plain web server (which cannot list a folder) is
+/// downloaded into the cache, unpacked there once, and the model gets the folder; a second
+/// start finds it unpacked. An archive with an entry `../evil` is refused, naming the
+/// archive and the entry, and writes nothing outside its folder.
+#[test]
+fn a_folder_as_an_archive_over_plain_http_serves_and_an_escaping_one_is_refused() {
+    let stores = Stores::start();
+    let status = Command::new("tar")
+        .arg("czf")
+        .arg(stores.files.path().join("seldon.tar.gz"))
+        .arg("-C")
+        .arg(model("iris_seldon"))
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let cache = tempfile::tempdir().unwrap();
+    let seldon = |uri: &str| {
+        graph(&format!(
+            "name: g\ngraph:\n  kind: router\n  routes:\n    seldon:\n      kind: model\n      class: python\n      path: \"{}\"\n      class_name: Model\n      model_uri: \"{uri}\"\n      inputs: [{{name: input, datatype: FP32, shape: [-1, 4]}}]\n",
+            model("iris_seldon.py").display(),
+        ))
+    };
+    let (_dir, g) = seldon(&format!("{}/seldon.tar.gz", stores.http));
+    let want: Vec<i64> = expected()["iris-lr"]["label"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_i64().unwrap())
+        .collect();
+    let unpacked = |cache: &Path| -> Vec<PathBuf> {
+        let mut found = Vec::new();
+        for dir in std::fs::read_dir(cache).unwrap() {
+            if let Ok(d) = std::fs::read_dir(dir.unwrap().path().join("unpacked")) {
+                found.extend(d.map(|e| e.unwrap().path()));
+            }
+        }
+        found
+    };
+    let mut inodes = Vec::new();
+    for _ in 0..2 {
+        let s = Server::start_env(&g, &[], &stores.env(cache.path()));
+        let r = post(&s.addr, "/v2/models/seldon/infer", &iris_request("s"));
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        let probs = r.json()["outputs"][0]["data"].clone();
+        let rows: Vec<i64> = probs
+            .as_array()
+            .unwrap()
+            .chunks(3)
+            .map(|p| {
+                let p: Vec<f64> = p.iter().map(|v| v.as_f64().unwrap()).collect();
+                (0..3).max_by(|&a, &b| p[a].total_cmp(&p[b])).unwrap() as i64
+            })
+            .collect();
+        assert_eq!(rows, want);
+        let folders = unpacked(cache.path());
+        assert_eq!(folders.len(), 1, "{folders:?}");
+        assert!(folders[0].join("model.pkl").is_file(), "{folders:?}");
+        use std::os::unix::fs::MetadataExt;
+        inodes.push(std::fs::metadata(&folders[0]).unwrap().ino());
+    }
+    assert_eq!(inodes[0], inodes[1], "unpacked again on the second start");
+
+    // `../evil`, made by Python's tarfile (which writes any name).
+    let evil = stores.files.path().join("evil.tar.gz");
+    let status = Command::new(test_python())
+        .arg("-c")
+        .arg(
+            "import io, sys, tarfile\n\
+             with tarfile.open(sys.argv[1], 'w:gz') as t:\n\
+             \x20   for name in ['ok.txt', '../evil']:\n\
+             \x20       i = tarfile.TarInfo(name); i.size = 2\n\
+             \x20       t.addfile(i, io.BytesIO(b'hi'))\n",
+        )
+        .arg(&evil)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let cache = tempfile::tempdir().unwrap();
+    let inside = cache.path().join("inside");
+    std::fs::create_dir(&inside).unwrap();
+    let (_dir, g) = seldon(&format!("{}/evil.tar.gz", stores.http));
+    let out = bin()
+        .args(["serve", &g, "--listen", "127.0.0.1:0"])
+        .envs(stores.env(&inside).iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    for part in [
+        "evil.tar.gz",
+        "cannot unpack the archive",
+        "`../evil`",
+        "refused",
+    ] {
+        assert!(stderr.contains(part), "{part} not in {stderr}");
+    }
+    // Nothing landed outside the archive's folder, nor stayed half unpacked.
+    let mut stack = vec![cache.path().to_owned()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            assert_ne!(p.file_name().unwrap(), "evil", "{}", p.display());
+            assert_ne!(p.file_name().unwrap(), "ok.txt", "{}", p.display());
+            if p.is_dir() {
+                stack.push(p);
+            }
+        }
+    }
+}

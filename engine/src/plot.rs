@@ -1,5 +1,6 @@
 //! Pictures of a graph: Graphviz DOT and Mermaid flowcharts, drawn from the compiled graph
-//! (so what is drawn is what runs): the request, the steps in order with their kinds, routes
+//! (so what is drawn is what runs): the request, the steps in order with their kinds and
+//! settings in a few words (a transform's op, a router's policy, weights and sticky key), routes
 //! and ensemble members nested in clusters, error handlers on dashed edges, the response.
 
 use std::fmt::Write;
@@ -10,6 +11,36 @@ use crate::step::Step;
 /// A short kind label from a step's platform.
 fn kind(step: &dyn Step) -> &'static str {
     step.platform().label()
+}
+
+/// The most characters of a step's settings a picture shows.
+const SUMMARY_CHARS: usize = 60;
+
+/// What a node says under its name: its kind, and its settings in a few words
+/// ([`Step::summary`]: a transform's op, a router's policy), cut to [`SUMMARY_CHARS`].
+fn caption(step: &dyn Step) -> String {
+    let Some(summary) = step.summary() else {
+        return kind(step).to_owned();
+    };
+    let summary = if summary.chars().count() > SUMMARY_CHARS {
+        let cut: String = summary.chars().take(SUMMARY_CHARS - 1).collect();
+        format!("{cut}…")
+    } else {
+        summary
+    };
+    format!("{}: {summary}", kind(step))
+}
+
+/// Text inside a DOT string.
+fn dot_text(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"")
+}
+
+/// Text inside a Mermaid label.
+fn mermaid_text(s: &str) -> String {
+    s.replace('"', "#quot;")
+        .replace('<', "#lt;")
+        .replace('>', "#gt;")
 }
 
 fn dot_id(path: &str) -> String {
@@ -35,7 +66,7 @@ pub fn dot(graph: &Graph) -> String {
                 out,
                 "{pad}{} [label=\"{name}\\n{}\"];",
                 dot_id(path),
-                kind(step)
+                dot_text(&caption(step))
             );
             return;
         }
@@ -47,7 +78,7 @@ pub fn dot(graph: &Graph) -> String {
         let _ = writeln!(
             out,
             "{pad}  label=\"{name} ({})\"; style=rounded;",
-            kind(step)
+            dot_text(&caption(step))
         );
         let _ = writeln!(
             out,
@@ -113,10 +144,18 @@ pub fn mermaid(graph: &Graph) -> String {
         let me = id(path);
         let children = step.children();
         if children.is_empty() {
-            let _ = writeln!(out, "  {me}[\"{name}<br/><i>{}</i>\"]", kind(step));
+            let _ = writeln!(
+                out,
+                "  {me}[\"{name}<br/><i>{}</i>\"]",
+                mermaid_text(&caption(step))
+            );
             return;
         }
-        let _ = writeln!(out, "  subgraph {me}_box[\"{name} ({})\"]", kind(step));
+        let _ = writeln!(
+            out,
+            "  subgraph {me}_box[\"{name} ({})\"]",
+            mermaid_text(&caption(step))
+        );
         let _ = writeln!(out, "  {me}{{\"{name}\"}}");
         for (child, s) in &children {
             let child_path = format!("{path}/{child}");

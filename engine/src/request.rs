@@ -422,7 +422,6 @@ impl Pipeline {
         };
         let mut outputs = decoded.outputs;
         if outputs.iter().any(|o| o.classification.is_some()) {
-            let labels = graph.labels(model, version);
             for o in outputs.iter_mut() {
                 let (Some(n), Some(t)) = (
                     o.classification.take(),
@@ -430,6 +429,7 @@ impl Pipeline {
                 ) else {
                     continue; // not classified, or unknown: the encoder says so
                 };
+                let labels = graph.labels(model, version, &o.name);
                 *t = protocol::classify(t, n, labels.as_deref())?;
             }
         }

@@ -57,9 +57,17 @@ pub trait Step: Send + Sync + 'static {
         self.model().map_or(Platform::Custom, Model::platform)
     }
 
-    /// Class names by index, when the step knows them (a `label_map` or `top_k` with
-    /// labels): the classification extension labels its classes with them.
-    fn labels(&self) -> Option<Vec<String>> {
+    /// Class names by index of output tensor `output`, when the step knows them (a
+    /// `label_map` or `top_k` with labels, whatever the tensor; an ONNX model's output with a
+    /// `label_filename`): the classification extension labels that output's classes with them.
+    fn labels(&self, output: &str) -> Option<Vec<String>> {
+        let _ = output;
+        None
+    }
+
+    /// The step's settings in a few words, for pictures (`servegraph plot`): a transform's
+    /// op, a router's policy, weights and sticky key. The default: nothing beyond its kind.
+    fn summary(&self) -> Option<String> {
         None
     }
 
@@ -282,8 +290,11 @@ impl<S: Step> Step for Arc<S> {
     fn platform(&self) -> Platform {
         S::platform(self)
     }
-    fn labels(&self) -> Option<Vec<String>> {
-        S::labels(self)
+    fn labels(&self, output: &str) -> Option<Vec<String>> {
+        S::labels(self, output)
+    }
+    fn summary(&self) -> Option<String> {
+        S::summary(self)
     }
     fn model(&self) -> Option<&dyn Model> {
         S::model(self)

@@ -180,14 +180,14 @@ impl Graph {
         )))
     }
 
-    /// The class names of model `name` (the graph, or a route or step; a version is its route
-    /// `name:v`), for the
-    /// classification extension: the first a step on it knows ([`Step::labels`]).
-    pub fn labels(&self, name: &str, version: Option<&str>) -> Option<Vec<String>> {
-        fn first(steps: Vec<(&str, &dyn Step)>) -> Option<Vec<String>> {
+    /// The class names of output `output` of model `name` (the graph, or a route or step; a
+    /// version is its route `name:v`), for the classification extension: the first a step on
+    /// it knows for that output ([`Step::labels`]).
+    pub fn labels(&self, name: &str, version: Option<&str>, output: &str) -> Option<Vec<String>> {
+        fn first(steps: Vec<(&str, &dyn Step)>, output: &str) -> Option<Vec<String>> {
             steps
                 .into_iter()
-                .find_map(|(_, s)| s.labels().or_else(|| first(s.children())))
+                .find_map(|(_, s)| s.labels(output).or_else(|| first(s.children(), output)))
         }
         if name == self.name {
             return first(
@@ -195,11 +195,13 @@ impl Graph {
                     .iter()
                     .map(|n| (n.name.as_str(), n.step.as_ref()))
                     .collect(),
+                output,
             );
         }
         // A version is its route's (`name:v`), as requests reach it.
         let step = self.model_step(name, version)?;
-        step.labels().or_else(|| first(step.children()))
+        step.labels(output)
+            .or_else(|| first(step.children(), output))
     }
 
     /// A model's metadata as `GET /v2/models/{name}[/versions/{v}]` answers it: the versions

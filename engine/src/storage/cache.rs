@@ -14,6 +14,7 @@ use futures_util::StreamExt;
 use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt};
 use serde::{Deserialize, Serialize};
 
+use super::archive;
 use super::{Fetch, Fetched, Settings, StoreError, hex, redact, store_for};
 
 /// What a cache folder holds.
@@ -80,7 +81,38 @@ fn complete(dir: &Path, manifest: &Manifest) -> Option<PathBuf> {
 
 pub(super) fn cached(url: &url::Url, settings: &Settings) -> Option<PathBuf> {
     let dir = folder_for(url, settings);
-    complete(&dir, &read_manifest(&dir)?)
+    let manifest = read_manifest(&dir)?;
+    let path = complete(&dir, &manifest)?;
+    match (
+        manifest.folder,
+        archive::format_of(url),
+        manifest.objects.first(),
+    ) {
+        // An archive is its folder, once unpacked.
+        (false, Some(_), Some(object)) => {
+            Some(archive::folder(&dir, object)).filter(|f| f.is_dir())
+        }
+        _ => Some(path),
+    }
+}
+
+/// The folder archive `path` unpacks into, when `url` names an archive ([`archive`]); else
+/// `path`.
+fn as_folder(
+    url: &url::Url,
+    dir: &Path,
+    manifest: &Manifest,
+    path: PathBuf,
+    shown: &str,
+) -> Result<PathBuf, StoreError> {
+    match (
+        manifest.folder,
+        archive::format_of(url),
+        manifest.objects.first(),
+    ) {
+        (false, Some(format), Some(object)) => archive::unpacked(dir, &path, object, format, shown),
+        _ => Ok(path),
+    }
 }
 
 /// A key as a relative path under `files/`: plain components only (a store's key with `..`
@@ -228,6 +260,10 @@ pub(super) async fn fetch(
                 return Err(e);
             };
             check_pin(&path, what, old.as_ref().is_some_and(|m| m.folder))?;
+            let path = match &old {
+                Some(m) => as_folder(url, &dir, m, path, &shown)?,
+                None => path,
+            };
             tracing::warn!(uri = %shown, cache = %path.display(), reason = %e, "the model store cannot be reached: serving the cached copy");
             return Ok(Fetched {
                 path,
@@ -289,6 +325,7 @@ pub(super) async fn fetch(
     let path =
         complete(&dir, &manifest).ok_or_else(|| StoreError::Incomplete { dir: dir.clone() })?;
     check_pin(&path, what, folder)?;
+    let path = as_folder(url, &dir, &manifest, path, &shown)?;
     if downloaded > 0 {
         tracing::info!(uri = %shown, bytes = downloaded, cache = %path.display(), "model downloaded");
     }

@@ -10,8 +10,10 @@
 //! A store's object is downloaded once into `<cache>/<hash of the URI>/` ([`cache`]), checked
 //! against the store on every load (a `HEAD`, or a listing for a folder: a changed ETag or
 //! size downloads again), and served from the cache with a warning when the store cannot be
-//! reached.
+//! reached. An archive (`.tar.gz`, `.tgz`, `.tar`) is unpacked once into a folder there, which
+//! the model gets ([`archive`]).
 
+mod archive;
 mod cache;
 
 use std::path::{Path, PathBuf};
@@ -107,6 +109,9 @@ pub enum StoreError {
     },
     #[error("the model fetch panicked")]
     Panicked,
+    /// An archive (`.tar.gz`, `.tgz`, `.tar`) that cannot be unpacked safely.
+    #[error("{shown}: cannot unpack the archive: {why}")]
+    Archive { shown: String, why: String },
 }
 
 impl StoreError {
@@ -132,7 +137,8 @@ impl StoreError {
             | StoreError::Client { .. }
             | StoreError::Key { .. }
             | StoreError::PinnedFolder { .. }
-            | StoreError::PinnedCachedFolder => ErrorKind::BadRequest,
+            | StoreError::PinnedCachedFolder
+            | StoreError::Archive { .. } => ErrorKind::BadRequest,
             StoreError::Checksum { .. } => ErrorKind::Unprocessable,
             StoreError::UnsafeKey { .. }
             | StoreError::Incomplete { .. }

@@ -106,7 +106,12 @@ pub fn build(node: &StepNode, ctx: &mut BuildContext) -> Option<Box<dyn Step>> {
     if pre.is_empty() && post.is_empty() {
         return Some(model);
     }
-    Some(Box::new(Hooked { pre, model, post }))
+    Some(Box::new(Hooked {
+        pre,
+        model,
+        post,
+        labels: Vec::new(),
+    }))
 }
 
 /// Takes a model's declared inputs from the event, by name: a 422 names a missing tensor (and
@@ -210,11 +215,26 @@ fn hooks(node: &StepNode, ctx: &mut BuildContext, field: &str) -> Option<Vec<Box
 }
 
 /// A model with its own pre- and post-processing, in MLRun's order: preprocess → validate
-/// (the model's input checks) → predict → postprocess.
+/// (the model's input checks) → predict → postprocess; and its outputs' class names (an ONNX
+/// model's `outputs: [{name, label_filename}]`).
 struct Hooked {
     pre: Vec<Box<dyn Op>>,
     model: Box<dyn Step>,
     post: Vec<Box<dyn Op>>,
+    /// Class names by output tensor.
+    labels: Vec<(String, Vec<String>)>,
+}
+
+impl Hooked {
+    /// `model` with class names for some of its outputs.
+    fn labeled(model: Box<dyn Step>, labels: Vec<(String, Vec<String>)>) -> Hooked {
+        Hooked {
+            pre: Vec::new(),
+            model,
+            post: Vec::new(),
+            labels,
+        }
+    }
 }
 
 #[async_trait]
@@ -258,11 +278,14 @@ impl Step for Hooked {
         self.pre.iter().rev().fold(own, |need, op| op.takes(need))
     }
 
-    fn labels(&self) -> Option<Vec<String>> {
-        self.post
+    /// The output's own class names (`label_filename`) first, then a postprocess op's.
+    fn labels(&self, output: &str) -> Option<Vec<String>> {
+        self.labels
             .iter()
-            .find_map(|op| op.labels())
-            .or_else(|| self.model.labels())
+            .find(|(name, _)| name == output)
+            .map(|(_, l)| l.clone())
+            .or_else(|| self.model.labels(output))
+            .or_else(|| self.post.iter().find_map(|op| op.labels()))
     }
 
     /// The model itself: its readiness, loading, operations and batching are the wrapped
@@ -384,6 +407,23 @@ graph:
         // place, so the model's own input).
         assert_eq!(g.models()[0].inputs[0].name, "input");
         assert_eq!(g.models()[0].inputs[0].shape, vec![-1, 4]);
+    }
+
+    /// An output's label file names that output's classes, before a postprocess `label_map`
+    /// (which names the others').
+    #[test]
+    fn an_outputs_label_file_comes_before_a_postprocess_label_map() {
+        let yaml = hooked_yaml("{op: label_map, args: {labels: [a, b, c]}}").replace(
+            "      preprocess:",
+            "      outputs: [{name: probabilities, label_filename: iris_labels.txt}]\n      preprocess:",
+        );
+        let g =
+            Graph::from_yaml(&yaml, &models_dir(), &crate::registry(), BuildMode::Load).unwrap();
+        assert_eq!(
+            g.labels("lr", None, "probabilities").unwrap(),
+            ["setosa", "versicolor", "virginica"]
+        );
+        assert_eq!(g.labels("lr", None, "label").unwrap(), ["a", "b", "c"]);
     }
 
     #[test]

@@ -66,6 +66,10 @@ pub struct OnnxSpec {
     /// default: a baseline of zeros).
     #[serde(default)]
     pub explain: Option<ExplainSpec>,
+    /// Settings of the model's outputs, by name: `[{name: probabilities, label_filename:
+    /// labels.txt}]`. Outputs not listed keep their defaults.
+    #[serde(default)]
+    pub outputs: Vec<OutputSpec>,
     /// Transform ops run on the request before the model, in order (MLRun's preprocess):
     /// `[{op: standardize, args: {...}}, ...]`.
     #[serde(default)]
@@ -75,6 +79,100 @@ pub struct OnnxSpec {
     #[serde(default)]
     #[schemars(with = "Option<Vec<serde_json::Value>>")]
     pub postprocess: Option<serde::de::IgnoredAny>,
+}
+
+/// One of `outputs:`: `{name, label_filename}`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OutputSpec {
+    /// The model's output tensor.
+    #[schemars(with = "String")]
+    pub name: Spanned<String>,
+    /// A text file of class names, one per line (line i names class i), as Triton's
+    /// `label_filename`: the classification extension (`"parameters": {"classification": N}`
+    /// on this output) answers `value:index:label`. Relative to the graph file's folder; at
+    /// most 4 MiB.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub label_filename: Option<Spanned<String>>,
+}
+
+/// The largest label file read.
+const MAX_LABEL_FILE: u64 = 4 << 20;
+
+/// Reads `outputs:`'s label files: class names by output, or `None` after reporting each
+/// problem (a duplicate output, a missing, unreadable, empty or oversized file) at the step.
+fn output_labels(
+    spec: &OnnxSpec,
+    node: &StepNode,
+    ctx: &mut BuildContext,
+) -> Option<Vec<(String, Vec<String>)>> {
+    let mut labels = Vec::new();
+    let mut ok = true;
+    for (i, out) in spec.outputs.iter().enumerate() {
+        let name = out.name.as_str();
+        if spec.outputs[..i].iter().any(|o| o.name.as_str() == name) {
+            ctx.error(
+                &node.name,
+                out.name.span(),
+                format!("`outputs`: output `{name}` is listed twice"),
+            );
+            ok = false;
+            continue;
+        }
+        let Some(file) = &out.label_filename else {
+            continue;
+        };
+        match read_labels(ctx, file.as_str()) {
+            Ok(names) => labels.push((name.to_owned(), names)),
+            Err(why) => {
+                ctx.error(
+                    &node.name,
+                    file.span(),
+                    format!(
+                        "`outputs`: output `{name}`'s `label_filename` `{}`: {why}",
+                        file.as_str()
+                    ),
+                );
+                ok = false;
+            }
+        }
+    }
+    ok.then_some(labels)
+}
+
+/// One class name per line of the file `path` names (relative to the graph file's folder;
+/// `\r\n` line ends too; a last empty line is no class).
+fn read_labels(ctx: &BuildContext, path: &str) -> Result<Vec<String>, String> {
+    use std::io::Read;
+    let full = ctx.resolve(path);
+    if !full.is_file() {
+        return Err(format!(
+            "no such file (looked at {}; it is relative to the graph file's folder)",
+            full.display()
+        ));
+    }
+    ctx.check_model_path(&full)?;
+    let file = std::fs::File::open(&full).map_err(|e| format!("{}: {e}", full.display()))?;
+    let mut bytes = Vec::new();
+    file.take(MAX_LABEL_FILE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("{}: {e}", full.display()))?;
+    if bytes.len() as u64 > MAX_LABEL_FILE {
+        return Err(format!(
+            "larger than {} MiB, the most a label file may be",
+            MAX_LABEL_FILE >> 20
+        ));
+    }
+    let text = String::from_utf8(bytes).map_err(|e| format!("not UTF-8 text ({e})"))?;
+    let names: Vec<String> = text
+        .lines()
+        .map(|l| l.strip_suffix('\r').unwrap_or(l).to_owned())
+        .collect();
+    if names.is_empty() {
+        return Err("it is empty: give one class name per line".into());
+    }
+    Ok(names)
 }
 
 /// `batch: {max_size, max_wait_us}`.
@@ -145,6 +243,7 @@ impl ClassSpec for OnnxSpec {
             },
         )?;
         let model_path = uri;
+        let labels = output_labels(spec, node, ctx)?;
         let Some(path) = file.path else {
             return Some(Box::new(Unloaded));
         };
@@ -153,7 +252,36 @@ impl ClassSpec for OnnxSpec {
         }
         #[cfg(feature = "onnx")]
         match super::onnx::OnnxModel::shared(&node.name, &path, spec) {
-            Ok(model) => Some(Box::new(model)),
+            Ok(model) => {
+                let mut ok = true;
+                for out in &spec.outputs {
+                    if !model.outputs().iter().any(|o| o.name == *out.name.as_str()) {
+                        let known: Vec<String> = model
+                            .outputs()
+                            .iter()
+                            .map(|o| format!("`{}`", o.name))
+                            .collect();
+                        ctx.error(
+                            &node.name,
+                            out.name.span(),
+                            format!(
+                                "`outputs`: the model has no output `{}`; its outputs are {}",
+                                out.name.as_str(),
+                                known.join(", ")
+                            ),
+                        );
+                        ok = false;
+                    }
+                }
+                if !ok {
+                    return None;
+                }
+                if labels.is_empty() {
+                    Some(Box::new(model))
+                } else {
+                    Some(Box::new(super::Hooked::labeled(Box::new(model), labels)))
+                }
+            }
             Err(message) => {
                 ctx.error(&node.name, model_path.span(), message);
                 None

@@ -25,6 +25,7 @@ mod shadow;
 mod spec;
 mod state;
 
+use std::fmt::Write as _;
 use std::sync::Arc;
 
 use rand::Rng;
@@ -311,6 +312,39 @@ impl Step for Router {
             .iter()
             .map(|r| (r.key.as_str(), r.step.as_ref()))
             .collect()
+    }
+
+    /// The policy; a weighted one's shares (in percent) and sticky key; the shadow route and
+    /// the share of requests it copies: `weighted a 80% b 20%, sticky header:x-user`.
+    fn summary(&self) -> Option<String> {
+        let mut out = self.kind.as_str().to_owned();
+        if let Policy::Weighted {
+            cumulative,
+            total,
+            sticky,
+        } = &self.policy
+        {
+            let mut before = 0.0;
+            for (key, &upto) in self.keys.iter().zip(cumulative) {
+                let share = (upto - before) / total * 100.0;
+                before = upto;
+                if share > 0.0 {
+                    let _ = write!(out, " {key} {}%", (share * 10.0).round() / 10.0);
+                }
+            }
+            if let Some(sticky) = sticky {
+                let _ = write!(out, ", sticky {sticky}");
+            }
+        }
+        if let Some(shadow) = &self.shadow {
+            let _ = write!(
+                out,
+                ", shadow {} {}%",
+                self.keys[shadow.index],
+                (shadow.share * 1000.0).round() / 10.0
+            );
+        }
+        Some(out)
     }
 }
 

@@ -28,6 +28,16 @@ pub(super) enum Sticky {
     Body(String),
 }
 
+/// As `sticky:` spells it: `header:<name>` or `body:<field>`.
+impl std::fmt::Display for Sticky {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Sticky::Header(name) => write!(f, "header:{name}"),
+            Sticky::Body(field) => write!(f, "body:{field}"),
+        }
+    }
+}
+
 impl Sticky {
     pub(super) fn parse(s: &str) -> Option<Sticky> {
         match s.split_once(':') {

@@ -95,6 +95,8 @@ fn op_names() -> Vec<&'static str> {
 /// The step: one op.
 pub struct Transform {
     op: Box<dyn Op>,
+    /// The op's name, for pictures.
+    name: String,
 }
 
 #[async_trait]
@@ -114,12 +116,16 @@ impl Step for Transform {
         self.op.takes(after)
     }
 
-    fn labels(&self) -> Option<Vec<String>> {
+    fn labels(&self, _output: &str) -> Option<Vec<String>> {
         self.op.labels()
     }
 
     fn platform(&self) -> servegraph_engine::Platform {
         servegraph_engine::Platform::Transform
+    }
+
+    fn summary(&self) -> Option<String> {
+        Some(self.name.clone())
     }
 }
 
@@ -127,7 +133,8 @@ impl Step for Transform {
 pub fn build(node: &StepNode, ctx: &mut BuildContext) -> Option<Box<dyn Step>> {
     let help = "expected one of `op`, `args`, `after`, `responder`, `timeout_ms` or `on_error`";
     let op = build_op(ctx, &node.name, &node.body, "a `transform` step", help)?;
-    Some(Box::new(Transform { op }))
+    let name = node.body.get_scalar("op")?.as_str().to_owned();
+    Some(Box::new(Transform { op, name }))
 }
 
 /// Builds one op from a mapping with `op` and `args` (a transform step's fields, or one item

@@ -307,6 +307,11 @@ impl OnnxModel {
         answer.result.map(|t| (t, answer.took))
     }
 
+    /// The model's outputs, as the file declares them.
+    pub fn outputs(&self) -> &[TensorMeta] {
+        &self.outputs
+    }
+
     /// Runs and requests served so far.
     pub fn stats(&self) -> &RunStats {
         &self.stats
