@@ -457,6 +457,7 @@ fn stream_times(addr: &str, path: &str, body: &str) -> (std::time::Duration, std
         }
     }
     (first.expect("an event"), start.elapsed())
+}
 
 /// Writes a graph of one ONNX model `lr` (iris) whose `probabilities` output names a label
 /// file, with the file holding `labels` (none: no file), in a new folder.
