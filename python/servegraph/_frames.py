@@ -82,7 +82,7 @@ class Input:
     def wait(self):
         """Polls for the next frame for up to `spin` seconds, unless one is buffered or the
         last call was slow."""
-        if self.spin <= 0 or self.start < self.end or not self.quick():
+        if self.spin <= 0 or self.start < self.end or self.last * 4 > self.spin:
             return
         until = time.perf_counter() + self.spin
         while time.perf_counter() < until:

@@ -173,7 +173,8 @@ def main():
         elif kind == INFER:
             try:
                 extra, outputs = infer(model, meta, tensors, declared, inp, out, call_id)
-                write_result(out, call_id, extra, outputs, arena, quick(inp))
+                flags = QUICK if inp.last * 4 <= inp.spin else 0
+                write_result(out, call_id, extra, outputs, arena, flags)
             except Exception as exc:  # noqa: BLE001 - the answer carries it; the worker goes on
                 write_frame(out, ERROR, call_id, meta=error_meta(exc, model), flags=quick(inp))
             finally:
