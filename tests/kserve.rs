@@ -1,0 +1,166 @@
+//! KServe's v1 REST protocol (issue 25) through the real binary: `GET /v1/models`,
+//! `GET /v1/models/{m}`, `POST /v1/models/{m}:predict` and `:explain` with plain bodies as
+//! KServe's docs write them, errors in KServe's shapes, and the `kserve` SDK's
+//! `InferenceRESTClient` with `RESTConfig(protocol="v1")`.
+
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+
+fn iris() -> Server {
+    Server::start("graphs/iris.yaml", &[])
+}
+
+fn ok(r: Reply) -> Value {
+    assert_eq!(r.status, 200, "{:?}", String::from_utf8_lossy(&r.body));
+    r.json()
+}
+
+/// The expected rows' predictions of `model`, one object per instance.
+fn expected_predictions(model: &str) -> Vec<(i64, Vec<f64>)> {
+    let e = expected();
+    let labels = e[model]["label"].as_array().unwrap().clone();
+    let probs = e[model]["probabilities"].as_array().unwrap().clone();
+    labels
+        .iter()
+        .zip(probs)
+        .map(|(l, p)| {
+            let p = p.as_array().unwrap().iter().map(|x| x.as_f64().unwrap());
+            (l.as_i64().unwrap(), p.collect())
+        })
+        .collect()
+}
+
+fn assert_predictions(v: &Value, model: &str) {
+    let preds = v["predictions"].as_array().unwrap_or_else(|| panic!("{v}"));
+    let want = expected_predictions(model);
+    assert_eq!(preds.len(), want.len(), "{v}");
+    for (p, (label, probs)) in preds.iter().zip(want) {
+        assert_eq!(p["label"], json!(label), "{p}");
+        let got = p["probabilities"].as_array().unwrap();
+        for (g, w) in got.iter().zip(probs) {
+            assert!((g.as_f64().unwrap() - w).abs() < 1e-4, "{p}");
+        }
+    }
+}
+
+#[test]
+fn predict_on_an_onnx_model_takes_instances_as_rows() {
+    let s = iris();
+    let body = json!({"instances": expected()["rows"]}).to_string();
+    let v = ok(post(&s.addr, "/v1/models/iris-lr:predict", &body));
+    assert_predictions(&v, "iris-lr");
+    assert_eq!(v.as_object().unwrap().len(), 1, "only predictions: {v}");
+}
+
+#[test]
+fn predict_takes_inputs_as_instances() {
+    let s = iris();
+    let body = json!({"inputs": expected()["rows"]}).to_string();
+    let v = ok(post(&s.addr, "/v1/models/iris-rf:predict", &body));
+    assert_predictions(&v, "iris-rf");
+}
+
+#[test]
+fn explain_answers_predictions_and_per_instance_attributions() {
+    let s = iris();
+    let body = json!({"instances": [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]}).to_string();
+    let v = ok(post(&s.addr, "/v1/models/iris-lr:explain", &body));
+    let explanations = v["explanations"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{v}"));
+    assert_eq!(explanations.len(), 2, "{v}");
+    assert!(
+        explanations
+            .iter()
+            .all(|r| r.as_array().unwrap().len() == 4),
+        "{v}"
+    );
+    assert_eq!(v["predictions"][0]["label"], 0, "{v}");
+    assert!(v["predictions"][0].get("attributions").is_none(), "{v}");
+}
+
+#[test]
+fn model_list_and_readiness() {
+    let s = iris();
+    let v = ok(get_blocking(&s.addr, "/v1/models"));
+    assert_eq!(v, json!({"models": ["iris-lr", "iris-rf"]}));
+    let v = ok(get_blocking(&s.addr, "/v1/models/iris-lr"));
+    assert_eq!(v, json!({"name": "iris-lr", "ready": true}));
+    // The router is a model too.
+    let v = ok(get_blocking(&s.addr, "/v1/models/iris"));
+    assert_eq!(v["ready"], true);
+}
+
+#[test]
+fn unknown_model_is_kserves_404() {
+    let s = iris();
+    let r = get_blocking(&s.addr, "/v1/models/nope");
+    assert_eq!(r.status, 404);
+    assert!(
+        r.error()
+            .starts_with("Model with name nope does not exist."),
+        "{}",
+        r.error()
+    );
+    let r = post(
+        &s.addr,
+        "/v1/models/nope:predict",
+        r#"{"instances": [[1, 2, 3, 4]]}"#,
+    );
+    assert_eq!(r.status, 404);
+    assert!(
+        r.error()
+            .starts_with("Model with name nope does not exist."),
+        "{}",
+        r.error()
+    );
+}
+
+#[test]
+fn bad_bodies_are_kserves_400() {
+    let s = iris();
+    let cases = [
+        ("{not json", "Unrecognized request format: "),
+        (
+            r#"{"data": [[1, 2, 3, 4]]}"#,
+            "Expected \"instances\" or \"inputs\" in the request body",
+        ),
+        (r#"{"instances": 5}"#, "Expected \"instances\" to be a list"),
+    ];
+    for (body, error) in cases {
+        let r = post(&s.addr, "/v1/models/iris-lr:predict", body);
+        assert_eq!(r.status, 400, "{body}");
+        assert!(r.error().starts_with(error), "{body}: {}", r.error());
+    }
+}
+
+#[test]
+fn wrong_verbs_and_methods_say_what_is_served() {
+    let s = iris();
+    let r = post(&s.addr, "/v1/models/iris-lr:score", "{}");
+    assert_eq!(r.status, 404);
+    assert!(
+        r.error().contains("`:predict` and `:explain`"),
+        "{}",
+        r.error()
+    );
+    let r = get_blocking(&s.addr, "/v1/models/iris-lr:predict");
+    assert_eq!(r.status, 405);
+    assert_eq!(r.headers["allow"], "POST");
+    let r = post(&s.addr, "/v1/models/iris-lr", "{}");
+    assert_eq!(r.status, 405);
+    assert_eq!(r.headers["allow"], "GET");
+}
+
+#[test]
+fn kserves_own_v1_client_predicts_and_explains() {
+    let s = iris();
+    let expected = root().join("models/iris_expected.json");
+    python_case(
+        "kserve_v1_check.py",
+        "client",
+        &[s.addr.as_ref(), expected.as_ref()],
+    );
+}
