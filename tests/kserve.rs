@@ -164,3 +164,113 @@ fn kserves_own_v1_client_predicts_and_explains() {
         &[s.addr.as_ref(), expected.as_ref()],
     );
 }
+
+/// A router of Python routes (YAML fields per route), classes of `tests/python/{file}`.
+fn python_graph(dir: &std::path::Path, file: &str, routes: &[(&str, &str)]) -> String {
+    let models = root().join("tests/python").join(file);
+    let mut yaml = String::from("name: py\ngraph:\n  kind: router\n  routes:\n");
+    for (name, fields) in routes {
+        yaml.push_str(&format!(
+            "    {name}: {{kind: model, class: python, path: {}, python: {}, {fields}}}\n",
+            models.display(),
+            test_python().display()
+        ));
+    }
+    let path = dir.join("py.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    path.display().to_string()
+}
+
+#[test]
+fn python_models_answer_instances_as_tensors_or_as_mlruns_body() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = python_graph(
+        dir.path(),
+        "models/models.py",
+        &[(
+            "echo",
+            "class_name: Echo, class_args: {scale: 2.5}, inputs: [{name: input, datatype: FP32, shape: [-1, -1]}]",
+        )],
+    );
+    let s = Server::start(&g, &[]);
+    // Declared inputs: the instances are its input tensor; two outputs, an object per row.
+    let v = ok(post(
+        &s.addr,
+        "/v1/models/echo:predict",
+        r#"{"instances": [[1, 2], [3, 4]]}"#,
+    ));
+    let preds = v["predictions"].as_array().unwrap_or_else(|| panic!("{v}"));
+    assert_eq!(preds[0]["output"], json!([2.5, 5.0]), "{v}");
+    assert_eq!(preds[1]["output"], json!([7.5, 10.0]), "{v}");
+    assert!(preds[1]["pid"].as_i64().is_some(), "{v}");
+    // The class raising: a 500 in KServe's shape.
+    let r = post(
+        &s.addr,
+        "/v1/models/echo:predict",
+        r#"{"instances": [[-1, 2]]}"#,
+    );
+    assert_eq!(r.status, 500);
+    assert!(
+        r.error().contains("negative one is not allowed"),
+        "{}",
+        r.error()
+    );
+
+    // An MLRun class with no declared inputs gets MLRun's body; its outputs are predictions.
+    let dir = tempfile::tempdir().unwrap();
+    let g = python_graph(
+        dir.path(),
+        "mlrun/models.py",
+        &[(
+            "sum",
+            "class_name: ClassifierModel, class_args: {offset: 0.5}",
+        )],
+    );
+    let s = Server::start(&g, &[]);
+    let body = r#"{"instances": [[5.1, 3.5, 1.4, 0.2], [1, 2, 3, 4]]}"#;
+    let v = ok(post(&s.addr, "/v1/models/sum:predict", body));
+    assert_eq!(v, json!({"predictions": [10.7, 10.5]}));
+}
+
+#[test]
+fn a_model_still_loading_is_kserves_503() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = python_graph(
+        dir.path(),
+        "models/models.py",
+        &[("slow", "class_name: SlowLoad, class_args: {seconds: 3}")],
+    );
+    // A free port, to ask before the server says where it listens (once its models load).
+    let addr = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().to_string()
+    };
+    let mut child = bin()
+        .args(["serve", &g, "--listen", &addr])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut refused = Vec::new();
+    let ready = loop {
+        match block_on(get(&addr, "/v1/models/slow")) {
+            Ok(r) if r.status == 200 => break r.json(),
+            Ok(r) => refused.push((r.status, r.error())),
+            Err(_) => {}
+        }
+        if started.elapsed() > std::time::Duration::from_secs(30) {
+            break Value::Null;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(ready, json!({"name": "slow", "ready": true}), "{refused:?}");
+    let (status, error) = refused.first().unwrap_or_else(|| panic!("never refused"));
+    assert_eq!(*status, 503, "{refused:?}");
+    assert!(
+        error.starts_with("Model with name slow is not ready. not ready: models are loading"),
+        "{error}"
+    );
+}
