@@ -274,3 +274,52 @@ fn a_model_still_loading_is_kserves_503() {
         "{error}"
     );
 }
+
+#[test]
+fn a_versioned_route_is_named_as_the_list_names_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = root().join("models/iris_lr.onnx");
+    let graph = dir.path().join("g.yaml");
+    std::fs::write(
+        &graph,
+        format!(
+            "name: g\ngraph:\n  kind: router\n  routes:\n    lr:2: {{kind: model, class: onnx, model_path: {}}}\n",
+            model.display()
+        ),
+    )
+    .unwrap();
+    let s = Server::start(graph.to_str().unwrap(), &[]);
+    let v = ok(get_blocking(&s.addr, "/v1/models"));
+    assert_eq!(v, json!({"models": ["lr:2"]}));
+    let v = ok(get_blocking(&s.addr, "/v1/models/lr:2"));
+    assert_eq!(v, json!({"name": "lr:2", "ready": true}));
+    let body = json!({"instances": expected()["rows"]}).to_string();
+    let v = ok(post(&s.addr, "/v1/models/lr:2:predict", &body));
+    assert_predictions(&v, "iris-lr");
+    let r = post(&s.addr, "/v1/models/lr:3:predict", &body);
+    assert_eq!(r.status, 404);
+    assert!(
+        r.error()
+            .starts_with("Model with name lr:3 does not exist."),
+        "{}",
+        r.error()
+    );
+}
+
+#[test]
+fn other_methods_on_predict_name_post() {
+    let s = iris();
+    let r = block_on(request(
+        &s.addr,
+        "PUT",
+        "/v1/models/iris-lr:predict",
+        &[],
+        Vec::new(),
+    ))
+    .unwrap();
+    assert_eq!(r.status, 405);
+    assert_eq!(r.headers["allow"], "POST");
+    let r = block_on(request(&s.addr, "DELETE", "/v1/models", &[], Vec::new())).unwrap();
+    assert_eq!(r.status, 405);
+    assert_eq!(r.headers["allow"], "GET");
+}

@@ -305,7 +305,10 @@ async fn method_not_allowed(method: Method, uri: Uri) -> Response {
             .iter()
             .any(|end| path.ends_with(end));
     let seldon_get = (seldon && !seldon_post) || path.starts_with("/health/");
-    let post = path == "/" || path == "/admin/reload" || clipper || seldon_post;
+    // KServe's v1: `/v1/models/{m}:predict` and `:explain` are POSTs.
+    let kserve_post = path.starts_with("/v1/models/")
+        && (path.ends_with(":predict") || path.ends_with(":explain"));
+    let post = path == "/" || path == "/admin/reload" || clipper || seldon_post || kserve_post;
     let get = !post
         && (seldon_get
             || gets.contains(&path)
