@@ -10,8 +10,9 @@
 //! | `mlrun.rs` | MLRun's: `POST /` with the model in the body, `.../predict` |
 //! | `seldon.rs` | Seldon Core's v1: `/api/v1.0/predictions`, `feedback`, `metadata` (also behind the gateway's `/seldon/...` prefixes), `/health/ping`, `/health/status` |
 //! | `clipper.rs` | Clipper's query frontend: `POST /{app}/predict`, default outputs and SLOs |
+//! | `kserve.rs` | KServe's v1: `GET /v1/models`, `GET /v1/models/{m}`, `POST /v1/models/{m}:predict`, `:explain` |
 //!
-//! A new REST protocol (KServe's v1) is a module of routes, with its
+//! A new REST protocol is a module of routes, with its
 //! body codec ([`crate::protocol::Codec`]) handed to the request path, and one line in
 //! [`REST_PROTOCOLS`].
 //!
@@ -19,6 +20,7 @@
 //! `tower::ServiceExt::oneshot` and the server (`crate::server`) serves it on a socket.
 
 mod clipper;
+mod kserve;
 mod mlrun;
 mod oip;
 mod seldon;
@@ -52,7 +54,7 @@ pub struct RestProtocol {
 /// Every REST protocol the HTTP transport serves, once. A path and method are served by one
 /// protocol (axum refuses the same path and method twice), and literal segments win over
 /// parameters.
-pub const REST_PROTOCOLS: [RestProtocol; 5] = [
+pub const REST_PROTOCOLS: [RestProtocol; 6] = [
     RestProtocol {
         name: "oip",
         routes: oip::routes,
@@ -72,6 +74,10 @@ pub const REST_PROTOCOLS: [RestProtocol; 5] = [
     RestProtocol {
         name: "clipper",
         routes: clipper::routes,
+    },
+    RestProtocol {
+        name: "kserve-v1",
+        routes: kserve::routes,
     },
 ];
 
@@ -299,7 +305,10 @@ async fn method_not_allowed(method: Method, uri: Uri) -> Response {
             .iter()
             .any(|end| path.ends_with(end));
     let seldon_get = (seldon && !seldon_post) || path.starts_with("/health/");
-    let post = path == "/" || path == "/admin/reload" || clipper || seldon_post;
+    // KServe's v1: `/v1/models/{m}:predict` and `:explain` are POSTs.
+    let kserve_post = path.starts_with("/v1/models/")
+        && (path.ends_with(":predict") || path.ends_with(":explain"));
+    let post = path == "/" || path == "/admin/reload" || clipper || seldon_post || kserve_post;
     let get = !post
         && (seldon_get
             || gets.contains(&path)

@@ -206,7 +206,7 @@ pub fn any_body(body: &[u8], content: Content, at: &Decoding<'_>) -> Option<Resu
 
 /// Whether what `info` names may be handed a request's body without tensors: a Python model,
 /// or a step or flow that does not say what it takes (its steps say, when they run).
-fn takes_bodies(info: &ModelInfo) -> bool {
+pub(super) fn takes_bodies(info: &ModelInfo) -> bool {
     info.platform == crate::step::Platform::Python || info.inputs.is_empty()
 }
 

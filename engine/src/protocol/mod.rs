@@ -15,6 +15,7 @@ pub mod clipper;
 pub mod codec;
 pub mod generate;
 mod json;
+pub mod kserve;
 pub mod mlrun;
 mod request;
 mod response;
