@@ -53,9 +53,6 @@ class Waiting:
     last = 0.0
     spin = 0.0002
 
-    def quick(self):
-        return True
-
 
 def model(path, cls, api):
     spec = {"path": path, "class_name": cls, "api": api, "step": "m"}

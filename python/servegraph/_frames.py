@@ -74,14 +74,10 @@ class Input:
         self.spin = 0.0
         self.last = 0.0
 
-    def quick(self):
-        """Whether the last call was quick enough for polling to pay (`QUICK`): a slow model
-        gains little and its CPU is better left to others."""
-        return self.last * 4 <= self.spin
-
     def wait(self):
         """Polls for the next frame for up to `spin` seconds, unless one is buffered or the
-        last call was slow."""
+        last call was slow (a slow model gains little and its CPU is better left to others;
+        the worker's `quick` tells the engine the same)."""
         if self.spin <= 0 or self.start < self.end or self.last * 4 > self.spin:
             return
         until = time.perf_counter() + self.spin

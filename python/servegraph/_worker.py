@@ -173,8 +173,7 @@ def main():
         elif kind == INFER:
             try:
                 extra, outputs = infer(model, meta, tensors, declared, inp, out, call_id)
-                flags = QUICK if inp.last * 4 <= inp.spin else 0
-                write_result(out, call_id, extra, outputs, arena, flags)
+                write_result(out, call_id, extra, outputs, arena, quick(inp))
             except Exception as exc:  # noqa: BLE001 - the answer carries it; the worker goes on
                 write_frame(out, ERROR, call_id, meta=error_meta(exc, model), flags=quick(inp))
             finally:

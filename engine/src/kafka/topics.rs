@@ -295,18 +295,7 @@ pub async fn at_start(graph: &Graph, health: &Health) -> Result<(), TopicsError>
     if graph.kafka_topics.is_empty() {
         return Ok(());
     }
-    let checked = check(
-        &graph.kafka_topics,
-        graph.create_topics,
-        Create::Yes,
-        TIMEOUT,
-    )
-    .await;
-    if !checked.created.is_empty() {
-        tracing::info!(topics = %names(&checked.created), "created Kafka topics");
-    }
-    let (unreachable, fatal): (Vec<Problem>, Vec<Problem>) =
-        checked.problems.into_iter().partition(Problem::unreachable);
+    let (unreachable, fatal) = check_serving(graph).await;
     if !fatal.is_empty() {
         return Err(TopicsError(fatal));
     }
@@ -357,11 +346,9 @@ pub async fn at_start(graph: &Graph, health: &Health) -> Result<(), TopicsError>
     Ok(())
 }
 
-/// A reloaded graph's check: its topics must exist (or be created) where its brokers answer.
-pub async fn for_reload(graph: &Graph) -> Result<(), String> {
-    if graph.kafka_topics.is_empty() {
-        return Ok(());
-    }
+/// A serving process's check of `graph`'s topics, creating those it asks for (and saying
+/// so): the problems of brokers that did not answer, and the others.
+async fn check_serving(graph: &Graph) -> (Vec<Problem>, Vec<Problem>) {
     let checked = check(
         &graph.kafka_topics,
         graph.create_topics,
@@ -369,8 +356,18 @@ pub async fn for_reload(graph: &Graph) -> Result<(), String> {
         TIMEOUT,
     )
     .await;
-    let (unreachable, fatal): (Vec<Problem>, Vec<Problem>) =
-        checked.problems.into_iter().partition(Problem::unreachable);
+    if !checked.created.is_empty() {
+        tracing::info!(topics = %names(&checked.created), "created Kafka topics");
+    }
+    checked.problems.into_iter().partition(Problem::unreachable)
+}
+
+/// A reloaded graph's check: its topics must exist (or be created) where its brokers answer.
+pub async fn for_reload(graph: &Graph) -> Result<(), String> {
+    if graph.kafka_topics.is_empty() {
+        return Ok(());
+    }
+    let (unreachable, fatal) = check_serving(graph).await;
     for p in unreachable {
         tracing::warn!("{p}");
     }
