@@ -10,6 +10,9 @@ frame's metadata (`spec`), with:
                               response's `parameters.tags`) and `metrics_out` (into /metrics)
     operation(op, body)       a custom operation (`op_<op>`)
     health_check()            the class's health check, or None
+
+Hooks a class may write as `async def` (KServe's, MLServer's) go through `awaited`: one event
+loop per worker, made on first use, runs them.
 """
 
 import datetime
@@ -41,6 +44,26 @@ def operation(obj, op, body, event=None):
     if not callable(fn):
         raise ModelError("no operation `%s` (the class defines no `op_%s`)" % (op, op), status=404)
     return fn(event(body) if event else body)
+
+
+# The worker's one event loop, made by the first `awaited` coroutine.
+_loop = None
+
+
+def awaited(value):
+    """`value`, or what it resolves to when it is awaitable (an `async def` hook's coroutine),
+    run to the end on the worker's event loop. The worker runs one call at a time, so the
+    loop never runs two calls at once; a coroutine's own tasks (`asyncio.create_task`) live
+    on between calls on the same loop."""
+    global _loop
+    if not hasattr(value, "__await__"):
+        return value
+    if _loop is None:
+        import asyncio
+
+        _loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(_loop)
+    return _loop.run_until_complete(value)
 
 
 def health_of(check):
