@@ -122,6 +122,9 @@ pub struct Error {
     /// exception, answered 400 as MLRun answers it. Its step's error handler runs, as for a
     /// server error.
     pub step_failed: bool,
+    /// The message is the whole answer, as the model's own server would give it (an
+    /// MLServer class's `MLServerError`: `{"error": str(exc)}`): shown without the step.
+    pub bare: bool,
 }
 
 impl Error {
@@ -133,6 +136,7 @@ impl Error {
             route: None,
             traceback: None,
             step_failed: false,
+            bare: false,
         }
     }
 
@@ -180,8 +184,8 @@ impl Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.step {
-            Some(step) => write!(f, "step `{step}`: {}", self.message),
-            None => f.write_str(&self.message),
+            Some(step) if !self.bare => write!(f, "step `{step}`: {}", self.message),
+            _ => f.write_str(&self.message),
         }
     }
 }
@@ -201,5 +205,12 @@ mod tests {
             .in_step("router");
         assert_eq!(e.to_string(), "step `model`: bad");
         assert_eq!(e.kind, ErrorKind::Unprocessable);
+    }
+
+    #[test]
+    fn a_bare_message_is_the_whole_answer() {
+        let mut e = Error::bad_request("something really bad happened").in_step("model");
+        e.bare = true;
+        assert_eq!(e.to_string(), "something really bad happened");
     }
 }

@@ -92,6 +92,16 @@ pub struct EventData {
     /// piece as it comes, when the caller takes a stream (`/generate_stream`): bounded, so a
     /// slow reader slows the model down.
     pub chunks: Option<Chunks>,
+    /// The `parameters` an OIP request gave its inputs, by input name, less what the wire's
+    /// encoding says (`binary_data_size`): `content_type` and the rest, for a step that hands
+    /// a class the request whole (MLServer's `MLModel`). Never sent back.
+    pub input_parameters: Map<String, Value>,
+    /// The `parameters` steps give their outputs, by output name (an `MLModel`'s
+    /// `ResponseOutput.parameters`), which an OIP answer sends with them.
+    pub output_parameters: Map<String, Value>,
+    /// The outputs an OIP request named, as it sent them (`{"name", "parameters"}`), for a
+    /// class that reads them (MLServer's `payload.outputs`); `None` when it named none.
+    pub requested_outputs: Option<Vec<Value>>,
 }
 
 /// An event's body ([`EventData::body`]): the request's, until a step that works on bodies

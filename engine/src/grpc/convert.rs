@@ -81,9 +81,16 @@ pub fn decode_request(mut req: pb::ModelInferRequest) -> Result<InferRequest> {
         )));
     }
     let mut tensors: Vec<Tensor> = Vec::with_capacity(req.inputs.len());
+    let mut input_parameters = Map::new();
     let mut raw = raw.into_iter();
     for (index, input) in req.inputs.into_iter().enumerate() {
         let name = input.name.clone();
+        if !input.parameters.is_empty() {
+            let own = params_to_json(&input.parameters);
+            if let Some(own) = crate::protocol::own_parameters(Some(&own)) {
+                input_parameters.insert(name.clone(), Value::Object(own));
+            }
+        }
         let tensor = decode_input(input, raw.next(), index)
             .map_err(|e| Error::bad_request(format!("input `{name}`: {}", e.message)))?;
         if tensors.iter().any(|t| t.name == tensor.name) {
@@ -92,6 +99,22 @@ pub fn decode_request(mut req: pb::ModelInferRequest) -> Result<InferRequest> {
         tensors.push(tensor);
     }
     let mut outputs: Vec<RequestedOutput> = Vec::with_capacity(req.outputs.len());
+    let requested_outputs = (!req.outputs.is_empty()).then(|| {
+        req.outputs
+            .iter()
+            .map(|o| {
+                let mut out = Map::new();
+                out.insert("name".into(), Value::String(o.name.clone()));
+                if !o.parameters.is_empty() {
+                    out.insert(
+                        "parameters".into(),
+                        Value::Object(params_to_json(&o.parameters)),
+                    );
+                }
+                Value::Object(out)
+            })
+            .collect()
+    });
     for o in req.outputs {
         if outputs.iter().any(|p| p.name == o.name) {
             return Err(Error::bad_request(format!(
@@ -117,6 +140,8 @@ pub fn decode_request(mut req: pb::ModelInferRequest) -> Result<InferRequest> {
             id: req.id,
             tensors,
             parameters: params_to_json(&req.parameters),
+            input_parameters,
+            requested_outputs,
             ..Default::default()
         }),
         outputs,
@@ -274,11 +299,15 @@ pub fn encode_response(id: String, answer: Tensors) -> pb::ModelInferResponse {
     let mut outputs = Vec::with_capacity(answer.outputs.len());
     let mut raw_contents = Vec::with_capacity(answer.outputs.len());
     for t in answer.outputs {
+        let parameters = match answer.output_parameters.get(&t.name) {
+            Some(Value::Object(own)) => json_to_params(own),
+            _ => Default::default(),
+        };
         outputs.push(pb::model_infer_response::InferOutputTensor {
             datatype: t.datatype().as_str().to_owned(),
             shape: shape_of(&t),
             name: t.name,
-            parameters: Default::default(),
+            parameters,
             contents: None,
         });
         raw_contents.push(raw_owned(t.data));
@@ -498,6 +527,55 @@ mod tests {
         assert_eq!(
             param_to_json(&json_to_param(&serde_json::json!({"a": [1]}))),
             serde_json::json!("{\"a\":[1]}")
+        );
+    }
+    /// MLServer's classes read each input's `parameters` and the outputs asked for; their
+    /// outputs' parameters go back with the outputs.
+    #[test]
+    fn tensor_parameters_travel_both_ways() {
+        let mut x = input("x", "FP32", vec![1]);
+        x.parameters.insert(
+            "content_type".into(),
+            json_to_param(&serde_json::json!("np")),
+        );
+        let mut wanted = pb::model_infer_request::InferRequestedOutputTensor {
+            name: "y".into(),
+            ..Default::default()
+        };
+        wanted.parameters.insert(
+            "content_type".into(),
+            json_to_param(&serde_json::json!("str")),
+        );
+        let req = pb::ModelInferRequest {
+            inputs: vec![x],
+            outputs: vec![wanted],
+            raw_input_contents: vec![Bytes::from(1f32.to_le_bytes().to_vec())],
+            ..Default::default()
+        };
+        let decoded = decode_request(req).unwrap();
+        assert_eq!(
+            Value::Object(decoded.event.input_parameters.clone()),
+            serde_json::json!({"x": {"content_type": "np"}})
+        );
+        assert_eq!(
+            decoded.event.requested_outputs,
+            Some(vec![
+                serde_json::json!({"name": "y", "parameters": {"content_type": "str"}})
+            ])
+        );
+        let mut output_parameters = Map::new();
+        output_parameters.insert("y".into(), serde_json::json!({"content_type": "str"}));
+        let answer = Tensors {
+            model: "m".into(),
+            version: None,
+            outputs: vec![Tensor::new("y", vec![1], TensorData::Fp32(vec![2.0])).unwrap()],
+            parameters: Map::new(),
+            output_parameters,
+        };
+        let resp = encode_response("r".into(), answer);
+        assert_eq!(
+            param_to_json(&resp.outputs[0].parameters["content_type"]),
+            serde_json::json!("str")
         );
     }
 }

@@ -33,6 +33,7 @@ pub fn encode_request(id: &str, tensors: &[Tensor], binary: bool) -> Result<Enco
     let (inputs, bytes) = tensors_out(
         tensors.iter().map(|t| (t, binary)).collect(),
         Fallback::Binary,
+        None,
     );
     let has_binary = bytes.is_some();
     finish(
@@ -97,6 +98,7 @@ impl Serialize for TensorsJson<'_> {
                 parameters: (!utf8(&t.data)).then_some(OutputParameters {
                     binary_data_size: None,
                     content_type: Some("base64"),
+                    own: None,
                 }),
                 data: (t.data.len() <= self.max_elements).then(|| {
                     if utf8(&t.data) {

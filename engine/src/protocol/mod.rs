@@ -28,7 +28,8 @@ pub use classify::classify;
 pub use client::{TensorsJson, decode_response, encode_request};
 pub use codec::{Codec, sniff};
 pub use request::{
-    InferRequest, RequestedOutput, classification, decode_raw, decode_request, tensor_header,
+    InferRequest, RequestedOutput, classification, decode_raw, decode_request, own_parameters,
+    tensor_header,
 };
 pub use response::{Encoded, encode_json_response, encode_response, take_outputs};
 
@@ -366,6 +367,79 @@ mod tests {
             err.message.contains("element 0 is not valid base64"),
             "{}",
             err.message
+        );
+    }
+
+    /// What a class written against the whole request reads (MLServer's `InferenceRequest`):
+    /// each input's own `parameters` (not `binary_data_size`) and the outputs asked for, as
+    /// sent; none for inputs without any.
+    #[test]
+    fn inputs_parameters_and_requested_outputs_are_kept() {
+        let json = br#"{"inputs":[{"name":"a","shape":[1],"datatype":"FP32","parameters":{"content_type":"np","binary_data_size":4}},{"name":"b","shape":[1],"datatype":"FP32","parameters":{"binary_data_size":4}},{"name":"c","shape":[1],"datatype":"FP32","data":[1]}],"outputs":[{"name":"y","parameters":{"content_type":"str"}},{"name":"z"}]}"#;
+        let mut body = json.to_vec();
+        body.extend_from_slice(&1f32.to_le_bytes());
+        body.extend_from_slice(&2f32.to_le_bytes());
+        let req = decode_request(&body, Some(json.len())).unwrap();
+        assert_eq!(
+            Value::Object(req.event.input_parameters.clone()),
+            serde_json::json!({"a": {"content_type": "np"}})
+        );
+        assert_eq!(
+            req.event.requested_outputs,
+            Some(vec![
+                serde_json::json!({"name": "y", "parameters": {"content_type": "str"}}),
+                serde_json::json!({"name": "z"}),
+            ])
+        );
+        let plain = decode_request(
+            br#"{"inputs":[{"name":"a","shape":[1],"datatype":"FP32","data":[1]}]}"#,
+            None,
+        )
+        .unwrap();
+        assert!(plain.event.input_parameters.is_empty());
+        assert_eq!(plain.event.requested_outputs, None);
+    }
+
+    /// A step's parameters for its outputs (an MLServer class's `ResponseOutput.parameters`)
+    /// go with them; the encoding's own keys win (`binary_data_size`, base64's
+    /// `content_type`); the request's inputs' never come back.
+    #[test]
+    fn outputs_carry_their_own_parameters() {
+        let mut event = Event::new(
+            "r",
+            vec![
+                Tensor::new("a", vec![1], TensorData::Fp32(vec![1.0])).unwrap(),
+                Tensor::new("s", vec![1], TensorData::Bytes(vec![vec![0xff]])).unwrap(),
+                Tensor::new("t", vec![1], TensorData::Fp32(vec![2.0])).unwrap(),
+            ],
+        );
+        event.output_parameters.insert(
+            "a".into(),
+            serde_json::json!({"content_type": "np", "k": 1}),
+        );
+        event
+            .output_parameters
+            .insert("s".into(), serde_json::json!({"content_type": "str"}));
+        event
+            .input_parameters
+            .insert("t".into(), serde_json::json!({"content_type": "np"}));
+        let body = encode_json_response(&event, "m", None, Vec::new()).unwrap();
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            v["outputs"][0]["parameters"],
+            serde_json::json!({"content_type": "np", "k": 1})
+        );
+        assert_eq!(
+            v["outputs"][1]["parameters"],
+            serde_json::json!({"content_type": "base64"})
+        );
+        assert!(v["outputs"][2].get("parameters").is_none(), "{v}");
+        let binary = encode_response(&event, "m", None, &[], true).unwrap();
+        let n = binary.json_len.unwrap();
+        let head: Value = serde_json::from_slice(&binary.body[..n]).unwrap();
+        assert_eq!(
+            head["outputs"][0]["parameters"],
+            serde_json::json!({"content_type": "np", "k": 1, "binary_data_size": 4})
         );
     }
 

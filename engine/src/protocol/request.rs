@@ -85,6 +85,7 @@ pub fn decode_request(body: &[u8], json_len: Option<usize>) -> Result<InferReque
         return Err(Error::bad_request("the request has no `inputs`"));
     }
     let mut tensors = Vec::with_capacity(req.inputs.len());
+    let mut input_parameters = Map::new();
     for input in &req.inputs {
         let tensor = decode_input(input, &mut binary, false)
             .map_err(|e| Error::bad_request(format!("input `{}`: {}", input.name, e.message)))?;
@@ -93,6 +94,9 @@ pub fn decode_request(body: &[u8], json_len: Option<usize>) -> Result<InferReque
                 "input `{}` is given twice",
                 tensor.name
             )));
+        }
+        if let Some(p) = own_parameters(input.parameters.as_ref()) {
+            input_parameters.insert(tensor.name.clone(), Value::Object(p));
         }
         tensors.push(tensor);
     }
@@ -104,6 +108,19 @@ pub fn decode_request(body: &[u8], json_len: Option<usize>) -> Result<InferReque
     }
     let parameters = req.parameters.unwrap_or_default();
     let binary_output = flag(&parameters, "binary_data_output")?.unwrap_or(false);
+    let requested_outputs = req.outputs.as_ref().map(|outputs| {
+        outputs
+            .iter()
+            .map(|o| {
+                let mut out = Map::new();
+                out.insert("name".into(), Value::String(o.name.clone()));
+                if let Some(p) = &o.parameters {
+                    out.insert("parameters".into(), Value::Object(p.clone()));
+                }
+                Value::Object(out)
+            })
+            .collect()
+    });
     let outputs = req
         .outputs
         .unwrap_or_default()
@@ -142,11 +159,26 @@ pub fn decode_request(body: &[u8], json_len: Option<usize>) -> Result<InferReque
             tensors,
             parameters,
             target,
+            input_parameters,
+            requested_outputs,
             ..Default::default()
         }),
         outputs,
         binary_output,
     })
+}
+
+/// A tensor's `parameters` less what the wire's encoding says (`binary_data_size`): what a
+/// class written against the whole request reads (`content_type`, ...); `None` when nothing
+/// is left.
+pub fn own_parameters(parameters: Option<&Map<String, Value>>) -> Option<Map<String, Value>> {
+    let p = parameters?;
+    if p.is_empty() || (p.len() == 1 && p.contains_key("binary_data_size")) {
+        return None;
+    }
+    let mut own = p.clone();
+    own.remove("binary_data_size");
+    Some(own)
 }
 
 /// Triton's raw binary request (`Inference-Header-Content-Length: 0`): no JSON, the whole

@@ -27,17 +27,39 @@ pub(super) struct OutputOut<'a> {
     pub(super) datatype: &'static str,
     pub(super) shape: &'a [usize],
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub(super) parameters: Option<OutputParameters>,
+    pub(super) parameters: Option<OutputParameters<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) data: Option<JsonData<'a>>,
 }
 
-#[derive(Serialize)]
-pub(super) struct OutputParameters {
-    #[serde(skip_serializing_if = "Option::is_none")]
+/// An output's `parameters`: what its encoding needs said (`binary_data_size`, `content_type:
+/// base64`), after what the step said of it (the event's `output_parameters`; the encoding's
+/// own keys win).
+pub(super) struct OutputParameters<'a> {
     pub(super) binary_data_size: Option<usize>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) content_type: Option<&'static str>,
+    pub(super) own: Option<&'a Map<String, Value>>,
+}
+
+impl Serialize for OutputParameters<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(None)?;
+        for (k, v) in self.own.into_iter().flatten() {
+            let encoding_says =
+                k == "binary_data_size" || (k == "content_type" && self.content_type.is_some());
+            if !encoding_says {
+                map.serialize_entry(k, v)?;
+            }
+        }
+        if let Some(size) = self.binary_data_size {
+            map.serialize_entry("binary_data_size", &size)?;
+        }
+        if let Some(ct) = self.content_type {
+            map.serialize_entry("content_type", ct)?;
+        }
+        map.end()
+    }
 }
 
 /// An encoded body; `json_len` is set when binary data follows the JSON (send it as
@@ -79,7 +101,8 @@ pub fn encode_json_response(
 }
 
 /// The outputs to send as tensors (the requested ones in order, else all), taken out of the
-/// event, with the response's `parameters` (for transports with their own encoding: gRPC).
+/// event, with the response's `parameters` (for transports with their own encoding: gRPC;
+/// each output's own are left in the event's `output_parameters`).
 pub fn take_outputs(
     event: &mut Event,
     requested: &[RequestedOutput],
@@ -137,7 +160,7 @@ fn encode(
     picked: Vec<(&Tensor, bool)>,
     fallback: Fallback,
 ) -> Result<Encoded> {
-    let (outputs, binary) = tensors_out(picked, fallback);
+    let (outputs, binary) = tensors_out(picked, fallback, Some(&event.output_parameters));
     let parameters = parameters(event);
     let response = ResponseJson {
         model_name: model,
@@ -177,15 +200,21 @@ pub(super) fn is_utf8(data: &TensorData) -> bool {
 }
 
 /// Tensors as OIP JSON entries (inputs and outputs share the shape), with the bytes of those
-/// sent as binary, in order.
+/// sent as binary, in order; each with its `own` parameters, when given (an event's
+/// `output_parameters`).
 pub(super) fn tensors_out<'a>(
     tensors: Vec<(&'a Tensor, bool)>,
     fallback: Fallback,
+    own: Option<&'a Map<String, Value>>,
 ) -> (Vec<OutputOut<'a>>, Option<Vec<u8>>) {
     let mut binary: Option<Vec<u8>> = None;
     let mut out = Vec::with_capacity(tensors.len());
     for (t, as_binary) in tensors {
         let utf8 = as_binary || is_utf8(&t.data);
+        let own = own
+            .filter(|m| !m.is_empty())
+            .and_then(|m| m.get(&t.name))
+            .and_then(Value::as_object);
         let (parameters, data) = if as_binary || (!utf8 && fallback == Fallback::Binary) {
             let binary = binary.get_or_insert_with(Vec::new);
             let before = binary.len();
@@ -195,6 +224,7 @@ pub(super) fn tensors_out<'a>(
                 Some(OutputParameters {
                     binary_data_size: Some(size),
                     content_type: None,
+                    own,
                 }),
                 None,
             )
@@ -203,11 +233,17 @@ pub(super) fn tensors_out<'a>(
                 Some(OutputParameters {
                     binary_data_size: None,
                     content_type: Some("base64"),
+                    own,
                 }),
                 Some(JsonData::Base64(&t.data)),
             )
         } else {
-            (None, Some(JsonData::Plain(&t.data)))
+            let parameters = own.map(|own| OutputParameters {
+                binary_data_size: None,
+                content_type: None,
+                own: Some(own),
+            });
+            (parameters, Some(JsonData::Plain(&t.data)))
         };
         out.push(OutputOut {
             name: &t.name,
