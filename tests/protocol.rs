@@ -434,6 +434,62 @@ fn generate_and_generate_stream_answer_text() {
     );
 }
 
+/// An OIP request posted to `/infer_stream` (or, as MLServer's clients post it, to
+/// `/generate_stream` and `/generate`) is answered in the OIP's shape: server-sent events,
+/// each an OIP response of one piece as the model yields it; `/generate` one OIP response.
+#[test]
+fn oip_requests_stream_oip_responses() {
+    let dir = tempfile::tempdir().unwrap();
+    let graph = dir.path().join("text.yaml");
+    std::fs::write(
+        &graph,
+        format!(
+            "name: text
+graph:
+  kind: router
+  routes:
+    words: {{kind: model, class: python, path: {}, python: {}, class_name: Words}}
+",
+            root().join("tests/python/models/models.py").display(),
+            test_python().display()
+        ),
+    )
+    .unwrap();
+    let s = Server::start(graph.to_str().unwrap(), &[]);
+    let request =
+        json!({"id": "s1", "parameters": {"max_tokens": 2}, "inputs": [{"name": "text_input",
+        "shape": [1], "datatype": "BYTES", "parameters": null, "data": ["hello big world"]}],
+        "outputs": null})
+        .to_string();
+    for path in ["infer_stream", "generate_stream"] {
+        let r = post(&s.addr, &format!("/v2/models/words/{path}"), &request);
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        let events: Vec<Value> = String::from_utf8(r.body.to_vec())
+            .unwrap()
+            .split("\n\n")
+            .filter(|e| !e.is_empty())
+            .map(|e| serde_json::from_str(e.strip_prefix("data: ").expect("data: ")).unwrap())
+            .collect();
+        assert_eq!(
+            events,
+            [
+                // Each piece as the class yields it: a str, a tensor of no dimensions.
+                json!({"model_name": "words", "id": "s1", "outputs": [
+                    {"name": "text_output", "datatype": "BYTES", "shape": [], "data": ["HELLO "]}]}),
+                json!({"model_name": "words", "id": "s1", "outputs": [
+                    {"name": "text_output", "datatype": "BYTES", "shape": [], "data": ["BIG "]}]}),
+            ],
+            "{path}"
+        );
+    }
+    let r = post(&s.addr, "/v2/models/words/generate", &request);
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(
+        r.json()["outputs"],
+        json!([{"name": "text_output", "datatype": "BYTES", "shape": [], "data": ["HELLO BIG "]}])
+    );
+}
+
 /// When the first `data:` event of an answer arrived, and when the answer ended.
 fn stream_times(addr: &str, path: &str, body: &str) -> (std::time::Duration, std::time::Duration) {
     use std::io::{Read, Write};

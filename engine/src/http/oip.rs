@@ -31,6 +31,7 @@ pub(super) fn routes() -> Router<Arc<AppState>> {
     Router::new()
         .merge(inference)
         .merge(versioned("/generate_stream", post(generate_stream)))
+        .merge(versioned("/infer_stream", post(infer_stream)))
         .route("/v2", get(server_metadata))
         .route("/v2/health/live", get(live))
         .route("/v2/health/ready", get(ready))
@@ -139,21 +140,33 @@ async fn infer_at(
 }
 
 /// `POST /v2/models/{m}[/versions/{v}]/generate`: the generate extension, one flat JSON
-/// answer (a model that streams its answer answers the pieces joined).
+/// answer (a model that streams its answer answers the pieces joined). An OIP request
+/// (MLServer's clients post their `InferenceRequest`s here) is answered as `/infer` answers
+/// it, in JSON.
 async fn generate(
     State(state): State<Arc<AppState>>,
     Path(at): Path<Addressed>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let codec = crate::protocol::generate::Generate::default();
+    let bytes = match state.body(body, &headers).await {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
+    let flat = crate::protocol::generate::Generate::default();
+    let oip = crate::protocol::OipStream::default();
+    let codec: &dyn crate::protocol::Codec = if crate::protocol::generate::is_oip(&bytes) {
+        &oip
+    } else {
+        &flat
+    };
     let at = Inference {
         model: Some(&at.model),
         version: at.version.as_deref(),
-        codec: Some(&codec),
+        codec: Some(codec),
         ..Default::default()
     };
-    run_infer(&state, at, &headers, body).await
+    run_infer(&state, at, &headers, Body::from(bytes)).await
 }
 
 /// How many pieces of a streamed answer may wait for the client: past it the model waits.
@@ -164,18 +177,49 @@ const STREAM_PIECES: usize = 16;
 /// that streams (a Python `predict` that yields) gives it, else one event with the whole
 /// answer. A request that fails before anything is answered is a JSON error with its status;
 /// a failure after the first event is one last event `data: {"error": "..."}`. A client that
-/// goes away cancels the request.
+/// goes away cancels the request. An OIP request (MLServer's clients post their
+/// `InferenceRequest`s here) is streamed as `/infer_stream` streams it.
 async fn generate_stream(
     State(state): State<Arc<AppState>>,
     Path(at): Path<Addressed>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    use futures_util::StreamExt;
     let bytes = match state.body(body, &headers).await {
         Ok(b) => b,
         Err(e) => return e.into_response(),
     };
+    let oip = crate::protocol::generate::is_oip(&bytes);
+    streamed(state, at, headers, bytes, oip).await
+}
+
+/// `POST /v2/models/{m}[/versions/{v}]/infer_stream`: an OIP request answered as server-sent
+/// events, each an OIP response (`model_name`, `id`, `outputs`) of one piece of the answer
+/// as a model that streams gives it (MLServer's `predict_stream`), else one with the whole
+/// answer; failures as `/generate_stream`'s.
+async fn infer_stream(
+    State(state): State<Arc<AppState>>,
+    Path(at): Path<Addressed>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let bytes = match state.body(body, &headers).await {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
+    streamed(state, at, headers, bytes, true).await
+}
+
+/// A request whose answer goes as server-sent events: the generate extension's flat pieces,
+/// or (`oip`) OIP responses.
+async fn streamed(
+    state: Arc<AppState>,
+    at: Addressed,
+    headers: HeaderMap,
+    bytes: axum::body::Bytes,
+    oip: bool,
+) -> Response {
+    use futures_util::StreamExt;
     let id = serde_json::from_slice::<Value>(&bytes)
         .ok()
         .and_then(|v| v.get("id")?.as_str().map(str::to_owned));
@@ -194,13 +238,18 @@ async fn generate_stream(
             version: at.version.clone(),
         };
         tokio::spawn(async move {
-            let codec = crate::protocol::generate::Generate {
-                chunks: Some(pieces_tx),
+            let (flat, whole) = if oip {
+                (None, Some(pieces_tx))
+            } else {
+                (Some(pieces_tx), None)
             };
+            let flat = crate::protocol::generate::Generate { chunks: flat };
+            let whole = crate::protocol::OipStream { chunks: whole };
+            let codec: &dyn crate::protocol::Codec = if oip { &whole } else { &flat };
             let inference = Inference {
                 model: Some(&at.model),
                 version: at.version.as_deref(),
-                codec: Some(&codec),
+                codec: Some(codec),
                 ..Default::default()
             };
             super::infer(&state, inference, &headers, Body::from(bytes)).await
@@ -217,8 +266,15 @@ async fn generate_stream(
     let (model, version) = named.unwrap_or((at.model.clone(), at.version.clone()));
     let piece_event = move |tensors: Vec<crate::tensor::Tensor>| {
         let id = id.as_deref().unwrap_or_default();
-        match crate::protocol::generate::answer_of(id, &model, version.as_deref(), &tensors) {
-            Ok(v) => event(&serde_json::to_vec(&v).expect("JSON")),
+        let piece = if oip {
+            let piece = crate::event::Event::new(id, tensors);
+            crate::protocol::encode_json_response(&piece, &model, version.as_deref(), Vec::new())
+        } else {
+            crate::protocol::generate::answer_of(id, &model, version.as_deref(), &tensors)
+                .map(|v| serde_json::to_vec(&v).expect("JSON"))
+        };
+        match piece {
+            Ok(json) => event(&json),
             Err(e) => event(&serde_json::to_vec(&json!({ "error": e.to_string() })).expect("JSON")),
         }
     };

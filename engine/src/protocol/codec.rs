@@ -87,6 +87,39 @@ impl Codec for Oip {
     }
 }
 
+/// The OIP's bodies for an answer that may come in pieces (`/infer_stream`, and MLServer's
+/// clients' `InferenceRequest`s posted to `/generate` and `/generate_stream`): decoded as
+/// [`Oip`] decodes JSON, the event handed `chunks`, where a streamed answer's pieces go;
+/// answered as JSON (the pieces and the answer go as server-sent events).
+#[derive(Default)]
+pub struct OipStream {
+    pub chunks: Option<crate::event::Chunks>,
+}
+
+impl Codec for OipStream {
+    fn name(&self) -> &'static str {
+        "oip"
+    }
+
+    fn decode(&self, body: &[u8], _at: &Decoding<'_>) -> Result<InferRequest> {
+        let mut request = decode_request(body, None)?;
+        request.event.chunks = self.chunks.clone();
+        Ok(request)
+    }
+
+    fn encode(&self, done: &Event, answer: &Answering<'_>) -> Result<Encoded> {
+        Ok(Encoded {
+            body: super::response::encode_json_response(
+                done,
+                answer.model,
+                answer.version,
+                answer.outputs.to_vec(),
+            )?,
+            json_len: None,
+        })
+    }
+}
+
 /// MLRun's rows (`{"inputs": [[...], ...]}`), answered in MLRun's shape
 /// ([`super::mlrun`]).
 pub struct MlrunRows;

@@ -50,6 +50,25 @@ impl Codec for Generate {
     }
 }
 
+/// Whether a body posted to `/generate` or `/generate_stream` is an OIP request rather than
+/// the generate extension's flat fields: MLServer's clients post their `InferenceRequest`s
+/// there (`inputs`, a list of tensors with a `name` and a `datatype`), and are answered in
+/// the OIP's shape.
+pub fn is_oip(body: &[u8]) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Tensor {
+        #[allow(dead_code)]
+        name: String,
+        #[allow(dead_code)]
+        datatype: String,
+    }
+    #[derive(serde::Deserialize)]
+    struct Request {
+        inputs: Vec<Tensor>,
+    }
+    serde_json::from_slice::<Request>(body).is_ok_and(|r| !r.inputs.is_empty())
+}
+
 /// The flat request as an OIP request: each field that names one of the model's inputs (any
 /// field, for a model that declares none) is that input, the rest are parameters, as Triton
 /// passes them.

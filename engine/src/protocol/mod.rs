@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub use binary::{decode_binary, encode_binary};
 pub use classify::classify;
 pub use client::{TensorsJson, decode_response, encode_request};
-pub use codec::{Codec, sniff};
+pub use codec::{Codec, OipStream, sniff};
 pub use request::{
     InferRequest, RequestedOutput, classification, decode_raw, decode_request, own_parameters,
     tensor_header,
@@ -398,6 +398,27 @@ mod tests {
         .unwrap();
         assert!(plain.event.input_parameters.is_empty());
         assert_eq!(plain.event.requested_outputs, None);
+    }
+
+    /// MLServer's examples send a text with its length as the shape: that one element.
+    #[test]
+    fn a_text_shaped_by_its_length_is_one_element() {
+        let body = r#"{"inputs":[{"name":"t","shape":[5],"datatype":"BYTES","data":["héllo"]}]}"#;
+        let req = decode_request(body.as_bytes(), None).unwrap();
+        assert_eq!(req.event.tensors[0].shape, vec![1]);
+        assert_eq!(
+            req.event.tensors[0].data,
+            TensorData::Bytes(vec!["héllo".as_bytes().to_vec()])
+        );
+        // Any other mismatch is still refused.
+        for bad in [
+            br#"{"inputs":[{"name":"t","shape":[4],"datatype":"BYTES","data":["hello"]}]}"#
+                .as_slice(),
+            br#"{"inputs":[{"name":"t","shape":[5],"datatype":"BYTES","data":["hello","x"]}]}"#,
+            br#"{"inputs":[{"name":"t","shape":[5],"datatype":"FP32","data":[1]}]}"#,
+        ] {
+            assert!(decode_request(bad, None).is_err());
+        }
     }
 
     /// A step's parameters for its outputs (an MLServer class's `ResponseOutput.parameters`)

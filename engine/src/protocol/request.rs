@@ -168,6 +168,19 @@ pub fn decode_request(body: &[u8], json_len: Option<usize>) -> Result<InferReque
     })
 }
 
+/// MLServer's examples send a text as the one element of a BYTES input whose shape is the
+/// text's length (`"shape": [len(text)], "data": [text]`), which MLServer takes as it is:
+/// such an input is that one element, of shape `[1]`. `None` for anything else.
+fn text_by_its_length(datatype: DataType, raw: &RawValue, shape: &[usize]) -> Option<TensorData> {
+    let [n] = shape else { return None };
+    if datatype != DataType::Bytes || *n == 1 {
+        return None;
+    }
+    let [text]: [String; 1] = serde_json::from_str(raw.get()).ok()?;
+    (text.len() == *n || text.chars().count() == *n)
+        .then(|| TensorData::Bytes(vec![text.into_bytes()]))
+}
+
 /// A tensor's `parameters` less what the wire's encoding says (`binary_data_size`): what a
 /// class written against the whole request reads (`content_type`, ...); `None` when nothing
 /// is left.
@@ -351,7 +364,7 @@ pub(super) fn decode_input(
     binary: &mut &[u8],
     response: bool,
 ) -> Result<Tensor> {
-    let (datatype, shape, count) = tensor_header(&input.datatype, &input.shape)?;
+    let (datatype, mut shape, count) = tensor_header(&input.datatype, &input.shape)?;
     let binary_size = match input
         .parameters
         .as_ref()
@@ -380,7 +393,16 @@ pub(super) fn decode_input(
             decode_binary(datatype, bytes, count)?
         }
         (None, Some(raw)) => {
-            let data = decode_json_data(datatype, raw, &shape, count, response)?;
+            let data = match decode_json_data(datatype, raw, &shape, count, response) {
+                Ok(data) if data.len() == count => data,
+                other => match text_by_its_length(datatype, raw, &shape) {
+                    Some(text) => {
+                        shape = vec![1];
+                        text
+                    }
+                    None => other?,
+                },
+            };
             match input
                 .parameters
                 .as_ref()
