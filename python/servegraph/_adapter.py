@@ -10,6 +10,15 @@ frame's metadata (`spec`), with:
                               response's `parameters.tags`) and `metrics_out` (into /metrics)
     operation(op, body)       a custom operation (`op_<op>`)
     health_check()            the class's health check, or None
+and optionally:
+    takes_request             each call's `request` (the request's id, its inputs' parameters,
+                              the outputs it names) is set as `request_details`, and whether
+                              the caller streams as `streaming`, before `predict`
+    result_meta               set by `predict`: what the answer carries beside the tensors
+                              (`parameters` of the response, `output_parameters` by output)
+    status_of(exc)            the status of an API's own exception (its message is then the
+                              whole answer), or None
+    error_status              the status of any other exception of the class (MLRun's 400)
 
 Hooks a class may write as `async def` (KServe's, MLServer's) go through `awaited`: one event
 loop per worker, made on first use, runs them.
@@ -54,16 +63,89 @@ def awaited(value):
     """`value`, or what it resolves to when it is awaitable (an `async def` hook's coroutine),
     run to the end on the worker's event loop. The worker runs one call at a time, so the
     loop never runs two calls at once; a coroutine's own tasks (`asyncio.create_task`) live
-    on between calls on the same loop."""
+    on between calls on the same loop.
+
+    Most hooks never wait for anything: a coroutine is first stepped by hand, with the loop
+    set as the running one (`asyncio.get_running_loop()` and what uses it work), which costs
+    a fraction of a loop's run; only one that suspends (on a future: a sleep, an executor, a
+    client) goes on as a task of the loop, from where it stopped. Until that first suspension
+    it runs outside a task (`asyncio.current_task()` is None)."""
     global _loop
     if not hasattr(value, "__await__"):
         return value
-    if _loop is None:
+    loop = _loop
+    if loop is None:
         import asyncio
 
-        _loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(_loop)
-    return _loop.run_until_complete(value)
+        loop = _loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+    if type(value) is not _CoroutineType:
+        return loop.run_until_complete(value)
+    context = _copy_context()
+    _set_running_loop(loop)
+    try:
+        first = context.run(value.send, None)
+    except StopIteration as done:
+        return done.value
+    finally:
+        _set_running_loop(None)
+    try:
+        task = loop.create_task(_Resumed(value, first).run(), context=context)
+    except TypeError:  # Python < 3.11: no `context=`
+        task = loop.create_task(_Resumed(value, first).run())
+    return loop.run_until_complete(task)
+
+
+class _Resumed:
+    """A coroutine stepped by hand up to its first suspension (it yielded `first`, the future
+    it waits for), awaited from there as if a task had run it from the start."""
+
+    def __init__(self, coro, first):
+        self.coro, self.first = coro, first
+
+    async def run(self):
+        return await self
+
+    def __await__(self):
+        coro, yielded = self.coro, self.first
+        while True:
+            try:
+                sent = yield yielded
+            except GeneratorExit:
+                coro.close()
+                raise
+            except BaseException as exc:  # noqa: BLE001 - handed on to the coroutine
+                try:
+                    yielded = coro.throw(exc)
+                except StopIteration as done:
+                    return done.value
+            else:
+                try:
+                    yielded = coro.send(sent)
+                except StopIteration as done:
+                    return done.value
+
+
+async def _coroutine():
+    pass
+
+
+_c = _coroutine()
+_CoroutineType = type(_c)
+_c.close()
+del _c
+
+
+def _set_running_loop(loop):
+    import asyncio.events
+
+    asyncio.events._set_running_loop(loop)
+
+
+def _copy_context():
+    import contextvars
+
+    return contextvars.copy_context()
 
 
 def health_of(check):
