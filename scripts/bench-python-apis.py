@@ -3,7 +3,8 @@ call's frame JSON decoded, the adapter, the answer encoded into a frame (written
 `scripts/bench-python-apis.sh` counts the instructions of N calls under callgrind, a
 figure a noisy machine does not move (docs/benchmarks.md).
 
-Usage: python bench-python-apis.py CASE N   (CASE: native, mlrun, mlrun-body, seldon, seldon-body)
+Usage: python bench-python-apis.py CASE N   (CASE: native, mlrun, mlrun-body, seldon, seldon-body,
+mlserver: MLServer's own package when the interpreter has it, else servegraph's stand-in)
 with the package to measure first on PYTHONPATH (python/ of a checkout)."""
 
 import json
@@ -36,6 +37,17 @@ class SeldonEcho:
 class NativeEcho:
     def predict(self, inputs, parameters):
         return inputs
+
+
+from mlserver import MLModel
+from mlserver.codecs import NumpyCodec, NumpyRequestCodec
+from mlserver.types import InferenceResponse
+
+
+class MLServerEcho(MLModel):
+    async def predict(self, payload):
+        x = self.decode_request(payload, default_codec=NumpyRequestCodec)
+        return InferenceResponse(model_name=self.name, outputs=[NumpyCodec.encode_output("output", x)])
 '''
 
 
@@ -76,13 +88,21 @@ def main():
         "mlrun-body": ("mlrun", "MLRunEcho", {"inputs": row}),
         "seldon": ("seldon", "SeldonEcho", None),
         "seldon-body": ("seldon", "SeldonEcho", {"data": {"ndarray": row}}),
+        "mlserver": ("mlserver", "MLServerEcho", None),
     }[case]
     m = model(path, cls, api)
     raw = json.dumps({"body": body, "id": "r1"}).encode() if body is not None else b""
+    if case == "mlserver":
+        # What MLServer's own client sends (NumpyRequestCodec.encode_request): the content
+        # types of the request and of its input.
+        raw = json.dumps(
+            {"parameters": {"content_type": "np"},
+             "request": {"id": "r1", "inputs": {"input": {"content_type": "np"}}}}
+        ).encode()
 
     def call():
         meta = _frames.decode_json(memoryview(raw)) if raw else {}
-        tensors = {} if raw else {"input": x}
+        tensors = {"input": x} if not raw or "request" in meta else {}
         extra, outputs = _worker.infer(m, meta, tensors, [], inp, sink, 1)
         _worker.write_result(sink, 1, extra, outputs, None, 1)
 

@@ -70,15 +70,19 @@ def awaited(value):
     a fraction of a loop's run; only one that suspends (on a future: a sleep, an executor, a
     client) goes on as a task of the loop, from where it stopped. Until that first suspension
     it runs outside a task (`asyncio.current_task()` is None)."""
-    global _loop
+    global _loop, _set_running_loop, _copy_context
     if not hasattr(value, "__await__"):
         return value
     loop = _loop
     if loop is None:
         import asyncio
+        import asyncio.events
+        import contextvars
 
         loop = _loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
+        _set_running_loop = asyncio.events._set_running_loop
+        _copy_context = contextvars.copy_context
     if type(value) is not _CoroutineType:
         return loop.run_until_complete(value)
     context = _copy_context()
@@ -136,16 +140,8 @@ _c.close()
 del _c
 
 
-def _set_running_loop(loop):
-    import asyncio.events
-
-    asyncio.events._set_running_loop(loop)
-
-
-def _copy_context():
-    import contextvars
-
-    return contextvars.copy_context()
+# asyncio's and contextvars' functions `awaited` uses, bound with the loop.
+_set_running_loop = _copy_context = None
 
 
 def health_of(check):

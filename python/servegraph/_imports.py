@@ -1,7 +1,8 @@
 """The peers' import lines, unchanged, inside a worker: `from mlrun.serving import
-V2ModelServer`, `from seldon_core.user_model import SeldonComponent`, `seldon_core.Storage`
-and the rest of `PROVIDED` resolve to servegraph's own implementations (`servegraph.compat`)
-when the model's interpreter does not have the real package.
+V2ModelServer`, `from seldon_core.user_model import SeldonComponent`, `seldon_core.Storage`,
+`from mlserver import MLModel` and the rest of `PROVIDED` resolve to servegraph's own
+implementations (`servegraph.compat`) when the model's interpreter does not have the real
+package.
 
 `install()` (called by `_worker.py` before user code is imported) puts one finder first on
 `sys.meta_path`. It answers `mlrun` and `seldon_core` only when no other finder finds them
@@ -41,8 +42,92 @@ PROVIDED = {
     "seldon_core.proto.prediction_pb2": (None, ()),
 }
 
+# MLServer's model API (`servegraph.compat.mlserver`): each module with the names MLServer's
+# has of it that the stand-in provides.
+_MLSERVER_TYPES = (
+    "InferenceRequest",
+    "InferenceResponse",
+    "RequestInput",
+    "ResponseOutput",
+    "RequestOutput",
+    "MetadataTensor",
+    "MetadataModelResponse",
+    "MetadataServerResponse",
+    "MetadataModelErrorResponse",
+    "MetadataServerErrorResponse",
+    "InferenceErrorResponse",
+    "Parameters",
+    "TensorData",
+    "Datatype",
+)
+_MLSERVER_CODEC_UTILS = (
+    "DecodedParameterName",
+    "has_decoded",
+    "get_decoded",
+    "get_decoded_or_raw",
+    "encode_inference_response",
+    "encode_response_output",
+    "decode_request_input",
+    "decode_inference_request",
+)
+_MLSERVER_CODEC_BASE = (
+    "InputCodec",
+    "RequestCodec",
+    "register_input_codec",
+    "register_request_codec",
+    "InputCodecLike",
+    "RequestCodecLike",
+)
+for _module, _names in {
+    "mlserver": ("MLModel", "ModelSettings"),
+    "mlserver.model": ("MLModel",),
+    "mlserver.types": _MLSERVER_TYPES,
+    "mlserver.types.dataplane": _MLSERVER_TYPES,
+    "mlserver.codecs": (
+        "CodecError",
+        "NumpyCodec",
+        "NumpyRequestCodec",
+        "StringCodec",
+        "StringRequestCodec",
+        "Base64Codec",
+        "DatetimeCodec",
+        "PandasCodec",
+        "decode_args",
+    )
+    + _MLSERVER_CODEC_BASE
+    + _MLSERVER_CODEC_UTILS,
+    "mlserver.codecs.base": _MLSERVER_CODEC_BASE
+    + ("find_input_codec", "find_request_codec", "find_input_codec_by_payload")
+    + ("find_request_codec_by_payload",),
+    "mlserver.codecs.numpy": ("NumpyCodec", "NumpyRequestCodec", "to_dtype", "to_datatype"),
+    "mlserver.codecs.string": ("StringCodec", "StringRequestCodec", "encode_str", "decode_str"),
+    "mlserver.codecs.base64": ("Base64Codec",),
+    "mlserver.codecs.datetime": ("DatetimeCodec",),
+    "mlserver.codecs.pandas": ("PandasCodec",),
+    "mlserver.codecs.lists": ("is_list_of", "as_list"),
+    "mlserver.codecs.utils": _MLSERVER_CODEC_UTILS
+    + ("InputOrOutput", "SingleInputRequestCodec", "inject_batch_dimension"),
+    "mlserver.codecs.errors": ("CodecError", "CodecNotFound", "OutputNotFound", "InputsNotFound"),
+    "mlserver.codecs.decorator": ("decode_args", "SignatureCodec"),
+    "mlserver.errors": (
+        "MLServerError",
+        "InvalidModelURI",
+        "ModelNotFound",
+        "ModelNotReady",
+        "InferenceError",
+        "ModelParametersMissing",
+    ),
+    "mlserver.settings": ("ModelSettings", "ModelParameters"),
+    "mlserver.utils": ("get_model_uri", "to_absolute_path", "generate_uuid", "get_wrapped_method"),
+    "mlserver.logging": ("logger", "get_logger"),
+    "mlserver.handlers": ("custom_handler",),
+    "mlserver.handlers.custom": ("custom_handler", "CustomHandler"),
+}.items():
+    PROVIDED[_module] = ("servegraph.compat.mlserver", _names)
+del _module, _names
+
 # The pip name of each package, for the message that says to install it.
-DISTRIBUTIONS = {"mlrun": "mlrun", "seldon_core": "seldon-core"}
+DISTRIBUTIONS = {"mlrun": "mlrun", "seldon_core": "seldon-core", "mlserver": "mlserver"}
 
 
 def _modules():
@@ -59,7 +144,17 @@ MODULES = frozenset(_modules())
 
 def _refusal(top, name):
     mine = sorted(m for m in PROVIDED if m.split(".")[0] == top)
-    provided = ", ".join("`%s` (%s)" % (m, ", ".join(PROVIDED[m][1])) for m in mine)
+    if len(mine) <= 8:
+        provided = ", ".join("`%s` (%s)" % (m, ", ".join(PROVIDED[m][1])) for m in mine)
+    else:
+        # Many modules (MLServer's): the names of the one asked about, and the modules.
+        parent = name.rpartition(".")[0]
+        names = PROVIDED.get(parent, (None, ()))[1]
+        provided = "`%s` (%s) and the modules %s" % (
+            parent,
+            ", ".join(names) or "its submodules",
+            ", ".join("`%s`" % m for m in mine),
+        )
     return (
         "`%s` is not part of servegraph's stand-in for %s (the package is not installed in this "
         "interpreter): servegraph provides %s only. Install %s in the model's interpreter "

@@ -94,6 +94,14 @@ def error_meta(exc, model=None):
         "status": getattr(exc, "status", 500),
         "traceback": "".join(frames),
     }
+    # An API's own error with its status (MLServer's `MLServerError`): its message is the
+    # whole answer, as that server's is.
+    status_of = getattr(model, "status_of", None)
+    status = status_of(exc) if status_of is not None and not hasattr(exc, "status") else None
+    if status is not None:
+        meta["status"] = status
+        meta["bare"] = True
+        return meta
     api_status = getattr(model, "error_status", None)
     if api_status and not hasattr(exc, "status"):
         meta["status"] = api_status
@@ -140,14 +148,22 @@ def main():
                 target = import_target(meta)
                 model = api_of(target, meta)(target, meta)
                 declared = [o["name"] for o in meta.get("outputs") or []]
+                check = model.health_check()
                 info = {
                     "batchable": model.batchable,
-                    "health": model.health_check() is not None,
+                    "request": getattr(model, "takes_request", False),
+                    "health": check is not None,
                     "bodies": getattr(model, "bodies", None),
                     "feedback": bool(getattr(model, "feedback", False)),
                 }
                 if callable(model.metadata):
                     info["metadata"] = model.metadata()
+                if check is not None:
+                    # Not ready from the start (an MLServer class whose `load()` said no):
+                    # readiness says so at once, not at the first probe.
+                    health = health_of(check)
+                    if not health["ready"]:
+                        info["unready"] = health["message"]
                 inp.spin = (meta.get("spin_us") or 0) / 1e6
                 write_frame(out, LOADED, call_id, meta=info)
             except BaseException as exc:  # noqa: BLE001 - every load failure is reported
@@ -185,6 +201,12 @@ def infer(model, meta, tensors, declared, inp, out, call_id):
     bodies (MLRun's, Seldon's) gets the body and answers one; the rest get tensors."""
     model.tags = None
     model.metrics_out = None
+    model.result_meta = None
+    if getattr(model, "takes_request", False):
+        # The request beyond its tensors (MLServer's `InferenceRequest`: its id, the inputs'
+        # parameters, the outputs asked for), and whether the caller streams.
+        model.request_details = meta.get("request")
+        model.streaming = bool(meta.get("stream"))
     parameters = meta.get("parameters") or {}
     explain = bool(meta.get("explain"))
     started = time.perf_counter()
@@ -219,6 +241,9 @@ def infer(model, meta, tensors, declared, inp, out, call_id):
         extra["tags"] = model.tags
     if model.metrics_out:
         extra["metrics"] = model.metrics_out
+    if model.result_meta:
+        # The response's and its outputs' `parameters` (MLServer's).
+        extra.update(model.result_meta)
     return extra, outputs
 
 

@@ -351,6 +351,28 @@ pub fn seldon_python() -> PathBuf {
     py
 }
 
+/// An interpreter with MLServer 1.7.1 installed (its `mlserver`, `mlserver_sklearn`):
+/// `SERVEGRAPH_MLSERVER_PYTHON`, else the one `scripts/setup.sh --test` makes (the Python
+/// benchmark's, `venv-bench-python`).
+#[allow(dead_code)]
+pub fn mlserver_python() -> PathBuf {
+    let py = match std::env::var_os("SERVEGRAPH_MLSERVER_PYTHON") {
+        Some(p) => PathBuf::from(p),
+        None => std::env::var_os("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache")
+            })
+            .join("servegraph/venv-bench-python/bin/python"),
+    };
+    assert!(
+        py.exists(),
+        "{} is missing: run `scripts/setup.sh --test` (or set SERVEGRAPH_MLSERVER_PYTHON)",
+        py.display()
+    );
+    py
+}
+
 pub fn test_python() -> PathBuf {
     let py = match std::env::var_os("SERVEGRAPH_PYTHON") {
         Some(p) => PathBuf::from(p),

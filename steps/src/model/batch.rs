@@ -93,8 +93,13 @@ pub(crate) fn started(batch: &mut [Job]) {
 pub(crate) struct Call {
     pub(crate) body: Option<serde_json::Value>,
     pub(crate) explain: bool,
-    /// The request's id, with a body (MLRun's answers echo it).
+    /// The request's id, with a body (MLRun's answers echo it) or for a class that reads the
+    /// request (`request`).
     pub(crate) id: Option<String>,
+    /// What a class that reads the whole request is handed beside its tensors (MLServer's
+    /// `InferenceRequest`): `{"inputs": {name: parameters}, "outputs": [...]}`, as the
+    /// request gave them. Jobs join a batch only when theirs are equal.
+    pub(crate) request: Option<serde_json::Value>,
     /// The failure an error handler runs for (`{"step", "message"}`), with a body: MLRun's
     /// `event.error` and `event.origin_state`.
     pub(crate) error: Option<serde_json::Value>,
@@ -188,6 +193,7 @@ impl Job {
                 .iter()
                 .all(|t| t.shape.first() == Some(&other.rows()))
             && self.parameters == other.parameters
+            && self.call.request == other.call.request
     }
 }
 

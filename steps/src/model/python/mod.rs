@@ -27,6 +27,7 @@
 mod error;
 mod frame;
 mod runtime;
+mod settings;
 mod shm;
 mod spec;
 mod worker;
@@ -327,6 +328,28 @@ impl PythonModel {
     fn ever_loaded(&self) -> bool {
         self.workers.iter().any(Worker::loaded_once)
     }
+
+    /// Whether the class reads the request beyond its tensors (MLServer's).
+    fn takes_request(&self) -> bool {
+        self.health.takes_request.load(Ordering::Relaxed)
+    }
+}
+
+/// What a class that reads the whole request gets beside the tensors (MLServer's
+/// `InferenceRequest`): the inputs' `parameters` and the outputs the request named, where it
+/// gave them.
+fn request_details(event: &Event) -> serde_json::Value {
+    let mut details = serde_json::Map::new();
+    if !event.input_parameters.is_empty() {
+        details.insert(
+            "inputs".into(),
+            serde_json::Value::Object(event.input_parameters.clone()),
+        );
+    }
+    if let Some(outputs) = &event.requested_outputs {
+        details.insert("outputs".into(), outputs.clone().into());
+    }
+    details.into()
 }
 
 #[async_trait]
@@ -374,14 +397,16 @@ impl Step for PythonModel {
         }
         let parameters = (!event.parameters.is_empty()).then(|| event.parameters.clone());
         let (mut job, answer) = Job::new(inputs, parameters);
+        let request = self.takes_request().then(|| request_details(&event));
         job.call = Call {
-            id: body.is_some().then(|| event.id.clone()),
+            id: (body.is_some() || request.is_some()).then(|| event.id.clone()),
             error: body
                 .as_ref()
                 .and_then(|_| event.notes.get("error").cloned()),
             body,
             explain: event.explain,
             chunks: event.chunks.clone(),
+            request,
         };
         let answer = self.submit((job, answer)).await?;
         let result = answer.result?;
@@ -395,6 +420,9 @@ impl Step for PythonModel {
         let mut notes = answer.notes.unwrap_or_default();
         if notes.remove(EXPLAINED_NOTE) == Some(serde_json::Value::Bool(true)) {
             event.explained = true;
+        }
+        if let Some(serde_json::Value::Object(own)) = notes.remove(OUTPUT_PARAMETERS_NOTE) {
+            event.output_parameters.extend(own);
         }
         if let Some(value) = notes.remove(BODY_NOTE) {
             // The class answered with a body: the next step's, or the answer (for a model,
@@ -577,6 +605,9 @@ fn spawn_health_probe(
 pub(crate) const BODY_NOTE: &str = "$body";
 /// The note saying the class answered an `/explain` itself (the wire's `explained`).
 pub(crate) const EXPLAINED_NOTE: &str = "$explained";
+/// The note its outputs' `parameters` arrive in, by output name (the wire's
+/// `output_parameters`: an MLServer class's `ResponseOutput.parameters`).
+pub(crate) const OUTPUT_PARAMETERS_NOTE: &str = "$output_parameters";
 
 /// The operation name the health probe calls (not an identifier: no `op_` can take it).
 const HEALTH: &str = "$health";
@@ -673,6 +704,11 @@ impl super::ClassSpec for PythonSpec {
                 .at(&node.span),
             );
             return None;
+        }
+        // An MLServer model folder: its `model-settings.json` says the rest.
+        if self.model_settings.is_some() {
+            let spec = settings::apply(node, ctx, self)?;
+            return start(node, ctx, &spec, false);
         }
         start(node, ctx, self, false)
     }
@@ -780,6 +816,7 @@ impl PythonModel {
             id: None,
             error: None,
             chunks: None,
+            request: None,
         };
         let answer = self.submit((job, answer)).await?;
         answer.result?;

@@ -7,7 +7,7 @@ use std::sync::{Arc, OnceLock};
 
 use super::error::WorkerError;
 
-const FILES: [(&str, &str); 15] = [
+const FILES: [(&str, &str); 17] = [
     (
         "servegraph/__init__.py",
         include_str!("../../../../python/servegraph/__init__.py"),
@@ -53,8 +53,16 @@ const FILES: [(&str, &str); 15] = [
         include_str!("../../../../python/servegraph/_api_task.py"),
     ),
     (
+        "servegraph/_api_mlserver.py",
+        include_str!("../../../../python/servegraph/_api_mlserver.py"),
+    ),
+    (
         "servegraph/deployed.py",
         include_str!("../../../../python/servegraph/deployed.py"),
+    ),
+    (
+        "servegraph/compat/mlserver.py",
+        include_str!("../../../../python/servegraph/compat/mlserver.py"),
     ),
     (
         "servegraph/compat/__init__.py",

@@ -12,7 +12,7 @@ use super::worker::WorkerConfig;
 use crate::model::BatchSpec;
 
 /// `class: python`.
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PythonSpec {
     /// The `.py` file that defines the model, relative to the graph file's folder.
@@ -50,14 +50,30 @@ pub struct PythonSpec {
     #[serde(default)]
     #[schemars(with = "Option<String>")]
     pub sha256: Option<Spanned<String>>,
+    /// A model folder as MLServer lays it out, in place of `path`/`module`, `class_name`,
+    /// `model_uri` and `class_args`: its `model-settings.json` (or the `.json` file named)
+    /// gives the class (`implementation`, `module.Class`, imported with the folder first on
+    /// `sys.path`), its file (`parameters.uri`, relative to the folder; the folder itself
+    /// without one) and the rest of its `ModelSettings` (`parameters.extra`,
+    /// `parameters.version`, `inputs`/`outputs` metadata); `max_batch_size` and
+    /// `max_batch_time` (seconds) are `batch:` when the step has none. Relative to the graph
+    /// file's folder.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub model_settings: Option<Spanned<String>>,
+    /// The `model_settings` file as read (its JSON, with `_source` its path), for the worker.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub settings: Option<serde_json::Value>,
     /// A `kind: task` step's call (MLRun's flow steps); none for `class: python`.
     #[serde(skip)]
     #[schemars(skip)]
     pub task: Option<TaskCall>,
     /// The calling convention: `servegraph` (`predict(inputs, parameters)`), `mlrun`
-    /// (`V2ModelServer`: `predict(body)`), `seldon` (`predict(X, feature_names, meta)`), or
-    /// `auto` (the default: `mlrun` for a `V2ModelServer` subclass, `seldon` when `predict`
-    /// takes `X` or `feature_names`, else `servegraph`).
+    /// (`V2ModelServer`: `predict(body)`), `seldon` (`predict(X, feature_names, meta)`),
+    /// `mlserver` (`MLModel`: `predict(InferenceRequest)`), or `auto` (the default: `mlrun`
+    /// for a `V2ModelServer` subclass, `mlserver` for an `MLModel` subclass, `seldon` when
+    /// `predict` takes `X` or `feature_names`, else `servegraph`).
     #[serde(default)]
     pub api: Api,
     /// The Seldon component type the class plays (Seldon's API): `model` (the default:
@@ -226,6 +242,8 @@ impl PythonStepSpec {
             model_uri: None,
             model_path: None,
             sha256: None,
+            model_settings: None,
+            settings: None,
             api: Api::Servegraph,
             role: SeldonRole::Model,
             task: None,
@@ -356,6 +374,8 @@ impl TaskSpec {
             model_uri: None,
             model_path: None,
             sha256: None,
+            model_settings: None,
+            settings: None,
             task: Some(TaskCall {
                 handler: self.handler,
                 full_event: self.full_event,
@@ -387,7 +407,7 @@ impl TaskSpec {
 }
 
 /// `recycle: {max_requests, max_rss_mb}`.
-#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RecycleSpec {
     /// Replace a worker after this many calls (0, the default: never).
@@ -428,6 +448,7 @@ pub enum Api {
     Servegraph,
     Mlrun,
     Seldon,
+    Mlserver,
 }
 
 fn one() -> usize {
@@ -567,7 +588,9 @@ pub(super) fn config(
             Diagnostic::new("give `model_uri` or `model_path`, not both").at(p.span()),
         );
     }
-    let field = if spec.model_uri.is_some() {
+    let field = if spec.settings.is_some() {
+        "model_settings"
+    } else if spec.model_uri.is_some() {
         "model_uri"
     } else {
         "model_path"
@@ -636,6 +659,7 @@ pub(super) fn config(
             Api::Servegraph => "servegraph",
             Api::Mlrun => "mlrun",
             Api::Seldon => "seldon",
+            Api::Mlserver => "mlserver",
         },
         "role": match spec.role {
             SeldonRole::Model => None,
@@ -645,6 +669,7 @@ pub(super) fn config(
             SeldonRole::Combiner => Some("combiner"),
         },
         "task": spec.task,
+        "model_settings": spec.settings,
         "outputs": spec.outputs,
         "step": node.name,
         "spin_us": spec.spin_us,

@@ -72,6 +72,9 @@ pub struct Health {
     pub(crate) bodies: std::sync::atomic::AtomicU8,
     /// The class takes Seldon's feedback (`send_feedback`).
     pub(crate) takes_feedback: AtomicBool,
+    /// The class reads the request beyond its tensors (MLServer's `InferenceRequest`: the
+    /// request's id, its inputs' `parameters`, the outputs it names): each call carries them.
+    pub(crate) takes_request: AtomicBool,
     /// What the class says of itself (`init_metadata()`, `metadata()`), as the first worker
     /// to load said it.
     pub(crate) metadata: Mutex<Option<serde_json::Value>>,

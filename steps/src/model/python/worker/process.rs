@@ -207,6 +207,15 @@ fn load(
             if reply.meta.as_ref().is_some_and(|m| m["feedback"] == true) {
                 config.health.takes_feedback.store(true, Ordering::Relaxed);
             }
+            if reply.meta.as_ref().is_some_and(|m| m["request"] == true) {
+                config.health.takes_request.store(true, Ordering::Relaxed);
+            }
+            // Not ready from the start (its class's own health check said so at load).
+            if let Some(why) = reply.meta.as_ref().and_then(|m| m["unready"].as_str()) {
+                config
+                    .health
+                    .set(Some(format!("its class says it is not ready: {why}")));
+            }
             if let Some(m) = reply.meta.as_ref().and_then(|m| m.get("metadata")) {
                 let mut metadata = config.health.metadata.lock().expect("not poisoned");
                 metadata.get_or_insert_with(|| m.clone());

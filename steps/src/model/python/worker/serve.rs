@@ -20,7 +20,7 @@ use crate::model::batch::{
 use crate::model::python::error::WorkerError;
 use crate::model::python::frame::{self, Frame};
 use crate::model::python::shm::Arena;
-use crate::model::python::{BODY_NOTE, EXPLAINED_NOTE};
+use crate::model::python::{BODY_NOTE, EXPLAINED_NOTE, OUTPUT_PARAMETERS_NOTE};
 
 /// How often (in calls) a worker's memory is read for `recycle.max_rss_mb`.
 const RSS_EVERY: u64 = 16;
@@ -221,7 +221,13 @@ async fn write_calls(
                 frame::CALL,
                 Some(serde_json::json!({"op": op, "body": body})),
             ),
-            None => (frame::INFER, infer_meta(parameters, &mut batch[0].call)),
+            None => {
+                let batched = batch.len() > 1;
+                (
+                    frame::INFER,
+                    infer_meta(parameters, &mut batch[0].call, batched),
+                )
+            }
         };
         let shm = arena.map(|a| (a, a.request_slot(id)));
         if let Err(e) = frame::encode(&mut buf, kind, id, meta.as_ref(), &inputs, &[], shm) {
@@ -405,14 +411,31 @@ async fn read_streamed(
     }
 }
 
-/// An INFER frame's JSON: the parameters, and a body or `/explain` when the call has them.
-fn infer_meta(parameters: Option<Notes>, call: &mut Call) -> Option<serde_json::Value> {
-    if parameters.is_none() && call.body.is_none() && !call.explain && call.chunks.is_none() {
+/// An INFER frame's JSON: the parameters, and a body, `/explain` or the request's details
+/// when the call has them (a `batched` call's request has no id: it is several, as MLServer's
+/// adaptive batching joins them).
+fn infer_meta(
+    parameters: Option<Notes>,
+    call: &mut Call,
+    batched: bool,
+) -> Option<serde_json::Value> {
+    if parameters.is_none()
+        && call.body.is_none()
+        && !call.explain
+        && call.chunks.is_none()
+        && call.request.is_none()
+    {
         return None;
     }
     let mut meta = serde_json::Map::new();
     if let Some(p) = parameters {
         meta.insert("parameters".into(), p.into());
+    }
+    if let Some(mut request) = call.request.take() {
+        if let (Some(id), false, Some(r)) = (call.id.take(), batched, request.as_object_mut()) {
+            r.insert("id".into(), id.into());
+        }
+        meta.insert("request".into(), request);
     }
     if let Some(body) = call.body.take() {
         meta.insert("body".into(), body);
@@ -441,14 +464,18 @@ fn answer_of(model: &str, reply: Frame) -> Option<(Result<Vec<Tensor>>, Option<N
             if let Some(metrics) = meta.get("metrics").and_then(|m| m.as_array()) {
                 record_metrics(model, metrics);
             }
-            // Tags, and the body a class answered with (and whether it explained), as notes.
-            let notes: Notes = ["tags", BODY_NOTE, EXPLAINED_NOTE]
+            // Tags, the body a class answered with (and whether it explained) and its outputs'
+            // parameters, as notes; the response's parameters (MLServer's) among them.
+            let mut notes: Notes = ["tags", BODY_NOTE, EXPLAINED_NOTE, OUTPUT_PARAMETERS_NOTE]
                 .into_iter()
                 .filter_map(|key| {
                     let wire = key.trim_start_matches('$');
                     Some((key.to_owned(), meta.get_mut(wire).map(std::mem::take)?))
                 })
                 .collect();
+            if let Some(serde_json::Value::Object(p)) = meta.get_mut("parameters") {
+                notes.extend(std::mem::take(p));
+            }
             Some((Ok(reply.tensors), (!notes.is_empty()).then_some(notes)))
         }
         frame::REPLY => {
@@ -474,10 +501,15 @@ fn answer_of(model: &str, reply: Frame) -> Option<(Result<Vec<Tensor>>, Option<N
             } else {
                 tracing::debug!(model = %model, traceback = %tb, "a Python call failed");
             }
-            let mut error = Error::new(
-                ErrorKind::from_status(status),
-                frame::python_error("predict failed", meta, false),
-            );
+            // An API's own error (MLServer's `MLServerError`) is answered with its message alone,
+            // as that server answers it.
+            let bare = meta.is_some_and(|m| m["bare"] == true);
+            let message = match meta.and_then(|m| m["message"].as_str()) {
+                Some(m) if bare => m.to_owned(),
+                _ => frame::python_error("predict failed", meta, false),
+            };
+            let mut error = Error::new(ErrorKind::from_status(status), message);
+            error.bare = bare;
             error.traceback = (!tb.is_empty()).then(|| tb.to_owned());
             error.step_failed = meta.and_then(|m| m["failed"].as_bool()).unwrap_or(false);
             Some((Err(error), None))
