@@ -145,7 +145,9 @@ pub(super) fn apply(
     if !ok.get() {
         return None;
     }
+    // Absolute: `parameters.uri` is relative to it, not to the graph file's folder.
     let folder = file.parent().map(Path::to_path_buf).unwrap_or_default();
+    let folder = std::fs::canonicalize(&folder).unwrap_or(folder);
     let implementation = json["implementation"]
         .as_str()
         .unwrap_or_default()
