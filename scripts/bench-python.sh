@@ -17,12 +17,12 @@ scripts/setup.sh >/dev/null
 command -v wrk >/dev/null || { echo "wrk is missing: apt-get install -y wrk" >&2; exit 1; }
 CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/servegraph"
 VENV="$CACHE/venv-bench-python"
-# uvloop 0.22 made asyncio.get_event_loop() raise in a fresh process, which kills MLServer
-# 1.7.1's parallel workers at start ("There is no current event loop"): keep it below.
+# The same virtualenv as the tests' (scripts/setup.sh --test), from the same requirements
+# (tests/python/mlserver-requirements.txt: uvloop kept below 0.22, see there).
 if [ ! -x "$VENV/bin/mlserver" ] || ! "$VENV/bin/python" -c 'import uvloop, sys; sys.exit(tuple(map(int, uvloop.__version__.split(".")[:2])) >= (0, 22))'; then
   echo "bench-python: installing MLServer 1.7.1 and scikit-learn into $VENV" >&2
   python3 -m venv "$VENV"
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check mlserver==1.7.1 mlserver-sklearn==1.7.1 joblib "uvloop<0.22"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check -r tests/python/mlserver-requirements.txt
 fi
 cargo build --release --locked --bin servegraph 2>&1 | tail -n 1
 T="${CARGO_TARGET_DIR:-target}/release"

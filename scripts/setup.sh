@@ -4,8 +4,9 @@
 #   scripts/setup.sh          Rust toolchain check + the ONNX Runtime shared library
 #   scripts/setup.sh --test   also what the tests use: a Python venv (tests/python/requirements.txt:
 #                             tritonclient[http], NumPy, jsonschema, scikit-learn), one with
-#                             Seldon Core (tests/python/seldon-requirements.txt)
-#                             and the Tansu Kafka broker
+#                             Seldon Core (tests/python/seldon-requirements.txt), one with
+#                             MLServer (tests/python/mlserver-requirements.txt, the Python
+#                             benchmark's too) and the Tansu Kafka broker
 #
 # Everything goes under ${XDG_CACHE_HOME:-~/.cache}/servegraph, outside the repository.
 set -euo pipefail
@@ -16,6 +17,7 @@ ORT_DIR="$CACHE/onnxruntime-$ORT_VERSION"
 ORT_LIB="$ORT_DIR/libonnxruntime.so.$ORT_VERSION"
 TEST_VENV="$CACHE/venv-test"
 SELDON_VENV="$CACHE/venv-seldon"
+MLSERVER_VENV="$CACHE/venv-bench-python"
 
 say() { printf 'setup: %s\n' "$*" >&2; }
 
@@ -63,6 +65,15 @@ if [ "${1:-}" = "--test" ]; then
     cp tests/python/seldon-requirements.txt "$SELDON_VENV/requirements.stamp"
   fi
   say "Seldon Core client: $SELDON_VENV/bin/python"
+  # MLServer's package (its MLModel, types and codecs, its scikit-learn runtime) apart too: the
+  # Python benchmark serves models with it from the same virtualenv.
+  if [ ! -x "$MLSERVER_VENV/bin/python" ] || ! cmp -s tests/python/mlserver-requirements.txt "$MLSERVER_VENV/requirements.stamp"; then
+    say "creating the MLServer virtualenv (tests/python/mlserver-requirements.txt)"
+    python3 -m venv "$MLSERVER_VENV"
+    "$MLSERVER_VENV/bin/pip" install --quiet --disable-pip-version-check -r tests/python/mlserver-requirements.txt
+    cp tests/python/mlserver-requirements.txt "$MLSERVER_VENV/requirements.stamp"
+  fi
+  say "MLServer: $MLSERVER_VENV/bin/python"
   # The Kafka-compatible broker the Kafka tests start (one per test binary, on a free port).
   scripts/kafka.sh install
   say "Kafka broker: $(scripts/kafka.sh path)"
