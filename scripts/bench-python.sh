@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Python models against MLServer, in one run (docs/benchmarks.md, issue 11):
 #  - the same scikit-learn iris LogisticRegression served by MLServer 1.7.1's sklearn runtime
-#    (parallel_workers 0, its best, and 1, its default) and by servegraph through a Python
-#    class (one worker, without and with batching); `wrk -t2 -c32` and `-t1 -c1`, rounds
-#    alternating, the single-row OIP body;
+#    (parallel_workers 0, its best, and 1, its default), by servegraph through a Python
+#    class (one worker, without and with batching), and by servegraph running MLServer's
+#    own runtime unchanged from the same model folder (`model_settings:`, `mlserver_sklearn.
+#    SKLearnModel` driven with MLServer's package; one worker, without and with batching);
+#    `wrk -t2 -c32` and `-t1 -c1`, rounds alternating, the single-row OIP body;
 #  - servegraph's own cost around a Python call: a Python `echo` step against a `noop`
 #    transform, c=1 p50 (the difference is the Python step: two pipe writes, the worker's
 #    decode and encode);
@@ -54,6 +56,9 @@ py_model() { # NAME FIELDS
   printf 'name: bench\ngraph:\n  kind: router\n  routes:\n'
   py_model iris "class_name: SklearnIris, model_uri: ../mlserver/iris/model.joblib"
   py_model iris-batch "class_name: SklearnIris, model_uri: ../mlserver/iris/model.joblib, batch: {max_size: 64}"
+  # MLServer's own runtime, unchanged, from MLServer's model folder.
+  printf '    %s: {kind: model, class: python, python: %s, model_settings: ../mlserver/iris%s}\n' \
+    iris-mlmodel "$VENV/bin/python" "" iris-mlmodel-batch "$VENV/bin/python" ", batch: {max_size: 64}"
   py_model echo "function: echo"
   printf '    noop: {kind: transform, op: noop}\n'
 } >"$WORK/graphs/bench.yaml"
@@ -97,6 +102,10 @@ for _ in $(seq "$ROUNDS"); do
     run "$tag servegraph" "http://$sg/v2/models/iris/infer" $c
     # shellcheck disable=SC2086
     run "$tag servegraph-batch" "http://$sg/v2/models/iris-batch/infer" $c
+    # shellcheck disable=SC2086
+    run "$tag servegraph-mlmodel" "http://$sg/v2/models/iris-mlmodel/infer" $c
+    # shellcheck disable=SC2086
+    run "$tag servegraph-mlmodel-batch" "http://$sg/v2/models/iris-mlmodel-batch/infer" $c
   done
   run "c1 echo" "http://$sg/v2/models/echo/infer" -t1 -c1
   run "c1 noop" "http://$sg/v2/models/noop/infer" -t1 -c1
@@ -109,7 +118,10 @@ awk '{ split($3, rr, "="); split($4, pp, "="); k = $1 " " $2; rps[k] += rr[2]; p
          printf "%s: mlserver pw0 %.0f req/s (p50 %d us), pw1 %.0f; servegraph %.0f (%.1fx pw0, p50 %d us), with batching %.0f (%.1fx pw0)\n",
            c, b, p50[c " mlserver-pw0"] / n[c " mlserver-pw0"], rps[c " mlserver-pw1"] / n[c " mlserver-pw1"],
            rps[c " servegraph"] / n[c " servegraph"], rps[c " servegraph"] / n[c " servegraph"] / b, p50[c " servegraph"] / n[c " servegraph"],
-           rps[c " servegraph-batch"] / n[c " servegraph-batch"], rps[c " servegraph-batch"] / n[c " servegraph-batch"] / b
+           rps[c " servegraph-batch"] / n[c " servegraph-batch"], rps[c " servegraph-batch"] / n[c " servegraph-batch"] / b;
+         m = rps[c " servegraph-mlmodel"] / n[c " servegraph-mlmodel"]; mb = rps[c " servegraph-mlmodel-batch"] / n[c " servegraph-mlmodel-batch"];
+         printf "%s: MLServer'"'"'s SKLearnModel unchanged under servegraph %.0f req/s (%.1fx pw0, p50 %d us), with batching %.0f (%.1fx pw0)\n",
+           c, m, m / b, p50[c " servegraph-mlmodel"] / n[c " servegraph-mlmodel"], mb, mb / b
        }
        e = p50["c1 echo"] / n["c1 echo"]; o = p50["c1 noop"] / n["c1 noop"];
        printf "python step at c=1: echo p50 %d us, noop p50 %d us: %d us for the Python step\n", e, o, e - o

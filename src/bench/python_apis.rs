@@ -1,5 +1,5 @@
 //! `servegraph bench python --apis`: the same trivial model written for each Python API
-//! (servegraph's own, MLRun's, Seldon's), called in-process one at a time with one row of 4
+//! (servegraph's own, MLRun's, Seldon's, MLServer's), called in-process one at a time with one row of 4
 //! FP32, in interleaved rounds; what each API's adapter costs over the native one, in wall
 //! time (p50) and in CPU time per call (the engine's process and the worker's).
 
@@ -41,6 +41,21 @@ const SELDON: &str = "\
 class Echo:
     def predict(self, X, feature_names, meta=None):
         return X
+";
+
+/// MLServer's `MLModel`, as its docs write one: the request decoded with NumpyCodec's rules,
+/// the answer encoded with them (MLServer's own package when the interpreter has it, else
+/// servegraph's stand-in).
+const MLSERVER: &str = "\
+from mlserver import MLModel
+from mlserver.codecs import NumpyCodec, NumpyRequestCodec
+from mlserver.types import InferenceResponse
+
+
+class Echo(MLModel):
+    async def predict(self, payload):
+        x = self.decode_request(payload, default_codec=NumpyRequestCodec)
+        return InferenceResponse(model_name=self.name, outputs=[NumpyCodec.encode_output(\"output\", x)])
 ";
 
 /// One API's case: its model file, how the step calls it, and what a request carries.
@@ -100,8 +115,15 @@ fn case(name: &str) -> anyhow::Result<Case> {
             step: "api: seldon, class_name: Echo",
             body: Some((json!({ "data": { "ndarray": rows } }), BodyProtocol::Seldon)),
         },
+        "mlserver" => Case {
+            name: "mlserver",
+            file: "api_mlserver.py",
+            source: MLSERVER,
+            step: "api: mlserver, class_name: Echo",
+            body: None,
+        },
         other => bail!(
-            "no API `{other}` to bench: native, native-fn, mlrun, mlrun-body, seldon, seldon-body"
+            "no API `{other}` to bench: native, native-fn, mlrun, mlrun-body, seldon, seldon-body, mlserver"
         ),
     })
 }
@@ -115,7 +137,17 @@ impl Case {
                 event.body = Some(JsonBody::request(body.clone(), *protocol));
                 event
             }
-            None => Event::new("b", vec![input.clone()]),
+            None => {
+                let mut event = Event::new("b", vec![input.clone()]);
+                if self.name == "mlserver" {
+                    // What MLServer's own client sends (NumpyRequestCodec.encode_request): the
+                    // content types of the request and of its input.
+                    let np = json!({"content_type": "np"});
+                    event.parameters.insert("content_type".into(), "np".into());
+                    event.input_parameters.insert(input.name.clone(), np);
+                }
+                event
+            }
         }
     }
 
