@@ -707,6 +707,36 @@ fn the_test_venv_has_no_mlserver() {
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "True");
 }
 
+/// The stand-in's types are plain classes: pydantic is not needed (nor imported) for them,
+/// and they dump and validate as MLServer's do.
+#[test]
+fn the_stand_in_needs_no_pydantic() {
+    let script = r#"
+import sys
+from servegraph.compat.mlserver import InferenceRequest, Parameters, NumpyCodec
+import numpy as np
+r = InferenceRequest.model_validate({"id": "a", "inputs": [{"name": "x", "shape": (1, 2),
+    "datatype": "FP32", "parameters": {"content_type": "np", "k": 1}, "data": [1, 2]}]})
+assert r.model_dump() == {"id": "a", "inputs": [{"name": "x", "shape": [1, 2], "datatype": "FP32",
+    "parameters": {"content_type": "np", "k": 1}, "data": [1, 2]}]}, r.model_dump()
+assert r.inputs[0].dict()["parameters"] == {"content_type": "np", "headers": None, "k": 1}
+assert NumpyCodec.decode_input(r.inputs[0]).tolist() == [[1.0, 2.0]]
+assert Parameters(k=1).k == 1
+assert "pydantic" not in sys.modules, "pydantic was imported"
+print("ok")
+"#;
+    let out = std::process::Command::new(test_python())
+        .args(["-c", script])
+        .env("PYTHONPATH", root().join("python"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "ok",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// What the stand-in does not provide is refused by name at load (`validate` says it).
 #[test]
 fn the_stand_in_refuses_what_it_does_not_provide() {
