@@ -400,21 +400,26 @@ mod tests {
         assert_eq!(plain.event.requested_outputs, None);
     }
 
-    /// MLServer's examples send a text with its length as the shape: that one element.
+    /// MLServer's examples send a text with its length (or any count) as the shape: that one
+    /// element.
     #[test]
-    fn a_text_shaped_by_its_length_is_one_element() {
-        let body = r#"{"inputs":[{"name":"t","shape":[5],"datatype":"BYTES","data":["héllo"]}]}"#;
-        let req = decode_request(body.as_bytes(), None).unwrap();
-        assert_eq!(req.event.tensors[0].shape, vec![1]);
-        assert_eq!(
-            req.event.tensors[0].data,
-            TensorData::Bytes(vec!["héllo".as_bytes().to_vec()])
-        );
+    fn one_text_shaped_otherwise_is_one_element() {
+        for body in [
+            r#"{"inputs":[{"name":"t","shape":[5],"datatype":"BYTES","data":["héllo"]}]}"#,
+            r#"{"inputs":[{"name":"t","shape":[11],"datatype":"BYTES","data":"héllo"}]}"#,
+        ] {
+            let req = decode_request(body.as_bytes(), None).unwrap();
+            assert_eq!(req.event.tensors[0].shape, vec![1]);
+            assert_eq!(
+                req.event.tensors[0].data,
+                TensorData::Bytes(vec!["héllo".as_bytes().to_vec()])
+            );
+        }
         // Any other mismatch is still refused.
         for bad in [
-            br#"{"inputs":[{"name":"t","shape":[4],"datatype":"BYTES","data":["hello"]}]}"#
+            br#"{"inputs":[{"name":"t","shape":[5],"datatype":"BYTES","data":["hello","x"]}]}"#
                 .as_slice(),
-            br#"{"inputs":[{"name":"t","shape":[5],"datatype":"BYTES","data":["hello","x"]}]}"#,
+            br#"{"inputs":[{"name":"t","shape":[2,2],"datatype":"BYTES","data":["hello"]}]}"#,
             br#"{"inputs":[{"name":"t","shape":[5],"datatype":"FP32","data":[1]}]}"#,
         ] {
             assert!(decode_request(bad, None).is_err());

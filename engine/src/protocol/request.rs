@@ -168,17 +168,20 @@ pub fn decode_request(body: &[u8], json_len: Option<usize>) -> Result<InferReque
     })
 }
 
-/// MLServer's examples send a text as the one element of a BYTES input whose shape is the
-/// text's length (`"shape": [len(text)], "data": [text]`), which MLServer takes as it is:
-/// such an input is that one element, of shape `[1]`. `None` for anything else.
-fn text_by_its_length(datatype: DataType, raw: &RawValue, shape: &[usize]) -> Option<TensorData> {
+/// MLServer's examples send a text as the one element of a BYTES input whose 1-D shape is
+/// not 1 (its length: `"shape": [len(text)], "data": [text]`, or any: `"shape": [11], "data":
+/// "hello world 😁"`), which MLServer takes as it is: such an input is that one element, of
+/// shape `[1]`. `None` for anything else.
+fn one_text(datatype: DataType, raw: &RawValue, shape: &[usize]) -> Option<TensorData> {
     let [n] = shape else { return None };
     if datatype != DataType::Bytes || *n == 1 {
         return None;
     }
-    let [text]: [String; 1] = serde_json::from_str(raw.get()).ok()?;
-    (text.len() == *n || text.chars().count() == *n)
-        .then(|| TensorData::Bytes(vec![text.into_bytes()]))
+    let text = serde_json::from_str::<[String; 1]>(raw.get())
+        .map(|[text]| text)
+        .or_else(|_| serde_json::from_str::<String>(raw.get()))
+        .ok()?;
+    Some(TensorData::Bytes(vec![text.into_bytes()]))
 }
 
 /// A tensor's `parameters` less what the wire's encoding says (`binary_data_size`): what a
@@ -395,7 +398,7 @@ pub(super) fn decode_input(
         (None, Some(raw)) => {
             let data = match decode_json_data(datatype, raw, &shape, count, response) {
                 Ok(data) if data.len() == count => data,
-                other => match text_by_its_length(datatype, raw, &shape) {
+                other => match one_text(datatype, raw, &shape) {
                     Some(text) => {
                         shape = vec![1];
                         text
