@@ -503,6 +503,76 @@ fn the_docs_json_model_answers_its_text(py: Py) {
     );
 }
 
+/// MLServer's docs' content-type example (`EchoRuntime`) with its docs' own requests: the
+/// inputs' `content_type`s, or the settings' metadata's (`inputs` in model-settings.json,
+/// with their loose shapes), choose the codec (`self.decode`); a codec registered by the
+/// model's own module (`@register_input_codec`) is found by its content type; the echo's
+/// `.dict(exclude=...)` of each input is JSON.
+fn content_types_choose_the_codec(py: Py) {
+    let dir = tempfile::tempdir().unwrap();
+    let inputs = json!([
+        {"name": "metadata-np", "datatype": "INT32", "shape": [2, 2], "parameters": {"content_type": "np"}},
+        {"name": "metadata-str", "datatype": "BYTES", "shape": [11], "parameters": {"content_type": "str"}}
+    ]);
+    folder(
+        dir.path(),
+        "echo",
+        json!({"name": "content-type-example", "implementation": "models.EchoRuntime", "inputs": inputs}),
+        py,
+        false,
+    );
+    folder(
+        dir.path(),
+        "decoded",
+        json!({"implementation": "models.DecodedEcho", "inputs": inputs}),
+        py,
+        false,
+    );
+    let path = graph(
+        dir.path(),
+        py,
+        &[
+            ("echo", "model_settings: ./echo"),
+            ("decoded", "model_settings: ./decoded"),
+        ],
+    );
+    let server = Server::start(&path, &[]);
+    let by_parameters = json!({"inputs": [
+        {"name": "parameters-np", "datatype": "INT32", "shape": [2, 2], "data": [1, 2, 3, 4],
+         "parameters": {"content_type": "np"}},
+        {"name": "parameters-str", "datatype": "BYTES", "shape": [1], "data": "hello world 😁",
+         "parameters": {"content_type": "str"}}
+    ]});
+    let by_metadata = json!({"inputs": [
+        {"name": "metadata-np", "datatype": "INT32", "shape": [2, 2], "data": [1, 2, 3, 4]},
+        {"name": "metadata-str", "datatype": "BYTES", "shape": [11], "data": "hello world 😁"}
+    ]});
+    for body in [&by_parameters, &by_metadata] {
+        let v = ok(infer(&server, "echo", body.clone()));
+        assert_eq!(v["outputs"][0]["data"], json!([1, 2, 3, 4]), "{v}");
+        assert_eq!(v["outputs"][1]["data"], json!(["hello world 😁"]), "{v}");
+        let v = ok(infer(&server, "decoded", body.clone()));
+        let decoded: Value = serde_json::from_str(&text_of(&v, "decoded")).unwrap();
+        let names: Vec<&str> = body["inputs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(decoded[names[0]], json!([[1, 2], [3, 4]]), "{decoded}");
+        assert_eq!(decoded[names[1]], json!(["hello world 😁"]), "{decoded}");
+    }
+    // A codec of the model's own, by its content type.
+    let v = ok(infer(
+        &server,
+        "decoded",
+        json!({"inputs": [{"name": "t", "datatype": "BYTES", "shape": [1], "data": ["shout"],
+                           "parameters": {"content_type": "upper"}}]}),
+    ));
+    let decoded: Value = serde_json::from_str(&text_of(&v, "decoded")).unwrap();
+    assert_eq!(decoded["t"], json!(["SHOUT"]), "{decoded}");
+}
+
 /// A pandas model: PandasCodec's request (`content_type: pd`) as a DataFrame, the frame
 /// answered with PandasCodec (the response's `content_type: pd`).
 fn a_dataframe_goes_both_ways(py: Py) {
@@ -688,6 +758,7 @@ both!(
     the_docs_custom_runtime_reads_its_uri,
     the_docs_json_model_answers_its_text,
     a_dataframe_goes_both_ways,
+    content_types_choose_the_codec,
     predict_stream_answers_in_pieces,
     batching_joins_rows_into_one_request,
 );

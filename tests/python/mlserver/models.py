@@ -15,7 +15,16 @@ import numpy as np
 from fastapi import Body
 
 from mlserver import MLModel
-from mlserver.codecs import NumpyCodec, NumpyRequestCodec, PandasCodec, StringCodec, decode_args
+from mlserver.codecs import (
+    DecodedParameterName,
+    InputCodec,
+    NumpyCodec,
+    NumpyRequestCodec,
+    PandasCodec,
+    StringCodec,
+    decode_args,
+    register_input_codec,
+)
 from mlserver.errors import InferenceError, MLServerError
 from mlserver.handlers.custom import custom_handler
 from mlserver.types import (
@@ -305,6 +314,72 @@ class ColumnsModel(MLModel):
         frame = self.decode_request(payload, default_codec=PandasCodec)
         frame["total"] = frame.sum(axis=1)
         return self.encode_response(frame)
+
+
+_to_exclude = {
+    "parameters": {DecodedParameterName},
+    "inputs": {"__all__": {"parameters": {DecodedParameterName}}},
+}
+
+
+class EchoRuntime(MLModel):
+    """MLServer's docs' content-type example (`docs/examples/content-type/runtime.py`), as it
+    is (its Pillow codec apart: `UpperCodec` below registers a codec of one's own)."""
+
+    async def predict(self, payload: InferenceRequest) -> InferenceResponse:
+        outputs = []
+        for request_input in payload.inputs:
+            decoded_input = self.decode(request_input)
+            print(f"------ Encoded Input ({request_input.name}) ------")
+            as_dict = request_input.dict(exclude=_to_exclude)  # type: ignore
+            print(json.dumps(as_dict, indent=2))
+            print(f"------ Decoded input ({request_input.name}) ------")
+            print(decoded_input)
+
+            outputs.append(
+                ResponseOutput(
+                    name=request_input.name,
+                    datatype=request_input.datatype,
+                    shape=request_input.shape,
+                    data=request_input.data,
+                )
+            )
+
+        return InferenceResponse(model_name=self.name, outputs=outputs)
+
+
+@register_input_codec
+class UpperCodec(InputCodec):
+    """A codec of one's own (content type `upper`): text, upper-cased."""
+
+    ContentType = "upper"
+
+    @classmethod
+    def can_encode(cls, payload) -> bool:
+        return False
+
+    @classmethod
+    def decode_input(cls, request_input) -> List[str]:
+        return [t.upper() for t in StringCodec.decode_input(request_input)]
+
+    @classmethod
+    def encode_output(cls, name, payload, **kwargs) -> ResponseOutput:
+        return StringCodec.encode_output(name, payload)
+
+
+class DecodedEcho(MLModel):
+    """What `self.decode` makes of each input (its content type's codec, or the settings'
+    metadata's), as text."""
+
+    async def predict(self, payload: InferenceRequest) -> InferenceResponse:
+        decoded = {}
+        for request_input in payload.inputs:
+            value = self.decode(request_input)
+            decoded[request_input.name] = value.tolist() if isinstance(value, np.ndarray) else value
+        return InferenceResponse(
+            model_name=self.name,
+            outputs=[StringCodec.encode_output("decoded", [json.dumps(decoded, default=str)])],
+        )
 
 
 PREDICT_FN_KEY = "predict_fn"
