@@ -102,7 +102,9 @@ pub struct JsonBody {
     /// A step answered it: the codec sends it as it is, instead of encoding tensors.
     pub answered: bool,
     /// Whose body it is: a class takes a body of its own API's protocol (an MLRun class
-    /// MLRun's, a Seldon component Seldon's messages), and the event's tensors otherwise.
+    /// MLRun's, a Seldon component Seldon's messages, a KServe class KServe's v1 bodies), and
+    /// the event's tensors otherwise (an MLRun class also takes a KServe body's instances as
+    /// MLRun's rows: [`crate::protocol::kserve::mlrun_body`]).
     pub protocol: BodyProtocol,
 }
 
@@ -113,6 +115,9 @@ pub enum BodyProtocol {
     Mlrun,
     /// Seldon's `SeldonMessage`.
     Seldon,
+    /// KServe's v1 bodies (`{"instances": ...}`, or any JSON a KServe class reads), as the
+    /// client sent them.
+    Kserve,
 }
 
 impl BodyProtocol {
@@ -121,6 +126,7 @@ impl BodyProtocol {
         match self {
             BodyProtocol::Mlrun => "mlrun",
             BodyProtocol::Seldon => "seldon",
+            BodyProtocol::Kserve => "kserve",
         }
     }
 }

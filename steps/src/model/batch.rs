@@ -100,11 +100,17 @@ pub(crate) struct Call {
     pub(crate) error: Option<serde_json::Value>,
     /// Where the pieces of a streamed answer go, when the caller takes a stream.
     pub(crate) chunks: Option<servegraph_engine::event::Chunks>,
+    /// The request's headers, for a class that takes them (KServe's), with the request's id.
+    pub(crate) headers: Option<Vec<(String, String)>>,
 }
 
 impl Call {
     fn is_plain(&self) -> bool {
-        self.body.is_none() && !self.explain && self.error.is_none() && self.chunks.is_none()
+        self.body.is_none()
+            && !self.explain
+            && self.error.is_none()
+            && self.chunks.is_none()
+            && self.headers.is_none()
     }
 }
 

@@ -69,6 +69,9 @@ pub struct PythonModel {
     /// A `kind: task` step (MLRun's): it works on the event's body, made from the tensors
     /// (MLRun's rows) when the request came without one.
     body_step: bool,
+    /// `api: kserve`: its class is KServe's before it has loaded (the request path copies
+    /// every header for it: [`Step::headers`]).
+    kserve: bool,
     workers: Vec<Worker>,
     batching: Option<Batching>,
     /// `max_batch_size`: the first dimension is a batch of at most this many rows.
@@ -194,6 +197,7 @@ impl PythonModel {
                 health,
                 pass_through: false,
                 body_step: false,
+                kserve: spec.api == Api::Kserve,
                 workers,
                 batching,
                 max_batch_size: spec.max_batch_size,
@@ -320,8 +324,15 @@ impl PythonModel {
         match self.health.bodies.load(Ordering::Relaxed) {
             worker::BODIES_MLRUN => Some(BodyProtocol::Mlrun),
             worker::BODIES_SELDON => Some(BodyProtocol::Seldon),
+            worker::BODIES_KSERVE => Some(BodyProtocol::Kserve),
             _ => None,
         }
+    }
+
+    /// Whether its class is KServe's (`api: kserve`, or found so when it loaded): it is handed
+    /// the request's headers.
+    fn is_kserve(&self) -> bool {
+        self.kserve || self.body_protocol() == Some(BodyProtocol::Kserve)
     }
 
     fn ever_loaded(&self) -> bool {
@@ -336,9 +347,20 @@ impl Step for PythonModel {
         // one a step before answered with, as in MLRun's flows) instead of tensors.
         let protocol = self.body_protocol();
         let body = match &event.body {
-            // A flow step takes whatever body there is.
-            Some(b) if self.body_step => Some(b.value.clone()),
+            // A flow step takes whatever body there is (a KServe request's instances as MLRun's
+            // rows, when it has them).
+            Some(b) if self.body_step => Some(match b.protocol {
+                BodyProtocol::Kserve => servegraph_engine::protocol::kserve::mlrun_body(&b.value)
+                    .unwrap_or_else(|_| b.value.clone()),
+                _ => b.value.clone(),
+            }),
             Some(b) if Some(b.protocol) == protocol => Some(b.value.clone()),
+            // An MLRun class reads a KServe request's instances as its rows.
+            Some(b)
+                if b.protocol == BodyProtocol::Kserve && protocol == Some(BodyProtocol::Mlrun) =>
+            {
+                Some(servegraph_engine::protocol::kserve::mlrun_body(&b.value)?)
+            }
             None if self.body_step => Some(servegraph_engine::protocol::mlrun::body_of(&event)?),
             _ => None,
         };
@@ -351,7 +373,7 @@ impl Step for PythonModel {
                 if event.tensors.is_empty() && event.body.is_some() && !self.body_step {
                     let takes = match self.body_protocol() {
                         Some(p) => format!("tensors or {} bodies", p.as_str()),
-                        None => "tensors (its class is not written for MLRun's or Seldon's bodies)"
+                        None => "tensors (its class is not written for MLRun's, Seldon's or KServe's bodies)"
                             .to_owned(),
                     };
                     return Err(Error::bad_request(format!(
@@ -374,14 +396,17 @@ impl Step for PythonModel {
         }
         let parameters = (!event.parameters.is_empty()).then(|| event.parameters.clone());
         let (mut job, answer) = Job::new(inputs, parameters);
+        // A KServe class gets the request's headers (and its id), as KServe hands them.
+        let headers = self.is_kserve().then(|| event.headers.clone());
         job.call = Call {
-            id: body.is_some().then(|| event.id.clone()),
+            id: (body.is_some() || headers.is_some()).then(|| event.id.clone()),
             error: body
                 .as_ref()
                 .and_then(|_| event.notes.get("error").cloned()),
             body,
             explain: event.explain,
             chunks: event.chunks.clone(),
+            headers,
         };
         let answer = self.submit((job, answer)).await?;
         let result = answer.result?;
@@ -395,6 +420,10 @@ impl Step for PythonModel {
         let mut notes = answer.notes.unwrap_or_default();
         if notes.remove(EXPLAINED_NOTE) == Some(serde_json::Value::Bool(true)) {
             event.explained = true;
+        }
+        // The response's parameters the class answered with (a KServe InferResponse's).
+        if let Some(serde_json::Value::Object(parameters)) = notes.remove(PARAMETERS_NOTE) {
+            event.notes.extend(parameters);
         }
         if let Some(value) = notes.remove(BODY_NOTE) {
             // The class answered with a body: the next step's, or the answer (for a model,
@@ -451,6 +480,15 @@ impl Step for PythonModel {
 
     fn inputs(&self) -> Option<Vec<TensorMeta>> {
         self.input_meta().cloned()
+    }
+
+    /// A KServe class reads every request header (KServe hands `headers` to its hooks).
+    fn headers(&self) -> Vec<String> {
+        if self.is_kserve() {
+            vec![servegraph_engine::request::ALL_HEADERS.to_owned()]
+        } else {
+            Vec::new()
+        }
     }
 
     fn model(&self) -> Option<&dyn Model> {
@@ -577,6 +615,9 @@ fn spawn_health_probe(
 pub(crate) const BODY_NOTE: &str = "$body";
 /// The note saying the class answered an `/explain` itself (the wire's `explained`).
 pub(crate) const EXPLAINED_NOTE: &str = "$explained";
+/// The note holding what the class adds to the response's `parameters` (the wire's
+/// `parameters`).
+pub(crate) const PARAMETERS_NOTE: &str = "$parameters";
 
 /// The operation name the health probe calls (not an identifier: no `op_` can take it).
 const HEALTH: &str = "$health";
@@ -780,6 +821,7 @@ impl PythonModel {
             id: None,
             error: None,
             chunks: None,
+            headers: None,
         };
         let answer = self.submit((job, answer)).await?;
         answer.result?;

@@ -55,9 +55,10 @@ pub struct PythonSpec {
     #[schemars(skip)]
     pub task: Option<TaskCall>,
     /// The calling convention: `servegraph` (`predict(inputs, parameters)`), `mlrun`
-    /// (`V2ModelServer`: `predict(body)`), `seldon` (`predict(X, feature_names, meta)`), or
-    /// `auto` (the default: `mlrun` for a `V2ModelServer` subclass, `seldon` when `predict`
-    /// takes `X` or `feature_names`, else `servegraph`).
+    /// (`V2ModelServer`: `predict(body)`), `kserve` (`kserve.Model`: `predict(payload,
+    /// headers)`), `seldon` (`predict(X, feature_names, meta)`), or `auto` (the default:
+    /// `mlrun` for a `V2ModelServer` subclass, `kserve` for a `kserve.Model` subclass,
+    /// `seldon` when `predict` takes `X` or `feature_names`, else `servegraph`).
     #[serde(default)]
     pub api: Api,
     /// The Seldon component type the class plays (Seldon's API): `model` (the default:
@@ -428,6 +429,7 @@ pub enum Api {
     Servegraph,
     Mlrun,
     Seldon,
+    Kserve,
 }
 
 fn one() -> usize {
@@ -636,6 +638,7 @@ pub(super) fn config(
             Api::Servegraph => "servegraph",
             Api::Mlrun => "mlrun",
             Api::Seldon => "seldon",
+            Api::Kserve => "kserve",
         },
         "role": match spec.role {
             SeldonRole::Model => None,

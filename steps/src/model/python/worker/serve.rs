@@ -20,7 +20,7 @@ use crate::model::batch::{
 use crate::model::python::error::WorkerError;
 use crate::model::python::frame::{self, Frame};
 use crate::model::python::shm::Arena;
-use crate::model::python::{BODY_NOTE, EXPLAINED_NOTE};
+use crate::model::python::{BODY_NOTE, EXPLAINED_NOTE, PARAMETERS_NOTE};
 
 /// How often (in calls) a worker's memory is read for `recycle.max_rss_mb`.
 const RSS_EVERY: u64 = 16;
@@ -407,12 +407,26 @@ async fn read_streamed(
 
 /// An INFER frame's JSON: the parameters, and a body or `/explain` when the call has them.
 fn infer_meta(parameters: Option<Notes>, call: &mut Call) -> Option<serde_json::Value> {
-    if parameters.is_none() && call.body.is_none() && !call.explain && call.chunks.is_none() {
+    if parameters.is_none()
+        && call.body.is_none()
+        && !call.explain
+        && call.chunks.is_none()
+        && call.headers.is_none()
+    {
         return None;
     }
     let mut meta = serde_json::Map::new();
     if let Some(p) = parameters {
         meta.insert("parameters".into(), p.into());
+    }
+    if let Some(headers) = call.headers.take() {
+        // By name, the last of a repeated header winning (as a KServe class's dict has it).
+        let headers: serde_json::Map<String, serde_json::Value> = headers
+            .into_iter()
+            .map(|(k, v)| (k, serde_json::Value::String(v)))
+            .collect();
+        meta.insert("headers".into(), headers.into());
+        meta.insert("id".into(), call.id.clone().into());
     }
     if let Some(body) = call.body.take() {
         meta.insert("body".into(), body);
@@ -441,8 +455,9 @@ fn answer_of(model: &str, reply: Frame) -> Option<(Result<Vec<Tensor>>, Option<N
             if let Some(metrics) = meta.get("metrics").and_then(|m| m.as_array()) {
                 record_metrics(model, metrics);
             }
-            // Tags, and the body a class answered with (and whether it explained), as notes.
-            let notes: Notes = ["tags", BODY_NOTE, EXPLAINED_NOTE]
+            // Tags, the response's parameters a class added, and the body it answered with
+            // (and whether it explained), as notes.
+            let notes: Notes = ["tags", PARAMETERS_NOTE, BODY_NOTE, EXPLAINED_NOTE]
                 .into_iter()
                 .filter_map(|key| {
                     let wire = key.trim_start_matches('$');
