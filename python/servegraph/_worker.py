@@ -88,10 +88,11 @@ def error_meta(exc, model=None):
     frames = ["Traceback (most recent call last):\n"]
     frames += traceback.format_list(tb[-6:])
     frames += traceback.format_exception_only(type(exc), exc)
+    status_of = getattr(model, "status_of", None)
     meta = {
         "type": type(exc).__name__,
         "message": str(exc),
-        "status": getattr(exc, "status", 500),
+        "status": status_of(exc) if status_of else getattr(exc, "status", 500),
         "traceback": "".join(frames),
     }
     api_status = getattr(model, "error_status", None)
@@ -146,6 +147,8 @@ def main():
                     "bodies": getattr(model, "bodies", None),
                     "feedback": bool(getattr(model, "feedback", False)),
                 }
+                if getattr(model, "unready", None):
+                    info["unready"] = model.unready
                 if callable(model.metadata):
                     info["metadata"] = model.metadata()
                 inp.spin = (meta.get("spin_us") or 0) / 1e6
@@ -185,10 +188,16 @@ def infer(model, meta, tensors, declared, inp, out, call_id):
     bodies (MLRun's, Seldon's) gets the body and answers one; the rest get tensors."""
     model.tags = None
     model.metrics_out = None
+    model.parameters_out = None
     parameters = meta.get("parameters") or {}
     explain = bool(meta.get("explain"))
     started = time.perf_counter()
     extra = {}
+    headers = meta.get("headers")
+    if headers is not None:
+        # The request's headers and id, for a class that takes them (KServe's).
+        model.headers = headers
+        model.request_id = meta.get("id")
     if "body" in meta:
         # An error handler's class also learns the failure it runs for. The answer goes as it
         # is: the frame's encoder takes what JSON carries (NumPy's values too), and
@@ -201,7 +210,11 @@ def infer(model, meta, tensors, declared, inp, out, call_id):
             result = explain_of(model, tensors, parameters)
         else:
             result = model.predict(tensors, parameters)
-        if _apis.is_stream(result):
+        if type(result) is _adapter.Body:
+            # The answer is a body, as it is (a KServe class's dict on a v2 request).
+            extra["body"] = result.value
+            result = {}
+        elif _apis.is_stream(result):
             # A `predict` that yields: each piece to the engine as it comes when the caller
             # streams, and the pieces joined as the answer.
             pieces = []
@@ -219,6 +232,8 @@ def infer(model, meta, tensors, declared, inp, out, call_id):
         extra["tags"] = model.tags
     if model.metrics_out:
         extra["metrics"] = model.metrics_out
+    if model.parameters_out:
+        extra["parameters"] = model.parameters_out
     return extra, outputs
 
 
