@@ -357,6 +357,18 @@ both! {
 }
 
 both! {
+    /// Datetimes in an answer are written as KServe's server writes them: ISO 8601 in a v1
+    /// body, `str()` in a v2 BYTES output (`set_data_from_numpy`).
+    fn datetimes_are_answered_as_kserve_writes_them(py: &Path) {
+        let (s, _dir) = serve(py, &[("dates", "class_name: Dates")]);
+        let v = ok(post(&s.addr, "/v1/models/dates:predict", r#"{"instances": [1]}"#));
+        assert_eq!(v, json!({"predictions": ["2026-12-07T12:30:15.250000+00:00", "2026-12-07"]}));
+        let v = ok(post(&s.addr, "/v2/models/dates/infer", &v2("x", "FP32", &[1], json!([1]))));
+        assert_eq!(v["outputs"][0]["data"], json!(["2026-12-07 12:30:15.250000+00:00"]), "{v}");
+    }
+}
+
+both! {
     /// A class that builds its own InferRequest (as a transformer does) gets KServe's
     /// `to_rest` and `as_numpy`.
     fn a_class_builds_infer_requests(py: &Path) {

@@ -57,6 +57,13 @@ pub struct EventData {
     pub parameters: Map<String, Value>,
     /// Parameters steps add to the response (an ensemble's `left_out`, ...).
     pub notes: Map<String, Value>,
+    /// Parameters of single inputs, by input name, as the request gave them (but
+    /// `binary_data_size`, spent decoding them), for a class that reads them (a KServe
+    /// class's `InferInput.parameters`).
+    pub input_parameters: Map<String, Value>,
+    /// Parameters of single outputs, by output name (a KServe class's `InferOutput`s'), which
+    /// the response gives those outputs.
+    pub output_parameters: Map<String, Value>,
     /// The route the request asked for (URL, body `model`/`version`, or headers).
     pub target: Option<Target>,
     /// Routing decisions taken so far, `(router, route)`, outermost first.

@@ -137,6 +137,8 @@ pub struct Tensors {
     pub outputs: Vec<crate::tensor::Tensor>,
     /// The event's notes and the route taken, as JSON responses carry them in `parameters`.
     pub parameters: serde_json::Map<String, serde_json::Value>,
+    /// Parameters of single outputs, by output name.
+    pub output_parameters: serde_json::Map<String, serde_json::Value>,
 }
 
 /// One request as a source hands it over.
@@ -496,6 +498,7 @@ impl Pipeline {
                     version: version.map(str::to_owned),
                     outputs,
                     parameters,
+                    output_parameters: std::mem::take(&mut done.output_parameters),
                 }),
                 accepted: done.stopped,
                 model_time: done.model_time,

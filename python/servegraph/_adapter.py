@@ -9,7 +9,8 @@ frame's metadata (`spec`), with:
     predict(inputs, parameters) -> an array or a dict of arrays, or a `Body` (the answer as
                               it is, as a body); it may set `tags` (the response's
                               `parameters.tags`), `parameters_out` (more of the response's
-                              `parameters`) and `metrics_out` (into /metrics)
+                              `parameters`), `output_parameters_out` (outputs' own
+                              `parameters`, by name) and `metrics_out` (into /metrics)
     operation(op, body)       a custom operation (`op_<op>`)
     health_check()            the class's health check, or None
 and optionally:

@@ -1,7 +1,11 @@
 """KServe's `Model` API (`api: kserve`): KServe's own `kserve.Model` when `kserve` is installed
 in the model's interpreter, else `servegraph.compat.kserve`'s."""
 
+import dataclasses
+import datetime
+import enum
 import inspect
+import uuid
 
 import numpy as np
 
@@ -137,6 +141,29 @@ def _is_oip_output(o):
     return isinstance(o, dict) and "name" in o and "datatype" in o and "shape" in o and "data" in o
 
 
+def kserve_json(value):
+    """An answer as KServe's server writes it (orjson): datetimes, dates and times in ISO 8601
+    (RFC 3339), UUIDs as text, enums by their value, dataclasses as objects, NumPy's values as
+    numbers and lists, keys as text; anything JSON cannot carry is a TypeError naming it."""
+    if isinstance(value, dict):
+        return {k if isinstance(k, str) else str(k): kserve_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [kserve_json(v) for v in value]
+    if isinstance(value, (datetime.datetime, datetime.date, datetime.time)):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, enum.Enum):
+        return kserve_json(value.value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return kserve_json(dataclasses.asdict(value))
+    if isinstance(value, np.ndarray):
+        return kserve_json(value.tolist())
+    from servegraph._apis import jsonable
+
+    return jsonable(value)
+
+
 class KServe:
     """KServe's `Model` API: `Model(name, **class_args)` (the name is the step's; `model_dir`,
     when the constructor takes it, is the step's `model_uri`), `load()` unless the constructor
@@ -192,8 +219,9 @@ class KServe:
         self.batchable = bool(getattr(obj, "batchable", False))
         self.metadata = None
         self.base = base
-        # Set by the worker before each call: the request's headers and id.
-        self.headers, self.request_id = {}, None
+        # Set by the worker before each call: the request's headers, its id and its inputs'
+        # own parameters (by name).
+        self.headers, self.request_id, self.input_parameters = {}, None, None
 
     def operation(self, op, body):
         from servegraph._adapter import operation
@@ -214,6 +242,7 @@ class KServe:
         return check
 
     status_of = staticmethod(status_of)
+    jsonable = staticmethod(kserve_json)
 
     # -- KServe's v1: the body as it came, the answer as it is ---------------------------
 
@@ -242,8 +271,10 @@ class KServe:
 
     def _request(self, inputs, parameters):
         """The tensors as KServe's REST hands a v2 request: `InferInput`s whose `data` is the
-        flat list of elements (BYTES as text), and the request's parameters (None without)."""
+        flat list of elements (BYTES as text) and whose `parameters` are the request's for that
+        input (`{}` without), and the request's parameters (None without)."""
         make = self.InferInput
+        own = self.input_parameters or {}
         infer_inputs = []
         for name, array in inputs.items():
             if array.dtype == object:
@@ -252,7 +283,7 @@ class KServe:
             else:
                 data = array.reshape(-1).tolist()
                 datatype = from_np_dtype(array.dtype)
-            infer_inputs.append(make(name, list(array.shape), datatype, data, {}))
+            infer_inputs.append(make(name, list(array.shape), datatype, data, dict(own.get(name) or {})))
         return self.InferRequest(
             self.obj.name,
             infer_inputs,
@@ -268,6 +299,7 @@ class KServe:
         if _is_response(result):
             if result.parameters:
                 self.parameters_out = dict(result.parameters)
+            self._output_parameters((o.name, o.parameters) for o in result.outputs)
             return {o.name: o.as_numpy() for o in result.outputs}
         if isinstance(result, dict):
             outputs = result.get("outputs")
@@ -276,6 +308,7 @@ class KServe:
 
                 if result.get("parameters"):
                     self.parameters_out = dict(result["parameters"])
+                self._output_parameters((o["name"], o.get("parameters")) for o in outputs)
                 return {
                     o["name"]: np.array(o["data"], dtype=to_np_dtype(o["datatype"])).reshape(o["shape"])
                     for o in outputs
@@ -291,6 +324,18 @@ class KServe:
             "the class answered a %s: a v2 answer is an InferResponse, an OIP response dict, "
             "a dict (answered as it is) or an array" % type(result).__name__
         )
+
+
+    def _output_parameters(self, pairs):
+        """The outputs' own parameters, for the response (`binary_data_size` is the engine's
+        to say: it encodes the outputs)."""
+        own = {}
+        for name, parameters in pairs:
+            if parameters:
+                kept = {k: v for k, v in dict(parameters).items() if k != "binary_data_size"}
+                if kept:
+                    own[name] = kept
+        self.output_parameters_out = own or None
 
 
 def _takes(cls, parameter):

@@ -176,7 +176,7 @@ def main():
         elif kind == INFER:
             try:
                 extra, outputs = infer(model, meta, tensors, declared, inp, out, call_id)
-                write_result(out, call_id, extra, outputs, arena, quick(inp))
+                write_result(out, call_id, extra, outputs, arena, quick(inp), model)
             except Exception as exc:  # noqa: BLE001 - the answer carries it; the worker goes on
                 write_frame(out, ERROR, call_id, meta=error_meta(exc, model), flags=quick(inp))
             finally:
@@ -189,6 +189,7 @@ def infer(model, meta, tensors, declared, inp, out, call_id):
     model.tags = None
     model.metrics_out = None
     model.parameters_out = None
+    model.output_parameters_out = None
     parameters = meta.get("parameters") or {}
     explain = bool(meta.get("explain"))
     started = time.perf_counter()
@@ -198,6 +199,7 @@ def infer(model, meta, tensors, declared, inp, out, call_id):
         # The request's headers and id, for a class that takes them (KServe's).
         model.headers = headers
         model.request_id = meta.get("id")
+        model.input_parameters = meta.get("input_parameters")
     if "body" in meta:
         # An error handler's class also learns the failure it runs for. The answer goes as it
         # is: the frame's encoder takes what JSON carries (NumPy's values too), and
@@ -234,6 +236,8 @@ def infer(model, meta, tensors, declared, inp, out, call_id):
         extra["metrics"] = model.metrics_out
     if model.parameters_out:
         extra["parameters"] = model.parameters_out
+    if model.output_parameters_out:
+        extra["output_parameters"] = model.output_parameters_out
     return extra, outputs
 
 
@@ -242,16 +246,17 @@ def quick(inp):
     return QUICK if inp.last * 4 <= inp.spin else 0
 
 
-def write_result(out, call_id, extra, outputs, arena, flags):
+def write_result(out, call_id, extra, outputs, arena, flags, model=None):
     """The RESULT frame. A body JSON cannot carry as it is (a NumPy integer's key, a set) goes
-    through `jsonable`, which also names what JSON cannot carry at all; nothing was written
-    before the frame's JSON was made, so the retry starts clean."""
+    through `jsonable` (the API's own, when it has one: KServe's writes datetimes as its server
+    does), which also names what JSON cannot carry at all; nothing was written before the
+    frame's JSON was made, so the retry starts clean."""
     try:
         write_frame(out, RESULT, call_id, meta=extra, tensors=outputs, arena=arena, flags=flags)
     except TypeError:
         if "body" not in extra:
             raise
-        extra["body"] = jsonable(extra["body"])
+        extra["body"] = getattr(model, "jsonable", jsonable)(extra["body"])
         write_frame(out, RESULT, call_id, meta=extra, tensors=outputs, arena=arena, flags=flags)
 
 

@@ -30,9 +30,11 @@ pub(super) struct RequestParams {
 pub fn encode_request(id: &str, tensors: &[Tensor], binary: bool) -> Result<Encoded> {
     // BYTES that are not UTF-8 go binary even in a JSON request: JSON strings cannot carry
     // them unchanged.
+    let none = serde_json::Map::new();
     let (inputs, bytes) = tensors_out(
         tensors.iter().map(|t| (t, binary)).collect(),
         Fallback::Binary,
+        &none,
     );
     let has_binary = bytes.is_some();
     finish(
@@ -97,6 +99,7 @@ impl Serialize for TensorsJson<'_> {
                 parameters: (!utf8(&t.data)).then_some(OutputParameters {
                     binary_data_size: None,
                     content_type: Some("base64"),
+                    own: None,
                 }),
                 data: (t.data.len() <= self.max_elements).then(|| {
                     if utf8(&t.data) {

@@ -85,9 +85,13 @@ pub fn decode_request(body: &[u8], json_len: Option<usize>) -> Result<InferReque
         return Err(Error::bad_request("the request has no `inputs`"));
     }
     let mut tensors = Vec::with_capacity(req.inputs.len());
+    let mut input_parameters = Map::new();
     for input in &req.inputs {
         let tensor = decode_input(input, &mut binary, false)
             .map_err(|e| Error::bad_request(format!("input `{}`: {}", input.name, e.message)))?;
+        if let Some(own) = input_parameters_of(input.parameters.as_ref()) {
+            input_parameters.insert(input.name.clone(), own);
+        }
         if tensors.iter().any(|t: &Tensor| t.name == tensor.name) {
             return Err(Error::bad_request(format!(
                 "input `{}` is given twice",
@@ -142,11 +146,23 @@ pub fn decode_request(body: &[u8], json_len: Option<usize>) -> Result<InferReque
             tensors,
             parameters,
             target,
+            input_parameters,
             ..Default::default()
         }),
         outputs,
         binary_output,
     })
+}
+
+/// An input's parameters as a class reads them: but `binary_data_size` (the size of the
+/// data the decoder took); `None` when that leaves none.
+fn input_parameters_of(parameters: Option<&Map<String, Value>>) -> Option<Value> {
+    let own: Map<String, Value> = parameters?
+        .iter()
+        .filter(|(k, _)| *k != "binary_data_size")
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    (!own.is_empty()).then_some(Value::Object(own))
 }
 
 /// Triton's raw binary request (`Inference-Header-Content-Length: 0`): no JSON, the whole

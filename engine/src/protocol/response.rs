@@ -27,17 +27,20 @@ pub(super) struct OutputOut<'a> {
     pub(super) datatype: &'static str,
     pub(super) shape: &'a [usize],
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub(super) parameters: Option<OutputParameters>,
+    pub(super) parameters: Option<OutputParameters<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) data: Option<JsonData<'a>>,
 }
 
 #[derive(Serialize)]
-pub(super) struct OutputParameters {
+pub(super) struct OutputParameters<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) binary_data_size: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) content_type: Option<&'static str>,
+    /// The output's own parameters (`EventData::output_parameters`).
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub(super) own: Option<&'a Map<String, Value>>,
 }
 
 /// An encoded body; `json_len` is set when binary data follows the JSON (send it as
@@ -80,6 +83,7 @@ pub fn encode_json_response(
 
 /// The outputs to send as tensors (the requested ones in order, else all), taken out of the
 /// event, with the response's `parameters` (for transports with their own encoding: gRPC).
+/// The outputs' own parameters stay in the event (`output_parameters`).
 pub fn take_outputs(
     event: &mut Event,
     requested: &[RequestedOutput],
@@ -137,7 +141,7 @@ fn encode(
     picked: Vec<(&Tensor, bool)>,
     fallback: Fallback,
 ) -> Result<Encoded> {
-    let (outputs, binary) = tensors_out(picked, fallback);
+    let (outputs, binary) = tensors_out(picked, fallback, &event.output_parameters);
     let parameters = parameters(event);
     let response = ResponseJson {
         model_name: model,
@@ -177,14 +181,18 @@ pub(super) fn is_utf8(data: &TensorData) -> bool {
 }
 
 /// Tensors as OIP JSON entries (inputs and outputs share the shape), with the bytes of those
-/// sent as binary, in order.
+/// sent as binary, in order; each with its own parameters from `own` (by name), if any.
 pub(super) fn tensors_out<'a>(
     tensors: Vec<(&'a Tensor, bool)>,
     fallback: Fallback,
+    own: &'a Map<String, Value>,
 ) -> (Vec<OutputOut<'a>>, Option<Vec<u8>>) {
     let mut binary: Option<Vec<u8>> = None;
     let mut out = Vec::with_capacity(tensors.len());
     for (t, as_binary) in tensors {
+        let own = (!own.is_empty())
+            .then(|| own.get(&t.name).and_then(Value::as_object))
+            .flatten();
         let utf8 = as_binary || is_utf8(&t.data);
         let (parameters, data) = if as_binary || (!utf8 && fallback == Fallback::Binary) {
             let binary = binary.get_or_insert_with(Vec::new);
@@ -195,6 +203,7 @@ pub(super) fn tensors_out<'a>(
                 Some(OutputParameters {
                     binary_data_size: Some(size),
                     content_type: None,
+                    own,
                 }),
                 None,
             )
@@ -203,11 +212,17 @@ pub(super) fn tensors_out<'a>(
                 Some(OutputParameters {
                     binary_data_size: None,
                     content_type: Some("base64"),
+                    own,
                 }),
                 Some(JsonData::Base64(&t.data)),
             )
         } else {
-            (None, Some(JsonData::Plain(&t.data)))
+            let parameters = own.map(|own| OutputParameters {
+                binary_data_size: None,
+                content_type: None,
+                own: Some(own),
+            });
+            (parameters, Some(JsonData::Plain(&t.data)))
         };
         out.push(OutputOut {
             name: &t.name,

@@ -100,8 +100,10 @@ pub(crate) struct Call {
     pub(crate) error: Option<serde_json::Value>,
     /// Where the pieces of a streamed answer go, when the caller takes a stream.
     pub(crate) chunks: Option<servegraph_engine::event::Chunks>,
-    /// The request's headers, for a class that takes them (KServe's), with the request's id.
+    /// The request's headers, for a class that takes them (KServe's), with the request's id
+    /// and its inputs' own parameters (by input name).
     pub(crate) headers: Option<Vec<(String, String)>>,
+    pub(crate) input_parameters: Option<Notes>,
 }
 
 impl Call {

@@ -6,6 +6,7 @@ stand-in (the Seldon venv, which has no `kserve`).
 """
 
 import base64
+import datetime
 import os
 import pathlib
 import time
@@ -348,6 +349,23 @@ class Texts(Model):
             words = get_predict_input(payload)
             return get_predict_response(payload, [w.upper() for w in words], self.name)
         return {"predictions": [payload["text"].upper()]}
+
+
+class Dates(Model):
+    """Answers datetimes, as KServe's DateTimeModel: in a v1 body (KServe's server writes
+    them in ISO 8601), and in a v2 BYTES output."""
+
+    def __init__(self, name: str):
+        super().__init__(name)
+        self.ready = True
+
+    def predict(self, payload, headers=None, response_headers=None):
+        when = datetime.datetime(2026, 12, 7, 12, 30, 15, 250000, tzinfo=datetime.timezone.utc)
+        if isinstance(payload, InferRequest):
+            infer_output = InferOutput(name="output-0", shape=[1], datatype="BYTES")
+            infer_output.set_data_from_numpy(np.array([when], dtype=np.object_), binary_data=False)
+            return InferResponse(model_name=self.name, infer_outputs=[infer_output], response_id=generate_uuid())
+        return {"predictions": [when, when.date()]}
 
 
 class Requests(Model):

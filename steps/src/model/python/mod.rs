@@ -398,6 +398,8 @@ impl Step for PythonModel {
         let (mut job, answer) = Job::new(inputs, parameters);
         // A KServe class gets the request's headers (and its id), as KServe hands them.
         let headers = self.is_kserve().then(|| event.headers.clone());
+        let input_parameters = (headers.is_some() && !event.input_parameters.is_empty())
+            .then(|| event.input_parameters.clone());
         job.call = Call {
             id: (body.is_some() || headers.is_some()).then(|| event.id.clone()),
             error: body
@@ -407,6 +409,7 @@ impl Step for PythonModel {
             explain: event.explain,
             chunks: event.chunks.clone(),
             headers,
+            input_parameters,
         };
         let answer = self.submit((job, answer)).await?;
         let result = answer.result?;
@@ -421,9 +424,13 @@ impl Step for PythonModel {
         if notes.remove(EXPLAINED_NOTE) == Some(serde_json::Value::Bool(true)) {
             event.explained = true;
         }
-        // The response's parameters the class answered with (a KServe InferResponse's).
+        // The response's parameters the class answered with (a KServe InferResponse's), and
+        // its outputs' own.
         if let Some(serde_json::Value::Object(parameters)) = notes.remove(PARAMETERS_NOTE) {
             event.notes.extend(parameters);
+        }
+        if let Some(serde_json::Value::Object(parameters)) = notes.remove(OUTPUT_PARAMETERS_NOTE) {
+            event.output_parameters.extend(parameters);
         }
         if let Some(value) = notes.remove(BODY_NOTE) {
             // The class answered with a body: the next step's, or the answer (for a model,
@@ -618,6 +625,9 @@ pub(crate) const EXPLAINED_NOTE: &str = "$explained";
 /// The note holding what the class adds to the response's `parameters` (the wire's
 /// `parameters`).
 pub(crate) const PARAMETERS_NOTE: &str = "$parameters";
+/// The note holding the parameters of single outputs, by output name (the wire's
+/// `output_parameters`).
+pub(crate) const OUTPUT_PARAMETERS_NOTE: &str = "$output_parameters";
 
 /// The operation name the health probe calls (not an identifier: no `op_` can take it).
 const HEALTH: &str = "$health";
@@ -822,6 +832,7 @@ impl PythonModel {
             error: None,
             chunks: None,
             headers: None,
+            input_parameters: None,
         };
         let answer = self.submit((job, answer)).await?;
         answer.result?;

@@ -20,7 +20,7 @@ use crate::model::batch::{
 use crate::model::python::error::WorkerError;
 use crate::model::python::frame::{self, Frame};
 use crate::model::python::shm::Arena;
-use crate::model::python::{BODY_NOTE, EXPLAINED_NOTE, PARAMETERS_NOTE};
+use crate::model::python::{BODY_NOTE, EXPLAINED_NOTE, OUTPUT_PARAMETERS_NOTE, PARAMETERS_NOTE};
 
 /// How often (in calls) a worker's memory is read for `recycle.max_rss_mb`.
 const RSS_EVERY: u64 = 16;
@@ -427,6 +427,9 @@ fn infer_meta(parameters: Option<Notes>, call: &mut Call) -> Option<serde_json::
             .collect();
         meta.insert("headers".into(), headers.into());
         meta.insert("id".into(), call.id.clone().into());
+        if let Some(own) = call.input_parameters.take() {
+            meta.insert("input_parameters".into(), own.into());
+        }
     }
     if let Some(body) = call.body.take() {
         meta.insert("body".into(), body);
@@ -457,13 +460,19 @@ fn answer_of(model: &str, reply: Frame) -> Option<(Result<Vec<Tensor>>, Option<N
             }
             // Tags, the response's parameters a class added, and the body it answered with
             // (and whether it explained), as notes.
-            let notes: Notes = ["tags", PARAMETERS_NOTE, BODY_NOTE, EXPLAINED_NOTE]
-                .into_iter()
-                .filter_map(|key| {
-                    let wire = key.trim_start_matches('$');
-                    Some((key.to_owned(), meta.get_mut(wire).map(std::mem::take)?))
-                })
-                .collect();
+            let notes: Notes = [
+                "tags",
+                PARAMETERS_NOTE,
+                OUTPUT_PARAMETERS_NOTE,
+                BODY_NOTE,
+                EXPLAINED_NOTE,
+            ]
+            .into_iter()
+            .filter_map(|key| {
+                let wire = key.trim_start_matches('$');
+                Some((key.to_owned(), meta.get_mut(wire).map(std::mem::take)?))
+            })
+            .collect();
             Some((Ok(reply.tensors), (!notes.is_empty()).then_some(notes)))
         }
         frame::REPLY => {
