@@ -110,11 +110,16 @@ macro_rules! both {
 
 both! {
     /// KServe's custom model (AlexNet's shape): a sync class with `return_response_headers`,
-    /// a preprocess that tells v1 from v2, an InferResponse (or `{"predictions"}` for v1),
-    /// driven by KServe's own v1 and v2 clients.
+    /// a preprocess that tells v1 from v2 (and REST's base64 from gRPC's raw bytes), an
+    /// InferResponse (or `{"predictions"}` for v1), driven by KServe's own v1, v2 and gRPC
+    /// clients.
     fn a_sync_custom_model_answers_kserves_clients(py: &Path) {
-        let (s, _dir) = serve(py, &[("topk", "class_name: TopK")]);
+        let dir = tempfile::tempdir().unwrap();
+        let g = graph(dir.path(), py, "models.py", &[("topk", "class_name: TopK")]);
+        let s = Server::start(&g, &["--grpc-listen", "127.0.0.1:0"]);
         python_case("kserve_model_check.py", "topk", &[s.addr.as_ref()]);
+        let grpc = s.grpc.as_ref().expect("a gRPC listener");
+        python_case("kserve_model_check.py", "topk-grpc", &[grpc.as_ref()]);
     }
 }
 

@@ -57,6 +57,9 @@ pub struct EventData {
     pub parameters: Map<String, Value>,
     /// Parameters steps add to the response (an ensemble's `left_out`, ...).
     pub notes: Map<String, Value>,
+    /// The request came over gRPC (a KServe class is handed it as KServe's gRPC server hands
+    /// it: `from_grpc`, BYTES as bytes).
+    pub grpc: bool,
     /// Parameters of single inputs, by input name, as the request gave them (but
     /// `binary_data_size`, spent decoding them), for a class that reads them (a KServe
     /// class's `InferInput.parameters`).

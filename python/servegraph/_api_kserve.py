@@ -219,9 +219,10 @@ class KServe:
         self.batchable = bool(getattr(obj, "batchable", False))
         self.metadata = None
         self.base = base
-        # Set by the worker before each call: the request's headers, its id and its inputs'
-        # own parameters (by name).
+        # Set by the worker before each call: the request's headers, its id, its inputs' own
+        # parameters (by name), and whether it came over gRPC.
         self.headers, self.request_id, self.input_parameters = {}, None, None
+        self.grpc = False
 
     def operation(self, op, body):
         from servegraph._adapter import operation
@@ -272,23 +273,29 @@ class KServe:
     def _request(self, inputs, parameters):
         """The tensors as KServe's REST hands a v2 request: `InferInput`s whose `data` is the
         flat list of elements (BYTES as text) and whose `parameters` are the request's for that
-        input (`{}` without), and the request's parameters (None without)."""
+        input (`{}` without), and the request's parameters (None without); over gRPC as its
+        gRPC server does (`from_grpc`, BYTES as bytes)."""
         make = self.InferInput
         own = self.input_parameters or {}
+        grpc = self.grpc
         infer_inputs = []
         for name, array in inputs.items():
             if array.dtype == object:
-                data = [_text(v) for v in array.reshape(-1)]
+                data = [bytes(v) if grpc else _text(v) for v in array.reshape(-1)]
                 datatype = "BYTES"
             else:
                 data = array.reshape(-1).tolist()
                 datatype = from_np_dtype(array.dtype)
-            infer_inputs.append(make(name, list(array.shape), datatype, data, dict(own.get(name) or {})))
+            # Without parameters of its own: `{}` over REST, None over gRPC (as KServe has it).
+            given = own.get(name)
+            parameters = dict(given) if given else (None if grpc else {})
+            infer_inputs.append(make(name, list(array.shape), datatype, data, parameters))
         return self.InferRequest(
             self.obj.name,
             infer_inputs,
             request_id=self.request_id,
             parameters=parameters or None,
+            from_grpc=grpc,
         )
 
     def _outputs(self, result):

@@ -200,6 +200,7 @@ def infer(model, meta, tensors, declared, inp, out, call_id):
         model.headers = headers
         model.request_id = meta.get("id")
         model.input_parameters = meta.get("input_parameters")
+        model.grpc = bool(meta.get("grpc"))
     if "body" in meta:
         # An error handler's class also learns the failure it runs for. The answer goes as it
         # is: the frame's encoder takes what JSON carries (NumPy's values too), and

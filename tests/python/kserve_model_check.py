@@ -151,7 +151,32 @@ async def sklearn(base):
         await v2.close()
 
 
-CASES = {"topk": topk, "dummy": dummy, "outputs": outputs, "sklearn": sklearn}
+async def topk_grpc(base):
+    """The custom model over gRPC, with KServe's InferenceGRPCClient: the class is handed
+    `from_grpc` and the image's raw bytes, as KServe's gRPC server hands them."""
+    from kserve import InferenceGRPCClient
+
+    client = InferenceGRPCClient(base.removeprefix("http://"))
+    try:
+        x = [1.0, 2.0, 3.0, 4.0]
+        request = InferRequest(
+            model_name="topk",
+            infer_inputs=[InferInput(name="input-0", shape=[1, 4], datatype="FP32", data=x)],
+        )
+        res = await client.infer(request)
+        assert np.allclose(res.outputs[0].as_numpy(), top3(x).reshape(1, 3)), res
+        image = bytes([5, 6, 7, 8, 255])
+        request = InferRequest(
+            model_name="topk",
+            infer_inputs=[InferInput(name="input-0", shape=[1], datatype="BYTES", data=[image])],
+        )
+        res = await client.infer(request)
+        assert np.allclose(res.outputs[0].as_numpy(), top3(list(image[:4])).reshape(1, 3)), res
+    finally:
+        await client.close()
+
+
+CASES = {"topk-grpc": topk_grpc, "topk": topk, "dummy": dummy, "outputs": outputs, "sklearn": sklearn}
 
 if __name__ == "__main__":
     case, url = sys.argv[1:3]

@@ -125,6 +125,7 @@ pub fn decode_request(mut req: pb::ModelInferRequest) -> Result<InferRequest> {
             tensors,
             parameters: params_to_json(&req.parameters),
             input_parameters,
+            grpc: true,
             ..Default::default()
         }),
         outputs,

@@ -104,6 +104,8 @@ pub(crate) struct Call {
     /// and its inputs' own parameters (by input name).
     pub(crate) headers: Option<Vec<(String, String)>>,
     pub(crate) input_parameters: Option<Notes>,
+    /// With `headers`: the request came over gRPC.
+    pub(crate) grpc: bool,
 }
 
 impl Call {

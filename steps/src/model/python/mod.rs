@@ -408,6 +408,7 @@ impl Step for PythonModel {
             body,
             explain: event.explain,
             chunks: event.chunks.clone(),
+            grpc: headers.is_some() && event.grpc,
             headers,
             input_parameters,
         };
@@ -833,6 +834,7 @@ impl PythonModel {
             chunks: None,
             headers: None,
             input_parameters: None,
+            grpc: false,
         };
         let answer = self.submit((job, answer)).await?;
         answer.result?;

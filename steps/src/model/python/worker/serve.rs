@@ -430,6 +430,9 @@ fn infer_meta(parameters: Option<Notes>, call: &mut Call) -> Option<serde_json::
         if let Some(own) = call.input_parameters.take() {
             meta.insert("input_parameters".into(), own.into());
         }
+        if call.grpc {
+            meta.insert("grpc".into(), true.into());
+        }
     }
     if let Some(body) = call.body.take() {
         meta.insert("body".into(), body);
