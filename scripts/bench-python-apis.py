@@ -3,7 +3,8 @@ call's frame JSON decoded, the adapter, the answer encoded into a frame (written
 `scripts/bench-python-apis.sh` counts the instructions of N calls under callgrind, a
 figure a noisy machine does not move (docs/benchmarks.md).
 
-Usage: python bench-python-apis.py CASE N   (CASE: native, mlrun, mlrun-body, seldon, seldon-body)
+Usage: python bench-python-apis.py CASE N   (CASE: native, mlrun, mlrun-body, seldon, seldon-body,
+kserve, kserve-async, kserve-body)
 with the package to measure first on PYTHONPATH (python/ of a checkout)."""
 
 import json
@@ -36,6 +37,26 @@ class SeldonEcho:
 class NativeEcho:
     def predict(self, inputs, parameters):
         return inputs
+
+
+from kserve import InferOutput, InferResponse, Model
+
+
+class KServeEcho(Model):
+    def __init__(self, name):
+        super().__init__(name)
+        self.ready = True
+
+    def predict(self, payload, headers=None):
+        if isinstance(payload, dict):
+            return {"predictions": payload["instances"]}
+        x = payload.inputs[0]
+        return InferResponse(payload.id, self.name, [InferOutput(x.name, x.shape, x.datatype, x.data)])
+
+
+class KServeAsyncEcho(KServeEcho):
+    async def predict(self, payload, headers=None):
+        return super().predict(payload, headers)
 '''
 
 
@@ -76,13 +97,20 @@ def main():
         "mlrun-body": ("mlrun", "MLRunEcho", {"inputs": row}),
         "seldon": ("seldon", "SeldonEcho", None),
         "seldon-body": ("seldon", "SeldonEcho", {"data": {"ndarray": row}}),
+        "kserve": ("kserve", "KServeEcho", None),
+        "kserve-async": ("kserve", "KServeAsyncEcho", None),
+        "kserve-body": ("kserve", "KServeEcho", {"instances": row}),
     }[case]
     m = model(path, cls, api)
-    raw = json.dumps({"body": body, "id": "r1"}).encode() if body is not None else b""
+    meta = {"body": body, "id": "r1"} if body is not None else {}
+    if api == "kserve":
+        # As the engine calls a KServe class: the request's headers (none here) and id.
+        meta.update({"headers": {}, "id": "r1"})
+    raw = json.dumps(meta).encode() if meta else b""
 
     def call():
         meta = _frames.decode_json(memoryview(raw)) if raw else {}
-        tensors = {} if raw else {"input": x}
+        tensors = {} if body is not None else {"input": x}
         extra, outputs = _worker.infer(m, meta, tensors, [], inp, sink, 1)
         _worker.write_result(sink, 1, extra, outputs, None, 1)
 

@@ -84,6 +84,9 @@ class Hooks:
             False: self.pre_async or self.predict_async or self.post_async,
             True: self.pre_async or self.explain_async or self.post_async,
         }
+        # A class that overrides `predict` alone, as a plain function (most do): each call is
+        # that one call.
+        self.alone = not (self.pre or self.validate or self.post or self.predict_async)
 
     async def chain(self, body, headers, explain, response_headers):
         """KServe's `Model.__call__`: `(response, response_headers)`."""
@@ -107,6 +110,8 @@ class Hooks:
     def run(self, body, headers, explain):
         """The response to `body`: on the worker's event loop when a hook is a coroutine, else
         at once (the chain then never suspends)."""
+        if self.alone and not explain and not getattr(self.obj, "required_response_headers", False):
+            return self.predict(body, headers)
         chain = self.chain(body, headers, explain, {})
         if self.loop_for[explain]:
             return awaited(chain)[0]
@@ -116,6 +121,26 @@ class Hooks:
             return done.value[0]
         chain.close()
         raise RuntimeError("a KServe call with no coroutine hooks suspended")
+
+
+# The OIP's datatype of each NumPy dtype a tensor arrives with.
+_DATATYPES = {
+    np.dtype(t): name
+    for name, t in (
+        ("BOOL", np.bool_),
+        ("INT8", np.int8),
+        ("INT16", np.int16),
+        ("INT32", np.int32),
+        ("INT64", np.int64),
+        ("UINT8", np.uint8),
+        ("UINT16", np.uint16),
+        ("UINT32", np.uint32),
+        ("UINT64", np.uint64),
+        ("FP16", np.float16),
+        ("FP32", np.float32),
+        ("FP64", np.float64),
+    )
+}
 
 
 def _is_response(value):
@@ -276,7 +301,7 @@ class KServe:
         input (`{}` without), and the request's parameters (None without); over gRPC as its
         gRPC server does (`from_grpc`, BYTES as bytes)."""
         make = self.InferInput
-        own = self.input_parameters or {}
+        own = self.input_parameters
         grpc = self.grpc
         infer_inputs = []
         for name, array in inputs.items():
@@ -285,11 +310,15 @@ class KServe:
                 datatype = "BYTES"
             else:
                 data = array.reshape(-1).tolist()
-                datatype = from_np_dtype(array.dtype)
-            # Without parameters of its own: `{}` over REST, None over gRPC (as KServe has it).
-            given = own.get(name)
-            parameters = dict(given) if given else (None if grpc else {})
-            infer_inputs.append(make(name, list(array.shape), datatype, data, parameters))
+                datatype = _DATATYPES.get(array.dtype) or from_np_dtype(array.dtype)
+            # Without parameters of its own an input has `{}` over REST, None over gRPC (as
+            # KServe hands them).
+            given = own.get(name) if own else None
+            if given:
+                given = dict(given)
+            elif not grpc:
+                given = {}
+            infer_inputs.append(make(name, list(array.shape), datatype, data, given))
         return self.InferRequest(
             self.obj.name,
             infer_inputs,
@@ -306,8 +335,13 @@ class KServe:
         if _is_response(result):
             if result.parameters:
                 self.parameters_out = dict(result.parameters)
-            self._output_parameters((o.name, o.parameters) for o in result.outputs)
-            return {o.name: o.as_numpy() for o in result.outputs}
+            outputs, own = {}, False
+            for o in result.outputs:
+                outputs[o.name] = o.as_numpy()
+                own = own or bool(o.parameters)
+            if own:
+                self._output_parameters((o.name, o.parameters) for o in result.outputs)
+            return outputs
         if isinstance(result, dict):
             outputs = result.get("outputs")
             if isinstance(outputs, list) and outputs and all(_is_oip_output(o) for o in outputs):
@@ -332,17 +366,17 @@ class KServe:
             "a dict (answered as it is) or an array" % type(result).__name__
         )
 
-
     def _output_parameters(self, pairs):
         """The outputs' own parameters, for the response (`binary_data_size` is the engine's
         to say: it encodes the outputs)."""
-        own = {}
-        for name, parameters in pairs:
-            if parameters:
-                kept = {k: v for k, v in dict(parameters).items() if k != "binary_data_size"}
+        own = None
+        for name, given in pairs:
+            if given:
+                kept = {k: v for k, v in dict(given).items() if k != "binary_data_size"}
                 if kept:
+                    own = own or {}
                     own[name] = kept
-        self.output_parameters_out = own or None
+        self.output_parameters_out = own
 
 
 def _takes(cls, parameter):

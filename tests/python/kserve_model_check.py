@@ -68,13 +68,14 @@ async def dummy(base):
         res = await v1.explain(base, "dummy", {"instances": [[5, 6]]})
         assert res == {"predictions": [[5, 6]]}, res
         parameters = {"test-str": "dummy", "test-bool": True, "test-int": 100, "test-float": 1.3}
+        own = {"unit": "cm"}
         request = InferRequest(
             model_name="dummy",
             request_id="123",
             infer_inputs=[
                 InferInput(
                     name="input-0", shape=[2, 2], datatype="INT32", data=[1, 2, 3, 4],
-                    parameters=dict(parameters),
+                    parameters=dict(own),
                 )
             ],
             parameters=dict(parameters),
@@ -87,7 +88,7 @@ async def dummy(base):
         # The request's parameters echoed, the response's and the output's (servegraph adds
         # the route a router took).
         assert {k: v for k, v in res.parameters.items() if k != "route"} == parameters, res.parameters
-        assert res.outputs[0].parameters == parameters, res.outputs[0].parameters
+        assert res.outputs[0].parameters == own, res.outputs[0].parameters
         # Binary data both ways (the SDK's `set_data_from_numpy`, binary_data_output).
         infer_input = InferInput(name="input-0", shape=[3], datatype="FP32")
         infer_input.set_data_from_numpy(np.array([1.5, 2.5, 3.5], dtype=np.float32), binary_data=True)
