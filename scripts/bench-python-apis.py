@@ -4,7 +4,8 @@ call's frame JSON decoded, the adapter, the answer encoded into a frame (written
 figure a noisy machine does not move (docs/benchmarks.md).
 
 Usage: python bench-python-apis.py CASE N   (CASE: native, mlrun, mlrun-body, seldon, seldon-body,
-mlserver: MLServer's own package when the interpreter has it, else servegraph's stand-in)
+kserve, kserve-async, kserve-body, mlserver: MLServer's own package when the interpreter has it,
+else servegraph's stand-in)
 with the package to measure first on PYTHONPATH (python/ of a checkout)."""
 
 import json
@@ -37,6 +38,26 @@ class SeldonEcho:
 class NativeEcho:
     def predict(self, inputs, parameters):
         return inputs
+
+
+from kserve import InferOutput, InferResponse, Model
+
+
+class KServeEcho(Model):
+    def __init__(self, name):
+        super().__init__(name)
+        self.ready = True
+
+    def predict(self, payload, headers=None):
+        if isinstance(payload, dict):
+            return {"predictions": payload["instances"]}
+        x = payload.inputs[0]
+        return InferResponse(payload.id, self.name, [InferOutput(x.name, x.shape, x.datatype, x.data)])
+
+
+class KServeAsyncEcho(KServeEcho):
+    async def predict(self, payload, headers=None):
+        return super().predict(payload, headers)
 
 
 from mlserver import MLModel
@@ -88,21 +109,28 @@ def main():
         "mlrun-body": ("mlrun", "MLRunEcho", {"inputs": row}),
         "seldon": ("seldon", "SeldonEcho", None),
         "seldon-body": ("seldon", "SeldonEcho", {"data": {"ndarray": row}}),
+        "kserve": ("kserve", "KServeEcho", None),
+        "kserve-async": ("kserve", "KServeAsyncEcho", None),
+        "kserve-body": ("kserve", "KServeEcho", {"instances": row}),
         "mlserver": ("mlserver", "MLServerEcho", None),
     }[case]
     m = model(path, cls, api)
-    raw = json.dumps({"body": body, "id": "r1"}).encode() if body is not None else b""
-    if case == "mlserver":
-        # What MLServer's own client sends (NumpyRequestCodec.encode_request): the content
-        # types of the request and of its input.
-        raw = json.dumps(
-            {"parameters": {"content_type": "np"},
-             "request": {"id": "r1", "inputs": {"input": {"content_type": "np"}}}}
-        ).encode()
+    meta = {"body": body, "id": "r1"} if body is not None else {}
+    if api == "kserve":
+        # As the engine calls a KServe class: the request's headers (none here) and id.
+        meta.update({"headers": {}, "id": "r1"})
+    if api == "mlserver":
+        # As the engine calls an MLServer class, with what MLServer's own client sends
+        # (NumpyRequestCodec.encode_request): the content types of the request and its input.
+        meta.update(
+            {"parameters": {"content_type": "np"}, "headers": {}, "id": "r1",
+             "input_parameters": {"input": {"content_type": "np"}}}
+        )
+    raw = json.dumps(meta).encode() if meta else b""
 
     def call():
         meta = _frames.decode_json(memoryview(raw)) if raw else {}
-        tensors = {"input": x} if not raw or "request" in meta else {}
+        tensors = {} if body is not None else {"input": x}
         extra, outputs = _worker.infer(m, meta, tensors, [], inp, sink, 1)
         _worker.write_result(sink, 1, extra, outputs, None, 1)
 

@@ -13,7 +13,7 @@ count() {
   PYTHONPATH="$pkg" valgrind --tool=callgrind --callgrind-out-file=/dev/null \
     "$py" "$here/scripts/bench-python-apis.py" "$1" "$2" 2>&1 | awk '/Collected/ {print $4}'
 }
-for case in ${CASES:-native mlrun mlrun-body seldon seldon-body mlserver}; do
+for case in ${CASES:-native mlrun mlrun-body seldon seldon-body kserve kserve-async kserve-body mlserver}; do
   none=$(count "$case" 0)
   some=$(count "$case" "$n")
   echo "$case $(( (some - none) / n )) instructions per call"

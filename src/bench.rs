@@ -105,8 +105,11 @@ pub enum BenchCommand {
         /// the same echo written for each (`native` a servegraph class, `native-fn` a
         /// function, `mlrun` a `V2ModelServer` called with a tensor, `mlrun-body` with MLRun's
         /// body `{"inputs": [[...]]}`, `seldon` a Seldon class called with a tensor,
-        /// `seldon-body` with a SeldonMessage `{"data": {"ndarray": [[...]]}}`, `mlserver` an
-        /// MLServer `MLModel` with NumpyCodec's content types), comma-separated.
+        /// `seldon-body` with a SeldonMessage `{"data": {"ndarray": [[...]]}}`, `kserve` a
+        /// `kserve.Model` called with a tensor (an `InferRequest`, answering an `InferResponse`),
+        /// `kserve-async` the same with `async def predict`, `kserve-body` with KServe's v1 body
+        /// `{"instances": [[...]]}`, `mlserver` an MLServer `MLModel` with NumpyCodec's content
+        /// types), comma-separated.
         /// Each gets its own worker; rounds alternate between them. Prints each one's p50 and
         /// CPU time per call, and their difference from the first of `native`, `native-fn` (or
         /// the first listed).

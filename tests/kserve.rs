@@ -98,11 +98,10 @@ fn unknown_model_is_kserves_404() {
     let s = iris();
     let r = get_blocking(&s.addr, "/v1/models/nope");
     assert_eq!(r.status, 404);
-    assert!(
-        r.error()
-            .starts_with("Model with name nope does not exist."),
-        "{}",
-        r.error()
+    // Exactly KServe's body.
+    assert_eq!(
+        r.json(),
+        json!({"error": "Model with name nope does not exist."})
     );
     let r = post(
         &s.addr,

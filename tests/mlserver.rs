@@ -276,8 +276,8 @@ fn inputs_come_back_with_their_parameters(py: Py) {
 }
 
 /// The `InferenceRequest` a class gets is what MLServer's REST server would have parsed:
-/// the id, the request's and each input's parameters, flat data (text for BYTES, base64 as
-/// sent), the outputs asked for; its settings have the step's name, `model_uri` as
+/// the id, the request's parameters with its headers, each input's parameters, flat data
+/// (text for BYTES, base64 as sent), the outputs asked for; its settings have the step's name, `model_uri` as
 /// `parameters.uri` and `class_args` as `parameters.extra`; NumpyCodec's array is a
 /// writable copy. The stand-in answers where `mlserver` is not installed, MLServer's own
 /// classes where it is.
@@ -311,8 +311,16 @@ fn the_class_sees_the_request_as_mlserver_parses_it(py: Py) {
         Py::Real => "mlserver.model",
     };
     assert_eq!(seen["base"], base, "{seen}");
+    // The request's headers among its parameters, as MLServer puts them there.
+    let mut request = seen["request"].clone();
+    let headers = request["parameters"]
+        .as_object_mut()
+        .unwrap()
+        .remove("headers")
+        .unwrap_or_else(|| panic!("no headers in {seen}"));
+    assert_eq!(headers["content-type"], "application/json", "{seen}");
     assert_eq!(
-        seen["request"],
+        request,
         json!({
             "id": "req-7",
             "parameters": {"custom": 1},
@@ -350,7 +358,13 @@ fn the_class_sees_the_request_as_mlserver_parses_it(py: Py) {
         seen["id"].as_str().is_some_and(|id| !id.is_empty()),
         "{seen}"
     );
-    assert_eq!(seen["request"].get("parameters"), None, "{seen}");
+    assert_eq!(
+        seen["request"]["parameters"]
+            .as_object()
+            .map(|p| p.keys().collect::<Vec<_>>()),
+        Some(vec![&"headers".to_string()]),
+        "{seen}"
+    );
     assert_eq!(seen["outputs"], Value::Null, "{seen}");
 }
 

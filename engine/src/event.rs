@@ -57,6 +57,17 @@ pub struct EventData {
     pub parameters: Map<String, Value>,
     /// Parameters steps add to the response (an ensemble's `left_out`, ...).
     pub notes: Map<String, Value>,
+    /// The request came over gRPC (a KServe class is handed it as KServe's gRPC server hands
+    /// it: `from_grpc`, BYTES as bytes).
+    pub grpc: bool,
+    /// Parameters of single inputs, by input name, as the request gave them (but
+    /// `binary_data_size`, spent decoding them), for a class that reads them (a KServe
+    /// class's `InferInput.parameters`, an MLServer class's `RequestInput.parameters`). Never
+    /// sent back.
+    pub input_parameters: Map<String, Value>,
+    /// Parameters of single outputs, by output name (a KServe class's `InferOutput`s', an
+    /// MLServer class's `ResponseOutput`s'), which the response gives those outputs.
+    pub output_parameters: Map<String, Value>,
     /// The route the request asked for (URL, body `model`/`version`, or headers).
     pub target: Option<Target>,
     /// Routing decisions taken so far, `(router, route)`, outermost first.
@@ -92,13 +103,6 @@ pub struct EventData {
     /// piece as it comes, when the caller takes a stream (`/generate_stream`): bounded, so a
     /// slow reader slows the model down.
     pub chunks: Option<Chunks>,
-    /// The `parameters` an OIP request gave its inputs, by input name, less what the wire's
-    /// encoding says (`binary_data_size`): `content_type` and the rest, for a step that hands
-    /// a class the request whole (MLServer's `MLModel`). Never sent back.
-    pub input_parameters: Map<String, Value>,
-    /// The `parameters` steps give their outputs, by output name (an `MLModel`'s
-    /// `ResponseOutput.parameters`), which an OIP answer sends with them.
-    pub output_parameters: Map<String, Value>,
     /// The outputs an OIP request named, as it sent them (`{"name", "parameters"}`), for a
     /// class that reads them (MLServer's `payload.outputs`); `None` when it named none.
     pub requested_outputs: Option<Vec<Value>>,
@@ -112,7 +116,9 @@ pub struct JsonBody {
     /// A step answered it: the codec sends it as it is, instead of encoding tensors.
     pub answered: bool,
     /// Whose body it is: a class takes a body of its own API's protocol (an MLRun class
-    /// MLRun's, a Seldon component Seldon's messages), and the event's tensors otherwise.
+    /// MLRun's, a Seldon component Seldon's messages, a KServe class KServe's v1 bodies), and
+    /// the event's tensors otherwise (an MLRun class also takes a KServe body's instances as
+    /// MLRun's rows: [`crate::protocol::kserve::mlrun_body`]).
     pub protocol: BodyProtocol,
 }
 
@@ -123,6 +129,9 @@ pub enum BodyProtocol {
     Mlrun,
     /// Seldon's `SeldonMessage`.
     Seldon,
+    /// KServe's v1 bodies (`{"instances": ...}`, or any JSON a KServe class reads), as the
+    /// client sent them.
+    Kserve,
 }
 
 impl BodyProtocol {
@@ -131,6 +140,7 @@ impl BodyProtocol {
         match self {
             BodyProtocol::Mlrun => "mlrun",
             BodyProtocol::Seldon => "seldon",
+            BodyProtocol::Kserve => "kserve",
         }
     }
 }

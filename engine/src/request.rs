@@ -37,9 +37,19 @@ pub const VERSION_HEADER: &str = "x-model-version";
 /// `parameters` unless `parameters` has one of that name already.
 pub const BODY_FIELD: &str = "body:";
 
+/// In [`Graph::headers`], every header of the request: a step that reads them all (a KServe
+/// class, which KServe hands the request's headers). The request path copies at most
+/// [`ALL_HEADERS_MAX`] of them, [`ALL_HEADERS_BYTES`] of names and values in all.
+pub const ALL_HEADERS: &str = "*";
+pub const ALL_HEADERS_MAX: usize = 100;
+pub const ALL_HEADERS_BYTES: usize = 64 * 1024;
+
 /// A request's headers (HTTP headers, Kafka message headers), looked up by lower-case name.
 pub trait Headers: Sync {
     fn header(&self, name: &str) -> Option<Cow<'_, str>>;
+    /// Hands `each` every header in turn (lower-case name, value), until it answers false;
+    /// a value that is not text is left out.
+    fn for_each(&self, each: &mut dyn FnMut(&str, &str) -> bool);
 }
 
 /// No headers (`servegraph invoke`).
@@ -49,6 +59,8 @@ impl Headers for NoHeaders {
     fn header(&self, _: &str) -> Option<Cow<'_, str>> {
         None
     }
+
+    fn for_each(&self, _: &mut dyn FnMut(&str, &str) -> bool) {}
 }
 
 /// Kafka-style headers: names matched case-insensitively, values as (lossy) UTF-8.
@@ -58,6 +70,29 @@ impl Headers for Vec<(String, Vec<u8>)> {
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| String::from_utf8_lossy(v))
     }
+
+    fn for_each(&self, each: &mut dyn FnMut(&str, &str) -> bool) {
+        for (k, v) in self {
+            if !each(&k.to_ascii_lowercase(), &String::from_utf8_lossy(v)) {
+                return;
+            }
+        }
+    }
+}
+
+/// Every header of `headers` into `out`, within [`ALL_HEADERS_MAX`] and
+/// [`ALL_HEADERS_BYTES`] (the rest are left out).
+fn copy_all(headers: &dyn Headers, out: &mut Vec<(String, String)>) {
+    let (mut count, mut bytes) = (0, 0);
+    headers.for_each(&mut |name, value| {
+        count += 1;
+        bytes += name.len() + value.len();
+        if count > ALL_HEADERS_MAX || bytes > ALL_HEADERS_BYTES {
+            return false;
+        }
+        out.push((name.to_owned(), value.to_owned()));
+        true
+    });
 }
 
 /// How the answer is encoded.
@@ -102,7 +137,7 @@ pub struct Tensors {
     pub outputs: Vec<crate::tensor::Tensor>,
     /// The event's notes and the route taken, as JSON responses carry them in `parameters`.
     pub parameters: serde_json::Map<String, serde_json::Value>,
-    /// Each output's own `parameters` (the event's `output_parameters`), by name.
+    /// Parameters of single outputs, by output name (the event's `output_parameters`).
     pub output_parameters: serde_json::Map<String, serde_json::Value>,
 }
 
@@ -316,6 +351,11 @@ impl Pipeline {
         graph.check_request(&decoded.event)?;
         let mut event = decoded.event;
         let mut top_level: Option<serde_json::Map<String, serde_json::Value>> = None;
+        // A step reads every header: those it names are among them.
+        let all = graph.headers.iter().any(|h| h == ALL_HEADERS);
+        if all {
+            copy_all(headers, &mut event.headers);
+        }
         for name in &graph.headers {
             if let Some(field) = name.strip_prefix(BODY_FIELD) {
                 if event.parameters.contains_key(field) {
@@ -328,6 +368,8 @@ impl Pipeline {
                 if let Some(v) = top.remove(field) {
                     event.parameters.insert(field.to_owned(), v);
                 }
+            } else if all {
+                continue;
             } else if let Some(v) = headers.header(name) {
                 event.headers.push((name.clone(), v.into_owned()));
             }
@@ -647,4 +689,28 @@ fn check_inputs(info: &crate::step::ModelInfo, event: &crate::event::Event) -> R
 /// source that can wait, such as Kafka, tries again).
 pub fn is_transient(e: &Error) -> bool {
     matches!(e.kind, ErrorKind::Overloaded | ErrorKind::Unavailable)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_header_is_copied_within_the_bounds() {
+        let kafka: Vec<(String, Vec<u8>)> = (0..150)
+            .map(|i| (format!("X-H{i}"), i.to_string().into_bytes()))
+            .collect();
+        let mut out = Vec::new();
+        copy_all(&kafka, &mut out);
+        assert_eq!(out.len(), ALL_HEADERS_MAX);
+        assert_eq!(out[0], ("x-h0".to_owned(), "0".to_owned()));
+        let big = vec![b'v'; 20 * 1024];
+        let kafka: Vec<(String, Vec<u8>)> =
+            (0..5).map(|i| (format!("b{i}"), big.clone())).collect();
+        let mut out = Vec::new();
+        copy_all(&kafka, &mut out);
+        assert_eq!(out.len(), 3, "64 KiB in all");
+        copy_all(&NoHeaders, &mut out);
+        assert_eq!(out.len(), 3);
+    }
 }

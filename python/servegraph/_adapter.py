@@ -6,19 +6,25 @@ frame's metadata (`spec`), with:
     detects(target, spec)     (static) whether `api: auto` picks it for this target
     batchable, metadata       whether rows are independent; a callable answering the
                               model's metadata, or None
-    predict(inputs, parameters) -> an array or a dict of arrays; it may set `tags` (the
-                              response's `parameters.tags`) and `metrics_out` (into /metrics)
+    predict(inputs, parameters) -> an array or a dict of arrays, or a `Body` (the answer as
+                              it is, as a body); it may set `tags` (the response's
+                              `parameters.tags`), `parameters_out` (more of the response's
+                              `parameters`), `output_parameters_out` (outputs' own
+                              `parameters`, by name) and `metrics_out` (into /metrics)
     operation(op, body)       a custom operation (`op_<op>`)
     health_check()            the class's health check, or None
 and optionally:
-    takes_request             each call's `request` (the request's id, its inputs' parameters,
-                              the outputs it names) is set as `request_details`, and whether
-                              the caller streams as `streaming`, before `predict`
-    result_meta               set by `predict`: what the answer carries beside the tensors
-                              (`parameters` of the response, `output_parameters` by output)
-    status_of(exc)            the status of an API's own exception (its message is then the
-                              whole answer), or None
+    predict_body(body, parameters, explain, id)  a body of its protocol (`bodies`) answered
+    status_of(exc)            the status of an exception the class raised (else its `status`;
+                              None: the exception's own); with `bare_errors`, the message of
+                              an exception it gives a status is the whole answer (MLServer's
+                              `{"error": str(exc)}`)
     error_status              the status of any other exception of the class (MLRun's 400)
+    unready                   why it is not ready once loaded (None: it is)
+    takes_request             it reads the whole request: each call's headers, id
+                              (`request_id`), inputs' parameters (`input_parameters`), the
+                              outputs named (`requested_outputs`) and whether the caller
+                              streams (`streaming`) are set on it before `predict`
 
 Hooks a class may write as `async def` (KServe's, MLServer's) go through `awaited`: one event
 loop per worker, made on first use, runs them.
@@ -144,15 +150,26 @@ del _c
 _set_running_loop = _copy_context = None
 
 
+class Body:
+    """What `predict` answers when the answer is a body, as it is, rather than tensors (a
+    KServe class's dict on a v2 request)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value):
+        self.value = value
+
+
 def health_of(check):
     """What the engine's health probe gets: `{"ready", "message"}` from a check that returns
-    a truth value (`is_ready()`) or raises when unhealthy (`health_status()`)."""
+    a truth value (`is_ready()`; its `not_ready` attribute, when it has one, says why it is
+    False) or raises when unhealthy (`health_status()`)."""
     try:
         answer = check()
     except Exception as exc:  # noqa: BLE001 - an unhealthy class says so by raising
         return {"ready": False, "message": "%s: %s" % (type(exc).__name__, exc)}
     if answer is False:
-        return {"ready": False, "message": "is_ready() returned False"}
+        return {"ready": False, "message": getattr(check, "not_ready", "is_ready() returned False")}
     return {"ready": True, "message": ""}
 
 

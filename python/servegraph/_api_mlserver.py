@@ -113,12 +113,12 @@ class Kit:
             settings.implementation = target
         return settings
 
-    def request(self, inputs, parameters, details):
-        """An `InferenceRequest` of the call's tensors, as MLServer's REST server would have
+    def request(self, inputs, parameters, id, input_parameters, outputs, headers):
+        """An `InferenceRequest` of the call's tensors, as MLServer's servers would have
         parsed it: each input's `data` its flat elements (text for BYTES), its `parameters`
-        as the client sent them."""
-        details = details or {}
-        given = details.get("inputs") or {}
+        as the client sent them; the request's `parameters` with the request's `headers` (as
+        MLServer inserts them)."""
+        given = input_parameters or {}
         made = self.input
         request_inputs = []
         for name, array in inputs.items():
@@ -134,14 +134,15 @@ class Kit:
             request_inputs.append(
                 made(name, list(array.shape), datatype, self.parameters(params) if params else None, data)
             )
-        outputs = details.get("outputs")
         if outputs is not None:
             outputs = [
                 self.request_output(o["name"], self.parameters(o["parameters"]) if o.get("parameters") else None)
                 for o in outputs
             ]
+        if headers is not None:
+            parameters = dict(parameters, headers=headers)
         return self.inference_request(
-            details.get("id"),
+            id,
             self.parameters(parameters) if parameters else None,
             request_inputs,
             outputs,
@@ -231,9 +232,11 @@ class MLServer:
     tensors; `predict_stream` for a streamed call when the class has its own."""
 
     name = "mlserver"
-    # The request beyond its tensors (id, inputs' parameters, outputs asked for) is handed
-    # over with each call.
+    # The request beyond its tensors (headers, id, inputs' parameters, outputs asked for) is
+    # handed over with each call.
     takes_request = True
+    # An `MLServerError`'s message is the whole answer (`{"error": str(exc)}`).
+    bare_errors = True
 
     @staticmethod
     def detects(target, spec):
@@ -254,11 +257,17 @@ class MLServer:
         self.obj = target(settings)
         # MLServer's registry: `model.ready = await model.load()`.
         self.obj.ready = awaited(self.obj.load())
+        # Not ready from the start: readiness says so at once.
+        self.unready = None
+        if not self.obj.ready:
+            error = kit.errors.ModelNotReady(self.obj.name, self.obj.version)
+            self.unready = "%s: %s" % (type(error).__name__, error)
         # Rows are independent under `batch:` (MLServer's adaptive batching joins requests).
         self.batchable = True
         self.metadata = None
         self.streams = type(self.obj).predict_stream is not base.predict_stream
-        self.request_details = None
+        # Set by the worker before each call (`takes_request`).
+        self.headers = self.request_id = self.input_parameters = self.requested_outputs = None
         self.streaming = False
         self.handlers = {
             name: getattr(self.obj, name)
@@ -293,7 +302,9 @@ class MLServer:
         obj = self.obj
         if not obj.ready:
             raise self.kit.errors.ModelNotReady(obj.name, obj.version)
-        request = self.kit.request(inputs, parameters, self.request_details)
+        request = self.kit.request(
+            inputs, parameters, self.request_id, self.input_parameters, self.requested_outputs, self.headers
+        )
         if self.streaming and self.streams:
             return self._stream(request)
         return self._outputs(awaited(obj.predict(request)))
@@ -328,15 +339,12 @@ class MLServer:
             params = dumped(out.parameters)
             if params:
                 output_parameters[name] = params
-        meta = {}
-        if output_parameters:
-            meta["output_parameters"] = output_parameters
+        self.output_parameters_out = output_parameters or None
         params = dumped(response.parameters)
         if params:
+            # MLServer sends these as the answer's HTTP headers, not servegraph (left out).
             params.pop("headers", None)
-            if params:
-                meta["parameters"] = params
-        self.result_meta = meta or None
+        self.parameters_out = params or None
         return arrays
 
 

@@ -10,6 +10,7 @@ import sys
 
 import numpy as np
 
+from servegraph._api_kserve import KServe
 from servegraph._api_mlrun import MLRun
 from servegraph._api_mlserver import MLServer
 from servegraph._api_seldon import Seldon
@@ -19,7 +20,7 @@ from servegraph._frames import encode_tensor
 
 # The APIs, in the order `api: auto` tries them: the first whose `detects` says yes serves the
 # target. servegraph's own takes anything, so it stays last.
-APIS = (MLRun, MLServer, Seldon, Task, Native)
+APIS = (MLRun, KServe, MLServer, Seldon, Task, Native)
 
 
 def import_target(spec):
@@ -73,8 +74,9 @@ def function_named(handler):
 
 def api_of(target, spec):
     """The adapter of the calling convention: the one `api:` names when given, else the first
-    of `APIS` that detects it (MLRun's for a `V2ModelServer` subclass, MLServer's for an
-    `MLModel` subclass, Seldon's when `predict` takes `X` or `feature_names`, else
+    of `APIS` that detects it (MLRun's for a `V2ModelServer` subclass, KServe's for a
+    `kserve.Model` subclass, MLServer's for an `MLModel` subclass, Seldon's when `predict`
+    takes `X` or `feature_names`, else
     servegraph's)."""
     api = spec.get("api") or "auto"
     if spec.get("task"):

@@ -1,16 +1,17 @@
 """The peers' import lines, unchanged, inside a worker: `from mlrun.serving import
 V2ModelServer`, `from seldon_core.user_model import SeldonComponent`, `seldon_core.Storage`,
-`from mlserver import MLModel` and the rest of `PROVIDED` resolve to servegraph's own
-implementations (`servegraph.compat`) when the model's interpreter does not have the real
-package.
+`from kserve import Model`, `from mlserver import MLModel` and the rest of `PROVIDED` resolve
+to servegraph's own implementations (`servegraph.compat`) when the model's interpreter does
+not have the real package.
 
 `install()` (called by `_worker.py` before user code is imported) puts one finder first on
-`sys.meta_path`. It answers `mlrun` and `seldon_core` only when no other finder finds them
-(it asks them): an installed `mlrun` or `seldon_core` (or one on the step's `python_path:`)
-is always the one imported, never shadowed. A folder of that name without `__init__.py` (a
+`sys.meta_path`. It answers `mlrun`, `seldon_core`, `kserve`, `kserve_storage` and `mlserver` only when
+no other finder finds them (it asks them): an installed package (or one on the step's
+`python_path:`) is always the one imported, never shadowed. A folder of that name without `__init__.py` (a
 namespace package: a project's `mlrun/` folder beside the model file) does not count as the
 package. Any other name costs one dictionary lookup. Installing it imports nothing; the
-stand-in modules are made on their first import.
+stand-in modules are made on their first import. Of a real package, it changes one module
+once it has run (`PATCHES`): KServe's `ModelServer.start` starts no server inside a worker.
 
 What servegraph does not provide is refused by name, never answered with something else:
 `import mlrun.frameworks`, `from mlrun import get_dataitem` and `mlrun.get_dataitem` raise an
@@ -40,6 +41,41 @@ PROVIDED = {
     # Seldon's protobuf messages are not provided: importing the module works (classes import
     # it for type hints), using one of its messages is refused by name.
     "seldon_core.proto.prediction_pb2": (None, ()),
+    "kserve": (
+        "servegraph.compat.kserve",
+        ("Model", "ModelServer", "InferRequest", "InferResponse", "InferInput", "InferOutput"),
+    ),
+    "kserve.model": (
+        "servegraph.compat.kserve",
+        ("Model", "BaseKServeModel", "InferenceModel", "InferenceVerb", "PredictorProtocol")
+        + ("InferRequest", "InferResponse", "ModelInferRequest"),
+    ),
+    "kserve.model_server": ("servegraph.compat.kserve", ("ModelServer", "parser", "args", "app")),
+    "kserve.errors": (
+        "servegraph.compat.kserve_errors",
+        ("InferenceError", "InvalidInput", "ModelNotFound", "ModelNotReady", "ModelMissingError")
+        + ("UnsupportedProtocol", "ServerNotReady", "ServerNotLive", "NoModelReady")
+        + ("WorkersShouldBeLessThanMaxWorkersError",),
+    ),
+    "kserve.logging": ("servegraph.compat.kserve", ("logger", "trace_logger", "configure_logging")),
+    "kserve.storage": ("servegraph.compat.kserve", ("Storage",)),
+    "kserve.protocol.infer_type": (
+        "servegraph.compat.kserve_infer",
+        ("InferInput", "InferOutput", "InferRequest", "InferResponse", "RequestedOutput")
+        + ("serialize_byte_tensor", "deserialize_bytes_tensor", "to_http_parameters"),
+    ),
+    # KServe's gRPC messages: the names import (for type hints and `isinstance`), making one
+    # is refused by name.
+    "kserve.protocol.grpc.grpc_predict_v2_pb2": (
+        "servegraph.compat.kserve",
+        ("ModelInferRequest", "ModelInferResponse"),
+    ),
+    "kserve.utils.utils": (
+        "servegraph.compat.kserve",
+        ("generate_uuid", "get_predict_input", "get_predict_response", "strtobool", "is_v1", "is_v2"),
+    ),
+    "kserve.utils.numpy_codec": ("servegraph.compat.kserve_infer", ("to_np_dtype", "from_np_dtype")),
+    "kserve_storage": ("servegraph.compat.kserve", ("Storage",)),
 }
 
 # MLServer's model API (`servegraph.compat.mlserver`): each module with the names MLServer's
@@ -127,7 +163,13 @@ for _module, _names in {
 del _module, _names
 
 # The pip name of each package, for the message that says to install it.
-DISTRIBUTIONS = {"mlrun": "mlrun", "seldon_core": "seldon-core", "mlserver": "mlserver"}
+DISTRIBUTIONS = {
+    "mlrun": "mlrun",
+    "seldon_core": "seldon-core",
+    "kserve": "kserve",
+    "kserve_storage": "kserve-storage",
+    "mlserver": "mlserver",
+}
 
 
 def _modules():
@@ -144,7 +186,7 @@ MODULES = frozenset(_modules())
 
 def _refusal(top, name):
     mine = sorted(m for m in PROVIDED if m.split(".")[0] == top)
-    if len(mine) <= 8:
+    if len(mine) <= 12:
         provided = ", ".join("`%s` (%s)" % (m, ", ".join(PROVIDED[m][1])) for m in mine)
     else:
         # Many modules (MLServer's): the names of the one asked about, and the modules.
@@ -176,7 +218,8 @@ class Aliases:
             parent = sys.modules.get(top)
             spec = getattr(parent, "__spec__", None)
             if spec is None or spec.loader is not self:
-                return None  # the real package is imported: its own modules only
+                # The real package is imported: its own modules only, some changed once run.
+                return self._patched(fullname, path) if fullname in PATCHES else None
             if fullname not in MODULES:
                 # Named after the package (`mlrun`), which is what is missing; not after the
                 # module, so that `from mlrun import x` reports this rather than its own
@@ -200,6 +243,21 @@ class Aliases:
             if spec is not None and not namespace:
                 return True
         return False
+
+    def _patched(self, fullname, path):
+        """The real module's spec, from the finders after this one, its loader changing the
+        module once it has run (`PATCHES`)."""
+        for finder in list(sys.meta_path):
+            find = getattr(finder, "find_spec", None)
+            if finder is self or find is None:
+                continue
+            spec = find(fullname, path)
+            if spec is None:
+                continue
+            if hasattr(spec.loader, "exec_module"):
+                spec.loader = _Patching(spec.loader, PATCHES[fullname])
+            return spec
+        return None
 
     def create_module(self, spec):
         return None
@@ -231,6 +289,38 @@ class Aliases:
 
         module.__getattr__ = __getattr__
 
+
+class _Patching:
+    """A real module's loader, then a change to the module it ran."""
+
+    def __init__(self, loader, patch):
+        self._loader = loader
+        self._patch = patch
+
+    def create_module(self, spec):
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module):
+        self._loader.exec_module(module)
+        self._patch(module)
+
+    def __getattr__(self, name):
+        return getattr(self._loader, name)
+
+
+def _no_kserve_server(module):
+    """KServe's own `ModelServer.start` starts nothing inside a worker (it would listen on
+    KServe's ports and never return from a model file that calls it outside its `__main__`
+    block): it says in the log that servegraph serves the model, as the stand-in's does."""
+    from servegraph.compat.kserve import ModelServer
+
+    server = getattr(module, "ModelServer", None)
+    if isinstance(server, type):
+        server.start = ModelServer.start
+
+
+# Real modules changed once they have run, by name.
+PATCHES = {"kserve.model_server": _no_kserve_server}
 
 _ALIASES = Aliases()
 

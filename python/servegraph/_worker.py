@@ -88,18 +88,19 @@ def error_meta(exc, model=None):
     frames = ["Traceback (most recent call last):\n"]
     frames += traceback.format_list(tb[-6:])
     frames += traceback.format_exception_only(type(exc), exc)
+    # The API's status for the exception (KServe's table, MLServer's `status_code`), else its
+    # own (`ModelError`'s).
+    status_of = getattr(model, "status_of", None)
+    status = status_of(exc) if status_of is not None else None
     meta = {
         "type": type(exc).__name__,
         "message": str(exc),
-        "status": getattr(exc, "status", 500),
+        "status": status if status is not None else getattr(exc, "status", 500),
         "traceback": "".join(frames),
     }
-    # An API's own error with its status (MLServer's `MLServerError`): its message is the
-    # whole answer, as that server's is.
-    status_of = getattr(model, "status_of", None)
-    status = status_of(exc) if status_of is not None and not hasattr(exc, "status") else None
-    if status is not None:
-        meta["status"] = status
+    if status is not None and getattr(model, "bare_errors", False):
+        # An API's own error (MLServer's `MLServerError`): its message is the whole answer,
+        # as that server's is.
         meta["bare"] = True
         return meta
     api_status = getattr(model, "error_status", None)
@@ -156,14 +157,10 @@ def main():
                     "bodies": getattr(model, "bodies", None),
                     "feedback": bool(getattr(model, "feedback", False)),
                 }
+                if getattr(model, "unready", None):
+                    info["unready"] = model.unready
                 if callable(model.metadata):
                     info["metadata"] = model.metadata()
-                if check is not None:
-                    # Not ready from the start (an MLServer class whose `load()` said no):
-                    # readiness says so at once, not at the first probe.
-                    health = health_of(check)
-                    if not health["ready"]:
-                        info["unready"] = health["message"]
                 inp.spin = (meta.get("spin_us") or 0) / 1e6
                 write_frame(out, LOADED, call_id, meta=info)
             except BaseException as exc:  # noqa: BLE001 - every load failure is reported
@@ -189,7 +186,7 @@ def main():
         elif kind == INFER:
             try:
                 extra, outputs = infer(model, meta, tensors, declared, inp, out, call_id)
-                write_result(out, call_id, extra, outputs, arena, quick(inp))
+                write_result(out, call_id, extra, outputs, arena, quick(inp), model)
             except Exception as exc:  # noqa: BLE001 - the answer carries it; the worker goes on
                 write_frame(out, ERROR, call_id, meta=error_meta(exc, model), flags=quick(inp))
             finally:
@@ -201,16 +198,22 @@ def infer(model, meta, tensors, declared, inp, out, call_id):
     bodies (MLRun's, Seldon's) gets the body and answers one; the rest get tensors."""
     model.tags = None
     model.metrics_out = None
-    model.result_meta = None
-    if getattr(model, "takes_request", False):
-        # The request beyond its tensors (MLServer's `InferenceRequest`: its id, the inputs'
-        # parameters, the outputs asked for), and whether the caller streams.
-        model.request_details = meta.get("request")
-        model.streaming = bool(meta.get("stream"))
+    model.parameters_out = None
+    model.output_parameters_out = None
     parameters = meta.get("parameters") or {}
     explain = bool(meta.get("explain"))
     started = time.perf_counter()
     extra = {}
+    headers = meta.get("headers")
+    if headers is not None:
+        # The request's headers and id, for a class that takes them (KServe's, MLServer's),
+        # and what else the request said beside its tensors.
+        model.headers = headers
+        model.request_id = meta.get("id")
+        model.input_parameters = meta.get("input_parameters")
+        model.requested_outputs = meta.get("requested_outputs")
+        model.grpc = bool(meta.get("grpc"))
+        model.streaming = bool(meta.get("stream"))
     if "body" in meta:
         # An error handler's class also learns the failure it runs for. The answer goes as it
         # is: the frame's encoder takes what JSON carries (NumPy's values too), and
@@ -223,7 +226,11 @@ def infer(model, meta, tensors, declared, inp, out, call_id):
             result = explain_of(model, tensors, parameters)
         else:
             result = model.predict(tensors, parameters)
-        if _apis.is_stream(result):
+        if type(result) is _adapter.Body:
+            # The answer is a body, as it is (a KServe class's dict on a v2 request).
+            extra["body"] = result.value
+            result = {}
+        elif _apis.is_stream(result):
             # A `predict` that yields: each piece to the engine as it comes when the caller
             # streams, and the pieces joined as the answer.
             pieces = []
@@ -241,9 +248,10 @@ def infer(model, meta, tensors, declared, inp, out, call_id):
         extra["tags"] = model.tags
     if model.metrics_out:
         extra["metrics"] = model.metrics_out
-    if model.result_meta:
-        # The response's and its outputs' `parameters` (MLServer's).
-        extra.update(model.result_meta)
+    if model.parameters_out:
+        extra["parameters"] = model.parameters_out
+    if model.output_parameters_out:
+        extra["output_parameters"] = model.output_parameters_out
     return extra, outputs
 
 
@@ -252,16 +260,17 @@ def quick(inp):
     return QUICK if inp.last * 4 <= inp.spin else 0
 
 
-def write_result(out, call_id, extra, outputs, arena, flags):
+def write_result(out, call_id, extra, outputs, arena, flags, model=None):
     """The RESULT frame. A body JSON cannot carry as it is (a NumPy integer's key, a set) goes
-    through `jsonable`, which also names what JSON cannot carry at all; nothing was written
-    before the frame's JSON was made, so the retry starts clean."""
+    through `jsonable` (the API's own, when it has one: KServe's writes datetimes as its server
+    does), which also names what JSON cannot carry at all; nothing was written before the
+    frame's JSON was made, so the retry starts clean."""
     try:
         write_frame(out, RESULT, call_id, meta=extra, tensors=outputs, arena=arena, flags=flags)
     except TypeError:
         if "body" not in extra:
             raise
-        extra["body"] = jsonable(extra["body"])
+        extra["body"] = getattr(model, "jsonable", jsonable)(extra["body"])
         write_frame(out, RESULT, call_id, meta=extra, tensors=outputs, arena=arena, flags=flags)
 
 

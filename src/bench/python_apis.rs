@@ -1,5 +1,5 @@
 //! `servegraph bench python --apis`: the same trivial model written for each Python API
-//! (servegraph's own, MLRun's, Seldon's, MLServer's), called in-process one at a time with one row of 4
+//! (servegraph's own, MLRun's, Seldon's, KServe's, MLServer's), called in-process one at a time with one row of 4
 //! FP32, in interleaved rounds; what each API's adapter costs over the native one, in wall
 //! time (p50) and in CPU time per call (the engine's process and the worker's).
 
@@ -41,6 +41,28 @@ const SELDON: &str = "\
 class Echo:
     def predict(self, X, feature_names, meta=None):
         return X
+";
+
+/// KServe's: v1 bodies echoed as predictions, a v2 request's first input as the output.
+const KSERVE: &str = "\
+from kserve import InferOutput, InferResponse, Model
+
+
+class Echo(Model):
+    def __init__(self, name):
+        super().__init__(name)
+        self.ready = True
+
+    def predict(self, payload, headers=None):
+        if isinstance(payload, dict):
+            return {\"predictions\": payload[\"instances\"]}
+        x = payload.inputs[0]
+        return InferResponse(payload.id, self.name, [InferOutput(x.name, x.shape, x.datatype, x.data)])
+
+
+class AsyncEcho(Echo):
+    async def predict(self, payload, headers=None):
+        return super().predict(payload, headers)
 ";
 
 /// MLServer's `MLModel`, as its docs write one: the request decoded with NumpyCodec's rules,
@@ -115,6 +137,27 @@ fn case(name: &str) -> anyhow::Result<Case> {
             step: "api: seldon, class_name: Echo",
             body: Some((json!({ "data": { "ndarray": rows } }), BodyProtocol::Seldon)),
         },
+        "kserve" => Case {
+            name: "kserve",
+            file: "api_kserve.py",
+            source: KSERVE,
+            step: "api: kserve, class_name: Echo",
+            body: None,
+        },
+        "kserve-async" => Case {
+            name: "kserve-async",
+            file: "api_kserve.py",
+            source: KSERVE,
+            step: "api: kserve, class_name: AsyncEcho",
+            body: None,
+        },
+        "kserve-body" => Case {
+            name: "kserve-body",
+            file: "api_kserve.py",
+            source: KSERVE,
+            step: "api: kserve, class_name: Echo",
+            body: Some((json!({ "instances": rows }), BodyProtocol::Kserve)),
+        },
         "mlserver" => Case {
             name: "mlserver",
             file: "api_mlserver.py",
@@ -123,7 +166,7 @@ fn case(name: &str) -> anyhow::Result<Case> {
             body: None,
         },
         other => bail!(
-            "no API `{other}` to bench: native, native-fn, mlrun, mlrun-body, seldon, seldon-body, mlserver"
+            "no API `{other}` to bench: native, native-fn, mlrun, mlrun-body, seldon, seldon-body, kserve, kserve-async, kserve-body, mlserver"
         ),
     })
 }
@@ -131,7 +174,7 @@ fn case(name: &str) -> anyhow::Result<Case> {
 impl Case {
     fn event(&self, input: &Tensor) -> Event {
         match &self.body {
-            // As MLRun's and Seldon's codecs hand a body to the graph: no tensors.
+            // As MLRun's, Seldon's and KServe's codecs hand a body to the graph: no tensors.
             Some((body, protocol)) => {
                 let mut event = Event::new("b", Vec::new());
                 event.body = Some(JsonBody::request(body.clone(), *protocol));
@@ -171,6 +214,8 @@ impl Case {
                     .with_context(|| format!("{}: no body in the answer", self.name))?;
                 let rows = if self.name.starts_with("mlrun") {
                     &body["outputs"]
+                } else if self.name.starts_with("kserve") {
+                    &body["predictions"]
                 } else {
                     &body["data"]["ndarray"]
                 };

@@ -81,15 +81,15 @@ pub fn decode_request(mut req: pb::ModelInferRequest) -> Result<InferRequest> {
         )));
     }
     let mut tensors: Vec<Tensor> = Vec::with_capacity(req.inputs.len());
-    let mut input_parameters = Map::new();
     let mut raw = raw.into_iter();
+    let mut input_parameters = Map::new();
     for (index, input) in req.inputs.into_iter().enumerate() {
         let name = input.name.clone();
         if !input.parameters.is_empty() {
-            let own = params_to_json(&input.parameters);
-            if let Some(own) = crate::protocol::own_parameters(Some(&own)) {
-                input_parameters.insert(name.clone(), Value::Object(own));
-            }
+            input_parameters.insert(
+                name.clone(),
+                Value::Object(params_to_json(&input.parameters)),
+            );
         }
         let tensor = decode_input(input, raw.next(), index)
             .map_err(|e| Error::bad_request(format!("input `{name}`: {}", e.message)))?;
@@ -142,6 +142,7 @@ pub fn decode_request(mut req: pb::ModelInferRequest) -> Result<InferRequest> {
             parameters: params_to_json(&req.parameters),
             input_parameters,
             requested_outputs,
+            grpc: true,
             ..Default::default()
         }),
         outputs,
@@ -299,10 +300,12 @@ pub fn encode_response(id: String, answer: Tensors) -> pb::ModelInferResponse {
     let mut outputs = Vec::with_capacity(answer.outputs.len());
     let mut raw_contents = Vec::with_capacity(answer.outputs.len());
     for t in answer.outputs {
-        let parameters = match answer.output_parameters.get(&t.name) {
-            Some(Value::Object(own)) => json_to_params(own),
-            _ => Default::default(),
-        };
+        let parameters = answer
+            .output_parameters
+            .get(&t.name)
+            .and_then(Value::as_object)
+            .map(json_to_params)
+            .unwrap_or_default();
         outputs.push(pb::model_infer_response::InferOutputTensor {
             datatype: t.datatype().as_str().to_owned(),
             shape: shape_of(&t),

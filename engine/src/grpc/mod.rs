@@ -49,6 +49,18 @@ impl Headers for MetadataMap {
             .and_then(|v| v.to_str().ok())
             .map(Cow::Borrowed)
     }
+
+    /// The text entries (binary ones, `-bin`, are left out).
+    fn for_each(&self, each: &mut dyn FnMut(&str, &str) -> bool) {
+        for entry in self.iter() {
+            if let tonic::metadata::KeyAndValueRef::Ascii(name, value) = entry
+                && let Ok(value) = value.to_str()
+                && !each(name.as_str(), value)
+            {
+                return;
+            }
+        }
+    }
 }
 
 /// Settings of the gRPC source.

@@ -50,26 +50,20 @@ fn ready(state: &AppState, segment: &str) -> Result<(String, Option<String>), Er
     };
     let served = state.service.current().map_err(not_ready)?;
     let graph = &served.graph;
+    // Exactly KServe's words (`GET /v1/models` lists the models there are).
+    let not_found = || Error::not_found(format!("Model with name {segment} does not exist."));
     let (name, version) = match graph.find_model(segment, None) {
         Ok(_) => (segment.to_owned(), None),
-        Err(e) => match segment.rsplit_once(':') {
+        Err(_) => match segment.rsplit_once(':') {
             Some((name, version)) if graph.find_model(name, Some(version)).is_ok() => {
                 (name.to_owned(), Some(version.to_owned()))
             }
-            _ => {
-                return Err(Error::not_found(format!(
-                    "Model with name {segment} does not exist. ({})",
-                    e.message
-                )));
-            }
+            _ => return Err(not_found()),
         },
     };
     match state.service.model_ready(&name, version.as_deref()) {
         Ok(()) => Ok((name, version)),
-        Err(e) if e.kind == ErrorKind::NotFound => Err(Error::not_found(format!(
-            "Model with name {segment} does not exist. ({})",
-            e.message
-        ))),
+        Err(e) if e.kind == ErrorKind::NotFound => Err(not_found()),
         Err(e) => Err(not_ready(e)),
     }
 }

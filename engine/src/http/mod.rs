@@ -87,6 +87,16 @@ impl Headers for HeaderMap {
             .and_then(|v| v.to_str().ok())
             .map(Cow::Borrowed)
     }
+
+    fn for_each(&self, each: &mut dyn FnMut(&str, &str) -> bool) {
+        for (name, value) in self {
+            if let Ok(value) = value.to_str()
+                && !each(name.as_str(), value)
+            {
+                return;
+            }
+        }
+    }
 }
 
 /// Settings of the HTTP transport.

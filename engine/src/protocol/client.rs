@@ -30,10 +30,11 @@ pub(super) struct RequestParams {
 pub fn encode_request(id: &str, tensors: &[Tensor], binary: bool) -> Result<Encoded> {
     // BYTES that are not UTF-8 go binary even in a JSON request: JSON strings cannot carry
     // them unchanged.
+    let none = serde_json::Map::new();
     let (inputs, bytes) = tensors_out(
         tensors.iter().map(|t| (t, binary)).collect(),
         Fallback::Binary,
-        None,
+        &none,
     );
     let has_binary = bytes.is_some();
     finish(

@@ -16,7 +16,8 @@ use super::codec::{Answering, Codec, Decoding, takes_bodies};
 use super::request::{InferRequest, decode_request};
 use super::response::Encoded;
 use crate::error::{Error, Result};
-use crate::event::{BodyProtocol, Event, JsonBody};
+use crate::event::{BodyProtocol, Event, EventData, JsonBody};
+use crate::step::Platform;
 use crate::tensor::Tensor;
 
 /// The output an explanation adds to a model's outputs ([`crate::step`]'s explain).
@@ -27,11 +28,9 @@ pub struct KserveV1 {
     pub explain: bool,
 }
 
-/// The instances of a KServe v1 body: its `instances`, else its `inputs`; a 400 in KServe's
-/// words for a body that is not a JSON object with either as a list.
-pub fn instances(body: &[u8]) -> Result<(Map<String, Value>, &'static str)> {
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| Error::bad_request(format!("Unrecognized request format: {e}")))?;
+/// Where a KServe v1 body's instances are: its `instances`, else its `inputs`; a 400 in
+/// KServe's words for a body that is not a JSON object with either as a list.
+pub fn instances_key(value: &Value) -> Result<&'static str> {
     let Value::Object(map) = value else {
         return Err(Error::bad_request(
             "Unrecognized request format: the body must be a JSON object with \"instances\" (or \"inputs\")",
@@ -51,7 +50,34 @@ pub fn instances(body: &[u8]) -> Result<(Map<String, Value>, &'static str)> {
             "Expected \"{key}\" to be a list"
         )));
     }
-    Ok((map, key))
+    Ok(key)
+}
+
+/// A KServe v1 body's JSON; a 400 in KServe's words for one that is not JSON.
+fn parse(body: &[u8]) -> Result<Value> {
+    serde_json::from_slice(body)
+        .map_err(|e| Error::bad_request(format!("Unrecognized request format: {e}")))
+}
+
+/// MLRun's body for a KServe v1 body, as an MLRun class (or flow step) reads it:
+/// `{"inputs": instances}`; a 400 in KServe's words for a body without instances.
+pub fn mlrun_body(value: &Value) -> Result<Value> {
+    let key = instances_key(value)?;
+    let mut body = Map::new();
+    body.insert("inputs".into(), value[key].clone());
+    Ok(Value::Object(body))
+}
+
+/// A request that is its KServe body alone, for a class that reads it as it is.
+fn body_only(value: Value) -> InferRequest {
+    InferRequest {
+        event: Event::from(EventData {
+            body: Some(JsonBody::request(value, BodyProtocol::Kserve)),
+            ..EventData::default()
+        }),
+        outputs: Vec::new(),
+        binary_output: false,
+    }
 }
 
 impl Codec for KserveV1 {
@@ -59,24 +85,27 @@ impl Codec for KserveV1 {
         "kserve-v1"
     }
 
-    /// The instances become the model's one input tensor; a Python model that cannot take
-    /// them as a tensor gets MLRun's body `{"inputs": instances}` instead (as an MLRun class
-    /// reads one), any other model a 400 saying why.
+    /// The instances become the model's one input tensor, and the body is kept as it came
+    /// (a KServe class gets it as it is; an MLRun class reads its instances as MLRun's rows).
+    /// A Python model that cannot take them as a tensor gets the body alone; a Python model
+    /// addressed by name, a body without instances too (a KServe class reads any JSON); any
+    /// other model a 400 saying why.
     fn decode(&self, body: &[u8], at: &Decoding<'_>) -> Result<InferRequest> {
-        let (mut map, key) = instances(body)?;
+        let value = parse(body)?;
         let info = (at.find)(at.model.unwrap_or(at.graph), at.version)?;
-        let rows = map.remove(key).unwrap_or(Value::Null);
-        let decoded = super::mlrun::oip_of_rows(&rows, None, &info.name, &info.inputs)
+        let key = match instances_key(&value) {
+            Ok(key) => key,
+            Err(_) if info.platform == Platform::Python => return Ok(body_only(value)),
+            Err(e) => return Err(e),
+        };
+        let decoded = super::mlrun::oip_of_rows(&value[key], None, &info.name, &info.inputs)
             .and_then(|oip| decode_request(&oip, None));
-        let mut value = Map::new();
-        value.insert("inputs".into(), rows);
-        let value = Value::Object(value);
         match decoded {
             Ok(mut request) => {
-                request.event.body = Some(JsonBody::request(value, BodyProtocol::Mlrun));
+                request.event.body = Some(JsonBody::request(value, BodyProtocol::Kserve));
                 Ok(request)
             }
-            Err(_) if takes_bodies(info) => super::mlrun::body_request(value),
+            Err(_) if takes_bodies(info) => Ok(body_only(value)),
             Err(mut e) => {
                 e.message = format!("\"{key}\": {}", e.message);
                 Err(e)
@@ -84,13 +113,24 @@ impl Codec for KserveV1 {
         }
     }
 
-    /// `{"predictions": ...}` (with `explanations` for `:explain`). A body a Python class
-    /// answered with is its `predictions` when it has them, an MLRun answer's `outputs`, else
-    /// the body itself.
+    /// `{"predictions": ...}` (with `explanations` for `:explain`). A body a KServe class
+    /// answered with is the answer as it is; another Python class's is its `predictions`
+    /// when it has them, an MLRun answer's `outputs`, else the body itself.
     fn encode(&self, done: &Event, _answer: &Answering<'_>) -> Result<Encoded> {
         let mut out = Map::new();
         if let Some(body) = done.answered_body().filter(|_| done.tensors.is_empty()) {
+            let kserve = done
+                .body
+                .as_ref()
+                .is_some_and(|b| b.protocol == BodyProtocol::Kserve);
             match body {
+                // A KServe class's answer, as KServe's server sends it.
+                any if kserve => {
+                    return Ok(Encoded {
+                        body: serde_json::to_vec(any).expect("JSON"),
+                        json_len: None,
+                    });
+                }
                 Value::Object(m) if m.contains_key("predictions") => {
                     out = m.clone();
                 }
@@ -162,6 +202,7 @@ mod tests {
 
     #[test]
     fn bodies_without_instances_are_refused_in_kserves_words() {
+        let instances = |b: &[u8]| parse(b).and_then(|v| instances_key(&v).map(|k| (v, k)));
         let e = instances(b"{not json").unwrap_err();
         assert!(
             e.message.starts_with("Unrecognized request format:"),
@@ -183,6 +224,20 @@ mod tests {
                 .unwrap()
                 .1,
             "instances"
+        );
+    }
+
+    #[test]
+    fn an_mlrun_class_reads_a_kserve_bodys_instances_as_its_rows() {
+        let body = serde_json::json!({"instances": [[1, 2]], "inputs": [[3]], "extra": 1});
+        assert_eq!(
+            mlrun_body(&body).unwrap(),
+            serde_json::json!({"inputs": [[1, 2]]})
+        );
+        let e = mlrun_body(&serde_json::json!({"text": "hi"})).unwrap_err();
+        assert_eq!(
+            e.message,
+            "Expected \"instances\" or \"inputs\" in the request body"
         );
     }
 

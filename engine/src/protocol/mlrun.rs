@@ -78,9 +78,14 @@ pub fn to_oip(value: &Map<String, Value>, model: &ModelInfo) -> Result<Vec<u8>> 
 
 /// The tensors a body stands for, for a model taking `inputs`: how a model that takes
 /// tensors reads a body a step before it answered with (an MLRun flow step's `inputs` rows,
-/// a Seldon transformer's `data`).
+/// a Seldon transformer's `data`), or a KServe v1 request's `instances`.
 pub fn body_tensors(body: &Value, model: &str, inputs: &[TensorMeta]) -> Result<Vec<Tensor>> {
     let request = match body {
+        // KServe's v1 instances (a KServe body no class took).
+        Value::Object(map) if map.get("instances").is_some_and(Value::is_array) => {
+            let oip = oip_of_rows(&map["instances"], None, model, inputs)?;
+            super::request::decode_request(&oip, None)?
+        }
         Value::Object(map) if map.contains_key("inputs") => {
             let oip = oip_of_rows(&map["inputs"], Some(map), model, inputs)?;
             super::request::decode_request(&oip, None)?

@@ -28,8 +28,7 @@ pub use classify::classify;
 pub use client::{TensorsJson, decode_response, encode_request};
 pub use codec::{Codec, OipStream, sniff};
 pub use request::{
-    InferRequest, RequestedOutput, classification, decode_raw, decode_request, own_parameters,
-    tensor_header,
+    InferRequest, RequestedOutput, classification, decode_raw, decode_request, tensor_header,
 };
 pub use response::{Encoded, encode_json_response, encode_response, take_outputs};
 
@@ -354,6 +353,42 @@ mod tests {
     }
 
     #[test]
+    fn inputs_keep_their_own_parameters_but_the_binary_size() {
+        let mut body = br#"{"inputs":[{"name":"a","shape":[1],"datatype":"INT32","data":[1],"parameters":{"unit":"cm"}},{"name":"b","shape":[1],"datatype":"INT32","parameters":{"binary_data_size":4}}]}"#.to_vec();
+        let json_len = body.len();
+        body.extend_from_slice(&2i32.to_le_bytes());
+        let req = decode_request(&body, Some(json_len)).unwrap();
+        assert_eq!(
+            Value::Object(req.event.input_parameters.clone()),
+            serde_json::json!({"a": {"unit": "cm"}})
+        );
+    }
+
+    #[test]
+    fn outputs_carry_their_own_parameters() {
+        let t = |name: &str| Tensor::new(name, vec![1], TensorData::Int32(vec![7])).unwrap();
+        let mut event = Event::new("r", vec![t("a"), t("b")]);
+        event
+            .output_parameters
+            .insert("a".into(), serde_json::json!({"unit": "cm", "n": 1}));
+        let json = encode_response(&event, "m", None, &[], false).unwrap();
+        let v: Value = serde_json::from_slice(&json.body).unwrap();
+        assert_eq!(
+            v["outputs"][0]["parameters"],
+            serde_json::json!({"unit": "cm", "n": 1})
+        );
+        assert!(v["outputs"][1].get("parameters").is_none(), "{v}");
+        // Sent binary, with the size beside its own.
+        let binary = encode_response(&event, "m", None, &[], true).unwrap();
+        let n = binary.json_len.unwrap();
+        let head: Value = serde_json::from_slice(&binary.body[..n]).unwrap();
+        assert_eq!(
+            head["outputs"][0]["parameters"],
+            serde_json::json!({"binary_data_size": 4, "unit": "cm", "n": 1})
+        );
+    }
+
+    #[test]
     fn base64_bytes_in_json() {
         let body = br#"{"inputs":[{"name":"img","shape":[2],"datatype":"BYTES","parameters":{"content_type":"base64"},"data":["AAH/","aGk="]}]}"#;
         let req = decode_request(body, None).unwrap();
@@ -430,7 +465,7 @@ mod tests {
     /// go with them; the encoding's own keys win (`binary_data_size`, base64's
     /// `content_type`); the request's inputs' never come back.
     #[test]
-    fn outputs_carry_their_own_parameters() {
+    fn the_encodings_own_parameters_win() {
         let mut event = Event::new(
             "r",
             vec![

@@ -89,14 +89,14 @@ pub fn decode_request(body: &[u8], json_len: Option<usize>) -> Result<InferReque
     for input in &req.inputs {
         let tensor = decode_input(input, &mut binary, false)
             .map_err(|e| Error::bad_request(format!("input `{}`: {}", input.name, e.message)))?;
+        if let Some(own) = input_parameters_of(input.parameters.as_ref()) {
+            input_parameters.insert(input.name.clone(), own);
+        }
         if tensors.iter().any(|t: &Tensor| t.name == tensor.name) {
             return Err(Error::bad_request(format!(
                 "input `{}` is given twice",
                 tensor.name
             )));
-        }
-        if let Some(p) = own_parameters(input.parameters.as_ref()) {
-            input_parameters.insert(tensor.name.clone(), Value::Object(p));
         }
         tensors.push(tensor);
     }
@@ -184,17 +184,15 @@ fn one_text(datatype: DataType, raw: &RawValue, shape: &[usize]) -> Option<Tenso
     Some(TensorData::Bytes(vec![text.into_bytes()]))
 }
 
-/// A tensor's `parameters` less what the wire's encoding says (`binary_data_size`): what a
-/// class written against the whole request reads (`content_type`, ...); `None` when nothing
-/// is left.
-pub fn own_parameters(parameters: Option<&Map<String, Value>>) -> Option<Map<String, Value>> {
-    let p = parameters?;
-    if p.is_empty() || (p.len() == 1 && p.contains_key("binary_data_size")) {
-        return None;
-    }
-    let mut own = p.clone();
-    own.remove("binary_data_size");
-    Some(own)
+/// An input's parameters as a class reads them: but `binary_data_size` (the size of the
+/// data the decoder took); `None` when that leaves none.
+fn input_parameters_of(parameters: Option<&Map<String, Value>>) -> Option<Value> {
+    let own: Map<String, Value> = parameters?
+        .iter()
+        .filter(|(k, _)| *k != "binary_data_size")
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    (!own.is_empty()).then_some(Value::Object(own))
 }
 
 /// Triton's raw binary request (`Inference-Header-Content-Length: 0`): no JSON, the whole

@@ -160,7 +160,7 @@ fn encode(
     picked: Vec<(&Tensor, bool)>,
     fallback: Fallback,
 ) -> Result<Encoded> {
-    let (outputs, binary) = tensors_out(picked, fallback, Some(&event.output_parameters));
+    let (outputs, binary) = tensors_out(picked, fallback, &event.output_parameters);
     let parameters = parameters(event);
     let response = ResponseJson {
         model_name: model,
@@ -200,21 +200,20 @@ pub(super) fn is_utf8(data: &TensorData) -> bool {
 }
 
 /// Tensors as OIP JSON entries (inputs and outputs share the shape), with the bytes of those
-/// sent as binary, in order; each with its `own` parameters, when given (an event's
-/// `output_parameters`).
+/// sent as binary, in order; each with its own parameters from `own` (by name: an event's
+/// `output_parameters`), if any.
 pub(super) fn tensors_out<'a>(
     tensors: Vec<(&'a Tensor, bool)>,
     fallback: Fallback,
-    own: Option<&'a Map<String, Value>>,
+    own: &'a Map<String, Value>,
 ) -> (Vec<OutputOut<'a>>, Option<Vec<u8>>) {
     let mut binary: Option<Vec<u8>> = None;
     let mut out = Vec::with_capacity(tensors.len());
     for (t, as_binary) in tensors {
+        let own = (!own.is_empty())
+            .then(|| own.get(&t.name).and_then(Value::as_object))
+            .flatten();
         let utf8 = as_binary || is_utf8(&t.data);
-        let own = own
-            .filter(|m| !m.is_empty())
-            .and_then(|m| m.get(&t.name))
-            .and_then(Value::as_object);
         let (parameters, data) = if as_binary || (!utf8 && fallback == Fallback::Binary) {
             let binary = binary.get_or_insert_with(Vec::new);
             let before = binary.len();

@@ -93,23 +93,35 @@ pub(crate) fn started(batch: &mut [Job]) {
 pub(crate) struct Call {
     pub(crate) body: Option<serde_json::Value>,
     pub(crate) explain: bool,
-    /// The request's id, with a body (MLRun's answers echo it) or for a class that reads the
-    /// request (`request`).
+    /// The request's id, with a body (MLRun's answers echo it) or with `headers`.
     pub(crate) id: Option<String>,
-    /// What a class that reads the whole request is handed beside its tensors (MLServer's
-    /// `InferenceRequest`): `{"inputs": {name: parameters}, "outputs": [...]}`, as the
-    /// request gave them. Jobs join a batch only when theirs are equal.
-    pub(crate) request: Option<serde_json::Value>,
     /// The failure an error handler runs for (`{"step", "message"}`), with a body: MLRun's
     /// `event.error` and `event.origin_state`.
     pub(crate) error: Option<serde_json::Value>,
     /// Where the pieces of a streamed answer go, when the caller takes a stream.
     pub(crate) chunks: Option<servegraph_engine::event::Chunks>,
+    /// The request's headers, for a class that takes them (KServe's), with the request's id
+    /// and its inputs' own parameters (by input name).
+    pub(crate) headers: Option<Vec<(String, String)>>,
+    pub(crate) input_parameters: Option<Notes>,
+    /// With `headers`: the outputs the request names, as it sent them, for a class that reads
+    /// them (MLServer's `payload.outputs`).
+    pub(crate) requested_outputs: Option<serde_json::Value>,
+    /// With `headers`: the request came over gRPC.
+    pub(crate) grpc: bool,
+    /// With `headers`: the call may still join a batch (MLServer's adaptive batching joins
+    /// requests; KServe's classes take one at a time), with calls whose inputs' parameters
+    /// and named outputs are its own; the batch's call has the first one's headers and no id.
+    pub(crate) joins: bool,
 }
 
 impl Call {
     fn is_plain(&self) -> bool {
-        self.body.is_none() && !self.explain && self.error.is_none() && self.chunks.is_none()
+        self.body.is_none()
+            && !self.explain
+            && self.error.is_none()
+            && self.chunks.is_none()
+            && (self.headers.is_none() || self.joins)
     }
 }
 
@@ -193,7 +205,9 @@ impl Job {
                 .iter()
                 .all(|t| t.shape.first() == Some(&other.rows()))
             && self.parameters == other.parameters
-            && self.call.request == other.call.request
+            && self.call.joins == other.call.joins
+            && self.call.input_parameters == other.call.input_parameters
+            && self.call.requested_outputs == other.call.requested_outputs
     }
 }
 

@@ -288,6 +288,11 @@ impl Step for Hooked {
             .or_else(|| self.post.iter().find_map(|op| op.labels()))
     }
 
+    /// The headers the wrapped model reads.
+    fn headers(&self) -> Vec<String> {
+        self.model.headers()
+    }
+
     /// The model itself: its readiness, loading, operations and batching are the wrapped
     /// model's.
     fn model(&self) -> Option<&dyn Model> {

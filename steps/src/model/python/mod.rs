@@ -70,6 +70,11 @@ pub struct PythonModel {
     /// A `kind: task` step (MLRun's): it works on the event's body, made from the tensors
     /// (MLRun's rows) when the request came without one.
     body_step: bool,
+    /// `api: kserve`: its class is KServe's before it has loaded (the request path copies
+    /// every header for it: [`Step::headers`]).
+    kserve: bool,
+    /// `api: mlserver` (or `model_settings:`): its class is MLServer's before it has loaded.
+    mlserver: bool,
     workers: Vec<Worker>,
     batching: Option<Batching>,
     /// `max_batch_size`: the first dimension is a batch of at most this many rows.
@@ -195,6 +200,8 @@ impl PythonModel {
                 health,
                 pass_through: false,
                 body_step: false,
+                kserve: spec.api == Api::Kserve,
+                mlserver: spec.api == Api::Mlserver,
                 workers,
                 batching,
                 max_batch_size: spec.max_batch_size,
@@ -321,35 +328,32 @@ impl PythonModel {
         match self.health.bodies.load(Ordering::Relaxed) {
             worker::BODIES_MLRUN => Some(BodyProtocol::Mlrun),
             worker::BODIES_SELDON => Some(BodyProtocol::Seldon),
+            worker::BODIES_KSERVE => Some(BodyProtocol::Kserve),
             _ => None,
         }
+    }
+
+    /// Whether its class is KServe's (`api: kserve`, or found so when it loaded): it is handed
+    /// the request's headers.
+    fn is_kserve(&self) -> bool {
+        self.kserve || self.body_protocol() == Some(BodyProtocol::Kserve)
     }
 
     fn ever_loaded(&self) -> bool {
         self.workers.iter().any(Worker::loaded_once)
     }
 
-    /// Whether the class reads the request beyond its tensors (MLServer's).
+    /// Whether its class reads the whole request as MLServer's does (`api: mlserver`, or
+    /// found so when it loaded): its headers, inputs' parameters and the outputs named, and
+    /// its calls still join batches.
     fn takes_request(&self) -> bool {
-        self.health.takes_request.load(Ordering::Relaxed)
+        self.mlserver || self.health.takes_request.load(Ordering::Relaxed)
     }
-}
 
-/// What a class that reads the whole request gets beside the tensors (MLServer's
-/// `InferenceRequest`): the inputs' `parameters` and the outputs the request named, where it
-/// gave them.
-fn request_details(event: &Event) -> serde_json::Value {
-    let mut details = serde_json::Map::new();
-    if !event.input_parameters.is_empty() {
-        details.insert(
-            "inputs".into(),
-            serde_json::Value::Object(event.input_parameters.clone()),
-        );
+    /// Whether its class is handed the request's headers (KServe's, MLServer's).
+    fn takes_headers(&self) -> bool {
+        self.is_kserve() || self.takes_request()
     }
-    if let Some(outputs) = &event.requested_outputs {
-        details.insert("outputs".into(), outputs.clone().into());
-    }
-    details.into()
 }
 
 #[async_trait]
@@ -359,9 +363,20 @@ impl Step for PythonModel {
         // one a step before answered with, as in MLRun's flows) instead of tensors.
         let protocol = self.body_protocol();
         let body = match &event.body {
-            // A flow step takes whatever body there is.
-            Some(b) if self.body_step => Some(b.value.clone()),
+            // A flow step takes whatever body there is (a KServe request's instances as MLRun's
+            // rows, when it has them).
+            Some(b) if self.body_step => Some(match b.protocol {
+                BodyProtocol::Kserve => servegraph_engine::protocol::kserve::mlrun_body(&b.value)
+                    .unwrap_or_else(|_| b.value.clone()),
+                _ => b.value.clone(),
+            }),
             Some(b) if Some(b.protocol) == protocol => Some(b.value.clone()),
+            // An MLRun class reads a KServe request's instances as its rows.
+            Some(b)
+                if b.protocol == BodyProtocol::Kserve && protocol == Some(BodyProtocol::Mlrun) =>
+            {
+                Some(servegraph_engine::protocol::kserve::mlrun_body(&b.value)?)
+            }
             None if self.body_step => Some(servegraph_engine::protocol::mlrun::body_of(&event)?),
             _ => None,
         };
@@ -374,7 +389,7 @@ impl Step for PythonModel {
                 if event.tensors.is_empty() && event.body.is_some() && !self.body_step {
                     let takes = match self.body_protocol() {
                         Some(p) => format!("tensors or {} bodies", p.as_str()),
-                        None => "tensors (its class is not written for MLRun's or Seldon's bodies)"
+                        None => "tensors (its class is not written for MLRun's, Seldon's or KServe's bodies)"
                             .to_owned(),
                     };
                     return Err(Error::bad_request(format!(
@@ -397,16 +412,29 @@ impl Step for PythonModel {
         }
         let parameters = (!event.parameters.is_empty()).then(|| event.parameters.clone());
         let (mut job, answer) = Job::new(inputs, parameters);
-        let request = self.takes_request().then(|| request_details(&event));
+        // A KServe class gets the request's headers (and its id), as KServe hands them; an
+        // MLServer class too, with the outputs the request names.
+        let headers = self.takes_headers().then(|| event.headers.clone());
+        let input_parameters = (headers.is_some() && !event.input_parameters.is_empty())
+            .then(|| event.input_parameters.clone());
+        let whole = self.takes_request();
         job.call = Call {
-            id: (body.is_some() || request.is_some()).then(|| event.id.clone()),
+            id: (body.is_some() || headers.is_some()).then(|| event.id.clone()),
             error: body
                 .as_ref()
                 .and_then(|_| event.notes.get("error").cloned()),
             body,
             explain: event.explain,
             chunks: event.chunks.clone(),
-            request,
+            grpc: headers.is_some() && event.grpc,
+            headers,
+            input_parameters,
+            requested_outputs: event
+                .requested_outputs
+                .clone()
+                .filter(|_| whole)
+                .map(serde_json::Value::from),
+            joins: whole,
         };
         let answer = self.submit((job, answer)).await?;
         let result = answer.result?;
@@ -421,8 +449,13 @@ impl Step for PythonModel {
         if notes.remove(EXPLAINED_NOTE) == Some(serde_json::Value::Bool(true)) {
             event.explained = true;
         }
-        if let Some(serde_json::Value::Object(own)) = notes.remove(OUTPUT_PARAMETERS_NOTE) {
-            event.output_parameters.extend(own);
+        // The response's parameters the class answered with (a KServe InferResponse's), and
+        // its outputs' own.
+        if let Some(serde_json::Value::Object(parameters)) = notes.remove(PARAMETERS_NOTE) {
+            event.notes.extend(parameters);
+        }
+        if let Some(serde_json::Value::Object(parameters)) = notes.remove(OUTPUT_PARAMETERS_NOTE) {
+            event.output_parameters.extend(parameters);
         }
         if let Some(value) = notes.remove(BODY_NOTE) {
             // The class answered with a body: the next step's, or the answer (for a model,
@@ -479,6 +512,16 @@ impl Step for PythonModel {
 
     fn inputs(&self) -> Option<Vec<TensorMeta>> {
         self.input_meta().cloned()
+    }
+
+    /// A KServe class reads every request header (KServe hands `headers` to its hooks), as
+    /// does an MLServer class (`payload.parameters.headers`).
+    fn headers(&self) -> Vec<String> {
+        if self.takes_headers() {
+            vec![servegraph_engine::request::ALL_HEADERS.to_owned()]
+        } else {
+            Vec::new()
+        }
     }
 
     fn model(&self) -> Option<&dyn Model> {
@@ -605,8 +648,11 @@ fn spawn_health_probe(
 pub(crate) const BODY_NOTE: &str = "$body";
 /// The note saying the class answered an `/explain` itself (the wire's `explained`).
 pub(crate) const EXPLAINED_NOTE: &str = "$explained";
-/// The note its outputs' `parameters` arrive in, by output name (the wire's
-/// `output_parameters`: an MLServer class's `ResponseOutput.parameters`).
+/// The note holding what the class adds to the response's `parameters` (the wire's
+/// `parameters`).
+pub(crate) const PARAMETERS_NOTE: &str = "$parameters";
+/// The note holding the parameters of single outputs, by output name (the wire's
+/// `output_parameters`).
 pub(crate) const OUTPUT_PARAMETERS_NOTE: &str = "$output_parameters";
 
 /// The operation name the health probe calls (not an identifier: no `op_` can take it).
@@ -816,7 +862,11 @@ impl PythonModel {
             id: None,
             error: None,
             chunks: None,
-            request: None,
+            headers: None,
+            input_parameters: None,
+            requested_outputs: None,
+            grpc: false,
+            joins: false,
         };
         let answer = self.submit((job, answer)).await?;
         answer.result?;

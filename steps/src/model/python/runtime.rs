@@ -7,7 +7,7 @@ use std::sync::{Arc, OnceLock};
 
 use super::error::WorkerError;
 
-const FILES: [(&str, &str); 17] = [
+const FILES: [(&str, &str); 21] = [
     (
         "servegraph/__init__.py",
         include_str!("../../../../python/servegraph/__init__.py"),
@@ -49,6 +49,10 @@ const FILES: [(&str, &str); 17] = [
         include_str!("../../../../python/servegraph/_api_mlrun.py"),
     ),
     (
+        "servegraph/_api_kserve.py",
+        include_str!("../../../../python/servegraph/_api_kserve.py"),
+    ),
+    (
         "servegraph/_api_task.py",
         include_str!("../../../../python/servegraph/_api_task.py"),
     ),
@@ -75,6 +79,18 @@ const FILES: [(&str, &str); 17] = [
     (
         "servegraph/compat/seldon.py",
         include_str!("../../../../python/servegraph/compat/seldon.py"),
+    ),
+    (
+        "servegraph/compat/kserve.py",
+        include_str!("../../../../python/servegraph/compat/kserve.py"),
+    ),
+    (
+        "servegraph/compat/kserve_errors.py",
+        include_str!("../../../../python/servegraph/compat/kserve_errors.py"),
+    ),
+    (
+        "servegraph/compat/kserve_infer.py",
+        include_str!("../../../../python/servegraph/compat/kserve_infer.py"),
     ),
 ];
 

@@ -70,10 +70,12 @@ pub struct PythonSpec {
     #[schemars(skip)]
     pub task: Option<TaskCall>,
     /// The calling convention: `servegraph` (`predict(inputs, parameters)`), `mlrun`
-    /// (`V2ModelServer`: `predict(body)`), `seldon` (`predict(X, feature_names, meta)`),
-    /// `mlserver` (`MLModel`: `predict(InferenceRequest)`), or `auto` (the default: `mlrun`
-    /// for a `V2ModelServer` subclass, `mlserver` for an `MLModel` subclass, `seldon` when
-    /// `predict` takes `X` or `feature_names`, else `servegraph`).
+    /// (`V2ModelServer`: `predict(body)`), `kserve` (`kserve.Model`: `predict(payload,
+    /// headers)`), `mlserver` (`MLModel`: `predict(InferenceRequest)`), `seldon`
+    /// (`predict(X, feature_names, meta)`), or `auto` (the default: `mlrun` for a
+    /// `V2ModelServer` subclass, `kserve` for a `kserve.Model` subclass, `mlserver` for an
+    /// `MLModel` subclass, `seldon` when `predict` takes `X` or `feature_names`, else
+    /// `servegraph`).
     #[serde(default)]
     pub api: Api,
     /// The Seldon component type the class plays (Seldon's API): `model` (the default:
@@ -448,6 +450,7 @@ pub enum Api {
     Servegraph,
     Mlrun,
     Seldon,
+    Kserve,
     Mlserver,
 }
 
@@ -659,6 +662,7 @@ pub(super) fn config(
             Api::Servegraph => "servegraph",
             Api::Mlrun => "mlrun",
             Api::Seldon => "seldon",
+            Api::Kserve => "kserve",
             Api::Mlserver => "mlserver",
         },
         "role": match spec.role {

@@ -66,9 +66,9 @@ pub struct WorkerConfig {
 #[derive(Default)]
 pub struct Health {
     pub(super) reports: AtomicBool,
-    /// The protocol whose bodies the class takes as they came (its API is MLRun's or
-    /// Seldon's), as its workers said when they loaded: `BODIES_NONE`, `BODIES_MLRUN` or
-    /// `BODIES_SELDON`.
+    /// The protocol whose bodies the class takes as they came (its API is MLRun's, Seldon's
+    /// or KServe's), as its workers said when they loaded: `BODIES_NONE`, `BODIES_MLRUN`,
+    /// `BODIES_SELDON` or `BODIES_KSERVE`.
     pub(crate) bodies: std::sync::atomic::AtomicU8,
     /// The class takes Seldon's feedback (`send_feedback`).
     pub(crate) takes_feedback: AtomicBool,
@@ -100,10 +100,11 @@ impl Health {
     }
 }
 
-/// [`Health::bodies`]: the class takes no bodies, MLRun's, or Seldon's.
+/// [`Health::bodies`]: the class takes no bodies, MLRun's, Seldon's, or KServe's.
 pub(crate) const BODIES_NONE: u8 = 0;
 pub(crate) const BODIES_MLRUN: u8 = 1;
 pub(crate) const BODIES_SELDON: u8 = 2;
+pub(crate) const BODIES_KSERVE: u8 = 3;
 
 /// A model's queue, which its workers' tasks take jobs from in turn.
 pub(super) type Queue = Arc<tokio::sync::Mutex<tokio::sync::mpsc::Receiver<Job>>>;

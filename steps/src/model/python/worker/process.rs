@@ -201,9 +201,17 @@ fn load(
             let bodies = match reply.meta.as_ref().map(|m| &m["bodies"]) {
                 Some(p) if p == "mlrun" => super::BODIES_MLRUN,
                 Some(p) if p == "seldon" => super::BODIES_SELDON,
+                Some(p) if p == "kserve" => super::BODIES_KSERVE,
                 _ => super::BODIES_NONE,
             };
             config.health.bodies.store(bodies, Ordering::Relaxed);
+            // Loaded, though its class says it is not ready (a KServe model whose `ready` is
+            // still False): not ready until the health probe hears otherwise.
+            if let Some(why) = reply.meta.as_ref().and_then(|m| m["unready"].as_str()) {
+                config
+                    .health
+                    .set(Some(format!("its class says it is not ready: {why}")));
+            }
             if reply.meta.as_ref().is_some_and(|m| m["feedback"] == true) {
                 config.health.takes_feedback.store(true, Ordering::Relaxed);
             }

@@ -20,7 +20,7 @@ use crate::model::batch::{
 use crate::model::python::error::WorkerError;
 use crate::model::python::frame::{self, Frame};
 use crate::model::python::shm::Arena;
-use crate::model::python::{BODY_NOTE, EXPLAINED_NOTE, OUTPUT_PARAMETERS_NOTE};
+use crate::model::python::{BODY_NOTE, EXPLAINED_NOTE, OUTPUT_PARAMETERS_NOTE, PARAMETERS_NOTE};
 
 /// How often (in calls) a worker's memory is read for `recycle.max_rss_mb`.
 const RSS_EVERY: u64 = 16;
@@ -411,9 +411,9 @@ async fn read_streamed(
     }
 }
 
-/// An INFER frame's JSON: the parameters, and a body, `/explain` or the request's details
-/// when the call has them (a `batched` call's request has no id: it is several, as MLServer's
-/// adaptive batching joins them).
+/// An INFER frame's JSON: the parameters, and a body, `/explain` or the request's headers
+/// (and what goes with them) when the call has them. A `batched` call's request has no id: it
+/// is several, as MLServer's adaptive batching joins them.
 fn infer_meta(
     parameters: Option<Notes>,
     call: &mut Call,
@@ -423,7 +423,7 @@ fn infer_meta(
         && call.body.is_none()
         && !call.explain
         && call.chunks.is_none()
-        && call.request.is_none()
+        && call.headers.is_none()
     {
         return None;
     }
@@ -431,11 +431,24 @@ fn infer_meta(
     if let Some(p) = parameters {
         meta.insert("parameters".into(), p.into());
     }
-    if let Some(mut request) = call.request.take() {
-        if let (Some(id), false, Some(r)) = (call.id.take(), batched, request.as_object_mut()) {
-            r.insert("id".into(), id.into());
+    if let Some(headers) = call.headers.take() {
+        // By name, the last of a repeated header winning (as a KServe class's dict has it).
+        let headers: serde_json::Map<String, serde_json::Value> = headers
+            .into_iter()
+            .map(|(k, v)| (k, serde_json::Value::String(v)))
+            .collect();
+        meta.insert("headers".into(), headers.into());
+        let id = if batched { None } else { call.id.clone() };
+        meta.insert("id".into(), id.into());
+        if let Some(own) = call.input_parameters.take() {
+            meta.insert("input_parameters".into(), own.into());
         }
-        meta.insert("request".into(), request);
+        if let Some(outputs) = call.requested_outputs.take() {
+            meta.insert("requested_outputs".into(), outputs);
+        }
+        if call.grpc {
+            meta.insert("grpc".into(), true.into());
+        }
     }
     if let Some(body) = call.body.take() {
         meta.insert("body".into(), body);
@@ -464,18 +477,21 @@ fn answer_of(model: &str, reply: Frame) -> Option<(Result<Vec<Tensor>>, Option<N
             if let Some(metrics) = meta.get("metrics").and_then(|m| m.as_array()) {
                 record_metrics(model, metrics);
             }
-            // Tags, the body a class answered with (and whether it explained) and its outputs'
-            // parameters, as notes; the response's parameters (MLServer's) among them.
-            let mut notes: Notes = ["tags", BODY_NOTE, EXPLAINED_NOTE, OUTPUT_PARAMETERS_NOTE]
-                .into_iter()
-                .filter_map(|key| {
-                    let wire = key.trim_start_matches('$');
-                    Some((key.to_owned(), meta.get_mut(wire).map(std::mem::take)?))
-                })
-                .collect();
-            if let Some(serde_json::Value::Object(p)) = meta.get_mut("parameters") {
-                notes.extend(std::mem::take(p));
-            }
+            // Tags, the response's parameters a class added, and the body it answered with
+            // (and whether it explained), as notes.
+            let notes: Notes = [
+                "tags",
+                PARAMETERS_NOTE,
+                OUTPUT_PARAMETERS_NOTE,
+                BODY_NOTE,
+                EXPLAINED_NOTE,
+            ]
+            .into_iter()
+            .filter_map(|key| {
+                let wire = key.trim_start_matches('$');
+                Some((key.to_owned(), meta.get_mut(wire).map(std::mem::take)?))
+            })
+            .collect();
             Some((Ok(reply.tensors), (!notes.is_empty()).then_some(notes)))
         }
         frame::REPLY => {
