@@ -21,6 +21,9 @@ Writes into this folder:
                                         graphs/python-mlrun.yaml's MLRun classes).
   iris_seldon/model.pkl                 the random-forest pipeline, pickled, in a folder (for
                                         graphs/python-seldon.yaml's PrimeHub Model class).
+  iris_kserve_lr/model.pkl              the logistic-regression pipeline (iris_lr.pkl), alone
+                                        in a folder (for graphs/python-mixed.yaml's KServe
+                                        class, which loads its folder's one model file).
   iris_expected.json                    known rows with scikit-learn's own predictions, the
                                         scaler's mean/std, and the ensemble's expected vote.
 All models: input `input` FP32 [-1, 4]; outputs `label` INT64 [-1] and `probabilities`
@@ -120,7 +123,9 @@ def main():
     export(rf, os.path.join(HERE, "iris_rf_core.onnx"))
     fixed_batch(os.path.join(HERE, "fixed_batch.onnx"))
     os.makedirs(os.path.join(HERE, "iris_seldon"), exist_ok=True)
-    for name, est in [("iris_lr.pkl", lr), ("iris_rf.pkl", rf), ("iris_seldon/model.pkl", rf)]:
+    os.makedirs(os.path.join(HERE, "iris_kserve_lr"), exist_ok=True)
+    pickled = [("iris_lr.pkl", lr), ("iris_rf.pkl", rf), ("iris_seldon/model.pkl", rf)]
+    for name, est in pickled + [("iris_kserve_lr/model.pkl", lr)]:
         with open(os.path.join(HERE, name), "wb") as f:
             pickle.dump(Pipeline([("scale", scaler), ("model", est)]), f, protocol=4)
     cnn(os.path.join(HERE, "cnn.onnx"))

@@ -501,3 +501,17 @@ fn the_stand_in_behaves_as_kserve() {
         python_case("kserve_compat_check.py", case, &[python.as_ref()]);
     }
 }
+
+both! {
+    /// An `async def` hook runs as a task of the worker's loop, whether it waits or not:
+    /// `asyncio.timeout` works (and fires), `current_task()` is the call's task, and a task
+    /// the class starts in one call has run by the next.
+    fn async_hooks_run_as_tasks(py: &Path) {
+        let (s, _dir) = serve(py, &[("t", "class_name: InTask")]);
+        let call = |body: &str| ok(post(&s.addr, "/v1/models/t:predict", body))["predictions"].clone();
+        assert_eq!(call(r#"{"instances": [], "spawn": true}"#), json!([true, [], false]));
+        assert_eq!(call(r#"{"instances": []}"#), json!([true, ["done"], false]));
+        assert_eq!(call(r#"{"instances": [], "sleep": 0.002}"#), json!([true, ["done"], false]));
+        assert_eq!(call(r#"{"instances": [], "time_out": true}"#), json!([true, ["done"], true]));
+    }
+}

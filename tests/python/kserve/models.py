@@ -5,6 +5,7 @@ has neither. Each runs unchanged under real `kserve` (the test venv) and under s
 stand-in (the Seldon venv, which has no `kserve`).
 """
 
+import asyncio
 import base64
 import datetime
 import os
@@ -383,3 +384,34 @@ class Requests(Model):
         )
         rest, _ = request.to_rest()
         return {"predictions": request.inputs[0].as_numpy().tolist(), "inputs": rest["inputs"]}
+
+
+class InTask(Model):
+    """An async predict that needs to run as a task: `asyncio.timeout` (which refuses to run
+    outside one), `asyncio.current_task()`, a real wait on the loop (a sleep) when the request
+    asks for one, and a background task started by one call and seen done by the next."""
+
+    def __init__(self, name):
+        super().__init__(name)
+        self.started = []
+        self.ready = True
+
+    async def _background(self):
+        self.started.append("done")
+
+    async def predict(self, payload, headers=None):
+        async with asyncio.timeout(5):
+            if payload.get("sleep"):
+                await asyncio.sleep(payload["sleep"])
+            in_task = asyncio.current_task() is not None
+        seen = list(self.started)
+        if payload.get("spawn"):
+            asyncio.get_running_loop().create_task(self._background())
+        timed_out = False
+        if payload.get("time_out"):
+            try:
+                async with asyncio.timeout(0.01):
+                    await asyncio.sleep(5)
+            except TimeoutError:
+                timed_out = True
+        return {"predictions": [in_task, seen, timed_out]}
