@@ -58,7 +58,8 @@ py_model() { # NAME FIELDS
   py_model iris-batch "class_name: SklearnIris, model_uri: ../mlserver/iris/model.joblib, batch: {max_size: 64}"
   # MLServer's own runtime, unchanged, from MLServer's model folder.
   printf '    %s: {kind: model, class: python, python: %s, model_settings: ../mlserver/iris%s}\n' \
-    iris-mlmodel "$VENV/bin/python" "" iris-mlmodel-batch "$VENV/bin/python" ", batch: {max_size: 64}"
+    iris-mlmodel "$VENV/bin/python" "" iris-mlmodel-batch "$VENV/bin/python" ", batch: {max_size: 64}" \
+    iris-mlmodel-w2 "$VENV/bin/python" ", workers: 2"
   py_model echo "function: echo"
   printf '    noop: {kind: transform, op: noop}\n'
 } >"$WORK/graphs/bench.yaml"
@@ -106,6 +107,8 @@ for _ in $(seq "$ROUNDS"); do
     run "$tag servegraph-mlmodel" "http://$sg/v2/models/iris-mlmodel/infer" $c
     # shellcheck disable=SC2086
     run "$tag servegraph-mlmodel-batch" "http://$sg/v2/models/iris-mlmodel-batch/infer" $c
+    # shellcheck disable=SC2086
+    run "$tag servegraph-mlmodel-w2" "http://$sg/v2/models/iris-mlmodel-w2/infer" $c
   done
   run "c1 echo" "http://$sg/v2/models/echo/infer" -t1 -c1
   run "c1 noop" "http://$sg/v2/models/noop/infer" -t1 -c1
@@ -121,7 +124,9 @@ awk '{ split($3, rr, "="); split($4, pp, "="); k = $1 " " $2; rps[k] += rr[2]; p
            rps[c " servegraph-batch"] / n[c " servegraph-batch"], rps[c " servegraph-batch"] / n[c " servegraph-batch"] / b;
          m = rps[c " servegraph-mlmodel"] / n[c " servegraph-mlmodel"]; mb = rps[c " servegraph-mlmodel-batch"] / n[c " servegraph-mlmodel-batch"];
          printf "%s: MLServer'"'"'s SKLearnModel unchanged under servegraph %.0f req/s (%.1fx pw0, p50 %d us), with batching %.0f (%.1fx pw0)\n",
-           c, m, m / b, p50[c " servegraph-mlmodel"] / n[c " servegraph-mlmodel"], mb, mb / b
+           c, m, m / b, p50[c " servegraph-mlmodel"] / n[c " servegraph-mlmodel"], mb, mb / b;
+         w = rps[c " servegraph-mlmodel-w2"] / n[c " servegraph-mlmodel-w2"];
+         printf "%s: the same with two workers %.0f req/s (%.1fx pw0)\n", c, w, w / b
        }
        e = p50["c1 echo"] / n["c1 echo"]; o = p50["c1 noop"] / n["c1 noop"];
        printf "python step at c=1: echo p50 %d us, noop p50 %d us: %d us for the Python step\n", e, o, e - o
