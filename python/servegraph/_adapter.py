@@ -144,6 +144,14 @@ def health_of(check):
     return {"ready": True, "message": ""}
 
 
+def base_class(target, name, modules):
+    """The class named `name`, defined in one of `modules`, that `target` (a class) derives
+    from: the peer's base class (its own package's or servegraph's stand-in), or None."""
+    if not isinstance(target, type):
+        return None
+    return next((c for c in target.__mro__ if c.__name__ == name and c.__module__ in modules), None)
+
+
 def takes_one(f):
     """Whether `f` takes exactly one positional argument (Clipper's batch-in, batch-out)."""
     import inspect

@@ -10,7 +10,7 @@ import uuid
 import numpy as np
 
 from servegraph import ModelError
-from servegraph._adapter import Body, awaited
+from servegraph._adapter import Body, awaited, base_class
 from servegraph.compat.kserve_infer import from_np_dtype
 
 # The statuses KServe's server answers its exceptions with (its exception handlers), by the
@@ -33,9 +33,7 @@ _BASES = frozenset(("kserve.model", "servegraph.compat.kserve"))
 
 def kserve_base(target):
     """The KServe `Model` class `target` subclasses (KServe's own or the stand-in's), or None."""
-    if not isinstance(target, type):
-        return None
-    return next((c for c in target.__mro__ if c.__name__ == "Model" and c.__module__ in _BASES), None)
+    return base_class(target, "Model", _BASES)
 
 
 def status_of(exc):

@@ -6,7 +6,7 @@ import base64
 import numpy as np
 
 from servegraph import ModelError
-from servegraph._adapter import awaited, operation
+from servegraph._adapter import awaited, base_class, operation
 
 # Where MLServer's base class is defined: MLServer's own module, or servegraph's stand-in.
 BASES = ("mlserver.model", "servegraph.compat.mlserver")
@@ -33,9 +33,7 @@ DTYPES = {name: dtype for dtype, name in DATATYPES.items() if name != "BYTES"}
 
 def base_of(target):
     """The `MLModel` class `target` derives from, or None."""
-    if not isinstance(target, type):
-        return None
-    return next((c for c in target.__mro__ if c.__name__ == "MLModel" and c.__module__ in BASES), None)
+    return base_class(target, "MLModel", BASES)
 
 
 class Kit:

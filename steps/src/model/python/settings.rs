@@ -39,37 +39,15 @@ pub(super) fn apply(
     let fail = |ctx: &mut BuildContext, message: String, help: Option<&str>| {
         fail_at(ctx, span, message, help)
     };
+    const CLASS: &str = "the class is the file's `implementation`";
+    const URI: &str = "the model's file is the file's `parameters.uri`";
     let replaced = [
-        (
-            "path",
-            spec.path.is_some(),
-            "the class is the file's `implementation`",
-        ),
-        (
-            "module",
-            spec.module.is_some(),
-            "the class is the file's `implementation`",
-        ),
-        (
-            "class_name",
-            spec.class_name.is_some(),
-            "the class is the file's `implementation`",
-        ),
-        (
-            "function",
-            spec.function.is_some(),
-            "the class is the file's `implementation`",
-        ),
-        (
-            "model_uri",
-            spec.model_uri.is_some(),
-            "the model's file is the file's `parameters.uri`",
-        ),
-        (
-            "model_path",
-            spec.model_path.is_some(),
-            "the model's file is the file's `parameters.uri`",
-        ),
+        ("path", spec.path.is_some(), CLASS),
+        ("module", spec.module.is_some(), CLASS),
+        ("class_name", spec.class_name.is_some(), CLASS),
+        ("function", spec.function.is_some(), CLASS),
+        ("model_uri", spec.model_uri.is_some(), URI),
+        ("model_path", spec.model_path.is_some(), URI),
         (
             "sha256",
             spec.sha256.is_some(),
