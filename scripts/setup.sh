@@ -6,7 +6,7 @@
 #                             tritonclient[http], NumPy, jsonschema, scikit-learn), one with
 #                             Seldon Core (tests/python/seldon-requirements.txt), one with
 #                             MLServer (tests/python/mlserver-requirements.txt, the Python
-#                             benchmark's too) and the Tansu Kafka broker
+#                             benchmark's too), the Tansu Kafka broker, and valgrind (apt)
 #
 # Everything goes under ${XDG_CACHE_HOME:-~/.cache}/servegraph, outside the repository.
 set -euo pipefail
@@ -49,6 +49,14 @@ fi
 say "ONNX Runtime: $ORT_LIB"
 
 if [ "${1:-}" = "--test" ]; then
+  # valgrind: tests/instructions.rs counts instructions per request with callgrind.
+  if ! command -v valgrind >/dev/null; then
+    say "installing valgrind (apt)"
+    sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+    $sudo apt-get install -y --no-install-recommends valgrind >/dev/null 2>&1 \
+      || { $sudo apt-get update >/dev/null && $sudo apt-get install -y --no-install-recommends valgrind >/dev/null; } \
+      || { say "could not install valgrind: apt-get install -y valgrind"; exit 1; }
+  fi
   # Installed again whenever tests/python/requirements.txt changes (a stamp of it in the venv).
   if [ ! -x "$TEST_VENV/bin/python" ] || ! cmp -s tests/python/requirements.txt "$TEST_VENV/requirements.stamp"; then
     say "creating the test virtualenv (tests/python/requirements.txt)"

@@ -20,6 +20,24 @@ pub const INLINE_MAX: Duration = Duration::from_micros(50);
 /// Inline runs slower than this, more than 10% of a window of [`WARMUP`] × 5, stop inline runs.
 pub const INLINE_LIMIT: Duration = Duration::from_micros(200);
 
+/// Scales [`INLINE_MAX`] and [`INLINE_LIMIT`] (an integer, default 1): for running under an
+/// instrumenting profiler (`valgrind --tool=callgrind` runs code ~50× slower, so no model
+/// would ever pass the warm-up and the profile would show the pool's path, not the one
+/// served). `scripts/bench-instructions.sh` sets it; nothing else should.
+pub const TIME_SCALE_ENV: &str = "SERVEGRAPH_INLINE_TIME_SCALE";
+
+/// The scale from [`TIME_SCALE_ENV`], read once (1 when unset or not a positive integer).
+fn time_scale() -> u64 {
+    static SCALE: OnceLock<u64> = OnceLock::new();
+    *SCALE.get_or_init(|| {
+        std::env::var(TIME_SCALE_ENV)
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .filter(|&n| n > 0)
+            .unwrap_or(1)
+    })
+}
+
 /// One inline run in this many has its CPU time taken (a system call each end) for the watch.
 const SAMPLE: u32 = 8;
 
@@ -72,8 +90,8 @@ pub(super) fn sampled<R>(f: impl FnOnce() -> R) -> (R, Option<Duration>) {
 impl Inline {
     pub(super) fn new(enabled: bool, path: &Path) -> Inline {
         Inline {
-            max_ns: AtomicU64::new(INLINE_MAX.as_nanos() as u64),
-            limit_ns: AtomicU64::new(INLINE_LIMIT.as_nanos() as u64),
+            max_ns: AtomicU64::new(INLINE_MAX.as_nanos() as u64 * time_scale()),
+            limit_ns: AtomicU64::new(INLINE_LIMIT.as_nanos() as u64 * time_scale()),
             state: AtomicU8::new(if enabled { WARMING } else { POOL }),
             runs: AtomicU32::new(0),
             slow: AtomicU32::new(0),
