@@ -20,9 +20,19 @@ pub fn root() -> PathBuf {
 
 /// The servegraph binary; its log filter is `warn`, or `SERVEGRAPH_TEST_LOG` when set. Model
 /// files may come from the repository (tests write graphs to temporary folders that use its
-/// models).
+/// models). The process is killed when the test's thread ends, however it ends (a test
+/// process killed, e.g. by `cargo test | head` or a timeout, must not leave servers and
+/// their Python workers behind): the kernel's parent-death signal.
+#[allow(unsafe_code)]
 pub fn bin() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_servegraph"));
+    // SAFETY: prctl(PR_SET_PDEATHSIG) is async-signal-safe; nothing else runs before exec.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+            rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
+                .map_err(std::io::Error::from)
+        });
+    }
     cmd.current_dir(root())
         .env(
             "RUST_LOG",
