@@ -93,6 +93,36 @@ impl Timer {
     }
 }
 
+/// A [`Timer`]'s counts at one moment (what the dashboard's page turns into rates and
+/// quantiles over time): per bucket, not cumulative (the bounds are [`timer_bounds`], the last
+/// bucket is +Inf), and the sum of the durations.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct TimerSnapshot {
+    pub count: u64,
+    pub sum_s: f64,
+    pub buckets: Vec<u64>,
+}
+
+impl Timer {
+    /// Its counts now.
+    pub fn snapshot(&self) -> TimerSnapshot {
+        let buckets: Vec<u64> = self.0.buckets.iter().map(|b| b.load(Relaxed)).collect();
+        TimerSnapshot {
+            count: buckets.iter().sum(),
+            sum_s: self.sum_ns() as f64 / 1e9,
+            buckets,
+        }
+    }
+}
+
+/// The upper bounds, in seconds, of a [`Timer`]'s finite buckets (2^14 ns doubling to 2^34
+/// ns); one bucket more, the last, holds everything longer.
+pub fn timer_bounds() -> Vec<f64> {
+    (0..TIMER_FINITE)
+        .map(|i| (1u64 << (14 + i)) as f64 / 1e9)
+        .collect()
+}
+
 impl TypedMetric for Timer {
     const TYPE: MetricType = MetricType::Histogram;
 }
@@ -399,6 +429,41 @@ pub fn step_histogram(graph: &str, step: &str) -> Timer {
         .step_seconds
         .get_or_create(&[("graph", graph.to_owned()), ("step", step.to_owned())])
         .clone()
+}
+
+/// The time of graph `graph`'s top-level step `step`, when one was recorded or made (never
+/// creates one).
+pub fn step_timer(graph: &str, step: &str) -> Option<Timer> {
+    let labels = [("graph", graph.to_owned()), ("step", step.to_owned())];
+    global().step_seconds.get(&labels).map(|t| t.clone())
+}
+
+/// The time of router `router`'s route `route`, when one was made (never creates one).
+pub fn route_timer(router: &str, route: &str) -> Option<Timer> {
+    let labels = [("router", router.to_owned()), ("route", route.to_owned())];
+    global().route_seconds.get(&labels).map(|t| t.clone())
+}
+
+/// What graph `graph`'s requests from `source` took, and how many were answered with each
+/// status code servegraph answers with ([`CODES`]; others are left out); `None` when that
+/// source does not serve the graph.
+pub fn request_totals(graph: &str, source: &str) -> Option<(Timer, Vec<(u16, u64)>)> {
+    let m = global();
+    let labels = [("graph", graph.to_owned()), ("source", source.to_owned())];
+    let timer = m.request_seconds.get(&labels).map(|t| t.clone())?;
+    let codes = CODES
+        .iter()
+        .filter_map(|&code| {
+            let labels = [
+                ("graph", graph.to_owned()),
+                ("source", source.to_owned()),
+                ("code", code.to_string()),
+            ];
+            let n = m.requests.get(&labels).map(|c| c.get())?;
+            Some((code, n))
+        })
+        .collect();
+    Some((timer, codes))
 }
 
 /// The histogram of a router's route's time.
