@@ -815,6 +815,36 @@ mod tests {
     }
 
     #[test]
+    fn timers_read_back_as_snapshots() {
+        let graph = "snapshot-test";
+        assert!(step_timer(graph, "s").is_none(), "reading never creates");
+        let t = step_histogram(graph, "s");
+        for us in [10, 40, 2_000_000] {
+            t.observe(std::time::Duration::from_micros(us));
+        }
+        let snap = step_timer(graph, "s").unwrap().snapshot();
+        assert_eq!(snap.count, 3);
+        assert!((snap.sum_s - 2.00005).abs() < 1e-9, "{}", snap.sum_s);
+        let bounds = timer_bounds();
+        assert_eq!(snap.buckets.len(), bounds.len() + 1);
+        // Per bucket, not cumulative: ≤16.4 µs, ≤65.5 µs, ≤2.15 s.
+        let at = |s: f64| bounds.iter().position(|b| *b >= s).unwrap();
+        assert_eq!(snap.buckets[at(10e-6)], 1);
+        assert_eq!(snap.buckets[at(40e-6)], 1);
+        assert_eq!(snap.buckets[at(2.0)], 1);
+        assert_eq!(bounds[0], 16_384e-9);
+        assert!(route_timer("snapshot-test-router", "r").is_none());
+        assert!(request_totals(graph, "http").is_none());
+        let requests = RequestMetrics::new(graph, "http");
+        requests.finish(200, std::time::Duration::from_millis(1), None);
+        requests.finish(200, std::time::Duration::from_millis(1), None);
+        requests.finish(429, std::time::Duration::from_millis(1), None);
+        let (timer, codes) = request_totals(graph, "http").unwrap();
+        assert_eq!(timer.count(), 3);
+        assert_eq!(codes, [(200, 2), (429, 1)]);
+    }
+
+    #[test]
     fn router_stats_are_exported() {
         let text = render(Some(("g".to_owned(), vec![learnt()]))).unwrap();
         for line in [
