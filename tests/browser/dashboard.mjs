@@ -42,8 +42,9 @@ async function until(page, what, fn, arg) {
   }
 }
 
-// `n` requests through the graph, each answered by feedback (reward 1 for every other one);
-// the routes taken.
+// `n` requests through the graph, each answered by feedback (iris-rf rewarded 3 times in 4,
+// iris-lr every other time); the routes taken.
+let sent = 0;
 async function traffic(n) {
   const routes = [];
   for (let i = 0; i < n; i++) {
@@ -51,9 +52,10 @@ async function traffic(n) {
     if (r.status !== 200) fail(`infer: HTTP ${r.status} ${await r.text()}`);
     const answer = await r.json();
     routes.push(answer.parameters.route);
+    sent++;
     const f = await fetch(`${base}/v2/models/${ROUTER}/feedback`, {
       method: 'POST', headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ id: answer.id, reward: i % 2 }),
+      body: JSON.stringify({ id: answer.id, reward: Number(answer.parameters.route === 'iris-rf' ? sent % 4 !== 0 : sent % 2 === 0) }),
     });
     if (f.status !== 200) fail(`feedback: HTTP ${f.status} ${await f.text()}`);
   }
@@ -207,6 +209,17 @@ function monitor() {
   };
 }
 
+// Before a screenshot for the docs: a minute of traffic whose rate rises and falls, so the
+// charts have something to show.
+async function showcase() {
+  const start = Date.now();
+  while (Date.now() - start < 60000) {
+    const t = (Date.now() - start) / 1000;
+    await traffic(1);
+    await new Promise((r) => setTimeout(r, 1000 / (12 + 10 * Math.sin(t / 6))));
+  }
+}
+
 async function main() {
   const run = CASES[caseName];
   if (!run || !base) fail(`usage: dashboard.mjs (${Object.keys(CASES).join('|')}) BASE_URL [TOKEN]`);
@@ -228,6 +241,7 @@ async function main() {
     await run(page);
     if (await page.locator('#status.error').count()) fail(`the page says: ${await page.locator('#status').textContent()}`);
     if (errors.length) fail(errors.join('\n'));
+    if (process.env.DASHBOARD_SCREENSHOT) await showcase();
     if (process.env.DASHBOARD_SCREENSHOT) await page.screenshot({ path: process.env.DASHBOARD_SCREENSHOT, fullPage: true });
     console.log(`ok ${caseName}`);
   } finally {

@@ -98,16 +98,19 @@ function quantileAt(i, get, q) {
 const series = (f) => history.map((h, i) => [h.t, f(i)]);
 
 // ---- Charts.
-// A line chart of the last KEEP seconds: series [{points: [[t, v]], cls}], y from 0.
+// A line chart of the samples kept (up to KEEP seconds): series [{points: [[t, v]], cls}],
+// y from 0.
 function lineChart(parent, lines, { w = 240, h = 54, fmtY = fmt } = {}) {
   const s = svg('svg', { width: w, height: h, viewBox: `0 0 ${w} ${h}`, class: 'chart' }, parent);
   const now = history.length ? history[history.length - 1].t : 0;
+  const from = history.length ? history[0].t : 0, spanS = Math.max(1, now - from);
   const max = Math.max(0, ...lines.flatMap((l) => l.points.map((p) => p[1] ?? 0)));
   const top = max > 0 ? max * 1.1 : 1;
-  const x = (t) => 2 + ((t - (now - KEEP)) / KEEP) * (w - 4);
+  const x = (t) => 2 + ((t - from) / spanS) * (w - 4);
   const y = (v) => h - 2 - (v / top) * (h - 14);
   svg('line', { x1: 0, y1: h - 2, x2: w, y2: h - 2, class: 'axis' }, s);
   svg('text', { x: 2, y: 9, class: 'tick' }, s, 'max ' + fmtY(max));
+  svg('text', { x: w - 2, y: 9, class: 'tick', 'text-anchor': 'end' }, s, `last ${Math.round(spanS)} s`);
   lines.forEach((l, n) => {
     let d = '', pen = 'M';
     for (const [t, v] of l.points) {
