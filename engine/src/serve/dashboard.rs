@@ -83,11 +83,12 @@ pub fn data(graph: &Graph) -> Data {
     let layout = graph.layout();
     let names: Vec<&str> = layout.steps.iter().map(|s| s.name).collect();
     let mut timers = BTreeMap::new();
+    let top = Parent::Graph(&graph.name);
     let steps = layout
         .steps
         .iter()
         .map(|s| {
-            let mut node = node(s.name, s.name, s.step, None, &mut timers);
+            let mut node = node(s.name, s.name, s.step, top, &mut timers);
             node.after = s.preds.iter().map(|&p| names[p].to_owned()).collect();
             node.on_error = s.on_error.map(str::to_owned);
             node
@@ -96,19 +97,8 @@ pub fn data(graph: &Graph) -> Data {
     let handlers = layout
         .handlers
         .iter()
-        .map(|(name, step)| node(name, name, *step, None, &mut timers))
+        .map(|(name, step)| node(name, name, *step, top, &mut timers))
         .collect();
-    for (id, timer) in &mut timers {
-        if !id.contains('/') {
-            // Top-level steps and handlers: the graph's own timer of each.
-            if let Some(t) = crate::metrics::step_timer(&graph.name, id) {
-                *timer = Some(StepTimer {
-                    of: "step",
-                    timer: t.snapshot(),
-                });
-            }
-        }
-    }
     let requests = SOURCES
         .iter()
         .filter_map(|&source| {
@@ -132,10 +122,7 @@ pub fn data(graph: &Graph) -> Data {
         },
         bounds_s: crate::metrics::timer_bounds(),
         requests,
-        timers: timers
-            .into_iter()
-            .filter_map(|(id, t)| Some((id, t?)))
-            .collect(),
+        timers,
         routers: graph
             .learners()
             .into_iter()
@@ -144,39 +131,51 @@ pub fn data(graph: &Graph) -> Data {
     }
 }
 
-/// A step and its children; each one's timer (a route's, else a model's runs) into `timers`.
+/// Where a step is: at the top of the graph (a step or handler), or inside another step (a
+/// route, a member).
+#[derive(Clone, Copy)]
+enum Parent<'a> {
+    Graph(&'a str),
+    Step(&'a str, &'a dyn Step),
+}
+
+/// A step's timer: the graph's of a top-level step; a router's of a route; else its model's
+/// runs, when it runs a model.
+fn timer(name: &str, parent: Parent) -> Option<StepTimer> {
+    let (of, timer) = match parent {
+        Parent::Graph(graph) => ("step", crate::metrics::step_timer(graph, name)),
+        Parent::Step(router, step) if step.platform() == Platform::Router => {
+            ("route", crate::metrics::route_timer(router, name))
+        }
+        Parent::Step(..) => ("model", None),
+    };
+    let (of, timer) = match timer {
+        Some(t) => (of, t),
+        None => ("model", crate::metrics::model_metrics(name)?.run_seconds),
+    };
+    Some(StepTimer {
+        of,
+        timer: timer.snapshot(),
+    })
+}
+
+/// A step and its children; each one's timer, when it has one, into `timers`.
 fn node(
     id: &str,
     name: &str,
     step: &dyn Step,
-    parent: Option<(&str, &dyn Step)>,
-    timers: &mut BTreeMap<String, Option<StepTimer>>,
+    parent: Parent,
+    timers: &mut BTreeMap<String, StepTimer>,
 ) -> Node {
-    let route = parent
-        .filter(|(_, p)| p.platform() == Platform::Router)
-        .and_then(|(p, _)| crate::metrics::route_timer(p, name))
-        .map(|t| StepTimer {
-            of: "route",
-            timer: t.snapshot(),
-        });
-    let timer = route.or_else(|| {
-        crate::metrics::model_metrics(name).map(|m| StepTimer {
-            of: "model",
-            timer: m.run_seconds.snapshot(),
-        })
-    });
-    timers.insert(id.to_owned(), timer);
+    if let Some(t) = timer(name, parent) {
+        timers.insert(id.to_owned(), t);
+    }
     let children = step
         .children()
         .into_iter()
         .map(|(child, s)| {
-            node(
-                &format!("{id}/{child}"),
-                child,
-                s,
-                Some((name, step)),
-                timers,
-            )
+            let path = format!("{id}/{child}");
+            node(&path, child, s, Parent::Step(name, step), timers)
         })
         .collect();
     Node {
@@ -208,6 +207,20 @@ mod tests {
                 false => Ok(e),
                 true => Err(crate::Error::internal("no")),
             }
+        }
+    }
+
+    /// A step with members, as an ensemble has: `dash-member` (a model whose runs are timed)
+    /// and `dash-untimed` (no model).
+    struct Group(Pass, Pass);
+
+    #[async_trait::async_trait]
+    impl Step for Group {
+        async fn process(&self, e: Event) -> crate::Result<Event> {
+            Ok(e)
+        }
+        fn children(&self) -> Vec<(&str, &dyn Step)> {
+            vec![("dash-member", &self.0), ("dash-untimed", &self.1)]
         }
     }
 
@@ -254,6 +267,30 @@ mod tests {
         assert_eq!(g.responder, "d");
         assert!(d.routers.is_empty());
         assert_eq!(d.bounds_s.len() + 1, d.timers["a"].timer.buckets.len());
+    }
+
+    #[test]
+    fn members_are_timed_by_their_models_runs() {
+        let runs = crate::metrics::ModelMetrics::new("dash-member");
+        runs.run_seconds
+            .observe(std::time::Duration::from_micros(100));
+        let mut r = Registry::new();
+        r.register("group", |_: &StepNode, _: &mut BuildContext| {
+            Some(Box::new(Group(Pass(false), Pass(false))) as Box<dyn Step>)
+        });
+        let yaml = "name: dash-members\ngraph:\n  kind: flow\n  steps:\n    g: {kind: group}\n";
+        let g = Graph::from_yaml(yaml, Path::new("."), &r, BuildMode::Load).unwrap();
+        let d = data(&g);
+        let ids: Vec<&str> = d.graph.steps[0]
+            .children
+            .iter()
+            .map(|c| c.id.as_str())
+            .collect();
+        assert_eq!(ids, ["g/dash-member", "g/dash-untimed"]);
+        assert_eq!(d.timers["g"].of, "step");
+        let member = &d.timers["g/dash-member"];
+        assert_eq!((member.of, member.timer.count), ("model", 1));
+        assert!(!d.timers.contains_key("g/dash-untimed"));
     }
 
     #[tokio::test]
