@@ -6,7 +6,9 @@
 #                             tritonclient[http], NumPy, jsonschema, scikit-learn), one with
 #                             Seldon Core (tests/python/seldon-requirements.txt), one with
 #                             MLServer (tests/python/mlserver-requirements.txt, the Python
-#                             benchmark's too), the Tansu Kafka broker, and valgrind (apt)
+#                             benchmark's too), the Tansu Kafka broker, valgrind (apt), and for the dashboard's
+#                             browser test Debian's Chromium (apt) and playwright-core (npm,
+#                             tests/browser/package-lock.json)
 #
 # Everything goes under ${XDG_CACHE_HOME:-~/.cache}/servegraph, outside the repository.
 set -euo pipefail
@@ -18,6 +20,7 @@ ORT_LIB="$ORT_DIR/libonnxruntime.so.$ORT_VERSION"
 TEST_VENV="$CACHE/venv-test"
 SELDON_VENV="$CACHE/venv-seldon"
 MLSERVER_VENV="$CACHE/venv-bench-python"
+NODE_DIR="$CACHE/node"
 
 say() { printf 'setup: %s\n' "$*" >&2; }
 
@@ -82,6 +85,23 @@ if [ "${1:-}" = "--test" ]; then
     cp tests/python/mlserver-requirements.txt "$MLSERVER_VENV/requirements.stamp"
   fi
   say "MLServer: $MLSERVER_VENV/bin/python"
+  # The dashboard's browser test: Debian's Chromium, driven by playwright-core (never a
+  # browser Playwright downloads itself), installed from tests/browser/package-lock.json.
+  if ! command -v chromium >/dev/null; then
+    say "installing Chromium (apt)"
+    sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium >/dev/null
+  fi
+  say "Chromium: $(command -v chromium)"
+  command -v npm >/dev/null || { say "npm not found: apt-get install -y nodejs npm"; exit 1; }
+  if [ ! -d "$NODE_DIR/node_modules/playwright-core" ] || ! cmp -s tests/browser/package-lock.json "$NODE_DIR/package-lock.json"; then
+    say "installing playwright-core (tests/browser/package-lock.json)"
+    mkdir -p "$NODE_DIR"
+    cp tests/browser/package.json tests/browser/package-lock.json "$NODE_DIR/"
+    (cd "$NODE_DIR" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error)
+  fi
+  say "playwright-core: $NODE_DIR/node_modules/playwright-core"
   # The Kafka-compatible broker the Kafka tests start (one per test binary, on a free port).
   scripts/kafka.sh install
   say "Kafka broker: $(scripts/kafka.sh path)"

@@ -105,6 +105,11 @@ enum Command {
         /// Largest gRPC message received or sent, in bytes (default: `--max-body-bytes`).
         #[arg(long)]
         grpc_max_message_bytes: Option<usize>,
+        /// Serve a live dashboard at `/dashboard`: the graph drawn, request rates and
+        /// latencies per step, experiments, drift. Behind the admin token when one is set
+        /// (open it as `/dashboard?token=<token>`).
+        #[arg(long)]
+        dashboard: bool,
     },
     /// Check a graph file, loading its models; print every error with its line and column.
     Validate {
@@ -197,6 +202,7 @@ fn main() -> ExitCode {
             grpc_listen,
             grpc_on_http,
             grpc_max_message_bytes,
+            dashboard,
         } => admin_token_from(admin_token, admin_token_file).and_then(|admin_token| {
             serve(ServerConfig {
                 graph,
@@ -214,6 +220,7 @@ fn main() -> ExitCode {
                     max_message_bytes: grpc_max_message_bytes.unwrap_or(max_body_bytes),
                 },
                 python: servegraph_python(),
+                dashboard,
             })
         }),
         Command::Validate {

@@ -93,6 +93,36 @@ impl Timer {
     }
 }
 
+/// A [`Timer`]'s counts at one moment (what the dashboard's page turns into rates and
+/// quantiles over time): per bucket, not cumulative (the bounds are [`timer_bounds`], the last
+/// bucket is +Inf), and the sum of the durations.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct TimerSnapshot {
+    pub count: u64,
+    pub sum_s: f64,
+    pub buckets: Vec<u64>,
+}
+
+impl Timer {
+    /// Its counts now.
+    pub fn snapshot(&self) -> TimerSnapshot {
+        let buckets: Vec<u64> = self.0.buckets.iter().map(|b| b.load(Relaxed)).collect();
+        TimerSnapshot {
+            count: buckets.iter().sum(),
+            sum_s: self.sum_ns() as f64 / 1e9,
+            buckets,
+        }
+    }
+}
+
+/// The upper bounds, in seconds, of a [`Timer`]'s finite buckets (2^14 ns doubling to 2^34
+/// ns); one bucket more, the last, holds everything longer.
+pub fn timer_bounds() -> Vec<f64> {
+    (0..TIMER_FINITE)
+        .map(|i| (1u64 << (14 + i)) as f64 / 1e9)
+        .collect()
+}
+
 impl TypedMetric for Timer {
     const TYPE: MetricType = MetricType::Histogram;
 }
@@ -399,6 +429,41 @@ pub fn step_histogram(graph: &str, step: &str) -> Timer {
         .step_seconds
         .get_or_create(&[("graph", graph.to_owned()), ("step", step.to_owned())])
         .clone()
+}
+
+/// The time of graph `graph`'s top-level step `step`, when one was recorded or made (never
+/// creates one).
+pub fn step_timer(graph: &str, step: &str) -> Option<Timer> {
+    let labels = [("graph", graph.to_owned()), ("step", step.to_owned())];
+    global().step_seconds.get(&labels).map(|t| t.clone())
+}
+
+/// The time of router `router`'s route `route`, when one was made (never creates one).
+pub fn route_timer(router: &str, route: &str) -> Option<Timer> {
+    let labels = [("router", router.to_owned()), ("route", route.to_owned())];
+    global().route_seconds.get(&labels).map(|t| t.clone())
+}
+
+/// What graph `graph`'s requests from `source` took, and how many were answered with each
+/// status code servegraph answers with ([`CODES`]; others are left out); `None` when that
+/// source does not serve the graph.
+pub fn request_totals(graph: &str, source: &str) -> Option<(Timer, Vec<(u16, u64)>)> {
+    let m = global();
+    let labels = [("graph", graph.to_owned()), ("source", source.to_owned())];
+    let timer = m.request_seconds.get(&labels).map(|t| t.clone())?;
+    let codes = CODES
+        .iter()
+        .filter_map(|&code| {
+            let labels = [
+                ("graph", graph.to_owned()),
+                ("source", source.to_owned()),
+                ("code", code.to_string()),
+            ];
+            let n = m.requests.get(&labels).map(|c| c.get())?;
+            Some((code, n))
+        })
+        .collect();
+    Some((timer, codes))
 }
 
 /// The histogram of a router's route's time.
@@ -747,6 +812,36 @@ mod tests {
         assert_eq!(buckets[TIMER_FINITE], "6");
         let sum: f64 = of("sum")[0].parse().unwrap();
         assert!((sum - 102.000083).abs() < 1e-6, "{sum}");
+    }
+
+    #[test]
+    fn timers_read_back_as_snapshots() {
+        let graph = "snapshot-test";
+        assert!(step_timer(graph, "s").is_none(), "reading never creates");
+        let t = step_histogram(graph, "s");
+        for us in [10, 40, 2_000_000] {
+            t.observe(std::time::Duration::from_micros(us));
+        }
+        let snap = step_timer(graph, "s").unwrap().snapshot();
+        assert_eq!(snap.count, 3);
+        assert!((snap.sum_s - 2.00005).abs() < 1e-9, "{}", snap.sum_s);
+        let bounds = timer_bounds();
+        assert_eq!(snap.buckets.len(), bounds.len() + 1);
+        // Per bucket, not cumulative: ≤16.4 µs, ≤65.5 µs, ≤2.15 s.
+        let at = |s: f64| bounds.iter().position(|b| *b >= s).unwrap();
+        assert_eq!(snap.buckets[at(10e-6)], 1);
+        assert_eq!(snap.buckets[at(40e-6)], 1);
+        assert_eq!(snap.buckets[at(2.0)], 1);
+        assert_eq!(bounds[0], 16_384e-9);
+        assert!(route_timer("snapshot-test-router", "r").is_none());
+        assert!(request_totals(graph, "http").is_none());
+        let requests = RequestMetrics::new(graph, "http");
+        requests.finish(200, std::time::Duration::from_millis(1), None);
+        requests.finish(200, std::time::Duration::from_millis(1), None);
+        requests.finish(429, std::time::Duration::from_millis(1), None);
+        let (timer, codes) = request_totals(graph, "http").unwrap();
+        assert_eq!(timer.count(), 3);
+        assert_eq!(codes, [(200, 2), (429, 1)]);
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! |---|---|
 //! | `oip.rs` | the Open Inference Protocol (V2) and Triton's extensions: health, metadata, readiness, infer, explain, configuration, statistics, the repository |
 //! | `servegraph.rs` | servegraph's own: feedback, experiments, custom operations, metrics, reload |
+//! | `dashboard.rs` | servegraph's dashboard (part of servegraph's own routes): the page, embedded, and its data |
 //! | `mlrun.rs` | MLRun's: `POST /` with the model in the body, `.../predict` |
 //! | `seldon.rs` | Seldon Core's v1: `/api/v1.0/predictions`, `feedback`, `metadata` (also behind the gateway's `/seldon/...` prefixes), `/health/ping`, `/health/status` |
 //! | `clipper.rs` | Clipper's query frontend: `POST /{app}/predict`, default outputs and SLOs |
@@ -20,6 +21,7 @@
 //! `tower::ServiceExt::oneshot` and the server (`crate::server`) serves it on a socket.
 
 mod clipper;
+mod dashboard;
 mod kserve;
 mod mlrun;
 mod oip;
@@ -106,6 +108,9 @@ pub struct HttpConfig {
     pub max_body_bytes: usize,
     /// The admin endpoints (`/admin/*`); off (404) without.
     pub admin: Option<Admin>,
+    /// The dashboard (`GET /dashboard`, `GET /dashboard/data`); off (404) without. Behind the
+    /// admin token when one is set.
+    pub dashboard: bool,
 }
 
 impl Default for HttpConfig {
@@ -113,6 +118,7 @@ impl Default for HttpConfig {
         HttpConfig {
             max_body_bytes: 16 * 1024 * 1024,
             admin: None,
+            dashboard: false,
         }
     }
 }
@@ -121,6 +127,7 @@ impl Default for HttpConfig {
 pub struct AppState {
     service: Arc<Service>,
     max_body_bytes: usize,
+    dashboard: bool,
 }
 
 impl AppState {
@@ -129,6 +136,7 @@ impl AppState {
         Arc::new(AppState {
             service: Service::new("http", config.admin),
             max_body_bytes: config.max_body_bytes,
+            dashboard: config.dashboard,
         })
     }
 

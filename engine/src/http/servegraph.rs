@@ -1,5 +1,6 @@
 //! servegraph's own routes: feedback for routers that learn, experiment readouts, custom
-//! operations (MLRun's `op_<name>`), Prometheus metrics, and the admin reload.
+//! operations (MLRun's `op_<name>`), Prometheus metrics, the admin reload, and the dashboard
+//! (`dashboard.rs`).
 
 use std::sync::Arc;
 
@@ -24,6 +25,7 @@ pub(super) fn routes() -> Router<Arc<AppState>> {
         // Custom operations: every other path of this shape is the protocols' (literal
         // segments win).
         .route("/v2/models/{model}/{operation}", post(operation))
+        .merge(super::dashboard::routes())
 }
 
 /// `POST /v2/models/{model}/{operation}`: a custom operation of the step serving `model`

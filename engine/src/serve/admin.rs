@@ -51,6 +51,12 @@ impl Admin {
             .as_deref()
             .and_then(|v| v.strip_prefix("Bearer "))
             .unwrap_or_default();
+        self.is_token(given)
+    }
+
+    /// Whether `given` is the admin token, compared in constant time (the dashboard's page
+    /// is opened with `?token=`: a browser's navigation carries no header).
+    pub fn is_token(&self, given: &str) -> bool {
         bool::from(subtle::ConstantTimeEq::ct_eq(
             given.as_bytes(),
             self.token.as_bytes(),

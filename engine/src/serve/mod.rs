@@ -13,6 +13,7 @@
 //! |---|---|
 //! | `mod.rs` | [`Service`] |
 //! | `admin.rs` | the admin actions, the token, how a refusal is said |
+//! | `dashboard.rs` | the dashboard's data: the graph's shape and its steps' timers |
 //! | `config.rs` | Triton's model configuration |
 //! | `statistics.rs` | Triton's statistics |
 //! | `trace.rs` | Triton's trace extension: the trace settings over the OpenTelemetry spans |
@@ -20,6 +21,7 @@
 
 pub mod admin;
 mod config;
+pub mod dashboard;
 #[cfg(feature = "http")]
 pub mod listen;
 
@@ -385,6 +387,11 @@ impl Service {
     pub fn experiment(&self, model: &str) -> Result<crate::LearnerStats> {
         let served = self.current()?;
         Ok(learner(&served, model)?.stats())
+    }
+
+    /// What the dashboard's page polls: the graph's shape and its steps' timers now.
+    pub fn dashboard(&self) -> Result<dashboard::Data> {
+        Ok(dashboard::data(&self.current()?.graph))
     }
 
     /// Every metric (Prometheus text), with what the graph's routers have learnt.

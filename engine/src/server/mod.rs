@@ -50,6 +50,8 @@ pub struct ServerConfig {
     pub grpc: GrpcListen,
     /// The interpreter deployed Python models run on.
     pub python: String,
+    /// Serve the dashboard (`GET /dashboard`), behind the admin token when one is set.
+    pub dashboard: bool,
 }
 
 /// Where gRPC is served.
@@ -152,6 +154,7 @@ pub async fn run(config: ServerConfig, repository: repo::State) -> Result<(), Se
         allow_pip,
         grpc,
         python,
+        dashboard,
     } = config;
     let loader = Loader {
         path: graph_path.clone(),
@@ -178,6 +181,7 @@ pub async fn run(config: ServerConfig, repository: repo::State) -> Result<(), Se
     let state = AppState::new(HttpConfig {
         max_body_bytes,
         admin: admin.clone(),
+        dashboard,
     });
     // Listen at once (live, not ready); load models off the async workers.
     let scheme = if tls.is_some() { "https" } else { "http" };
