@@ -178,6 +178,8 @@ pub struct RouteReadout {
     pub lift_rel: Option<f64>,
     /// The always-valid 95 % (1 − α) confidence sequence of `lift_abs`.
     pub cs95: Option<[f64; 2]>,
+    /// The same of `lift_rel` (its variance by the delta method).
+    pub cs95_rel: Option<[f64; 2]>,
     pub p_always_valid: Option<f64>,
     /// Holm-adjusted across the routes compared with the control.
     pub p_adjusted: Option<f64>,
@@ -293,6 +295,7 @@ pub fn readout(
                 lift_abs: None,
                 lift_rel: None,
                 cs95: None,
+                cs95_rel: None,
                 p_always_valid: None,
                 p_adjusted: None,
                 chance_to_beat_control: None,
@@ -326,6 +329,14 @@ pub fn readout(
             if var > 0.0 && var.is_finite() && n > 0.0 {
                 let (half, p) = sequential(lift, var, n, rho, alpha);
                 row.cs95 = Some([lift - half, lift + half]);
+                // Var(b)/μ_a² + Var(a)·μ_b²/μ_a⁴ (each Var that of the route's mean).
+                if let Some(rel) = row.lift_rel {
+                    let var_rel = b.var / a.mean.powi(2) + a.var * b.mean.powi(2) / a.mean.powi(4);
+                    if var_rel > 0.0 && var_rel.is_finite() {
+                        let (half, _) = sequential(rel, var_rel, n, rho, alpha);
+                        row.cs95_rel = Some([rel - half, rel + half]);
+                    }
+                }
                 row.p_always_valid = Some(r.min_p.map_or(p, |m| m.min(p)));
             } else if lift == 0.0 {
                 row.cs95 = Some([0.0, 0.0]);
@@ -790,6 +801,13 @@ mod tests {
         // The sequence is wider than the fixed-horizon interval (±0.0294) at this n.
         assert!(lo > 0.0 && hi > 0.05 && hi - 0.05 > 0.0294, "{lo} {hi}");
         assert!((hi - 0.05 - (0.05 - lo)).abs() < 1e-12, "symmetric");
+        // The relative sequence: the delta method's variance, the same tuning.
+        let [rlo, rhi] = b.cs95_rel.unwrap();
+        let (va, vb) = (0.1 * 0.9 / 1000.0, 0.15 * 0.85 / 1000.0);
+        let var_rel = vb / 0.01 + va * 0.0225 / 1e-4;
+        let ratio = ((rhi - rlo) / (hi - lo)).powi(2);
+        assert!((ratio - var_rel / (va + vb)).abs() < 1e-9, "{ratio}");
+        assert!((rhi - 0.5 - (0.5 - rlo)).abs() < 1e-12, "{rlo} {rhi}");
         assert!(b.p_always_valid.unwrap() < 0.05);
         assert_eq!(
             b.p_adjusted, b.p_always_valid,
