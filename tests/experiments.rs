@@ -810,6 +810,7 @@ fn a_bandit_readout_comes_from_its_propensities() {
         assert!(hi - lo > 0.0 && hi - lo < 0.5, "{r}");
     }
     assert_eq!(readout["routes"][1]["verdict"], "better", "{readout}");
+    assert_eq!(readout["policy_value"]["rewarded"], 600, "{readout}");
     // UCB1 never randomises: nothing to compare, and it says why.
     let s = server("{type: ucb1}");
     run(&s, &mut coin, (0.3, 0.7), 50);

@@ -142,7 +142,19 @@ pub struct Readout {
     pub routes: Vec<RouteReadout>,
     /// The sample-ratio-mismatch check (fixed splits of two routes or more).
     pub srm: Option<Srm>,
+    /// An adaptive policy's own value: the mean reward of its decisions, with its 95 %
+    /// interval (absent for fixed splits).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy_value: Option<PolicyValue>,
     pub warnings: Vec<String>,
+}
+
+/// The mean reward of a policy's decisions.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PolicyValue {
+    pub rewarded: u64,
+    pub mean: f64,
+    pub ci95: [f64; 2],
 }
 
 /// How the numbers were computed.
@@ -421,7 +433,24 @@ pub fn readout(
                 .join(", ")
         ));
     }
+    let policy_value = match design {
+        Design::Fixed { .. } => None,
+        Design::Adaptive { .. } => {
+            let all = Aggregate {
+                rewarded: total_rewarded,
+                sum: routes.iter().map(|r| r.sum).sum(),
+                sum_sq: routes.iter().map(|r| r.sum_sq).sum(),
+                ..Aggregate::default()
+            };
+            fixed_estimate(&all, bernoulli).map(|e| PolicyValue {
+                rewarded: total_rewarded,
+                mean: e.mean,
+                ci95: e.ci,
+            })
+        }
+    };
     Ok(Readout {
+        policy_value,
         control: settings.control.clone(),
         method: Method {
             estimator,
@@ -817,6 +846,7 @@ mod tests {
         assert!(b.expected_loss.unwrap() < 1e-4);
         assert_eq!(b.verdict, Some("better"));
         assert!(r.verdict_ready);
+        assert_eq!(r.policy_value, None, "a fixed split's value is no policy's");
         // Swapped: the same evidence, the other way.
         let r = readout(
             &Settings::new("b"),
@@ -1065,6 +1095,10 @@ mod tests {
             assert!(lo < t && t < hi, "{}: {lo} {hi}", row.route);
         }
         assert_eq!(out.routes[1].verdict, Some("better"));
+        // The logging policy's own value: the mean of every reward it took (0.9·0.3 + 0.1·0.6).
+        let value = out.policy_value.as_ref().unwrap();
+        assert_eq!(value.rewarded, 20_000);
+        assert!(value.ci95[0] < 0.33 && 0.33 < value.ci95[1], "{value:?}");
         let never = Design::Adaptive {
             policy: "ucb1".into(),
             randomised: false,
