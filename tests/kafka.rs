@@ -506,7 +506,9 @@ fn feedback_from_a_topic_is_credited_by_the_replica_that_routed_it() {
         "sources:\n  kafka: {{brokers: \"{}\", group: {group}, topics: [{input}], output_topic: {output}, feedback_topic: {feedback}}}\n",
         broker()
     );
-    let a = Server::start(&bandit_graph(dir.path(), "a", "", &source), &[]);
+    // Replica `a` is tracked: each reward it takes from the topic is an event (issue 26, 5).
+    let tracked = format!("{source}tracking: {{sink: \"file://a-events.jsonl\", batch: 1}}\n");
+    let mut a = Server::start(&bandit_graph(dir.path(), "a", "", &tracked), &[]);
     let b = Server::start(&bandit_graph(dir.path(), "b", "", &source), &[]);
     let mut records: Vec<Outgoing> = Vec::new();
     for (s, reward) in [(&a, "1"), (&b, "0")] {
@@ -554,6 +556,32 @@ fn feedback_from_a_topic_is_credited_by_the_replica_that_routed_it() {
     };
     assert_eq!((ab_stats(&a).0, reward_sum(&a)), (11, 11.0));
     assert_eq!((ab_stats(&b).0, reward_sum(&b)), (11, 0.0));
+    assert!(a.terminate().success());
+    let events: Vec<serde_json::Value> = std::fs::read_to_string(dir.path().join("a-events.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let decided: Vec<&str> = events
+        .iter()
+        .filter(|e| e["op"] == "infer")
+        .map(|e| e["id"].as_str().unwrap())
+        .collect();
+    let rewarded: Vec<&serde_json::Value> =
+        events.iter().filter(|e| e["op"] == "feedback").collect();
+    assert_eq!(
+        rewarded.len(),
+        11,
+        "one per reward taken, none for duplicates"
+    );
+    for f in rewarded {
+        assert_eq!(
+            (&f["model"], &f["reward"]),
+            (&"ab".into(), &1.0.into()),
+            "{f}"
+        );
+        assert!(decided.contains(&f["id"].as_str().unwrap()), "{f}");
+    }
 }
 
 #[test]

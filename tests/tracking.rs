@@ -137,3 +137,87 @@ fn a_bad_tracking_sink_is_a_validation_error() {
         "{text}"
     );
 }
+
+/// Issue 26 (5): every decision a router's policy makes is in the request's event (the routes,
+/// their probabilities, the chosen index, the policy, its generation, the sampling), and each
+/// reward taken is an event of its own with the request's id: one stream joins offline.
+#[test]
+fn decisions_and_feedback_join_in_the_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = dir.path().join("g.yaml");
+    std::fs::write(
+        &g,
+        "name: ab\ngraph:\n  kind: router\n  policy: {type: thompson, seed: 1}\n  routes:\n    a: {kind: transform, op: noop}\n    b:\n      kind: router\n      policy: {type: weighted, weights: {c: 3, d: 1}, sticky: \"header:x-user\"}\n      routes:\n        c: {kind: transform, op: noop}\n        d: {kind: transform, op: noop}\ntracking: {sink: \"file://events.jsonl\", batch: 1}\n",
+    )
+    .unwrap();
+    let mut s = Server::start(g.to_str().unwrap(), &[]);
+    let req = |id: &str| {
+        format!(
+            r#"{{"id":"{id}","inputs":[{{"name":"x","shape":[1],"datatype":"FP32","data":[1]}}]}}"#
+        )
+    };
+    for i in 0..20 {
+        let r = post(&s.addr, "/v2/models/ab/infer", &req(&format!("r{i}")));
+        assert_eq!(r.status, 200);
+    }
+    // A request that names its route is no decision of the policy.
+    assert_eq!(
+        post(&s.addr, "/v2/models/a/infer", &req("named")).status,
+        200
+    );
+    let f = post(
+        &s.addr,
+        "/v2/models/ab/feedback",
+        &json!([{"id": "r3", "reward": 1}, {"id": "r4", "reward": 0}, {"id": "r3", "reward": 1}])
+            .to_string(),
+    );
+    assert_eq!(f.json()["accepted"], 2);
+    assert!(s.terminate().success());
+    let evs = events(&dir.path().join("events.jsonl"));
+    let infer: Vec<&Value> = evs.iter().filter(|e| e["op"] == "infer").collect();
+    assert_eq!(infer.len(), 21);
+    for e in infer.iter().filter(|e| e["id"] != "named") {
+        let d = &e["decisions"][0];
+        assert_eq!(d["router"], "ab", "{e}");
+        assert_eq!(d["policy"], "thompson");
+        assert_eq!(d["generation"], 1);
+        assert_eq!(d["routes"], json!(["a", "b"]));
+        assert_eq!(d["sampled"], 1.0);
+        let pmf: Vec<f64> = d["pmf"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p.as_f64().unwrap())
+            .collect();
+        assert!((pmf.iter().sum::<f64>() - 1.0).abs() < 1e-9, "{d}");
+        let chosen = d["chosen"].as_u64().unwrap() as usize;
+        assert!(pmf[chosen] > 0.0);
+        if chosen == 1 {
+            // The nested weighted router's decision: its weights, its unit; the event's
+            // `route` is the innermost route taken.
+            let inner = &e["decisions"][1];
+            assert_eq!(inner["router"], "b", "{e}");
+            assert_eq!(inner["routes"], json!(["c", "d"]));
+            assert_eq!(inner["pmf"], json!([0.75, 0.25]));
+            assert_eq!(inner["unit"], "header:x-user");
+            let inner_chosen = inner["chosen"].as_u64().unwrap() as usize;
+            assert_eq!(e["route"], ["c", "d"][inner_chosen], "{e}");
+        } else {
+            assert_eq!(e["route"], "a", "{e}");
+            assert_eq!(e["decisions"].as_array().unwrap().len(), 1, "{e}");
+        }
+    }
+    let named = infer.iter().find(|e| e["id"] == "named").unwrap();
+    assert!(named.get("decisions").is_none(), "{named}");
+    let feedback: Vec<&Value> = evs.iter().filter(|e| e["op"] == "feedback").collect();
+    assert_eq!(feedback.len(), 2, "a duplicate is no event");
+    for (f, (id, reward)) in feedback.iter().zip([("r3", 1.0), ("r4", 0.0)]) {
+        assert_eq!(f["id"], id);
+        assert_eq!(f["reward"], reward);
+        assert_eq!(f["model"], "ab");
+        assert_eq!(f["graph"], "ab");
+        assert!(f["when"].as_str().unwrap().ends_with('Z'));
+        assert!(f.get("request").is_none(), "{f}");
+        assert!(infer.iter().any(|e| e["id"] == id), "joins a decision");
+    }
+}

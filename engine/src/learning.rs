@@ -41,6 +41,9 @@ pub struct LearnerStats {
     pub routes: Vec<RouteStats>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shadow: Option<ShadowStats>,
+    /// The experiment's readout (weighted and bandit routers; see `experiment`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub readout: Option<crate::experiment::Readout>,
 }
 
 /// One route's counts.

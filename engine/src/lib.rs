@@ -4,7 +4,7 @@
 //! (`grpc`), Kafka (`kafka`), and the serving process (`server`, with `http`).
 //!
 //! The modules build on each other in one direction, lowest first: tensors, errors, events
-//! and diagnostics; `learning`, `storage`; `step`; `metrics`, `stats`, `telemetry`;
+//! and diagnostics; `experiment`, `learning`, `storage`; `step`; `metrics`, `stats`, `telemetry`;
 //! `protocol`; `tracking`; `repository`; `graph`; `request` (the request path); `sources`; `serve` (the
 //! protocol service); the transports (`http`, `grpc`, `kafka`); `server` (the serving
 //! process). No module imports one above it (`cargo test` checks: `no_import_loops`).
@@ -14,6 +14,7 @@
 pub mod diag;
 pub mod error;
 pub mod event;
+pub mod experiment;
 pub mod feedback;
 pub mod fields;
 pub mod graph;

@@ -667,7 +667,7 @@ enum Sample {
 
 impl Collector for Routers {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
-        let mut families: [(&str, &str, MetricType, Vec<Sample>); 5] = [
+        let mut families: [(&str, &str, MetricType, Vec<Sample>); 9] = [
             (
                 "servegraph_router_requests",
                 "Requests a router sent to each route.",
@@ -698,6 +698,30 @@ impl Collector for Routers {
                 MetricType::Counter,
                 Vec::new(),
             ),
+            (
+                "servegraph_router_experiment_lift",
+                "The absolute lift of each route's mean reward over the experiment's control.",
+                MetricType::Gauge,
+                Vec::new(),
+            ),
+            (
+                "servegraph_router_experiment_p_value",
+                "The always-valid p-value of each route's lift over the control, Holm-adjusted across the routes compared (the readout's p_adjusted).",
+                MetricType::Gauge,
+                Vec::new(),
+            ),
+            (
+                "servegraph_router_experiment_chance_to_beat_control",
+                "The posterior chance that each route's mean reward beats the control's.",
+                MetricType::Gauge,
+                Vec::new(),
+            ),
+            (
+                "servegraph_router_experiment_srm_p_value",
+                "The sample-ratio-mismatch check's p-value (a fixed split's assignments against its weights).",
+                MetricType::Gauge,
+                Vec::new(),
+            ),
         ];
         for stats in &self.stats {
             for r in &stats.routes {
@@ -716,6 +740,33 @@ impl Collector for Routers {
                     .push(Sample::Gauge(labels.clone(), r.reward_sum));
                 if let Some(e) = r.estimate {
                     families[3].3.push(Sample::Gauge(labels, e));
+                }
+            }
+            if let Some(readout) = &stats.readout {
+                for r in &readout.routes {
+                    let labels: Labels = vec![
+                        ("graph", self.graph.clone()),
+                        ("router", stats.router.clone()),
+                        ("policy", stats.policy.clone()),
+                        ("route", r.route.clone()),
+                    ];
+                    for (family, value) in [
+                        (5, r.lift_abs),
+                        (6, r.p_adjusted),
+                        (7, r.chance_to_beat_control),
+                    ] {
+                        if let Some(v) = value {
+                            families[family].3.push(Sample::Gauge(labels.clone(), v));
+                        }
+                    }
+                }
+                if let Some(srm) = &readout.srm {
+                    let labels: Labels = vec![
+                        ("graph", self.graph.clone()),
+                        ("router", stats.router.clone()),
+                        ("policy", stats.policy.clone()),
+                    ];
+                    families[8].3.push(Sample::Gauge(labels, srm.p));
                 }
             }
             if let Some(sh) = &stats.shadow {
@@ -780,6 +831,7 @@ mod tests {
                     skipped: 1,
                     failed: 0,
                 }),
+                readout: None,
             }
         }
     }
@@ -861,6 +913,64 @@ mod tests {
         let empty = render(None).unwrap();
         assert!(empty.ends_with("# EOF\n"), "{empty}");
         assert!(!empty.contains("servegraph_router_"), "{empty}");
+    }
+
+    /// The readout's lift, p-value, chance to beat the control (not for the control itself)
+    /// and the ratio check, labelled by the graph file's names only.
+    #[test]
+    fn experiment_readouts_are_gauges() {
+        use crate::experiment::{Aggregate, Design, Settings, readout};
+        let arm = |route: &str, n: u64, s: f64| Aggregate {
+            route: route.into(),
+            n,
+            rewarded: n,
+            sum: s,
+            sum_sq: s,
+            weight: Some(1.0),
+            ..Aggregate::default()
+        };
+        let mut stats = learnt();
+        stats.policy = "weighted".into();
+        stats.readout = Some(
+            readout(
+                &Settings::new("a"),
+                &Design::Fixed { sticky: None },
+                &[arm("a", 1000, 100.0), arm("b", 1000, 150.0)],
+            )
+            .unwrap(),
+        );
+        let r = &stats.readout.as_ref().unwrap().routes[1];
+        let text = render(Some(("g".to_owned(), vec![stats.clone()]))).unwrap();
+        let labels = r#"{graph="g",router="ab",policy="weighted",route="b"}"#;
+        let value = |name: &str, labels: &str| -> f64 {
+            let prefix = format!("{name}{labels} ");
+            let line = text.lines().find(|l| l.starts_with(&prefix));
+            line.unwrap_or_else(|| panic!("{prefix}\n{text}"))[prefix.len()..]
+                .parse()
+                .unwrap()
+        };
+        assert!(text.contains("# TYPE servegraph_router_experiment_lift gauge"));
+        for (name, want) in [
+            ("servegraph_router_experiment_lift", r.lift_abs),
+            ("servegraph_router_experiment_p_value", r.p_adjusted),
+            (
+                "servegraph_router_experiment_chance_to_beat_control",
+                r.chance_to_beat_control,
+            ),
+        ] {
+            assert!(
+                (value(name, labels) - want.unwrap()).abs() < 1e-12,
+                "{name}"
+            );
+        }
+        let router = r#"{graph="g",router="ab",policy="weighted"}"#;
+        assert_eq!(
+            value("servegraph_router_experiment_srm_p_value", router),
+            1.0
+        );
+        assert!(
+            !text.contains(r#"experiment_lift{graph="g",router="ab",policy="weighted",route="a"}"#)
+        );
     }
 
     #[test]

@@ -197,6 +197,13 @@ pub struct Pipeline {
     source: &'static str,
 }
 
+impl Pipeline {
+    /// The graph's tracking stream, when it has one.
+    pub fn tracker(&self) -> Option<&Tracker> {
+        self.tracker.as_ref()
+    }
+}
+
 /// A request being observed: its start, its in-flight count, its span.
 pub struct Observation<'p> {
     pipeline: &'p Pipeline,
@@ -593,7 +600,8 @@ async fn run_tracked(
     let id = event.id.clone();
     let request = event.tensors.clone();
     event.step_microsec = Some(Vec::new());
-    let result = crate::tracking::scope(tracker.clone(), ctx.graph.run(event)).await;
+    let (result, decisions) =
+        crate::tracking::scope_deciding(tracker.clone(), ctx.graph.run(event)).await;
     let microsec = start.elapsed().as_micros() as u64;
     let (route, resp, error, steps) = match &result {
         Ok(done) => (
@@ -618,6 +626,8 @@ async fn run_tracked(
         microsec,
         step_microsec: steps,
         shadow: false,
+        decisions,
+        reward: None,
     });
     result
 }

@@ -138,12 +138,80 @@ pub struct TrackingEvent {
     pub step_microsec: Vec<(String, u64)>,
     /// A shadow copy's answer (discarded from the caller's response), not the request's own.
     pub shadow: bool,
+    /// The decisions the routers' policies made for the request, outermost first.
+    pub decisions: Vec<Decision>,
+    /// Feedback for the request `id` (`op: feedback`: the event says only this, the router
+    /// in `model`), not a request.
+    pub reward: Option<f64>,
+}
+
+impl TrackingEvent {
+    /// The event of a reward taken for the response `id` of router `router` of `graph`.
+    pub fn feedback(graph: &str, router: &str, id: &str, reward: f64) -> TrackingEvent {
+        TrackingEvent {
+            id: id.to_owned(),
+            when: SystemTime::now(),
+            graph: graph.to_owned(),
+            model: router.to_owned(),
+            version: None,
+            route: None,
+            explain: false,
+            request: Vec::new(),
+            resp: None,
+            error: None,
+            microsec: 0,
+            step_microsec: Vec::new(),
+            shadow: false,
+            decisions: Vec::new(),
+            reward: Some(reward),
+        }
+    }
+}
+
+/// A router's decision, as the tracking stream records it (the fields of Vowpal Wabbit's
+/// DSJSON: the action set, its probabilities, the chosen index, the policy and its state).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Decision {
+    pub router: String,
+    /// The policy type (`weighted`, `thompson`, …).
+    pub policy: String,
+    /// The generation of the router's learning (one more than the state it restored).
+    pub generation: u64,
+    /// The routes the policy chose among, in order.
+    pub routes: Vec<String>,
+    /// The probability of each of `routes` as the policy chose (before the choice); absent
+    /// when the policy does not know them (a Seldon ROUTER class).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pmf: Option<Vec<f64>>,
+    /// The chosen route's index in `routes` (0-based).
+    pub chosen: usize,
+    /// A sticky router's key (`header:x-user`): the unit of randomisation is that key, not
+    /// the request.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unit: Option<String>,
+}
+
+/// A decision with the stream's sampling rate.
+#[derive(Serialize)]
+struct DecisionJson<'a> {
+    #[serde(flatten)]
+    decision: &'a Decision,
+    /// The probability the request was kept by the stream's sampling (1 / `sample`).
+    sampled: f64,
 }
 
 tokio::task_local! {
     /// The tracker of the tracked request this task runs, for steps that answer off the
     /// request's path (shadow routes).
     static CURRENT: Tracker;
+    /// The decisions the routers of the tracked request this task runs made.
+    static DECISIONS: std::cell::RefCell<Vec<Decision>>;
+}
+
+/// Records a router's decision with the tracked request this task runs (`make` runs only
+/// for a tracked request).
+pub fn decided(make: impl FnOnce() -> Decision) {
+    let _ = DECISIONS.try_with(|d| d.borrow_mut().push(make()));
 }
 
 /// The tracker of the tracked request being run on this task, if any.
@@ -156,6 +224,8 @@ struct EventJson<'a> {
     event: &'a TrackingEvent,
     labels: &'a Map<String, Value>,
     max_elements: usize,
+    /// 1 / `sample`.
+    sampled: f64,
 }
 
 impl Serialize for EventJson<'_> {
@@ -177,6 +247,12 @@ impl Serialize for EventJson<'_> {
         if let Some(r) = &e.route {
             m.serialize_entry("route", r)?;
         }
+        if let Some(reward) = e.reward {
+            m.serialize_entry("op", "feedback")?;
+            m.serialize_entry("reward", &reward)?;
+            m.serialize_entry("labels", self.labels)?;
+            return m.end();
+        }
         m.serialize_entry("op", if e.explain { "explain" } else { "infer" })?;
         m.serialize_entry("request", &tensors(&e.request))?;
         match &e.resp {
@@ -188,6 +264,17 @@ impl Serialize for EventJson<'_> {
         }
         if e.shadow {
             m.serialize_entry("shadow", &true)?;
+        }
+        if !e.decisions.is_empty() {
+            let decisions: Vec<DecisionJson> = e
+                .decisions
+                .iter()
+                .map(|decision| DecisionJson {
+                    decision,
+                    sampled: self.sampled,
+                })
+                .collect();
+            m.serialize_entry("decisions", &decisions)?;
         }
         m.serialize_entry("microsec", &e.microsec)?;
         let steps: Map<String, Value> = e
@@ -320,6 +407,7 @@ pub struct TrackingWriter {
     stats: Arc<TrackingStats>,
     labels: Map<String, Value>,
     max_elements: usize,
+    sample: u64,
 }
 
 impl Tracker {
@@ -355,6 +443,7 @@ impl Tracker {
                     .map(|(k, v)| (k.clone(), Value::String(v.clone())))
                     .collect(),
                 max_elements: spec.max_tensor_elements,
+                sample: spec.sample,
             },
         )
     }
@@ -413,7 +502,7 @@ impl TrackingWriter {
                 tokio::select! {
                     next = self.rx.recv() => match next {
                         Some(event) => {
-                            let line = EventJson { event: &event, labels: &self.labels, max_elements: self.max_elements };
+                            let line = EventJson { event: &event, labels: &self.labels, max_elements: self.max_elements, sampled: 1.0 / self.sample as f64 };
                             if serde_json::to_writer(&mut buf, &line).is_ok() {
                                 buf.push(b'\n');
                                 count += 1;
@@ -461,6 +550,19 @@ pub async fn scope<F: std::future::Future>(tracker: Tracker, work: F) -> F::Outp
     CURRENT.scope(tracker, work).await
 }
 
+/// Runs `work` as [`scope`] does, and collects the decisions its routers make ([`decided`]).
+pub async fn scope_deciding<F: std::future::Future>(
+    tracker: Tracker,
+    work: F,
+) -> (F::Output, Vec<Decision>) {
+    DECISIONS
+        .scope(std::cell::RefCell::new(Vec::new()), async move {
+            let out = CURRENT.scope(tracker, work).await;
+            (out, DECISIONS.with(|d| d.take()))
+        })
+        .await
+}
+
 /// RFC 3339 UTC with microseconds.
 pub fn timestamp(t: SystemTime) -> String {
     humantime::format_rfc3339_micros(t).to_string()
@@ -490,6 +592,8 @@ mod tests {
             microsec: 1,
             step_microsec: Vec::new(),
             shadow: false,
+            decisions: Vec::new(),
+            reward: None,
         }
     }
 

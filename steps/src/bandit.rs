@@ -18,6 +18,9 @@ use rand::{Rng, SeedableRng};
 use rand_distr::{Beta, Distribution, Normal};
 use serde::Serialize;
 
+/// How many posterior draws Thompson sampling makes per choice, for its probabilities.
+pub const THOMPSON_DRAWS: usize = 32;
+
 /// Which algorithm, with its parameters.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Algorithm {
@@ -89,31 +92,58 @@ impl Bandit {
 
     /// Picks an arm for the next request.
     pub fn choose(&mut self) -> usize {
+        self.decide().0
+    }
+
+    /// Picks an arm for the next request, with the probabilities it picked with (one per
+    /// arm, summing to 1): what makes its logs usable for off-policy estimates. ε-greedy's
+    /// are exact (ε/k each, 1 − ε more for the greedy arm); UCB1's put 1 on its choice (it
+    /// never randomises); Thompson's are exact too: it draws [`THOMPSON_DRAWS`] posterior
+    /// samples per arm, the share of draws each arm wins is its probability, and the choice
+    /// is the winner of one draw taken at random, so an arm is chosen with exactly the
+    /// probability logged (and, over the draws, as often as plain Thompson sampling picks it).
+    pub fn decide(&mut self) -> (usize, Vec<f64>) {
         self.pulls += 1;
         let k = self.arms.len();
+        let mut pmf = vec![0.0; k];
         let arm = match self.algorithm {
             Algorithm::EpsilonGreedy { epsilon, decay } => {
                 let eps = epsilon / (1.0 + decay * self.pulls as f64);
+                let greedy = self.best_by(|a| a.mean());
+                pmf.iter_mut().for_each(|p| *p = eps / k as f64);
+                pmf[greedy] += 1.0 - eps;
                 if self.rng.random::<f64>() < eps {
                     self.rng.random_range(0..k)
                 } else {
-                    self.best_by(|a| a.mean())
+                    greedy
                 }
             }
-            Algorithm::Ucb1 => match self.arms.iter().position(|a| a.n < 1e-9) {
-                Some(untried) => untried,
-                None => {
-                    let total: f64 = self.arms.iter().map(|a| a.n).sum();
-                    self.best_by(|a| a.mean() + (2.0 * total.ln() / a.n).sqrt())
-                }
-            },
+            Algorithm::Ucb1 => {
+                let arm = match self.arms.iter().position(|a| a.n < 1e-9) {
+                    Some(untried) => untried,
+                    None => {
+                        let total: f64 = self.arms.iter().map(|a| a.n).sum();
+                        self.best_by(|a| a.mean() + (2.0 * total.ln() / a.n).sqrt())
+                    }
+                };
+                pmf[arm] = 1.0;
+                arm
+            }
             Algorithm::Thompson { gaussian } => {
-                let samples: Vec<f64> = (0..k).map(|i| self.sample(i, gaussian)).collect();
-                argmax(&samples)
+                let mut winners = [0usize; THOMPSON_DRAWS];
+                let mut samples = vec![0.0; k];
+                for winner in &mut winners {
+                    for (i, s) in samples.iter_mut().enumerate() {
+                        *s = self.sample(i, gaussian);
+                    }
+                    *winner = argmax(&samples);
+                    pmf[*winner] += 1.0 / THOMPSON_DRAWS as f64;
+                }
+                winners[self.rng.random_range(0..THOMPSON_DRAWS)]
             }
         };
         self.arms[arm].pulls += 1;
-        arm
+        (arm, pmf)
     }
 
     fn sample(&mut self, i: usize, gaussian: bool) -> f64 {
@@ -310,6 +340,48 @@ mod tests {
             (picks, b.stats())
         };
         assert_eq!(run(), run());
+    }
+
+    /// The logged probabilities are those the choices follow: over many choices from a fixed
+    /// state, each arm's share matches the mean probability logged for it.
+    #[test]
+    fn choices_follow_the_probabilities_logged() {
+        for algo in [
+            Algorithm::Thompson { gaussian: false },
+            Algorithm::EpsilonGreedy {
+                epsilon: 0.3,
+                decay: 0.0,
+            },
+            Algorithm::Ucb1,
+        ] {
+            let mut b = Bandit::new(3, algo, None, Some(9));
+            for (arm, rewards) in [
+                (0, [1.0, 0.0, 0.0]),
+                (1, [1.0, 1.0, 0.0]),
+                (2, [0.0, 1.0, 1.0]),
+            ] {
+                for r in rewards {
+                    b.reward(arm, r).unwrap();
+                }
+            }
+            let n = 20_000;
+            let (mut chosen, mut logged) = ([0.0; 3], [0.0; 3]);
+            for _ in 0..n {
+                let (arm, pmf) = b.decide();
+                assert!((pmf.iter().sum::<f64>() - 1.0).abs() < 1e-9, "{pmf:?}");
+                assert!(pmf[arm] > 0.0, "{algo:?}: chose an arm of probability 0");
+                chosen[arm] += 1.0 / n as f64;
+                for (l, p) in logged.iter_mut().zip(&pmf) {
+                    *l += p / n as f64;
+                }
+            }
+            for i in 0..3 {
+                assert!(
+                    (chosen[i] - logged[i]).abs() < 0.015,
+                    "{algo:?}: {chosen:?} {logged:?}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -360,14 +360,17 @@ async fn feedback(
                 m = consumer.recv() => match m {
                     Ok(m) => {
                         // The graph being served now (a reload swaps it).
-                        let graph = Arc::clone(&live.borrow().graph);
+                        let (graph, tracker) = {
+                            let live = live.borrow();
+                            (Arc::clone(&live.graph), live.tracker.clone())
+                        };
                         let model = m.headers().and_then(|h| {
                             h.iter()
                                 .find(|h| h.key.eq_ignore_ascii_case(super::MODEL_HEADER))
                                 .and_then(|h| h.value)
                                 .map(|v| String::from_utf8_lossy(v).into_owned())
                         });
-                        if let Err(e) = credit(&graph, model.as_deref(), m.payload().unwrap_or_default(), &mut counts) {
+                        if let Err(e) = credit(&graph, tracker.as_ref(), model.as_deref(), m.payload().unwrap_or_default(), &mut counts) {
                             counts.invalid += 1;
                             tracing::warn!(%topic, partition = m.partition(), offset = m.offset(), error = %e, "ignored a feedback message");
                         }
@@ -394,9 +397,11 @@ struct Counts {
     invalid: u64,
 }
 
-/// Credits one feedback message to the router(s) that remember its ids.
+/// Credits one feedback message to the router(s) that remember its ids; each reward taken
+/// is a tracking event, when the graph is tracked.
 fn credit(
     graph: &Graph,
+    tracker: Option<&crate::tracking::Tracker>,
     model: Option<&str>,
     payload: &[u8],
     counts: &mut Counts,
@@ -406,13 +411,14 @@ fn credit(
     let (items, _) = crate::feedback::parse(&value)?;
     let field = value.get("model").and_then(serde_json::Value::as_str);
     let model = model.or(field);
-    let routers: Vec<&dyn crate::Learner> = match model {
-        Some(m) => vec![
+    let routers: Vec<(&str, &dyn crate::Learner)> = match model {
+        Some(m) => vec![(
+            m,
             graph
                 .learner(m)
                 .ok_or_else(|| Error::not_found(format!("no router `{m}` that takes feedback")))?,
-        ],
-        None => graph.learners().into_iter().map(|(_, s)| s).collect(),
+        )],
+        None => graph.learners(),
     };
     for item in items {
         let Some(id) = item.id else {
@@ -422,11 +428,19 @@ fn credit(
             ));
         };
         let mut credited = false;
-        for router in &routers {
+        for (name, router) in &routers {
             match router.feedback(id, item.reward) {
                 Ok(true) => {
                     counts.accepted += 1;
                     credited = true;
+                    if let Some(t) = tracker {
+                        t.emit(crate::tracking::TrackingEvent::feedback(
+                            &graph.name,
+                            name,
+                            id,
+                            item.reward,
+                        ));
+                    }
                 }
                 Ok(false) => {
                     counts.duplicates += 1;

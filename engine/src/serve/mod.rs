@@ -361,7 +361,17 @@ impl Service {
         for item in items {
             match (item.id, item.route) {
                 (Some(id), route) => match router.feedback(id, item.reward) {
-                    Ok(true) => accepted += 1,
+                    Ok(true) => {
+                        accepted += 1;
+                        if let Some(t) = served.tracker() {
+                            t.emit(crate::tracking::TrackingEvent::feedback(
+                                &served.graph.name,
+                                model,
+                                id,
+                                item.reward,
+                            ));
+                        }
+                    }
                     Ok(false) => duplicates += 1,
                     Err(e) if e.kind == ErrorKind::NotFound => match route {
                         Some(route) => {

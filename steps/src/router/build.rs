@@ -8,7 +8,7 @@ use servegraph_engine::{BuildContext, Step, StepNode};
 
 use super::policy::{Policy, Sticky, weighted};
 use super::shadow::Shadow;
-use super::spec::policy_span;
+use super::spec::{experiment_span, policy_span};
 use super::state::{Learning, Settings};
 use super::{PolicyKind, PolicySpec, RewardKind, Router, RouterSpec};
 use crate::bandit::{Algorithm, Bandit};
@@ -215,6 +215,7 @@ pub fn build(node: &StepNode, ctx: &mut BuildContext) -> Option<Box<dyn Step>> {
         };
         Bandit::new(chosen.len(), algorithm, p.discount, p.seed)
     });
+    let experiment = experiment_settings(node, ctx, p, &policy, &routes, &chosen)?;
     let state_file = p.state_file.as_ref().map(|f| ctx.resolve(f));
     if let Some(file) = &state_file
         && let Err(why) = writable_folder(file)
@@ -306,8 +307,66 @@ pub fn build(node: &StepNode, ctx: &mut BuildContext) -> Option<Box<dyn Step>> {
         chosen,
         learning,
         shadow,
+        experiment,
     };
     Some(Box::new(router))
+}
+
+/// The tuning of the readout of a weighted or bandit router (`policy.experiment`, defaults
+/// filled in); `None` for other policies. The control must be a route the policy chooses:
+/// one with a weight, or an arm.
+fn experiment_settings(
+    node: &StepNode,
+    ctx: &mut BuildContext,
+    p: &PolicySpec,
+    policy: &Policy,
+    routes: &[crate::routes::Route],
+    chosen: &[usize],
+) -> Option<Option<servegraph_engine::experiment::Settings>> {
+    let among: Vec<&str> = match policy {
+        Policy::Weighted { cumulative, .. } => {
+            let mut before = 0.0;
+            cumulative
+                .iter()
+                .enumerate()
+                .filter_map(|(i, &c)| {
+                    let share = c - before;
+                    before = c;
+                    (share > 0.0).then_some(routes[i].key.as_str())
+                })
+                .collect()
+        }
+        Policy::Bandit => chosen.iter().map(|&i| routes[i].key.as_str()).collect(),
+        _ => return Some(None),
+    };
+    let spec = p.experiment.clone().unwrap_or_default();
+    let control = match spec.control {
+        Some(c) if among.contains(&c.as_str()) => c,
+        Some(c) => {
+            let what = if matches!(policy, Policy::Bandit) {
+                "an arm"
+            } else {
+                "a route with a weight"
+            };
+            ctx.report(
+                Diagnostic::new(format!(
+                    "`experiment.control` names `{c}`, which is not {what} of the policy"
+                ))
+                .step(&node.name)
+                .at(&experiment_span(node))
+                .help(format!("the policy chooses among {}", all_of(&among))),
+            );
+            return None;
+        }
+        None => among.first()?.to_string(),
+    };
+    let defaults = servegraph_engine::experiment::Settings::new(control);
+    Some(Some(servegraph_engine::experiment::Settings {
+        planned_n: spec.planned_n.unwrap_or(defaults.planned_n),
+        alpha: spec.alpha.unwrap_or(defaults.alpha),
+        min_sample: spec.min_sample.unwrap_or(defaults.min_sample),
+        ..defaults
+    }))
 }
 
 /// `kafka://HOST:PORT/TOPIC` → brokers and topic.

@@ -29,7 +29,7 @@ impl servegraph_engine::Learner for Router {
                     .expect("not poisoned")
                     .routes
                     .get(id)
-                    .map(|(r, _)| r.clone())
+                    .map(|(r, _, _)| r.clone())
             });
             if let Some(route) = named {
                 return Err(Error::unprocessable(format!(
@@ -49,8 +49,10 @@ impl servegraph_engine::Learner for Router {
             return Ok(false);
         }
         let route = entry.0.clone();
+        let propensity = entry.2;
         drop(d);
         self.reward(&route, reward)?;
+        self.learning.trial_rewarded(&route, propensity, reward);
         if let Some(e) = decisions.lock().expect("not poisoned").routes.get_mut(id) {
             e.1 = true;
         }
@@ -108,6 +110,7 @@ impl servegraph_engine::Learner for Router {
             policy: self.kind.as_str().to_owned(),
             routes,
             shadow,
+            readout: self.readout(),
         }
     }
 
@@ -133,6 +136,63 @@ impl servegraph_engine::Learner for Router {
 }
 
 impl Router {
+    /// The experiment's readout (weighted and bandit policies): each route the policy
+    /// chooses among (a weighted one's routes with a weight), from the decisions the policy
+    /// made and the feedback they took by id. Keeps each route's smallest always-valid
+    /// p-value, so the next readout's is never larger.
+    pub(super) fn readout(&self) -> Option<servegraph_engine::experiment::Readout> {
+        use servegraph_engine::experiment::{Aggregate, Design};
+        let settings = self.experiment.as_ref()?;
+        let shares = self.shares();
+        let (design, among): (Design, Vec<usize>) = match &self.policy {
+            Policy::Weighted { sticky, .. } => (
+                Design::Fixed {
+                    sticky: sticky.as_ref().map(ToString::to_string),
+                },
+                shares
+                    .as_ref()?
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, s)| **s > 0.0)
+                    .map(|(i, _)| i)
+                    .collect(),
+            ),
+            Policy::Bandit => (
+                Design::Adaptive {
+                    policy: self.kind.as_str().to_owned(),
+                    randomised: self.kind != super::PolicyKind::Ucb1,
+                },
+                self.chosen.clone(),
+            ),
+            _ => return None,
+        };
+        let bandit = matches!(self.policy, Policy::Bandit);
+        let routes: Vec<Aggregate> = among
+            .iter()
+            .map(|&i| {
+                let key = &self.routes[i].key;
+                let t = self.learning.trial(key);
+                Aggregate {
+                    route: key.clone(),
+                    n: t.decided,
+                    rewarded: t.rewarded,
+                    sum: t.sum,
+                    sum_sq: t.sum_sq,
+                    weight: shares.as_ref().map(|s| s[i]),
+                    weighted: bandit.then_some(t.weighted),
+                    min_p: t.min_p,
+                }
+            })
+            .collect();
+        let readout = servegraph_engine::experiment::readout(settings, &design, &routes).ok()?;
+        for r in &readout.routes {
+            if let Some(p) = r.p_always_valid {
+                self.learning.reported_p(&r.route, p);
+            }
+        }
+        Some(readout)
+    }
+
     /// A reward for `route` (by key): the policy learns it (a bandit, when the route is one
     /// of its arms; a Seldon ROUTER class, in its `send_feedback`), it is counted, and it is
     /// shared with the other replicas.

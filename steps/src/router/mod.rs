@@ -64,6 +64,15 @@ pub struct Router {
     route_seconds: Vec<servegraph_engine::metrics::Timer>,
     /// Each route's successes and failures (the statistics extension).
     route_outcomes: Vec<std::sync::Arc<servegraph_engine::stats::Outcomes>>,
+    /// How the experiment is read out (weighted and bandit policies).
+    experiment: Option<servegraph_engine::experiment::Settings>,
+}
+
+/// A decision of the policy: the probability it chose the route with, and (bandits) the
+/// probability of each of its arms.
+struct Choice {
+    propensity: f64,
+    pmf: Option<Vec<f64>>,
 }
 
 /// A Seldon ROUTER's choice.
@@ -74,12 +83,13 @@ enum SeldonRoute {
 }
 
 impl Router {
-    /// Which route an event goes to, and whether the policy chose it (rather than the request).
-    fn select(&self, event: &Event) -> Result<(usize, bool)> {
+    /// Which route an event goes to, and the policy's decision when the policy chose it
+    /// (rather than the request).
+    fn select(&self, event: &Event) -> Result<(usize, Option<Choice>)> {
         if let Some(target) = &event.target
             && target.model != self.name
         {
-            return self.find(target).map(|i| (i, false));
+            return self.find(target).map(|i| (i, None));
         }
         let chosen = match &self.policy {
             Policy::Path => Err(Error::bad_request(format!(
@@ -99,10 +109,18 @@ impl Router {
                 };
                 // Below the total, so a route with weight is always found.
                 let x = (point * total).min(total * (1.0 - f64::EPSILON));
-                Ok(cumulative
+                let i = cumulative
                     .iter()
                     .position(|&c| x < c)
-                    .unwrap_or(cumulative.len() - 1))
+                    .unwrap_or(cumulative.len() - 1);
+                let before = if i == 0 { 0.0 } else { cumulative[i - 1] };
+                Ok((
+                    i,
+                    Choice {
+                        propensity: (cumulative[i] - before) / total,
+                        pmf: None,
+                    },
+                ))
             }
             Policy::Bandit => {
                 let bandit = self
@@ -110,11 +128,73 @@ impl Router {
                     .bandit
                     .as_ref()
                     .expect("a bandit policy has one");
-                Ok(self.chosen[bandit.lock().expect("not poisoned").choose()])
+                let (arm, pmf) = bandit.lock().expect("not poisoned").decide();
+                Ok((
+                    self.chosen[arm],
+                    Choice {
+                        propensity: pmf[arm],
+                        pmf: Some(pmf),
+                    },
+                ))
             }
             Policy::Seldon(_) => unreachable!("a Seldon router chooses in `process`"),
         };
-        chosen.map(|i| (i, true))
+        chosen.map(|(i, c)| (i, Some(c)))
+    }
+
+    /// Records the policy's decision with the request's tracking event (when it is tracked):
+    /// the routes it chose among, their probabilities, the chosen index, the policy and the
+    /// generation of its learning.
+    fn track_decision(&self, index: usize, choice: Choice) {
+        servegraph_engine::tracking::decided(|| {
+            let keys = |among: &[usize]| -> Vec<String> {
+                among.iter().map(|&i| self.routes[i].key.clone()).collect()
+            };
+            let (routes, pmf, chosen, unit) = match &self.policy {
+                Policy::Weighted { sticky, .. } => (
+                    keys(&(0..self.routes.len()).collect::<Vec<_>>()),
+                    self.shares(),
+                    index,
+                    sticky.as_ref().map(ToString::to_string),
+                ),
+                _ => (
+                    keys(&self.chosen),
+                    choice.pmf,
+                    self.chosen.iter().position(|&i| i == index).unwrap_or(0),
+                    None,
+                ),
+            };
+            servegraph_engine::tracking::Decision {
+                router: self.name.clone(),
+                policy: self.kind.as_str().to_owned(),
+                generation: self.learning.generation(),
+                routes,
+                pmf,
+                chosen,
+                unit,
+            }
+        });
+    }
+
+    /// The probabilities a weighted policy chooses each route with, in route order.
+    fn shares(&self) -> Option<Vec<f64>> {
+        let Policy::Weighted {
+            cumulative, total, ..
+        } = &self.policy
+        else {
+            return None;
+        };
+        let mut before = 0.0;
+        Some(
+            cumulative
+                .iter()
+                .map(|&c| {
+                    let share = (c - before) / total;
+                    before = c;
+                    share
+                })
+                .collect(),
+        )
     }
 
     /// What the Seldon ROUTER class says of the request: `route()`'s index (`-1` all routes,
@@ -226,10 +306,17 @@ impl Router {
 impl Step for Router {
     async fn process(&self, mut event: Event) -> Result<Event> {
         let named = event.target.as_ref().is_some_and(|t| t.model != self.name);
-        let (index, by_policy) = match &self.policy {
+        let (index, choice) = match &self.policy {
             Policy::Seldon(component) if !named => {
                 match self.seldon_route(component, &event).await? {
-                    SeldonRoute::One(index) => (index, true),
+                    // A Seldon class's probabilities are its own: not known here.
+                    SeldonRoute::One(index) => (
+                        index,
+                        Some(Choice {
+                            propensity: f64::NAN,
+                            pmf: None,
+                        }),
+                    ),
                     SeldonRoute::All => return self.all_routes(event).await,
                     SeldonRoute::None => {
                         // The request is the answer (its tensors, or the message it came as).
@@ -248,17 +335,22 @@ impl Step for Router {
         {
             self.mirror(shadow, &event);
         }
-        let remembered = if by_policy {
+        let remembered = if choice.is_some() {
             &self.learning.decisions
         } else {
             &self.learning.named
         };
+        let propensity = choice.as_ref().map_or(1.0, |c| c.propensity);
         if let Some(d) = remembered {
             d.lock()
                 .expect("not poisoned")
-                .remember(&event.id, &self.keys[index]);
+                .remember(&event.id, &self.keys[index], propensity);
         }
         self.learning.pulled(&self.keys[index]);
+        if let Some(choice) = choice {
+            self.learning.decided(&self.keys[index]);
+            self.track_decision(index, choice);
+        }
         let route = &self.routes[index];
         event.routes.push((self.name.clone(), route.key.clone()));
         event.routing.push((self.name.clone(), index as i64));

@@ -73,6 +73,8 @@ impl Router {
                     microsec: start.elapsed().as_micros() as u64,
                     step_microsec: Vec::new(),
                     shadow: true,
+                    decisions: Vec::new(),
+                    reward: None,
                 });
             }
         });

@@ -87,6 +87,10 @@ macro_rules! bandit_policy {
             #[serde(default)]
             #[schemars(range(min = 1))]
             pub remember: Option<usize>,
+            /// How `GET /v2/models/{router}/experiment` reads the experiment out (see
+            /// [`ExperimentSpec`]).
+            #[serde(default)]
+            pub experiment: Option<ExperimentSpec>,
         }
 
         impl From<$name> for PolicySpec {
@@ -100,6 +104,7 @@ macro_rules! bandit_policy {
                     state_every_ms: p.state_every_ms,
                     share: p.share,
                     remember: p.remember,
+                    experiment: p.experiment,
                     ..PolicySpec::default()
                 };
                 $(spec.$field = p.$field;)*
@@ -141,6 +146,34 @@ pub struct WeightedPolicy {
     #[serde(default)]
     #[schemars(range(min = 1))]
     pub remember: Option<usize>,
+    /// How `GET /v2/models/{router}/experiment` reads the experiment out (see
+    /// [`ExperimentSpec`]).
+    #[serde(default)]
+    pub experiment: Option<ExperimentSpec>,
+}
+
+/// `experiment:` under a `weighted` or bandit policy: the tuning of its readout.
+#[derive(Clone, Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExperimentSpec {
+    /// The route the others are compared with. Default: the first route the policy chooses
+    /// among (the first with a weight, the first arm).
+    #[serde(default)]
+    pub control: Option<String>,
+    /// The planned sample (rewarded decisions of a route and the control together) at which
+    /// the always-valid confidence sequence is tightest (default 5000).
+    #[serde(default)]
+    #[schemars(range(min = 1))]
+    pub planned_n: Option<u64>,
+    /// The false-positive rate of the always-valid test, and 1 − the sequence's coverage
+    /// (default 0.05).
+    #[serde(default)]
+    #[schemars(extend("exclusiveMinimum" = 0, "maximum" = 0.5))]
+    pub alpha: Option<f64>,
+    /// Rewarded decisions every route needs before any verdict (default 100).
+    #[serde(default)]
+    #[schemars(range(min = 1))]
+    pub min_sample: Option<u64>,
 }
 
 /// A number ≥ 0 (for the schema).
@@ -191,6 +224,7 @@ impl From<WeightedPolicy> for PolicySpec {
             sticky: p.sticky,
             shadow: p.shadow,
             remember: p.remember,
+            experiment: p.experiment,
             ..PolicySpec::default()
         }
     }
@@ -351,6 +385,8 @@ pub struct PolicySpec {
     /// `seldon`: the Seldon ROUTER class (`route()`, `send_feedback()`), as a `class: python`
     /// model's fields.
     pub component: Option<marked_yaml::types::MarkedMappingNode>,
+    /// `weighted` and bandits: the tuning of the experiment's readout.
+    pub experiment: Option<ExperimentSpec>,
 }
 
 /// `shadow: {route: NAME, percent: P}`: mirror a share of requests to a route whose answer is
@@ -413,6 +449,16 @@ impl PolicyKind {
             PolicyKind::Seldon => "seldon",
         }
     }
+}
+
+/// Where a policy's `experiment` is written (else where its `policy` is).
+pub(super) fn experiment_span(node: &StepNode) -> marked_yaml::Span {
+    node.body
+        .get_node("policy")
+        .and_then(|p| p.as_mapping())
+        .and_then(|p| p.get_node("experiment"))
+        .map(|e| *e.span())
+        .unwrap_or_else(|| policy_span(node))
 }
 
 /// Where a step's `policy` is written (the step itself when it has none).

@@ -15,9 +15,10 @@ use super::PolicyKind;
 use super::learning::SharedReward;
 use crate::bandit::{Arm, Bandit};
 
-/// Response ids and the route each went to, kept for feedback: id → (route, reward counted).
+/// Response ids and the route each went to, kept for feedback: id → (route, reward counted,
+/// the probability the policy chose the route with).
 pub(super) struct Decisions {
-    pub(super) routes: HashMap<String, (Arc<str>, bool)>,
+    pub(super) routes: HashMap<String, (Arc<str>, bool, f64)>,
     order: VecDeque<String>,
     pub(super) capacity: usize,
 }
@@ -31,10 +32,10 @@ impl Decisions {
         }
     }
 
-    pub(super) fn remember(&mut self, id: &str, route: &Arc<str>) {
+    pub(super) fn remember(&mut self, id: &str, route: &Arc<str>, propensity: f64) {
         if self
             .routes
-            .insert(id.to_owned(), (Arc::clone(route), false))
+            .insert(id.to_owned(), (Arc::clone(route), false, propensity))
             .is_none()
         {
             self.order.push_back(id.to_owned());
@@ -61,6 +62,9 @@ pub(super) struct Learning {
     pub(super) named: Option<Mutex<Decisions>>,
     /// Per route: requests routed, rewards received, their sum.
     stats: Mutex<HashMap<String, (u64, u64, f64)>>,
+    /// Per route: the policy's decisions and the feedback they took by id (what the
+    /// experiment's readout reads).
+    trials: Mutex<HashMap<String, Trial>>,
     /// The routes of the newest router that uses it (what shared updates may name).
     pub(super) routes: Mutex<Vec<String>>,
     /// Where the bandit's learning is saved.
@@ -100,6 +104,7 @@ impl Learning {
             decisions: s.remember.map(|n| Mutex::new(Decisions::new(n))),
             named: s.remember.map(|n| Mutex::new(Decisions::new(n))),
             stats: Default::default(),
+            trials: Default::default(),
             routes: Default::default(),
             state_file: s.state_file,
             saved: Mutex::new(Vec::new()),
@@ -119,6 +124,57 @@ impl Learning {
                 stats.insert(route.to_owned(), (1, 0, 0.0));
             }
         }
+    }
+
+    /// The generation of this learning (one more than the snapshot it restored).
+    pub(super) fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Relaxed)
+    }
+
+    /// The policy chose `route`.
+    pub(super) fn decided(&self, route: &str) {
+        let mut trials = self.trials.lock().expect("not poisoned");
+        match trials.get_mut(route) {
+            Some(t) => t.decided += 1,
+            None => {
+                trials.insert(
+                    route.to_owned(),
+                    Trial {
+                        decided: 1,
+                        ..Trial::default()
+                    },
+                );
+            }
+        }
+    }
+
+    /// A reward for a decision of the policy that chose `route` with `propensity`.
+    pub(super) fn trial_rewarded(&self, route: &str, propensity: f64, reward: f64) {
+        let mut trials = self.trials.lock().expect("not poisoned");
+        let t = trials.entry(route.to_owned()).or_default();
+        t.rewarded += 1;
+        t.sum += reward;
+        t.sum_sq += reward * reward;
+        if propensity > 0.0 {
+            t.weighted.add(propensity, reward);
+        }
+    }
+
+    /// Every route's trial, as of now.
+    pub(super) fn trial(&self, route: &str) -> Trial {
+        self.trials
+            .lock()
+            .expect("not poisoned")
+            .get(route)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Keeps the running minimum of `route`'s always-valid p-value.
+    pub(super) fn reported_p(&self, route: &str, p: f64) {
+        let mut trials = self.trials.lock().expect("not poisoned");
+        let t = trials.entry(route.to_owned()).or_default();
+        t.min_p = Some(t.min_p.map_or(p, |m| m.min(p)));
     }
 
     /// A reward for `route`, counted.
@@ -301,6 +357,19 @@ impl servegraph_engine::Replicated for Learning {
         }
         self.credit(&update.route, update.reward)
     }
+}
+
+/// A route's part in the experiment: the policy's decisions that chose it, the rewards they
+/// took by id (count, sum, sum of squares, and weighted by the inverse of the probability of
+/// each choice), and the smallest always-valid p-value reported so far.
+#[derive(Clone, Debug, Default)]
+pub(super) struct Trial {
+    pub(super) decided: u64,
+    pub(super) rewarded: u64,
+    pub(super) sum: f64,
+    pub(super) sum_sq: f64,
+    pub(super) weighted: servegraph_engine::experiment::Weighted,
+    pub(super) min_p: Option<f64>,
 }
 
 /// A router's saved learning: each arm's bandit numbers, by route name.
