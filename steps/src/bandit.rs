@@ -55,6 +55,16 @@ pub struct Bandit {
     arms: Vec<Arm>,
     pulls: u64,
     rng: SmallRng,
+    /// Thompson's current draws (see [`Bandit::decide`]).
+    draws: Option<Draws>,
+}
+
+/// A set of [`THOMPSON_DRAWS`] posterior draws: the arm each draw's samples put first, each
+/// arm's share of them, and how many decisions have used them.
+struct Draws {
+    winners: [usize; THOMPSON_DRAWS],
+    pmf: Vec<f64>,
+    used: usize,
 }
 
 /// One arm's numbers, for `GET .../stats`.
@@ -83,6 +93,7 @@ impl Bandit {
             discount: discount.unwrap_or(1.0),
             arms: vec![Arm::default(); arms],
             pulls: 0,
+            draws: None,
             rng: match seed {
                 Some(s) => SmallRng::seed_from_u64(s),
                 None => SmallRng::from_os_rng(),
@@ -102,6 +113,11 @@ impl Bandit {
     /// samples per arm, the share of draws each arm wins is its probability, and the choice
     /// is the winner of one draw taken at random, so an arm is chosen with exactly the
     /// probability logged (and, over the draws, as often as plain Thompson sampling picks it).
+    /// One set of draws serves up to [`THOMPSON_DRAWS`] decisions and is drawn afresh at the
+    /// next reward or restore (the posterior changed) or after them: 32 posterior samples per
+    /// arm every 32 decisions cost what plain Thompson sampling's one per decision does
+    /// (drawing them at every decision cost ~6.5 µs with two routes). Decisions between two
+    /// reward arrivals pick independently among the same draws.
     pub fn decide(&mut self) -> (usize, Vec<f64>) {
         self.pulls += 1;
         let k = self.arms.len();
@@ -130,20 +146,41 @@ impl Bandit {
                 arm
             }
             Algorithm::Thompson { gaussian } => {
-                let mut winners = [0usize; THOMPSON_DRAWS];
-                let mut samples = vec![0.0; k];
-                for winner in &mut winners {
-                    for (i, s) in samples.iter_mut().enumerate() {
-                        *s = self.sample(i, gaussian);
-                    }
-                    *winner = argmax(&samples);
-                    pmf[*winner] += 1.0 / THOMPSON_DRAWS as f64;
+                if self
+                    .draws
+                    .as_ref()
+                    .is_none_or(|d| d.used >= THOMPSON_DRAWS)
+                {
+                    self.draws = Some(self.draw(gaussian));
                 }
-                winners[self.rng.random_range(0..THOMPSON_DRAWS)]
+                let draws = self.draws.as_mut().expect("drawn above");
+                draws.used += 1;
+                pmf.copy_from_slice(&draws.pmf);
+                draws.winners[self.rng.random_range(0..THOMPSON_DRAWS)]
             }
         };
         self.arms[arm].pulls += 1;
         (arm, pmf)
+    }
+
+    /// [`THOMPSON_DRAWS`] draws from every arm's posterior.
+    fn draw(&mut self, gaussian: bool) -> Draws {
+        let k = self.arms.len();
+        let mut winners = [0usize; THOMPSON_DRAWS];
+        let mut pmf = vec![0.0; k];
+        let mut samples = vec![0.0; k];
+        for winner in &mut winners {
+            for (i, s) in samples.iter_mut().enumerate() {
+                *s = self.sample(i, gaussian);
+            }
+            *winner = argmax(&samples);
+            pmf[*winner] += 1.0 / THOMPSON_DRAWS as f64;
+        }
+        Draws {
+            winners,
+            pmf,
+            used: 0,
+        }
     }
 
     fn sample(&mut self, i: usize, gaussian: bool) -> f64 {
@@ -191,6 +228,7 @@ impl Bandit {
                 a.sum_sq *= self.discount;
             }
         }
+        self.draws = None;
         let a = &mut self.arms[arm];
         a.n += 1.0;
         a.sum += reward;
@@ -209,6 +247,7 @@ impl Bandit {
     pub fn restore(&mut self, arm: usize, state: Arm) {
         self.pulls += state.pulls;
         self.arms[arm] = state;
+        self.draws = None;
     }
 
     pub fn stats(&self) -> Vec<ArmStats> {
@@ -382,6 +421,25 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn thompson_draws_serve_thirty_two_decisions_or_until_a_reward() {
+        let mut b = Bandit::new(2, Algorithm::Thompson { gaussian: false }, None, Some(3));
+        let (_, first) = b.decide();
+        for used in 2..=THOMPSON_DRAWS {
+            let (_, pmf) = b.decide();
+            assert_eq!(pmf, first, "the same draws until they are used up");
+            assert_eq!(b.draws.as_ref().unwrap().used, used);
+        }
+        b.decide();
+        assert_eq!(b.draws.as_ref().unwrap().used, 1, "drawn afresh after 32");
+        b.reward(0, 1.0).unwrap();
+        assert!(b.draws.is_none(), "a reward changes the posterior");
+        b.decide();
+        assert_eq!(b.draws.as_ref().unwrap().used, 1);
+        b.restore(1, Arm::default());
+        assert!(b.draws.is_none(), "so does a restore");
     }
 
     #[test]
