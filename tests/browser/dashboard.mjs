@@ -111,7 +111,10 @@ const CASES = {
         const row = document.querySelector(`[data-router="pick"] tr[data-route="${r}"]`);
         return row?.dataset.pulls === String(p) && row?.dataset.rewards === String(w);
       }), pulls);
-    if (await page.locator('.readout').count()) fail('a readout drawn without one');
+    // The readout the router serves (a bandit's: estimates from its logged probabilities).
+    if (!real.readout) fail('the router serves no readout');
+    await until(page, 'the served readout drawn', (n) =>
+      document.querySelectorAll('[data-router="pick"] .readout tr[data-route]').length === n, real.readout.routes.length);
     // And once more: the page keeps following.
     await traffic(5);
     await until(page, 'more requests counted', (n) =>
