@@ -393,6 +393,7 @@ struct Checks {
 /// started; the graph as sources serve it.
 async fn start_beside(graph: Arc<Graph>, tasks: &Tasks) -> Result<Live, ServeError> {
     let (tracker, writer) = start_tracking(&graph)?;
+    start_monitor(&graph);
     #[cfg(feature = "kafka")]
     let sharing = crate::kafka::learning::share(&graph)
         .await
@@ -658,6 +659,36 @@ fn spawn_sighup(reload: tokio::sync::mpsc::Sender<AdminRequest>) {
     });
     #[cfg(not(unix))]
     drop(reload);
+}
+
+/// Starts the in-process monitor (`monitor:` with `in_process`) once per process, following
+/// the graph's `file://` tracking stream from its end on a thread of its own (a reload does not
+/// restart it). Its state is served at `GET /v2/monitor`.
+fn start_monitor(graph: &Graph) {
+    static STARTED: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    let Some((spec, base)) = &graph.monitor else {
+        return;
+    };
+    if !spec.in_process || STARTED.get().is_some() {
+        return;
+    }
+    let Some((_, crate::tracking::Sink::File(path))) = &graph.tracking else {
+        tracing::warn!(
+            "the monitor runs in-process only on a `file://` tracking stream: run `servegraph monitor run` beside it"
+        );
+        return;
+    };
+    let report = crate::monitor::ReportSink::open(spec.report.as_deref(), base);
+    match report
+        .and_then(|r| crate::monitor::Monitor::new(&graph.name, spec.clone(), base).map(|m| (m, r)))
+    {
+        Ok((monitor, report)) => {
+            let _ = STARTED.set(());
+            crate::monitor::spawn_following(monitor, path.clone(), report);
+            tracing::info!(stream = %path.display(), "monitor");
+        }
+        Err(e) => tracing::warn!(error = %e, "the monitor could not start"),
+    }
 }
 
 /// Opens the graph's tracking sink and starts its writer.
