@@ -16,8 +16,17 @@ pub enum MonitorCommand {
         /// A graph file with `monitor:`, or a monitor file (`name` and `monitor`).
         spec: PathBuf,
         /// The tracking stream: a JSONL file of events.
+        #[arg(long, required_unless_present = "kafka", conflicts_with = "kafka")]
+        events: Option<PathBuf>,
+        /// Or a Kafka topic: `HOST:PORT/TOPIC`, read as its own consumer group.
         #[arg(long)]
-        events: PathBuf,
+        kafka: Option<String>,
+        /// The consumer group (default `servegraph-monitor-GRAPH`).
+        #[arg(long, requires = "kafka")]
+        group: Option<String>,
+        /// Kafka: stop once no event came for this many seconds (default: run until stopped).
+        #[arg(long, requires = "kafka")]
+        idle: Option<f64>,
         /// Keep reading as the file grows (until interrupted).
         #[arg(long)]
         follow: bool,
@@ -81,10 +90,20 @@ pub fn run(cmd: MonitorCommand) -> anyhow::Result<()> {
         MonitorCommand::Run {
             spec,
             events,
+            kafka,
+            group,
+            idle,
             follow,
             report,
             state,
-        } => run_monitor(&spec, &events, follow, report, state.as_deref()),
+        } => {
+            let source = match (events, kafka) {
+                (Some(file), _) => Source::File(file, follow),
+                (None, Some(k)) => Source::Kafka(k, group, idle),
+                (None, None) => bail!("`--events FILE` or `--kafka HOST:PORT/TOPIC`"),
+            };
+            run_monitor(&spec, source, report, state.as_deref())
+        }
         MonitorCommand::Profile {
             spec,
             dataset,
@@ -126,10 +145,15 @@ fn read_spec(path: &Path) -> anyhow::Result<(String, MonitorSpec, PathBuf)> {
     }
 }
 
+/// Where `monitor run` reads events.
+enum Source {
+    File(PathBuf, bool),
+    Kafka(String, Option<String>, Option<f64>),
+}
+
 fn run_monitor(
     spec_path: &Path,
-    events: &Path,
-    follow: bool,
+    source: Source,
     report: Option<String>,
     state: Option<&Path>,
 ) -> anyhow::Result<()> {
@@ -140,12 +164,29 @@ fn run_monitor(
     let shared = Arc::new(Mutex::new(m));
     monitor::publish(&shared);
     let stop = AtomicBool::new(false);
-    let how = Follow {
-        follow,
-        from_end: false,
-    };
-    let read =
-        monitor::read_file(&shared, events, how, &mut sink, &stop).map_err(anyhow::Error::msg)?;
+    let read = match source {
+        Source::File(events, follow) => {
+            let how = Follow {
+                follow,
+                from_end: false,
+            };
+            monitor::read_file(&shared, &events, how, &mut sink, &stop)
+        }
+        Source::Kafka(url, group, idle) => {
+            let Some((brokers, topic)) = url
+                .split_once('/')
+                .filter(|(b, t)| !b.is_empty() && !t.is_empty())
+            else {
+                bail!("`--kafka {url}`: expected HOST:PORT/TOPIC");
+            };
+            let group = group.unwrap_or_else(|| format!("servegraph-monitor-{name}"));
+            let idle = idle.map(|s| std::time::Duration::from_secs_f64(s.max(0.0)));
+            servegraph_engine::kafka::monitor::read_topic(
+                &shared, brokers, topic, &group, &mut sink, &stop, idle,
+            )
+        }
+    }
+    .map_err(anyhow::Error::msg)?;
     if let Some(path) = state {
         let value = shared.lock().expect("not poisoned").state();
         std::fs::write(path, serde_json::to_vec_pretty(&value)?)

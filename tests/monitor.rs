@@ -7,6 +7,8 @@ mod common;
 use std::fmt::Write as _;
 use std::path::Path;
 
+#[allow(unused_imports)]
+use common::kafka;
 use common::*;
 use serde_json::Value;
 
@@ -409,4 +411,71 @@ fn serve_runs_the_monitor_in_process() {
         )
     );
     assert!(text.contains("servegraph_drift_window_end_timestamp_seconds{graph=\"iris\"}"));
+}
+
+/// `monitor run --kafka`: the tracking topic read as the monitor's own consumer group, the
+/// reference frozen from its first events; a second run of the same group starts where the
+/// first committed.
+#[test]
+fn a_kafka_topic_is_read_as_the_monitors_own_group() {
+    let topic = kafka::unique("monitor-events");
+    kafka::create_topics(&[(&topic, 1)]);
+    let mut g = Gen(11);
+    let records: Vec<kafka::Outgoing> = (0..3000)
+        .map(|i| {
+            let x = g.normal();
+            (
+                format!("r{i}"),
+                format!(
+                    r#"{{"id":"r{i}","when":"2026-12-01T00:00:{:02}Z","request":[{{"name":"input","shape":[1,1],"data":[{x}]}}],"resp":null}}"#,
+                    i / 100
+                ),
+                Vec::new(),
+            )
+        })
+        .collect();
+    kafka::produce(&topic, &records);
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("m.yaml");
+    std::fs::write(
+        &spec,
+        "name: k\nmonitor:\n  reference: {events: 1000}\n  features: [{tensor: input, name: x, type: numerical}]\n  window: {events: 500, min_events: 100, max_age: 1h}\n",
+    )
+    .unwrap();
+    let state = dir.path().join("s.json");
+    let url = format!("{}/{topic}", kafka::broker());
+    let run = || {
+        monitor(&[
+            "run",
+            spec.to_str().unwrap(),
+            "--kafka",
+            &url,
+            "--group",
+            "monitor-test",
+            "--idle",
+            "3",
+            "--state",
+            state.to_str().unwrap(),
+        ])
+    };
+    let out = run();
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("3000 lines"),
+        "{out:?}"
+    );
+    let s: Value = serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
+    assert_eq!(s["reference"]["events"], 1000);
+    let history = s["features"][0]["history"].as_array().unwrap();
+    assert_eq!(history.len(), 4, "{s}");
+    assert!(
+        history
+            .iter()
+            .all(|h| h["events"] == 500 && h["status"].as_i64().unwrap() >= 0)
+    );
+    // The group's offsets were committed: nothing is read again.
+    let out = run();
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("0 lines"),
+        "{out:?}"
+    );
 }

@@ -532,7 +532,13 @@ pub fn read_file(
     Ok(read)
 }
 
-fn take_line(monitor: &Arc<Mutex<Monitor>>, buf: &[u8], report: &mut ReportSink, read: &mut Read) {
+/// Takes one line of a stream, counting it in `read` and writing a closed window's report.
+pub fn take_line(
+    monitor: &Arc<Mutex<Monitor>>,
+    buf: &[u8],
+    report: &mut ReportSink,
+    read: &mut Read,
+) {
     let text = buf.trim_ascii();
     if text.is_empty() {
         return;

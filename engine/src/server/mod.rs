@@ -661,9 +661,9 @@ fn spawn_sighup(reload: tokio::sync::mpsc::Sender<AdminRequest>) {
     drop(reload);
 }
 
-/// Starts the in-process monitor (`monitor:` with `in_process`) once per process, following
-/// the graph's `file://` tracking stream from its end on a thread of its own (a reload does not
-/// restart it). Its state is served at `GET /v2/monitor`.
+/// Starts the in-process monitor (`monitor:` with `in_process`) once per process on a thread
+/// of its own: following the graph's `file://` tracking stream from its end, or reading its
+/// Kafka topic as the group `servegraph-monitor-GRAPH` (a reload does not restart it). Its state is served at `GET /v2/monitor`.
 fn start_monitor(graph: &Graph) {
     static STARTED: std::sync::OnceLock<()> = std::sync::OnceLock::new();
     let Some((spec, base)) = &graph.monitor else {
@@ -672,22 +672,30 @@ fn start_monitor(graph: &Graph) {
     if !spec.in_process || STARTED.get().is_some() {
         return;
     }
-    let Some((_, crate::tracking::Sink::File(path))) = &graph.tracking else {
-        tracing::warn!(
-            "the monitor runs in-process only on a `file://` tracking stream: run `servegraph monitor run` beside it"
-        );
-        return;
+    let started = |what: &str| {
+        let _ = STARTED.set(());
+        tracing::info!(stream = %what, "monitor");
     };
-    let report = crate::monitor::ReportSink::open(spec.report.as_deref(), base);
-    match report
-        .and_then(|r| crate::monitor::Monitor::new(&graph.name, spec.clone(), base).map(|m| (m, r)))
-    {
-        Ok((monitor, report)) => {
-            let _ = STARTED.set(());
+    let monitor = crate::monitor::ReportSink::open(spec.report.as_deref(), base).and_then(|r| {
+        crate::monitor::Monitor::new(&graph.name, spec.clone(), base).map(|m| (m, r))
+    });
+    let (monitor, report) = match monitor {
+        Ok(m) => m,
+        Err(e) => return tracing::warn!(error = %e, "the monitor could not start"),
+    };
+    match &graph.tracking {
+        Some((_, crate::tracking::Sink::File(path))) => {
+            started(&path.display().to_string());
             crate::monitor::spawn_following(monitor, path.clone(), report);
-            tracing::info!(stream = %path.display(), "monitor");
         }
-        Err(e) => tracing::warn!(error = %e, "the monitor could not start"),
+        #[cfg(feature = "kafka")]
+        Some((_, crate::tracking::Sink::Kafka { brokers, topic })) => {
+            started(topic);
+            crate::kafka::monitor::spawn_reading(monitor, brokers.clone(), topic.clone(), report);
+        }
+        _ => tracing::warn!(
+            "the monitor runs in-process on a `file://` or `kafka://` tracking stream: run `servegraph monitor run` beside it"
+        ),
     }
 }
 
