@@ -29,15 +29,18 @@ pub struct Line<'a> {
     pub outputs: Option<Vec<TensorLine<'a>>>,
 }
 
-/// A tensor as JSON: its name, shape and (flattened) data.
+/// A tensor as JSON: its name, shape and data, kept as text until a column reads it (the
+/// tensors no column reads are never turned into numbers).
 #[derive(Debug, Deserialize)]
 pub struct TensorLine<'a> {
     #[serde(borrow)]
     pub name: Cow<'a, str>,
     #[serde(default)]
     pub shape: Vec<usize>,
-    #[serde(borrow, default)]
-    pub data: Option<Data<'a>>,
+    #[serde(borrow, default, rename = "data")]
+    raw: Option<&'a serde_json::value::RawValue>,
+    #[serde(skip)]
+    parsed: std::cell::OnceCell<Option<Data<'a>>>,
 }
 
 /// One element of a tensor's data.
@@ -152,7 +155,7 @@ impl<'a> Line<'a> {
     }
 }
 
-impl TensorLine<'_> {
+impl<'a> TensorLine<'a> {
     /// Rows and the width of one row: the first dimension and the product of the rest
     /// (a 1-D tensor is one column).
     pub fn rows(&self) -> (usize, usize) {
@@ -162,13 +165,20 @@ impl TensorLine<'_> {
         }
     }
 
+    /// The data (nested lists flattened), read at the first call.
+    pub fn data(&self) -> Option<&Data<'a>> {
+        self.parsed
+            .get_or_init(|| self.raw.and_then(|r| serde_json::from_str(r.get()).ok()))
+            .as_ref()
+    }
+
     /// Column `index` of row `row`, if the data is there.
-    pub fn at(&self, row: usize, index: usize) -> Option<&Elem<'_>> {
+    pub fn at(&self, row: usize, index: usize) -> Option<&Elem<'a>> {
         let (_, width) = self.rows();
         if index >= width {
             return None;
         }
-        self.data.as_ref()?.0.get(row * width + index)
+        self.data()?.0.get(row * width + index)
     }
 }
 

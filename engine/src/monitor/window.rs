@@ -102,6 +102,7 @@ pub enum Thresholds {
     Chunks {
         limits: [Option<f64>; 3],
         events: usize,
+        column_type: ColumnType,
     },
     Mlrun,
     /// Evidently's test by reference size.
@@ -135,7 +136,11 @@ impl Thresholds {
                         *limit = Some(mean + spec.sigma * std);
                     }
                 }
-                Thresholds::Chunks { limits, events }
+                Thresholds::Chunks {
+                    limits,
+                    events,
+                    column_type: reference.column_type,
+                }
             }
         }
     }
@@ -166,7 +171,7 @@ impl Thresholds {
                     None => -1,
                 }
             }
-            Thresholds::Chunks { limits, events } => {
+            Thresholds::Chunks { limits, events, .. } => {
                 // The statistics' noise shrinks as 1/sqrt(n): limits for `events` rows scale
                 // to a shorter window.
                 let scale = (*events as f64 / rows.max(1) as f64).sqrt().max(1.0);
@@ -192,8 +197,20 @@ impl Thresholds {
 
     pub fn json(&self) -> Value {
         match self {
-            Thresholds::Chunks { limits, events } => {
-                json!({"general_drift": limits[0], "second": limits[1], "third": limits[2], "events": events})
+            Thresholds::Chunks {
+                limits,
+                events,
+                column_type,
+            } => {
+                let mut v = json!({"general_drift": limits[0], "events": events});
+                match column_type {
+                    ColumnType::Numerical => {
+                        v["ks"] = json!(limits[1]);
+                        v["wasserstein"] = json!(limits[2]);
+                    }
+                    ColumnType::Categorical => v["js"] = json!(limits[1]),
+                }
+                v
             }
             Thresholds::Mlrun => json!({"general_drift": {"potential": 0.5, "detected": 0.7}}),
             Thresholds::Evidently { small_reference } => {
@@ -295,6 +312,8 @@ pub struct Column {
     history: VecDeque<Entry>,
     /// Categories' positions in `counts`.
     index: std::collections::HashMap<String, usize>,
+    /// The same for categories that are integers (looked up without writing the number).
+    integers: std::collections::HashMap<i64, usize>,
 }
 
 impl Column {
@@ -310,7 +329,17 @@ impl Column {
             .enumerate()
             .map(|(i, c)| (c.clone(), i))
             .collect();
+        let integers = reference
+            .categories
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| {
+                let n: i64 = c.parse().ok()?;
+                (n.to_string() == *c).then_some((n, i))
+            })
+            .collect();
         Column {
+            integers,
             counts: vec![0; reference.fractions.len()],
             values: Vec::new(),
             missing: 0,
@@ -344,11 +373,16 @@ impl Column {
                     None => self.missing += 1,
                 },
                 ColumnType::Categorical => {
-                    let c = e.category();
-                    let at = c
-                        .as_deref()
-                        .and_then(|c| self.index.get(c).copied())
-                        .unwrap_or(self.counts.len() - 1);
+                    let at = match &e {
+                        super::line::Elem::Num(x) if x.fract() == 0.0 && x.abs() < 1e15 => {
+                            self.integers.get(&(*x as i64)).copied()
+                        }
+                        _ => e
+                            .category()
+                            .as_deref()
+                            .and_then(|c| self.index.get(c).copied()),
+                    }
+                    .unwrap_or(self.counts.len() - 1);
                     self.counts[at] += 1;
                 }
             }
