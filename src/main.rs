@@ -1,6 +1,7 @@
 //! `servegraph`: serve, validate and invoke serving graphs, and benchmark them.
 
 mod bench;
+mod monitor;
 
 /// mimalloc: a request allocates and frees many small buffers on whichever worker thread
 /// runs it; glibc's malloc spent ~17% of a one-core server's time on them (perf, see
@@ -156,6 +157,9 @@ enum Command {
     /// Benchmarks: HTTP load against a server, or the engine's own per-step overhead.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Drift and performance monitoring of a tracking stream, and reference profiles.
+    #[command(subcommand)]
+    Monitor(monitor::MonitorCommand),
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -243,6 +247,7 @@ fn main() -> ExitCode {
             Ok(())
         }
         Command::Bench(cmd) => bench::run(cmd),
+        Command::Monitor(cmd) => monitor::run(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

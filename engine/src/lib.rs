@@ -5,7 +5,7 @@
 //!
 //! The modules build on each other in one direction, lowest first: tensors, errors, events
 //! and diagnostics; `experiment`, `learning`, `storage`; `step`; `metrics`, `stats`, `telemetry`;
-//! `protocol`; `tracking`; `repository`; `graph`; `request` (the request path); `sources`; `serve` (the
+//! `protocol`; `tracking`; `monitor` (drift monitoring of the tracking stream); `repository`; `graph`; `request` (the request path); `sources`; `serve` (the
 //! protocol service); the transports (`http`, `grpc`, `kafka`); `server` (the serving
 //! process). No module imports one above it (`cargo test` checks: `no_import_loops`).
 //!
@@ -28,6 +28,7 @@ pub mod learning;
 pub mod loading;
 pub mod logs;
 pub mod metrics;
+pub mod monitor;
 pub mod plot;
 pub mod protocol;
 pub mod repository;

@@ -178,6 +178,12 @@ struct Metrics {
     user_counters: Family<L2, Counter<f64, AtomicU64>>,
     user_gauges: Family<L2, Gauge<f64, AtomicU64>>,
     user_timers: Family<L2, Timer>,
+    drift_score: Family<L3, Gauge<f64, AtomicU64>>,
+    drift_status: Family<L2, Gauge>,
+    drift_share: Family<L1, Gauge<f64, AtomicU64>>,
+    drift_window_events: Family<L1, Gauge>,
+    drift_window_end: Family<L1, Gauge<f64, AtomicU64>>,
+    monitor_performance: Family<L2, Gauge<f64, AtomicU64>>,
     /// The user metric keys seen per model (bounded: [`USER_KEYS`]).
     user_keys:
         std::sync::Mutex<std::collections::HashMap<String, std::collections::HashSet<String>>>,
@@ -208,6 +214,12 @@ fn global() -> &'static Metrics {
             user_counters: Family::default(),
             user_gauges: Family::default(),
             user_timers: Family::default(),
+            drift_score: Family::default(),
+            drift_status: Family::default(),
+            drift_share: Family::default(),
+            drift_window_events: Family::default(),
+            drift_window_end: Family::default(),
+            monitor_performance: Family::default(),
             user_keys: Default::default(),
         };
         let r = &mut m.registry;
@@ -300,6 +312,36 @@ fn global() -> &'static Metrics {
             "servegraph_model_user_timer_seconds",
             "Timings a Python model reports (Seldon's TIMER metrics), by key",
             m.user_timers.clone(),
+        );
+        r.register(
+            "servegraph_drift_score",
+            "A drift statistic of a monitored column in the last window, by stat",
+            m.drift_score.clone(),
+        );
+        r.register(
+            "servegraph_drift_status",
+            "A monitored column's drift status in the last window (0 none, 1 potential, 2 detected, -1 not computed)",
+            m.drift_status.clone(),
+        );
+        r.register(
+            "servegraph_drift_dataset_share",
+            "The share of monitored columns detected as drifted in the last window",
+            m.drift_share.clone(),
+        );
+        r.register(
+            "servegraph_drift_window_events",
+            "Rows in the monitor's last window",
+            m.drift_window_events.clone(),
+        );
+        r.register(
+            "servegraph_drift_window_end_timestamp_seconds",
+            "When the monitor's last window ended (Unix seconds)",
+            m.drift_window_end.clone(),
+        );
+        r.register(
+            "servegraph_estimated_performance",
+            "Performance in the monitor's last window: CBPE's estimate (estimated_*) or realised from feedback (realised_*)",
+            m.monitor_performance.clone(),
         );
         m
     })
@@ -634,6 +676,41 @@ pub fn kafka_connected(client: &str, brokers: &str) -> Gauge {
             ("brokers", brokers.to_owned()),
         ])
         .clone()
+}
+
+/// A monitor's closed window: the dataset's drifted share, its rows and its end.
+pub fn drift_window(graph: &str, share: f64, events: i64, end_seconds: f64) {
+    let m = global();
+    let g = [("graph", graph.to_owned())];
+    m.drift_share.get_or_create(&g).set(share);
+    m.drift_window_events.get_or_create(&g).set(events);
+    m.drift_window_end.get_or_create(&g).set(end_seconds);
+}
+
+/// A monitored column's status and statistics in the last window (labels from the monitor's
+/// declared columns and the fixed statistic names: bounded).
+pub fn drift_column(graph: &str, column: &str, status: i8, stats: &[(&'static str, f64)]) {
+    let m = global();
+    m.drift_status
+        .get_or_create(&[("graph", graph.to_owned()), ("feature", column.to_owned())])
+        .set(i64::from(status));
+    for (stat, v) in stats {
+        m.drift_score
+            .get_or_create(&[
+                ("graph", graph.to_owned()),
+                ("feature", column.to_owned()),
+                ("stat", (*stat).to_owned()),
+            ])
+            .set(*v);
+    }
+}
+
+/// A performance metric of the monitor's last window.
+pub fn drift_performance(graph: &str, metric: &'static str, value: f64) {
+    global()
+        .monitor_performance
+        .get_or_create(&[("graph", graph.to_owned()), ("metric", metric.to_owned())])
+        .set(value);
 }
 
 /// Every metric, with what the routers of the graph being served (`graph`, its name and each

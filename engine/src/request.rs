@@ -628,6 +628,7 @@ async fn run_tracked(
         shadow: false,
         decisions,
         reward: None,
+        label: None,
     });
     result
 }

@@ -143,11 +143,20 @@ pub struct TrackingEvent {
     /// Feedback for the request `id` (`op: feedback`: the event says only this, the router
     /// in `model`), not a request.
     pub reward: Option<f64>,
+    /// With `reward`: the true label or value the feedback gave, if any.
+    pub label: Option<Value>,
 }
 
 impl TrackingEvent {
-    /// The event of a reward taken for the response `id` of router `router` of `graph`.
-    pub fn feedback(graph: &str, router: &str, id: &str, reward: f64) -> TrackingEvent {
+    /// The event of a reward (and the true label, when given) taken for the response `id` of
+    /// router `router` of `graph`.
+    pub fn feedback(
+        graph: &str,
+        router: &str,
+        id: &str,
+        reward: f64,
+        label: Option<&Value>,
+    ) -> TrackingEvent {
         TrackingEvent {
             id: id.to_owned(),
             when: SystemTime::now(),
@@ -164,6 +173,7 @@ impl TrackingEvent {
             shadow: false,
             decisions: Vec::new(),
             reward: Some(reward),
+            label: label.cloned(),
         }
     }
 }
@@ -250,6 +260,9 @@ impl Serialize for EventJson<'_> {
         if let Some(reward) = e.reward {
             m.serialize_entry("op", "feedback")?;
             m.serialize_entry("reward", &reward)?;
+            if let Some(label) = &e.label {
+                m.serialize_entry("label", label)?;
+            }
             m.serialize_entry("labels", self.labels)?;
             return m.end();
         }
@@ -594,6 +607,7 @@ mod tests {
             shadow: false,
             decisions: Vec::new(),
             reward: None,
+            label: None,
         }
     }
 

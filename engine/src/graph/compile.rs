@@ -349,6 +349,7 @@ pub(super) fn compile(
         max_tensor_elements: spec.max_tensor_elements,
         models,
         tracking: None,
+        monitor: None,
         sources: spec.sources.unwrap_or_default(),
         telemetry: spec.telemetry,
         kafka_topics: Vec::new(),

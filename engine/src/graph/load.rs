@@ -190,6 +190,7 @@ impl Graph {
             max_tensor_elements: super::spec::default_max_tensor_elements(),
             on_error: root.get_scalar("on_error").map(|h| h.as_str().to_owned()),
             tracking: None,
+            monitor: None,
             sources: None,
             telemetry: None,
             create_topics: None,
@@ -234,6 +235,24 @@ impl Graph {
             }
         };
 
+        let monitor = spec.monitor.as_ref().and_then(|m| {
+            let node = root.get_node("monitor")?;
+            let mut ok = true;
+            for (path, msg) in m.check() {
+                ok = false;
+                let span = crate::monitor::span_at(node, &path);
+                ctx.report(Diagnostic::new(format!("monitor.{path}: {msg}")).at(&span));
+            }
+            if let Some(file) = &m.reference.profile
+                && let Err(e) = crate::monitor::Profile::read(&base_dir.join(file))
+            {
+                ok = false;
+                let span = crate::monitor::span_at(node, "reference.profile");
+                ctx.report(Diagnostic::new(format!("monitor.reference.profile: {e}")).at(&span));
+            }
+            ok.then(|| (m.clone(), base_dir.to_owned()))
+        });
+
         for (source, e) in spec.sources.as_ref().map(|s| s.check()).unwrap_or_default() {
             let span = field_span("sources");
             ctx.report(Diagnostic::new(format!("sources.{source}: {e}")).at(&span));
@@ -276,6 +295,7 @@ impl Graph {
         };
         let graph = compile(&mut ctx, spec, declared, default_on_error).map(|mut g| {
             g.tracking = tracking;
+            g.monitor = monitor;
             g.kafka_topics = kafka_topics;
             g.learners = g.find_learners();
             g.repository = overlay.clone();

@@ -64,6 +64,8 @@ pub struct Graph {
     models: Vec<ModelInfo>,
     /// The tracking stream's settings and sink, when the graph has one.
     pub tracking: Option<(crate::tracking::TrackingSpec, crate::tracking::Sink)>,
+    /// The monitor of its tracking stream (`monitor:`), with the graph file's folder.
+    pub monitor: Option<(crate::monitor::MonitorSpec, std::path::PathBuf)>,
     /// The sources the graph file declares (`sources:`), besides HTTP and gRPC.
     pub sources: sources::SourcesSpec,
     /// Where spans go, when the graph is traced.

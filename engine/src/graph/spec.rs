@@ -30,6 +30,9 @@ pub struct GraphFileSpec {
     /// Monitoring events, one per (sampled) request, to a tracking stream.
     #[serde(default)]
     pub tracking: Option<crate::tracking::TrackingSpec>,
+    /// Drift and performance monitoring of the tracking stream (docs/monitoring.md).
+    #[serde(default)]
+    pub monitor: Option<crate::monitor::MonitorSpec>,
     /// Sources besides HTTP (Kafka).
     #[serde(default)]
     pub sources: Option<super::sources::SourcesSpec>,

@@ -19,6 +19,7 @@ use crate::serve::AdminAction;
 pub(super) fn routes() -> Router<Arc<AppState>> {
     Router::new()
         .route("/metrics", get(metrics))
+        .route("/v2/monitor", get(monitor))
         .route("/admin/reload", post(admin_reload))
         .route("/v2/models/{model}/feedback", post(feedback))
         .route("/v2/models/{model}/experiment", get(experiment))
@@ -26,6 +27,11 @@ pub(super) fn routes() -> Router<Arc<AppState>> {
         // segments win).
         .route("/v2/models/{model}/{operation}", post(operation))
         .merge(super::dashboard::routes())
+}
+
+/// `GET /v2/monitor`: the state of the monitors this process runs (docs/monitoring.md).
+async fn monitor() -> Json<Value> {
+    Json(crate::monitor::snapshot())
 }
 
 /// `POST /v2/models/{model}/{operation}`: a custom operation of the step serving `model`

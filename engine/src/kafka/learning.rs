@@ -439,6 +439,7 @@ fn credit(
                             name,
                             id,
                             item.reward,
+                            item.label,
                         ));
                     }
                 }

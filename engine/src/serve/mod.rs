@@ -369,6 +369,7 @@ impl Service {
                                 model,
                                 id,
                                 item.reward,
+                                item.label,
                             ));
                         }
                     }

@@ -397,6 +397,7 @@ struct Checks {
 /// started; the graph as sources serve it.
 async fn start_beside(graph: Arc<Graph>, tasks: &Tasks) -> Result<Live, ServeError> {
     let (tracker, writer) = start_tracking(&graph)?;
+    start_monitor(&graph);
     #[cfg(feature = "kafka")]
     let sharing = crate::kafka::learning::share(&graph)
         .await
@@ -662,6 +663,44 @@ fn spawn_sighup(reload: tokio::sync::mpsc::Sender<AdminRequest>) {
     });
     #[cfg(not(unix))]
     drop(reload);
+}
+
+/// Starts the in-process monitor (`monitor:` with `in_process`) once per process on a thread
+/// of its own: following the graph's `file://` tracking stream from its end, or reading its
+/// Kafka topic as the group `servegraph-monitor-GRAPH` (a reload does not restart it). Its state is served at `GET /v2/monitor`.
+fn start_monitor(graph: &Graph) {
+    static STARTED: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    let Some((spec, base)) = &graph.monitor else {
+        return;
+    };
+    if !spec.in_process || STARTED.get().is_some() {
+        return;
+    }
+    let started = |what: &str| {
+        let _ = STARTED.set(());
+        tracing::info!(stream = %what, "monitor");
+    };
+    let monitor = crate::monitor::ReportSink::open(spec.report.as_deref(), base).and_then(|r| {
+        crate::monitor::Monitor::new(&graph.name, spec.clone(), base).map(|m| (m, r))
+    });
+    let (monitor, report) = match monitor {
+        Ok(m) => m,
+        Err(e) => return tracing::warn!(error = %e, "the monitor could not start"),
+    };
+    match &graph.tracking {
+        Some((_, crate::tracking::Sink::File(path))) => {
+            started(&path.display().to_string());
+            crate::monitor::spawn_following(monitor, path.clone(), report);
+        }
+        #[cfg(feature = "kafka")]
+        Some((_, crate::tracking::Sink::Kafka { brokers, topic })) => {
+            started(topic);
+            crate::kafka::monitor::spawn_reading(monitor, brokers.clone(), topic.clone(), report);
+        }
+        _ => tracing::warn!(
+            "the monitor runs in-process on a `file://` or `kafka://` tracking stream: run `servegraph monitor run` beside it"
+        ),
+    }
 }
 
 /// Opens the graph's tracking sink and starts its writer.

@@ -75,6 +75,7 @@ impl Router {
                     shadow: true,
                     decisions: Vec::new(),
                     reward: None,
+                    label: None,
                 });
             }
         });

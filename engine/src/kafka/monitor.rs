@@ -1,0 +1,107 @@
+//! The monitor's reader of a tracking topic: its own consumer group, on a thread of its own
+//! (never on the request path). Offsets are committed for what the monitor has taken.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::message::Message;
+
+use super::client;
+use crate::monitor::{Monitor, Read, ReportSink};
+
+/// Reads `topic` from `brokers` as consumer group `group` into `monitor` until `stop`, or
+/// until no message came for `idle` (when given) once it has its partitions. Each closed window's report goes to
+/// `report`.
+pub fn read_topic(
+    monitor: &Arc<Mutex<Monitor>>,
+    brokers: &str,
+    topic: &str,
+    group: &str,
+    report: &mut ReportSink,
+    stop: &AtomicBool,
+    idle: Option<Duration>,
+) -> Result<Read, String> {
+    let context = client::Context::new("monitor", brokers);
+    let consumer: BaseConsumer<client::Context> = client::config(brokers, &[])
+        .set("group.id", group)
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .set("session.timeout.ms", "10000")
+        .create_with_context(context)
+        .map_err(|e| format!("the monitor's Kafka consumer: {e}"))?;
+    consumer
+        .subscribe(&[topic])
+        .map_err(|e| format!("cannot subscribe to `{topic}`: {e}"))?;
+    tracing::info!(%brokers, %topic, %group, "monitor reading the tracking topic");
+    let mut read = Read::default();
+    // The idle clock starts once the group has given this consumer its partitions.
+    let mut last_message: Option<Instant> = None;
+    let mut last_commit = Instant::now();
+    let mut uncommitted = false;
+    while !stop.load(Ordering::Relaxed) {
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                last_message = Some(Instant::now());
+                if let Some(payload) = m.payload() {
+                    for line in payload.split(|b| *b == b'\n') {
+                        crate::monitor::take_line(monitor, line, report, &mut read);
+                    }
+                }
+                uncommitted = true;
+            }
+            Some(Err(e)) => tracing::debug!(error = %e, "the monitor's Kafka consumer"),
+            None => {
+                let closed = monitor
+                    .lock()
+                    .expect("not poisoned")
+                    .tick(SystemTime::now());
+                if let Some(r) = closed {
+                    read.windows += 1;
+                    report.write(&r);
+                }
+                if last_message.is_none() && consumer.assignment().is_ok_and(|a| a.count() > 0) {
+                    last_message = Some(Instant::now());
+                }
+                if let (Some(i), Some(last)) = (idle, last_message)
+                    && last.elapsed() >= i
+                {
+                    break;
+                }
+            }
+        }
+        if uncommitted && last_commit.elapsed() >= Duration::from_secs(1) {
+            let _ = consumer.commit_consumer_state(CommitMode::Async);
+            last_commit = Instant::now();
+            uncommitted = false;
+        }
+    }
+    if uncommitted {
+        let _ = consumer.commit_consumer_state(CommitMode::Sync);
+    }
+    if let Some(r) = monitor.lock().expect("not poisoned").finish() {
+        read.windows += 1;
+        report.write(&r);
+    }
+    Ok(read)
+}
+
+/// Runs `monitor` on a thread of its own reading `topic` as group `servegraph-monitor-GRAPH`
+/// until the process exits; listed by `GET /v2/monitor`.
+pub fn spawn_reading(monitor: Monitor, brokers: String, topic: String, report: ReportSink) {
+    let group = format!("servegraph-monitor-{}", monitor.graph());
+    let shared = Arc::new(Mutex::new(monitor));
+    crate::monitor::publish(&shared);
+    std::thread::Builder::new()
+        .name("servegraph-monitor".into())
+        .spawn(move || {
+            let mut report = report;
+            let stop = AtomicBool::new(false);
+            if let Err(e) = read_topic(&shared, &brokers, &topic, &group, &mut report, &stop, None)
+            {
+                tracing::warn!(error = %e, "the monitor stopped");
+            }
+        })
+        .expect("spawning the monitor's thread");
+}
