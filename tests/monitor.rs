@@ -479,3 +479,69 @@ fn a_kafka_topic_is_read_as_the_monitors_own_group() {
         "{out:?}"
     );
 }
+
+/// Feedback through the router's feedback API with a `label` becomes the tracking stream's
+/// `op: feedback` event, which the in-process monitor joins by id into realised performance.
+#[test]
+fn feedback_labels_from_the_feedback_api_join_in_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(root().join("graphs/iris.yaml"))
+        .unwrap()
+        .replace("../models/", &format!("{}/models/", root().display()));
+    let graph = dir.path().join("g.yaml");
+    std::fs::write(
+        &graph,
+        format!(
+            "{text}tracking: {{sink: \"file://events.jsonl\", batch: 1, flush_ms: 10}}\nmonitor:\n  reference: {{events: 200}}\n  features:\n    - {{tensor: input, index: 0, name: sepal_length, type: numerical}}\n  window: {{events: 200, min_events: 50}}\n  performance: {{task: classification, prediction: {{tensor: label}}, positive: \"0\"}}\n"
+        ),
+    )
+    .unwrap();
+    let s = Server::start(graph.to_str().unwrap(), &[]);
+    let mut realised = serde_json::Value::Null;
+    let mut state = serde_json::Value::Null;
+    for i in 0..400 {
+        let id = format!("q{i}");
+        assert_eq!(
+            post(&s.addr, "/v2/models/iris/infer", &iris_request(&id)).status,
+            200
+        );
+        // A request has 10 rows (a window of 200 rows is 20 requests); the prediction joined
+        // is the first row's, a setosa (class 0); every third label says otherwise.
+        let label = if i % 3 == 0 { 2 } else { 0 };
+        let fb = post(
+            &s.addr,
+            "/v2/models/iris/feedback",
+            &format!(r#"{{"id": "{id}", "reward": 1, "label": {label}}}"#),
+        );
+        assert_eq!(fb.status, 200, "{}", String::from_utf8_lossy(&fb.body));
+        state = get_blocking(&s.addr, "/v2/monitor").json();
+        let r = &state["monitors"][0]["performance"]["realised"];
+        if r["n"].as_u64().is_some_and(|n| n >= 12) {
+            realised = r.clone();
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(
+        realised.is_object(),
+        "no realised performance: {}",
+        state["monitors"][0]["performance"]
+    );
+    let (n, accuracy) = (
+        realised["n"].as_f64().unwrap(),
+        realised["accuracy"].as_f64().unwrap(),
+    );
+    // Each window's share of wrong labels is about a third (the window boundaries cut the
+    // 1-in-3 pattern anywhere).
+    assert!(
+        (accuracy - 2.0 / 3.0).abs() <= 1.0 / n + 1e-9,
+        "accuracy {accuracy} over {n} joined predictions: {realised}"
+    );
+    let events = std::fs::read_to_string(dir.path().join("events.jsonl")).unwrap();
+    assert!(
+        events
+            .lines()
+            .any(|l| l.contains(r#""op":"feedback""#) && l.contains(r#""label":2"#)),
+        "the stream carries the label"
+    );
+}

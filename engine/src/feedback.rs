@@ -115,7 +115,11 @@ mod tests {
         let v = json!([{"id": "a", "reward": 1, "label": "cat"}, {"response": {"id": "b"}, "reward": 0, "truth": {"data": {"ndarray": [[2]]}}}, {"response": {"id": "c"}, "reward": 0, "truth": {"data": {"ndarray": [1, 2]}}}]);
         let (items, _) = parse(&v).unwrap();
         assert_eq!(items[0].label, Some(&json!("cat")));
-        assert_eq!(items[1].label, Some(&json!(2)), "Seldon's truth of one value");
+        assert_eq!(
+            items[1].label,
+            Some(&json!(2)),
+            "Seldon's truth of one value"
+        );
         assert_eq!(items[2].label, None, "a truth of two values is no label");
         let e = parse(&json!({"id": "a", "reward": 1, "label": [1]})).unwrap_err();
         assert!(e.to_string().contains("feedback 0: `label`"), "{e}");

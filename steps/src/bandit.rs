@@ -146,11 +146,7 @@ impl Bandit {
                 arm
             }
             Algorithm::Thompson { gaussian } => {
-                if self
-                    .draws
-                    .as_ref()
-                    .is_none_or(|d| d.used >= THOMPSON_DRAWS)
-                {
+                if self.draws.as_ref().is_none_or(|d| d.used >= THOMPSON_DRAWS) {
                     self.draws = Some(self.draw(gaussian));
                 }
                 let draws = self.draws.as_mut().expect("drawn above");
