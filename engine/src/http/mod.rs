@@ -282,14 +282,18 @@ pub fn router(state: Arc<AppState>) -> App {
         .service(routes)
 }
 
-/// Inference routes: their answers (not their errors) are compressed when `Accept-Encoding`
-/// asks, as Triton's; metadata, statistics and the like never are.
-fn compressed(routes: Router<Arc<AppState>>) -> Router<Arc<AppState>> {
+/// The layer of inference handlers: their answers (not their errors) are compressed when
+/// `Accept-Encoding` asks, as Triton's; metadata, statistics and the like never are. Applied to
+/// each handler (`handler.layer(compressed())`) rather than to its routes (`Router::layer`),
+/// where it made one more boxed service for axum to clone per request (issue 27); a route's
+/// 405 is not a success, so never compressed either way.
+fn compressed() -> tower_http::compression::CompressionLayer<impl tower_http::compression::Predicate>
+{
     use tower_http::compression::{CompressionLayer, Predicate, predicate::DefaultPredicate};
     let answers = |status: StatusCode, _, _: &axum::http::HeaderMap, _: &axum::http::Extensions| {
         status.is_success()
     };
-    routes.layer(CompressionLayer::new().compress_when(DefaultPredicate::new().and(answers)))
+    CompressionLayer::new().compress_when(DefaultPredicate::new().and(answers))
 }
 
 /// The decompression layer's bare 415 for a `Content-Encoding` it cannot read, as an
