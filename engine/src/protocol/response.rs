@@ -455,7 +455,7 @@ mod tests {
             .map(char::from)
             .chain("é☃\u{7f}".chars())
             .collect();
-        let tensors = vec![
+        let tensors = [
             Tensor::new("p", vec![1, 3], TensorData::Fp32(vec![0.1, f32::NAN, 1e30])).unwrap(),
             Tensor::new(odd.as_str(), vec![2], TensorData::Int64(vec![-1, i64::MAX])).unwrap(),
             Tensor::new(
