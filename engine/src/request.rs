@@ -408,12 +408,17 @@ impl Pipeline {
             Some(t) => graph.model(&t.model, t.version.as_deref()),
             None => graph.model(&graph.name, None),
         };
-        let target = target.map(|t| match info {
-            Some(info) => Target {
-                model: info.name.clone(),
-                version: info.version.clone(),
-            },
-            None => t,
+        // (Only what differs is copied: the addressed name is most often the metadata's.)
+        let target = target.map(|mut t| {
+            if let Some(info) = info {
+                if t.model != info.name {
+                    t.model.clone_from(&info.name);
+                }
+                if t.version != info.version {
+                    t.version.clone_from(&info.version);
+                }
+            }
+            t
         });
         let (model, version) = match info {
             Some(info) => (info.name.as_str(), info.version.as_deref()),
@@ -428,7 +433,7 @@ impl Pipeline {
         }
         let explain = request.explain;
         let rows = crate::stats::rows(&event);
-        event.target = target.clone().filter(|t| t.model != graph.name);
+        event.target = target.filter(|t| t.model != graph.name);
         event.explain = explain;
         event.trace = trace;
         event.resume_after = request.resume_after;

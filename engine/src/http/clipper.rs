@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, State};
+use axum::handler::Handler;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -23,11 +24,9 @@ use crate::error::{Error, ErrorKind};
 use crate::protocol::clipper::{self as queries, JSON_ERROR, QUERY_ERROR};
 
 pub(super) fn routes() -> Router<Arc<AppState>> {
-    compressed(
-        Router::new()
-            .route("/{app}/predict", post(predict))
-            .route("/{app}/predict/", post(predict)),
-    )
+    Router::new()
+        .route("/{app}/predict", post(predict.layer(compressed())))
+        .route("/{app}/predict/", post(predict.layer(compressed())))
 }
 
 /// `POST /{app}/predict`: Clipper's queries for the model (or router) `app`.

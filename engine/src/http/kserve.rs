@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{Path, State};
+use axum::handler::Handler;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -25,10 +26,11 @@ const EXPLAIN: KserveV1 = KserveV1 { explain: true };
 
 pub(super) fn routes() -> Router<Arc<AppState>> {
     // `{m}:predict` is one path segment: the verb is split off its last `:`.
-    let inference = compressed(Router::new().route("/v1/models/{model}", post(verb)));
     Router::new()
-        .merge(inference)
-        .route("/v1/models/{model}", get(model_ready))
+        .route(
+            "/v1/models/{model}",
+            post(verb.layer(compressed())).get(model_ready),
+        )
         .route("/v1/models", get(models))
 }
 

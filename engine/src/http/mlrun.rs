@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::State;
+use axum::handler::Handler;
 use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::routing::{get, post};
@@ -18,13 +19,12 @@ use super::oip::{infer, versioned};
 use super::{AppState, Inference, compressed, run_infer};
 
 pub(super) fn routes() -> Router<Arc<AppState>> {
-    let inference = compressed(
-        Router::new()
-            .route("/", post(infer_body_routed).get(router_metadata))
-            .merge(versioned("/predict", post(infer))),
-    );
     Router::new()
-        .merge(inference)
+        .route(
+            "/",
+            post(infer_body_routed.layer(compressed())).get(router_metadata.layer(compressed())),
+        )
+        .merge(versioned("/predict", post(infer.layer(compressed()))))
         .route("/v2/health", get(router_metadata))
         .route("/v2/models", get(models))
         .route("/v2/models/", get(models))

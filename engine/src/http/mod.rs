@@ -38,6 +38,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use serde_json::json;
+use tower_http::body::UnsyncBoxBody;
 
 use crate::error::{Error, ErrorKind};
 use crate::graph::Graph;
@@ -186,7 +187,7 @@ impl HttpSource {
     pub fn listen_app(
         listener: tokio::net::TcpListener,
         state: Arc<AppState>,
-        app: Router,
+        app: impl crate::serve::listen::Served,
         tls: Option<axum_server::tls_rustls::RustlsConfig>,
         grpc: bool,
     ) -> std::io::Result<HttpSource> {
@@ -259,33 +260,54 @@ impl IntoResponse for Error {
     }
 }
 
-/// The app: every REST protocol's routes, and a JSON 404 (405) for anything else.
-pub fn router(state: Arc<AppState>) -> Router {
-    REST_PROTOCOLS
+/// The app as served: every REST protocol's routes, a JSON 404 (405) for anything else,
+/// behind request decompression. `Content-Encoding: gzip|deflate` bodies are read
+/// decompressed (the body limit counts what they decompress to); inference routes compress
+/// their answers ([`compressed`]).
+///
+/// The decompression layer and its 415 in our shape wrap the router as one service, not
+/// through `Router::layer`: that wraps each route's boxed service in two more boxes, and axum
+/// clones a route's boxes for every request (nested: ~20 boxed-service clones, each an
+/// allocation, per inference; issue 27). Around the router they are plain values whose clone
+/// (one per request, by hyper's service adapter) copies an `Arc`.
+pub type App = tower::util::MapResponse<
+    tower_http::decompression::RequestDecompression<Router>,
+    fn(Response<UnsyncBoxBody<Bytes, axum::BoxError>>) -> Response,
+>;
+
+/// The app ([`App`]) from its state.
+pub fn router(state: Arc<AppState>) -> App {
+    let routes = REST_PROTOCOLS
         .iter()
         .fold(Router::new(), |app, p| app.merge((p.routes)()))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .with_state(state)
-        // `Content-Encoding: gzip|deflate` bodies are read decompressed (the body limit counts
-        // what they decompress to); inference routes compress their answers ([`compressed`]).
+        .with_state(state);
+    let unsupported: fn(_) -> Response = unsupported_encoding;
+    tower::ServiceBuilder::new()
+        .map_response(unsupported)
         .layer(tower_http::decompression::RequestDecompressionLayer::new())
-        .layer(axum::middleware::map_response(unsupported_encoding))
+        .service(routes)
 }
 
-/// Inference routes: their answers (not their errors) are compressed when `Accept-Encoding`
-/// asks, as Triton's; metadata, statistics and the like never are.
-fn compressed(routes: Router<Arc<AppState>>) -> Router<Arc<AppState>> {
+/// The layer of inference handlers: their answers (not their errors) are compressed when
+/// `Accept-Encoding` asks, as Triton's; metadata, statistics and the like never are. Applied to
+/// each handler (`handler.layer(compressed())`) rather than to its routes (`Router::layer`),
+/// where it made one more boxed service for axum to clone per request (issue 27); a route's
+/// 405 is not a success, so never compressed either way.
+fn compressed() -> tower_http::compression::CompressionLayer<impl tower_http::compression::Predicate>
+{
     use tower_http::compression::{CompressionLayer, Predicate, predicate::DefaultPredicate};
     let answers = |status: StatusCode, _, _: &axum::http::HeaderMap, _: &axum::http::Extensions| {
         status.is_success()
     };
-    routes.layer(CompressionLayer::new().compress_when(DefaultPredicate::new().and(answers)))
+    CompressionLayer::new().compress_when(DefaultPredicate::new().and(answers))
 }
 
 /// The decompression layer's bare 415 for a `Content-Encoding` it cannot read, as an
-/// `{"error"}` naming the ones it can.
-async fn unsupported_encoding(response: Response) -> Response {
+/// `{"error"}` naming the ones it can; any other response as it is.
+fn unsupported_encoding(response: Response<UnsyncBoxBody<Bytes, axum::BoxError>>) -> Response {
+    let response = response.into_response();
     if response.status() != StatusCode::UNSUPPORTED_MEDIA_TYPE {
         return response;
     }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{Path, State};
+use axum::handler::Handler;
 use axum::http::{HeaderMap, Method, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post};
@@ -22,14 +23,10 @@ use crate::serve::{AdminAction, Service};
 type Answer = Result<Json<Value>, Error>;
 
 pub(super) fn routes() -> Router<Arc<AppState>> {
-    let inference = compressed(
-        Router::new()
-            .merge(versioned("/infer", post(infer)))
-            .merge(versioned("/explain", post(explain)))
-            .merge(versioned("/generate", post(generate))),
-    );
     Router::new()
-        .merge(inference)
+        .merge(versioned("/infer", post(infer.layer(compressed()))))
+        .merge(versioned("/explain", post(explain.layer(compressed()))))
+        .merge(versioned("/generate", post(generate.layer(compressed()))))
         .merge(versioned("/generate_stream", post(generate_stream)))
         .merge(versioned("/infer_stream", post(infer_stream)))
         .route("/v2", get(server_metadata))

@@ -33,7 +33,7 @@ pub fn is_rows(body: &[u8]) -> bool {
         // The first element: a row or a number is MLRun's; an object is OIP's tensor, or
         // MLRun's dict of features when it has no `datatype`.
         Some(b'[') => match rest.next() {
-            Some(b'{') => !contains(&body[at..], b"\"datatype\""),
+            Some(b'{') => DATATYPE.find(&body[at..]).is_none(),
             Some(b']') | None => false,
             Some(_) => true,
         },
@@ -41,15 +41,17 @@ pub fn is_rows(body: &[u8]) -> bool {
     }
 }
 
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
-}
+/// Every OIP body is asked: the searches are memchr's (SIMD) with their needles prepared
+/// once, not a comparison at every byte (issue 27).
+static INPUTS: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+    std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\"inputs\""));
+static DATATYPE: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+    std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\"datatype\""));
 
 /// Where the value of the top-level `"inputs":` starts, when the body has one near its start.
 fn find_inputs(body: &[u8]) -> Option<usize> {
-    let key = b"\"inputs\"";
-    let pos = body.windows(key.len()).position(|w| w == key)?;
-    let after = pos + key.len();
+    let pos = INPUTS.find(body)?;
+    let after = pos + INPUTS.needle().len();
     let colon = body[after..]
         .iter()
         .position(|b| !b.is_ascii_whitespace())?;

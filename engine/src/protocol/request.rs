@@ -1,6 +1,8 @@
 //! Decoding an inference request: the JSON header, its inputs (JSON `data` or binary extension
 //! bytes) and the outputs it asks for.
 
+use std::borrow::Cow;
+
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
@@ -48,11 +50,15 @@ pub(super) struct RequestJson<'a> {
     pub(super) version: Option<String>,
 }
 
+/// `name` and `datatype` are borrowed from the body when they have no escapes: two
+/// allocations fewer per input (issue 27).
 #[derive(Deserialize)]
 pub(super) struct InputJson<'a> {
-    pub(super) name: String,
+    #[serde(borrow)]
+    pub(super) name: Cow<'a, str>,
     pub(super) shape: Vec<i64>,
-    pub(super) datatype: String,
+    #[serde(borrow)]
+    pub(super) datatype: Cow<'a, str>,
     #[serde(default)]
     pub(super) parameters: Option<Map<String, Value>>,
     #[serde(borrow, default)]
@@ -90,7 +96,7 @@ pub fn decode_request(body: &[u8], json_len: Option<usize>) -> Result<InferReque
         let tensor = decode_input(input, &mut binary, false)
             .map_err(|e| Error::bad_request(format!("input `{}`: {}", input.name, e.message)))?;
         if let Some(own) = input_parameters_of(input.parameters.as_ref()) {
-            input_parameters.insert(input.name.clone(), own);
+            input_parameters.insert(input.name.clone().into_owned(), own);
         }
         if tensors.iter().any(|t: &Tensor| t.name == tensor.name) {
             return Err(Error::bad_request(format!(
@@ -417,5 +423,5 @@ pub(super) fn decode_input(
             return Err(Error::bad_request("has no `data` (nor `binary_data_size`)"));
         }
     };
-    Tensor::new(input.name.clone(), shape, data).map_err(|e| Error::bad_request(e.message))
+    Tensor::new(&*input.name, shape, data).map_err(|e| Error::bad_request(e.message))
 }

@@ -16,9 +16,58 @@ pub(super) struct ResponseJson<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) model_version: Option<&'a str>,
     pub(super) id: &'a str,
-    #[serde(skip_serializing_if = "Map::is_empty")]
-    pub(super) parameters: Map<String, Value>,
+    #[serde(skip_serializing_if = "ResponseParameters::is_empty")]
+    pub(super) parameters: ResponseParameters<'a>,
     pub(super) outputs: Vec<OutputOut<'a>>,
+}
+
+/// A response's `parameters`: the event's notes and the route it took (as [`parameters`]
+/// builds them, without copying the notes into a new map: that map, an `IndexMap` hashed
+/// with SipHash, cost ~800 instructions a request for one `route`; issue 27).
+pub(super) struct ResponseParameters<'a> {
+    pub(super) notes: &'a Map<String, Value>,
+    pub(super) route: Option<&'a str>,
+}
+
+impl ResponseParameters<'_> {
+    fn is_empty(&self) -> bool {
+        self.notes.is_empty() && self.route.is_none()
+    }
+
+    /// The entries in order: the notes, the route last (or in the place of a note of that
+    /// name, as inserting it into the notes' map would put it).
+    fn entries(&self) -> impl Iterator<Item = (&str, Entry<'_>)> {
+        let noted = self.notes.contains_key("route");
+        let route = self.route.map(Entry::Route);
+        self.notes
+            .iter()
+            .map(move |(k, v)| match route {
+                Some(route) if k == "route" => (k.as_str(), route),
+                _ => (k.as_str(), Entry::Value(v)),
+            })
+            .chain(route.filter(|_| !noted).map(|route| ("route", route)))
+    }
+}
+
+/// A value of [`ResponseParameters`].
+#[derive(Clone, Copy)]
+enum Entry<'a> {
+    Value(&'a Value),
+    Route(&'a str),
+}
+
+impl Serialize for ResponseParameters<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(None)?;
+        for (k, v) in self.entries() {
+            match v {
+                Entry::Value(v) => map.serialize_entry(k, v)?,
+                Entry::Route(route) => map.serialize_entry(k, route)?,
+            }
+        }
+        map.end()
+    }
 }
 
 #[derive(Serialize)]
@@ -161,16 +210,135 @@ fn encode(
     fallback: Fallback,
 ) -> Result<Encoded> {
     let (outputs, binary) = tensors_out(picked, fallback, &event.output_parameters);
-    let parameters = parameters(event);
     let response = ResponseJson {
         model_name: model,
         model_version: version,
         id: &event.id,
-        parameters,
+        parameters: ResponseParameters {
+            notes: &event.notes,
+            route: event.route(),
+        },
         outputs,
     };
-    let has_binary = binary.is_some();
-    finish(&response, binary.unwrap_or_default(), has_binary)
+    let mut body = response.to_json();
+    let Some(binary) = binary else {
+        return Ok(Encoded {
+            body,
+            json_len: None,
+        });
+    };
+    let json_len = body.len();
+    body.extend_from_slice(&binary);
+    Ok(Encoded {
+        body,
+        json_len: Some(json_len),
+    })
+}
+
+impl ResponseJson<'_> {
+    /// The same bytes as `serde_json::to_vec(self)` (`tests::hand_written_json_is_serde_jsons`
+    /// checks), with the keys written as literals and names copied when they need no escape:
+    /// serde_json runs every key and string through its escaping loop, ~90 instructions each,
+    /// 20 strings in a one-output answer (issue 27). Numbers and parameters still go through
+    /// serde_json, so they are formatted as they were.
+    fn to_json(&self) -> Vec<u8> {
+        // Room for the whole answer, so it grows rarely (serde_json's own start is 128 bytes).
+        let guess = 96
+            + self.model_name.len()
+            + self.id.len()
+            + self
+                .outputs
+                .iter()
+                .map(OutputOut::size_guess)
+                .sum::<usize>();
+        let mut out = Vec::with_capacity(guess);
+        out.extend_from_slice(b"{\"model_name\":");
+        write_str(&mut out, self.model_name);
+        if let Some(version) = self.model_version {
+            out.extend_from_slice(b",\"model_version\":");
+            write_str(&mut out, version);
+        }
+        out.extend_from_slice(b",\"id\":");
+        write_str(&mut out, self.id);
+        if !self.parameters.is_empty() {
+            out.extend_from_slice(b",\"parameters\":{");
+            for (i, (k, v)) in self.parameters.entries().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_str(&mut out, k);
+                out.push(b':');
+                match v {
+                    Entry::Value(v) => write_serde(&mut out, v),
+                    Entry::Route(route) => write_str(&mut out, route),
+                }
+            }
+            out.push(b'}');
+        }
+        out.extend_from_slice(b",\"outputs\":[");
+        for (i, output) in self.outputs.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            output.write_json(&mut out);
+        }
+        out.extend_from_slice(b"]}");
+        out
+    }
+}
+
+impl OutputOut<'_> {
+    /// About how many bytes this output takes in JSON.
+    fn size_guess(&self) -> usize {
+        let elements = match self.data {
+            // (A large output grows the buffer a few times, as it did.)
+            Some(_) => self.shape.iter().product::<usize>().min(4096),
+            None => 0,
+        };
+        64 + self.name.len() + 8 * self.shape.len() + 16 * elements
+    }
+
+    /// `serde_json::to_writer(out, self)`'s bytes, as [`ResponseJson::to_json`] writes them.
+    fn write_json(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"{\"name\":");
+        write_str(out, self.name);
+        out.extend_from_slice(b",\"datatype\":");
+        write_str(out, self.datatype);
+        out.extend_from_slice(b",\"shape\":");
+        write_serde(out, self.shape);
+        if let Some(parameters) = &self.parameters {
+            out.extend_from_slice(b",\"parameters\":");
+            write_serde(out, parameters);
+        }
+        if let Some(data) = &self.data {
+            out.extend_from_slice(b",\"data\":");
+            write_serde(out, data);
+        }
+        out.push(b'}');
+    }
+}
+
+/// A JSON string as serde_json writes it: copied between quotes when nothing in it needs an
+/// escape (serde_json escapes only `"`, `\` and control characters), else by serde_json.
+fn write_str(out: &mut Vec<u8>, s: &str) {
+    // No early exit: a plain fold the compiler can vectorize.
+    let escapes = s.bytes().fold(false, |any, b| {
+        any | (b < 0x20) | (b == b'"') | (b == b'\\')
+    });
+    if escapes {
+        write_serde(out, s);
+    } else {
+        out.reserve(s.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    }
+}
+
+/// A value through serde_json (what it cannot fail on: strings, numbers, JSON maps, tensor
+/// data; NaN and infinities are `null`).
+fn write_serde<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
+    serde_json::to_writer(out, value).expect("JSON of strings, numbers and maps");
 }
 
 fn unknown_output(event: &Event, name: &str) -> Error {
@@ -272,4 +440,100 @@ pub(super) fn finish<T: Serialize>(json: &T, binary: Vec<u8>, has_binary: bool) 
         body,
         json_len: Some(json_len),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The hand-written JSON is serde_json's, byte for byte: names that need escapes, a
+    /// version, parameters (the response's and an output's own), binary and base64 outputs,
+    /// floats that are not finite, every datatype's data.
+    #[test]
+    fn hand_written_json_is_serde_jsons() {
+        let odd: String = (0u8..128)
+            .map(char::from)
+            .chain("é☃\u{7f}".chars())
+            .collect();
+        let tensors = [
+            Tensor::new("p", vec![1, 3], TensorData::Fp32(vec![0.1, f32::NAN, 1e30])).unwrap(),
+            Tensor::new(odd.as_str(), vec![2], TensorData::Int64(vec![-1, i64::MAX])).unwrap(),
+            Tensor::new(
+                "b",
+                vec![2],
+                TensorData::Bytes(vec![b"a\"b".to_vec(), vec![0xff]]),
+            )
+            .unwrap(),
+            Tensor::new("f", vec![1], TensorData::Fp64(vec![f64::INFINITY])).unwrap(),
+            Tensor::new("t", vec![0], TensorData::Bool(vec![])).unwrap(),
+            Tensor::new(
+                "h",
+                vec![1],
+                TensorData::Fp16(vec![half::f16::from_f32(0.5)]),
+            )
+            .unwrap(),
+        ];
+        let empty = Map::new();
+        let mut notes = Map::new();
+        notes.insert("a".into(), serde_json::json!(1));
+        notes.insert("route".into(), serde_json::json!("noted"));
+        notes.insert("z\"".into(), serde_json::json!({"k": [null]}));
+        let mut notes_without_route = notes.clone();
+        notes_without_route.shift_remove("route");
+        let cases = [
+            (&empty, None),
+            (&empty, Some(odd.as_str())),
+            (&notes, None),
+            (&notes, Some("r:1")),
+            (&notes_without_route, Some("r")),
+        ];
+        let mut own = Map::new();
+        own.insert(
+            "p".into(),
+            serde_json::json!({"content_type": "np", "x": [1, "\n"]}),
+        );
+        for (model, version, id) in [("m", None, "1"), (odd.as_str(), Some("2\t"), odd.as_str())] {
+            for fallback in [Fallback::Binary, Fallback::Base64] {
+                for binary in [false, true] {
+                    for (notes, route) in &cases {
+                        let picked = tensors
+                            .iter()
+                            .enumerate()
+                            .map(|(i, t)| (t, binary && i % 2 == 0))
+                            .collect();
+                        let (outputs, _) = tensors_out(picked, fallback, &own);
+                        let response = ResponseJson {
+                            model_name: model,
+                            model_version: version,
+                            id,
+                            parameters: ResponseParameters {
+                                notes,
+                                route: *route,
+                            },
+                            outputs,
+                        };
+                        let serde = serde_json::to_vec(&response).unwrap();
+                        assert_eq!(
+                            String::from_utf8(response.to_json()).unwrap(),
+                            String::from_utf8(serde).unwrap()
+                        );
+                        // The parameters are those the notes' map with the route inserted
+                        // would be (gRPC's answers build that map: `parameters`).
+                        let mut map = (*notes).clone();
+                        if let Some(route) = route {
+                            map.insert("route".into(), Value::String((*route).to_owned()));
+                        }
+                        assert_eq!(
+                            serde_json::to_value(&response.parameters).unwrap(),
+                            Value::Object(map.clone())
+                        );
+                        assert_eq!(
+                            serde_json::to_string(&response.parameters).unwrap(),
+                            serde_json::to_string(&map).unwrap()
+                        );
+                    }
+                }
+            }
+        }
+    }
 }

@@ -2,6 +2,47 @@
 //! large messages), and following the process's phases: what the HTTP and gRPC transports
 //! share.
 
+use std::convert::Infallible;
+
+use axum::ServiceExt;
+use axum::body::Body;
+use axum::response::Response;
+
+/// What [`spawn_app`] serves: an axum `Router`, or the HTTP transport's app (its router
+/// behind request decompression), answering requests with axum's bodies (`axum::serve`) and
+/// hyper's (`axum_server`).
+pub trait Served:
+    tower::Service<axum::http::Request<Body>, Response = Response, Error = Infallible, Future: Send>
+    + tower::Service<
+        axum::http::Request<hyper::body::Incoming>,
+        Response = Response,
+        Error = Infallible,
+        Future: Send,
+    > + Clone
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<S> Served for S where
+    S: tower::Service<
+            axum::http::Request<Body>,
+            Response = Response,
+            Error = Infallible,
+            Future: Send,
+        > + tower::Service<
+            axum::http::Request<hyper::body::Incoming>,
+            Response = Response,
+            Error = Infallible,
+            Future: Send,
+        > + Clone
+        + Send
+        + Sync
+        + 'static
+{
+}
+
 /// A running server: its task, and the switch that stops it accepting (open connections
 /// finish their requests).
 pub type Server = (
@@ -14,13 +55,19 @@ pub type Server = (
 /// messages ([`tune_http2`]).
 pub fn spawn_app(
     listener: tokio::net::TcpListener,
-    app: axum::Router,
+    app: impl Served,
     tls: Option<axum_server::tls_rustls::RustlsConfig>,
     grpc: bool,
 ) -> std::io::Result<Server> {
     let (stop, mut stopped) = tokio::sync::watch::channel(false);
     let server = if tls.is_none() && !grpc {
-        let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        // `into_make_service`: each connection gets a clone of `app` (an `Arc` for a router;
+        // `axum::serve` given a `Router` itself would copy its table of routes per connection).
+        let server = axum::serve(
+            listener,
+            ServiceExt::<axum::http::Request<Body>>::into_make_service(app),
+        )
+        .with_graceful_shutdown(async move {
             let _ = stopped.wait_for(|s| *s).await;
         });
         tokio::spawn(async move { server.await })
@@ -44,7 +91,9 @@ pub fn spawn_app(
                 if $grpc {
                     tune_http2(server.http_builder());
                 }
-                tokio::spawn(server.serve(app.into_make_service()))
+                tokio::spawn(server.serve(
+                    ServiceExt::<axum::http::Request<Body>>::into_make_service(app),
+                ))
             }};
         }
         use axum_server::tls_rustls::RustlsAcceptor;

@@ -185,7 +185,10 @@ pub async fn run(config: ServerConfig, repository: repo::State) -> Result<(), Se
     });
     // Listen at once (live, not ready); load models off the async workers.
     let scheme = if tls.is_some() { "https" } else { "http" };
-    let mut app = crate::http::router(Arc::clone(&state));
+    let app = crate::http::router(Arc::clone(&state));
+    // gRPC's routes on the HTTP port, the HTTP app behind them for every other path.
+    #[cfg_attr(not(feature = "grpc"), allow(unused_mut))]
+    let mut grpc_routes: Option<axum::Router> = None;
     let mut sources: Vec<Box<dyn Source>> = Vec::new();
     let mut grpc_addr = None;
     #[cfg(feature = "grpc")]
@@ -196,7 +199,7 @@ pub async fn run(config: ServerConfig, repository: repo::State) -> Result<(), Se
             admin,
         });
         if grpc.on_http {
-            app = app.merge(grpc_state.routes());
+            grpc_routes = Some(grpc_state.routes());
             sources.push(Box::new(GrpcSource::on_http_port(Arc::clone(&grpc_state))));
         }
         if let Some(at) = grpc.listen {
@@ -218,7 +221,12 @@ pub async fn run(config: ServerConfig, repository: repo::State) -> Result<(), Se
             "this build of servegraph has no gRPC (feature `grpc`)".into(),
         ));
     }
-    let http = HttpSource::listen_app(listener, state, app, tls, grpc.on_http)?;
+    let http = match grpc_routes {
+        Some(routes) => {
+            HttpSource::listen_app(listener, state, routes.fallback_service(app), tls, true)?
+        }
+        None => HttpSource::listen_app(listener, state, app, tls, false)?,
+    };
     // Bound at once so liveness answers while models load; "listening" is said only once
     // the graph has loaded (a graph that refuses to start never claims it).
     tracing::info!(%addr, graph = %graph_path.display(), admin = admin_on, "bound; loading models (liveness answers meanwhile)");

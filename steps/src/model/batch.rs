@@ -386,6 +386,11 @@ pub(crate) fn split(outputs: Vec<Tensor>, counts: &[usize]) -> Result<Vec<Vec<Te
                 t.name, t.shape
             )));
         }
+        // One job (no batch formed): the run's outputs are its own, as they are.
+        if let [out] = &mut per_job[..] {
+            out.push(t);
+            continue;
+        }
         let row: usize = t.shape[1..].iter().product();
         let pieces = t
             .data
