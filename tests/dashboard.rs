@@ -261,3 +261,24 @@ fn browser_drift_and_readout_follow_their_contracts() {
     let s = Server::start(GRAPH, &["--dashboard"]);
     browser_case("contract", &s, None);
 }
+
+/// The page shows a drift the test injects into the real in-process monitor (the graph's
+/// tracking file read back by `serve`): the reference frozen from the first rows, a window
+/// like it without drift, then a window of shifted rows detected.
+#[test]
+fn browser_the_page_shows_an_injected_drift() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(root().join(GRAPH))
+        .unwrap()
+        .replace("../../models/", &format!("{}/models/", root().display()));
+    let graph = dir.path().join("dashboard.yaml");
+    std::fs::write(
+        &graph,
+        format!(
+            "{text}tracking: {{sink: \"file://events.jsonl\", batch: 1, flush_ms: 10}}\nmonitor:\n  reference: {{events: 100}}\n  features:\n    - {{tensor: input, index: 0, name: sepal_length, type: numerical}}\n    - {{tensor: input, index: 1, name: sepal_width, type: numerical}}\n  window: {{events: 50, min_events: 20}}\n  thresholds: {{mode: mlrun}}\n"
+        ),
+    )
+    .unwrap();
+    let s = Server::start(graph.to_str().unwrap(), &["--dashboard"]);
+    browser_case("drift", &s, None);
+}

@@ -121,6 +121,34 @@ const CASES = {
       document.querySelector('tr[data-step="pick"] td.total')?.textContent === String(n), want.pick + 5);
   },
 
+  // The real drift monitor (serve's in-process one, reading the graph's tracking file): the
+  // reference is frozen from the first 100 rows, a window of the same rows shows no drift,
+  // then rows whose sepal length is far beyond the reference's are injected, and the page
+  // shows that feature detected (and the other one not) with the windows' history.
+  async drift(page) {
+    await open(page);
+    const rows = (n, length) => Array.from({ length: n }, (_, i) => [length(i), 2.8 + (i % 5) * 0.1, 1.4, 0.2]);
+    const send = async (batch) => {
+      const body = { inputs: [{ name: 'input', shape: [batch.length, 4], datatype: 'FP32', data: batch.flat() }] };
+      const r = await fetch(INFER, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+      if (r.status !== 200) fail(`infer: HTTP ${r.status} ${await r.text()}`);
+    };
+    const usual = (i) => 4.5 + (i % 10) * 0.1; // 4.5 … 5.4, evenly
+    for (let k = 0; k < 10; k++) await send(rows(10, usual)); // the reference: 100 rows
+    for (let k = 0; k < 5; k++) await send(rows(10, usual)); // a window like it
+    await until(page, 'a window without drift', () =>
+      document.querySelector('[data-feature="sepal_length"]')?.dataset.status === '0');
+    for (let k = 0; k < 5; k++) await send(rows(10, (i) => 7.5 + (i % 5) * 0.1)); // drifted
+    await until(page, 'the injected drift detected', () =>
+      document.querySelector('[data-feature="sepal_length"]')?.dataset.status === '2');
+    const width = await page.locator('[data-feature="sepal_width"]').getAttribute('data-status');
+    if (width !== '0') fail(`sepal_width's status: ${width} (it did not drift)`);
+    const history = page.locator('[data-feature="sepal_length"] svg.drift-history circle');
+    if ((await history.count()) < 2) fail('the history of both windows');
+    if ((await page.locator('[data-feature="sepal_length"] svg.drift-history circle.st2').count()) < 1) fail('a detected window in the history');
+    if ((await page.locator('#no-monitor').count())) fail('"no monitor" with a monitor running');
+  },
+
   // The drift and readout sections against their JSON contracts (`GET /v2/monitor`, the
   // experiment's `readout`), answered here for the page: an empty monitor list first, then a
   // monitor whose feature `petal_length` drifted.
