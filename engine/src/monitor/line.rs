@@ -21,6 +21,15 @@ pub struct Line<'a> {
     /// The tracking stream's operation: `infer`, `explain`, or `feedback`.
     #[serde(borrow, default)]
     pub op: Option<Cow<'a, str>>,
+    /// The step the event is about (a feedback event's router).
+    #[serde(borrow, default)]
+    pub model: Option<Cow<'a, str>>,
+    /// A feedback event's reward.
+    #[serde(default)]
+    pub reward: Option<f64>,
+    /// The routers' decisions for the request.
+    #[serde(default)]
+    pub decisions: Option<Vec<super::experiments::DecisionLine>>,
     #[serde(default)]
     pub shadow: bool,
     #[serde(borrow, default)]

@@ -7,6 +7,7 @@
 //! `perf.rs` realised and estimated performance; here the [`Monitor`] that ties them, its
 //! state as `GET /v2/monitor` serves it, and the readers (a JSONL file, followed or not).
 
+pub mod experiments;
 pub mod line;
 pub mod perf;
 pub mod profile;
@@ -49,6 +50,8 @@ pub struct Monitor {
     rows: usize,
     started: Option<SystemTime>,
     last_dataset: Option<(f64, bool)>,
+    /// Each router's decisions and rewards, for its experiment readout.
+    experiments: experiments::Experiments,
 }
 
 impl Monitor {
@@ -76,6 +79,10 @@ impl Monitor {
             rows: 0,
             started: None,
             last_dataset: None,
+            experiments: experiments::Experiments::new(
+                spec.experiments.clone(),
+                spec.performance.as_ref().map_or(10_000, |p| p.max_pending),
+            ),
             spec,
         };
         match (&m.spec.reference.profile, m.spec.reference.events) {
@@ -150,10 +157,18 @@ impl Monitor {
     /// Takes one parsed event.
     pub fn event(&mut self, line: &Line, value: Option<&Value>) -> Option<Value> {
         if line.is_feedback() {
+            if let (Some(id), Some(router), Some(reward)) =
+                (line.id.as_deref(), line.model.as_deref(), line.reward)
+            {
+                self.experiments.feedback(id, router, reward);
+            }
             if let (Some(p), Some(v)) = (&mut self.perf, value) {
                 p.feedback_value(v);
             }
             return None;
+        }
+        if let Some(d) = &line.decisions {
+            self.experiments.decisions(line.id.as_deref(), d);
         }
         if line.shadow || (line.request.is_none() && line.inputs.is_none()) {
             return None;
@@ -319,6 +334,7 @@ impl Monitor {
             "features": features,
             "performance": performance,
             "thresholds": {"mode": self.spec.thresholds.mode_str(), "sigma": self.spec.thresholds.sigma},
+            "experiments": self.experiments_json(),
         }))
     }
 
@@ -342,7 +358,17 @@ impl Monitor {
             "dataset": {"share": share, "drift_share": self.spec.thresholds.drift_share, "drifted": drifted},
             "features": self.columns.iter().map(Column::state).collect::<Vec<_>>(),
             "performance": self.perf.as_ref().map(perf::Performance::state),
+            "experiments": self.experiments_json(),
         })
+    }
+
+    /// The experiments' readouts from the stream (null before any router decided).
+    fn experiments_json(&self) -> Value {
+        if self.experiments.is_empty() {
+            Value::Null
+        } else {
+            self.experiments.readouts()
+        }
     }
 }
 

@@ -36,6 +36,11 @@ pub struct MonitorSpec {
     /// stream (a `file://` sink).
     #[serde(default = "yes")]
     pub in_process: bool,
+    /// Experiment readouts from the stream's decisions and feedback: how each router's is
+    /// tuned, by router name (without it: the router's first route is the control, the
+    /// defaults of `policy.experiment`).
+    #[serde(default)]
+    pub experiments: std::collections::BTreeMap<String, super::experiments::ExperimentSpec>,
 }
 
 fn yes() -> bool {
@@ -273,6 +278,11 @@ impl MonitorSpec {
                 "features",
                 "a monitor needs at least one of `features` and `outputs`".into(),
             );
+        }
+        for (router, e) in &self.experiments {
+            for (field, msg) in e.check() {
+                err(&format!("experiments.{router}.{field}"), msg);
+            }
         }
         if self.features.len() + self.outputs.len() > MAX_COLUMNS {
             err("features", format!("at most {MAX_COLUMNS} columns"));
