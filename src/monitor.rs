@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, bail};
 use clap::Subcommand;
-use servegraph_engine::monitor::{self, Follow, Monitor, MonitorSpec, ReportSink, profile};
+use servegraph_engine::monitor::{self, Follow, Monitor, MonitorSpec, profile};
 
 #[derive(Subcommand)]
 pub enum MonitorCommand {
@@ -158,8 +158,11 @@ fn run_monitor(
     state: Option<&Path>,
 ) -> anyhow::Result<()> {
     let (name, spec, base) = read_spec(spec_path)?;
-    let mut sink = ReportSink::open(report.as_deref().or(spec.report.as_deref()), &base)
-        .map_err(anyhow::Error::msg)?;
+    let mut sink = servegraph_engine::kafka::monitor::open_report(
+        report.as_deref().or(spec.report.as_deref()),
+        &base,
+    )
+    .map_err(anyhow::Error::msg)?;
     let m = Monitor::new(&name, spec, &base).map_err(anyhow::Error::msg)?;
     let shared = Arc::new(Mutex::new(m));
     monitor::publish(&shared);

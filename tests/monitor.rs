@@ -444,6 +444,10 @@ fn a_kafka_topic_is_read_as_the_monitors_own_group() {
     .unwrap();
     let state = dir.path().join("s.json");
     let url = format!("{}/{topic}", kafka::broker());
+    // Each window's report goes to a topic too.
+    let reports = kafka::unique("monitor-reports");
+    kafka::create_topics(&[(&reports, 1)]);
+    let report_url = format!("kafka://{}/{reports}", kafka::broker());
     let run = || {
         monitor(&[
             "run",
@@ -456,6 +460,8 @@ fn a_kafka_topic_is_read_as_the_monitors_own_group() {
             "3",
             "--state",
             state.to_str().unwrap(),
+            "--report",
+            &report_url,
         ])
     };
     let out = run();
@@ -471,6 +477,24 @@ fn a_kafka_topic_is_read_as_the_monitors_own_group() {
         history
             .iter()
             .all(|h| h["events"] == 500 && h["status"].as_i64().unwrap() >= 0)
+    );
+    let sent = kafka::consume_until(&reports, std::time::Duration::from_secs(20), |r| {
+        r.len() >= 4
+    });
+    let windows: Vec<Value> = sent
+        .iter()
+        .map(|r| serde_json::from_str(&r.payload).unwrap())
+        .collect();
+    assert_eq!(
+        windows
+            .iter()
+            .map(|w| w["window"].clone())
+            .collect::<Vec<_>>(),
+        history
+            .iter()
+            .map(|h| h["window"].clone())
+            .collect::<Vec<_>>(),
+        "one report per window on the report topic"
     );
     // The group's offsets were committed: nothing is read again.
     let out = run();

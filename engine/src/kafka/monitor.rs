@@ -105,3 +105,63 @@ pub fn spawn_reading(monitor: Monitor, brokers: String, topic: String, report: R
         })
         .expect("spawning the monitor's thread");
 }
+
+/// Where `report: kafka://HOST:PORT/TOPIC` sends each window's report: one message per
+/// report, written when the report is flushed; what librdkafka still holds is flushed (for
+/// up to 10 s) when the monitor stops. A report librdkafka refuses is logged.
+struct KafkaReports {
+    producer: rdkafka::producer::ThreadedProducer<rdkafka::producer::DefaultProducerContext>,
+    topic: String,
+    line: Vec<u8>,
+}
+
+impl std::io::Write for KafkaReports {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.line.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        let line = std::mem::take(&mut self.line);
+        let payload = line.strip_suffix(b"\n").unwrap_or(&line);
+        if payload.is_empty() {
+            return Ok(());
+        }
+        let record: rdkafka::producer::BaseRecord<'_, (), [u8]> =
+            rdkafka::producer::BaseRecord::to(&self.topic).payload(payload);
+        self.producer
+            .send(record)
+            .map_err(|(e, _)| std::io::Error::other(format!("report to `{}`: {e}", self.topic)))
+    }
+}
+
+impl Drop for KafkaReports {
+    fn drop(&mut self) {
+        use rdkafka::producer::Producer;
+        if let Err(e) = self.producer.flush(Duration::from_secs(10)) {
+            tracing::warn!(topic = %self.topic, error = %e, "the monitor's last reports may not have reached Kafka");
+        }
+    }
+}
+
+/// The report sink of `url`: a Kafka topic for `kafka://HOST:PORT/TOPIC`, else what
+/// [`ReportSink::open`] makes of it.
+pub fn open_report(url: Option<&str>, base: &std::path::Path) -> Result<ReportSink, String> {
+    let Some(rest) = url.and_then(|u| u.strip_prefix("kafka://")) else {
+        return ReportSink::open(url, base);
+    };
+    let (brokers, topic) = rest
+        .split_once('/')
+        .filter(|(b, t)| !b.is_empty() && !t.is_empty())
+        .ok_or_else(|| format!("`kafka://{rest}`: a Kafka report is kafka://HOST:PORT/TOPIC"))?;
+    let producer = client::config(brokers, &[])
+        .set("linger.ms", "20")
+        .set("message.timeout.ms", "10000")
+        .create()
+        .map_err(|e| format!("the monitor's report producer: {e}"))?;
+    Ok(ReportSink::Writer(Box::new(KafkaReports {
+        producer,
+        topic: topic.to_owned(),
+        line: Vec::new(),
+    })))
+}

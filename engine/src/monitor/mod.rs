@@ -447,11 +447,15 @@ pub enum ReportSink {
 }
 
 impl ReportSink {
-    /// `file://PATH` (under `base`) or `stdout`.
+    /// `file://PATH` (under `base`) or `stdout`; `kafka://HOST:PORT/TOPIC` is opened by
+    /// `kafka::monitor::open_report` (the transports sit above this module).
     pub fn open(url: Option<&str>, base: &Path) -> Result<ReportSink, String> {
         match url {
             None => Ok(ReportSink::None),
             Some("stdout") => Ok(ReportSink::Writer(Box::new(std::io::stdout()))),
+            Some(u) if u.starts_with("kafka://") => Err(format!(
+                "`{u}`: reports to Kafka need servegraph built with Kafka (feature `kafka`)"
+            )),
             Some(u) => {
                 let path = base.join(u.strip_prefix("file://").unwrap_or(u));
                 if let Some(dir) = path.parent() {

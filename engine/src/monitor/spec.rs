@@ -29,7 +29,7 @@ pub struct MonitorSpec {
     #[serde(default)]
     pub performance: Option<PerformanceSpec>,
     /// Where each closed window's JSON report goes: `file://PATH.jsonl` (relative to the
-    /// file's folder) or `stdout`.
+    /// file's folder), `stdout`, or `kafka://HOST:PORT/TOPIC`.
     #[serde(default)]
     pub report: Option<String>,
     /// Run the monitor inside `serve` as a background task, reading the graph's tracking

@@ -688,7 +688,11 @@ fn start_monitor(graph: &Graph) {
         let _ = STARTED.set(());
         tracing::info!(stream = %what, "monitor");
     };
-    let monitor = crate::monitor::ReportSink::open(spec.report.as_deref(), base).and_then(|r| {
+    #[cfg(feature = "kafka")]
+    let report = crate::kafka::monitor::open_report(spec.report.as_deref(), base);
+    #[cfg(not(feature = "kafka"))]
+    let report = crate::monitor::ReportSink::open(spec.report.as_deref(), base);
+    let monitor = report.and_then(|r| {
         crate::monitor::Monitor::new(&graph.name, spec.clone(), base).map(|m| (m, r))
     });
     let (monitor, report) = match monitor {
