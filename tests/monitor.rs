@@ -12,6 +12,22 @@ use common::kafka;
 use common::*;
 use serde_json::Value;
 
+/// `graphs/iris.yaml` written to `dir` as `g.yaml` (its models from the repository), tracked
+/// to `events.jsonl` there (every event, written at once), with `monitor` (the lines under
+/// `monitor:`) appended.
+fn tracked_iris(dir: &std::path::Path, monitor: &str) -> std::path::PathBuf {
+    let text = std::fs::read_to_string(root().join("graphs/iris.yaml"))
+        .unwrap()
+        .replace("../models/", &format!("{}/models/", root().display()));
+    let graph = dir.join("g.yaml");
+    std::fs::write(
+        &graph,
+        format!("{text}tracking: {{sink: \"file://events.jsonl\", batch: 1, flush_ms: 10}}\nmonitor:\n{monitor}"),
+    )
+    .unwrap();
+    graph
+}
+
 /// xorshift64* and Box–Muller: a fixed-seed stream.
 struct Gen(u64);
 
@@ -355,17 +371,10 @@ fn monitor_errors_name_the_field_and_its_place() {
 #[test]
 fn serve_runs_the_monitor_in_process() {
     let dir = tempfile::tempdir().unwrap();
-    let text = std::fs::read_to_string(root().join("graphs/iris.yaml"))
-        .unwrap()
-        .replace("../models/", &format!("{}/models/", root().display()));
-    let graph = dir.path().join("g.yaml");
-    std::fs::write(
-        &graph,
-        format!(
-            "{text}tracking: {{sink: \"file://events.jsonl\", batch: 1, flush_ms: 10}}\nmonitor:\n  reference: {{events: 20}}\n  features:\n    - {{tensor: input, index: 0, name: sepal_length, type: numerical}}\n  outputs:\n    - {{tensor: label, name: class, type: categorical}}\n  window: {{events: 20, min_events: 5}}\n"
-        ),
-    )
-    .unwrap();
+    let graph = tracked_iris(
+        dir.path(),
+        "  reference: {events: 20}\n  features:\n    - {tensor: input, index: 0, name: sepal_length, type: numerical}\n  outputs:\n    - {tensor: label, name: class, type: categorical}\n  window: {events: 20, min_events: 5}\n",
+    );
     let s = Server::start(graph.to_str().unwrap(), &[]);
     let empty = get_blocking(&s.addr, "/v2/monitor").json();
     assert_eq!(empty["monitors"][0]["graph"], "iris");
@@ -509,17 +518,10 @@ fn a_kafka_topic_is_read_as_the_monitors_own_group() {
 #[test]
 fn feedback_labels_from_the_feedback_api_join_in_process() {
     let dir = tempfile::tempdir().unwrap();
-    let text = std::fs::read_to_string(root().join("graphs/iris.yaml"))
-        .unwrap()
-        .replace("../models/", &format!("{}/models/", root().display()));
-    let graph = dir.path().join("g.yaml");
-    std::fs::write(
-        &graph,
-        format!(
-            "{text}tracking: {{sink: \"file://events.jsonl\", batch: 1, flush_ms: 10}}\nmonitor:\n  reference: {{events: 200}}\n  features:\n    - {{tensor: input, index: 0, name: sepal_length, type: numerical}}\n  window: {{events: 200, min_events: 50}}\n  performance: {{task: classification, prediction: {{tensor: label}}, positive: \"0\"}}\n"
-        ),
-    )
-    .unwrap();
+    let graph = tracked_iris(
+        dir.path(),
+        "  reference: {events: 200}\n  features:\n    - {tensor: input, index: 0, name: sepal_length, type: numerical}\n  window: {events: 200, min_events: 50}\n  performance: {task: classification, prediction: {tensor: label}, positive: \"0\"}\n",
+    );
     let s = Server::start(graph.to_str().unwrap(), &[]);
     let mut realised = serde_json::Value::Null;
     let mut state = serde_json::Value::Null;
@@ -576,17 +578,10 @@ fn feedback_labels_from_the_feedback_api_join_in_process() {
 #[test]
 fn experiment_readouts_from_the_stream_match_the_live_ones() {
     let dir = tempfile::tempdir().unwrap();
-    let text = std::fs::read_to_string(root().join("graphs/iris.yaml"))
-        .unwrap()
-        .replace("../models/", &format!("{}/models/", root().display()));
-    let graph = dir.path().join("g.yaml");
-    std::fs::write(
-        &graph,
-        format!(
-            "{text}tracking: {{sink: \"file://events.jsonl\", batch: 1, flush_ms: 10}}\nmonitor:\n  reference: {{events: 100}}\n  features:\n    - {{tensor: input, index: 0, name: sepal_length, type: numerical}}\n  window: {{events: 500, min_events: 50}}\n  experiments:\n    iris: {{control: iris-lr, min_sample: 10}}\n"
-        ),
-    )
-    .unwrap();
+    let graph = tracked_iris(
+        dir.path(),
+        "  reference: {events: 100}\n  features:\n    - {tensor: input, index: 0, name: sepal_length, type: numerical}\n  window: {events: 500, min_events: 50}\n  experiments:\n    iris: {control: iris-lr, min_sample: 10}\n",
+    );
     let s = Server::start(graph.to_str().unwrap(), &[]);
     let n = 120;
     for i in 0..n {
