@@ -160,11 +160,11 @@ impl Experiments {
                 }
             };
             // A weighted router's probabilities are its configured shares.
-            for (r, p) in d.routes.iter().zip(d.pmf.iter().flatten()) {
-                if let Some(a) = sums.aggregates.iter_mut().find(|a| &a.route == r)
-                    && d.policy == "weighted"
-                {
-                    a.weight = Some(*p);
+            if d.policy == "weighted" {
+                for (r, p) in d.routes.iter().zip(d.pmf.iter().flatten()) {
+                    if let Some(a) = sums.aggregates.iter_mut().find(|a| &a.route == r) {
+                        a.weight = Some(*p);
+                    }
                 }
             }
             sums.policy.clone_from(&d.policy);
