@@ -147,21 +147,21 @@ impl Drop for KafkaReports {
 /// The report sink of `url`: a Kafka topic for `kafka://HOST:PORT/TOPIC`, else what
 /// [`ReportSink::open`] makes of it.
 pub fn open_report(url: Option<&str>, base: &std::path::Path) -> Result<ReportSink, String> {
-    let Some(rest) = url.and_then(|u| u.strip_prefix("kafka://")) else {
+    let Some(u) = url.filter(|u| u.starts_with("kafka://")) else {
         return ReportSink::open(url, base);
     };
-    let (brokers, topic) = rest
-        .split_once('/')
-        .filter(|(b, t)| !b.is_empty() && !t.is_empty())
-        .ok_or_else(|| format!("`kafka://{rest}`: a Kafka report is kafka://HOST:PORT/TOPIC"))?;
-    let producer = client::config(brokers, &[])
+    let crate::tracking::Sink::Kafka { brokers, topic } = crate::tracking::Sink::parse(u, base)?
+    else {
+        unreachable!("a kafka:// URL parses as a Kafka sink or not at all")
+    };
+    let producer = client::config(&brokers, &[])
         .set("linger.ms", "20")
         .set("message.timeout.ms", "10000")
         .create()
         .map_err(|e| format!("the monitor's report producer: {e}"))?;
     Ok(ReportSink::Writer(Box::new(KafkaReports {
         producer,
-        topic: topic.to_owned(),
+        topic,
         line: Vec::new(),
     })))
 }
