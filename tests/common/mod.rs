@@ -2,6 +2,7 @@
 //! client over hyper for exact control of headers and bytes.
 #![allow(dead_code)]
 
+pub mod cb_world;
 pub mod kafka;
 
 use std::io::{BufRead, BufReader};
