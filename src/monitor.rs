@@ -431,8 +431,9 @@ impl Gen {
 
 /// One tracking event with 4 features (the first shifted by `shift`) and a class.
 fn event(g: &mut Gen, i: usize, shift: f64) -> String {
-    let x: Vec<f64> = (0..4)
-        .map(|k| g.normal() + if k == 0 { shift } else { 0.0 })
+    // FP32 values, as the tracking stream writes an FP32 tensor's (shortest round-trip text).
+    let x: Vec<f32> = (0..4)
+        .map(|k| (g.normal() + if k == 0 { shift } else { 0.0 }) as f32)
         .collect();
     let class = usize::from(x[0] > 0.0) + usize::from(x[1] > 1.0);
     format!(
@@ -491,7 +492,9 @@ fn bench(events: usize, window: usize) -> anyhow::Result<()> {
     // The parse alone, for the split.
     let start = cpu();
     for line in &lines {
-        std::hint::black_box(serde_json::from_slice::<monitor::Line>(line.as_bytes())?);
+        std::hint::black_box(serde_json::from_str::<monitor::Line>(std::str::from_utf8(
+            line.as_bytes(),
+        )?)?);
     }
     let parse = (ns(cpu()) - ns(start)) / events as f64 / 1e3;
     let start = cpu();

@@ -49,6 +49,8 @@ pub struct Monitor {
     index: u64,
     rows: usize,
     started: Option<SystemTime>,
+    /// The window's `max_age`, read once.
+    max_age: std::time::Duration,
     last_dataset: Option<(f64, bool)>,
     /// Each router's decisions and rewards, for its experiment readout.
     experiments: experiments::Experiments,
@@ -78,6 +80,7 @@ impl Monitor {
             index: 0,
             rows: 0,
             started: None,
+            max_age: spec.window.max_age(),
             last_dataset: None,
             experiments: experiments::Experiments::new(
                 spec.experiments.clone(),
@@ -144,10 +147,12 @@ impl Monitor {
     /// Takes one line of the stream; returns the report of a window it closed, if any.
     /// Lines that are not JSON are skipped (and counted by the caller).
     pub fn line(&mut self, text: &[u8]) -> Result<Option<Value>, serde_json::Error> {
-        let line: Line = serde_json::from_slice(text)?;
+        // UTF-8 checked once for the line, not once per string in it.
+        let text = std::str::from_utf8(text).map_err(serde::de::Error::custom)?;
+        let line: Line = serde_json::from_str(text)?;
         let feedback = line.is_feedback();
         let value = if self.by_field || feedback {
-            Some(serde_json::from_slice::<Value>(text)?)
+            Some(serde_json::from_str::<Value>(text)?)
         } else {
             None
         };
@@ -221,7 +226,7 @@ impl Monitor {
         // A window open past `max_age` closes before this event.
         let mut report = None;
         if let Some(started) = self.started
-            && when.duration_since(started).unwrap_or_default() >= self.spec.window.max_age()
+            && when.duration_since(started).unwrap_or_default() >= self.max_age
         {
             report = self.close(when);
         }
@@ -261,7 +266,7 @@ impl Monitor {
     /// Closes a window open for `max_age` of wall-clock time (a followed stream gone quiet).
     pub fn tick(&mut self, now: SystemTime) -> Option<Value> {
         let started = self.started?;
-        (now.duration_since(started).unwrap_or_default() >= self.spec.window.max_age())
+        (now.duration_since(started).unwrap_or_default() >= self.max_age)
             .then(|| self.close(now))
             .flatten()
     }

@@ -73,22 +73,7 @@ pub fn jensen_shannon(p: &[f64], q: &[f64]) -> f64 {
 /// The two-sample Kolmogorov–Smirnov statistic D = sup |F_a − F_b| of two sorted samples
 /// (scipy's `ks_2samp(...).statistic`).
 pub fn ks(a: &[f64], b: &[f64]) -> f64 {
-    if a.is_empty() || b.is_empty() {
-        return f64::NAN;
-    }
-    let (n, m) = (a.len() as f64, b.len() as f64);
-    let (mut i, mut j, mut d) = (0, 0, 0.0f64);
-    while i < a.len() && j < b.len() {
-        let x = a[i].min(b[j]);
-        while i < a.len() && a[i] <= x {
-            i += 1;
-        }
-        while j < b.len() && b[j] <= x {
-            j += 1;
-        }
-        d = d.max((i as f64 / n - j as f64 / m).abs());
-    }
-    d
+    ks_wasserstein(a, b).0
 }
 
 /// The asymptotic p-value of a two-sample K-S statistic: Kolmogorov's limiting distribution
@@ -129,14 +114,22 @@ pub fn kolmogorov_sf(x: f64) -> f64 {
 /// The first Wasserstein distance between two sorted samples' empirical distributions
 /// (scipy's `wasserstein_distance`): ∫ |F_a − F_b| dx.
 pub fn wasserstein(a: &[f64], b: &[f64]) -> f64 {
+    ks_wasserstein(a, b).1
+}
+
+/// The two-sample K-S statistic and the first Wasserstein distance of two sorted samples, in
+/// one merge of the two: both read the two empirical CDFs at every value of either sample.
+/// (Once one sample is used up, |F_a − F_b| only falls, so K-S's maximum is the same as over
+/// the values both still have.)
+pub fn ks_wasserstein(a: &[f64], b: &[f64]) -> (f64, f64) {
     if a.is_empty() || b.is_empty() {
-        return f64::NAN;
+        return (f64::NAN, f64::NAN);
     }
-    let (n, m) = (a.len() as f64, b.len() as f64);
+    let (inv_n, inv_m) = (1.0 / a.len() as f64, 1.0 / b.len() as f64);
     let (mut i, mut j) = (0, 0);
     let mut x = a[0].min(b[0]);
-    let mut w = 0.0;
-    while i < a.len() || j < b.len() {
+    let (mut d, mut w) = (0.0f64, 0.0);
+    loop {
         // Step past every value equal to x, then integrate to the next value.
         while i < a.len() && a[i] <= x {
             i += 1;
@@ -144,21 +137,23 @@ pub fn wasserstein(a: &[f64], b: &[f64]) -> f64 {
         while j < b.len() && b[j] <= x {
             j += 1;
         }
+        let gap = (i as f64 * inv_n - j as f64 * inv_m).abs();
+        d = d.max(gap);
         let next = match (a.get(i), b.get(j)) {
             (Some(&p), Some(&q)) => p.min(q),
             (Some(&p), None) => p,
             (None, Some(&q)) => q,
             (None, None) => break,
         };
-        w += (i as f64 / n - j as f64 / m).abs() * (next - x);
+        w += gap * (next - x);
         x = next;
     }
-    w
+    (d, w)
 }
 
 /// Evidently's normed Wasserstein distance: W1 / max(std_ref, 0.001) (population std).
-pub fn normed_wasserstein(reference: &[f64], current: &[f64], reference_std: f64) -> f64 {
-    wasserstein(reference, current) / reference_std.max(0.001)
+pub fn normed_wasserstein(w1: f64, reference_std: f64) -> f64 {
+    w1 / reference_std.max(0.001)
 }
 
 /// Mean and population standard deviation.

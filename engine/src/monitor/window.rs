@@ -78,14 +78,10 @@ pub fn compute(reference: &ColumnProfile, counts: &[u64], sorted: &[f64]) -> Sta
     };
     match reference.column_type {
         ColumnType::Numerical => {
-            let d = stats::ks(&reference.sample, sorted);
+            let (d, w) = stats::ks_wasserstein(&reference.sample, sorted);
             s.ks = finite(d);
             s.ks_p = finite(stats::ks_p(d, reference.sample.len(), sorted.len()));
-            s.wasserstein = finite(stats::normed_wasserstein(
-                &reference.sample,
-                sorted,
-                reference.std,
-            ));
+            s.wasserstein = finite(stats::normed_wasserstein(w, reference.std));
         }
         ColumnType::Categorical => {
             s.chi2_p = finite(stats::chi2_homogeneity(&reference.counts, counts).2);
