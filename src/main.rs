@@ -3,11 +3,13 @@
 mod bench;
 mod monitor;
 
+mod alloc;
+
 /// mimalloc: a request allocates and frees many small buffers on whichever worker thread
 /// runs it; glibc's malloc spent ~17% of a one-core server's time on them (perf, see
 /// docs/benchmarks.md).
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: alloc::Mimalloc = alloc::Mimalloc;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
