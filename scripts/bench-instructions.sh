@@ -16,7 +16,9 @@
 # Environment: SERVEGRAPH_BIN / BARE_BIN (default: this tree's release build, built first),
 # PROFILE (the key in scripts/instructions.json: release, or debug for a debug build),
 # REQUESTS (default 2000), WARMUP (default 400), CASES (default "bare:iris-lr:1 sg:iris-lr:1
-# sg:iris:1 bare:iris-lr:32 sg:iris-lr:32 sg:iris:32"), OUT (a folder to keep the profiles in).
+# sg:iris:1 grpc:iris-lr:1 bare:iris-lr:32 sg:iris-lr:32 sg:iris:32 grpc:iris-lr:32"; `grpc`
+# is servegraph answering the same request as a gRPC ModelInfer call, through the test
+# virtualenv's grpcio: SERVEGRAPH_PYTHON), OUT (a folder to keep the profiles in).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v valgrind >/dev/null || { echo "valgrind is missing: apt-get install -y valgrind" >&2; exit 1; }
@@ -31,7 +33,8 @@ fi
 PROFILE="${PROFILE:-release}"
 REQUESTS="${REQUESTS:-2000}"
 WARMUP="${WARMUP:-400}"
-CASES="${CASES:-bare:iris-lr:1 sg:iris-lr:1 sg:iris:1 bare:iris-lr:32 sg:iris-lr:32 sg:iris:32}"
+CASES="${CASES:-bare:iris-lr:1 sg:iris-lr:1 sg:iris:1 grpc:iris-lr:1 bare:iris-lr:32 sg:iris-lr:32 sg:iris:32 grpc:iris-lr:32}"
+PY="${SERVEGRAPH_PYTHON:-${XDG_CACHE_HOME:-$HOME/.cache}/servegraph/venv-test/bin/python}"
 OUT="${OUT:-$(mktemp -d)}"
 mkdir -p "$OUT"
 pids=()
@@ -45,6 +48,12 @@ measure() {
   local name="$kind-$model-c$conns"
   local cmd=("$SERVEGRAPH_BIN" serve graphs/iris.yaml --listen "127.0.0.1:$port")
   [ "$kind" = bare ] && cmd=("${BARE_BIN:?BARE_BIN is needed for the bare case}" "127.0.0.1:$port")
+  local client=(python3 scripts/instr-client.py "127.0.0.1:$port" "/v2/models/$model/infer")
+  if [ "$kind" = grpc ]; then
+    local gport; gport=$(free_port)
+    cmd+=(--grpc-listen "127.0.0.1:$gport")
+    client=("$PY" scripts/instr-client.py --grpc "127.0.0.1:$gport" "$model")
+  fi
   # One async worker thread: the same path every run (no work stealing between two).
   SERVEGRAPH_INLINE_TIME_SCALE=100 TOKIO_WORKER_THREADS=1 RUST_LOG=warn \
     valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$OUT/$name.%p" \
@@ -60,9 +69,9 @@ measure() {
     kill -0 "$pid" 2>/dev/null || { cat "$OUT/$name.log" >&2; exit 1; }
     sleep 0.2
   done
-  python3 scripts/instr-client.py "127.0.0.1:$port" "/v2/models/$model/infer" "$WARMUP" "$conns"
+  "${client[@]}" "$WARMUP" "$conns"
   callgrind_control -i on "$pid" >/dev/null
-  python3 scripts/instr-client.py "127.0.0.1:$port" "/v2/models/$model/infer" "$REQUESTS" "$conns"
+  "${client[@]}" "$REQUESTS" "$conns"
   callgrind_control -d "$name" "$pid" >/dev/null
   kill "$pid"; wait "$pid" 2>/dev/null || true
   local file; file=$(ls -t "$OUT/$name".*.* 2>/dev/null | head -n 1)
@@ -83,8 +92,12 @@ for case in $CASES; do
 done
 for case in $CASES; do
   IFS=: read -r kind model conns <<<"$case"
-  [ "$kind" = sg ] || continue
-  echo; echo "### servegraph, /v2/models/$model/infer, c=$conns ($PROFILE build)"; echo
+  [ "$kind" = bare ] && continue
+  if [ "$kind" = grpc ]; then
+    echo; echo "### servegraph, gRPC ModelInfer to $model, c=$conns ($PROFILE build)"; echo
+  else
+    echo; echo "### servegraph, /v2/models/$model/infer, c=$conns ($PROFILE build)"; echo
+  fi
   cat "$OUT/$kind-$model-c$conns.md"
 done
 echo; echo "profiles and tables in $OUT"
@@ -97,7 +110,7 @@ committed = baseline.get(profile, {})
 failed = False
 for line in open(results):
     key, *fields = line.split()
-    if not key.startswith("sg:"):
+    if key.startswith("bare:"):
         continue
     own = float(dict(f.split("=") for f in fields)["own"])
     if key not in committed:

@@ -26,11 +26,13 @@ import sys
 # (layer, test) in order: the first match wins. Tests get (file, function, object).
 LAYERS = [
     ("HTTP: parse, head encode, connection (hyper)", lambda f, n, o: crate(f, n) in {"hyper", "httparse", "http", "http_body", "http_body_util", "hyper_util", "bytes", "httpdate"}),
+    ("HTTP/2 and gRPC framing (h2, hpack, tonic, prost)", lambda f, n, o: crate(f, n) in {"h2", "tonic", "prost", "tonic_prost"}),
     ("routing and middleware (axum, tower, tower-http)", lambda f, n, o: crate(f, n) in {"axum", "axum_core", "tower", "tower_http", "tower_service", "tower_layer", "matchit", "async_compression", "pin_project"}),
     ("async runtime (tokio: tasks, wake-ups, timers, I/O)", lambda f, n, o: crate(f, n) in {"tokio", "mio", "futures_util", "futures_core", "futures_task", "futures_channel", "parking_lot", "parking_lot_core", "crossbeam_channel", "crossbeam_utils", "crossbeam_epoch", "event_listener", "async_trait"}),
     ("OIP decode (JSON → tensors)", lambda f, n, o: "/protocol/request.rs" in f or "/protocol/binary.rs" in f or json_side(f, n) == "de"),
     ("response encode (tensors → JSON)", lambda f, n, o: "/protocol/response.rs" in f or json_side(f, n) == "ser"),
     ("servegraph protocol and HTTP handlers", lambda f, n, o: "/engine/src/protocol/" in f or "/engine/src/http/" in f or "/engine/src/server/" in f),
+    ("gRPC handlers and conversion (servegraph)", lambda f, n, o: "/engine/src/grpc/" in f),
     ("metrics", lambda f, n, o: "/engine/src/metrics.rs" in f or crate(f, n) in {"prometheus_client"}),
     ("tracking", lambda f, n, o: "/engine/src/tracking.rs" in f),
     ("statistics and learning", lambda f, n, o: "/engine/src/stats.rs" in f or "/engine/src/learning.rs" in f or "/steps/src/bandit.rs" in f),
@@ -165,6 +167,15 @@ def main():
     print(f"| **servegraph's own (all of the above)** | **{out['own_per_request']:,.0f}** | 100% |")
     print(f"| the model's run (calls into ONNX Runtime, inclusive) | {out['model_run_per_request']:,.0f} | |")
     print(f"| whole process, user space | {out['total_per_request']:,.0f} | |")
+    if "--crates" in sys.argv:
+        by_crate = collections.Counter()
+        for (ob, file, fn), cost in selfc.items():
+            if "libonnxruntime" in ob or SYSTEM_LIB.search(ob):
+                continue
+            by_crate[crate(file, fn) or "?"] += cost
+        print("\n| crate | instructions per request |\n|---|---|")
+        for k, v in by_crate.most_common(25):
+            print(f"| {k} | {v / requests:,.0f} |")
     if "--top" in sys.argv:
         n = int(sys.argv[sys.argv.index("--top") + 1])
         for layer in out["layers"]:

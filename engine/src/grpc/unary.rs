@@ -13,7 +13,7 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Response, StatusCode, header};
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use http_body_util::BodyExt;
 use prost::Message;
 use tonic::Status;
@@ -123,21 +123,32 @@ fn frames(mut response: pb::ModelInferResponse, limit: usize) -> Result<Vec<Byte
             ),
         )));
     }
-    let mut head = BytesMut::with_capacity(5 + head_len + 16);
-    head.put_u8(0);
-    head.put_u32(total as u32);
+    // Encoded into one `Vec` (whose one-byte writes prost's varints inline to a store;
+    // `BytesMut`'s go through a `memcpy` call for each byte of each varint, ~40 instructions
+    // each, ~30 per answer): the prefix, the protobuf, and each raw output's key and length;
+    // then cut into frames between the raw outputs (slices of one buffer, no copy).
+    let mut buf = Vec::with_capacity(5 + head_len + 11 * raw.len());
+    buf.push(0);
+    buf.extend_from_slice(&(total as u32).to_be_bytes());
     response
-        .encode(&mut head)
+        .encode(&mut buf)
         .map_err(|e| Status::internal(format!("encoding the answer: {e}")))?;
-    let mut out = Vec::with_capacity(2 * raw.len() + 1);
-    for r in raw {
-        encode_key(6, WireType::LengthDelimited, &mut head);
-        encode_varint(r.len() as u64, &mut head);
-        out.push(head.split().freeze());
-        out.push(r);
+    let mut cuts = Vec::with_capacity(raw.len());
+    for r in &raw {
+        encode_key(6, WireType::LengthDelimited, &mut buf);
+        encode_varint(r.len() as u64, &mut buf);
+        cuts.push(buf.len());
     }
-    if !head.is_empty() {
-        out.push(head.freeze());
+    let buf = Bytes::from(buf);
+    let mut out = Vec::with_capacity(2 * raw.len() + 1);
+    let mut start = 0;
+    for (r, cut) in raw.into_iter().zip(cuts) {
+        out.push(buf.slice(start..cut));
+        out.push(r);
+        start = cut;
+    }
+    if start < buf.len() {
+        out.push(buf.slice(start..));
     }
     Ok(out)
 }

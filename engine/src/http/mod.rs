@@ -84,11 +84,24 @@ pub const REST_PROTOCOLS: [RestProtocol; 6] = [
     },
 ];
 
+/// Up to this many header values, a header is found by scanning the names ([`Headers`]).
+const SCANNED_HEADERS: usize = 16;
+
 impl Headers for HeaderMap {
     fn header(&self, name: &str) -> Option<Cow<'_, str>> {
-        self.get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(Cow::Borrowed)
+        // A request carries a handful of headers: comparing their (lowercase) names with a
+        // lowercase `name` is cheaper than the map's lookup, which parses `name` into a
+        // header name and hashes it (~500 instructions for a long name, several per request).
+        // Both give the name's first value.
+        let value =
+            if self.len() <= SCANNED_HEADERS && !name.bytes().any(|b| b.is_ascii_uppercase()) {
+                self.iter()
+                    .find(|(k, _)| k.as_str() == name)
+                    .map(|(_, v)| v)
+            } else {
+                self.get(name)
+            };
+        value.and_then(|v| v.to_str().ok()).map(Cow::Borrowed)
     }
 
     fn for_each(&self, each: &mut dyn FnMut(&str, &str) -> bool) {

@@ -113,3 +113,39 @@ async fn clipper_queries_before_a_graph_is_served_are_clippers_503() {
     let cause = v["cause"].as_str().unwrap();
     assert!(cause.starts_with("not ready: models are loading"), "{v}");
 }
+
+/// A header is found the same way in a small map (scanned) and a large one (looked up): the
+/// first value of the name, whatever the case of the name asked for.
+#[test]
+fn headers_are_found_by_scan_and_by_lookup_alike() {
+    use crate::request::Headers;
+    use axum::http::{HeaderMap, HeaderValue};
+    for extra in [0, 40] {
+        let mut h = HeaderMap::new();
+        h.insert("content-type", HeaderValue::from_static("application/json"));
+        h.append("x-user", HeaderValue::from_static("first"));
+        h.append("x-user", HeaderValue::from_static("second"));
+        h.insert(
+            "inference-header-content-length",
+            HeaderValue::from_static("12"),
+        );
+        for i in 0..extra {
+            h.insert(
+                axum::http::HeaderName::try_from(format!("x-extra-{i}")).unwrap(),
+                HeaderValue::from_static("v"),
+            );
+        }
+        assert_eq!(h.header("x-user").as_deref(), Some("first"), "{extra}");
+        assert_eq!(h.header("X-User").as_deref(), Some("first"), "{extra}");
+        assert_eq!(
+            h.header("inference-header-content-length").as_deref(),
+            Some("12")
+        );
+        assert_eq!(
+            h.header("Content-Type").as_deref(),
+            Some("application/json")
+        );
+        assert_eq!(h.header("x-missing"), None);
+        assert_eq!(h.header("x-extr"), None);
+    }
+}
