@@ -603,6 +603,63 @@ graph:
         );
     }
 
+    /// A contextual router saves its models to `state_file` and a new build restores them;
+    /// with `share`, each reward goes out with its context and a replica's message without
+    /// one is refused, never learnt as if from another request.
+    #[tokio::test]
+    async fn a_contextual_router_saves_restores_and_shares_its_models() {
+        let dir = tempfile::tempdir().unwrap();
+        let yaml = "name: r\ngraph:\n  kind: router\n  policy: {type: squarecb, seed: 1, state_file: s.json, share: \"kafka://127.0.0.1:9/cb\", features: [{tensor: x, size: 1}]}\n  routes: {a: {kind: transform, op: noop}, b: {kind: transform, op: noop}}\n";
+        let build = || Graph::from_yaml(yaml, dir.path(), &registry(), BuildMode::Load).unwrap();
+        let g = build();
+        let link = g.learner("r").unwrap().share().expect("shared");
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(100);
+        link.learner.connect(tx);
+        for _ in 0..20 {
+            let out = g.run(event(None)).await.unwrap();
+            assert!(g.learner("r").unwrap().feedback(&out.id, 1.0).unwrap());
+        }
+        let sent: serde_json::Value = serde_json::from_slice(&rx.try_recv().unwrap()).unwrap();
+        assert_eq!(sent["context"], serde_json::json!([1.0, 1.0]), "{sent}");
+        // Another replica's reward, with its context, is learnt; one without is refused.
+        let theirs =
+            serde_json::json!({"router": "r", "route": "a", "reward": 0.0, "context": [1.0, 1.0]});
+        link.learner.learn(theirs.to_string().as_bytes()).unwrap();
+        let bare = serde_json::json!({"router": "r", "route": "a", "reward": 0.0});
+        let err = link.learner.learn(bare.to_string().as_bytes()).unwrap_err();
+        assert!(err.message.contains("is contextual"), "{err}");
+        let short =
+            serde_json::json!({"router": "r", "route": "a", "reward": 0.0, "context": [1.0]});
+        let err = link
+            .learner
+            .learn(short.to_string().as_bytes())
+            .unwrap_err();
+        assert!(
+            err.message
+                .contains("the context has 1 numbers, the policy takes 2"),
+            "{err}"
+        );
+        g.checkpoint();
+        let saved: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.path().join("s.json")).unwrap()).unwrap();
+        assert_eq!(saved["policy"], "squarecb");
+        let learnt: u64 = ["a", "b"]
+            .iter()
+            .map(|r| saved["models"][r]["n"].as_u64().unwrap())
+            .sum();
+        assert_eq!(learnt, 21, "{saved}");
+        assert_eq!(saved["models"]["a"]["ainv"].as_array().unwrap().len(), 4);
+        let scores = |g: &Graph| {
+            let r = g.learner("r").unwrap();
+            r.stats().routes.iter().map(|s| s.rewards).sum::<u64>()
+        };
+        drop(g);
+        let again = build();
+        assert_eq!(scores(&again), 21, "counts restored");
+        let out = again.run(event(None)).await.unwrap();
+        assert!(again.learner("r").unwrap().feedback(&out.id, 1.0).unwrap());
+    }
+
     fn event(target: Option<(&str, Option<&str>)>) -> Event {
         let mut ev = Event::new(
             "e",
