@@ -394,3 +394,138 @@ fn feature_span(node: &StepNode, i: usize) -> marked_yaml::Span {
         .map(|n| *n.span())
         .unwrap_or_else(|| super::spec::policy_span(node))
 }
+
+#[cfg(test)]
+mod tests {
+    use servegraph_engine::{Tensor, TensorData};
+
+    use super::*;
+
+    fn features(specs: &[FeatureSpec]) -> Features {
+        let items: Vec<Feature> = specs.iter().map(|s| feature(s).unwrap()).collect();
+        let dim = items.iter().map(Feature::width).sum::<usize>() + 1;
+        Features { items, dim }
+    }
+
+    /// A spec from its JSON (the YAML's flow form).
+    fn spec(json: &str) -> FeatureSpec {
+        serde_json::from_str(json).unwrap()
+    }
+
+    fn event(tensor: Tensor) -> Event {
+        let mut ev = Event::new("e", vec![tensor]);
+        ev.headers.push(("X-Tier".into(), "gold".into()));
+        ev.headers.push(("x-age".into(), " 41.5 ".into()));
+        ev.parameters
+            .insert("plan".into(), serde_json::json!("pro"));
+        ev.parameters.insert("n".into(), serde_json::json!(3));
+        ev.parameters
+            .insert("tags".into(), serde_json::json!(["a"]));
+        ev
+    }
+
+    #[test]
+    fn every_kind_of_feature_encodes_in_order_with_the_intercept_last() {
+        let f = features(&[
+            spec(r#"{"tensor": "x", "indices": [2, 0]}"#),
+            spec(r#"{"field": "n"}"#),
+            spec(r#"{"header": "x-age"}"#),
+            spec(r#"{"field": "plan", "values": ["free", "pro"]}"#),
+            spec(r#"{"header": "X-TIER", "hash": 3}"#),
+        ]);
+        assert_eq!(f.dim(), 2 + 1 + 1 + 2 + 3 + 1);
+        let t = Tensor::new("x", vec![1, 3], TensorData::Fp32(vec![0.5, 1.0, -2.0])).unwrap();
+        let x = f.encode("r", &event(t)).unwrap();
+        assert_eq!(&x[..6], &[-2.0, 0.5, 3.0, 41.5, 0.0, 1.0]);
+        assert_eq!(x[6..9].iter().sum::<f64>(), 1.0);
+        assert_eq!(x[9], 1.0);
+        assert_eq!(f.reads(), ["body:n", "x-age", "body:plan", "x-tier"]);
+    }
+
+    #[test]
+    fn wrong_features_are_refused_naming_them() {
+        let err = |spec_json: &str, t: Tensor| {
+            let f = features(&[spec(spec_json)]);
+            f.encode("r", &event(t)).unwrap_err().message
+        };
+        let row = || Tensor::new("x", vec![1, 2], TensorData::Fp32(vec![1.0, 2.0])).unwrap();
+        let batch = Tensor::new("x", vec![2, 2], TensorData::Fp32(vec![1.0; 4])).unwrap();
+        let text = Tensor::new("x", vec![1], TensorData::Bytes(vec![b"a".to_vec()])).unwrap();
+        let nan = Tensor::new("x", vec![2], TensorData::Fp64(vec![1.0, f64::NAN])).unwrap();
+        for (spec_json, t, want) in [
+            (
+                r#"{"tensor": "x", "size": 2}"#,
+                batch,
+                "has shape [2, 2]: a router's context is one row",
+            ),
+            (
+                r#"{"tensor": "x", "size": 1}"#,
+                text,
+                "is BYTES, not numbers",
+            ),
+            (
+                r#"{"tensor": "x", "size": 2}"#,
+                nan,
+                "holds NaN, not a finite number",
+            ),
+            (
+                r#"{"tensor": "x", "size": 3}"#,
+                row(),
+                "has 2 elements, `size` declares 3",
+            ),
+            (
+                r#"{"tensor": "x", "indices": [5]}"#,
+                row(),
+                "has 2 elements: no index 5",
+            ),
+            (
+                r#"{"tensor": "y", "size": 2}"#,
+                row(),
+                "the request has no tensor `y` (it has `x`)",
+            ),
+            (
+                r#"{"field": "plan"}"#,
+                row(),
+                "body field `plan` is `pro`, not a number",
+            ),
+            (
+                r#"{"field": "tags", "hash": 4}"#,
+                row(),
+                "is [\"a\"], not a category",
+            ),
+            (
+                r#"{"field": "gone"}"#,
+                row(),
+                "the request has no body field `gone`",
+            ),
+            (
+                r#"{"header": "x-tier", "values": ["free"]}"#,
+                row(),
+                "header `x-tier` is `gold`, not one of the declared values `free`",
+            ),
+        ] {
+            let m = err(spec_json, t);
+            assert!(m.contains(want), "{spec_json}: {m}");
+            assert!(m.starts_with("router `r`: feature 0 ("), "{m}");
+        }
+    }
+
+    #[test]
+    fn malformed_specs_say_what_is_wrong() {
+        for (spec_json, want) in [
+            (r#"{}"#, "exactly one of"),
+            (r#"{"tensor": "x"}"#, "needs `size`"),
+            (
+                r#"{"tensor": "x", "size": 2, "indices": [2]}"#,
+                "index 2 is beyond `size: 2`",
+            ),
+            (r#"{"tensor": "x", "size": 2, "hash": 3}"#, "takes numbers"),
+            (r#"{"field": "a", "size": 2}"#, "are for `tensor`"),
+            (r#"{"field": "a", "values": []}"#, "at least one value"),
+            (r#"{"field": "a", "values": ["b"], "hash": 2}"#, "not both"),
+        ] {
+            let m = feature(&spec(spec_json)).err().unwrap();
+            assert!(m.contains(want), "{spec_json}: {m}");
+        }
+    }
+}
