@@ -228,7 +228,7 @@ fn policy_fields_are_checked() {
         ),
         (
             "{type: weighted, seed: 1}",
-            "unknown field `policy.seed` for `policy.type: weighted` (expected one of `weights`, `sticky`, `shadow`, `remember`, `experiment` or `type`)",
+            "unknown field `policy.seed` for `policy.type: weighted` (expected one of `weights`, `sticky`, `shadow`, `remember`, `experiment`, `features` or `type`)",
         ),
         (
             "{type: thompson, discount: 1.5}",

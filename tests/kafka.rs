@@ -492,6 +492,52 @@ fn replicas_learn_together_through_a_shared_topic() {
     assert_eq!(ab_stats(&b).0, 300);
 }
 
+/// Contextual replicas share (context, route, reward): replica `b` never gets feedback, yet
+/// routes by the context as `a` learnt it (route `a` pays on x = 1, route `b` on x = −1).
+#[test]
+fn contextual_replicas_share_contexts_through_the_topic() {
+    let dir = tempfile::tempdir().unwrap();
+    let share = shared_learning_topic();
+    let graph = |name: &str, seed: u64| {
+        let path = dir.path().join(format!("{name}.yaml"));
+        std::fs::write(
+            &path,
+            format!(
+                "name: ab\ngraph:\n  kind: router\n  policy: {{type: squarecb, seed: {seed}, features: [{{tensor: x, size: 1}}]{share}}}\n  routes:\n    a: {{kind: transform, op: noop}}\n    b: {{kind: transform, op: noop}}\n"
+            ),
+        )
+        .unwrap();
+        path.to_str().unwrap().to_owned()
+    };
+    let a = Server::start(&graph("a", 1), &[]);
+    let b = Server::start(&graph("b", 2), &[]);
+    let req = |x: f64| {
+        format!(r#"{{"inputs":[{{"name":"x","shape":[1],"datatype":"FP32","data":[{x}]}}]}}"#)
+    };
+    for i in 0..200 {
+        let x = if i % 2 == 0 { 1.0 } else { -1.0 };
+        let v = post(&a.addr, "/v2/models/ab/infer", &req(x)).json();
+        let right = (v["parameters"]["route"] == "a") == (x > 0.0);
+        let f = post(
+            &a.addr,
+            "/v2/models/ab/feedback",
+            &serde_json::json!({"id": v["id"], "reward": right as u8}).to_string(),
+        );
+        assert_eq!(f.status, 200, "{}", String::from_utf8_lossy(&f.body));
+    }
+    eventually("replica b learns a's 200 rewards", || ab_stats(&b).0 == 200);
+    let mut right = 0;
+    for i in 0..100 {
+        let x = if i % 2 == 0 { 1.0 } else { -1.0 };
+        let v = post(&b.addr, "/v2/models/ab/infer", &req(x)).json();
+        right += ((v["parameters"]["route"] == "a") == (x > 0.0)) as usize;
+    }
+    assert!(
+        right >= 90,
+        "replica b routed {right} of 100 by the context"
+    );
+}
+
 #[test]
 fn feedback_from_a_topic_is_credited_by_the_replica_that_routed_it() {
     let dir = tempfile::tempdir().unwrap();

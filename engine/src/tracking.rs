@@ -199,6 +199,13 @@ pub struct Decision {
     /// the request.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unit: Option<String>,
+    /// The request's features as the policy saw them (the router's `policy.features`
+    /// encoded, the intercept 1 last); absent when the router declares no features.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub context: Option<Vec<f64>>,
+    /// A contextual policy's predicted reward of each of `routes` (θ·context).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scores: Option<Vec<f64>>,
 }
 
 /// A decision with the stream's sampling rate.

@@ -8,6 +8,9 @@
 //! Medians of the rounds, in one run:
 //!
 //!     cargo bench -p servegraph-steps --bench routers
+//!
+//! Every request also carries a 31-number tensor `c`: the contextual policies' features (and a
+//! weighted router's, which only logs them); the other policies ignore it.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -18,7 +21,7 @@ use servegraph_engine::{BuildMode, Event, Graph, Target, Tensor, TensorData};
 const ROUNDS: usize = 7;
 const REQUESTS: usize = 100_000;
 
-const POLICIES: [&str; 6] = [
+const POLICIES: [&str; 11] = [
     "{type: path}",
     "{type: weighted, weights: {a: 1, b: 3}}",
     "{type: epsilon_greedy, epsilon: 0.1, seed: 1}",
@@ -26,6 +29,13 @@ const POLICIES: [&str; 6] = [
     "{type: thompson, seed: 1}",
     // Shared: every reward also goes to the outbox the Kafka task drains.
     "{type: thompson, seed: 1, share: \"kafka://127.0.0.1:9/ab\"}",
+    // Contexts (issue 28): every request carries a 31-number tensor `c` (the others ignore
+    // it); d counts the intercept.
+    "{type: weighted, weights: {a: 1, b: 3}, features: [{tensor: c, size: 31}]}",
+    "{type: squarecb, seed: 1, features: [{tensor: c, indices: [0, 1, 2, 3, 4]}]}",
+    "{type: squarecb, seed: 1, features: [{tensor: c, size: 31}]}",
+    "{type: linucb, seed: 1, features: [{tensor: c, size: 31}]}",
+    "{type: lin_thompson, seed: 1, features: [{tensor: c, size: 31}]}",
 ];
 
 /// Connects a sharing router's outbox to a task that drains it, as the Kafka publisher does.
@@ -59,7 +69,10 @@ async fn drive(g: Arc<Graph>, path: bool, task: usize, n: usize) -> f64 {
     for i in 0..n {
         let mut ev = Event::new(
             format!("{task}-{i}"),
-            vec![Tensor::new("x", vec![1], TensorData::Fp32(vec![1.0])).unwrap()],
+            vec![
+                Tensor::new("x", vec![1], TensorData::Fp32(vec![1.0])).unwrap(),
+                Tensor::new("c", vec![1, 31], TensorData::Fp32(context(i))).unwrap(),
+            ],
         );
         if path {
             ev.target = Some(Target {
@@ -80,6 +93,13 @@ async fn drive(g: Arc<Graph>, path: bool, task: usize, n: usize) -> f64 {
         }
     }
     t0.elapsed().as_nanos() as f64 / n as f64
+}
+
+/// The `i`th request's 31 context numbers, in [−1, 1].
+fn context(i: usize) -> Vec<f32> {
+    (0..31)
+        .map(|j| (((i * 31 + j) * 2_654_435_761) % 2001) as f32 / 1000.0 - 1.0)
+        .collect()
 }
 
 fn median(mut v: Vec<f64>) -> f64 {

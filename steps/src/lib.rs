@@ -2,6 +2,7 @@
 //! kinds to it with [`servegraph_engine::Registry::register`].
 
 pub mod bandit;
+pub mod contextual;
 pub mod ensemble;
 pub mod error_handler;
 pub mod fuzz;

@@ -6,12 +6,14 @@ use std::sync::Arc;
 use servegraph_engine::diag::{Diagnostic, all_of};
 use servegraph_engine::{BuildContext, Step, StepNode};
 
+use super::features::Features;
 use super::policy::{Policy, Sticky, weighted};
 use super::shadow::Shadow;
 use super::spec::{experiment_span, policy_span};
 use super::state::{Learning, Settings};
 use super::{PolicyKind, PolicySpec, RewardKind, Router, RouterSpec};
 use crate::bandit::{Algorithm, Bandit};
+use crate::contextual::{Contextual, ContextualParams};
 use crate::routes::build_routes;
 
 pub fn build(node: &StepNode, ctx: &mut BuildContext) -> Option<Box<dyn Step>> {
@@ -201,6 +203,57 @@ pub fn build(node: &StepNode, ctx: &mut BuildContext) -> Option<Box<dyn Step>> {
             Policy::Seldon(component)
         }
         PolicyKind::EpsilonGreedy | PolicyKind::Ucb1 | PolicyKind::Thompson => Policy::Bandit,
+        PolicyKind::SquareCb | PolicyKind::LinUcb | PolicyKind::LinThompson => Policy::Contextual {
+            randomised: p.kind != PolicyKind::LinUcb
+                || p.epsilon.unwrap_or(0.0) > 0.0
+                || p.min_prob.unwrap_or(0.0) > 0.0,
+        },
+    };
+    let features = match &p.features {
+        Some(specs) => Some(Features::build(specs, node, ctx)?),
+        None => None,
+    };
+    let contextual = match p.kind.contextual() {
+        None => None,
+        Some(kind) => {
+            let Some(features) = &features else {
+                ctx.error(
+                    &node.name,
+                    &span,
+                    format!(
+                        "`policy.type: {}` chooses from the request's features: declare them in `policy.features`",
+                        p.kind.as_str()
+                    ),
+                );
+                return None;
+            };
+            if p.discount.is_some() {
+                ctx.error(
+                    &node.name,
+                    &span,
+                    format!(
+                        "`policy.discount` is not offered by `policy.type: {}` (its ridge regressions do not forget)",
+                        p.kind.as_str()
+                    ),
+                );
+                return None;
+            }
+            let defaults = ContextualParams::new(kind, p.seed.unwrap_or_else(rand::random));
+            let params = ContextualParams {
+                gamma: p.gamma.unwrap_or(defaults.gamma),
+                min_prob: p.min_prob.unwrap_or(defaults.min_prob),
+                alpha: p.alpha.unwrap_or(defaults.alpha),
+                epsilon: p.epsilon.unwrap_or(defaults.epsilon),
+                v: p.v.unwrap_or(defaults.v),
+                ridge: p.ridge.unwrap_or(defaults.ridge),
+                ..defaults
+            };
+            if let Err(why) = params.check(chosen.len()) {
+                ctx.error(&node.name, &span, format!("`policy`: {why}"));
+                return None;
+            }
+            Some(Contextual::new(params, chosen.len(), features.dim()))
+        }
     };
     let bandit = matches!(policy, Policy::Bandit).then(|| {
         let algorithm = match p.kind {
@@ -264,6 +317,7 @@ pub fn build(node: &StepNode, ctx: &mut BuildContext) -> Option<Box<dyn Step>> {
                 kind: p.kind,
                 arms,
                 bandit,
+                contextual,
                 remember: (p.kind != PolicyKind::Path).then_some(p.remember.unwrap_or(100_000)),
                 state_file: state_file.filter(|_| loading),
                 share,
@@ -304,6 +358,7 @@ pub fn build(node: &StepNode, ctx: &mut BuildContext) -> Option<Box<dyn Step>> {
         reachable,
         policy,
         kind: p.kind,
+        features,
         chosen,
         learning,
         shadow,
@@ -336,14 +391,16 @@ fn experiment_settings(
                 })
                 .collect()
         }
-        Policy::Bandit => chosen.iter().map(|&i| routes[i].key.as_str()).collect(),
+        Policy::Bandit | Policy::Contextual { .. } => {
+            chosen.iter().map(|&i| routes[i].key.as_str()).collect()
+        }
         _ => return Some(None),
     };
     let spec = p.experiment.clone().unwrap_or_default();
     let control = match spec.control {
         Some(c) if among.contains(&c.as_str()) => c,
         Some(c) => {
-            let what = if matches!(policy, Policy::Bandit) {
+            let what = if matches!(policy, Policy::Bandit | Policy::Contextual { .. }) {
                 "an arm"
             } else {
                 "a route with a weight"

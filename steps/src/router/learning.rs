@@ -12,6 +12,10 @@ pub(super) struct SharedReward {
     pub(super) router: String,
     pub(super) route: String,
     pub(super) reward: f64,
+    /// The features of the request rewarded (contextual policies learn with them; absent
+    /// for the other policies, as before).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) context: Option<Vec<f64>>,
 }
 
 impl servegraph_engine::Learner for Router {
@@ -29,7 +33,7 @@ impl servegraph_engine::Learner for Router {
                     .expect("not poisoned")
                     .routes
                     .get(id)
-                    .map(|(r, _, _)| r.clone())
+                    .map(|e| e.route.clone())
             });
             if let Some(route) = named {
                 return Err(Error::unprocessable(format!(
@@ -45,16 +49,17 @@ impl servegraph_engine::Learner for Router {
                 self.name, d.capacity
             )));
         };
-        if entry.1 {
+        if entry.rewarded {
             return Ok(false);
         }
-        let route = entry.0.clone();
-        let propensity = entry.2;
+        let route = entry.route.clone();
+        let propensity = entry.propensity;
+        let context = entry.context.clone();
         drop(d);
-        self.reward(&route, reward)?;
+        self.reward(&route, reward, context.as_deref())?;
         self.learning.trial_rewarded(&route, propensity, reward);
         if let Some(e) = decisions.lock().expect("not poisoned").routes.get_mut(id) {
-            e.1 = true;
+            e.rewarded = true;
         }
         Ok(true)
     }
@@ -66,7 +71,7 @@ impl servegraph_engine::Learner for Router {
                 self.name
             )));
         }
-        self.reward(route, reward)
+        self.reward(route, reward, None)
     }
 
     fn stats(&self) -> servegraph_engine::LearnerStats {
@@ -164,9 +169,16 @@ impl Router {
                 },
                 self.chosen.clone(),
             ),
+            Policy::Contextual { randomised } => (
+                Design::Adaptive {
+                    policy: self.kind.as_str().to_owned(),
+                    randomised: *randomised,
+                },
+                self.chosen.clone(),
+            ),
             _ => return None,
         };
-        let bandit = matches!(self.policy, Policy::Bandit);
+        let bandit = matches!(self.policy, Policy::Bandit | Policy::Contextual { .. });
         let routes: Vec<Aggregate> = among
             .iter()
             .map(|&i| {
@@ -196,7 +208,7 @@ impl Router {
     /// A reward for `route` (by key): the policy learns it (a bandit, when the route is one
     /// of its arms; a Seldon ROUTER class, in its `send_feedback`), it is counted, and it is
     /// shared with the other replicas.
-    pub(super) fn reward(&self, route: &str, reward: f64) -> Result<()> {
+    pub(super) fn reward(&self, route: &str, reward: f64, context: Option<&[f64]>) -> Result<()> {
         match &self.policy {
             // A Seldon ROUTER learns in its class's send_feedback, told the route's index
             // among those it chooses from.
@@ -209,9 +221,9 @@ impl Router {
                 component.send_feedback(serde_json::json!({"reward": reward, "routing": routing}));
                 self.learning.record(route, reward);
             }
-            _ => self.learning.credit(route, reward)?,
+            _ => self.learning.credit(route, reward, context)?,
         }
-        self.learning.publish(route, reward);
+        self.learning.publish(route, reward, context);
         Ok(())
     }
 }

@@ -19,6 +19,7 @@
 //! stats, sharing) and `state` (what it learns, kept across builds and saved).
 
 mod build;
+mod features;
 mod learning;
 mod policy;
 mod shadow;
@@ -40,6 +41,7 @@ use self::policy::{Policy, Sticky, unit_hash};
 use self::shadow::Shadow;
 use self::state::Learning;
 pub use build::build;
+pub use features::FeatureSpec;
 pub use spec::{POLICY_TYPES, PolicyKind, PolicySpec, RewardKind, RouterSpec, ShadowSpec, schema};
 
 /// The runtime router.
@@ -52,6 +54,9 @@ pub struct Router {
     reachable: Vec<Vec<String>>,
     policy: Policy,
     kind: PolicyKind,
+    /// The request's features (`policy.features`): a contextual policy's input, logged with
+    /// every decision of the policy.
+    features: Option<features::Features>,
     /// The routes the policy chooses among (indices into `routes`; a bandit's arms, a Seldon
     /// class's route indices, in order): the graph file's routes, and a route the model
     /// repository added only when the policy names it.
@@ -73,6 +78,10 @@ pub struct Router {
 struct Choice {
     propensity: f64,
     pmf: Option<Vec<f64>>,
+    /// The request's features, when the router declares some.
+    context: Option<Vec<f64>>,
+    /// A contextual policy's predicted rewards, per arm.
+    scores: Option<Vec<f64>>,
 }
 
 /// A Seldon ROUTER's choice.
@@ -91,6 +100,10 @@ impl Router {
         {
             return self.find(target).map(|i| (i, None));
         }
+        let context = match &self.features {
+            Some(f) if !matches!(self.policy, Policy::Path) => Some(f.encode(&self.name, event)?),
+            _ => None,
+        };
         let chosen = match &self.policy {
             Policy::Path => Err(Error::bad_request(format!(
                 "router `{}` routes by name: name one of its routes {} in the URL \
@@ -119,6 +132,8 @@ impl Router {
                     Choice {
                         propensity: (cumulative[i] - before) / total,
                         pmf: None,
+                        context,
+                        scores: None,
                     },
                 ))
             }
@@ -134,6 +149,26 @@ impl Router {
                     Choice {
                         propensity: pmf[arm],
                         pmf: Some(pmf),
+                        context,
+                        scores: None,
+                    },
+                ))
+            }
+            Policy::Contextual { .. } => {
+                let policy = self
+                    .learning
+                    .contextual
+                    .as_ref()
+                    .expect("a contextual policy has one");
+                let x = context.expect("a contextual policy has features");
+                let (arm, pmf, scores) = policy.lock().expect("not poisoned").decide_scored(&x);
+                Ok((
+                    self.chosen[arm],
+                    Choice {
+                        propensity: pmf[arm],
+                        pmf: Some(pmf),
+                        context: Some(x),
+                        scores: Some(scores),
                     },
                 ))
             }
@@ -145,7 +180,7 @@ impl Router {
     /// Records the policy's decision with the request's tracking event (when it is tracked):
     /// the routes it chose among, their probabilities, the chosen index, the policy and the
     /// generation of its learning.
-    fn track_decision(&self, index: usize, choice: Choice) {
+    fn track_decision(&self, index: usize, mut choice: Choice) {
         servegraph_engine::tracking::decided(|| {
             let keys = |among: &[usize]| -> Vec<String> {
                 among.iter().map(|&i| self.routes[i].key.clone()).collect()
@@ -159,7 +194,7 @@ impl Router {
                 ),
                 _ => (
                     keys(&self.chosen),
-                    choice.pmf,
+                    choice.pmf.take(),
                     self.chosen.iter().position(|&i| i == index).unwrap_or(0),
                     None,
                 ),
@@ -172,6 +207,8 @@ impl Router {
                 pmf,
                 chosen,
                 unit,
+                context: choice.context,
+                scores: choice.scores,
             }
         });
     }
@@ -315,6 +352,8 @@ impl Step for Router {
                         Some(Choice {
                             propensity: f64::NAN,
                             pmf: None,
+                            context: None,
+                            scores: None,
                         }),
                     ),
                     SeldonRoute::All => return self.all_routes(event).await,
@@ -342,9 +381,16 @@ impl Step for Router {
         };
         let propensity = choice.as_ref().map_or(1.0, |c| c.propensity);
         if let Some(d) = remembered {
-            d.lock()
-                .expect("not poisoned")
-                .remember(&event.id, &self.keys[index], propensity);
+            let context = choice
+                .as_ref()
+                .and_then(|c| c.context.as_deref())
+                .map(Box::<[f64]>::from);
+            d.lock().expect("not poisoned").remember(
+                &event.id,
+                &self.keys[index],
+                propensity,
+                context,
+            );
         }
         self.learning.pulled(&self.keys[index]);
         if let Some(choice) = choice {
@@ -381,7 +427,12 @@ impl Step for Router {
     }
 
     fn headers(&self) -> Vec<String> {
-        match &self.policy {
+        let mut reads = self
+            .features
+            .as_ref()
+            .map(|f| f.reads())
+            .unwrap_or_default();
+        reads.extend(match &self.policy {
             Policy::Weighted {
                 sticky: Some(Sticky::Header(name)),
                 ..
@@ -392,7 +443,8 @@ impl Step for Router {
                 ..
             } => vec![format!("{}{field}", servegraph_engine::request::BODY_FIELD)],
             _ => Vec::new(),
-        }
+        });
+        reads
     }
 
     fn learner(&self) -> Option<&dyn servegraph_engine::Learner> {
@@ -551,6 +603,63 @@ graph:
         );
     }
 
+    /// A contextual router saves its models to `state_file` and a new build restores them;
+    /// with `share`, each reward goes out with its context and a replica's message without
+    /// one is refused, never learnt as if from another request.
+    #[tokio::test]
+    async fn a_contextual_router_saves_restores_and_shares_its_models() {
+        let dir = tempfile::tempdir().unwrap();
+        let yaml = "name: r\ngraph:\n  kind: router\n  policy: {type: squarecb, seed: 1, state_file: s.json, share: \"kafka://127.0.0.1:9/cb\", features: [{tensor: x, size: 1}]}\n  routes: {a: {kind: transform, op: noop}, b: {kind: transform, op: noop}}\n";
+        let build = || Graph::from_yaml(yaml, dir.path(), &registry(), BuildMode::Load).unwrap();
+        let g = build();
+        let link = g.learner("r").unwrap().share().expect("shared");
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(100);
+        link.learner.connect(tx);
+        for _ in 0..20 {
+            let out = g.run(event(None)).await.unwrap();
+            assert!(g.learner("r").unwrap().feedback(&out.id, 1.0).unwrap());
+        }
+        let sent: serde_json::Value = serde_json::from_slice(&rx.try_recv().unwrap()).unwrap();
+        assert_eq!(sent["context"], serde_json::json!([1.0, 1.0]), "{sent}");
+        // Another replica's reward, with its context, is learnt; one without is refused.
+        let theirs =
+            serde_json::json!({"router": "r", "route": "a", "reward": 0.0, "context": [1.0, 1.0]});
+        link.learner.learn(theirs.to_string().as_bytes()).unwrap();
+        let bare = serde_json::json!({"router": "r", "route": "a", "reward": 0.0});
+        let err = link.learner.learn(bare.to_string().as_bytes()).unwrap_err();
+        assert!(err.message.contains("is contextual"), "{err}");
+        let short =
+            serde_json::json!({"router": "r", "route": "a", "reward": 0.0, "context": [1.0]});
+        let err = link
+            .learner
+            .learn(short.to_string().as_bytes())
+            .unwrap_err();
+        assert!(
+            err.message
+                .contains("the context has 1 numbers, the policy takes 2"),
+            "{err}"
+        );
+        g.checkpoint();
+        let saved: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.path().join("s.json")).unwrap()).unwrap();
+        assert_eq!(saved["policy"], "squarecb");
+        let learnt: u64 = ["a", "b"]
+            .iter()
+            .map(|r| saved["models"][r]["n"].as_u64().unwrap())
+            .sum();
+        assert_eq!(learnt, 21, "{saved}");
+        assert_eq!(saved["models"]["a"]["ainv"].as_array().unwrap().len(), 4);
+        let scores = |g: &Graph| {
+            let r = g.learner("r").unwrap();
+            r.stats().routes.iter().map(|s| s.rewards).sum::<u64>()
+        };
+        drop(g);
+        let again = build();
+        assert_eq!(scores(&again), 21, "counts restored");
+        let out = again.run(event(None)).await.unwrap();
+        assert!(again.learner("r").unwrap().feedback(&out.id, 1.0).unwrap());
+    }
+
     fn event(target: Option<(&str, Option<&str>)>) -> Event {
         let mut ev = Event::new(
             "e",
@@ -632,7 +741,7 @@ graph:
             .unwrap();
         let m = d[0].one_line("g");
         assert!(
-            m.contains("unknown `policy.type` `random` (expected one of `path`, `weighted`, `epsilon_greedy`, `ucb1`, `thompson` or `seldon`)"),
+            m.contains("unknown `policy.type` `random` (expected one of `path`, `weighted`, `epsilon_greedy`, `ucb1`, `thompson`, `squarecb`, `linucb`, `lin_thompson` or `seldon`)"),
             "{m}"
         );
         assert!(m.starts_with("g:4:"), "{m}");

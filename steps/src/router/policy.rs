@@ -17,6 +17,12 @@ pub(super) enum Policy {
     },
     /// A bandit (its numbers are the router's learning): chooses among the router's arms.
     Bandit,
+    /// A contextual policy (its models are the router's learning): chooses among the arms
+    /// from the request's features. `randomised`: its pmf is not one-hot (LinUCB without
+    /// `epsilon` or `min_prob` is not).
+    Contextual {
+        randomised: bool,
+    },
     /// A Seldon ROUTER class (`None` while the graph is only checked).
     Seldon(Option<std::sync::Arc<crate::model::python::PythonModel>>),
 }

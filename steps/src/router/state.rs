@@ -14,11 +14,26 @@ use servegraph_engine::{Error, Result};
 use super::PolicyKind;
 use super::learning::SharedReward;
 use crate::bandit::{Arm, Bandit};
+use crate::contextual::{Contextual, RouteModel};
 
-/// Response ids and the route each went to, kept for feedback: id → (route, reward counted,
-/// the probability the policy chose the route with).
+/// A decision kept for feedback.
+pub(super) struct Remembered {
+    pub(super) route: Arc<str>,
+    /// Its reward was counted.
+    pub(super) rewarded: bool,
+    /// The probability the policy chose the route with.
+    pub(super) propensity: f64,
+    /// The request's features, when the router declares some (a contextual policy learns
+    /// the reward with them).
+    pub(super) context: Option<Box<[f64]>>,
+}
+
+/// Response ids and the decision each took, kept for feedback (the `capacity` most recent).
+/// Bytes per decision: the id twice (map key and queue, 2 × (24 + id length)), the entry (56
+/// with the map's own overhead ≈ 100 in all) and, with features, 8 per context number: with
+/// a 36-character id about 220 + 8·d bytes (≈ 480 at d = 32; 100,000 remembered ≈ 48 MB).
 pub(super) struct Decisions {
-    pub(super) routes: HashMap<String, (Arc<str>, bool, f64)>,
+    pub(super) routes: HashMap<String, Remembered>,
     order: VecDeque<String>,
     pub(super) capacity: usize,
 }
@@ -32,12 +47,20 @@ impl Decisions {
         }
     }
 
-    pub(super) fn remember(&mut self, id: &str, route: &Arc<str>, propensity: f64) {
-        if self
-            .routes
-            .insert(id.to_owned(), (Arc::clone(route), false, propensity))
-            .is_none()
-        {
+    pub(super) fn remember(
+        &mut self,
+        id: &str,
+        route: &Arc<str>,
+        propensity: f64,
+        context: Option<Box<[f64]>>,
+    ) {
+        let entry = Remembered {
+            route: Arc::clone(route),
+            rewarded: false,
+            propensity,
+            context,
+        };
+        if self.routes.insert(id.to_owned(), entry).is_none() {
             self.order.push_back(id.to_owned());
             while self.order.len() > self.capacity {
                 if let Some(old) = self.order.pop_front() {
@@ -55,6 +78,8 @@ pub(super) struct Learning {
     /// The routes the policy chooses among, by key: the bandit's arms, in order.
     pub(super) arms: Vec<String>,
     pub(super) bandit: Option<Mutex<Bandit>>,
+    /// A contextual policy's models (its arms, in order).
+    pub(super) contextual: Option<Mutex<Contextual>>,
     /// Decisions the policy made, for feedback (not with `path`).
     pub(super) decisions: Option<Mutex<Decisions>>,
     /// Requests that named their route instead (kept apart, so they never push the policy's
@@ -71,6 +96,8 @@ pub(super) struct Learning {
     pub(super) state_file: Option<std::path::PathBuf>,
     /// The arms as last saved or restored.
     saved: Mutex<Vec<Arm>>,
+    /// A contextual policy's rewards learnt as of the last save or restore.
+    saved_learnt: Mutex<Option<u64>>,
     /// When the restored snapshot was saved: sharing replays what was published since.
     pub(super) restored_at: Mutex<Option<std::time::SystemTime>>,
     /// One more than the restored snapshot's: learning restored by a later build (or a
@@ -88,6 +115,7 @@ pub(super) struct Settings {
     pub(super) kind: PolicyKind,
     pub(super) arms: Vec<String>,
     pub(super) bandit: Option<Bandit>,
+    pub(super) contextual: Option<Contextual>,
     /// Remember decisions for feedback, this many.
     pub(super) remember: Option<usize>,
     pub(super) state_file: Option<std::path::PathBuf>,
@@ -101,6 +129,7 @@ impl Learning {
             kind: s.kind,
             arms: s.arms,
             bandit: s.bandit.map(Mutex::new),
+            contextual: s.contextual.map(Mutex::new),
             decisions: s.remember.map(|n| Mutex::new(Decisions::new(n))),
             named: s.remember.map(|n| Mutex::new(Decisions::new(n))),
             stats: Default::default(),
@@ -108,6 +137,7 @@ impl Learning {
             routes: Default::default(),
             state_file: s.state_file,
             saved: Mutex::new(Vec::new()),
+            saved_learnt: Mutex::new(None),
             restored_at: Mutex::new(None),
             generation: AtomicU64::new(1),
             share: s.share,
@@ -195,9 +225,26 @@ impl Learning {
             .unwrap_or_default()
     }
 
-    /// A reward for `route`: the bandit learns it when the route is one of its arms (a route
-    /// outside the experiment is only counted).
-    pub(super) fn credit(&self, route: &str, reward: f64) -> Result<()> {
+    /// A reward for `route` (chosen on `context`, when known): the policy learns it when the
+    /// route is one of its arms (a route outside the experiment is only counted). A
+    /// contextual policy needs the context: a reward without one is refused, never learnt
+    /// as if from another request.
+    pub(super) fn credit(&self, route: &str, reward: f64, context: Option<&[f64]>) -> Result<()> {
+        if let Some(c) = &self.contextual
+            && let Some(arm) = self.arms.iter().position(|a| a == route)
+        {
+            let Some(x) = context else {
+                return Err(Error::unprocessable(format!(
+                    "router `{}` is contextual ({}): it learns from feedback on its own decisions,                      by response id, with the features of the request; a reward for route `{route}`                      alone cannot teach it",
+                    self.router,
+                    self.kind.as_str()
+                )));
+            };
+            c.lock()
+                .expect("not poisoned")
+                .learn(arm, x, reward)
+                .map_err(|e| Error::unprocessable(format!("router `{}`: {e}", self.router)))?;
+        }
         if let Some(bandit) = &self.bandit
             && let Some(arm) = self.arms.iter().position(|a| a == route)
         {
@@ -212,7 +259,7 @@ impl Learning {
     }
 
     /// Hands a reward taken here to the other replicas, when sharing; never waits.
-    pub(super) fn publish(&self, route: &str, reward: f64) {
+    pub(super) fn publish(&self, route: &str, reward: f64, context: Option<&[f64]>) {
         let Some(outbox) = self.outbox.get() else {
             return;
         };
@@ -220,6 +267,7 @@ impl Learning {
             router: self.router.clone(),
             route: route.to_owned(),
             reward,
+            context: context.map(<[f64]>::to_vec),
         };
         let bytes = serde_json::to_vec(&update).expect("plain data serializes");
         if outbox.try_send(bytes).is_err() {
@@ -229,7 +277,35 @@ impl Learning {
 
     /// Writes the snapshot atomically (a temp file renamed over the old one).
     pub(super) fn save(&self) -> Result<()> {
-        let (Some(path), Some(b)) = (&self.state_file, &self.bandit) else {
+        let Some(path) = &self.state_file else {
+            return Ok(());
+        };
+        if let Some(c) = &self.contextual {
+            let state = c.lock().expect("not poisoned").state();
+            let learnt: u64 = state.routes.iter().map(|m| m.n).sum();
+            let mut saved = self.saved_learnt.lock().expect("not poisoned");
+            if *saved == Some(learnt) {
+                return Ok(());
+            }
+            let arms = self
+                .arms
+                .iter()
+                .map(|key| {
+                    let (pulls, rewards, reward_sum) = self.counts(key);
+                    Arm {
+                        pulls,
+                        rewards,
+                        reward_sum,
+                        ..Arm::default()
+                    }
+                })
+                .collect::<Vec<_>>();
+            let models = self.arms.iter().cloned().zip(state.routes).collect();
+            self.write(path, &arms, Some(models))?;
+            *saved = Some(learnt);
+            return Ok(());
+        }
+        let Some(b) = &self.bandit else {
             return Ok(());
         };
         let arms = b.lock().expect("not poisoned").arms().to_vec();
@@ -238,6 +314,19 @@ impl Learning {
             // Nothing learnt since the last snapshot (or the restore): nothing to write.
             return Ok(());
         }
+        self.write(path, &arms, None)?;
+        *saved = arms;
+        Ok(())
+    }
+
+    /// Writes a snapshot of these arms (and a contextual policy's models) to `path`, unless a
+    /// newer learning owns the file.
+    fn write(
+        &self,
+        path: &std::path::Path,
+        arms: &[Arm],
+        models: Option<IndexMap<String, RouteModel>>,
+    ) -> Result<()> {
         let generation = self.generation.load(Ordering::Relaxed);
         let owner = std::fs::read(path)
             .ok()
@@ -262,6 +351,7 @@ impl Learning {
                 .cloned()
                 .zip(arms.iter().cloned())
                 .collect(),
+            models,
         };
         let tmp = path.with_extension("tmp");
         let text =
@@ -269,13 +359,18 @@ impl Learning {
         std::fs::write(&tmp, text)
             .and_then(|_| std::fs::rename(&tmp, path))
             .map_err(|e| file_error(path, e))?;
-        *saved = arms;
         Ok(())
     }
 
     /// Restores a snapshot, if there is one; arms it does not know start afresh.
     pub(super) fn load(&self) -> Result<()> {
-        let (Some(path), Some(b)) = (&self.state_file, &self.bandit) else {
+        let Some(path) = &self.state_file else {
+            return Ok(());
+        };
+        if self.contextual.is_some() {
+            return self.load_contextual(path);
+        }
+        let Some(b) = &self.bandit else {
             return Ok(());
         };
         *self.saved.lock().expect("not poisoned") = b.lock().expect("not poisoned").arms().to_vec();
@@ -304,6 +399,47 @@ impl Learning {
             .saved_at_ms
             .map(|ms| std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms));
         tracing::info!(router = %self.router, file = %path.display(), "bandit state restored");
+        Ok(())
+    }
+
+    /// Restores a contextual policy's snapshot, if there is one of the same policy and
+    /// features (the same number of them); routes it does not know start afresh.
+    fn load_contextual(&self, path: &std::path::Path) -> Result<()> {
+        let c = self.contextual.as_ref().expect("contextual");
+        let text = match std::fs::read(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(file_error(path, e)),
+        };
+        let snapshot: Snapshot = serde_json::from_slice(&text).map_err(|e| file_error(path, e))?;
+        let Some(models) = snapshot.models.filter(|_| snapshot.policy == self.kind) else {
+            tracing::warn!(router = %self.router, file = %path.display(), "the saved state is of another policy; starting afresh");
+            return Ok(());
+        };
+        let mut policy = c.lock().expect("not poisoned");
+        let dim = policy.dim();
+        if models.values().any(|m| m.b.len() != dim) {
+            tracing::warn!(router = %self.router, file = %path.display(), dim, "the saved state has another number of features; starting afresh");
+            return Ok(());
+        }
+        let mut stats = self.stats.lock().expect("not poisoned");
+        for (i, key) in self.arms.iter().enumerate() {
+            if let Some(model) = models.get(key) {
+                policy
+                    .restore(i, model.clone())
+                    .map_err(|e| file_error(path, e))?;
+            }
+            if let Some(arm) = snapshot.routes.get(key) {
+                stats.insert(key.clone(), (arm.pulls, arm.rewards, arm.reward_sum));
+            }
+        }
+        *self.saved_learnt.lock().expect("not poisoned") = Some(policy.learnt());
+        self.generation
+            .store(snapshot.generation + 1, Ordering::Relaxed);
+        *self.restored_at.lock().expect("not poisoned") = snapshot
+            .saved_at_ms
+            .map(|ms| std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms));
+        tracing::info!(router = %self.router, file = %path.display(), "contextual state restored");
         Ok(())
     }
 
@@ -355,7 +491,7 @@ impl servegraph_engine::Replicated for Learning {
                 self.router, update.route
             )));
         }
-        self.credit(&update.route, update.reward)
+        self.credit(&update.route, update.reward, update.context.as_deref())
     }
 }
 
@@ -385,6 +521,9 @@ struct Snapshot {
     #[serde(default)]
     generation: u64,
     routes: IndexMap<String, Arm>,
+    /// A contextual policy's ridge regressions, by route (A⁻¹, b, rewards learnt).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    models: Option<IndexMap<String, RouteModel>>,
 }
 
 /// Just the owner of a snapshot file.
