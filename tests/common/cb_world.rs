@@ -51,7 +51,11 @@ impl World {
 
     /// The reward `route` earns on request `i` (the same for every policy on this seed).
     pub fn reward(&self, i: usize, route: usize) -> f64 {
-        if self.noise[i] < self.p(i, route) { 1.0 } else { 0.0 }
+        if self.noise[i] < self.p(i, route) {
+            1.0
+        } else {
+            0.0
+        }
     }
 
     /// The ideal route for request `i`.
