@@ -640,3 +640,46 @@ fn dsjson_export_is_read_by_vowpal_wabbit() {
     }
     eprintln!("VW cross-check: {vw}");
 }
+
+/// `--kafka`: a tracking topic is read to its end as a consumer group of its own, giving the
+/// same report as the same events read from a file; the same group run again has nothing new.
+#[test]
+fn a_kafka_topic_is_read_to_its_end_as_its_own_group() {
+    use common::kafka;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("l.jsonl");
+    write_logs(&log, 5, Logger::Fixed([0.2, 0.5, 0.3]), 1.0);
+    // The first 4,000 lines (2,000 decisions and their feedback), in one partition (the
+    // stream's order).
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<&str> = text.lines().take(4000).collect();
+    let part = dir.path().join("part.jsonl");
+    std::fs::write(&part, lines.join("\n") + "\n").unwrap();
+    let topic = kafka::unique("evaluate-events");
+    kafka::create_topics(&[(&topic, 1)]);
+    let records: Vec<kafka::Outgoing> = lines
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (format!("k{i}"), (*l).to_owned(), Vec::new()))
+        .collect();
+    kafka::produce(&topic, &records);
+    let url = format!("{}/{topic}", kafka::broker());
+    let group = kafka::unique("evaluate-group");
+    let common_args = ["--router", "cb", "--candidate", "uniform"];
+    let mut args = vec!["--kafka", url.as_str(), "--group", group.as_str()];
+    args.extend_from_slice(&common_args);
+    let from_kafka = evaluate_json(&args);
+    let mut args = vec!["--input", part.to_str().unwrap()];
+    args.extend_from_slice(&common_args);
+    let from_file = evaluate_json(&args);
+    assert_eq!(from_kafka["decisions"], from_file["decisions"]);
+    assert_eq!(from_kafka["decisions"]["scored"], 2000);
+    assert_eq!(from_kafka["candidates"], from_file["candidates"]);
+    // The group's offsets were committed at the end: nothing new to read.
+    let mut args = vec!["--kafka", url.as_str(), "--group", group.as_str()];
+    args.extend_from_slice(&common_args);
+    let again = evaluate(&args);
+    assert!(!again.status.success());
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(err.contains("no decision of router `cb`"), "{err}");
+}

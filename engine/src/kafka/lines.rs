@@ -38,6 +38,7 @@ pub fn read_to_end(
     let mut next: HashMap<i32, i64> = HashMap::new();
     let mut messages = 0u64;
     loop {
+        let mut quiet = false;
         match consumer.poll(Duration::from_millis(200)) {
             Some(Ok(m)) => {
                 messages += 1;
@@ -49,7 +50,7 @@ pub fn read_to_end(
                 }
             }
             Some(Err(e)) => tracing::debug!(error = %e, "the evaluation's Kafka consumer"),
-            None => {}
+            None => quiet = true,
         }
         let assignment = consumer
             .assignment()
@@ -87,11 +88,14 @@ pub fn read_to_end(
                 }
             }
         }
-        let done = assignment.elements().iter().all(|el| {
-            let p = el.partition();
-            ends.get(&p)
-                .is_some_and(|&end| next.get(&p).is_some_and(|&n| n >= end))
-        });
+        // At the watermarks, and a poll found nothing more (a broker may report a batch's
+        // watermark before all of its records: what the consumer still has is read first).
+        let done = quiet
+            && assignment.elements().iter().all(|el| {
+                let p = el.partition();
+                ends.get(&p)
+                    .is_some_and(|&end| next.get(&p).is_some_and(|&n| n >= end))
+            });
         if done {
             break;
         }
