@@ -257,9 +257,18 @@ fn table(r: &Value) -> String {
         "reward model (DR): {}",
         r["reward_model"].as_str().unwrap_or("")
     );
+    let width = r["candidates"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["name"].as_str())
+        .map(|n| n.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(9);
     let _ = writeln!(
         s,
-        "{:<28} {:<6} {:>8}  {:<20} {:<20} {:>8}  {:<20} {:>8} {:>8} {:>7}",
+        "{:<width$} {:<6} {:>8}  {:<20} {:<20} {:>8}  {:<20} {:>8} {:>8} {:>7}",
         "candidate",
         "est.",
         "value",
@@ -276,7 +285,7 @@ fn table(r: &Value) -> String {
         if c["status"] != "ok" {
             let _ = writeln!(
                 s,
-                "{name:<28} REFUSED: {}",
+                "{name:<width$} REFUSED: {}",
                 c["reason"].as_str().unwrap_or("")
             );
             continue;
@@ -299,7 +308,7 @@ fn table(r: &Value) -> String {
             };
             let _ = writeln!(
                 s,
-                "{first:<28} {:<6} {:>8}  {:<20} {:<20} {:>8}  {:<20} {ess:>8} {maxw:>8} {unsup:>7}",
+                "{first:<width$} {:<6} {:>8}  {:<20} {:<20} {:>8}  {:<20} {ess:>8} {maxw:>8} {unsup:>7}",
                 e.to_uppercase(),
                 f(&est["value"]),
                 pair(&est["ci95"]),
@@ -317,5 +326,5 @@ fn table(r: &Value) -> String {
             );
         }
     }
-    s
+    s.lines().map(|l| format!("{}\n", l.trim_end())).collect()
 }

@@ -965,7 +965,7 @@ impl Evaluation {
             }
             if ess < LOW_ESS {
                 warnings.push(format!(
-                    "candidate `{name}`: ESS {ess:.0} < {LOW_ESS}: few logged decisions look like its choices; its estimates rest on few effective samples"
+                    "candidate `{name}`: ESS {ess:.1} < {LOW_ESS}: few logged decisions look like its choices; its estimates rest on few effective samples"
                 ));
             }
             let mut ips = Mean::default();
