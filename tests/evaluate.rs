@@ -572,7 +572,8 @@ fn bad_input_is_named_by_line_and_field() {
 }
 
 /// The DSJSON export, read by Vowpal Wabbit: every line parses as a CB-ADF multi-example with
-/// one action per route, and the IPS estimates computed from the labels VW parsed agree with
+/// one action per route, and the IPS estimates computed from the labels VW parsed (by hand,
+/// and by the VW team's `vw-estimators`: IPS, SNIPS, Gaussian interval) agree with
 /// servegraph's to 1e-5 (VW keeps costs and probabilities as 32-bit floats; a wrong field —
 /// an off-by-one action, the probability of the wrong route, the cost's sign — is off by far
 /// more).
@@ -637,6 +638,24 @@ fn dsjson_export_is_read_by_vowpal_wabbit() {
             "{name}: servegraph {} VW-parsed {theirs}",
             ours(name)
         );
+    }
+    // The VW team's estimators library on the labels VW parsed: IPS, SNIPS and the Gaussian
+    // interval (the same formula: sample variance / n) agree too.
+    for (name, key) in [("always:route-0", "always_0"), ("uniform", "uniform")] {
+        let theirs = &vw[format!("estimators_{key}")];
+        let c = &candidate(&r, name)["estimates"];
+        for (ours, theirs) in [
+            (&c["ips"]["value"], &theirs["ips"]),
+            (&c["snips"]["value"], &theirs["snips"]),
+            (&c["ips"]["ci95"][0], &theirs["gaussian95"][0]),
+            (&c["ips"]["ci95"][1], &theirs["gaussian95"][1]),
+        ] {
+            let (a, b) = (ours.as_f64().unwrap(), theirs.as_f64().unwrap());
+            assert!(
+                (a - b).abs() < 1e-5,
+                "{name}: servegraph {a}, vw-estimators {b}"
+            );
+        }
     }
     eprintln!("VW cross-check: {vw}");
 }

@@ -1,11 +1,14 @@
 """Reads a DSJSON file (`servegraph evaluate --export dsjson`) with Vowpal Wabbit's own parser
 (`--cb_explore_adf --dsjson`), learns on every line (so VW consumes each one), and prints, from
 the labels VW parsed, the IPS estimates of three policies: always the first action, uniform,
-and the logging policy (the mean reward). Usage: vw_dsjson_check.py FILE; prints JSON."""
+and the logging policy (the mean reward); and, from the VW team's estimators library
+(`vw-estimators`), IPS, SNIPS and the Gaussian 95 % interval of the first two. Usage:
+vw_dsjson_check.py FILE; prints JSON."""
 import json
 import sys
 
 import vowpalwabbit
+from estimators.bandits import gaussian, ips, snips
 
 FLT_MAX = 3.0e38
 
@@ -13,6 +16,7 @@ ws = vowpalwabbit.Workspace("--cb_explore_adf --dsjson --quiet")
 n = 0
 actions = None
 ips0 = ipsu = logging = 0.0
+est = {name: (ips.Estimator(), snips.Estimator(), gaussian.Interval()) for name in ("always_0", "uniform")}
 with open(sys.argv[1]) as f:
     for number, line in enumerate(f, 1):
         exs = ws.parse(line, vowpalwabbit.LabelType.CONTEXTUAL_BANDIT)
@@ -38,9 +42,15 @@ with open(sys.argv[1]) as f:
         ips0 += (1.0 if j == 0 else 0.0) * reward / p
         ipsu += (1.0 / len(acts)) * reward / p
         logging += reward
+        for name, pred in (("always_0", 1.0 if j == 0 else 0.0), ("uniform", 1.0 / len(acts))):
+            for e in est[name]:
+                e.add_example(p, reward, pred)
         ws.learn(exs)
         ws.finish_example(exs)
         n += 1
 ws.finish()
-print(json.dumps({"lines": n, "actions": actions, "ips_always_0": ips0 / n,
-                  "ips_uniform": ipsu / n, "ips_logging": logging / n}))
+out = {"lines": n, "actions": actions, "ips_always_0": ips0 / n,
+       "ips_uniform": ipsu / n, "ips_logging": logging / n}
+for name, (i, s, g) in est.items():
+    out[f"estimators_{name}"] = {"ips": i.get(), "snips": s.get(), "gaussian95": g.get(alpha=0.05)}
+print(json.dumps(out))
