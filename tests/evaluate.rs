@@ -702,3 +702,77 @@ fn a_kafka_topic_is_read_to_its_end_as_its_own_group() {
     let err = String::from_utf8_lossy(&again.stderr);
     assert!(err.contains("no decision of router `cb`"), "{err}");
 }
+
+/// `sampled` < 1 weighs a decision as 1/sampled of them: a stream keeping 1 in 2 (`sampled:
+/// 0.5`) gives the estimates of the stream with each decision twice; mixed generations and
+/// late feedback are warned of.
+#[test]
+fn sampled_decisions_are_reweighted_and_mixed_generations_warned_of() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = SmallRng::seed_from_u64(9);
+    let mut halved = String::new();
+    let mut doubled = String::new();
+    for i in 0..3000 {
+        let pmf = [0.2, 0.5, 0.3];
+        let chosen = (0..3)
+            .find(|&a| rng.random::<f64>() < pmf[a] / pmf[a..].iter().sum::<f64>())
+            .unwrap_or(2);
+        let reward = f64::from(u8::from(rng.random::<f64>() < [0.3, 0.5, 0.7][chosen]));
+        let generation = if i < 1500 { 1 } else { 2 };
+        let when = format!("2026-12-07T10:{:02}:{:02}Z", i / 60 % 60, i % 60);
+        let line = |id: &str, sampled: f64| {
+            format!(
+                "{}\n{}\n",
+                serde_json::json!({"id": id, "when": when, "decisions": [{"router": "cb", "policy": "weighted",
+                    "generation": generation, "routes": ["a", "b", "c"], "pmf": pmf, "chosen": chosen, "sampled": sampled}]}),
+                serde_json::json!({"id": id, "when": when, "op": "feedback", "model": "cb", "reward": reward})
+            )
+        };
+        halved.push_str(&line(&format!("r{i}"), 0.5));
+        doubled.push_str(&line(&format!("r{i}"), 1.0));
+        doubled.push_str(&line(&format!("r{i}-twin"), 1.0));
+    }
+    // A reward for a decision whose wait is over does not count.
+    halved.push_str(
+        "{\"id\":\"r0\",\"when\":\"2026-12-07T12:00:00Z\",\"op\":\"feedback\",\"model\":\"cb\",\"reward\":1}\n",
+    );
+    let (h, d) = (dir.path().join("h.jsonl"), dir.path().join("d.jsonl"));
+    std::fs::write(&h, halved).unwrap();
+    std::fs::write(&d, doubled).unwrap();
+    let run = |p: &Path| {
+        evaluate_json(&[
+            "--input",
+            p.to_str().unwrap(),
+            "--router",
+            "cb",
+            "--reward-wait",
+            "10m",
+            "--candidate",
+            "always:c",
+            "--candidate",
+            "uniform",
+        ])
+    };
+    let (rh, rd) = (run(&h), run(&d));
+    assert_eq!(rh["decisions"]["sampled_below_1"], 3000);
+    assert_eq!(rh["decisions"]["scored"], 3000);
+    assert_eq!(rd["decisions"]["scored"], 6000);
+    for name in ["always:c", "uniform"] {
+        for e in ["ips", "snips"] {
+            let (a, b) = (
+                candidate(&rh, name)["estimates"][e]["value"]
+                    .as_f64()
+                    .unwrap(),
+                candidate(&rd, name)["estimates"][e]["value"]
+                    .as_f64()
+                    .unwrap(),
+            );
+            assert!((a - b).abs() < 1e-12, "{name} {e}: {a} vs {b}");
+        }
+    }
+    let warnings = rh["warnings"].to_string();
+    assert!(warnings.contains("generations [1, 2]"), "{warnings}");
+    assert!(warnings.contains("sampled < 1"), "{warnings}");
+    assert_eq!(rh["decisions"]["unmatched_feedback"], 1);
+    assert!(warnings.contains("came after"), "{warnings}");
+}

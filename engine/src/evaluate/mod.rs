@@ -909,6 +909,12 @@ impl Evaluation {
                 self.subsampled
             ));
         }
+        if self.unmatched_feedback > 0 {
+            warnings.push(format!(
+                "{} feedback events of router `{}` came after their decision's --reward-wait (or had no decision in the stream, e.g. not sampled): not counted",
+                self.unmatched_feedback, s.router
+            ));
+        }
         if self.evicted > 0 {
             warnings.push(format!(
                 "{} decisions were closed before their reward wait was over (more than --max-pending {} waiting)",
