@@ -775,4 +775,32 @@ fn sampled_decisions_are_reweighted_and_mixed_generations_warned_of() {
     assert!(warnings.contains("sampled < 1"), "{warnings}");
     assert_eq!(rh["decisions"]["unmatched_feedback"], 1);
     assert!(warnings.contains("came after"), "{warnings}");
+    // Without `context`, DR's reward model is each route's mean, and the report says so.
+    assert!(
+        rh["reward_model"]
+            .as_str()
+            .unwrap()
+            .starts_with("per-route mean reward"),
+        "{}",
+        rh["reward_model"]
+    );
+    assert!(warnings.contains("no `context`"), "{warnings}");
+    // `--clip 2`: always:c's weight is 1/0.3 whenever it counts, so clipping scales IPS by 0.6.
+    let clipped = evaluate_json(&[
+        "--input",
+        d.to_str().unwrap(),
+        "--router",
+        "cb",
+        "--candidate",
+        "always:c",
+        "--clip",
+        "2",
+    ]);
+    let ips = |r: &Value| {
+        candidate(r, "always:c")["estimates"]["ips"]["value"]
+            .as_f64()
+            .unwrap()
+    };
+    assert!((ips(&clipped) / ips(&rd) - 0.6).abs() < 1e-9);
+    assert_eq!(clipped["settings"]["clip"], 2.0);
 }
