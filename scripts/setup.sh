@@ -6,7 +6,8 @@
 #                             tritonclient[http], NumPy, jsonschema, scikit-learn), one with
 #                             Seldon Core (tests/python/seldon-requirements.txt), one with
 #                             MLServer (tests/python/mlserver-requirements.txt, the Python
-#                             benchmark's too), the Tansu Kafka broker, valgrind (apt), and for the dashboard's
+#                             benchmark's too), one with Vowpal Wabbit
+#                             (tests/python/vw-requirements.txt, `evaluate`'s DSJSON oracle), the Tansu Kafka broker, valgrind (apt), and for the dashboard's
 #                             browser test Debian's Chromium (apt) and playwright-core (npm,
 #                             tests/browser/package-lock.json)
 #
@@ -20,6 +21,7 @@ ORT_LIB="$ORT_DIR/libonnxruntime.so.$ORT_VERSION"
 TEST_VENV="$CACHE/venv-test"
 SELDON_VENV="$CACHE/venv-seldon"
 MLSERVER_VENV="$CACHE/venv-bench-python"
+VW_VENV="$CACHE/venv-vw"
 NODE_DIR="$CACHE/node"
 
 say() { printf 'setup: %s\n' "$*" >&2; }
@@ -85,6 +87,15 @@ if [ "${1:-}" = "--test" ]; then
     cp tests/python/mlserver-requirements.txt "$MLSERVER_VENV/requirements.stamp"
   fi
   say "MLServer: $MLSERVER_VENV/bin/python"
+  # Vowpal Wabbit (its Python wheel bundles the library): reads `evaluate --export dsjson`'s
+  # files in tests/evaluate.rs and estimates the same policy values.
+  if [ ! -x "$VW_VENV/bin/python" ] || ! cmp -s tests/python/vw-requirements.txt "$VW_VENV/requirements.stamp"; then
+    say "creating the Vowpal Wabbit virtualenv (tests/python/vw-requirements.txt)"
+    python3 -m venv "$VW_VENV"
+    "$VW_VENV/bin/pip" install --quiet --disable-pip-version-check -r tests/python/vw-requirements.txt
+    cp tests/python/vw-requirements.txt "$VW_VENV/requirements.stamp"
+  fi
+  say "Vowpal Wabbit: $VW_VENV/bin/python"
   # The dashboard's browser test: Debian's Chromium, driven by playwright-core (never a
   # browser Playwright downloads itself), installed from tests/browser/package-lock.json.
   if ! command -v chromium >/dev/null; then

@@ -1,6 +1,7 @@
 //! `servegraph`: serve, validate and invoke serving graphs, and benchmark them.
 
 mod bench;
+mod evaluate;
 mod monitor;
 
 mod alloc;
@@ -162,6 +163,9 @@ enum Command {
     /// Drift and performance monitoring of a tracking stream, and reference profiles.
     #[command(subcommand)]
     Monitor(monitor::MonitorCommand),
+    /// Off-policy evaluation: what candidate policies would have earned on a router's logged
+    /// decisions (IPS, SNIPS, DR with intervals), a CI gate (`--require`), DSJSON export.
+    Evaluate(evaluate::EvaluateArgs),
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -250,6 +254,10 @@ fn main() -> ExitCode {
         }
         Command::Bench(cmd) => bench::run(cmd),
         Command::Monitor(cmd) => monitor::run(cmd),
+        Command::Evaluate(args) => {
+            servegraph_steps::evaluate::register();
+            evaluate::run(args)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

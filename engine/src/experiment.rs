@@ -541,7 +541,7 @@ fn adaptive_estimate(r: &Aggregate, total: u64) -> Option<Estimate> {
 
 /// The normal mixture's half-width and p-value for a lift of variance `var` over `n`
 /// observations.
-fn sequential(lift: f64, var: f64, n: f64, rho: f64, alpha: f64) -> (f64, f64) {
+pub fn sequential(lift: f64, var: f64, n: f64, rho: f64, alpha: f64) -> (f64, f64) {
     let s2 = n * var;
     let k = n * rho * rho + 1.0;
     let half = s2.sqrt() * (2.0 * k * (k.sqrt() / alpha).ln() / (n * rho).powi(2)).sqrt();

@@ -13,6 +13,7 @@
 
 pub mod diag;
 pub mod error;
+pub mod evaluate;
 pub mod event;
 pub mod experiment;
 pub mod feedback;

@@ -5,6 +5,7 @@ pub mod bandit;
 pub mod contextual;
 pub mod ensemble;
 pub mod error_handler;
+pub mod evaluate;
 pub mod fuzz;
 pub mod image;
 pub mod model;

@@ -12,6 +12,7 @@
 
 pub mod client;
 pub mod learning;
+pub mod lines;
 pub mod monitor;
 pub mod progress;
 pub mod queue;

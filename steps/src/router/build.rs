@@ -13,7 +13,7 @@ use super::spec::{experiment_span, policy_span};
 use super::state::{Learning, Settings};
 use super::{PolicyKind, PolicySpec, RewardKind, Router, RouterSpec};
 use crate::bandit::{Algorithm, Bandit};
-use crate::contextual::{Contextual, ContextualParams};
+use crate::contextual::Contextual;
 use crate::routes::build_routes;
 
 pub fn build(node: &StepNode, ctx: &mut BuildContext) -> Option<Box<dyn Step>> {
@@ -238,16 +238,7 @@ pub fn build(node: &StepNode, ctx: &mut BuildContext) -> Option<Box<dyn Step>> {
                 );
                 return None;
             }
-            let defaults = ContextualParams::new(kind, p.seed.unwrap_or_else(rand::random));
-            let params = ContextualParams {
-                gamma: p.gamma.unwrap_or(defaults.gamma),
-                min_prob: p.min_prob.unwrap_or(defaults.min_prob),
-                alpha: p.alpha.unwrap_or(defaults.alpha),
-                epsilon: p.epsilon.unwrap_or(defaults.epsilon),
-                v: p.v.unwrap_or(defaults.v),
-                ridge: p.ridge.unwrap_or(defaults.ridge),
-                ..defaults
-            };
+            let params = p.contextual_params(kind, p.seed.unwrap_or_else(rand::random));
             if let Err(why) = params.check(chosen.len()) {
                 ctx.error(&node.name, &span, format!("`policy`: {why}"));
                 return None;

@@ -54,6 +54,14 @@ pub struct FeatureSpec {
     pub hash: Option<usize>,
 }
 
+impl FeatureSpec {
+    /// How many numbers the feature adds to the context (an error naming what is wrong with
+    /// the entry otherwise).
+    pub fn width(&self) -> std::result::Result<usize, String> {
+        feature(self).map(|f| f.width())
+    }
+}
+
 enum Source {
     Tensor(String),
     Field(String),

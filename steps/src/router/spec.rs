@@ -421,6 +421,26 @@ impl PolicySpec {
     }
 }
 
+impl PolicySpec {
+    /// A contextual policy's parameters: the fields given, else `kind`'s defaults.
+    pub fn contextual_params(
+        &self,
+        kind: crate::contextual::ContextualKind,
+        seed: u64,
+    ) -> crate::contextual::ContextualParams {
+        let defaults = crate::contextual::ContextualParams::new(kind, seed);
+        crate::contextual::ContextualParams {
+            gamma: self.gamma.unwrap_or(defaults.gamma),
+            min_prob: self.min_prob.unwrap_or(defaults.min_prob),
+            alpha: self.alpha.unwrap_or(defaults.alpha),
+            epsilon: self.epsilon.unwrap_or(defaults.epsilon),
+            v: self.v.unwrap_or(defaults.v),
+            ridge: self.ridge.unwrap_or(defaults.ridge),
+            ..defaults
+        }
+    }
+}
+
 /// `policy`, as the router uses it: every type's fields in one place (those that do not apply
 /// to the type are `None`; the type's own spec refused them).
 #[derive(Debug, Default)]
