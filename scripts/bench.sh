@@ -4,6 +4,9 @@
 #     answer) in the same run, alternating rounds:
 #       - `iris-lr`: /v2/models/iris-lr/infer on graphs/iris.yaml as shipped;
 #       - `router`:  /v2/models/iris/infer, the graph's 50/50 weighted router;
+#       - `cb-router`: the same router with a contextual policy (SquareCB over the input's 4
+#         numbers and an intercept; no feedback, so it spreads requests as it starts), from a
+#         second server;
 #     pinned (server on CPU 0, wrk on CPU 1, `wrk -t1 -c32`) and shared (nothing pinned,
 #     `wrk -t2 -c32`); c=1 latency (`wrk -t1 -c1`, p50); and many connections (shared,
 #     `wrk -t2 -c1024`).
@@ -55,23 +58,39 @@ run() {
   printf '%s %s\n' "$label" "$("${CLIENT_CPU[@]}" wrk "$@" -d "${DURATION}s" -s "$LUA" "http://$addr$path" | sed -n 's/^RESULT //p')"
 }
 
-# bench CONFIG WRK-ARGS...: bare, iris-lr and router, alternating, then the ratios.
+# The iris graph with its router's policy contextual (absolute model paths: it is written
+# elsewhere).
+CB_DIR=$(mktemp -d)
+python3 - "$PWD" "$CB_DIR/iris-cb.yaml" <<'PY'
+import sys
+root, out = sys.argv[1], sys.argv[2]
+text = open(f"{root}/graphs/iris.yaml").read().replace("../models/", f"{root}/models/")
+weighted = "  policy:\n    type: weighted\n    weights: {iris-lr: 50, iris-rf: 50}\n"
+assert weighted in text, "graphs/iris.yaml's policy changed: update scripts/bench.sh"
+text = text.replace(weighted, "  policy: {type: squarecb, seed: 1, features: [{tensor: input, size: 4}]}\n")
+open(out, "w").write(text)
+PY
+trap 'cleanup; stop_broker; rm -rf "${TRACKED:-}" "$CB_DIR"' EXIT
+
+# bench CONFIG WRK-ARGS...: bare, iris-lr, router and cb-router, alternating, then the ratios.
 bench() {
   local config=$1; shift
   start "$T/examples/bare_axum" 127.0.0.1:0; local bare=$ADDR
   start "$T/servegraph" serve graphs/iris.yaml --listen 127.0.0.1:0; local sg=$ADDR
-  until curl -sf "http://$sg/v2/health/ready" >/dev/null; do sleep 0.1; done
+  start "$T/servegraph" serve "$CB_DIR/iris-cb.yaml" --model-root "$PWD" --listen 127.0.0.1:0; local cb=$ADDR
+  until curl -sf "http://$sg/v2/health/ready" >/dev/null && curl -sf "http://$cb/v2/health/ready" >/dev/null; do sleep 0.1; done
   local out="/tmp/servegraph-bench-$config.txt"
   for _ in $(seq "$ROUNDS"); do
     run "$config bare" "$bare" /v2/models/iris-lr/infer "$@"
     run "$config iris-lr" "$sg" /v2/models/iris-lr/infer "$@"
     run "$config router" "$sg" /v2/models/iris/infer "$@"
+    run "$config cb-router" "$cb" /v2/models/iris/infer "$@"
   done | tee "$out"
   awk -v config="$config" '{ split($3, rr, "="); split($4, pp, "="); rps[$2] += rr[2]; p50[$2] += pp[2]; n[$2]++ }
-       END { b = rps["bare"]/n["bare"]; l = rps["iris-lr"]/n["iris-lr"]; x = rps["router"]/n["router"];
-             bp = p50["bare"]/n["bare"]; lp = p50["iris-lr"]/n["iris-lr"]; xp = p50["router"]/n["router"];
-             printf "%s: bare %.0f req/s (p50 %d us); iris-lr %.0f (%.1f%%, p50 %.2fx); router %.0f (%.1f%%, p50 %.2fx)\n",
-               config, b, bp, l, 100*l/b, lp/bp, x, 100*x/b, xp/bp }' "$out"
+       END { b = rps["bare"]/n["bare"]; l = rps["iris-lr"]/n["iris-lr"]; x = rps["router"]/n["router"]; c = rps["cb-router"]/n["cb-router"];
+             bp = p50["bare"]/n["bare"]; lp = p50["iris-lr"]/n["iris-lr"]; xp = p50["router"]/n["router"]; cp = p50["cb-router"]/n["cb-router"];
+             printf "%s: bare %.0f req/s (p50 %d us); iris-lr %.0f (%.1f%%, p50 %.2fx); router %.0f (%.1f%%, p50 %.2fx); cb-router %.0f (%.1f%%, p50 %.2fx; %.1f%% of router)\n",
+               config, b, bp, l, 100*l/b, lp/bp, x, 100*x/b, xp/bp, c, 100*c/b, cp/bp, 100*c/x }' "$out"
   cleanup
 }
 
