@@ -208,6 +208,29 @@ impl Context {
     }
 }
 
+/// A consumer of `topic` as a group of its own (`group`), from the earliest offset, committing
+/// only when told: how the monitor and `evaluate` read a tracking topic. `client` names it in
+/// logs and errors.
+pub fn group_reader(
+    client: &str,
+    brokers: &str,
+    topic: &str,
+    group: &str,
+) -> Result<rdkafka::consumer::BaseConsumer<Context>, String> {
+    use rdkafka::consumer::Consumer;
+    let consumer: rdkafka::consumer::BaseConsumer<Context> = config(brokers, &[])
+        .set("group.id", group)
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .set("session.timeout.ms", "10000")
+        .create_with_context(Context::new(client, brokers))
+        .map_err(|e| format!("the {client} Kafka consumer: {e}"))?;
+    consumer
+        .subscribe(&[topic])
+        .map_err(|e| format!("cannot subscribe to `{topic}`: {e}"))?;
+    Ok(consumer)
+}
+
 impl ClientContext for Context {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
         self.connection.log(level, fac, log_message);

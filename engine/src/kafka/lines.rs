@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::message::Message;
 
 use super::client;
@@ -21,17 +21,7 @@ pub fn read_to_end(
     timeout: Duration,
     mut line: impl FnMut(&[u8]) -> Result<(), String>,
 ) -> Result<u64, String> {
-    let context = client::Context::new("evaluate", brokers);
-    let consumer: BaseConsumer<client::Context> = client::config(brokers, &[])
-        .set("group.id", group)
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false")
-        .set("session.timeout.ms", "10000")
-        .create_with_context(context)
-        .map_err(|e| format!("the Kafka consumer: {e}"))?;
-    consumer
-        .subscribe(&[topic])
-        .map_err(|e| format!("cannot subscribe to `{topic}`: {e}"))?;
+    let consumer = client::group_reader("evaluate", brokers, topic, group)?;
     let started = Instant::now();
     // Per partition: the high watermark to read up to, and the next offset to read.
     let mut ends: HashMap<i32, i64> = HashMap::new();

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::message::Message;
 
 use super::client;
@@ -23,17 +23,7 @@ pub fn read_topic(
     stop: &AtomicBool,
     idle: Option<Duration>,
 ) -> Result<Read, String> {
-    let context = client::Context::new("monitor", brokers);
-    let consumer: BaseConsumer<client::Context> = client::config(brokers, &[])
-        .set("group.id", group)
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false")
-        .set("session.timeout.ms", "10000")
-        .create_with_context(context)
-        .map_err(|e| format!("the monitor's Kafka consumer: {e}"))?;
-    consumer
-        .subscribe(&[topic])
-        .map_err(|e| format!("cannot subscribe to `{topic}`: {e}"))?;
+    let consumer = client::group_reader("monitor", brokers, topic, group)?;
     tracing::info!(%brokers, %topic, %group, "monitor reading the tracking topic");
     let mut read = Read::default();
     // The idle clock starts once the group has given this consumer its partitions.
