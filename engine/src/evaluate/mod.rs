@@ -20,8 +20,8 @@
 //! evaluation is re-run as the stream grows. Candidate − logging differences are computed
 //! per decision (paired), so their variance is the difference's.
 //!
-//! The stream is read by the monitor's line reader ([`crate::monitor::Line`]); the decisions'
-//! extra fields (`context`, `generation`, `sampled`) by [`DecisionFields`].
+//! The stream is read by the monitor's line reader ([`crate::monitor::Line`]), decisions
+//! included ([`DecisionLine`]).
 
 // The linear algebra indexes matrices by row and column: index loops read as the formulas.
 #![allow(clippy::needless_range_loop)]
@@ -33,8 +33,9 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io::Write;
 use std::time::SystemTime;
 
-use serde::Deserialize;
 use serde_json::{Value, json};
+
+use crate::monitor::experiments::DecisionLine;
 
 pub use candidate::{Candidate, PolicyCandidates, parse_candidate, register_policy_candidates};
 
@@ -66,33 +67,6 @@ pub struct LoggedDecision {
     pub sampled: f64,
     /// The reward (once joined; or the default reward).
     pub reward: Option<f64>,
-}
-
-/// The decision fields the monitor's [`crate::monitor::experiments::DecisionLine`] does not
-/// keep: read from the same line for the evaluated router's decisions.
-#[derive(Debug, Deserialize)]
-pub struct DecisionFields {
-    pub router: String,
-    #[serde(default)]
-    pub policy: String,
-    #[serde(default)]
-    pub generation: Option<u64>,
-    pub routes: Vec<String>,
-    #[serde(default)]
-    pub pmf: Option<Vec<f64>>,
-    pub chosen: usize,
-    #[serde(default)]
-    pub unit: Option<String>,
-    #[serde(default)]
-    pub sampled: Option<f64>,
-    #[serde(default)]
-    pub context: Option<Vec<f64>>,
-}
-
-#[derive(Deserialize)]
-struct Decisions {
-    #[serde(default)]
-    decisions: Vec<DecisionFields>,
 }
 
 /// What to do with a decision no reward came for within the wait.
@@ -478,12 +452,13 @@ impl Evaluation {
             return Ok(());
         }
         self.lines += 1;
-        let event: crate::monitor::Line = match serde_json::from_slice(text) {
+        let mut event: crate::monitor::Line = match serde_json::from_slice(text) {
             Ok(e) => e,
             Err(e) => {
                 // Valid JSON: name the field (a decision's) that is wrong.
-                if serde_json::from_slice::<Value>(text).is_ok()
-                    && let Err(d) = serde_json::from_slice::<Decisions>(text)
+                if let Ok(mut v) = serde_json::from_slice::<Value>(text)
+                    && let Err(d) =
+                        serde_json::from_value::<Option<Vec<DecisionLine>>>(v["decisions"].take())
                 {
                     return Err(format!("line {line}: `decisions`: {d}"));
                 }
@@ -510,10 +485,10 @@ impl Evaluation {
                     None => self.unmatched_feedback += 1,
                 }
             }
-        } else if event.decisions.is_some() && !event.shadow {
-            let fields: Decisions = serde_json::from_slice(text)
-                .map_err(|e| format!("line {line}: `decisions`: {e}"))?;
-            for d in fields.decisions {
+        } else if !event.shadow
+            && let Some(decisions) = event.decisions.take()
+        {
+            for d in decisions {
                 if d.router != self.settings.router {
                     *self.other_routers.entry(d.router).or_default() += 1;
                     continue;
@@ -532,7 +507,7 @@ impl Evaluation {
         line: u64,
         id: Option<&str>,
         when: Option<f64>,
-        d: DecisionFields,
+        d: DecisionLine,
     ) -> Result<(), String> {
         let router = &self.settings.router;
         let at = |field: &str, msg: String| {

@@ -72,6 +72,16 @@ pub struct DecisionLine {
     pub chosen: usize,
     #[serde(default)]
     pub unit: Option<String>,
+    /// The generation of the router's learning (`servegraph evaluate` warns of mixed ones).
+    #[serde(default)]
+    pub generation: Option<u64>,
+    /// The probability the tracking stream kept the request (1 / `sample`).
+    #[serde(default)]
+    pub sampled: Option<f64>,
+    /// The featurised vector the policy saw (intercept last), when the router declares
+    /// `features`.
+    #[serde(default)]
+    pub context: Option<Vec<f64>>,
 }
 
 /// A decision waiting for its reward.
@@ -284,6 +294,9 @@ mod tests {
             pmf: Some(pmf.to_vec()),
             chosen,
             unit: None,
+            generation: None,
+            sampled: None,
+            context: None,
         }
     }
 
