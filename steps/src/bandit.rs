@@ -272,7 +272,7 @@ impl Bandit {
 }
 
 /// The index of the largest value; the first one on ties.
-fn argmax(v: &[f64]) -> usize {
+pub(crate) fn argmax(v: &[f64]) -> usize {
     let mut best = 0;
     for (i, x) in v.iter().enumerate() {
         if *x > v[best] {

@@ -25,6 +25,8 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, StandardNormal};
 
+use crate::bandit::argmax;
+
 /// Posterior draws per decision of linear Thompson sampling, for its pmf.
 pub const THOMPSON_DRAWS: usize = 32;
 
@@ -360,17 +362,6 @@ impl Contextual {
 
 fn dot(a: &[f64], b: &[f64]) -> f64 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
-}
-
-/// The index of the largest value; the first on ties.
-fn argmax(v: &[f64]) -> usize {
-    let mut best = 0;
-    for (i, x) in v.iter().enumerate() {
-        if *x > v[best] {
-            best = i;
-        }
-    }
-    best
 }
 
 /// The index `u` ∈ [0, 1) falls in along the pmf's cumulative sums; never one of probability 0.
