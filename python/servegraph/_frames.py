@@ -39,6 +39,14 @@ QUICK = 1
 TENSOR = struct.Struct("<BBBB")
 TAIL = struct.Struct("<QQ")
 
+# A diagnostic (`servegraph bench python --apis`): with SERVEGRAPH_CALL_TIMES set, the worker
+# keeps here, for each INFER call, CLOCK_MONOTONIC in ns when the call's first bytes are read
+# and just before its answer is written (the clock the engine reads too), and writes them to
+# that file when it ends: what lies between is the worker's Python, the rest of a round trip
+# is the engine's and the pipe's. At most CALL_TIMES_MAX numbers (a pair per call).
+CALL_TIMES = None
+CALL_TIMES_MAX = 2_000_000
+
 # OIP datatype code -> (name, numpy dtype); 13 is BYTES (an object array of bytes).
 DTYPES = {
     1: ("BOOL", np.dtype(np.bool_)),
@@ -116,6 +124,8 @@ def read_frame(stream, arena=None):
     if head is None:
         return None
     length, kind, _flags, n_tensors, call_id, n_requests, meta_len = HEADER.unpack(head)
+    if CALL_TIMES is not None and kind == INFER and len(CALL_TIMES) < CALL_TIMES_MAX:
+        CALL_TIMES.append(time.monotonic_ns())
     body = stream.read_exact(length - (HEADER.size - 4))
     if body is None:
         return None
@@ -299,4 +309,6 @@ def write_frame(stream, kind, call_id=0, meta=None, tensors=(), rows=(), arena=N
     stream.write(head_rest)
     for p in payload:
         stream.write(p)
+    if CALL_TIMES is not None and kind in (RESULT, ERROR) and len(CALL_TIMES) % 2:
+        CALL_TIMES.append(time.monotonic_ns())
     stream.flush()

@@ -239,6 +239,64 @@ struct Tally {
     engine_cpu: Duration,
     worker_cpu: Duration,
     calls: usize,
+    /// Each call's start and end (CLOCK_MONOTONIC, ns), warm-up first, in the order made.
+    spans: Vec<(u64, u64)>,
+    warm: usize,
+}
+
+/// Where a case's worker writes its calls' times (`SERVEGRAPH_CALL_TIMES`, `_frames.py`).
+fn times_file(dir: &Path, case: &Case) -> std::path::PathBuf {
+    dir.join(format!("{}.times", case.name))
+}
+
+/// CLOCK_MONOTONIC in ns: the clock the worker's `time.monotonic_ns()` reads.
+fn monotonic_ns() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
+}
+
+/// A round trip split at the worker's own times: (the worker's Python, from its read of the
+/// call to its write of the answer; the rest: the engine and the pipe both ways), per
+/// measured call. Waits for the file the worker writes as it ends (its pipes closed).
+fn split(file: &Path, tally: &Tally) -> anyhow::Result<Vec<(u64, u64)>> {
+    let want = tally.spans.len() * 16;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let bytes = loop {
+        match std::fs::read(file) {
+            Ok(b) if b.len() >= want => break b,
+            _ if Instant::now() > deadline => {
+                anyhow::bail!(
+                    "{}: the worker wrote no times for its {} calls",
+                    file.display(),
+                    tally.spans.len()
+                )
+            }
+            _ => std::thread::sleep(Duration::from_millis(20)),
+        }
+    };
+    let times: Vec<u64> = bytes
+        .chunks_exact(8)
+        .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
+        .collect();
+    anyhow::ensure!(
+        times.len() == tally.spans.len() * 2,
+        "{}: {} times for {} calls",
+        file.display(),
+        times.len(),
+        tally.spans.len()
+    );
+    let mut out = Vec::with_capacity(tally.spans.len() - tally.warm);
+    for (i, (&(t0, t1), w)) in tally.spans.iter().zip(times.chunks_exact(2)).enumerate() {
+        let (read, wrote) = (w[0], w[1]);
+        anyhow::ensure!(
+            t0 <= read && read <= wrote && wrote <= t1,
+            "call {i}: the worker's times ({read}, {wrote}) are not within the call's ({t0}, {t1})"
+        );
+        if i >= tally.warm {
+            out.push((wrote - read, (t1 - t0) - (wrote - read)));
+        }
+    }
+    Ok(out)
 }
 
 pub(super) fn python_apis(
@@ -284,8 +342,10 @@ fn run_in(
     for c in cases {
         std::fs::write(dir.join(c.file), c.source)?;
         let yaml = format!(
-            "name: bench\ngraph:\n  kind: flow\n  steps:\n    echo: {{kind: model, class: python, path: {}, {}{spin}, python: {python}}}\n",
-            c.file, c.step
+            "name: bench\ngraph:\n  kind: flow\n  steps:\n    echo: {{kind: model, class: python, path: {}, {}{spin}, python: {python}, env: {{SERVEGRAPH_CALL_TIMES: \"{}\"}}}}\n",
+            c.file,
+            c.step,
+            times_file(dir, c).display()
         );
         let before = children();
         let graph = {
@@ -315,17 +375,20 @@ fn run_in(
             .map(|((c, g), w)| (c, g, w))
             .collect();
         async move {
+            let mut tallies: Vec<Tally> = cases.iter().map(|_| Tally::default()).collect();
             // Warm-up: each case's first calls are not counted.
-            for (case, graph, _) in &cases {
+            for ((case, graph, _), tally) in cases.iter().zip(&mut tallies) {
                 for _ in 0..(per_round / 2).max(200) {
+                    let t0 = monotonic_ns();
                     let out = graph
                         .run(case.event(&input))
                         .await
                         .map_err(|e| anyhow::anyhow!("{}: {e}", case.name))?;
+                    tally.spans.push((t0, monotonic_ns()));
+                    tally.warm += 1;
                     case.check(&out)?;
                 }
             }
-            let mut tallies: Vec<Tally> = cases.iter().map(|_| Tally::default()).collect();
             for round in 0..rounds {
                 // The order rotates, so that no case always follows the same one.
                 for k in 0..cases.len() {
@@ -336,12 +399,13 @@ fn run_in(
                     let (cpu0, w0) = (process_cpu(), worker.and_then(worker_cpu));
                     for call in 0..per_round {
                         let event = case.event(&input);
-                        let t0 = Instant::now();
+                        let (t0, m0) = (Instant::now(), monotonic_ns());
                         let out = graph
                             .run(event)
                             .await
                             .map_err(|e| anyhow::anyhow!("{}: {e}", case.name))?;
                         trips.push(t0.elapsed());
+                        tally.spans.push((m0, monotonic_ns()));
                         // Every warm-up call was checked; here the first of each round is,
                         // so that checking stays out of the CPU time.
                         if call == 0 {
@@ -405,6 +469,25 @@ fn run_in(
             "python api {:<11} p50 {p50:>6.1} µs {:>+6.1} (per-round median {paired:>+6.1}); {cpu}",
             c.name,
             p50 - base_p50,
+        );
+    }
+    // The round trip split at the worker's read and write (the graphs, hence the workers,
+    // ended with the task above).
+    println!(
+        "split at the worker's own read and write (p50 over calls, µs): round trip = Python (the worker, from its read of the call to its write of the answer) + engine & IPC (the rest: the engine's side and the pipe's wake-ups both ways)"
+    );
+    for (c, t) in cases.iter().zip(&tallies) {
+        let parts = split(&times_file(dir, c), t)?;
+        let p50 = |mut v: Vec<u64>| {
+            v.sort_unstable();
+            v[v.len() / 2] as f64 / 1000.0
+        };
+        let python = p50(parts.iter().map(|p| p.0).collect());
+        let rest = p50(parts.iter().map(|p| p.1).collect());
+        let total = p50(parts.iter().map(|p| p.0 + p.1).collect());
+        println!(
+            "python split {:<11} round trip {total:>6.1} = Python {python:>6.1} + engine & IPC {rest:>6.1}",
+            c.name
         );
     }
     // Each round's p50, in the order run: a machine that changed pace mid-run shows here.

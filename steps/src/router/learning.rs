@@ -5,6 +5,7 @@ use servegraph_engine::{Error, Result};
 
 use super::Router;
 use super::policy::Policy;
+use super::state::{Claim, Remembered};
 
 /// A reward one replica took, as the others apply it.
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -26,41 +27,36 @@ impl servegraph_engine::Learner for Router {
                 self.name
             )));
         };
-        let mut d = decisions.lock().expect("not poisoned");
-        let Some(entry) = d.routes.get_mut(id) else {
-            let named = self.learning.named.as_ref().and_then(|n| {
-                n.lock()
-                    .expect("not poisoned")
-                    .routes
-                    .get(id)
-                    .map(|e| e.route.clone())
-            });
-            if let Some(route) = named {
-                return Err(Error::unprocessable(format!(
-                    "response `{id}` was for a request that named route `{route}` (`/v2/models/{route}/infer`, \
-                     or `model` in its body) instead of going through router `{}`'s policy: it has no \
-                     decision to reward; credit the route itself with \
-                     {{\"response\": {{\"parameters\": {{\"route\": \"{route}\"}}}}, \"reward\": …}}",
-                    self.name
+        let remembered = match decisions.claim(id) {
+            Claim::Fresh(r) => r,
+            Claim::Rewarded => return Ok(false),
+            Claim::Unknown => {
+                let named = self.learning.named.as_ref().and_then(|n| n.route_of(id));
+                if let Some(route) = named {
+                    return Err(Error::unprocessable(format!(
+                        "response `{id}` was for a request that named route `{route}` (`/v2/models/{route}/infer`, \
+                         or `model` in its body) instead of going through router `{}`'s policy: it has no \
+                         decision to reward; credit the route itself with \
+                         {{\"response\": {{\"parameters\": {{\"route\": \"{route}\"}}}}, \"reward\": …}}",
+                        self.name
+                    )));
+                }
+                return Err(Error::not_found(format!(
+                    "router `{}` has no response `{id}` to credit (unknown, or older than the {} it remembers)",
+                    self.name, decisions.capacity
                 )));
             }
-            return Err(Error::not_found(format!(
-                "router `{}` has no response `{id}` to credit (unknown, or older than the {} it remembers)",
-                self.name, d.capacity
-            )));
         };
-        if entry.rewarded {
-            return Ok(false);
+        let Remembered {
+            route,
+            propensity,
+            context,
+        } = remembered;
+        if let Err(e) = self.reward(&route, reward, context.as_deref()) {
+            decisions.unclaim(id);
+            return Err(e);
         }
-        let route = entry.route.clone();
-        let propensity = entry.propensity;
-        let context = entry.context.clone();
-        drop(d);
-        self.reward(&route, reward, context.as_deref())?;
         self.learning.trial_rewarded(&route, propensity, reward);
-        if let Some(e) = decisions.lock().expect("not poisoned").routes.get_mut(id) {
-            e.rewarded = true;
-        }
         Ok(true)
     }
 

@@ -381,16 +381,8 @@ impl Step for Router {
         };
         let propensity = choice.as_ref().map_or(1.0, |c| c.propensity);
         if let Some(d) = remembered {
-            let context = choice
-                .as_ref()
-                .and_then(|c| c.context.as_deref())
-                .map(Box::<[f64]>::from);
-            d.lock().expect("not poisoned").remember(
-                &event.id,
-                &self.keys[index],
-                propensity,
-                context,
-            );
+            let context = choice.as_ref().and_then(|c| c.context.as_deref());
+            d.remember(&event.id, &self.keys[index], propensity, context);
         }
         self.learning.pulled(&self.keys[index]);
         if let Some(choice) = choice {

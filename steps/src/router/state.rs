@@ -4,7 +4,6 @@
 //! takes the same object again, as it is. Saved to `state_file` as an atomic snapshot,
 //! restored when a router starts afresh, owned by the newest one.
 
-use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -16,11 +15,9 @@ use super::learning::SharedReward;
 use crate::bandit::{Arm, Bandit};
 use crate::contextual::{Contextual, RouteModel};
 
-/// A decision kept for feedback.
+/// A decision kept for feedback, as [`Decisions::claim`] hands it out.
 pub(super) struct Remembered {
     pub(super) route: Arc<str>,
-    /// Its reward was counted.
-    pub(super) rewarded: bool,
     /// The probability the policy chose the route with.
     pub(super) propensity: f64,
     /// The request's features, when the router declares some (a contextual policy learns
@@ -28,46 +25,185 @@ pub(super) struct Remembered {
     pub(super) context: Option<Box<[f64]>>,
 }
 
-/// Response ids and the decision each took, kept for feedback (the `capacity` most recent).
-/// Bytes per decision: the id twice (map key and queue, 2 × (24 + id length)), the entry (56
-/// with the map's own overhead ≈ 100 in all) and, with features, 8 per context number: with
-/// a 36-character id about 220 + 8·d bytes (≈ 480 at d = 32; 100,000 remembered ≈ 48 MB).
+/// What feedback for an id finds.
+pub(super) enum Claim {
+    /// Not remembered (never decided here, or pushed out by newer decisions).
+    Unknown,
+    /// Its reward was counted already.
+    Rewarded,
+    /// Its decision, now marked rewarded ([`Decisions::unclaim`] undoes that when the
+    /// reward could not be learnt).
+    Fresh(Remembered),
+}
+
+/// Response ids and the decision each took, kept for feedback: the `capacity` most recent.
+///
+/// On the request path of every deciding router, so built to cost little and never to make
+/// requests wait on each other: the ids are spread by hash over independent shards (one
+/// below [`Decisions::SHARDED_FROM`], so a small `remember` is exact), each a ring of slots
+/// that is filled once and then overwritten oldest first, with an index from the id's hash
+/// to its slot. Once the ring is full a decision allocates and frees nothing: the slot's id
+/// and context buffers are reused. Each shard forgets its own oldest first, so with shards
+/// the ids remembered are the most recent `capacity` give or take the hash's spread.
+///
+/// Bytes per decision: the slot (88) and its id (its length), the index (≈ 5 with its
+/// spare room) and, with features, 8 per context number: with a 36-character id about
+/// 130 + 8·d bytes (≈ 390 at d = 32; 100,000 remembered ≈ 39 MB).
 pub(super) struct Decisions {
-    pub(super) routes: HashMap<String, Remembered>,
-    order: VecDeque<String>,
+    shards: Box<[Mutex<Shard>]>,
+    hasher: hashbrown::DefaultHashBuilder,
     pub(super) capacity: usize,
 }
 
+struct Shard {
+    /// Slot by the id's hash (exact: a match compares the slot's id).
+    index: hashbrown::HashTable<u32>,
+    slots: Vec<Slot>,
+    /// The slot the next decision overwrites once `slots` is full.
+    next: usize,
+    capacity: usize,
+}
+
+struct Slot {
+    hash: u64,
+    id: String,
+    route: Arc<str>,
+    rewarded: bool,
+    propensity: f64,
+    /// Empty without features (a context has at least its intercept).
+    context: Vec<f64>,
+}
+
 impl Decisions {
+    /// From this many remembered decisions on, they are kept in shards.
+    const SHARDED_FROM: usize = 4096;
+    const SHARDS: usize = 16;
+
     pub(super) fn new(capacity: usize) -> Decisions {
+        let capacity = capacity.max(1);
+        let n = if capacity >= Self::SHARDED_FROM {
+            Self::SHARDS
+        } else {
+            1
+        };
+        let each = capacity.div_ceil(n);
         Decisions {
-            routes: HashMap::new(),
-            order: VecDeque::new(),
+            shards: (0..n)
+                .map(|_| {
+                    Mutex::new(Shard {
+                        index: hashbrown::HashTable::with_capacity(each),
+                        slots: Vec::new(),
+                        next: 0,
+                        capacity: each,
+                    })
+                })
+                .collect(),
+            hasher: Default::default(),
             capacity,
         }
     }
 
+    fn shard(&self, id: &str) -> (u64, std::sync::MutexGuard<'_, Shard>) {
+        use std::hash::BuildHasher;
+        let hash = self.hasher.hash_one(id);
+        // Bits the shard's own table uses least (its bucket index takes the low bits, its
+        // tags the top seven).
+        let shard = (hash >> 32) as usize % self.shards.len();
+        (hash, self.shards[shard].lock().expect("not poisoned"))
+    }
+
     pub(super) fn remember(
-        &mut self,
+        &self,
         id: &str,
         route: &Arc<str>,
         propensity: f64,
-        context: Option<Box<[f64]>>,
+        context: Option<&[f64]>,
     ) {
-        let entry = Remembered {
-            route: Arc::clone(route),
-            rewarded: false,
-            propensity,
-            context,
-        };
-        if self.routes.insert(id.to_owned(), entry).is_none() {
-            self.order.push_back(id.to_owned());
-            while self.order.len() > self.capacity {
-                if let Some(old) = self.order.pop_front() {
-                    self.routes.remove(&old);
-                }
+        let (hash, mut guard) = self.shard(id);
+        let Shard {
+            index,
+            slots,
+            next,
+            capacity,
+        } = &mut *guard;
+        let fill = |slot: &mut Slot| {
+            if !Arc::ptr_eq(&slot.route, route) {
+                slot.route = Arc::clone(route);
             }
+            slot.rewarded = false;
+            slot.propensity = propensity;
+            slot.context.clear();
+            if let Some(x) = context {
+                slot.context.extend_from_slice(x);
+            }
+        };
+        // The same id again (a client that reuses ids): its newest decision counts.
+        if let Some(&i) = index.find(hash, |&i| slots[i as usize].id == id) {
+            fill(&mut slots[i as usize]);
+            return;
         }
+        let i = if slots.len() < *capacity {
+            slots.push(Slot {
+                hash,
+                id: id.to_owned(),
+                route: Arc::clone(route),
+                rewarded: false,
+                propensity,
+                context: context.map(<[f64]>::to_vec).unwrap_or_default(),
+            });
+            slots.len() - 1
+        } else {
+            let i = *next;
+            *next = (i + 1) % *capacity;
+            let old = &mut slots[i];
+            if let Ok(entry) = index.find_entry(old.hash, |&j| j as usize == i) {
+                entry.remove();
+            }
+            old.hash = hash;
+            old.id.clear();
+            old.id.push_str(id);
+            fill(old);
+            i
+        };
+        index.insert_unique(hash, i as u32, |&j| slots[j as usize].hash);
+    }
+
+    /// Feedback for `id`: its decision, marked rewarded so a second feedback for it is not
+    /// counted twice (even one that arrives while the first is being learnt).
+    pub(super) fn claim(&self, id: &str) -> Claim {
+        let (hash, mut guard) = self.shard(id);
+        let Shard { index, slots, .. } = &mut *guard;
+        let Some(&i) = index.find(hash, |&i| slots[i as usize].id == id) else {
+            return Claim::Unknown;
+        };
+        let slot = &mut slots[i as usize];
+        if slot.rewarded {
+            return Claim::Rewarded;
+        }
+        slot.rewarded = true;
+        Claim::Fresh(Remembered {
+            route: Arc::clone(&slot.route),
+            propensity: slot.propensity,
+            context: (!slot.context.is_empty()).then(|| slot.context.as_slice().into()),
+        })
+    }
+
+    /// Undoes [`claim`](Self::claim): the reward was not learnt, so a retry may count.
+    pub(super) fn unclaim(&self, id: &str) {
+        let (hash, mut guard) = self.shard(id);
+        let Shard { index, slots, .. } = &mut *guard;
+        if let Some(&i) = index.find(hash, |&i| slots[i as usize].id == id) {
+            slots[i as usize].rewarded = false;
+        }
+    }
+
+    /// The route `id` went to, when it is remembered.
+    pub(super) fn route_of(&self, id: &str) -> Option<Arc<str>> {
+        let (hash, guard) = self.shard(id);
+        guard
+            .index
+            .find(hash, |&i| guard.slots[i as usize].id == id)
+            .map(|&i| Arc::clone(&guard.slots[i as usize].route))
     }
 }
 
@@ -81,15 +217,15 @@ pub(super) struct Learning {
     /// A contextual policy's models (its arms, in order).
     pub(super) contextual: Option<Mutex<Contextual>>,
     /// Decisions the policy made, for feedback (not with `path`).
-    pub(super) decisions: Option<Mutex<Decisions>>,
+    pub(super) decisions: Option<Decisions>,
     /// Requests that named their route instead (kept apart, so they never push the policy's
     /// decisions out): their feedback is answered with what happened.
-    pub(super) named: Option<Mutex<Decisions>>,
+    pub(super) named: Option<Decisions>,
     /// Per route: requests routed, rewards received, their sum.
-    stats: Mutex<HashMap<String, (u64, u64, f64)>>,
+    stats: Mutex<hashbrown::HashMap<String, (u64, u64, f64)>>,
     /// Per route: the policy's decisions and the feedback they took by id (what the
     /// experiment's readout reads).
-    trials: Mutex<HashMap<String, Trial>>,
+    trials: Mutex<hashbrown::HashMap<String, Trial>>,
     /// The routes of the newest router that uses it (what shared updates may name).
     pub(super) routes: Mutex<Vec<String>>,
     /// Where the bandit's learning is saved.
@@ -130,8 +266,8 @@ impl Learning {
             arms: s.arms,
             bandit: s.bandit.map(Mutex::new),
             contextual: s.contextual.map(Mutex::new),
-            decisions: s.remember.map(|n| Mutex::new(Decisions::new(n))),
-            named: s.remember.map(|n| Mutex::new(Decisions::new(n))),
+            decisions: s.remember.map(Decisions::new),
+            named: s.remember.map(Decisions::new),
             stats: Default::default(),
             trials: Default::default(),
             routes: Default::default(),
@@ -181,7 +317,7 @@ impl Learning {
     /// A reward for a decision of the policy that chose `route` with `propensity`.
     pub(super) fn trial_rewarded(&self, route: &str, propensity: f64, reward: f64) {
         let mut trials = self.trials.lock().expect("not poisoned");
-        let t = trials.entry(route.to_owned()).or_default();
+        let t = trials.entry_ref(route).or_default();
         t.rewarded += 1;
         t.sum += reward;
         t.sum_sq += reward * reward;
@@ -203,14 +339,14 @@ impl Learning {
     /// Keeps the running minimum of `route`'s always-valid p-value.
     pub(super) fn reported_p(&self, route: &str, p: f64) {
         let mut trials = self.trials.lock().expect("not poisoned");
-        let t = trials.entry(route.to_owned()).or_default();
+        let t = trials.entry_ref(route).or_default();
         t.min_p = Some(t.min_p.map_or(p, |m| m.min(p)));
     }
 
     /// A reward for `route`, counted.
     pub(super) fn record(&self, route: &str, reward: f64) {
         let mut stats = self.stats.lock().expect("not poisoned");
-        let s = stats.entry(route.to_owned()).or_default();
+        let s = stats.entry_ref(route).or_default();
         s.1 += 1;
         s.2 += reward;
     }
@@ -545,5 +681,99 @@ impl Drop for Learning {
         if let Err(e) = self.save() {
             tracing::warn!(router = %self.router, error = %e, "could not save the bandit state");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(name: &str) -> Arc<str> {
+        Arc::from(name)
+    }
+
+    fn fresh(d: &Decisions, id: &str) -> Option<(String, f64, Option<Vec<f64>>)> {
+        match d.claim(id) {
+            Claim::Fresh(r) => Some((
+                r.route.to_string(),
+                r.propensity,
+                r.context.map(|c| c.to_vec()),
+            )),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn a_small_memory_forgets_exactly_the_oldest() {
+        let d = Decisions::new(3);
+        let a = route("a");
+        for i in 0..5 {
+            d.remember(&format!("id-{i}"), &a, 0.5, None);
+        }
+        // 0 and 1 were pushed out by 3 and 4, in order.
+        assert!(matches!(d.claim("id-0"), Claim::Unknown));
+        assert!(matches!(d.claim("id-1"), Claim::Unknown));
+        for i in 2..5 {
+            assert_eq!(fresh(&d, &format!("id-{i}")).unwrap().0, "a");
+        }
+    }
+
+    #[test]
+    fn a_claim_counts_once_and_an_unclaim_lets_a_retry_count() {
+        let d = Decisions::new(10);
+        d.remember("x", &route("b"), 0.25, Some(&[1.0, 2.0, 1.0]));
+        assert_eq!(
+            fresh(&d, "x"),
+            Some(("b".into(), 0.25, Some(vec![1.0, 2.0, 1.0])))
+        );
+        assert!(matches!(d.claim("x"), Claim::Rewarded));
+        d.unclaim("x");
+        assert!(fresh(&d, "x").is_some());
+        assert_eq!(d.route_of("x").as_deref(), Some("b"));
+        assert_eq!(d.route_of("y"), None);
+    }
+
+    #[test]
+    fn an_id_decided_again_takes_its_newest_decision() {
+        let d = Decisions::new(2);
+        d.remember("x", &route("a"), 0.5, Some(&[1.0, 1.0]));
+        assert!(fresh(&d, "x").is_some());
+        d.remember("x", &route("b"), 0.75, None);
+        assert_eq!(fresh(&d, "x"), Some(("b".into(), 0.75, None)));
+        // Still one slot: a second id fits beside it.
+        d.remember("y", &route("a"), 0.5, None);
+        assert_eq!(d.route_of("x").as_deref(), Some("b"));
+        assert_eq!(d.route_of("y").as_deref(), Some("a"));
+    }
+
+    #[test]
+    fn a_reused_slot_takes_the_new_decision_whole() {
+        let d = Decisions::new(1);
+        d.remember("long-id-with-context", &route("a"), 0.1, Some(&[3.0; 8]));
+        d.remember("s", &route("b"), 0.9, Some(&[2.0]));
+        assert!(matches!(d.claim("long-id-with-context"), Claim::Unknown));
+        assert_eq!(fresh(&d, "s"), Some(("b".into(), 0.9, Some(vec![2.0]))));
+        d.remember("t", &route("b"), 0.9, None);
+        assert_eq!(fresh(&d, "t"), Some(("b".into(), 0.9, None)));
+    }
+
+    #[test]
+    fn a_large_memory_keeps_about_its_capacity_across_its_shards() {
+        let n = 10_000;
+        let d = Decisions::new(n);
+        assert_eq!(d.shards.len(), Decisions::SHARDS);
+        let a = route("a");
+        for i in 0..3 * n {
+            d.remember(&format!("req-{i}"), &a, 1.0, None);
+        }
+        let kept = (0..3 * n)
+            .filter(|i| d.route_of(&format!("req-{i}")).is_some())
+            .count();
+        // Each shard holds ⌈n/16⌉: the total is n rounded up to the shards.
+        assert_eq!(kept, n.div_ceil(Decisions::SHARDS) * Decisions::SHARDS);
+        // The most recent are kept: nothing older than 2n survives, nothing of the newest
+        // n/2 is forgotten (the hash spreads ids evenly).
+        assert!((0..n).all(|i| d.route_of(&format!("req-{i}")).is_none()));
+        assert!((5 * n / 2..3 * n).all(|i| d.route_of(&format!("req-{i}")).is_some()));
     }
 }
