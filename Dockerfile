@@ -14,7 +14,7 @@ ARG ORT_VERSION=1.31.1
 
 FROM rust:${RUST_VERSION}-slim-bookworm AS build
 RUN apt-get update \
- && apt-get install -y --no-install-recommends build-essential cmake pkg-config zlib1g-dev python3 \
+ && apt-get install -y --no-install-recommends build-essential cmake pkg-config zlib1g-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .

@@ -133,7 +133,7 @@ fn str_of(v: &Value) -> &str {
 }
 
 #[test]
-fn lint_strict_with_every_values_file() {
+fn lint_strict_and_notes_with_every_values_file() {
     for values in ci_values() {
         let out = run(Command::new(helm())
             .args(["lint", "--strict"])
@@ -145,6 +145,22 @@ fn lint_strict_with_every_values_file() {
             "helm lint --strict -f {}:\n{}{}",
             values.display(),
             String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // An install without a cluster renders NOTES.txt too.
+        let out = run(Command::new(helm())
+            .args(["install", "r", "--dry-run=client", "--namespace", "serving"])
+            .arg(chart())
+            .arg("-f")
+            .arg(&values));
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success()
+                && text.contains(
+                    "NOTES:\nservegraph 0.1.0 is rolling out as r-servegraph in serving."
+                ),
+            "helm install --dry-run=client -f {}:\n{text}{}",
+            values.display(),
             String::from_utf8_lossy(&out.stderr)
         );
     }
