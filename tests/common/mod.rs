@@ -53,6 +53,12 @@ pub struct Server {
 }
 
 impl Server {
+    /// The server process's id.
+    #[allow(dead_code)]
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Starts serving `graph` on 127.0.0.1:0 and waits until it is ready.
     pub fn start(graph: &str, extra: &[&str]) -> Server {
         Server::start_at(graph, "127.0.0.1:0", extra)

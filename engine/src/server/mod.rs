@@ -499,7 +499,7 @@ impl Running {
                 let plan = tokio::task::spawn_blocking(move || {
                     let host = repo::Host {
                         graph: &path,
-                        python_version: python_version(&python),
+                        python_version: repo::python_version(&python),
                         python,
                         allow_pip,
                     };
@@ -572,18 +572,6 @@ impl Running {
             }
         }
     }
-}
-
-/// `major.minor` of an interpreter, or `None` when it does not run.
-fn python_version(python: &str) -> Option<String> {
-    let out = std::process::Command::new(python)
-        .args(["-c", "import sys; print('%d.%d' % sys.version_info[:2])"])
-        .stdin(std::process::Stdio::null())
-        .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
 /// A repository change's graph, before it serves: each new model's configured tensors match

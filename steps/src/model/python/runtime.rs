@@ -7,7 +7,7 @@ use std::sync::{Arc, OnceLock};
 
 use super::error::WorkerError;
 
-const FILES: [(&str, &str); 21] = [
+const FILES: [(&str, &str); 22] = [
     (
         "servegraph/__init__.py",
         include_str!("../../../../python/servegraph/__init__.py"),
@@ -63,6 +63,10 @@ const FILES: [(&str, &str); 21] = [
     (
         "servegraph/deployed.py",
         include_str!("../../../../python/servegraph/deployed.py"),
+    ),
+    (
+        "servegraph/frameworks.py",
+        include_str!("../../../../python/servegraph/frameworks.py"),
     ),
     (
         "servegraph/compat/mlserver.py",
