@@ -3,7 +3,8 @@
 //!
 //! - `helm lint --strict` and `helm template` over every `ci/*.yaml` values file, each rendered
 //!   object validated against Kubernetes' own strict schemas (1.30 and 1.37) or, for KEDA,
-//!   prometheus-operator and KServe objects, against `tests/helm/crds/` (`tests/helm/check.py`);
+//!   prometheus-operator and KServe objects, against the schemas their published model packages
+//!   carry (cloudcoil's models of the release CRDs, KServe's SDK; `tests/helm/check.py`);
 //!   values the chart must refuse; policy over the rendered objects.
 //! - A kubelet emulator: the rendered Deployment's container run locally from the image's
 //!   files as the Dockerfile lays them out (the real binary, the entrypoint, ONNX Runtime), its
@@ -201,64 +202,172 @@ fn rendered_objects_validate_against_their_schemas() {
         2 * expect_kinds,
         "one ok per object and version:\n{text}"
     );
-    for crd in [
-        "ScaledObject",
-        "ServiceMonitor",
-        "PrometheusRule",
-        "ClusterServingRuntime",
-        "InferenceService",
+    for (crd, package) in [
+        ("ScaledObject", "cloudcoil-models-keda 2.16.1.0"),
+        (
+            "ServiceMonitor",
+            "cloudcoil-models-prometheus-operator 0.80.1.0",
+        ),
+        (
+            "PrometheusRule",
+            "cloudcoil-models-prometheus-operator 0.80.1.0",
+        ),
+        ("ClusterServingRuntime", "kserve 0.21.0"),
+        ("InferenceService", "kserve 0.21.0"),
     ] {
+        let checked = text.lines().filter(|l| {
+            l.starts_with("ok ")
+                && l.contains(&format!(" {crd} "))
+                && l.contains(&format!("published schema: {package}"))
+        });
         assert!(
-            text.lines()
-                .any(|l| l.starts_with("ok ") && l.contains(crd) && l.contains("CRD schema")),
-            "{crd} was not checked against its CRD schema:\n{text}"
+            checked.count() >= 2,
+            "{crd} was not checked against {package}'s schema at both versions:\n{text}"
         );
     }
 }
 
 /// The checker itself fails on what it must refuse: a misspelt field, an apiVersion without
-/// a schema, a CRD field of the wrong shape.
+/// a schema; and each CRD kind's published schema refuses a misspelt field and a value of the
+/// wrong type or shape, in a FAIL line that names the kind and what is wrong.
 #[test]
 fn the_checker_refuses_bad_objects() {
-    let good = template(&[&chart().join("ci/monitoring-values.yaml")], &[]).expect("render");
-    let cases = [
+    let monitoring = template(&[&chart().join("ci/monitoring-values.yaml")], &[]).expect("render");
+    let keda = template(&[&chart().join("ci/keda-values.yaml")], &[]).expect("render");
+    let isvc = std::fs::read_to_string(common::root().join("deploy/kserve/inferenceservice.yaml"))
+        .expect("read");
+    // (manifests, from, to, the kind the FAIL line names, what it says)
+    let cases: &[(&str, &str, &str, &str, &str)] = &[
         (
+            &monitoring,
             "terminationGracePeriodSeconds:",
             "terminationGracePeriodSecond:",
+            "Deployment",
             "'terminationGracePeriodSecond' was unexpected",
         ),
         (
+            &monitoring,
             "apiVersion: policy/v1",
             "apiVersion: policy/v9",
+            "PodDisruptionBudget",
             "no schema",
         ),
-        ("for: 10m", "for: ten minutes", "PrometheusRule"),
         (
-            "protocolVersions:\n    - v2",
-            "protocolVersions:\n    - v3",
-            "'v3' is not one of",
+            &monitoring,
+            "apiVersion: monitoring.coreos.com/v1\nkind: ServiceMonitor",
+            "apiVersion: monitoring.coreos.com/v2\nkind: ServiceMonitor",
+            "ServiceMonitor",
+            "no schema",
         ),
         (
+            &keda,
+            "maxReplicaCount:",
+            "maxReplicaCont:",
+            "ScaledObject",
+            "'maxReplicaCont' was unexpected",
+        ),
+        (
+            &keda,
+            "lagThreshold: \"200\"",
+            "lagThreshold: 200",
+            "ScaledObject",
+            "at /spec/triggers/0/metadata/lagThreshold: 200 is not of type 'string'",
+        ),
+        (
+            &monitoring,
+            "scrapeTimeout:",
+            "scrapeTimout:",
+            "ServiceMonitor",
+            "'scrapeTimout' was unexpected",
+        ),
+        (
+            &monitoring,
+            "interval: 30s",
+            "interval: 30 seconds",
+            "ServiceMonitor",
+            "'30 seconds' does not match",
+        ),
+        (
+            &monitoring,
+            "expr:",
+            "exp:",
+            "PrometheusRule",
+            "'exp' was unexpected",
+        ),
+        (
+            &monitoring,
+            "for: 10m",
+            "for: ten minutes",
+            "PrometheusRule",
+            "'ten minutes' does not match",
+        ),
+        (
+            &monitoring,
+            "protocolVersions:",
+            "protocolVersion:",
+            "ClusterServingRuntime",
+            "'protocolVersion' was unexpected",
+        ),
+        (
+            &monitoring,
+            "priority: 1",
+            "priority: high",
+            "ClusterServingRuntime",
+            "'high' is not of type 'integer'",
+        ),
+        (
+            &monitoring,
             "- name: kserve-container",
             "- nam: kserve-container",
             "ClusterServingRuntime",
+            "'nam' was unexpected",
+        ),
+        (
+            &isvc,
+            "storageUri:",
+            "storageURI:",
+            "InferenceService",
+            "'storageURI' was unexpected",
+        ),
+        (
+            &isvc,
+            "modelFormat:\n        name: servegraph",
+            "modelFormat:\n        name: [servegraph]",
+            "InferenceService",
+            "['servegraph'] is not of type 'string'",
         ),
     ];
+    // One run over every bad file (loading the schemas once): each file's FAIL lines name it.
     let dir = tempfile::tempdir().expect("tempdir");
-    for (from, to, says) in cases {
-        assert!(good.contains(from), "{from:?} is not in the rendered chart");
-        let f = dir.path().join("bad.yaml");
+    let mut files = Vec::new();
+    for (i, (good, from, to, _, _)) in cases.iter().enumerate() {
+        assert!(good.contains(from), "{from:?} is not in the manifests");
+        let f = dir.path().join(format!("bad-{i}.yaml"));
         std::fs::write(&f, good.replacen(from, to, 1)).expect("write");
-        let out = run(Command::new(k8s_python())
-            .arg(common::root().join("tests/helm/check.py"))
-            .args(["validate", "--kube", "1.30.0"])
-            .arg(&f));
-        let text = String::from_utf8_lossy(&out.stdout);
-        assert!(!out.status.success(), "{to:?} passed:\n{text}");
+        files.push(f);
+    }
+    let out = run(Command::new(k8s_python())
+        .arg(common::root().join("tests/helm/check.py"))
+        .args(["validate", "--kube", "1.30.0"])
+        .args(&files));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "the bad files passed:\n{text}");
+    assert!(
+        text.lines().any(|l| l == format!("{} failed", cases.len())),
+        "one failed object per bad file:\n{text}"
+    );
+    for ((_, _, to, kind, says), f) in cases.iter().zip(&files) {
+        let mine = format!("FAIL {}: ", f.display());
+        let fails: Vec<&str> = text.lines().filter(|l| l.starts_with(&mine)).collect();
         assert!(
-            text.lines()
-                .any(|l| l.starts_with("FAIL") && l.contains(says)),
-            "{to:?}: no FAIL line saying {says:?}:\n{text}"
+            fails
+                .iter()
+                .any(|l| l.contains(&format!(" {kind} ")) && l.contains(says)),
+            "{to:?}: no FAIL line for {kind} saying {says:?}:\n{text}"
+        );
+        assert!(
+            fails.iter().all(|l| l.contains(&format!(" {kind} "))),
+            "{to:?}: only {kind} may fail:\n{text}"
         );
     }
 }
