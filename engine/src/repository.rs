@@ -814,14 +814,41 @@ fn step_for(
 
 /// `major.minor` of an interpreter, or `None` when it does not run.
 pub fn python_version(python: &str) -> Option<String> {
-    let out = std::process::Command::new(python)
+    // Bounded: an interpreter that hangs is killed after 30 s, and only the first 64 bytes
+    // it prints are read (a path that names some other program cannot flood the server).
+    const LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
+    let mut child = std::process::Command::new(python)
         .args(["-c", "import sys; print('%d.%d' % sys.version_info[:2])"])
         .stdin(std::process::Stdio::null())
-        .output()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
         .ok()?;
-    out.status
+    let stdout = child.stdout.take().expect("piped");
+    let reader = std::thread::spawn(move || {
+        let mut text = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut std::io::Read::take(stdout, 64), &mut text);
+        text
+    });
+    let deadline = std::time::Instant::now() + LIMIT;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(5))
+            }
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+        }
+    };
+    let text = reader.join().ok()?;
+    status
         .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+        .then(|| String::from_utf8_lossy(&text).trim().to_owned())
+        .filter(|v| !v.is_empty() && v.len() <= 8)
 }
 
 /// A virtualenv for one model version, seeing the server's Python packages, with `pkgs`
@@ -1137,6 +1164,16 @@ mod tests {
                 .expect("refused");
             assert!(e.message.contains(want), "{want}: {}", e.message);
         }
+    }
+
+    #[test]
+    fn an_interpreter_check_is_bounded() {
+        // A program that prints forever is not read past 64 bytes and is not a version.
+        let t = std::time::Instant::now();
+        assert_eq!(python_version("/usr/bin/yes"), None);
+        assert!(t.elapsed() < std::time::Duration::from_secs(10));
+        assert_eq!(python_version("/nonexistent/python"), None);
+        assert_eq!(python_version("/bin/false"), None);
     }
 
     #[test]

@@ -457,27 +457,54 @@ def deploy_pytorch_model(
     threads=None,
     python=None,
     onnx=False,
-    save_format="auto",
+    save_format="state_dict",
 ):
     """Clipper's `deploy_pytorch_model`: `func(model, inputs)` takes the module (reloaded in
     the worker, in eval mode, without gradients) and a list of inputs, and returns a list of
     outputs of the same length.
 
-    The module is saved natively: `save_format="torchscript"` (`torch.jit.script`, `model.pt`),
-    `"state_dict"` (Clipper's way: the module by value with cloudpickle, `model.pkl`, and its
-    `state_dict`, `weights.pt`), or `"auto"` (TorchScript, else the state_dict). `python` is
+    The module is saved natively: `save_format="state_dict"` (the default, Clipper's way: the
+    module by value with cloudpickle, `model.pkl`, and its `state_dict`, `weights.pt`, so
+    `func` gets the user's own class with all its methods), `"torchscript"`
+    (`torch.jit.script`, `model.pt`: `func` gets a ScriptModule, which keeps `forward` and
+    what it calls, not the class's other methods), or `"auto"` (TorchScript, else the
+    state_dict). `python` is
     the server's interpreter (a virtualenv with the same torch) the model runs in; `threads`
     its `torch.set_num_threads` (default: the server's cores / `num_replicas`).
 
     `onnx=True` exports the module with `torch.onnx.export` instead (input `input`, output
     `output`, the first axis dynamic; `example` gives the input's shape) and serves it with
-    ONNX Runtime, as `deploy_onnx_model` does: `func` is not run there (the served answer is
-    `pytorch_model(input)`). `base_image`, `labels` and `registry` (Docker's, in Clipper) are
+    ONNX Runtime, as `deploy_onnx_model` does: no Python runs there, so the served answer is
+    `pytorch_model(input)` and `func` must be None (as must `pkgs_to_install`, `threads` and
+    `python`: each is refused by name rather than ignored). `base_image`, `labels` and `registry` (Docker's, in Clipper) are
     accepted and unused."""
     del base_image, labels, registry
     import io
 
-    name, version = _framework_checks(name, version, input_type, func)
+    if onnx:
+        unused = [
+            arg
+            for arg, value in (
+                ("func", func),
+                ("pkgs_to_install", pkgs_to_install),
+                ("threads", threads),
+                ("python", python),
+            )
+            if value is not None
+        ]
+        if save_format != "state_dict":
+            unused.append("save_format")
+        if unused:
+            raise ValueError(
+                "`%s`: onnx=True serves the exported graph with ONNX Runtime and runs no Python, so %s "
+                "would not be used: pass %s, or deploy without onnx=True to run `func` in a worker"
+                % (name, ", ".join("`%s`" % a for a in unused), ", ".join("%s=None" % a for a in unused if a != "save_format") or "no save_format")
+            )
+        name, version = _check(name, version)
+        if input_type not in DATATYPES:
+            raise ValueError("input_type %r is not one of %s" % (input_type, ", ".join(DATATYPES)))
+    else:
+        name, version = _framework_checks(name, version, input_type, func)
     import torch
 
     if not isinstance(pytorch_model, torch.nn.Module):
@@ -723,6 +750,11 @@ def deploy_mxnet_model(
         raise ValueError("mxnet_data_shapes names no input")
     import mxnet as mx
 
+    if isinstance(mxnet_model, mx.mod.Module):
+        raise TypeError(
+            "`%s`: Clipper's symbolic `mx.mod.Module` is not served: deploy a Gluon HybridBlock "
+            "(`mx.gluon.SymbolBlock(module.symbol, ...)` wraps a Module's symbol and parameters)" % name
+        )
     if not isinstance(mxnet_model, mx.gluon.HybridBlock):
         raise TypeError("`%s`: mxnet_model must be a Gluon HybridBlock (export needs one), not %s" % (name, type(mxnet_model).__name__))
     with tempfile.TemporaryDirectory() as tmp:

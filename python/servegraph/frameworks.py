@@ -257,8 +257,10 @@ class MXNetModel(_Framework):
     framework = "MXNet"
 
     def set_threads(self, n):
-        os.environ.setdefault("OMP_NUM_THREADS", str(n))
-        os.environ.setdefault("MXNET_CPU_WORKER_NTHREADS", str(n))
+        # Set, not defaulted: the server's own OMP_NUM_THREADS (common in containers) would
+        # otherwise win over the model's `threads`.
+        os.environ["OMP_NUM_THREADS"] = str(n)
+        os.environ["MXNET_CPU_WORKER_NTHREADS"] = str(n)
 
     def load_model(self):
         import json

@@ -67,7 +67,7 @@ def names():
 # --- PyTorch ---------------------------------------------------------------------------------
 
 
-def torch_model(scriptable=True):
+def torch_model(scriptable=True, labelled=False):
     import torch
 
     torch.manual_seed(29)
@@ -81,13 +81,19 @@ def torch_model(scriptable=True):
         def forward(self, x):
             return torch.softmax(self.out(torch.relu(self.hidden(x))), dim=1)
 
+    class LabelledNet(Net):
+        # A method besides forward, as users' classes have: TorchScript would drop it.
+        def label_of(self, row):
+            with torch.no_grad():
+                return int(self(torch.from_numpy(np.asarray(row, dtype=np.float32)[None])).argmax())
+
     class NumpyNet(Net):
         # NumPy inside forward: TorchScript cannot compile it, Clipper's state_dict way can.
         def forward(self, x):
             scale = float(np.sqrt(1.0))
             return super().forward(x * scale)
 
-    model = Net() if scriptable else NumpyNet()
+    model = LabelledNet() if labelled else Net() if scriptable else NumpyNet()
     opt = torch.optim.Adam(model.parameters(), lr=0.05)
     x, y = torch.from_numpy(X), torch.from_numpy(Y)
     for _ in range(60):
@@ -114,8 +120,15 @@ def torch_live():
     import torch
 
     model = torch_model()
-    servegraph.deploy_pytorch_model(URL, "torch-mlp", 1, "floats", torch_func, model, token=TOKEN, python=PY, threads=1, example=QUERY[:2].tolist())
+    servegraph.deploy_pytorch_model(URL, "torch-mlp", 1, "floats", torch_func, model, token=TOKEN, python=PY, threads=1, example=QUERY[:2].tolist(), save_format="torchscript")
     expect_same("torch-mlp", QUERY, torch_expected(model, QUERY))
+    # By default (Clipper's way) `func` gets the user's own class: its other methods too.
+    def classify(model, inputs):
+        return [np.array([model.label_of(row)], dtype=np.float32) for row in np.stack(inputs)]
+
+    labelled = torch_model(labelled=True)
+    servegraph.deploy_pytorch_model(URL, "torch-methods", 1, "floats", classify, labelled, token=TOKEN, python=PY)
+    expect_same("torch-methods", QUERY, np.stack(classify(labelled, list(QUERY))))
     # batch: requests joined into calls of up to 8 inputs answer the same.
     servegraph.deploy_pytorch_model(URL, "torch-batched", 1, "floats", torch_func, model, token=TOKEN, python=PY, batch_size=8)
     expect_same("torch-batched", QUERY[:1], torch_expected(model, QUERY[:1]))
@@ -130,7 +143,19 @@ def torch_live():
     servegraph.deploy_pytorch_model(URL, "torch-state-dict", 1, "floats", torch_func, odd, token=TOKEN, python=PY)
     expect_same("torch-state-dict", QUERY, torch_expected(odd, QUERY))
     # ONNX (Clipper's sixth deployer): served by ONNX Runtime, the module's own answers.
-    servegraph.deploy_pytorch_model(URL, "torch-onnx", 1, "floats", torch_func, model, token=TOKEN, onnx=True, example=QUERY[:2].tolist(), batch_size=8)
+    # No Python runs there: a `func` (or a worker's settings) would not be used, and is refused.
+    for extra in [dict(func=torch_func), dict(func=None, threads=2), dict(func=None, save_format="torchscript")]:
+        before = names()
+        func = extra.pop("func")
+        try:
+            servegraph.deploy_pytorch_model(URL, "torch-onnx", 1, "floats", func, model, token=TOKEN, onnx=True, example=QUERY[:2].tolist(), **extra)
+        except ValueError as e:
+            unused = "func" if func is not None else next(iter(extra))
+            assert "`%s`" % unused in str(e) and "onnx=True" in str(e), e
+        else:
+            raise AssertionError("onnx=True took an argument it does not use: %s" % (extra or "func"))
+        assert names() == before
+    servegraph.deploy_pytorch_model(URL, "torch-onnx", 1, "floats", None, model, token=TOKEN, onnx=True, example=QUERY[:2].tolist(), batch_size=8)
     with torch.no_grad():
         expected = model(torch.from_numpy(QUERY)).numpy()
     expect_same("torch-onnx", QUERY, expected)
@@ -169,7 +194,7 @@ def torch_errors():
 
     before = names()
     try:
-        servegraph.deploy_pytorch_model(URL, "torch-unsaveable", 1, "floats", torch_func, Locked(), token=TOKEN, python=PY)
+        servegraph.deploy_pytorch_model(URL, "torch-unsaveable", 1, "floats", torch_func, Locked(), token=TOKEN, python=PY, save_format="auto")
     except ValueError as e:
         msg = str(e)
         assert "torch-unsaveable" in msg and "cannot be saved" in msg and "TorchScript" in msg and "lock" in msg, msg
@@ -453,7 +478,10 @@ def mxnet_live():
     plain = gluon.nn.Sequential()
     plain.add(gluon.nn.Dense(2))
     plain.initialize()
-    for bad, shapes, want in [(plain, [("data", (1, 4))], "HybridBlock"), (net, [("data",)], "mxnet_data_shapes")]:
+    # Clipper's own example deploys a symbolic Module: not served, and said so by name.
+    data = mx.sym.Variable("data")
+    module = mx.mod.Module(mx.sym.FullyConnected(data, num_hidden=2), data_names=["data"], label_names=None)
+    for bad, shapes, want in [(plain, [("data", (1, 4))], "HybridBlock"), (net, [("data",)], "mxnet_data_shapes"), (module, [("data", (1, 4))], "mx.mod.Module")]:
         try:
             servegraph.deploy_mxnet_model(URL, "mxnet-refused", 1, "floats", mxnet_func, bad, shapes, token=TOKEN, python=PY)
         except (TypeError, ValueError) as e:
