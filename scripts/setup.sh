@@ -115,7 +115,7 @@ if [ "${1:-}" = "--test" ]; then
   # PyTorch 1.12.1 (see tests/python/torch-requirements.txt) needs Python 3.10, found on the
   # PATH or among pyenv's interpreters; `--no-deps`: the file lists every requirement.
   if [ ! -x "$TORCH_VENV/bin/python" ] || ! cmp -s tests/python/torch-requirements.txt "$TORCH_VENV/requirements.stamp"; then
-    py310=$( (ls -d "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.10.*/bin/python3.10 2>/dev/null || command -v python3.10 || true) | tail -n 1)
+    py310=$( (ls -d "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.10.*/bin/python3.10 2>/dev/null || command -v python3.10 || true) | sort -V | tail -n 1)
     [ -n "$py310" ] && "$py310" -c 'import venv' 2>/dev/null \
       || { say "Python 3.10 not found (PyTorch 1.12.1's newest): install it (pyenv install 3.10)"; exit 1; }
     say "creating the PyTorch virtualenv with $py310 (tests/python/torch-requirements.txt)"
@@ -127,6 +127,7 @@ if [ "${1:-}" = "--test" ]; then
   say "PyTorch: $TORCH_VENV/bin/python"
   if [ ! -x "$TF_VENV/bin/python" ] || ! cmp -s tests/python/tf-requirements.txt "$TF_VENV/requirements.stamp"; then
     say "creating the TensorFlow virtualenv (tests/python/tf-requirements.txt)"
+    rm -rf "$TF_VENV"
     python3 -m venv "$TF_VENV"
     "$TF_VENV/bin/pip" install --quiet --disable-pip-version-check --no-cache-dir -r tests/python/tf-requirements.txt
     cp tests/python/tf-requirements.txt "$TF_VENV/requirements.stamp"
@@ -142,6 +143,7 @@ if [ "${1:-}" = "--test" ]; then
   say "Java: $(command -v java)"
   if [ ! -x "$PYSPARK_VENV/bin/python" ] || ! cmp -s tests/python/pyspark-requirements.txt "$PYSPARK_VENV/requirements.stamp"; then
     say "creating the PySpark virtualenv (tests/python/pyspark-requirements.txt)"
+    rm -rf "$PYSPARK_VENV"
     python3 -m venv "$PYSPARK_VENV"
     "$PYSPARK_VENV/bin/pip" install --quiet --disable-pip-version-check --no-cache-dir -r tests/python/pyspark-requirements.txt
     cp tests/python/pyspark-requirements.txt "$PYSPARK_VENV/requirements.stamp"
@@ -149,7 +151,7 @@ if [ "${1:-}" = "--test" ]; then
   say "PySpark: $PYSPARK_VENV/bin/python"
   # MXNet 1.9.1 needs NumPy 1.23, which has no wheel past Python 3.11.
   if [ ! -x "$MXNET_VENV/bin/python" ] || ! cmp -s tests/python/mxnet-requirements.txt "$MXNET_VENV/requirements.stamp"; then
-    py311=$( (ls -d "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.11.*/bin/python3.11 2>/dev/null || command -v python3.11 || true) | tail -n 1)
+    py311=$( (ls -d "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.11.*/bin/python3.11 2>/dev/null || command -v python3.11 || true) | sort -V | tail -n 1)
     [ -n "$py311" ] && "$py311" -c 'import venv' 2>/dev/null \
       || { say "Python 3.11 not found (the newest MXNet 1.9.1 runs on): install it (pyenv install 3.11)"; exit 1; }
     say "creating the MXNet virtualenv with $py311 (tests/python/mxnet-requirements.txt)"
