@@ -49,13 +49,14 @@ for n in $PROCESSES; do
   addrs=(); procs=()
   for i in $(seq "$n"); do
     log="$dir/serve-$n-$i.log"
-    RUST_LOG=warn "$T/servegraph" serve "$dir/iris-$n.yaml" --listen 127.0.0.1:0 >"$log" 2>&1 &
+    RUST_LOG=warn "$T/servegraph" serve "$dir/iris-$n.yaml" --listen 127.0.0.1:0 --model-root "$PWD" >"$log" 2>&1 &
     pid=$!; pids+=("$pid"); procs+=("$pid")
     for _ in $(seq 100); do
       addr=$(sed -n 's/.*listening on http:\/\/\([^ ]*\).*/\1/p' "$log" | head -n1)
       [ -n "$addr" ] && break
       sleep 0.1
     done
+    [ -n "$addr" ] || { echo "servegraph did not start:" >&2; cat "$log" >&2; exit 1; }
     addrs+=("$addr")
   done
   # Wait (up to 60 s) until every process owns partitions and together they own all 12.
