@@ -46,7 +46,8 @@ pub enum BenchCommand {
         #[arg(long)]
         rate: Option<u64>,
     },
-    /// Creates `topic` (and `--create` more) and produces COUNT copies of a message to it.
+    /// Creates `topic` (and `--create` more) unless they exist, and produces COUNT copies of a
+    /// message to it.
     KafkaProduce {
         #[arg(long)]
         brokers: String,
@@ -637,7 +638,11 @@ fn kafka_produce(
         .enable_all()
         .build()?;
     for r in rt.block_on(admin.create_topics(&topics, &AdminOptions::new()))? {
-        r.map_err(|(t, e)| anyhow::anyhow!("creating {t}: {e}"))?;
+        match r {
+            // Topics made earlier (e.g. before the consumers subscribed) are produced to.
+            Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) | Ok(_) => {}
+            Err((t, e)) => bail!("creating {t}: {e}"),
+        }
     }
     let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
         .set("bootstrap.servers", brokers)

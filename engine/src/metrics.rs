@@ -22,6 +22,8 @@
 //! | `servegraph_tracking_events_dropped_total` | counter | graph |
 //! | `servegraph_kafka_consumer_lag` | gauge | topic, partition |
 //! | `servegraph_kafka_committed_offset` | gauge | topic, partition |
+//! | `servegraph_kafka_partition_assigned` | gauge (1 or 0) | topic, partition |
+//! | `servegraph_kafka_rebalances_total` | counter | kind |
 //! | `servegraph_kafka_connected` | gauge (1 or 0) | client, brokers |
 //! | `servegraph_router_requests_total` | counter | graph, router, policy, route |
 //! | `servegraph_router_rewards_total` | counter | graph, router, policy, route |
@@ -175,6 +177,8 @@ struct Metrics {
     kafka_lag: Family<L2, Gauge>,
     kafka_committed: Family<L2, Gauge>,
     kafka_connected: Family<L2, Gauge>,
+    kafka_assigned: Family<L2, Gauge>,
+    kafka_rebalances: Family<L1, Counter>,
     user_counters: Family<L2, Counter<f64, AtomicU64>>,
     user_gauges: Family<L2, Gauge<f64, AtomicU64>>,
     user_timers: Family<L2, Timer>,
@@ -211,6 +215,8 @@ fn global() -> &'static Metrics {
             kafka_lag: Family::default(),
             kafka_committed: Family::default(),
             kafka_connected: Family::default(),
+            kafka_assigned: Family::default(),
+            kafka_rebalances: Family::default(),
             user_counters: Family::default(),
             user_gauges: Family::default(),
             user_timers: Family::default(),
@@ -297,6 +303,16 @@ fn global() -> &'static Metrics {
             "servegraph_kafka_connected",
             "Whether a Kafka client of the graph reaches one of its brokers (1) or none (0)",
             m.kafka_connected.clone(),
+        );
+        r.register(
+            "servegraph_kafka_partition_assigned",
+            "Whether the Kafka source owns a partition of its group now (1) or gave it up (0)",
+            m.kafka_assigned.clone(),
+        );
+        r.register(
+            "servegraph_kafka_rebalances",
+            "Rebalances of the Kafka source's group: partitions assigned to it, or revoked",
+            m.kafka_rebalances.clone(),
         );
         r.register(
             "servegraph_model_user_counter",
@@ -667,6 +683,24 @@ pub fn kafka_partition(topic: &str, partition: i32, lag: i64, committed: i64) {
     }
 }
 
+/// A rebalance gave the Kafka source partitions (`assigned`) or took them away: each
+/// partition's `servegraph_kafka_partition_assigned`, and one count of the rebalance's kind.
+pub fn kafka_rebalance(partitions: &[(String, i32)], assigned: bool) {
+    let m = global();
+    for (topic, partition) in partitions {
+        m.kafka_assigned
+            .get_or_create(&[
+                ("topic", topic.clone()),
+                ("partition", partition.to_string()),
+            ])
+            .set(assigned as i64);
+    }
+    let kind = if assigned { "assign" } else { "revoke" };
+    m.kafka_rebalances
+        .get_or_create(&[("kind", kind.into())])
+        .inc();
+}
+
 /// The gauge that says whether the Kafka client `client` reaches one of `brokers`.
 pub fn kafka_connected(client: &str, brokers: &str) -> Gauge {
     global()
@@ -911,6 +945,44 @@ mod tests {
                 readout: None,
             }
         }
+    }
+
+    #[test]
+    fn rebalances_set_the_partitions_and_count() {
+        let parts = vec![
+            ("rebalance-test".to_owned(), 4),
+            ("rebalance-test".to_owned(), 5),
+        ];
+        let value = |p: i32| {
+            render(None)
+                .unwrap()
+                .lines()
+                .find(|l| {
+                    l.starts_with("servegraph_kafka_partition_assigned{")
+                        && l.contains("topic=\"rebalance-test\"")
+                        && l.contains(&format!("partition=\"{p}\""))
+                })
+                .map(|l| l.rsplit(' ').next().unwrap().to_owned())
+        };
+        kafka_rebalance(&parts, true);
+        assert_eq!(
+            (value(4).as_deref(), value(5).as_deref()),
+            (Some("1"), Some("1"))
+        );
+        kafka_rebalance(&parts[..1], false);
+        assert_eq!(
+            (value(4).as_deref(), value(5).as_deref()),
+            (Some("0"), Some("1"))
+        );
+        let text = render(None).unwrap();
+        assert!(
+            text.contains("servegraph_kafka_rebalances_total{kind=\"revoke\"}"),
+            "{text}"
+        );
+        assert!(
+            text.contains("servegraph_kafka_rebalances_total{kind=\"assign\"}"),
+            "{text}"
+        );
     }
 
     #[test]

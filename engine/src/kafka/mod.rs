@@ -89,10 +89,61 @@ impl ClientError {
 /// What the rebalance callbacks share with the processing loop.
 #[derive(Default)]
 struct Shared {
-    /// Committable positions, kept current by the loop.
+    /// Each owned partition's finished prefix (the position to commit), updated by the loop
+    /// as results are acknowledged: what a revocation commits before the partition goes.
     positions: HashMap<Tp, i64>,
-    /// Partitions taken away: the loop stops committing them.
+    /// Partitions taken away: the loop stops committing them and drops their unfinished work
+    /// (the new owner does it again from the committed position).
     revoked: HashSet<Tp>,
+    /// How many times each partition was assigned: work consumed under an earlier
+    /// assignment is not mixed with the current one's.
+    epochs: HashMap<Tp, u64>,
+}
+
+impl Shared {
+    /// Partitions are taken away: the finished prefix of each (to commit before they go).
+    fn revoke(&mut self, partitions: &[Tp]) -> Vec<(Tp, i64)> {
+        let mut commit = Vec::new();
+        for tp in partitions {
+            if let Some(pos) = self.positions.remove(tp) {
+                commit.push((tp.clone(), pos));
+            }
+            self.revoked.insert(tp.clone());
+        }
+        commit
+    }
+
+    /// Partitions are given (again): a new assignment of each, nothing finished yet.
+    fn assign(&mut self, partitions: &[Tp]) {
+        for tp in partitions {
+            self.revoked.remove(tp);
+            self.positions.remove(tp);
+            *self.epochs.entry(tp.clone()).or_default() += 1;
+        }
+    }
+
+    /// The current assignment of `tp`, if it is owned.
+    fn epoch(&self, tp: &Tp) -> Option<u64> {
+        if self.revoked.contains(tp) {
+            return None;
+        }
+        Some(self.epochs.get(tp).copied().unwrap_or(0))
+    }
+
+    /// The loop's acknowledged prefix of `tp` under assignment `epoch` moved to `pos`.
+    fn advanced(&mut self, tp: &Tp, epoch: u64, pos: i64) {
+        if self.epoch(tp) == Some(epoch) {
+            self.positions.insert(tp.clone(), pos);
+        }
+    }
+}
+
+/// The partitions of a rebalance's list.
+fn partitions_of(list: &TopicPartitionList) -> Vec<Tp> {
+    list.elements()
+        .iter()
+        .map(|e| (e.topic().to_owned(), e.partition()))
+        .collect()
 }
 
 struct ConsumerState {
@@ -131,16 +182,14 @@ impl ClientContext for ConsumerState {
 impl ConsumerContext for ConsumerState {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(list) = rebalance {
-            let mut shared = self.shared.lock().expect("not poisoned");
+            let revoked = partitions_of(list);
+            let finished = self.shared.lock().expect("not poisoned").revoke(&revoked);
             let mut commit = TopicPartitionList::new();
-            for e in list.elements() {
-                let tp = (e.topic().to_owned(), e.partition());
-                if let Some(&pos) = shared.positions.get(&tp) {
-                    let _ =
-                        commit.add_partition_offset(e.topic(), e.partition(), Offset::Offset(pos));
-                }
-                shared.revoked.insert(tp);
+            for ((topic, partition), pos) in finished {
+                let _ = commit.add_partition_offset(&topic, partition, Offset::Offset(pos));
             }
+            crate::metrics::kafka_rebalance(&revoked, false);
+            // With cooperative rebalancing only these partitions stop; the others go on.
             if commit.count() > 0
                 && let Err(e) = consumer.commit(&commit, CommitMode::Sync)
             {
@@ -150,19 +199,16 @@ impl ConsumerContext for ConsumerState {
                     "",
                 );
             }
-            tracing::info!(partitions = list.count(), "partitions revoked");
+            tracing::info!(partitions = ?revoked, "partitions revoked");
         }
     }
 
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(list) = rebalance {
-            let mut shared = self.shared.lock().expect("not poisoned");
-            for e in list.elements() {
-                shared
-                    .revoked
-                    .remove(&(e.topic().to_owned(), e.partition()));
-            }
-            tracing::info!(partitions = list.count(), "partitions assigned");
+            let assigned = partitions_of(list);
+            self.shared.lock().expect("not poisoned").assign(&assigned);
+            crate::metrics::kafka_rebalance(&assigned, true);
+            tracing::info!(partitions = ?assigned, "partitions assigned");
         }
     }
 }
@@ -299,7 +345,9 @@ fn start(
     let consuming = Arc::clone(&connection);
     let task = tokio::spawn(async move {
         let connection = consuming;
-        let mut partitions: HashMap<Tp, progress::Partition<Option<Outgoing>>> = HashMap::new();
+        // Each partition's bookkeeping, under the assignment (epoch) it was consumed in.
+        let mut partitions: HashMap<Tp, (u64, progress::Partition<Option<Outgoing>>)> =
+            HashMap::new();
         let mut processing = FuturesUnordered::new();
         let mut deliveries = FuturesUnordered::new();
         let mut in_flight = 0usize;
@@ -322,25 +370,35 @@ fn start(
                     tracing::warn!(in_flight, "Kafka messages still in flight after the drain deadline; they will be redelivered");
                     break;
                 }
-                Some((tp, offset, out)) = processing.next(), if !processing.is_empty() => {
+                Some((tp, epoch, offset, out)) = processing.next(), if !processing.is_empty() => {
                     let tp: Tp = tp;
-                    let Some(p) = partitions.get_mut(&tp) else { continue };
+                    // Work of a partition given up since (or assigned anew): the owner does it
+                    // again from the committed position, so its result is not produced.
+                    let current = shared.lock().expect("not poisoned").epoch(&tp) == Some(epoch);
+                    let Some((_, p)) = partitions.get_mut(&tp).filter(|(e, _)| current && *e == epoch) else {
+                        in_flight -= 1;
+                        continue;
+                    };
                     for (o, record) in p.finished(offset, out) {
                         match record {
-                            Some(r) => deliveries.push(produce(producer.clone(), tp.clone(), o, r, Duration::ZERO)),
+                            Some(r) => deliveries.push(produce(producer.clone(), (tp.clone(), epoch), o, r, Duration::ZERO)),
                             None => {
                                 p.delivered(o);
                                 in_flight -= 1;
                             }
                         }
                     }
+                    let pos = p.position();
+                    shared.lock().expect("not poisoned").advanced(&tp, epoch, pos);
                 }
-                Some((tp, offset, record, result)) = deliveries.next(), if !deliveries.is_empty() => {
+                Some(((tp, epoch), offset, record, result)) = deliveries.next(), if !deliveries.is_empty() => {
                     let result: Result<(), KafkaError> = result;
                     match result {
                         Ok(()) => {
-                            if let Some(p) = partitions.get_mut(&tp) {
+                            if let Some((_, p)) = partitions.get_mut(&tp).filter(|(e, _)| *e == epoch) {
                                 p.delivered(offset);
+                                let pos = p.position();
+                                shared.lock().expect("not poisoned").advanced(&tp, epoch, pos);
                             }
                             in_flight -= 1;
                         }
@@ -348,7 +406,7 @@ fn start(
                             // The broker would not take it: try again (bounded by max_in_flight,
                             // which stops consumption meanwhile); never commit past it.
                             connection.failed(&format!("producing a result to `{}`", record.topic), &e, "retrying");
-                            deliveries.push(produce(producer.clone(), tp, offset, record, Duration::from_millis(500)));
+                            deliveries.push(produce(producer.clone(), (tp, epoch), offset, record, Duration::from_millis(500)));
                         }
                     }
                 }
@@ -358,10 +416,15 @@ fn start(
                             connection.mark_up();
                             let tp: Tp = (m.topic().to_owned(), m.partition());
                             let offset = m.offset();
-                            partitions
+                            let epoch = shared.lock().expect("not poisoned").epoch(&tp).unwrap_or(0);
+                            let entry = partitions
                                 .entry(tp.clone())
-                                .or_insert_with(|| progress::Partition::new(offset))
-                                .consumed(offset);
+                                .or_insert_with(|| (epoch, progress::Partition::new(offset)));
+                            if entry.0 != epoch {
+                                // Assigned anew: what is left of the earlier assignment is dropped.
+                                *entry = (epoch, progress::Partition::new(offset));
+                            }
+                            entry.1.consumed(offset);
                             in_flight += 1;
                             let headers = m
                                 .headers()
@@ -384,7 +447,7 @@ fn start(
                             let (spec, pipeline) = (Arc::clone(&spec), Arc::clone(&pipeline));
                             processing.push(async move {
                                 let (tp, offset) = (incoming.tp.clone(), incoming.offset);
-                                (tp, offset, process(&pipeline, &spec, incoming).await)
+                                (tp, epoch, offset, process(&pipeline, &spec, incoming).await)
                             });
                         }
                         Err(e) => {
@@ -407,22 +470,19 @@ fn start(
 fn commit(
     consumer: &StreamConsumer<ConsumerState>,
     shared: &Mutex<Shared>,
-    partitions: &mut HashMap<Tp, progress::Partition<Option<Outgoing>>>,
+    partitions: &mut HashMap<Tp, (u64, progress::Partition<Option<Outgoing>>)>,
     mode: CommitMode,
 ) {
-    let mut shared = shared.lock().expect("not poisoned");
+    let shared = shared.lock().expect("not poisoned");
+    // Forget partitions given up (or assigned anew since): their unfinished work is dropped
+    // as it finishes, and the owner commits them.
+    partitions.retain(|tp, (epoch, _)| shared.epoch(tp) == Some(*epoch));
     let mut list = TopicPartitionList::new();
-    for (tp, p) in partitions.iter_mut() {
-        if shared.revoked.contains(tp) {
-            continue;
-        }
+    for (tp, (_, p)) in partitions.iter_mut() {
         if let Some(pos) = p.to_commit() {
-            shared.positions.insert(tp.clone(), pos);
             let _ = list.add_partition_offset(&tp.0, tp.1, Offset::Offset(pos));
         }
     }
-    // Forget revoked partitions once nothing of theirs is in flight.
-    partitions.retain(|tp, p| !(shared.revoked.contains(tp) && p.in_flight() == 0));
     drop(shared);
     if list.count() > 0
         && let Err(e) = consumer.commit(&list, mode)
@@ -438,11 +498,11 @@ fn commit(
 /// Produces one record (after `delay`) and waits for the broker's acknowledgement.
 async fn produce(
     producer: FutureProducer<client::Context>,
-    tp: Tp,
+    tp: (Tp, u64),
     offset: i64,
     record: Outgoing,
     delay: Duration,
-) -> (Tp, i64, Outgoing, Result<(), KafkaError>) {
+) -> ((Tp, u64), i64, Outgoing, Result<(), KafkaError>) {
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
@@ -561,6 +621,48 @@ fn operation(headers: &Vec<(String, Vec<u8>)>) -> crate::Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn tp(p: i32) -> Tp {
+        ("in".to_owned(), p)
+    }
+
+    #[test]
+    fn a_revocation_commits_the_finished_prefix_of_those_partitions_only() {
+        let mut s = Shared::default();
+        s.assign(&[tp(0), tp(1), tp(2)]);
+        let e = s.epoch(&tp(0)).unwrap();
+        s.advanced(&tp(0), e, 10);
+        s.advanced(&tp(1), e, 20);
+        s.advanced(&tp(0), e, 12);
+        // Cooperative: only partition 0 goes; 1 and 2 stay owned, with their positions.
+        assert_eq!(s.revoke(&[tp(0), tp(2)]), vec![(tp(0), 12)]);
+        assert_eq!(s.epoch(&tp(0)), None);
+        assert_eq!(s.epoch(&tp(2)), None);
+        assert_eq!(s.epoch(&tp(1)), Some(e));
+        assert_eq!(s.positions.get(&tp(1)), Some(&20));
+        // Work of the revoked partition that finishes late moves nothing.
+        s.advanced(&tp(0), e, 15);
+        assert_eq!(s.revoke(&[tp(0)]), vec![]);
+    }
+
+    #[test]
+    fn a_partition_assigned_again_starts_a_new_epoch_and_forgets_the_old_positions() {
+        let mut s = Shared::default();
+        s.assign(&[tp(3)]);
+        let first = s.epoch(&tp(3)).unwrap();
+        s.advanced(&tp(3), first, 7);
+        s.revoke(&[tp(3)]);
+        s.assign(&[tp(3)]);
+        let second = s.epoch(&tp(3)).unwrap();
+        assert_ne!(first, second);
+        // The first assignment's late work is not the second's: its position is not kept.
+        s.advanced(&tp(3), first, 9);
+        assert_eq!(s.revoke(&[tp(3)]), vec![], "nothing finished in the second");
+        s.assign(&[tp(3)]);
+        let third = s.epoch(&tp(3)).unwrap();
+        s.advanced(&tp(3), third, 11);
+        assert_eq!(s.revoke(&[tp(3)]), vec![(tp(3), 11)]);
+    }
 
     #[test]
     fn client_errors_read_as_the_messages_they_replaced() {
