@@ -49,9 +49,15 @@ const REBALANCE_MARGIN: Duration = Duration::from_secs(20);
 ///
 /// Partitions no rebalance moves are never done twice (cooperative rebalancing does not
 /// revoke them): checked separately, as 0.
+///
+/// Only the partitions a rebalance moves can be done twice, and one moves at most a member's
+/// share of them (⌈PARTITIONS / members⌉: the killed member's, or what a new member takes), so
+/// the stream's part is that share of it.
 fn duplicate_bound(rebalances: usize, members: usize) -> usize {
     let killed = MAX_IN_FLIGHT + 2 * RATE * COMMIT_MS as usize / 1000;
-    let rebalance = members * MAX_IN_FLIGHT + RATE * (COMMIT_MS + SESSION_MS) as usize / 1000;
+    let moved = (PARTITIONS as usize).div_ceil(members);
+    let rebalance = members * MAX_IN_FLIGHT
+        + RATE * (COMMIT_MS + SESSION_MS) as usize / 1000 * moved / PARTITIONS as usize;
     killed + rebalances * rebalance
 }
 
@@ -205,21 +211,7 @@ struct Answers {
 impl Answers {
     /// Reads every partition of `topic` from the start, on a thread of its own.
     fn read(topic: &str) -> Answers {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", broker())
-            .set("group.id", unique("reader"))
-            .set("enable.auto.commit", "false")
-            .create()
-            .unwrap();
-        let metadata = consumer
-            .fetch_metadata(Some(topic), Duration::from_secs(10))
-            .unwrap();
-        let mut list = rdkafka::TopicPartitionList::new();
-        for p in 0..metadata.topics()[0].partitions().len() as i32 {
-            list.add_partition_offset(topic, p, rdkafka::Offset::Beginning)
-                .unwrap();
-        }
-        consumer.assign(&list).unwrap();
+        let consumer = reader(topic);
         let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let (s, st) = (Arc::clone(&seen), Arc::clone(&stop));

@@ -816,39 +816,80 @@ fn step_for(
 pub fn python_version(python: &str) -> Option<String> {
     // Bounded: an interpreter that hangs is killed after 30 s, and only the first 64 bytes
     // it prints are read (a path that names some other program cannot flood the server).
-    const LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
-    let mut child = std::process::Command::new(python)
-        .args(["-c", "import sys; print('%d.%d' % sys.version_info[:2])"])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .ok()?;
-    let stdout = child.stdout.take().expect("piped");
-    let reader = std::thread::spawn(move || {
-        let mut text = Vec::new();
-        let _ = std::io::Read::read_to_end(&mut std::io::Read::take(stdout, 64), &mut text);
-        text
-    });
-    let deadline = std::time::Instant::now() + LIMIT;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) if std::time::Instant::now() < deadline => {
-                std::thread::sleep(std::time::Duration::from_millis(5))
-            }
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return None;
-            }
-        }
-    };
-    let text = reader.join().ok()?;
+    let mut cmd = std::process::Command::new(python);
+    cmd.args(["-c", "import sys; print('%d.%d' % sys.version_info[:2])"]);
+    let (status, text) = run_bounded(
+        cmd,
+        std::time::Duration::from_secs(30),
+        Captured::Stdout { first: 64 },
+    )
+    .ok()??;
     status
         .success()
         .then(|| String::from_utf8_lossy(&text).trim().to_owned())
         .filter(|v| !v.is_empty() && v.len() <= 8)
+}
+
+/// Which of a command's outputs [`run_bounded`] keeps (the other goes nowhere).
+enum Captured {
+    /// The first bytes of its standard output; the pipe is closed after them.
+    Stdout { first: u64 },
+    /// The last bytes of its standard error, read to the end.
+    Stderr { last: usize },
+}
+
+/// Runs `cmd` (no input) for at most `limit`: its status and what it kept of its output, or
+/// `None` when it was killed at the limit.
+fn run_bounded(
+    mut cmd: std::process::Command,
+    limit: std::time::Duration,
+    captured: Captured,
+) -> std::io::Result<Option<(std::process::ExitStatus, Vec<u8>)>> {
+    use std::process::Stdio;
+    let (out, err) = match captured {
+        Captured::Stdout { .. } => (Stdio::piped(), Stdio::null()),
+        Captured::Stderr { .. } => (Stdio::null(), Stdio::piped()),
+    };
+    let mut child = cmd.stdin(Stdio::null()).stdout(out).stderr(err).spawn()?;
+    let reader: std::thread::JoinHandle<Vec<u8>> = match captured {
+        Captured::Stdout { first } => {
+            let stdout = child.stdout.take().expect("piped");
+            std::thread::spawn(move || {
+                let mut text = Vec::new();
+                let _ =
+                    std::io::Read::read_to_end(&mut std::io::Read::take(stdout, first), &mut text);
+                text
+            })
+        }
+        Captured::Stderr { last } => {
+            let mut stderr = child.stderr.take().expect("piped");
+            std::thread::spawn(move || {
+                let (mut text, mut buf) = (Vec::new(), [0u8; 8192]);
+                while let Ok(n @ 1..) = std::io::Read::read(&mut stderr, &mut buf) {
+                    text.extend_from_slice(&buf[..n]);
+                    if text.len() > 2 * last {
+                        text.drain(..text.len() - last);
+                    }
+                }
+                text
+            })
+        }
+    };
+    let deadline = std::time::Instant::now() + limit;
+    let status = loop {
+        match child.try_wait()? {
+            Some(status) => break status,
+            None if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(5))
+            }
+            None => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Ok(None);
+            }
+        }
+    };
+    Ok(Some((status, reader.join().unwrap_or_default())))
 }
 
 /// A virtualenv for one model version, seeing the server's Python packages, with `pkgs`
@@ -857,44 +898,17 @@ fn make_venv(python: &str, folder: &Path, pkgs: &[String]) -> Result<String, Err
     let venv = folder.join(".venv");
     // Each command is bounded: a pip that hangs (an unreachable index) is killed.
     const LIMIT: std::time::Duration = std::time::Duration::from_secs(600);
-    let run = |mut cmd: std::process::Command, what: &str| -> Result<(), Error> {
-        let mut child = cmd
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .map_err(|e| Error::internal(format!("{what}: {e}")))?;
-        let mut stderr = child.stderr.take().expect("piped");
-        let reader = std::thread::spawn(move || {
-            let mut text = Vec::new();
-            let _ = std::io::Read::read_to_end(&mut stderr, &mut text);
-            text
-        });
-        let deadline = std::time::Instant::now() + LIMIT;
-        let status = loop {
-            match child.try_wait() {
-                Ok(Some(status)) => break status,
-                Ok(None) if std::time::Instant::now() < deadline => {
-                    std::thread::sleep(std::time::Duration::from_millis(50))
-                }
-                _ => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    return Err(bad(format!("{what} took longer than {}s", LIMIT.as_secs())));
-                }
-            }
+    let run = |cmd: std::process::Command, what: &str| -> Result<(), Error> {
+        let Some((status, stderr)) = run_bounded(cmd, LIMIT, Captured::Stderr { last: 64 << 10 })
+            .map_err(|e| Error::internal(format!("{what}: {e}")))?
+        else {
+            return Err(bad(format!("{what} took longer than {}s", LIMIT.as_secs())));
         };
-        let out = std::process::Output {
-            status,
-            stdout: Vec::new(),
-            stderr: reader.join().unwrap_or_default(),
-        };
-        if !out.status.success() {
-            let err = String::from_utf8_lossy(&out.stderr);
+        if !status.success() {
+            let err = String::from_utf8_lossy(&stderr);
             let tail: Vec<&str> = err.lines().rev().take(15).collect();
             return Err(bad(format!(
-                "{what} failed ({}):\n{}",
-                out.status,
+                "{what} failed ({status}):\n{}",
                 tail.into_iter().rev().collect::<Vec<_>>().join("\n")
             )));
         }

@@ -206,13 +206,24 @@ def deploy_python_closure(
     finally:
         for m in modules:
             cloudpickle.unregister_pickle_by_value(m)
-    datatype = DATATYPES[input_type]
     params = {
         "module": {"string_value": "servegraph.deployed"},
         "class_name": {"string_value": "Closure"},
         "class_args": {"string_value": json.dumps({"input_type": input_type})},
         "python_version": {"string_value": "%d.%d" % sys.version_info[:2]},
     }
+    config = _python_config(
+        name, input_type, params, batch_size, num_replicas, pkgs_to_install, example, default_output, slo_micros
+    )
+    return _load(url, name, config, {"%s/func.pkl" % version: payload}, token)
+
+
+def _python_config(name, input_type, params, batch_size, num_replicas, pkgs_to_install, example, default_output, slo_micros):
+    """The Triton model configuration of a Python model whose one input `input` is a row of
+    `input_type` per call (a batch of rows with `batch_size` > 1), with `params` and the rest of
+    a deployer's keywords as its parameters."""
+    datatype = DATATYPES[input_type]
+    params = dict(params)
     params.update(_app_params(input_type, default_output, slo_micros))
     if pkgs_to_install:
         params["pkgs_to_install"] = {"string_value": json.dumps(list(pkgs_to_install))}
@@ -230,7 +241,7 @@ def deploy_python_closure(
         config["input"][0]["dims"] = [] if datatype == "BYTES" else [-1]
     if num_replicas and int(num_replicas) > 1:
         config["instance_group"] = [{"count": int(num_replicas), "kind": "KIND_CPU"}]
-    return _load(url, name, config, {"%s/func.pkl" % version: payload}, token)
+    return config
 
 
 def create_endpoint(
@@ -391,7 +402,6 @@ def _deploy_framework(
         raise ValueError("an `example` is run before the model serves, which load_mode async does not wait for: give one or the other")
     if threads is not None and (not isinstance(threads, int) or threads < 1):
         raise ValueError("threads must be a positive integer, not %r" % (threads,))
-    datatype = DATATYPES[input_type]
     args = {"input_type": input_type, "workers": max(int(num_replicas or 1), 1), "name": name}
     if threads is not None:
         args["threads"] = threads
@@ -405,23 +415,9 @@ def _deploy_framework(
         params["python"] = {"string_value": os.path.abspath(os.fspath(python))}
     if load_mode is not None:
         params["load_mode"] = {"string_value": load_mode}
-    params.update(_app_params(input_type, default_output, slo_micros))
-    if pkgs_to_install:
-        params["pkgs_to_install"] = {"string_value": json.dumps(list(pkgs_to_install))}
-    if example is not None:
-        params["example"] = {"string_value": json.dumps(_example_request(example, input_type))}
-    config = {
-        "name": name,
-        "backend": "python",
-        "max_batch_size": max(int(batch_size), 0),
-        "input": [{"name": "input", "data_type": "TYPE_" + datatype, "dims": [-1] if datatype == "BYTES" else [-1, -1]}],
-        "parameters": params,
-    }
-    if batch_size and int(batch_size) > 1:
-        config["dynamic_batching"] = {"max_queue_delay_microseconds": 0}
-        config["input"][0]["dims"] = [] if datatype == "BYTES" else [-1]
-    if num_replicas and int(num_replicas) > 1:
-        config["instance_group"] = [{"count": int(num_replicas), "kind": "KIND_CPU"}]
+    config = _python_config(
+        name, input_type, params, batch_size, num_replicas, pkgs_to_install, example, default_output, slo_micros
+    )
     payload = {"%s/%s" % (version, k): v for k, v in files.items()}
     if func is not None:
         payload["%s/func.pkl" % version] = _func_payload(func)

@@ -198,13 +198,9 @@ pub struct Record {
     pub headers: HashMap<String, String>,
 }
 
-/// Reads every partition of `topic` from the start until `done` says so or `timeout` passes.
-/// Partitions are assigned, not subscribed: no consumer group to join (joins are slow).
-pub fn consume_until(
-    topic: &str,
-    timeout: Duration,
-    done: impl Fn(&[Record]) -> bool,
-) -> Vec<Record> {
+/// A consumer of every partition of `topic`, from the start. Partitions are assigned, not
+/// subscribed: no consumer group to join (joins are slow).
+pub fn reader(topic: &str) -> BaseConsumer {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", broker())
         .set("group.id", unique("reader"))
@@ -221,6 +217,16 @@ pub fn consume_until(
             .unwrap();
     }
     consumer.assign(&list).unwrap();
+    consumer
+}
+
+/// Reads every partition of `topic` from the start until `done` says so or `timeout` passes.
+pub fn consume_until(
+    topic: &str,
+    timeout: Duration,
+    done: impl Fn(&[Record]) -> bool,
+) -> Vec<Record> {
+    let consumer = reader(topic);
     let deadline = Instant::now() + timeout;
     let mut out = Vec::new();
     while Instant::now() < deadline && !done(&out) {

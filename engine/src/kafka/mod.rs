@@ -402,6 +402,10 @@ fn start(
                             }
                             in_flight -= 1;
                         }
+                        Err(_) if shared.lock().expect("not poisoned").epoch(&tp) != Some(epoch) => {
+                            // Its partition was given up since: the new owner does it again.
+                            in_flight -= 1;
+                        }
                         Err(e) => {
                             // The broker would not take it: try again (bounded by max_in_flight,
                             // which stops consumption meanwhile); never commit past it.
@@ -421,7 +425,9 @@ fn start(
                                 .entry(tp.clone())
                                 .or_insert_with(|| (epoch, progress::Partition::new(offset)));
                             if entry.0 != epoch {
-                                // Assigned anew: what is left of the earlier assignment is dropped.
+                                // Assigned anew: what is left of the earlier assignment is
+                                // dropped (its results parked here with it).
+                                in_flight -= entry.1.parked();
                                 *entry = (epoch, progress::Partition::new(offset));
                             }
                             entry.1.consumed(offset);
@@ -456,27 +462,36 @@ fn start(
                         }
                     }
                 }
-                _ = commit_tick.tick() => commit(&consumer, &shared, &mut partitions, CommitMode::Async),
+                _ = commit_tick.tick() => in_flight -= commit(&consumer, &shared, &mut partitions, CommitMode::Async),
             }
         }
-        commit(&consumer, &shared, &mut partitions, CommitMode::Sync);
+        let _ = commit(&consumer, &shared, &mut partitions, CommitMode::Sync);
         let _ = producer.flush(Duration::from_secs(5));
         tracing::info!("Kafka source stopped");
     });
     Ok((task, connection))
 }
 
-/// Commits every partition whose finished prefix moved, unless it was revoked.
+/// Commits every partition whose finished prefix moved, unless it was revoked. Returns how
+/// many results of partitions given up were dropped with their bookkeeping (no longer in
+/// flight).
 fn commit(
     consumer: &StreamConsumer<ConsumerState>,
     shared: &Mutex<Shared>,
     partitions: &mut HashMap<Tp, (u64, progress::Partition<Option<Outgoing>>)>,
     mode: CommitMode,
-) {
+) -> usize {
     let shared = shared.lock().expect("not poisoned");
     // Forget partitions given up (or assigned anew since): their unfinished work is dropped
-    // as it finishes, and the owner commits them.
-    partitions.retain(|tp, (epoch, _)| shared.epoch(tp) == Some(*epoch));
+    // as it finishes, their results parked here now, and the owner commits them.
+    let mut dropped = 0;
+    partitions.retain(|tp, (epoch, p)| {
+        let kept = shared.epoch(tp) == Some(*epoch);
+        if !kept {
+            dropped += p.parked();
+        }
+        kept
+    });
     let mut list = TopicPartitionList::new();
     for (tp, (_, p)) in partitions.iter_mut() {
         if let Some(pos) = p.to_commit() {
@@ -493,6 +508,7 @@ fn commit(
             "they will be committed later",
         );
     }
+    dropped
 }
 
 /// Produces one record (after `delay`) and waits for the broker's acknowledgement.

@@ -78,6 +78,13 @@ impl<R> Partition<R> {
     pub fn in_flight(&self) -> usize {
         self.undelivered.len()
     }
+
+    /// Results finished out of order and waiting here for an earlier one: what dropping this
+    /// partition's bookkeeping (its assignment ended) lets go of with it. Everything else of
+    /// it in flight is still processing or producing, and is let go of as that ends.
+    pub fn parked(&self) -> usize {
+        self.ready.len()
+    }
 }
 
 #[cfg(test)]
@@ -107,5 +114,19 @@ mod tests {
         p.delivered(13);
         assert_eq!(p.to_commit(), Some(14));
         assert_eq!(p.in_flight(), 0);
+    }
+
+    #[test]
+    fn results_waiting_for_an_earlier_one_are_counted_as_parked() {
+        let mut p: Partition<&str> = Partition::new(10);
+        for o in 10..13 {
+            p.consumed(o);
+        }
+        assert!(p.finished(11, "b").is_empty());
+        assert!(p.finished(12, "c").is_empty());
+        // Revoked now: 10 is still processing, 11 and 12 go with the bookkeeping.
+        assert_eq!(p.parked(), 2);
+        assert_eq!(p.finished(10, "a").len(), 3);
+        assert_eq!(p.parked(), 0);
     }
 }
