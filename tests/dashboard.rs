@@ -190,19 +190,12 @@ impl Drop for Reaped {
     }
 }
 
-fn cache() -> PathBuf {
-    std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache"))
-        .join("servegraph")
-}
-
 /// Runs `tests/browser/dashboard.mjs CASE` against `s` (with the admin token `token`) and
 /// asserts it printed `ok CASE`; its output is the failure otherwise.
 fn browser_case(case: &str, s: &Server, token: Option<&str>) {
     let node_dir = std::env::var_os("SERVEGRAPH_NODE_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| cache().join("node"));
+        .unwrap_or_else(|| cache_dir().join("node"));
     let chromium = std::env::var("SERVEGRAPH_CHROMIUM").unwrap_or("/usr/bin/chromium".into());
     assert!(
         node_dir.join("node_modules/playwright-core").is_dir()

@@ -16,21 +16,7 @@ const TOKEN: &str = "frameworks-token";
 /// `scripts/setup.sh --test` makes (`venv-<framework>`). Missing is a failure, not a skip.
 fn framework_python(framework: &str) -> PathBuf {
     let var = format!("SERVEGRAPH_{}_PYTHON", framework.to_uppercase());
-    let py = match std::env::var_os(&var) {
-        Some(p) => PathBuf::from(p),
-        None => std::env::var_os("XDG_CACHE_HOME")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| {
-                PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache")
-            })
-            .join(format!("servegraph/venv-{framework}/bin/python")),
-    };
-    assert!(
-        py.exists(),
-        "{} is missing: run `scripts/setup.sh --test` (or set {var})",
-        py.display()
-    );
-    py
+    installed(Some(&var), &format!("venv-{framework}/bin/python"))
 }
 
 /// An empty router graph in a new folder (deployed models' files go beside it), served with
@@ -52,20 +38,13 @@ fn server() -> (tempfile::TempDir, Server) {
 
 /// Runs `case` of frameworks_check.py in `framework`'s interpreter against `s`.
 fn check(framework: &str, case: &str, s: &Server) {
-    let out = std::process::Command::new(framework_python(framework))
-        .arg(root().join("tests/python/frameworks_check.py"))
-        .arg(case)
-        .arg(&s.addr)
-        .arg(TOKEN)
-        .arg(root())
-        .env("TF_CPP_MIN_LOG_LEVEL", "2")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.contains(&format!("ok {case}")),
-        "{case}:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    let root = root();
+    python_case_in(
+        &framework_python(framework),
+        "frameworks_check.py",
+        case,
+        &[s.addr.as_ref(), TOKEN.as_ref(), root.as_os_str()],
+        &[("TF_CPP_MIN_LOG_LEVEL", "2")],
     );
 }
 

@@ -27,31 +27,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-fn cache() -> PathBuf {
-    std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache"))
-        .join("servegraph")
-}
-
 fn helm() -> PathBuf {
-    let p = cache().join("helm/bin/helm");
-    assert!(
-        p.exists(),
-        "{} is missing: run scripts/setup.sh --test",
-        p.display()
-    );
-    p
+    common::installed(None, "helm/bin/helm")
 }
 
 fn k8s_python() -> PathBuf {
-    let p = cache().join("venv-k8s/bin/python");
-    assert!(
-        p.exists(),
-        "{} is missing: run scripts/setup.sh --test",
-        p.display()
-    );
-    p
+    common::installed(None, "venv-k8s/bin/python")
 }
 
 fn chart() -> PathBuf {
@@ -728,7 +709,7 @@ fn image() -> Image {
         setup.contains(&format!("ORT_VERSION={ort_version}\n")),
         "the Dockerfile's ONNX Runtime {ort_version} is not scripts/setup.sh's"
     );
-    let ort_dir = cache().join(format!("onnxruntime-{ort_version}"));
+    let ort_dir = common::cache_dir().join(format!("onnxruntime-{ort_version}"));
     let mut in_runtime = false;
     let mut img = Image {
         copies: Vec::new(),

@@ -181,20 +181,12 @@ fn steady_producer_of(
                 });
             }
             let (key, payload) = (format!("k{i}"), payload(i));
-            let mut record = BaseRecord::to(&topic)
+            let record = BaseRecord::to(&topic)
                 .partition(i as i32 % PARTITIONS)
                 .key(&key)
                 .payload(&payload)
                 .headers(h);
-            loop {
-                match producer.send(record) {
-                    Ok(()) => break,
-                    Err((_, r)) => {
-                        record = r;
-                        std::thread::sleep(Duration::from_millis(5));
-                    }
-                }
-            }
+            send_queued(&producer, record);
             sent.fetch_add(1, Ordering::Relaxed);
         }
         producer.flush(Duration::from_secs(30)).unwrap();
@@ -711,16 +703,7 @@ fn bandit_run(processes: usize, n: usize, rate: usize) -> f64 {
             continue; // a duplicate: its reward was sent already
         }
         let body = format!(r#"{{"id":"{id}","reward":{}}}"#, reward(&id, &route));
-        let mut record = BaseRecord::to(&feedback).key(&id).payload(&body);
-        loop {
-            match rewards.send(record) {
-                Ok(()) => break,
-                Err((_, r)) => {
-                    record = r;
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-            }
-        }
+        send_queued(&rewards, BaseRecord::to(&feedback).key(&id).payload(&body));
         routes.insert(id, route);
     }
     producer.join().unwrap();

@@ -173,21 +173,32 @@ pub fn produce(topic: &str, records: &[Outgoing<'_>]) {
                 value: Some(v.as_bytes()),
             });
         }
-        let mut record = BaseRecord::to(topic)
+        let record = BaseRecord::to(topic)
             .key(key.as_str())
             .payload(payload.as_str())
             .headers(h);
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((_, r)) => {
-                    record = r;
-                    std::thread::sleep(Duration::from_millis(10));
-                }
+        send_queued(&producer, record);
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+}
+
+/// Sends `record`, waiting while the producer's queue is full.
+pub fn send_queued<K, P>(
+    producer: &ThreadedProducer<DefaultProducerContext>,
+    mut record: BaseRecord<'_, K, P>,
+) where
+    K: rdkafka::message::ToBytes + ?Sized,
+    P: rdkafka::message::ToBytes + ?Sized,
+{
+    loop {
+        match producer.send(record) {
+            Ok(()) => return,
+            Err((_, r)) => {
+                record = r;
+                std::thread::sleep(Duration::from_millis(5));
             }
         }
     }
-    producer.flush(Duration::from_secs(30)).unwrap();
 }
 
 /// A record read back: key, payload and headers.

@@ -299,10 +299,22 @@ pub fn iris_request(id: &str) -> String {
 /// Runs `tests/python/<script> <case> <args…>` with the test virtualenv and asserts it
 /// printed `ok <case>` (its output is the failure message otherwise).
 pub fn python_case(script: &str, case: &str, args: &[&std::ffi::OsStr]) {
-    let out = Command::new(test_python())
+    python_case_in(&test_python(), script, case, args, &[]);
+}
+
+/// [`python_case`] with the interpreter `python` and more environment `env`.
+pub fn python_case_in(
+    python: &std::path::Path,
+    script: &str,
+    case: &str,
+    args: &[&std::ffi::OsStr],
+    env: &[(&str, &str)],
+) {
+    let out = Command::new(python)
         .arg(root().join("tests/python").join(script))
         .arg(case)
         .args(args)
+        .envs(env.iter().copied())
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -347,25 +359,35 @@ pub fn tls_server(graph: &str, dir: &std::path::Path, extra: &[&str]) -> (Child,
     (child, line, cert_pem)
 }
 
-/// The Python of the test virtualenv (`scripts/setup.sh --test`), or `SERVEGRAPH_PYTHON`.
+/// The folder `scripts/setup.sh --test` installs into: `$XDG_CACHE_HOME/servegraph`, else
+/// `~/.cache/servegraph`.
+pub fn cache_dir() -> PathBuf {
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache"))
+        .join("servegraph")
+}
+
+/// Something `scripts/setup.sh --test` installs: the environment variable `var` when it is
+/// set, else `rel` in [`cache_dir`]. Missing is a failure, not a skip.
+pub fn installed(var: Option<&str>, rel: &str) -> PathBuf {
+    let path = match var.and_then(std::env::var_os) {
+        Some(p) => PathBuf::from(p),
+        None => cache_dir().join(rel),
+    };
+    let or_set = var.map(|v| format!(" (or set {v})")).unwrap_or_default();
+    assert!(
+        path.exists(),
+        "{} is missing: run `scripts/setup.sh --test`{or_set}",
+        path.display()
+    );
+    path
+}
+
 /// The interpreter of the Seldon Core virtualenv (`scripts/setup.sh --test`), with Seldon's
 /// own package: `SERVEGRAPH_SELDON_PYTHON`, else the cache's `venv-seldon`.
 pub fn seldon_python() -> PathBuf {
-    let py = match std::env::var_os("SERVEGRAPH_SELDON_PYTHON") {
-        Some(p) => PathBuf::from(p),
-        None => std::env::var_os("XDG_CACHE_HOME")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| {
-                PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache")
-            })
-            .join("servegraph/venv-seldon/bin/python"),
-    };
-    assert!(
-        py.exists(),
-        "{} is missing: run `scripts/setup.sh --test` (or set SERVEGRAPH_SELDON_PYTHON)",
-        py.display()
-    );
-    py
+    installed(Some("SERVEGRAPH_SELDON_PYTHON"), "venv-seldon/bin/python")
 }
 
 /// An interpreter with MLServer 1.7.1 installed (its `mlserver`, `mlserver_sklearn`):
@@ -373,39 +395,15 @@ pub fn seldon_python() -> PathBuf {
 /// benchmark's, `venv-bench-python`).
 #[allow(dead_code)]
 pub fn mlserver_python() -> PathBuf {
-    let py = match std::env::var_os("SERVEGRAPH_MLSERVER_PYTHON") {
-        Some(p) => PathBuf::from(p),
-        None => std::env::var_os("XDG_CACHE_HOME")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| {
-                PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache")
-            })
-            .join("servegraph/venv-bench-python/bin/python"),
-    };
-    assert!(
-        py.exists(),
-        "{} is missing: run `scripts/setup.sh --test` (or set SERVEGRAPH_MLSERVER_PYTHON)",
-        py.display()
-    );
-    py
+    installed(
+        Some("SERVEGRAPH_MLSERVER_PYTHON"),
+        "venv-bench-python/bin/python",
+    )
 }
 
+/// The Python of the test virtualenv (`scripts/setup.sh --test`), or `SERVEGRAPH_PYTHON`.
 pub fn test_python() -> PathBuf {
-    let py = match std::env::var_os("SERVEGRAPH_PYTHON") {
-        Some(p) => PathBuf::from(p),
-        None => std::env::var_os("XDG_CACHE_HOME")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| {
-                PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache")
-            })
-            .join("servegraph/venv-test/bin/python"),
-    };
-    assert!(
-        py.exists(),
-        "{} is missing: run `scripts/setup.sh --test` (or set SERVEGRAPH_PYTHON)",
-        py.display()
-    );
-    py
+    installed(Some("SERVEGRAPH_PYTHON"), "venv-test/bin/python")
 }
 
 /// Base64 (standard, padded), as Triton's load bodies carry files.
